@@ -1,0 +1,297 @@
+//! Wiring: turns parsed command-line arguments into a running server or a
+//! finished command. The long-running parts are here: the snapshot refresher,
+//! the settler (merge decisions, lost runs) and pruning.
+
+use crate::classify::Classifier;
+use crate::cli::{Cli, Command, IngestArgs, ServeArgs};
+use crate::config::{Config, Secrets};
+use crate::demo;
+use crate::http::{self, AppState};
+use crate::ingest::{ChangeRequest, ReportInput, ReportKind, RunRequest};
+use crate::metrics::{self, MetricsHub, SelfMetrics};
+use crate::store::writer::StoreHandle;
+use crate::store::{Policy, Store};
+use anyhow::{Context, Result};
+use chrono::Utc;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    let secrets = Secrets::resolve(&config.secrets, |k| std::env::var(k).ok())?;
+    if cli.print_config {
+        print!("{}", config.to_masked_toml(&secrets));
+        return Ok(());
+    }
+    match cli.command {
+        Command::Serve(args) => serve(config, secrets, args),
+        Command::Ingest(args) => ingest(&config, *args),
+    }
+}
+
+fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
+    if let Some(db) = args.db {
+        config.store.path = db;
+    }
+    if let Some(addr) = args.listen_address {
+        config.server.listen_address = addr;
+        config.validate()?;
+    }
+    let addr: SocketAddr = config
+        .server
+        .listen_address
+        .parse()
+        .context("server.listen_address")?;
+    let policy = Policy::from_config(&config);
+
+    if args.demo {
+        let mut store = Store::open(&config.store.path)?;
+        let report = demo::seed(&mut store, &policy, Utc::now())?;
+        if report.created {
+            tracing::info!(
+                runs = report.runs,
+                changes = report.changes,
+                "demo history written"
+            );
+        } else {
+            tracing::info!("demo history already present; nothing added");
+        }
+    }
+    {
+        let store = Store::open(&config.store.path)?;
+        store.mark_serving(Utc::now())?;
+    }
+    if secrets.api_token.is_none() {
+        tracing::warn!("CI_SLO_API_TOKEN is not set: POST /api/v1/runs will answer 401");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store = StoreHandle::start(&config.store.path)?;
+        let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
+        let state = AppState {
+            config: Arc::new(config),
+            secrets: Arc::new(secrets),
+            policy: Arc::new(policy),
+            store,
+            hub,
+            classifier: Arc::new(Classifier::with_defaults()),
+            refresh: Arc::new(Notify::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        refresh_snapshot(&state).await;
+        state.ready.store(true, Ordering::Release);
+        tokio::spawn(refresher(state.clone()));
+        tokio::spawn(settler(state.clone()));
+        tokio::spawn(pruner(state.clone()));
+
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, db = %state.store.path().display(), "serving");
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Rebuild the snapshot once, off the scrape path.
+async fn refresh_snapshot(state: &AppState) {
+    let config = state.config.clone();
+    match state
+        .store
+        .read(move |s| metrics::build_snapshot(s, &config, Utc::now()))
+        .await
+    {
+        Ok(snapshot) => {
+            state.hub.replace(snapshot);
+            count_refresh(state, "ok");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot rebuild the metrics snapshot; serving the previous one");
+            count_refresh(state, "error");
+        }
+    }
+}
+
+fn count_refresh(state: &AppState, result: &str) {
+    state
+        .hub
+        .self_metrics
+        .snapshot_refreshes
+        .get_or_create(&vec![("result".to_string(), result.to_string())])
+        .inc();
+}
+
+/// Rebuild on the configured interval, and shortly after writes (coalesced).
+async fn refresher(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.metrics.refresh_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.refresh.notified() => {
+                // Let a burst of writes land before rebuilding.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        refresh_snapshot(&state).await;
+    }
+}
+
+/// Decide merged changes and count lost scheduled runs as their time comes.
+async fn settler(state: AppState) {
+    let settle = state.config.slo.merge_settle;
+    let every = (settle / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let policy = state.policy.clone();
+        match state
+            .store
+            .write(move |s| s.settle(&policy, Utc::now(), None))
+            .await
+        {
+            Ok(stats) if stats.changes_decided + stats.runs_lost > 0 => {
+                tracing::debug!(?stats, "settled");
+                state.refresh.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot settle merged changes"),
+        }
+    }
+}
+
+/// Prune runs past the retention once an hour; counters are untouched.
+async fn pruner(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let retention = chrono::Duration::from_std(state.config.store.retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let keep_events = chrono::Duration::from_std(
+            state
+                .config
+                .gauge_windows()
+                .into_iter()
+                .max()
+                .unwrap_or_default()
+                .max(state.config.store.retention),
+        )
+        .unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        match state
+            .store
+            .write(move |s| s.prune(now - retention, now - keep_events))
+            .await
+        {
+            Ok(stats) if stats.runs > 0 => tracing::info!(?stats, "pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot prune"),
+        }
+    }
+}
+
+fn read_text(path: &std::path::Path) -> Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read stdin")?;
+        return Ok(s);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
+    let mut request = match &args.json {
+        Some(path) => serde_json::from_str::<RunRequest>(&read_text(path)?)
+            .with_context(|| format!("invalid run in {}", path.display()))?,
+        None => RunRequest {
+            repository: args.repository.clone().unwrap_or_default(),
+            forge: Some(
+                args.forge
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--forge: {e}"))?,
+            ),
+            context: args.context.clone().unwrap_or_default(),
+            commit: args.commit.clone().unwrap_or_default(),
+            external_id: args.external_id.clone(),
+            attempt: args.attempt,
+            trigger: Some(
+                args.trigger
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--trigger: {e}"))?,
+            ),
+            state: match &args.state {
+                Some(s) => Some(s.parse().map_err(|e| anyhow::anyhow!("--state: {e}"))?),
+                None => None,
+            },
+            queued_at: args.queued_at,
+            started_at: args.started_at,
+            finished_at: args.finished_at,
+            url: args.url.clone(),
+            log_url: args.log_url.clone(),
+            change: args.change.map(|number| ChangeRequest {
+                number,
+                merged_at: args.merged_at,
+            }),
+            ..RunRequest::default()
+        },
+    };
+    if let Some(log) = &args.log {
+        request.log = Some(read_text(log)?);
+    }
+    let mut reports = Vec::new();
+    for (kind, paths) in [
+        (ReportKind::Tap, &args.tap),
+        (ReportKind::Junit, &args.junit),
+    ] {
+        for path in paths {
+            reports.push(ReportInput {
+                format: kind,
+                name: path.display().to_string(),
+                content: read_text(path)?,
+            });
+        }
+    }
+    let prepared = request.prepare("cli", reports, &Classifier::with_defaults())?;
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+    }
+    let policy = Policy::from_config(config);
+    let mut store = Store::open(&args.db)?;
+    let now = Utc::now();
+    let ingested = store.ingest_run(&prepared.run, &policy, now)?;
+    store.settle(&policy, now, None)?;
+    println!(
+        "{}",
+        serde_json::json!({ "id": ingested.id, "status": ingested.status, "warnings": prepared.warnings })
+    );
+    Ok(())
+}

@@ -1,0 +1,650 @@
+//! The configuration file (TOML) and the secrets that come from the environment.
+//!
+//! Every key has a default, so an empty file (or none) is a valid config. Every
+//! key is documented in docs/configuration.md; `ci-slo-exporter.example.toml`
+//! shows them all. Secrets are never read from the file itself: only from
+//! environment variables or from files the config names, and they print masked.
+
+use crate::model::Forge;
+use crate::slo::{RunThresholds, SloId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default address of the HTTP server.
+pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:9787";
+/// The default database file, relative to the working directory.
+pub const DEFAULT_DB_PATH: &str = "ci-slo-exporter.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("secret {key}: cannot read {path}: {source}")]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub metrics: MetricsConfig,
+    pub slo: SloConfig,
+    pub secrets: SecretFiles,
+    pub repositories: Vec<RepositoryConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    pub listen_address: String,
+    /// Largest request body accepted (webhooks, ingest API); larger → 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen_address: DEFAULT_LISTEN_ADDRESS.into(),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite database file.
+    pub path: PathBuf,
+    /// Runs older than this are pruned (exported counters are never lowered).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: DEFAULT_DB_PATH.into(),
+            retention: days(400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// How often the /metrics snapshot is rebuilt from the store (also after every write).
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Events older than this when they arrive (after the first `serve`) are stored
+    /// but do not move the live counters: history reaches Prometheus through
+    /// `backfill-openmetrics`, not as a burst of live events.
+    #[serde(with = "humantime_serde")]
+    pub live_window: Duration,
+    /// Bucket upper bounds (seconds) of `ci_run_queue_duration_seconds`.
+    pub queue_buckets: Vec<f64>,
+    /// Bucket upper bounds (seconds) of `ci_run_duration_seconds`.
+    pub run_buckets: Vec<f64>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            refresh_interval: Duration::from_secs(15),
+            live_window: Duration::from_secs(24 * 3600),
+            queue_buckets: vec![
+                10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            ],
+            run_buckets: vec![
+                60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0,
+                10800.0, 21600.0,
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloConfig {
+    /// Error-budget period.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Windows of `ci_slo_sli_ratio` and `ci_slo_burn_rate` (the period is always added).
+    #[serde(with = "duration_list")]
+    pub windows: Vec<Duration>,
+    /// A merged change is decided this long after its merge and its last run.
+    #[serde(with = "humantime_serde")]
+    pub merge_settle: Duration,
+    /// A scheduled run still not finished after this long is counted as lost.
+    #[serde(with = "humantime_serde")]
+    pub lost_after: Duration,
+    /// Run-time threshold of the `run_time` SLO.
+    #[serde(with = "humantime_serde")]
+    pub run_time_threshold: Duration,
+    /// Queue-time threshold of the `queue_time` SLO.
+    #[serde(with = "humantime_serde")]
+    pub queue_time_threshold: Duration,
+    /// Longer queue times than this are data errors, not exported.
+    #[serde(with = "humantime_serde")]
+    pub max_plausible_queue_time: Duration,
+    /// Longer run times than this are data errors, not exported.
+    #[serde(with = "humantime_serde")]
+    pub max_plausible_run_time: Duration,
+    /// Objective per SLO id (0 < objective < 1).
+    pub objectives: BTreeMap<String, f64>,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        SloConfig {
+            period: days(28),
+            windows: vec![hours(1), hours(6), days(1), days(3)],
+            merge_settle: Duration::from_secs(300),
+            lost_after: hours(24),
+            run_time_threshold: hours(1),
+            queue_time_threshold: Duration::from_secs(300),
+            max_plausible_queue_time: days(7),
+            max_plausible_run_time: days(3),
+            objectives: SloId::ALL
+                .iter()
+                .map(|id| (id.as_str().to_string(), id.default_objective()))
+                .collect(),
+        }
+    }
+}
+
+/// Files that hold secrets; each is optional, the environment variable wins.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretFiles {
+    pub api_token_file: Option<PathBuf>,
+    pub github_token_file: Option<PathBuf>,
+    pub github_webhook_secret_file: Option<PathBuf>,
+    pub gitlab_token_file: Option<PathBuf>,
+    pub gitlab_webhook_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    #[serde(default = "generic_forge")]
+    pub forge: Forge,
+    pub path: String,
+    /// Contexts that must pass for a merged change to count as green; empty
+    /// means every context seen on the change's head commit.
+    #[serde(default)]
+    pub required_contexts: Vec<String>,
+}
+
+fn generic_forge() -> Forge {
+    Forge::Generic
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86400)
+}
+
+fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+
+/// A secret value: prints as `***`, never in full.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where each secret comes from: (config key of the file, environment variable).
+pub const SECRET_SOURCES: [(&str, &str); 5] = [
+    ("api_token", "CI_SLO_API_TOKEN"),
+    ("github_token", "CI_SLO_GITHUB_TOKEN"),
+    ("github_webhook_secret", "CI_SLO_GITHUB_WEBHOOK_SECRET"),
+    ("gitlab_token", "CI_SLO_GITLAB_TOKEN"),
+    ("gitlab_webhook_token", "CI_SLO_GITLAB_WEBHOOK_TOKEN"),
+];
+
+/// The resolved secrets.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub api_token: Option<Secret>,
+    pub github_token: Option<Secret>,
+    pub github_webhook_secret: Option<Secret>,
+    pub gitlab_token: Option<Secret>,
+    pub gitlab_webhook_token: Option<Secret>,
+}
+
+impl Secrets {
+    /// Resolve every secret: the environment variable if set and non-empty,
+    /// else the file named in `[secrets]` (trailing newline trimmed).
+    pub fn resolve(
+        files: &SecretFiles,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Secrets, ConfigError> {
+        let one = |key: &str,
+                   var: &str,
+                   file: &Option<PathBuf>|
+         -> Result<Option<Secret>, ConfigError> {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                return Ok(Some(Secret(v)));
+            }
+            match file {
+                None => Ok(None),
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|source| {
+                        ConfigError::SecretFile {
+                            key: format!("secrets.{key}_file"),
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                    let text = text.trim_end_matches(['\n', '\r']).to_string();
+                    if text.is_empty() {
+                        return Err(invalid(format!("secrets.{key}_file"), "the file is empty"));
+                    }
+                    Ok(Some(Secret(text)))
+                }
+            }
+        };
+        Ok(Secrets {
+            api_token: one("api_token", "CI_SLO_API_TOKEN", &files.api_token_file)?,
+            github_token: one(
+                "github_token",
+                "CI_SLO_GITHUB_TOKEN",
+                &files.github_token_file,
+            )?,
+            github_webhook_secret: one(
+                "github_webhook_secret",
+                "CI_SLO_GITHUB_WEBHOOK_SECRET",
+                &files.github_webhook_secret_file,
+            )?,
+            gitlab_token: one(
+                "gitlab_token",
+                "CI_SLO_GITLAB_TOKEN",
+                &files.gitlab_token_file,
+            )?,
+            gitlab_webhook_token: one(
+                "gitlab_webhook_token",
+                "CI_SLO_GITLAB_WEBHOOK_TOKEN",
+                &files.gitlab_webhook_token_file,
+            )?,
+        })
+    }
+
+    fn by_key(&self, key: &str) -> Option<&Secret> {
+        match key {
+            "api_token" => self.api_token.as_ref(),
+            "github_token" => self.github_token.as_ref(),
+            "github_webhook_secret" => self.github_webhook_secret.as_ref(),
+            "gitlab_token" => self.gitlab_token.as_ref(),
+            "gitlab_webhook_token" => self.gitlab_webhook_token.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Every secret present, for scanning text that must not contain them.
+    pub fn values(&self) -> Vec<&str> {
+        SECRET_SOURCES
+            .iter()
+            .filter_map(|(key, _)| self.by_key(key).map(Secret::expose))
+            .collect()
+    }
+}
+
+impl Config {
+    /// Read and validate a config file; `None` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|e| match e {
+                    ConfigError::Parse { message, .. } => ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message,
+                    },
+                    other => other,
+                })?
+            }
+        };
+        Ok(config)
+    }
+
+    /// Parse and validate TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server
+            .listen_address
+            .parse::<SocketAddr>()
+            .map_err(|e| {
+                invalid(
+                    "server.listen_address",
+                    format!("{e} (expected HOST:PORT, e.g. {DEFAULT_LISTEN_ADDRESS})"),
+                )
+            })?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        for (key, d) in [
+            ("store.retention", self.store.retention),
+            ("metrics.refresh_interval", self.metrics.refresh_interval),
+            ("slo.period", self.slo.period),
+            ("slo.lost_after", self.slo.lost_after),
+            ("slo.run_time_threshold", self.slo.run_time_threshold),
+            ("slo.queue_time_threshold", self.slo.queue_time_threshold),
+            (
+                "slo.max_plausible_queue_time",
+                self.slo.max_plausible_queue_time,
+            ),
+            (
+                "slo.max_plausible_run_time",
+                self.slo.max_plausible_run_time,
+            ),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.store.retention < self.slo.period {
+            return Err(invalid(
+                "store.retention",
+                "must be at least slo.period, or the error budget would lose its events",
+            ));
+        }
+        if self.slo.windows.iter().any(|w| w.is_zero()) {
+            return Err(invalid(
+                "slo.windows",
+                "every window must be longer than zero",
+            ));
+        }
+        for (key, buckets) in [
+            ("metrics.queue_buckets", &self.metrics.queue_buckets),
+            ("metrics.run_buckets", &self.metrics.run_buckets),
+        ] {
+            if buckets.is_empty() {
+                return Err(invalid(key, "needs at least one bucket"));
+            }
+            if buckets.windows(2).any(|w| w[0] >= w[1])
+                || buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+            {
+                return Err(invalid(
+                    key,
+                    "bounds must be positive, finite and strictly increasing",
+                ));
+            }
+        }
+        for (id, objective) in &self.slo.objectives {
+            id.parse::<SloId>()
+                .map_err(|reason| invalid(format!("slo.objectives.{id}"), reason))?;
+            if !(*objective > 0.0 && *objective < 1.0) {
+                return Err(invalid(
+                    format!("slo.objectives.{id}"),
+                    format!("{objective} is not between 0 and 1 (exclusive), e.g. 0.95"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, repo) in self.repositories.iter().enumerate() {
+            if repo.path.trim().is_empty() || repo.path.starts_with('/') || repo.path.ends_with('/')
+            {
+                return Err(invalid(
+                    format!("repositories[{i}].path"),
+                    "expected a path like owner/name",
+                ));
+            }
+            if !seen.insert((repo.forge, repo.path.as_str())) {
+                return Err(invalid(
+                    format!("repositories[{i}]"),
+                    format!("{} {} is listed twice", repo.forge, repo.path),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn objective(&self, id: SloId) -> f64 {
+        self.slo
+            .objectives
+            .get(id.as_str())
+            .copied()
+            .unwrap_or_else(|| id.default_objective())
+    }
+
+    pub fn run_thresholds(&self) -> RunThresholds {
+        RunThresholds {
+            max_queue_seconds: self.slo.queue_time_threshold.as_secs_f64(),
+            max_run_seconds: self.slo.run_time_threshold.as_secs_f64(),
+        }
+    }
+
+    /// Windows for the ratio gauges: the configured ones plus the period, sorted, unique.
+    pub fn gauge_windows(&self) -> Vec<Duration> {
+        let mut w = self.slo.windows.clone();
+        w.push(self.slo.period);
+        w.sort();
+        w.dedup();
+        w
+    }
+
+    /// Bucket bounds with the SLO threshold always present, so PromQL over the
+    /// histogram can compute the same SLI as the events counter.
+    pub fn queue_buckets(&self) -> Vec<f64> {
+        with_bound(
+            &self.metrics.queue_buckets,
+            self.slo.queue_time_threshold.as_secs_f64(),
+        )
+    }
+
+    pub fn run_buckets(&self) -> Vec<f64> {
+        with_bound(
+            &self.metrics.run_buckets,
+            self.slo.run_time_threshold.as_secs_f64(),
+        )
+    }
+
+    pub fn required_contexts(&self, forge: Forge, path: &str) -> &[String] {
+        self.repositories
+            .iter()
+            .find(|r| r.path == path && (r.forge == forge || r.forge == Forge::Generic))
+            .map(|r| r.required_contexts.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The effective configuration as TOML, with a `[secrets]` report that
+    /// says where each secret came from and never shows one.
+    pub fn to_masked_toml(&self, secrets: &Secrets) -> String {
+        let mut out =
+            toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        out.push_str("\n# Secrets (values are never printed):\n");
+        for (key, var) in SECRET_SOURCES {
+            let state = if secrets.by_key(key).is_some() {
+                "set (***)"
+            } else {
+                "unset"
+            };
+            out.push_str(&format!(
+                "#   {key}: {state}  (from ${var} or secrets.{key}_file)\n"
+            ));
+        }
+        out
+    }
+}
+
+/// (De)serialise a list of durations as humantime strings (`["1h", "6h"]`).
+mod duration_list {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for d in v {
+            seq.serialize_element(&humantime::format_duration(*d).to_string())?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                humantime::parse_duration(s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+            })
+            .collect()
+    }
+}
+
+fn with_bound(bounds: &[f64], extra: f64) -> Vec<f64> {
+    let mut b = bounds.to_vec();
+    if !b.contains(&extra) {
+        b.push(extra);
+        b.sort_by(f64::total_cmp);
+    }
+    b
+}
+
+/// Human text of a window for label values: `1h`, `6h`, `1d`, `28d`, `90m`.
+pub fn window_label(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(86400) {
+        format!("{}d", s / 86400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.listen_address, "127.0.0.1:9787");
+        assert_eq!(c.objective(SloId::FirstAttemptGreen), 0.75);
+        assert_eq!(c.objective(SloId::TestSuccess), 0.90);
+        assert_eq!(c.objective(SloId::QueueTime), 0.95);
+        assert!(c.queue_buckets().contains(&300.0) && c.queue_buckets().contains(&3600.0));
+        assert!(c.run_buckets().contains(&300.0) && c.run_buckets().contains(&3600.0));
+        let labels: Vec<String> = c.gauge_windows().into_iter().map(window_label).collect();
+        assert_eq!(labels, ["1h", "6h", "1d", "3d", "28d"]);
+    }
+
+    #[test]
+    fn invalid_configs_name_the_key_and_the_reason() {
+        let cases = [
+            (
+                "[slo.objectives]\nqueue_time = 1.5\n",
+                "slo.objectives.queue_time",
+            ),
+            ("[slo.objectives]\nqueue = 0.9\n", "slo.objectives.queue"),
+            (
+                "[server]\nlisten_address = \"nope\"\n",
+                "server.listen_address",
+            ),
+            ("[slo]\nperiod = \"0s\"\n", "slo.period"),
+            ("[slo]\nperiod = \"soon\"\n", "period"),
+            (
+                "[metrics]\nqueue_buckets = [10.0, 5.0]\n",
+                "metrics.queue_buckets",
+            ),
+            (
+                "[server]\nlisten_adress = \"127.0.0.1:1\"\n",
+                "listen_adress",
+            ),
+            ("[[repositories]]\npath = \"\"\n", "repositories[0].path"),
+        ];
+        for (text, key) in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(key),
+                "{text:?} gave {err:?}, which does not name {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_first_then_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gh");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let files = SecretFiles {
+            github_token_file: Some(file),
+            api_token_file: Some(dir.path().join("missing")),
+            ..Default::default()
+        };
+        let env = |v: &str| (v == "CI_SLO_API_TOKEN").then(|| "from-env".to_string());
+        let s = Secrets::resolve(&files, env).unwrap();
+        assert_eq!(s.api_token.as_ref().unwrap().expose(), "from-env");
+        assert_eq!(s.github_token.as_ref().unwrap().expose(), "from-file");
+        assert_eq!(format!("{:?}", s.api_token), "Some(Secret(***))");
+        let printed = Config::default().to_masked_toml(&s);
+        assert!(!printed.contains("from-env") && !printed.contains("from-file"));
+        assert!(printed.contains("api_token: set (***)"));
+        assert!(printed.contains("gitlab_token: unset"));
+
+        let err = Secrets::resolve(&files, |_| None).unwrap_err().to_string();
+        assert!(err.contains("secrets.api_token_file"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_in_the_repository_is_valid() {
+        let text = include_str!("../ci-slo-exporter.example.toml");
+        Config::parse(text).unwrap();
+    }
+}

@@ -1,0 +1,113 @@
+//! The JSON API under `/api/v1/`: the generic ingest endpoint and run lookup.
+
+use super::{ApiError, AppState};
+use crate::ingest::RunRequest;
+use crate::store::{IngestStatus, RunView};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+/// Check `Authorization: Bearer <token>` against the API token in constant time.
+pub fn authorize(headers: &HeaderMap, expected: Option<&str>) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the ingest API is disabled: set CI_SLO_API_TOKEN (or secrets.api_token_file) on the exporter",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing Authorization: Bearer <token>",
+            )
+        })?;
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API token"))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub id: i64,
+    pub status: IngestStatus,
+    pub warnings: Vec<String>,
+}
+
+/// `POST /api/v1/runs`: 201 when created, 200 for a replay or an update.
+/// Answers only after the run is committed.
+pub async fn post_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let metrics = &state.hub.self_metrics;
+    authorize(
+        &headers,
+        state.secrets.api_token.as_ref().map(|s| s.expose()),
+    )
+    .inspect_err(|_| {
+        metrics.count_ingest("api", "unauthorized");
+    })?;
+    let request: RunRequest = serde_json::from_slice(&body).map_err(|e| {
+        metrics.count_ingest("api", "rejected");
+        ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))
+    })?;
+    let prepared = request
+        .prepare("api", Vec::new(), &state.classifier)
+        .map_err(|e| {
+            metrics.count_ingest("api", "rejected");
+            ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))
+        })?;
+    let policy = state.policy.clone();
+    let run = prepared.run;
+    let ingested = state
+        .store
+        .write(move |s| s.ingest_run(&run, &policy, chrono::Utc::now()))
+        .await?;
+    let (status, result) = match ingested.status {
+        IngestStatus::Created => (StatusCode::CREATED, "created"),
+        IngestStatus::Updated => (StatusCode::OK, "updated"),
+        IngestStatus::Unchanged => (StatusCode::OK, "unchanged"),
+    };
+    metrics.count_ingest("api", result);
+    if ingested.status != IngestStatus::Unchanged {
+        state.refresh.notify_one();
+    }
+    Ok((
+        status,
+        Json(IngestResponse {
+            id: ingested.id,
+            status: ingested.status,
+            warnings: prepared.warnings,
+        }),
+    ))
+}
+
+/// `GET /api/v1/runs/{id}`.
+pub async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("run id {id:?} is not a number"),
+        )
+    })?;
+    match state.store.read(move |s| s.run(id)).await? {
+        Some(run) => Ok(Json(run)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no run with id {id}"),
+        )),
+    }
+}

@@ -1,0 +1,146 @@
+//! The HTTP server: router, `/metrics`, health, and the JSON API.
+//!
+//! Handlers are thin: they authenticate, decode, call the store through its
+//! writer handle and answer. Errors are JSON `{"error": "..."}` with a status
+//! that says whose fault it was.
+
+pub mod api;
+
+use crate::classify::Classifier;
+use crate::config::{Config, Secrets};
+use crate::metrics::{MetricsHub, expo};
+use crate::store::writer::StoreHandle;
+use crate::store::{Policy, StoreError};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
+
+/// Everything a handler may need, shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub secrets: Arc<Secrets>,
+    pub policy: Arc<Policy>,
+    pub store: StoreHandle,
+    pub hub: Arc<MetricsHub>,
+    pub classifier: Arc<Classifier>,
+    /// Wakes the snapshot refresher after a write.
+    pub refresh: Arc<Notify>,
+    /// Set once the first snapshot is built.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.server.max_body_bytes;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/runs", post(api::post_run))
+        .route("/api/v1/runs/{id}", get(api::get_run))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state
+        .hub
+        .self_metrics
+        .http_requests
+        .get_or_create(&vec![
+            ("route".to_string(), route),
+            ("status".to_string(), response.status().as_u16().to_string()),
+        ])
+        .inc();
+    response
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = expo::wants_openmetrics(accept);
+    let body = state.hub.render(openmetrics);
+    let content_type = if openmetrics {
+        expo::OPENMETRICS_CONTENT_TYPE
+    } else {
+        expo::PROMETHEUS_CONTENT_TYPE
+    };
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics snapshot not built yet\n",
+        )
+            .into_response();
+    }
+    match state.store.read(|s| s.run_count()).await {
+        Ok(_) => "ready\n".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database not readable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// An error answer: status plus a reason the client can act on.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "store error");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage unavailable: {e}"),
+        )
+    }
+}

@@ -1,0 +1,361 @@
+//! The one path every generic run takes into the store: the JSON body of
+//! `POST /api/v1/runs`, `ingest --json FILE`, and the `ingest` flags all become a
+//! [`RunRequest`], which is validated, its reports parsed and its failures
+//! classified, and turned into a [`NewRun`].
+//!
+//! A corrupt report does not reject the run: it is skipped with a warning
+//! that the caller shows, and the rest of the run is stored.
+
+use crate::classify::Classifier;
+use crate::model::{
+    ChangeRef, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState, TestOutcome,
+    TestResult, Trigger,
+};
+use crate::report;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted repository, context, commit or test name.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// The JSON body of `POST /api/v1/runs` (and of `ingest --json`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub repository: String,
+    /// `github`, `gitlab` or `generic` (default).
+    #[serde(default)]
+    pub forge: Option<Forge>,
+    pub context: String,
+    pub commit: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub attempt: u32,
+    /// Default `other`.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
+    /// Derived from the tests when absent (any failed or errored → failure).
+    #[serde(default)]
+    pub state: Option<RunState>,
+    #[serde(default)]
+    pub queued_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub log_url: Option<String>,
+    #[serde(default)]
+    pub change: Option<ChangeRequest>,
+    #[serde(default)]
+    pub tests: Vec<TestRequest>,
+    /// A TAP stream.
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// A JUnit XML document.
+    #[serde(default)]
+    pub junit: Option<String>,
+    /// Log text to classify (the relevant tail of the job log).
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    pub number: i64,
+    #[serde(default)]
+    pub merged_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    pub name: String,
+    pub outcome: TestOutcome,
+    #[serde(default)]
+    pub duration_seconds: Option<f64>,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A report file given by name (CLI) or inline (API).
+#[derive(Debug, Clone)]
+pub struct ReportInput {
+    pub format: ReportKind,
+    pub name: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    Tap,
+    Junit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidRun {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> InvalidRun {
+    InvalidRun {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A run ready to store, and what was skipped on the way.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub run: NewRun,
+    pub warnings: Vec<String>,
+}
+
+fn check_name(field: &str, v: &str) -> Result<(), InvalidRun> {
+    if v.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if v.len() > MAX_NAME_LEN {
+        return Err(invalid(field, format!("longer than {MAX_NAME_LEN} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_url(field: &str, v: &Option<String>) -> Result<(), InvalidRun> {
+    match v {
+        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+            Err(invalid(field, "must be an http(s) URL"))
+        }
+        Some(u) if u.len() > 4096 => Err(invalid(field, "longer than 4096 bytes")),
+        _ => Ok(()),
+    }
+}
+
+impl RunRequest {
+    /// Validate, parse reports, classify, and build the run to store.
+    pub fn prepare(
+        self,
+        source: &str,
+        extra_reports: Vec<ReportInput>,
+        classifier: &Classifier,
+    ) -> Result<Prepared, InvalidRun> {
+        check_name("repository", &self.repository)?;
+        if self.repository.starts_with('/') || self.repository.ends_with('/') {
+            return Err(invalid("repository", "expected a path like owner/name"));
+        }
+        check_name("context", &self.context)?;
+        check_name("commit", &self.commit)?;
+        if let Some(id) = &self.external_id {
+            check_name("external_id", id)?;
+        }
+        check_url("url", &self.url)?;
+        check_url("log_url", &self.log_url)?;
+        if let Some(c) = &self.change
+            && c.number <= 0
+        {
+            return Err(invalid("change.number", "must be a positive number"));
+        }
+
+        let mut warnings = Vec::new();
+        let mut tests: Vec<TestResult> = Vec::new();
+        for (i, t) in self.tests.iter().enumerate() {
+            check_name(&format!("tests[{i}].name"), &t.name)?;
+            if let Some(d) = t.duration_seconds
+                && !(d.is_finite() && d >= 0.0)
+            {
+                return Err(invalid(
+                    &format!("tests[{i}].duration_seconds"),
+                    "must be a non-negative number",
+                ));
+            }
+            tests.push(TestResult {
+                name: t.name.clone(),
+                outcome: t.outcome,
+                duration_seconds: t.duration_seconds,
+                retries: t.retries,
+                retry_reasons: Vec::new(),
+                message: t.message.clone(),
+            });
+        }
+
+        let mut inputs = Vec::new();
+        if let Some(tap) = self.tap {
+            inputs.push(ReportInput {
+                format: ReportKind::Tap,
+                name: "tap".into(),
+                content: tap,
+            });
+        }
+        if let Some(junit) = self.junit {
+            inputs.push(ReportInput {
+                format: ReportKind::Junit,
+                name: "junit".into(),
+                content: junit,
+            });
+        }
+        inputs.extend(extra_reports);
+        let mut reports = Vec::new();
+        for input in inputs {
+            let parsed = match input.format {
+                ReportKind::Tap => report::tap::parse_tap(&input.name, &input.content),
+                ReportKind::Junit => report::junit::parse_junit_str(&input.name, &input.content),
+            };
+            match parsed {
+                Ok(r) => {
+                    warnings.extend(r.warnings.iter().map(|w| format!("{}: {w}", input.name)));
+                    tests.extend(r.tests.into_iter().map(|p| TestResult {
+                        name: p.name,
+                        outcome: p.outcome,
+                        duration_seconds: p.duration_seconds,
+                        retries: p.retries,
+                        retry_reasons: p.retry_reasons,
+                        message: p.message,
+                    }));
+                    reports.push(RawReport {
+                        format: match input.format {
+                            ReportKind::Tap => "tap".into(),
+                            ReportKind::Junit => "junit".into(),
+                        },
+                        name: input.name,
+                        content: input.content,
+                    });
+                }
+                Err(e) => warnings.push(format!("report skipped: {e}")),
+            }
+        }
+        // A test named twice (in two reports, or a report and `tests`): the last one wins.
+        let mut seen = std::collections::HashMap::new();
+        for (i, t) in tests.iter().enumerate() {
+            seen.insert(t.name.clone(), i);
+        }
+        if seen.len() != tests.len() {
+            warnings.push(format!(
+                "{} duplicate test names: the last result of each was kept",
+                tests.len() - seen.len()
+            ));
+            let keep: std::collections::HashSet<usize> = seen.into_values().collect();
+            tests = tests
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, t)| keep.contains(&i).then_some(t))
+                .collect();
+        }
+
+        let state = match self.state {
+            Some(s) => s,
+            None if tests.is_empty() => {
+                return Err(invalid(
+                    "state",
+                    "is required when the run has no tests to derive it from",
+                ));
+            }
+            None if tests
+                .iter()
+                .any(|t| matches!(t.outcome, TestOutcome::Failed | TestOutcome::Errored)) =>
+            {
+                RunState::Failure
+            }
+            None => RunState::Success,
+        };
+
+        let failures = classify_run(classifier, self.log.as_deref(), &tests);
+
+        Ok(Prepared {
+            run: NewRun {
+                repository: RepositoryRef {
+                    forge: self.forge.unwrap_or(Forge::Generic),
+                    path: self.repository.trim().to_string(),
+                },
+                context: self.context,
+                commit: self.commit,
+                external_id: self.external_id,
+                attempt: self.attempt,
+                trigger: self.trigger.unwrap_or(Trigger::Other),
+                state,
+                queued_at: self.queued_at,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
+                url: self.url,
+                log_url: self.log_url,
+                change: self.change.map(|c| ChangeRef {
+                    number: c.number,
+                    merged_at: c.merged_at,
+                }),
+                tests,
+                reports,
+                failures,
+                source: source.to_string(),
+            },
+            warnings,
+        })
+    }
+}
+
+/// Failures of a run: the decisive match in its log, and one per failed test
+/// (classified by its message).
+pub fn classify_run(
+    classifier: &Classifier,
+    log: Option<&str>,
+    tests: &[TestResult],
+) -> Vec<FailureEvidence> {
+    let mut failures = Vec::new();
+    if let Some(log) = log
+        && let Ok(c) = classifier.classify_log(log.as_bytes())
+        && let Some(m) = c.primary
+    {
+        failures.push(FailureEvidence {
+            class: m.class,
+            category: m.category.as_str().to_string(),
+            line: Some(m.line),
+            evidence: m.evidence,
+            context: m.context,
+            fingerprint: Some(m.fingerprint),
+            test_name: None,
+        });
+    }
+    for t in tests
+        .iter()
+        .filter(|t| matches!(t.outcome, TestOutcome::Failed | TestOutcome::Errored))
+    {
+        let message = t.message.as_deref().unwrap_or_default();
+        let m = classifier.classify_message(message);
+        failures.push(match m {
+            Some(m) => FailureEvidence {
+                class: m.class,
+                category: m.category.as_str().to_string(),
+                line: None,
+                evidence: m.evidence,
+                context: Vec::new(),
+                fingerprint: Some(m.fingerprint),
+                test_name: Some(t.name.clone()),
+            },
+            None => {
+                let first = message
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("test failed");
+                FailureEvidence {
+                    class: "unknown".into(),
+                    category: "unknown".into(),
+                    line: None,
+                    evidence: first.chars().take(1024).collect(),
+                    context: Vec::new(),
+                    fingerprint: Some(crate::classify::fingerprint(&format!("{} {first}", t.name))),
+                    test_name: Some(t.name.clone()),
+                }
+            }
+        });
+    }
+    failures
+}

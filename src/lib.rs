@@ -1,0 +1,19 @@
+//! ci-slo-exporter: CI history in, service-level indicators, error budgets
+//! and failure intelligence out.
+//!
+//! The library holds everything; `main.rs` only parses the command line and
+//! reports errors. Pure domain types sit in the middle ([`model`], [`slo`]);
+//! I/O lives at the edges ([`store`], [`http`], [`report`] inputs).
+
+pub mod app;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod slo;
+pub mod store;

@@ -1,0 +1,383 @@
+//! What `/metrics` serves.
+//!
+//! A scrape never touches the database: it copies the last [`Snapshot`], which
+//! a background task rebuilds from the store on an interval and after writes
+//! (DESIGN.md §4). Counters and histograms come from their persisted state, so
+//! they survive restarts exactly; the windowed SLO gauges are recomputed from
+//! the stored SLO events. Live process metrics (requests, refreshes) live in a
+//! prometheus-client registry that is built once and passed in.
+
+pub mod catalog;
+pub mod expo;
+
+use crate::config::{Config, window_label};
+use crate::slo::{EventCounts, SloId};
+use crate::store::{Store, StoreError};
+use catalog::FamilyDef;
+use chrono::{DateTime, Utc};
+use expo::{Exemplar, Family, Sample, fmt_le};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family as PcFamily;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// Pre-encoded families, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub openmetrics: String,
+    pub prometheus: String,
+    pub built_at: Instant,
+    pub build_seconds: f64,
+    pub series: usize,
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            openmetrics: String::new(),
+            prometheus: String::new(),
+            built_at: Instant::now(),
+            build_seconds: 0.0,
+            series: 0,
+        }
+    }
+}
+
+fn family(def: FamilyDef) -> Family {
+    Family {
+        name: def.name.to_string(),
+        kind: def.kind,
+        unit: def.unit,
+        help: def.help.to_string(),
+        samples: Vec::new(),
+    }
+}
+
+fn gauge(labels: Vec<(String, String)>, value: f64) -> Sample {
+    Sample {
+        suffix: "",
+        labels,
+        value,
+        exemplar: None,
+        timestamp_ms: None,
+    }
+}
+
+fn label(k: &str, v: impl Into<String>) -> (String, String) {
+    (k.to_string(), v.into())
+}
+
+/// The persisted counters and histograms, as exposition families.
+pub fn persisted_families(store: &Store) -> Result<Vec<Family>, StoreError> {
+    let state = store.metric_state()?;
+    let mut families: BTreeMap<&str, Family> = catalog::PERSISTED
+        .iter()
+        .map(|d| (d.name, family(*d)))
+        .collect();
+    for c in state.counters {
+        if let Some(f) = families.get_mut(c.family.as_str()) {
+            f.samples.push(Sample {
+                suffix: "_total",
+                labels: c.labels,
+                value: c.value,
+                exemplar: None,
+                timestamp_ms: None,
+            });
+        }
+    }
+    for h in state.histograms {
+        let Some(f) = families.get_mut(h.family.as_str()) else {
+            continue;
+        };
+        let mut cumulative = 0;
+        for b in &h.buckets {
+            cumulative += b.count;
+            let mut labels = h.labels.clone();
+            labels.push(label("le", fmt_le(b.le)));
+            f.samples.push(Sample {
+                suffix: "_bucket",
+                labels,
+                value: cumulative as f64,
+                exemplar: b.exemplar.map(|(run_id, value, at_ms)| Exemplar {
+                    labels: vec![label("run_id", run_id.to_string())],
+                    value,
+                    timestamp_ms: Some(at_ms),
+                }),
+                timestamp_ms: None,
+            });
+        }
+        for (suffix, value) in [("_sum", h.sum), ("_count", h.count as f64)] {
+            f.samples.push(Sample {
+                suffix,
+                labels: h.labels.clone(),
+                value,
+                exemplar: None,
+                timestamp_ms: None,
+            });
+        }
+    }
+    Ok(catalog::PERSISTED
+        .iter()
+        .filter_map(|d| families.remove(d.name))
+        .collect())
+}
+
+/// The SLO gauges computed from stored SLO events at `now`.
+pub fn slo_families(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Vec<Family>, StoreError> {
+    let mut objective = family(catalog::SLO_OBJECTIVE);
+    let mut sli = family(catalog::SLO_SLI);
+    let mut remaining = family(catalog::SLO_BUDGET_REMAINING);
+    let mut burn = family(catalog::SLO_BURN_RATE);
+    let mut events = family(catalog::SLO_WINDOW_EVENTS);
+    let windows = config.gauge_windows();
+    let mut counts: Vec<(String, std::collections::HashMap<String, EventCounts>)> = Vec::new();
+    for w in &windows {
+        let since = now - chrono::Duration::from_std(*w).unwrap_or_default();
+        counts.push((window_label(*w), store.slo_counts_since(since)?));
+    }
+    let period_label = window_label(config.slo.period);
+    for id in SloId::ALL {
+        let slo = id.as_str();
+        let obj = config.objective(id);
+        objective.samples.push(gauge(vec![label("slo", slo)], obj));
+        for (window, by_slo) in &counts {
+            let c = by_slo.get(slo).copied().unwrap_or_default();
+            let labels = vec![label("slo", slo), label("window", window.clone())];
+            events.samples.push(gauge(labels.clone(), c.total as f64));
+            if let Some(v) = c.sli() {
+                sli.samples.push(gauge(labels.clone(), v));
+            }
+            if let Some(v) = c.burn_rate(obj) {
+                burn.samples.push(gauge(labels, v));
+            }
+            if *window == period_label {
+                remaining
+                    .samples
+                    .push(gauge(vec![label("slo", slo)], c.budget_remaining(obj)));
+            }
+        }
+    }
+    Ok(vec![objective, sli, remaining, burn, events])
+}
+
+/// Build a complete snapshot (run it off the scrape path).
+pub fn build_snapshot(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Snapshot, StoreError> {
+    let started = Instant::now();
+    let mut families = persisted_families(store)?;
+    families.extend(slo_families(store, config, now)?);
+
+    let mut demo = family(catalog::DEMO_DATA);
+    demo.samples
+        .push(gauge(vec![], if store.is_demo()? { 1.0 } else { 0.0 }));
+    let mut runs = family(catalog::STORED_ROWS);
+    runs.samples.push(gauge(vec![], store.run_count()? as f64));
+    let mut info = family(catalog::BUILD_INFO);
+    info.samples.push(gauge(
+        vec![label("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    ));
+    let mut series = family(catalog::SERIES);
+    for f in &families {
+        series.samples.push(gauge(
+            vec![label("family", f.name.clone())],
+            f.samples.len() as f64,
+        ));
+    }
+    let total_series = families.iter().map(|f| f.samples.len()).sum();
+    families.extend([demo, runs, info, series]);
+    let build_seconds = started.elapsed().as_secs_f64();
+    let mut build = family(catalog::SNAPSHOT_BUILD);
+    build.samples.push(gauge(vec![], build_seconds));
+    families.push(build);
+
+    let mut openmetrics = String::new();
+    expo::write_openmetrics(&mut openmetrics, &families);
+    let prometheus = expo::openmetrics_to_prometheus(&openmetrics);
+    Ok(Snapshot {
+        openmetrics,
+        prometheus,
+        built_at: Instant::now(),
+        build_seconds,
+        series: total_series,
+    })
+}
+
+type LabelSet = Vec<(String, String)>;
+
+/// Process metrics of this exporter instance (reset at restart, as usual for
+/// process metrics); kept in a prometheus-client registry.
+#[derive(Debug)]
+pub struct SelfMetrics {
+    registry: Registry,
+    pub http_requests: PcFamily<LabelSet, Counter>,
+    pub ingested_runs: PcFamily<LabelSet, Counter>,
+    pub snapshot_refreshes: PcFamily<LabelSet, Counter>,
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        SelfMetrics::new()
+    }
+}
+
+impl SelfMetrics {
+    pub fn new() -> SelfMetrics {
+        let mut registry = Registry::with_prefix("ci_exporter");
+        let http_requests = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by route and status code.",
+            http_requests.clone(),
+        );
+        let ingested_runs = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "ingested_runs",
+            "Runs received by this process, by source and result (created, updated, unchanged, rejected).",
+            ingested_runs.clone(),
+        );
+        let snapshot_refreshes = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "snapshot_refreshes",
+            "Rebuilds of the /metrics snapshot, by result.",
+            snapshot_refreshes.clone(),
+        );
+        SelfMetrics {
+            registry,
+            http_requests,
+            ingested_runs,
+            snapshot_refreshes,
+        }
+    }
+
+    pub fn count_ingest(&self, source: &str, result: &str) {
+        self.ingested_runs
+            .get_or_create(&vec![label("source", source), label("result", result)])
+            .inc();
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The snapshot in use plus the live process metrics.
+#[derive(Debug)]
+pub struct MetricsHub {
+    snapshot: RwLock<Arc<Snapshot>>,
+    pub self_metrics: SelfMetrics,
+}
+
+impl MetricsHub {
+    pub fn new(self_metrics: SelfMetrics) -> MetricsHub {
+        MetricsHub {
+            snapshot: RwLock::new(Arc::new(Snapshot::empty())),
+            self_metrics,
+        }
+    }
+
+    pub fn replace(&self, snapshot: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The body of a scrape in the requested format.
+    pub fn render(&self, openmetrics: bool) -> String {
+        let snapshot = self.current();
+        let mut live = self.self_metrics.encode();
+        let mut age = family(catalog::SNAPSHOT_AGE);
+        age.samples
+            .push(gauge(vec![], snapshot.built_at.elapsed().as_secs_f64()));
+        expo::write_openmetrics(&mut live, &[age]);
+        if openmetrics {
+            let mut out = String::with_capacity(snapshot.openmetrics.len() + live.len() + 8);
+            out.push_str(&snapshot.openmetrics);
+            out.push_str(&live);
+            out.push_str("# EOF\n");
+            out
+        } else {
+            let mut out = String::with_capacity(snapshot.prometheus.len() + live.len());
+            out.push_str(&snapshot.prometheus);
+            out.push_str(&expo::openmetrics_to_prometheus(&live));
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_store_exports_every_family_with_objectives_and_full_budgets() {
+        let store = Store::open_in_memory().unwrap();
+        let config = Config::default();
+        let snap = build_snapshot(&store, &config, Utc::now()).unwrap();
+        for name in [
+            "ci_run_queue_duration_seconds",
+            "ci_run_duration_seconds",
+            "ci_runs",
+            "ci_merged_changes",
+            "ci_change_retries_to_green",
+            "ci_slo_events",
+            "ci_slo_objective_ratio",
+            "ci_slo_sli_ratio",
+            "ci_slo_error_budget_remaining_ratio",
+            "ci_slo_burn_rate",
+        ] {
+            assert!(
+                snap.openmetrics.contains(&format!("# TYPE {name} ")),
+                "{name} missing"
+            );
+        }
+        assert!(
+            snap.openmetrics
+                .contains("ci_slo_objective_ratio{slo=\"first_attempt_green\"} 0.75\n")
+        );
+        assert!(
+            snap.openmetrics
+                .contains("ci_slo_error_budget_remaining_ratio{slo=\"queue_time\"} 1\n")
+        );
+        assert!(
+            !snap.openmetrics.contains("ci_slo_sli_ratio{"),
+            "empty windows have no SLI sample"
+        );
+        assert!(snap.prometheus.contains("# TYPE ci_runs_total counter\n"));
+    }
+
+    #[test]
+    fn the_hub_renders_both_formats_with_live_metrics() {
+        let hub = MetricsHub::new(SelfMetrics::new());
+        hub.self_metrics.count_ingest("api", "created");
+        let om = hub.render(true);
+        assert!(om.ends_with("# EOF\n"));
+        assert!(
+            om.contains("ci_exporter_ingested_runs_total{source=\"api\",result=\"created\"} 1\n"),
+            "{om}"
+        );
+        let text = hub.render(false);
+        assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains("# TYPE ci_exporter_ingested_runs_total counter\n"),
+            "{text}"
+        );
+    }
+}

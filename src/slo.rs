@@ -1,0 +1,441 @@
+//! Service-level objectives for CI: which events are good, which are bad, and
+//! how ratios, error budgets and burn rates follow from counts of them.
+//!
+//! Pure functions only (DESIGN.md §3). The store decides *when* an event is
+//! counted (exactly once, when its outcome is final); this module decides
+//! *what* the event is.
+
+use crate::model::{MergeOutcome, RunState, TestOutcome, Trigger};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// The objectives the exporter knows. Their ids are label values of
+/// `ci_slo_*` metrics and keys in the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SloId {
+    FirstAttemptGreen,
+    GreenWithinOneRetry,
+    TestSuccess,
+    MergedWithoutFailures,
+    RunTime,
+    QueueTime,
+    RunsCompleted,
+}
+
+impl SloId {
+    pub const ALL: [SloId; 7] = [
+        SloId::FirstAttemptGreen,
+        SloId::GreenWithinOneRetry,
+        SloId::TestSuccess,
+        SloId::MergedWithoutFailures,
+        SloId::RunTime,
+        SloId::QueueTime,
+        SloId::RunsCompleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SloId::FirstAttemptGreen => "first_attempt_green",
+            SloId::GreenWithinOneRetry => "green_within_one_retry",
+            SloId::TestSuccess => "test_success",
+            SloId::MergedWithoutFailures => "merged_without_failures",
+            SloId::RunTime => "run_time",
+            SloId::QueueTime => "queue_time",
+            SloId::RunsCompleted => "runs_completed",
+        }
+    }
+
+    /// The objective a team starts with (DESIGN.md §3).
+    pub fn default_objective(self) -> f64 {
+        match self {
+            SloId::FirstAttemptGreen => 0.75,
+            SloId::TestSuccess => 0.90,
+            _ => 0.95,
+        }
+    }
+
+    /// One sentence for help texts and the UI.
+    pub fn description(self) -> &'static str {
+        match self {
+            SloId::FirstAttemptGreen => {
+                "merged changes whose every required context passed on attempt 0"
+            }
+            SloId::GreenWithinOneRetry => "merged changes green with at most one retry",
+            SloId::TestSuccess => "test executions that passed (skipped tests not counted)",
+            SloId::MergedWithoutFailures => "merged changes whose final runs were all green",
+            SloId::RunTime => "finished runs that ran within the run-time threshold",
+            SloId::QueueTime => "started runs that waited in the queue within the threshold",
+            SloId::RunsCompleted => {
+                "scheduled runs that finished with a reported result (not lost or aborted)"
+            }
+        }
+    }
+}
+
+impl fmt::Display for SloId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SloId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SloId::ALL
+            .into_iter()
+            .find(|id| id.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = SloId::ALL.iter().map(|i| i.as_str()).collect();
+                format!("unknown SLO {s:?}, expected one of: {}", known.join(", "))
+            })
+    }
+}
+
+/// One context's run on a change's head commit, as the merge evaluation sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextAttempt {
+    pub context: String,
+    pub attempt: u32,
+    pub state: RunState,
+}
+
+/// How a merged change fared, decided from its head commit's runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeEvaluation {
+    pub outcome: MergeOutcome,
+    /// Retries over all required contexts: the sum of each context's final attempt number.
+    pub retries: u32,
+    /// Required contexts with no run at all (each makes the change `merged_red`).
+    pub missing_contexts: Vec<String>,
+}
+
+/// Decide a merged change's outcome.
+///
+/// The contexts that matter are `required` when configured, otherwise every
+/// context seen on the head commit. For each, the run with the highest attempt
+/// number is final, whatever order the attempts arrived in. The change is green
+/// when every final run is green; a required context without any run, or whose
+/// final run is not green (including still pending), makes it `merged_red`.
+/// Retries are counted as the sum of final attempt numbers. Returns `None` when
+/// there is nothing to judge (no required contexts and no runs).
+pub fn evaluate_merge(required: &[String], runs: &[ContextAttempt]) -> Option<MergeEvaluation> {
+    let mut finals: BTreeMap<&str, &ContextAttempt> = BTreeMap::new();
+    for run in runs {
+        let entry = finals.entry(run.context.as_str()).or_insert(run);
+        if run.attempt > entry.attempt {
+            *entry = run;
+        }
+    }
+    let contexts: Vec<&str> = if required.is_empty() {
+        finals.keys().copied().collect()
+    } else {
+        required.iter().map(String::as_str).collect()
+    };
+    if contexts.is_empty() {
+        return None;
+    }
+    let mut retries = 0;
+    let mut all_green = true;
+    let mut missing_contexts = Vec::new();
+    for context in contexts {
+        match finals.get(context) {
+            Some(run) => {
+                retries += run.attempt;
+                all_green &= run.state.is_green();
+            }
+            None => {
+                all_green = false;
+                missing_contexts.push(context.to_string());
+            }
+        }
+    }
+    let outcome = match (all_green, retries) {
+        (false, _) => MergeOutcome::MergedRed,
+        (true, 0) => MergeOutcome::GreenFirstAttempt,
+        (true, 1) => MergeOutcome::GreenAfterOneRetry,
+        (true, _) => MergeOutcome::GreenAfterMoreRetries,
+    };
+    Some(MergeEvaluation {
+        outcome,
+        retries,
+        missing_contexts,
+    })
+}
+
+/// The SLO events one merged change contributes: (slo, good).
+pub fn merge_events(outcome: MergeOutcome) -> [(SloId, bool); 3] {
+    use MergeOutcome::*;
+    [
+        (SloId::FirstAttemptGreen, outcome == GreenFirstAttempt),
+        (
+            SloId::GreenWithinOneRetry,
+            matches!(outcome, GreenFirstAttempt | GreenAfterOneRetry),
+        ),
+        (SloId::MergedWithoutFailures, outcome != MergedRed),
+    ]
+}
+
+/// Thresholds for the per-run SLOs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunThresholds {
+    pub max_queue_seconds: f64,
+    pub max_run_seconds: f64,
+}
+
+impl Default for RunThresholds {
+    fn default() -> Self {
+        RunThresholds {
+            max_queue_seconds: 300.0,
+            max_run_seconds: 3600.0,
+        }
+    }
+}
+
+/// The queue-time event of a run that started: good when it waited at most the threshold.
+pub fn queue_event(queue_seconds: f64, t: RunThresholds) -> (SloId, bool) {
+    (SloId::QueueTime, queue_seconds <= t.max_queue_seconds)
+}
+
+/// The events of a run that reached a terminal state.
+pub fn finished_run_events(
+    state: RunState,
+    trigger: Trigger,
+    run_seconds: Option<f64>,
+    t: RunThresholds,
+) -> Vec<(SloId, bool)> {
+    let mut events = Vec::with_capacity(2);
+    if let Some(seconds) = run_seconds {
+        events.push((SloId::RunTime, seconds <= t.max_run_seconds));
+    }
+    if trigger == Trigger::Schedule {
+        events.push((SloId::RunsCompleted, state.reported_result()));
+    }
+    events
+}
+
+/// The test_success event of one test result; skipped tests are not events.
+pub fn test_event(outcome: TestOutcome) -> Option<(SloId, bool)> {
+    match outcome {
+        TestOutcome::Passed => Some((SloId::TestSuccess, true)),
+        TestOutcome::Failed | TestOutcome::Errored => Some((SloId::TestSuccess, false)),
+        TestOutcome::Skipped => None,
+    }
+}
+
+/// Good and total events over some window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventCounts {
+    pub good: u64,
+    pub total: u64,
+}
+
+impl EventCounts {
+    pub fn bad(self) -> u64 {
+        self.total - self.good.min(self.total)
+    }
+
+    /// good / total; `None` for an empty window (no events is not 100%, nor 0%).
+    pub fn sli(self) -> Option<f64> {
+        (self.total > 0).then(|| self.good.min(self.total) as f64 / self.total as f64)
+    }
+
+    /// (bad / total) / (1 − objective); `None` for an empty window.
+    pub fn burn_rate(self, objective: f64) -> Option<f64> {
+        let budget = 1.0 - objective;
+        (self.total > 0 && budget > 0.0).then(|| (self.bad() as f64 / self.total as f64) / budget)
+    }
+
+    /// 1 − consumed budget over the SLO period. An empty period has its whole
+    /// budget; an overspent budget is negative (how far over, not clamped).
+    pub fn budget_remaining(self, objective: f64) -> f64 {
+        1.0 - self.burn_rate(objective).unwrap_or(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MergeOutcome::*;
+    use RunState::*;
+
+    fn run(context: &str, attempt: u32, state: RunState) -> ContextAttempt {
+        ContextAttempt {
+            context: context.into(),
+            attempt,
+            state,
+        }
+    }
+
+    fn req(contexts: &[&str]) -> Vec<String> {
+        contexts.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn merge_outcomes_follow_the_final_attempt_of_every_required_context() {
+        type Case = (
+            &'static str,
+            Vec<String>,
+            Vec<ContextAttempt>,
+            Option<(MergeOutcome, u32)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no contexts and no runs is not judged",
+                req(&[]),
+                vec![],
+                None,
+            ),
+            (
+                "all contexts green on attempt 0",
+                req(&[]),
+                vec![run("a", 0, Success), run("b", 0, Success)],
+                Some((GreenFirstAttempt, 0)),
+            ),
+            (
+                "one retry made it green",
+                req(&[]),
+                vec![
+                    run("a", 0, Failure),
+                    run("a", 1, Success),
+                    run("b", 0, Success),
+                ],
+                Some((GreenAfterOneRetry, 1)),
+            ),
+            (
+                "retries in two contexts add up",
+                req(&[]),
+                vec![
+                    run("a", 1, Success),
+                    run("b", 1, Success),
+                    run("a", 0, Error),
+                    run("b", 0, Failure),
+                ],
+                Some((GreenAfterMoreRetries, 2)),
+            ),
+            (
+                "attempts arriving out of order: the highest attempt is final",
+                req(&[]),
+                vec![
+                    run("a", 2, Success),
+                    run("a", 0, Failure),
+                    run("a", 1, Failure),
+                ],
+                Some((GreenAfterMoreRetries, 2)),
+            ),
+            (
+                "final attempt red is merged red",
+                req(&[]),
+                vec![run("a", 0, Success), run("a", 1, Failure)],
+                Some((MergedRed, 1)),
+            ),
+            (
+                "a missing required context is merged red",
+                req(&["a", "b"]),
+                vec![run("a", 0, Success)],
+                Some((MergedRed, 0)),
+            ),
+            (
+                "contexts that are not required do not count",
+                req(&["a"]),
+                vec![run("a", 0, Success), run("optional", 0, Failure)],
+                Some((GreenFirstAttempt, 0)),
+            ),
+            (
+                "a still-running final attempt is not green",
+                req(&[]),
+                vec![run("a", 0, Running)],
+                Some((MergedRed, 0)),
+            ),
+            (
+                "skipped counts as green",
+                req(&[]),
+                vec![run("a", 0, Skipped), run("b", 0, Success)],
+                Some((GreenFirstAttempt, 0)),
+            ),
+        ];
+        for (name, required, runs, want) in cases {
+            let got = evaluate_merge(&required, &runs).map(|e| (e.outcome, e.retries));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_missing_context_is_named() {
+        let e = evaluate_merge(&req(&["a", "b", "c"]), &[run("b", 0, Success)]).unwrap();
+        assert_eq!(e.missing_contexts, vec!["a".to_string(), "c".to_string()]);
+    }
+
+    #[test]
+    fn merge_outcomes_map_to_the_three_change_slos() {
+        let table = [
+            (GreenFirstAttempt, [true, true, true]),
+            (GreenAfterOneRetry, [false, true, true]),
+            (GreenAfterMoreRetries, [false, false, true]),
+            (MergedRed, [false, false, false]),
+        ];
+        for (outcome, want) in table {
+            let got: Vec<bool> = merge_events(outcome).iter().map(|(_, g)| *g).collect();
+            assert_eq!(got, want, "{outcome}");
+        }
+    }
+
+    #[test]
+    fn run_events_use_the_thresholds_inclusively() {
+        let t = RunThresholds::default();
+        assert_eq!(queue_event(300.0, t), (SloId::QueueTime, true));
+        assert_eq!(queue_event(300.5, t), (SloId::QueueTime, false));
+        assert_eq!(
+            finished_run_events(Failure, Trigger::PullRequest, Some(3600.0), t),
+            vec![(SloId::RunTime, true)]
+        );
+        assert_eq!(
+            finished_run_events(Error, Trigger::Schedule, Some(4000.0), t),
+            vec![(SloId::RunTime, false), (SloId::RunsCompleted, false)]
+        );
+        assert_eq!(
+            finished_run_events(Failure, Trigger::Schedule, None, t),
+            vec![(SloId::RunsCompleted, true)],
+            "a failed nightly still reported a result; no run time without a start"
+        );
+        assert_eq!(test_event(TestOutcome::Skipped), None);
+        assert_eq!(
+            test_event(TestOutcome::Errored),
+            Some((SloId::TestSuccess, false))
+        );
+    }
+
+    #[test]
+    fn ratios_on_hand_computed_windows() {
+        let cases = [
+            // (good, total, objective, sli, burn, remaining)
+            (0, 0, 0.95, None, None, 1.0),
+            (95, 100, 0.95, Some(0.95), Some(1.0), 0.0),
+            (99, 100, 0.95, Some(0.99), Some(0.2), 0.8),
+            (3, 4, 0.75, Some(0.75), Some(1.0), 0.0),
+            (0, 10, 0.9, Some(0.0), Some(10.0), -9.0),
+        ];
+        for (good, total, objective, sli, burn, remaining) in cases {
+            let c = EventCounts { good, total };
+            assert_eq!(c.sli(), sli, "sli {good}/{total}");
+            match (c.burn_rate(objective), burn) {
+                (Some(a), Some(b)) => {
+                    assert!((a - b).abs() < 1e-9, "burn {good}/{total}: {a} != {b}")
+                }
+                (a, b) => assert_eq!(a, b, "burn {good}/{total}"),
+            }
+            assert!(
+                (c.budget_remaining(objective) - remaining).abs() < 1e-9,
+                "remaining {good}/{total}"
+            );
+        }
+    }
+
+    #[test]
+    fn slo_ids_parse_and_reject_typos() {
+        for id in SloId::ALL {
+            assert_eq!(id.as_str().parse::<SloId>().unwrap(), id);
+        }
+        assert!("queue".parse::<SloId>().unwrap_err().contains("queue_time"));
+    }
+}

@@ -1,0 +1,1195 @@
+//! SQLite persistence: migrations, idempotent upserts, exactly-once counting.
+//!
+//! One `Store` is one connection. The server gives the only writing `Store` to
+//! a dedicated thread ([`writer::StoreHandle`]) so writes never contend; reads use
+//! their own connection (WAL lets them run beside the writer). Every write
+//! happens in one `BEGIN IMMEDIATE` transaction: a crash leaves either the whole
+//! run (with its counters) or nothing.
+
+mod schema;
+pub mod tally;
+pub mod writer;
+
+use crate::config::Config;
+use crate::metrics::catalog;
+use crate::model::{
+    DataQualityIssue, DurationLimits, FailureEvidence, Forge, MergeOutcome, NewRun, RepositoryRef,
+    RunState, TestOutcome, durations,
+};
+use crate::slo::{self, ContextAttempt, EventCounts, RunThresholds, SloId};
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use tally::{ExemplarRef, Labels};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this exporter knows ({known}); upgrade the exporter"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("the store's writer thread has stopped")]
+    WriterGone,
+}
+
+/// The configuration the store needs to decide and count events.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub thresholds: RunThresholds,
+    pub limits: DurationLimits,
+    pub queue_buckets: Vec<f64>,
+    pub run_buckets: Vec<f64>,
+    pub live_window_ms: i64,
+    pub merge_settle_ms: i64,
+    pub lost_after_ms: i64,
+    pub required: HashMap<(Forge, String), Vec<String>>,
+}
+
+impl Policy {
+    pub fn from_config(c: &Config) -> Policy {
+        Policy {
+            thresholds: c.run_thresholds(),
+            limits: DurationLimits {
+                max_queue_seconds: c.slo.max_plausible_queue_time.as_secs_f64(),
+                max_run_seconds: c.slo.max_plausible_run_time.as_secs_f64(),
+            },
+            queue_buckets: c.queue_buckets(),
+            run_buckets: c.run_buckets(),
+            live_window_ms: c.metrics.live_window.as_millis() as i64,
+            merge_settle_ms: c.slo.merge_settle.as_millis() as i64,
+            lost_after_ms: c.slo.lost_after.as_millis() as i64,
+            required: c
+                .repositories
+                .iter()
+                .map(|r| ((r.forge, r.path.clone()), r.required_contexts.clone()))
+                .collect(),
+        }
+    }
+
+    fn required_contexts(&self, forge: Forge, path: &str) -> &[String] {
+        self.required
+            .get(&(forge, path.to_string()))
+            .or_else(|| self.required.get(&(Forge::Generic, path.to_string())))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestStatus {
+    Created,
+    Updated,
+    /// An identical replay: nothing changed.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ingested {
+    pub id: i64,
+    pub status: IngestStatus,
+}
+
+pub fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+const META_SERVING_SINCE: &str = "serving_since";
+const META_DEMO: &str = "demo";
+
+impl Store {
+    /// Open (creating if needed) and migrate a database file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut store = Store { conn };
+        store.configure()?;
+        store.migrate(&path.display().to_string())?;
+        Ok(store)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let mut store = Store {
+            conn: Connection::open_in_memory()?,
+        };
+        store.configure()?;
+        store.migrate(":memory:")?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    fn migrate(&mut self, path: &str) -> Result<(), StoreError> {
+        let known = schema::MIGRATIONS.len() as i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.to_string(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Record that a server started on this database. From then on, events
+    /// older than the live window no longer move the live counters.
+    pub fn mark_serving(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if self.meta(META_SERVING_SINCE)?.is_none() {
+            self.set_meta(META_SERVING_SINCE, &now.to_rfc3339())?;
+        }
+        Ok(())
+    }
+
+    pub fn is_demo(&self) -> Result<bool, StoreError> {
+        Ok(self.meta(META_DEMO)?.is_some())
+    }
+
+    pub fn mark_demo(&self, seed_info: &str) -> Result<(), StoreError> {
+        self.set_meta(META_DEMO, seed_info)
+    }
+
+    pub fn run_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?)
+    }
+
+    /// Store one run with its tests, reports and failures, and count what it
+    /// newly makes final. A replay of identical content changes nothing.
+    pub fn ingest_run(
+        &mut self,
+        run: &NewRun,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ingested = ingest_in(&tx, run, policy, to_ms(now))?;
+        tx.commit()?;
+        Ok(ingested)
+    }
+
+    /// Record that a change was merged (from a forge's merge event, or an
+    /// import). Its outcome is decided later, by [`Store::settle`].
+    pub fn record_merge(
+        &mut self,
+        repository: &RepositoryRef,
+        number: i64,
+        head_sha: Option<&str>,
+        merged_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let repository_id = upsert_repository(&tx, repository.forge, &repository.path)?;
+        tx.execute(
+            "INSERT INTO changes (repository_id, number, head_sha, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (repository_id, number) DO UPDATE SET
+                head_sha = coalesce(excluded.head_sha, changes.head_sha),
+                merged_at = coalesce(changes.merged_at, excluded.merged_at),
+                last_activity = excluded.last_activity",
+            params![repository_id, number, head_sha, to_ms(merged_at), to_ms(now)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Decide merged changes whose settle time has passed (both since the merge
+    /// and since their last run arrived), and count scheduled runs that never
+    /// finished as lost. `settle_ms` overrides the policy (0 after a bulk load).
+    pub fn settle(
+        &mut self,
+        policy: &Policy,
+        now: DateTime<Utc>,
+        settle_ms: Option<i64>,
+    ) -> Result<SettleStats, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now_ms = to_ms(now);
+        let settle = settle_ms.unwrap_or(policy.merge_settle_ms);
+        let stats = SettleStats {
+            changes_decided: decide_changes(&tx, policy, now_ms, settle)?,
+            runs_lost: count_lost_runs(&tx, policy, now_ms)?,
+        };
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// SLO event counts since `since`, per SLO.
+    pub fn slo_counts_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<HashMap<String, EventCounts>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT slo, coalesce(sum(good), 0), count(*) FROM slo_events WHERE at >= ?1 GROUP BY slo",
+        )?;
+        let rows = stmt.query_map([to_ms(since)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                EventCounts {
+                    good: r.get::<_, i64>(1)? as u64,
+                    total: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every persisted counter and histogram.
+    pub fn metric_state(&self) -> Result<MetricState, StoreError> {
+        let mut counters = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT family, labels, value FROM metric_counters ORDER BY family, labels",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (family, labels, value) = row?;
+            counters.push(CounterRow {
+                family,
+                labels: tally::parse_labels(&labels),
+                value,
+            });
+        }
+        let mut histograms: Vec<HistogramRow> = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.family, h.labels, h.sum, h.count, b.le, b.count, b.exemplar_run_id, b.exemplar_value, b.exemplar_ts
+             FROM metric_histograms h JOIN metric_buckets b ON b.family = h.family AND b.labels = h.labels
+             ORDER BY h.family, h.labels, b.le",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let family: String = r.get(0)?;
+            let labels: String = r.get(1)?;
+            let bucket = BucketRow {
+                le: r.get(4)?,
+                count: r.get::<_, i64>(5)? as u64,
+                exemplar: match (
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<f64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ) {
+                    (Some(run_id), Some(value), Some(at_ms)) => Some((run_id, value, at_ms)),
+                    _ => None,
+                },
+            };
+            let same = histograms
+                .last()
+                .is_some_and(|h| h.family == family && h.labels_json == labels);
+            if !same {
+                histograms.push(HistogramRow {
+                    family,
+                    labels: tally::parse_labels(&labels),
+                    labels_json: labels,
+                    sum: r.get(2)?,
+                    count: r.get::<_, i64>(3)? as u64,
+                    buckets: Vec::new(),
+                });
+            }
+            histograms
+                .last_mut()
+                .expect("pushed above")
+                .buckets
+                .push(bucket);
+        }
+        Ok(MetricState {
+            counters,
+            histograms,
+        })
+    }
+
+    /// One run with everything stored about it.
+    pub fn run(&self, id: i64) -> Result<Option<RunView>, StoreError> {
+        run_view(&self.conn, id)
+    }
+
+    /// Delete runs (with their tests, reports and failures) that ended before
+    /// `before`, and SLO events older than `events_before`. Counters are not touched.
+    pub fn prune(
+        &mut self,
+        before: DateTime<Utc>,
+        events_before: DateTime<Utc>,
+    ) -> Result<PruneStats, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let runs = tx.execute(
+            "DELETE FROM runs WHERE final_counted = 1
+               AND coalesce(finished_at, started_at, queued_at, created_at) < ?1",
+            [to_ms(before)],
+        )?;
+        let changes = tx.execute(
+            "DELETE FROM changes WHERE decided_at IS NOT NULL AND coalesce(merged_at, last_activity) < ?1
+               AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.change_id = changes.id)",
+            [to_ms(before)],
+        )?;
+        let events = tx.execute(
+            "DELETE FROM slo_events WHERE at < ?1",
+            [to_ms(events_before)],
+        )?;
+        tx.execute(
+            "DELETE FROM fingerprints WHERE NOT EXISTS (SELECT 1 FROM failures WHERE failures.fingerprint_id = fingerprints.id)
+               AND last_seen < ?1",
+            [to_ms(before)],
+        )?;
+        tx.commit()?;
+        Ok(PruneStats {
+            runs,
+            changes,
+            events,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettleStats {
+    pub changes_decided: usize,
+    pub runs_lost: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    pub runs: usize,
+    pub changes: usize,
+    pub events: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CounterRow {
+    pub family: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketRow {
+    pub le: f64,
+    /// Non-cumulative count of this bucket.
+    pub count: u64,
+    /// (run id, observed value, Unix ms).
+    pub exemplar: Option<(i64, f64, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramRow {
+    pub family: String,
+    pub labels: Vec<(String, String)>,
+    labels_json: String,
+    pub sum: f64,
+    pub count: u64,
+    pub buckets: Vec<BucketRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricState {
+    pub counters: Vec<CounterRow>,
+    pub histograms: Vec<HistogramRow>,
+}
+
+fn in_history_mode(tx: &Connection) -> rusqlite::Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM meta WHERE key = ?1",
+            [META_SERVING_SINCE],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_none())
+}
+
+/// Whether an event at `at_ms` moves the live counters (see `metrics.live_window`).
+fn is_live(history_mode: bool, at_ms: i64, now_ms: i64, policy: &Policy) -> bool {
+    history_mode || at_ms >= now_ms - policy.live_window_ms
+}
+
+fn content_hash(run: &NewRun) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    // Debug output of the plain data types is a stable, complete rendering of
+    // the content (field order is fixed by the struct definitions).
+    h.update(format!("{run:?}").as_bytes());
+    let digest = h.finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn upsert_repository(tx: &Transaction<'_>, forge: Forge, path: &str) -> rusqlite::Result<i64> {
+    tx.prepare_cached("INSERT OR IGNORE INTO repositories (forge, path) VALUES (?1, ?2)")?
+        .execute([forge.as_str(), path])?;
+    tx.prepare_cached("SELECT id FROM repositories WHERE forge = ?1 AND path = ?2")?
+        .query_row([forge.as_str(), path], |r| r.get(0))
+}
+
+/// Record an SLO event once; count it when it is new and live.
+#[allow(clippy::too_many_arguments)]
+fn slo_event(
+    tx: &Transaction<'_>,
+    slo: SloId,
+    subject: &str,
+    repository_id: i64,
+    repository: &str,
+    at_ms: i64,
+    good: bool,
+    live: bool,
+) -> rusqlite::Result<bool> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![slo.as_str(), subject, repository_id, at_ms, good])?
+        == 1;
+    if inserted {
+        if live {
+            let result = if good { "good" } else { "bad" };
+            tally::inc(
+                tx,
+                catalog::SLO_EVENTS,
+                &[
+                    ("slo", slo.as_str()),
+                    ("repository", repository),
+                    ("result", result),
+                ],
+                1.0,
+            )?;
+        } else {
+            tally::inc(tx, catalog::BACKDATED, &[("kind", "slo_event")], 1.0)?;
+        }
+    }
+    Ok(inserted)
+}
+
+fn data_quality(tx: &Transaction<'_>, reason: &str) -> rusqlite::Result<()> {
+    tally::inc(tx, catalog::DATA_QUALITY, &[("reason", reason)], 1.0)
+}
+
+fn ingest_in(
+    tx: &Transaction<'_>,
+    run: &NewRun,
+    policy: &Policy,
+    now_ms: i64,
+) -> Result<Ingested, StoreError> {
+    let history_mode = in_history_mode(tx)?;
+    let repo = &run.repository;
+    let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
+    let hash = content_hash(run);
+
+    let existing: Option<(i64, String, bool, bool)> = tx
+        .prepare_cached(
+            "SELECT id, content_hash, queue_counted, final_counted FROM runs
+             WHERE repository_id = ?1 AND ((?2 IS NOT NULL AND external_id = ?2)
+                OR (context = ?3 AND commit_sha = ?4 AND attempt = ?5))
+             ORDER BY (external_id IS ?2) DESC LIMIT 1",
+        )?
+        .query_row(
+            params![
+                repository_id,
+                run.external_id,
+                run.context,
+                run.commit,
+                run.attempt
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    if let Some((id, old_hash, ..)) = &existing
+        && *old_hash == hash
+    {
+        return Ok(Ingested {
+            id: *id,
+            status: IngestStatus::Unchanged,
+        });
+    }
+
+    let change_id = match &run.change {
+        None => None,
+        Some(change) => {
+            tx.prepare_cached(
+                "INSERT INTO changes (repository_id, number, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repository_id, number) DO UPDATE SET
+                    merged_at = coalesce(changes.merged_at, excluded.merged_at),
+                    last_activity = excluded.last_activity",
+            )?
+            .execute(params![repository_id, change.number, change.merged_at.map(to_ms), now_ms])?;
+            let (id, decided): (i64, bool) = tx
+                .prepare_cached("SELECT id, decided_at IS NOT NULL FROM changes WHERE repository_id = ?1 AND number = ?2")?
+                .query_row(params![repository_id, change.number], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if decided && existing.is_none() {
+                data_quality(tx, "run_after_change_decided")?;
+            }
+            Some(id)
+        }
+    };
+
+    let values = params![
+        repository_id,
+        run.external_id,
+        run.context,
+        run.commit,
+        run.attempt,
+        run.trigger.as_str(),
+        run.state.as_str(),
+        run.queued_at.map(to_ms),
+        run.started_at.map(to_ms),
+        run.finished_at.map(to_ms),
+        run.url,
+        run.log_url,
+        change_id,
+        run.source,
+        hash,
+        now_ms,
+    ];
+    let (run_id, status, queue_counted, final_counted) = match existing {
+        Some((id, _, queue_counted, final_counted)) => {
+            tx.prepare_cached(
+                "UPDATE runs SET repository_id = ?1, external_id = coalesce(?2, external_id), context = ?3,
+                    commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
+                    finished_at = ?10, url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
+                    source = ?14, content_hash = ?15, updated_at = ?16
+                 WHERE id = ?17",
+            )?
+            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&id as &dyn rusqlite::ToSql])))?;
+            for table in ["test_results", "reports", "dependency_snapshots"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [id])?;
+            }
+            (id, IngestStatus::Updated, queue_counted, final_counted)
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
+                    queued_at, started_at, finished_at, url, log_url, change_id, source, content_hash,
+                    created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+            )?
+            .execute(values)?;
+            (tx.last_insert_rowid(), IngestStatus::Created, false, false)
+        }
+    };
+
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (run_id, name) DO UPDATE SET outcome = excluded.outcome,
+                duration_seconds = excluded.duration_seconds, retries = excluded.retries,
+                retry_reasons = excluded.retry_reasons, message = excluded.message",
+        )?;
+        for t in &run.tests {
+            insert.execute(params![
+                run_id,
+                t.name,
+                t.outcome.as_str(),
+                t.duration_seconds,
+                t.retries,
+                serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into()),
+                t.message,
+            ])?;
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO reports (run_id, format, name, content) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for r in &run.reports {
+            insert.execute(params![run_id, r.format, r.name, r.content])?;
+        }
+    }
+
+    let event_ms = run
+        .finished_at
+        .or(run.started_at)
+        .or(run.queued_at)
+        .map(to_ms)
+        .unwrap_or(now_ms);
+    let live = is_live(history_mode, event_ms, now_ms, policy);
+    store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
+
+    let (d, issues) = durations(
+        run.queued_at,
+        run.started_at,
+        run.finished_at,
+        policy.limits,
+    );
+    let subject = format!("run:{run_id}");
+    let trigger = run.trigger.as_str();
+    let exemplar = Some(ExemplarRef {
+        run_id,
+        at_ms: event_ms,
+    });
+
+    if !queue_counted && run.started_at.is_some() {
+        for issue in issues.iter().filter(|i| {
+            matches!(
+                i,
+                DataQualityIssue::NegativeQueueTime | DataQualityIssue::AbsurdQueueTime
+            )
+        }) {
+            data_quality(tx, issue.as_str())?;
+        }
+        if let Some(q) = d.queue_seconds {
+            let started_ms = run.started_at.map(to_ms).unwrap_or(now_ms);
+            let live = is_live(history_mode, started_ms, now_ms, policy);
+            if live {
+                let labels: &Labels<'_> = &[
+                    ("repository", &repo.path),
+                    ("context", &run.context),
+                    ("trigger", trigger),
+                ];
+                tally::observe(
+                    tx,
+                    catalog::RUN_QUEUE,
+                    labels,
+                    &policy.queue_buckets,
+                    q,
+                    exemplar,
+                )?;
+            }
+            let (slo, good) = slo::queue_event(q, policy.thresholds);
+            slo_event(
+                tx,
+                slo,
+                &subject,
+                repository_id,
+                &repo.path,
+                started_ms,
+                good,
+                live,
+            )?;
+        }
+        tx.execute("UPDATE runs SET queue_counted = 1 WHERE id = ?1", [run_id])?;
+    }
+
+    if !final_counted && run.state.is_terminal() {
+        for issue in issues.iter().filter(|i| {
+            matches!(
+                i,
+                DataQualityIssue::NegativeRunTime | DataQualityIssue::AbsurdRunTime
+            )
+        }) {
+            data_quality(tx, issue.as_str())?;
+        }
+        let state = run.state.as_str();
+        if live {
+            let attempt = if run.attempt == 0 { "first" } else { "retry" };
+            tally::inc(
+                tx,
+                catalog::RUNS,
+                &[
+                    ("repository", &repo.path),
+                    ("context", &run.context),
+                    ("trigger", trigger),
+                    ("state", state),
+                    ("attempt", attempt),
+                ],
+                1.0,
+            )?;
+            if let Some(seconds) = d.run_seconds {
+                let labels: &Labels<'_> = &[
+                    ("repository", &repo.path),
+                    ("context", &run.context),
+                    ("trigger", trigger),
+                    ("state", state),
+                ];
+                tally::observe(
+                    tx,
+                    catalog::RUN_DURATION,
+                    labels,
+                    &policy.run_buckets,
+                    seconds,
+                    exemplar,
+                )?;
+            }
+        } else {
+            tally::inc(tx, catalog::BACKDATED, &[("kind", "run")], 1.0)?;
+        }
+        for (slo, good) in
+            slo::finished_run_events(run.state, run.trigger, d.run_seconds, policy.thresholds)
+        {
+            slo_event(
+                tx,
+                slo,
+                &subject,
+                repository_id,
+                &repo.path,
+                event_ms,
+                good,
+                live,
+            )?;
+        }
+        tx.execute("UPDATE runs SET final_counted = 1 WHERE id = ?1", [run_id])?;
+    }
+
+    for test in &run.tests {
+        if let Some((slo, good)) = slo::test_event(test.outcome) {
+            let subject = format!("test:{run_id}:{}", test.name);
+            slo_event(
+                tx,
+                slo,
+                &subject,
+                repository_id,
+                &repo.path,
+                event_ms,
+                good,
+                live,
+            )?;
+        }
+    }
+
+    Ok(Ingested { id: run_id, status })
+}
+
+/// Replace a run's failures. Failure counters move only for classes the run
+/// did not have before, so a replay or an update never counts twice.
+fn store_failures(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    repository: &str,
+    failures: &[FailureEvidence],
+    event_ms: i64,
+    live: bool,
+) -> rusqlite::Result<()> {
+    let before: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT class FROM failures WHERE run_id = ?1")?
+        .query_map([run_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    tx.execute("DELETE FROM failures WHERE run_id = ?1", [run_id])?;
+    let mut counted = before.clone();
+    for f in failures {
+        let mut fingerprint_id = None;
+        let mut is_new = false;
+        if let Some(hash) = &f.fingerprint {
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO fingerprints (hash, normalized, first_seen, last_seen, occurrences)
+                     VALUES (?1, ?2, ?3, ?3, 0)",
+                )?
+                .execute(params![hash, f.evidence, event_ms])?;
+            is_new = inserted == 1;
+            tx.prepare_cached(
+                "UPDATE fingerprints SET first_seen = min(first_seen, ?2), last_seen = max(last_seen, ?2),
+                    occurrences = occurrences + 1 WHERE hash = ?1",
+            )?
+            .execute(params![hash, event_ms])?;
+            fingerprint_id = Some(tx.query_row(
+                "SELECT id FROM fingerprints WHERE hash = ?1",
+                [hash],
+                |r| r.get::<_, i64>(0),
+            )?);
+        }
+        tx.prepare_cached(
+            "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id, is_new)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            run_id,
+            f.test_name,
+            f.class,
+            f.category,
+            f.line.map(|l| l as i64),
+            f.evidence,
+            serde_json::to_string(&f.context).unwrap_or_else(|_| "[]".into()),
+            fingerprint_id,
+            is_new,
+        ])?;
+        if !counted.contains(&f.class) {
+            counted.push(f.class.clone());
+            if live {
+                tally::inc(
+                    tx,
+                    catalog::FAILURES,
+                    &[
+                        ("repository", repository),
+                        ("class", &f.class),
+                        ("category", &f.category),
+                    ],
+                    1.0,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decide_changes(
+    tx: &Transaction<'_>,
+    policy: &Policy,
+    now_ms: i64,
+    settle_ms: i64,
+) -> Result<usize, StoreError> {
+    let history_mode = in_history_mode(tx)?;
+    let due: Vec<(i64, i64, String, String, Option<String>, i64)> = tx
+        .prepare_cached(
+            "SELECT c.id, c.repository_id, r.forge, r.path, c.head_sha, c.merged_at
+             FROM changes c JOIN repositories r ON r.id = c.repository_id
+             WHERE c.decided_at IS NULL AND c.merged_at IS NOT NULL
+               AND c.merged_at <= ?1 AND c.last_activity <= ?1",
+        )?
+        .query_map([now_ms - settle_ms], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (change_id, repository_id, forge, path, head_sha, merged_at) in &due {
+        let forge: Forge = forge.parse().unwrap_or(Forge::Generic);
+        let head = match head_sha {
+            Some(h) => Some(h.clone()),
+            None => tx
+                .prepare_cached(
+                    "SELECT commit_sha FROM runs WHERE change_id = ?1
+                     ORDER BY coalesce(queued_at, started_at, finished_at, created_at) DESC, id DESC LIMIT 1",
+                )?
+                .query_row([change_id], |r| r.get(0))
+                .optional()?,
+        };
+        let mut runs = Vec::new();
+        if let Some(head) = &head {
+            let mut stmt = tx.prepare_cached(
+                "SELECT context, attempt, state FROM runs
+                 WHERE repository_id = ?1 AND commit_sha = ?2 AND trigger != 'schedule'",
+            )?;
+            let rows = stmt.query_map(params![repository_id, head], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (context, attempt, state) = row?;
+                let state = state.parse().unwrap_or(RunState::Error);
+                runs.push(ContextAttempt {
+                    context,
+                    attempt,
+                    state,
+                });
+            }
+        }
+        let evaluation = slo::evaluate_merge(policy.required_contexts(forge, path), &runs);
+        let Some(e) = evaluation else {
+            tx.execute(
+                "UPDATE changes SET decided_at = ?2, head_sha = ?3 WHERE id = ?1",
+                params![change_id, now_ms, head],
+            )?;
+            data_quality(tx, "merged_change_without_runs")?;
+            continue;
+        };
+        tx.execute(
+            "UPDATE changes SET decided_at = ?2, head_sha = ?3, outcome = ?4, retries = ?5, missing = ?6 WHERE id = ?1",
+            params![
+                change_id,
+                now_ms,
+                head,
+                e.outcome.as_str(),
+                e.retries,
+                serde_json::to_string(&e.missing_contexts).unwrap_or_default()
+            ],
+        )?;
+        let live = is_live(history_mode, *merged_at, now_ms, policy);
+        if live {
+            tally::inc(
+                tx,
+                catalog::MERGED_CHANGES,
+                &[("repository", path), ("outcome", e.outcome.as_str())],
+                1.0,
+            )?;
+            if e.outcome != MergeOutcome::MergedRed {
+                tally::observe(
+                    tx,
+                    catalog::RETRIES_TO_GREEN,
+                    &[("repository", path)],
+                    catalog::RETRIES_BUCKETS,
+                    e.retries as f64,
+                    None,
+                )?;
+            }
+        } else {
+            tally::inc(tx, catalog::BACKDATED, &[("kind", "merged_change")], 1.0)?;
+        }
+        let subject = format!("change:{change_id}");
+        for (slo, good) in slo::merge_events(e.outcome) {
+            slo_event(
+                tx,
+                slo,
+                &subject,
+                *repository_id,
+                path,
+                *merged_at,
+                good,
+                live,
+            )?;
+        }
+    }
+    Ok(due.len())
+}
+
+fn count_lost_runs(
+    tx: &Transaction<'_>,
+    policy: &Policy,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let history_mode = in_history_mode(tx)?;
+    let lost: Vec<(i64, i64, String, i64)> = tx
+        .prepare_cached(
+            "SELECT runs.id, runs.repository_id, r.path, coalesce(started_at, queued_at, created_at)
+             FROM runs JOIN repositories r ON r.id = runs.repository_id
+             WHERE final_counted = 0 AND trigger = 'schedule'
+               AND coalesce(started_at, queued_at, created_at) <= ?1
+               AND NOT EXISTS (SELECT 1 FROM slo_events e WHERE e.slo = 'runs_completed' AND e.subject = 'run:' || runs.id)",
+        )?
+        .query_map([now_ms - policy.lost_after_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    for (run_id, repository_id, path, since_ms) in &lost {
+        let at_ms = since_ms + policy.lost_after_ms;
+        let live = is_live(history_mode, at_ms, now_ms, policy);
+        slo_event(
+            tx,
+            SloId::RunsCompleted,
+            &format!("run:{run_id}"),
+            *repository_id,
+            path,
+            at_ms,
+            false,
+            live,
+        )?;
+    }
+    Ok(lost.len())
+}
+
+/// A run as the API and the UI show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunView {
+    pub id: i64,
+    pub forge: String,
+    pub repository: String,
+    pub context: String,
+    pub commit: String,
+    pub external_id: Option<String>,
+    pub attempt: u32,
+    pub trigger: String,
+    pub state: String,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub queue_seconds: Option<f64>,
+    pub run_seconds: Option<f64>,
+    pub url: Option<String>,
+    pub log_url: Option<String>,
+    pub source: String,
+    pub change: Option<ChangeView>,
+    pub tests: Vec<TestView>,
+    pub failures: Vec<FailureEvidence>,
+    pub reports: Vec<ReportView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChangeView {
+    pub number: i64,
+    pub merged_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TestView {
+    pub name: String,
+    pub outcome: TestOutcome,
+    pub duration_seconds: Option<f64>,
+    pub retries: u32,
+    pub retry_reasons: Vec<String>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReportView {
+    pub format: String,
+    pub name: String,
+    pub bytes: i64,
+}
+
+fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT r.id, repo.forge, repo.path, r.context, r.commit_sha, r.external_id, r.attempt, r.trigger,
+                    r.state, r.queued_at, r.started_at, r.finished_at, r.url, r.log_url, r.source, r.change_id
+             FROM runs r JOIN repositories repo ON repo.id = r.repository_id WHERE r.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                RunView {
+                    id: r.get(0)?,
+                    forge: r.get(1)?,
+                    repository: r.get(2)?,
+                    context: r.get(3)?,
+                    commit: r.get(4)?,
+                    external_id: r.get(5)?,
+                    attempt: r.get(6)?,
+                    trigger: r.get(7)?,
+                    state: r.get(8)?,
+                    queued_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
+                    started_at: r.get::<_, Option<i64>>(10)?.map(from_ms),
+                    finished_at: r.get::<_, Option<i64>>(11)?.map(from_ms),
+                    queue_seconds: None,
+                    run_seconds: None,
+                    url: r.get(12)?,
+                    log_url: r.get(13)?,
+                    source: r.get(14)?,
+                    change: None,
+                    tests: Vec::new(),
+                    failures: Vec::new(),
+                    reports: Vec::new(),
+                },
+                r.get::<_, Option<i64>>(15)?,
+            ))
+        })
+        .optional()?;
+    let Some((mut view, change_id)) = row else {
+        return Ok(None);
+    };
+    let (d, _) = durations(
+        view.queued_at,
+        view.started_at,
+        view.finished_at,
+        DurationLimits::default(),
+    );
+    view.queue_seconds = d.queue_seconds;
+    view.run_seconds = d.run_seconds;
+    if let Some(change_id) = change_id {
+        view.change = conn
+            .prepare_cached(
+                "SELECT number, merged_at, outcome, retries FROM changes WHERE id = ?1",
+            )?
+            .query_row([change_id], |r| {
+                Ok(ChangeView {
+                    number: r.get(0)?,
+                    merged_at: r.get::<_, Option<i64>>(1)?.map(from_ms),
+                    outcome: r.get(2)?,
+                    retries: r.get(3)?,
+                })
+            })
+            .optional()?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, outcome, duration_seconds, retries, retry_reasons, message FROM test_results
+         WHERE run_id = ?1 ORDER BY id",
+    )?;
+    view.tests = stmt
+        .query_map([id], |r| {
+            Ok(TestView {
+                name: r.get(0)?,
+                outcome: r
+                    .get::<_, String>(1)?
+                    .parse()
+                    .unwrap_or(TestOutcome::Errored),
+                duration_seconds: r.get(2)?,
+                retries: r.get(3)?,
+                retry_reasons: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                message: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.class, f.category, f.line, f.evidence, f.context, fp.hash, f.test_name
+         FROM failures f LEFT JOIN fingerprints fp ON fp.id = f.fingerprint_id WHERE f.run_id = ?1 ORDER BY f.id",
+    )?;
+    view.failures = stmt
+        .query_map([id], |r| {
+            Ok(FailureEvidence {
+                class: r.get(0)?,
+                category: r.get(1)?,
+                line: r.get::<_, Option<i64>>(2)?.map(|l| l as u64),
+                evidence: r.get(3)?,
+                context: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                fingerprint: r.get(5)?,
+                test_name: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT format, name, length(content) FROM reports WHERE run_id = ?1 ORDER BY id",
+    )?;
+    view.reports = stmt
+        .query_map([id], |r| {
+            Ok(ReportView {
+                format: r.get(0)?,
+                name: r.get(1)?,
+                bytes: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(view))
+}
+
+#[cfg(test)]
+mod tests;

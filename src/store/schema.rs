@@ -1,0 +1,160 @@
+//! Versioned migrations. Each entry runs once, in order, inside a transaction;
+//! `PRAGMA user_version` records how far a database has come. Never edit a
+//! released migration: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the domain model of DESIGN.md §2 and the persisted metric state.
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE repositories (
+    id    INTEGER PRIMARY KEY,
+    forge TEXT NOT NULL,
+    path  TEXT NOT NULL,
+    UNIQUE (forge, path)
+);
+
+-- A PR or MR. `outcome` is decided once, `merge_settle` after the merge and
+-- the last run of its head commit, and never changes afterwards.
+CREATE TABLE changes (
+    id            INTEGER PRIMARY KEY,
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    number        INTEGER NOT NULL,
+    head_sha      TEXT,
+    merged_at     INTEGER,
+    last_activity INTEGER NOT NULL,
+    outcome       TEXT,
+    retries       INTEGER,
+    missing       TEXT,
+    decided_at    INTEGER,
+    UNIQUE (repository_id, number)
+);
+CREATE INDEX changes_undecided ON changes (last_activity)
+    WHERE decided_at IS NULL AND merged_at IS NOT NULL;
+
+-- One attempt of one context on one commit. Times are Unix milliseconds.
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY,
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    external_id   TEXT,
+    context       TEXT NOT NULL,
+    commit_sha    TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    trigger       TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    queued_at     INTEGER,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    url           TEXT,
+    log_url       TEXT,
+    change_id     INTEGER REFERENCES changes(id),
+    source        TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    -- set once the run's queue time / final state went into the counters
+    queue_counted INTEGER NOT NULL DEFAULT 0,
+    final_counted INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, attempt);
+CREATE UNIQUE INDEX runs_external ON runs (repository_id, external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX runs_commit ON runs (repository_id, commit_sha);
+CREATE INDEX runs_change ON runs (change_id) WHERE change_id IS NOT NULL;
+CREATE INDEX runs_finished ON runs (finished_at);
+CREATE INDEX runs_open ON runs (trigger, queued_at) WHERE final_counted = 0;
+
+CREATE TABLE test_results (
+    id               INTEGER PRIMARY KEY,
+    run_id           INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    outcome          TEXT NOT NULL,
+    duration_seconds REAL,
+    retries          INTEGER NOT NULL,
+    retry_reasons    TEXT NOT NULL,
+    message          TEXT,
+    UNIQUE (run_id, name)
+);
+
+CREATE TABLE reports (
+    id      INTEGER PRIMARY KEY,
+    run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    format  TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    content TEXT NOT NULL
+);
+CREATE INDEX reports_run ON reports (run_id);
+
+CREATE TABLE fingerprints (
+    id          INTEGER PRIMARY KEY,
+    hash        TEXT NOT NULL UNIQUE,
+    normalized  TEXT NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    occurrences INTEGER NOT NULL
+);
+
+CREATE TABLE failures (
+    id             INTEGER PRIMARY KEY,
+    run_id         INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    test_name      TEXT,
+    class          TEXT NOT NULL,
+    category       TEXT NOT NULL,
+    line           INTEGER,
+    evidence       TEXT NOT NULL,
+    context        TEXT NOT NULL,
+    fingerprint_id INTEGER REFERENCES fingerprints(id),
+    is_new         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX failures_run ON failures (run_id);
+
+CREATE TABLE dependency_snapshots (
+    run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    package TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (run_id, package)
+);
+
+-- One row per SLO event; the primary key makes counting exactly-once.
+-- `at` is the event time (Unix ms), used by the windowed gauges.
+CREATE TABLE slo_events (
+    slo           TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    repository_id INTEGER NOT NULL,
+    at            INTEGER NOT NULL,
+    good          INTEGER NOT NULL,
+    PRIMARY KEY (slo, subject)
+) WITHOUT ROWID;
+CREATE INDEX slo_events_at ON slo_events (at, slo, good);
+
+-- Exported counters and histograms. Only ever incremented; restored at start.
+CREATE TABLE metric_counters (
+    family TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value  REAL NOT NULL,
+    PRIMARY KEY (family, labels)
+) WITHOUT ROWID;
+
+CREATE TABLE metric_histograms (
+    family TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    sum    REAL NOT NULL,
+    count  INTEGER NOT NULL,
+    PRIMARY KEY (family, labels)
+) WITHOUT ROWID;
+
+-- Non-cumulative bucket counts; the exemplar is the latest run that landed there.
+CREATE TABLE metric_buckets (
+    family          TEXT NOT NULL,
+    labels          TEXT NOT NULL,
+    le              REAL NOT NULL,
+    count           INTEGER NOT NULL,
+    exemplar_run_id INTEGER,
+    exemplar_value  REAL,
+    exemplar_ts     INTEGER,
+    PRIMARY KEY (family, labels, le)
+) WITHOUT ROWID;
+"#,
+];

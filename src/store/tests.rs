@@ -1,0 +1,464 @@
+use super::*;
+use crate::config::Config;
+use crate::model::{ChangeRef, RepositoryRef, TestResult, Trigger};
+use chrono::Duration;
+
+fn policy() -> Policy {
+    let mut p = Policy::from_config(&Config::default());
+    p.merge_settle_ms = 0;
+    p
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap()
+}
+
+fn run(context: &str, commit: &str, attempt: u32, state: RunState) -> NewRun {
+    let queued = now() - Duration::minutes(30);
+    NewRun {
+        repository: RepositoryRef {
+            forge: Forge::Generic,
+            path: "acme/shop".into(),
+        },
+        context: context.into(),
+        commit: commit.into(),
+        external_id: None,
+        attempt,
+        trigger: Trigger::PullRequest,
+        state,
+        queued_at: Some(queued),
+        started_at: Some(queued + Duration::seconds(60)),
+        finished_at: state
+            .is_terminal()
+            .then(|| queued + Duration::seconds(60 + 198)),
+        url: None,
+        log_url: None,
+        change: None,
+        tests: Vec::new(),
+        reports: Vec::new(),
+        failures: Vec::new(),
+        source: "test".into(),
+    }
+}
+
+fn counter(store: &Store, family: &str, labels: &[(&str, &str)]) -> f64 {
+    let want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    store
+        .metric_state()
+        .unwrap()
+        .counters
+        .into_iter()
+        .filter(|c| c.family == family && want.iter().all(|w| c.labels.contains(w)))
+        .map(|c| c.value)
+        .sum()
+}
+
+fn histogram_count(store: &Store, family: &str) -> u64 {
+    store
+        .metric_state()
+        .unwrap()
+        .histograms
+        .into_iter()
+        .filter(|h| h.family == family)
+        .map(|h| h.count)
+        .sum()
+}
+
+#[test]
+fn a_replayed_run_changes_nothing_and_is_reported_unchanged() {
+    let mut store = Store::open_in_memory().unwrap();
+    let r = run("test", "abc", 0, RunState::Success);
+    let first = store.ingest_run(&r, &policy(), now()).unwrap();
+    assert_eq!(first.status, IngestStatus::Created);
+    let before = store.metric_state().unwrap();
+    let again = store.ingest_run(&r, &policy(), now()).unwrap();
+    assert_eq!(
+        again,
+        Ingested {
+            id: first.id,
+            status: IngestStatus::Unchanged
+        }
+    );
+    assert_eq!(store.metric_state().unwrap(), before);
+    assert_eq!(store.run_count().unwrap(), 1);
+}
+
+#[test]
+fn a_run_is_counted_once_when_it_becomes_final_whatever_updates_follow() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let pending = run("test", "abc", 0, RunState::Running);
+    let id = store.ingest_run(&pending, &p, now()).unwrap().id;
+    assert_eq!(counter(&store, "ci_runs", &[]), 0.0);
+    assert_eq!(
+        histogram_count(&store, "ci_run_queue_duration_seconds"),
+        1,
+        "queue time is known at start"
+    );
+
+    let done = run("test", "abc", 0, RunState::Failure);
+    let updated = store.ingest_run(&done, &p, now()).unwrap();
+    assert_eq!(
+        updated,
+        Ingested {
+            id,
+            status: IngestStatus::Updated
+        }
+    );
+    assert_eq!(
+        counter(
+            &store,
+            "ci_runs",
+            &[("state", "failure"), ("attempt", "first")]
+        ),
+        1.0
+    );
+    assert_eq!(histogram_count(&store, "ci_run_duration_seconds"), 1);
+
+    // A later, different report of the same attempt is stored but not counted again.
+    let mut changed = run("test", "abc", 0, RunState::Success);
+    changed.url = Some("https://ci.example/1".into());
+    store.ingest_run(&changed, &p, now()).unwrap();
+    assert_eq!(counter(&store, "ci_runs", &[]), 1.0);
+    assert_eq!(histogram_count(&store, "ci_run_queue_duration_seconds"), 1);
+    assert_eq!(store.run(id).unwrap().unwrap().state, "success");
+}
+
+#[test]
+fn runs_are_identified_by_external_id_before_context_commit_and_attempt() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let mut a = run("test", "abc", 0, RunState::Success);
+    a.external_id = Some("job-1".into());
+    let id = store.ingest_run(&a, &p, now()).unwrap().id;
+    let mut renamed = a.clone();
+    renamed.context = "test (renamed)".into();
+    assert_eq!(store.ingest_run(&renamed, &p, now()).unwrap().id, id);
+    assert_eq!(store.run_count().unwrap(), 1);
+}
+
+#[test]
+fn negative_and_absurd_durations_are_not_exported_but_counted() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let mut r = run("test", "abc", 0, RunState::Success);
+    // A re-run whose created_at is days before it was requested, and which "finished before it started".
+    r.queued_at = Some(now() - Duration::days(20));
+    r.finished_at = Some(r.started_at.unwrap() - Duration::seconds(5));
+    store.ingest_run(&r, &p, now()).unwrap();
+    assert_eq!(histogram_count(&store, "ci_run_queue_duration_seconds"), 0);
+    assert_eq!(histogram_count(&store, "ci_run_duration_seconds"), 0);
+    assert_eq!(
+        counter(
+            &store,
+            "ci_exporter_data_quality_rejections",
+            &[("reason", "absurd_queue_time")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(
+            &store,
+            "ci_exporter_data_quality_rejections",
+            &[("reason", "negative_run_time")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(&store, "ci_runs", &[]),
+        1.0,
+        "the run itself still counts"
+    );
+}
+
+#[test]
+fn a_merged_change_is_decided_from_its_head_commit_after_settling() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut p = policy();
+    p.merge_settle_ms = 600_000;
+    let merged_at = now() - Duration::minutes(5);
+    let change = Some(ChangeRef {
+        number: 7,
+        merged_at: None,
+    });
+    for (ctx, attempt, state) in [
+        ("a", 0, RunState::Failure),
+        ("b", 0, RunState::Success),
+        ("a", 1, RunState::Success),
+    ] {
+        let mut r = run(ctx, "head", attempt, state);
+        r.change = change.clone();
+        store.ingest_run(&r, &p, now()).unwrap();
+    }
+    let mut last = run("c", "head", 0, RunState::Success);
+    last.change = Some(ChangeRef {
+        number: 7,
+        merged_at: Some(merged_at),
+    });
+    store.ingest_run(&last, &p, now()).unwrap();
+
+    assert_eq!(
+        store.settle(&p, now(), None).unwrap().changes_decided,
+        0,
+        "not settled yet"
+    );
+    let later = now() + Duration::minutes(11);
+    assert_eq!(store.settle(&p, later, None).unwrap().changes_decided, 1);
+    assert_eq!(
+        counter(
+            &store,
+            "ci_merged_changes",
+            &[("outcome", "green_after_one_retry")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(
+            &store,
+            "ci_slo_events",
+            &[("slo", "first_attempt_green"), ("result", "bad")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(
+            &store,
+            "ci_slo_events",
+            &[("slo", "green_within_one_retry"), ("result", "good")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(
+            &store,
+            "ci_slo_events",
+            &[("slo", "merged_without_failures"), ("result", "good")]
+        ),
+        1.0
+    );
+    assert_eq!(histogram_count(&store, "ci_change_retries_to_green"), 1);
+    // Deciding again does nothing.
+    assert_eq!(store.settle(&p, later, None).unwrap().changes_decided, 0);
+    assert_eq!(counter(&store, "ci_merged_changes", &[]), 1.0);
+
+    // A run arriving after the decision is recorded as late data, not re-decided.
+    let mut late = run("d", "head", 0, RunState::Failure);
+    late.change = Some(ChangeRef {
+        number: 7,
+        merged_at: None,
+    });
+    store.ingest_run(&late, &p, later).unwrap();
+    assert_eq!(
+        counter(
+            &store,
+            "ci_exporter_data_quality_rejections",
+            &[("reason", "run_after_change_decided")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        store
+            .settle(&p, later + Duration::hours(1), None)
+            .unwrap()
+            .changes_decided,
+        0
+    );
+}
+
+#[test]
+fn a_merged_change_missing_a_required_context_is_merged_red() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut p = policy();
+    p.required.insert(
+        (Forge::Generic, "acme/shop".into()),
+        vec!["a".into(), "must".into()],
+    );
+    let mut r = run("a", "head", 0, RunState::Success);
+    r.change = Some(ChangeRef {
+        number: 1,
+        merged_at: Some(now() - Duration::minutes(1)),
+    });
+    store.ingest_run(&r, &p, now()).unwrap();
+    store.settle(&p, now(), None).unwrap();
+    assert_eq!(
+        counter(&store, "ci_merged_changes", &[("outcome", "merged_red")]),
+        1.0
+    );
+    assert_eq!(
+        histogram_count(&store, "ci_change_retries_to_green"),
+        0,
+        "red changes have no retries-to-green"
+    );
+}
+
+#[test]
+fn history_counts_until_the_first_serve_then_old_events_only_fill_the_windows() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let mut old = run("test", "old", 0, RunState::Success);
+    for t in [
+        &mut old.queued_at,
+        &mut old.started_at,
+        &mut old.finished_at,
+    ] {
+        *t = t.map(|t| t - Duration::days(10));
+    }
+    store.ingest_run(&old, &p, now()).unwrap();
+    assert_eq!(
+        counter(&store, "ci_runs", &[]),
+        1.0,
+        "a first import counts history"
+    );
+
+    store.mark_serving(now()).unwrap();
+    let mut old2 = old.clone();
+    old2.commit = "old2".into();
+    store.ingest_run(&old2, &p, now()).unwrap();
+    assert_eq!(
+        counter(&store, "ci_runs", &[]),
+        1.0,
+        "backdated after serving: no live counter moves"
+    );
+    assert_eq!(
+        counter(&store, "ci_exporter_backdated_events", &[("kind", "run")]),
+        1.0
+    );
+    let window = store.slo_counts_since(now() - Duration::days(28)).unwrap();
+    assert_eq!(
+        window["run_time"].total, 2,
+        "but the windowed gauges see both"
+    );
+
+    store
+        .ingest_run(&run("test", "fresh", 0, RunState::Success), &p, now())
+        .unwrap();
+    assert_eq!(counter(&store, "ci_runs", &[]), 2.0, "live events count");
+}
+
+#[test]
+fn a_scheduled_run_that_never_finishes_is_lost_once() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let mut r = run("nightly", "n1", 0, RunState::Running);
+    r.trigger = Trigger::Schedule;
+    store.ingest_run(&r, &p, now()).unwrap();
+    assert_eq!(store.settle(&p, now(), None).unwrap().runs_lost, 0);
+    let later = now() + Duration::hours(25);
+    assert_eq!(store.settle(&p, later, None).unwrap().runs_lost, 1);
+    assert_eq!(store.settle(&p, later, None).unwrap().runs_lost, 0);
+    assert_eq!(
+        counter(
+            &store,
+            "ci_slo_events",
+            &[("slo", "runs_completed"), ("result", "bad")]
+        ),
+        1.0
+    );
+    // If it reports after all, the run counts but the SLO event stays the first one.
+    let mut done = r.clone();
+    done.state = RunState::Success;
+    done.finished_at = Some(later);
+    store.ingest_run(&done, &p, later).unwrap();
+    assert_eq!(
+        counter(&store, "ci_slo_events", &[("slo", "runs_completed")]),
+        1.0
+    );
+    assert_eq!(counter(&store, "ci_runs", &[("state", "success")]), 1.0);
+}
+
+#[test]
+fn test_results_become_test_success_events_once() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let mut r = run("test", "abc", 0, RunState::Failure);
+    let t = |name: &str, outcome| TestResult {
+        name: name.into(),
+        outcome,
+        duration_seconds: Some(1.0),
+        retries: 0,
+        retry_reasons: vec![],
+        message: None,
+    };
+    r.tests = vec![
+        t("a", TestOutcome::Passed),
+        t("b", TestOutcome::Failed),
+        t("c", TestOutcome::Skipped),
+    ];
+    store.ingest_run(&r, &p, now()).unwrap();
+    r.url = Some("https://ci.example/2".into());
+    store.ingest_run(&r, &p, now()).unwrap();
+    assert_eq!(
+        counter(
+            &store,
+            "ci_slo_events",
+            &[("slo", "test_success"), ("result", "good")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(
+            &store,
+            "ci_slo_events",
+            &[("slo", "test_success"), ("result", "bad")]
+        ),
+        1.0
+    );
+    assert_eq!(store.run(1).unwrap().unwrap().tests.len(), 3);
+}
+
+#[test]
+fn pruning_deletes_old_runs_and_never_lowers_a_counter() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    store
+        .ingest_run(&run("test", "abc", 0, RunState::Success), &p, now())
+        .unwrap();
+    let before = store.metric_state().unwrap();
+    let stats = store
+        .prune(now() + Duration::days(1), now() + Duration::days(1))
+        .unwrap();
+    assert_eq!(stats.runs, 1);
+    assert_eq!(store.run_count().unwrap(), 0);
+    assert_eq!(store.metric_state().unwrap(), before);
+}
+
+#[test]
+fn exemplars_point_at_the_latest_run_in_each_bucket() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let a = store
+        .ingest_run(&run("test", "a", 0, RunState::Success), &p, now())
+        .unwrap()
+        .id;
+    let b = store
+        .ingest_run(&run("test", "b", 0, RunState::Success), &p, now())
+        .unwrap()
+        .id;
+    let state = store.metric_state().unwrap();
+    let h = state
+        .histograms
+        .iter()
+        .find(|h| h.family == "ci_run_queue_duration_seconds")
+        .unwrap();
+    let bucket = h.buckets.iter().find(|x| x.le == 60.0).unwrap();
+    assert_eq!(bucket.count, 2);
+    assert_eq!(bucket.exemplar.map(|e| e.0), Some(b));
+    assert_ne!(a, b);
+    assert!(h.buckets.iter().any(|x| x.le == f64::INFINITY));
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    Store::open(&path)
+        .unwrap()
+        .connection()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = Store::open(&path).err().unwrap().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
+}
