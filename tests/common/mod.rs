@@ -1,0 +1,234 @@
+//! Helpers for tests that run the real binary on a temporary database.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ci-slo-exporter");
+pub const TOKEN: &str = "test-token-5f8a1c";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Run a one-shot command of the binary.
+pub fn run(args: &[&str], dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CI_SLO_API_TOKEN")
+        .env("CI_SLO_LOG", "warn")
+        .output()
+        .expect("binary runs")
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A running `serve` process, stopped on drop.
+pub struct Exporter {
+    child: Child,
+    pub base: String,
+    pub db: PathBuf,
+    pub dir: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Exporter {
+    pub fn start(dir: &Path, db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Exporter {
+        Self::try_start(dir, db, extra, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_start(
+        dir: &Path,
+        db: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Exporter, String> {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let stderr_path = dir.join(format!("serve-{port}.log"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(db)
+            .arg("--web.listen-address")
+            .arg(&addr)
+            .args(extra)
+            .current_dir(dir)
+            .env_remove("CI_SLO_API_TOKEN")
+            .env("CI_SLO_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn exporter");
+        let mut exporter = Exporter {
+            child,
+            base: format!("http://{addr}"),
+            db: db.to_path_buf(),
+            dir: dir.to_path_buf(),
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = exporter.child.try_wait() {
+                return Err(format!("exporter exited with {status}: {}", exporter.log()));
+            }
+            if let Ok(mut r) = agent().get(&format!("{}/readyz", exporter.base)).call()
+                && r.status() == 200
+            {
+                let _ = r.body_mut().read_to_string();
+                return Ok(exporter);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("exporter not ready in 60 s: {}", exporter.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut r = agent()
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .expect("GET");
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    pub fn scrape(&self, openmetrics: bool) -> String {
+        let mut req = agent().get(&format!("{}/metrics", self.base));
+        if openmetrics {
+            req = req.header(
+                "Accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            );
+        }
+        let mut r = req.call().expect("scrape");
+        assert_eq!(r.status(), 200);
+        r.body_mut().read_to_string().expect("body")
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
+        let mut req = agent()
+            .post(&format!("{}{path}", self.base))
+            .header("Content-Type", "application/json");
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut r = req.send(body).expect("POST");
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// Wait until `f` holds on a scrape (the snapshot is rebuilt shortly after writes).
+    pub fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.scrape(false);
+            if f(&text) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last scrape:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop with SIGTERM and wait.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY-free: use the kill command to send SIGTERM.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition,
+/// where `labels` must match exactly (in order, as the exporter writes them).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        let value = value.split(' ').next()?;
+        Some(match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().ok()?,
+        })
+    })
+}
+
+/// Lines of the persisted families (counters and histograms), for comparing scrapes.
+pub fn persisted_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            [
+                "ci_runs_total",
+                "ci_merged_changes_total",
+                "ci_slo_events_total",
+                "ci_failures_total",
+                "ci_run_",
+                "ci_change_retries",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn read_stream(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
