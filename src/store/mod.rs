@@ -617,8 +617,13 @@ fn ingest_in(
                  WHERE id = ?17",
             )?
             .execute(rusqlite::params_from_iter(values.iter().copied().chain([&id as &dyn rusqlite::ToSql])))?;
-            for table in ["test_results", "reports", "dependency_snapshots"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [id])?;
+            // An update replaces what it carries; a state-only update (a
+            // webhook saying "completed") keeps the tests and reports stored before.
+            if !run.tests.is_empty() {
+                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [id])?;
+            }
+            if !run.reports.is_empty() {
+                tx.execute("DELETE FROM reports WHERE run_id = ?1", [id])?;
             }
             (id, IngestStatus::Updated, queue_counted, final_counted)
         }
@@ -668,7 +673,9 @@ fn ingest_in(
         .map(to_ms)
         .unwrap_or(now_ms);
     let live = is_live(history_mode, event_ms, now_ms, policy);
-    store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
+    if status == IngestStatus::Created || !run.failures.is_empty() {
+        store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
+    }
 
     let (d, issues) = durations(
         run.queued_at,

@@ -462,3 +462,37 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     let err = Store::open(&path).err().unwrap().to_string();
     assert!(err.contains("schema version 99"), "{err}");
 }
+
+#[test]
+fn a_state_only_update_keeps_the_tests_and_failures_stored_before() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let mut r = run("test", "abc", 0, RunState::Running);
+    r.tests = vec![TestResult {
+        name: "t".into(),
+        outcome: TestOutcome::Failed,
+        duration_seconds: None,
+        retries: 0,
+        retry_reasons: vec![],
+        message: Some("boom".into()),
+    }];
+    r.failures = vec![FailureEvidence {
+        class: "oom".into(),
+        category: "infra".into(),
+        line: Some(3),
+        evidence: "Out of memory".into(),
+        context: vec![],
+        fingerprint: Some("f1".into()),
+        test_name: None,
+    }];
+    let id = store.ingest_run(&r, &p, now()).unwrap().id;
+    let mut done = run("test", "abc", 0, RunState::Failure);
+    done.url = Some("https://ci.example/3".into());
+    store.ingest_run(&done, &p, now()).unwrap();
+    let view = store.run(id).unwrap().unwrap();
+    assert_eq!(
+        (view.state.as_str(), view.tests.len(), view.failures.len()),
+        ("failure", 1, 1)
+    );
+    assert_eq!(counter(&store, "ci_failures", &[("class", "oom")]), 1.0);
+}
