@@ -72,3 +72,58 @@ pub enum ReportError {
     #[error("{file}: report larger than {limit} bytes")]
     TooLarge { file: String, limit: u64 },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test(outcome: TestOutcome, retries: u32) -> ParsedTest {
+        ParsedTest {
+            name: "t".into(),
+            outcome,
+            duration_seconds: None,
+            retries,
+            retry_reasons: Vec::new(),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn totals_count_each_outcome_and_retried_and_flaky_tests() {
+        let report = Report {
+            format: ReportFormat::Tap,
+            tests: vec![
+                test(TestOutcome::Passed, 0),
+                test(TestOutcome::Passed, 2),
+                test(TestOutcome::Failed, 1),
+                test(TestOutcome::Errored, 0),
+                test(TestOutcome::Skipped, 0),
+            ],
+            bailed_out: false,
+            warnings: Vec::new(),
+        };
+        assert_eq!(
+            report.totals(),
+            ReportTotals {
+                tests: 5,
+                passed: 2,
+                failed: 1,
+                errored: 1,
+                skipped: 1,
+                retried: 2,
+                flaky: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn totals_of_an_empty_report_are_all_zero() {
+        let report = Report {
+            format: ReportFormat::Junit,
+            tests: Vec::new(),
+            bailed_out: false,
+            warnings: Vec::new(),
+        };
+        assert_eq!(report.totals(), ReportTotals::default());
+    }
+}
