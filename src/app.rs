@@ -2,7 +2,6 @@
 //! finished command. The long-running parts are here: the snapshot refresher,
 //! the settler (merge decisions, lost runs) and pruning.
 
-use crate::classify::Classifier;
 use crate::cli::{Cli, Command, IngestArgs, ServeArgs};
 use crate::config::{Config, Secrets};
 use crate::demo;
@@ -47,6 +46,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         .parse()
         .context("server.listen_address")?;
     let policy = Policy::from_config(&config);
+    let classifier = config.classifier()?;
 
     if args.demo {
         let mut store = Store::open(&config.store.path)?;
@@ -81,7 +81,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             policy: Arc::new(policy),
             store,
             hub,
-            classifier: Arc::new(Classifier::with_defaults()),
+            classifier: Arc::new(classifier),
             refresh: Arc::new(Notify::new()),
             ready: Arc::new(AtomicBool::new(false)),
         };
@@ -280,7 +280,7 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
             });
         }
     }
-    let prepared = request.prepare("cli", reports, &Classifier::with_defaults())?;
+    let prepared = request.prepare("cli", reports, &config.classifier()?)?;
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
     }

@@ -5,6 +5,7 @@
 //! shows them all. Secrets are never read from the file itself: only from
 //! environment variables or from files the config names, and they print masked.
 
+use crate::classify::{Classifier, RuleConfig};
 use crate::model::Forge;
 use crate::slo::{RunThresholds, SloId};
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,26 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub slo: SloConfig,
     pub secrets: SecretFiles,
+    pub classify: ClassifyConfig,
     pub repositories: Vec<RepositoryConfig>,
+}
+
+/// Failure classification rules (see docs/classification.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifyConfig {
+    /// Start from the shipped rule set; `rules` are added after it.
+    pub default_rules: bool,
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        ClassifyConfig {
+            default_rules: true,
+            rules: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -435,6 +455,7 @@ impl Config {
                 ));
             }
         }
+        self.classifier()?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, repo) in self.repositories.iter().enumerate() {
             if repo.path.trim().is_empty() || repo.path.starts_with('/') || repo.path.ends_with('/')
@@ -452,6 +473,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The compiled failure classifier: the default rules (unless disabled) and then the configured ones.
+    pub fn classifier(&self) -> Result<Classifier, ConfigError> {
+        let mut rules = if self.classify.default_rules {
+            Classifier::default_rules()
+        } else {
+            Vec::new()
+        };
+        rules.extend(self.classify.rules.iter().cloned());
+        Classifier::new(&rules).map_err(|e| invalid("classify.rules", e.to_string()))
     }
 
     pub fn objective(&self, id: SloId) -> f64 {
@@ -608,6 +640,14 @@ mod tests {
                 "listen_adress",
             ),
             ("[[repositories]]\npath = \"\"\n", "repositories[0].path"),
+            (
+                "[[classify.rules]]\nname = \"x\"\npattern = \"(\"\ncategory = \"infra\"\n",
+                "rule \"x\": invalid regex",
+            ),
+            (
+                "[[classify.rules]]\nname = \"x\"\npattern = \"a\"\ncategory = \"weather\"\n",
+                "weather",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -836,7 +836,7 @@ fn store_failures(
                     "INSERT OR IGNORE INTO fingerprints (hash, normalized, first_seen, last_seen, occurrences)
                      VALUES (?1, ?2, ?3, ?3, 0)",
                 )?
-                .execute(params![hash, f.evidence, event_ms])?;
+                .execute(params![hash, crate::classify::normalize_fingerprint(&f.evidence), event_ms])?;
             is_new = inserted == 1;
             tx.prepare_cached(
                 "UPDATE fingerprints SET first_seen = min(first_seen, ?2), last_seen = max(last_seen, ?2),
