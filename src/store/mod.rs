@@ -258,6 +258,104 @@ impl Store {
         Ok(())
     }
 
+    /// Remember a webhook delivery; false when it was seen before (a replay).
+    pub fn record_delivery(
+        &self,
+        forge: Forge,
+        delivery_id: &str,
+        event: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO webhook_deliveries (forge, delivery_id, event, received_at) VALUES (?1, ?2, ?3, ?4)",
+            params![forge.as_str(), delivery_id, event, to_ms(now)],
+        )? == 1)
+    }
+
+    /// The sync state of one scope (a repository, project or group) and kind of listing.
+    pub fn sync_state(
+        &self,
+        forge: Forge,
+        scope: &str,
+        kind: &str,
+    ) -> Result<Option<SyncState>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT cursor, etag, last_success FROM sync_state WHERE forge = ?1 AND scope = ?2 AND kind = ?3",
+                params![forge.as_str(), scope, kind],
+                |r| {
+                    Ok(SyncState {
+                        cursor: r.get(0)?,
+                        etag: r.get(1)?,
+                        last_success: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn set_sync_state(
+        &self,
+        forge: Forge,
+        scope: &str,
+        kind: &str,
+        state: &SyncState,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO sync_state (forge, scope, kind, cursor, etag, last_success) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (forge, scope, kind) DO UPDATE SET cursor = excluded.cursor, etag = excluded.etag,
+                last_success = excluded.last_success",
+            params![forge.as_str(), scope, kind, state.cursor, state.etag, state.last_success.map(to_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Keep a run's downloaded log (once; a second call for the same run is ignored).
+    /// Returns false when the log was already stored.
+    pub fn store_log(
+        &self,
+        run_id: i64,
+        content: &str,
+        truncated: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO run_logs (run_id, fetched_at, bytes, truncated, content) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, to_ms(now), content.len() as i64, truncated, content],
+        )? == 1)
+    }
+
+    pub fn has_log(&self, run_id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM run_logs WHERE run_id = ?1", [run_id], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    /// The highest attempt stored for a context on a commit, with its state.
+    pub fn latest_attempt(
+        &self,
+        repository: &RepositoryRef,
+        context: &str,
+        commit: &str,
+    ) -> Result<Option<(u32, RunState)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT r.attempt, r.state FROM runs r JOIN repositories repo ON repo.id = r.repository_id
+                 WHERE repo.forge = ?1 AND repo.path = ?2 AND r.context = ?3 AND r.commit_sha = ?4
+                 ORDER BY r.attempt DESC LIMIT 1",
+                params![repository.forge.as_str(), repository.path, context, commit],
+                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+            .map(|(a, s)| (a, s.parse().unwrap_or(RunState::Error))))
+    }
+
     /// Decide merged changes whose settle time has passed (both since the merge
     /// and since their last run arrived), and count scheduled runs that never
     /// finished as lost. `settle_ms` overrides the policy (0 after a bulk load).
@@ -409,6 +507,14 @@ impl Store {
             events,
         })
     }
+}
+
+/// Where a forge listing stopped, and its validator for conditional requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncState {
+    pub cursor: Option<String>,
+    pub etag: Option<String>,
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -157,4 +157,34 @@ CREATE TABLE metric_buckets (
     PRIMARY KEY (family, labels, le)
 ) WITHOUT ROWID;
 "#,
+    // 2: what the forge sources need: webhook deliveries (dedupe), per-scope
+    // sync cursors with ETags, and job logs downloaded once.
+    r#"
+CREATE TABLE webhook_deliveries (
+    forge       TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (forge, delivery_id)
+) WITHOUT ROWID;
+
+-- One row per (forge, scope, kind): e.g. ('github', 'octo/repo', 'pulls').
+CREATE TABLE sync_state (
+    forge        TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    cursor       TEXT,
+    etag         TEXT,
+    last_success INTEGER,
+    PRIMARY KEY (forge, scope, kind)
+) WITHOUT ROWID;
+
+CREATE TABLE run_logs (
+    run_id     INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    fetched_at INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    truncated  INTEGER NOT NULL,
+    content    TEXT NOT NULL
+);
+"#,
 ];

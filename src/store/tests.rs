@@ -496,3 +496,58 @@ fn a_state_only_update_keeps_the_tests_and_failures_stored_before() {
     );
     assert_eq!(counter(&store, "ci_failures", &[("class", "oom")]), 1.0);
 }
+
+#[test]
+fn deliveries_sync_state_and_logs_are_kept_once() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(
+        store
+            .record_delivery(Forge::Github, "d-1", "status", now())
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_delivery(Forge::Github, "d-1", "status", now())
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_delivery(Forge::Gitlab, "d-1", "Job Hook", now())
+            .unwrap()
+    );
+
+    assert_eq!(
+        store.sync_state(Forge::Github, "a/b", "pulls").unwrap(),
+        None
+    );
+    let state = SyncState {
+        cursor: Some("2026-11-01T00:00:00Z".into()),
+        etag: Some("W/\"x\"".into()),
+        last_success: Some(now()),
+    };
+    store
+        .set_sync_state(Forge::Github, "a/b", "pulls", &state)
+        .unwrap();
+    assert_eq!(
+        store.sync_state(Forge::Github, "a/b", "pulls").unwrap(),
+        Some(state)
+    );
+
+    let id = store
+        .ingest_run(&run("test", "abc", 1, RunState::Failure), &policy(), now())
+        .unwrap()
+        .id;
+    assert!(!store.has_log(id).unwrap());
+    assert!(store.store_log(id, "log text", false, now()).unwrap());
+    assert!(!store.store_log(id, "other", false, now()).unwrap());
+    assert!(store.has_log(id).unwrap());
+    let repo = RepositoryRef {
+        forge: Forge::Generic,
+        path: "acme/shop".into(),
+    };
+    assert_eq!(
+        store.latest_attempt(&repo, "test", "abc").unwrap(),
+        Some((1, RunState::Failure))
+    );
+    assert_eq!(store.latest_attempt(&repo, "test", "zzz").unwrap(), None);
+}
