@@ -1,0 +1,32 @@
+//! Forge sources (GitHub, GitLab): what they share.
+//!
+//! Each forge keeps its wire types private and converts them to `model`
+//! types at its boundary; this module holds the HTTP client they all use.
+
+use std::sync::Once;
+use std::time::Duration;
+
+static CRYPTO: Once = Once::new();
+
+/// An HTTP client for forge APIs: rustls with the ring provider, the
+/// platform's trust store, a user agent naming this exporter, timeouts.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    CRYPTO.call_once(|| {
+        // Fails only if another provider was installed first, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .user_agent(concat!("ci-slo-exporter/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_client_builds_with_the_ring_provider() {
+        super::http_client(std::time::Duration::from_secs(5)).unwrap();
+        super::http_client(std::time::Duration::from_secs(5)).unwrap();
+    }
+}
