@@ -164,6 +164,13 @@ family!(
     "Runs currently in the database."
 );
 family!(
+    LAST_SYNC,
+    "ci_exporter_last_sync_timestamp_seconds",
+    Gauge,
+    Some("seconds"),
+    "When each forge scope (repository, project or group) last synced successfully (Unix time)."
+);
+family!(
     BUILD_INFO,
     "ci_exporter_build_info",
     Gauge,

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use expo::{Exemplar, Family, Sample, fmt_le};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family as PcFamily;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -181,6 +182,13 @@ pub fn build_snapshot(
         .push(gauge(vec![], if store.is_demo()? { 1.0 } else { 0.0 }));
     let mut runs = family(catalog::STORED_ROWS);
     runs.samples.push(gauge(vec![], store.run_count()? as f64));
+    let mut sync = family(catalog::LAST_SYNC);
+    for (forge, scope, at_ms) in store.last_syncs()? {
+        sync.samples.push(gauge(
+            vec![label("forge", forge), label("repository", scope)],
+            at_ms as f64 / 1000.0,
+        ));
+    }
     let mut info = family(catalog::BUILD_INFO);
     info.samples.push(gauge(
         vec![label("version", env!("CARGO_PKG_VERSION"))],
@@ -194,7 +202,7 @@ pub fn build_snapshot(
         ));
     }
     let total_series = families.iter().map(|f| f.samples.len()).sum();
-    families.extend([demo, runs, info, series]);
+    families.extend([demo, runs, sync, info, series]);
     let build_seconds = started.elapsed().as_secs_f64();
     let mut build = family(catalog::SNAPSHOT_BUILD);
     build.samples.push(gauge(vec![], build_seconds));
@@ -222,6 +230,16 @@ pub struct SelfMetrics {
     pub http_requests: PcFamily<LabelSet, Counter>,
     pub ingested_runs: PcFamily<LabelSet, Counter>,
     pub snapshot_refreshes: PcFamily<LabelSet, Counter>,
+    /// Forge API calls by forge, endpoint class and HTTP status.
+    pub forge_api_requests: PcFamily<LabelSet, Counter>,
+    /// Conditional forge requests answered 304 Not Modified, by forge.
+    pub forge_not_modified: PcFamily<LabelSet, Counter>,
+    /// The forge's rate-limit headers as last seen, by forge.
+    pub forge_rate_limit_remaining: PcFamily<LabelSet, Gauge>,
+    pub forge_rate_limit_limit: PcFamily<LabelSet, Gauge>,
+    pub forge_rate_limit_reset: PcFamily<LabelSet, Gauge>,
+    /// Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).
+    pub webhook_deliveries: PcFamily<LabelSet, Counter>,
 }
 
 impl Default for SelfMetrics {
@@ -251,12 +269,64 @@ impl SelfMetrics {
             "Rebuilds of the /metrics snapshot, by result.",
             snapshot_refreshes.clone(),
         );
+        let forge_api_requests = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "forge_api_requests",
+            "Forge API requests, by forge, endpoint class and HTTP status (or 'error' without a response).",
+            forge_api_requests.clone(),
+        );
+        let forge_not_modified = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "forge_not_modified",
+            "Conditional forge API requests answered 304 Not Modified (nothing re-processed).",
+            forge_not_modified.clone(),
+        );
+        let forge_rate_limit_remaining = PcFamily::<LabelSet, Gauge>::default();
+        registry.register(
+            "forge_rate_limit_remaining",
+            "Requests left in the forge's current rate-limit window, as last reported.",
+            forge_rate_limit_remaining.clone(),
+        );
+        let forge_rate_limit_limit = PcFamily::<LabelSet, Gauge>::default();
+        registry.register(
+            "forge_rate_limit_limit",
+            "Size of the forge's rate-limit window, as last reported.",
+            forge_rate_limit_limit.clone(),
+        );
+        let forge_rate_limit_reset = PcFamily::<LabelSet, Gauge>::default();
+        registry.register(
+            "forge_rate_limit_reset_timestamp_seconds",
+            "When the forge's rate-limit window resets (Unix time), as last reported.",
+            forge_rate_limit_reset.clone(),
+        );
+        let webhook_deliveries = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).",
+            webhook_deliveries.clone(),
+        );
         SelfMetrics {
             registry,
             http_requests,
             ingested_runs,
             snapshot_refreshes,
+            forge_api_requests,
+            forge_not_modified,
+            forge_rate_limit_remaining,
+            forge_rate_limit_limit,
+            forge_rate_limit_reset,
+            webhook_deliveries,
         }
+    }
+
+    pub fn count_webhook(&self, forge: &str, event: &str, result: &str) {
+        self.webhook_deliveries
+            .get_or_create(&vec![
+                label("forge", forge),
+                label("event", event),
+                label("result", result),
+            ])
+            .inc();
     }
 
     pub fn count_ingest(&self, source: &str, result: &str) {

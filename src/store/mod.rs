@@ -311,6 +311,16 @@ impl Store {
         Ok(())
     }
 
+    /// The latest successful sync per (forge, scope), Unix ms.
+    pub fn last_syncs(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT forge, scope, max(last_success) FROM sync_state WHERE last_success IS NOT NULL
+             GROUP BY forge, scope ORDER BY forge, scope",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Keep a run's downloaded log (once; a second call for the same run is ignored).
     /// Returns false when the log was already stored.
     pub fn store_log(
@@ -615,17 +625,22 @@ fn slo_event(
         == 1;
     if inserted {
         if live {
-            let result = if good { "good" } else { "bad" };
-            tally::inc(
-                tx,
-                catalog::SLO_EVENTS,
-                &[
+            let (result, other) = if good {
+                ("good", "bad")
+            } else {
+                ("bad", "good")
+            };
+            let series = |result| {
+                [
                     ("slo", slo.as_str()),
                     ("repository", repository),
                     ("result", result),
-                ],
-                1.0,
-            )?;
+                ]
+            };
+            // Both results exist from the first event on: a repository's first
+            // bad event must be an increase, not a new series, for rate() to see it.
+            tally::ensure(tx, catalog::SLO_EVENTS, &series(other))?;
+            tally::inc(tx, catalog::SLO_EVENTS, &series(result), 1.0)?;
         } else {
             tally::inc(tx, catalog::BACKDATED, &[("kind", "slo_event")], 1.0)?;
         }

@@ -36,6 +36,16 @@ pub fn inc(
     Ok(())
 }
 
+/// Make sure a counter series exists (at 0 if new), so that Prometheus sees
+/// its first increment as an increase rather than as the series appearing.
+pub fn ensure(conn: &Connection, family: FamilyDef, labels: &Labels<'_>) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO metric_counters (family, labels, value) VALUES (?1, ?2, 0)",
+    )?
+    .execute(params![family.name, labels_json(labels)])?;
+    Ok(())
+}
+
 /// An exemplar: the run that produced an observation, and when.
 #[derive(Debug, Clone, Copy)]
 pub struct ExemplarRef {

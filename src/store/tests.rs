@@ -551,3 +551,18 @@ fn deliveries_sync_state_and_logs_are_kept_once() {
     );
     assert_eq!(store.latest_attempt(&repo, "test", "zzz").unwrap(), None);
 }
+
+#[test]
+fn the_first_slo_event_of_a_repository_creates_both_result_series() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .ingest_run(&run("test", "abc", 0, RunState::Success), &policy(), now())
+        .unwrap();
+    let state = store.metric_state().unwrap();
+    let bad = state.counters.iter().find(|c| {
+        c.family == "ci_slo_events"
+            && c.labels.contains(&("slo".into(), "run_time".into()))
+            && c.labels.contains(&("result".into(), "bad".into()))
+    });
+    assert_eq!(bad.map(|c| c.value), Some(0.0));
+}
