@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(config, secrets, args),
         Command::Ingest(args) => ingest(&config, *args),
+        Command::Classify(args) => classify_files(&config, &args.logs),
+        Command::Report(args) => report_files(&args.files),
     }
 }
 
@@ -292,6 +295,74 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({ "id": ingested.id, "status": ingested.status, "warnings": prepared.warnings })
+    );
+    Ok(())
+}
+
+/// Print one JSON line per log; a file that cannot be read gets
+/// `{"file","error"}` and makes the command fail after all files are done.
+fn classify_files(config: &Config, logs: &[PathBuf]) -> Result<()> {
+    let classifier = config.classifier()?;
+    let mut failed = 0;
+    for path in logs {
+        let file = path.display().to_string();
+        let result = if path.as_os_str() == "-" {
+            classifier.classify_log(std::io::stdin().lock())
+        } else {
+            std::fs::File::open(path).and_then(|f| classifier.classify_log(f))
+        };
+        let line = match result {
+            Ok(c) => match c.primary {
+                Some(m) => serde_json::json!({
+                    "file": file, "class": m.class, "category": m.category, "line": m.line,
+                    "evidence": m.evidence, "fingerprint": m.fingerprint, "context": m.context,
+                }),
+                None => serde_json::json!({
+                    "file": file, "class": null, "category": null, "line": null,
+                    "evidence": null, "fingerprint": null, "context": [],
+                }),
+            },
+            Err(e) => {
+                failed += 1;
+                serde_json::json!({ "file": file, "error": e.to_string() })
+            }
+        };
+        println!("{line}");
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} files could not be read",
+        logs.len()
+    );
+    Ok(())
+}
+
+/// Print one JSON line per report; a corrupt report gets `{"file","error"}`,
+/// the others are still summarised, and the command fails at the end.
+fn report_files(files: &[PathBuf]) -> Result<()> {
+    let mut failed = 0;
+    for path in files {
+        let file = path.display().to_string();
+        let line = match crate::report::parse_file(path) {
+            Ok(r) => {
+                let t = r.totals();
+                serde_json::json!({
+                    "file": file, "format": r.format.as_str(), "tests": t.tests, "passed": t.passed,
+                    "failed": t.failed, "errored": t.errored, "skipped": t.skipped,
+                    "retried": t.retried, "flaky": t.flaky,
+                })
+            }
+            Err(e) => {
+                failed += 1;
+                serde_json::json!({ "file": file, "error": e.to_string() })
+            }
+        };
+        println!("{line}");
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} reports could not be parsed",
+        files.len()
     );
     Ok(())
 }

@@ -32,6 +32,26 @@ pub enum Command {
     Serve(ServeArgs),
     /// Store one run (with its tests and reports) in the database.
     Ingest(Box<IngestArgs>),
+    /// Classify log files with the configured rules: one JSON object per file,
+    /// {"file","class","category","line","evidence","fingerprint","context"} (class null when nothing failed).
+    Classify(ClassifyArgs),
+    /// Summarise TAP or JUnit XML reports: one JSON object per file,
+    /// {"file","format","tests","passed","failed","errored","skipped","retried","flaky"}.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Log files to classify ("-" for stdin). Any size; read as a stream.
+    #[arg(value_name = "LOG", required = true)]
+    pub logs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Report files: `.xml` is JUnit, `.tap` is TAP, others are detected from their content.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -73,6 +73,64 @@ pub enum ReportError {
     TooLarge { file: String, limit: u64 },
 }
 
+impl ReportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportFormat::Tap => "tap",
+            ReportFormat::Junit => "junit",
+        }
+    }
+}
+
+/// Guess a report file's format: `.xml` is JUnit, `.tap` is TAP, otherwise a
+/// document whose first non-blank byte is `<` is JUnit and anything else TAP.
+pub fn detect_format(path: &std::path::Path, head: &[u8]) -> ReportFormat {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("xml") => ReportFormat::Junit,
+        Some("tap") => ReportFormat::Tap,
+        _ => {
+            let first = head
+                .iter()
+                .find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF);
+            if first == Some(&b'<') {
+                ReportFormat::Junit
+            } else {
+                ReportFormat::Tap
+            }
+        }
+    }
+}
+
+/// Parse a report file of either format, streaming JUnit from disk.
+pub fn parse_file(path: &std::path::Path) -> Result<Report, ReportError> {
+    use std::io::{BufRead, BufReader, Read};
+    let name = path.display().to_string();
+    let io_err = |e: std::io::Error| ReportError::Malformed {
+        file: name.clone(),
+        position: "open".into(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut reader = BufReader::new(file);
+    let head = reader.fill_buf().map_err(io_err)?.to_vec();
+    match detect_format(path, &head) {
+        ReportFormat::Junit => junit::parse_junit(&name, reader),
+        ReportFormat::Tap => {
+            let mut bytes = Vec::new();
+            reader
+                .take(tap::MAX_TAP_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io_err)?;
+            tap::parse_tap_bytes(&name, &bytes)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
