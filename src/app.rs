@@ -7,7 +7,7 @@ use crate::config::{Config, Secrets};
 use crate::demo;
 use crate::http::{self, AppState};
 use crate::ingest::{ChangeRequest, ReportInput, ReportKind, RunRequest};
-use crate::metrics::{self, MetricsHub, SelfMetrics};
+use crate::metrics::{self, MetricsHub, SelfMetrics, TestStatsCache};
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, Store};
 use anyhow::{Context, Result};
@@ -15,8 +15,8 @@ use chrono::Utc;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -88,9 +88,10 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             refresh: Arc::new(Notify::new()),
             ready: Arc::new(AtomicBool::new(false)),
         };
-        refresh_snapshot(&state).await;
+        let tests = Arc::new(Mutex::new(TestStatsCache::default()));
+        refresh_snapshot(&state, &tests).await;
         state.ready.store(true, Ordering::Release);
-        tokio::spawn(refresher(state.clone()));
+        tokio::spawn(refresher(state.clone(), tests));
         tokio::spawn(settler(state.clone()));
         tokio::spawn(pruner(state.clone()));
 
@@ -123,11 +124,15 @@ async fn shutdown_signal() {
 }
 
 /// Rebuild the snapshot once, off the scrape path.
-async fn refresh_snapshot(state: &AppState) {
+async fn refresh_snapshot(state: &AppState, tests: &Arc<Mutex<TestStatsCache>>) {
     let config = state.config.clone();
+    let tests = tests.clone();
     match state
         .store
-        .read(move |s| metrics::build_snapshot(s, &config, Utc::now()))
+        .read(move |s| {
+            let mut tests = tests.lock().unwrap_or_else(|p| p.into_inner());
+            metrics::build_snapshot(s, &config, Utc::now(), &mut tests)
+        })
         .await
     {
         Ok(snapshot) => {
@@ -151,7 +156,7 @@ fn count_refresh(state: &AppState, result: &str) {
 }
 
 /// Rebuild on the configured interval, and shortly after writes (coalesced).
-async fn refresher(state: AppState) {
+async fn refresher(state: AppState, tests: Arc<Mutex<TestStatsCache>>) {
     let mut tick = tokio::time::interval(state.config.metrics.refresh_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -162,7 +167,7 @@ async fn refresher(state: AppState) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        refresh_snapshot(&state).await;
+        refresh_snapshot(&state, &tests).await;
     }
 }
 

@@ -55,7 +55,32 @@ pub struct Config {
     pub slo: SloConfig,
     pub secrets: SecretFiles,
     pub classify: ClassifyConfig,
+    pub tests: TestsConfig,
     pub repositories: Vec<RepositoryConfig>,
+}
+
+/// Per-test statistics (flakiness, failure ratio).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestsConfig {
+    /// Window of the per-test statistics.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Per-test series are exported only for this many worst tests per repository.
+    pub worst_per_repository: usize,
+    /// How often the per-test statistics are recomputed.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for TestsConfig {
+    fn default() -> Self {
+        TestsConfig {
+            window: days(7),
+            worst_per_repository: 10,
+            refresh_interval: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Failure classification rules (see docs/classification.md).

@@ -178,6 +178,42 @@ family!(
     "Version of the running exporter (value is always 1)."
 );
 
+family!(
+    FINGERPRINTS_NEW,
+    "ci_failure_fingerprints_new",
+    Counter,
+    None,
+    "Failure fingerprints seen for the first time in all history, by repository."
+);
+family!(
+    TEST_FAILURE_RATIO,
+    "ci_test_failure_ratio",
+    Gauge,
+    Some("ratio"),
+    "Failed or errored executions / executions of a test over tests.window; worst tests per repository only."
+);
+family!(
+    TEST_FLAKE_RATIO,
+    "ci_test_flake_ratio",
+    Gauge,
+    Some("ratio"),
+    "Commits on which a test both passed and failed (or passed only on retry) / commits it ran on, over tests.window; worst tests per repository only."
+);
+family!(
+    TESTS_BY_VERDICT,
+    "ci_tests",
+    Gauge,
+    None,
+    "Tests that ran in tests.window, by repository and verdict (healthy, flaky, broken)."
+);
+family!(
+    TESTS_NOT_EXPORTED,
+    "ci_exporter_tests_not_exported",
+    Gauge,
+    None,
+    "Failing or flaky tests left out of the per-test gauges by tests.worst_per_repository, by repository."
+);
+
 /// Families with persisted state, in exposition order.
 pub const PERSISTED: &[FamilyDef] = &[
     RUN_QUEUE,
@@ -187,6 +223,7 @@ pub const PERSISTED: &[FamilyDef] = &[
     RETRIES_TO_GREEN,
     SLO_EVENTS,
     FAILURES,
+    FINGERPRINTS_NEW,
     DATA_QUALITY,
     BACKDATED,
 ];

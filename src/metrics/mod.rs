@@ -167,15 +167,105 @@ pub fn slo_families(
     Ok(vec![objective, sli, remaining, burn, events])
 }
 
+/// The per-test families, recomputed at most every `tests.refresh_interval`
+/// (they scan the window's test results, unlike the rest of the snapshot).
+#[derive(Debug, Default)]
+pub struct TestStatsCache {
+    families: Vec<Family>,
+    computed_at: Option<DateTime<Utc>>,
+}
+
+impl TestStatsCache {
+    fn get(
+        &mut self,
+        store: &Store,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Family>, StoreError> {
+        let fresh = self.computed_at.is_some_and(|at| {
+            now >= at && (now - at).to_std().unwrap_or_default() < config.tests.refresh_interval
+        });
+        if !fresh {
+            self.families = test_families(store, config, now)?;
+            self.computed_at = Some(now);
+        }
+        Ok(self.families.clone())
+    }
+}
+
+/// Flake and failure ratios of the worst tests per repository, and counts per verdict.
+pub fn test_families(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Vec<Family>, StoreError> {
+    use crate::flaky::{TestStats, Verdict};
+    let since = now - chrono::Duration::from_std(config.tests.window).unwrap_or_default();
+    let mut by_repo: BTreeMap<String, Vec<(String, String, TestStats)>> = BTreeMap::new();
+    for ((repo, context, test), executions) in store.test_executions(since)? {
+        if let Some(stats) = crate::flaky::stats(&executions) {
+            by_repo
+                .entry(repo)
+                .or_default()
+                .push((context, test, stats));
+        }
+    }
+    let mut failure = family(catalog::TEST_FAILURE_RATIO);
+    let mut flake = family(catalog::TEST_FLAKE_RATIO);
+    let mut verdicts = family(catalog::TESTS_BY_VERDICT);
+    let mut dropped = family(catalog::TESTS_NOT_EXPORTED);
+    for (repo, mut tests) in by_repo {
+        for verdict in [Verdict::Healthy, Verdict::Flaky, Verdict::Broken] {
+            let n = tests
+                .iter()
+                .filter(|(_, _, s)| s.verdict == verdict)
+                .count();
+            let labels = vec![
+                label("repository", repo.clone()),
+                label("verdict", verdict.as_str()),
+            ];
+            verdicts.samples.push(gauge(labels, n as f64));
+        }
+        tests.retain(|(_, _, s)| s.failure_ratio > 0.0 || s.flake_ratio > 0.0);
+        // Worst first: the larger of the two ratios, then the more executions, then by name.
+        let worst = |s: &TestStats| s.failure_ratio.max(s.flake_ratio);
+        tests.sort_by(|a, b| {
+            worst(&b.2)
+                .total_cmp(&worst(&a.2))
+                .then(b.2.executions.cmp(&a.2.executions))
+                .then((&a.0, &a.1).cmp(&(&b.0, &b.1)))
+        });
+        let keep = config.tests.worst_per_repository.min(tests.len());
+        dropped.samples.push(gauge(
+            vec![label("repository", repo.clone())],
+            (tests.len() - keep) as f64,
+        ));
+        for (context, test, stats) in tests.into_iter().take(keep) {
+            let labels = vec![
+                label("repository", repo.clone()),
+                label("context", context),
+                label("test", test),
+            ];
+            failure
+                .samples
+                .push(gauge(labels.clone(), stats.failure_ratio));
+            flake.samples.push(gauge(labels, stats.flake_ratio));
+        }
+    }
+    Ok(vec![failure, flake, verdicts, dropped])
+}
+
 /// Build a complete snapshot (run it off the scrape path).
 pub fn build_snapshot(
     store: &Store,
     config: &Config,
     now: DateTime<Utc>,
+    tests: &mut TestStatsCache,
 ) -> Result<Snapshot, StoreError> {
     let started = Instant::now();
     let mut families = persisted_families(store)?;
     families.extend(slo_families(store, config, now)?);
+    families.extend(tests.get(store, config, now)?);
 
     let mut demo = family(catalog::DEMO_DATA);
     demo.samples
@@ -400,7 +490,8 @@ mod tests {
     fn a_fresh_store_exports_every_family_with_objectives_and_full_budgets() {
         let store = Store::open_in_memory().unwrap();
         let config = Config::default();
-        let snap = build_snapshot(&store, &config, Utc::now()).unwrap();
+        let snap =
+            build_snapshot(&store, &config, Utc::now(), &mut TestStatsCache::default()).unwrap();
         for name in [
             "ci_run_queue_duration_seconds",
             "ci_run_duration_seconds",
@@ -448,6 +539,130 @@ mod tests {
         assert!(
             text.contains("# TYPE ci_exporter_ingested_runs_total counter\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn only_the_worst_tests_per_repository_get_series_and_the_rest_are_counted() {
+        use crate::model::*;
+        use crate::store::Policy;
+        let mut store = Store::open_in_memory().unwrap();
+        let mut config = Config::default();
+        config.tests.worst_per_repository = 1;
+        let policy = Policy::from_config(&config);
+        let now = Utc::now();
+        let t = |name: &str, outcome| TestResult {
+            name: name.into(),
+            outcome,
+            duration_seconds: None,
+            retries: 0,
+            retry_reasons: vec![],
+            message: None,
+        };
+        // Commit a: "flaky" fails on attempt 0 and passes on attempt 1; "broken" always fails;
+        // "sometimes" fails once on commit b; "fine" always passes.
+        let runs = [
+            (
+                "a",
+                0,
+                vec![
+                    t("flaky", TestOutcome::Failed),
+                    t("broken", TestOutcome::Failed),
+                    t("fine", TestOutcome::Passed),
+                ],
+            ),
+            (
+                "a",
+                1,
+                vec![
+                    t("flaky", TestOutcome::Passed),
+                    t("broken", TestOutcome::Failed),
+                    t("fine", TestOutcome::Passed),
+                ],
+            ),
+            (
+                "b",
+                0,
+                vec![
+                    t("sometimes", TestOutcome::Failed),
+                    t("broken", TestOutcome::Errored),
+                ],
+            ),
+            ("c", 0, vec![t("sometimes", TestOutcome::Passed)]),
+        ];
+        for (i, (commit, attempt, tests)) in runs.into_iter().enumerate() {
+            let at = now - chrono::Duration::minutes(60 - i as i64);
+            let run = NewRun {
+                repository: RepositoryRef {
+                    forge: Forge::Generic,
+                    path: "r".into(),
+                },
+                context: "ci".into(),
+                commit: commit.into(),
+                external_id: None,
+                attempt,
+                trigger: Trigger::PullRequest,
+                state: RunState::Failure,
+                queued_at: Some(at),
+                started_at: Some(at),
+                finished_at: Some(at),
+                url: None,
+                log_url: None,
+                change: None,
+                tests,
+                reports: vec![],
+                failures: vec![],
+                source: "test".into(),
+            };
+            store.ingest_run(&run, &policy, now).unwrap();
+        }
+        let mut out = String::new();
+        expo::write_openmetrics(&mut out, &test_families(&store, &config, now).unwrap());
+        // "broken" and "flaky" are both at 1.0 by their worse ratio; "broken" ran more often.
+        assert!(
+            out.contains(
+                "ci_test_failure_ratio{repository=\"r\",context=\"ci\",test=\"broken\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            !out.contains("test=\"flaky\""),
+            "only the worst one is exported:\n{out}"
+        );
+        assert!(
+            out.contains("ci_exporter_tests_not_exported{repository=\"r\"} 2\n"),
+            "{out}"
+        );
+        for (verdict, n) in [("healthy", 2), ("flaky", 1), ("broken", 1)] {
+            assert!(
+                out.contains(&format!(
+                    "ci_tests{{repository=\"r\",verdict=\"{verdict}\"}} {n}\n"
+                )),
+                "{verdict}: {out}"
+            );
+        }
+        config.tests.worst_per_repository = 10;
+        let mut out = String::new();
+        expo::write_openmetrics(&mut out, &test_families(&store, &config, now).unwrap());
+        assert!(
+            out.contains("ci_test_flake_ratio{repository=\"r\",context=\"ci\",test=\"flaky\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "ci_test_failure_ratio{repository=\"r\",context=\"ci\",test=\"flaky\"} 0.5\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "ci_test_flake_ratio{repository=\"r\",context=\"ci\",test=\"sometimes\"} 0\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            !out.contains("test=\"fine\""),
+            "healthy tests get no series"
         );
     }
 }

@@ -321,6 +321,39 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every test execution since `since`, grouped by (repository, context,
+    /// test) and in chronological order within each group.
+    pub fn test_executions(&self, since: DateTime<Utc>) -> Result<Vec<TestHistory>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT repo.path, r.context, t.name, r.commit_sha, t.outcome, t.retries
+             FROM test_results t JOIN runs r ON r.id = t.run_id JOIN repositories repo ON repo.id = r.repository_id
+             WHERE coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) >= ?1
+             ORDER BY repo.path, r.context, t.name, coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at), r.id",
+        )?;
+        let mut rows = stmt.query([to_ms(since)])?;
+        let mut out: Vec<TestHistory> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let key = (
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            );
+            let execution = crate::flaky::Execution {
+                commit: r.get(3)?,
+                outcome: r
+                    .get::<_, String>(4)?
+                    .parse()
+                    .unwrap_or(TestOutcome::Errored),
+                retries: r.get(5)?,
+            };
+            match out.last_mut() {
+                Some((k, v)) if *k == key => v.push(execution),
+                _ => out.push((key, vec![execution])),
+            }
+        }
+        Ok(out)
+    }
+
     /// Keep a run's downloaded log (once; a second call for the same run is ignored).
     /// Returns false when the log was already stored.
     pub fn store_log(
@@ -518,6 +551,9 @@ impl Store {
         })
     }
 }
+
+/// A test's identity (repository, context, test name) and its executions in order.
+pub type TestHistory = ((String, String, String), Vec<crate::flaky::Execution>);
 
 /// Where a forge listing stopped, and its validator for conditional requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -959,6 +995,14 @@ fn store_failures(
                 )?
                 .execute(params![hash, crate::classify::normalize_fingerprint(&f.evidence), event_ms])?;
             is_new = inserted == 1;
+            if is_new && live {
+                tally::inc(
+                    tx,
+                    catalog::FINGERPRINTS_NEW,
+                    &[("repository", repository)],
+                    1.0,
+                )?;
+            }
             tx.prepare_cached(
                 "UPDATE fingerprints SET first_seen = min(first_seen, ?2), last_seen = max(last_seen, ?2),
                     occurrences = occurrences + 1 WHERE hash = ?1",
