@@ -50,6 +50,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         .context("server.listen_address")?;
     let policy = Policy::from_config(&config);
     let classifier = config.classifier()?;
+    let deps = config.dependency_extractor()?;
 
     if args.demo {
         let mut store = Store::open(&config.store.path)?;
@@ -85,6 +86,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             store,
             hub,
             classifier: Arc::new(classifier),
+            deps: Arc::new(deps),
             refresh: Arc::new(Notify::new()),
             ready: Arc::new(AtomicBool::new(false)),
         };
@@ -288,7 +290,12 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
             });
         }
     }
-    let prepared = request.prepare("cli", reports, &config.classifier()?)?;
+    let prepared = request.prepare(
+        "cli",
+        reports,
+        &config.classifier()?,
+        &config.dependency_extractor()?,
+    )?;
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
     }

@@ -56,6 +56,7 @@ pub struct Config {
     pub secrets: SecretFiles,
     pub classify: ClassifyConfig,
     pub tests: TestsConfig,
+    pub dependencies: DependenciesConfig,
     pub repositories: Vec<RepositoryConfig>,
 }
 
@@ -79,6 +80,24 @@ impl Default for TestsConfig {
             window: days(7),
             worst_per_repository: 10,
             refresh_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Dependency extraction from logs (see `deps`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DependenciesConfig {
+    /// Start from the shipped rules (pip, npm, cargo, Maven, Julia Pkg).
+    pub default_rules: bool,
+    pub rules: Vec<crate::deps::DependencyRule>,
+}
+
+impl Default for DependenciesConfig {
+    fn default() -> Self {
+        DependenciesConfig {
+            default_rules: true,
+            rules: Vec::new(),
         }
     }
 }
@@ -481,6 +500,7 @@ impl Config {
             }
         }
         self.classifier()?;
+        self.dependency_extractor()?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, repo) in self.repositories.iter().enumerate() {
             if repo.path.trim().is_empty() || repo.path.starts_with('/') || repo.path.ends_with('/')
@@ -509,6 +529,18 @@ impl Config {
         };
         rules.extend(self.classify.rules.iter().cloned());
         Classifier::new(&rules).map_err(|e| invalid("classify.rules", e.to_string()))
+    }
+
+    /// The compiled dependency extractor: the default rules (unless disabled) and then the configured ones.
+    pub fn dependency_extractor(&self) -> Result<crate::deps::Extractor, ConfigError> {
+        let mut rules = if self.dependencies.default_rules {
+            crate::deps::default_rules()
+        } else {
+            Vec::new()
+        };
+        rules.extend(self.dependencies.rules.iter().cloned());
+        crate::deps::Extractor::new(&rules)
+            .map_err(|e| invalid("dependencies.rules", e.to_string()))
     }
 
     pub fn objective(&self, id: SloId) -> f64 {

@@ -8,6 +8,7 @@
 //! real ones; the database is marked as demo (`ci_exporter_demo_data 1`).
 
 use crate::classify::Classifier;
+use crate::deps::Extractor;
 use crate::ingest::{ChangeRequest, RunRequest, TestRequest};
 use crate::model::{Forge, RepositoryRef, RunState, TestOutcome, Trigger};
 use crate::store::{Policy, Store, StoreError};
@@ -104,6 +105,7 @@ pub fn seed(
     let mut g = Generator {
         rng: fastrand::Rng::with_seed(SEED),
         classifier: Classifier::with_defaults(),
+        deps: Extractor::with_defaults(),
         report: DemoReport {
             created: true,
             ..DemoReport::default()
@@ -141,6 +143,7 @@ pub fn seed(
 struct Generator {
     rng: fastrand::Rng,
     classifier: Classifier,
+    deps: Extractor,
     report: DemoReport,
     now: DateTime<Utc>,
 }
@@ -247,7 +250,7 @@ impl Generator {
             ..RunRequest::default()
         };
         let prepared = request
-            .prepare("demo", Vec::new(), &self.classifier)
+            .prepare("demo", Vec::new(), &self.classifier, &self.deps)
             .map_err(|e| {
                 StoreError::Refused(format!("demo generator produced an invalid run: {e}"))
             })?;
@@ -376,7 +379,7 @@ impl Generator {
                 ..RunRequest::default()
             };
             let prepared = request
-                .prepare("demo", Vec::new(), &self.classifier)
+                .prepare("demo", Vec::new(), &self.classifier, &self.deps)
                 .map_err(|e| {
                     StoreError::Refused(format!("demo generator produced an invalid run: {e}"))
                 })?;
@@ -396,10 +399,22 @@ impl Generator {
             (40, 95),
             state,
             Vec::new(),
-            log,
+            Some(&format!(
+                "{}\n{}",
+                nightly_install_log(day),
+                log.unwrap_or("All tests passed")
+            )),
             None,
             queue,
         )?;
         Ok(())
     }
+}
+
+/// The install step of a nightly: urllib3 was upgraded five days ago and
+/// sqlalchemy on the last day (when the new migration panic appeared).
+fn nightly_install_log(day: i64) -> String {
+    let urllib3 = if day >= DAYS - 5 { "2.2.3" } else { "2.2.2" };
+    let sqlalchemy = if day >= DAYS - 1 { "2.0.36" } else { "2.0.35" };
+    format!("Successfully installed requests-2.32.3 urllib3-{urllib3} sqlalchemy-{sqlalchemy}")
 }

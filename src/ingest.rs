@@ -7,6 +7,7 @@
 //! that the caller shows, and the rest of the run is stored.
 
 use crate::classify::Classifier;
+use crate::deps::Extractor;
 use crate::model::{
     ChangeRef, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState, TestOutcome,
     TestResult, Trigger,
@@ -58,9 +59,13 @@ pub struct RunRequest {
     /// A JUnit XML document.
     #[serde(default)]
     pub junit: Option<String>,
-    /// Log text to classify (the relevant tail of the job log).
+    /// Log text to classify (the relevant tail of the job log); package
+    /// versions are also read from it.
     #[serde(default)]
     pub log: Option<String>,
+    /// Package versions the run used, when the CI knows them (merged with what the log says).
+    #[serde(default)]
+    pub dependencies: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -149,6 +154,7 @@ impl RunRequest {
         source: &str,
         extra_reports: Vec<ReportInput>,
         classifier: &Classifier,
+        extractor: &Extractor,
     ) -> Result<Prepared, InvalidRun> {
         check_name("repository", &self.repository)?;
         if self.repository.starts_with('/') || self.repository.ends_with('/') {
@@ -270,6 +276,15 @@ impl RunRequest {
         };
 
         let failures = classify_run(classifier, self.log.as_deref(), &tests);
+        let mut dependencies = self
+            .log
+            .as_deref()
+            .map(|l| extractor.extract(l))
+            .unwrap_or_default();
+        for (name, version) in self.dependencies {
+            check_name("dependencies", &name)?;
+            dependencies.insert(name, version);
+        }
 
         Ok(Prepared {
             run: NewRun {
@@ -295,6 +310,7 @@ impl RunRequest {
                 tests,
                 reports,
                 failures,
+                dependencies,
                 source: source.to_string(),
             },
             warnings,

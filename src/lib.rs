@@ -10,6 +10,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod deps;
 pub mod flaky;
 pub mod forge;
 pub mod http;

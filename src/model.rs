@@ -206,6 +206,8 @@ pub struct NewRun {
     pub reports: Vec<RawReport>,
     /// Failures found in the run's log and test messages.
     pub failures: Vec<FailureEvidence>,
+    /// Package versions the run used (package → version); empty when unknown.
+    pub dependencies: std::collections::BTreeMap<String, String>,
     /// Where the run came from: "api", "cli", "demo", "github", ...
     pub source: String,
 }

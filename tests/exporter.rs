@@ -379,6 +379,24 @@ fn the_ingest_api_authenticates_validates_stores_once_and_answers_after_commit()
     assert_eq!(e.get("/api/v1/runs/999999").0, 404);
     assert_eq!(e.get("/api/v1/runs/abc").0, 400);
 
+    // Package versions are read from the log.
+    let mut with_log = api_run("ghi", "deps", "success", 1);
+    with_log["log"] = serde_json::Value::String(
+        "Collecting numpy==2.1.0\nSuccessfully installed numpy-2.1.0 idna-3.10\n".into(),
+    );
+    let (status, reply) = e.post(
+        "/api/v1/runs",
+        Some(TOKEN),
+        &serde_json::to_vec(&with_log).unwrap(),
+    );
+    assert_eq!(status, 201, "{reply}");
+    let (_, body) = e.get(&format!("/api/v1/runs/{}", reply["id"]));
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        view["dependencies"],
+        serde_json::json!({"idna": "3.10", "numpy": "2.1.0"})
+    );
+
     // A corrupt report is skipped with a warning; the run is stored.
     let mut with_bad_report = api_run("def", "unit", "failure", 1);
     with_bad_report["junit"] = serde_json::Value::String("<testsuite><testcase name=\"x\">".into());

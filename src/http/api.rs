@@ -62,7 +62,7 @@ pub async fn post_run(
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))
     })?;
     let prepared = request
-        .prepare("api", Vec::new(), &state.classifier)
+        .prepare("api", Vec::new(), &state.classifier, &state.deps)
         .map_err(|e| {
             metrics.count_ingest("api", "rejected");
             ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))

@@ -30,6 +30,7 @@ pub struct AppState {
     pub store: StoreHandle,
     pub hub: Arc<MetricsHub>,
     pub classifier: Arc<Classifier>,
+    pub deps: Arc<crate::deps::Extractor>,
     /// Wakes the snapshot refresher after a write.
     pub refresh: Arc<Notify>,
     /// Set once the first snapshot is built.

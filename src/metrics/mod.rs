@@ -612,6 +612,7 @@ mod tests {
                 tests,
                 reports: vec![],
                 failures: vec![],
+                dependencies: Default::default(),
                 source: "test".into(),
             };
             store.ingest_run(&run, &policy, now).unwrap();

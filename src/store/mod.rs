@@ -782,6 +782,9 @@ fn ingest_in(
             if !run.reports.is_empty() {
                 tx.execute("DELETE FROM reports WHERE run_id = ?1", [id])?;
             }
+            if !run.dependencies.is_empty() {
+                tx.execute("DELETE FROM dependency_snapshots WHERE run_id = ?1", [id])?;
+            }
             (id, IngestStatus::Updated, queue_counted, final_counted)
         }
         None => {
@@ -814,6 +817,12 @@ fn ingest_in(
                 serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into()),
                 t.message,
             ])?;
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO dependency_snapshots (run_id, package, version) VALUES (?1, ?2, ?3)",
+        )?;
+        for (package, version) in &run.dependencies {
+            insert.execute(params![run_id, package, version])?;
         }
         let mut insert = tx.prepare_cached(
             "INSERT INTO reports (run_id, format, name, content) VALUES (?1, ?2, ?3, ?4)",
@@ -1223,6 +1232,11 @@ pub struct RunView {
     pub tests: Vec<TestView>,
     pub failures: Vec<FailureEvidence>,
     pub reports: Vec<ReportView>,
+    /// Package versions the run used.
+    pub dependencies: std::collections::BTreeMap<String, String>,
+    /// What changed since the previous run of the same repository and context
+    /// that recorded its dependencies (empty when there is none to compare).
+    pub dependency_changes: Vec<crate::deps::DependencyChange>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -1281,6 +1295,8 @@ fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
                     tests: Vec::new(),
                     failures: Vec::new(),
                     reports: Vec::new(),
+                    dependencies: Default::default(),
+                    dependency_changes: Vec::new(),
                 },
                 r.get::<_, Option<i64>>(15)?,
             ))
@@ -1360,7 +1376,34 @@ fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
             })
         })?
         .collect::<Result<_, _>>()?;
+    view.dependencies = dependencies_of(conn, id)?;
+    if !view.dependencies.is_empty() {
+        let previous: Option<i64> = conn
+            .prepare_cached(
+                "SELECT p.id FROM runs p JOIN runs r ON r.id = ?1
+                 WHERE p.repository_id = r.repository_id AND p.context = r.context AND p.id != r.id
+                   AND coalesce(p.started_at, p.queued_at, p.created_at) < coalesce(r.started_at, r.queued_at, r.created_at)
+                   AND EXISTS (SELECT 1 FROM dependency_snapshots d WHERE d.run_id = p.id)
+                 ORDER BY coalesce(p.started_at, p.queued_at, p.created_at) DESC LIMIT 1",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if let Some(previous) = previous {
+            view.dependency_changes =
+                crate::deps::diff(&dependencies_of(conn, previous)?, &view.dependencies);
+        }
+    }
     Ok(Some(view))
+}
+
+fn dependencies_of(
+    conn: &Connection,
+    run_id: i64,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT package, version FROM dependency_snapshots WHERE run_id = ?1")?;
+    let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ fn run(context: &str, commit: &str, attempt: u32, state: RunState) -> NewRun {
         tests: Vec::new(),
         reports: Vec::new(),
         failures: Vec::new(),
+        dependencies: Default::default(),
         source: "test".into(),
     }
 }
@@ -565,4 +566,58 @@ fn the_first_slo_event_of_a_repository_creates_both_result_series() {
             && c.labels.contains(&("result".into(), "bad".into()))
     });
     assert_eq!(bad.map(|c| c.value), Some(0.0));
+}
+
+#[test]
+fn a_run_shows_what_its_dependencies_changed_since_the_previous_run_of_its_context() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let deps = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let mut first = run("nightly", "c1", 0, RunState::Success);
+    first.dependencies = deps(&[("urllib3", "2.2.2"), ("requests", "2.32.3")]);
+    let mut other_context = run("lint", "c2", 0, RunState::Success);
+    other_context.dependencies = deps(&[("urllib3", "9.9.9")]);
+    let mut second = run("nightly", "c3", 0, RunState::Failure);
+    for t in [
+        &mut second.queued_at,
+        &mut second.started_at,
+        &mut second.finished_at,
+    ] {
+        *t = t.map(|t| t + Duration::minutes(5));
+    }
+    second.dependencies = deps(&[
+        ("urllib3", "2.2.3"),
+        ("requests", "2.32.3"),
+        ("idna", "3.10"),
+    ]);
+    let first_id = store.ingest_run(&first, &p, now()).unwrap().id;
+    store.ingest_run(&other_context, &p, now()).unwrap();
+    let id = store.ingest_run(&second, &p, now()).unwrap().id;
+    let view = store.run(id).unwrap().unwrap();
+    let changes: Vec<(String, Option<String>, Option<String>)> = view
+        .dependency_changes
+        .into_iter()
+        .map(|c| (c.package, c.before, c.after))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("idna".into(), None, Some("3.10".into())),
+            ("urllib3".into(), Some("2.2.2".into()), Some("2.2.3".into()))
+        ]
+    );
+    assert!(
+        store
+            .run(first_id)
+            .unwrap()
+            .unwrap()
+            .dependency_changes
+            .is_empty(),
+        "nothing to compare with"
+    );
 }
