@@ -1,7 +1,4 @@
-//! cargo-fuzz target: `fuzz/fuzz_targets/classify.rs` in ci-slo-exporter.
-//!
-//! fuzz/Cargo.toml needs `libfuzzer-sys = "0.4"` and `ci-slo-exporter = { path = ".." }`;
-//! run with `cargo +nightly fuzz run classify -- -max_len=262144`.
+//! cargo-fuzz target for the classifier: `cargo fuzz run classify` (docs/fuzzing.md).
 #![no_main]
 
 use std::sync::LazyLock;

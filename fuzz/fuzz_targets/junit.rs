@@ -1,6 +1,4 @@
-// cargo-fuzz target for the JUnit XML parser.
-// Copy to fuzz/fuzz_targets/junit.rs of the real crate (crate name `ci_slo_exporter`);
-// run with `cargo +nightly fuzz run junit`. Not built here.
+//! cargo-fuzz target for the JUnit XML parser: `cargo fuzz run junit` (docs/fuzzing.md).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,4 @@
-// cargo-fuzz target for the TAP reader. Place as fuzz/fuzz_targets/tap.rs and add
-// a `[[bin]] name = "tap"` entry to fuzz/Cargo.toml; run with `cargo fuzz run tap`.
+//! cargo-fuzz target for the TAP reader: `cargo fuzz run tap` (docs/fuzzing.md).
 #![no_main]
 
 use ci_slo_exporter::report::tap::parse_tap_bytes;
