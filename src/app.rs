@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest(&config, *args),
         Command::Classify(args) => classify_files(&config, &args.logs),
         Command::Report(args) => report_files(&args.files),
+        Command::BackfillOpenmetrics(args) => backfill_openmetrics(&config, args),
     }
 }
 
@@ -375,6 +376,36 @@ fn report_files(files: &[PathBuf]) -> Result<()> {
         failed == 0,
         "{failed} of {} reports could not be parsed",
         files.len()
+    );
+    Ok(())
+}
+
+fn backfill_openmetrics(config: &Config, args: crate::cli::BackfillOpenmetricsArgs) -> Result<()> {
+    use std::io::Write;
+    let db = args.db.unwrap_or_else(|| config.store.path.clone());
+    anyhow::ensure!(db.exists(), "database {} does not exist", db.display());
+    anyhow::ensure!(args.step.as_secs() >= 1, "--step must be at least 1s");
+    let store = Store::open(&db)?;
+    let until = args.until.unwrap_or_else(Utc::now);
+    let range = crate::metrics::history::HistoryRange {
+        since: until - chrono::Duration::from_std(args.since).context("--since is too long")?,
+        until,
+        step: chrono::Duration::from_std(args.step).context("--step is too long")?,
+        queue_buckets: config.queue_buckets(),
+        run_buckets: config.run_buckets(),
+        limits: Policy::from_config(config).limits,
+    };
+    let mut out = String::new();
+    let samples = crate::metrics::history::write_history(&store, &range, &mut out)?;
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .context("cannot write to stdout")?;
+    eprintln!(
+        "wrote {samples} samples from {} to {} every {}",
+        range.since.to_rfc3339(),
+        range.until.to_rfc3339(),
+        humantime::format_duration(args.step)
     );
     Ok(())
 }

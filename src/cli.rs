@@ -38,6 +38,30 @@ pub enum Command {
     /// Summarise TAP or JUnit XML reports: one JSON object per file,
     /// {"file","format","tests","passed","failed","errored","skipped","retried","flaky"}.
     Report(ReportArgs),
+    /// Write stored history as OpenMetrics with timestamps to stdout, for
+    /// `promtool tsdb create-blocks-from openmetrics FILE DIR`.
+    BackfillOpenmetrics(BackfillOpenmetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillOpenmetricsArgs {
+    /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// How far back to write samples (e.g. 30d, 12h).
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub since: std::time::Duration,
+
+    /// Time between samples of each series (Prometheus' range queries need at most
+    /// a step per window; a longer step writes a smaller file).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub step: std::time::Duration,
+
+    /// End of the history (RFC 3339) [default: now]. Set it to when Prometheus
+    /// started scraping the exporter, so backfilled and live samples do not overlap.
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]

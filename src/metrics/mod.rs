@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod expo;
+pub mod history;
 
 use crate::config::{Config, window_label};
 use crate::slo::{EventCounts, SloId};
