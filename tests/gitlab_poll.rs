@@ -2,6 +2,7 @@
 
 mod fake_gitlab;
 
+use chrono::{Duration, Utc};
 use ci_slo_exporter::classify::Classifier;
 use ci_slo_exporter::config::Config;
 use ci_slo_exporter::forge::gitlab::GitlabConfig;
@@ -9,7 +10,6 @@ use ci_slo_exporter::forge::gitlab::poll::{PollReport, Poller, Since};
 use ci_slo_exporter::model::{Forge, RepositoryRef};
 use ci_slo_exporter::store::Policy;
 use ci_slo_exporter::store::writer::StoreHandle;
-use chrono::{Duration, Utc};
 use fake_gitlab::{Fake, Project, Trace, job, pipeline};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -47,7 +47,8 @@ fn setup(api_url: &str, projects: Vec<String>, tweak: impl FnOnce(&mut GitlabCon
 }
 
 fn ts(minutes_ago: i64) -> String {
-    (Utc::now() - Duration::minutes(minutes_ago)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    (Utc::now() - Duration::minutes(minutes_ago))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 async fn poll(p: &Poller) -> PollReport {
@@ -70,12 +71,19 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
     for i in 0..100 {
         let name = format!("grp/sub/p{i:03}");
         let mut p = Project::default();
-        p.pipelines.push(pipeline(1000 + i, "abc123", "success", "push", &ts(30)));
-        p.jobs.insert(1000 + i, vec![job(50_000 + i, "test", "unit", "success", &ts(35))]);
+        p.pipelines
+            .push(pipeline(1000 + i, "abc123", "success", "push", &ts(30)));
+        p.jobs.insert(
+            1000 + i,
+            vec![job(50_000 + i, "test", "unit", "success", &ts(35))],
+        );
         fake.projects.lock().unwrap().insert(name.clone(), p);
         names.push(name);
     }
-    fake.groups.lock().unwrap().insert("grp".into(), names.clone());
+    fake.groups
+        .lock()
+        .unwrap()
+        .insert("grp".into(), names.clone());
     let fake = fake_gitlab::start(fake);
     let s = setup(&fake.api_url, vec![], |c| {
         c.groups = vec![ci_slo_exporter::forge::gitlab::GroupConfig {
@@ -85,7 +93,10 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
         }];
     });
     let first = poll(&s.poller).await;
-    assert_eq!((first.projects, first.pipelines, first.runs), (100, 100, 200));
+    assert_eq!(
+        (first.projects, first.pipelines, first.runs),
+        (100, 100, 200)
+    );
     assert!(first.failed.is_empty());
     // Second and third rounds: nothing changed.
     for round in 0..2 {
@@ -96,7 +107,10 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
         // One group listing plus at most one request per project.
         assert!(made <= 101, "round {round}: {made} requests");
         if round == 1 {
-            assert!(s.poller.stats.not_modified.load(Ordering::Relaxed) >= 100, "ETags are used");
+            assert!(
+                s.poller.stats.not_modified.load(Ordering::Relaxed) >= 100,
+                "ETags are used"
+            );
         }
     }
     let state = s
@@ -112,7 +126,8 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
 async fn retries_become_attempts_and_a_429_or_a_500_storm_is_ridden_out() {
     let fake = Fake::default();
     let mut p = Project::default();
-    p.pipelines.push(pipeline(7, "feed01", "success", "schedule", &ts(10)));
+    p.pipelines
+        .push(pipeline(7, "feed01", "success", "schedule", &ts(10)));
     p.jobs.insert(
         7,
         vec![
@@ -125,7 +140,11 @@ async fn retries_become_attempts_and_a_429_or_a_500_storm_is_ridden_out() {
     fake.projects.lock().unwrap().insert("g/p".into(), p);
     let fake = fake_gitlab::start(fake);
     // One 429 (Retry-After: 0) and three 500s before the answers.
-    fake.fake.inject.lock().unwrap().extend([429, 500, 503, 500]);
+    fake.fake
+        .inject
+        .lock()
+        .unwrap()
+        .extend([429, 500, 503, 500]);
     let s = setup(&fake.api_url, vec!["g/p".into()], |_| {});
     let r = poll(&s.poller).await;
     assert!(r.failed.is_empty(), "{r:?}");
@@ -172,7 +191,11 @@ async fn retries_become_attempts_and_a_429_or_a_500_storm_is_ridden_out() {
     assert_eq!((runs[0].5, runs[0].6), (Some(4.25), Some(120.5)));
 
     // A 500 storm longer than the retries: the project fails, its cursor does not move.
-    fake.fake.inject.lock().unwrap().extend(std::iter::repeat_n(500, 20));
+    fake.fake
+        .inject
+        .lock()
+        .unwrap()
+        .extend(std::iter::repeat_n(500, 20));
     let before = s
         .store
         .read(|st| st.sync_state(Forge::Gitlab, "g/p", "pipelines"))
@@ -190,15 +213,20 @@ async fn retries_become_attempts_and_a_429_or_a_500_storm_is_ridden_out() {
     // Traces are never downloaded twice.
     poll(&s.poller).await;
     let downloads = fake.fake.trace_downloads.lock().unwrap().clone();
-    assert_eq!(downloads.into_iter().collect::<Vec<_>>(), vec![(71, 1), (72, 1)]);
+    assert_eq!(
+        downloads.into_iter().collect::<Vec<_>>(),
+        vec![(71, 1), (72, 1)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_larger_than_the_cap_is_cut_with_a_marker_without_reading_the_rest() {
     let fake = Fake::default();
     let mut p = Project::default();
-    p.pipelines.push(pipeline(8, "beef02", "failed", "push", &ts(10)));
-    p.jobs.insert(8, vec![job(81, "test", "e2e", "failed", &ts(12))]);
+    p.pipelines
+        .push(pipeline(8, "beef02", "failed", "push", &ts(10)));
+    p.jobs
+        .insert(8, vec![job(81, "test", "e2e", "failed", &ts(12))]);
     fake.projects.lock().unwrap().insert("g/huge".into(), p);
     fake.traces
         .lock()
@@ -206,7 +234,9 @@ async fn a_trace_larger_than_the_cap_is_cut_with_a_marker_without_reading_the_re
         .insert(81, Trace::Endless("Running test 123 ... ok\n".into()));
     let fake = fake_gitlab::start(fake);
     let cap = 256 * 1024;
-    let s = setup(&fake.api_url, vec!["g/huge".into()], |c| c.trace_max_bytes = cap);
+    let s = setup(&fake.api_url, vec!["g/huge".into()], |c| {
+        c.trace_max_bytes = cap
+    });
     let r = poll(&s.poller).await;
     assert_eq!(r.traces, 1, "{r:?}");
     let read = s.poller.stats.trace_bytes_read.load(Ordering::Relaxed);
@@ -221,7 +251,8 @@ async fn a_trace_larger_than_the_cap_is_cut_with_a_marker_without_reading_the_re
         .await
         .unwrap();
     assert!(truncated);
-    let marker = format!("\n[ci-slo-exporter: log truncated: only the first {cap} bytes were downloaded]\n");
+    let marker =
+        format!("\n[ci-slo-exporter: log truncated: only the first {cap} bytes were downloaded]\n");
     assert!(log.ends_with(&marker));
     assert_eq!(log.len() as u64, cap + marker.len() as u64);
 }
@@ -230,8 +261,10 @@ async fn a_trace_larger_than_the_cap_is_cut_with_a_marker_without_reading_the_re
 async fn a_trace_with_sections_and_colour_classifies_on_clean_text_and_keeps_section_times() {
     let fake = Fake::default();
     let mut p = Project::default();
-    p.pipelines.push(pipeline(9, "cafe03", "failed", "schedule", &ts(10)));
-    p.jobs.insert(9, vec![job(91, "test", "unit", "failed", &ts(12))]);
+    p.pipelines
+        .push(pipeline(9, "cafe03", "failed", "schedule", &ts(10)));
+    p.jobs
+        .insert(9, vec![job(91, "test", "unit", "failed", &ts(12))]);
     fake.projects.lock().unwrap().insert("g/colour".into(), p);
     let log = "\x1b[0KRunning with gitlab-runner 16.6.0\n\
         \x1b[0Ksection_start:1700000000:prepare_executor\r\x1b[0K\x1b[0K\x1b[36;1mPreparing the \"docker\" executor\x1b[0;m\n\
@@ -240,7 +273,10 @@ async fn a_trace_with_sections_and_colour_classifies_on_clean_text_and_keeps_sec
         \x1b[0m\x1b[1m\x1b[38;5;9merror[E0425]\x1b[0m\x1b[1m: cannot find value `x` in this scope\x1b[0m\n\
         \x1b[0Ksection_end:1700000053:step_script\r\x1b[0K\n\
         \x1b[31;1mERROR: Job failed: exit code 101\x1b[0;m\n";
-    fake.traces.lock().unwrap().insert(91, Trace::Text(log.into()));
+    fake.traces
+        .lock()
+        .unwrap()
+        .insert(91, Trace::Text(log.into()));
     let fake = fake_gitlab::start(fake);
     let s = setup(&fake.api_url, vec!["g/colour".into()], |_| {});
     poll(&s.poller).await;
@@ -254,10 +290,16 @@ async fn a_trace_with_sections_and_colour_classifies_on_clean_text_and_keeps_sec
         .unwrap();
     assert_eq!(
         sections,
-        vec![("prepare_executor".to_string(), 12), ("step_script".to_string(), 41)]
+        vec![
+            ("prepare_executor".to_string(), 12),
+            ("step_script".to_string(), 41)
+        ]
     );
     let f = &run.failures[0];
-    assert_eq!(f.evidence, "error[E0425]: cannot find value `x` in this scope");
+    assert_eq!(
+        f.evidence,
+        "error[E0425]: cannot find value `x` in this scope"
+    );
     assert_eq!(f.category, "build");
     assert!(!f.evidence.contains('\x1b'));
     assert_eq!(run.trigger, "schedule");
@@ -268,7 +310,10 @@ async fn a_trace_with_sections_and_colour_classifies_on_clean_text_and_keeps_sec
         .await
         .unwrap();
     assert_eq!(grid.len(), 1);
-    assert_eq!((grid[0].context.as_str(), grid[0].state.as_str()), ("pipeline", "failure"));
+    assert_eq!(
+        (grid[0].context.as_str(), grid[0].state.as_str()),
+        ("pipeline", "failure")
+    );
     assert_eq!(grid[0].failure.as_ref().unwrap().evidence, f.evidence);
 }
 
@@ -279,13 +324,23 @@ async fn test_reports_and_merged_mrs_are_fetched() {
     let mut pl = pipeline(11, "d00d04", "failed", "merge_request_event", &ts(10));
     pl["ref"] = "refs/merge-requests/5/head".into();
     p.pipelines.push(pl);
-    p.jobs.insert(11, vec![job(111, "test", "Failing", "failed", &ts(12))]);
-    let report = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gitlab/api/pipeline_testreport.json")).unwrap();
-    p.test_reports.insert(11, serde_json::from_str(&report).unwrap());
-    p.merge_requests.push(serde_json::json!({"iid": 5, "sha": "d00d04", "merged_at": ts(5), "updated_at": ts(5)}));
+    p.jobs
+        .insert(11, vec![job(111, "test", "Failing", "failed", &ts(12))]);
+    let report = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gitlab/api/pipeline_testreport.json"
+    ))
+    .unwrap();
+    p.test_reports
+        .insert(11, serde_json::from_str(&report).unwrap());
+    p.merge_requests.push(
+        serde_json::json!({"iid": 5, "sha": "d00d04", "merged_at": ts(5), "updated_at": ts(5)}),
+    );
     fake.projects.lock().unwrap().insert("g/mr".into(), p);
     let fake = fake_gitlab::start(fake);
-    let s = setup(&fake.api_url, vec!["g/mr".into()], |c| c.test_reports = true);
+    let s = setup(&fake.api_url, vec!["g/mr".into()], |c| {
+        c.test_reports = true
+    });
     let r = poll(&s.poller).await;
     assert_eq!(r.merges, 1, "{r:?}");
     let (job_run, pipeline_run) = s

@@ -12,11 +12,19 @@ use std::time::{Duration, Instant};
 const HOOK_TOKEN: &str = "gl-hook-token-7c1e";
 
 fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gitlab/webhooks").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gitlab/webhooks")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn post(e: &Exporter, event: &str, token: Option<&str>, uuid: Option<&str>, body: &[u8]) -> (u16, Value) {
+fn post(
+    e: &Exporter,
+    event: &str,
+    token: Option<&str>,
+    uuid: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
     let mut req = agent()
         .post(&format!("{}/webhooks/gitlab", e.base))
         .header("Content-Type", "application/json")
@@ -30,18 +38,30 @@ fn post(e: &Exporter, event: &str, token: Option<&str>, uuid: Option<&str>, body
     let mut r = req.send(body).expect("POST");
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn start(dir: &Path, token: bool) -> Exporter {
     let config = dir.join("c.toml");
-    std::fs::write(&config, "[server]\nmax_body_bytes = 16384\n[slo]\nmerge_settle = \"1s\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[server]\nmax_body_bytes = 16384\n[slo]\nmerge_settle = \"1s\"\n",
+    )
+    .unwrap();
     let env: Vec<(&str, &str)> = if token {
         vec![("CI_SLO_GITLAB_WEBHOOK_TOKEN", HOOK_TOKEN)]
     } else {
         vec![]
     };
-    Exporter::start(dir, &dir.join("db.sqlite"), &["--config", config.to_str().unwrap()], &env)
+    Exporter::start(
+        dir,
+        &dir.join("db.sqlite"),
+        &["--config", config.to_str().unwrap()],
+        &env,
+    )
 }
 
 fn run(e: &Exporter, id: i64) -> Value {
@@ -51,7 +71,12 @@ fn run(e: &Exporter, id: i64) -> Value {
 }
 
 fn ids(body: &Value) -> Vec<i64> {
-    body["runs"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
+    body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -74,14 +99,20 @@ fn the_job_hook_gives_a_run_with_gitlabs_queue_time_and_duration() {
     assert_eq!(r["queue_seconds"], 0.193);
     // retries_count 1: this is the second attempt of the job.
     assert_eq!(r["attempt"], 1);
-    assert_eq!(r["url"], "https://gitlab.com/jsmithy2/release-tools-fake/-/jobs/3580121225");
+    assert_eq!(
+        r["url"],
+        "https://gitlab.com/jsmithy2/release-tools-fake/-/jobs/3580121225"
+    );
 
     // build.json: a job just created → pending, no times yet.
     let body = serde_json::to_vec(&fixture("build.json")).unwrap();
     let (status, answer) = post(&e, "Job Hook", Some(HOOK_TOKEN), Some("ev-2"), &body);
     assert_eq!(status, 200, "{answer}");
     let r = run(&e, ids(&answer)[0]);
-    assert_eq!((r["state"].as_str(), r["repository"].as_str()), (Some("pending"), Some("gitlab-org/gitlab-test")));
+    assert_eq!(
+        (r["state"].as_str(), r["repository"].as_str()),
+        (Some("pending"), Some("gitlab-org/gitlab-test"))
+    );
     assert_eq!(r["queue_seconds"], Value::Null);
 }
 
@@ -129,25 +160,47 @@ fn the_pipeline_hook_builds_become_runs_and_retried_jobs_attempts() {
     let mut job = fixture("job.json");
     job.as_object_mut().unwrap().remove("retries_count");
     let mut attempts = Vec::new();
-    for (i, (id, status)) in [(9001, "failed"), (9002, "failed"), (9003, "success")].into_iter().enumerate() {
+    for (i, (id, status)) in [(9001, "failed"), (9002, "failed"), (9003, "success")]
+        .into_iter()
+        .enumerate()
+    {
         job["build_id"] = id.into();
         job["build_status"] = status.into();
         job["build_failure_reason"] = "script_failure".into();
         let body = serde_json::to_vec(&job).unwrap();
-        let (code, answer) = post(&e, "Job Hook", Some(HOOK_TOKEN), Some(&format!("r-{i}")), &body);
+        let (code, answer) = post(
+            &e,
+            "Job Hook",
+            Some(HOOK_TOKEN),
+            Some(&format!("r-{i}")),
+            &body,
+        );
         assert_eq!(code, 200, "{answer}");
         let r = run(&e, ids(&answer)[0]);
-        attempts.push((r["attempt"].as_u64().unwrap(), r["state"].as_str().unwrap().to_string()));
+        attempts.push((
+            r["attempt"].as_u64().unwrap(),
+            r["state"].as_str().unwrap().to_string(),
+        ));
     }
     assert_eq!(
         attempts,
-        vec![(0, "failure".to_string()), (1, "failure".to_string()), (2, "success".to_string())]
+        vec![
+            (0, "failure".to_string()),
+            (1, "failure".to_string()),
+            (2, "success".to_string())
+        ]
     );
     // A late update of the first job keeps its attempt.
     job["build_id"] = 9001.into();
     job["build_status"] = "failed".into();
     job["build_duration"] = 50.0.into();
-    let (_, answer) = post(&e, "Job Hook", Some(HOOK_TOKEN), Some("r-late"), &serde_json::to_vec(&job).unwrap());
+    let (_, answer) = post(
+        &e,
+        "Job Hook",
+        Some(HOOK_TOKEN),
+        Some("r-late"),
+        &serde_json::to_vec(&job).unwrap(),
+    );
     assert_eq!(run(&e, ids(&answer)[0])["attempt"], 0);
 }
 
@@ -163,17 +216,35 @@ fn an_mr_merge_fixes_the_change_outcome_from_its_head_commits_jobs() {
     for (id, status) in [(501, "failed"), (502, "success")] {
         job["build_id"] = id.into();
         job["build_status"] = status.into();
-        let (code, a) = post(&e, "Job Hook", Some(HOOK_TOKEN), None, &serde_json::to_vec(&job).unwrap());
+        let (code, a) = post(
+            &e,
+            "Job Hook",
+            Some(HOOK_TOKEN),
+            None,
+            &serde_json::to_vec(&job).unwrap(),
+        );
         assert_eq!(code, 200, "{a}");
     }
     // The fixture is an "open" event: nothing to decide.
     let mut mr = fixture("merge_request.json");
-    let (code, a) = post(&e, "Merge Request Hook", Some(HOOK_TOKEN), Some("m-0"), &serde_json::to_vec(&mr).unwrap());
+    let (code, a) = post(
+        &e,
+        "Merge Request Hook",
+        Some(HOOK_TOKEN),
+        Some("m-0"),
+        &serde_json::to_vec(&mr).unwrap(),
+    );
     assert_eq!((code, a["status"].as_str()), (200, Some("ignored")));
     // The same MR, merged (as GitLab sends it: action merge, state merged).
     mr["object_attributes"]["action"] = "merge".into();
     mr["object_attributes"]["state"] = "merged".into();
-    let (code, a) = post(&e, "Merge Request Hook", Some(HOOK_TOKEN), Some("m-1"), &serde_json::to_vec(&mr).unwrap());
+    let (code, a) = post(
+        &e,
+        "Merge Request Hook",
+        Some(HOOK_TOKEN),
+        Some("m-1"),
+        &serde_json::to_vec(&mr).unwrap(),
+    );
     assert_eq!((code, a["merged"].as_i64()), (200, Some(1)), "{a}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -194,7 +265,14 @@ fn an_mr_merge_fixes_the_change_outcome_from_its_head_commits_jobs() {
         assert!(Instant::now() < deadline, "the merge was not decided");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(outcome, ("green_after_one_retry".to_string(), Some(1), Some(head.to_string())));
+    assert_eq!(
+        outcome,
+        (
+            "green_after_one_retry".to_string(),
+            Some(1),
+            Some(head.to_string())
+        )
+    );
 }
 
 #[test]
@@ -206,15 +284,31 @@ fn the_webhook_ladder() {
         let e = start(dir.path(), false);
         let (code, a) = post(&e, "Job Hook", Some(HOOK_TOKEN), Some("x"), &body);
         assert_eq!(code, 401);
-        assert!(a["error"].as_str().unwrap().contains("CI_SLO_GITLAB_WEBHOOK_TOKEN"), "{a}");
+        assert!(
+            a["error"]
+                .as_str()
+                .unwrap()
+                .contains("CI_SLO_GITLAB_WEBHOOK_TOKEN"),
+            "{a}"
+        );
         e.stop();
     }
     let e = start(dir.path(), true);
     let (code, a) = post(&e, "Job Hook", None, Some("x"), &body);
-    assert_eq!((code, a["error"].as_str()), (401, Some("missing X-Gitlab-Token")));
+    assert_eq!(
+        (code, a["error"].as_str()),
+        (401, Some("missing X-Gitlab-Token"))
+    );
     let (code, a) = post(&e, "Job Hook", Some("gl-hook-token-7c1f"), Some("x"), &body);
-    assert_eq!((code, a["error"].as_str()), (401, Some("invalid X-Gitlab-Token")));
-    assert_eq!(Store::open(&e.db).unwrap().run_count().unwrap(), 0, "nothing stored without the token");
+    assert_eq!(
+        (code, a["error"].as_str()),
+        (401, Some("invalid X-Gitlab-Token"))
+    );
+    assert_eq!(
+        Store::open(&e.db).unwrap().run_count().unwrap(),
+        0,
+        "nothing stored without the token"
+    );
 
     // Delivered, then replayed (same event UUID): stored once.
     let (code, a) = post(&e, "Job Hook", Some(HOOK_TOKEN), Some("ev-9"), &body);
@@ -226,10 +320,28 @@ fn the_webhook_ladder() {
     assert_eq!(code, 200);
     assert_eq!(Store::open(&e.db).unwrap().run_count().unwrap(), 1);
 
-    let (code, a) = post(&e, "Job Hook", Some(HOOK_TOKEN), Some("bad"), b"{\"object_kind\": \"build\"");
+    let (code, a) = post(
+        &e,
+        "Job Hook",
+        Some(HOOK_TOKEN),
+        Some("bad"),
+        b"{\"object_kind\": \"build\"",
+    );
     assert_eq!(code, 400);
-    assert!(a["error"].as_str().unwrap().starts_with("invalid Job Hook: EOF while parsing"), "{a}");
-    let (code, a) = post(&e, "Pipeline Hook", Some(HOOK_TOKEN), Some("bad2"), b"{\"object_attributes\": {\"id\": \"x\"}}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid Job Hook: EOF while parsing"),
+        "{a}"
+    );
+    let (code, a) = post(
+        &e,
+        "Pipeline Hook",
+        Some(HOOK_TOKEN),
+        Some("bad2"),
+        b"{\"object_attributes\": {\"id\": \"x\"}}",
+    );
     assert_eq!(code, 400);
     assert!(a["error"].as_str().unwrap().contains("invalid type"), "{a}");
 
@@ -245,7 +357,9 @@ fn the_webhook_ladder() {
     let m = |event: &str, result: &str| {
         sample(
             &text,
-            &format!("ci_exporter_webhook_deliveries_total{{forge=\"gitlab\",event=\"{event}\",result=\"{result}\"}}"),
+            &format!(
+                "ci_exporter_webhook_deliveries_total{{forge=\"gitlab\",event=\"{event}\",result=\"{result}\"}}"
+            ),
         )
     };
     assert_eq!(m("Job Hook", "unauthorized"), Some(2.0));

@@ -50,7 +50,10 @@ pub fn start(fake: Fake) -> Running {
     let app = Router::new().fallback(handle).with_state(fake.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
@@ -74,7 +77,12 @@ fn query(req: &Request) -> HashMap<String, String> {
         .unwrap_or_default()
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), decode(&v.replace("%3A", ":").replace("%2B", "+"))))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                decode(&v.replace("%3A", ":").replace("%2B", "+")),
+            )
+        })
         .collect()
 }
 
@@ -89,13 +97,25 @@ fn etag_of(body: &str) -> String {
 /// A JSON list page with X-Next-Page and an ETag (304 on If-None-Match).
 fn list(items: Vec<Value>, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
     let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(20);
-    let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = q
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let start = (page - 1) * per_page;
     let slice: Vec<Value> = items.iter().skip(start).take(per_page).cloned().collect();
-    let next = if start + per_page < items.len() { (page + 1).to_string() } else { String::new() };
+    let next = if start + per_page < items.len() {
+        (page + 1).to_string()
+    } else {
+        String::new()
+    };
     let body = Value::Array(slice).to_string();
     let etag = etag_of(&body);
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     (
@@ -104,8 +124,14 @@ fn list(items: Vec<Value>, q: &HashMap<String, String>, headers: &HeaderMap) -> 
             (header::ETAG, etag),
             (header::CONTENT_TYPE, "application/json".to_string()),
             (header::HeaderName::from_static("x-next-page"), next),
-            (header::HeaderName::from_static("ratelimit-remaining"), "1999".to_string()),
-            (header::HeaderName::from_static("ratelimit-limit"), "2000".to_string()),
+            (
+                header::HeaderName::from_static("ratelimit-remaining"),
+                "1999".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("ratelimit-limit"),
+                "2000".to_string(),
+            ),
         ],
         body,
     )
@@ -122,7 +148,12 @@ fn after(item: &Value, field: &str, since: Option<&String>) -> bool {
 async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     fake.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
-    *fake.by_path.lock().unwrap().entry(path.clone()).or_default() += 1;
+    *fake
+        .by_path
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default() += 1;
     if let Some(status) = fake.inject.lock().unwrap().pop_front() {
         return (
             StatusCode::from_u16(status).unwrap(),
@@ -139,14 +170,22 @@ async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
             let groups = fake.groups.lock().unwrap();
             let items = groups
                 .get(&decode(g))
-                .map(|ps| ps.iter().map(|p| json!({"id": 1, "path_with_namespace": p})).collect())
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| json!({"id": 1, "path_with_namespace": p}))
+                        .collect()
+                })
                 .unwrap_or_default();
             list(items, &q, &headers)
         }
         ["projects", p, "pipelines"] => {
             let projects = fake.projects.lock().unwrap();
             let Some(project) = projects.get(&decode(p)) else {
-                return (StatusCode::NOT_FOUND, "{\"message\":\"404 Project Not Found\"}").into_response();
+                return (
+                    StatusCode::NOT_FOUND,
+                    "{\"message\":\"404 Project Not Found\"}",
+                )
+                    .into_response();
             };
             let mut items: Vec<Value> = project
                 .pipelines
@@ -170,7 +209,10 @@ async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
         ["projects", p, "pipelines", id, "test_report"] => {
             let projects = fake.projects.lock().unwrap();
             let id: i64 = id.parse().unwrap_or(0);
-            match projects.get(&decode(p)).and_then(|pr| pr.test_reports.get(&id)) {
+            match projects
+                .get(&decode(p))
+                .and_then(|pr| pr.test_reports.get(&id))
+            {
                 Some(v) => (StatusCode::OK, v.to_string()).into_response(),
                 None => (StatusCode::OK, "{\"test_suites\":[]}").into_response(),
             }

@@ -339,13 +339,21 @@ pub(crate) fn store_runs(
             Some(ext) => store.external_run(&run.repository, ext)?,
             None => None,
         };
-        run.attempt = match (&existing, p.attempt) {
-            (Some(e), _) => e.attempt,
-            (None, AttemptHint::Known(n)) => n,
-            (None, AttemptHint::Next) => store
-                .latest_attempt(&run.repository, &run.context, &run.commit)?
-                .map(|(a, _)| a + 1)
-                .unwrap_or(0),
+        // A new run never takes an attempt number already used by another run
+        // of its context on its commit (e.g. last night's scheduled pipeline on
+        // an unchanged commit): it becomes the next attempt.
+        run.attempt = match existing.as_ref() {
+            Some(e) => e.attempt,
+            None => {
+                let next = store
+                    .latest_attempt(&run.repository, &run.context, &run.commit)?
+                    .map(|(a, _)| a + 1)
+                    .unwrap_or(0);
+                match p.attempt {
+                    AttemptHint::Known(n) => n.max(next),
+                    AttemptHint::Next => next,
+                }
+            }
         };
         if run.trigger == Trigger::Other {
             if let Some(e) = &existing {
