@@ -272,6 +272,13 @@ pub(crate) fn millis(seconds: Option<f64>) -> Option<chrono::Duration> {
         .then(|| chrono::Duration::milliseconds((s * 1000.0).round() as i64))
 }
 
+/// (queued_at, started_at, finished_at).
+pub(crate) type Times = (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 /// (queued_at, started_at, finished_at) from GitLab's fields, per the
 /// definitions in the module docs.
 pub(crate) fn times(
@@ -280,11 +287,7 @@ pub(crate) fn times(
     finished_at: Option<DateTime<Utc>>,
     duration: Option<f64>,
     queued_duration: Option<f64>,
-) -> (
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-) {
+) -> Times {
     let queued_at = match (started_at, millis(queued_duration)) {
         (Some(s), Some(q)) => Some(s - q),
         _ => created_at,
