@@ -2,7 +2,7 @@
 //! finished command. The long-running parts are here: the snapshot refresher,
 //! the settler (merge decisions, lost runs) and pruning.
 
-use crate::cli::{Cli, Command, IngestArgs, ServeArgs};
+use crate::cli::{BackfillArgs, BackfillCommand, Cli, Command, IngestArgs, ServeArgs};
 use crate::config::{Config, Secrets};
 use crate::demo;
 use crate::http::{self, AppState};
@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Classify(args) => classify_files(&config, &args.logs),
         Command::Report(args) => report_files(&args.files),
         Command::BackfillOpenmetrics(args) => backfill_openmetrics(&config, args),
+        Command::Backfill(BackfillCommand::Gitlab(args)) => backfill_gitlab(config, secrets, args),
     }
 }
 
@@ -97,6 +98,18 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         tokio::spawn(refresher(state.clone(), tests));
         tokio::spawn(settler(state.clone()));
         tokio::spawn(pruner(state.clone()));
+        if state.config.gitlab.enabled() {
+            let poller = crate::forge::gitlab::poll::Poller::new(
+                state.config.gitlab.clone(),
+                state.secrets.gitlab_token.as_ref().map(|s| s.expose().to_string()),
+                state.store.clone(),
+                state.policy.clone(),
+                state.classifier.clone(),
+                Some(state.hub.clone()),
+            )?
+            .with_dependencies(state.deps.clone());
+            tokio::spawn(poller.run_forever(state.refresh.clone()));
+        }
 
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -225,6 +238,97 @@ async fn pruner(state: AppState) {
             Err(e) => tracing::error!(error = %e, "cannot prune"),
         }
     }
+}
+
+/// `backfill gitlab --days N`: one resumable round over the configured
+/// projects from N days ago, with progress (a bar on a terminal, else lines).
+fn backfill_gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -> Result<()> {
+    use crate::forge::gitlab::poll::{Poller, Since};
+    use std::io::IsTerminal;
+    if let Some(db) = args.db {
+        config.store.path = db;
+    }
+    if !config.gitlab.enabled() {
+        anyhow::bail!("nothing to backfill: set gitlab.projects or gitlab.groups in the config");
+    }
+    let policy = Arc::new(Policy::from_config(&config));
+    let classifier = Arc::new(config.classifier()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store = StoreHandle::start(&config.store.path)?;
+        let poller = Poller::new(
+            config.gitlab.clone(),
+            secrets
+                .gitlab_token
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+            store.clone(),
+            policy.clone(),
+            classifier,
+            None,
+        )?
+        .with_dependencies(Arc::new(config.dependency_extractor()?));
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} projects {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let stats = poller.stats.clone();
+        let started = std::time::Instant::now();
+        let last_line = std::sync::Mutex::new(std::time::Instant::now());
+        let progress = |done: usize, total: usize, r: &crate::forge::gitlab::poll::PollReport| {
+            let msg = format!(
+                "{} pipelines, {} runs, {} traces, {} API calls",
+                r.pipelines,
+                r.runs,
+                r.traces,
+                stats.requests()
+            );
+            if let Some(bar) = &bar {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(msg);
+            } else {
+                let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
+                if done == total || last.elapsed() >= Duration::from_secs(10) {
+                    *last = std::time::Instant::now();
+                    eprintln!("backfill gitlab: {done}/{total} projects, {msg}");
+                }
+            }
+        };
+        let since = Utc::now() - chrono::Duration::days(i64::from(args.days));
+        let report = poller.poll_once(Since::Backfill(since), &progress).await?;
+        if let Some(bar) = &bar {
+            bar.finish();
+        }
+        let settled = store
+            .write(move |s| s.settle(&policy, Utc::now(), None))
+            .await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
+                "traces": report.traces, "merges": report.merges, "failed": report.failed,
+                "changes_decided": settled.changes_decided, "api_calls": stats.requests(),
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+        if !report.failed.is_empty() {
+            anyhow::bail!(
+                "{} project(s) failed; run the backfill again to resume: {}",
+                report.failed.len(),
+                report.failed.join(", ")
+            );
+        }
+        Ok(())
+    })
 }
 
 fn read_text(path: &std::path::Path) -> Result<String> {

@@ -41,6 +41,9 @@ pub enum Command {
     /// Write stored history as OpenMetrics with timestamps to stdout, for
     /// `promtool tsdb create-blocks-from openmetrics FILE DIR`.
     BackfillOpenmetrics(BackfillOpenmetricsArgs),
+    /// Fetch a forge's CI history into the database (resumable).
+    #[command(subcommand)]
+    Backfill(BackfillCommand),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +79,24 @@ pub struct ReportArgs {
     /// Report files: `.xml` is JUnit, `.tap` is TAP, others are detected from their content.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackfillCommand {
+    /// Pipelines, jobs, failed-job traces and merged MRs of the configured
+    /// `[gitlab]` projects and groups (token from CI_SLO_GITLAB_TOKEN).
+    Gitlab(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// How many days back.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub days: u32,
+
+    /// SQLite database file (created if missing) [default: store.path from the config].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +237,16 @@ mod tests {
         assert_eq!(s.listen_address.unwrap(), "127.0.0.1:1");
         assert!(s.demo);
         assert_eq!(cli.config.unwrap(), PathBuf::from("c.toml"));
+    }
+
+    #[test]
+    fn backfill_gitlab_takes_days_and_db() {
+        let cli = Cli::try_parse_from(["x", "backfill", "gitlab", "--days", "7", "--db", "b.db"])
+            .unwrap();
+        let Command::Backfill(BackfillCommand::Gitlab(b)) = cli.command else {
+            panic!("not backfill gitlab")
+        };
+        assert_eq!((b.days, b.db.unwrap()), (7, PathBuf::from("b.db")));
     }
 
     #[test]

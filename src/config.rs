@@ -58,6 +58,8 @@ pub struct Config {
     pub tests: TestsConfig,
     pub dependencies: DependenciesConfig,
     pub repositories: Vec<RepositoryConfig>,
+    /// The GitLab source (docs/gitlab.md).
+    pub gitlab: crate::forge::gitlab::GitlabConfig,
 }
 
 /// Per-test statistics (flakiness, failure ratio).
@@ -501,6 +503,9 @@ impl Config {
         }
         self.classifier()?;
         self.dependency_extractor()?;
+        self.gitlab
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, repo) in self.repositories.iter().enumerate() {
             if repo.path.trim().is_empty() || repo.path.starts_with('/') || repo.path.ends_with('/')

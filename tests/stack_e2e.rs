@@ -33,7 +33,6 @@ mod common;
 use common::{TOKEN, agent, free_port};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,7 +134,12 @@ impl Proc {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(25);
-        format!("--- {} ({}):\n{}", self.name, self.log.display(), lines[from..].join("\n"))
+        format!(
+            "--- {} ({}):\n{}",
+            self.name,
+            self.log.display(),
+            lines[from..].join("\n")
+        )
     }
 
     fn stop(&mut self) {
@@ -182,7 +186,9 @@ fn require_program(names: &[&str], package: &str) -> PathBuf {
 
 fn require_python_modules() {
     if !Path::new(PYTHON).is_file() {
-        panic!("stack_e2e needs {PYTHON}: apt-get install -y python3 python3-aiosmtpd python3-yaml");
+        panic!(
+            "stack_e2e needs {PYTHON}: apt-get install -y python3 python3-aiosmtpd python3-yaml"
+        );
     }
     for (module, package) in [("aiosmtpd", "python3-aiosmtpd"), ("yaml", "python3-yaml")] {
         let ok = Command::new(PYTHON)
@@ -217,7 +223,8 @@ fn get_text(url: &str, query: &[(&str, &str)]) -> (u16, String) {
 
 fn get_json(url: &str, query: &[(&str, &str)]) -> Value {
     let (status, body) = get_text(url, query);
-    serde_json::from_str(&body).unwrap_or_else(|_| json!({"status": "http", "code": status, "body": body}))
+    serde_json::from_str(&body)
+        .unwrap_or_else(|_| json!({"status": "http", "code": status, "body": body}))
 }
 
 /// Replace `from` by `to` in `text`, which must contain it exactly `count` times.
@@ -283,7 +290,10 @@ impl Stack {
     /// Start (or restart) the exporter on the fixed port with the demo database.
     fn start_exporter(&mut self) {
         let n = self.others.len() + if self.exporter.is_some() { 1 } else { 0 };
-        let log = self.dir.join(format!("exporter-{n}-{}.log", self.started.elapsed().as_millis()));
+        let log = self.dir.join(format!(
+            "exporter-{n}-{}.log",
+            self.started.elapsed().as_millis()
+        ));
         let mut cmd = Command::new(common::BIN);
         cmd.arg("serve")
             .arg("--demo")
@@ -471,7 +481,11 @@ fn grafana_expressions() -> Vec<(String, String)> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 6, "expected the six dashboards in {}", dir.display());
+    assert!(
+        files.len() >= 6,
+        "expected the six dashboards in {}",
+        dir.display()
+    );
     fn walk(panels: &Value, file: &str, out: &mut Vec<(String, String)>) {
         for p in panels.as_array().into_iter().flatten() {
             for t in p["targets"].as_array().into_iter().flatten() {
@@ -500,7 +514,11 @@ fn grafana_expressions() -> Vec<(String, String)> {
         .arg(&rules_path)
         .output()
         .expect("python3 runs");
-    assert!(o.status.success(), "yaml2json: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "yaml2json: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let rules: Value = serde_json::from_slice(&o.stdout).unwrap();
     let mut n = 0;
     for g in rules["groups"].as_array().unwrap() {
@@ -516,7 +534,10 @@ fn grafana_expressions() -> Vec<(String, String)> {
             }
         }
     }
-    assert!(n >= 9, "expected a Prometheus query per Grafana alert rule, found {n}");
+    assert!(
+        n >= 9,
+        "expected a Prometheus query per Grafana alert rule, found {n}"
+    );
     out
 }
 
@@ -534,12 +555,16 @@ fn has_data(result: &[Value]) -> bool {
 fn monitoring_stack_end_to_end() {
     let t0 = Instant::now();
     let prometheus = require_program(&["prometheus"], "prometheus");
-    let alertmanager = require_program(&["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager");
+    let alertmanager = require_program(
+        &["prometheus-alertmanager", "alertmanager"],
+        "prometheus-alertmanager",
+    );
     require_python_modules();
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let (smtp_port, am_port, prom_port, exporter_port) = (free_port(), free_port(), free_port(), free_port());
+    let (smtp_port, am_port, prom_port, exporter_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let mut stack = Stack {
         dir: dir.clone(),
         exporter_port,
@@ -561,59 +586,142 @@ fn monitoring_stack_end_to_end() {
     let sink = Proc::spawn("smtp sink", &mut cmd, dir.join("smtp.log"));
     stack.others.push(sink);
     stack.wait_until("the SMTP sink", Duration::from_secs(20), || {
-        std::fs::read_to_string(dir.join("smtp.log")).unwrap_or_default().contains("ready")
+        std::fs::read_to_string(dir.join("smtp.log"))
+            .unwrap_or_default()
+            .contains("ready")
     });
 
     // --- Alertmanager (alertmanager.local.yml on the sink, group_wait 1s) --------
     let am_dir = dir.join("alertmanager");
-    copy_dir(&Path::new(ROOT).join("alertmanager/templates"), &am_dir.join("templates"));
-    let am_cfg = std::fs::read_to_string(Path::new(ROOT).join("alertmanager/alertmanager.local.yml")).unwrap();
-    let am_cfg = replace_exact(&am_cfg, "'127.0.0.1:2525'", &format!("'127.0.0.1:{smtp_port}'"), 1, "alertmanager.local.yml");
-    let am_cfg = replace_exact(&am_cfg, "group_wait: 1m", "group_wait: 1s", 1, "alertmanager.local.yml");
-    let am_cfg = replace_exact(&am_cfg, "group_wait: 30s", "group_wait: 1s", 1, "alertmanager.local.yml");
+    copy_dir(
+        &Path::new(ROOT).join("alertmanager/templates"),
+        &am_dir.join("templates"),
+    );
+    let am_cfg =
+        std::fs::read_to_string(Path::new(ROOT).join("alertmanager/alertmanager.local.yml"))
+            .unwrap();
+    let am_cfg = replace_exact(
+        &am_cfg,
+        "'127.0.0.1:2525'",
+        &format!("'127.0.0.1:{smtp_port}'"),
+        1,
+        "alertmanager.local.yml",
+    );
+    let am_cfg = replace_exact(
+        &am_cfg,
+        "group_wait: 1m",
+        "group_wait: 1s",
+        1,
+        "alertmanager.local.yml",
+    );
+    let am_cfg = replace_exact(
+        &am_cfg,
+        "group_wait: 30s",
+        "group_wait: 1s",
+        1,
+        "alertmanager.local.yml",
+    );
     std::fs::write(am_dir.join("alertmanager.yml"), am_cfg).unwrap();
     let mut cmd = Command::new(&alertmanager);
-    cmd.arg(format!("--config.file={}", am_dir.join("alertmanager.yml").display()))
-        .arg(format!("--storage.path={}", am_dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        .arg(format!("--web.external-url=http://127.0.0.1:{am_port}"))
-        // No cluster: no gossip port, no peers.
-        .arg("--cluster.listen-address=");
-    stack.others.push(Proc::spawn("alertmanager", &mut cmd, dir.join("alertmanager.log")));
+    cmd.arg(format!(
+        "--config.file={}",
+        am_dir.join("alertmanager.yml").display()
+    ))
+    .arg(format!("--storage.path={}", am_dir.join("data").display()))
+    .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+    .arg(format!("--web.external-url=http://127.0.0.1:{am_port}"))
+    // No cluster: no gossip port, no peers.
+    .arg("--cluster.listen-address=");
+    stack.others.push(Proc::spawn(
+        "alertmanager",
+        &mut cmd,
+        dir.join("alertmanager.log"),
+    ));
 
     // --- exporter: first start on the 30-day demo history -------------------------
     stack.start_exporter();
-    eprintln!("[{}] exporter ready on {}", stack.elapsed(), stack.exporter_base());
+    eprintln!(
+        "[{}] exporter ready on {}",
+        stack.elapsed(),
+        stack.exporter_base()
+    );
 
     // --- Prometheus (prometheus.local.yml + the rule files, 1 s intervals) ---------
     let prom_dir = dir.join("prometheus");
-    copy_dir(&Path::new(ROOT).join("prometheus/rules"), &prom_dir.join("rules"));
+    copy_dir(
+        &Path::new(ROOT).join("prometheus/rules"),
+        &prom_dir.join("rules"),
+    );
     let alerts_path = prom_dir.join("rules/ci-slo-alerts.yml");
     let alerts = std::fs::read_to_string(&alerts_path).unwrap();
-    let fast = alerts.find("- alert: CISLOFastBurn").expect("CISLOFastBurn in ci-slo-alerts.yml");
-    let for_at = fast + alerts[fast..].find("for: 5m").expect("CISLOFastBurn has for: 5m");
+    let fast = alerts
+        .find("- alert: CISLOFastBurn")
+        .expect("CISLOFastBurn in ci-slo-alerts.yml");
+    let for_at = fast
+        + alerts[fast..]
+            .find("for: 5m")
+            .expect("CISLOFastBurn has for: 5m");
     assert!(
-        !alerts[fast..for_at].contains("- alert:"),
+        !alerts[fast + 1..for_at].contains("- alert:"),
         "the `for: 5m` found belongs to another alert than CISLOFastBurn"
     );
-    let alerts = format!("{}for: 0s{}", &alerts[..for_at], &alerts[for_at + "for: 5m".len()..]);
+    let alerts = format!(
+        "{}for: 0s{}",
+        &alerts[..for_at],
+        &alerts[for_at + "for: 5m".len()..]
+    );
     std::fs::write(&alerts_path, alerts).unwrap();
-    let cfg = std::fs::read_to_string(Path::new(ROOT).join("prometheus/prometheus.local.yml")).unwrap();
+    let cfg =
+        std::fs::read_to_string(Path::new(ROOT).join("prometheus/prometheus.local.yml")).unwrap();
     let what = "prometheus.local.yml";
     let cfg = replace_exact(&cfg, "scrape_interval: 30s", "scrape_interval: 1s", 1, what);
     let cfg = replace_exact(&cfg, "scrape_timeout: 10s", "scrape_timeout: 1s", 1, what);
-    let cfg = replace_exact(&cfg, "evaluation_interval: 1m", "evaluation_interval: 1s", 1, what);
-    let cfg = replace_exact(&cfg, "\"127.0.0.1:9787\"", &format!("\"127.0.0.1:{exporter_port}\""), 1, what);
-    let cfg = replace_exact(&cfg, "\"127.0.0.1:9093\"", &format!("\"127.0.0.1:{am_port}\""), 1, what);
-    let cfg = replace_exact(&cfg, "\"127.0.0.1:9090\"", &format!("\"127.0.0.1:{prom_port}\""), 1, what);
+    let cfg = replace_exact(
+        &cfg,
+        "evaluation_interval: 1m",
+        "evaluation_interval: 1s",
+        1,
+        what,
+    );
+    let cfg = replace_exact(
+        &cfg,
+        "\"127.0.0.1:9787\"",
+        &format!("\"127.0.0.1:{exporter_port}\""),
+        1,
+        what,
+    );
+    let cfg = replace_exact(
+        &cfg,
+        "\"127.0.0.1:9093\"",
+        &format!("\"127.0.0.1:{am_port}\""),
+        1,
+        what,
+    );
+    let cfg = replace_exact(
+        &cfg,
+        "\"127.0.0.1:9090\"",
+        &format!("\"127.0.0.1:{prom_port}\""),
+        1,
+        what,
+    );
     std::fs::write(prom_dir.join("prometheus.yml"), cfg).unwrap();
     let mut cmd = Command::new(&prometheus);
-    cmd.arg(format!("--config.file={}", prom_dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", prom_dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .arg("--enable-feature=exemplar-storage")
-        .arg("--storage.tsdb.retention.time=35d");
-    stack.others.push(Proc::spawn("prometheus", &mut cmd, dir.join("prometheus.log")));
+    cmd.arg(format!(
+        "--config.file={}",
+        prom_dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        prom_dir.join("data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+    .arg("--enable-feature=exemplar-storage")
+    .arg("--storage.tsdb.retention.time=35d");
+    stack.others.push(Proc::spawn(
+        "prometheus",
+        &mut cmd,
+        dir.join("prometheus.log"),
+    ));
 
     stack.wait_until("Prometheus ready", Duration::from_secs(60), || {
         get_text(&format!("{}/-/ready", stack.prom), &[]).0 == 200
@@ -621,20 +729,36 @@ fn monitoring_stack_end_to_end() {
     stack.wait_until("Alertmanager ready", Duration::from_secs(30), || {
         get_text(&format!("{}/-/ready", stack.am), &[]).0 == 200
     });
-    stack.wait_until("Prometheus scraping the exporter and evaluating the rules", Duration::from_secs(60), || {
-        has_data(&stack.query_ok(r#"up{job="ci-slo-exporter"} == 1"#))
-            && has_data(&stack.query_ok("ci:slo_burn_rate_threshold:fast"))
-            && has_data(&stack.query_ok("count(ci_slo_events_total)"))
-    });
+    stack.wait_until(
+        "Prometheus scraping the exporter and evaluating the rules",
+        Duration::from_secs(60),
+        || {
+            has_data(&stack.query_ok(r#"up{job="ci-slo-exporter"} == 1"#))
+                && has_data(&stack.query_ok("ci:slo_burn_rate_threshold:fast"))
+                && has_data(&stack.query_ok("count(ci_slo_events_total)"))
+        },
+    );
     // Prometheus delivers alerts to this Alertmanager.
-    stack.wait_until("Prometheus discovering Alertmanager", Duration::from_secs(30), || {
-        let v = get_json(&format!("{}/api/v1/alertmanagers", stack.prom), &[]);
-        v["data"]["activeAlertmanagers"].as_array().is_some_and(|a| !a.is_empty())
-    });
-    eprintln!("[{}] Prometheus scrapes the exporter, rules evaluate", stack.elapsed());
+    stack.wait_until(
+        "Prometheus discovering Alertmanager",
+        Duration::from_secs(30),
+        || {
+            let v = get_json(&format!("{}/api/v1/alertmanagers", stack.prom), &[]);
+            v["data"]["activeAlertmanagers"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    );
+    eprintln!(
+        "[{}] Prometheus scrapes the exporter, rules evaluate",
+        stack.elapsed()
+    );
 
     // --- 1. first start on 30 days of history: no alert ----------------------------
-    stack.observe_no_alert("first start on the 30-day demo history", Duration::from_secs(12));
+    stack.observe_no_alert(
+        "first start on the 30-day demo history",
+        Duration::from_secs(12),
+    );
     eprintln!("[{}] first start: no alert", stack.elapsed());
 
     // --- 2. restart: no alert --------------------------------------------------------
@@ -642,32 +766,57 @@ fn monitoring_stack_end_to_end() {
     stack.stop_exporter();
     std::thread::sleep(Duration::from_secs(3));
     stack.start_exporter();
-    stack.wait_until("Prometheus scraping the restarted exporter", Duration::from_secs(30), || {
-        has_data(&stack.query_ok(r#"up{job="ci-slo-exporter"} == 1"#))
-    });
+    stack.wait_until(
+        "Prometheus scraping the restarted exporter",
+        Duration::from_secs(30),
+        || has_data(&stack.query_ok(r#"up{job="ci-slo-exporter"} == 1"#)),
+    );
     let after = stack.query_ok(r#"sum(ci_slo_events_total)"#);
-    assert_eq!(before[0]["value"][1], after[0]["value"][1], "counters changed across the restart");
+    assert_eq!(
+        before[0]["value"][1], after[0]["value"][1],
+        "counters changed across the restart"
+    );
     stack.observe_no_alert("restart of the exporter", Duration::from_secs(12));
     // Any increase a reset or a jump would have caused:
     let resets = stack.query_ok("sum(resets(ci_slo_events_total[5m]))");
-    assert_eq!(resets[0]["value"][1], "0", "a restart must not reset counters");
-    assert!(stack.mails().is_empty(), "emails before the burst:\n{}", stack.mails().join("\n"));
+    assert_eq!(
+        resets[0]["value"][1], "0",
+        "a restart must not reset counters"
+    );
+    assert!(
+        stack.mails().is_empty(),
+        "emails before the burst:\n{}",
+        stack.mails().join("\n")
+    );
     eprintln!("[{}] restart: no alert, no email", stack.elapsed());
 
     // --- exemplars of the demo history resolve to runs ----------------------------
     let mut exemplar_ids = BTreeSet::new();
-    for metric in ["ci_run_duration_seconds_bucket", "ci_run_queue_duration_seconds_bucket"] {
+    for metric in [
+        "ci_run_duration_seconds_bucket",
+        "ci_run_queue_duration_seconds_bucket",
+    ] {
         let ids = stack.exemplar_run_ids(metric);
         if ids.is_empty() {
-            stack.fail(&format!("no exemplar with run_id for {metric} in Prometheus"));
+            stack.fail(&format!(
+                "no exemplar with run_id for {metric} in Prometheus"
+            ));
         }
         for id in ids.iter().take(15) {
-            let (status, body) = get_text(&format!("{}/api/v1/runs/{id}", stack.exporter_base()), &[]);
-            assert_eq!(status, 200, "exemplar run_id {id} of {metric} does not resolve: {body}");
+            let (status, body) =
+                get_text(&format!("{}/api/v1/runs/{id}", stack.exporter_base()), &[]);
+            assert_eq!(
+                status, 200,
+                "exemplar run_id {id} of {metric} does not resolve: {body}"
+            );
         }
         exemplar_ids.extend(ids);
     }
-    eprintln!("[{}] {} exemplar run ids, resolved", stack.elapsed(), exemplar_ids.len());
+    eprintln!(
+        "[{}] {} exemplar run ids, resolved",
+        stack.elapsed(),
+        exemplar_ids.len()
+    );
 
     // --- 3. burst of SLO-violating runs → CISLOFastBurn → email ---------------------
     let now = chrono::Utc::now();
@@ -721,48 +870,87 @@ fn monitoring_stack_end_to_end() {
     ];
     for body in &extra {
         let (status, text) = stack.post_run(body);
-        assert!(status == 201 || status == 200, "run {}: {status} {text}", body["external_id"]);
+        assert!(
+            status == 201 || status == 200,
+            "run {}: {status} {text}",
+            body["external_id"]
+        );
     }
-    eprintln!("[{}] burst of 30 queue-time violations ingested", stack.elapsed());
+    eprintln!(
+        "[{}] burst of 30 queue-time violations ingested",
+        stack.elapsed()
+    );
 
-    stack.wait_until("CISLOFastBurn{slo=\"queue_time\"} firing in Prometheus", Duration::from_secs(60), || {
-        stack.alerts().iter().any(|(name, labels, state)| {
-            name == "CISLOFastBurn" && labels.get("slo").is_some_and(|s| s == "queue_time") && state == "firing"
-        })
-    });
-    eprintln!("[{}] CISLOFastBurn{{slo=\"queue_time\"}} fires", stack.elapsed());
+    stack.wait_until(
+        "CISLOFastBurn{slo=\"queue_time\"} firing in Prometheus",
+        Duration::from_secs(60),
+        || {
+            stack.alerts().iter().any(|(name, labels, state)| {
+                name == "CISLOFastBurn"
+                    && labels.get("slo").is_some_and(|s| s == "queue_time")
+                    && state == "firing"
+            })
+        },
+    );
+    eprintln!(
+        "[{}] CISLOFastBurn{{slo=\"queue_time\"}} fires",
+        stack.elapsed()
+    );
     let mut mail = String::new();
-    stack.wait_until("the CISLOFastBurn email in the SMTP sink", Duration::from_secs(60), || {
-        if let Some(m) = stack.mails().into_iter().find(|m| m.contains("CISLOFastBurn")) {
-            mail = m;
-            true
-        } else {
-            false
-        }
-    });
+    stack.wait_until(
+        "the CISLOFastBurn email in the SMTP sink",
+        Duration::from_secs(60),
+        || {
+            if let Some(m) = stack
+                .mails()
+                .into_iter()
+                .find(|m| m.contains("CISLOFastBurn"))
+            {
+                mail = m;
+                true
+            } else {
+                false
+            }
+        },
+    );
     eprintln!("[{}] email delivered", stack.elapsed());
     let subject = mail.lines().next().unwrap_or_default();
     assert!(
-        subject.contains("CISLOFastBurn") && subject.contains("slo=queue_time") && subject.contains("PAGE"),
+        subject.contains("CISLOFastBurn")
+            && subject.contains("slo=queue_time")
+            && subject.contains("PAGE"),
         "email subject should name the alert, severity and SLO: {subject}"
     );
-    assert!(mail.contains("Envelope-To: ci-team@ci-slo-exporter.localhost"), "recipient:\n{mail}");
+    assert!(
+        mail.contains("Envelope-To: ci-team@ci-slo-exporter.localhost"),
+        "recipient:\n{mail}"
+    );
     assert!(
         mail.contains("https://github.com/ci-slo-exporter/ci-slo-exporter/blob/main/docs/runbook.md#cislofastburn"),
         "email should link the runbook:\n{mail}"
     );
-    assert!(mail.contains("<a href=\"http"), "the HTML part should carry links:\n{mail}");
+    assert!(
+        mail.contains("<a href=\"http"),
+        "the HTML part should carry links:\n{mail}"
+    );
     assert!(
         mail.contains(&format!("127.0.0.1:{prom_port}/graph")),
         "email should link the alert's Prometheus expression (generator URL):\n{mail}"
     );
-    assert!(mail.contains("queue_time events in the last hour were bad"), "description:\n{mail}");
+    assert!(
+        mail.contains("queue_time events in the last hour were bad"),
+        "description:\n{mail}"
+    );
 
     // Nothing else fires, and CISLOFastBurn only for queue_time.
     std::thread::sleep(Duration::from_secs(3));
     for (name, labels, state) in stack.alerts() {
-        if state == "firing" && !(name == "CISLOFastBurn" && labels.get("slo").is_some_and(|s| s == "queue_time")) {
-            stack.fail(&format!("unexpected firing alert after the burst: {name} {labels:?}"));
+        if state == "firing"
+            && !(name == "CISLOFastBurn" && labels.get("slo").is_some_and(|s| s == "queue_time"))
+        {
+            stack.fail(&format!(
+                "unexpected firing alert after the burst: {name} {labels:?}"
+            ));
         }
     }
     for m in stack.mails() {
@@ -774,13 +962,20 @@ fn monitoring_stack_end_to_end() {
     }
 
     // --- exemplars now include the burst's runs, and resolve ---------------------
-    stack.wait_until("exemplars of the burst runs", Duration::from_secs(30), || {
-        stack
-            .exemplar_run_ids("ci_run_queue_duration_seconds_bucket")
-            .iter()
-            .any(|id| burst_ids.contains(id))
-    });
-    for id in stack.exemplar_run_ids("ci_run_queue_duration_seconds_bucket").difference(&exemplar_ids) {
+    stack.wait_until(
+        "exemplars of the burst runs",
+        Duration::from_secs(30),
+        || {
+            stack
+                .exemplar_run_ids("ci_run_queue_duration_seconds_bucket")
+                .iter()
+                .any(|id| burst_ids.contains(id))
+        },
+    );
+    for id in stack
+        .exemplar_run_ids("ci_run_queue_duration_seconds_bucket")
+        .difference(&exemplar_ids)
+    {
         let (status, body) = get_text(&format!("{}/api/v1/runs/{id}", stack.exporter_base()), &[]);
         assert_eq!(status, 200, "exemplar run_id {id} does not resolve: {body}");
     }
@@ -797,7 +992,9 @@ fn monitoring_stack_end_to_end() {
         let q = substitute(expr);
         let v = stack.query(&q);
         if v["status"] != "success" {
-            stack.fail(&format!("{id}: Prometheus rejects the expression\n{q}\n{v}"));
+            stack.fail(&format!(
+                "{id}: Prometheus rejects the expression\n{q}\n{v}"
+            ));
         }
         let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
         let data = has_data(&result);
@@ -808,14 +1005,22 @@ fn monitoring_stack_end_to_end() {
         }
         report.push(format!("{:>5} {id}", if data { "data" } else { "empty" }));
     }
-    eprintln!("[{}] {} expressions:\n{}", stack.elapsed(), exprs.len(), report.join("\n"));
+    eprintln!(
+        "[{}] {} expressions:\n{}",
+        stack.elapsed(),
+        exprs.len(),
+        report.join("\n")
+    );
     assert!(
         empty_not_allowed.is_empty(),
         "expressions without data on the demo stack (fix them or add them to MAY_BE_EMPTY with a reason):\n{}",
         empty_not_allowed.join("\n")
     );
     let stale: Vec<&&str> = allow.keys().filter(|k| !used.contains(*k)).collect();
-    assert!(stale.is_empty(), "MAY_BE_EMPTY entries that match no expression: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "MAY_BE_EMPTY entries that match no expression: {stale:?}"
+    );
 
     // The Grafana fast-burn rule agrees with Prometheus': A > 1 for queue_time.
     let fast_rule = exprs
@@ -826,7 +1031,10 @@ fn monitoring_stack_end_to_end() {
     let fired = stack.query_ok(&substitute(&fast_rule));
     assert!(
         fired.iter().any(|s| s["metric"]["slo"] == "queue_time"
-            && s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 1.0)),
+            && s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 1.0)),
         "the Grafana CISLOFastBurn query should be above its threshold (1) for queue_time: {fired:?}"
     );
     assert!(

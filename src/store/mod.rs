@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::metrics::catalog;
 use crate::model::{
     DataQualityIssue, DurationLimits, FailureEvidence, Forge, MergeOutcome, NewRun, RepositoryRef,
-    RunState, TestOutcome, durations,
+    RunState, TestOutcome, Trigger, durations,
 };
 use crate::slo::{self, ContextAttempt, EventCounts, RunThresholds, SloId};
 use chrono::{DateTime, TimeZone, Utc};
@@ -1404,6 +1404,262 @@ fn dependencies_of(
         conn.prepare_cached("SELECT package, version FROM dependency_snapshots WHERE run_id = ?1")?;
     let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A run found by its source's id: what a forge needs to keep attempts and
+/// triggers stable across sources (webhook and poll).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalRun {
+    pub id: i64,
+    pub attempt: u32,
+    pub trigger: Trigger,
+}
+
+/// One cell of the nightly grid: a repository's latest scheduled run of a day.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NightlyCell {
+    pub forge: String,
+    pub repository: String,
+    /// UTC day of the run (by queued, else started, else stored time).
+    pub day: chrono::NaiveDate,
+    pub run_id: i64,
+    pub context: String,
+    pub commit: String,
+    pub state: String,
+    pub duration_seconds: Option<f64>,
+    pub url: Option<String>,
+    /// The first failure evidence among the scheduled runs of the same commit that day.
+    pub failure: Option<NightlyFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NightlyFailure {
+    pub run_id: i64,
+    pub context: String,
+    pub class: String,
+    pub category: String,
+    pub evidence: String,
+}
+
+impl Store {
+    /// Whether a webhook delivery was recorded before (read-only; record it
+    /// with [`Store::record_delivery`] after the event is committed).
+    pub fn delivery_seen(&self, forge: Forge, delivery_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM webhook_deliveries WHERE forge = ?1 AND delivery_id = ?2",
+                params![forge.as_str(), delivery_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// The stored run with this external id, if any.
+    pub fn external_run(
+        &self,
+        repository: &RepositoryRef,
+        external_id: &str,
+    ) -> Result<Option<ExternalRun>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT r.id, r.attempt, r.trigger FROM runs r JOIN repositories repo ON repo.id = r.repository_id
+                 WHERE repo.forge = ?1 AND repo.path = ?2 AND r.external_id = ?3",
+                params![repository.forge.as_str(), repository.path, external_id],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)),
+            )
+            .optional()?
+            .map(|(id, attempt, trigger)| ExternalRun {
+                id,
+                attempt,
+                trigger: trigger.parse().unwrap_or(Trigger::Other),
+            }))
+    }
+
+    /// Whether any run of this commit is stored.
+    pub fn has_runs_for_commit(
+        &self,
+        repository: &RepositoryRef,
+        commit: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM runs r JOIN repositories repo ON repo.id = r.repository_id
+                 WHERE repo.forge = ?1 AND repo.path = ?2 AND r.commit_sha = ?3 LIMIT 1",
+                params![repository.forge.as_str(), repository.path, commit],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Keep a run's log section timings (GitLab `section_start`/`section_end`),
+    /// replacing earlier ones.
+    pub fn store_sections(
+        &mut self,
+        run_id: i64,
+        sections: &[(String, u64)],
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM run_sections WHERE run_id = ?1", [run_id])?;
+        for (ord, (name, seconds)) in sections.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO run_sections (run_id, ord, name, seconds) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    run_id,
+                    ord as i64,
+                    name,
+                    i64::try_from(*seconds).unwrap_or(i64::MAX)
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A run's log section timings, in the order they ended.
+    pub fn sections(&self, run_id: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, seconds FROM run_sections WHERE run_id = ?1 ORDER BY ord",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The stored log of a run: (content, truncated).
+    pub fn log(&self, run_id: i64) -> Result<Option<(String, bool)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT content, truncated FROM run_logs WHERE run_id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The nightly grid between `since` and `until`: per repository and UTC day,
+    /// the latest scheduled run (a whole pipeline, context `pipeline`, is
+    /// preferred over single jobs), its state and duration, and the first failure
+    /// evidence among that day's scheduled runs of the same commit.
+    pub fn nightly_grid(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<NightlyCell>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.id, repo.forge, repo.path, r.context, r.commit_sha, r.state, r.queued_at, r.started_at,
+                    r.finished_at, r.url, coalesce(r.queued_at, r.started_at, r.created_at) AS t
+             FROM runs r JOIN repositories repo ON repo.id = r.repository_id
+             WHERE r.trigger = 'schedule' AND coalesce(r.queued_at, r.started_at, r.created_at) >= ?1
+               AND coalesce(r.queued_at, r.started_at, r.created_at) < ?2
+             ORDER BY repo.forge, repo.path, t, r.id",
+        )?;
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            i64,
+        )> = stmt
+            .query_map(params![to_ms(since), to_ms(until)], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        // Per (forge, repository, day): all scheduled runs, in time order.
+        let mut days: Vec<((String, String, chrono::NaiveDate), Vec<usize>)> = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let key = (row.1.clone(), row.2.clone(), from_ms(row.10).date_naive());
+            match days.last_mut() {
+                Some((k, v)) if *k == key => v.push(i),
+                _ => days.push((key, vec![i])),
+            }
+        }
+        let mut cells = Vec::new();
+        let mut failures = self.conn.prepare_cached(
+            "SELECT class, category, evidence FROM failures WHERE run_id = ?1 ORDER BY id LIMIT 1",
+        )?;
+        for ((forge, repository, day), idx) in days {
+            let pick = idx
+                .iter()
+                .rev()
+                .copied()
+                .find(|&i| rows[i].3 == "pipeline")
+                .unwrap_or(idx[idx.len() - 1]);
+            let row = &rows[pick];
+            let (d, _) = durations(
+                from_opt(row.6),
+                from_opt(row.7),
+                from_opt(row.8),
+                DurationLimits::default(),
+            );
+            let mut failure = None;
+            // The picked run first, then the day's other runs of its commit by time.
+            let order = std::iter::once(pick).chain(
+                idx.iter()
+                    .copied()
+                    .filter(|&i| i != pick && rows[i].4 == row.4),
+            );
+            for i in order {
+                if let Some((class, category, evidence)) = failures
+                    .query_row([rows[i].0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?
+                {
+                    failure = Some(NightlyFailure {
+                        run_id: rows[i].0,
+                        context: rows[i].3.clone(),
+                        class,
+                        category,
+                        evidence,
+                    });
+                    break;
+                }
+            }
+            cells.push(NightlyCell {
+                forge,
+                repository,
+                day,
+                run_id: row.0,
+                context: row.3.clone(),
+                commit: row.4.clone(),
+                state: row.5.clone(),
+                duration_seconds: d.run_seconds,
+                url: row.9.clone(),
+                failure,
+            });
+        }
+        Ok(cells)
+    }
+}
+
+fn from_opt(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(from_ms)
 }
 
 #[cfg(test)]

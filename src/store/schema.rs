@@ -187,4 +187,15 @@ CREATE TABLE run_logs (
     content    TEXT NOT NULL
 );
 "#,
+    // 3: GitLab job-log section timings (section_start/section_end markers),
+    // kept next to the downloaded log.
+    r#"
+CREATE TABLE run_sections (
+    run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    ord     INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    seconds INTEGER NOT NULL,
+    PRIMARY KEY (run_id, ord)
+) WITHOUT ROWID;
+"#,
 ];

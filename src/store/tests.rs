@@ -621,3 +621,119 @@ fn a_run_shows_what_its_dependencies_changed_since_the_previous_run_of_its_conte
         "nothing to compare with"
     );
 }
+
+#[test]
+fn the_nightly_grid_shows_each_days_latest_scheduled_pipeline_and_its_first_failure() {
+    let mut s = Store::open_in_memory().unwrap();
+    let p = policy();
+    let day1 = Utc.with_ymd_and_hms(2026, 11, 18, 2, 0, 0).unwrap();
+    let day2 = day1 + Duration::days(1);
+    let nightly = |context: &str, commit: &str, at: DateTime<Utc>, state: RunState, secs: i64| {
+        let mut r = run(context, commit, 0, state);
+        r.trigger = Trigger::Schedule;
+        r.queued_at = Some(at);
+        r.started_at = Some(at + Duration::seconds(10));
+        r.finished_at = Some(at + Duration::seconds(10 + secs));
+        r
+    };
+    // Day 1: an early failed pipeline, then a later green one on another commit.
+    s.ingest_run(
+        &nightly("pipeline", "aaa", day1, RunState::Failure, 600),
+        &p,
+        now(),
+    )
+    .unwrap();
+    s.ingest_run(
+        &nightly(
+            "pipeline",
+            "bbb",
+            day1 + Duration::hours(3),
+            RunState::Success,
+            500,
+        ),
+        &p,
+        now(),
+    )
+    .unwrap();
+    // Day 2: a failed pipeline whose job carries the evidence.
+    s.ingest_run(
+        &nightly("pipeline", "ccc", day2, RunState::Failure, 700),
+        &p,
+        now(),
+    )
+    .unwrap();
+    let mut job = nightly(
+        "test / unit",
+        "ccc",
+        day2 + Duration::minutes(1),
+        RunState::Failure,
+        300,
+    );
+    job.failures.push(FailureEvidence {
+        class: "oom".into(),
+        category: "infra".into(),
+        line: Some(7),
+        evidence: "Killed (out of memory)".into(),
+        context: vec![],
+        fingerprint: None,
+        test_name: None,
+    });
+    let job_id = s.ingest_run(&job, &p, now()).unwrap().id;
+    // Not scheduled: never in the grid.
+    s.ingest_run(&run("pipeline", "ddd", 0, RunState::Failure), &p, now())
+        .unwrap();
+
+    let grid = s
+        .nightly_grid(day1 - Duration::days(1), day2 + Duration::days(1))
+        .unwrap();
+    assert_eq!(grid.len(), 2);
+    assert_eq!(grid[0].day.to_string(), "2026-11-18");
+    assert_eq!(grid[0].commit, "bbb");
+    assert_eq!(grid[0].state, "success");
+    assert_eq!(grid[0].duration_seconds, Some(500.0));
+    assert_eq!(grid[0].failure, None);
+    assert_eq!(grid[1].day.to_string(), "2026-11-19");
+    assert_eq!(grid[1].context, "pipeline");
+    assert_eq!(grid[1].state, "failure");
+    assert_eq!(grid[1].duration_seconds, Some(700.0));
+    let f = grid[1].failure.as_ref().unwrap();
+    assert_eq!((f.run_id, f.class.as_str()), (job_id, "oom"));
+    assert_eq!(f.evidence, "Killed (out of memory)");
+    assert_eq!(f.context, "test / unit");
+    // The window bounds are honoured.
+    assert_eq!(
+        s.nightly_grid(day2, day2 + Duration::days(1))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn sections_and_external_runs_round_trip() {
+    let mut s = Store::open_in_memory().unwrap();
+    let mut r = run("build", "abc", 2, RunState::Failure);
+    r.external_id = Some("job:9".into());
+    r.trigger = Trigger::Schedule;
+    let id = s.ingest_run(&r, &policy(), now()).unwrap().id;
+    let found = s.external_run(&r.repository, "job:9").unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.attempt, found.trigger),
+        (id, 2, Trigger::Schedule)
+    );
+    assert!(s.external_run(&r.repository, "job:10").unwrap().is_none());
+    assert!(s.has_runs_for_commit(&r.repository, "abc").unwrap());
+    assert!(!s.has_runs_for_commit(&r.repository, "abd").unwrap());
+    s.store_sections(id, &[("prepare".into(), 3), ("step_script".into(), 41)])
+        .unwrap();
+    assert_eq!(
+        s.sections(id).unwrap(),
+        vec![("prepare".to_string(), 3), ("step_script".to_string(), 41)]
+    );
+    assert!(!s.delivery_seen(Forge::Gitlab, "d-1").unwrap());
+    assert!(
+        s.record_delivery(Forge::Gitlab, "d-1", "Job Hook", now())
+            .unwrap()
+    );
+    assert!(s.delivery_seen(Forge::Gitlab, "d-1").unwrap());
+}

@@ -1,0 +1,426 @@
+//! The GitLab source (gitlab.com and self-managed, API v4).
+//!
+//! * [`webhook`]: `POST /webhooks/gitlab` for Pipeline, Job and Merge Request Hooks.
+//! * [`poll`]: incremental polling (`serve`) and `backfill gitlab --days N`.
+//! * `wire`: the private serde types of GitLab's payloads; everything is
+//!   converted to [`crate::model`] types here, at the boundary.
+//!
+//! # Definitions (DESIGN.md §2)
+//! * A **context** is a job's `stage / name` (`test / unit`); a pipeline as a
+//!   whole is the context `pipeline`.
+//! * **Attempts**: retried jobs (same name and stage on the same commit) are
+//!   attempts 0..n, ordered by creation (then id).
+//! * **Queue time** is GitLab's own `queued_duration` (time the job waited in
+//!   `pending` for a runner), not `started_at − created_at` (which also counts
+//!   time waiting for earlier stages). The run's `queued_at` is therefore set
+//!   to `started_at − queued_duration`; without `queued_duration`, `created_at`.
+//! * **Run time** is GitLab's `duration`: `finished_at = started_at + duration`
+//!   when both are known (GitLab's webhook timestamps have one-second precision,
+//!   `duration` has microseconds).
+
+pub mod poll;
+pub mod webhook;
+mod wire;
+
+use crate::model::{NewRun, RunState, Trigger};
+use crate::store::{Ingested, Policy, Store, StoreError};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Errors of the GitLab source.
+#[derive(Debug, thiserror::Error)]
+pub enum GitlabError {
+    #[error("GitLab API request {endpoint} failed: {source}")]
+    Http {
+        endpoint: String,
+        source: reqwest::Error,
+    },
+    #[error("GitLab API {endpoint} answered {status}: {body}")]
+    Status {
+        endpoint: String,
+        status: u16,
+        body: String,
+    },
+    #[error("GitLab API {endpoint} gave an invalid body: {reason}")]
+    Decode { endpoint: String, reason: String },
+    #[error("GitLab API {endpoint}: still failing after {attempts} attempts (last: {last})")]
+    GaveUp {
+        endpoint: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("invalid GitLab payload: {0}")]
+    Payload(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("invalid [gitlab] configuration: {0}")]
+    Config(String),
+}
+
+/// Which job logs to download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadTraces {
+    None,
+    /// Failed (and errored / timed out) jobs only.
+    Failed,
+    All,
+}
+
+/// Every project of a group (and its subgroups) whose path matches a pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Group path (`grp` or `grp/sub`) or numeric id.
+    pub group: String,
+    /// Regex on the project's full path (`grp/sub/project`); default: every project.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default = "yes")]
+    pub include_subgroups: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[gitlab]`: the GitLab source (see docs/gitlab.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitlabConfig {
+    /// API base URL, e.g. `https://gitlab.example.com/api/v4` for self-managed.
+    pub api_url: String,
+    /// Projects by full path (`group/sub/project`).
+    pub projects: Vec<String>,
+    pub groups: Vec<GroupConfig>,
+    /// How often `serve` polls.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How far back `serve`'s first poll of a project looks.
+    #[serde(with = "humantime_serde")]
+    pub initial_lookback: Duration,
+    /// Largest job log kept; the rest is not downloaded and a marker is added.
+    pub trace_max_bytes: u64,
+    pub download_traces: DownloadTraces,
+    /// Fetch `/pipelines/:id/test_report` for finished pipelines.
+    pub test_reports: bool,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// First delay of the exponential backoff (with jitter) on 5xx and network errors.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Retries of one request before the poll of that project gives up (it resumes next time).
+    pub max_retries: u32,
+    /// Longest `Retry-After` honoured on 429 before giving up this round.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+impl Default for GitlabConfig {
+    fn default() -> Self {
+        GitlabConfig {
+            api_url: "https://gitlab.com/api/v4".into(),
+            projects: Vec::new(),
+            groups: Vec::new(),
+            poll_interval: Duration::from_secs(300),
+            initial_lookback: Duration::from_secs(24 * 3600),
+            trace_max_bytes: 10 * 1024 * 1024,
+            download_traces: DownloadTraces::Failed,
+            test_reports: false,
+            request_timeout: Duration::from_secs(60),
+            retry_base_delay: Duration::from_secs(1),
+            max_retries: 5,
+            max_retry_after: Duration::from_secs(900),
+        }
+    }
+}
+
+impl GitlabConfig {
+    /// Whether anything is to be polled.
+    pub fn enabled(&self) -> bool {
+        !self.projects.is_empty() || !self.groups.is_empty()
+    }
+
+    /// Check the section; the error names the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let url = reqwest::Url::parse(&self.api_url)
+            .map_err(|e| ("gitlab.api_url".to_string(), format!("{e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err((
+                "gitlab.api_url".into(),
+                "must be an http(s) URL, e.g. https://gitlab.com/api/v4".into(),
+            ));
+        }
+        for (i, p) in self.projects.iter().enumerate() {
+            if p.trim().is_empty() || p.starts_with('/') || p.ends_with('/') || !p.contains('/') {
+                return Err((
+                    format!("gitlab.projects[{i}]"),
+                    format!("{p:?} is not a project path like group/sub/project"),
+                ));
+            }
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.group.trim().is_empty() {
+                return Err((
+                    format!("gitlab.groups[{i}].group"),
+                    "must not be empty".into(),
+                ));
+            }
+            if let Some(p) = &g.pattern {
+                regex::Regex::new(p)
+                    .map_err(|e| (format!("gitlab.groups[{i}].pattern"), e.to_string()))?;
+            }
+        }
+        if self.poll_interval.is_zero() {
+            return Err((
+                "gitlab.poll_interval".into(),
+                "must be longer than zero".into(),
+            ));
+        }
+        if self.trace_max_bytes < 1024 {
+            return Err((
+                "gitlab.trace_max_bytes".into(),
+                "must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The web path prefix of a self-managed instance under a relative URL
+    /// root (`https://host/gitlab/api/v4` → `/gitlab`), stripped from web URLs.
+    pub fn relative_root(&self) -> String {
+        reqwest::Url::parse(&self.api_url)
+            .ok()
+            .map(|u| {
+                u.path()
+                    .trim_end_matches('/')
+                    .trim_end_matches("/api/v4")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// GitLab times: RFC 3339 (API) or `2016-08-12 15:23:28 UTC` (webhooks).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S %z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    let naive = s.strip_suffix(" UTC").unwrap_or(s);
+    NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// A job's or pipeline's state from GitLab's status (and failure reason).
+/// `None` for a manual job nobody started: it is not a run (yet).
+pub fn run_state(status: &str, failure_reason: Option<&str>) -> Option<RunState> {
+    Some(match status {
+        "success" => RunState::Success,
+        "failed" => match failure_reason.unwrap_or_default() {
+            "job_execution_timeout" | "stuck_or_timeout_failure" => RunState::TimedOut,
+            "runner_system_failure"
+            | "api_failure"
+            | "scheduler_failure"
+            | "data_integrity_failure"
+            | "runner_unsupported"
+            | "missing_dependency_failure"
+            | "no_matching_runner" => RunState::Error,
+            _ => RunState::Failure,
+        },
+        "canceled" | "canceling" | "cancelled" => RunState::Cancelled,
+        "skipped" => RunState::Skipped,
+        "manual" => return None,
+        "running" => RunState::Running,
+        // created, pending, preparing, waiting_for_resource, scheduled, waiting_for_callback, ...
+        _ => RunState::Pending,
+    })
+}
+
+/// Why a pipeline ran, from its `source`.
+pub fn trigger(source: Option<&str>) -> Trigger {
+    match source.unwrap_or_default() {
+        "schedule" => Trigger::Schedule,
+        "merge_request_event" | "external_pull_request_event" => Trigger::PullRequest,
+        "push" => Trigger::Push,
+        "web" | "api" | "trigger" | "chat" | "webide" => Trigger::Manual,
+        _ => Trigger::Other,
+    }
+}
+
+/// The context of a job: `stage / name`.
+pub fn job_context(stage: &str, name: &str) -> String {
+    if stage.is_empty() {
+        name.to_string()
+    } else {
+        format!("{stage} / {name}")
+    }
+}
+
+/// The context of a pipeline as a whole.
+pub const PIPELINE_CONTEXT: &str = "pipeline";
+
+/// Milliseconds of a GitLab duration in seconds (rounded; negative or absurd → None).
+pub(crate) fn millis(seconds: Option<f64>) -> Option<chrono::Duration> {
+    let s = seconds?;
+    (s.is_finite() && (0.0..1e9).contains(&s))
+        .then(|| chrono::Duration::milliseconds((s * 1000.0).round() as i64))
+}
+
+/// (queued_at, started_at, finished_at).
+pub(crate) type Times = (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+/// (queued_at, started_at, finished_at) from GitLab's fields, per the
+/// definitions in the module docs.
+pub(crate) fn times(
+    created_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    duration: Option<f64>,
+    queued_duration: Option<f64>,
+) -> Times {
+    let queued_at = match (started_at, millis(queued_duration)) {
+        (Some(s), Some(q)) => Some(s - q),
+        _ => created_at,
+    };
+    let finished = match (started_at, millis(duration), finished_at) {
+        (Some(s), Some(d), Some(_)) => Some(s + d),
+        (_, _, f) => f,
+    };
+    (queued_at, started_at, finished)
+}
+
+/// The change (MR iid) a pipeline ref names: `refs/merge-requests/42/head` → 42.
+pub(crate) fn mr_from_ref(r: &str) -> Option<i64> {
+    r.strip_prefix("refs/merge-requests/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// How a run's attempt number is decided when it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptHint {
+    /// Known from GitLab (the order of a job list with retries, `retries_count`).
+    Known(u32),
+    /// One more than the latest attempt stored for the context on the commit.
+    Next,
+}
+
+/// A converted run, before its attempt is resolved against the store.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedRun {
+    pub run: NewRun,
+    pub attempt: AttemptHint,
+    /// The external id of the run's pipeline (for a job's trigger when the job itself does not say).
+    pub pipeline_external_id: Option<String>,
+}
+
+/// Store planned runs in order, each in its own transaction. A run seen before
+/// (same external id) keeps its attempt, and keeps its trigger when the new
+/// data does not know it. Must run on the writer.
+pub(crate) fn store_runs(
+    store: &mut Store,
+    planned: &[PlannedRun],
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<Vec<Ingested>, StoreError> {
+    let mut out = Vec::with_capacity(planned.len());
+    for p in planned {
+        let mut run = p.run.clone();
+        let existing = match &run.external_id {
+            Some(ext) => store.external_run(&run.repository, ext)?,
+            None => None,
+        };
+        // A new run never takes an attempt number already used by another run
+        // of its context on its commit (e.g. last night's scheduled pipeline on
+        // an unchanged commit): it becomes the next attempt.
+        run.attempt = match existing.as_ref() {
+            Some(e) => e.attempt,
+            None => {
+                let next = store
+                    .latest_attempt(&run.repository, &run.context, &run.commit)?
+                    .map(|(a, _)| a + 1)
+                    .unwrap_or(0);
+                match p.attempt {
+                    AttemptHint::Known(n) => n.max(next),
+                    AttemptHint::Next => next,
+                }
+            }
+        };
+        if run.trigger == Trigger::Other {
+            if let Some(e) = &existing {
+                run.trigger = e.trigger;
+            } else if let Some(pipeline) = &p.pipeline_external_id
+                && let Some(e) = store.external_run(&run.repository, pipeline)?
+            {
+                run.trigger = e.trigger;
+            }
+        }
+        out.push(store.ingest_run(&run, policy, now)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_both_gitlab_formats() {
+        let a = parse_time("2016-08-12 15:23:28 UTC").unwrap();
+        assert_eq!(a.to_rfc3339(), "2016-08-12T15:23:28+00:00");
+        let b = parse_time("2021-02-23T02:41:37.886Z").unwrap();
+        assert_eq!(b.timestamp_millis() % 1000, 886);
+        assert_eq!(
+            parse_time("2012-01-03T23:36:29+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2012-01-03T21:36:29+00:00"
+        );
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn statuses_and_sources_map_to_the_model() {
+        assert_eq!(
+            run_state("failed", Some("script_failure")),
+            Some(RunState::Failure)
+        );
+        assert_eq!(
+            run_state("failed", Some("job_execution_timeout")),
+            Some(RunState::TimedOut)
+        );
+        assert_eq!(
+            run_state("failed", Some("runner_system_failure")),
+            Some(RunState::Error)
+        );
+        assert_eq!(run_state("canceled", None), Some(RunState::Cancelled));
+        assert_eq!(run_state("created", None), Some(RunState::Pending));
+        assert_eq!(run_state("manual", None), None);
+        assert_eq!(trigger(Some("schedule")), Trigger::Schedule);
+        assert_eq!(trigger(Some("merge_request_event")), Trigger::PullRequest);
+        assert_eq!(trigger(Some("web")), Trigger::Manual);
+        assert_eq!(trigger(None), Trigger::Other);
+        assert_eq!(mr_from_ref("refs/merge-requests/42/head"), Some(42));
+        assert_eq!(mr_from_ref("main"), None);
+    }
+
+    #[test]
+    fn the_relative_root_of_a_self_managed_instance_is_known() {
+        let mut c = GitlabConfig::default();
+        assert_eq!(c.relative_root(), "");
+        c.api_url = "https://example.com/gitlab/api/v4/".into();
+        assert_eq!(c.relative_root(), "/gitlab");
+    }
+}

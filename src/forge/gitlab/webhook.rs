@@ -1,0 +1,513 @@
+//! `POST /webhooks/gitlab`: Pipeline, Job and Merge Request Hooks.
+//!
+//! The ladder, in order: the body limit (`413`), `X-Gitlab-Token` compared in
+//! constant time with `CI_SLO_GITLAB_WEBHOOK_TOKEN` (`401`, nothing stored),
+//! an unknown `X-Gitlab-Event` (`202`, counted as ignored), a body that does not
+//! parse (`400` with the reason), a delivery already processed (`200`,
+//! duplicate). Otherwise the event is stored and *then* the delivery id is
+//! recorded, and only then is `200` sent: a crash in between makes GitLab
+//! redeliver, and the idempotent upsert (keyed by job and pipeline ids) makes
+//! the redelivery harmless.
+
+use super::wire::{JobHook, MergeRequestHook, PipelineHook};
+use super::{
+    AttemptHint, PIPELINE_CONTEXT, PlannedRun, job_context, mr_from_ref, parse_time, run_state,
+    store_runs, times, trigger,
+};
+use crate::http::{ApiError, AppState};
+use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, Trigger};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+const FORGE: &str = "gitlab";
+
+/// What one delivery asks the store to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Plan {
+    Runs(Vec<PlannedRun>),
+    Merge {
+        repository: RepositoryRef,
+        number: i64,
+        head_sha: Option<String>,
+        merged_at: DateTime<Utc>,
+    },
+    /// A valid event with nothing to store (e.g. an MR that was only edited).
+    Nothing(String),
+}
+
+/// The handler of `POST /webhooks/gitlab`.
+pub async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let metrics = &state.hub.self_metrics;
+    let event = header(&headers, "x-gitlab-event").unwrap_or_default();
+    let event_label = match event.as_str() {
+        "Job Hook" | "Pipeline Hook" | "Merge Request Hook" => event.as_str(),
+        _ => "other",
+    };
+    authorize(
+        &headers,
+        state
+            .secrets
+            .gitlab_webhook_token
+            .as_ref()
+            .map(|s| s.expose()),
+    )
+    .inspect_err(|_| metrics.count_webhook(FORGE, event_label, "unauthorized"))?;
+    if event_label == "other" {
+        metrics.count_webhook(FORGE, event_label, "ignored");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "status": "ignored", "reason": format!("event {event:?} is not used") })),
+        ));
+    }
+    let plan = plan(&event, &body, &state.config.gitlab.relative_root()).map_err(|reason| {
+        metrics.count_webhook(FORGE, event_label, "rejected");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {event}: {reason}"),
+        )
+    })?;
+    let delivery = delivery_id(&headers);
+    let policy = state.policy.clone();
+    let event_name = event.clone();
+    let outcome = state
+        .store
+        .write(move |s| {
+            let now = Utc::now();
+            if let Some(id) = &delivery
+                && s.delivery_seen(Forge::Gitlab, id)?
+            {
+                return Ok(Outcome::Duplicate);
+            }
+            let outcome = match &plan {
+                Plan::Runs(runs) => {
+                    let stored = store_runs(s, runs, &policy, now)?;
+                    Outcome::Stored(stored.iter().map(|i| i.id).collect())
+                }
+                Plan::Merge {
+                    repository,
+                    number,
+                    head_sha,
+                    merged_at,
+                } => {
+                    s.record_merge(repository, *number, head_sha.as_deref(), *merged_at, now)?;
+                    Outcome::Merged(*number)
+                }
+                Plan::Nothing(reason) => Outcome::Nothing(reason.clone()),
+            };
+            // Recorded only after the event's own writes are committed.
+            if let Some(id) = &delivery {
+                s.record_delivery(Forge::Gitlab, id, &event_name, now)?;
+            }
+            Ok(outcome)
+        })
+        .await?;
+    let (result, body) = match outcome {
+        Outcome::Duplicate => ("duplicate", json!({ "status": "duplicate" })),
+        Outcome::Stored(ids) => ("accepted", json!({ "status": "accepted", "runs": ids })),
+        Outcome::Merged(n) => ("accepted", json!({ "status": "accepted", "merged": n })),
+        Outcome::Nothing(reason) => ("ignored", json!({ "status": "ignored", "reason": reason })),
+    };
+    metrics.count_webhook(FORGE, event_label, result);
+    if result == "accepted" {
+        state.refresh.notify_one();
+    }
+    Ok((StatusCode::OK, Json(body)))
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Duplicate,
+    Stored(Vec<i64>),
+    Merged(i64),
+    Nothing(String),
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The id that identifies a delivery across redeliveries: GitLab's
+/// `Idempotency-Key` (17.x), else `X-Gitlab-Event-UUID`; scoped by the
+/// webhook (`X-Gitlab-Webhook-UUID`) when sent.
+pub(crate) fn delivery_id(headers: &HeaderMap) -> Option<String> {
+    let event =
+        header(headers, "idempotency-key").or_else(|| header(headers, "x-gitlab-event-uuid"))?;
+    Some(match header(headers, "x-gitlab-webhook-uuid") {
+        Some(hook) => format!("{hook}/{event}"),
+        None => event,
+    })
+}
+
+/// `X-Gitlab-Token` against the configured token, in constant time.
+pub(crate) fn authorize(headers: &HeaderMap, expected: Option<&str>) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "GitLab webhooks are disabled: set CI_SLO_GITLAB_WEBHOOK_TOKEN (or secrets.gitlab_webhook_token_file) on the exporter",
+        ));
+    };
+    let given = headers
+        .get("x-gitlab-token")
+        .map(|v| v.as_bytes())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing X-Gitlab-Token"))?;
+    if bool::from(given.ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid X-Gitlab-Token",
+        ))
+    }
+}
+
+/// Turn a delivery into what to store. The error is the reason for a `400`.
+pub(crate) fn plan(event: &str, body: &[u8], relative_root: &str) -> Result<Plan, String> {
+    match event {
+        "Job Hook" => {
+            let hook: JobHook = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            job_plan(hook, relative_root)
+        }
+        "Pipeline Hook" => {
+            let hook: PipelineHook = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            pipeline_plan(hook)
+        }
+        "Merge Request Hook" => {
+            let hook: MergeRequestHook = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            merge_plan(hook)
+        }
+        other => Err(format!("event {other:?} is not handled")),
+    }
+}
+
+fn repository(path: &str) -> Result<RepositoryRef, String> {
+    let path = path.trim_matches('/');
+    if path.is_empty() || !path.contains('/') || path.len() > crate::ingest::MAX_NAME_LEN {
+        return Err(format!("project path {path:?} is not like group/project"));
+    }
+    Ok(RepositoryRef {
+        forge: Forge::Gitlab,
+        path: path.to_string(),
+    })
+}
+
+fn check_sha(sha: &str) -> Result<(), String> {
+    if sha.is_empty() || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("commit sha {sha:?} is not a hex SHA"));
+    }
+    Ok(())
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > crate::ingest::MAX_NAME_LEN {
+        return Err(format!(
+            "{what} is empty or longer than {}",
+            crate::ingest::MAX_NAME_LEN
+        ));
+    }
+    Ok(())
+}
+
+fn time(field: &str, value: &Option<String>) -> Result<Option<DateTime<Utc>>, String> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => parse_time(s)
+            .map(Some)
+            .ok_or_else(|| format!("{field}: {s:?} is not a time")),
+    }
+}
+
+fn job_plan(hook: JobHook, relative_root: &str) -> Result<Plan, String> {
+    let path = hook
+        .project
+        .as_ref()
+        .and_then(|p| p.path_with_namespace.clone())
+        .or_else(|| {
+            let homepage = hook.repository.as_ref()?.homepage.as_deref()?;
+            let url = reqwest::Url::parse(homepage).ok()?;
+            let p = url.path();
+            Some(p.strip_prefix(relative_root).unwrap_or(p).to_string())
+        })
+        .ok_or("no project path (project.path_with_namespace or repository.homepage)")?;
+    let repository = repository(&path)?;
+    check_sha(&hook.sha)?;
+    check_name("build_name", &hook.build_name)?;
+    let Some(state) = run_state(&hook.build_status, hook.build_failure_reason.as_deref()) else {
+        return Ok(Plan::Nothing(format!(
+            "job {} waits for a manual action: not a run yet",
+            hook.build_id
+        )));
+    };
+    let (queued_at, started_at, finished_at) = times(
+        time("build_created_at", &hook.build_created_at)?,
+        time("build_started_at", &hook.build_started_at)?,
+        time("build_finished_at", &hook.build_finished_at)?,
+        hook.build_duration,
+        hook.build_queued_duration,
+    );
+    let web = hook
+        .repository
+        .as_ref()
+        .and_then(|r| r.homepage.clone())
+        .or_else(|| hook.project.as_ref().and_then(|p| p.web_url.clone()));
+    let url = web.map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), hook.build_id));
+    let run = NewRun {
+        repository,
+        context: job_context(&hook.build_stage, &hook.build_name),
+        commit: hook.sha.clone(),
+        external_id: Some(format!("job:{}", hook.build_id)),
+        attempt: 0,
+        trigger: hook
+            .source
+            .as_deref()
+            .map(|s| trigger(Some(s)))
+            .unwrap_or(Trigger::Other),
+        state,
+        queued_at,
+        started_at,
+        finished_at,
+        log_url: url.as_ref().map(|u| format!("{u}/raw")),
+        url,
+        change: hook
+            .git_ref
+            .as_deref()
+            .and_then(mr_from_ref)
+            .map(|number| ChangeRef {
+                number,
+                merged_at: None,
+            }),
+        tests: Vec::new(),
+        reports: Vec::new(),
+        failures: Vec::new(),
+        dependencies: Default::default(),
+        source: "gitlab".into(),
+    };
+    Ok(Plan::Runs(vec![PlannedRun {
+        run,
+        attempt: hook
+            .retries_count
+            .map(AttemptHint::Known)
+            .unwrap_or(AttemptHint::Next),
+        pipeline_external_id: hook.pipeline_id.map(|id| format!("pipeline:{id}")),
+    }]))
+}
+
+fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
+    let path = hook
+        .project
+        .path_with_namespace
+        .as_deref()
+        .ok_or("project.path_with_namespace is missing")?;
+    let repository = repository(path)?;
+    let p = &hook.object_attributes;
+    check_sha(&p.sha)?;
+    let trig = trigger(p.source.as_deref());
+    let change = hook
+        .merge_request
+        .as_ref()
+        .map(|m| m.iid)
+        .or_else(|| p.git_ref.as_deref().and_then(mr_from_ref))
+        .map(|number| ChangeRef {
+            number,
+            merged_at: None,
+        });
+    let web = hook.project.web_url.clone();
+    let pipeline_ext = format!("pipeline:{}", p.id);
+    let mut planned = Vec::new();
+    let mut builds: Vec<_> = hook.builds.iter().collect();
+    builds.sort_by_key(|b| (b.created_at.as_deref().and_then(parse_time), b.id));
+    for b in builds {
+        check_name("builds[].name", &b.name)?;
+        let Some(state) = run_state(&b.status, b.failure_reason.as_deref()) else {
+            continue;
+        };
+        let (queued_at, started_at, finished_at) = times(
+            time("builds[].created_at", &b.created_at)?,
+            time("builds[].started_at", &b.started_at)?,
+            time("builds[].finished_at", &b.finished_at)?,
+            b.duration,
+            b.queued_duration,
+        );
+        let url = web
+            .as_ref()
+            .map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), b.id));
+        planned.push(PlannedRun {
+            run: NewRun {
+                repository: repository.clone(),
+                context: job_context(&b.stage, &b.name),
+                commit: p.sha.clone(),
+                external_id: Some(format!("job:{}", b.id)),
+                attempt: 0,
+                trigger: trig,
+                state,
+                queued_at,
+                started_at,
+                finished_at,
+                log_url: url.as_ref().map(|u| format!("{u}/raw")),
+                url,
+                change: change.clone(),
+                tests: Vec::new(),
+                reports: Vec::new(),
+                failures: Vec::new(),
+                dependencies: Default::default(),
+                source: "gitlab".into(),
+            },
+            attempt: AttemptHint::Next,
+            pipeline_external_id: Some(pipeline_ext.clone()),
+        });
+    }
+    if let Some(state) = run_state(&p.status, None) {
+        // The pipeline as a whole: queued at creation, started after GitLab's
+        // own queued_duration, finished when GitLab says so.
+        let created = time("object_attributes.created_at", &p.created_at)?;
+        let finished = if state.is_terminal() {
+            time("object_attributes.finished_at", &p.finished_at)?
+        } else {
+            None
+        };
+        let started = match (created, super::millis(p.queued_duration)) {
+            (Some(c), Some(q)) => Some(c + q),
+            _ => None,
+        };
+        let url = p.url.clone().or_else(|| {
+            web.as_ref()
+                .map(|w| format!("{}/-/pipelines/{}", w.trim_end_matches('/'), p.id))
+        });
+        planned.push(PlannedRun {
+            run: NewRun {
+                repository,
+                context: PIPELINE_CONTEXT.into(),
+                commit: p.sha.clone(),
+                external_id: Some(pipeline_ext),
+                attempt: 0,
+                trigger: trig,
+                state,
+                queued_at: created,
+                started_at: started,
+                finished_at: finished,
+                url,
+                log_url: None,
+                change,
+                tests: Vec::new(),
+                reports: Vec::new(),
+                failures: Vec::new(),
+                dependencies: Default::default(),
+                source: "gitlab".into(),
+            },
+            attempt: AttemptHint::Next,
+            pipeline_external_id: None,
+        });
+    }
+    Ok(Plan::Runs(planned))
+}
+
+fn merge_plan(hook: MergeRequestHook) -> Result<Plan, String> {
+    let a = &hook.object_attributes;
+    let merged = a.action.as_deref() == Some("merge") || a.state.as_deref() == Some("merged");
+    if !merged {
+        return Ok(Plan::Nothing(format!(
+            "merge request !{} was not merged (action {:?})",
+            a.iid,
+            a.action.as_deref().unwrap_or("none")
+        )));
+    }
+    let path = hook
+        .project
+        .path_with_namespace
+        .as_deref()
+        .ok_or("project.path_with_namespace is missing")?;
+    let repository = repository(path)?;
+    let head_sha = a.last_commit.as_ref().map(|c| c.id.clone());
+    if let Some(sha) = &head_sha {
+        check_sha(sha)?;
+    }
+    let merged_at = time("object_attributes.merged_at", &a.merged_at)?
+        .or(time("object_attributes.updated_at", &a.updated_at)?)
+        .unwrap_or_else(Utc::now);
+    Ok(Plan::Merge {
+        repository,
+        number: a.iid,
+        head_sha,
+        merged_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RunState;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn the_token_is_required_and_compared_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(
+            authorize(&h, None)
+                .unwrap_err()
+                .message
+                .contains("CI_SLO_GITLAB_WEBHOOK_TOKEN")
+        );
+        assert!(authorize(&h, Some("s3cret")).is_err());
+        h.insert("x-gitlab-token", HeaderValue::from_static("s3cre"));
+        assert!(authorize(&h, Some("s3cret")).is_err());
+        h.insert("x-gitlab-token", HeaderValue::from_static("s3cret"));
+        assert!(authorize(&h, Some("s3cret")).is_ok());
+    }
+
+    #[test]
+    fn delivery_ids_prefer_the_idempotency_key_and_are_scoped_by_the_hook() {
+        let mut h = HeaderMap::new();
+        assert_eq!(delivery_id(&h), None);
+        h.insert("x-gitlab-event-uuid", HeaderValue::from_static("e-1"));
+        assert_eq!(delivery_id(&h).as_deref(), Some("e-1"));
+        h.insert("x-gitlab-webhook-uuid", HeaderValue::from_static("w-9"));
+        assert_eq!(delivery_id(&h).as_deref(), Some("w-9/e-1"));
+        h.insert("idempotency-key", HeaderValue::from_static("k-5"));
+        assert_eq!(delivery_id(&h).as_deref(), Some("w-9/k-5"));
+    }
+
+    #[test]
+    fn hostile_payloads_are_reasons_not_panics() {
+        for body in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{\"sha\": 5}",
+            b"{\"object_attributes\": {}}",
+            &[0xff, 0xfe, 0x00][..],
+        ] {
+            for event in ["Job Hook", "Pipeline Hook", "Merge Request Hook"] {
+                assert!(plan(event, body, "").is_err(), "{event} {body:?}");
+            }
+        }
+        let job = r#"{"sha":"not hex","build_id":1,"build_name":"x","build_status":"success","project":{"path_with_namespace":"a/b"}}"#;
+        assert!(
+            plan("Job Hook", job.as_bytes(), "")
+                .unwrap_err()
+                .contains("hex")
+        );
+        let job = r#"{"sha":"abc1","build_id":1,"build_name":"x","build_status":"success","build_started_at":"soon","project":{"path_with_namespace":"a/b"}}"#;
+        assert!(
+            plan("Job Hook", job.as_bytes(), "")
+                .unwrap_err()
+                .contains("build_started_at")
+        );
+        let job = r#"{"sha":"abc1","build_id":1,"build_name":"x","build_status":"running","build_duration":1e308,"build_started_at":"2023-01-10 13:50:05 UTC","project":{"path_with_namespace":"a/b"}}"#;
+        let Ok(Plan::Runs(runs)) = plan("Job Hook", job.as_bytes(), "") else {
+            panic!("a job with an absurd duration is still a run");
+        };
+        assert_eq!(runs[0].run.state, RunState::Running);
+    }
+}
