@@ -165,6 +165,12 @@ impl Exporter {
         self.terminate();
     }
 
+    /// Kill with SIGKILL (no chance to clean up) and wait.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn terminate(&mut self) {
         let pid = self.child.id() as i32;
         // SAFETY-free: use the kill command to send SIGTERM.
