@@ -1232,9 +1232,10 @@ ALERTS = [
         "ci-failures",
         "ci-test-became-flaky",
         "CITestBecameFlaky",
-        "max by (repository, context, test) (ci_test_flake_ratio)\n"
+        "(max by (repository, context, test) (ci_test_flake_ratio)\n"
         "  unless on (repository, context, test)\n"
-        "  max by (repository, context, test) (max_over_time(ci_test_flake_ratio[1d] offset 1d)) > 0.1",
+        "  max by (repository, context, test) (max_over_time(ci_test_flake_ratio[1d] offset 1d)) > 0.1)\n"
+        "and on () (count(count_over_time(ci_exporter_build_info[1h] offset 1d)) > 0)",
         ("threshold", "gt", 0.1),
         "1h",
         "ticket",

@@ -15,7 +15,7 @@ fn run_body(n: usize) -> Vec<u8> {
     let ts =
         |m: i64| (Utc::now() - Duration::minutes(m)).to_rfc3339_opts(SecondsFormat::Secs, true);
     let tests: Vec<_> = (0..TESTS_PER_RUN)
-        .map(|t| serde_json::json!({"name": format!("t{t}"), "outcome": if (n + t) % 5 == 0 { "failed" } else { "passed" }}))
+        .map(|t| serde_json::json!({"name": format!("t{t}"), "outcome": if (n + t).is_multiple_of(5) { "failed" } else { "passed" }}))
         .collect();
     serde_json::to_vec(&serde_json::json!({
         "repository": "acme/crash",
@@ -23,7 +23,7 @@ fn run_body(n: usize) -> Vec<u8> {
         "commit": format!("c{n}"),
         "external_id": format!("ext-{n}"),
         "trigger": "push",
-        "state": if n % 3 == 0 { "failure" } else { "success" },
+        "state": if n.is_multiple_of(3) { "failure" } else { "success" },
         "queued_at": ts(20), "started_at": ts(19), "finished_at": ts(1),
         "tests": tests,
     }))

@@ -47,6 +47,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// that is fine. An entry that matches no query fails the test (stale list).
 const MAY_BE_EMPTY: &[(&str, &str)] = &[
     (
+        "grafana alert / CITestBecameFlaky",
+        "only fires when Prometheus remembers the exporter a day ago (offset 1d): a fresh Prometheus cannot tell a new flake from an old one",
+    ),
+    (
         "slo-error-budget.json / Error budget remaining (28d, Prometheus) / A",
         "28d windows sum hourly recorded increases ([671h59m59s:1h] subquery): a Prometheus started seconds ago has no recorded sample at a whole hour",
     ),
@@ -715,6 +719,8 @@ fn monitoring_stack_end_to_end() {
         prom_dir.join("data").display()
     ))
     .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+    // Alert emails link the expression on this URL (the default is the host name).
+    .arg(format!("--web.external-url=http://127.0.0.1:{prom_port}"))
     .arg("--enable-feature=exemplar-storage")
     .arg("--storage.tsdb.retention.time=35d");
     stack.others.push(Proc::spawn(
