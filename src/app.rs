@@ -29,6 +29,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(config, secrets, args),
         Command::Ingest(args) => ingest(&config, *args),
+        Command::Backfill(args) => crate::forge::github::backfill_command(config, secrets, args),
+        Command::Import(args) => crate::forge::github::import_command(config, args),
     }
 }
 
@@ -90,6 +92,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         tokio::spawn(refresher(state.clone()));
         tokio::spawn(settler(state.clone()));
         tokio::spawn(pruner(state.clone()));
+        crate::forge::github::spawn_poller(&state)?;
 
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -32,6 +32,57 @@ pub enum Command {
     Serve(ServeArgs),
     /// Store one run (with its tests and reports) in the database.
     Ingest(Box<IngestArgs>),
+    /// Fill history from a forge's API.
+    Backfill(BackfillArgs),
+    /// Import history from another tool's database.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(subcommand)]
+    pub source: BackfillSource,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackfillSource {
+    /// GitHub ([github] in the config): merged pull requests with their statuses,
+    /// check runs and Actions jobs, and scheduled workflow runs. Resumable.
+    Github(BackfillGithubArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillGithubArgs {
+    /// How many days back to fill (a resumed backfill continues from its cursor).
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub days: u32,
+
+    /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub source: ImportSource,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportSource {
+    /// A Cockpit test-results.db (tables TestRuns, Tests, TestCoverage). Importing twice changes nothing.
+    Cockpit(ImportCockpitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCockpitArgs {
+    /// The Cockpit database file.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -56,6 +56,7 @@ pub struct Config {
     pub secrets: SecretFiles,
     pub classify: ClassifyConfig,
     pub repositories: Vec<RepositoryConfig>,
+    pub github: crate::forge::github::GithubConfig,
 }
 
 /// Failure classification rules (see docs/classification.md).
@@ -456,6 +457,9 @@ impl Config {
             }
         }
         self.classifier()?;
+        self.github
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, repo) in self.repositories.iter().enumerate() {
             if repo.path.trim().is_empty() || repo.path.starts_with('/') || repo.path.ends_with('/')

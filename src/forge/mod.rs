@@ -3,6 +3,8 @@
 //! Each forge keeps its wire types private and converts them to `model`
 //! types at its boundary; this module holds the HTTP client they all use.
 
+pub mod github;
+
 use std::sync::Once;
 use std::time::Duration;
 

@@ -44,6 +44,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/runs", post(api::post_run))
         .route("/api/v1/runs/{id}", get(api::get_run))
+        .route(
+            "/webhooks/github",
+            post(crate::forge::github::webhook::receive),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),

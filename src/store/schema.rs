@@ -187,4 +187,17 @@ CREATE TABLE run_logs (
     content    TEXT NOT NULL
 );
 "#,
+    // 3: GitHub Actions workflow runs as far as their jobs need them: the
+    // event that triggered the run (the jobs' trigger) and when each attempt
+    // was requested (the queue start of re-run jobs).
+    r#"
+CREATE TABLE github_workflow_runs (
+    repository     TEXT NOT NULL,
+    run_id         INTEGER NOT NULL,
+    run_attempt    INTEGER NOT NULL,
+    event          TEXT,
+    run_started_at INTEGER,
+    PRIMARY KEY (repository, run_id, run_attempt)
+) WITHOUT ROWID;
+"#,
 ];
