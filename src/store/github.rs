@@ -37,14 +37,8 @@ fn brief(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunBrief> {
         id: r.get(0)?,
         external_id: r.get(1)?,
         attempt: r.get(2)?,
-        state: r
-            .get::<_, String>(3)?
-            .parse()
-            .unwrap_or(RunState::Error),
-        trigger: r
-            .get::<_, String>(4)?
-            .parse()
-            .unwrap_or(Trigger::Other),
+        state: r.get::<_, String>(3)?.parse().unwrap_or(RunState::Error),
+        trigger: r.get::<_, String>(4)?.parse().unwrap_or(Trigger::Other),
         queued_at: r.get::<_, Option<i64>>(5)?.map(from_ms),
         started_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
         finished_at: r.get::<_, Option<i64>>(7)?.map(from_ms),

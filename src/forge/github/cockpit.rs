@@ -26,7 +26,11 @@ pub enum StatusStep {
 }
 
 /// Read a status's state and description; None for a state GitHub does not define.
-pub fn classify(state: &str, description: Option<&str>, phrases: &StatusPhrases) -> Option<StatusStep> {
+pub fn classify(
+    state: &str,
+    description: Option<&str>,
+    phrases: &StatusPhrases,
+) -> Option<StatusStep> {
     let has = |list: &[String]| {
         let d = description.unwrap_or("").to_lowercase();
         list.iter().any(|p| d.contains(&p.to_lowercase()))
@@ -209,11 +213,23 @@ mod tests {
         let runs = story("o/r", "abc", statuses, &StatusPhrases::default());
         assert_eq!(runs.len(), 2);
         assert_eq!(
-            (runs[0].attempt, runs[0].state, runs[0].queued_at, runs[0].started_at, runs[0].finished_at),
+            (
+                runs[0].attempt,
+                runs[0].state,
+                runs[0].queued_at,
+                runs[0].started_at,
+                runs[0].finished_at
+            ),
             (0, RunState::Failure, Some(t(0)), Some(t(3)), Some(t(20)))
         );
         assert_eq!(
-            (runs[1].attempt, runs[1].state, runs[1].queued_at, runs[1].started_at, runs[1].finished_at),
+            (
+                runs[1].attempt,
+                runs[1].state,
+                runs[1].queued_at,
+                runs[1].started_at,
+                runs[1].finished_at
+            ),
             (1, RunState::Success, Some(t(21)), Some(t(25)), Some(t(40)))
         );
     }
@@ -224,7 +240,10 @@ mod tests {
             queued: vec!["waiting for a runner".into()],
             started: vec!["running".into()],
         };
-        assert_eq!(classify("pending", Some("Not yet tested"), &phrases), Some(StatusStep::Started));
+        assert_eq!(
+            classify("pending", Some("Not yet tested"), &phrases),
+            Some(StatusStep::Started)
+        );
         assert_eq!(
             classify("pending", Some("Waiting for a runner"), &phrases),
             Some(StatusStep::Queued)
@@ -233,14 +252,23 @@ mod tests {
         let runs = story(
             "o/r",
             "abc",
-            vec![status("pending", "Build started", 1), status("success", "ok", 5)],
+            vec![
+                status("pending", "Build started", 1),
+                status("success", "ok", 5),
+            ],
             &StatusPhrases::default(),
         );
         assert_eq!(runs.len(), 1);
-        assert_eq!((runs[0].queued_at, runs[0].started_at, runs[0].finished_at), (None, Some(t(1)), Some(t(5))));
+        assert_eq!(
+            (runs[0].queued_at, runs[0].started_at, runs[0].finished_at),
+            (None, Some(t(1)), Some(t(5)))
+        );
         // A repeated final status is not a retry.
         let a = advance(None, StatusStep::Finished(RunState::Success), t(5)).unwrap();
-        assert_eq!(advance(Some(&a), StatusStep::Finished(RunState::Success), t(5)), None);
+        assert_eq!(
+            advance(Some(&a), StatusStep::Finished(RunState::Success), t(5)),
+            None
+        );
         // A second "Not yet tested" before the start keeps the attempt.
         let q = advance(None, StatusStep::Queued, t(1)).unwrap();
         assert_eq!(advance(Some(&q), StatusStep::Queued, t(2)), None);

@@ -123,7 +123,11 @@ fn project_path(project: &str) -> Option<String> {
 
 /// A stable change number for a revision: negative, from its first 12 hex digits.
 pub fn synthetic_change_number(revision: &str) -> i64 {
-    let digits: String = revision.chars().filter(|c| c.is_ascii_hexdigit()).take(12).collect();
+    let digits: String = revision
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .collect();
     let n = i64::from_str_radix(&digits, 16).unwrap_or(0);
     -(n.max(1))
 }
@@ -143,12 +147,13 @@ pub fn import(
             reason: "no such file".into(),
         });
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
-        |source| ImportError::Open {
-            path: shown.clone(),
-            source,
-        },
-    )?;
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            ImportError::Open {
+                path: shown.clone(),
+                source,
+            }
+        })?;
     let run_columns = columns(&conn, "TestRuns").map_err(|e| ImportError::NotCockpit {
         path: shown.clone(),
         reason: e.to_string(),
@@ -209,19 +214,25 @@ pub fn import(
         };
         let queued_at = c.time;
         let started_at = match (state.is_terminal(), queued_at, c.wait) {
-            (true, Some(q), Some(w)) => Some(q + chrono::Duration::milliseconds((w * 1000.0) as i64)),
+            (true, Some(q), Some(w)) => {
+                Some(q + chrono::Duration::milliseconds((w * 1000.0) as i64))
+            }
             (true, q, None) => q,
             _ => None,
         };
         let finished_at = match (state.is_terminal(), started_at, c.took) {
-            (true, Some(s), Some(t)) => Some(s + chrono::Duration::milliseconds((t * 1000.0) as i64)),
+            (true, Some(s), Some(t)) => {
+                Some(s + chrono::Duration::milliseconds((t * 1000.0) as i64))
+            }
             _ => None,
         };
         let run_tests = tests.get(&c.id).cloned().unwrap_or_default();
         stats.tests += run_tests.len();
         let mut failures = classify_run(
             classifier,
-            c.description.as_deref().filter(|_| state == RunState::Error),
+            c.description
+                .as_deref()
+                .filter(|_| state == RunState::Error),
             &run_tests,
         );
         failures.truncate(50);
@@ -236,7 +247,10 @@ pub fn import(
                 }]
             })
             .unwrap_or_default();
-        let url = c.url.clone().filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+        let url = c
+            .url
+            .clone()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
         let run = NewRun {
             repository: repository(&path),
             context: c.context.clone(),
@@ -328,7 +342,8 @@ fn read_tests(conn: &Connection) -> Result<BTreeMap<i64, Vec<TestResult>>, rusql
             let results = tests
                 .into_iter()
                 .map(|(name, tries)| {
-                    let (last_failed, last_reason, _) = tries.last().cloned().unwrap_or((false, None, None));
+                    let (last_failed, last_reason, _) =
+                        tries.last().cloned().unwrap_or((false, None, None));
                     let durations: Vec<f64> = tries.iter().filter_map(|t| t.2).collect();
                     TestResult {
                         name,
@@ -356,7 +371,9 @@ fn read_tests(conn: &Connection) -> Result<BTreeMap<i64, Vec<TestResult>>, rusql
         .collect())
 }
 
-fn read_coverage(conn: &Connection) -> Result<BTreeMap<i64, Vec<serde_json::Value>>, rusqlite::Error> {
+fn read_coverage(
+    conn: &Connection,
+) -> Result<BTreeMap<i64, Vec<serde_json::Value>>, rusqlite::Error> {
     let cols = match columns(conn, "TestCoverage") {
         Ok(c) if c.iter().any(|c| c == "run") => c,
         _ => return Ok(BTreeMap::new()),
@@ -386,7 +403,9 @@ fn read_coverage(conn: &Connection) -> Result<BTreeMap<i64, Vec<serde_json::Valu
             );
         }
         if let Some(run) = run {
-            out.entry(run).or_default().push(serde_json::Value::Object(obj));
+            out.entry(run)
+                .or_default()
+                .push(serde_json::Value::Object(obj));
         }
     }
     Ok(out)
@@ -398,7 +417,10 @@ mod tests {
 
     #[test]
     fn projects_and_change_numbers() {
-        assert_eq!(project_path("cockpit-project/cockpit/rhel-7.9").as_deref(), Some("cockpit-project/cockpit"));
+        assert_eq!(
+            project_path("cockpit-project/cockpit/rhel-7.9").as_deref(),
+            Some("cockpit-project/cockpit")
+        );
         assert_eq!(project_path("nope"), None);
         let n = synthetic_change_number("0123456789abcdef");
         assert!(n < 0);

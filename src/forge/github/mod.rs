@@ -140,7 +140,10 @@ impl GithubConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: &str| Err((format!("github.{k}"), r.to_string()));
         if !(self.api_url.starts_with("https://") || self.api_url.starts_with("http://")) {
-            return err("api_url", "must be an http(s) URL, e.g. https://api.github.com");
+            return err(
+                "api_url",
+                "must be an http(s) URL, e.g. https://api.github.com",
+            );
         }
         for (i, r) in self.repositories.iter().enumerate() {
             if !valid_repository(r) {
@@ -493,8 +496,12 @@ pub fn apply(
                 ingest_merged(store, policy, run, existing, now, &mut applied)?;
             }
             Record::Run(run) => {
-                let existing =
-                    store.run_attempt(&run.repository, &run.context, &run.commit, Some(run.attempt))?;
+                let existing = store.run_attempt(
+                    &run.repository,
+                    &run.context,
+                    &run.commit,
+                    Some(run.attempt),
+                )?;
                 ingest_merged(store, policy, run, existing, now, &mut applied)?;
             }
             Record::Status {
@@ -620,9 +627,7 @@ pub fn backfill_command(
         };
         let stats = poller.backfill(args.days).await;
         let p = policy.clone();
-        store
-            .write(move |s| s.settle(&p, Utc::now(), None))
-            .await?;
+        store.write(move |s| s.settle(&p, Utc::now(), None)).await?;
         anyhow::Ok(stats)
     })?;
     println!("{}", serde_json::to_string(&stats)?);
@@ -674,7 +679,11 @@ mod tests {
             ("waiting", None, RunState::Pending),
         ];
         for (status, conclusion, want) in cases {
-            assert_eq!(state_of(status, conclusion), want, "{status} {conclusion:?}");
+            assert_eq!(
+                state_of(status, conclusion),
+                want,
+                "{status} {conclusion:?}"
+            );
         }
     }
 

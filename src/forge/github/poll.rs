@@ -94,7 +94,12 @@ pub fn next_link(link: &str) -> Option<String> {
         params
             .split(';')
             .any(|p| p.trim() == "rel=\"next\"")
-            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
     })
 }
 
@@ -103,7 +108,11 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl Client {
-    pub fn new(config: &GithubConfig, token: Option<Secret>, hub: Arc<MetricsHub>) -> Result<Client, PollError> {
+    pub fn new(
+        config: &GithubConfig,
+        token: Option<Secret>,
+        hub: Arc<MetricsHub>,
+    ) -> Result<Client, PollError> {
         Ok(Client {
             http: crate::forge::http_client(config.request_timeout)?,
             api: config.api_url.trim_end_matches('/').to_string(),
@@ -120,7 +129,8 @@ impl Client {
     }
 
     fn count(&self, endpoint: &str, status: &str) {
-        self.hub.self_metrics
+        self.hub
+            .self_metrics
             .forge_api_requests
             .get_or_create(&vec![
                 ("forge".to_string(), "github".to_string()),
@@ -134,13 +144,25 @@ impl Client {
         let forge = vec![("forge".to_string(), "github".to_string())];
         let num = |n: &str| header_str(h, n).and_then(|v| v.trim().parse::<i64>().ok());
         if let Some(v) = num("x-ratelimit-remaining") {
-            self.hub.self_metrics.forge_rate_limit_remaining.get_or_create(&forge).set(v);
+            self.hub
+                .self_metrics
+                .forge_rate_limit_remaining
+                .get_or_create(&forge)
+                .set(v);
         }
         if let Some(v) = num("x-ratelimit-limit") {
-            self.hub.self_metrics.forge_rate_limit_limit.get_or_create(&forge).set(v);
+            self.hub
+                .self_metrics
+                .forge_rate_limit_limit
+                .get_or_create(&forge)
+                .set(v);
         }
         if let Some(v) = num("x-ratelimit-reset") {
-            self.hub.self_metrics.forge_rate_limit_reset.get_or_create(&forge).set(v);
+            self.hub
+                .self_metrics
+                .forge_rate_limit_reset
+                .get_or_create(&forge)
+                .set(v);
         }
     }
 
@@ -152,12 +174,16 @@ impl Client {
         let exhausted = header_str(h, "x-ratelimit-remaining").map(str::trim) == Some("0");
         let secondary = body.to_lowercase().contains("secondary rate limit");
         let limited = status == StatusCode::TOO_MANY_REQUESTS
-            || (status == StatusCode::FORBIDDEN && (retry_after.is_some() || exhausted || secondary));
+            || (status == StatusCode::FORBIDDEN
+                && (retry_after.is_some() || exhausted || secondary));
         if !limited {
             return None;
         }
         let until_reset = || {
-            let reset = header_str(h, "x-ratelimit-reset")?.trim().parse::<i64>().ok()?;
+            let reset = header_str(h, "x-ratelimit-reset")?
+                .trim()
+                .parse::<i64>()
+                .ok()?;
             let secs = reset - Utc::now().timestamp();
             Some(Duration::from_secs(secs.max(0) as u64))
         };
@@ -169,7 +195,12 @@ impl Client {
     }
 
     /// GET one page, conditional on `etag`, with retries.
-    pub async fn get(&self, endpoint: &'static str, url: &str, etag: Option<&str>) -> Result<Page, PollError> {
+    pub async fn get(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<Page, PollError> {
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.retry_base)
             .with_max_delay(self.max_wait)
@@ -203,7 +234,8 @@ impl Client {
                     let headers = resp.headers().clone();
                     self.rate_limits(&headers);
                     if status == StatusCode::NOT_MODIFIED {
-                        self.hub.self_metrics
+                        self.hub
+                            .self_metrics
                             .forge_not_modified
                             .get_or_create(&vec![("forge".to_string(), "github".to_string())])
                             .inc();
@@ -225,7 +257,8 @@ impl Client {
                             });
                         }
                         Ok(body) => {
-                            let text = String::from_utf8_lossy(&body[..body.len().min(2000)]).to_string();
+                            let text =
+                                String::from_utf8_lossy(&body[..body.len().min(2000)]).to_string();
                             if let Some(w) = self.rate_limit_wait(status, &headers, &text) {
                                 tracing::warn!(url, wait = ?w, "GitHub rate limit; waiting");
                                 (Some(w), format!("{status}: rate limited"))
@@ -259,7 +292,12 @@ impl Client {
     }
 
     /// GET every page of a listing; `items` picks the list out of each page.
-    pub(crate) async fn get_all<T, F>(&self, endpoint: &'static str, url: &str, items: F) -> Result<Vec<T>, PollError>
+    pub(crate) async fn get_all<T, F>(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        items: F,
+    ) -> Result<Vec<T>, PollError>
     where
         F: Fn(&[u8]) -> Result<Vec<T>, serde_json::Error>,
     {
@@ -268,7 +306,10 @@ impl Client {
         let mut pages = 0;
         while let Some(url) = next.take() {
             let page = self.get(endpoint, &url, None).await?;
-            out.extend(items(&page.body).map_err(|source| PollError::Decode { url: url.clone(), source })?);
+            out.extend(items(&page.body).map_err(|source| PollError::Decode {
+                url: url.clone(),
+                source,
+            })?);
             next = page.next;
             pages += 1;
             if pages >= 1000 {
@@ -278,9 +319,16 @@ impl Client {
         Ok(out)
     }
 
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, endpoint: &'static str, url: &str) -> Result<T, PollError> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+    ) -> Result<T, PollError> {
         let page = self.get(endpoint, url, None).await?;
-        serde_json::from_slice(&page.body).map_err(|source| PollError::Decode { url: url.to_string(), source })
+        serde_json::from_slice(&page.body).map_err(|source| PollError::Decode {
+            url: url.to_string(),
+            source,
+        })
     }
 
     /// Stream a log, keeping at most `cap` bytes; returns (text, truncated).
@@ -295,7 +343,11 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 self.count("logs", "error");
-                return Err(PollError::GaveUp { url: url.into(), tries: 1, last: e.to_string() });
+                return Err(PollError::GaveUp {
+                    url: url.into(),
+                    tries: 1,
+                    last: e.to_string(),
+                });
             }
         };
         self.count("logs", resp.status().as_str());
@@ -322,13 +374,19 @@ impl Client {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(PollError::GaveUp { url: url.into(), tries: 1, last: e.to_string() });
+                    return Err(PollError::GaveUp {
+                        url: url.into(),
+                        tries: 1,
+                        last: e.to_string(),
+                    });
                 }
             }
         }
         let mut text = String::from_utf8_lossy(&buf).into_owned();
         if truncated {
-            text.push_str(&format!("\n[ci-slo-exporter: log truncated at {cap} bytes]\n"));
+            text.push_str(&format!(
+                "\n[ci-slo-exporter: log truncated at {cap} bytes]\n"
+            ));
         }
         Ok((text, truncated))
     }
@@ -345,13 +403,19 @@ impl Progress {
     fn new(show_bar: bool, label: String) -> Progress {
         let bar = (show_bar && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(0);
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} PRs {msg}") {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} PRs {msg}")
+            {
                 b.set_style(style);
             }
             b.set_prefix(label.clone());
             b
         });
-        Progress { bar, last_line: Instant::now(), label }
+        Progress {
+            bar,
+            last_line: Instant::now(),
+            label,
+        }
     }
 
     fn total(&self, n: usize) {
@@ -429,7 +493,12 @@ impl Poller {
             .unwrap_or_default())
     }
 
-    async fn set_sync_state(&self, scope: &str, kind: &'static str, state: SyncState) -> Result<(), PollError> {
+    async fn set_sync_state(
+        &self,
+        scope: &str,
+        kind: &'static str,
+        state: SyncState,
+    ) -> Result<(), PollError> {
         let scope = scope.to_string();
         self.store
             .write(move |s| s.set_sync_state(Forge::Github, &scope, kind, &state))
@@ -444,10 +513,14 @@ impl Poller {
             let pattern = o.pattern.as_deref().map(regex::Regex::new).transpose()?;
             let scope = format!("owner:{}", o.owner);
             let state = self.sync_state(&scope, "repos").await?;
-            let url = self.client.url(&format!("/orgs/{}/repos?per_page=100", o.owner));
+            let url = self
+                .client
+                .url(&format!("/orgs/{}/repos?per_page=100", o.owner));
             let first = match self.client.get("repos", &url, state.etag.as_deref()).await {
                 Err(PollError::Status { status: 404, .. }) => {
-                    let url = self.client.url(&format!("/users/{}/repos?per_page=100", o.owner));
+                    let url = self
+                        .client
+                        .url(&format!("/users/{}/repos?per_page=100", o.owner));
                     self.client.get("repos", &url, None).await?
                 }
                 other => other?,
@@ -455,10 +528,17 @@ impl Poller {
             let names: Vec<String> = if first.not_modified {
                 serde_json::from_str(state.cursor.as_deref().unwrap_or("[]")).unwrap_or_default()
             } else {
-                let mut items: Vec<wire::RepoItem> = serde_json::from_slice(&first.body)
-                    .map_err(|source| PollError::Decode { url: url.clone(), source })?;
+                let mut items: Vec<wire::RepoItem> =
+                    serde_json::from_slice(&first.body).map_err(|source| PollError::Decode {
+                        url: url.clone(),
+                        source,
+                    })?;
                 if let Some(next) = &first.next {
-                    items.extend(self.client.get_all("repos", next, |b| serde_json::from_slice(b)).await?);
+                    items.extend(
+                        self.client
+                            .get_all("repos", next, |b| serde_json::from_slice(b))
+                            .await?,
+                    );
                 }
                 let names: Vec<String> = items
                     .into_iter()
@@ -530,7 +610,8 @@ impl Poller {
             Mode::Backfill => "backfill",
         };
         let state = self.sync_state(repo, kind).await?;
-        let lookback = chrono::Duration::from_std(self.config.initial_lookback).unwrap_or(chrono::Duration::days(1));
+        let lookback = chrono::Duration::from_std(self.config.initial_lookback)
+            .unwrap_or(chrono::Duration::days(1));
         let floor = since.unwrap_or_else(|| Utc::now() - lookback);
         let cursor = state
             .cursor
@@ -539,14 +620,26 @@ impl Poller {
             .map(|c| c.with_timezone(&Utc))
             .map_or(floor, |c| c.max(floor));
 
-        let url = self
-            .client
-            .url(&format!("/repos/{repo}/pulls?state=closed&sort=updated&direction=desc&per_page=100"));
-        let etag = if mode == Mode::Poll { state.etag.as_deref() } else { None };
+        let url = self.client.url(&format!(
+            "/repos/{repo}/pulls?state=closed&sort=updated&direction=desc&per_page=100"
+        ));
+        let etag = if mode == Mode::Poll {
+            state.etag.as_deref()
+        } else {
+            None
+        };
         let first = self.client.get("pulls", &url, etag).await?;
         if first.not_modified {
             stats.not_modified += 1;
-            self.set_sync_state(repo, kind, SyncState { last_success: Some(Utc::now()), ..state }).await?;
+            self.set_sync_state(
+                repo,
+                kind,
+                SyncState {
+                    last_success: Some(Utc::now()),
+                    ..state
+                },
+            )
+            .await?;
             return self.poll_schedule(repo, mode, since, stats).await;
         }
         let mut pulls: Vec<wire::PullRequest> = Vec::new();
@@ -554,8 +647,13 @@ impl Poller {
         let new_etag = page.etag.clone();
         loop {
             let items: Vec<wire::PullRequest> =
-                serde_json::from_slice(&page.body).map_err(|source| PollError::Decode { url: url.clone(), source })?;
-            let older = items.iter().any(|p| p.updated_at.is_some_and(|u| u < cursor));
+                serde_json::from_slice(&page.body).map_err(|source| PollError::Decode {
+                    url: url.clone(),
+                    source,
+                })?;
+            let older = items
+                .iter()
+                .any(|p| p.updated_at.is_some_and(|u| u < cursor));
             pulls.extend(items);
             match (&page.next, older) {
                 (Some(next), false) => page = self.client.get("pulls", next, None).await?,
@@ -589,7 +687,11 @@ impl Poller {
             self.set_sync_state(
                 repo,
                 kind,
-                SyncState { cursor: newest.clone(), etag: state.etag.clone(), last_success: state.last_success },
+                SyncState {
+                    cursor: newest.clone(),
+                    etag: state.etag.clone(),
+                    last_success: state.last_success,
+                },
             )
             .await?;
             stats.pull_requests += 1;
@@ -610,24 +712,37 @@ impl Poller {
     }
 
     /// Everything GitHub knows about the runs on one commit, as records.
-    async fn commit_records(&self, repo: &str, sha: &str, stats: &mut PollStats) -> Result<Vec<Record>, PollError> {
+    async fn commit_records(
+        &self,
+        repo: &str,
+        sha: &str,
+        stats: &mut PollStats,
+    ) -> Result<Vec<Record>, PollError> {
         let mut records = Vec::new();
         let statuses: Vec<wire::Status> = self
             .client
             .get_all(
                 "statuses",
-                &self.client.url(&format!("/repos/{repo}/commits/{sha}/statuses?per_page=100")),
+                &self.client.url(&format!(
+                    "/repos/{repo}/commits/{sha}/statuses?per_page=100"
+                )),
                 |b| serde_json::from_slice(b),
             )
             .await?;
         let phrases = self.config.phrases_for(repo);
-        records.extend(cockpit::story(repo, sha, statuses, phrases).into_iter().map(Record::Run));
+        records.extend(
+            cockpit::story(repo, sha, statuses, phrases)
+                .into_iter()
+                .map(Record::Run),
+        );
 
         let mut checks: Vec<wire::CheckRun> = self
             .client
             .get_all(
                 "check-runs",
-                &self.client.url(&format!("/repos/{repo}/commits/{sha}/check-runs?per_page=100")),
+                &self.client.url(&format!(
+                    "/repos/{repo}/commits/{sha}/check-runs?per_page=100"
+                )),
                 |b| serde_json::from_slice::<wire::CheckRunList>(b).map(|l| l.check_runs),
             )
             .await?;
@@ -640,7 +755,9 @@ impl Poller {
             .client
             .get_all(
                 "actions-runs",
-                &self.client.url(&format!("/repos/{repo}/actions/runs?head_sha={sha}&per_page=100")),
+                &self.client.url(&format!(
+                    "/repos/{repo}/actions/runs?head_sha={sha}&per_page=100"
+                )),
                 |b| serde_json::from_slice::<wire::RunList>(b).map(|l| l.workflow_runs),
             )
             .await?;
@@ -652,7 +769,11 @@ impl Poller {
     }
 
     /// A workflow run with the jobs of every attempt.
-    async fn workflow_run_records(&self, repo: &str, run: &wire::WorkflowRun) -> Result<Vec<Record>, PollError> {
+    async fn workflow_run_records(
+        &self,
+        repo: &str,
+        run: &wire::WorkflowRun,
+    ) -> Result<Vec<Record>, PollError> {
         let mut records = Vec::new();
         let latest = run.run_attempt.unwrap_or(1).max(1);
         let trigger = super::trigger_of(run.event.as_deref().unwrap_or(""));
@@ -663,12 +784,18 @@ impl Poller {
                 self.client
                     .get_json::<wire::WorkflowRun>(
                         "actions-attempts",
-                        &self.client.url(&format!("/repos/{repo}/actions/runs/{}/attempts/{n}", run.id)),
+                        &self.client.url(&format!(
+                            "/repos/{repo}/actions/runs/{}/attempts/{n}",
+                            run.id
+                        )),
                     )
                     .await?
             };
             let mut r = super::workflow_run_record(repo, &attempt_run);
-            if let Record::WorkflowRun { run_attempt, info, .. } = &mut r {
+            if let Record::WorkflowRun {
+                run_attempt, info, ..
+            } = &mut r
+            {
                 *run_attempt = n;
                 if info.event.is_none() {
                     info.event = run.event.clone();
@@ -679,7 +806,10 @@ impl Poller {
                 .client
                 .get_all(
                     "actions-jobs",
-                    &self.client.url(&format!("/repos/{repo}/actions/runs/{}/attempts/{n}/jobs?per_page=100", run.id)),
+                    &self.client.url(&format!(
+                        "/repos/{repo}/actions/runs/{}/attempts/{n}/jobs?per_page=100",
+                        run.id
+                    )),
                     |b| serde_json::from_slice::<wire::JobList>(b).map(|l| l.jobs),
                 )
                 .await?;
@@ -700,14 +830,19 @@ impl Poller {
     ) -> Result<(), PollError> {
         let state = self.sync_state(repo, "schedule").await?;
         let now = Utc::now();
-        let every = chrono::Duration::from_std(self.config.schedule_poll_interval).unwrap_or(chrono::Duration::hours(1));
+        let every = chrono::Duration::from_std(self.config.schedule_poll_interval)
+            .unwrap_or(chrono::Duration::hours(1));
         if mode == Mode::Poll && state.last_success.is_some_and(|l| now - l < every) {
             return Ok(());
         }
-        let lookback = chrono::Duration::from_std(self.config.initial_lookback).unwrap_or(chrono::Duration::days(1));
+        let lookback = chrono::Duration::from_std(self.config.initial_lookback)
+            .unwrap_or(chrono::Duration::days(1));
         let from = match (mode, since) {
             (Mode::Backfill, Some(s)) => s,
-            _ => state.last_success.map(|l| l - every).unwrap_or(now - lookback),
+            _ => state
+                .last_success
+                .map(|l| l - every)
+                .unwrap_or(now - lookback),
         };
         let url = self.client.url(&format!(
             "/repos/{repo}/actions/runs?event=schedule&created=%3E%3D{}&per_page=100",
@@ -715,7 +850,9 @@ impl Poller {
         ));
         let runs: Vec<wire::WorkflowRun> = self
             .client
-            .get_all("actions-runs", &url, |b| serde_json::from_slice::<wire::RunList>(b).map(|l| l.workflow_runs))
+            .get_all("actions-runs", &url, |b| {
+                serde_json::from_slice::<wire::RunList>(b).map(|l| l.workflow_runs)
+            })
             .await?;
         for run in runs {
             let mut records = self.workflow_run_records(repo, &run).await?;
@@ -724,15 +861,30 @@ impl Poller {
                     run.trigger = Trigger::Schedule;
                 }
             }
-            stats.scheduled_runs += records.iter().filter(|r| matches!(r, Record::Job { .. })).count();
+            stats.scheduled_runs += records
+                .iter()
+                .filter(|r| matches!(r, Record::Job { .. }))
+                .count();
             self.apply_and_fetch_logs(records, stats).await?;
         }
-        self.set_sync_state(repo, "schedule", SyncState { cursor: None, etag: None, last_success: Some(now) })
-            .await
+        self.set_sync_state(
+            repo,
+            "schedule",
+            SyncState {
+                cursor: None,
+                etag: None,
+                last_success: Some(now),
+            },
+        )
+        .await
     }
 
     /// Commit the records, then download, classify and keep the logs of failed jobs.
-    async fn apply_and_fetch_logs(&self, records: Vec<Record>, stats: &mut PollStats) -> Result<(), PollError> {
+    async fn apply_and_fetch_logs(
+        &self,
+        records: Vec<Record>,
+        stats: &mut PollStats,
+    ) -> Result<(), PollError> {
         let policy = self.policy.clone();
         let applied = self
             .store
@@ -747,7 +899,10 @@ impl Poller {
         for (id, _, run) in applied.runs {
             let wanted = match self.config.download_logs {
                 DownloadLogs::All => run.state.is_terminal(),
-                _ => matches!(run.state, RunState::Failure | RunState::Error | RunState::TimedOut),
+                _ => matches!(
+                    run.state,
+                    RunState::Failure | RunState::Error | RunState::TimedOut
+                ),
             };
             let Some(log_url) = run.log_url.clone().filter(|_| wanted) else {
                 continue;
@@ -755,7 +910,11 @@ impl Poller {
             if self.store.read(move |s| s.has_log(id)).await? {
                 continue;
             }
-            let (text, truncated) = match self.client.download_log(&log_url, self.config.log_max_bytes).await {
+            let (text, truncated) = match self
+                .client
+                .download_log(&log_url, self.config.log_max_bytes)
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(run = id, error = %e, "cannot download the job log; will retry next poll");
@@ -799,7 +958,10 @@ mod tests {
     #[test]
     fn link_headers_give_the_next_page() {
         let link = r#"<https://api.github.com/repositories/1/pulls?page=2>; rel="next", <https://api.github.com/repositories/1/pulls?page=5>; rel="last""#;
-        assert_eq!(next_link(link).as_deref(), Some("https://api.github.com/repositories/1/pulls?page=2"));
+        assert_eq!(
+            next_link(link).as_deref(),
+            Some("https://api.github.com/repositories/1/pulls?page=2")
+        );
         assert_eq!(next_link(r#"<https://x/?page=1>; rel="prev""#), None);
         assert_eq!(next_link("garbage"), None);
     }

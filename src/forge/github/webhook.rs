@@ -41,16 +41,23 @@ pub enum SignatureError {
 }
 
 /// Check `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
-pub fn verify_signature(secret: &[u8], header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
+pub fn verify_signature(
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let hex = header.strip_prefix("sha256=").ok_or(SignatureError::Malformed)?;
+    let hex = header
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Malformed)?;
     let given = decode_hex(hex).ok_or(SignatureError::Malformed)?;
     if given.len() != 32 {
         return Err(SignatureError::Malformed);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
     mac.update(body);
-    mac.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// The header value GitHub would send for `body` (for tests and benchmarks).
@@ -81,7 +88,11 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 /// Decode one event into records; `Ok(empty)` when the event carries nothing
 /// this exporter uses (e.g. a pull request opened).
-pub fn records(event: &str, body: &[u8], config: &GithubConfig) -> Result<Vec<Record>, GithubError> {
+pub fn records(
+    event: &str,
+    body: &[u8],
+    config: &GithubConfig,
+) -> Result<Vec<Record>, GithubError> {
     fn parse<'a, T: serde::Deserialize<'a>>(event: &str, body: &'a [u8]) -> Result<T, GithubError> {
         serde_json::from_slice(body).map_err(|source| GithubError::Malformed {
             event: event.to_string(),
@@ -100,7 +111,10 @@ pub fn records(event: &str, body: &[u8], config: &GithubConfig) -> Result<Vec<Re
         }
         "workflow_run" => {
             let e: wire::WorkflowRunEvent = parse(event, body)?;
-            vec![super::workflow_run_record(&e.repository.full_name, &e.workflow_run)]
+            vec![super::workflow_run_record(
+                &e.repository.full_name,
+                &e.workflow_run,
+            )]
         }
         "check_run" => {
             let e: wire::CheckRunEvent = parse(event, body)?;
@@ -120,7 +134,11 @@ pub fn records(event: &str, body: &[u8], config: &GithubConfig) -> Result<Vec<Re
             super::check_name(event, "context", &e.status.context)?;
             super::check_name(event, "sha", &e.sha)?;
             let phrases = config.phrases_for(repo);
-            match super::cockpit::classify(&e.status.state, e.status.description.as_deref(), phrases) {
+            match super::cockpit::classify(
+                &e.status.state,
+                e.status.description.as_deref(),
+                phrases,
+            ) {
                 None => Vec::new(),
                 Some(step) => vec![Record::Status {
                     repository: super::repository(repo),
@@ -190,7 +208,8 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     }
     if event.is_empty() {
         count("rejected");
-        return ApiError::new(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header").into_response();
+        return ApiError::new(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header")
+            .into_response();
     }
     let Some(delivery) = header(&headers, "x-github-delivery")
         .filter(|d| !d.is_empty() && d.len() <= 200)
@@ -272,12 +291,30 @@ mod tests {
         let sig = sign(b"s3cret", body);
         assert!(sig.starts_with("sha256=") && sig.len() == 71);
         assert_eq!(verify_signature(b"s3cret", Some(&sig), body), Ok(()));
-        assert_eq!(verify_signature(b"other", Some(&sig), body), Err(SignatureError::Mismatch));
-        assert_eq!(verify_signature(b"s3cret", Some(&sig), b"{}"), Err(SignatureError::Mismatch));
-        assert_eq!(verify_signature(b"s3cret", None, body), Err(SignatureError::Missing));
-        assert_eq!(verify_signature(b"s3cret", Some("sha1=00"), body), Err(SignatureError::Malformed));
-        assert_eq!(verify_signature(b"s3cret", Some("sha256=zz"), body), Err(SignatureError::Malformed));
-        assert_eq!(verify_signature(b"s3cret", Some("sha256=é1"), body), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify_signature(b"other", Some(&sig), body),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"s3cret", Some(&sig), b"{}"),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"s3cret", None, body),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify_signature(b"s3cret", Some("sha1=00"), body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_signature(b"s3cret", Some("sha256=zz"), body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_signature(b"s3cret", Some("sha256=é1"), body),
+            Err(SignatureError::Malformed)
+        );
     }
 
     #[test]
@@ -288,6 +325,9 @@ mod tests {
                 let _ = records(event, body, &c);
             }
         }
-        assert!(matches!(records("status", b"{", &c), Err(GithubError::Malformed { .. })));
+        assert!(matches!(
+            records("status", b"{", &c),
+            Err(GithubError::Malformed { .. })
+        ));
     }
 }
