@@ -29,6 +29,9 @@ pub struct WorkflowRunInfo {
     pub run_started_at: Option<DateTime<Utc>>,
 }
 
+/// A change's outcome (None while undecided) and retries.
+pub type ChangeOutcome = (Option<String>, Option<u32>);
+
 const BRIEF_COLUMNS: &str = "r.id, r.external_id, r.attempt, r.state, r.trigger, r.queued_at, r.started_at, \
      r.finished_at, r.url, r.log_url";
 
@@ -162,7 +165,7 @@ impl Store {
         &self,
         repository: &RepositoryRef,
         number: i64,
-    ) -> Result<Option<(Option<String>, Option<u32>)>, StoreError> {
+    ) -> Result<Option<ChangeOutcome>, StoreError> {
         Ok(self
             .conn
             .query_row(

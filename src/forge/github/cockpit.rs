@@ -139,7 +139,9 @@ pub(crate) fn story(
     phrases: &StatusPhrases,
 ) -> Vec<NewRun> {
     statuses.sort_by_key(|s| (s.created_at, s.id));
-    let mut contexts: Vec<(String, Vec<(Attempt, Option<String>)>)> = Vec::new();
+    // context → its attempts with their log URLs, in order of appearance
+    type Attempts = Vec<(Attempt, Option<String>)>;
+    let mut contexts: Vec<(String, Attempts)> = Vec::new();
     for s in statuses {
         let Some(step) = classify(&s.state, s.description.as_deref(), phrases) else {
             continue;

@@ -323,8 +323,9 @@ fn read_tests(conn: &Connection) -> Result<BTreeMap<i64, Vec<TestResult>>, rusql
         ))
     })?;
     // run → test name → tries in order
-    let mut tries: BTreeMap<i64, Vec<(String, Vec<(bool, Option<String>, Option<f64>)>)>> =
-        BTreeMap::new();
+    // (failed, retry reason, seconds) of each try
+    type Tries = Vec<(bool, Option<String>, Option<f64>)>;
+    let mut tries: BTreeMap<i64, Vec<(String, Tries)>> = BTreeMap::new();
     for row in rows {
         let (run, name, failed, reason, seconds) = row?;
         if name.is_empty() || name.len() > crate::ingest::MAX_NAME_LEN {
