@@ -15,20 +15,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     let deliveries = env_num("BENCH_DELIVERIES", 20_000);
     let clients = env_num("BENCH_CLIENTS", 16).max(1);
-    let secret = std::env::var("CI_SLO_GITHUB_WEBHOOK_SECRET").unwrap_or_else(|_| "bench-secret".into());
+    let secret =
+        std::env::var("CI_SLO_GITHUB_WEBHOOK_SECRET").unwrap_or_else(|_| "bench-secret".into());
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = None;
     let base = match std::env::var("BENCH_URL") {
         Ok(url) => url,
         Err(_) => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             let addr = format!("127.0.0.1:{port}");
             child = Some(
                 Command::new(env!("CARGO_BIN_EXE_ci-slo-exporter"))
@@ -50,7 +58,12 @@ fn main() {
         .build()
         .into();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while agent.get(&format!("{base}/readyz")).call().map(|r| r.status() != 200).unwrap_or(true) {
+    while agent
+        .get(&format!("{base}/readyz"))
+        .call()
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
         assert!(Instant::now() < deadline, "exporter not ready");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -82,12 +95,19 @@ fn main() {
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|_| {
-            let (bodies, next, failed, agent, url) =
-                (bodies.clone(), next.clone(), failed.clone(), agent.clone(), format!("{base}/webhooks/github"));
+            let (bodies, next, failed, agent, url) = (
+                bodies.clone(),
+                next.clone(),
+                failed.clone(),
+                agent.clone(),
+                format!("{base}/webhooks/github"),
+            );
             std::thread::spawn(move || {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((delivery, body, sig)) = bodies.get(i) else { break };
+                    let Some((delivery, body, sig)) = bodies.get(i) else {
+                        break;
+                    };
                     let ok = agent
                         .post(&url)
                         .header("Content-Type", "application/json")
@@ -118,7 +138,10 @@ fn main() {
         (deliveries - failed) as f64 / secs
     );
     if let Some(mut c) = child {
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let _ = c.wait();
     }
 }

@@ -551,7 +551,8 @@ impl Poller {
                     SyncState {
                         cursor: Some(serde_json::to_string(&names).unwrap_or_default()),
                         etag: first.etag.clone(),
-                        last_success: Some(Utc::now()),
+                        // Not a repository: kept out of ci_exporter_last_sync_timestamp_seconds.
+                        last_success: None,
                     },
                 )
                 .await?;
