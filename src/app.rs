@@ -34,6 +34,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => report_files(&args.files),
         Command::BackfillOpenmetrics(args) => backfill_openmetrics(&config, args),
         Command::Backfill(BackfillCommand::Gitlab(args)) => backfill_gitlab(config, secrets, args),
+        Command::Backfill(BackfillCommand::Github(args)) => {
+            crate::forge::github::backfill_command(config, secrets, args)
+        }
+        Command::Import(args) => crate::forge::github::import_command(config, args),
     }
 }
 
@@ -110,6 +114,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             .with_dependencies(state.deps.clone());
             tokio::spawn(poller.run_forever(state.refresh.clone()));
         }
+        crate::forge::github::spawn_poller(&state)?;
 
         let listener = tokio::net::TcpListener::bind(addr)
             .await

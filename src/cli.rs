@@ -44,6 +44,8 @@ pub enum Command {
     /// Fetch a forge's CI history into the database (resumable).
     #[command(subcommand)]
     Backfill(BackfillCommand),
+    /// Import history from another tool's database.
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +88,9 @@ pub enum BackfillCommand {
     /// Pipelines, jobs, failed-job traces and merged MRs of the configured
     /// `[gitlab]` projects and groups (token from CI_SLO_GITLAB_TOKEN).
     Gitlab(BackfillArgs),
+    /// GitHub ([github] in the config): merged pull requests with their statuses,
+    /// check runs and Actions jobs, and scheduled workflow runs. Resumable.
+    Github(BackfillGithubArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +100,40 @@ pub struct BackfillArgs {
     pub days: u32,
 
     /// SQLite database file (created if missing) [default: store.path from the config].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillGithubArgs {
+    /// How many days back to fill (a resumed backfill continues from its cursor).
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub days: u32,
+
+    /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub source: ImportSource,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportSource {
+    /// A Cockpit test-results.db (tables TestRuns, Tests, TestCoverage). Importing twice changes nothing.
+    Cockpit(ImportCockpitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCockpitArgs {
+    /// The Cockpit database file.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
 }

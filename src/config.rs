@@ -60,6 +60,7 @@ pub struct Config {
     pub repositories: Vec<RepositoryConfig>,
     /// The GitLab source (docs/gitlab.md).
     pub gitlab: crate::forge::gitlab::GitlabConfig,
+    pub github: crate::forge::github::GithubConfig,
 }
 
 /// Per-test statistics (flakiness, failure ratio).
@@ -504,6 +505,9 @@ impl Config {
         self.classifier()?;
         self.dependency_extractor()?;
         self.gitlab
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
+        self.github
             .validate()
             .map_err(|(key, reason)| invalid(key, reason))?;
         let mut seen = std::collections::BTreeSet::new();

@@ -3,6 +3,7 @@
 //! Each forge keeps its wire types private and converts them to `model`
 //! types at its boundary; this module holds the HTTP client they all use.
 
+pub mod github;
 pub mod gitlab;
 
 use std::sync::Once;

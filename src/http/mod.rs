@@ -49,6 +49,10 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/gitlab",
             post(crate::forge::gitlab::webhook::handle),
         )
+        .route(
+            "/webhooks/github",
+            post(crate::forge::github::webhook::receive),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),

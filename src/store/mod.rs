@@ -6,6 +6,7 @@
 //! happens in one `BEGIN IMMEDIATE` transaction: a crash leaves either the whole
 //! run (with its counters) or nothing.
 
+pub mod github;
 mod schema;
 pub mod tally;
 pub mod writer;

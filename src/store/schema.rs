@@ -198,4 +198,17 @@ CREATE TABLE run_sections (
     PRIMARY KEY (run_id, ord)
 ) WITHOUT ROWID;
 "#,
+    // 4: GitHub Actions workflow runs as far as their jobs need them: the
+    // event that triggered the run (the jobs' trigger) and when each attempt
+    // was requested (the queue start of re-run jobs).
+    r#"
+CREATE TABLE github_workflow_runs (
+    repository     TEXT NOT NULL,
+    run_id         INTEGER NOT NULL,
+    run_attempt    INTEGER NOT NULL,
+    event          TEXT,
+    run_started_at INTEGER,
+    PRIMARY KEY (repository, run_id, run_attempt)
+) WITHOUT ROWID;
+"#,
 ];

@@ -1,0 +1,714 @@
+//! The GitHub source (DESIGN.md §2, §5): webhooks, polling and backfill of
+//! commit statuses, check runs, Actions jobs and merged pull requests, and the
+//! import of Cockpit's `test-results.db`.
+//!
+//! Every way in produces the same [`Record`]s, which [`apply`] writes through
+//! the store: a webhook and a poll of the same run converge on one stored run.
+//!
+//! - [`wire`]: GitHub's JSON (private), converted here to `model` types.
+//! - [`webhook`]: `POST /webhooks/github`.
+//! - [`poll`]: the API client (pagination, ETags, rate limits) and the poller.
+//! - [`cockpit`]: the Cockpit commit-status story.
+//! - [`import`]: `import cockpit PATH`.
+
+pub mod cockpit;
+pub mod import;
+pub mod poll;
+pub mod webhook;
+mod wire;
+
+use crate::ingest::MAX_NAME_LEN;
+use crate::model::{Forge, NewRun, RepositoryRef, RunState, Trigger};
+use crate::store::github::{RunBrief, WorkflowRunInfo};
+use crate::store::{IngestStatus, Policy, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The `[github]` section of the configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// REST API base URL (GitHub Enterprise Server: `https://HOST/api/v3`).
+    pub api_url: String,
+    /// Repositories to poll, `owner/name`.
+    pub repositories: Vec<String>,
+    /// Owners (organisations or users) whose repositories matching `pattern` are polled.
+    pub owners: Vec<OwnerConfig>,
+    /// How often `serve` polls.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often `serve` looks for scheduled (nightly) workflow runs.
+    #[serde(with = "humantime_serde")]
+    pub schedule_poll_interval: Duration,
+    /// How far back the first poll of a repository looks (use `backfill` for more).
+    #[serde(with = "humantime_serde")]
+    pub initial_lookback: Duration,
+    /// Job logs are cut at this size, with a truncation marker.
+    pub log_max_bytes: u64,
+    /// Which job logs to download: `failed`, `all` or `none`.
+    pub download_logs: DownloadLogs,
+    /// The Cockpit status-story phrases (DESIGN.md §2), for every repository.
+    pub status_phrases: StatusPhrases,
+    /// Per-repository overrides of `status_phrases`, keyed by `owner/name`.
+    pub repository_status_phrases: BTreeMap<String, StatusPhrases>,
+    /// Timeout of one API request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// First backoff delay after a 5xx or a timeout (doubled each retry, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Retries of one request before the poll of that repository gives up.
+    pub max_retries: u32,
+    /// Longest single wait (backoff, `Retry-After`, rate-limit reset).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_wait: Duration,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig {
+            api_url: "https://api.github.com".into(),
+            repositories: Vec::new(),
+            owners: Vec::new(),
+            poll_interval: Duration::from_secs(300),
+            schedule_poll_interval: Duration::from_secs(3600),
+            initial_lookback: Duration::from_secs(86400),
+            log_max_bytes: 10 * 1024 * 1024,
+            download_logs: DownloadLogs::Failed,
+            status_phrases: StatusPhrases::default(),
+            repository_status_phrases: BTreeMap::new(),
+            request_timeout: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            max_retries: 6,
+            max_retry_wait: Duration::from_secs(900),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerConfig {
+    pub owner: String,
+    /// Regex on the repository name (without the owner); all when absent.
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadLogs {
+    Failed,
+    All,
+    None,
+}
+
+/// Phrases (case-insensitive substrings of a pending status's description)
+/// that tell the Cockpit status story.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPhrases {
+    /// A pending status saying the context was queued: opens an attempt.
+    pub queued: Vec<String>,
+    /// A pending status saying testing started.
+    pub started: Vec<String>,
+}
+
+impl Default for StatusPhrases {
+    fn default() -> Self {
+        StatusPhrases {
+            queued: vec!["Not yet tested".into()],
+            started: vec!["in progress".into()],
+        }
+    }
+}
+
+impl GithubConfig {
+    pub fn phrases_for(&self, repository: &str) -> &StatusPhrases {
+        self.repository_status_phrases
+            .get(repository)
+            .unwrap_or(&self.status_phrases)
+    }
+
+    /// Whether `serve` has anything to poll.
+    pub fn polls(&self) -> bool {
+        !self.repositories.is_empty() || !self.owners.is_empty()
+    }
+
+    /// Check the section; errors name the key (`github.KEY`).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, r: &str| Err((format!("github.{k}"), r.to_string()));
+        if !(self.api_url.starts_with("https://") || self.api_url.starts_with("http://")) {
+            return err(
+                "api_url",
+                "must be an http(s) URL, e.g. https://api.github.com",
+            );
+        }
+        for (i, r) in self.repositories.iter().enumerate() {
+            if !valid_repository(r) {
+                return Err((
+                    format!("github.repositories[{i}]"),
+                    format!("{r:?} is not owner/name"),
+                ));
+            }
+        }
+        for (i, o) in self.owners.iter().enumerate() {
+            if o.owner.is_empty() || o.owner.contains('/') {
+                return Err((
+                    format!("github.owners[{i}].owner"),
+                    "must be an organisation or user name".into(),
+                ));
+            }
+            if let Some(p) = &o.pattern
+                && let Err(e) = regex::Regex::new(p)
+            {
+                return Err((format!("github.owners[{i}].pattern"), e.to_string()));
+            }
+        }
+        for (k, d) in [
+            ("poll_interval", self.poll_interval),
+            ("schedule_poll_interval", self.schedule_poll_interval),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return err(k, "must be longer than zero");
+            }
+        }
+        if self.log_max_bytes < 1024 {
+            return err("log_max_bytes", "must be at least 1024");
+        }
+        for (repo, p) in &self.repository_status_phrases {
+            if p.queued.iter().chain(&p.started).any(|s| s.is_empty()) {
+                return Err((
+                    format!("github.repository_status_phrases.{repo}"),
+                    "phrases must not be empty".into(),
+                ));
+            }
+        }
+        if self
+            .status_phrases
+            .queued
+            .iter()
+            .chain(&self.status_phrases.started)
+            .any(|s| s.is_empty())
+        {
+            return err("status_phrases", "phrases must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn valid_repository(r: &str) -> bool {
+    let mut parts = r.split('/');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(o), Some(n), None) if !o.is_empty() && !n.is_empty())
+}
+
+/// Why a GitHub payload could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GithubError {
+    #[error("malformed {event} payload: {source}")]
+    Malformed {
+        event: String,
+        source: serde_json::Error,
+    },
+    #[error("invalid {event} payload: {reason}")]
+    Invalid { event: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One fact from GitHub, ready to be applied to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// An Actions job; its attempt is `run_attempt − 1`. The workflow run's
+    /// metadata (trigger, request time of the attempt) is looked up when applied.
+    Job {
+        run: NewRun,
+        run_id: u64,
+        run_attempt: u32,
+    },
+    /// A check run (not from Actions): a new check run id on a context that
+    /// already has one is the next attempt.
+    CheckRun(NewRun),
+    /// A run whose attempt is already decided (the Cockpit story when polled).
+    Run(NewRun),
+    /// One commit status, applied as a step of the Cockpit story.
+    Status {
+        repository: RepositoryRef,
+        commit: String,
+        context: String,
+        step: cockpit::StatusStep,
+        at: DateTime<Utc>,
+        url: Option<String>,
+    },
+    WorkflowRun {
+        repository: String,
+        run_id: u64,
+        run_attempt: u32,
+        info: WorkflowRunInfo,
+    },
+    Merge {
+        repository: RepositoryRef,
+        number: i64,
+        head_sha: String,
+        merged_at: DateTime<Utc>,
+    },
+}
+
+/// What applying records did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Stored runs: (id, what the ingest did, the run as stored).
+    pub runs: Vec<(i64, IngestStatus, NewRun)>,
+    pub merges: usize,
+}
+
+impl Applied {
+    pub fn changed(&self) -> bool {
+        self.merges > 0
+            || self
+                .runs
+                .iter()
+                .any(|(_, s, _)| *s != IngestStatus::Unchanged)
+    }
+}
+
+pub fn repository(path: &str) -> RepositoryRef {
+    RepositoryRef {
+        forge: Forge::Github,
+        path: path.to_string(),
+    }
+}
+
+/// The trigger of a workflow run's `event`.
+pub fn trigger_of(event: &str) -> Trigger {
+    match event {
+        "schedule" => Trigger::Schedule,
+        "pull_request" | "pull_request_target" | "merge_group" => Trigger::PullRequest,
+        "push" => Trigger::Push,
+        "workflow_dispatch" => Trigger::Manual,
+        _ => Trigger::Other,
+    }
+}
+
+/// A run's state from a check run's or job's `status` and `conclusion`.
+pub fn state_of(status: &str, conclusion: Option<&str>) -> RunState {
+    match status {
+        "completed" => match conclusion.unwrap_or("") {
+            "success" | "neutral" => RunState::Success,
+            "failure" => RunState::Failure,
+            "cancelled" => RunState::Cancelled,
+            "timed_out" => RunState::TimedOut,
+            "skipped" => RunState::Skipped,
+            // action_required, stale, startup_failure, unknown
+            _ => RunState::Error,
+        },
+        "in_progress" => RunState::Running,
+        // queued, waiting, pending, requested
+        _ => RunState::Pending,
+    }
+}
+
+fn check_name(event: &str, what: &str, value: &str) -> Result<(), GithubError> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN {
+        return Err(GithubError::Invalid {
+            event: event.into(),
+            reason: format!("{what} is empty or longer than {MAX_NAME_LEN} bytes"),
+        });
+    }
+    Ok(())
+}
+
+fn new_run(repository: RepositoryRef, context: String, commit: String) -> NewRun {
+    NewRun {
+        repository,
+        context,
+        commit,
+        external_id: None,
+        attempt: 0,
+        trigger: Trigger::Other,
+        state: RunState::Pending,
+        queued_at: None,
+        started_at: None,
+        finished_at: None,
+        url: None,
+        log_url: None,
+        change: None,
+        tests: Vec::new(),
+        reports: Vec::new(),
+        failures: Vec::new(),
+        dependencies: Default::default(),
+        source: "github".into(),
+    }
+}
+
+/// An Actions job as a run: context `workflow / job`, queued at creation,
+/// started when it left the queue, finished at completion.
+pub(crate) fn job_record(
+    repo: &str,
+    job: &wire::WorkflowJob,
+    api_url: &str,
+    trigger: Trigger,
+) -> Result<Record, GithubError> {
+    let context = match job.workflow_name.as_deref().filter(|w| !w.is_empty()) {
+        Some(w) => format!("{w} / {}", job.name),
+        None => job.name.clone(),
+    };
+    check_name("workflow_job", "the job name", &context)?;
+    check_name("workflow_job", "head_sha", &job.head_sha)?;
+    let run_attempt = job.run_attempt.unwrap_or(1).max(1);
+    let state = state_of(&job.status, job.conclusion.as_deref());
+    let mut run = new_run(repository(repo), context, job.head_sha.clone());
+    run.external_id = Some(format!("job:{}", job.id));
+    run.attempt = run_attempt - 1;
+    run.trigger = trigger;
+    run.state = state;
+    run.queued_at = job.created_at;
+    // A queued job's payload repeats created_at as started_at: it has not started.
+    run.started_at = if state == RunState::Pending {
+        None
+    } else {
+        job.started_at
+    };
+    run.finished_at = if state.is_terminal() {
+        job.completed_at
+    } else {
+        None
+    };
+    run.url = job.html_url.clone();
+    run.log_url = Some(format!(
+        "{}/repos/{repo}/actions/jobs/{}/logs",
+        api_url.trim_end_matches('/'),
+        job.id
+    ));
+    Ok(Record::Job {
+        run,
+        run_id: job.run_id,
+        run_attempt,
+    })
+}
+
+/// A check run as a run, unless it is an Actions job (those come as jobs,
+/// with their queue time; counting both would count every job twice).
+pub(crate) fn check_run_record(
+    repo: &str,
+    check: &wire::CheckRun,
+) -> Result<Option<Record>, GithubError> {
+    if check.app.as_ref().and_then(|a| a.slug.as_deref()) == Some("github-actions") {
+        return Ok(None);
+    }
+    check_name("check_run", "the check run name", &check.name)?;
+    check_name("check_run", "head_sha", &check.head_sha)?;
+    let state = state_of(&check.status, check.conclusion.as_deref());
+    let mut run = new_run(repository(repo), check.name.clone(), check.head_sha.clone());
+    run.external_id = Some(format!("check:{}", check.id));
+    run.state = state;
+    run.started_at = if state == RunState::Pending {
+        None
+    } else {
+        check.started_at
+    };
+    run.finished_at = if state.is_terminal() {
+        check.completed_at
+    } else {
+        None
+    };
+    run.url = check.html_url.clone();
+    Ok(Some(Record::CheckRun(run)))
+}
+
+pub(crate) fn workflow_run_record(repo: &str, run: &wire::WorkflowRun) -> Record {
+    Record::WorkflowRun {
+        repository: repo.to_string(),
+        run_id: run.id,
+        run_attempt: run.run_attempt.unwrap_or(1).max(1),
+        info: WorkflowRunInfo {
+            event: run.event.clone(),
+            run_started_at: run.run_started_at,
+        },
+    }
+}
+
+/// Apply records in order. Each run is its own transaction (the store's);
+/// when this returns Ok, everything is committed.
+pub fn apply(
+    store: &mut Store,
+    policy: &Policy,
+    records: Vec<Record>,
+    now: DateTime<Utc>,
+) -> Result<Applied, StoreError> {
+    let mut applied = Applied::default();
+    for record in records {
+        match record {
+            Record::WorkflowRun {
+                repository,
+                run_id,
+                run_attempt,
+                info,
+            } => store.record_workflow_run(&repository, run_id, run_attempt, &info)?,
+            Record::Merge {
+                repository,
+                number,
+                head_sha,
+                merged_at,
+            } => {
+                store.record_merge(&repository, number, Some(&head_sha), merged_at, now)?;
+                applied.merges += 1;
+            }
+            Record::Job {
+                mut run,
+                run_id,
+                run_attempt,
+            } => {
+                let info = store.workflow_run(&run.repository.path, run_id, run_attempt)?;
+                if let Some(event) = info.as_ref().and_then(|i| i.event.as_deref())
+                    && run.trigger == Trigger::Other
+                {
+                    run.trigger = trigger_of(event);
+                }
+                if run.attempt > 0 {
+                    // A re-run job can carry the created_at of the first attempt,
+                    // days before this attempt was requested: its queue starts
+                    // when the attempt was requested. Unknown: not measured.
+                    run.queued_at = match info.and_then(|i| i.run_started_at) {
+                        Some(requested) => run.queued_at.map(|c| c.max(requested)),
+                        None => None,
+                    };
+                }
+                let existing = match &run.external_id {
+                    Some(e) => store.run_by_external_id(&run.repository, e)?,
+                    None => None,
+                };
+                ingest_merged(store, policy, run, existing, now, &mut applied)?;
+            }
+            Record::CheckRun(mut run) => {
+                let existing = match &run.external_id {
+                    Some(e) => store.run_by_external_id(&run.repository, e)?,
+                    None => None,
+                };
+                run.attempt = match &existing {
+                    Some(e) => e.attempt,
+                    None => store
+                        .latest_attempt(&run.repository, &run.context, &run.commit)?
+                        .map(|(a, _)| a + 1)
+                        .unwrap_or(0),
+                };
+                ingest_merged(store, policy, run, existing, now, &mut applied)?;
+            }
+            Record::Run(run) => {
+                let existing = store.run_attempt(
+                    &run.repository,
+                    &run.context,
+                    &run.commit,
+                    Some(run.attempt),
+                )?;
+                ingest_merged(store, policy, run, existing, now, &mut applied)?;
+            }
+            Record::Status {
+                repository,
+                commit,
+                context,
+                step,
+                at,
+                url,
+            } => {
+                let latest = store.run_attempt(&repository, &context, &commit, None)?;
+                let latest_attempt = latest.as_ref().map(cockpit::Attempt::from);
+                let Some(next) = cockpit::advance(latest_attempt.as_ref(), step, at) else {
+                    continue;
+                };
+                let mut run = new_run(repository, context, commit);
+                next.fill(&mut run);
+                run.url = url.or_else(|| {
+                    latest
+                        .as_ref()
+                        .filter(|l| l.attempt == next.attempt)
+                        .and_then(|l| l.url.clone())
+                });
+                let existing = latest.filter(|l| l.attempt == next.attempt);
+                ingest_merged(store, policy, run, existing, now, &mut applied)?;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Ingest a run that may carry only part of what is known about it: a late,
+/// non-final event never reopens a finished run, and times and links the
+/// event lacks are kept from the stored run.
+fn ingest_merged(
+    store: &mut Store,
+    policy: &Policy,
+    mut run: NewRun,
+    existing: Option<RunBrief>,
+    now: DateTime<Utc>,
+    applied: &mut Applied,
+) -> Result<(), StoreError> {
+    if let Some(e) = existing {
+        if e.state.is_terminal() && !run.state.is_terminal() {
+            return Ok(());
+        }
+        run.queued_at = run.queued_at.or(e.queued_at);
+        run.started_at = run.started_at.or(e.started_at);
+        run.url = run.url.or(e.url);
+        run.log_url = run.log_url.or(e.log_url);
+        if run.trigger == Trigger::Other {
+            run.trigger = e.trigger;
+        }
+    }
+    let ingested = store.ingest_run(&run, policy, now)?;
+    applied.runs.push((ingested.id, ingested.status, run));
+    Ok(())
+}
+
+/// `serve`: start the poller when `[github]` lists repositories or owners.
+pub fn spawn_poller(state: &crate::http::AppState) -> anyhow::Result<()> {
+    if !state.config.github.polls() {
+        return Ok(());
+    }
+    let client = poll::Client::new(
+        &state.config.github,
+        state.secrets.github_token.clone(),
+        state.hub.clone(),
+    )?;
+    let poller = poll::Poller {
+        client,
+        store: state.store.clone(),
+        policy: state.policy.clone(),
+        config: std::sync::Arc::new(state.config.github.clone()),
+        classifier: state.classifier.clone(),
+        deps: state.deps.clone(),
+        refresh: Some(state.refresh.clone()),
+        show_progress: false,
+    };
+    tracing::info!(
+        every = ?state.config.github.poll_interval,
+        repositories = state.config.github.repositories.len(),
+        owners = state.config.github.owners.len(),
+        "polling GitHub"
+    );
+    tokio::spawn(poll::run_forever(poller));
+    Ok(())
+}
+
+/// `backfill github --days N [--db PATH]`.
+pub fn backfill_command(
+    mut config: crate::config::Config,
+    secrets: crate::config::Secrets,
+    args: crate::cli::BackfillGithubArgs,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    if let Some(db) = args.db {
+        config.store.path = db;
+    }
+    if !config.github.polls() {
+        anyhow::bail!(
+            "nothing to backfill: list github.repositories or github.owners in the config file"
+        );
+    }
+    let policy = Arc::new(Policy::from_config(&config));
+    let classifier = Arc::new(config.classifier()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let stats = runtime.block_on(async {
+        let store = crate::store::writer::StoreHandle::start(&config.store.path)?;
+        let hub = Arc::new(crate::metrics::MetricsHub::new(
+            crate::metrics::SelfMetrics::new(),
+        ));
+        let poller = poll::Poller {
+            client: poll::Client::new(&config.github, secrets.github_token.clone(), hub)?,
+            store: store.clone(),
+            policy: policy.clone(),
+            config: Arc::new(config.github.clone()),
+            classifier,
+            deps: Arc::new(config.dependency_extractor()?),
+            refresh: None,
+            show_progress: true,
+        };
+        let stats = poller.backfill(args.days).await;
+        let p = policy.clone();
+        store.write(move |s| s.settle(&p, Utc::now(), None)).await?;
+        anyhow::Ok(stats)
+    })?;
+    println!("{}", serde_json::to_string(&stats)?);
+    if stats.errors > 0 {
+        anyhow::bail!(
+            "{} repositories failed (see the log); run the backfill again to resume",
+            stats.errors
+        );
+    }
+    Ok(())
+}
+
+/// `import cockpit PATH [--db PATH]`.
+pub fn import_command(
+    mut config: crate::config::Config,
+    args: crate::cli::ImportArgs,
+) -> anyhow::Result<()> {
+    let crate::cli::ImportSource::Cockpit(args) = args.source;
+    if let Some(db) = args.db {
+        config.store.path = db;
+    }
+    let policy = Policy::from_config(&config);
+    let classifier = config.classifier()?;
+    let mut store = Store::open(&config.store.path)?;
+    let stats = import::import(&args.path, &mut store, &policy, &classifier, Utc::now())?;
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_map_every_conclusion() {
+        let cases = [
+            ("completed", Some("success"), RunState::Success),
+            ("completed", Some("neutral"), RunState::Success),
+            ("completed", Some("failure"), RunState::Failure),
+            ("completed", Some("cancelled"), RunState::Cancelled),
+            ("completed", Some("timed_out"), RunState::TimedOut),
+            ("completed", Some("skipped"), RunState::Skipped),
+            ("completed", Some("action_required"), RunState::Error),
+            ("completed", Some("stale"), RunState::Error),
+            ("completed", Some("startup_failure"), RunState::Error),
+            ("completed", None, RunState::Error),
+            ("in_progress", None, RunState::Running),
+            ("queued", None, RunState::Pending),
+            ("waiting", None, RunState::Pending),
+        ];
+        for (status, conclusion, want) in cases {
+            assert_eq!(
+                state_of(status, conclusion),
+                want,
+                "{status} {conclusion:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn triggers_map_workflow_events() {
+        assert_eq!(trigger_of("schedule"), Trigger::Schedule);
+        assert_eq!(trigger_of("pull_request_target"), Trigger::PullRequest);
+        assert_eq!(trigger_of("push"), Trigger::Push);
+        assert_eq!(trigger_of("workflow_dispatch"), Trigger::Manual);
+        assert_eq!(trigger_of("repository_dispatch"), Trigger::Other);
+    }
+
+    #[test]
+    fn the_section_validates_with_key_names() {
+        let mut c = GithubConfig::default();
+        assert!(c.validate().is_ok());
+        c.repositories = vec!["nope".into()];
+        assert_eq!(c.validate().unwrap_err().0, "github.repositories[0]");
+        c.repositories.clear();
+        c.owners = vec![OwnerConfig {
+            owner: "org".into(),
+            pattern: Some("(".into()),
+        }];
+        assert_eq!(c.validate().unwrap_err().0, "github.owners[0].pattern");
+    }
+}

@@ -1,0 +1,213 @@
+//! `import cockpit PATH` on a database built here with the schema of
+//! cockpit-project/bots' `store-tests` (TestRuns, Tests with seconds) plus a
+//! TestCoverage table; the SLIs are compared with values computed by hand.
+
+mod common;
+
+use ci_slo_exporter::forge::github::import::synthetic_change_number;
+use ci_slo_exporter::model::{Forge, RepositoryRef};
+use ci_slo_exporter::store::Store;
+use rusqlite::{Connection, params};
+
+const A: &str = "aaaa1111bbbb2222cccc3333dddd4444eeee5555";
+const B: &str = "bbbb1111bbbb2222cccc3333dddd4444eeee5555";
+const T0: f64 = 1_790_000_000.0; // 2026-09-21
+
+fn cockpit_db(path: &std::path::Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE if not exists TestRuns
+            (id INTEGER PRIMARY KEY, project TEXT, revision TEXT, context TEXT, url TEXT, time TIMESTAMP,
+             retry INTEGER, wait_seconds INTEGER, run_seconds INTEGER, state TEXT, description TEXT, UNIQUE (url));
+         CREATE TABLE if not exists Tests
+            (testname TEXT NOT NULL, retry_reason TEXT, failed INTEGER, run INTEGER NOT NULL, seconds INTEGER NOT NULL,
+             FOREIGN KEY (run) REFERENCES TestRuns(id));
+         CREATE TABLE TestCoverage (run INTEGER NOT NULL, coverage REAL);",
+    )
+    .unwrap();
+    // (revision, context, retry, posted offset, wait, run, state)
+    let runs = [
+        (A, "fedora-42", 0, 0.0, 60, 1200, "failure"),
+        (A, "fedora-42", 1, 1300.0, 600, 4000, "success"),
+        (A, "debian-testing", 0, 0.0, 100, 1800, "success"),
+        (B, "fedora-42", 0, 9000.0, 30, 600, "success"),
+        (B, "debian-testing", 0, 9000.0, 400, 3000, "failure"),
+    ];
+    for (i, (rev, ctx, retry, at, wait, took, state)) in runs.iter().enumerate() {
+        c.execute(
+            "INSERT INTO TestRuns VALUES (null, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                "cockpit-project/cockpit",
+                rev,
+                ctx,
+                format!("https://logs.example.org/pull-{i}/log.html"),
+                T0 + at,
+                retry,
+                wait,
+                took,
+                state,
+                Option::<String>::None
+            ],
+        )
+        .unwrap();
+    }
+    // Run 1: testOne failed once (retried for a reason) then passed; testTwo failed.
+    for (name, reason, failed, run, secs) in [
+        (
+            "test/verify/check-a TestA.testOne",
+            Some("be robust against unstable tests"),
+            1,
+            1,
+            30,
+        ),
+        ("test/verify/check-a TestA.testOne", None, 0, 1, 25),
+        (
+            "test/verify/check-a TestA.testTwo",
+            Some("error: could not resolve host: x"),
+            1,
+            1,
+            40,
+        ),
+        ("test/verify/check-a TestA.testOne", None, 0, 2, 20),
+    ] {
+        c.execute(
+            "INSERT INTO Tests VALUES (?, ?, ?, ?, ?)",
+            params![name, reason, failed, run, secs],
+        )
+        .unwrap();
+    }
+    c.execute("INSERT INTO TestCoverage VALUES (2, 71.5)", [])
+        .unwrap();
+}
+
+#[test]
+fn a_cockpit_database_imports_once_with_the_right_slis() {
+    let dir = tempfile::tempdir().unwrap();
+    let cockpit = dir.path().join("test-results.db");
+    cockpit_db(&cockpit);
+    let db = dir.path().join("ours.db");
+    let args = [
+        "import",
+        "cockpit",
+        cockpit.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    let out = common::run(&args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["runs_created"], 5);
+    assert_eq!(stats["tests"], 3);
+    assert_eq!(stats["coverage_rows"], 1);
+    assert_eq!(
+        (stats["changes"].as_u64(), stats["changes_decided"].as_u64()),
+        (Some(2), Some(2))
+    );
+
+    let store = Store::open(&db).unwrap();
+    let slis = |store: &Store| {
+        let counts = store
+            .slo_counts_since(chrono::DateTime::UNIX_EPOCH)
+            .unwrap();
+        let mut v: Vec<(String, u64, u64)> = counts
+            .into_iter()
+            .map(|(slo, c)| (slo, c.good, c.total))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = slis(&store);
+    let get = |name: &str| {
+        before
+            .iter()
+            .find(|(s, ..)| s == name)
+            .map(|(_, g, t)| (*g, *t))
+    };
+    // waits 60, 600, 100, 30, 400: three within 300 s.
+    assert_eq!(get("queue_time"), Some((3, 5)));
+    // runs 1200, 4000, 1800, 600, 3000: four within 3600 s.
+    assert_eq!(get("run_time"), Some((4, 5)));
+    // A: fedora-42 green on its retry, debian green → green after one retry.
+    // B: debian-testing failed → merged red.
+    assert_eq!(get("merged_without_failures"), Some((1, 2)));
+    assert_eq!(get("first_attempt_green"), Some((0, 2)));
+    assert_eq!(get("green_within_one_retry"), Some((1, 2)));
+    let repo = RepositoryRef {
+        forge: Forge::Github,
+        path: "cockpit-project/cockpit".into(),
+    };
+    assert_eq!(
+        store
+            .change_outcome(&repo, synthetic_change_number(A))
+            .unwrap(),
+        Some((Some("green_after_one_retry".into()), Some(1)))
+    );
+    assert_eq!(
+        store
+            .change_outcome(&repo, synthetic_change_number(B))
+            .unwrap()
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("merged_red")
+    );
+
+    // Tests with their retries, reasons and durations; coverage kept with its run.
+    let first = store
+        .run_by_external_id(&repo, "cockpit:https://logs.example.org/pull-0/log.html")
+        .unwrap()
+        .unwrap();
+    let view = store.run(first.id).unwrap().unwrap();
+    assert_eq!(
+        (view.queue_seconds, view.run_seconds, view.attempt),
+        (Some(60.0), Some(1200.0), 0)
+    );
+    let one = view
+        .tests
+        .iter()
+        .find(|t| t.name.ends_with("testOne"))
+        .unwrap();
+    assert_eq!(
+        (one.outcome.as_str(), one.retries, one.duration_seconds),
+        ("passed", 1, Some(55.0))
+    );
+    assert_eq!(
+        one.retry_reasons,
+        vec!["be robust against unstable tests".to_string()]
+    );
+    let two = view
+        .tests
+        .iter()
+        .find(|t| t.name.ends_with("testTwo"))
+        .unwrap();
+    assert_eq!((two.outcome.as_str(), two.retries), ("failed", 0));
+    let retry = store
+        .run_by_external_id(&repo, "cockpit:https://logs.example.org/pull-1/log.html")
+        .unwrap()
+        .unwrap();
+    let retry_view = store.run(retry.id).unwrap().unwrap();
+    assert_eq!(retry_view.attempt, 1);
+    assert_eq!(retry_view.reports.len(), 1);
+    assert_eq!(retry_view.reports[0].format, "coverage");
+    drop(store);
+
+    // Importing twice changes nothing.
+    let out = common::run(&args, dir.path());
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            stats["runs_created"].as_u64(),
+            stats["runs_unchanged"].as_u64()
+        ),
+        (Some(0), Some(5))
+    );
+    assert_eq!(stats["changes_decided"], 0);
+    let store = Store::open(&db).unwrap();
+    assert_eq!(slis(&store), before);
+    assert_eq!(store.run_count().unwrap(), 5);
+}

@@ -1,0 +1,401 @@
+//! The poller against a fake GitHub: an axum server on 127.0.0.1:0 in the
+//! test, counting every request it answers.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ci_slo_exporter::config::Config;
+use ci_slo_exporter::forge::github::poll::{Client, Poller};
+use ci_slo_exporter::forge::github::{GithubConfig, OwnerConfig};
+use ci_slo_exporter::metrics::{MetricsHub, SelfMetrics};
+use ci_slo_exporter::model::{Forge, RepositoryRef};
+use ci_slo_exporter::store::writer::StoreHandle;
+use ci_slo_exporter::store::{Policy, Store};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SHA: &str = "3484a3fb816e0859fd6e1cea078d76385ff50625";
+
+#[derive(Default)]
+struct Fake {
+    /// (path and query, conditional?)
+    log: Vec<(String, bool)>,
+    /// Scripted failures for a path, consumed in order.
+    failures: HashMap<String, Vec<&'static str>>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+fn json_response(body: Value, etag: Option<&str>, headers: &HeaderMap) -> Response {
+    if let (Some(etag), Some(given)) = (
+        etag,
+        headers.get("if-none-match").and_then(|v| v.to_str().ok()),
+    ) && given == etag
+    {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let mut r = axum::Json(body).into_response();
+    if let Some(e) = etag {
+        r.headers_mut().insert("etag", e.parse().unwrap());
+    }
+    r.headers_mut()
+        .insert("x-ratelimit-remaining", "4999".parse().unwrap());
+    r.headers_mut()
+        .insert("x-ratelimit-limit", "5000".parse().unwrap());
+    r
+}
+
+fn job(
+    id: u64,
+    attempt: u32,
+    created: &str,
+    started: &str,
+    completed: &str,
+    conclusion: &str,
+) -> Value {
+    json!({
+        "id": id, "run_id": 77, "run_attempt": attempt, "head_sha": SHA, "name": "test",
+        "workflow_name": "CI", "status": "completed", "conclusion": conclusion,
+        "created_at": created, "started_at": started, "completed_at": completed,
+        "html_url": format!("https://github.com/fake/repo-0/actions/runs/77/job/{id}")
+    })
+}
+
+async fn handler(State(fake): State<Shared>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let scripted = {
+        let mut f = fake.lock().unwrap();
+        f.log
+            .push((pq.clone(), headers.contains_key("if-none-match")));
+        f.failures.get_mut(&path).and_then(|v| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.remove(0))
+            }
+        })
+    };
+    match scripted {
+        Some("429") => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                "slow down",
+            )
+                .into_response();
+        }
+        Some("secondary") => {
+            return (
+                StatusCode::FORBIDDEN,
+                [("retry-after", "1")],
+                axum::Json(json!({"message": "You have exceeded a secondary rate limit."})),
+            )
+                .into_response();
+        }
+        Some("500") => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        Some("timeout") => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return (StatusCode::OK, "[]").into_response();
+        }
+        _ => {}
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["orgs", "fake", "repos"] => {
+            let repos: Vec<Value> = (0..100)
+                .map(|i| json!({"full_name": format!("fake/repo-{i}")}))
+                .collect();
+            json_response(Value::Array(repos), Some("\"repos-v1\""), &headers)
+        }
+        ["repos", "fake", name, "pulls"] => {
+            let prs = if *name == "repo-0" || *name == "flaky" {
+                let now = chrono::Utc::now();
+                json!([{ "number": 7, "merged": true, "merged_at": (now - chrono::Duration::minutes(10)).to_rfc3339(),
+                         "updated_at": (now - chrono::Duration::minutes(9)).to_rfc3339(), "head": {"sha": SHA} },
+                       { "number": 8, "merged_at": null, "updated_at": now.to_rfc3339(), "head": {"sha": "ffff"} }])
+            } else {
+                json!([])
+            };
+            json_response(prs, Some(&format!("\"pulls-{name}\"")), &headers)
+        }
+        ["repos", "fake", _, "commits", _, "statuses"] => json_response(json!([]), None, &headers),
+        ["repos", "fake", _, "commits", _, "check-runs"] => {
+            json_response(json!({"total_count": 0, "check_runs": []}), None, &headers)
+        }
+        ["repos", "fake", name, "actions", "runs"] => {
+            if pq.contains("event=schedule") || (*name != "repo-0" && *name != "flaky") {
+                return json_response(
+                    json!({"total_count": 0, "workflow_runs": []}),
+                    None,
+                    &headers,
+                );
+            }
+            // Attempt 2 of run 77 was requested days after attempt 1.
+            json_response(
+                json!({"total_count": 1, "workflow_runs": [{"id": 77, "run_attempt": 2, "event": "pull_request",
+                    "run_started_at": "2026-11-03T09:00:00Z"}]}),
+                None,
+                &headers,
+            )
+        }
+        ["repos", "fake", _, "actions", "runs", "77", "attempts", "1"] => json_response(
+            json!({"id": 77, "run_attempt": 1, "event": "pull_request", "run_started_at": "2026-11-01T09:00:00Z"}),
+            None,
+            &headers,
+        ),
+        [
+            "repos",
+            "fake",
+            _,
+            "actions",
+            "runs",
+            "77",
+            "attempts",
+            n,
+            "jobs",
+        ] => {
+            let jobs = if *n == "1" {
+                vec![job(
+                    1001,
+                    1,
+                    "2026-11-01T09:00:00Z",
+                    "2026-11-01T09:01:00Z",
+                    "2026-11-01T09:04:18Z",
+                    "failure",
+                )]
+            } else {
+                // The re-run job carries the first attempt's created_at (two days
+                // before the re-run was requested) and started before its run_started_at.
+                vec![
+                    job(
+                        1002,
+                        2,
+                        "2026-11-01T09:00:00Z",
+                        "2026-11-03T09:02:00Z",
+                        "2026-11-03T09:05:00Z",
+                        "success",
+                    ),
+                    job(
+                        1003,
+                        2,
+                        "2026-11-01T09:00:00Z",
+                        "2026-11-03T08:59:00Z",
+                        "2026-11-03T09:03:00Z",
+                        "success",
+                    ),
+                ]
+            };
+            let mut jobs = jobs;
+            let last = jobs.len() - 1;
+            jobs[last]["name"] = if *n == "1" {
+                json!("test")
+            } else {
+                json!("lint")
+            };
+            json_response(
+                json!({"total_count": jobs.len(), "jobs": jobs}),
+                None,
+                &headers,
+            )
+        }
+        ["repos", "fake", _, "actions", "jobs", _, "logs"] => (
+            StatusCode::OK,
+            "##[group]Run tests\nerror: could not resolve host: registry.example.org\n",
+        )
+            .into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": "Not Found"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn fake_github(fake: Shared) -> String {
+    let app = Router::new().fallback(handler).with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn poller(api: &str, db: &std::path::Path, f: impl FnOnce(&mut GithubConfig)) -> Poller {
+    let mut g = GithubConfig {
+        api_url: api.to_string(),
+        retry_base: Duration::from_millis(10),
+        ..Default::default()
+    };
+    f(&mut g);
+    let config = Config::default();
+    Poller {
+        client: Client::new(&g, None, Arc::new(MetricsHub::new(SelfMetrics::new()))).unwrap(),
+        store: StoreHandle::start(db).unwrap(),
+        policy: Arc::new(Policy::from_config(&config)),
+        config: Arc::new(g),
+        classifier: Arc::new(config.classifier().unwrap()),
+        deps: std::sync::Arc::new(ci_slo_exporter::deps::Extractor::with_defaults()),
+        refresh: None,
+        show_progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_poll_of_an_unchanged_owner_is_one_conditional_request_per_repository() {
+    let fake: Shared = Default::default();
+    let api = fake_github(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let p = poller(&api, &db, |g| {
+        g.owners = vec![OwnerConfig {
+            owner: "fake".into(),
+            pattern: Some("^repo-".into()),
+        }];
+    });
+    let first = p.poll_once().await;
+    assert_eq!(
+        (first.repositories, first.errors, first.pull_requests),
+        (100, 0, 1),
+        "{first:?}"
+    );
+    assert_eq!(first.logs, 1, "the failed job's log is downloaded once");
+    let before = fake.lock().unwrap().log.len();
+
+    let second = p.poll_once().await;
+    assert_eq!(
+        (second.not_modified, second.errors, second.pull_requests),
+        (100, 0, 0),
+        "{second:?}"
+    );
+    let log = fake.lock().unwrap().log[before..].to_vec();
+    let mut per_repo: HashMap<String, usize> = HashMap::new();
+    for (pq, conditional) in &log {
+        assert!(
+            conditional,
+            "unconditional request on the second poll: {pq}"
+        );
+        if let Some(rest) = pq.strip_prefix("/repos/fake/") {
+            *per_repo
+                .entry(rest.split('/').next().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(per_repo.len(), 100);
+    assert!(per_repo.values().all(|n| *n == 1), "{per_repo:?}");
+    assert_eq!(log.len(), 101, "100 repositories + the owner's listing");
+
+    // The data of the merged pull request: attempts, queue times, trigger, outcome.
+    let store = Store::open(&db).unwrap();
+    let repo = RepositoryRef {
+        forge: Forge::Github,
+        path: "fake/repo-0".into(),
+    };
+    let a0 = store
+        .run_by_external_id(&repo, "job:1001")
+        .unwrap()
+        .unwrap();
+    let a1 = store
+        .run_by_external_id(&repo, "job:1002")
+        .unwrap()
+        .unwrap();
+    let lint = store
+        .run_by_external_id(&repo, "job:1003")
+        .unwrap()
+        .unwrap();
+    assert_eq!((a0.attempt, a1.attempt, lint.attempt), (0, 1, 1));
+    assert_eq!(a0.trigger.as_str(), "pull_request");
+    let view = |id| store.run(id).unwrap().unwrap();
+    assert_eq!(
+        (view(a0.id).queue_seconds, view(a0.id).run_seconds),
+        (Some(60.0), Some(198.0))
+    );
+    // Queue of the re-run starts when it was requested (09:00 on the 3rd), not two days earlier.
+    assert_eq!(
+        (view(a1.id).queue_seconds, view(a1.id).run_seconds),
+        (Some(120.0), Some(180.0))
+    );
+    // Started before it was requested: no queue time at all, never a negative one.
+    assert_eq!(
+        (view(lint.id).queue_seconds, view(lint.id).run_seconds),
+        (None, Some(240.0))
+    );
+    let failures = view(a0.id).failures;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(store.has_log(a0.id).unwrap());
+    assert!(
+        !store.has_log(a1.id).unwrap(),
+        "logs of green jobs are not downloaded"
+    );
+    let rejections: f64 = store
+        .connection()
+        .query_row(
+            "SELECT value FROM metric_counters WHERE family = 'ci_exporter_data_quality_rejections' AND labels LIKE '%negative_queue_time%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0.0);
+    assert_eq!(rejections, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_errors_and_timeouts_are_waited_out_and_the_data_is_complete() {
+    let fake: Shared = Default::default();
+    fake.lock().unwrap().failures.insert(
+        "/repos/fake/flaky/pulls".into(),
+        vec!["429", "secondary", "500", "timeout", "500"],
+    );
+    let api = fake_github(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let p = poller(&api, &db, |g| {
+        g.repositories = vec!["fake/flaky".into()];
+        g.request_timeout = Duration::from_millis(500);
+    });
+    let started = Instant::now();
+    let stats = p.poll_once().await;
+    let waited = started.elapsed();
+    assert_eq!((stats.errors, stats.pull_requests), (0, 1), "{stats:?}");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "two Retry-After: 1 honoured, waited {waited:?}"
+    );
+    let pulls = fake
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(pq, _)| pq.starts_with("/repos/fake/flaky/pulls"))
+        .count();
+    assert_eq!(pulls, 6, "five failures, then the answer");
+    let store = Store::open(&db).unwrap();
+    let repo = RepositoryRef {
+        forge: Forge::Github,
+        path: "fake/flaky".into(),
+    };
+    for job in ["job:1001", "job:1002", "job:1003"] {
+        assert!(
+            store.run_by_external_id(&repo, job).unwrap().is_some(),
+            "{job} missing"
+        );
+    }
+
+    // A bounded number of retries: a repository that always fails gives up.
+    fake.lock()
+        .unwrap()
+        .failures
+        .insert("/repos/fake/flaky/pulls".into(), vec!["500"; 20]);
+    let p = poller(&api, &db, |g| {
+        g.repositories = vec!["fake/flaky".into()];
+        g.max_retries = 2;
+    });
+    let stats = p.poll_once().await;
+    assert_eq!(stats.errors, 1);
+}
