@@ -137,6 +137,21 @@ fn check_name(field: &str, v: &str) -> Result<(), InvalidRun> {
     Ok(())
 }
 
+/// Test names come from real reports: they may hold newlines, tabs and any
+/// Unicode (the exposition formats escape them); only NUL and empty are refused.
+fn check_test_name(field: &str, v: &str) -> Result<(), InvalidRun> {
+    if v.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if v.len() > MAX_NAME_LEN {
+        return Err(invalid(field, format!("longer than {MAX_NAME_LEN} bytes")));
+    }
+    if v.contains('\0') {
+        return Err(invalid(field, "must not contain NUL"));
+    }
+    Ok(())
+}
+
 fn check_url(field: &str, v: &Option<String>) -> Result<(), InvalidRun> {
     match v {
         Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
@@ -176,7 +191,7 @@ impl RunRequest {
         let mut warnings = Vec::new();
         let mut tests: Vec<TestResult> = Vec::new();
         for (i, t) in self.tests.iter().enumerate() {
-            check_name(&format!("tests[{i}].name"), &t.name)?;
+            check_test_name(&format!("tests[{i}].name"), &t.name)?;
             if let Some(d) = t.duration_seconds
                 && !(d.is_finite() && d >= 0.0)
             {
