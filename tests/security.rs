@@ -150,12 +150,10 @@ fn secrets_never_leak_and_every_door_needs_its_key() {
     } else {
         "python3"
     };
-    let script = format!(
-        "import json,sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+    let script = "import json,sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
          names=[s.labels['test'] for f in p(open(sys.argv[1]).read()) if f.name=='ci_test_failure_ratio' for s in f.samples]\n\
-         repos={{s.labels['repository'] for f in p(open(sys.argv[1]).read()) if f.name=='ci_test_failure_ratio' for s in f.samples}}\n\
-         print(json.dumps({{'names': sorted(names), 'repos': sorted(repos)}}))"
-    );
+         repos={s.labels['repository'] for f in p(open(sys.argv[1]).read()) if f.name=='ci_test_failure_ratio' for s in f.samples}\n\
+         print(json.dumps({'names': sorted(names), 'repos': sorted(repos)}))";
     let out = std::process::Command::new(python)
         .arg("-c")
         .arg(script)
