@@ -448,32 +448,6 @@ fn a_restart_neither_resets_nor_jumps_counters() {
     assert_eq!(persisted_lines(&e.scrape(false)), persisted_lines(&before));
 }
 
-fn promtool_check(text: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package prometheus; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn demo_output_passes_promtool_and_the_openmetrics_reference_parser() {
     let dir = tempfile::tempdir().unwrap();
@@ -481,7 +455,7 @@ fn demo_output_passes_promtool_and_the_openmetrics_reference_parser() {
     let e = Exporter::start(d, &d.join("demo.db"), &["--demo"], &[]);
 
     let text = e.scrape(false);
-    let (ok, lint) = promtool_check(&text);
+    let (ok, lint) = common::promtool_check(&text);
     assert!(
         ok && lint.trim().is_empty(),
         "promtool check metrics on the text format:\n{lint}"
@@ -494,11 +468,7 @@ fn demo_output_passes_promtool_and_the_openmetrics_reference_parser() {
     let om_path = d.join("scrape.om");
     std::fs::write(&om_path, &om).unwrap();
     // Debian's python3 has the reference parser (python3-prometheus-client).
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
+    let python = common::python3();
     let out = std::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -6,7 +6,6 @@ mod common;
 
 use chrono::{Duration, SecondsFormat, Utc};
 use common::{Exporter, agent};
-use std::path::Path;
 
 const SECRETS: [(&str, &str); 5] = [
     ("CI_SLO_API_TOKEN", "api-7c1f0e5d9b2a44c3"),
@@ -138,18 +137,14 @@ fn secrets_never_leak_and_every_door_needs_its_key() {
         t.matches("ci_test_failure_ratio{").count() >= HOSTILE.len()
     });
 
-    let (ok, lint) = promtool_check(&text);
+    let (ok, lint) = common::promtool_check(&text);
     assert!(
         ok,
         "promtool check metrics rejects the hostile labels:\n{lint}"
     );
     let om_path = d.join("om.txt");
     std::fs::write(&om_path, e.scrape(true)).unwrap();
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
+    let python = common::python3();
     let script = "import json,sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
          names=[s.labels['test'] for f in p(open(sys.argv[1]).read()) if f.name=='ci_test_failure_ratio' for s in f.samples]\n\
          repos={s.labels['repository'] for f in p(open(sys.argv[1]).read()) if f.name=='ci_test_failure_ratio' for s in f.samples}\n\
@@ -201,26 +196,4 @@ fn secrets_never_leak_and_every_door_needs_its_key() {
         "{printed}"
     );
     assert_no_secret("--print-config", &printed);
-}
-
-fn promtool_check(text: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
