@@ -340,11 +340,21 @@ pub fn classify_run(
     log: Option<&str>,
     tests: &[TestResult],
 ) -> Vec<FailureEvidence> {
+    let primary = log
+        .and_then(|log| classifier.classify_log(log.as_bytes()).ok())
+        .and_then(|c| c.primary);
+    failures_from(classifier, primary, tests)
+}
+
+/// The same, for a caller that already classified the log (and wants its
+/// section timings too): the log's decisive match and the failed tests.
+pub fn failures_from(
+    classifier: &Classifier,
+    primary: Option<crate::classify::Match>,
+    tests: &[TestResult],
+) -> Vec<FailureEvidence> {
     let mut failures = Vec::new();
-    if let Some(log) = log
-        && let Ok(c) = classifier.classify_log(log.as_bytes())
-        && let Some(m) = c.primary
-    {
+    if let Some(m) = primary {
         failures.push(FailureEvidence {
             class: m.class,
             category: m.category.as_str().to_string(),

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::classify::Classifier;
 use crate::deps::Extractor;
-use crate::ingest::classify_run;
+use crate::ingest::{classify_run, failures_from};
 use crate::metrics::MetricsHub;
 use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult};
 use crate::store::writer::StoreHandle;
@@ -715,10 +715,15 @@ impl Poller {
                 "\n[ci-slo-exporter: log truncated: only the first {cap} bytes were downloaded]\n"
             ));
         }
-        let classification = self.classifier.classify_log(log.as_bytes()).ok();
-        let sections = classification.map(|c| c.sections).unwrap_or_default();
+        let classification = self
+            .classifier
+            .classify_log(log.as_bytes())
+            .ok()
+            .unwrap_or_default();
+        let sections = classification.sections;
         let mut planned = plan.clone();
-        planned.run.failures = classify_run(&self.classifier, Some(&log), &planned.run.tests);
+        planned.run.failures =
+            failures_from(&self.classifier, classification.primary, &planned.run.tests);
         planned.run.dependencies = self.deps.extract(&log);
         let policy = self.policy.clone();
         self.store
