@@ -8,6 +8,7 @@
 
 mod schema;
 pub mod tally;
+pub mod ui;
 pub mod writer;
 
 use crate::config::Config;

@@ -198,4 +198,14 @@ CREATE TABLE run_sections (
     PRIMARY KEY (run_id, ord)
 ) WITHOUT ROWID;
 "#,
+    // 4: indexes of the drill-down UI (src/store/ui.rs): runs by time (the
+    // expression its queries use), scheduled runs by time (nightly grid), runs of
+    // one repository and context by time (tests, last green run), SLO events of
+    // one repository.
+    r#"
+CREATE INDEX runs_at ON runs (coalesce(queued_at, started_at, created_at));
+CREATE INDEX runs_trigger_at ON runs (trigger, coalesce(queued_at, started_at, created_at));
+CREATE INDEX runs_repo_context_at ON runs (repository_id, context, coalesce(queued_at, started_at, created_at));
+CREATE INDEX slo_events_repository ON slo_events (repository_id, at, slo, good);
+"#,
 ];
