@@ -157,7 +157,7 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
 
     c.goto(&format!("{base}/nightly")).await.unwrap();
     let cells = c.find_all(Locator::Css("td.cell[data-run]")).await.unwrap();
-    assert!(cells.len() >= 40, "grid has {} cells", cells.len());
+    assert!(cells.len() >= 30, "grid has {} cells", cells.len());
     let cell = c.find(Locator::XPath(JENKINS_FAILING)).await.unwrap();
     assert!(cell.text().await.unwrap().starts_with('✗'));
     let tip = cell.find(Locator::Css(".tip")).await.unwrap();
@@ -204,7 +204,12 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     );
     assert!(other_tip.text().await.unwrap().contains("class "));
     shot(&c, "nightly-hover-1280").await;
-    // Clicking a cell opens its run.
+    // Clicking a cell opens its run (reloaded: the hovered tooltip covers it).
+    c.goto(&format!("{base}/nightly")).await.unwrap();
+    let link = c
+        .find(Locator::XPath(&format!("{JENKINS_FAILING}//a")))
+        .await
+        .unwrap();
     let href = link.attr("href").await.unwrap().unwrap();
     link.click().await.unwrap();
     let url = c.current_url().await.unwrap();

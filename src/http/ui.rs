@@ -382,7 +382,7 @@ fn nightly_html(state: &AppState, q: &UiQuery, v: &NightlyView) -> Markup {
                     tbody {
                         @for row in &v.rows {
                             tr {
-                                th scope="row" {
+                                th scope="row" title=(row.repository) {
                                     (row.repository)
                                     @if let Some(m) = row.median_seconds { div.muted { "median " (fmt_seconds(m)) } }
                                 }
@@ -468,6 +468,7 @@ fn sparkline(trend: &[u64], days: &[chrono::NaiveDate]) -> Markup {
         .join(", ");
     html! {
         svg.spark viewBox="0 0 100 20" preserveAspectRatio="none" role="img" aria-label=(format!("daily occurrences: {label}")) {
+            rect.base x="0" y="19.4" width="100" height="0.6" {}
             @for (i, c) in trend.iter().enumerate() {
                 @let h = if *c == 0 { 0.0 } else { (*c as f64 / max * 18.0).max(2.0) };
                 rect x=(format!("{:.2}", i as f64 * w + w * 0.1)) y=(format!("{:.2}", 20.0 - h)) width=(format!("{:.2}", w * 0.8)) height=(format!("{h:.2}")) {}

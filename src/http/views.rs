@@ -123,8 +123,28 @@ impl UiQuery {
     }
 }
 
-fn human(d: Duration) -> String {
-    humantime::format_duration(d.to_std().unwrap_or_default()).to_string()
+/// A window for people: `28 days`, `6 hours`, `1 day 12 hours`.
+pub fn human(d: Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let unit = |n: i64, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
+    let (days, hours, minutes) = (s / 86400, s % 86400 / 3600, s % 3600 / 60);
+    let mut parts = Vec::new();
+    if days > 0 {
+        parts.push(unit(days, "day"));
+    }
+    if hours > 0 {
+        parts.push(unit(hours, "hour"));
+    }
+    if minutes > 0 || parts.is_empty() {
+        parts.push(unit(minutes, "minute"));
+    }
+    parts.join(" ")
 }
 
 // ---------------------------------------------------------------- overview
@@ -807,6 +827,14 @@ mod tests {
             })
             .collect();
         assert_eq!(segments, ["group/sub/repo", "ci / test", "<T> a&b \"q\""]);
+    }
+
+    #[test]
+    fn windows_read_as_words() {
+        assert_eq!(human(Duration::days(28)), "28 days");
+        assert_eq!(human(Duration::hours(1)), "1 hour");
+        assert_eq!(human(Duration::hours(36)), "1 day 12 hours");
+        assert_eq!(human(Duration::seconds(30)), "0 minutes");
     }
 
     #[test]
