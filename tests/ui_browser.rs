@@ -52,13 +52,19 @@ fn start_driver(log_dir: &Path) -> Driver {
         .stderr(log)
         .spawn()
         .expect("start chromedriver");
-    let url = format!("http://127.0.0.1:{port}");
+    // Owned by `Driver` at once: killed and waited for on drop, also on a panic.
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = common::agent().get(&format!("{url}/status")).call()
+        if let Ok(r) = common::agent()
+            .get(&format!("{}/status", driver.url))
+            .call()
             && r.status() == 200
         {
-            return Driver { child, url };
+            return driver;
         }
         assert!(Instant::now() < deadline, "chromedriver did not start");
         std::thread::sleep(Duration::from_millis(100));
