@@ -267,7 +267,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().unwrap();
+    // UI_BENCH_DIR keeps the generated databases there and reuses them.
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("UI_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = keep.as_deref().unwrap_or(tmp.path());
     let now_ms = chrono::Utc::now().timestamp_millis();
     let pages = [
         "/",
@@ -285,9 +288,11 @@ fn main() {
     ];
     let mut results: Vec<Vec<f64>> = Vec::new();
     for runs in [10_000, large] {
-        let db = dir.path().join(format!("ui-{runs}.db"));
+        let db = dir.join(format!("ui-{runs}.db"));
         let t = Instant::now();
-        generate(&db, runs, now_ms);
+        if keep.is_none() || !db.exists() {
+            generate(&db, runs, now_ms);
+        }
         let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
         eprintln!(
             "generated {runs} runs in {:.1} s ({} MB)",
