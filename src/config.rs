@@ -61,6 +61,32 @@ pub struct Config {
     /// The GitLab source (docs/gitlab.md).
     pub gitlab: crate::forge::gitlab::GitlabConfig,
     pub github: crate::forge::github::GithubConfig,
+    /// The drill-down web UI (docs/ui.md).
+    pub ui: UiConfig,
+}
+
+/// The drill-down web UI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Base URL of Grafana (e.g. `https://grafana.example.com`): the pages link
+    /// to the shipped dashboards under it. No links when unset.
+    pub grafana_url: Option<String>,
+    /// Days shown by the nightly grid.
+    pub nightly_days: u32,
+    /// A fingerprint first seen within this window carries a NEW badge.
+    #[serde(with = "humantime_serde")]
+    pub new_window: Duration,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            grafana_url: None,
+            nightly_days: 14,
+            new_window: hours(24),
+        }
+    }
 }
 
 /// Per-test statistics (flakiness, failure ratio).
@@ -463,6 +489,17 @@ impl Config {
             if d.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
             }
+        }
+        if let Some(url) = &self.ui.grafana_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "ui.grafana_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.ui.nightly_days == 0 || self.ui.nightly_days > 92 {
+            return Err(invalid("ui.nightly_days", "must be between 1 and 92"));
         }
         if self.store.retention < self.slo.period {
             return Err(invalid(

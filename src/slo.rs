@@ -253,6 +253,45 @@ impl EventCounts {
     }
 }
 
+/// When a budget in the red recovers if no further bad events arrive.
+///
+/// `buckets` are the events of the rolling period that ends now, oldest first,
+/// each stamped with the start of its bucket (`bucket_ms` long). An event
+/// leaves the window `period_ms` after it happened; counting it as leaving at
+/// the end of its bucket keeps the answer on the safe side (never early).
+/// Returns `None` when the budget is not overspent (nothing to recover), else
+/// the first time at which the events still inside the window leave a budget
+/// of at least zero (bad / total ≤ 1 − objective), or an empty window. Good
+/// events that arrive meanwhile would only bring the date forward.
+pub fn budget_recovery_ms(
+    buckets: &[(i64, EventCounts)],
+    period_ms: i64,
+    bucket_ms: i64,
+    objective: f64,
+) -> Option<i64> {
+    let mut good: u64 = buckets.iter().map(|(_, c)| c.good.min(c.total)).sum();
+    let mut total: u64 = buckets.iter().map(|(_, c)| c.total).sum();
+    let within = |good: u64, total: u64| {
+        let c = EventCounts { good, total };
+        if objective >= 1.0 {
+            c.bad() == 0
+        } else {
+            c.budget_remaining(objective) >= -1e-12
+        }
+    };
+    if within(good, total) {
+        return None;
+    }
+    for (start, c) in buckets {
+        good -= c.good.min(c.total);
+        total -= c.total;
+        if total == 0 || within(good, total) {
+            return Some(start + bucket_ms + period_ms);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +468,47 @@ mod tests {
                 "remaining {good}/{total}"
             );
         }
+    }
+
+    #[test]
+    fn a_budget_in_the_red_recovers_when_enough_bad_events_age_out() {
+        let h = 3_600_000;
+        let period = 10 * h;
+        let c = |good, total| EventCounts { good, total };
+        // Within budget: nothing to recover.
+        assert_eq!(
+            budget_recovery_ms(&[(0, c(95, 100))], period, h, 0.95),
+            None
+        );
+        assert_eq!(budget_recovery_ms(&[], period, h, 0.95), None);
+        // 10 bad at hour 0, then 100 good at hour 5: 100/110 < 0.95. Once hour 0
+        // leaves (at 1h + 10h), 100/100 remains.
+        assert_eq!(
+            budget_recovery_ms(&[(0, c(0, 10)), (5 * h, c(100, 100))], period, h, 0.95),
+            Some(11 * h)
+        );
+        // Good events age out first and make it worse; the bad ones at hour 3
+        // must leave too: recovery only when the window is empty.
+        assert_eq!(
+            budget_recovery_ms(&[(0, c(50, 50)), (3 * h, c(0, 5))], period, h, 0.95),
+            Some(14 * h)
+        );
+        // Several bad hours: recovered once the ratio is back within 1 − objective.
+        // 0.9 objective: after hour 0 leaves: 2 bad / 20 = 0.1 → within.
+        assert_eq!(
+            budget_recovery_ms(
+                &[(0, c(0, 5)), (h, c(8, 10)), (2 * h, c(10, 10))],
+                period,
+                h,
+                0.9
+            ),
+            Some(11 * h)
+        );
+        // An objective of 1: any bad event is over budget until it leaves.
+        assert_eq!(
+            budget_recovery_ms(&[(0, c(9, 10)), (h, c(10, 10))], period, h, 1.0),
+            Some(11 * h)
+        );
     }
 
     #[test]

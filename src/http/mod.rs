@@ -5,6 +5,8 @@
 //! that says whose fault it was.
 
 pub mod api;
+pub mod ui;
+pub mod views;
 
 use crate::classify::Classifier;
 use crate::config::{Config, Secrets};
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/runs", post(api::post_run))
         .route("/api/v1/runs/{id}", get(api::get_run))
+        .merge(ui_routes())
         .route(
             "/webhooks/gitlab",
             post(crate::forge::gitlab::webhook::handle),
@@ -59,6 +62,24 @@ pub fn router(state: AppState) -> Router {
             count_requests,
         ))
         .with_state(state)
+}
+
+/// The drill-down pages and their JSON (docs/ui.md).
+fn ui_routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(ui::overview))
+        .route("/nightly", get(ui::nightly))
+        .route("/failures", get(ui::failures))
+        .route("/tests/{repository}/{context}/{test}", get(ui::test))
+        .route("/runs/{id}", get(ui::run))
+        .route("/static/app.css", get(ui::css))
+        .route("/api/v1/slos", get(ui::api_slos))
+        .route("/api/v1/nightly", get(ui::api_nightly))
+        .route("/api/v1/failures", get(ui::api_failures))
+        .route(
+            "/api/v1/tests/{repository}/{context}/{test}",
+            get(ui::api_test),
+        )
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

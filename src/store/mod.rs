@@ -9,6 +9,7 @@
 pub mod github;
 mod schema;
 pub mod tally;
+pub mod ui;
 pub mod writer;
 
 use crate::config::Config;

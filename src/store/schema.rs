@@ -211,4 +211,51 @@ CREATE TABLE github_workflow_runs (
     PRIMARY KEY (repository, run_id, run_attempt)
 ) WITHOUT ROWID;
 "#,
+    // 5: what the drill-down UI (src/store/ui.rs) reads fast on a million runs:
+    // runs by time (the expression its queries use), scheduled runs by time
+    // (nightly grid), runs of one repository and context by time (test pages,
+    // last green run); failures by their run's time (kept by triggers, so no
+    // writer changes); SLO events rolled up per hour, for all repositories
+    // (repository_id 0) and per repository, also kept by triggers.
+    r#"
+CREATE INDEX runs_at ON runs (coalesce(queued_at, started_at, created_at));
+CREATE INDEX runs_trigger_at ON runs (trigger, coalesce(queued_at, started_at, created_at));
+CREATE INDEX runs_repo_context_at ON runs (repository_id, context, coalesce(queued_at, started_at, created_at));
+
+ALTER TABLE failures ADD COLUMN at INTEGER;
+UPDATE failures SET at = (SELECT coalesce(queued_at, started_at, created_at) FROM runs WHERE runs.id = failures.run_id);
+CREATE INDEX failures_at ON failures (at);
+CREATE TRIGGER failures_at_insert AFTER INSERT ON failures BEGIN
+    UPDATE failures SET at = (SELECT coalesce(queued_at, started_at, created_at) FROM runs WHERE runs.id = NEW.run_id)
+    WHERE id = NEW.id;
+END;
+CREATE TRIGGER runs_at_update AFTER UPDATE OF queued_at, started_at, created_at ON runs BEGIN
+    UPDATE failures SET at = coalesce(NEW.queued_at, NEW.started_at, NEW.created_at) WHERE run_id = NEW.id;
+END;
+
+CREATE TABLE slo_hourly (
+    repository_id INTEGER NOT NULL,
+    hour          INTEGER NOT NULL,
+    slo           TEXT NOT NULL,
+    good          INTEGER NOT NULL,
+    total         INTEGER NOT NULL,
+    PRIMARY KEY (repository_id, hour, slo)
+) WITHOUT ROWID;
+INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+    SELECT 0, at / 3600000 * 3600000, slo, sum(good), count(*) FROM slo_events GROUP BY 2, 3;
+INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+    SELECT repository_id, at / 3600000 * 3600000, slo, sum(good), count(*) FROM slo_events GROUP BY 1, 2, 3;
+CREATE TRIGGER slo_events_hourly_insert AFTER INSERT ON slo_events BEGIN
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+    VALUES (0, NEW.at / 3600000 * 3600000, NEW.slo, NEW.good, 1),
+           (NEW.repository_id, NEW.at / 3600000 * 3600000, NEW.slo, NEW.good, 1)
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + 1;
+END;
+CREATE TRIGGER slo_events_hourly_delete AFTER DELETE ON slo_events BEGIN
+    UPDATE slo_hourly SET good = good - OLD.good, total = total - 1
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = OLD.slo;
+    DELETE FROM slo_hourly
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = OLD.slo AND total <= 0;
+END;
+"#,
 ];

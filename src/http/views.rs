@@ -1,0 +1,891 @@
+//! The data behind the drill-down pages, built once and served twice: as
+//! HTML by [`super::ui`] and as JSON under `/api/v1/` (docs/ui.md).
+
+use super::{ApiError, AppState};
+use crate::flaky;
+use crate::slo::{self, EventCounts, SloId};
+use crate::store::NightlyFailure;
+use crate::store::ui::{FailureOccurrence, RepositoryRow, RunFilter, SinceGreen, TestExecutionRow};
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Everything but RFC 3986 unreserved characters is percent-encoded: safe in a
+/// path segment (a `/` in a repository becomes `%2F`) and in a query value.
+pub const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+pub fn enc(s: &str) -> String {
+    utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// The page of a test: each of the three parts is one percent-encoded segment.
+pub fn test_path(repository: &str, context: &str, test: &str) -> String {
+    format!("/tests/{}/{}/{}", enc(repository), enc(context), enc(test))
+}
+
+/// A URL from the data, only when it is http(s) and has nothing that could
+/// break out of an attribute or smuggle a scheme: else `None` (no link).
+pub fn safe_url(url: &str) -> Option<&str> {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let ok = (lower.starts_with("http://") || lower.starts_with("https://"))
+        && url.len() > 8
+        && !url
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`'));
+    ok.then_some(url)
+}
+
+/// The filters and options of every page, as they appear in the query string.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct UiQuery {
+    pub repository: Option<String>,
+    pub context: Option<String>,
+    pub trigger: Option<String>,
+    /// A duration like `7d`, `24h`, `2weeks`.
+    pub window: Option<String>,
+    /// Nightly grid: number of days.
+    pub days: Option<u32>,
+    /// Nightly grid: `state` (default) or `runtime`.
+    pub color: Option<String>,
+}
+
+fn nonempty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl UiQuery {
+    /// Empty form fields mean "no filter".
+    pub fn normalized(&self) -> UiQuery {
+        UiQuery {
+            repository: nonempty(&self.repository),
+            context: nonempty(&self.context),
+            trigger: nonempty(&self.trigger),
+            window: nonempty(&self.window),
+            days: self.days,
+            color: nonempty(&self.color),
+        }
+    }
+
+    pub fn filter(&self) -> RunFilter {
+        RunFilter {
+            repository: self.repository.clone(),
+            context: self.context.clone(),
+            trigger: self.trigger.clone(),
+        }
+    }
+
+    pub fn window_or(&self, default: std::time::Duration) -> Result<Duration, ApiError> {
+        let d = match &self.window {
+            None => default,
+            Some(w) => humantime::parse_duration(w).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("window {w:?}: {e} (e.g. 24h, 7d, 4weeks)"),
+                )
+            })?,
+        };
+        if d.is_zero() || d > std::time::Duration::from_secs(400 * 86400) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "window must be longer than zero and at most 400 days",
+            ));
+        }
+        Duration::from_std(d)
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "window out of range"))
+    }
+
+    /// The query string of the filters (repository, context, trigger, window),
+    /// starting with `?`, or empty: carried by the navigation between pages.
+    pub fn filter_query(&self) -> String {
+        let parts: Vec<String> = [
+            ("repository", &self.repository),
+            ("context", &self.context),
+            ("trigger", &self.trigger),
+            ("window", &self.window),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v))))
+        .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+/// A window for people: `28 days`, `6 hours`, `1 day 12 hours`.
+pub fn human(d: Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let unit = |n: i64, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
+    let (days, hours, minutes) = (s / 86400, s % 86400 / 3600, s % 3600 / 60);
+    let mut parts = Vec::new();
+    if days > 0 {
+        parts.push(unit(days, "day"));
+    }
+    if hours > 0 {
+        parts.push(unit(hours, "hour"));
+    }
+    if minutes > 0 || parts.is_empty() {
+        parts.push(unit(minutes, "minute"));
+    }
+    parts.join(" ")
+}
+
+// ---------------------------------------------------------------- overview
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloWindow {
+    pub window: String,
+    pub good: u64,
+    pub total: u64,
+    pub sli: Option<f64>,
+    pub burn_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloRow {
+    pub slo: String,
+    pub description: String,
+    pub objective: f64,
+    pub good: u64,
+    pub total: u64,
+    pub sli: Option<f64>,
+    pub budget_remaining: f64,
+    /// `no_data`, `ok`, `burning` (the last day burns faster than 1) or `exhausted`.
+    pub status: String,
+    /// For an exhausted budget: when the rolling period recovers if no further bad events arrive.
+    pub recovers_at: Option<DateTime<Utc>>,
+    pub windows: Vec<SloWindow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlosView {
+    pub generated_at: DateTime<Utc>,
+    pub repository: Option<String>,
+    pub period: String,
+    pub slos: Vec<SloRow>,
+}
+
+pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
+    let now = Utc::now();
+    let period = Duration::from_std(state.config.slo.period).unwrap_or(Duration::days(28));
+    let windows: Vec<Duration> = state
+        .config
+        .slo
+        .windows
+        .iter()
+        .filter_map(|w| Duration::from_std(*w).ok())
+        .collect();
+    let repository = q.repository.clone();
+    let since = now - period;
+    let buckets = state
+        .store
+        .read(move |s| s.slo_hourly(since, repository.as_deref()))
+        .await?;
+    let mut per_slo: HashMap<String, Vec<(i64, EventCounts)>> = HashMap::new();
+    for b in buckets {
+        per_slo
+            .entry(b.slo)
+            .or_default()
+            .push((b.hour_ms, b.counts));
+    }
+    let now_ms = now.timestamp_millis();
+    let sum_since = |v: &[(i64, EventCounts)], from_ms: i64| {
+        v.iter()
+            .filter(|(h, _)| *h >= from_ms)
+            .fold(EventCounts::default(), |a, (_, c)| EventCounts {
+                good: a.good + c.good,
+                total: a.total + c.total,
+            })
+    };
+    let mut rows = Vec::new();
+    for id in SloId::ALL {
+        let objective = state
+            .config
+            .slo
+            .objectives
+            .get(id.as_str())
+            .copied()
+            .unwrap_or(id.default_objective());
+        let events = per_slo.remove(id.as_str()).unwrap_or_default();
+        let all = sum_since(&events, i64::MIN);
+        let budget_remaining = all.budget_remaining(objective);
+        let day = sum_since(&events, now_ms - 86_400_000);
+        let recovers_at =
+            slo::budget_recovery_ms(&events, period.num_milliseconds(), 3_600_000, objective)
+                .map(crate::store::from_ms);
+        let status = if all.total == 0 {
+            "no_data"
+        } else if budget_remaining < 0.0 {
+            "exhausted"
+        } else if day.burn_rate(objective).is_some_and(|b| b > 1.0) {
+            "burning"
+        } else {
+            "ok"
+        };
+        rows.push(SloRow {
+            slo: id.as_str().into(),
+            description: id.description().into(),
+            objective,
+            good: all.good,
+            total: all.total,
+            sli: all.sli(),
+            budget_remaining,
+            status: status.into(),
+            recovers_at,
+            windows: windows
+                .iter()
+                .map(|w| {
+                    let c = sum_since(&events, now_ms - w.num_milliseconds());
+                    SloWindow {
+                        window: human(*w),
+                        good: c.good,
+                        total: c.total,
+                        sli: c.sli(),
+                        burn_rate: c.burn_rate(objective),
+                    }
+                })
+                .collect(),
+        });
+    }
+    Ok(SlosView {
+        generated_at: now,
+        repository: q.repository.clone(),
+        period: human(period),
+        slos: rows,
+    })
+}
+
+// ---------------------------------------------------------------- nightly
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NightlyCellView {
+    pub day: NaiveDate,
+    pub run_id: i64,
+    pub context: String,
+    pub commit: String,
+    pub state: String,
+    pub duration_seconds: Option<f64>,
+    /// Run time / the repository's median run time in the grid.
+    pub runtime_ratio: Option<f64>,
+    pub url: Option<String>,
+    pub failure: Option<NightlyFailure>,
+    /// For a cell that is not green: dependency changes since the last green run.
+    pub since_green: Option<SinceGreen>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NightlyRow {
+    pub forge: String,
+    pub repository: String,
+    pub median_seconds: Option<f64>,
+    /// One entry per day of `days`; `null` when no scheduled run that day.
+    pub cells: Vec<Option<NightlyCellView>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NightlyView {
+    pub days: Vec<NaiveDate>,
+    pub color: String,
+    pub rows: Vec<NightlyRow>,
+}
+
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+pub async fn nightly(state: &AppState, q: &UiQuery) -> Result<NightlyView, ApiError> {
+    let n = q.days.unwrap_or(state.config.ui.nightly_days);
+    if n == 0 || n > 92 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "days must be between 1 and 92",
+        ));
+    }
+    let color = match q.color.as_deref() {
+        None | Some("state") => "state",
+        Some("runtime") => "runtime",
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("color {other:?}: expected state or runtime"),
+            ));
+        }
+    };
+    let today = Utc::now().date_naive();
+    let first = today - Duration::days(n as i64 - 1);
+    let days: Vec<NaiveDate> = (0..n as i64).map(|i| first + Duration::days(i)).collect();
+    let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let until = since + Duration::days(n as i64);
+    let filter = q.filter();
+    let (cells, greens) = state
+        .store
+        .read(move |s| {
+            let cells: Vec<_> = s
+                .nightly_grid(since, until)?
+                .into_iter()
+                .filter(|c| {
+                    filter
+                        .repository
+                        .as_ref()
+                        .is_none_or(|r| *r == c.repository)
+                })
+                .filter(|c| filter.context.as_ref().is_none_or(|x| *x == c.context))
+                .collect();
+            let mut greens = HashMap::new();
+            for c in cells.iter().filter(|c| c.state != "success") {
+                greens.insert(c.run_id, s.dependencies_since_green(c.run_id)?);
+            }
+            Ok((cells, greens))
+        })
+        .await?;
+    let mut rows: BTreeMap<(String, String), Vec<crate::store::NightlyCell>> = BTreeMap::new();
+    for c in cells {
+        rows.entry((c.repository.clone(), c.forge.clone()))
+            .or_default()
+            .push(c);
+    }
+    let mut greens = greens;
+    let rows = rows
+        .into_iter()
+        .map(|((repository, forge), cells)| {
+            let mut durations: Vec<f64> = cells.iter().filter_map(|c| c.duration_seconds).collect();
+            let median_seconds = median(&mut durations);
+            let mut by_day: Vec<Option<NightlyCellView>> = vec![None; days.len()];
+            for c in cells {
+                let Some(i) = days.iter().position(|d| *d == c.day) else {
+                    continue;
+                };
+                by_day[i] = Some(NightlyCellView {
+                    day: c.day,
+                    run_id: c.run_id,
+                    runtime_ratio: match (c.duration_seconds, median_seconds) {
+                        (Some(d), Some(m)) if m > 0.0 => Some(d / m),
+                        _ => None,
+                    },
+                    since_green: greens.remove(&c.run_id),
+                    context: c.context,
+                    commit: c.commit,
+                    state: c.state,
+                    duration_seconds: c.duration_seconds,
+                    url: c.url,
+                    failure: c.failure,
+                });
+            }
+            NightlyRow {
+                forge,
+                repository,
+                median_seconds,
+                cells: by_day,
+            }
+        })
+        .collect();
+    Ok(NightlyView {
+        days,
+        color: color.into(),
+        rows,
+    })
+}
+
+// ---------------------------------------------------------------- failures
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TestRef {
+    pub repository: String,
+    pub context: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExampleRun {
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub repository: String,
+    pub context: String,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FingerprintRow {
+    /// The fingerprint hash; `null` groups a class's failures without one.
+    pub fingerprint: Option<String>,
+    pub class: String,
+    pub category: String,
+    pub normalized: Option<String>,
+    /// The latest evidence line.
+    pub evidence: String,
+    pub occurrences: u64,
+    /// Occurrences per day of the window, oldest first.
+    pub trend: Vec<u64>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub is_new: bool,
+    pub repositories: Vec<String>,
+    pub tests: Vec<TestRef>,
+    pub examples: Vec<ExampleRun>,
+    /// A link to the forge's new-issue form, prefilled; `null` for generic repositories.
+    pub create_issue_url: Option<String>,
+    /// Title and body of the issue, for copy and paste where there is no form.
+    pub issue_title: String,
+    pub issue_body: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassRow {
+    pub class: String,
+    pub category: String,
+    pub occurrences: u64,
+    pub trend: Vec<u64>,
+    pub fingerprints: usize,
+    pub repositories: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailuresView {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub window: String,
+    pub new_window: String,
+    pub days: Vec<NaiveDate>,
+    pub classes: Vec<ClassRow>,
+    pub fingerprints: Vec<FingerprintRow>,
+}
+
+/// Most fingerprints listed on the page.
+pub const MAX_FINGERPRINTS: usize = 100;
+
+pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, ApiError> {
+    let now = Utc::now();
+    let window = q.window_or(std::time::Duration::from_secs(7 * 86400))?;
+    let since = now - window;
+    let filter = q.filter();
+    let rows = state
+        .store
+        .read(move |s| s.failures_between(since, now + Duration::seconds(1), &filter))
+        .await?;
+    let new_window = Duration::from_std(state.config.ui.new_window).unwrap_or(Duration::hours(24));
+    let first_day = since.date_naive();
+    let n_days = (now.date_naive() - first_day).num_days() as usize + 1;
+    let days: Vec<NaiveDate> = (0..n_days as i64)
+        .map(|i| first_day + Duration::days(i))
+        .collect();
+    let day_index = |at: DateTime<Utc>| {
+        ((at.date_naive() - first_day).num_days().max(0) as usize).min(n_days - 1)
+    };
+    // Group by fingerprint (or class when there is none), keeping first-appearance order (newest first).
+    let mut groups: Vec<(String, Vec<&FailureOccurrence>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for f in &rows {
+        let key = match &f.fingerprint {
+            Some(h) => format!("fp:{h}"),
+            None => format!("class:{}", f.class),
+        };
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(f);
+    }
+    let gitlab_web = gitlab_web_base(&state.config.gitlab.api_url);
+    let mut fingerprints: Vec<FingerprintRow> = groups
+        .iter()
+        .map(|(_, occ)| {
+            let latest = occ[0];
+            let mut trend = vec![0u64; n_days];
+            for f in occ {
+                trend[day_index(f.at)] += 1;
+            }
+            let repositories: BTreeSet<String> = occ.iter().map(|f| f.repository.clone()).collect();
+            let tests: BTreeSet<TestRef> = occ
+                .iter()
+                .filter_map(|f| {
+                    f.test_name.as_ref().map(|t| TestRef {
+                        repository: f.repository.clone(),
+                        context: f.context.clone(),
+                        name: t.clone(),
+                    })
+                })
+                .collect();
+            let mut seen_runs = BTreeSet::new();
+            let examples: Vec<ExampleRun> = occ
+                .iter()
+                .filter(|f| seen_runs.insert(f.run_id))
+                .take(3)
+                .map(|f| ExampleRun {
+                    run_id: f.run_id,
+                    at: f.at,
+                    repository: f.repository.clone(),
+                    context: f.context.clone(),
+                    url: f.url.as_deref().and_then(safe_url).map(str::to_string),
+                })
+                .collect();
+            let first_seen = latest.first_seen;
+            let is_new = first_seen.is_some_and(|t| t >= now - new_window);
+            let issue = IssueDraft::new(
+                latest,
+                occ.len() as u64,
+                &human(window),
+                first_seen,
+                &examples,
+            );
+            FingerprintRow {
+                fingerprint: latest.fingerprint.clone(),
+                class: latest.class.clone(),
+                category: latest.category.clone(),
+                normalized: latest.normalized.clone(),
+                evidence: latest.evidence.clone(),
+                occurrences: occ.len() as u64,
+                trend,
+                first_seen,
+                is_new,
+                repositories: repositories.into_iter().collect(),
+                tests: tests.into_iter().collect(),
+                create_issue_url: issue.url(&latest.forge, &latest.repository, &gitlab_web),
+                issue_title: issue.title,
+                issue_body: issue.body,
+                examples,
+            }
+        })
+        .collect();
+    // Most occurrences first; ties: the newest first.
+    fingerprints.sort_by(|a, b| {
+        b.occurrences
+            .cmp(&a.occurrences)
+            .then_with(|| b.examples[0].at.cmp(&a.examples[0].at))
+    });
+    let mut classes: BTreeMap<String, ClassRow> = BTreeMap::new();
+    for fp in &fingerprints {
+        let c = classes.entry(fp.class.clone()).or_insert_with(|| ClassRow {
+            class: fp.class.clone(),
+            category: fp.category.clone(),
+            occurrences: 0,
+            trend: vec![0; n_days],
+            fingerprints: 0,
+            repositories: Vec::new(),
+        });
+        c.occurrences += fp.occurrences;
+        c.fingerprints += 1;
+        for (t, x) in c.trend.iter_mut().zip(&fp.trend) {
+            *t += x;
+        }
+        for r in &fp.repositories {
+            if !c.repositories.contains(r) {
+                c.repositories.push(r.clone());
+            }
+        }
+    }
+    let mut classes: Vec<ClassRow> = classes.into_values().collect();
+    for c in &mut classes {
+        c.repositories.sort();
+    }
+    classes.sort_by(|a, b| {
+        b.occurrences
+            .cmp(&a.occurrences)
+            .then(a.class.cmp(&b.class))
+    });
+    fingerprints.truncate(MAX_FINGERPRINTS);
+    Ok(FailuresView {
+        since,
+        until: now,
+        window: human(window),
+        new_window: human(new_window),
+        days,
+        classes,
+        fingerprints,
+    })
+}
+
+/// The web base of GitLab from its API URL (`https://host/api/v4` → `https://host`).
+pub fn gitlab_web_base(api_url: &str) -> String {
+    let base = api_url.trim_end_matches('/');
+    base.strip_suffix("/api/v4").unwrap_or(base).to_string()
+}
+
+/// Most characters of evidence put into an issue (forms take URLs of a few KB).
+const ISSUE_EVIDENCE_MAX: usize = 1500;
+
+pub struct IssueDraft {
+    pub title: String,
+    pub body: String,
+}
+
+impl IssueDraft {
+    fn new(
+        latest: &FailureOccurrence,
+        occurrences: u64,
+        window: &str,
+        first_seen: Option<DateTime<Utc>>,
+        examples: &[ExampleRun],
+    ) -> IssueDraft {
+        let mut evidence: String = latest.evidence.chars().take(ISSUE_EVIDENCE_MAX).collect();
+        if evidence.len() < latest.evidence.len() {
+            evidence.push('…');
+        }
+        let short: String = latest.evidence.chars().take(80).collect();
+        let title = format!("CI failure ({}): {short}", latest.class);
+        let mut body = format!(
+            "CI failure class `{}` ({}), seen {occurrences} times in the last {window}",
+            latest.class, latest.category
+        );
+        if let Some(t) = first_seen {
+            body.push_str(&format!(", first seen {}", t.format("%Y-%m-%d %H:%M UTC")));
+        }
+        body.push_str(".\n\nEvidence:\n\n```\n");
+        body.push_str(&evidence.replace("```", "ʼʼʼ"));
+        body.push_str("\n```\n");
+        if let Some(fp) = &latest.fingerprint {
+            body.push_str(&format!("\nFingerprint: `{fp}`\n"));
+        }
+        if !examples.is_empty() {
+            body.push_str("\nExample runs:\n");
+            for e in examples {
+                let link = e.url.as_deref().unwrap_or("(no link)");
+                body.push_str(&format!(
+                    "- {} `{}` {}: {link}\n",
+                    e.repository,
+                    e.context,
+                    e.at.format("%Y-%m-%d %H:%M UTC")
+                ));
+            }
+        }
+        IssueDraft { title, body }
+    }
+
+    /// GitHub's or GitLab's new-issue form, prefilled; none for other forges.
+    pub fn url(&self, forge: &str, repository: &str, gitlab_web: &str) -> Option<String> {
+        let path: String = repository.split('/').map(enc).collect::<Vec<_>>().join("/");
+        match forge {
+            "github" => Some(format!(
+                "https://github.com/{path}/issues/new?title={}&body={}",
+                enc(&self.title),
+                enc(&self.body)
+            )),
+            "gitlab" => Some(format!(
+                "{gitlab_web}/{path}/-/issues/new?{}={}&{}={}",
+                enc("issue[title]"),
+                enc(&self.title),
+                enc("issue[description]"),
+                enc(&self.body)
+            )),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestStatsView {
+    pub executions: u64,
+    pub failures: u64,
+    pub commits: u64,
+    pub flaky_commits: u64,
+    pub failure_ratio: f64,
+    pub flake_ratio: f64,
+    pub flip_rate: f64,
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestPageView {
+    pub repository: String,
+    pub context: String,
+    pub test: String,
+    pub window: String,
+    pub since: DateTime<Utc>,
+    pub stats: Option<TestStatsView>,
+    /// Retry reasons with how often each was given, most frequent first.
+    pub retry_reasons: Vec<(String, u64)>,
+    pub executions: Vec<TestExecutionRow>,
+}
+
+pub async fn test_page(
+    state: &AppState,
+    repository: String,
+    context: String,
+    test: String,
+    q: &UiQuery,
+) -> Result<TestPageView, ApiError> {
+    let window = q.window_or(state.config.tests.window)?;
+    let since = Utc::now() - window;
+    let (r, c, t) = (repository.clone(), context.clone(), test.clone());
+    let executions = state
+        .store
+        .read(move |s| s.test_history(&r, &c, &t, since))
+        .await?;
+    let stats = flaky::stats(
+        &executions
+            .iter()
+            .map(|e| flaky::Execution {
+                commit: e.commit.clone(),
+                outcome: e.outcome,
+                retries: e.retries,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .map(|s| TestStatsView {
+        executions: s.executions,
+        failures: s.failures,
+        commits: s.commits,
+        flaky_commits: s.flaky_commits,
+        failure_ratio: s.failure_ratio,
+        flake_ratio: s.flake_ratio,
+        flip_rate: s.flip_rate,
+        verdict: s.verdict.as_str().into(),
+    });
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &executions {
+        for r in &e.retry_reasons {
+            *reasons.entry(r.clone()).or_default() += 1;
+        }
+        if e.retries > 0 && e.retry_reasons.is_empty() {
+            *reasons.entry("(no reason recorded)".into()).or_default() += e.retries as u64;
+        }
+    }
+    let mut retry_reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+    retry_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(TestPageView {
+        repository,
+        context,
+        test,
+        window: human(window),
+        since,
+        stats,
+        retry_reasons,
+        executions,
+    })
+}
+
+pub async fn repositories(state: &AppState) -> Result<Vec<RepositoryRow>, ApiError> {
+    Ok(state.store.read(|s| s.repositories()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_urls_become_links() {
+        assert_eq!(
+            safe_url("https://x.test/a?b=1"),
+            Some("https://x.test/a?b=1")
+        );
+        assert_eq!(safe_url("HTTP://x.test"), Some("HTTP://x.test"));
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            " https://x.test",
+            "data:text/html,<script>",
+            "https://",
+            "https://x.test/\"onmouseover=\"x",
+            "//x.test",
+            "https://x.test/a\nb",
+        ] {
+            assert_eq!(safe_url(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn test_paths_round_trip_slashes_spaces_and_markup() {
+        let p = test_path("group/sub/repo", "ci / test", "<T> a&b \"q\"");
+        assert_eq!(
+            p,
+            "/tests/group%2Fsub%2Frepo/ci%20%2F%20test/%3CT%3E%20a%26b%20%22q%22"
+        );
+        let segments: Vec<String> = p
+            .trim_start_matches("/tests/")
+            .split('/')
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(segments, ["group/sub/repo", "ci / test", "<T> a&b \"q\""]);
+    }
+
+    #[test]
+    fn windows_read_as_words() {
+        assert_eq!(human(Duration::days(28)), "28 days");
+        assert_eq!(human(Duration::hours(1)), "1 hour");
+        assert_eq!(human(Duration::hours(36)), "1 day 12 hours");
+        assert_eq!(human(Duration::seconds(30)), "0 minutes");
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn issue_links_are_prefilled_and_encoded() {
+        let occ = FailureOccurrence {
+            run_id: 7,
+            at: "2026-11-20T02:00:00Z".parse().unwrap(),
+            forge: "github".into(),
+            repository: "o/r".into(),
+            context: "ci".into(),
+            url: Some("https://github.com/o/r/actions/runs/7".into()),
+            class: "oom".into(),
+            category: "infrastructure".into(),
+            evidence: "Killed & <gone> #1".into(),
+            test_name: None,
+            fingerprint: Some("abc".into()),
+            normalized: None,
+            first_seen: None,
+        };
+        let ex = vec![ExampleRun {
+            run_id: 7,
+            at: occ.at,
+            repository: "o/r".into(),
+            context: "ci".into(),
+            url: occ.url.clone(),
+        }];
+        let d = IssueDraft::new(&occ, 3, "7days", None, &ex);
+        let gh = d.url("github", "o/r", "https://gitlab.com").unwrap();
+        assert!(gh.starts_with("https://github.com/o/r/issues/new?title=CI%20failure%20%28oom%29%3A%20Killed%20%26%20%3Cgone%3E%20%231&body="), "{gh}");
+        assert!(gh.contains("https%3A%2F%2Fgithub.com%2Fo%2Fr%2Factions%2Fruns%2F7"));
+        let gl = d
+            .url("gitlab", "g/s/p", "https://gitlab.example.com")
+            .unwrap();
+        assert!(
+            gl.starts_with(
+                "https://gitlab.example.com/g/s/p/-/issues/new?issue%5Btitle%5D=CI%20failure"
+            ),
+            "{gl}"
+        );
+        assert!(gl.contains("&issue%5Bdescription%5D=CI%20failure%20class%20%60oom%60"));
+        assert_eq!(d.url("generic", "j/n", ""), None);
+        assert_eq!(
+            gitlab_web_base("https://gitlab.com/api/v4/"),
+            "https://gitlab.com"
+        );
+    }
+}

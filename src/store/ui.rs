@@ -1,0 +1,604 @@
+//! Read queries of the drill-down UI and its JSON API (DESIGN.md §7).
+//!
+//! Each query reads one bounded slice (a time window, one run, one test) with
+//! an index, in a handful of statements: no query per row of a page, except
+//! the nightly grid's per-failing-cell dependency diff (bounded by the grid).
+
+use super::{Store, StoreError, dependencies_of, from_ms, to_ms};
+use crate::slo::EventCounts;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+/// The time of a run used by every UI query: queued, else started, else stored.
+/// Indexed by migration 4 (keep the expression identical).
+pub const RUN_AT: &str = "coalesce(r.queued_at, r.started_at, r.created_at)";
+
+/// Filters shared by the pages (all optional; exact matches).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub repository: Option<String>,
+    pub context: Option<String>,
+    pub trigger: Option<String>,
+}
+
+/// SLO events of one SLO in one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SloBucket {
+    pub slo: String,
+    /// Start of the hour, Unix ms.
+    pub hour_ms: i64,
+    pub counts: EventCounts,
+}
+
+/// One failure in a window, with its run and fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureOccurrence {
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub forge: String,
+    pub repository: String,
+    pub context: String,
+    pub url: Option<String>,
+    pub class: String,
+    pub category: String,
+    pub evidence: String,
+    pub test_name: Option<String>,
+    pub fingerprint: Option<String>,
+    pub normalized: Option<String>,
+    pub first_seen: Option<DateTime<Utc>>,
+}
+
+/// One execution of a test, with its run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestExecutionRow {
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub commit: String,
+    pub attempt: u32,
+    pub run_state: String,
+    pub outcome: crate::model::TestOutcome,
+    pub retries: u32,
+    pub retry_reasons: Vec<String>,
+    pub message: Option<String>,
+    pub duration_seconds: Option<f64>,
+}
+
+/// A repository known to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepositoryRow {
+    pub forge: String,
+    pub path: String,
+}
+
+/// Dependency changes of a run since the last green run of its repository and context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SinceGreen {
+    pub last_green_run_id: Option<i64>,
+    pub changes: Vec<crate::deps::DependencyChange>,
+}
+
+/// The failures query: the failures of the window by their run's time
+/// (failures.at, kept by triggers), then their runs. CROSS JOIN fixes the join
+/// order (the database has no ANALYZE statistics).
+const FAILURES_SQL: &str = "SELECT r.id, coalesce(r.queued_at, r.started_at, r.created_at) AS t, repo.forge, repo.path,
+        r.context, r.url, f.class, f.category, f.evidence, f.test_name, fp.hash, fp.normalized, fp.first_seen
+     FROM failures f
+     CROSS JOIN runs r ON r.id = f.run_id
+     CROSS JOIN repositories repo ON repo.id = r.repository_id
+     LEFT JOIN fingerprints fp ON fp.id = f.fingerprint_id
+     WHERE f.at >= ?1 AND f.at < ?2
+       AND (?3 IS NULL OR repo.path = ?3) AND (?4 IS NULL OR r.context = ?4)
+       AND (?5 IS NULL OR r.trigger = ?5)
+     ORDER BY t DESC, r.id DESC, f.id";
+
+/// A test's executions: the repository first, then its runs of the context by time.
+fn test_history_sql() -> String {
+    format!(
+        "SELECT r.id, {RUN_AT} AS t, r.commit_sha, r.attempt, r.state, tr.outcome, tr.retries,
+                tr.retry_reasons, tr.message, tr.duration_seconds
+         FROM repositories repo
+         CROSS JOIN runs r ON r.repository_id = repo.id
+         CROSS JOIN test_results tr ON tr.run_id = r.id AND tr.name = ?3
+         WHERE repo.path = ?1 AND r.context = ?2 AND {RUN_AT} >= ?4
+         ORDER BY t, r.id"
+    )
+}
+
+impl Store {
+    /// Every repository, by path.
+    pub fn repositories(&self) -> Result<Vec<RepositoryRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT forge, path FROM repositories ORDER BY path, forge")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RepositoryRow {
+                forge: r.get(0)?,
+                path: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// SLO events since `since` per SLO and hour (oldest first), optionally of
+    /// one repository: enough for SLIs, budgets and the recovery date.
+    pub fn slo_hourly(
+        &self,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+    ) -> Result<Vec<SloBucket>, StoreError> {
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok(SloBucket {
+                slo: r.get(0)?,
+                hour_ms: r.get(1)?,
+                counts: EventCounts {
+                    good: r.get::<_, i64>(2)? as u64,
+                    total: r.get::<_, i64>(3)? as u64,
+                },
+            })
+        };
+        let since_hour = to_ms(since).div_euclid(3_600_000) * 3_600_000;
+        let rows = match repository {
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT slo, hour, good, total FROM slo_hourly
+                     WHERE repository_id = 0 AND hour >= ?1 ORDER BY slo, hour",
+                )?
+                .query_map([since_hour], map)?
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(path) => self
+                .conn
+                .prepare_cached(
+                    "SELECT slo, hour, sum(good), sum(total) FROM slo_hourly
+                     WHERE repository_id IN (SELECT id FROM repositories WHERE path = ?2) AND hour >= ?1
+                     GROUP BY slo, hour ORDER BY slo, hour",
+                )?
+                .query_map(params![since_hour, path], map)?
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(rows)
+    }
+
+    /// Every failure of runs in `[since, until)` that match `filter`, newest first.
+    pub fn failures_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        filter: &RunFilter,
+    ) -> Result<Vec<FailureOccurrence>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(FAILURES_SQL)?;
+        let rows = stmt.query_map(
+            params![
+                to_ms(since),
+                to_ms(until),
+                filter.repository,
+                filter.context,
+                filter.trigger
+            ],
+            |r| {
+                Ok(FailureOccurrence {
+                    run_id: r.get(0)?,
+                    at: from_ms(r.get(1)?),
+                    forge: r.get(2)?,
+                    repository: r.get(3)?,
+                    context: r.get(4)?,
+                    url: r.get(5)?,
+                    class: r.get(6)?,
+                    category: r.get(7)?,
+                    evidence: r.get(8)?,
+                    test_name: r.get(9)?,
+                    fingerprint: r.get(10)?,
+                    normalized: r.get(11)?,
+                    first_seen: r.get::<_, Option<i64>>(12)?.map(from_ms),
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A test's executions in one repository and context since `since`, oldest first.
+    pub fn test_history(
+        &self,
+        repository: &str,
+        context: &str,
+        test: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TestExecutionRow>, StoreError> {
+        let sql = test_history_sql();
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![repository, context, test, to_ms(since)], |r| {
+            Ok(TestExecutionRow {
+                run_id: r.get(0)?,
+                at: from_ms(r.get(1)?),
+                commit: r.get(2)?,
+                attempt: r.get(3)?,
+                run_state: r.get(4)?,
+                outcome: r
+                    .get::<_, String>(5)?
+                    .parse()
+                    .unwrap_or(crate::model::TestOutcome::Errored),
+                retries: r.get(6)?,
+                retry_reasons: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                message: r.get(8)?,
+                duration_seconds: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What changed in a run's dependencies since the last green run (success)
+    /// of the same repository and context that recorded its dependencies.
+    pub fn dependencies_since_green(&self, run_id: i64) -> Result<SinceGreen, StoreError> {
+        let sql = "SELECT p.id FROM runs r JOIN runs p
+                 ON p.repository_id = r.repository_id AND p.context = r.context
+                WHERE r.id = ?1 AND p.id != r.id AND p.state = 'success'
+                  AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
+                  AND EXISTS (SELECT 1 FROM dependency_snapshots d WHERE d.run_id = p.id)
+                ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1";
+        let green: Option<i64> = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row([run_id], |r| r.get(0))
+            .optional()?;
+        let Some(green) = green else {
+            return Ok(SinceGreen::default());
+        };
+        let now = dependencies_of(&self.conn, run_id)?;
+        let then = dependencies_of(&self.conn, green)?;
+        Ok(SinceGreen {
+            last_green_run_id: Some(green),
+            changes: if now.is_empty() {
+                Vec::new()
+            } else {
+                crate::deps::diff(&then, &now)
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{RunRequest, TestRequest};
+    use crate::model::{Forge, RunState, TestOutcome, Trigger};
+    use crate::store::Policy;
+    use chrono::Duration;
+
+    fn t0() -> DateTime<Utc> {
+        "2026-11-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn store() -> Store {
+        Store::open_in_memory().unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy::from_config(&crate::config::Config::default())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ingest(
+        s: &mut Store,
+        repo: &str,
+        context: &str,
+        commit: &str,
+        trigger: Trigger,
+        at: DateTime<Utc>,
+        state: RunState,
+        log: Option<&str>,
+        tests: Vec<TestRequest>,
+    ) -> i64 {
+        let request = RunRequest {
+            repository: repo.into(),
+            forge: Some(Forge::Github),
+            context: context.into(),
+            commit: commit.into(),
+            trigger: Some(trigger),
+            state: Some(state),
+            queued_at: Some(at),
+            started_at: Some(at + Duration::seconds(30)),
+            finished_at: Some(at + Duration::minutes(10)),
+            log: log.map(str::to_string),
+            tests,
+            ..RunRequest::default()
+        };
+        let prepared = request
+            .prepare(
+                "test",
+                Vec::new(),
+                &crate::classify::Classifier::with_defaults(),
+                &crate::deps::Extractor::with_defaults(),
+            )
+            .unwrap();
+        s.ingest_run(&prepared.run, &policy(), at + Duration::hours(1))
+            .unwrap()
+            .id
+    }
+
+    const OOM: &str = "boot\nOut of memory: Killed process 42 (qemu)\nKilled";
+
+    #[test]
+    fn failures_between_filters_by_window_repository_context_and_trigger() {
+        let mut s = store();
+        let a = ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c1",
+            Trigger::PullRequest,
+            t0(),
+            RunState::Failure,
+            Some(OOM),
+            vec![],
+        );
+        let b = ingest(
+            &mut s,
+            "o/b",
+            "nightly",
+            "c2",
+            Trigger::Schedule,
+            t0() + Duration::hours(2),
+            RunState::Failure,
+            Some(OOM),
+            vec![],
+        );
+        ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c3",
+            Trigger::PullRequest,
+            t0() - Duration::days(3),
+            RunState::Failure,
+            Some(OOM),
+            vec![],
+        );
+        let all = s
+            .failures_between(t0(), t0() + Duration::days(1), &RunFilter::default())
+            .unwrap();
+        assert_eq!(all.iter().map(|f| f.run_id).collect::<Vec<_>>(), vec![b, a]);
+        assert_eq!(all[0].fingerprint, all[1].fingerprint);
+        assert!(all[0].fingerprint.is_some());
+        // First seen when the oldest run finished.
+        assert_eq!(
+            all[0].first_seen,
+            Some(t0() - Duration::days(3) + Duration::minutes(10))
+        );
+        let by_repo = RunFilter {
+            repository: Some("o/a".into()),
+            ..RunFilter::default()
+        };
+        let got = s
+            .failures_between(t0(), t0() + Duration::days(1), &by_repo)
+            .unwrap();
+        assert_eq!(got.iter().map(|f| f.run_id).collect::<Vec<_>>(), vec![a]);
+        let by_trigger = RunFilter {
+            trigger: Some("schedule".into()),
+            context: Some("nightly".into()),
+            ..RunFilter::default()
+        };
+        let got = s
+            .failures_between(t0(), t0() + Duration::days(1), &by_trigger)
+            .unwrap();
+        assert_eq!(got.iter().map(|f| f.run_id).collect::<Vec<_>>(), vec![b]);
+    }
+
+    #[test]
+    fn test_history_is_chronological_per_repository_context_and_name() {
+        let mut s = store();
+        let test = |outcome, retries| TestRequest {
+            name: "T.a".into(),
+            outcome,
+            duration_seconds: Some(1.0),
+            retries,
+            message: None,
+        };
+        let r2 = ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c1",
+            Trigger::PullRequest,
+            t0() + Duration::hours(1),
+            RunState::Failure,
+            None,
+            vec![test(TestOutcome::Failed, 0)],
+        );
+        let r1 = ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c0",
+            Trigger::PullRequest,
+            t0(),
+            RunState::Success,
+            None,
+            vec![test(TestOutcome::Passed, 1)],
+        );
+        ingest(
+            &mut s,
+            "o/a",
+            "other",
+            "c1",
+            Trigger::PullRequest,
+            t0(),
+            RunState::Success,
+            None,
+            vec![test(TestOutcome::Passed, 0)],
+        );
+        let h = s
+            .test_history("o/a", "ci", "T.a", t0() - Duration::days(1))
+            .unwrap();
+        assert_eq!(h.iter().map(|e| e.run_id).collect::<Vec<_>>(), vec![r1, r2]);
+        assert_eq!(h[0].retries, 1);
+        assert_eq!(h[1].outcome, TestOutcome::Failed);
+        assert!(s.test_history("o/a", "ci", "T.b", t0()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn slo_hourly_groups_events_per_slo_and_hour_and_filters_a_repository() {
+        let mut s = store();
+        ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c1",
+            Trigger::Schedule,
+            t0(),
+            RunState::Success,
+            None,
+            vec![],
+        );
+        ingest(
+            &mut s,
+            "o/b",
+            "ci",
+            "c2",
+            Trigger::Schedule,
+            t0() + Duration::minutes(5),
+            RunState::Error,
+            None,
+            vec![],
+        );
+        let all = s.slo_hourly(t0() - Duration::days(1), None).unwrap();
+        let completed: Vec<_> = all.iter().filter(|b| b.slo == "runs_completed").collect();
+        assert_eq!(completed.len(), 1);
+        assert_eq!(completed[0].counts, EventCounts { good: 1, total: 2 });
+        let one = s.slo_hourly(t0() - Duration::days(1), Some("o/b")).unwrap();
+        let completed: Vec<_> = one.iter().filter(|b| b.slo == "runs_completed").collect();
+        assert_eq!(completed[0].counts, EventCounts { good: 0, total: 1 });
+    }
+
+    #[test]
+    fn the_hourly_rollup_follows_inserts_and_prunes() {
+        let mut s = store();
+        for i in 0..6 {
+            let state = if i % 3 == 0 {
+                RunState::Error
+            } else {
+                RunState::Success
+            };
+            let repo = if i % 2 == 0 { "o/a" } else { "o/b" };
+            let at = t0() + Duration::hours(i * 5);
+            ingest(
+                &mut s,
+                repo,
+                "n",
+                &format!("c{i}"),
+                Trigger::Schedule,
+                at,
+                state,
+                None,
+                vec![],
+            );
+        }
+        let sum = |s: &Store, repo: Option<&str>| {
+            let mut m: std::collections::BTreeMap<String, EventCounts> = Default::default();
+            for b in s.slo_hourly(t0() - Duration::days(1), repo).unwrap() {
+                let e = m.entry(b.slo).or_default();
+                e.good += b.counts.good;
+                e.total += b.counts.total;
+            }
+            m
+        };
+        let raw: std::collections::BTreeMap<String, EventCounts> = s
+            .slo_counts_since(t0() - Duration::days(1))
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(sum(&s, None), raw);
+        assert_eq!(
+            sum(&s, Some("o/a"))["runs_completed"],
+            EventCounts { good: 2, total: 3 }
+        );
+        s.prune(t0() - Duration::days(30), t0() + Duration::hours(12))
+            .unwrap();
+        let raw: std::collections::BTreeMap<String, EventCounts> = s
+            .slo_counts_since(t0() - Duration::days(1))
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(sum(&s, None), raw);
+        assert_eq!(raw["runs_completed"].total, 3);
+    }
+
+    #[test]
+    fn dependencies_since_green_compares_with_the_last_successful_run() {
+        let mut s = store();
+        let log = |v: &str| format!("Successfully installed urllib3-{v} requests-2.32.3");
+        let green = ingest(
+            &mut s,
+            "o/a",
+            "n",
+            "c1",
+            Trigger::Schedule,
+            t0(),
+            RunState::Success,
+            Some(&log("2.2.2")),
+            vec![],
+        );
+        ingest(
+            &mut s,
+            "o/a",
+            "n",
+            "c2",
+            Trigger::Schedule,
+            t0() + Duration::days(1),
+            RunState::Failure,
+            Some(&log("2.2.3")),
+            vec![],
+        );
+        let red = ingest(
+            &mut s,
+            "o/a",
+            "n",
+            "c3",
+            Trigger::Schedule,
+            t0() + Duration::days(2),
+            RunState::Failure,
+            Some(&log("2.2.4")),
+            vec![],
+        );
+        let since = s.dependencies_since_green(red).unwrap();
+        assert_eq!(since.last_green_run_id, Some(green));
+        assert_eq!(since.changes.len(), 1);
+        assert_eq!(since.changes[0].package, "urllib3");
+        assert_eq!(since.changes[0].before.as_deref(), Some("2.2.2"));
+        assert_eq!(since.changes[0].after.as_deref(), Some("2.2.4"));
+        assert_eq!(
+            s.dependencies_since_green(green).unwrap(),
+            SinceGreen::default()
+        );
+    }
+
+    #[test]
+    fn ui_queries_use_indexes() {
+        let s = store();
+        let plan = |sql: &str| -> String {
+            let mut stmt = s
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let mut rows = stmt.raw_query();
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().unwrap() {
+                out.push(r.get::<_, String>(3).unwrap());
+            }
+            out.join("\n")
+        };
+        let p = plan(FAILURES_SQL);
+        assert!(p.contains("failures_at"), "{p}");
+        let p = plan(&test_history_sql());
+        assert!(p.contains("runs_repo_context_at"), "{p}");
+        let p = plan(
+            "SELECT slo, hour, good, total FROM slo_hourly WHERE repository_id = 0 AND hour >= 1",
+        );
+        assert!(p.contains("PRIMARY KEY"), "{p}");
+        let p = plan(
+            "SELECT r.id FROM runs r WHERE r.trigger = 'schedule' AND coalesce(r.queued_at, r.started_at, r.created_at) >= 1
+               AND coalesce(r.queued_at, r.started_at, r.created_at) < 2",
+        );
+        assert!(p.contains("runs_trigger_at"), "{p}");
+    }
+}

@@ -1,0 +1,331 @@
+//! The drill-down pages and their JSON, on the real binary with demo data.
+
+mod common;
+
+use common::{Exporter, TOKEN};
+use serde_json::Value;
+
+fn demo() -> (tempfile::TempDir, Exporter) {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Exporter::start(
+        dir.path(),
+        &dir.path().join("demo.db"),
+        &["--demo"],
+        &[("CI_SLO_API_TOKEN", TOKEN)],
+    );
+    (dir, e)
+}
+
+fn ok(e: &Exporter, path: &str) -> String {
+    let (status, body) = e.get(path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+fn json(e: &Exporter, path: &str) -> Value {
+    serde_json::from_str(&ok(e, path)).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+/// Decode a percent-encoded query value.
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .unwrap()
+        .into_owned()
+}
+
+fn query_param(url: &str, key: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (decode(k) == key).then(|| decode(v))
+    })
+}
+
+#[test]
+fn every_page_answers_on_demo_data_with_the_stories_of_the_demo() {
+    let (_d, e) = demo();
+
+    // Overview: every SLO with a budget bar and a status.
+    let page = ok(&e, "/");
+    for slo in ["first_attempt_green", "queue_time", "runs_completed"] {
+        assert!(page.contains(slo), "overview lacks {slo}");
+    }
+    assert!(page.contains("error budget remaining"));
+    assert!(page.contains("<link rel=\"stylesheet\" href=\"/static/app.css\">"));
+    let slos = json(&e, "/api/v1/slos");
+    assert_eq!(slos["slos"].as_array().unwrap().len(), 7);
+    // The queue-time regression of the last week overspends that budget; the page
+    // says when it recovers.
+    let queue = slos["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slo"] == "queue_time")
+        .unwrap();
+    assert!(queue["total"].as_u64().unwrap() > 0);
+    let exhausted: Vec<&Value> = slos["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "exhausted")
+        .collect();
+    assert!(
+        !exhausted.is_empty(),
+        "some demo budget is in the red: {slos}"
+    );
+    for s in &exhausted {
+        assert!(s["recovers_at"].is_string(), "{s}");
+    }
+    assert!(page.contains("recovers"));
+    let one = json(&e, "/api/v1/slos?repository=acme%2Fweb-shop");
+    assert_eq!(one["repository"], "acme/web-shop");
+
+    // Nightly: a grid with a failing cell (jenkins' last day with its NEW panic).
+    let nightly = json(&e, "/api/v1/nightly");
+    assert_eq!(nightly["days"].as_array().unwrap().len(), 14);
+    let rows = nightly["rows"].as_array().unwrap();
+    let jenkins = rows
+        .iter()
+        .find(|r| r["repository"] == "jenkins/nightly-suite")
+        .expect("jenkins row");
+    let last = jenkins["cells"].as_array().unwrap().last().unwrap();
+    let last = if last.is_null() {
+        // Before 02:00 UTC today's nightly has not run yet.
+        &jenkins["cells"][12]
+    } else {
+        last
+    };
+    assert_eq!(last["state"], "failure", "{last}");
+    assert!(
+        last["failure"]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("thread 'migrate' panicked"),
+        "{last}"
+    );
+    let changes = last["since_green"]["changes"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|c| c["package"] == "sqlalchemy"),
+        "{last}"
+    );
+    let page = ok(&e, "/nightly");
+    assert!(page.contains("class=\"cell s-failure\""));
+    assert!(page.contains("thread 'migrate' panicked"));
+    assert!(page.contains("role=\"tooltip\""));
+    // The run-time colouring shows web-shop's slowdown.
+    let page = ok(&e, "/nightly?color=runtime");
+    assert!(page.contains("rt-veryslow"), "no slow nightly cell");
+    let web = rows
+        .iter()
+        .find(|r| r["repository"] == "acme/web-shop")
+        .unwrap();
+    assert!(
+        web["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["runtime_ratio"].as_f64().is_some_and(|r| r > 1.5))
+    );
+    let (status, body) = e.get("/nightly?color=rainbow");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("rainbow"));
+    let filtered = json(&e, "/api/v1/nightly?repository=acme/web-shop&days=3");
+    assert_eq!(filtered["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(filtered["days"].as_array().unwrap().len(), 3);
+
+    // Failures: ranked, with a NEW fingerprint, trends, tests and issue links.
+    let failures = json(&e, "/api/v1/failures");
+    let fps = failures["fingerprints"].as_array().unwrap();
+    let occ: Vec<u64> = fps
+        .iter()
+        .map(|f| f["occurrences"].as_u64().unwrap())
+        .collect();
+    assert!(occ.windows(2).all(|w| w[0] >= w[1]), "ranked: {occ:?}");
+    let new: Vec<&Value> = fps.iter().filter(|f| f["is_new"] == true).collect();
+    assert_eq!(new.len(), 1, "exactly the migrate panic is NEW: {new:?}");
+    assert!(
+        new[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("thread 'migrate' panicked")
+    );
+    assert_eq!(new[0]["repositories"][0], "jenkins/nightly-suite");
+    assert!(new[0]["create_issue_url"].is_null(), "generic: no form");
+    assert!(new[0]["issue_body"].as_str().unwrap().contains("panicked"));
+    let flaky = fps
+        .iter()
+        .find(|f| {
+            f["tests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "TestStorage.testLvmRaid")
+        })
+        .expect("the flaky test's failure");
+    let url = flaky["create_issue_url"].as_str().unwrap();
+    assert!(url.starts_with("https://github.com/cockpit-project/cockpit/issues/new?"));
+    let title = query_param(url, "title").unwrap();
+    assert!(title.starts_with("CI failure ("), "{title}");
+    let body = query_param(url, "body").unwrap();
+    assert!(body.contains("mdraid sync"), "{body}");
+    assert!(body.contains("https://github.com/cockpit-project/cockpit/actions/runs/"));
+    let gitlab = fps
+        .iter()
+        .find(|f| {
+            f["create_issue_url"]
+                .as_str()
+                .is_some_and(|u| u.contains("gitlab.com"))
+        })
+        .expect("a gitlab fingerprint");
+    let url = gitlab["create_issue_url"].as_str().unwrap();
+    assert!(url.starts_with("https://gitlab.com/platform/infra/terraform-modules/-/issues/new?"));
+    assert!(
+        query_param(url, "issue[title]")
+            .unwrap()
+            .starts_with("CI failure")
+    );
+    assert!(
+        query_param(url, "issue[description]")
+            .unwrap()
+            .contains("Evidence")
+    );
+    let page = ok(&e, "/failures");
+    assert!(page.contains("<span class=\"badge new\""));
+    assert!(page.contains("<svg class=\"spark\""));
+    assert!(page.contains("Create issue"));
+    assert!(page.contains("Issue text to copy"));
+    let narrow = json(
+        &e,
+        "/api/v1/failures?window=1d&repository=jenkins%2Fnightly-suite&trigger=schedule",
+    );
+    for f in narrow["fingerprints"].as_array().unwrap() {
+        assert_eq!(
+            f["repositories"],
+            serde_json::json!(["jenkins/nightly-suite"])
+        );
+    }
+    let (status, _) = e.get("/failures?window=forever");
+    assert_eq!(status, 400);
+
+    // Tests: the flaky test, by a link from the failures page (round-trips).
+    let link = "/tests/cockpit-project%2Fcockpit/fedora-42/TestStorage.testLvmRaid";
+    assert!(page.contains(link), "failures page links {link}");
+    let t = json(&e, &format!("/api/v1{link}?window=30d"));
+    assert_eq!(t["repository"], "cockpit-project/cockpit");
+    assert_eq!(t["stats"]["verdict"], "flaky");
+    let page = ok(&e, &format!("{link}?window=30d"));
+    assert!(page.contains("v-flaky"));
+    assert!(page.contains("Failure rate"));
+    assert!(page.contains("class=\"strip\""));
+
+    // Runs: reached from an exemplar of the OpenMetrics scrape.
+    let om = e.scrape(true);
+    let id: i64 = om
+        .lines()
+        .find_map(|l| {
+            let rest = l.split_once("# {run_id=\"")?.1;
+            rest.split('"').next()?.parse().ok()
+        })
+        .expect("an exemplar");
+    let page = ok(&e, &format!("/runs/{id}"));
+    assert!(page.contains(&format!("Run {id}")));
+    assert!(page.contains("Queue time"));
+    assert!(page.contains("forge page"));
+    let (status, _) = e.get("/runs/999999999");
+    assert_eq!(status, 404);
+    let (status, _) = e.get("/runs/abc");
+    assert_eq!(status, 400);
+
+    // The stylesheet is embedded.
+    let css = ok(&e, "/static/app.css");
+    assert!(css.contains(".tip"));
+}
+
+#[test]
+fn hostile_names_and_log_lines_render_as_text_and_only_http_urls_become_links() {
+    let (_d, e) = demo();
+    let evil_repo = "evil/<script>alert('r')</script>\"&";
+    let evil_ctx = "ci / <b>\"x\"</b>";
+    let evil_test = "<img src=x onerror=alert(1)>&\"'";
+    let body = serde_json::json!({
+        "repository": evil_repo,
+        "context": evil_ctx,
+        "commit": "c0ffee",
+        "trigger": "schedule",
+        "state": "failure",
+        "queued_at": chrono::Utc::now().to_rfc3339(),
+        "url": "https://ci.example.com/run/1",
+        "tests": [{"name": evil_test, "outcome": "failed", "message": "<script>alert('m')</script> & \"q\""}],
+        "log": "step 1\nOut of memory: Killed process 1 (<script>alert('log')</script> & \"quoted\")\nKilled",
+    });
+    let (status, answer) = e.post(
+        "/api/v1/runs",
+        Some(TOKEN),
+        serde_json::to_vec(&body).unwrap().as_slice(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_i64().unwrap();
+    // Ingest refuses non-http URLs; a database may still hold one (older
+    // versions, other writers): the pages must not turn it into a link.
+    let db = rusqlite::Connection::open(&e.db).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE runs SET url = 'javascript:alert(document.cookie)', log_url = 'JavaScript:alert(2)' WHERE id = ?1",
+        [id],
+    )
+    .unwrap();
+
+    let check = |path: &str| {
+        let page = ok(&e, path);
+        for raw in [
+            "<script>alert",
+            "<img src=x",
+            "<b>\"x\"</b>",
+            "href=\"javascript:",
+            "href=\"JavaScript:",
+        ] {
+            assert!(!page.contains(raw), "{path} contains {raw:?}");
+        }
+        page
+    };
+    let run = check(&format!("/runs/{id}"));
+    assert!(run.contains("evil/&lt;script&gt;alert('r')&lt;/script&gt;&quot;&amp;"));
+    assert!(run.contains("&lt;img src=x onerror=alert(1)&gt;&amp;&quot;'"));
+    assert!(run.contains("&lt;script&gt;alert('log')&lt;/script&gt; &amp; &quot;quoted&quot;"));
+    assert!(run.contains("forge page (no link)"));
+    assert!(run.contains("log (no link)"));
+    let failures = check("/failures");
+    assert!(failures.contains("alert('log')"));
+    let nightly = check("/nightly");
+    assert!(nightly.contains("evil/&lt;script&gt;"));
+    // The test page link round-trips through percent-encoding.
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let test_path = format!(
+        "/tests/{}/{}/{}",
+        enc(evil_repo),
+        enc(evil_ctx),
+        enc(evil_test)
+    );
+    let page = check(&test_path);
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    let t = json(&e, &format!("/api/v1{test_path}"));
+    assert_eq!(t["test"], evil_test);
+    assert_eq!(t["repository"], evil_repo);
+    assert_eq!(t["executions"].as_array().unwrap().len(), 1);
+    // Pages forbid scripts outright.
+    let r = common::agent()
+        .get(&format!("{}/failures", e.base))
+        .call()
+        .unwrap();
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+}
