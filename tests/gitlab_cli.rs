@@ -146,12 +146,30 @@ fn backfill_gitlab_fails_loudly_resumes_completely_and_never_downloads_twice() {
     let downloads = fake.fake.trace_downloads.lock().unwrap().clone();
     assert!(downloads.values().all(|n| *n == 1), "{downloads:?}");
 
+    // serve polls on its own: a pipeline that appears after the backfill gets stored.
+    {
+        let mut projects = fake.fake.projects.lock().unwrap();
+        let p = projects.get_mut("g/p").unwrap();
+        p.pipelines
+            .push(pipeline(8, "feed02", "success", "push", &ts(5)));
+        p.jobs
+            .insert(8, vec![job(81, "test", "lint", "success", &ts(8))]);
+    }
     let e = common::Exporter::start(
         d,
         &db,
         &["--config", config],
         &[("CI_SLO_GITLAB_TOKEN", "glpat-cli-test")],
     );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !runs(&db).iter().any(|(c, _, _)| c == "test / lint") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve's poller did not store the new pipeline: {}",
+            e.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let text = e.scrape(false);
     let synced = common::sample(
         &text,
