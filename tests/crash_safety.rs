@@ -66,9 +66,8 @@ fn acknowledged_runs_survive_sigkill_exactly_once_and_counters_stay_monotonic() 
         }
         // Two writers stream runs until the kill; a run whose request died is sent again after the restart.
         let stop = Arc::new(AtomicBool::new(false));
-        let start_at = next;
-        next += 400;
-        let counter = Arc::new(Mutex::new(start_at));
+        // Run numbers continue across rounds, so no number is ever sent as a new run twice.
+        let counter = Arc::new(Mutex::new(next));
         let writers: Vec<_> = (0..2)
             .map(|_| {
                 let (stop, counter, ack, base) = (
@@ -107,6 +106,7 @@ fn acknowledged_runs_survive_sigkill_exactly_once_and_counters_stay_monotonic() 
             .into_iter()
             .flat_map(|w| w.join().unwrap())
             .collect();
+        next = *counter.lock().unwrap();
         // Resend what was not acknowledged (it may or may not have been committed).
         let e = Exporter::start(&d, &db, &[], &env);
         for n in unacked {
