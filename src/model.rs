@@ -212,6 +212,37 @@ pub struct NewRun {
     pub source: String,
 }
 
+/// An empty run: no repository, context or commit yet, state pending,
+/// trigger other, nothing attached. Sources fill in what they know and take
+/// the rest from here (`NewRun { context, state, ..NewRun::default() }`).
+impl Default for NewRun {
+    fn default() -> Self {
+        NewRun {
+            repository: RepositoryRef {
+                forge: Forge::Generic,
+                path: String::new(),
+            },
+            context: String::new(),
+            commit: String::new(),
+            external_id: None,
+            attempt: 0,
+            trigger: Trigger::Other,
+            state: RunState::Pending,
+            queued_at: None,
+            started_at: None,
+            finished_at: None,
+            url: None,
+            log_url: None,
+            change: None,
+            tests: Vec::new(),
+            reports: Vec::new(),
+            failures: Vec::new(),
+            dependencies: Default::default(),
+            source: String::new(),
+        }
+    }
+}
+
 /// A report file stored verbatim with its run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawReport {

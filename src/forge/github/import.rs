@@ -266,13 +266,12 @@ pub fn import(
             started_at,
             finished_at,
             url,
-            log_url: None,
-            change: None,
+
             tests: run_tests,
             reports,
             failures,
-            dependencies: Default::default(),
             source: "cockpit-import".into(),
+            ..NewRun::default()
         };
         let ingested = store.ingest_run(&run, policy, now)?;
         match ingested.status {

@@ -325,21 +325,8 @@ fn new_run(repository: RepositoryRef, context: String, commit: String) -> NewRun
         repository,
         context,
         commit,
-        external_id: None,
-        attempt: 0,
-        trigger: Trigger::Other,
-        state: RunState::Pending,
-        queued_at: None,
-        started_at: None,
-        finished_at: None,
-        url: None,
-        log_url: None,
-        change: None,
-        tests: Vec::new(),
-        reports: Vec::new(),
-        failures: Vec::new(),
-        dependencies: Default::default(),
         source: "github".into(),
+        ..NewRun::default()
     }
 }
 

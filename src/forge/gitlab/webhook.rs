@@ -288,11 +288,8 @@ fn job_plan(hook: JobHook, relative_root: &str) -> Result<Plan, String> {
                 number,
                 merged_at: None,
             }),
-        tests: Vec::new(),
-        reports: Vec::new(),
-        failures: Vec::new(),
-        dependencies: Default::default(),
         source: "gitlab".into(),
+        ..NewRun::default()
     };
     Ok(Plan::Runs(vec![PlannedRun {
         run,
@@ -358,11 +355,8 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
                 log_url: url.as_ref().map(|u| format!("{u}/raw")),
                 url,
                 change: change.clone(),
-                tests: Vec::new(),
-                reports: Vec::new(),
-                failures: Vec::new(),
-                dependencies: Default::default(),
                 source: "gitlab".into(),
+                ..NewRun::default()
             },
             attempt: AttemptHint::Next,
             pipeline_external_id: Some(pipeline_ext.clone()),
@@ -398,13 +392,9 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
                 started_at: started,
                 finished_at: finished,
                 url,
-                log_url: None,
                 change,
-                tests: Vec::new(),
-                reports: Vec::new(),
-                failures: Vec::new(),
-                dependencies: Default::default(),
                 source: "gitlab".into(),
+                ..NewRun::default()
             },
             attempt: AttemptHint::Next,
             pipeline_external_id: None,
