@@ -1,19 +1,46 @@
 //! The single writer: one thread owns the writing connection and runs jobs in
-//! arrival order, so async handlers never block on SQLite locks. Readers get a
-//! connection of their own.
+//! arrival order, so async handlers never block on SQLite locks. Reads use a
+//! small pool of connections of their own (WAL: readers never wait for the
+//! writer), so a slow read such as a snapshot rebuild never holds up a page.
 
 use super::{Store, StoreError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
+/// Read connections: enough for a snapshot rebuild, a pruner pass and pages
+/// at once on a small machine.
+pub const READERS: usize = 3;
+
+struct Readers {
+    pool: Vec<Mutex<Store>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    /// A free connection if there is one, else wait for one in turn.
+    fn with<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        for conn in &self.pool {
+            if let Ok(store) = conn.try_lock() {
+                return f(&store);
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let store = self.pool[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&store)
+    }
+}
+
 /// A cheap, cloneable handle to the writer thread and a read connection.
 #[derive(Clone)]
 pub struct StoreHandle {
     jobs: mpsc::Sender<Job>,
-    reader: Arc<Mutex<Store>>,
+    readers: Arc<Readers>,
     path: PathBuf,
 }
 
@@ -21,7 +48,9 @@ impl StoreHandle {
     /// Open the database (running migrations) and start the writer thread.
     pub fn start(path: &Path) -> Result<StoreHandle, StoreError> {
         let mut writer = Store::open(path)?;
-        let reader = Store::open(path)?;
+        let pool = (0..READERS)
+            .map(|_| Store::open(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -33,7 +62,10 @@ impl StoreHandle {
             .map_err(|e| StoreError::Refused(format!("cannot start the writer thread: {e}")))?;
         Ok(StoreHandle {
             jobs,
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(Readers {
+                pool,
+                next: AtomicUsize::new(0),
+            }),
             path: path.to_path_buf(),
         })
     }
@@ -58,20 +90,15 @@ impl StoreHandle {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Run a read on a blocking thread with the read connection.
+    /// Run a read on a blocking thread with a read connection.
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let store = reader
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&store)
-        })
-        .await
-        .map_err(|_| StoreError::WriterGone)?
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|_| StoreError::WriterGone)?
     }
 }
