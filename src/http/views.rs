@@ -5,7 +5,9 @@ use super::{ApiError, AppState};
 use crate::flaky;
 use crate::slo::{self, EventCounts, SloId};
 use crate::store::NightlyFailure;
-use crate::store::ui::{FailureOccurrence, RepositoryRow, RunFilter, SinceGreen, TestExecutionRow};
+use crate::store::ui::{
+    FailureKey, FailureOccurrence, RepositoryRow, RunFilter, SinceGreen, TestExecutionRow,
+};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -483,10 +485,25 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
     let window = q.window_or(std::time::Duration::from_secs(7 * 86400))?;
     let since = now - window;
     let filter = q.filter();
-    let rows = state
+    // 1. Every failure of the window as names only (one covering-index scan),
+    //    grouped and ranked here; 2. text, links and fingerprints of the few
+    //    failures the page shows (the latest and the example runs of each
+    //    listed group), by id.
+    let (keys, repositories) = state
         .store
-        .read(move |s| s.failures_between(since, now + Duration::seconds(1), &filter))
+        .read(move |s| {
+            Ok((
+                s.failure_keys_between(since, now + Duration::seconds(1), &filter)?,
+                s.repositories_by_id()?,
+            ))
+        })
         .await?;
+    let path_of = |id: i64| -> String {
+        repositories
+            .get(&id)
+            .map(|r| r.path.clone())
+            .unwrap_or_default()
+    };
     let new_window = Duration::from_std(state.config.ui.new_window).unwrap_or(Duration::hours(24));
     let first_day = since.date_naive();
     let n_days = (now.date_naive() - first_day).num_days() as usize + 1;
@@ -497,102 +514,75 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
         ((at.date_naive() - first_day).num_days().max(0) as usize).min(n_days - 1)
     };
     // Group by fingerprint (or class when there is none), keeping first-appearance order (newest first).
-    let mut groups: Vec<(String, Vec<&FailureOccurrence>)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for f in &rows {
-        let key = match &f.fingerprint {
-            Some(h) => format!("fp:{h}"),
-            None => format!("class:{}", f.class),
+    let mut groups: Vec<Vec<&FailureKey>> = Vec::new();
+    let mut index: HashMap<(Option<i64>, &str), usize> = HashMap::new();
+    for f in &keys {
+        let key = match f.fingerprint_id {
+            Some(id) => (Some(id), ""),
+            None => (None, f.class.as_str()),
         };
-        let i = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
             groups.len() - 1
         });
-        groups[i].1.push(f);
+        groups[i].push(f);
     }
-    let gitlab_web = gitlab_web_base(&state.config.gitlab.api_url);
-    let mut fingerprints: Vec<FingerprintRow> = groups
-        .iter()
-        .map(|(_, occ)| {
-            let latest = occ[0];
+    struct Group<'a> {
+        occ: Vec<&'a FailureKey>,
+        trend: Vec<u64>,
+        repositories: BTreeSet<String>,
+        /// Failure ids of the first failure of up to 3 distinct runs, newest first.
+        examples: Vec<i64>,
+    }
+    let mut ranked: Vec<Group> = groups
+        .into_iter()
+        .map(|occ| {
             let mut trend = vec![0u64; n_days];
-            for f in occ {
+            for f in &occ {
                 trend[day_index(f.at)] += 1;
             }
-            let repositories: BTreeSet<String> = occ.iter().map(|f| f.repository.clone()).collect();
-            let tests: BTreeSet<TestRef> = occ
-                .iter()
-                .filter_map(|f| {
-                    f.test_name.as_ref().map(|t| TestRef {
-                        repository: f.repository.clone(),
-                        context: f.context.clone(),
-                        name: t.clone(),
-                    })
-                })
-                .collect();
+            let repositories = occ.iter().map(|f| path_of(f.repository_id)).collect();
             let mut seen_runs = BTreeSet::new();
-            let examples: Vec<ExampleRun> = occ
+            let examples = occ
                 .iter()
                 .filter(|f| seen_runs.insert(f.run_id))
                 .take(3)
-                .map(|f| ExampleRun {
-                    run_id: f.run_id,
-                    at: f.at,
-                    repository: f.repository.clone(),
-                    context: f.context.clone(),
-                    url: f.url.as_deref().and_then(safe_url).map(str::to_string),
-                })
+                .map(|f| f.id)
                 .collect();
-            let first_seen = latest.first_seen;
-            let is_new = first_seen.is_some_and(|t| t >= now - new_window);
-            let issue = IssueDraft::new(
-                latest,
-                occ.len() as u64,
-                &human(window),
-                first_seen,
-                &examples,
-            );
-            FingerprintRow {
-                fingerprint: latest.fingerprint.clone(),
-                class: latest.class.clone(),
-                category: latest.category.clone(),
-                normalized: latest.normalized.clone(),
-                evidence: latest.evidence.clone(),
-                occurrences: occ.len() as u64,
+            Group {
+                occ,
                 trend,
-                first_seen,
-                is_new,
-                repositories: repositories.into_iter().collect(),
-                tests: tests.into_iter().collect(),
-                create_issue_url: issue.url(&latest.forge, &latest.repository, &gitlab_web),
-                issue_title: issue.title,
-                issue_body: issue.body,
+                repositories,
                 examples,
             }
         })
         .collect();
     // Most occurrences first; ties: the newest first.
-    fingerprints.sort_by(|a, b| {
-        b.occurrences
-            .cmp(&a.occurrences)
-            .then_with(|| b.examples[0].at.cmp(&a.examples[0].at))
+    ranked.sort_by(|a, b| {
+        b.occ
+            .len()
+            .cmp(&a.occ.len())
+            .then_with(|| b.occ[0].at.cmp(&a.occ[0].at))
     });
     let mut classes: BTreeMap<String, ClassRow> = BTreeMap::new();
-    for fp in &fingerprints {
-        let c = classes.entry(fp.class.clone()).or_insert_with(|| ClassRow {
-            class: fp.class.clone(),
-            category: fp.category.clone(),
-            occurrences: 0,
-            trend: vec![0; n_days],
-            fingerprints: 0,
-            repositories: Vec::new(),
-        });
-        c.occurrences += fp.occurrences;
+    for g in &ranked {
+        let latest = g.occ[0];
+        let c = classes
+            .entry(latest.class.clone())
+            .or_insert_with(|| ClassRow {
+                class: latest.class.clone(),
+                category: latest.category.clone(),
+                occurrences: 0,
+                trend: vec![0; n_days],
+                fingerprints: 0,
+                repositories: Vec::new(),
+            });
+        c.occurrences += g.occ.len() as u64;
         c.fingerprints += 1;
-        for (t, x) in c.trend.iter_mut().zip(&fp.trend) {
+        for (t, x) in c.trend.iter_mut().zip(&g.trend) {
             *t += x;
         }
-        for r in &fp.repositories {
+        for r in &g.repositories {
             if !c.repositories.contains(r) {
                 c.repositories.push(r.clone());
             }
@@ -607,7 +597,72 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
             .cmp(&a.occurrences)
             .then(a.class.cmp(&b.class))
     });
-    fingerprints.truncate(MAX_FINGERPRINTS);
+    ranked.truncate(MAX_FINGERPRINTS);
+    let wanted: Vec<i64> = ranked.iter().flat_map(|g| g.examples.clone()).collect();
+    let details: HashMap<i64, FailureOccurrence> = state
+        .store
+        .read(move |s| {
+            let mut out = HashMap::new();
+            for id in wanted {
+                if let Some(f) = s.failure_occurrence(id)? {
+                    out.insert(id, f);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    let gitlab_web = gitlab_web_base(&state.config.gitlab.api_url);
+    let fingerprints: Vec<FingerprintRow> = ranked
+        .iter()
+        // A failure pruned between the two reads drops its group from the page.
+        .filter_map(|g| {
+            let latest = details.get(&g.examples[0])?;
+            let tests: BTreeSet<TestRef> = g
+                .occ
+                .iter()
+                .filter_map(|f| {
+                    f.test_name.as_ref().map(|t| TestRef {
+                        repository: path_of(f.repository_id),
+                        context: f.context.clone(),
+                        name: t.clone(),
+                    })
+                })
+                .collect();
+            let examples: Vec<ExampleRun> = g
+                .examples
+                .iter()
+                .filter_map(|id| details.get(id))
+                .map(|f| ExampleRun {
+                    run_id: f.run_id,
+                    at: f.at,
+                    repository: f.repository.clone(),
+                    context: f.context.clone(),
+                    url: f.url.as_deref().and_then(safe_url).map(str::to_string),
+                })
+                .collect();
+            let first_seen = latest.first_seen;
+            let is_new = first_seen.is_some_and(|t| t >= now - new_window);
+            let occurrences = g.occ.len() as u64;
+            let issue = IssueDraft::new(latest, occurrences, &human(window), first_seen, &examples);
+            Some(FingerprintRow {
+                fingerprint: latest.fingerprint.clone(),
+                class: latest.class.clone(),
+                category: latest.category.clone(),
+                normalized: latest.normalized.clone(),
+                evidence: latest.evidence.clone(),
+                occurrences,
+                trend: g.trend.clone(),
+                first_seen,
+                is_new,
+                repositories: g.repositories.iter().cloned().collect(),
+                tests: tests.into_iter().collect(),
+                create_issue_url: issue.url(&latest.forge, &latest.repository, &gitlab_web),
+                issue_title: issue.title,
+                issue_body: issue.body,
+                examples,
+            })
+        })
+        .collect();
     Ok(FailuresView {
         since,
         until: now,

@@ -258,4 +258,24 @@ CREATE TRIGGER slo_events_hourly_delete AFTER DELETE ON slo_events BEGIN
     WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = OLD.slo AND total <= 0;
 END;
 "#,
+    // 6: the failures page aggregates a window from one covering index: each
+    // failure carries its run's repository and context (a run never changes
+    // either; kept by the insert trigger), and where in its context lines the
+    // evidence line goes (`context_before`; NULL for failures stored before).
+    r#"
+ALTER TABLE failures ADD COLUMN repository_id INTEGER;
+ALTER TABLE failures ADD COLUMN run_context TEXT;
+ALTER TABLE failures ADD COLUMN context_before INTEGER;
+UPDATE failures SET (repository_id, run_context) =
+    (SELECT repository_id, context FROM runs WHERE runs.id = failures.run_id);
+DROP TRIGGER failures_at_insert;
+CREATE TRIGGER failures_at_insert AFTER INSERT ON failures BEGIN
+    UPDATE failures SET (at, repository_id, run_context) =
+        (SELECT coalesce(queued_at, started_at, created_at), repository_id, context FROM runs WHERE runs.id = NEW.run_id)
+    WHERE id = NEW.id;
+END;
+DROP INDEX failures_at;
+CREATE INDEX failures_window
+    ON failures (at, repository_id, run_context, fingerprint_id, class, category, test_name, run_id);
+"#,
 ];

@@ -737,3 +737,42 @@ fn sections_and_external_runs_round_trip() {
     );
     assert!(s.delivery_seen(Forge::Gitlab, "d-1").unwrap());
 }
+
+#[test]
+fn upgrading_from_schema_5_keeps_failures_on_the_failures_page() {
+    // A database written by the previous version (migrations 1-5) with one red run.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for (i, sql) in schema::MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO repositories (id, forge, path) VALUES (7, 'generic', 'acme/shop');
+             INSERT INTO runs (id, repository_id, context, commit_sha, attempt, trigger, state, queued_at,
+               started_at, finished_at, source, content_hash, created_at, updated_at, queue_counted, final_counted)
+             VALUES (3, 7, 'test', 'abc', 0, 'pull_request', 'failure', 1000, 2000, 3000, 'api', 'x', 3000, 3000, 1, 1);
+             INSERT INTO failures (run_id, class, category, evidence, context) VALUES (3, 'oom', 'infrastructure', 'Killed', '[]');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let keys = store
+        .failure_keys_between(from_ms(0), from_ms(10_000), &ui::RunFilter::default())
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0].run_id, keys[0].repository_id), (3, 7));
+    assert_eq!(keys[0].context, "test");
+    assert_eq!(keys[0].at, from_ms(1000));
+    assert_eq!(
+        store
+            .failure_occurrence(keys[0].id)
+            .unwrap()
+            .unwrap()
+            .evidence,
+        "Killed"
+    );
+}

@@ -31,7 +31,22 @@ pub struct SloBucket {
     pub counts: EventCounts,
 }
 
-/// One failure in a window, with its run and fingerprint.
+/// One failure of a window as the failures page groups it: no text but names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureKey {
+    /// The failure's id (for [`Store::failure_occurrence`]).
+    pub id: i64,
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub fingerprint_id: Option<i64>,
+    pub class: String,
+    pub category: String,
+    pub repository_id: i64,
+    pub context: String,
+    pub test_name: Option<String>,
+}
+
+/// One failure with its run and fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FailureOccurrence {
     pub run_id: i64,
@@ -78,19 +93,27 @@ pub struct SinceGreen {
     pub changes: Vec<crate::deps::DependencyChange>,
 }
 
-/// The failures query: the failures of the window by their run's time
-/// (failures.at, kept by triggers), then their runs. CROSS JOIN fixes the join
-/// order (the database has no ANALYZE statistics).
-const FAILURES_SQL: &str = "SELECT r.id, coalesce(r.queued_at, r.started_at, r.created_at) AS t, repo.forge, repo.path,
+/// The failures of a window, for aggregation: read from the covering index
+/// `failures_window` alone (each failure carries its run's time, repository
+/// and context). The trigger filter is the one that visits the runs.
+const FAILURE_KEYS_SQL: &str =
+    "SELECT f.id, f.run_id, f.at, f.fingerprint_id, f.class, f.category, f.repository_id,
+        f.run_context, f.test_name
+     FROM failures f
+     WHERE f.at >= ?1 AND f.at < ?2
+       AND (?3 IS NULL OR f.repository_id IN (SELECT id FROM repositories WHERE path = ?3))
+       AND (?4 IS NULL OR f.run_context = ?4)
+       AND (?5 IS NULL OR (SELECT r.trigger FROM runs r WHERE r.id = f.run_id) = ?5)
+     ORDER BY f.at DESC, f.run_id DESC, f.id";
+
+/// One failure with its run and fingerprint, by the failure's id.
+const FAILURE_SQL: &str = "SELECT r.id, coalesce(r.queued_at, r.started_at, r.created_at) AS t, repo.forge, repo.path,
         r.context, r.url, f.class, f.category, f.evidence, f.test_name, fp.hash, fp.normalized, fp.first_seen
      FROM failures f
      CROSS JOIN runs r ON r.id = f.run_id
      CROSS JOIN repositories repo ON repo.id = r.repository_id
      LEFT JOIN fingerprints fp ON fp.id = f.fingerprint_id
-     WHERE f.at >= ?1 AND f.at < ?2
-       AND (?3 IS NULL OR repo.path = ?3) AND (?4 IS NULL OR r.context = ?4)
-       AND (?5 IS NULL OR r.trigger = ?5)
-     ORDER BY t DESC, r.id DESC, f.id";
+     WHERE f.id = ?1";
 
 /// A test's executions: the repository first, then its runs of the context by time.
 fn test_history_sql() -> String {
@@ -116,6 +139,25 @@ impl Store {
                 forge: r.get(0)?,
                 path: r.get(1)?,
             })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every repository by its id.
+    pub fn repositories_by_id(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, RepositoryRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, forge, path FROM repositories")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                RepositoryRow {
+                    forge: r.get(1)?,
+                    path: r.get(2)?,
+                },
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -160,14 +202,15 @@ impl Store {
         Ok(rows)
     }
 
-    /// Every failure of runs in `[since, until)` that match `filter`, newest first.
-    pub fn failures_between(
+    /// Every failure of runs in `[since, until)` that match `filter`, newest
+    /// first, as names only (one covering-index scan).
+    pub fn failure_keys_between(
         &self,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         filter: &RunFilter,
-    ) -> Result<Vec<FailureOccurrence>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(FAILURES_SQL)?;
+    ) -> Result<Vec<FailureKey>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(FAILURE_KEYS_SQL)?;
         let rows = stmt.query_map(
             params![
                 to_ms(since),
@@ -177,6 +220,27 @@ impl Store {
                 filter.trigger
             ],
             |r| {
+                Ok(FailureKey {
+                    id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    at: from_ms(r.get(2)?),
+                    fingerprint_id: r.get(3)?,
+                    class: r.get(4)?,
+                    category: r.get(5)?,
+                    repository_id: r.get(6)?,
+                    context: r.get(7)?,
+                    test_name: r.get(8)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One failure with its evidence, run and fingerprint.
+    pub fn failure_occurrence(&self, id: i64) -> Result<Option<FailureOccurrence>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(FAILURE_SQL)?;
+        Ok(stmt
+            .query_row([id], |r| {
                 Ok(FailureOccurrence {
                     run_id: r.get(0)?,
                     at: from_ms(r.get(1)?),
@@ -192,9 +256,8 @@ impl Store {
                     normalized: r.get(11)?,
                     first_seen: r.get::<_, Option<i64>>(12)?.map(from_ms),
                 })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .optional()?)
     }
 
     /// A test's executions in one repository and context since `since`, oldest first.
@@ -319,7 +382,7 @@ mod tests {
     const OOM: &str = "boot\nOut of memory: Killed process 42 (qemu)\nKilled";
 
     #[test]
-    fn failures_between_filters_by_window_repository_context_and_trigger() {
+    fn failure_keys_filter_by_window_repository_context_and_trigger() {
         let mut s = store();
         let a = ingest(
             &mut s,
@@ -354,23 +417,41 @@ mod tests {
             Some(OOM),
             vec![],
         );
-        let all = s
-            .failures_between(t0(), t0() + Duration::days(1), &RunFilter::default())
+        let keys = s
+            .failure_keys_between(t0(), t0() + Duration::days(1), &RunFilter::default())
             .unwrap();
+        assert_eq!(
+            keys.iter().map(|f| f.run_id).collect::<Vec<_>>(),
+            vec![b, a]
+        );
+        // Each key carries its run's time, repository and context.
+        let repos = s.repositories_by_id().unwrap();
+        assert_eq!(keys[0].at, t0() + Duration::hours(2));
+        assert_eq!(repos[&keys[0].repository_id].path, "o/b");
+        assert_eq!(keys[0].context, "nightly");
+        assert_eq!(repos[&keys[1].repository_id].path, "o/a");
+        assert_eq!(keys[0].fingerprint_id, keys[1].fingerprint_id);
+        let all: Vec<FailureOccurrence> = keys
+            .iter()
+            .map(|k| s.failure_occurrence(k.id).unwrap().unwrap())
+            .collect();
         assert_eq!(all.iter().map(|f| f.run_id).collect::<Vec<_>>(), vec![b, a]);
         assert_eq!(all[0].fingerprint, all[1].fingerprint);
         assert!(all[0].fingerprint.is_some());
+        assert_eq!(all[0].repository, "o/b");
+        assert!(all[0].evidence.contains("Out of memory"), "{:?}", all[0]);
         // First seen when the oldest run finished.
         assert_eq!(
             all[0].first_seen,
             Some(t0() - Duration::days(3) + Duration::minutes(10))
         );
+        assert_eq!(s.failure_occurrence(i64::MAX).unwrap(), None);
         let by_repo = RunFilter {
             repository: Some("o/a".into()),
             ..RunFilter::default()
         };
         let got = s
-            .failures_between(t0(), t0() + Duration::days(1), &by_repo)
+            .failure_keys_between(t0(), t0() + Duration::days(1), &by_repo)
             .unwrap();
         assert_eq!(got.iter().map(|f| f.run_id).collect::<Vec<_>>(), vec![a]);
         let by_trigger = RunFilter {
@@ -379,7 +460,7 @@ mod tests {
             ..RunFilter::default()
         };
         let got = s
-            .failures_between(t0(), t0() + Duration::days(1), &by_trigger)
+            .failure_keys_between(t0(), t0() + Duration::days(1), &by_trigger)
             .unwrap();
         assert_eq!(got.iter().map(|f| f.run_id).collect::<Vec<_>>(), vec![b]);
     }
@@ -587,8 +668,10 @@ mod tests {
             }
             out.join("\n")
         };
-        let p = plan(FAILURES_SQL);
-        assert!(p.contains("failures_at"), "{p}");
+        let p = plan(FAILURE_KEYS_SQL);
+        assert!(p.contains("COVERING INDEX failures_window"), "{p}");
+        let p = plan(FAILURE_SQL);
+        assert!(!p.contains("SCAN"), "{p}");
         let p = plan(&test_history_sql());
         assert!(p.contains("runs_repo_context_at"), "{p}");
         let p = plan(
