@@ -8,254 +8,11 @@
 //! real binary serves each and every page is requested over loopback: the
 //! median of several requests after one warm-up is reported.
 
-use ci_slo_exporter::store::Store;
-use rusqlite::params;
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/mod.rs"]
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ci-slo-exporter");
-const DAY_MS: i64 = 86_400_000;
-const REPOS: usize = 100;
-const CONTEXTS: [&str; 3] = ["build", "test", "e2e"];
-const TESTS: usize = 8;
-
-fn generate(path: &Path, runs: usize, now_ms: i64) {
-    let _ = std::fs::remove_file(path);
-    let store = Store::open(path).expect("create database");
-    let conn = store.connection();
-    conn.pragma_update(None, "synchronous", "OFF").unwrap();
-    conn.execute_batch("BEGIN").unwrap();
-    {
-        let mut repo = conn
-            .prepare("INSERT INTO repositories (id, forge, path) VALUES (?1, ?2, ?3)")
-            .unwrap();
-        for i in 0..REPOS {
-            let forge = match i % 10 {
-                0..=5 => "github",
-                6..=8 => "gitlab",
-                _ => "generic",
-            };
-            repo.execute(params![
-                i as i64 + 1,
-                forge,
-                format!("org{}/repo-{i}", i % 7)
-            ])
-            .unwrap();
-        }
-        let mut fp = conn
-            .prepare("INSERT INTO fingerprints (id, hash, normalized, first_seen, last_seen, occurrences) VALUES (?1, ?2, ?3, ?4, ?5, 0)")
-            .unwrap();
-        for i in 0..500i64 {
-            fp.execute(params![
-                i + 1,
-                format!("{:016x}", i * 7919 + 12345),
-                format!("error number {i}: something went wrong in <module>"),
-                now_ms - 365 * DAY_MS + (i * 17 % 365) * DAY_MS,
-                now_ms
-            ])
-            .unwrap();
-        }
-        let mut run = conn
-            .prepare(
-                "INSERT INTO runs (id, repository_id, context, commit_sha, attempt, trigger, state, queued_at, started_at,
-                   finished_at, url, log_url, source, content_hash, created_at, updated_at, queue_counted, final_counted)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'bench', 'x', ?9, ?9, 1, 1)",
-            )
-            .unwrap();
-        let mut test = conn
-            .prepare(
-                "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
-                 VALUES (?1, ?2, ?3, 1.5, ?4, '[]', ?5)",
-            )
-            .unwrap();
-        let mut failure = conn
-            .prepare(
-                "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id)
-                 VALUES (?1, ?2, ?3, 'infrastructure', 12, ?4, '[]', ?5)",
-            )
-            .unwrap();
-        let mut event = conn
-            .prepare("INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .unwrap();
-        let mut dep = conn
-            .prepare(
-                "INSERT INTO dependency_snapshots (run_id, package, version) VALUES (?1, ?2, ?3)",
-            )
-            .unwrap();
-        let mut rng = fastrand::Rng::with_seed(7);
-        let span = 365 * DAY_MS;
-        // Nightlies: one per repository per day, the rest pull requests and pushes.
-        let nightly = (REPOS * 365).min(runs / 20);
-        for id in 1..=runs as i64 {
-            let (repo, context, trigger, queued) = if (id as usize) <= nightly {
-                let n = id as usize - 1;
-                let repo = n % REPOS + 1;
-                let day = (n / REPOS) as i64;
-                let days = (nightly / REPOS).max(1) as i64;
-                let at = now_ms - (days - day) * DAY_MS + 2 * 3_600_000 + rng.i64(0..600_000);
-                (repo as i64, "nightly", "schedule", at)
-            } else {
-                let repo = rng.usize(1..=REPOS) as i64;
-                let context = CONTEXTS[rng.usize(0..3)];
-                let trigger = if rng.u8(0..10) == 0 {
-                    "push"
-                } else {
-                    "pull_request"
-                };
-                (repo, context, trigger, now_ms - span + rng.i64(0..span))
-            };
-            let roll = rng.u8(0..100);
-            let state = match roll {
-                0..=11 => "failure",
-                12..=14 => "error",
-                _ => "success",
-            };
-            let started = queued + rng.i64(5_000..600_000);
-            let finished = started + rng.i64(300_000..4_000_000);
-            run.execute(params![
-                id,
-                repo,
-                context,
-                format!("{:040x}", rng.u64(..)),
-                trigger,
-                state,
-                queued,
-                started,
-                finished,
-                format!("https://ci.example.com/run/{id}")
-            ])
-            .unwrap();
-            event
-                .execute(params![
-                    "run_time",
-                    format!("run:{id}"),
-                    repo,
-                    finished,
-                    (finished - started < 3_600_000) as i64
-                ])
-                .unwrap();
-            event
-                .execute(params![
-                    "queue_time",
-                    format!("queue:{id}"),
-                    repo,
-                    started,
-                    (started - queued < 300_000) as i64
-                ])
-                .unwrap();
-            let with_tests = repo % 5 == 0;
-            if with_tests {
-                for t in 0..TESTS {
-                    let failed = state == "failure" && t == (id as usize) % TESTS;
-                    test.execute(params![
-                        id,
-                        format!("suite.Test{t}"),
-                        if failed { "failed" } else { "passed" },
-                        (t == 3 && rng.u8(0..20) == 0) as i64,
-                        failed.then_some("assertion failed: expected 200, got 500")
-                    ])
-                    .unwrap();
-                }
-            }
-            if state != "success" {
-                let f = rng.i64(1..=500);
-                failure
-                    .execute(params![
-                        id,
-                        with_tests.then(|| format!("suite.Test{}", (id as usize) % TESTS)),
-                        format!("class-{}", f % 12),
-                        format!(
-                            "error number {f}: something went wrong in <module> at line {}",
-                            rng.u32(1..999)
-                        ),
-                        f
-                    ])
-                    .unwrap();
-            }
-            if trigger == "schedule" {
-                for (p, v) in [
-                    ("urllib3", "2.2.3"),
-                    ("requests", "2.32.3"),
-                    ("sqlalchemy", "2.0.36"),
-                ] {
-                    let v = if rng.u8(0..30) == 0 { "9.9.9" } else { v };
-                    dep.execute(params![id, p, v]).unwrap();
-                }
-            }
-        }
-    }
-    conn.execute_batch("COMMIT").unwrap();
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(db: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .args(["serve", "--db"])
-        .arg(db)
-        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
-        .env("CI_SLO_LOG", "warn")
-        .env_remove("CI_SLO_API_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start exporter");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while get(&base, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "exporter not ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Server { child, base }
-}
-
-fn get(base: &str, path: &str) -> (u16, usize) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    match agent.get(&format!("{base}{path}")).call() {
-        Ok(mut r) => {
-            let mut body = String::new();
-            let _ = r.body_mut().as_reader().read_to_string(&mut body);
-            (r.status().as_u16(), body.len())
-        }
-        Err(_) => (0, 0),
-    }
-}
-
-/// Median milliseconds of `n` requests after a warm-up.
-fn time(base: &str, path: &str, n: usize) -> f64 {
-    let (status, _) = get(base, path);
-    assert_eq!(status, 200, "{path}");
-    let mut ms: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            get(base, path);
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    ms[n / 2]
-}
+use std::time::Instant;
+use support::{Spec, generate, serve, time};
 
 fn main() {
     // `cargo test --benches` runs benches with no arguments but `--bench` absent: stay quick.
@@ -271,6 +28,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let keep = std::env::var_os("UI_BENCH_DIR").map(std::path::PathBuf::from);
     let dir = keep.as_deref().unwrap_or(tmp.path());
+    std::fs::create_dir_all(dir).expect("create the database directory");
     let now_ms = chrono::Utc::now().timestamp_millis();
     let pages = [
         "/",
@@ -290,16 +48,26 @@ fn main() {
     for runs in [10_000, large] {
         let db = dir.join(format!("ui-{runs}.db"));
         let t = Instant::now();
-        if keep.is_none() || !db.exists() {
-            generate(&db, runs, now_ms);
+        let fresh = keep.is_none() || !db.exists();
+        if fresh {
+            generate(
+                &db,
+                Spec {
+                    runs,
+                    tests_per_run: 8,
+                    tests_every: 5,
+                },
+                now_ms,
+            );
         }
         let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
         eprintln!(
-            "generated {runs} runs in {:.1} s ({} MB)",
+            "{} {runs} runs in {:.1} s ({} MB)",
+            if fresh { "generated" } else { "reused" },
             t.elapsed().as_secs_f64(),
             size / 1_000_000
         );
-        let server = serve(&db);
+        let server = serve(&db, &[]);
         results.push(pages.iter().map(|p| time(&server.base, p, 9)).collect());
     }
     println!("| page | 10k runs (ms) | {large} runs (ms) |");
