@@ -198,6 +198,8 @@ pub struct Match {
     /// Up to 3 non-blank cleaned lines before the evidence followed by up to 3 after
     /// it, each capped at [`EVIDENCE_CAP_BYTES`].
     pub context: Vec<String>,
+    /// How many of `context` come before the evidence line.
+    pub context_before: usize,
     /// [`fingerprint`] of the evidence.
     pub fingerprint: String,
 }
@@ -345,6 +347,7 @@ impl Classifier {
     }
 
     fn to_match(&self, c: Candidate) -> Match {
+        let context_before = c.before.len();
         let mut context = c.before;
         context.extend(c.after);
         let fingerprint = fingerprint(&c.evidence);
@@ -359,6 +362,7 @@ impl Classifier {
                     line: c.line,
                     evidence: c.evidence,
                     context,
+                    context_before,
                     fingerprint,
                 }
             }
@@ -370,6 +374,7 @@ impl Classifier {
                 line: c.line,
                 evidence: c.evidence,
                 context,
+                context_before,
                 fingerprint,
             },
         }
@@ -1792,6 +1797,28 @@ mod tests {
     }
 
     #[test]
+    fn context_before_says_where_the_evidence_sits_among_its_context_lines() {
+        let c = Classifier::new(&[RuleConfig {
+            name: "boom".into(),
+            pattern: "BOOM".into(),
+            category: Category::Test,
+            description: "d".into(),
+            known_issue_url: None,
+            applies_to: vec![AppliesTo::Log],
+            priority: 0,
+        }])
+        .unwrap();
+        let at = |log: &str| {
+            let m = c.classify_log(log.as_bytes()).unwrap().primary.unwrap();
+            (m.line, m.context_before, m.context.len())
+        };
+        assert_eq!(at("BOOM\na\nb\nc\nd\n"), (1, 0, 3));
+        // Blank lines are not context; at most 3 on each side.
+        assert_eq!(at("a\n\nb\nBOOM\nc\n"), (4, 2, 3));
+        assert_eq!(at("a\nb\nc\nd\ne\nBOOM\n"), (6, 3, 3));
+    }
+
+    #[test]
     fn every_default_rule_has_an_example_and_a_near_miss() {
         let names: Vec<String> = Classifier::default_rules()
             .into_iter()
@@ -2245,6 +2272,7 @@ mod tests {
         let m = c.classify_message("first line\nexpected 3\nlast").unwrap();
         assert_eq!((m.class.as_str(), m.line), ("msg-only", 2));
         assert_eq!(m.context, vec!["first line", "last"]);
+        assert_eq!(m.context_before, 1, "{m:?}");
         let log = c
             .classify_log("expected 3\nflaky here\n".as_bytes())
             .unwrap();

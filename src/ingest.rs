@@ -361,6 +361,7 @@ pub fn failures_from(
             line: Some(m.line),
             evidence: m.evidence,
             context: m.context,
+            context_before: Some(m.context_before as u32),
             fingerprint: Some(m.fingerprint),
             test_name: None,
         });
@@ -378,6 +379,7 @@ pub fn failures_from(
                 line: None,
                 evidence: m.evidence,
                 context: Vec::new(),
+                context_before: None,
                 fingerprint: Some(m.fingerprint),
                 test_name: Some(t.name.clone()),
             },
@@ -392,6 +394,7 @@ pub fn failures_from(
                     line: None,
                     evidence: first.chars().take(1024).collect(),
                     context: Vec::new(),
+                    context_before: None,
                     fingerprint: Some(crate::classify::fingerprint(&format!("{} {first}", t.name))),
                     test_name: Some(t.name.clone()),
                 }

@@ -259,6 +259,10 @@ pub struct FailureEvidence {
     pub line: Option<u64>,
     pub evidence: String,
     pub context: Vec<String>,
+    /// How many of `context` come before the evidence line (absent for
+    /// failures stored before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_before: Option<u32>,
     pub fingerprint: Option<String>,
     pub test_name: Option<String>,
 }

@@ -329,3 +329,38 @@ fn hostile_names_and_log_lines_render_as_text_and_only_http_urls_become_links() 
         .to_string();
     assert!(csp.contains("default-src 'none'"), "{csp}");
 }
+
+#[test]
+fn the_run_page_shows_the_evidence_line_between_its_context_lines() {
+    let (_d, e) = demo();
+    // Evidence on line 4 after one line and two blank ones (blank lines are
+    // not context): one context line before it, two after.
+    let body = serde_json::json!({
+        "repository": "acme/evidence",
+        "context": "ci",
+        "commit": "e1",
+        "state": "failure",
+        "queued_at": chrono::Utc::now().to_rfc3339(),
+        "log": "one\n\n\nOut of memory: Killed process 42 (cc1plus)\nafter\nend\n",
+    });
+    let (status, answer) = e.post(
+        "/api/v1/runs",
+        Some(TOKEN),
+        serde_json::to_vec(&body).unwrap().as_slice(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_i64().unwrap();
+    let stored = json(&e, &format!("/api/v1/runs/{id}"));
+    assert_eq!(stored["failures"][0]["line"], 4, "{stored}");
+    assert_eq!(stored["failures"][0]["context_before"], 1, "{stored}");
+    let page = ok(&e, &format!("/runs/{id}"));
+    let at = |needle: &str| {
+        page.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not on the page"))
+    };
+    let evidence = at("Out of memory: Killed process 42");
+    assert!(at("class=\"ln ev\"") < evidence);
+    assert!(at("</span>one\n") < at("class=\"ln ev\""));
+    assert!(at("</span>after\n") > evidence);
+    assert!(at("</span>end\n") > evidence);
+}

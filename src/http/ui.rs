@@ -675,9 +675,13 @@ fn run_html(v: &RunView) -> Markup {
             section.failure {
                 h3 { strong.class { (f.class) } " " span.muted { "(" (f.category) ")" }
                     @if let Some(t) = &f.test_name { " in " a href=(test_path(&v.repository, &v.context, t)) { (t) } } }
-                // The classifier keeps up to 3 non-blank lines before the evidence and up to 3
-                // after, without the split: at most `line - 1` of them can be before it.
-                @let before = (f.line.unwrap_or(1).saturating_sub(1) as usize).min(3).min(f.context.len());
+                // The classifier records how many context lines come before the evidence;
+                // failures stored before it did: at most `line - 1` of them can be.
+                @let before = f
+                    .context_before
+                    .map(|n| n as usize)
+                    .unwrap_or_else(|| (f.line.unwrap_or(1).saturating_sub(1) as usize).min(3))
+                    .min(f.context.len());
                 pre.context {
                     @for line in &f.context[..before] { span.ln { span.lno { "" } (line) "\n" } }
                     span.ln.ev { span.lno { @if let Some(n) = f.line { (n) } } (f.evidence) "\n" }

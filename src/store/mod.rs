@@ -1026,8 +1026,9 @@ fn store_failures(
             )?);
         }
         tx.prepare_cached(
-            "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id, is_new)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id, is_new,
+               context_before)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             run_id,
@@ -1039,6 +1040,7 @@ fn store_failures(
             serde_json::to_string(&f.context).unwrap_or_else(|_| "[]".into()),
             fingerprint_id,
             is_new,
+            f.context_before,
         ])?;
         if !counted.contains(&f.class) {
             counted.push(f.class.clone());
@@ -1350,7 +1352,7 @@ fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT f.class, f.category, f.line, f.evidence, f.context, fp.hash, f.test_name
+        "SELECT f.class, f.category, f.line, f.evidence, f.context, fp.hash, f.test_name, f.context_before
          FROM failures f LEFT JOIN fingerprints fp ON fp.id = f.fingerprint_id WHERE f.run_id = ?1 ORDER BY f.id",
     )?;
     view.failures = stmt
@@ -1363,6 +1365,7 @@ fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
                 context: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
                 fingerprint: r.get(5)?,
                 test_name: r.get(6)?,
+                context_before: r.get(7)?,
             })
         })?
         .collect::<Result<_, _>>()?;

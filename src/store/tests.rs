@@ -482,7 +482,8 @@ fn a_state_only_update_keeps_the_tests_and_failures_stored_before() {
         category: "infra".into(),
         line: Some(3),
         evidence: "Out of memory".into(),
-        context: vec![],
+        context: vec!["booting".into(), "Killed".into()],
+        context_before: Some(1),
         fingerprint: Some("f1".into()),
         test_name: None,
     }];
@@ -495,6 +496,8 @@ fn a_state_only_update_keeps_the_tests_and_failures_stored_before() {
         (view.state.as_str(), view.tests.len(), view.failures.len()),
         ("failure", 1, 1)
     );
+    // The evidence comes back whole, with where it sits among its context lines.
+    assert_eq!(view.failures, r.failures);
     assert_eq!(counter(&store, "ci_failures", &[("class", "oom")]), 1.0);
 }
 
@@ -675,6 +678,7 @@ fn the_nightly_grid_shows_each_days_latest_scheduled_pipeline_and_its_first_fail
         line: Some(7),
         evidence: "Killed (out of memory)".into(),
         context: vec![],
+        context_before: None,
         fingerprint: None,
         test_name: None,
     });
