@@ -60,7 +60,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
 
     if args.demo {
         let mut store = Store::open(&config.store.path)?;
-        let report = demo::seed(&mut store, &policy, Utc::now())?;
+        let report = demo::seed_shard(&mut store, &policy, Utc::now(), config.shard)?;
         if report.created {
             tracing::info!(
                 runs = report.runs,
@@ -82,6 +82,14 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if config.shard.is_sharded() {
+        tracing::info!(
+            shard = %config.shard,
+            forwarding = !config.shard_urls.is_empty(),
+            "serving one shard of the repositories"
+        );
+    }
+    let (config_shard, config_shard_urls) = (config.shard, config.shard_urls.clone());
     runtime.block_on(async move {
         let store = StoreHandle::start(&config.store.path)?;
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
@@ -95,6 +103,10 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             deps: Arc::new(deps),
             refresh: Arc::new(Notify::new()),
             ready: Arc::new(AtomicBool::new(false)),
+            shards: Arc::new(crate::shard::ShardRouter::new(
+                config_shard,
+                &config_shard_urls,
+            )?),
         };
         let tests = Arc::new(Mutex::new(TestStatsCache::default()));
         refresh_snapshot(&state, &tests).await;
@@ -111,6 +123,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
                 state.classifier.clone(),
                 Some(state.hub.clone()),
             )?
+            .with_shard(state.config.shard)
             .with_dependencies(state.deps.clone());
             tokio::spawn(poller.run_forever(state.refresh.clone()));
         }
@@ -274,6 +287,7 @@ fn backfill_gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -> 
             classifier,
             None,
         )?
+        .with_shard(config.shard)
         .with_dependencies(Arc::new(config.dependency_extractor()?));
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
@@ -399,6 +413,14 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
                 content: read_text(path)?,
             });
         }
+    }
+    let repository = request.repository.trim();
+    if !config.shard.owns(repository) {
+        anyhow::bail!(
+            "repository {repository:?} belongs to shard {}, not to this shard {} (shard in the config): ingest it into that shard's database",
+            config.shard.owner(repository),
+            config.shard
+        );
     }
     let prepared = request.prepare(
         "cli",

@@ -49,6 +49,15 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// This instance's part of the repositories, `"i/n"` (1-based): shard `i`
+    /// of `n` owns the repositories whose FNV-1a hash modulo `n` is `i - 1`
+    /// (docs/scaling.md). Unset: one instance owns everything (`"1/1"`).
+    pub shard: crate::shard::Shard,
+    /// Base URLs of all `n` shards in shard order (`shard_urls[i-1]` is shard
+    /// `i`, this one included). Set: a webhook or ingest for a repository
+    /// another shard owns is forwarded there. Empty: it is refused with 421,
+    /// naming the owner.
+    pub shard_urls: Vec<String>,
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub metrics: MetricsConfig,
@@ -467,6 +476,39 @@ impl Config {
                     format!("{e} (expected HOST:PORT, e.g. {DEFAULT_LISTEN_ADDRESS})"),
                 )
             })?;
+        if !self.shard_urls.is_empty() {
+            if !self.shard.is_sharded() {
+                return Err(invalid(
+                    "shard_urls",
+                    "only for a sharded instance: set shard = \"i/n\" with n > 1 too",
+                ));
+            }
+            if self.shard_urls.len() != self.shard.count() as usize {
+                return Err(invalid(
+                    "shard_urls",
+                    format!(
+                        "lists {} URLs but shard = \"{}\" has {} shards: list every shard's base URL in shard order",
+                        self.shard_urls.len(),
+                        self.shard,
+                        self.shard.count()
+                    ),
+                ));
+            }
+            for (i, url) in self.shard_urls.iter().enumerate() {
+                let parsed = reqwest::Url::parse(url).ok();
+                if !matches!(parsed.as_ref().map(|u| u.scheme()), Some("http" | "https"))
+                    || parsed.as_ref().and_then(|u| u.host_str()).is_none()
+                {
+                    return Err(invalid(
+                        format!("shard_urls[{i}]"),
+                        format!(
+                            "{url:?} is not an http(s) base URL, e.g. http://exporter-{}:9787",
+                            i + 1
+                        ),
+                    ));
+                }
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
@@ -743,6 +785,22 @@ mod tests {
                 "listen_adress",
             ),
             ("[[repositories]]\npath = \"\"\n", "repositories[0].path"),
+            ("shard = \"3/2\"\n", "shard"),
+            ("shard = \"0/2\"\n", "shard"),
+            ("shard = \"half\"\n", "shard"),
+            ("shard = 2\n", "shard"),
+            (
+                "shard_urls = [\"http://a:1\", \"http://b:1\"]\n",
+                "shard_urls",
+            ),
+            (
+                "shard = \"1/3\"\nshard_urls = [\"http://a:1\", \"http://b:1\"]\n",
+                "shard_urls",
+            ),
+            (
+                "shard = \"1/2\"\nshard_urls = [\"http://a:1\", \"b:1\"]\n",
+                "shard_urls[1]",
+            ),
             (
                 "[[classify.rules]]\nname = \"x\"\npattern = \"(\"\ncategory = \"infra\"\n",
                 "rule \"x\": invalid regex",
@@ -783,6 +841,22 @@ mod tests {
 
         let err = Secrets::resolve(&files, |_| None).unwrap_err().to_string();
         assert!(err.contains("secrets.api_token_file"), "{err}");
+    }
+
+    #[test]
+    fn the_shard_is_one_based_and_prints_back() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.shard, crate::shard::Shard::ALL);
+        let c = Config::parse(
+            "shard = \"2/2\"\nshard_urls = [\"http://127.0.0.1:1\", \"https://e2.example:9787/\"]\n[server]\nmax_body_bytes = 2048\n",
+        )
+        .unwrap();
+        assert_eq!((c.shard.index(), c.shard.count()), (2, 2));
+        let printed = c.to_masked_toml(&Secrets::default());
+        assert!(printed.contains("shard = \"2/2\""), "{printed}");
+        let again = Config::parse(printed.split("\n# Secrets").next().unwrap()).unwrap();
+        assert_eq!(again.shard, c.shard);
+        assert_eq!(again.shard_urls, c.shard_urls);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::classify::Classifier;
 use crate::deps::Extractor;
 use crate::ingest::{ChangeRequest, RunRequest, TestRequest};
 use crate::model::{Forge, RepositoryRef, RunState, TestOutcome, Trigger};
+use crate::shard::Shard;
 use crate::store::{Policy, Store, StoreError};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
@@ -93,6 +94,18 @@ pub fn seed(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<DemoReport, StoreError> {
+    seed_shard(store, policy, now, Shard::ALL)
+}
+
+/// [`seed`], storing only the repositories `shard` owns. The whole history is
+/// generated on every shard (same random draws), so the shards' demos add up
+/// to the unsharded demo.
+pub fn seed_shard(
+    store: &mut Store,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    shard: Shard,
+) -> Result<DemoReport, StoreError> {
     if store.is_demo()? {
         return Ok(DemoReport::default());
     }
@@ -111,6 +124,8 @@ pub fn seed(
             ..DemoReport::default()
         },
         now,
+        shard,
+        generated: 0,
     };
     let end = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
     let start = end - Duration::days(DAYS);
@@ -146,6 +161,11 @@ struct Generator {
     deps: Extractor,
     report: DemoReport,
     now: DateTime<Utc>,
+    /// Runs and merges of repositories this shard does not own are generated
+    /// (the random draws stay the same) but not stored.
+    shard: Shard,
+    /// Runs generated so far (stored or not): the demo's run ids.
+    generated: usize,
 }
 
 impl Generator {
@@ -221,7 +241,8 @@ impl Generator {
         } else {
             (Some(finished), state)
         };
-        let id = self.report.runs + 1;
+        self.generated += 1;
+        let id = self.generated;
         let base = match repo.forge {
             Forge::Github => format!("https://github.com/{}/actions/runs/{id}", repo.path),
             Forge::Gitlab => format!("https://gitlab.com/{}/-/jobs/{id}", repo.path),
@@ -254,8 +275,10 @@ impl Generator {
             .map_err(|e| {
                 StoreError::Refused(format!("demo generator produced an invalid run: {e}"))
             })?;
-        store.ingest_run(&prepared.run, policy, self.now)?;
-        self.report.runs += 1;
+        if self.shard.owns(repo.path) {
+            store.ingest_run(&prepared.run, policy, self.now)?;
+            self.report.runs += 1;
+        }
         Ok(finished)
     }
 
@@ -326,7 +349,7 @@ impl Generator {
             }
         }
         let merged_at = last_finish + Duration::minutes(self.range(5, 120));
-        if merged_at < self.now {
+        if merged_at < self.now && self.shard.owns(repo.path) {
             self.report.changes += 1;
             let repository = RepositoryRef {
                 forge: repo.forge,
@@ -366,6 +389,7 @@ impl Generator {
         let lost = day == DAYS - 10 && context == "full-regression";
         let queue = self.range(10, 400);
         if lost {
+            self.generated += 1;
             let request = RunRequest {
                 repository: repo.path.to_string(),
                 forge: Some(repo.forge),
@@ -383,8 +407,10 @@ impl Generator {
                 .map_err(|e| {
                     StoreError::Refused(format!("demo generator produced an invalid run: {e}"))
                 })?;
-            store.ingest_run(&prepared.run, policy, self.now)?;
-            self.report.runs += 1;
+            if self.shard.owns(repo.path) {
+                store.ingest_run(&prepared.run, policy, self.now)?;
+                self.report.runs += 1;
+            }
             return Ok(());
         }
         self.run(
@@ -427,4 +453,59 @@ fn nightly_install_log(day: i64) -> String {
     let urllib3 = if day >= DAYS - 5 { "2.2.3" } else { "2.2.2" };
     let sqlalchemy = if day >= DAYS - 1 { "2.0.36" } else { "2.0.35" };
     format!("Successfully installed requests-2.32.3 urllib3-{urllib3} sqlalchemy-{sqlalchemy}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Every persisted counter and histogram bucket as `family{labels}` → value.
+    fn persisted(store: &Store) -> BTreeMap<String, f64> {
+        let state = store.metric_state().unwrap();
+        let mut out = BTreeMap::new();
+        for c in state.counters {
+            *out.entry(format!("{}{:?}", c.family, c.labels))
+                .or_default() += c.value;
+        }
+        for h in state.histograms {
+            let key = format!("{}{:?}", h.family, h.labels);
+            *out.entry(format!("{key}_sum")).or_default() += h.sum;
+            *out.entry(format!("{key}_count")).or_default() += h.count as f64;
+            for b in h.buckets {
+                *out.entry(format!("{key}_le{}", b.le)).or_default() += b.count as f64;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_shards_demos_add_up_to_the_unsharded_demo() {
+        let config = crate::config::Config::default();
+        let policy = Policy::from_config(&config);
+        let now = Utc::now();
+        let mut single = Store::open_in_memory().unwrap();
+        let all = seed(&mut single, &policy, now).unwrap();
+        let mut sum: BTreeMap<String, f64> = BTreeMap::new();
+        let (mut runs, mut changes) = (0, 0);
+        for i in 1..=2 {
+            let shard = Shard::new(i, 2).unwrap();
+            let mut store = Store::open_in_memory().unwrap();
+            let r = seed_shard(&mut store, &policy, now, shard).unwrap();
+            assert!(r.runs > 0, "shard {shard} owns a demo repository");
+            runs += r.runs;
+            changes += r.changes;
+            for (k, v) in persisted(&store) {
+                // Fingerprint novelty is per database (docs/scaling.md): not additive.
+                if k.starts_with("ci_failure_fingerprints_new") {
+                    continue;
+                }
+                *sum.entry(k).or_default() += v;
+            }
+        }
+        assert_eq!((runs, changes), (all.runs, all.changes));
+        let mut want = persisted(&single);
+        want.retain(|k, _| !k.starts_with("ci_failure_fingerprints_new"));
+        assert_eq!(sum, want);
+    }
 }

@@ -18,5 +18,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod report;
+pub mod shard;
 pub mod slo;
 pub mod store;

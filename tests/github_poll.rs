@@ -245,6 +245,7 @@ fn poller(api: &str, db: &std::path::Path, f: impl FnOnce(&mut GithubConfig)) ->
         deps: std::sync::Arc::new(ci_slo_exporter::deps::Extractor::with_defaults()),
         refresh: None,
         show_progress: false,
+        shard: Default::default(),
     }
 }
 
@@ -398,4 +399,46 @@ async fn rate_limits_errors_and_timeouts_are_waited_out_and_the_data_is_complete
     });
     let stats = p.poll_once().await;
     assert_eq!(stats.errors, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shard_polls_only_the_repositories_it_owns() {
+    use ci_slo_exporter::shard::Shard;
+    let fake: Shared = Default::default();
+    let api = fake_github(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut polled: Vec<std::collections::BTreeSet<String>> = Vec::new();
+    for i in 1..=3 {
+        let shard = Shard::new(i, 3).unwrap();
+        let mut p = poller(&api, &dir.path().join(format!("db-{i}.sqlite")), |g| {
+            g.owners = vec![OwnerConfig {
+                owner: "fake".into(),
+                pattern: Some("^repo-".into()),
+            }];
+        });
+        p.shard = shard;
+        let before = fake.lock().unwrap().log.len();
+        let stats = p.poll_once().await;
+        assert_eq!(stats.errors, 0, "{stats:?}");
+        let repos: std::collections::BTreeSet<String> = fake.lock().unwrap().log[before..]
+            .iter()
+            .filter_map(|(pq, _)| pq.strip_prefix("/repos/fake/"))
+            .map(|rest| format!("fake/{}", rest.split('/').next().unwrap()))
+            .collect();
+        assert_eq!(stats.repositories, repos.len());
+        assert!(
+            repos.iter().all(|r| shard.owns(r)),
+            "shard {shard} polled another shard's repository: {repos:?}"
+        );
+        polled.push(repos);
+    }
+    // Together the shards poll each of the owner's 100 repositories exactly once.
+    let total: usize = polled.iter().map(|p| p.len()).sum();
+    let union: std::collections::BTreeSet<&String> = polled.iter().flatten().collect();
+    assert_eq!((total, union.len()), (100, 100));
+    assert!(
+        polled.iter().all(|p| p.len() > 20),
+        "{:?}",
+        polled.iter().map(|p| p.len()).collect::<Vec<_>>()
+    );
 }

@@ -383,3 +383,36 @@ async fn test_reports_and_merged_mrs_are_fetched() {
         .unwrap();
     assert_eq!(merged, ("d00d04".to_string(), true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shard_polls_only_the_projects_it_owns() {
+    use ci_slo_exporter::shard::Shard;
+    let fake = Fake::default();
+    let listed: Vec<String> = (0..10).map(|i| format!("top/listed-{i}")).collect();
+    let grouped: Vec<String> = (0..50).map(|i| format!("grp/sub/p{i:03}")).collect();
+    fake.groups
+        .lock()
+        .unwrap()
+        .insert("grp".into(), grouped.clone());
+    let fake = fake_gitlab::start(fake);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 1..=2 {
+        let shard = Shard::new(i, 2).unwrap();
+        let mut s = setup(&fake.api_url, listed.clone(), |c| {
+            c.groups = vec![ci_slo_exporter::forge::gitlab::GroupConfig {
+                group: "grp".into(),
+                pattern: None,
+                include_subgroups: true,
+            }];
+        });
+        s.poller = s.poller.with_shard(shard);
+        let projects = s.poller.projects().await.unwrap();
+        assert!(projects.len() > 15, "{shard}: {projects:?}");
+        for p in projects {
+            assert!(shard.owns(&p), "shard {shard} would poll {p}");
+            assert!(seen.insert(p), "polled by both shards");
+        }
+    }
+    // Listed and group projects alike: each on exactly one shard.
+    assert_eq!(seen.len(), listed.len() + grouped.len());
+}

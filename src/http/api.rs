@@ -7,6 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -43,12 +44,13 @@ pub struct IngestResponse {
 }
 
 /// `POST /api/v1/runs`: 201 when created, 200 for a replay or an update.
-/// Answers only after the run is committed.
+/// Answers only after the run is committed. A run of a repository another
+/// shard owns is forwarded there (its answer relayed) or refused with 421.
 pub async fn post_run(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     let metrics = &state.hub.self_metrics;
     authorize(
         &headers,
@@ -61,6 +63,15 @@ pub async fn post_run(
         metrics.count_ingest("api", "rejected");
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))
     })?;
+    // The stored path is the trimmed one (RunRequest::prepare).
+    if let Some(routed) = state
+        .shards
+        .route(request.repository.trim(), "/api/v1/runs", &headers, &body)
+        .await
+    {
+        metrics.count_ingest("api", routed.result());
+        return Ok(routed.into_response());
+    }
     let prepared = request
         .prepare("api", Vec::new(), &state.classifier, &state.deps)
         .map_err(|e| {
@@ -89,7 +100,8 @@ pub async fn post_run(
             status: ingested.status,
             warnings: prepared.warnings,
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// `GET /api/v1/runs/{id}`.

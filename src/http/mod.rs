@@ -37,6 +37,8 @@ pub struct AppState {
     pub refresh: Arc<Notify>,
     /// Set once the first snapshot is built.
     pub ready: Arc<AtomicBool>,
+    /// Forwards (or refuses) requests about repositories another shard owns.
+    pub shards: Arc<crate::shard::ShardRouter>,
 }
 
 pub fn router(state: AppState) -> Router {

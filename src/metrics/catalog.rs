@@ -177,6 +177,13 @@ family!(
     None,
     "Version of the running exporter (value is always 1)."
 );
+family!(
+    SHARD_INFO,
+    "ci_exporter_shard_info",
+    Gauge,
+    None,
+    "This instance's shard (config shard = \"i/n\") of the repositories; 1/1 when not sharded (value is always 1)."
+);
 
 family!(
     FINGERPRINTS_NEW,

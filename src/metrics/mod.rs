@@ -285,6 +285,14 @@ pub fn build_snapshot(
         vec![label("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     ));
+    let mut shard = family(catalog::SHARD_INFO);
+    shard.samples.push(gauge(
+        vec![
+            label("shard", config.shard.index().to_string()),
+            label("shards", config.shard.count().to_string()),
+        ],
+        1.0,
+    ));
     let mut series = family(catalog::SERIES);
     for f in &families {
         series.samples.push(gauge(
@@ -293,7 +301,7 @@ pub fn build_snapshot(
         ));
     }
     let total_series = families.iter().map(|f| f.samples.len()).sum();
-    families.extend([demo, runs, sync, info, series]);
+    families.extend([demo, runs, sync, info, shard, series]);
     let build_seconds = started.elapsed().as_secs_f64();
     let mut build = family(catalog::SNAPSHOT_BUILD);
     build.samples.push(gauge(vec![], build_seconds));
@@ -523,6 +531,10 @@ mod tests {
             "empty windows have no SLI sample"
         );
         assert!(snap.prometheus.contains("# TYPE ci_runs_total counter\n"));
+        assert!(
+            snap.openmetrics
+                .contains("ci_exporter_shard_info{shard=\"1\",shards=\"1\"} 1\n")
+        );
     }
 
     #[test]

@@ -56,7 +56,17 @@ impl Exporter {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Exporter, String> {
-        let port = free_port();
+        Self::try_start_on(free_port(), dir, db, extra, env)
+    }
+
+    /// Start on a port chosen beforehand (e.g. one that other instances' configs name).
+    pub fn try_start_on(
+        port: u16,
+        dir: &Path,
+        db: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Exporter, String> {
         let addr = format!("127.0.0.1:{port}");
         let stderr_path = dir.join(format!("serve-{port}.log"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();

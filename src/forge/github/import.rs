@@ -53,6 +53,8 @@ pub struct ImportStats {
     pub runs_updated: usize,
     pub runs_unchanged: usize,
     pub runs_skipped: usize,
+    /// Runs of repositories another shard owns (`shard` in the config), not imported.
+    pub runs_other_shard: usize,
     pub tests: usize,
     pub coverage_rows: usize,
     pub changes: usize,
@@ -140,6 +142,26 @@ pub fn import(
     classifier: &Classifier,
     now: DateTime<Utc>,
 ) -> Result<ImportStats, ImportError> {
+    import_shard(
+        path,
+        store,
+        policy,
+        classifier,
+        now,
+        crate::shard::Shard::ALL,
+    )
+}
+
+/// [`import`] only the repositories `shard` owns; the others are counted in
+/// `runs_other_shard` (import the same file into every shard).
+pub fn import_shard(
+    path: &Path,
+    store: &mut Store,
+    policy: &Policy,
+    classifier: &Classifier,
+    now: DateTime<Utc>,
+    shard: crate::shard::Shard,
+) -> Result<ImportStats, ImportError> {
     let shown = path.display().to_string();
     if !path.is_file() {
         return Err(ImportError::NotCockpit {
@@ -204,6 +226,10 @@ pub fn import(
         };
         if c.revision.is_empty() || c.context.is_empty() || c.retry < 0 {
             stats.runs_skipped += 1;
+            continue;
+        }
+        if !shard.owns(&path) {
+            stats.runs_other_shard += 1;
             continue;
         }
         let state = match c.state.as_str() {

@@ -256,6 +256,21 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The full path of the repository the record is about.
+    pub fn repository_path(&self) -> &str {
+        match self {
+            Record::Job { run, .. } | Record::CheckRun(run) | Record::Run(run) => {
+                &run.repository.path
+            }
+            Record::Status { repository, .. } | Record::Merge { repository, .. } => {
+                &repository.path
+            }
+            Record::WorkflowRun { repository, .. } => repository,
+        }
+    }
+}
+
 /// What applying records did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
@@ -568,6 +583,7 @@ pub fn spawn_poller(state: &crate::http::AppState) -> anyhow::Result<()> {
         deps: state.deps.clone(),
         refresh: Some(state.refresh.clone()),
         show_progress: false,
+        shard: state.config.shard,
     };
     tracing::info!(
         every = ?state.config.github.poll_interval,
@@ -613,6 +629,7 @@ pub fn backfill_command(
             deps: Arc::new(config.dependency_extractor()?),
             refresh: None,
             show_progress: true,
+            shard: config.shard,
         };
         let stats = poller.backfill(args.days).await;
         let p = policy.clone();
@@ -641,7 +658,14 @@ pub fn import_command(
     let policy = Policy::from_config(&config);
     let classifier = config.classifier()?;
     let mut store = Store::open(&config.store.path)?;
-    let stats = import::import(&args.path, &mut store, &policy, &classifier, Utc::now())?;
+    let stats = import::import_shard(
+        &args.path,
+        &mut store,
+        &policy,
+        &classifier,
+        Utc::now(),
+        config.shard,
+    )?;
     println!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }

@@ -469,6 +469,8 @@ pub struct Poller {
     pub refresh: Option<Arc<tokio::sync::Notify>>,
     /// Show a progress bar on a terminal (backfill).
     pub show_progress: bool,
+    /// Only repositories this shard owns are polled (docs/scaling.md).
+    pub shard: crate::shard::Shard,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -508,8 +510,19 @@ impl Poller {
         Ok(())
     }
 
-    /// The repositories to poll: the listed ones and the owners' matching ones.
+    /// The repositories to poll: the listed ones and the owners' matching
+    /// ones; on a shard, only those it owns.
     pub async fn repositories(&self) -> Result<Vec<String>, PollError> {
+        let mut repos = self.all_repositories().await?;
+        if self.shard.is_sharded() {
+            let before = repos.len();
+            repos.retain(|r| self.shard.owns(r));
+            tracing::debug!(shard = %self.shard, owned = repos.len(), of = before, "GitHub repositories of this shard");
+        }
+        Ok(repos)
+    }
+
+    async fn all_repositories(&self) -> Result<Vec<String>, PollError> {
         let mut repos: Vec<String> = self.config.repositories.clone();
         for o in &self.config.owners {
             let pattern = o.pattern.as_deref().map(regex::Regex::new).transpose()?;

@@ -6,7 +6,9 @@
 //! that does not decode → 400 with the reason; a delivery seen before → 200
 //! `duplicate`; otherwise the event's data is committed, then the delivery
 //! is recorded, then 200. Oversized bodies never get here: 413 from the
-//! router's body limit. Nothing is stored for any rejected request.
+//! router's body limit. Nothing is stored for any rejected request. On a
+//! shard, a verified event about a repository another shard owns is
+//! forwarded to it before anything is stored here (or refused with 421).
 
 use super::{GithubConfig, GithubError, Record, wire};
 use crate::http::{ApiError, AppState};
@@ -240,6 +242,16 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response();
         }
     };
+    // One event is about one repository; its owner stores it (docs/scaling.md).
+    if let Some(repo) = records.first().map(Record::repository_path)
+        && let Some(routed) = state
+            .shards
+            .route(repo, "/webhooks/github", &headers, &body)
+            .await
+    {
+        count(routed.result());
+        return routed.into_response();
+    }
     let policy = state.policy.clone();
     let ignored = records.is_empty();
     let event_name = event.clone();

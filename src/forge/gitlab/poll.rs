@@ -95,6 +95,8 @@ pub enum Since {
 
 pub struct Poller {
     config: GitlabConfig,
+    /// Only projects this shard owns are polled (docs/scaling.md).
+    shard: crate::shard::Shard,
     token: Option<String>,
     http: reqwest::Client,
     store: StoreHandle,
@@ -132,6 +134,7 @@ impl Poller {
             })?;
         Ok(Poller {
             config,
+            shard: crate::shard::Shard::ALL,
             token,
             http,
             store,
@@ -141,6 +144,12 @@ impl Poller {
             hub,
             stats: Arc::new(PollStats::default()),
         })
+    }
+
+    /// Poll only the projects `shard` owns (the others belong to other shards).
+    pub fn with_shard(mut self, shard: crate::shard::Shard) -> Poller {
+        self.shard = shard;
+        self
     }
 
     /// Read package versions from downloaded traces with these rules
@@ -350,8 +359,19 @@ impl Poller {
         Ok(out)
     }
 
-    /// The projects to poll: the listed ones, then each group's matching ones.
+    /// The projects to poll: the listed ones, then each group's matching
+    /// ones; on a shard, only those it owns.
     pub async fn projects(&self) -> Result<Vec<String>, GitlabError> {
+        let mut out = self.all_projects().await?;
+        if self.shard.is_sharded() {
+            let before = out.len();
+            out.retain(|p| self.shard.owns(p));
+            tracing::debug!(shard = %self.shard, owned = out.len(), of = before, "GitLab projects of this shard");
+        }
+        Ok(out)
+    }
+
+    async fn all_projects(&self) -> Result<Vec<String>, GitlabError> {
         let mut out: Vec<String> = self.config.projects.clone();
         for g in &self.config.groups {
             let pattern = match &g.pattern {

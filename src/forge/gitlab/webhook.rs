@@ -7,7 +7,9 @@
 //! duplicate). Otherwise the event is stored and *then* the delivery id is
 //! recorded, and only then is `200` sent: a crash in between makes GitLab
 //! redeliver, and the idempotent upsert (keyed by job and pipeline ids) makes
-//! the redelivery harmless.
+//! the redelivery harmless. On a shard, a delivery about a project another
+//! shard owns is forwarded to it before anything is stored here (or refused
+//! with 421).
 
 use super::wire::{JobHook, MergeRequestHook, PipelineHook};
 use super::{
@@ -20,8 +22,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use subtle::ConstantTimeEq;
 
 const FORGE: &str = "gitlab";
@@ -45,7 +48,7 @@ pub async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let metrics = &state.hub.self_metrics;
     let event = header(&headers, "x-gitlab-event").unwrap_or_default();
     let event_label = match event.as_str() {
@@ -66,7 +69,8 @@ pub async fn handle(
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "status": "ignored", "reason": format!("event {event:?} is not used") })),
-        ));
+        )
+            .into_response());
     }
     let plan = plan(&event, &body, &state.config.gitlab.relative_root()).map_err(|reason| {
         metrics.count_webhook(FORGE, event_label, "rejected");
@@ -75,6 +79,21 @@ pub async fn handle(
             format!("invalid {event}: {reason}"),
         )
     })?;
+    // One delivery is about one project; its owner stores it (docs/scaling.md).
+    let project = match &plan {
+        Plan::Runs(runs) => runs.first().map(|r| r.run.repository.path.clone()),
+        Plan::Merge { repository, .. } => Some(repository.path.clone()),
+        Plan::Nothing(_) => None,
+    };
+    if let Some(project) = project
+        && let Some(routed) = state
+            .shards
+            .route(&project, "/webhooks/gitlab", &headers, &body)
+            .await
+    {
+        metrics.count_webhook(FORGE, event_label, routed.result());
+        return Ok(routed.into_response());
+    }
     let delivery = delivery_id(&headers);
     let policy = state.policy.clone();
     let event_name = event.clone();
@@ -120,7 +139,7 @@ pub async fn handle(
     if result == "accepted" {
         state.refresh.notify_one();
     }
-    Ok((StatusCode::OK, Json(body)))
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 #[derive(Debug)]
