@@ -780,3 +780,60 @@ fn upgrading_from_schema_5_keeps_failures_on_the_failures_page() {
         "Killed"
     );
 }
+
+#[test]
+fn slo_window_counts_from_the_hourly_rollup_equal_counting_every_event() {
+    let store = Store::open_in_memory().unwrap();
+    let conn = store.connection();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let base = to_ms(now());
+    let hour = 3_600_000;
+    for i in 0..3000 {
+        // Over ten days, some exactly on hour boundaries, some in the future.
+        let at = if i % 10 == 0 {
+            base - rng.i64(0..240) * hour
+        } else {
+            base - rng.i64(-hour..240 * hour)
+        };
+        conn.execute(
+            "INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                ["run_time", "queue_time", "first_attempt_green"][i % 3],
+                format!("s{i}"),
+                rng.i64(1..5),
+                at,
+                rng.bool() as i64
+            ],
+        )
+        .unwrap();
+    }
+    // Pruned events leave the rollup too.
+    conn.execute("DELETE FROM slo_events WHERE subject LIKE 's1%'", [])
+        .unwrap();
+    let raw = |since: i64| -> HashMap<String, EventCounts> {
+        let mut stmt = conn
+            .prepare("SELECT slo, sum(good), count(*) FROM slo_events WHERE at >= ?1 GROUP BY slo")
+            .unwrap();
+        stmt.query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                EventCounts {
+                    good: r.get::<_, i64>(1)? as u64,
+                    total: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    let mut sinces = vec![base, base - hour, base - 24 * hour, base - 300 * hour];
+    sinces.extend((0..200).map(|_| base - rng.i64(0..250 * hour)));
+    for since in sinces {
+        assert_eq!(
+            store.slo_counts_since(from_ms(since)).unwrap(),
+            raw(since),
+            "since {since}"
+        );
+    }
+}
