@@ -182,6 +182,26 @@ impl Poller {
         }
     }
 
+    fn count_error(&self, endpoint: &str, kind: &str) {
+        if let Some(hub) = &self.hub {
+            hub.self_metrics.count_forge_error(FORGE, endpoint, kind);
+        }
+    }
+
+    /// [`read_capped`], counting a body that breaks off (reset, cut, stalled).
+    async fn read_body(
+        &self,
+        resp: reqwest::Response,
+        cap: u64,
+        endpoint: &str,
+    ) -> Result<(Vec<u8>, bool, u64), GitlabError> {
+        read_capped(resp, cap, endpoint).await.inspect_err(|e| {
+            if let GitlabError::Http { source, .. } = e {
+                self.count_error(endpoint, crate::forge::error_kind(source));
+            }
+        })
+    }
+
     fn rate_limits(&self, headers: &HeaderMap) {
         let Some(hub) = &self.hub else { return };
         let m = &hub.self_metrics;
@@ -276,6 +296,7 @@ impl Poller {
                 }
                 Err(e) => {
                     self.count(endpoint, "error");
+                    self.count_error(endpoint, crate::forge::error_kind(&e));
                     e.to_string()
                 }
             };
@@ -307,16 +328,19 @@ impl Poller {
             return Ok(Fetched::NotModified);
         }
         let headers = resp.headers().clone();
-        let (body, truncated, _) = read_capped(resp, MAX_JSON_BYTES, endpoint).await?;
+        let (body, truncated, _) = self.read_body(resp, MAX_JSON_BYTES, endpoint).await?;
         if truncated {
             return Err(GitlabError::Decode {
                 endpoint: endpoint.into(),
                 reason: format!("larger than {MAX_JSON_BYTES} bytes"),
             });
         }
-        let items: Vec<T> = serde_json::from_slice(&body).map_err(|e| GitlabError::Decode {
-            endpoint: endpoint.into(),
-            reason: e.to_string(),
+        let items: Vec<T> = serde_json::from_slice(&body).map_err(|e| {
+            self.count_error(endpoint, "decode");
+            GitlabError::Decode {
+                endpoint: endpoint.into(),
+                reason: e.to_string(),
+            }
         })?;
         Ok(Fetched::Page(Page {
             items,
@@ -644,11 +668,12 @@ impl Poller {
                 &[],
             )?;
             let resp = self.get("test_report", &url, None).await?;
-            let (body, truncated, _) = read_capped(resp, MAX_JSON_BYTES, "test_report").await?;
+            let (body, truncated, _) = self.read_body(resp, MAX_JSON_BYTES, "test_report").await?;
             match serde_json::from_slice::<TestReport>(&body) {
                 Ok(tr) if !truncated => attach_tests(&mut planned, tr, &self.classifier),
                 Ok(_) => tracing::warn!(project, pipeline = p.id, "test report too large; skipped"),
                 Err(e) => {
+                    self.count_error("test_report", "decode");
                     tracing::warn!(project, pipeline = p.id, error = %e, "invalid test report; skipped")
                 }
             }
@@ -704,7 +729,7 @@ impl Poller {
         )?;
         let resp = self.get("trace", &url, None).await?;
         let cap = self.config.trace_max_bytes;
-        let (bytes, truncated, read) = read_capped(resp, cap, "trace").await?;
+        let (bytes, truncated, read) = self.read_body(resp, cap, "trace").await?;
         self.stats.traces.fetch_add(1, Ordering::Relaxed);
         self.stats
             .trace_bytes_read
