@@ -491,6 +491,8 @@ impl Poller {
         };
         let mut next = Some(first);
         let mut newest = start;
+        // The cursor as last written this round.
+        let mut committed = start;
         let mut changed = false;
         let mut is_first = true;
         while let Some(url) = next.take() {
@@ -515,6 +517,7 @@ impl Poller {
                         .is_none_or(|u| u > start)
                 })
                 .collect();
+            let before_page = newest;
             for p in &fresh {
                 self.sync_pipeline(project, p, report).await?;
                 if let Some(u) = p.updated_at.as_deref().and_then(parse_time) {
@@ -523,13 +526,31 @@ impl Poller {
                 changed = true;
             }
             next = page.next;
-            // Advance only after the page's pipelines are committed.
+            // Advance only after the page's pipelines are committed. While
+            // pages follow, stop short of this page's last update time: the
+            // next page can hold more pipelines updated at that same instant,
+            // and a round cut off between the pages must read them again next
+            // time (`updated_after` is inclusive, the filter above is not).
+            let page_last = page
+                .items
+                .iter()
+                .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
+                .max();
+            committed = match (&next, page_last) {
+                (Some(_), Some(last)) => fresh
+                    .iter()
+                    .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
+                    .chain([before_page])
+                    .filter(|u| *u < last)
+                    .fold(committed, DateTime::max),
+                _ => newest,
+            };
             let keep_etag = is_first && next.is_none() && fresh.is_empty();
             self.set_sync_state(
                 project,
                 kind,
                 SyncState {
-                    cursor: Some(rfc3339(newest)),
+                    cursor: Some(rfc3339(committed)),
                     etag: if keep_etag { page.etag.clone() } else { None },
                     last_success: Some(now),
                 },
