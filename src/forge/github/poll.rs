@@ -904,7 +904,10 @@ impl Poller {
         .await
     }
 
-    /// Commit the records, then download, classify and keep the logs of failed jobs.
+    /// Commit the records, then download, classify and keep the logs of failed
+    /// jobs. A log that fails to download for a passing reason (network,
+    /// 5xx, 429) fails the call after the records are committed, so that the
+    /// caller's cursor stays and the next poll downloads it.
     async fn apply_and_fetch_logs(
         &self,
         records: Vec<Record>,
@@ -941,10 +944,20 @@ impl Poller {
                 .await
             {
                 Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(run = id, error = %e, "cannot download the job log; will retry next poll");
+                // Gone, expired or forbidden: asking again will not help.
+                Err(PollError::Status { status, .. })
+                    if (400..500).contains(&status) && status != 429 =>
+                {
+                    tracing::warn!(
+                        run = id,
+                        status,
+                        "the job log cannot be downloaded; skipped"
+                    );
                     continue;
                 }
+                // The forge or the network failed: the caller does not move
+                // its cursor past these runs, so the next poll tries again.
+                Err(e) => return Err(e),
             };
             let failures = classify_run(&self.classifier, Some(&text), &run.tests);
             let dependencies = self.deps.extract(&text);
