@@ -25,6 +25,22 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
         .build()
 }
 
+/// The `kind` label of `ci_exporter_forge_errors_total` for a failed
+/// request or body read: `timeout` (no answer, or the body stalled, within the
+/// request timeout), `connect`, else `connection` (reset, or closed before the
+/// answer was complete). reqwest calls a body that breaks off a "decode"
+/// error; `decode` is kept for JSON that does not parse, which the callers
+/// count themselves.
+pub fn error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "connection"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -331,6 +331,9 @@ pub struct SelfMetrics {
     pub snapshot_refreshes: PcFamily<LabelSet, Counter>,
     /// Forge API calls by forge, endpoint class and HTTP status.
     pub forge_api_requests: PcFamily<LabelSet, Counter>,
+    /// Forge API requests that failed without a usable answer, by forge,
+    /// endpoint class and kind (`timeout`, `connect`, `connection`, `decode`).
+    pub forge_errors: PcFamily<LabelSet, Counter>,
     /// Conditional forge requests answered 304 Not Modified, by forge.
     pub forge_not_modified: PcFamily<LabelSet, Counter>,
     /// The forge's rate-limit headers as last seen, by forge.
@@ -374,6 +377,12 @@ impl SelfMetrics {
             "Forge API requests, by forge, endpoint class and HTTP status (or 'error' without a response).",
             forge_api_requests.clone(),
         );
+        let forge_errors = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "forge_errors",
+            "Forge API requests that failed without a usable answer, by forge, endpoint class and kind: timeout (no answer or body in time), connect, connection (reset or closed mid-answer), decode (truncated or invalid JSON).",
+            forge_errors.clone(),
+        );
         let forge_not_modified = PcFamily::<LabelSet, Counter>::default();
         registry.register(
             "forge_not_modified",
@@ -410,6 +419,7 @@ impl SelfMetrics {
             ingested_runs,
             snapshot_refreshes,
             forge_api_requests,
+            forge_errors,
             forge_not_modified,
             forge_rate_limit_remaining,
             forge_rate_limit_limit,
@@ -424,6 +434,17 @@ impl SelfMetrics {
                 label("forge", forge),
                 label("event", event),
                 label("result", result),
+            ])
+            .inc();
+    }
+
+    /// One forge request that failed without a usable answer (see `forge_errors`).
+    pub fn count_forge_error(&self, forge: &str, endpoint: &str, kind: &str) {
+        self.forge_errors
+            .get_or_create(&vec![
+                label("forge", forge),
+                label("endpoint", endpoint),
+                label("kind", kind),
             ])
             .inc();
     }

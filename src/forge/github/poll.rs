@@ -140,6 +140,28 @@ impl Client {
             .inc();
     }
 
+    fn count_error(&self, endpoint: &str, kind: &str) {
+        self.hub
+            .self_metrics
+            .count_forge_error("github", endpoint, kind);
+    }
+
+    /// Decode a JSON answer; an undecodable one (truncated, invalid) is counted.
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Result<T, PollError> {
+        serde_json::from_slice(body).map_err(|source| {
+            self.count_error(endpoint, "decode");
+            PollError::Decode {
+                url: url.to_string(),
+                source,
+            }
+        })
+    }
+
     fn rate_limits(&self, h: &HeaderMap) {
         let forge = vec![("forge".to_string(), "github".to_string())];
         let num = |n: &str| header_str(h, n).and_then(|v| v.trim().parse::<i64>().ok());
@@ -226,6 +248,7 @@ impl Client {
             let (wait, last) = match req.send().await {
                 Err(e) => {
                     self.count(endpoint, "error");
+                    self.count_error(endpoint, crate::forge::error_kind(&e));
                     (backoff.next(), e.to_string())
                 }
                 Ok(resp) => {
@@ -247,7 +270,11 @@ impl Client {
                         });
                     }
                     match resp.bytes().await {
-                        Err(e) => (backoff.next(), e.to_string()),
+                        Err(e) => {
+                            // The status line came, the body did not (reset, cut, stalled).
+                            self.count_error(endpoint, crate::forge::error_kind(&e));
+                            (backoff.next(), e.to_string())
+                        }
                         Ok(body) if status.is_success() => {
                             return Ok(Page {
                                 not_modified: false,
@@ -306,9 +333,12 @@ impl Client {
         let mut pages = 0;
         while let Some(url) = next.take() {
             let page = self.get(endpoint, &url, None).await?;
-            out.extend(items(&page.body).map_err(|source| PollError::Decode {
-                url: url.clone(),
-                source,
+            out.extend(items(&page.body).map_err(|source| {
+                self.count_error(endpoint, "decode");
+                PollError::Decode {
+                    url: url.clone(),
+                    source,
+                }
             })?);
             next = page.next;
             pages += 1;
@@ -325,10 +355,7 @@ impl Client {
         url: &str,
     ) -> Result<T, PollError> {
         let page = self.get(endpoint, url, None).await?;
-        serde_json::from_slice(&page.body).map_err(|source| PollError::Decode {
-            url: url.to_string(),
-            source,
-        })
+        self.decode(endpoint, url, &page.body)
     }
 
     /// Stream a log, keeping at most `cap` bytes; returns (text, truncated).
@@ -343,6 +370,7 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 self.count("logs", "error");
+                self.count_error("logs", crate::forge::error_kind(&e));
                 return Err(PollError::GaveUp {
                     url: url.into(),
                     tries: 1,
@@ -374,6 +402,7 @@ impl Client {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    self.count_error("logs", crate::forge::error_kind(&e));
                     return Err(PollError::GaveUp {
                         url: url.into(),
                         tries: 1,
@@ -544,10 +573,7 @@ impl Poller {
                 serde_json::from_str(state.cursor.as_deref().unwrap_or("[]")).unwrap_or_default()
             } else {
                 let mut items: Vec<wire::RepoItem> =
-                    serde_json::from_slice(&first.body).map_err(|source| PollError::Decode {
-                        url: url.clone(),
-                        source,
-                    })?;
+                    self.client.decode("repos", &url, &first.body)?;
                 if let Some(next) = &first.next {
                     items.extend(
                         self.client
@@ -662,11 +688,7 @@ impl Poller {
         let mut page = first;
         let new_etag = page.etag.clone();
         loop {
-            let items: Vec<wire::PullRequest> =
-                serde_json::from_slice(&page.body).map_err(|source| PollError::Decode {
-                    url: url.clone(),
-                    source,
-                })?;
+            let items: Vec<wire::PullRequest> = self.client.decode("pulls", &url, &page.body)?;
             let older = items
                 .iter()
                 .any(|p| p.updated_at.is_some_and(|u| u < cursor));
@@ -895,7 +917,10 @@ impl Poller {
         .await
     }
 
-    /// Commit the records, then download, classify and keep the logs of failed jobs.
+    /// Commit the records, then download, classify and keep the logs of failed
+    /// jobs. A log that fails to download for a passing reason (network,
+    /// 5xx, 429) fails the call after the records are committed, so that the
+    /// caller's cursor stays and the next poll downloads it.
     async fn apply_and_fetch_logs(
         &self,
         records: Vec<Record>,
@@ -932,10 +957,20 @@ impl Poller {
                 .await
             {
                 Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(run = id, error = %e, "cannot download the job log; will retry next poll");
+                // Gone, expired or forbidden: asking again will not help.
+                Err(PollError::Status { status, .. })
+                    if (400..500).contains(&status) && status != 429 =>
+                {
+                    tracing::warn!(
+                        run = id,
+                        status,
+                        "the job log cannot be downloaded; skipped"
+                    );
                     continue;
                 }
+                // The forge or the network failed: the caller does not move
+                // its cursor past these runs, so the next poll tries again.
+                Err(e) => return Err(e),
             };
             let failures = classify_run(&self.classifier, Some(&text), &run.tests);
             let dependencies = self.deps.extract(&text);

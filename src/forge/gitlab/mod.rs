@@ -173,11 +173,13 @@ impl GitlabConfig {
                     .map_err(|e| (format!("gitlab.groups[{i}].pattern"), e.to_string()))?;
             }
         }
-        if self.poll_interval.is_zero() {
-            return Err((
-                "gitlab.poll_interval".into(),
-                "must be longer than zero".into(),
-            ));
+        for (key, d) in [
+            ("poll_interval", self.poll_interval),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err((format!("gitlab.{key}"), "must be longer than zero".into()));
+            }
         }
         if self.trace_max_bytes < 1024 {
             return Err((
@@ -375,6 +377,14 @@ pub(crate) fn store_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_request_timeout_is_refused_with_its_key() {
+        let mut c = GitlabConfig::default();
+        assert!(c.validate().is_ok());
+        c.request_timeout = Duration::ZERO;
+        assert_eq!(c.validate().unwrap_err().0, "gitlab.request_timeout");
+    }
 
     #[test]
     fn times_parse_in_both_gitlab_formats() {

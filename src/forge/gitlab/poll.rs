@@ -191,6 +191,26 @@ impl Poller {
         }
     }
 
+    fn count_error(&self, endpoint: &str, kind: &str) {
+        if let Some(hub) = &self.hub {
+            hub.self_metrics.count_forge_error(FORGE, endpoint, kind);
+        }
+    }
+
+    /// [`read_capped`], counting a body that breaks off (reset, cut, stalled).
+    async fn read_body(
+        &self,
+        resp: reqwest::Response,
+        cap: u64,
+        endpoint: &str,
+    ) -> Result<(Vec<u8>, bool, u64), GitlabError> {
+        read_capped(resp, cap, endpoint).await.inspect_err(|e| {
+            if let GitlabError::Http { source, .. } = e {
+                self.count_error(endpoint, crate::forge::error_kind(source));
+            }
+        })
+    }
+
     fn rate_limits(&self, headers: &HeaderMap) {
         let Some(hub) = &self.hub else { return };
         let m = &hub.self_metrics;
@@ -285,6 +305,7 @@ impl Poller {
                 }
                 Err(e) => {
                     self.count(endpoint, "error");
+                    self.count_error(endpoint, crate::forge::error_kind(&e));
                     e.to_string()
                 }
             };
@@ -316,16 +337,19 @@ impl Poller {
             return Ok(Fetched::NotModified);
         }
         let headers = resp.headers().clone();
-        let (body, truncated, _) = read_capped(resp, MAX_JSON_BYTES, endpoint).await?;
+        let (body, truncated, _) = self.read_body(resp, MAX_JSON_BYTES, endpoint).await?;
         if truncated {
             return Err(GitlabError::Decode {
                 endpoint: endpoint.into(),
                 reason: format!("larger than {MAX_JSON_BYTES} bytes"),
             });
         }
-        let items: Vec<T> = serde_json::from_slice(&body).map_err(|e| GitlabError::Decode {
-            endpoint: endpoint.into(),
-            reason: e.to_string(),
+        let items: Vec<T> = serde_json::from_slice(&body).map_err(|e| {
+            self.count_error(endpoint, "decode");
+            GitlabError::Decode {
+                endpoint: endpoint.into(),
+                reason: e.to_string(),
+            }
         })?;
         Ok(Fetched::Page(Page {
             items,
@@ -487,6 +511,8 @@ impl Poller {
         };
         let mut next = Some(first);
         let mut newest = start;
+        // The cursor as last written this round.
+        let mut committed = start;
         let mut changed = false;
         let mut is_first = true;
         while let Some(url) = next.take() {
@@ -511,6 +537,7 @@ impl Poller {
                         .is_none_or(|u| u > start)
                 })
                 .collect();
+            let before_page = newest;
             for p in &fresh {
                 self.sync_pipeline(project, p, report).await?;
                 if let Some(u) = p.updated_at.as_deref().and_then(parse_time) {
@@ -519,13 +546,31 @@ impl Poller {
                 changed = true;
             }
             next = page.next;
-            // Advance only after the page's pipelines are committed.
+            // Advance only after the page's pipelines are committed. While
+            // pages follow, stop short of this page's last update time: the
+            // next page can hold more pipelines updated at that same instant,
+            // and a round cut off between the pages must read them again next
+            // time (`updated_after` is inclusive, the filter above is not).
+            let page_last = page
+                .items
+                .iter()
+                .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
+                .max();
+            committed = match (&next, page_last) {
+                (Some(_), Some(last)) => fresh
+                    .iter()
+                    .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
+                    .chain([before_page])
+                    .filter(|u| *u < last)
+                    .fold(committed, DateTime::max),
+                _ => newest,
+            };
             let keep_etag = is_first && next.is_none() && fresh.is_empty();
             self.set_sync_state(
                 project,
                 kind,
                 SyncState {
-                    cursor: Some(rfc3339(newest)),
+                    cursor: Some(rfc3339(committed)),
                     etag: if keep_etag { page.etag.clone() } else { None },
                     last_success: Some(now),
                 },
@@ -664,11 +709,12 @@ impl Poller {
                 &[],
             )?;
             let resp = self.get("test_report", &url, None).await?;
-            let (body, truncated, _) = read_capped(resp, MAX_JSON_BYTES, "test_report").await?;
+            let (body, truncated, _) = self.read_body(resp, MAX_JSON_BYTES, "test_report").await?;
             match serde_json::from_slice::<TestReport>(&body) {
                 Ok(tr) if !truncated => attach_tests(&mut planned, tr, &self.classifier),
                 Ok(_) => tracing::warn!(project, pipeline = p.id, "test report too large; skipped"),
                 Err(e) => {
+                    self.count_error("test_report", "decode");
                     tracing::warn!(project, pipeline = p.id, error = %e, "invalid test report; skipped")
                 }
             }
@@ -724,7 +770,7 @@ impl Poller {
         )?;
         let resp = self.get("trace", &url, None).await?;
         let cap = self.config.trace_max_bytes;
-        let (bytes, truncated, read) = read_capped(resp, cap, "trace").await?;
+        let (bytes, truncated, read) = self.read_body(resp, cap, "trace").await?;
         self.stats.traces.fetch_add(1, Ordering::Relaxed);
         self.stats
             .trace_bytes_read
