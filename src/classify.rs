@@ -4,18 +4,27 @@
 //! `[[classify.rules]]` tables of the config file, or [`Classifier::default_rules`])
 //! and then streams logs of any size line by line in bounded memory.
 //!
-//! # Pipeline per line
-//! 1. The reader splits the input on `\n` with a fixed 128 KiB buffer. Lines longer
-//!    than [`MAX_LINE_BYTES`] are cut for matching and the rest of the line is skipped
-//!    without being stored. Invalid UTF-8 is decoded lossily.
+//! # Pipeline
+//! 1. The reader hands out blocks of whole lines (up to 1 MiB, in a buffer that starts
+//!    at 16 KiB). Lines longer than [`MAX_LINE_BYTES`] are cut for matching and the
+//!    rest of the line is skipped without being stored. Invalid UTF-8 is decoded
+//!    lossily.
 //! 2. GitLab `section_start:TS:name` / `section_end:TS:name` markers are recorded
 //!    (section durations end up in [`Classification::sections`]).
-//! 3. The line is cleaned (see [`strip_ansi_and_sections`]): `\r` progress overwrites
-//!    keep the text after the last `\r`, ANSI escapes (CSI, OSC, others) are removed,
-//!    then a leading GitHub Actions timestamp and `##[group]`-style / `::group::`-style
-//!    markers.
-//! 4. One [`regex::RegexSet`] pass tells which rules may match; only those are
-//!    confirmed with their individual [`regex::Regex`].
+//! 3. A byte-level prefilter (see the `prefilter` module) finds, for the whole block
+//!    at once, the lines that may match a rule that can still change the result (or
+//!    the unknown-error heuristic): ASCII-case-insensitive required literals of the
+//!    rules (Teddy / Aho-Corasick), searched in the block's bytes where lines with
+//!    escape sequences or `\r` overwrites are replaced by their ANSI-stripped
+//!    visible part. It never rejects a line that matches after cleaning; lines it
+//!    cannot judge (invalid UTF-8, cut lines) are always candidates.
+//! 4. Only candidate lines are decoded and cleaned (see [`strip_ansi_and_sections`]):
+//!    `\r` progress overwrites keep the text after the last `\r`, ANSI escapes (CSI,
+//!    OSC, others) are removed, then a leading GitHub Actions timestamp and
+//!    `##[group]`-style / `::group::`-style markers. Of the other lines only the few
+//!    needed as context are cleaned.
+//! 5. One [`regex::RegexSet`] pass tells which rules may match a candidate line; only
+//!    those are confirmed with their individual [`regex::Regex`].
 //!
 //! # Which match is decisive
 //! * The match of the rule with the highest `priority` wins.
@@ -33,6 +42,8 @@
 //! (see [`looks_like_error`]) becomes the primary match with class `"unknown"` and
 //! category [`Category::Unknown`]. If nothing looks like an error, `primary` is `None`.
 
+mod prefilter;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Read};
@@ -41,6 +52,8 @@ use std::sync::LazyLock;
 use regex::{Captures, Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use prefilter::{PatternInfo, Prefilter};
 
 /// Lines longer than this are truncated for matching; the remainder is skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -51,7 +64,10 @@ pub const CONTEXT_LINES: usize = 3;
 /// The class of the fallback match when no rule matched.
 pub const UNKNOWN_CLASS: &str = "unknown";
 
-const READ_BUF_BYTES: usize = 2 * MAX_LINE_BYTES;
+/// Largest block of lines scanned at once (see [`BlockReader`]).
+const BLOCK_BYTES: usize = 1024 * 1024;
+/// Initial read buffer; grows while blocks fill it.
+const FIRST_BLOCK_BYTES: usize = 16 * 1024;
 const MAX_SECTIONS: usize = 4096;
 const MAX_OPEN_SECTIONS: usize = 64;
 const MAX_SECTION_NAME_BYTES: usize = 128;
@@ -234,6 +250,14 @@ struct Target {
     /// Same plus the error heuristic as the last pattern (logs only).
     set_with_heuristic: Option<RegexSet>,
     max_priority: i32,
+    /// Line prefilter over all rules.
+    pre_all: Prefilter,
+    /// Same plus the error heuristic (logs only).
+    pre_heuristic: Option<Prefilter>,
+    /// `(p, prefilter over the rules of priority > p)` for every rule priority
+    /// `p` below `max_priority`: once the best match has priority `p`, only those
+    /// rules can replace it.
+    pre_above: Vec<(i32, Prefilter)>,
 }
 
 /// Compiled classifier. Cheap to share (`Send + Sync`); compile once.
@@ -381,77 +405,495 @@ impl Classifier {
     }
 
     fn scan<R: Read>(&self, target: &Target, heuristic: bool, reader: R) -> io::Result<Scan> {
-        let mut lines = LineReader::new(reader);
-        let mut sections = Sections::default();
-        let mut ring = Ring::default();
-        let mut best: Option<Candidate> = None;
-        let mut unknown: Option<Candidate> = None;
-        let mut line_no: u64 = 0;
-        let heuristic_index = target.rules.len();
-
-        while let Some(bytes) = lines.next_line()? {
-            line_no += 1;
-            let decoded = String::from_utf8_lossy(bytes);
-            let raw = decoded.trim_end_matches('\r');
-            if may_have_section_marker(raw) {
-                sections.observe(raw);
-            }
-            let clean = clean_line(raw);
-            let text: &str = &clean;
-            let blank = text.trim().is_empty();
-
-            if !blank {
-                for cand in [best.as_mut(), unknown.as_mut()].into_iter().flatten() {
-                    if cand.after.len() < CONTEXT_LINES {
-                        cand.after.push(cap(text, EVIDENCE_CAP_BYTES).to_string());
-                    }
-                }
-            }
-
-            let floor = best.as_ref().map(|b| b.priority);
-            let want_unknown = heuristic && floor.is_none() && unknown.is_none();
-            let set = match (&target.set_with_heuristic, want_unknown) {
-                (Some(s), true) => s,
-                _ => &target.set,
-            };
-            let worth_matching = !blank && floor.is_none_or(|f| f < target.max_priority);
-            if worth_matching && set.is_match(text) {
-                let mut line_best: Option<(usize, i32)> = None;
-                let mut heuristic_hit = false;
-                for i in set.matches(text).iter() {
-                    if i == heuristic_index {
-                        heuristic_hit = true;
-                        continue;
-                    }
-                    let rule = target.rules[i];
-                    let p = self.rules[rule].priority;
-                    if line_best.is_some_and(|(_, bp)| p <= bp) {
-                        continue;
-                    }
-                    if target.confirm[i].is_match(text) {
-                        line_best = Some((rule, p));
-                    }
-                }
-                if let Some((rule, p)) = line_best {
-                    if floor.is_none_or(|f| p > f) {
-                        best = Some(Candidate::new(Some(rule), p, line_no, text, &ring));
-                        unknown = None;
-                    }
-                } else if heuristic_hit && looks_like_error(text) && !is_command_echo(raw) {
-                    unknown = Some(Candidate::new(None, i32::MIN, line_no, text, &ring));
-                }
-            }
-            if !blank {
-                ring.push(text);
-            }
+        let mut state = ScanState {
+            classifier: self,
+            target,
+            heuristic,
+            sections: Sections::default(),
+            ring: Ring::default(),
+            best: None,
+            unknown: None,
+            lines: 0,
+            dense_blocks: 0,
+        };
+        let mut blocks = BlockReader::new(reader);
+        let mut work = BlockWork::default();
+        while let Some((data, terminated)) = blocks.next_block()? {
+            state.block(data, terminated, &mut work);
         }
         Ok(Scan {
-            best,
-            unknown,
-            lines: line_no,
-            bytes: lines.bytes,
-            sections,
+            best: state.best,
+            unknown: state.unknown,
+            lines: state.lines,
+            bytes: blocks.bytes,
+            sections: state.sections,
         })
+    }
+}
+
+/// The state of one scan, fed a block of whole lines at a time.
+///
+/// Per block, the candidate lines are found first: lines the [`Prefilter`] cannot
+/// rule out, plus lines it cannot judge (invalid UTF-8, longer than
+/// [`MAX_LINE_BYTES`]). Only candidates are decoded, cleaned and run through the
+/// rule set, exactly as every line used to be. Of the lines in between, only the
+/// few needed as context are cleaned: those after a match that still lacks its
+/// [`CONTEXT_LINES`] following lines, and the last non-blank lines before the next
+/// candidate. Section markers are observed for every line that has one.
+struct ScanState<'a> {
+    classifier: &'a Classifier,
+    target: &'a Target,
+    heuristic: bool,
+    sections: Sections,
+    ring: Ring,
+    best: Option<Candidate>,
+    unknown: Option<Candidate>,
+    /// lines in the blocks before the current one
+    lines: u64,
+    /// blocks still to scan without the prefilter (see [`DENSE_SKIP_BLOCKS`])
+    dense_blocks: u32,
+}
+
+/// When more than 3 in 4 of the first `DENSE_MIN_LINES` or more lines of a block
+/// are prefilter hits, the rest of the block and the next `DENSE_SKIP_BLOCKS`
+/// blocks skip the prefilter: every line is a candidate, as in a plain line-by-line
+/// scan (the result is the same either way).
+const DENSE_MIN_LINES: usize = 64;
+const DENSE_SKIP_BLOCKS: u32 = 4;
+
+/// The lines of one block: `data[starts[i]..end(i)]`, without their `\n`.
+struct BlockLines<'b> {
+    data: &'b [u8],
+    starts: &'b [usize],
+    terminated: bool,
+}
+
+impl BlockLines<'_> {
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn end(&self, i: usize) -> usize {
+        if i + 1 < self.starts.len() {
+            self.starts[i + 1] - 1
+        } else if self.terminated {
+            self.data.len() - 1
+        } else {
+            self.data.len()
+        }
+    }
+
+    /// The line holding byte `pos`, which is at or after the start of line `hint`
+    /// (scans go forward: the line is usually close to the hint).
+    fn of(&self, hint: usize, pos: usize) -> usize {
+        let mut i = hint;
+        for _ in 0..8 {
+            match self.starts.get(i + 1) {
+                Some(&next) if next <= pos => i += 1,
+                _ => return i,
+            }
+        }
+        i + self.starts[i..].partition_point(|&s| s <= pos) - 1
+    }
+
+    /// Line `i`, cut at [`MAX_LINE_BYTES`].
+    fn line(&self, i: usize) -> &[u8] {
+        let start = self.starts[i];
+        &self.data[start..self.end(i).min(start + MAX_LINE_BYTES)]
+    }
+}
+
+/// Scratch buffers of [`ScanState::block`], reused from block to block.
+#[derive(Default)]
+struct BlockWork {
+    starts: Vec<usize>,
+    stream: Vec<u8>,
+    candidates: Vec<usize>,
+}
+
+static SECTION_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"section_"));
+
+impl<'a> ScanState<'a> {
+    /// The prefilter for the rules that can still change the result, `None` when
+    /// none can.
+    fn prefilter(&self) -> Option<&'a Prefilter> {
+        let t = self.target;
+        match self.best.as_ref().map(|b| b.priority) {
+            Some(floor) if floor >= t.max_priority => None,
+            Some(floor) => Some(
+                t.pre_above
+                    .iter()
+                    .find(|(p, _)| *p == floor)
+                    .map_or(&t.pre_all, |(_, pre)| pre),
+            ),
+            None if self.heuristic && self.unknown.is_none() => {
+                Some(t.pre_heuristic.as_ref().unwrap_or(&t.pre_all))
+            }
+            None => Some(&t.pre_all),
+        }
+    }
+
+    /// Scans `data`: whole lines, each ending in `\n` except (when `terminated`
+    /// is false) the last one.
+    fn block(&mut self, data: &[u8], terminated: bool, work: &mut BlockWork) {
+        let BlockWork {
+            starts,
+            stream,
+            candidates,
+        } = work;
+        starts.clear();
+        candidates.clear();
+        starts.push(0);
+        for nl in memchr::memchr_iter(b'\n', data) {
+            if nl - starts[starts.len() - 1] > MAX_LINE_BYTES {
+                candidates.push(starts.len() - 1);
+            }
+            if nl + 1 < data.len() {
+                starts.push(nl + 1);
+            }
+        }
+        let lines = BlockLines {
+            data,
+            starts,
+            terminated,
+        };
+
+        // lines the prefilter cannot judge
+        let (mut from, mut line) = (0, 0);
+        while from < data.len() {
+            match std::str::from_utf8(&data[from..]) {
+                Ok(_) => break,
+                Err(e) => {
+                    line = lines.of(line, from + e.valid_up_to());
+                    candidates.push(line);
+                    from = lines.end(line) + 1;
+                }
+            }
+        }
+
+        self.observe_sections(&lines);
+
+        match self.prefilter() {
+            None => {}
+            Some(pre) if pre.is_nothing() => {}
+            Some(pre) if pre.is_everything() || self.dense_blocks > 0 => {
+                self.dense_blocks = self.dense_blocks.saturating_sub(1);
+                candidates.extend(0..lines.len());
+            }
+            Some(pre) => {
+                build_stream(&lines, pre.lowercase(), stream);
+                let (mut from, mut line, mut hits) = (0, 0, 0);
+                let mut dense = false;
+                while let Some(pos) = pre.find(stream, from) {
+                    line = lines.of(line, pos);
+                    candidates.push(line);
+                    from = lines.end(line) + 1;
+                    hits += 1;
+                    if line >= DENSE_MIN_LINES && hits * 4 > (line + 1) * 3 {
+                        // Most lines are candidates: searching costs more than
+                        // it saves, here and probably in the next blocks.
+                        candidates.extend(line + 1..lines.len());
+                        self.dense_blocks = DENSE_SKIP_BLOCKS;
+                        dense = true;
+                        break;
+                    }
+                }
+                let (mut from, mut line) = (0, 0);
+                while let Some(pos) = pre.find_flag(data, from).filter(|_| !dense) {
+                    line = lines.of(line, pos);
+                    candidates.push(line);
+                    from = lines.end(line) + 1;
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+
+        let mut next = 0;
+        for &c in candidates.iter() {
+            self.quiet(&lines, next, c);
+            self.candidate(&lines, c);
+            next = c + 1;
+        }
+        self.quiet(&lines, next, lines.len());
+        self.lines += lines.len() as u64;
+    }
+
+    /// GitLab section markers, wherever they are.
+    fn observe_sections(&mut self, lines: &BlockLines<'_>) {
+        let data = lines.data;
+        let (mut from, mut i) = (0, 0);
+        while from < data.len() {
+            let Some(offset) = SECTION_FINDER.find(&data[from..]) else {
+                break;
+            };
+            i = lines.of(i, from + offset);
+            let decoded = decode(lines.line(i));
+            let raw = decoded.trim_end_matches('\r');
+            if may_have_section_marker(raw) {
+                self.sections.observe(raw);
+            }
+            from = lines.end(i) + 1;
+        }
+    }
+
+    fn wants_after(&self) -> bool {
+        [self.best.as_ref(), self.unknown.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|c| c.after.len() < CONTEXT_LINES)
+    }
+
+    /// `text` (cleaned, not blank) follows the current candidates.
+    fn push_after(&mut self, text: &str) {
+        for cand in [self.best.as_mut(), self.unknown.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if cand.after.len() < CONTEXT_LINES {
+                cand.after.push(cap(text, EVIDENCE_CAP_BYTES).to_string());
+            }
+        }
+    }
+
+    /// Lines `a..b` of the block, which no rule that can still change the result
+    /// matches: only context is taken from them.
+    fn quiet(&mut self, lines: &BlockLines<'_>, a: usize, b: usize) {
+        let mut i = a;
+        while i < b && self.wants_after() {
+            let text = clean_bytes(lines.line(i));
+            if !text.trim().is_empty() {
+                self.push_after(&text);
+            }
+            i += 1;
+        }
+        if self.prefilter().is_none() {
+            return; // no further candidate can need the lines before it
+        }
+        let mut tail: Vec<String> = Vec::with_capacity(CONTEXT_LINES);
+        let mut j = b;
+        while j > a && tail.len() < CONTEXT_LINES {
+            j -= 1;
+            let text = clean_bytes(lines.line(j));
+            if !text.trim().is_empty() {
+                tail.push(text);
+            }
+        }
+        for text in tail.iter().rev() {
+            self.ring.push(text);
+        }
+    }
+
+    /// Line `i` of the block, through the full rule set.
+    fn candidate(&mut self, lines: &BlockLines<'_>, i: usize) {
+        let target = self.target;
+        let rules = &self.classifier.rules;
+        let heuristic_index = target.rules.len();
+        let line_no = self.lines + i as u64 + 1;
+        let decoded = decode(lines.line(i));
+        let raw = decoded.trim_end_matches('\r');
+        let clean = clean_line(raw);
+        let text: &str = &clean;
+        let blank = text.trim().is_empty();
+
+        if !blank {
+            self.push_after(text);
+        }
+
+        let floor = self.best.as_ref().map(|b| b.priority);
+        let want_unknown = self.heuristic && floor.is_none() && self.unknown.is_none();
+        let set = match (&target.set_with_heuristic, want_unknown) {
+            (Some(s), true) => s,
+            _ => &target.set,
+        };
+        let worth_matching = !blank && floor.is_none_or(|f| f < target.max_priority);
+        if worth_matching && set.is_match(text) {
+            let mut line_best: Option<(usize, i32)> = None;
+            let mut heuristic_hit = false;
+            for k in set.matches(text).iter() {
+                if k == heuristic_index {
+                    heuristic_hit = true;
+                    continue;
+                }
+                let rule = target.rules[k];
+                let p = rules[rule].priority;
+                if line_best.is_some_and(|(_, bp)| p <= bp) {
+                    continue;
+                }
+                if target.confirm[k].is_match(text) {
+                    line_best = Some((rule, p));
+                }
+            }
+            if let Some((rule, p)) = line_best {
+                if floor.is_none_or(|f| p > f) {
+                    self.best = Some(Candidate::new(Some(rule), p, line_no, text, &self.ring));
+                    self.unknown = None;
+                }
+            } else if heuristic_hit && looks_like_error(text) && !is_command_echo(raw) {
+                self.unknown = Some(Candidate::new(None, i32::MIN, line_no, text, &self.ring));
+            }
+        }
+        if !blank {
+            self.ring.push(text);
+        }
+    }
+}
+
+/// The line as text, invalid UTF-8 replaced by U+FFFD.
+fn decode(line: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(line) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(line),
+    }
+}
+
+/// The cleaned text of one raw line (see [`clean_line`]).
+fn clean_bytes(line: &[u8]) -> String {
+    let decoded = decode(line);
+    clean_line(decoded.trim_end_matches('\r')).into_owned()
+}
+
+/// The block as the prefilter searches it: `stream` gets the bytes of `lines`
+/// (ASCII-lowercased when `lowercase`), except that a line with an escape
+/// sequence or a `\r` overwrite gets its visible part with ANSI sequences
+/// removed, padded to its length with `\n`. So every cleaned line (see
+/// [`clean_line`]) is a substring of the stream's region of its line. A trailing
+/// `\r` only (CRLF) leaves the line as it is: the cleaned line is a prefix.
+fn build_stream(lines: &BlockLines<'_>, lowercase: bool, stream: &mut Vec<u8>) {
+    let data = lines.data;
+    stream.clear();
+    stream.extend_from_slice(data);
+    if lowercase {
+        stream.make_ascii_lowercase();
+    }
+    let (mut from, mut i) = (0, 0);
+    while from < data.len() {
+        let Some(offset) = memchr::memchr2(0x1b, b'\r', &data[from..]) else {
+            break;
+        };
+        i = lines.of(i, from + offset);
+        let (start, end) = (lines.starts[i], lines.end(i));
+        from = end + 1;
+        let line = &data[start..end];
+        let core = &line[..line.len() - line.iter().rev().take_while(|&&b| b == b'\r').count()];
+        if memchr::memchr2(0x1b, b'\r', core).is_none() {
+            continue;
+        }
+        let visible = match memchr::memrchr(b'\r', core) {
+            Some(k) => &core[k + 1..],
+            None => core,
+        };
+        let mut out = start;
+        ansi_segments(visible, |a, b| {
+            let piece = &mut stream[out..out + (b - a)];
+            piece.copy_from_slice(&visible[a..b]);
+            if lowercase {
+                piece.make_ascii_lowercase();
+            }
+            out += b - a;
+        });
+        stream[out..end].fill(b'\n');
+    }
+}
+
+/// Reads the input a block of whole lines at a time, in bounded memory.
+///
+/// The buffer starts small and doubles while blocks fill it, up to
+/// [`BLOCK_BYTES`]. A line that does not fit is cut at [`MAX_LINE_BYTES`] and its
+/// remainder skipped without being stored.
+struct BlockReader<R> {
+    reader: R,
+    /// allocated size = `buf.len()`; input in `buf[..filled]`
+    buf: Vec<u8>,
+    filled: usize,
+    /// length of the prefix handed out by the last `next_block`
+    consumed: usize,
+    eof: bool,
+    /// inside the unread remainder of a cut line
+    skipping: bool,
+    bytes: u64,
+}
+
+impl<R: Read> BlockReader<R> {
+    fn new(reader: R) -> Self {
+        BlockReader {
+            reader,
+            buf: vec![0u8; FIRST_BLOCK_BYTES],
+            filled: 0,
+            consumed: 0,
+            eof: false,
+            skipping: false,
+            bytes: 0,
+        }
+    }
+
+    /// The next block of lines and whether its last line ends in `\n`. Every
+    /// line but a cut one or the last line of the input ends in `\n`.
+    fn next_block(&mut self) -> io::Result<Option<(&[u8], bool)>> {
+        if self.consumed > 0 {
+            self.buf.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+        }
+        loop {
+            self.fill()?;
+            if self.skipping {
+                match find_byte(&self.buf[..self.filled], b'\n') {
+                    Some(nl) => {
+                        self.buf.copy_within(nl + 1..self.filled, 0);
+                        self.filled -= nl + 1;
+                        self.skipping = false;
+                    }
+                    None => {
+                        self.filled = 0;
+                        if self.eof {
+                            return Ok(None);
+                        }
+                    }
+                }
+                continue;
+            }
+            if self.filled == 0 {
+                return Ok(None);
+            }
+            if let Some(nl) = memchr::memrchr(b'\n', &self.buf[..self.filled]) {
+                self.consumed = nl + 1;
+                return Ok(Some((&self.buf[..nl + 1], true)));
+            }
+            self.consumed = self.filled;
+            if self.eof {
+                let n = self.filled.min(MAX_LINE_BYTES);
+                return Ok(Some((&self.buf[..n], false)));
+            }
+            // a full buffer without a line end
+            self.skipping = true;
+            return Ok(Some((&self.buf[..MAX_LINE_BYTES], false)));
+        }
+    }
+
+    /// Reads until the buffer is full (growing it up to [`BLOCK_BYTES`]) or the
+    /// input ends.
+    fn fill(&mut self) -> io::Result<()> {
+        while !self.eof {
+            if self.filled == self.buf.len() {
+                if self.buf.len() >= BLOCK_BYTES {
+                    return Ok(());
+                }
+                let grown = (self.buf.len() * 2).min(BLOCK_BYTES);
+                self.buf.resize(grown, 0);
+            }
+            match self.reader.read(&mut self.buf[self.filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.filled += n;
+                    self.bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -502,12 +944,42 @@ impl Target {
             None
         };
         let max_priority = idx.iter().map(|&i| rules[i].priority).max().unwrap_or(0);
+
+        let infos: Vec<PatternInfo> = idx
+            .iter()
+            .map(|&i| PatternInfo::new(&rules[i].pattern))
+            .collect();
+        let above = |floor: Option<i32>| -> Vec<&PatternInfo> {
+            idx.iter()
+                .zip(&infos)
+                .filter(|(i, _)| floor.is_none_or(|f| rules[**i].priority > f))
+                .map(|(_, info)| info)
+                .collect()
+        };
+        let pre_all = Prefilter::new(&above(None));
+        let pre_heuristic = heuristic.then(|| {
+            let info = PatternInfo::new(HEURISTIC_PATTERN);
+            let mut with = above(None);
+            with.push(&info);
+            Prefilter::new(&with)
+        });
+        let mut priorities: Vec<i32> = idx.iter().map(|&i| rules[i].priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let pre_above = priorities
+            .into_iter()
+            .filter(|&p| p < max_priority)
+            .map(|p| (p, Prefilter::new(&above(Some(p)))))
+            .collect();
         Ok(Target {
             rules: idx,
             confirm: res,
             set,
             set_with_heuristic,
             max_priority,
+            pre_all,
+            pre_heuristic,
+            pre_above,
         })
     }
 }
@@ -645,14 +1117,14 @@ struct Sections {
 }
 
 fn may_have_section_marker(raw: &str) -> bool {
-    (raw.contains('\r') || raw.contains('\x1b') || raw.starts_with("section_"))
-        && raw.contains("section_")
+    (raw.starts_with("section_") || memchr::memchr2(b'\r', 0x1b, raw.as_bytes()).is_some())
+        && SECTION_FINDER.find(raw.as_bytes()).is_some()
 }
 
 impl Sections {
     fn observe(&mut self, raw: &str) {
         let mut rest = raw;
-        while let Some(pos) = rest.find("section_") {
+        while let Some(pos) = SECTION_FINDER.find(rest.as_bytes()) {
             let after = &rest[pos + "section_".len()..];
             let (is_start, tail) = if let Some(t) = after.strip_prefix("start:") {
                 (true, t)
@@ -702,98 +1174,9 @@ fn parse_marker(s: &str) -> Option<(u64, &str)> {
     }
 }
 
-/// Splits a reader into lines with a fixed buffer; never allocates per line.
-struct LineReader<R> {
-    reader: R,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    eof: bool,
-    /// inside the unread remainder of a truncated line
-    skipping: bool,
-    bytes: u64,
-}
-
-impl<R: Read> LineReader<R> {
-    fn new(reader: R) -> Self {
-        LineReader {
-            reader,
-            buf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            eof: false,
-            skipping: false,
-            bytes: 0,
-        }
-    }
-
-    /// The next line without its `\n` (at most [`MAX_LINE_BYTES`] bytes).
-    fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
-        loop {
-            if let Some(pos) = find_byte(&self.buf[self.start..self.end], b'\n') {
-                let (s, e) = (self.start, self.start + pos);
-                self.start = e + 1;
-                if self.skipping {
-                    self.skipping = false;
-                    continue;
-                }
-                return Ok(Some(&self.buf[s..e]));
-            }
-            if self.skipping {
-                self.start = 0;
-                self.end = 0;
-            } else if self.end - self.start >= MAX_LINE_BYTES {
-                let s = self.start;
-                self.start += MAX_LINE_BYTES;
-                self.skipping = true;
-                return Ok(Some(&self.buf[s..s + MAX_LINE_BYTES]));
-            }
-            if self.eof {
-                if self.start < self.end {
-                    let s = self.start;
-                    self.start = self.end;
-                    return Ok(Some(&self.buf[s..self.end]));
-                }
-                return Ok(None);
-            }
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.end += n;
-                    self.bytes += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// Word-at-a-time byte search (no extra dependency needed).
+/// Position of the first `needle` in `hay` (SIMD, via `memchr`).
 fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO.wrapping_mul(u64::from(needle));
-    let mut chunks = hay.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")) ^ pattern;
-        let found = w.wrapping_sub(LO) & !w & HI;
-        if found != 0 {
-            return Some(offset + (found.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| offset + p)
+    memchr::memchr(needle, hay)
 }
 
 /// The longest prefix of `s` of at most `max` bytes ending on a char boundary.
@@ -847,16 +1230,25 @@ fn clean_line(raw: &str) -> Cow<'_, str> {
 }
 
 fn strip_ansi(s: &str) -> String {
-    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
+    ansi_segments(s.as_bytes(), |a, b| out.push_str(&s[a..b]));
+    out
+}
+
+/// Calls `keep(start, end)` for each run of `b` outside ANSI escape sequences
+/// (CSI, OSC/DCS/SOS/PM/APC strings, charset designations, two-byte escapes).
+/// In UTF-8 text the runs start and end on char boundaries.
+fn ansi_segments(b: &[u8], mut keep: impl FnMut(usize, usize)) {
     let mut seg = 0;
     let mut i = 0;
     while i < b.len() {
-        if b[i] != 0x1b {
-            i += 1;
-            continue;
+        match find_byte(&b[i..], 0x1b) {
+            Some(k) => i += k,
+            None => break,
         }
-        out.push_str(&s[seg..i]);
+        if seg < i {
+            keep(seg, i);
+        }
         i += 1;
         if i < b.len() {
             match b[i] {
@@ -902,8 +1294,9 @@ fn strip_ansi(s: &str) -> String {
         }
         seg = i;
     }
-    out.push_str(&s[seg..]);
-    out
+    if seg < b.len() {
+        keep(seg, b.len());
+    }
 }
 
 fn strip_prefixes(s: &str) -> &str {
@@ -2490,5 +2883,354 @@ mod tests {
     fn the_classifier_can_be_shared_across_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Classifier>();
+    }
+
+    // -- the block prefilter never changes the result -----------------------
+
+    /// The scan as it was before the block prefilter: every line decoded, cleaned
+    /// and matched against the full rule set. Lines are cut at `MAX_LINE_BYTES`.
+    fn reference_scan(c: &Classifier, target: &Target, heuristic: bool, log: &[u8]) -> Scan {
+        let heuristic_index = target.rules.len();
+        let mut sections = Sections::default();
+        let mut ring = Ring::default();
+        let mut best: Option<Candidate> = None;
+        let mut unknown: Option<Candidate> = None;
+        let mut line_no: u64 = 0;
+        let mut lines: Vec<&[u8]> = log.split(|&b| b == b'\n').collect();
+        if log.is_empty() || log.last() == Some(&b'\n') {
+            lines.pop();
+        }
+        for full in lines {
+            let bytes = &full[..full.len().min(MAX_LINE_BYTES)];
+            line_no += 1;
+            let decoded = String::from_utf8_lossy(bytes);
+            let raw = decoded.trim_end_matches('\r');
+            if may_have_section_marker(raw) {
+                sections.observe(raw);
+            }
+            let clean = clean_line(raw);
+            let text: &str = &clean;
+            let blank = text.trim().is_empty();
+            if !blank {
+                for cand in [best.as_mut(), unknown.as_mut()].into_iter().flatten() {
+                    if cand.after.len() < CONTEXT_LINES {
+                        cand.after.push(cap(text, EVIDENCE_CAP_BYTES).to_string());
+                    }
+                }
+            }
+            let floor = best.as_ref().map(|b| b.priority);
+            let want_unknown = heuristic && floor.is_none() && unknown.is_none();
+            let set = match (&target.set_with_heuristic, want_unknown) {
+                (Some(s), true) => s,
+                _ => &target.set,
+            };
+            if !blank && set.is_match(text) {
+                let mut line_best: Option<(usize, i32)> = None;
+                let mut heuristic_hit = false;
+                for i in set.matches(text).iter() {
+                    if i == heuristic_index {
+                        heuristic_hit = true;
+                        continue;
+                    }
+                    let rule = target.rules[i];
+                    let p = c.rules[rule].priority;
+                    if line_best.is_none_or(|(_, bp)| p > bp) && target.confirm[i].is_match(text) {
+                        line_best = Some((rule, p));
+                    }
+                }
+                if let Some((rule, p)) = line_best {
+                    if floor.is_none_or(|f| p > f) {
+                        best = Some(Candidate::new(Some(rule), p, line_no, text, &ring));
+                        unknown = None;
+                    }
+                } else if heuristic_hit && looks_like_error(text) && !is_command_echo(raw) {
+                    unknown = Some(Candidate::new(None, i32::MIN, line_no, text, &ring));
+                }
+            }
+            if !blank {
+                ring.push(text);
+            }
+        }
+        Scan {
+            best,
+            unknown,
+            lines: line_no,
+            bytes: log.len() as u64,
+            sections,
+        }
+    }
+
+    fn reference_log(c: &Classifier, log: &[u8]) -> Classification {
+        let scan = reference_scan(c, &c.log, true, log);
+        let primary = match (scan.best, scan.unknown) {
+            (Some(best), _) => Some(c.to_match(best)),
+            (None, Some(unknown)) => Some(c.to_match(unknown)),
+            (None, None) => None,
+        };
+        Classification {
+            primary,
+            lines_scanned: scan.lines,
+            bytes_scanned: scan.bytes,
+            sections: scan.sections.done,
+        }
+    }
+
+    /// xorshift64*: deterministic test inputs without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        }
+
+        fn pick<'s>(&mut self, items: &[&'s str]) -> &'s str {
+            items[self.below(items.len())]
+        }
+    }
+
+    const QUIET_LINES: &[&str] = &[
+        "   Compiling serde v1.0.200",
+        "test tests::case_1 ... ok",
+        "",
+        "   ",
+        "##[group]Run cargo test",
+        "##[endgroup]",
+        "2024-05-01T10:11:12.1234567Z building the workspace",
+        "+ echo \"step done\"",
+        "$ make error_log",
+        "test result: ok. 0 errors, 0 failures",
+        "Downloading 10%\rDownloading 100%",
+        "\x1b[32;1m   Finished\x1b[0m release",
+        "\x1b[0Ksection_start:1700000000:build[collapsed=true]\r\x1b[0KBuilding",
+        "\x1b[0Ksection_end:1700000042:build\r\x1b[0K",
+        "section_start:1700000050:deploy\rDeploying",
+        "  ✓ renders the dashboard (23 ms)",
+        "Kelvin \u{212a} and long \u{17f} in a quiet line",
+        "::notice file=a.rs::all good",
+    ];
+
+    const EXTRA_HIT_LINES: &[&str] = &[
+        "Error: something broke",
+        "thrown: FooException in worker",
+        "Killed",
+        "123",
+        "SKIPPED hard",
+        "\u{17f}kipped hard",
+        "\u{212a}aboom here",
+        "w0rd42x appeared",
+        "W0RD149X appeared",
+    ];
+
+    /// Applies 0-3 random decorations to `line`: an ANSI sequence at a random
+    /// char boundary (splitting words), a `\r` overwrite, CRLF, case flips,
+    /// the Kelvin sign / long s, invalid UTF-8, CI prefixes.
+    fn decorate(rng: &mut Rng, line: &str) -> Vec<u8> {
+        let mut text = line.to_string();
+        for _ in 0..rng.below(4) {
+            match rng.below(9) {
+                0 | 1 => {
+                    let bounds: Vec<usize> = (0..=text.len())
+                        .filter(|&i| text.is_char_boundary(i))
+                        .collect();
+                    let at = bounds[rng.below(bounds.len())];
+                    let seq = rng.pick(&[
+                        "\x1b[31m",
+                        "\x1b[0m",
+                        "\x1b[0K",
+                        "\x1b]8;;https://example.com\x07",
+                        "\x1b(B",
+                        "\x1b[1;2;3m",
+                    ]);
+                    text.insert_str(at, seq);
+                }
+                2 => text.insert_str(0, rng.pick(&["progress 5%\r", "\x1b[2K\r", "x\r\r"])),
+                3 => text.push('\r'),
+                4 => {
+                    text = text
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphabetic() && rng.below(3) == 0 {
+                                if c.is_ascii_lowercase() {
+                                    c.to_ascii_uppercase()
+                                } else {
+                                    c.to_ascii_lowercase()
+                                }
+                            } else {
+                                c
+                            }
+                        })
+                        .collect();
+                }
+                5 => {
+                    text = text
+                        .replacen('k', "\u{212a}", 1)
+                        .replacen('s', "\u{17f}", 1);
+                }
+                6 => text.insert_str(0, "2024-01-02T03:04:05.1234567Z "),
+                7 => text.insert_str(0, rng.pick(&["##[error]", "::error file=x::"])),
+                _ => {
+                    let mut bytes = text.into_bytes();
+                    let at = rng.below(bytes.len() + 1);
+                    bytes.insert(at, 0xff);
+                    return bytes;
+                }
+            }
+        }
+        text.into_bytes()
+    }
+
+    fn random_log(rng: &mut Rng, hits: &[&str]) -> Vec<u8> {
+        let mut log = Vec::new();
+        let lines = rng.below(40);
+        for _ in 0..lines {
+            let line = if rng.below(4) == 0 {
+                rng.pick(hits)
+            } else {
+                rng.pick(QUIET_LINES)
+            };
+            log.extend(decorate(rng, line));
+            if rng.below(60) == 0 {
+                // longer than MAX_LINE_BYTES, with text on both sides of the cut
+                log.extend(std::iter::repeat_n(b'y', MAX_LINE_BYTES - 5));
+                let tail = rng.pick(hits);
+                log.extend(decorate(rng, tail));
+            }
+            log.push(b'\n');
+        }
+        if rng.below(3) == 0 {
+            log.pop(); // no final newline
+        }
+        log
+    }
+
+    fn custom_rules() -> Vec<RuleConfig> {
+        let rule = |name: &str, pattern: String, priority| RuleConfig {
+            name: name.into(),
+            pattern,
+            category: Category::Build,
+            description: String::new(),
+            known_issue_url: None,
+            applies_to: default_applies_to(),
+            priority,
+        };
+        let words: Vec<String> = (0..150).map(|i| format!("w0rd{i}x")).collect();
+        vec![
+            // no literal at all: regex fallback
+            rule("digits", r"^\d{3}$".into(), 5),
+            // (?i)s and (?i)k also match the long s and the Kelvin sign
+            rule("skipped", r"(?i)skipped hard".into(), 10),
+            rule("kaboom", r"(?i)\bkaboom\b".into(), 20),
+            // too many literals for Teddy
+            rule("words", format!(r"(?i)\b(?:{})\b", words.join("|")), 1),
+            rule("killed", r"^Killed\s*$".into(), 15),
+        ]
+    }
+
+    #[test]
+    fn the_block_prefilter_never_changes_the_result() {
+        let defaults = Classifier::with_defaults();
+        let custom = Classifier::new(&custom_rules()).unwrap();
+        let mut hits: Vec<&str> = RULE_EXAMPLES
+            .iter()
+            .flat_map(|(_, h, m)| [*h, *m])
+            .collect();
+        hits.extend(EXTRA_HIT_LINES);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut classified = 0;
+        for round in 0..600 {
+            let log = random_log(&mut rng, &hits);
+            for c in [&defaults, &custom] {
+                let want = reference_log(c, &log);
+                let got = c.classify_log(&log[..]).unwrap();
+                let shown: String = String::from_utf8_lossy(&log).chars().take(3000).collect();
+                assert_eq!(got, want, "round {round}: {shown:?}");
+                if round % 5 == 0 {
+                    let dribbled = c
+                        .classify_log(Dribble {
+                            data: &log,
+                            step: 0,
+                        })
+                        .unwrap();
+                    assert_eq!(dribbled, want, "round {round} (dribbled)");
+                }
+                let text = String::from_utf8_lossy(&log);
+                let want_msg = reference_scan(c, &c.message, false, text.as_bytes())
+                    .best
+                    .map(|m| c.to_match(m));
+                assert_eq!(
+                    c.classify_message(&text),
+                    want_msg,
+                    "round {round} (message)"
+                );
+                classified += usize::from(want.primary.is_some());
+            }
+        }
+        // the inputs exercise matches, not just quiet logs
+        assert!(classified > 600, "{classified}");
+    }
+
+    #[test]
+    fn logs_where_most_lines_are_prefilter_hits_give_the_same_result() {
+        // "error" in every line: the prefilter gives up on such blocks for a while
+        let c = Classifier::with_defaults();
+        let mut rng = Rng(7);
+        let mut log = Vec::new();
+        for round in 0..3 {
+            for _ in 0..20_000 {
+                log.extend(decorate(&mut rng, "make error_log; 0 errors, 0 failures"));
+                log.push(b'\n');
+            }
+            for _ in 0..20_000 {
+                let line = rng.pick(QUIET_LINES);
+                log.extend(decorate(&mut rng, line));
+                log.push(b'\n');
+            }
+            let hit = ["Error: something broke", "Connection refused", "Killed"][round];
+            log.extend(decorate(&mut rng, hit));
+            log.push(b'\n');
+            let want = reference_log(&c, &log);
+            assert_eq!(c.classify_log(&log[..]).unwrap(), want, "round {round}");
+            assert!(want.primary.is_some());
+        }
+    }
+
+    #[test]
+    fn an_escape_sequence_inside_a_keyword_does_not_hide_it() {
+        let c = Classifier::with_defaults();
+        let quiet = "   Compiling crate v1.0.0 (/home/runner/work/x)\n".repeat(3000);
+        let cases = [
+            ("No space left on \x1b[1mde\x1b[0mvice", "disk-full"),
+            ("Kil\x1b[0mled", "killed"),
+            (
+                "\x1b[31mSegmen\x1b[0mtation fault (core dumped)",
+                "segfault",
+            ),
+            (
+                "Connection re\x1b]8;;https://example.com\x07fused",
+                "connection-refused",
+            ),
+            (
+                "waiting 10%\rConnec\x1b[Ktion reset by peer",
+                "connection-reset",
+            ),
+            (
+                "2024-01-02T03:04:05.1234567Z \x1b[36;1mTraceback (most\x1b[0m recent call last):",
+                "python-traceback",
+            ),
+            ("JavaScript heap out of mem\x1b(Bory", "oom"),
+            ("Dis\u{212a} quota exceeded", "disk-full"),
+            ("No \u{17f}pace left on device", "disk-full"),
+            ("\x1b[0Ksection_start:1:x\r\x1b[0KKilled", "killed"),
+        ];
+        for (line, class) in cases {
+            let log = format!("{quiet}{line}\n{quiet}");
+            let m = c.classify_log(log.as_bytes()).unwrap().primary;
+            let m = m.unwrap_or_else(|| panic!("{line:?}: no match"));
+            assert_eq!((m.class.as_str(), m.line), (class, 3001), "{line:?}");
+            assert_eq!(reference_log(&c, log.as_bytes()).primary, Some(m));
+        }
     }
 }
