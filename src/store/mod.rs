@@ -3,8 +3,9 @@
 //! One `Store` is one connection. The server gives the only writing `Store` to
 //! a dedicated thread ([`writer::StoreHandle`]) so writes never contend; reads use
 //! their own connection (WAL lets them run beside the writer). Every write
-//! happens in one `BEGIN IMMEDIATE` transaction: a crash leaves either the whole
-//! run (with its counters) or nothing.
+//! happens in one `BEGIN IMMEDIATE` transaction, or in a savepoint of the
+//! writer thread's group commit: a crash leaves either the whole run (with its
+//! counters) or nothing.
 
 pub mod github;
 mod schema;
@@ -120,6 +121,34 @@ pub struct Store {
     conn: Connection,
 }
 
+/// The transaction of one write: its own `BEGIN IMMEDIATE` transaction, or a
+/// savepoint when the write runs inside a larger one (the writer thread's
+/// group commit, see [`writer`]). Either way it is all or nothing, and
+/// dropping it without `commit` rolls it back.
+enum WriteTx<'a> {
+    Own(Transaction<'a>),
+    Nested(rusqlite::Savepoint<'a>),
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            WriteTx::Own(t) => t,
+            WriteTx::Nested(s) => s,
+        }
+    }
+}
+
+impl WriteTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            WriteTx::Own(t) => t.commit(),
+            WriteTx::Nested(s) => s.commit(),
+        }
+    }
+}
+
 const META_SERVING_SINCE: &str = "serving_since";
 const META_DEMO: &str = "demo";
 
@@ -148,6 +177,9 @@ impl Store {
 
     fn configure(&self) -> Result<(), StoreError> {
         self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // One ingest runs a few dozen distinct statements: keep them all
+        // prepared (rusqlite's default of 16 would re-parse most of them).
+        self.conn.set_prepared_statement_cache_capacity(256);
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -173,6 +205,18 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Begin one write (see [`WriteTx`]).
+    fn write_tx(&mut self) -> rusqlite::Result<WriteTx<'_>> {
+        Ok(if self.conn.is_autocommit() {
+            WriteTx::Own(
+                self.conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            )
+        } else {
+            WriteTx::Nested(self.conn.savepoint()?)
+        })
     }
 
     pub fn connection(&self) -> &Connection {
@@ -226,9 +270,7 @@ impl Store {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let ingested = ingest_in(&tx, run, policy, to_ms(now))?;
         tx.commit()?;
         Ok(ingested)
@@ -244,9 +286,7 @@ impl Store {
         merged_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let repository_id = upsert_repository(&tx, repository.forge, &repository.path)?;
         tx.execute(
             "INSERT INTO changes (repository_id, number, head_sha, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -268,10 +308,13 @@ impl Store {
         event: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
-            "INSERT OR IGNORE INTO webhook_deliveries (forge, delivery_id, event, received_at) VALUES (?1, ?2, ?3, ?4)",
-            params![forge.as_str(), delivery_id, event, to_ms(now)],
-        )? == 1)
+        Ok(self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO webhook_deliveries (forge, delivery_id, event, received_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![forge.as_str(), delivery_id, event, to_ms(now)])?
+            == 1)
     }
 
     /// The sync state of one scope (a repository, project or group) and kind of listing.
@@ -410,9 +453,7 @@ impl Store {
         now: DateTime<Utc>,
         settle_ms: Option<i64>,
     ) -> Result<SettleStats, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let now_ms = to_ms(now);
         let settle = settle_ms.unwrap_or(policy.merge_settle_ms);
         let stats = SettleStats {
@@ -523,9 +564,7 @@ impl Store {
         before: DateTime<Utc>,
         events_before: DateTime<Utc>,
     ) -> Result<PruneStats, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let runs = tx.execute(
             "DELETE FROM runs WHERE final_counted = 1
                AND coalesce(finished_at, started_at, queued_at, created_at) < ?1",
@@ -612,11 +651,8 @@ pub struct MetricState {
 
 fn in_history_mode(tx: &Connection) -> rusqlite::Result<bool> {
     Ok(tx
-        .query_row(
-            "SELECT 1 FROM meta WHERE key = ?1",
-            [META_SERVING_SINCE],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM meta WHERE key = ?1")?
+        .query_row([META_SERVING_SINCE], |_| Ok(()))
         .optional()?
         .is_none())
 }
@@ -636,17 +672,24 @@ fn content_hash(run: &NewRun) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-fn upsert_repository(tx: &Transaction<'_>, forge: Forge, path: &str) -> rusqlite::Result<i64> {
-    tx.prepare_cached("INSERT OR IGNORE INTO repositories (forge, path) VALUES (?1, ?2)")?
-        .execute([forge.as_str(), path])?;
-    tx.prepare_cached("SELECT id FROM repositories WHERE forge = ?1 AND path = ?2")?
+fn upsert_repository(tx: &Connection, forge: Forge, path: &str) -> rusqlite::Result<i64> {
+    let mut select =
+        tx.prepare_cached("SELECT id FROM repositories WHERE forge = ?1 AND path = ?2")?;
+    if let Some(id) = select
         .query_row([forge.as_str(), path], |r| r.get(0))
+        .optional()?
+    {
+        return Ok(id);
+    }
+    tx.prepare_cached("INSERT INTO repositories (forge, path) VALUES (?1, ?2)")?
+        .execute([forge.as_str(), path])?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// Record an SLO event once; count it when it is new and live.
 #[allow(clippy::too_many_arguments)]
 fn slo_event(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     slo: SloId,
     subject: &str,
     repository_id: i64,
@@ -686,12 +729,12 @@ fn slo_event(
     Ok(inserted)
 }
 
-fn data_quality(tx: &Transaction<'_>, reason: &str) -> rusqlite::Result<()> {
+fn data_quality(tx: &Connection, reason: &str) -> rusqlite::Result<()> {
     tally::inc(tx, catalog::DATA_QUALITY, &[("reason", reason)], 1.0)
 }
 
 fn ingest_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run: &NewRun,
     policy: &Policy,
     now_ms: i64,
@@ -841,7 +884,8 @@ fn ingest_in(
         .map(to_ms)
         .unwrap_or(now_ms);
     let live = is_live(history_mode, event_ms, now_ms, policy);
-    if status == IngestStatus::Created || !run.failures.is_empty() {
+    // A new run has no failures to replace: only store what it brings.
+    if !run.failures.is_empty() {
         store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
     }
 
@@ -982,7 +1026,7 @@ fn ingest_in(
 /// Replace a run's failures. Failure counters move only for classes the run
 /// did not have before, so a replay or an update never counts twice.
 fn store_failures(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run_id: i64,
     repository: &str,
     failures: &[FailureEvidence],
@@ -1060,7 +1104,7 @@ fn store_failures(
 }
 
 fn decide_changes(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     policy: &Policy,
     now_ms: i64,
     settle_ms: i64,
@@ -1177,11 +1221,7 @@ fn decide_changes(
     Ok(due.len())
 }
 
-fn count_lost_runs(
-    tx: &Transaction<'_>,
-    policy: &Policy,
-    now_ms: i64,
-) -> Result<usize, StoreError> {
+fn count_lost_runs(tx: &Connection, policy: &Policy, now_ms: i64) -> Result<usize, StoreError> {
     let history_mode = in_history_mode(tx)?;
     let lost: Vec<(i64, i64, String, i64)> = tx
         .prepare_cached(
@@ -1449,11 +1489,10 @@ impl Store {
     pub fn delivery_seen(&self, forge: Forge, delivery_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT 1 FROM webhook_deliveries WHERE forge = ?1 AND delivery_id = ?2",
-                params![forge.as_str(), delivery_id],
-                |_| Ok(()),
-            )
+            )?
+            .query_row(params![forge.as_str(), delivery_id], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -1505,9 +1544,7 @@ impl Store {
         run_id: i64,
         sections: &[(String, u64)],
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         tx.execute("DELETE FROM run_sections WHERE run_id = ?1", [run_id])?;
         for (ord, (name, seconds)) in sections.iter().enumerate() {
             tx.execute(
