@@ -609,7 +609,7 @@ pub fn spawn_poller(state: &crate::http::AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `backfill github --days N [--db PATH]`.
+/// `backfill github --days N [--restart] [--db PATH]`.
 pub fn backfill_command(
     mut config: crate::config::Config,
     secrets: crate::config::Secrets,
@@ -644,7 +644,7 @@ pub fn backfill_command(
             refresh: None,
             show_progress: true,
         };
-        let stats = poller.backfill(args.days).await;
+        let stats = poller.backfill(args.days, args.restart).await;
         let p = policy.clone();
         store.write(move |s| s.settle(&p, Utc::now(), None)).await?;
         anyhow::Ok(stats)
