@@ -106,9 +106,15 @@ pub struct BackfillArgs {
 
 #[derive(Debug, Args)]
 pub struct BackfillGithubArgs {
-    /// How many days back to fill (a resumed backfill continues from its cursor).
+    /// How many days back to fill. Run again, it continues from its cursor; with
+    /// more days than before, it also fills the older days.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub days: u32,
+
+    /// Forget what earlier backfills covered and fetch the whole window again
+    /// (stored runs are updated, never duplicated).
+    #[arg(long)]
+    pub restart: bool,
 
     /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
     #[arg(long, value_name = "PATH")]

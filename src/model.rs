@@ -192,8 +192,17 @@ pub struct NewRun {
     pub commit: String,
     /// The source's own id for this run; runs are deduplicated by it.
     pub external_id: Option<String>,
+    /// The sequence of attempts this run belongs to, when a context can run
+    /// more than once on a commit independently: a GitHub workflow run (its
+    /// re-runs are its attempts; a push run and a pull_request run of the same
+    /// commit are two groups). None: one sequence per context and commit.
+    pub attempt_group: Option<String>,
     pub attempt: u32,
     pub trigger: Trigger,
+    /// The source does not know the trigger yet (a GitHub job delivered
+    /// before its workflow run): the run is stored, but counted only once the
+    /// trigger is decided (see `Store::decide_trigger`).
+    pub trigger_pending: bool,
     pub state: RunState,
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
@@ -225,8 +234,10 @@ impl Default for NewRun {
             context: String::new(),
             commit: String::new(),
             external_id: None,
+            attempt_group: None,
             attempt: 0,
             trigger: Trigger::Other,
+            trigger_pending: false,
             state: RunState::Pending,
             queued_at: None,
             started_at: None,

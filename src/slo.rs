@@ -96,6 +96,8 @@ impl FromStr for SloId {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextAttempt {
     pub context: String,
+    /// The attempt group (a GitHub workflow run; empty for one sequence per context).
+    pub group: String,
     pub attempt: u32,
     pub state: RunState,
 }
@@ -119,13 +121,26 @@ pub struct MergeEvaluation {
 /// final run is not green (including still pending), makes it `merged_red`.
 /// Retries are counted as the sum of final attempt numbers. Returns `None` when
 /// there is nothing to judge (no required contexts and no runs).
+///
+/// A context that ran in several attempt groups on the commit (a push and a
+/// pull_request workflow run) has a final run per group: it is green when all
+/// of them are, and its retries are the highest final attempt number.
 pub fn evaluate_merge(required: &[String], runs: &[ContextAttempt]) -> Option<MergeEvaluation> {
-    let mut finals: BTreeMap<&str, &ContextAttempt> = BTreeMap::new();
+    let mut group_finals: BTreeMap<(&str, &str), &ContextAttempt> = BTreeMap::new();
     for run in runs {
-        let entry = finals.entry(run.context.as_str()).or_insert(run);
+        let entry = group_finals
+            .entry((run.context.as_str(), run.group.as_str()))
+            .or_insert(run);
         if run.attempt > entry.attempt {
             *entry = run;
         }
+    }
+    // Per context: (highest final attempt, every group's final run green).
+    let mut finals: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
+    for ((context, _), run) in group_finals {
+        let entry = finals.entry(context).or_insert((0, true));
+        entry.0 = entry.0.max(run.attempt);
+        entry.1 &= run.state.is_green();
     }
     let contexts: Vec<&str> = if required.is_empty() {
         finals.keys().copied().collect()
@@ -140,9 +155,9 @@ pub fn evaluate_merge(required: &[String], runs: &[ContextAttempt]) -> Option<Me
     let mut missing_contexts = Vec::new();
     for context in contexts {
         match finals.get(context) {
-            Some(run) => {
-                retries += run.attempt;
-                all_green &= run.state.is_green();
+            Some((attempt, green)) => {
+                retries += attempt;
+                all_green &= green;
             }
             None => {
                 all_green = false;
@@ -301,8 +316,17 @@ mod tests {
     fn run(context: &str, attempt: u32, state: RunState) -> ContextAttempt {
         ContextAttempt {
             context: context.into(),
+            group: String::new(),
             attempt,
             state,
+        }
+    }
+
+    /// A run of `context` in attempt group `group` (a workflow run).
+    fn grun(context: &str, group: &str, attempt: u32, state: RunState) -> ContextAttempt {
+        ContextAttempt {
+            group: group.into(),
+            ..run(context, attempt, state)
         }
     }
 
@@ -391,6 +415,28 @@ mod tests {
                 req(&[]),
                 vec![run("a", 0, Skipped), run("b", 0, Success)],
                 Some((GreenFirstAttempt, 0)),
+            ),
+            (
+                "a push run and a pull_request run both green on attempt 0",
+                req(&[]),
+                vec![grun("a", "11", 0, Success), grun("a", "12", 0, Success)],
+                Some((GreenFirstAttempt, 0)),
+            ),
+            (
+                "one workflow run red is merged red, whatever the other did",
+                req(&["a"]),
+                vec![grun("a", "11", 0, Success), grun("a", "12", 0, Failure)],
+                Some((MergedRed, 0)),
+            ),
+            (
+                "a re-run in one workflow run is one retry of the context, not more",
+                req(&[]),
+                vec![
+                    grun("a", "11", 0, Success),
+                    grun("a", "12", 0, Failure),
+                    grun("a", "12", 1, Success),
+                ],
+                Some((GreenAfterOneRetry, 1)),
             ),
         ];
         for (name, required, runs, want) in cases {

@@ -25,6 +25,16 @@ struct Fake {
     log: Vec<(String, bool)>,
     /// Scripted failures for a path, consumed in order.
     failures: HashMap<String, Vec<&'static str>>,
+    /// "Now" of fake/history's merged pull requests (see `HISTORY_DAYS`).
+    history_now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// fake/history: pull request n (1..=5) was merged (and last updated) this many
+/// days before `history_now`; its head commit is `history_sha(n)`.
+const HISTORY_DAYS: [i64; 5] = [2, 10, 20, 40, 60];
+
+fn history_sha(n: usize) -> String {
+    format!("{n:040x}")
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -109,6 +119,27 @@ async fn handler(State(fake): State<Shared>, req: Request) -> Response {
         _ => {}
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if path == "/repos/fake/history/pulls" {
+        // Two pages, newest update first, like the real listing.
+        let now = fake.lock().unwrap().history_now.unwrap();
+        let pr = |n: usize| {
+            let at = (now - chrono::Duration::days(HISTORY_DAYS[n - 1])).to_rfc3339();
+            json!({"number": n, "merged": true, "merged_at": at, "updated_at": at,
+                   "head": {"sha": history_sha(n)}})
+        };
+        if pq.contains("page=2") {
+            return json_response(json!([pr(4), pr(5)]), None, &headers);
+        }
+        let host = headers.get("host").unwrap().to_str().unwrap();
+        let mut r = json_response(json!([pr(1), pr(2), pr(3)]), None, &headers);
+        r.headers_mut().insert(
+            "link",
+            format!("<http://{host}/repos/fake/history/pulls?page=2>; rel=\"next\"")
+                .parse()
+                .unwrap(),
+        );
+        return r;
+    }
     match parts.as_slice() {
         ["orgs", "fake", "repos"] => {
             let repos: Vec<Value> = (0..100)
@@ -441,4 +472,92 @@ async fn each_shard_polls_only_the_repositories_it_owns() {
         "{:?}",
         polled.iter().map(|p| p.len()).collect::<Vec<_>>()
     );
+}
+
+/// The fake/history pull requests whose head commit a backfill fetched since
+/// `from` (an index into the fake's log), in order.
+fn fetched_history(fake: &Shared, from: usize) -> Vec<usize> {
+    fake.lock().unwrap().log[from..]
+        .iter()
+        .filter_map(|(pq, _)| {
+            let sha = pq
+                .strip_prefix("/repos/fake/history/commits/")?
+                .strip_suffix("/statuses?per_page=100")?;
+            (1..=5).find(|n| history_sha(*n) == sha)
+        })
+        .collect()
+}
+
+fn merged_history(db: &std::path::Path) -> Vec<i64> {
+    let store = Store::open(db).unwrap();
+    let mut stmt = store
+        .connection()
+        .prepare(
+            "SELECT c.number FROM changes c JOIN repositories r ON r.id = c.repository_id
+             WHERE r.path = 'fake/history' AND c.merged_at IS NOT NULL ORDER BY c.number",
+        )
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_with_more_days_reaches_further_back_and_resumes_without_gap_or_duplicate() {
+    let fake: Shared = Default::default();
+    fake.lock().unwrap().history_now = Some(chrono::Utc::now());
+    let api = fake_github(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let p = poller(&api, &db, |g| {
+        g.repositories = vec!["fake/history".into()];
+        g.max_retries = 1;
+    });
+
+    // 30 days: the three newest, oldest first.
+    let mark = fake.lock().unwrap().log.len();
+    let stats = p.backfill(30, false).await;
+    assert_eq!((stats.errors, stats.pull_requests), (0, 3), "{stats:?}");
+    assert_eq!(fetched_history(&fake, mark), vec![3, 2, 1]);
+    assert_eq!(merged_history(&db), vec![1, 2, 3]);
+
+    // Again: it continues from its cursor (only the newest, the cursor's own, again).
+    let mark = fake.lock().unwrap().log.len();
+    let stats = p.backfill(30, false).await;
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert_eq!(fetched_history(&fake, mark), vec![1]);
+
+    // 90 days: the older two, newest first, and none of the 30 days again. The
+    // oldest one fails (a GitHub outage): the run stops there.
+    let sha5 = format!("/repos/fake/history/commits/{}/statuses", history_sha(5));
+    fake.lock()
+        .unwrap()
+        .failures
+        .insert(sha5.clone(), vec!["500"; 4]);
+    let mark = fake.lock().unwrap().log.len();
+    let stats = p.backfill(90, false).await;
+    assert_eq!(stats.errors, 1, "{stats:?}");
+    assert_eq!(fetched_history(&fake, mark), vec![4, 5, 5]);
+    assert_eq!(merged_history(&db), vec![1, 2, 3, 4]);
+
+    // Resumed: from where it stopped, to the end, no gap.
+    fake.lock().unwrap().failures.remove(&sha5);
+    let mark = fake.lock().unwrap().log.len();
+    let stats = p.backfill(90, false).await;
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert_eq!(fetched_history(&fake, mark), vec![4, 5, 1]);
+    assert_eq!(merged_history(&db), vec![1, 2, 3, 4, 5]);
+
+    // Fewer days than covered: nothing older again.
+    let mark = fake.lock().unwrap().log.len();
+    p.backfill(7, false).await;
+    assert_eq!(fetched_history(&fake, mark), vec![1]);
+
+    // --restart: the whole window again, oldest first; stored once.
+    let mark = fake.lock().unwrap().log.len();
+    let stats = p.backfill(90, true).await;
+    assert_eq!((stats.errors, stats.pull_requests), (0, 5), "{stats:?}");
+    assert_eq!(fetched_history(&fake, mark), vec![5, 4, 3, 2, 1]);
+    assert_eq!(merged_history(&db), vec![1, 2, 3, 4, 5]);
 }

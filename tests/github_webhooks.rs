@@ -23,10 +23,15 @@ fn fixture(path: &str) -> Value {
 }
 
 fn start(dir: &Path, secret: Option<&str>) -> Exporter {
+    start_with(dir, secret, "")
+}
+
+/// Start with more configuration (TOML appended to the test's own).
+fn start_with(dir: &Path, secret: Option<&str>, more: &str) -> Exporter {
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
-        "[server]\nmax_body_bytes = 65536\n[slo]\nmerge_settle = \"1s\"\n",
+        format!("[server]\nmax_body_bytes = 65536\n[slo]\nmerge_settle = \"1s\"\n{more}"),
     )
     .unwrap();
     let config = config.display().to_string();
@@ -390,6 +395,276 @@ fn a_cockpit_status_story_and_a_merge_give_green_after_one_retry() {
         std::thread::sleep(Duration::from_millis(200));
     }
     e.wait_for("the merged change counted", |t| {
+        common::sample(
+            t,
+            "ci_merged_changes_total{repository=\"Codertocat/Hello-World\",outcome=\"green_after_one_retry\"}",
+        ) == Some(1.0)
+    });
+}
+
+/// The real completed job, moved to `minutes_ago` (inside the live window, so
+/// that it moves the live counters) in workflow run `run_id`, as job `job_id`.
+fn recent_job(run_id: u64, job_id: u64, run_attempt: u32, conclusion: &str) -> Value {
+    let mut job = fixture("workflow_job/completed.failure.with-organization.payload.json");
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let at = |s: i64| (t0 + chrono::Duration::seconds(s)).to_rfc3339();
+    let j = &mut job["workflow_job"];
+    j["id"] = json!(job_id);
+    j["run_id"] = json!(run_id);
+    j["run_attempt"] = json!(run_attempt);
+    j["conclusion"] = json!(conclusion);
+    // Queued 60 s, ran 198 s, like the fixture.
+    j["created_at"] = json!(at(0));
+    j["started_at"] = json!(at(60));
+    j["completed_at"] = json!(at(258));
+    job
+}
+
+/// The real workflow_run event, for workflow run `run_id` of the job fixture's
+/// repository, triggered by `event`.
+fn workflow_run(run_id: u64, run_attempt: u32, event: &str) -> Value {
+    let mut run = fixture("workflow_run/completed.payload.json");
+    run["repository"] =
+        fixture("workflow_job/completed.failure.with-organization.payload.json")["repository"]
+            .clone();
+    run["workflow_run"]["id"] = json!(run_id);
+    run["workflow_run"]["run_attempt"] = json!(run_attempt);
+    run["workflow_run"]["event"] = json!(event);
+    run["workflow_run"]["run_started_at"] =
+        json!((chrono::Utc::now() - chrono::Duration::minutes(31)).to_rfc3339());
+    run
+}
+
+const RUNS: &str =
+    "ci_runs_total{repository=\"Codertocat/Hello-World\",context=\"CodeQL / linters\"";
+
+/// ci_runs_total of the job fixture's context by trigger, state and attempt.
+fn runs_total(text: &str, trigger: &str, state: &str, attempt: &str) -> Option<f64> {
+    common::sample(
+        text,
+        &format!("{RUNS},trigger=\"{trigger}\",state=\"{state}\",attempt=\"{attempt}\"}}"),
+    )
+}
+
+/// Lines of the job fixture's context's trigger-labelled series.
+fn context_series(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains("context=\"CodeQL / linters\""))
+        .collect()
+}
+
+#[test]
+fn a_job_delivered_before_its_workflow_run_is_counted_once_under_the_runs_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = start(dir.path(), Some(SECRET));
+    let (s, b) = send(
+        &e,
+        "workflow_job",
+        "job-1",
+        &recent_job(501, 9001, 1, "failure"),
+    );
+    assert_eq!((s, b["status"].as_str()), (200, Some("accepted")), "{b}");
+    let id = b["runs"][0].clone();
+    assert_eq!(
+        run(&e, &id)["trigger"],
+        "other",
+        "stored, trigger not known yet"
+    );
+    let text = e.wait_for("the job stored", |t| {
+        common::sample(t, "ci_exporter_stored_runs") == Some(1.0)
+    });
+    assert_eq!(
+        context_series(&text),
+        Vec::<&str>::new(),
+        "not counted while its trigger is unknown"
+    );
+
+    // The workflow run arrives: the job gets its trigger and is counted under it, once.
+    let (s, _) = send(&e, "workflow_run", "run-1", &workflow_run(501, 1, "push"));
+    assert_eq!(s, 200);
+    assert_eq!(run(&e, &id)["trigger"], "push");
+    let text = e.wait_for("the job counted", |t| {
+        runs_total(t, "push", "failure", "first") == Some(1.0)
+    });
+    let queue = "ci_run_queue_duration_seconds_count{repository=\"Codertocat/Hello-World\",context=\"CodeQL / linters\",trigger=\"push\"}";
+    assert_eq!(
+        common::sample(&text, queue),
+        Some(1.0),
+        "queue time counted under push"
+    );
+    assert!(
+        context_series(&text)
+            .iter()
+            .all(|l| l.contains("trigger=\"push\"")),
+        "nothing counted under another trigger:\n{}",
+        context_series(&text).join("\n")
+    );
+
+    // Later deliveries of the job or its run change nothing.
+    let (s, _) = send(
+        &e,
+        "workflow_job",
+        "job-2",
+        &recent_job(501, 9001, 1, "failure"),
+    );
+    assert_eq!(s, 200);
+    let (s, _) = send(&e, "workflow_run", "run-2", &workflow_run(501, 1, "push"));
+    assert_eq!(s, 200);
+    assert_eq!(run(&e, &id)["trigger"], "push");
+    assert_eq!(run_count(&e), 1);
+    assert_eq!(stored_runs_total(&e), vec![("push".to_string(), 1.0)]);
+}
+
+/// The persisted ci_runs_total of the job fixture's context: (trigger, value).
+fn stored_runs_total(e: &Exporter) -> Vec<(String, f64)> {
+    let state = Store::open(&e.db).unwrap().metric_state().unwrap();
+    let label = |labels: &[(String, String)], k: &str| {
+        labels
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    state
+        .counters
+        .iter()
+        .filter(|c| c.family == "ci_runs" && label(&c.labels, "context") == "CodeQL / linters")
+        .map(|c| (label(&c.labels, "trigger"), c.value))
+        .collect()
+}
+
+#[test]
+fn a_job_whose_workflow_run_never_comes_is_counted_as_other_after_trigger_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = start_with(
+        dir.path(),
+        Some(SECRET),
+        "[github]\ntrigger_wait = \"1s\"\n",
+    );
+    let (s, b) = send(
+        &e,
+        "workflow_job",
+        "job-1",
+        &recent_job(601, 9101, 1, "success"),
+    );
+    assert_eq!(s, 200, "{b}");
+    let id = b["runs"][0].clone();
+    let text = e.wait_for("the job counted with trigger other", |t| {
+        runs_total(t, "other", "success", "first") == Some(1.0)
+    });
+    assert_eq!(
+        common::sample(
+            &text,
+            "ci_exporter_data_quality_rejections_total{reason=\"unknown_trigger\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Too late: the trigger was decided (the counters carry it), it stays.
+    let (s, _) = send(&e, "workflow_run", "run-1", &workflow_run(601, 1, "push"));
+    assert_eq!(s, 200);
+    let (s, _) = send(
+        &e,
+        "workflow_job",
+        "job-2",
+        &recent_job(601, 9101, 1, "success"),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(run(&e, &id)["trigger"], "other");
+    assert_eq!(stored_runs_total(&e), vec![("other".to_string(), 1.0)]);
+}
+
+#[test]
+fn a_push_run_and_a_pull_request_run_of_one_commit_are_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = start(dir.path(), Some(SECRET));
+    // `on: [push, pull_request]`: two workflow runs of the same workflow on the same commit.
+    for (i, (run_id, event)) in [(701, "push"), (702, "pull_request")].iter().enumerate() {
+        let (s, _) = send(
+            &e,
+            "workflow_run",
+            &format!("run-{i}"),
+            &workflow_run(*run_id, 1, event),
+        );
+        assert_eq!(s, 200);
+    }
+    let (s, push) = send(
+        &e,
+        "workflow_job",
+        "job-push",
+        &recent_job(701, 9201, 1, "success"),
+    );
+    assert_eq!(s, 200, "{push}");
+    let (s, pr) = send(
+        &e,
+        "workflow_job",
+        "job-pr",
+        &recent_job(702, 9202, 1, "failure"),
+    );
+    assert_eq!(s, 200, "{pr}");
+    assert_ne!(
+        push["runs"][0], pr["runs"][0],
+        "two runs, not one overwritten"
+    );
+    let (push, pr) = (run(&e, &push["runs"][0]), run(&e, &pr["runs"][0]));
+    assert_eq!(
+        (
+            push["trigger"].as_str(),
+            push["state"].as_str(),
+            push["attempt"].as_u64()
+        ),
+        (Some("push"), Some("success"), Some(0))
+    );
+    assert_eq!(
+        (
+            pr["trigger"].as_str(),
+            pr["state"].as_str(),
+            pr["attempt"].as_u64()
+        ),
+        (Some("pull_request"), Some("failure"), Some(0))
+    );
+    assert_eq!(push["context"], pr["context"]);
+
+    // A re-run of the pull_request run is its next attempt, not the push run's.
+    let (s, _) = send(
+        &e,
+        "workflow_run",
+        "run-rerun",
+        &workflow_run(702, 2, "pull_request"),
+    );
+    assert_eq!(s, 200);
+    let (s, rerun) = send(
+        &e,
+        "workflow_job",
+        "job-rerun",
+        &recent_job(702, 9203, 2, "success"),
+    );
+    assert_eq!(s, 200, "{rerun}");
+    let rerun = run(&e, &rerun["runs"][0]);
+    assert_eq!(
+        (rerun["trigger"].as_str(), rerun["attempt"].as_u64()),
+        (Some("pull_request"), Some(1))
+    );
+    assert_eq!(run_count(&e), 3);
+
+    let text = e.wait_for("all three runs counted", |t| {
+        runs_total(t, "pull_request", "success", "retry") == Some(1.0)
+    });
+    assert_eq!(runs_total(&text, "push", "success", "first"), Some(1.0));
+    assert_eq!(
+        runs_total(&text, "pull_request", "failure", "first"),
+        Some(1.0)
+    );
+
+    // Merged: the context's final runs (push attempt 0, pull_request attempt 1)
+    // are green after one retry.
+    let mut merge = fixture("pull_request/closed.payload.json");
+    merge["pull_request"]["merged"] = json!(true);
+    merge["pull_request"]["merged_at"] = json!(chrono::Utc::now().to_rfc3339());
+    merge["pull_request"]["head"]["sha"] = json!("3484a3fb816e0859fd6e1cea078d76385ff50625");
+    let (s, b) = send(&e, "pull_request", "merge-1", &merge);
+    assert_eq!((s, b["merges"].as_u64()), (200, Some(1)), "{b}");
+    e.wait_for("the merge decided", |t| {
         common::sample(
             t,
             "ci_merged_changes_total{repository=\"Codertocat/Hello-World\",outcome=\"green_after_one_retry\"}",

@@ -15,6 +15,8 @@ pub struct RunBrief {
     pub attempt: u32,
     pub state: RunState,
     pub trigger: Trigger,
+    /// The trigger is not decided yet (see `NewRun::trigger_pending`).
+    pub trigger_pending: bool,
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -33,7 +35,7 @@ pub struct WorkflowRunInfo {
 pub type ChangeOutcome = (Option<String>, Option<u32>);
 
 const BRIEF_COLUMNS: &str = "r.id, r.external_id, r.attempt, r.state, r.trigger, r.queued_at, r.started_at, \
-     r.finished_at, r.url, r.log_url";
+     r.finished_at, r.url, r.log_url, r.trigger_pending";
 
 fn brief(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunBrief> {
     Ok(RunBrief {
@@ -47,6 +49,7 @@ fn brief(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunBrief> {
         finished_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
         url: r.get(8)?,
         log_url: r.get(9)?,
+        trigger_pending: r.get(10)?,
     })
 }
 
@@ -71,7 +74,8 @@ impl Store {
             .optional()?)
     }
 
-    /// One attempt of a context on a commit, or (with `attempt` None) the latest one.
+    /// One attempt of a context on a commit (outside attempt groups), or (with
+    /// `attempt` None) the latest one.
     pub fn run_attempt(
         &self,
         repository: &RepositoryRef,
@@ -82,7 +86,7 @@ impl Store {
         let sql = format!(
             "SELECT {BRIEF_COLUMNS} FROM runs r JOIN repositories repo ON repo.id = r.repository_id
              WHERE repo.forge = ?1 AND repo.path = ?2 AND r.context = ?3 AND r.commit_sha = ?4
-               AND (?5 IS NULL OR r.attempt = ?5)
+               AND r.attempt_group = '' AND (?5 IS NULL OR r.attempt = ?5)
              ORDER BY r.attempt DESC LIMIT 1"
         );
         Ok(self
@@ -145,6 +149,23 @@ impl Store {
                     run_started_at: r.get::<_, Option<i64>>(1)?.map(from_ms),
                 })
             })
+            .optional()?)
+    }
+
+    /// The event that triggered a workflow run, from any of its attempts (re-runs
+    /// keep the event of the run).
+    pub fn workflow_run_event(
+        &self,
+        repository: &str,
+        run_id: u64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT event FROM github_workflow_runs
+                 WHERE repository = ?1 AND run_id = ?2 AND event IS NOT NULL LIMIT 1",
+            )?
+            .query_row(params![repository, run_id as i64], |r| r.get(0))
             .optional()?)
     }
 

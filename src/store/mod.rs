@@ -3,8 +3,9 @@
 //! One `Store` is one connection. The server gives the only writing `Store` to
 //! a dedicated thread ([`writer::StoreHandle`]) so writes never contend; reads use
 //! their own connection (WAL lets them run beside the writer). Every write
-//! happens in one `BEGIN IMMEDIATE` transaction: a crash leaves either the whole
-//! run (with its counters) or nothing.
+//! happens in one `BEGIN IMMEDIATE` transaction, or in a savepoint of the
+//! writer thread's group commit: a crash leaves either the whole run (with its
+//! counters) or nothing.
 
 pub mod github;
 mod schema;
@@ -59,6 +60,9 @@ pub struct Policy {
     pub live_window_ms: i64,
     pub merge_settle_ms: i64,
     pub lost_after_ms: i64,
+    /// How long a run whose trigger is pending waits for it before it is
+    /// counted with the trigger it has (`other`).
+    pub trigger_wait_ms: i64,
     pub required: HashMap<(Forge, String), Vec<String>>,
 }
 
@@ -75,6 +79,7 @@ impl Policy {
             live_window_ms: c.metrics.live_window.as_millis() as i64,
             merge_settle_ms: c.slo.merge_settle.as_millis() as i64,
             lost_after_ms: c.slo.lost_after.as_millis() as i64,
+            trigger_wait_ms: c.github.trigger_wait.as_millis() as i64,
             required: c
                 .repositories
                 .iter()
@@ -120,6 +125,34 @@ pub struct Store {
     conn: Connection,
 }
 
+/// The transaction of one write: its own `BEGIN IMMEDIATE` transaction, or a
+/// savepoint when the write runs inside a larger one (the writer thread's
+/// group commit, see [`writer`]). Either way it is all or nothing, and
+/// dropping it without `commit` rolls it back.
+enum WriteTx<'a> {
+    Own(Transaction<'a>),
+    Nested(rusqlite::Savepoint<'a>),
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            WriteTx::Own(t) => t,
+            WriteTx::Nested(s) => s,
+        }
+    }
+}
+
+impl WriteTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            WriteTx::Own(t) => t.commit(),
+            WriteTx::Nested(s) => s.commit(),
+        }
+    }
+}
+
 const META_SERVING_SINCE: &str = "serving_since";
 const META_DEMO: &str = "demo";
 
@@ -148,6 +181,9 @@ impl Store {
 
     fn configure(&self) -> Result<(), StoreError> {
         self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // One ingest runs a few dozen distinct statements: keep them all
+        // prepared (rusqlite's default of 16 would re-parse most of them).
+        self.conn.set_prepared_statement_cache_capacity(256);
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -173,6 +209,18 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Begin one write (see [`WriteTx`]).
+    fn write_tx(&mut self) -> rusqlite::Result<WriteTx<'_>> {
+        Ok(if self.conn.is_autocommit() {
+            WriteTx::Own(
+                self.conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            )
+        } else {
+            WriteTx::Nested(self.conn.savepoint()?)
+        })
     }
 
     pub fn connection(&self) -> &Connection {
@@ -226,9 +274,7 @@ impl Store {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let ingested = ingest_in(&tx, run, policy, to_ms(now))?;
         tx.commit()?;
         Ok(ingested)
@@ -244,9 +290,7 @@ impl Store {
         merged_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let repository_id = upsert_repository(&tx, repository.forge, &repository.path)?;
         tx.execute(
             "INSERT INTO changes (repository_id, number, head_sha, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -268,10 +312,13 @@ impl Store {
         event: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
-            "INSERT OR IGNORE INTO webhook_deliveries (forge, delivery_id, event, received_at) VALUES (?1, ?2, ?3, ?4)",
-            params![forge.as_str(), delivery_id, event, to_ms(now)],
-        )? == 1)
+        Ok(self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO webhook_deliveries (forge, delivery_id, event, received_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![forge.as_str(), delivery_id, event, to_ms(now)])?
+            == 1)
     }
 
     /// The sync state of one scope (a repository, project or group) and kind of listing.
@@ -381,7 +428,8 @@ impl Store {
             .is_some())
     }
 
-    /// The highest attempt stored for a context on a commit, with its state.
+    /// The highest attempt stored for a context on a commit (outside attempt
+    /// groups), with its state.
     pub fn latest_attempt(
         &self,
         repository: &RepositoryRef,
@@ -393,6 +441,7 @@ impl Store {
             .query_row(
                 "SELECT r.attempt, r.state FROM runs r JOIN repositories repo ON repo.id = r.repository_id
                  WHERE repo.forge = ?1 AND repo.path = ?2 AND r.context = ?3 AND r.commit_sha = ?4
+                   AND r.attempt_group = ''
                  ORDER BY r.attempt DESC LIMIT 1",
                 params![repository.forge.as_str(), repository.path, context, commit],
                 |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
@@ -402,25 +451,60 @@ impl Store {
     }
 
     /// Decide merged changes whose settle time has passed (both since the merge
-    /// and since their last run arrived), and count scheduled runs that never
-    /// finished as lost. `settle_ms` overrides the policy (0 after a bulk load).
+    /// and since their last run arrived), count scheduled runs that never
+    /// finished as lost, and count runs that waited `trigger_wait` for their
+    /// trigger in vain. `settle_ms` overrides the policy (0 after a bulk load).
     pub fn settle(
         &mut self,
         policy: &Policy,
         now: DateTime<Utc>,
         settle_ms: Option<i64>,
     ) -> Result<SettleStats, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let now_ms = to_ms(now);
         let settle = settle_ms.unwrap_or(policy.merge_settle_ms);
+        // Runs that waited long enough for their trigger are counted as they are.
+        let expired = decide_pending(
+            &tx,
+            "r.created_at <= ?1",
+            &[&(now_ms - policy.trigger_wait_ms)],
+            None,
+            policy,
+            now_ms,
+        )?;
+        for _ in &expired {
+            data_quality(&tx, "unknown_trigger")?;
+        }
         let stats = SettleStats {
             changes_decided: decide_changes(&tx, policy, now_ms, settle)?,
             runs_lost: count_lost_runs(&tx, policy, now_ms)?,
+            triggers_expired: expired.len(),
         };
         tx.commit()?;
         Ok(stats)
+    }
+
+    /// The trigger of an attempt group (a GitHub workflow run) is known: its
+    /// runs that waited for it get it and are counted. Returns their ids.
+    pub fn decide_trigger(
+        &mut self,
+        repository: &RepositoryRef,
+        attempt_group: &str,
+        trigger: Trigger,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx = self.write_tx()?;
+        let ids = decide_pending(
+            &tx,
+            "repo.forge = ?1 AND repo.path = ?2 AND r.attempt_group = ?3",
+            &[&repository.forge.as_str(), &repository.path, &attempt_group],
+            Some(trigger),
+            policy,
+            to_ms(now),
+        )?;
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// SLO event counts since `since`, per SLO.
@@ -545,9 +629,7 @@ impl Store {
         before: DateTime<Utc>,
         events_before: DateTime<Utc>,
     ) -> Result<PruneStats, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let runs = tx.execute(
             "DELETE FROM runs WHERE final_counted = 1
                AND coalesce(finished_at, started_at, queued_at, created_at) < ?1",
@@ -591,6 +673,8 @@ pub struct SyncState {
 pub struct SettleStats {
     pub changes_decided: usize,
     pub runs_lost: usize,
+    /// Runs counted with trigger `other` after waiting `trigger_wait` for theirs.
+    pub triggers_expired: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -634,11 +718,8 @@ pub struct MetricState {
 
 fn in_history_mode(tx: &Connection) -> rusqlite::Result<bool> {
     Ok(tx
-        .query_row(
-            "SELECT 1 FROM meta WHERE key = ?1",
-            [META_SERVING_SINCE],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM meta WHERE key = ?1")?
+        .query_row([META_SERVING_SINCE], |_| Ok(()))
         .optional()?
         .is_none())
 }
@@ -658,17 +739,24 @@ fn content_hash(run: &NewRun) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-fn upsert_repository(tx: &Transaction<'_>, forge: Forge, path: &str) -> rusqlite::Result<i64> {
-    tx.prepare_cached("INSERT OR IGNORE INTO repositories (forge, path) VALUES (?1, ?2)")?
-        .execute([forge.as_str(), path])?;
-    tx.prepare_cached("SELECT id FROM repositories WHERE forge = ?1 AND path = ?2")?
+fn upsert_repository(tx: &Connection, forge: Forge, path: &str) -> rusqlite::Result<i64> {
+    let mut select =
+        tx.prepare_cached("SELECT id FROM repositories WHERE forge = ?1 AND path = ?2")?;
+    if let Some(id) = select
         .query_row([forge.as_str(), path], |r| r.get(0))
+        .optional()?
+    {
+        return Ok(id);
+    }
+    tx.prepare_cached("INSERT INTO repositories (forge, path) VALUES (?1, ?2)")?
+        .execute([forge.as_str(), path])?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// Record an SLO event once; count it when it is new and live.
 #[allow(clippy::too_many_arguments)]
 fn slo_event(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     slo: SloId,
     subject: &str,
     repository_id: i64,
@@ -708,12 +796,22 @@ fn slo_event(
     Ok(inserted)
 }
 
-fn data_quality(tx: &Transaction<'_>, reason: &str) -> rusqlite::Result<()> {
+fn data_quality(tx: &Connection, reason: &str) -> rusqlite::Result<()> {
     tally::inc(tx, catalog::DATA_QUALITY, &[("reason", reason)], 1.0)
 }
 
+/// A stored run whose identity matched an ingested one.
+struct Existing {
+    id: i64,
+    hash: String,
+    trigger: Trigger,
+    queue_counted: bool,
+    final_counted: bool,
+    trigger_pending: bool,
+}
+
 fn ingest_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run: &NewRun,
     policy: &Policy,
     now_ms: i64,
@@ -722,12 +820,13 @@ fn ingest_in(
     let repo = &run.repository;
     let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
     let hash = content_hash(run);
+    let group = run.attempt_group.as_deref().unwrap_or("");
 
-    let existing: Option<(i64, String, bool, bool)> = tx
+    let existing: Option<Existing> = tx
         .prepare_cached(
-            "SELECT id, content_hash, queue_counted, final_counted FROM runs
+            "SELECT id, content_hash, trigger, queue_counted, final_counted, trigger_pending FROM runs
              WHERE repository_id = ?1 AND ((?2 IS NOT NULL AND external_id = ?2)
-                OR (context = ?3 AND commit_sha = ?4 AND attempt = ?5))
+                OR (context = ?3 AND commit_sha = ?4 AND attempt_group = ?6 AND attempt = ?5))
              ORDER BY (external_id IS ?2) DESC LIMIT 1",
         )?
         .query_row(
@@ -736,19 +835,34 @@ fn ingest_in(
                 run.external_id,
                 run.context,
                 run.commit,
-                run.attempt
+                run.attempt,
+                group
             ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok(Existing {
+                    id: r.get(0)?,
+                    hash: r.get(1)?,
+                    trigger: r.get::<_, String>(2)?.parse().unwrap_or(Trigger::Other),
+                    queue_counted: r.get(3)?,
+                    final_counted: r.get(4)?,
+                    trigger_pending: r.get(5)?,
+                })
+            },
         )
         .optional()?;
-    if let Some((id, old_hash, ..)) = &existing
-        && *old_hash == hash
+    if let Some(e) = &existing
+        && e.hash == hash
     {
         return Ok(Ingested {
-            id: *id,
+            id: e.id,
             status: IngestStatus::Unchanged,
         });
     }
+    // A trigger, once decided, stays: the run's counters carry it as a label.
+    let (trigger, trigger_pending) = match &existing {
+        Some(e) if !e.trigger_pending && run.trigger_pending => (e.trigger, false),
+        _ => (run.trigger, run.trigger_pending),
+    };
 
     let change_id = match &run.change {
         None => None,
@@ -776,7 +890,7 @@ fn ingest_in(
         run.context,
         run.commit,
         run.attempt,
-        run.trigger.as_str(),
+        trigger.as_str(),
         run.state.as_str(),
         run.queued_at.map(to_ms),
         run.started_at.map(to_ms),
@@ -787,36 +901,44 @@ fn ingest_in(
         run.source,
         hash,
         now_ms,
+        group,
+        trigger_pending,
     ];
     let (run_id, status, queue_counted, final_counted) = match existing {
-        Some((id, _, queue_counted, final_counted)) => {
+        Some(e) => {
             tx.prepare_cached(
                 "UPDATE runs SET repository_id = ?1, external_id = coalesce(?2, external_id), context = ?3,
                     commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
                     finished_at = ?10, url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
-                    source = ?14, content_hash = ?15, updated_at = ?16
-                 WHERE id = ?17",
+                    source = ?14, content_hash = ?15, updated_at = ?16, attempt_group = ?17,
+                    trigger_pending = ?18
+                 WHERE id = ?19",
             )?
-            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&id as &dyn rusqlite::ToSql])))?;
+            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
             // webhook saying "completed") keeps the tests and reports stored before.
             if !run.tests.is_empty() {
-                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [id])?;
+                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [e.id])?;
             }
             if !run.reports.is_empty() {
-                tx.execute("DELETE FROM reports WHERE run_id = ?1", [id])?;
+                tx.execute("DELETE FROM reports WHERE run_id = ?1", [e.id])?;
             }
             if !run.dependencies.is_empty() {
-                tx.execute("DELETE FROM dependency_snapshots WHERE run_id = ?1", [id])?;
+                tx.execute("DELETE FROM dependency_snapshots WHERE run_id = ?1", [e.id])?;
             }
-            (id, IngestStatus::Updated, queue_counted, final_counted)
+            (
+                e.id,
+                IngestStatus::Updated,
+                e.queue_counted,
+                e.final_counted,
+            )
         }
         None => {
             tx.prepare_cached(
                 "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
                     queued_at, started_at, finished_at, url, log_url, change_id, source, content_hash,
-                    created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+                    created_at, updated_at, attempt_group, trigger_pending)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)",
             )?
             .execute(values)?;
             (tx.last_insert_rowid(), IngestStatus::Created, false, false)
@@ -856,130 +978,36 @@ fn ingest_in(
         }
     }
 
-    let event_ms = run
-        .finished_at
-        .or(run.started_at)
-        .or(run.queued_at)
-        .map(to_ms)
-        .unwrap_or(now_ms);
+    let event_ms = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
     let live = is_live(history_mode, event_ms, now_ms, policy);
-    if status == IngestStatus::Created || !run.failures.is_empty() {
+    // A new run has no failures to replace: only store what it brings.
+    if !run.failures.is_empty() {
         store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
     }
 
-    let (d, issues) = durations(
-        run.queued_at,
-        run.started_at,
-        run.finished_at,
-        policy.limits,
-    );
-    let subject = format!("run:{run_id}");
-    let trigger = run.trigger.as_str();
-    let exemplar = Some(ExemplarRef {
-        run_id,
-        at_ms: event_ms,
-    });
-
-    if !queue_counted && run.started_at.is_some() {
-        for issue in issues.iter().filter(|i| {
-            matches!(
-                i,
-                DataQualityIssue::NegativeQueueTime | DataQualityIssue::AbsurdQueueTime
-            )
-        }) {
-            data_quality(tx, issue.as_str())?;
-        }
-        if let Some(q) = d.queue_seconds {
-            let started_ms = run.started_at.map(to_ms).unwrap_or(now_ms);
-            let live = is_live(history_mode, started_ms, now_ms, policy);
-            if live {
-                let labels: &Labels<'_> = &[
-                    ("repository", &repo.path),
-                    ("context", &run.context),
-                    ("trigger", trigger),
-                ];
-                tally::observe(
-                    tx,
-                    catalog::RUN_QUEUE,
-                    labels,
-                    &policy.queue_buckets,
-                    q,
-                    exemplar,
-                )?;
-            }
-            let (slo, good) = slo::queue_event(q, policy.thresholds);
-            slo_event(
-                tx,
-                slo,
-                &subject,
+    // Counters carry the trigger as a label: a run whose trigger is not
+    // decided yet is counted when it is (Store::decide_trigger, or settle).
+    if !trigger_pending {
+        count_run(
+            tx,
+            &Counting {
+                run_id,
                 repository_id,
-                &repo.path,
-                started_ms,
-                good,
-                live,
-            )?;
-        }
-        tx.execute("UPDATE runs SET queue_counted = 1 WHERE id = ?1", [run_id])?;
-    }
-
-    if !final_counted && run.state.is_terminal() {
-        for issue in issues.iter().filter(|i| {
-            matches!(
-                i,
-                DataQualityIssue::NegativeRunTime | DataQualityIssue::AbsurdRunTime
-            )
-        }) {
-            data_quality(tx, issue.as_str())?;
-        }
-        let state = run.state.as_str();
-        if live {
-            let attempt = if run.attempt == 0 { "first" } else { "retry" };
-            tally::inc(
-                tx,
-                catalog::RUNS,
-                &[
-                    ("repository", &repo.path),
-                    ("context", &run.context),
-                    ("trigger", trigger),
-                    ("state", state),
-                    ("attempt", attempt),
-                ],
-                1.0,
-            )?;
-            if let Some(seconds) = d.run_seconds {
-                let labels: &Labels<'_> = &[
-                    ("repository", &repo.path),
-                    ("context", &run.context),
-                    ("trigger", trigger),
-                    ("state", state),
-                ];
-                tally::observe(
-                    tx,
-                    catalog::RUN_DURATION,
-                    labels,
-                    &policy.run_buckets,
-                    seconds,
-                    exemplar,
-                )?;
-            }
-        } else {
-            tally::inc(tx, catalog::BACKDATED, &[("kind", "run")], 1.0)?;
-        }
-        for (slo, good) in
-            slo::finished_run_events(run.state, run.trigger, d.run_seconds, policy.thresholds)
-        {
-            slo_event(
-                tx,
-                slo,
-                &subject,
-                repository_id,
-                &repo.path,
-                event_ms,
-                good,
-                live,
-            )?;
-        }
-        tx.execute("UPDATE runs SET final_counted = 1 WHERE id = ?1", [run_id])?;
+                repository: &repo.path,
+                context: &run.context,
+                attempt: run.attempt,
+                trigger,
+                state: run.state,
+                queued_at: run.queued_at,
+                started_at: run.started_at,
+                finished_at: run.finished_at,
+                queue_counted,
+                final_counted,
+            },
+            policy,
+            history_mode,
+            now_ms,
+        )?;
     }
 
     for test in &run.tests {
@@ -1001,10 +1029,248 @@ fn ingest_in(
     Ok(Ingested { id: run_id, status })
 }
 
+/// When a run happened, for the live window: its latest known time.
+fn event_ms(
+    queued_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    now_ms: i64,
+) -> i64 {
+    finished_at
+        .or(started_at)
+        .or(queued_at)
+        .map(to_ms)
+        .unwrap_or(now_ms)
+}
+
+/// What counting a run needs: from the run being ingested, or from the
+/// stored row when its trigger is decided later.
+struct Counting<'a> {
+    run_id: i64,
+    repository_id: i64,
+    repository: &'a str,
+    context: &'a str,
+    attempt: u32,
+    trigger: Trigger,
+    state: RunState,
+    queued_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    queue_counted: bool,
+    final_counted: bool,
+}
+
+/// Count what a run newly makes known, once each: its queue time when its
+/// start is known, its final state when it is terminal.
+fn count_run(
+    tx: &Connection,
+    c: &Counting<'_>,
+    policy: &Policy,
+    history_mode: bool,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let event_ms = event_ms(c.queued_at, c.started_at, c.finished_at, now_ms);
+    let live = is_live(history_mode, event_ms, now_ms, policy);
+    let (d, issues) = durations(c.queued_at, c.started_at, c.finished_at, policy.limits);
+    let subject = format!("run:{}", c.run_id);
+    let trigger = c.trigger.as_str();
+    let exemplar = Some(ExemplarRef {
+        run_id: c.run_id,
+        at_ms: event_ms,
+    });
+    let (mut queue_counted, mut final_counted) = (c.queue_counted, c.final_counted);
+
+    if !c.queue_counted && c.started_at.is_some() {
+        for issue in issues.iter().filter(|i| {
+            matches!(
+                i,
+                DataQualityIssue::NegativeQueueTime | DataQualityIssue::AbsurdQueueTime
+            )
+        }) {
+            data_quality(tx, issue.as_str())?;
+        }
+        if let Some(q) = d.queue_seconds {
+            let started_ms = c.started_at.map(to_ms).unwrap_or(now_ms);
+            let live = is_live(history_mode, started_ms, now_ms, policy);
+            if live {
+                let labels: &Labels<'_> = &[
+                    ("repository", c.repository),
+                    ("context", c.context),
+                    ("trigger", trigger),
+                ];
+                tally::observe(
+                    tx,
+                    catalog::RUN_QUEUE,
+                    labels,
+                    &policy.queue_buckets,
+                    q,
+                    exemplar,
+                )?;
+            }
+            let (slo, good) = slo::queue_event(q, policy.thresholds);
+            slo_event(
+                tx,
+                slo,
+                &subject,
+                c.repository_id,
+                c.repository,
+                started_ms,
+                good,
+                live,
+            )?;
+        }
+        queue_counted = true;
+    }
+
+    if !c.final_counted && c.state.is_terminal() {
+        for issue in issues.iter().filter(|i| {
+            matches!(
+                i,
+                DataQualityIssue::NegativeRunTime | DataQualityIssue::AbsurdRunTime
+            )
+        }) {
+            data_quality(tx, issue.as_str())?;
+        }
+        let state = c.state.as_str();
+        if live {
+            let attempt = if c.attempt == 0 { "first" } else { "retry" };
+            tally::inc(
+                tx,
+                catalog::RUNS,
+                &[
+                    ("repository", c.repository),
+                    ("context", c.context),
+                    ("trigger", trigger),
+                    ("state", state),
+                    ("attempt", attempt),
+                ],
+                1.0,
+            )?;
+            if let Some(seconds) = d.run_seconds {
+                let labels: &Labels<'_> = &[
+                    ("repository", c.repository),
+                    ("context", c.context),
+                    ("trigger", trigger),
+                    ("state", state),
+                ];
+                tally::observe(
+                    tx,
+                    catalog::RUN_DURATION,
+                    labels,
+                    &policy.run_buckets,
+                    seconds,
+                    exemplar,
+                )?;
+            }
+        } else {
+            tally::inc(tx, catalog::BACKDATED, &[("kind", "run")], 1.0)?;
+        }
+        for (slo, good) in
+            slo::finished_run_events(c.state, c.trigger, d.run_seconds, policy.thresholds)
+        {
+            slo_event(
+                tx,
+                slo,
+                &subject,
+                c.repository_id,
+                c.repository,
+                event_ms,
+                good,
+                live,
+            )?;
+        }
+        final_counted = true;
+    }
+    if (queue_counted, final_counted) != (c.queue_counted, c.final_counted) {
+        tx.prepare_cached("UPDATE runs SET queue_counted = ?2, final_counted = ?3 WHERE id = ?1")?
+            .execute(params![c.run_id, queue_counted, final_counted])?;
+    }
+    Ok(())
+}
+
+/// Decide the trigger of waiting runs (`trigger_pending`) chosen by `filter`
+/// (a condition on `r`, binding `args`) and count them. `trigger` None keeps
+/// the stored one (`other`).
+fn decide_pending(
+    tx: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+    trigger: Option<Trigger>,
+    policy: &Policy,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    let history_mode = in_history_mode(tx)?;
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        u32,
+        String,
+        String,
+        [Option<i64>; 3],
+        bool,
+        bool,
+    );
+    let rows: Vec<Row> = tx
+        .prepare_cached(&format!(
+            "SELECT r.id, r.repository_id, repo.path, r.context, r.attempt, r.trigger, r.state,
+                    r.queued_at, r.started_at, r.finished_at, r.queue_counted, r.final_counted
+             FROM runs r JOIN repositories repo ON repo.id = r.repository_id
+             WHERE r.trigger_pending = 1 AND {filter} ORDER BY r.id"
+        ))?
+        .query_map(args, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                [r.get(7)?, r.get(8)?, r.get(9)?],
+                r.get(10)?,
+                r.get(11)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for (id, repository_id, path, context, attempt, stored, state, times, qc, fc) in rows {
+        let trigger = trigger.unwrap_or_else(|| stored.parse().unwrap_or(Trigger::Other));
+        tx.prepare_cached(
+            "UPDATE runs SET trigger = ?2, trigger_pending = 0, updated_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![id, trigger.as_str(), now_ms])?;
+        let [queued_at, started_at, finished_at] = times.map(|t| t.map(from_ms));
+        count_run(
+            tx,
+            &Counting {
+                run_id: id,
+                repository_id,
+                repository: &path,
+                context: &context,
+                attempt,
+                trigger,
+                state: state.parse().unwrap_or(RunState::Error),
+                queued_at,
+                started_at,
+                finished_at,
+                queue_counted: qc,
+                final_counted: fc,
+            },
+            policy,
+            history_mode,
+            now_ms,
+        )?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 /// Replace a run's failures. Failure counters move only for classes the run
 /// did not have before, so a replay or an update never counts twice.
 fn store_failures(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run_id: i64,
     repository: &str,
     failures: &[FailureEvidence],
@@ -1084,7 +1350,7 @@ fn store_failures(
 }
 
 fn decide_changes(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     policy: &Policy,
     now_ms: i64,
     settle_ms: i64,
@@ -1123,21 +1389,23 @@ fn decide_changes(
         let mut runs = Vec::new();
         if let Some(head) = &head {
             let mut stmt = tx.prepare_cached(
-                "SELECT context, attempt, state FROM runs
+                "SELECT context, attempt_group, attempt, state FROM runs
                  WHERE repository_id = ?1 AND commit_sha = ?2 AND trigger != 'schedule'",
             )?;
             let rows = stmt.query_map(params![repository_id, head], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
                 ))
             })?;
             for row in rows {
-                let (context, attempt, state) = row?;
+                let (context, group, attempt, state) = row?;
                 let state = state.parse().unwrap_or(RunState::Error);
                 runs.push(ContextAttempt {
                     context,
+                    group,
                     attempt,
                     state,
                 });
@@ -1201,11 +1469,7 @@ fn decide_changes(
     Ok(due.len())
 }
 
-fn count_lost_runs(
-    tx: &Transaction<'_>,
-    policy: &Policy,
-    now_ms: i64,
-) -> Result<usize, StoreError> {
+fn count_lost_runs(tx: &Connection, policy: &Policy, now_ms: i64) -> Result<usize, StoreError> {
     let history_mode = in_history_mode(tx)?;
     let lost: Vec<(i64, i64, String, i64)> = tx
         .prepare_cached(
@@ -1474,11 +1738,10 @@ impl Store {
     pub fn delivery_seen(&self, forge: Forge, delivery_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT 1 FROM webhook_deliveries WHERE forge = ?1 AND delivery_id = ?2",
-                params![forge.as_str(), delivery_id],
-                |_| Ok(()),
-            )
+            )?
+            .query_row(params![forge.as_str(), delivery_id], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -1530,9 +1793,7 @@ impl Store {
         run_id: i64,
         sections: &[(String, u64)],
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         tx.execute("DELETE FROM run_sections WHERE run_id = ?1", [run_id])?;
         for (ord, (name, seconds)) in sections.iter().enumerate() {
             tx.execute(

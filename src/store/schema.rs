@@ -278,4 +278,17 @@ DROP INDEX failures_at;
 CREATE INDEX failures_window
     ON failures (at, repository_id, run_context, fingerprint_id, class, category, test_name, run_id);
 "#,
+    // 7: runs of one context on one commit come in attempt groups: a GitHub
+    // workflow run's jobs are attempts of their own workflow run (a push run
+    // and a pull_request run of the same commit are two first attempts), other
+    // sources have one group (''). A run whose trigger is not known yet (a
+    // GitHub job that arrived before its workflow run) is stored but counted
+    // only once the trigger is decided (`trigger_pending`).
+    r#"
+ALTER TABLE runs ADD COLUMN attempt_group TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN trigger_pending INTEGER NOT NULL DEFAULT 0;
+DROP INDEX runs_identity;
+CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, attempt_group, attempt);
+CREATE INDEX runs_trigger_pending ON runs (repository_id, attempt_group) WHERE trigger_pending = 1;
+"#,
 ];

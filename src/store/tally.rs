@@ -71,13 +71,19 @@ pub fn observe(
     )?
     .execute(params![family.name, labels, value])?;
     // Every bound gets a row (zero if nothing landed there) so that the series
-    // always exposes its full bucket layout.
-    let mut zero = conn.prepare_cached(
-        "INSERT OR IGNORE INTO metric_buckets (family, labels, le, count) VALUES (?1, ?2, ?3, 0)",
-    )?;
-    for le in bounds.iter().copied().chain([f64::INFINITY]) {
-        zero.execute(params![family.name, labels, le])?;
-    }
+    // always exposes its full bucket layout: one statement for all of them.
+    let rows: Vec<String> = (0..=bounds.len())
+        .map(|i| format!("(?1, ?2, ?{}, 0)", i + 3))
+        .collect();
+    let mut zero = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO metric_buckets (family, labels, le, count) VALUES {}",
+        rows.join(", ")
+    ))?;
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&family.name, &labels];
+    let inf = f64::INFINITY;
+    values.extend(bounds.iter().map(|b| b as &dyn rusqlite::ToSql));
+    values.push(&inf);
+    zero.execute(values.as_slice())?;
     let le = bounds
         .iter()
         .copied()

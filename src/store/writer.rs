@@ -2,6 +2,15 @@
 //! arrival order, so async handlers never block on SQLite locks. Reads use a
 //! small pool of connections of their own (WAL: readers never wait for the
 //! writer), so a slow read such as a snapshot rebuild never holds up a page.
+//!
+//! Group commit: the jobs waiting in the queue when the writer gets to them
+//! (up to [`MAX_BATCH`]) run in one `BEGIN IMMEDIATE` transaction, each inside
+//! a savepoint of its own: a job that fails is rolled back alone, the others
+//! commit together. Every job learns its result only after that commit, so
+//! whatever a caller acknowledges is durable; if the commit fails, every job
+//! of the batch gets the error and nothing of the batch is stored. Under load
+//! this writes the pages many writes share (counters, indexes) once per batch
+//! instead of once per write; an idle writer commits each job on its own.
 
 use super::{Store, StoreError};
 use std::path::{Path, PathBuf};
@@ -9,7 +18,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce(&mut Store) + Send>;
+/// Most jobs committed together.
+pub const MAX_BATCH: usize = 64;
+
+/// Hands a job's result to its caller once the batch's commit is known
+/// (None: committed).
+type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// A job runs on the writer's connection (None: it cannot run, the batch
+/// failed before it) and says whether it succeeded.
+type Job = Box<dyn FnOnce(Option<&mut Store>) -> (bool, Deliver) + Send>;
 
 /// Read connections: enough for a snapshot rebuild, a pruner pass and pages
 /// at once on a small machine.
@@ -55,8 +73,16 @@ impl StoreHandle {
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
                 while let Ok(job) = rx.recv() {
-                    job(&mut writer);
+                    batch.push(job);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut writer, &mut batch);
                 }
             })
             .map_err(|e| StoreError::Refused(format!("cannot start the writer thread: {e}")))?;
@@ -75,7 +101,7 @@ impl StoreHandle {
     }
 
     /// Run `f` on the writer thread and wait for its result. When this returns
-    /// Ok, whatever `f` committed is durable.
+    /// Ok, whatever `f` wrote is committed; when `f` fails, nothing it wrote is.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -83,8 +109,21 @@ impl StoreHandle {
     {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(move |store| {
-                let _ = tx.send(f(store));
+            .send(Box::new(move |store: Option<&mut Store>| {
+                let result = store.map(f);
+                let ok = matches!(result, Some(Ok(_)));
+                let deliver: Deliver = Box::new(move |commit| {
+                    let _ = tx.send(match (commit, result) {
+                        (None, Some(result)) => result,
+                        // Its own error says more than the batch's.
+                        (Some(_), Some(Err(own))) => Err(own),
+                        (Some(e), _) => Err(StoreError::Refused(format!(
+                            "the write was not committed: {e}"
+                        ))),
+                        (None, None) => Err(StoreError::WriterGone),
+                    });
+                });
+                (ok, deliver)
             }))
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -100,5 +139,138 @@ impl StoreHandle {
         tokio::task::spawn_blocking(move || readers.with(f))
             .await
             .map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Run the jobs of `batch` (emptying it) in one transaction, then tell each
+/// its result. A job that leaves the connection outside a transaction (SQLite
+/// rolled the whole transaction back, e.g. on a full disk) ends the batch: the
+/// jobs so far fail, the rest run in a new batch.
+fn run_batch(store: &mut Store, batch: &mut Vec<Job>) {
+    let mut jobs = batch.drain(..);
+    while jobs.len() > 0 {
+        if let Err(e) = store.conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "cannot begin the write transaction");
+            for job in jobs.by_ref() {
+                let (_, deliver) = job(None);
+                deliver(Some(&e));
+            }
+            return;
+        }
+        let mut done: Vec<Deliver> = Vec::new();
+        let mut lost = None;
+        for job in jobs.by_ref() {
+            if let Err(e) = store.conn.execute_batch("SAVEPOINT job") {
+                let (_, deliver) = job(None);
+                done.push(deliver);
+                lost = Some(StoreError::from(e));
+                break;
+            }
+            let (ok, deliver) = job(Some(&mut *store));
+            done.push(deliver);
+            if store.conn.is_autocommit() {
+                lost = Some(StoreError::Refused(
+                    "the database rolled the write transaction back".into(),
+                ));
+                break;
+            }
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = store.conn.execute_batch(end) {
+                lost = Some(StoreError::from(e));
+                break;
+            }
+        }
+        let outcome = match lost {
+            Some(e) => Err(e),
+            None => store.conn.execute_batch("COMMIT").map_err(StoreError::from),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, jobs = done.len(), "write transaction failed");
+            if !store.conn.is_autocommit() {
+                let _ = store.conn.execute_batch("ROLLBACK");
+            }
+        }
+        for deliver in done {
+            deliver(outcome.as_ref().err());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(store: &Store) -> i64 {
+        store
+            .conn
+            .query_row("SELECT count(*) FROM meta WHERE key LIKE 'k%'", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_commit_together_and_a_failed_one_alone_rolls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::start(&dir.path().join("w.db")).unwrap();
+        let writes: Vec<_> = (0..200)
+            .map(|i| {
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    h.write(move |s| {
+                        s.set_meta(&format!("k{i}"), "v")?;
+                        if i % 10 == 3 {
+                            return Err(StoreError::Refused(format!("job {i} fails")));
+                        }
+                        Ok(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for (i, w) in writes.into_iter().enumerate() {
+            match w.await.unwrap() {
+                Ok(n) => assert_eq!(n, i),
+                Err(e) => {
+                    assert_eq!(i % 10, 3, "{e}");
+                    assert_eq!(e.to_string(), format!("job {i} fails"));
+                }
+            }
+        }
+        let stored = handle.read(|s| Ok(count(s))).await.unwrap();
+        assert_eq!(stored, 180, "every job but the failed ones, each whole");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_job_of_the_batch() {
+        let mut store = Store::open_in_memory().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut batch: Vec<Job> = Vec::new();
+        for i in 0..3 {
+            let tx = tx.clone();
+            batch.push(Box::new(move |s: Option<&mut Store>| {
+                let s = s.unwrap();
+                s.set_meta(&format!("k{i}"), "v").unwrap();
+                if i == 2 {
+                    // Leaves the transaction open with a deferred violation, so COMMIT fails.
+                    s.conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)").unwrap();
+                }
+                let deliver: Deliver = Box::new(move |commit| {
+                    tx.send(commit.map(|e| e.to_string())).unwrap();
+                });
+                (true, deliver)
+            }));
+        }
+        run_batch(&mut store, &mut batch);
+        let results: Vec<Option<String>> = rx.try_iter().collect();
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(Option::is_some), "{results:?}");
+        assert_eq!(count(&store), 0, "nothing of the batch is stored");
+        assert!(store.conn.is_autocommit());
     }
 }

@@ -64,6 +64,10 @@ pub struct GithubConfig {
     /// Longest single wait (backoff, `Retry-After`, rate-limit reset).
     #[serde(with = "humantime_serde")]
     pub max_retry_wait: Duration,
+    /// How long a job delivered before its workflow run waits for the run's
+    /// `event` (its trigger) before it is counted with trigger `other`.
+    #[serde(with = "humantime_serde")]
+    pub trigger_wait: Duration,
 }
 
 impl Default for GithubConfig {
@@ -83,6 +87,7 @@ impl Default for GithubConfig {
             retry_base: Duration::from_secs(1),
             max_retries: 6,
             max_retry_wait: Duration::from_secs(900),
+            trigger_wait: Duration::from_secs(600),
         }
     }
 }
@@ -277,11 +282,14 @@ pub struct Applied {
     /// Stored runs: (id, what the ingest did, the run as stored).
     pub runs: Vec<(i64, IngestStatus, NewRun)>,
     pub merges: usize,
+    /// Stored jobs whose trigger a workflow run decided (and that were counted).
+    pub triggers_decided: usize,
 }
 
 impl Applied {
     pub fn changed(&self) -> bool {
         self.merges > 0
+            || self.triggers_decided > 0
             || self
                 .runs
                 .iter()
@@ -363,6 +371,9 @@ pub(crate) fn job_record(
     let state = state_of(&job.status, job.conclusion.as_deref());
     let mut run = new_run(repository(repo), context, job.head_sha.clone());
     run.external_id = Some(format!("job:{}", job.id));
+    // Each workflow run is its own sequence of attempts: a push run and a
+    // pull_request run of the same commit are two runs, its re-runs are attempts.
+    run.attempt_group = Some(job.run_id.to_string());
     run.attempt = run_attempt - 1;
     run.trigger = trigger;
     run.state = state;
@@ -432,8 +443,8 @@ pub(crate) fn workflow_run_record(repo: &str, run: &wire::WorkflowRun) -> Record
     }
 }
 
-/// Apply records in order. Each run is its own transaction (the store's);
-/// when this returns Ok, everything is committed.
+/// Apply records in order, in the caller's write (`StoreHandle::write`): when
+/// that write is acknowledged all of them are committed, when it fails none is.
 pub fn apply(
     store: &mut Store,
     policy: &Policy,
@@ -448,7 +459,20 @@ pub fn apply(
                 run_id,
                 run_attempt,
                 info,
-            } => store.record_workflow_run(&repository, run_id, run_attempt, &info)?,
+            } => {
+                store.record_workflow_run(&repository, run_id, run_attempt, &info)?;
+                // Jobs delivered before their workflow run waited for its trigger.
+                if let Some(event) = &info.event {
+                    let decided = store.decide_trigger(
+                        &self::repository(&repository),
+                        &run_id.to_string(),
+                        trigger_of(event),
+                        policy,
+                        now,
+                    )?;
+                    applied.triggers_decided += decided.len();
+                }
+            }
             Record::Merge {
                 repository,
                 number,
@@ -463,12 +487,22 @@ pub fn apply(
                 run_id,
                 run_attempt,
             } => {
-                let info = store.workflow_run(&run.repository.path, run_id, run_attempt)?;
-                if let Some(event) = info.as_ref().and_then(|i| i.event.as_deref())
-                    && run.trigger == Trigger::Other
-                {
-                    run.trigger = trigger_of(event);
+                let existing = match &run.external_id {
+                    Some(e) => store.run_by_external_id(&run.repository, e)?,
+                    None => None,
+                };
+                // The trigger is the workflow run's event. It is decided once:
+                // by the poller (which knows the run), by a stored workflow run,
+                // else the job waits for its workflow run (Store::decide_trigger).
+                match &existing {
+                    Some(e) if !e.trigger_pending => run.trigger = e.trigger,
+                    _ if run.trigger != Trigger::Other => {}
+                    _ => match store.workflow_run_event(&run.repository.path, run_id)? {
+                        Some(event) => run.trigger = trigger_of(&event),
+                        None => run.trigger_pending = true,
+                    },
                 }
+                let info = store.workflow_run(&run.repository.path, run_id, run_attempt)?;
                 if run.attempt > 0 {
                     // A re-run job can carry the created_at of the first attempt,
                     // days before this attempt was requested: its queue starts
@@ -478,10 +512,6 @@ pub fn apply(
                         None => None,
                     };
                 }
-                let existing = match &run.external_id {
-                    Some(e) => store.run_by_external_id(&run.repository, e)?,
-                    None => None,
-                };
                 ingest_merged(store, policy, run, existing, now, &mut applied)?;
             }
             Record::CheckRun(mut run) => {
@@ -595,7 +625,7 @@ pub fn spawn_poller(state: &crate::http::AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `backfill github --days N [--db PATH]`.
+/// `backfill github --days N [--restart] [--db PATH]`.
 pub fn backfill_command(
     mut config: crate::config::Config,
     secrets: crate::config::Secrets,
@@ -631,7 +661,7 @@ pub fn backfill_command(
             show_progress: true,
             shard: config.shard,
         };
-        let stats = poller.backfill(args.days).await;
+        let stats = poller.backfill(args.days, args.restart).await;
         let p = policy.clone();
         store.write(move |s| s.settle(&p, Utc::now(), None)).await?;
         anyhow::Ok(stats)

@@ -502,6 +502,25 @@ pub struct Poller {
     pub shard: crate::shard::Shard,
 }
 
+/// The backfill's cursor: the newest merged pull request it processed.
+const KIND_BACKFILL: &str = "backfill";
+/// Where the backfill's covered range starts (its oldest `updated_at`).
+const KIND_BACKFILL_FROM: &str = "backfill_from";
+
+/// The range a backfill covered: `from` (None before it was recorded) up to
+/// its cursor; None when nothing is covered.
+fn covered(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    match (from, to) {
+        (Some(from), Some(to)) if from <= to => Some((from, to)),
+        // A backfill from before the range was recorded: only its cursor is known.
+        (None, Some(to)) => Some((to, to)),
+        _ => None,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// `serve`: kind "pulls", conditional listings.
@@ -614,9 +633,46 @@ impl Poller {
         self.run(Mode::Poll, None).await
     }
 
-    /// Fill `days` of history (`backfill github --days N`).
-    pub async fn backfill(&self, days: u32) -> PollStats {
+    /// Fill `days` of history (`backfill github --days N [--restart]`).
+    ///
+    /// A backfill covers one range of merged pull requests per repository
+    /// (by `updated_at`): from where it started (`backfill_from`) to its
+    /// cursor. Run again, it continues from the cursor (a resume after an
+    /// interruption, or what was merged since); with more days than before it
+    /// first fills the older gap. `restart` forgets the range: everything in
+    /// the window is fetched again (e.g. after changing the status phrases).
+    pub async fn backfill(&self, days: u32, restart: bool) -> PollStats {
         let since = Utc::now() - chrono::Duration::days(days as i64);
+        if restart {
+            let repos = match self.repositories().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list GitHub repositories");
+                    return PollStats {
+                        errors: 1,
+                        ..PollStats::default()
+                    };
+                }
+            };
+            let forget = self
+                .store
+                .write(move |s| {
+                    for repo in &repos {
+                        for kind in [KIND_BACKFILL, KIND_BACKFILL_FROM] {
+                            s.set_sync_state(Forge::Github, repo, kind, &SyncState::default())?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = forget {
+                tracing::error!(error = %e, "cannot restart the backfill");
+                return PollStats {
+                    errors: 1,
+                    ..PollStats::default()
+                };
+            }
+        }
         self.run(Mode::Backfill, Some(since)).await
     }
 
@@ -649,18 +705,42 @@ impl Poller {
     ) -> Result<(), PollError> {
         let kind = match mode {
             Mode::Poll => "pulls",
-            Mode::Backfill => "backfill",
+            Mode::Backfill => KIND_BACKFILL,
         };
         let state = self.sync_state(repo, kind).await?;
         let lookback = chrono::Duration::from_std(self.config.initial_lookback)
             .unwrap_or(chrono::Duration::days(1));
         let floor = since.unwrap_or_else(|| Utc::now() - lookback);
-        let cursor = state
-            .cursor
-            .as_deref()
-            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
-            .map(|c| c.with_timezone(&Utc))
-            .map_or(floor, |c| c.max(floor));
+        let parse = |c: Option<&str>| {
+            c.and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+                .map(|c| c.with_timezone(&Utc))
+        };
+        let stored = parse(state.cursor.as_deref());
+        // Merged PRs updated since `cursor` are processed oldest first; a
+        // backfill reaching further back than it did before first fills the
+        // `gap` (newest first), see `backfill`.
+        let (cursor, gap) = match mode {
+            Mode::Poll => (stored.map_or(floor, |c| c.max(floor)), None),
+            Mode::Backfill => {
+                let from = parse(
+                    self.sync_state(repo, KIND_BACKFILL_FROM)
+                        .await?
+                        .cursor
+                        .as_deref(),
+                );
+                match covered(from, stored) {
+                    Some((from, to)) if to >= floor => {
+                        (to, (floor < from).then_some((floor, from)))
+                    }
+                    _ => {
+                        // Nothing covered in the window: a fresh backfill from the floor.
+                        self.set_backfill_from(repo, floor).await?;
+                        (floor, None)
+                    }
+                }
+            }
+        };
+        let lowest = gap.map_or(cursor, |(floor, _)| floor);
 
         let url = self.client.url(&format!(
             "/repos/{repo}/pulls?state=closed&sort=updated&direction=desc&per_page=100"
@@ -691,37 +771,50 @@ impl Poller {
             let items: Vec<wire::PullRequest> = self.client.decode("pulls", &url, &page.body)?;
             let older = items
                 .iter()
-                .any(|p| p.updated_at.is_some_and(|u| u < cursor));
+                .any(|p| p.updated_at.is_some_and(|u| u < lowest));
             pulls.extend(items);
             match (&page.next, older) {
                 (Some(next), false) => page = self.client.get("pulls", next, None).await?,
                 _ => break,
             }
         }
-        let mut merged: Vec<wire::PullRequest> = pulls
-            .into_iter()
-            .filter(|p| p.merged_at.is_some() && p.updated_at.is_some_and(|u| u >= cursor))
+        pulls.retain(|p| p.merged_at.is_some());
+        let updated = |p: &wire::PullRequest| p.updated_at.unwrap_or_default();
+        // The gap, newest first: `from` moves down after each, so the covered
+        // range stays one interval whenever the backfill stops.
+        let mut older: Vec<&wire::PullRequest> = match gap {
+            Some((floor, from)) => pulls
+                .iter()
+                .filter(|p| p.updated_at.is_some_and(|u| u >= floor && u <= from))
+                .collect(),
+            None => Vec::new(),
+        };
+        older.sort_by_key(|p| std::cmp::Reverse((updated(p), p.number)));
+        let mut newer: Vec<&wire::PullRequest> = pulls
+            .iter()
+            .filter(|p| p.updated_at.is_some_and(|u| u >= cursor))
+            .filter(|p| !older.iter().any(|o| o.number == p.number))
             .collect();
-        merged.sort_by_key(|p| (p.updated_at, p.number));
+        newer.sort_by_key(|p| (updated(p), p.number));
 
         let mut progress = Progress::new(self.show_progress, repo.to_string());
-        progress.total(merged.len());
-        let total = merged.len();
+        let total = older.len() + newer.len();
+        progress.total(total);
+        let mut done = 0;
+        for pr in older {
+            self.process_pull(repo, pr, stats).await?;
+            self.set_backfill_from(repo, updated(pr)).await?;
+            done += 1;
+            progress.step(done, total);
+        }
+        if let Some((floor, _)) = gap {
+            self.set_backfill_from(repo, floor).await?;
+        }
         let mut newest = state.cursor.clone();
-        for (i, pr) in merged.into_iter().enumerate() {
-            let (Some(merged_at), Some(updated_at)) = (pr.merged_at, pr.updated_at) else {
-                continue;
-            };
-            let mut records = self.commit_records(repo, &pr.head.sha, stats).await?;
-            records.push(Record::Merge {
-                repository: super::repository(repo),
-                number: pr.number,
-                head_sha: pr.head.sha.clone(),
-                merged_at,
-            });
-            self.apply_and_fetch_logs(records, stats).await?;
+        for pr in newer {
+            self.process_pull(repo, pr, stats).await?;
             // The cursor moves only after the pull request's data is committed.
-            newest = Some(updated_at.to_rfc3339());
+            newest = Some(updated(pr).to_rfc3339());
             self.set_sync_state(
                 repo,
                 kind,
@@ -732,8 +825,8 @@ impl Poller {
                 },
             )
             .await?;
-            stats.pull_requests += 1;
-            progress.step(i + 1, total);
+            done += 1;
+            progress.step(done, total);
         }
         progress.finish();
         self.set_sync_state(
@@ -747,6 +840,40 @@ impl Poller {
         )
         .await?;
         self.poll_schedule(repo, mode, since, stats).await
+    }
+
+    /// One merged pull request: its head commit's runs, then the merge.
+    async fn process_pull(
+        &self,
+        repo: &str,
+        pr: &wire::PullRequest,
+        stats: &mut PollStats,
+    ) -> Result<(), PollError> {
+        let Some(merged_at) = pr.merged_at else {
+            return Ok(());
+        };
+        let mut records = self.commit_records(repo, &pr.head.sha, stats).await?;
+        records.push(Record::Merge {
+            repository: super::repository(repo),
+            number: pr.number,
+            head_sha: pr.head.sha.clone(),
+            merged_at,
+        });
+        self.apply_and_fetch_logs(records, stats).await?;
+        stats.pull_requests += 1;
+        Ok(())
+    }
+
+    async fn set_backfill_from(&self, repo: &str, from: DateTime<Utc>) -> Result<(), PollError> {
+        self.set_sync_state(
+            repo,
+            KIND_BACKFILL_FROM,
+            SyncState {
+                cursor: Some(from.to_rfc3339()),
+                ..SyncState::default()
+            },
+        )
+        .await
     }
 
     /// Everything GitHub knows about the runs on one commit, as records.

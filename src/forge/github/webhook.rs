@@ -4,11 +4,12 @@
 //! bad `X-Hub-Signature-256` → 401; no `X-GitHub-Event` or `X-GitHub-Delivery`
 //! → 400; `ping` → 200; an event this exporter does not use → 202; a body
 //! that does not decode → 400 with the reason; a delivery seen before → 200
-//! `duplicate`; otherwise the event's data is committed, then the delivery
-//! is recorded, then 200. Oversized bodies never get here: 413 from the
-//! router's body limit. Nothing is stored for any rejected request. On a
-//! shard, a verified event about a repository another shard owns is
-//! forwarded to it before anything is stored here (or refused with 421).
+//! `duplicate`; otherwise the delivery id and the event's data are stored in
+//! one write (all or nothing), and 200 is sent once it is committed.
+//! Oversized bodies never get here: 413 from the router's body limit. Nothing
+//! is stored for any rejected request. On a shard, a verified event about a
+//! repository another shard owns is forwarded to it before anything is stored
+//! here (or refused with 421).
 
 use super::{GithubConfig, GithubError, Record, wire};
 use crate::http::{ApiError, AppState};
@@ -258,15 +259,13 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let result = state
         .store
         .write(move |store| {
-            if store.delivery_seen(Forge::Github, &delivery)? {
+            // One write, all or nothing: the delivery id is committed with the
+            // event's data, and the answer waits for that commit.
+            let now = chrono::Utc::now();
+            if !store.record_delivery(Forge::Github, &delivery, &event_name, now)? {
                 return Ok(None);
             }
-            let now = chrono::Utc::now();
-            let applied = super::apply(store, &policy, records, now)?;
-            // Recorded only after the event's data is committed: a crash in
-            // between makes GitHub's redelivery apply it again (idempotently).
-            store.record_delivery(Forge::Github, &delivery, &event_name, now)?;
-            Ok(Some(applied))
+            Ok(Some(super::apply(store, &policy, records, now)?))
         })
         .await;
     match result {
