@@ -5,6 +5,14 @@
 //! Memory is bounded by the number of distinct tests (plus the largest single
 //! XML event, which quick-xml buffers, and which [`parse_junit_limited`] bounds).
 //!
+//! A report already in memory ([`parse_junit_bytes`], [`parse_junit_str`]) is
+//! first read by a tokenizer that mirrors quick-xml's slice reader for the markup
+//! reports use and borrows everything from the input; passing `<testcase>`s in
+//! the plain form go straight to the test list. Anything else it meets (DOCTYPE,
+//! a lone `&`, any error) sends the input through quick-xml instead, so both
+//! entry points give the same reports, warnings and errors (a unit test compares
+//! them on every fixture and on damaged variants).
+//!
 //! # Dialects
 //!
 //! The root element picks the dialect:
@@ -75,6 +83,9 @@
 //!   transcoded), nesting deeper than [`MAX_DEPTH`],
 //!   an empty file, an unknown root element) are [`ReportError::Malformed`] with
 //!   `"line L, column C"` (column counted in bytes, 1-based).
+mod fast;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
 
@@ -103,7 +114,18 @@ pub fn parse_junit<R: BufRead>(file: &str, reader: R) -> Result<Report, ReportEr
 
 /// Parses a JUnit XML report held in memory.
 pub fn parse_junit_str(file: &str, s: &str) -> Result<Report, ReportError> {
-    parse_junit(file, s.as_bytes())
+    parse_junit_bytes(file, s.as_bytes())
+}
+
+/// Parses a JUnit XML report held in memory: the same result as [`parse_junit`],
+/// faster. Well-formed reports go through a tokenizer that mirrors quick-xml's
+/// (see `fast`); anything it does not handle, and every error, is parsed with
+/// quick-xml.
+pub fn parse_junit_bytes(file: &str, bytes: &[u8]) -> Result<Report, ReportError> {
+    match fast::parse(bytes) {
+        Some(report) => Ok(report),
+        None => parse_junit(file, bytes),
+    }
 }
 
 /// Like [`parse_junit`], but fails with [`ReportError::TooLarge`] as soon as more
@@ -331,13 +353,8 @@ impl<R: BufRead> BufRead for Tracked<R> {
                 self.inner.fill_buf().unwrap_or(&[])
             };
             let seen = &seen[..amt.min(seen.len())];
-            let mut rest = seen;
-            let mut offset = self.pos;
-            while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-                offset = offset.saturating_add(i as u64);
-                self.lines.record(offset);
-                offset = offset.saturating_add(1);
-                rest = &rest[i + 1..];
+            for i in memchr::memchr_iter(b'\n', seen) {
+                self.lines.record(self.pos.saturating_add(i as u64));
             }
         }
         if from_pending {
@@ -484,8 +501,8 @@ impl ResultElem {
             body: Capped::default(),
         };
         for_each_attr(e, ctx, |key, value| match key {
-            "message" => elem.message = Some(value),
-            "type" => elem.kind_attr = Some(value),
+            "message" => elem.message = Some(value.into_owned()),
+            "type" => elem.kind_attr = Some(value.into_owned()),
             _ => {}
         })?;
         Ok(elem)
@@ -524,11 +541,33 @@ impl ResultElem {
     }
 }
 
+/// The attributes of a JUnit `<testcase>` the parser reads.
+#[derive(Default)]
+struct JunitCaseAttrs<'v> {
+    name: Option<Cow<'v, str>>,
+    classname: Option<Cow<'v, str>>,
+    time: Option<Cow<'v, str>>,
+    status: Option<Cow<'v, str>>,
+}
+
+impl<'v> JunitCaseAttrs<'v> {
+    fn set(&mut self, key: &str, value: Cow<'v, str>) {
+        match key {
+            "name" => self.name = Some(value),
+            "classname" => self.classname = Some(value),
+            "time" => self.time = Some(value),
+            "status" => self.status = Some(value),
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug)]
 struct CaseBuilder {
     depth: usize,
     name: String,
-    key: String,
+    /// [`RetryIndex::hash`] of the name part of the retry key (`Parser::key`)
+    name_hash: u64,
     duration: Option<f64>,
     /// JUnit `status`, NUnit / xUnit `result`
     status: Option<String>,
@@ -559,14 +598,19 @@ struct Ctx<'a> {
 struct Parser {
     dialect: Option<Dialect>,
     depth: usize,
-    open: Vec<String>,
+    /// names of the open elements (clipped), concatenated; `open[i]` is where the
+    /// name of the element at depth `i + 1` starts
+    open_names: String,
+    open: Vec<usize>,
     root_closed: bool,
     /// (depth, name) of enclosing suites
     suites: Vec<(usize, String)>,
     case: Option<CaseBuilder>,
     capture: Option<Capture>,
     tests: Vec<ParsedTest>,
-    index: HashMap<String, usize>,
+    /// retry key of the current test case: suite names, class name, test name
+    key: String,
+    retries: RetryIndex,
     warnings: Vec<String>,
     warned_unknown_entity: bool,
     unknown_entity: bool,
@@ -579,13 +623,15 @@ impl Parser {
         Parser {
             dialect: None,
             depth: 0,
+            open_names: String::new(),
             open: Vec::new(),
             root_closed: false,
             suites: Vec::new(),
             case: None,
             capture: None,
             tests: Vec::new(),
-            index: HashMap::new(),
+            key: String::new(),
+            retries: RetryIndex::default(),
             warnings: Vec::new(),
             warned_unknown_entity: false,
             unknown_entity: false,
@@ -611,6 +657,11 @@ impl Parser {
 
     fn handle(&mut self, event: Event<'_>, position: &dyn Fn() -> String) -> Result<Flow, String> {
         let flow = self.handle_inner(event, position);
+        self.warn_unknown_entity_once(position);
+        flow
+    }
+
+    fn warn_unknown_entity_once(&mut self, position: &dyn Fn() -> String) {
         if self.unknown_entity && !self.warned_unknown_entity {
             self.warned_unknown_entity = true;
             self.warn(format!(
@@ -618,7 +669,6 @@ impl Parser {
                 position()
             ));
         }
-        flow
     }
 
     fn handle_inner(
@@ -681,7 +731,7 @@ impl Parser {
                 if self.dialect.is_none() {
                     return Err("no root element (empty document)".into());
                 }
-                let open = self.open.last().map(String::as_str).unwrap_or("?");
+                let open = self.open.last().map_or("?", |&at| &self.open_names[at..]);
                 return Err(format!(
                     "unexpected end of file: {} element(s) still open, innermost <{open}>",
                     self.depth
@@ -711,7 +761,8 @@ impl Parser {
             return Err(format!("elements nested deeper than {MAX_DEPTH} levels"));
         }
         self.depth += 1;
-        self.open.push(clip(local, 64).to_string());
+        self.open.push(self.open_names.len());
+        self.open_names.push_str(clip(local, 64));
         let depth = self.depth;
         let dialect = self.dialect.unwrap_or(Dialect::Junit);
         let mut unknown_entity = self.unknown_entity;
@@ -808,25 +859,15 @@ impl Parser {
                 let mut name = String::new();
                 for_each_attr(e, ctx, |key, value| {
                     if key == "name" {
-                        name = value;
+                        name = value.into_owned();
                     }
                 })?;
                 self.suites.push((depth, name));
             }
             (Dialect::Junit, "testcase") => {
-                let mut name = None;
-                let mut classname = None;
-                let mut time = None;
-                let mut status = None;
-                for_each_attr(e, ctx, |key, value| match key {
-                    "name" => name = Some(value),
-                    "classname" => classname = Some(value),
-                    "time" => time = Some(value),
-                    "status" => status = Some(value),
-                    _ => {}
-                })?;
-                let display = display_name(name.as_deref(), classname.as_deref());
-                self.begin_case(depth, display, classname, name, time, status, None, None);
+                let mut attrs = JunitCaseAttrs::default();
+                for_each_attr(e, ctx, |key, value| attrs.set(key, value))?;
+                self.begin_junit_case(depth, attrs);
             }
             (Dialect::Nunit, "test-case") => {
                 let mut name = None;
@@ -852,16 +893,16 @@ impl Parser {
                     Some(full) => full.to_string(),
                     None => display_name(name.as_deref(), classname.as_deref()),
                 };
-                let key_name = Some(display.clone());
+                let key_name = display.clone();
                 self.begin_case(
                     depth,
                     display,
                     None,
-                    key_name,
-                    duration.or(time),
-                    result,
-                    label,
-                    executed,
+                    Some(&key_name),
+                    duration.or(time).as_deref(),
+                    result.map(Cow::into_owned),
+                    label.map(Cow::into_owned),
+                    executed.map(Cow::into_owned),
                 );
             }
             (Dialect::Xunit, "test") => {
@@ -877,11 +918,66 @@ impl Parser {
                     _ => {}
                 })?;
                 let display = display_name(name.as_deref(), class.as_deref());
-                self.begin_case(depth, display, class, name, time, result, None, None);
+                self.begin_case(
+                    depth,
+                    display,
+                    class.as_deref(),
+                    name.as_deref(),
+                    time.as_deref(),
+                    result.map(Cow::into_owned),
+                    None,
+                    None,
+                );
             }
             _ => {}
         }
         Ok(())
+    }
+
+    fn begin_junit_case(&mut self, depth: usize, attrs: JunitCaseAttrs<'_>) {
+        let display = display_name(attrs.name.as_deref(), attrs.classname.as_deref());
+        self.begin_case(
+            depth,
+            display,
+            attrs.classname.as_deref(),
+            attrs.name.as_deref(),
+            attrs.time.as_deref(),
+            attrs.status.map(Cow::into_owned),
+            None,
+            None,
+        );
+    }
+
+    /// Whether [`Parser::simple_testcase`] may stand for the events of a
+    /// `<testcase>` element arriving now.
+    fn simple_testcase_allowed(&self) -> bool {
+        self.dialect == Some(Dialect::Junit)
+            && !self.root_closed
+            && (1..MAX_DEPTH).contains(&self.depth)
+            && self.case.is_none()
+            && self.capture.is_none()
+    }
+
+    /// What `handle` does for the `Start` and `End` events (or the `Empty` event)
+    /// of a JUnit `<testcase>` with these attributes and no content the parser
+    /// reads (no child element, no entity reference), when
+    /// [`Parser::simple_testcase_allowed`]: the same test, the same retry
+    /// bookkeeping and warnings, without the events.
+    fn simple_testcase(&mut self, attrs: &[SimpleAttr<'_>], position: &dyn Fn() -> String) {
+        let mut unknown_entity = self.unknown_entity;
+        let mut case_attrs = JunitCaseAttrs::default();
+        for &(key, raw, special) in attrs {
+            case_attrs.set(
+                after_colon(key),
+                attr_value(raw, special, &mut unknown_entity),
+            );
+        }
+        self.unknown_entity = unknown_entity;
+        self.begin_junit_case(self.depth + 1, case_attrs);
+        self.warn_unknown_entity_once(position);
+        if let Some(case) = self.case.take() {
+            self.finish_case(case);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -889,27 +985,29 @@ impl Parser {
         &mut self,
         depth: usize,
         display: String,
-        classname: Option<String>,
-        name: Option<String>,
-        time: Option<String>,
+        classname: Option<&str>,
+        name: Option<&str>,
+        time: Option<&str>,
         status: Option<String>,
         label: Option<String>,
         executed: Option<String>,
     ) {
-        let mut key = String::new();
+        // the retry key, in a buffer reused from test to test
+        let key = &mut self.key;
+        key.clear();
         for (_, suite) in &self.suites {
             key.push_str(suite);
             key.push('\u{1f}');
         }
         key.push('\u{0}');
-        key.push_str(classname.as_deref().unwrap_or(""));
+        key.push_str(classname.unwrap_or(""));
         key.push('\u{0}');
-        key.push_str(name.as_deref().unwrap_or(""));
+        key.push_str(name.unwrap_or(""));
         self.case = Some(CaseBuilder {
             depth,
             name: display,
-            key,
-            duration: time.as_deref().and_then(parse_seconds),
+            name_hash: RetryIndex::hash(name.unwrap_or("")),
+            duration: time.and_then(parse_seconds),
             status,
             label,
             executed,
@@ -949,7 +1047,9 @@ impl Parser {
         if self.suites.last().is_some_and(|(d, _)| *d == depth) {
             self.suites.pop();
         }
-        self.open.pop();
+        if let Some(at) = self.open.pop() {
+            self.open_names.truncate(at);
+        }
         self.depth = depth.saturating_sub(1);
         if self.depth == 0 {
             self.root_closed = true;
@@ -1071,11 +1171,15 @@ impl Parser {
             retry_reasons: reasons,
             message,
         };
-        let retry_of = self.index.get(&case.key).copied().filter(|&i| {
-            self.tests
-                .get(i)
-                .is_some_and(|t| matches!(t.outcome, TestOutcome::Failed | TestOutcome::Errored))
-        });
+        let maybe_seen = self.retries.may_contain(case.name_hash);
+        let retry_of = maybe_seen
+            .then(|| self.retries.failed.get(&self.key).copied())
+            .flatten()
+            .filter(|&i| {
+                self.tests
+                    .get(i)
+                    .is_some_and(|t| failed_or_errored(t.outcome))
+            });
         match retry_of {
             Some(i) => {
                 if let Some(prev) = self.tests.get_mut(i) {
@@ -1098,10 +1202,69 @@ impl Parser {
                 }
             }
             None => {
-                self.index.insert(case.key, self.tests.len());
+                // The key now names this test: a later repeat is a retry only if
+                // this one failed.
+                if failed_or_errored(test.outcome) {
+                    self.retries
+                        .insert(&self.key, case.name_hash, self.tests.len());
+                } else if maybe_seen {
+                    self.retries.failed.remove(&self.key);
+                }
                 self.tests.push(test);
             }
         }
+    }
+}
+
+fn failed_or_errored(outcome: TestOutcome) -> bool {
+    matches!(outcome, TestOutcome::Failed | TestOutcome::Errored)
+}
+
+/// Where a repeated `<testcase>` finds the earlier occurrence it retries.
+///
+/// Only keys whose latest occurrence failed or errored are kept (only those can
+/// be retried), under the default, DoS-resistant hasher. A 4096-bit filter over a
+/// cheap hash of the test name lets the many tests whose name was never kept skip
+/// building and hashing the key.
+#[derive(Default)]
+struct RetryIndex {
+    failed: HashMap<String, usize>,
+    filter: Vec<u64>,
+}
+
+impl RetryIndex {
+    const FILTER_BITS: u64 = 4096;
+
+    fn hash(name: &str) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut chunks = name.as_bytes().chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
+            h = (h.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        h ^ (h >> 29)
+    }
+
+    fn bit(name_hash: u64) -> (usize, u64) {
+        let i = name_hash % Self::FILTER_BITS;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn may_contain(&self, name_hash: u64) -> bool {
+        let (word, mask) = Self::bit(name_hash);
+        self.filter.get(word).is_some_and(|w| w & mask != 0)
+    }
+
+    fn insert(&mut self, key: &str, name_hash: u64, index: usize) {
+        if self.filter.is_empty() {
+            self.filter = vec![0; (Self::FILTER_BITS / 64) as usize];
+        }
+        let (word, mask) = Self::bit(name_hash);
+        self.filter[word] |= mask;
+        self.failed.insert(key.to_string(), index);
     }
 }
 
@@ -1211,31 +1374,225 @@ fn display_name(name: Option<&str>, classname: Option<&str>) -> String {
     {
         name.to_string()
     } else {
-        format!("{classname}.{name}")
+        let mut joined = String::with_capacity(classname.len() + 1 + name.len());
+        joined.push_str(classname);
+        joined.push('.');
+        joined.push_str(name);
+        joined
     }
 }
 
 fn local_name<'a>(e: &'a BytesStart<'_>) -> &'a str {
-    let full: &str = e.name().0;
-    match full.rfind(':') {
-        Some(i) => full.get(i + 1..).unwrap_or(full),
-        None => full,
+    after_colon(e.name().0)
+}
+
+/// The local part of a qualified name (after the last `:`).
+fn after_colon(name: &str) -> &str {
+    match name.bytes().rposition(|b| b == b':') {
+        Some(i) => &name[i + 1..],
+        None => name,
     }
 }
 
 /// Calls `f(local_key, unescaped_value)` for each attribute.
-fn for_each_attr(
-    e: &BytesStart<'_>,
+///
+/// Tags in the usual form (`key="value"` or `key='value'` separated by white
+/// space, no duplicate keys) are split here; anything else goes through
+/// quick-xml's attribute parser, which reports the problem.
+fn for_each_attr<'e>(
+    e: &'e BytesStart<'_>,
     ctx: &mut Ctx<'_>,
-    mut f: impl FnMut(&str, String),
+    mut f: impl FnMut(&str, Cow<'e, str>),
 ) -> Result<(), String> {
+    let mut attrs = [("", "", false); SIMPLE_ATTRS];
+    if let Some(n) = simple_attributes(e.attributes_raw(), &mut attrs) {
+        for &(key, raw, special) in &attrs[..n] {
+            f(
+                after_colon(key),
+                attr_value(raw, special, ctx.unknown_entity),
+            );
+        }
+        return Ok(());
+    }
     for attr in e.attributes() {
         let attr = attr.map_err(|err| format!("invalid attribute: {err}"))?;
-        let key: &str = attr.key.0;
-        let key = key.rsplit(':').next().unwrap_or(key);
-        f(key, unescape_attr(&attr.value, ctx.unknown_entity));
+        f(
+            after_colon(attr.key.0),
+            Cow::Owned(unescape_attr(&attr.value, ctx.unknown_entity)),
+        );
     }
     Ok(())
+}
+
+/// The value of an attribute split by [`simple_attributes`].
+fn attr_value<'r>(raw: &'r str, special: bool, unknown_entity: &mut bool) -> Cow<'r, str> {
+    if special {
+        Cow::Owned(unescape_attr(raw, unknown_entity))
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+/// Attributes [`simple_attributes`] splits without quick-xml.
+const SIMPLE_ATTRS: usize = 16;
+
+/// One attribute split by [`simple_attributes`]: key, raw value, and whether the
+/// value has a byte [`unescape_attr`] may change.
+type SimpleAttr<'r> = (&'r str, &'r str, bool);
+
+/// Splits `raw` (the tag after its name) into attributes when it is a sequence of
+/// `key="value"` / `key='value'` with white space before each key, at most
+/// [`SIMPLE_ATTRS`] of them, no key twice. quick-xml's attribute parser gives the
+/// same pairs for such input. `None` for anything else.
+fn simple_attributes<'r>(raw: &'r str, out: &mut [SimpleAttr<'r>; SIMPLE_ATTRS]) -> Option<usize> {
+    /// 1: XML white space, 2: `=`, 3: a quote, 0: anything else
+    const CLASS: [u8; 256] = {
+        let mut t = [0u8; 256];
+        t[b' ' as usize] = 1;
+        t[b'\t' as usize] = 1;
+        t[b'\r' as usize] = 1;
+        t[b'\n' as usize] = 1;
+        t[b'=' as usize] = 2;
+        t[b'"' as usize] = 3;
+        t[b'\'' as usize] = 3;
+        t
+    };
+    let b = raw.as_bytes();
+    let class = |i: usize| b.get(i).map_or(u8::MAX, |&c| CLASS[usize::from(c)]);
+    let mut n = 0;
+    let mut i = 0;
+    loop {
+        let start = i;
+        while class(i) == 1 {
+            i += 1;
+        }
+        if i == b.len() {
+            return Some(n);
+        }
+        if i == start || n == SIMPLE_ATTRS {
+            return None;
+        }
+        let key_start = i;
+        while class(i) == 0 {
+            i += 1;
+        }
+        if i == key_start || class(i) != 2 {
+            return None;
+        }
+        let key = &raw[key_start..i];
+        i += 1;
+        let quote = *b.get(i)?;
+        if quote != b'"' && quote != b'\'' {
+            return None;
+        }
+        let (len, special) = swar::until_quote(&b[i + 1..], quote)?;
+        let value = &raw[i + 1..i + 1 + len];
+        i += len + 2;
+        if out[..n]
+            .iter()
+            .any(|(k, _, _)| k.len() == key.len() && *k == key)
+        {
+            return None;
+        }
+        out[n] = (key, value, special);
+        n += 1;
+    }
+}
+
+/// Byte searches eight bytes at a time in a `u64` (the inputs are short: attribute
+/// values and tags, where a call into a SIMD search costs more than it saves).
+///
+/// The masks have the high bit set in matching bytes. A borrow can also set it in
+/// bytes *above* a true match, never below one, so the lowest set bit is exact.
+pub(crate) mod swar {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+
+    fn word(b: &[u8]) -> u64 {
+        u64::from_le_bytes(b[..8].try_into().unwrap_or_default())
+    }
+
+    /// Bytes of `w` equal to `byte`.
+    fn eq(w: u64, byte: u8) -> u64 {
+        let x = w ^ (LO * u64::from(byte));
+        x.wrapping_sub(LO) & !x & HI
+    }
+
+    /// Bytes of `w` below `n` (`n <= 128`).
+    fn below(w: u64, n: u8) -> u64 {
+        w.wrapping_sub(LO * u64::from(n)) & !w & HI
+    }
+
+    /// Bytes `unescape_attr` may change: `&` and control characters below `\x0e`
+    /// (tab, line feed, carriage return among them).
+    fn special(w: u64) -> u64 {
+        eq(w, b'&') | below(w, 0x0e)
+    }
+
+    fn is_special(c: u8) -> bool {
+        c == b'&' || c < 0x0e
+    }
+
+    /// Offset of the first `quote` in `b`, and whether a special byte (see
+    /// `special`) comes before it.
+    pub(crate) fn until_quote(b: &[u8], quote: u8) -> Option<(usize, bool)> {
+        let mut seen = false;
+        let mut i = 0;
+        while i + 8 <= b.len() {
+            let w = word(&b[i..]);
+            let q = eq(w, quote);
+            let s = special(w);
+            if q != 0 {
+                let at = (q.trailing_zeros() / 8) as usize;
+                let before = (1u64 << (at * 8)) - 1;
+                return Some((i + at, seen || s & before != 0));
+            }
+            seen |= s != 0;
+            i += 8;
+        }
+        for (k, &c) in b[i..].iter().enumerate() {
+            if c == quote {
+                return Some((i + k, seen));
+            }
+            seen |= is_special(c);
+        }
+        None
+    }
+
+    /// Offset of the first of `x`, `y`, `z` in `b`.
+    pub(crate) fn find3(b: &[u8], x: u8, y: u8, z: u8) -> Option<usize> {
+        let mut i = 0;
+        while i + 8 <= b.len() {
+            let w = word(&b[i..]);
+            let m = eq(w, x) | eq(w, y) | eq(w, z);
+            if m != 0 {
+                return Some(i + (m.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        b[i..]
+            .iter()
+            .position(|&c| c == x || c == y || c == z)
+            .map(|k| i + k)
+    }
+
+    /// Offset of the first `x` in `b`.
+    pub(crate) fn find(b: &[u8], x: u8) -> Option<usize> {
+        let mut i = 0;
+        while i + 8 <= b.len() {
+            let m = eq(word(&b[i..]), x);
+            if m != 0 {
+                return Some(i + (m.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        b[i..].iter().position(|&c| c == x).map(|k| i + k)
+    }
+}
+
+/// White space as XML (and quick-xml) define it.
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 fn predefined_entity(name: &str) -> Option<char> {
@@ -1310,7 +1667,17 @@ fn unescape_attr(raw: &str, unknown_entity: &mut bool) -> String {
                 }
             }
             '\t' => out.push(' '),
-            other => out.push(other),
+            _ => {
+                // copy up to the next character that needs work
+                let run = rest
+                    .bytes()
+                    .position(|b| matches!(b, b'&' | b'\r' | b'\n' | b'\t'))
+                    .unwrap_or(rest.len());
+                out.push_str(&rest[..run]);
+                previous_cr = false;
+                rest = &rest[run..];
+                continue;
+            }
         }
         previous_cr = false;
         rest = &rest[c.len_utf8()..];
@@ -1379,6 +1746,9 @@ fn clip(s: &str, max: usize) -> &str {
 /// Seconds from a `time`/`duration` attribute. See the module docs.
 fn parse_seconds(raw: &str) -> Option<f64> {
     let s = raw.trim();
+    if let Some(value) = plain_decimal(s) {
+        return Some(value);
+    }
     if s.is_empty() || s.len() > 64 {
         return None;
     }
@@ -1409,6 +1779,33 @@ fn parse_seconds(raw: &str) -> Option<f64> {
     } else {
         None
     }
+}
+
+/// `DIGITS` or `DIGITS.DIGITS` with at most 15 digits in all: the mantissa and the
+/// power of ten are exact `f64`s and the division is correctly rounded, so this
+/// is the value `str::parse` gives, without its general machinery.
+fn plain_decimal(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut dot: Option<usize> = None;
+    for (i, &c) in b.iter().enumerate() {
+        if c.is_ascii_digit() {
+            mantissa = mantissa * 10 + u64::from(c - b'0');
+        } else if c == b'.' && dot.is_none() && i > 0 && i + 1 < b.len() {
+            dot = Some(i);
+        } else {
+            return None;
+        }
+    }
+    let fraction_digits = dot.map_or(0, |d| b.len() - d - 1);
+    if b.len() - usize::from(dot.is_some()) > 15 {
+        return None;
+    }
+    let scale = 10u64.pow(u32::try_from(fraction_digits).ok()?);
+    Some(mantissa as f64 / scale as f64)
 }
 
 /// `1,234` / `12,345,678`: 1–3 digits, then groups of exactly three.
@@ -2332,6 +2729,209 @@ mod tests {
             }
             let _ = parse_junit("fuzz.xml", &doc[..]);
             let _ = parse_junit_str("fuzz.xml", &String::from_utf8_lossy(&doc));
+        }
+    }
+
+    // -- the in-memory fast path gives what quick-xml gives ------------------
+
+    /// Both entry points on the same bytes, as comparable text.
+    fn fast_and_reader(xml: &[u8]) -> (String, String) {
+        (
+            format!("{:?}", parse_junit_bytes("t.xml", xml)),
+            format!("{:?}", parse_junit("t.xml", xml)),
+        )
+    }
+
+    fn junit_fixtures() -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "xml") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit"),
+            &mut out,
+        );
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_quick_xml_on_every_fixture() {
+        let files = junit_fixtures();
+        assert!(files.len() > 20, "{files:?}");
+        let mut fast = 0;
+        for path in &files {
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            let (a, b) = fast_and_reader(&bytes);
+            assert_eq!(a, b, "{path:?}");
+            fast += usize::from(fast::parse(&bytes).is_some());
+        }
+        // all but the corrupt fixtures and those with a DOCTYPE or a lone `&`
+        assert!(fast * 10 >= files.len() * 8, "{fast} of {}", files.len());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_quick_xml_on_damaged_and_unusual_input() {
+        const SNIPPETS: &[&str] = &[
+            "<!-- c -->",
+            "<!---->",
+            "<!-->",
+            "<![CDATA[x<y&z]]>",
+            "<?pi x?>",
+            "<?>",
+            "<?xml version=\"1.0\"?>",
+            "&amp;",
+            "&bogus;",
+            "&#x41;",
+            "&#xZZ;",
+            "& ",
+            "&",
+            "<",
+            ">",
+            "\"",
+            "'",
+            "/",
+            "=",
+            "</testcase>",
+            "</testsuite >",
+            "<testcase name=\"n\"/>",
+            "<testcase name=\"n\" />",
+            "<testcase name='n' time='1,5'>\n</testcase>",
+            "<testcase name=\"n\" >x</testcase>",
+            "<testcase name=\"n\">&amp;</testcase>",
+            "<testcase name=\"a&lt;b&zz;\" classname=\"c\" time=\"0.25\"/>",
+            "<testcase name=\"t\tab\nnl\"/>",
+            "<testcase name = \"spaced\"/>",
+            "<testcase name=\"dup\" name=\"dup\"/>",
+            "<testcase name=unquoted/>",
+            "<testcase x:name=\"ns\"/>",
+            "<testcase name=\"a>b\"/>",
+            "<testcase name=\"c\" classname=\"k\"><failure/></testcase><testcase name=\"c\" classname=\"k\"/>",
+            "<testcase name=\"r\"><failure message=\"m\">body &lt;1&gt;</failure></testcase>",
+            "<testcase name=\"s\" status=\"skipped\"/>",
+            "<testcasex name=\"z\"/>",
+            "<testcase/>",
+            "<testcase><testcase name=\"nested\"/></testcase>",
+            "<system-out>out &amp; about</system-out>",
+            "<!DOCTYPE x>",
+            "\u{feff}",
+            "\r\n",
+            "\t",
+            "é",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n.max(1) as u64) as usize
+        };
+        let bases: Vec<Vec<u8>> = junit_fixtures()
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter(|b| b.len() < 40_000)
+            .collect();
+        assert!(bases.len() > 10);
+        for round in 0..1500 {
+            let mut doc = bases[next(bases.len())].clone();
+            for _ in 0..1 + next(3) {
+                let at = next(doc.len() + 1);
+                match next(6) {
+                    0 => doc.truncate(at),
+                    1 => {
+                        let end = (at + next(40)).min(doc.len());
+                        doc.drain(at..end);
+                    }
+                    2 => doc.insert(at, 0xff),
+                    _ => {
+                        let snippet = SNIPPETS[next(SNIPPETS.len())].as_bytes();
+                        doc.splice(at..at, snippet.iter().copied());
+                    }
+                }
+            }
+            let (a, b) = fast_and_reader(&doc);
+            assert_eq!(a, b, "round {round}: {}", String::from_utf8_lossy(&doc));
+        }
+    }
+
+    #[test]
+    fn well_formed_reports_take_the_fast_path() {
+        for xml in [
+            "<testsuites><testsuite name=\"s\"><testcase name=\"a\" time=\"1\"/></testsuite></testsuites>",
+            "\u{feff}<?xml version=\"1.0\"?>\n<!-- c --><testsuite><testcase name='a'>\n</testcase></testsuite>\n",
+            "<testsuite><testcase name=\"a\"><failure><![CDATA[x < y]]> &amp; more</failure></testcase></testsuite>",
+            "<test-run><test-suite name=\"s\"><test-case fullname=\"a\" result=\"Passed\"/></test-suite></test-run>",
+        ] {
+            let fast = fast::parse(xml.as_bytes());
+            assert!(fast.is_some(), "{xml}");
+            assert_eq!(fast, parse_junit("t.xml", xml.as_bytes()).ok(), "{xml}");
+        }
+        for xml in [
+            "<!DOCTYPE t><testsuite/>",
+            "<testsuite><testcase name=\"a\"><failure>a & b</failure></testcase></testsuite>",
+            "<testsuite></testsuites>",
+            "<testsuite>",
+        ] {
+            assert!(fast::parse(xml.as_bytes()).is_none(), "{xml}");
+        }
+    }
+
+    #[test]
+    fn plain_decimals_parse_exactly_as_str_parse_does() {
+        for s in [
+            "0",
+            "0.006",
+            "1.5",
+            "165.872",
+            "123456789012345",
+            "0.1",
+            "0.3",
+            "9.999999999999",
+            "12345678.9012345",
+        ] {
+            assert_eq!(plain_decimal(s), s.parse::<f64>().ok(), "{s}");
+        }
+        for s in [
+            "",
+            ".5",
+            "5.",
+            "1.2.3",
+            "1e3",
+            "-1",
+            "1234567890123456",
+            "1,5",
+        ] {
+            assert_eq!(plain_decimal(s), None, "{s}");
+        }
+        // the general path still reads these
+        assert_eq!(parse_seconds("5."), Some(5.0));
+        assert_eq!(parse_seconds("1e3"), Some(1000.0));
+    }
+
+    #[test]
+    fn swar_searches_agree_with_naive_ones() {
+        let hay: Vec<u8> = (0..300u32).map(|i| (i * 37 % 127) as u8).collect();
+        for start in 0..40 {
+            let h = &hay[start..];
+            for q in [b'"', b'\'', 0u8, 0x7e] {
+                let naive = h
+                    .iter()
+                    .position(|&c| c == q)
+                    .map(|at| (at, h[..at].iter().any(|&c| c == b'&' || c < 0x0e)));
+                assert_eq!(swar::until_quote(h, q), naive);
+                assert_eq!(swar::find(h, q), h.iter().position(|&c| c == q));
+            }
+            assert_eq!(
+                swar::find3(h, b'>', b'"', 9),
+                h.iter().position(|&c| c == b'>' || c == b'"' || c == 9)
+            );
         }
     }
 }
