@@ -1535,6 +1535,7 @@ pub(crate) mod swar {
 
     /// Offset of the first `quote` in `b`, and whether a special byte (see
     /// `special`) comes before it.
+    #[inline]
     pub(crate) fn until_quote(b: &[u8], quote: u8) -> Option<(usize, bool)> {
         let mut seen = false;
         let mut i = 0;
