@@ -2,7 +2,7 @@
 //! latest known state of a run (to merge webhook events that each carry only
 //! part of a run's story), workflow-run metadata, and delivery lookups.
 
-use super::{Store, StoreError, from_ms, to_ms};
+use super::{REPOSITORY_ID, Store, StoreError, from_ms, to_ms};
 use crate::model::{RepositoryRef, RunState, Trigger};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -61,8 +61,8 @@ impl Store {
         external_id: &str,
     ) -> Result<Option<RunBrief>, StoreError> {
         let sql = format!(
-            "SELECT {BRIEF_COLUMNS} FROM runs r JOIN repositories repo ON repo.id = r.repository_id
-             WHERE repo.forge = ?1 AND repo.path = ?2 AND r.external_id = ?3"
+            "SELECT {BRIEF_COLUMNS} FROM runs r
+             WHERE r.repository_id = {REPOSITORY_ID} AND r.external_id = ?3"
         );
         Ok(self
             .conn
@@ -83,26 +83,32 @@ impl Store {
         commit: &str,
         attempt: Option<u32>,
     ) -> Result<Option<RunBrief>, StoreError> {
+        // The latest is picked here: an ORDER BY would make SQLite re-prepare
+        // the cached statement at every use.
         let sql = format!(
-            "SELECT {BRIEF_COLUMNS} FROM runs r JOIN repositories repo ON repo.id = r.repository_id
-             WHERE repo.forge = ?1 AND repo.path = ?2 AND r.context = ?3 AND r.commit_sha = ?4
-               AND r.attempt_group = '' AND (?5 IS NULL OR r.attempt = ?5)
-             ORDER BY r.attempt DESC LIMIT 1"
+            "SELECT {BRIEF_COLUMNS} FROM runs r
+             WHERE r.repository_id = {REPOSITORY_ID} AND r.context = ?3 AND r.commit_sha = ?4
+               AND r.attempt_group = '' AND (?5 IS NULL OR r.attempt = ?5)"
         );
-        Ok(self
-            .conn
-            .prepare_cached(&sql)?
-            .query_row(
-                params![
-                    repository.forge.as_str(),
-                    repository.path,
-                    context,
-                    commit,
-                    attempt
-                ],
-                brief,
-            )
-            .optional()?)
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                repository.forge.as_str(),
+                repository.path,
+                context,
+                commit,
+                attempt
+            ],
+            brief,
+        )?;
+        let mut latest: Option<RunBrief> = None;
+        for row in rows {
+            let row = row?;
+            if latest.as_ref().is_none_or(|l| row.attempt > l.attempt) {
+                latest = Some(row);
+            }
+        }
+        Ok(latest)
     }
 
     /// Remember a workflow run attempt's trigger event and request time.

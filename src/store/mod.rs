@@ -153,6 +153,11 @@ impl WriteTx<'_> {
     }
 }
 
+/// The id of repository (forge ?1, path ?2), for queries by repository.
+/// A subquery rather than a join: SQLite re-prepares a join on `repositories`
+/// with bound forge and path at each use of a cached statement.
+const REPOSITORY_ID: &str = "(SELECT id FROM repositories WHERE forge = ?1 AND path = ?2)";
+
 const META_SERVING_SINCE: &str = "serving_since";
 const META_DEMO: &str = "demo";
 
@@ -436,18 +441,25 @@ impl Store {
         context: &str,
         commit: &str,
     ) -> Result<Option<(u32, RunState)>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT r.attempt, r.state FROM runs r JOIN repositories repo ON repo.id = r.repository_id
-                 WHERE repo.forge = ?1 AND repo.path = ?2 AND r.context = ?3 AND r.commit_sha = ?4
-                   AND r.attempt_group = ''
-                 ORDER BY r.attempt DESC LIMIT 1",
-                params![repository.forge.as_str(), repository.path, context, commit],
-                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()?
-            .map(|(a, s)| (a, s.parse().unwrap_or(RunState::Error))))
+        // The highest is picked here: an ORDER BY would make SQLite re-prepare
+        // the cached statement at every use.
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT r.attempt, r.state FROM runs r
+             WHERE r.repository_id = {REPOSITORY_ID} AND r.context = ?3 AND r.commit_sha = ?4
+               AND r.attempt_group = ''"
+        ))?;
+        let rows = stmt.query_map(
+            params![repository.forge.as_str(), repository.path, context, commit],
+            |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        let mut latest: Option<(u32, String)> = None;
+        for row in rows {
+            let row = row?;
+            if latest.as_ref().is_none_or(|l| row.0 > l.0) {
+                latest = Some(row);
+            }
+        }
+        Ok(latest.map(|(a, s)| (a, s.parse().unwrap_or(RunState::Error))))
     }
 
     /// Decide merged changes whose settle time has passed (both since the merge
@@ -497,7 +509,7 @@ impl Store {
         let tx = self.write_tx()?;
         let ids = decide_pending(
             &tx,
-            "repo.forge = ?1 AND repo.path = ?2 AND r.attempt_group = ?3",
+            &format!("r.repository_id = {REPOSITORY_ID} AND r.attempt_group = ?3"),
             &[&repository.forge.as_str(), &repository.path, &attempt_group],
             Some(trigger),
             policy,
@@ -822,14 +834,18 @@ fn ingest_in(
     let hash = content_hash(run);
     let group = run.attempt_group.as_deref().unwrap_or("");
 
-    let existing: Option<Existing> = tx
+    // The run with the same source id, else the one with the same identity.
+    // (Chosen here rather than by an ORDER BY on ?2, which SQLite would
+    // re-prepare at every use.)
+    let mut candidates: Vec<(Option<String>, Existing)> = tx
         .prepare_cached(
-            "SELECT id, content_hash, trigger, queue_counted, final_counted, trigger_pending FROM runs
+            "SELECT id, content_hash, trigger, queue_counted, final_counted, trigger_pending, external_id
+             FROM runs
              WHERE repository_id = ?1 AND ((?2 IS NOT NULL AND external_id = ?2)
                 OR (context = ?3 AND commit_sha = ?4 AND attempt_group = ?6 AND attempt = ?5))
-             ORDER BY (external_id IS ?2) DESC LIMIT 1",
+             LIMIT 2",
         )?
-        .query_row(
+        .query_map(
             params![
                 repository_id,
                 run.external_id,
@@ -839,17 +855,27 @@ fn ingest_in(
                 group
             ],
             |r| {
-                Ok(Existing {
-                    id: r.get(0)?,
-                    hash: r.get(1)?,
-                    trigger: r.get::<_, String>(2)?.parse().unwrap_or(Trigger::Other),
-                    queue_counted: r.get(3)?,
-                    final_counted: r.get(4)?,
-                    trigger_pending: r.get(5)?,
-                })
+                Ok((
+                    r.get(6)?,
+                    Existing {
+                        id: r.get(0)?,
+                        hash: r.get(1)?,
+                        trigger: r.get::<_, String>(2)?.parse().unwrap_or(Trigger::Other),
+                        queue_counted: r.get(3)?,
+                        final_counted: r.get(4)?,
+                        trigger_pending: r.get(5)?,
+                    },
+                ))
             },
-        )
-        .optional()?;
+        )?
+        .collect::<Result<_, _>>()?;
+    let same_source = candidates
+        .iter()
+        .position(|(e, _)| e.is_some() && *e == run.external_id);
+    let existing = match same_source {
+        Some(i) => Some(candidates.swap_remove(i).1),
+        None => candidates.into_iter().next().map(|(_, e)| e),
+    };
     if let Some(e) = &existing
         && e.hash == hash
     {
@@ -1212,12 +1238,12 @@ fn decide_pending(
         bool,
         bool,
     );
-    let rows: Vec<Row> = tx
+    let mut rows: Vec<Row> = tx
         .prepare_cached(&format!(
-            "SELECT r.id, r.repository_id, repo.path, r.context, r.attempt, r.trigger, r.state,
+            "SELECT r.id, r.repository_id, (SELECT path FROM repositories WHERE id = r.repository_id),
+                    r.context, r.attempt, r.trigger, r.state,
                     r.queued_at, r.started_at, r.finished_at, r.queue_counted, r.final_counted
-             FROM runs r JOIN repositories repo ON repo.id = r.repository_id
-             WHERE r.trigger_pending = 1 AND {filter} ORDER BY r.id"
+             FROM runs r WHERE r.trigger_pending = 1 AND {filter}"
         ))?
         .query_map(args, |r| {
             Ok((
@@ -1234,6 +1260,9 @@ fn decide_pending(
             ))
         })?
         .collect::<Result<_, _>>()?;
+    // In the order they were stored (sorted here: an ORDER BY would make
+    // SQLite re-prepare the cached statement at every use).
+    rows.sort_by_key(|r| r.0);
     let mut ids = Vec::with_capacity(rows.len());
     for (id, repository_id, path, context, attempt, stored, state, times, qc, fc) in rows {
         let trigger = trigger.unwrap_or_else(|| stored.parse().unwrap_or(Trigger::Other));
@@ -1754,11 +1783,19 @@ impl Store {
     ) -> Result<Option<ExternalRun>, StoreError> {
         Ok(self
             .conn
+            .prepare_cached(&format!(
+                "SELECT r.id, r.attempt, r.trigger FROM runs r
+                 WHERE r.repository_id = {REPOSITORY_ID} AND r.external_id = ?3"
+            ))?
             .query_row(
-                "SELECT r.id, r.attempt, r.trigger FROM runs r JOIN repositories repo ON repo.id = r.repository_id
-                 WHERE repo.forge = ?1 AND repo.path = ?2 AND r.external_id = ?3",
                 params![repository.forge.as_str(), repository.path, external_id],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
             )
             .optional()?
             .map(|(id, attempt, trigger)| ExternalRun {
@@ -1776,9 +1813,11 @@ impl Store {
     ) -> Result<bool, StoreError> {
         Ok(self
             .conn
+            .prepare_cached(&format!(
+                "SELECT 1 FROM runs r
+                 WHERE r.repository_id = {REPOSITORY_ID} AND r.commit_sha = ?3 LIMIT 1"
+            ))?
             .query_row(
-                "SELECT 1 FROM runs r JOIN repositories repo ON repo.id = r.repository_id
-                 WHERE repo.forge = ?1 AND repo.path = ?2 AND r.commit_sha = ?3 LIMIT 1",
                 params![repository.forge.as_str(), repository.path, commit],
                 |_| Ok(()),
             )
