@@ -27,34 +27,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Spec, generate, get, serve};
+use support::{Spec, env_num, generate, get, percentile, serve, status_kb};
 
 const TOKEN: &str = "scale-bench-token";
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
-    let i = ((sorted_ms.len() as f64 - 1.0) * p).round() as usize;
-    sorted_ms[i.min(sorted_ms.len() - 1)]
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn run_body(i: usize, tests: usize) -> String {
     let tests: Vec<serde_json::Value> = (0..tests)
@@ -217,7 +192,7 @@ fn scrape(db: &Path, n: usize) -> ScrapeFigures {
         p99: percentile(&ms, 0.99),
         bytes,
         build_seconds,
-        rss_mb: rss_mb(server.child.id()),
+        rss_mb: status_kb(server.child.id(), "VmRSS").map_or(f64::NAN, |kb| kb as f64 / 1024.0),
     }
 }
 
@@ -256,9 +231,9 @@ fn main() {
     );
 
     let (runs, tests, clients) = (
-        env_or("SCALE_INGEST_RUNS", 4000),
-        env_or("SCALE_TESTS", 20),
-        env_or("SCALE_CLIENTS", 8),
+        env_num("SCALE_INGEST_RUNS", 4000),
+        env_num("SCALE_TESTS", 20),
+        env_num("SCALE_CLIENTS", 8),
     );
     println!("\n== 1. ingest: {runs} runs × {tests} test results, {clients} clients");
     let (runs_s, rows_s) = ingest_http(runs, tests, clients);
@@ -269,7 +244,7 @@ fn main() {
     println!("plain SQLite INSERTs, one transaction per run (baseline): {raw:.0} rows/s");
     println!("ratio exporter/SQLite: {:.2}", rows_s / raw);
 
-    let large = env_or("SCALE_RUNS", 1_000_000);
+    let large = env_num("SCALE_RUNS", 1_000_000);
     let tmp = tempfile::tempdir().unwrap();
     let keep = std::env::var_os("SCALE_DIR").map(std::path::PathBuf::from);
     let dir = keep.as_deref().unwrap_or(tmp.path());
@@ -298,7 +273,7 @@ fn main() {
         dbs.push((runs, test_result_count(&db), db));
     }
 
-    let n = env_or("SCALE_SCRAPES", 400);
+    let n = env_num("SCALE_SCRAPES", 400);
     println!("\n== 2. /metrics scrape, {n} sequential scrapes after one warm-up");
     let mut figures = Vec::new();
     for (runs, results, db) in &dbs {

@@ -20,21 +20,17 @@
 use chrono::{Duration as ChronoDuration, SecondsFormat, Utc};
 use ci_slo_exporter::forge::github::webhook::sign;
 use serde_json::Value;
-use std::process::{Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::{env_num, percentile, serve, status_kb};
 
 const GITHUB_SECRET: &str = "soak-github-secret";
 const GITLAB_TOKEN: &str = "soak-gitlab-token";
 const API_TOKEN: &str = "soak-api-token";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn fixture(path: &str) -> Value {
     let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -70,26 +66,6 @@ struct Record {
     first_failure: Option<String>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// A field of /proc/PID/status in kB (`VmRSS`, `RssAnon`, `RssFile`, `RssShmem`).
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn rss_kb(pid: u32) -> Option<u64> {
     status_kb(pid, "VmRSS")
 }
@@ -117,40 +93,21 @@ fn main() {
     let warmup = env_num("SOAK_WARMUP_SECS", (secs / 3).max(sample_every)).min(secs - 1);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ci-slo-exporter"))
-        .args(["serve", "--db"])
-        .arg(dir.path().join("soak.db"))
-        .args(["--web.listen-address", &addr])
-        .env("CI_SLO_GITHUB_WEBHOOK_SECRET", GITHUB_SECRET)
-        .env("CI_SLO_GITLAB_WEBHOOK_TOKEN", GITLAB_TOKEN)
-        .env("CI_SLO_API_TOKEN", API_TOKEN)
-        .env("CI_SLO_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the exporter");
-    let pid = child.id();
-    let base = format!("http://{addr}");
+    let server = serve(
+        &dir.path().join("soak.db"),
+        &[
+            ("CI_SLO_GITHUB_WEBHOOK_SECRET", GITHUB_SECRET),
+            ("CI_SLO_GITLAB_WEBHOOK_TOKEN", GITLAB_TOKEN),
+            ("CI_SLO_API_TOKEN", API_TOKEN),
+        ],
+    );
+    let pid = server.child.id();
+    let base = server.base.clone();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
-    let ready_by = Instant::now() + Duration::from_secs(60);
-    while agent
-        .get(&format!("{base}/readyz"))
-        .call()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < ready_by, "exporter not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let github = Arc::new(fixture(
         "github/webhooks/workflow_job/completed.failure.with-organization.payload.json",
@@ -416,9 +373,5 @@ fn main() {
             db as f64 / 1_048_576.0
         );
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-    let _ = child.wait();
+    server.stop();
 }

@@ -10,17 +10,13 @@
 //! CI_SLO_GITHUB_WEBHOOK_SECRET to the exporter's secret) to use a running one.
 
 use ci_slo_exporter::forge::github::webhook::sign;
-use std::process::{Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{env_num, serve};
 
 fn main() {
     let deliveries = env_num("BENCH_DELIVERIES", 20_000);
@@ -29,28 +25,17 @@ fn main() {
         std::env::var("CI_SLO_GITHUB_WEBHOOK_SECRET").unwrap_or_else(|_| "bench-secret".into());
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = None;
+    let mut server = None;
     let base = match std::env::var("BENCH_URL") {
         Ok(url) => url,
         Err(_) => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let addr = format!("127.0.0.1:{port}");
-            child = Some(
-                Command::new(env!("CARGO_BIN_EXE_ci-slo-exporter"))
-                    .args(["serve", "--db"])
-                    .arg(dir.path().join("bench.db"))
-                    .args(["--web.listen-address", &addr])
-                    .env("CI_SLO_GITHUB_WEBHOOK_SECRET", &secret)
-                    .env("CI_SLO_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start the exporter"),
+            let started = serve(
+                &dir.path().join("bench.db"),
+                &[("CI_SLO_GITHUB_WEBHOOK_SECRET", secret.as_str())],
             );
-            format!("http://{addr}")
+            let base = started.base.clone();
+            server = Some(started);
+            base
         }
     };
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -58,16 +43,6 @@ fn main() {
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent
-        .get(&format!("{base}/readyz"))
-        .call()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "exporter not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     // The real completed.failure payload, one distinct job and commit per delivery.
     let fixture: serde_json::Value = serde_json::from_slice(
@@ -164,11 +139,7 @@ fn main() {
         deliveries - failed,
         (deliveries - failed) as f64 / secs
     );
-    if let Some(mut c) = child {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        let _ = c.wait();
+    if let Some(server) = server {
+        server.stop();
     }
 }
