@@ -57,6 +57,8 @@ struct State {
     dealt: BTreeMap<&'static str, u64>,
     /// Requests passed to the fake.
     passed: u64,
+    /// Requests given a fault whose answer is not counted yet.
+    undecided: u64,
 }
 
 #[derive(Clone)]
@@ -74,6 +76,7 @@ impl Front {
             only: None,
             dealt: BTreeMap::new(),
             passed: 0,
+            undecided: 0,
         }));
         let (tx, rx) = std::sync::mpsc::channel();
         let st = state.clone();
@@ -102,16 +105,30 @@ impl Front {
 
     /// Misbehave this way on every request from now on.
     pub fn set(&self, fault: Fault) {
-        let mut s = self.state.lock().unwrap();
-        s.fault = fault;
-        s.only = None;
+        self.switch(fault, None);
     }
 
     /// Misbehave this way only on requests whose path and query contain `only`.
     pub fn set_for(&self, fault: Fault, only: &str) {
-        let mut s = self.state.lock().unwrap();
-        s.fault = fault;
-        s.only = Some(only.to_string());
+        self.switch(fault, Some(only.to_string()));
+    }
+
+    /// Switch, then wait (bounded) until every request that got the previous
+    /// fault is counted, so that [`Front::dealt`] includes all of them.
+    fn switch(&self, fault: Fault, only: Option<String>) {
+        {
+            let mut s = self.state.lock().unwrap();
+            s.fault = fault;
+            s.only = only;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.state.lock().unwrap().undecided > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a faulty answer was never counted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Faulty answers dealt so far for this fault (by kind, whatever the status).
@@ -226,17 +243,25 @@ async fn connection(mut sock: TcpStream, backend: std::net::SocketAddr, state: A
             .unwrap_or("")
             .to_string();
         let fault = {
-            let s = state.lock().unwrap();
-            let applies = s.only.as_deref().is_none_or(|o| target.contains(o));
-            if applies { s.fault } else { Fault::Pass }
-        };
-        // Counted once it is known what the request got.
-        let count = |fault: Fault| {
             let mut s = state.lock().unwrap();
-            if fault == Fault::Pass {
+            let applies = s.only.as_deref().is_none_or(|o| target.contains(o));
+            let fault = if applies { s.fault } else { Fault::Pass };
+            if fault != Fault::Pass {
+                s.undecided += 1;
+            }
+            fault
+        };
+        // Counted once it is known what the request got (a faulty answer may
+        // turn out to pass: an empty one cannot be cut).
+        let count = |got: Fault| {
+            let mut s = state.lock().unwrap();
+            if fault != Fault::Pass {
+                s.undecided -= 1;
+            }
+            if got == Fault::Pass {
                 s.passed += 1;
             } else {
-                *s.dealt.entry(fault.name()).or_default() += 1;
+                *s.dealt.entry(got.name()).or_default() += 1;
             }
         };
         match fault {
