@@ -64,6 +64,8 @@ pub struct Policy {
     /// counted with the trigger it has (`other`).
     pub trigger_wait_ms: i64,
     pub required: HashMap<(Forge, String), Vec<String>>,
+    /// Secrets are removed from every text of a run before it is stored.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 impl Policy {
@@ -85,6 +87,10 @@ impl Policy {
                 .iter()
                 .map(|r| ((r.forge, r.path.clone()), r.required_contexts.clone()))
                 .collect(),
+            // The config was validated: its patterns compile.
+            redactor: std::sync::Arc::new(
+                crate::redact::Redactor::from_config(&c.redact).unwrap_or_default(),
+            ),
         }
     }
 
@@ -828,6 +834,9 @@ fn ingest_in(
     policy: &Policy,
     now_ms: i64,
 ) -> Result<Ingested, StoreError> {
+    // Nothing a run carries is stored with a credential in it (src/redact.rs).
+    let redacted = policy.redactor.redact_run(run);
+    let run = redacted.as_ref().unwrap_or(run);
     let history_mode = in_history_mode(tx)?;
     let repo = &run.repository;
     let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
