@@ -90,6 +90,11 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         );
     }
     let (config_shard, config_shard_urls) = (config.shard, config.shard_urls.clone());
+    let body_budget = config.server.max_body_bytes_in_flight;
+    let fd_limit = http::serve::raise_fd_limit();
+    let mut limits = http::serve::Limits::from_config(&config.server);
+    limits.max_connections =
+        http::serve::effective_max_connections(limits.max_connections, fd_limit);
     runtime.block_on(async move {
         let store = StoreHandle::start(&config.store.path)?;
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
@@ -107,6 +112,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
                 config_shard,
                 &config_shard_urls,
             )?),
+            bodies: Arc::new(http::guard::BodyBudget::new(body_budget)),
         };
         let tests = Arc::new(Mutex::new(TestStatsCache::default()));
         refresh_snapshot(&state, &tests).await;
@@ -132,10 +138,9 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(address = %listener.local_addr()?, db = %state.store.path().display(), "serving");
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        tracing::info!(address = %listener.local_addr()?, db = %state.store.path().display(), max_connections = limits.max_connections, "serving");
+        let hub = state.hub.clone();
+        http::serve::serve(listener, http::router(state), limits, hub, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

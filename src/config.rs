@@ -228,6 +228,9 @@ pub struct ServerConfig {
     pub min_body_rate: u64,
     /// Connections open at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Bytes of request bodies being read at once, over all connections;
+    /// a body that does not fit is answered 503.
+    pub max_body_bytes_in_flight: usize,
     /// Most test results in one ingested run (tests, TAP and JUnit together).
     pub max_tests_per_run: usize,
     /// Most bytes of TAP and JUnit reports in one ingested run.
@@ -246,6 +249,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(60),
             min_body_rate: 32 * 1024,
             max_connections: 4096,
+            max_body_bytes_in_flight: 128 * 1024 * 1024,
             max_tests_per_run: 100_000,
             max_report_bytes_per_run: 5 * 1024 * 1024,
             max_log_bytes_per_run: 10 * 1024 * 1024,
@@ -603,6 +607,12 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.max_body_bytes_in_flight < self.server.max_body_bytes {
+            return Err(invalid(
+                "server.max_body_bytes_in_flight",
+                "must be at least server.max_body_bytes",
+            ));
         }
         for (key, n) in [
             ("server.max_connections", self.server.max_connections),

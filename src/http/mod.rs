@@ -5,6 +5,8 @@
 //! that says whose fault it was.
 
 pub mod api;
+pub mod guard;
+pub mod serve;
 pub mod ui;
 pub mod views;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Forwards (or refuses) requests about repositories another shard owns.
     pub shards: Arc<crate::shard::ShardRouter>,
+    /// The bytes of request bodies being read at once (`guard`).
+    pub bodies: Arc<guard::BodyBudget>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,7 +62,13 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/github",
             post(crate::forge::github::webhook::receive),
         )
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::deadline,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -117,6 +127,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         body,
     )
         .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such page or endpoint: {}", uri.path()),
+    )
 }
 
 async fn healthz() -> &'static str {

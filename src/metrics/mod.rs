@@ -342,6 +342,18 @@ pub struct SelfMetrics {
     pub forge_rate_limit_reset: PcFamily<LabelSet, Gauge>,
     /// Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).
     pub webhook_deliveries: PcFamily<LabelSet, Counter>,
+    /// Open HTTP connections.
+    pub http_connections: Gauge,
+    /// Connections answered 503 and closed because `server.max_connections` were open.
+    pub http_connections_refused: Counter,
+    /// Connections closed by a deadline, by reason.
+    pub http_connections_closed: PcFamily<LabelSet, Counter>,
+    /// Requests refused for their credentials, by route and reason.
+    pub auth_rejections: PcFamily<LabelSet, Counter>,
+    /// Store writes that failed (the database refused or could not commit).
+    pub store_write_errors: Counter,
+    /// Series left out of snapshots by `metrics.max_series`.
+    pub series_dropped: Counter,
 }
 
 impl Default for SelfMetrics {
@@ -413,8 +425,50 @@ impl SelfMetrics {
             "Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).",
             webhook_deliveries.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections.",
+            http_connections.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections answered 503 and closed because server.max_connections were open.",
+            http_connections_refused.clone(),
+        );
+        let http_connections_closed = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "Connections closed by a deadline, by reason: header_timeout (no complete request head in server.header_read_timeout), idle_timeout (server.keep_alive_timeout between requests), request_timeout.",
+            http_connections_closed.clone(),
+        );
+        let auth_rejections = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "auth_rejections",
+            "Requests refused for their credentials before their body was read, by route and reason (missing, invalid, malformed, disabled).",
+            auth_rejections.clone(),
+        );
+        let store_write_errors = Counter::default();
+        registry.register(
+            "store_write_errors",
+            "Store writes that failed because the database refused or could not commit them (e.g. a full disk); /readyz answers 503 while the last write failed.",
+            store_write_errors.clone(),
+        );
+        let series_dropped = Counter::default();
+        registry.register(
+            "series_dropped",
+            "Series left out of /metrics snapshots because the repository-labelled families exceeded metrics.max_series; grows at each snapshot rebuild while the cap is hit.",
+            series_dropped.clone(),
+        );
         SelfMetrics {
             registry,
+            http_connections,
+            http_connections_refused,
+            http_connections_closed,
+            auth_rejections,
+            store_write_errors,
+            series_dropped,
             http_requests,
             ingested_runs,
             snapshot_refreshes,
@@ -446,6 +500,13 @@ impl SelfMetrics {
                 label("endpoint", endpoint),
                 label("kind", kind),
             ])
+            .inc();
+    }
+
+    /// A request refused for its credentials (route: a bounded route name).
+    pub fn count_auth_rejection(&self, route: &str, reason: &str) {
+        self.auth_rejections
+            .get_or_create(&vec![label("route", route), label("reason", reason)])
             .inc();
     }
 

@@ -43,12 +43,9 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Check `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
-pub fn verify_signature(
-    secret: &[u8],
-    header: Option<&str>,
-    body: &[u8],
-) -> Result<(), SignatureError> {
+/// The digest of a `sha256=<64 hex digits>` header, checked for its form
+/// only (the server does this before reading the body).
+pub fn signature_form(header: Option<&str>) -> Result<Vec<u8>, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let hex = header
         .strip_prefix("sha256=")
@@ -57,6 +54,16 @@ pub fn verify_signature(
     if given.len() != 32 {
         return Err(SignatureError::Malformed);
     }
+    Ok(given)
+}
+
+/// Check `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
+pub fn verify_signature(
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let given = signature_form(header)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
     mac.update(body);
     mac.verify_slice(&given)
