@@ -130,6 +130,8 @@ struct Activity {
     since: AtomicU64,
     /// First byte read while idle (a request head is coming).
     first_read: AtomicU64,
+    /// Wakes the watchdog when the deadline moves.
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -140,6 +142,7 @@ impl Activity {
             served: AtomicU64::new(0),
             since: AtomicU64::new(1),
             first_read: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -152,6 +155,7 @@ impl Activity {
             && self.first_read.load(Ordering::Acquire) == 0
         {
             self.first_read.store(self.now(), Ordering::Release);
+            self.changed.notify_one();
         }
     }
 
@@ -160,6 +164,7 @@ impl Activity {
             self.since.store(self.now(), Ordering::Release);
         }
         self.first_read.store(0, Ordering::Release);
+        self.changed.notify_one();
     }
 
     fn end(&self) {
@@ -168,6 +173,7 @@ impl Activity {
             self.first_read.store(0, Ordering::Release);
             self.since.store(self.now(), Ordering::Release);
         }
+        self.changed.notify_one();
     }
 
     /// When the connection must be closed if nothing changes, and why.
@@ -182,10 +188,7 @@ impl Activity {
         }
         let first_read = self.first_read.load(Ordering::Acquire);
         if first_read != 0 {
-            return (
-                first_read + ms(limits.header_read_timeout),
-                Cut::Header,
-            );
+            return (first_read + ms(limits.header_read_timeout), Cut::Header);
         }
         let since = self.since.load(Ordering::Acquire);
         if self.served.load(Ordering::Acquire) == 0 {
@@ -402,7 +405,7 @@ async fn connection(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let (deadline, why) = activity.deadline(&limits);
+        let (deadline, _) = activity.deadline(&limits);
         let at = activity.origin + Duration::from_millis(deadline.saturating_sub(1));
         tokio::select! {
             result = conn.as_mut() => {
@@ -412,11 +415,12 @@ async fn connection(
                 return None;
             }
             _ = tokio::time::sleep_until(at.into()) => {
-                let (deadline, why_now) = activity.deadline(&limits);
-                if deadline <= activity.now() && why_now == why {
+                let (deadline, why) = activity.deadline(&limits);
+                if deadline <= activity.now() {
                     return Some(why);
                 }
             }
+            _ = activity.changed.notified() => {}
             changed = stop.changed(), if !stopping => {
                 stopping = true;
                 if changed.is_ok() {
