@@ -6,7 +6,9 @@
 
 pub mod api;
 pub mod guard;
+pub mod limits;
 pub mod serve;
+pub mod text;
 pub mod ui;
 pub mod views;
 
@@ -116,6 +118,12 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let openmetrics = expo::wants_openmetrics(accept);
+    // The writer counts its failures; the counter catches up at each scrape.
+    let errors = &state.hub.self_metrics.store_write_errors;
+    let missing = state.store.write_errors().saturating_sub(errors.get());
+    if missing > 0 {
+        errors.inc_by(missing);
+    }
     let body = state.hub.render(openmetrics);
     let content_type = if openmetrics {
         expo::OPENMETRICS_CONTENT_TYPE
@@ -148,13 +156,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
+    if state.store.failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the last database write failed (see ci_exporter_store_write_errors_total and the log)\n",
+        )
+            .into_response();
+    }
     match state.store.read(|s| s.run_count()).await {
         Ok(_) => "ready\n".into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database not readable: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness: the database is not readable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database not readable (see the log)\n",
+            )
+                .into_response()
+        }
     }
 }
 
@@ -187,9 +205,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "store error");
+        // The database's own message stays in the log.
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("storage unavailable: {e}"),
+            "storage unavailable; retry later (the reason is in the exporter's log)",
         )
     }
 }
