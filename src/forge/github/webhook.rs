@@ -284,13 +284,22 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             if applied.changed() {
                 state.refresh.notify_one();
             }
-            let status = if ignored { "ignored" } else { "accepted" };
+            // Every record older than what is stored: a replay or a late delivery.
+            let stale = applied.stale > 0 && !applied.changed();
+            let status = if ignored || stale {
+                "ignored"
+            } else {
+                "accepted"
+            };
             count(status);
             let ids: Vec<i64> = applied.runs.iter().map(|(id, ..)| *id).collect();
-            answer(
-                StatusCode::OK,
-                serde_json::json!({ "status": status, "runs": ids, "merges": applied.merges }),
-            )
+            let mut body =
+                serde_json::json!({ "status": status, "runs": ids, "merges": applied.merges });
+            if applied.stale > 0 {
+                body["stale"] = applied.stale.into();
+                body["reason"] = "older than what is stored for this run: changes nothing".into();
+            }
+            answer(StatusCode::OK, body)
         }
         Err(e) => {
             count("error");
