@@ -175,6 +175,25 @@ async fn refresh_snapshot(state: &AppState, tests: &Arc<Mutex<TestStatsCache>>) 
         .await
     {
         Ok(snapshot) => {
+            static LAST_DROPPED: std::sync::atomic::AtomicUsize =
+                std::sync::atomic::AtomicUsize::new(0);
+            if snapshot.dropped > 0 {
+                state
+                    .hub
+                    .self_metrics
+                    .series_dropped
+                    .inc_by(snapshot.dropped as u64);
+            }
+            // Said when it changes, not at every rebuild.
+            if LAST_DROPPED.swap(snapshot.dropped, Ordering::Relaxed) != snapshot.dropped
+                && snapshot.dropped > 0
+            {
+                tracing::warn!(
+                    dropped = snapshot.dropped,
+                    max = state.config.metrics.max_series,
+                    "more series than metrics.max_series: whole repositories left out of /metrics"
+                );
+            }
             state.hub.replace(snapshot);
             count_refresh(state, "ok");
         }
@@ -259,6 +278,17 @@ async fn pruner(state: AppState) {
             Ok(stats) if stats.runs > 0 => tracing::info!(?stats, "pruned"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot prune"),
+        }
+        let deliveries = chrono::Duration::from_std(state.config.store.delivery_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        match state
+            .store
+            .write(move |s| s.prune_deliveries(now - deliveries))
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(deliveries = n, "pruned webhook delivery ids"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot prune webhook delivery ids"),
         }
     }
 }

@@ -332,6 +332,16 @@ impl Store {
             == 1)
     }
 
+    /// Forget webhook delivery ids received before `before` (a redelivery
+    /// older than that is then treated as new; the event's own identity,
+    /// not its delivery id, keeps it from counting twice).
+    pub fn prune_deliveries(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM webhook_deliveries WHERE received_at < ?1",
+            [to_ms(before)],
+        )?)
+    }
+
     /// The sync state of one scope (a repository, project or group) and kind of listing.
     pub fn sync_state(
         &self,
