@@ -10,6 +10,8 @@
 //!    three large runs (BENCH_LARGE_TESTS tests each, default 60,000) are
 //!    written, next to the same small runs with nothing else going on.
 //!
+//! Run:
+//!
 //!     cargo bench --bench hardening
 //!     BENCH_BIN=/path/to/other/ci-slo-exporter cargo bench --bench hardening   # another build
 //!

@@ -947,6 +947,21 @@ mod tests {
                 "[[classify.rules]]\nname = \"x\"\npattern = \"a\"\ncategory = \"weather\"\n",
                 "weather",
             ),
+            ("[redact]\npatterns = [\"(\"]\n", "redact.patterns"),
+            (
+                "[web]\nallowed_hosts = [\"http://x\"]\n",
+                "web.allowed_hosts[0]",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nkeep_alive_timeout = \"0s\"\n",
+                "server.keep_alive_timeout",
+            ),
+            (
+                "[server]\nmax_body_bytes_in_flight = 2048\n",
+                "server.max_body_bytes_in_flight",
+            ),
+            ("[metrics]\nmax_series = 0\n", "metrics.max_series"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -56,18 +56,38 @@ fn per_run_limits_answer_413_with_the_limit() {
         .collect();
     let tap: String = (1..=12).map(|i| format!("ok {i} - t{i}\n")).collect();
     for (body, limit, key) in [
-        (with("tests", json!(tests)), "10", "server.max_tests_per_run"),
-        (with("tap", json!("x".repeat(3000))), "2048", "server.max_report_bytes_per_run"),
-        (with("log", json!("y".repeat(2000))), "1024", "server.max_log_bytes_per_run"),
+        (
+            with("tests", json!(tests)),
+            "10",
+            "server.max_tests_per_run",
+        ),
+        (
+            with("tap", json!("x".repeat(3000))),
+            "2048",
+            "server.max_report_bytes_per_run",
+        ),
+        (
+            with("log", json!("y".repeat(2000))),
+            "1024",
+            "server.max_log_bytes_per_run",
+        ),
         // Tests that come from a report count too.
-        (with("tap", json!(format!("1..12\n{tap}"))), "10", "server.max_tests_per_run"),
+        (
+            with("tap", json!(format!("1..12\n{tap}"))),
+            "10",
+            "server.max_tests_per_run",
+        ),
     ] {
         let (status, answer) = e.post("/api/v1/runs", Some(TOKEN), body.as_bytes());
         assert_eq!(status, 413, "{answer}");
         let msg = answer["error"].as_str().unwrap();
         assert!(msg.contains(limit) && msg.contains(key), "{msg}");
     }
-    let (status, answer) = e.post("/api/v1/runs", Some(TOKEN), with("tests", json!(tests[..10])).as_bytes());
+    let (status, answer) = e.post(
+        "/api/v1/runs",
+        Some(TOKEN),
+        with("tests", json!(tests[..10])).as_bytes(),
+    );
     assert_eq!(status, 201, "{answer}");
     // The failures window is capped.
     let (status, text) = e.get("/api/v1/failures?window=400d");
@@ -87,17 +107,31 @@ fn a_200k_test_run_page_stays_small_and_lists_failures_first() {
     let started = Instant::now();
     let (status, answer) = e.post("/api/v1/runs", Some(TOKEN), &body);
     assert_eq!(status, 201, "{answer}");
-    eprintln!("200 k tests ({} bytes) ingested in {:?}", body.len(), started.elapsed());
+    eprintln!(
+        "200 k tests ({} bytes) ingested in {:?}",
+        body.len(),
+        started.elapsed()
+    );
     let id = answer["id"].as_i64().unwrap();
     let (status, page) = e.get(&format!("/runs/{id}"));
     assert_eq!(status, 200);
     assert!(page.len() < 2_000_000, "the page is {} bytes", page.len());
     // The 200 failed tests come first, then passed ones, then a link on.
-    let first_failed = page.find("suite::case_000999").expect("a failed test listed");
-    let first_passed = page.find("suite::case_000000").expect("passed tests follow");
+    let first_failed = page
+        .find("suite::case_000999")
+        .expect("a failed test listed");
+    let first_passed = page
+        .find("suite::case_000000")
+        .expect("passed tests follow");
     assert!(first_failed < first_passed);
-    assert!(page.contains("of 200000, failures first"), "a count of all tests");
-    assert!(page.contains(&format!("/runs/{id}?tests_offset=500")), "a link to the rest");
+    assert!(
+        page.contains("of 200000, failures first"),
+        "a count of all tests"
+    );
+    assert!(
+        page.contains(&format!("/runs/{id}?tests_offset=500")),
+        "a link to the rest"
+    );
     let (status, next) = e.get(&format!("/runs/{id}?tests_offset=500"));
     assert_eq!(status, 200);
     assert!(next.len() < 2_000_000 && next.contains("Tests 501–1000 of 200000"));
@@ -134,7 +168,12 @@ fn small_ingests_keep_answering_while_large_ones_queue() {
                     .header("Content-Type", "application/json")
                     .send(&body[..])
                     .unwrap();
-                assert_eq!(r.status(), 201, "{}", r.body_mut().read_to_string().unwrap());
+                assert_eq!(
+                    r.status(),
+                    201,
+                    "{}",
+                    r.body_mut().read_to_string().unwrap()
+                );
                 started.elapsed()
             })
         })
@@ -161,7 +200,10 @@ fn small_ingests_keep_answering_while_large_ones_queue() {
         "large ingests took {large:?}; {} small ingests meanwhile: median {median:?}, worst {worst:?}",
         small.len()
     );
-    assert!(small.len() >= 3, "the large ingests were done before the small ones started");
+    assert!(
+        small.len() >= 3,
+        "the large ingests were done before the small ones started"
+    );
     // Loose: on 2 shared cores in a debug build. A small write waits at most
     // for the one large write already running, never for the queue of them.
     let longest_large = large.iter().max().unwrap();

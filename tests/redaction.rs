@@ -170,14 +170,22 @@ fn every_secret_shape_is_redacted_on_failures_runs_and_issue_links() {
     assert!(rows.len() > SHAPES.len(), "{} fingerprints", rows.len());
     let mut redacted_links = 0;
     for row in rows {
-        let url = row["create_issue_url"].as_str().expect("a GitHub issue link");
+        let url = row["create_issue_url"]
+            .as_str()
+            .expect("a GitHub issue link");
         let text = decode(url);
         assert_clean("a create-issue link", &text);
-        assert!(url.starts_with("https://github.com/acme/app/issues/new?"), "{url}");
+        assert!(
+            url.starts_with("https://github.com/acme/app/issues/new?"),
+            "{url}"
+        );
         redacted_links += usize::from(text.contains("[REDACTED]"));
         // The context name with a backtick stays inside its code span.
         assert!(text.contains("`` ci `main` ``"), "{text}");
     }
-    assert!(redacted_links > SHAPES.len(), "{redacted_links} links show [REDACTED]");
+    assert!(
+        redacted_links > SHAPES.len(),
+        "{redacted_links} links show [REDACTED]"
+    );
     e.stop();
 }
