@@ -381,30 +381,45 @@ mod tests {
                 Ok(())
             }
         };
-        // Keep the writer busy while the queue fills.
+        // Keep the writer busy until the queue is filled.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
         let busy = {
             let h = handle.clone();
             tokio::spawn(async move {
-                h.write(|_| {
-                    std::thread::sleep(std::time::Duration::from_millis(300));
+                h.write(move |_| {
+                    started_tx.send(()).unwrap();
+                    wait.recv().unwrap();
                     Ok(())
                 })
                 .await
             })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
         let mut waits = Vec::new();
         for i in 0..2 {
             let h = handle.clone();
             let f = log(format!("bulk{i}"));
             waits.push(tokio::spawn(async move { h.write_bulk(f).await }));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         for i in 0..3 {
             let h = handle.clone();
             let f = log(format!("small{i}"));
             waits.push(tokio::spawn(async move { h.write(f).await }));
         }
+        loop {
+            let queued = {
+                let lanes = handle.queue.lanes.lock().unwrap();
+                (lanes.small.len(), lanes.bulk.len())
+            };
+            if queued == (3, 2) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        release.send(()).unwrap();
         busy.await.unwrap().unwrap();
         for w in waits {
             w.await.unwrap().unwrap();
@@ -414,6 +429,33 @@ mod tests {
         assert_eq!(order[3..], ["bulk0", "bulk1"]);
         assert_eq!(handle.write_errors(), 0);
         assert!(!handle.failing());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_writes_are_counted_and_flagged_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::start(&dir.path().join("w.db")).unwrap();
+        handle.write(|s| s.set_meta("k0", "v")).await.unwrap();
+        assert!(!handle.failing());
+        // A write the database refuses at commit (a deferred foreign-key
+        // violation stands in for a full disk).
+        let failed = handle
+            .write(|s| {
+                s.conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)")?;
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(handle.write_errors(), 1);
+        assert!(handle.failing(), "/readyz would answer 503");
+        // A job's own refusal (bad input) is not a database failure.
+        let refused: Result<(), _> = handle
+            .write(|_| Err(StoreError::Refused("no".into())))
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(handle.write_errors(), 1);
+        handle.write(|s| s.set_meta("k1", "v")).await.unwrap();
+        assert!(!handle.failing(), "ready again after a good write");
     }
 
     #[test]

@@ -214,6 +214,9 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         &body,
     ) {
         count("unauthorized");
+        hub.self_metrics
+            .count_auth_rejection("webhooks_github", "invalid");
+        tracing::warn!(route = "webhooks_github", reason = %e, "refused a request for its credentials");
         return ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }
     if event.is_empty() {
