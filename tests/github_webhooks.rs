@@ -236,9 +236,19 @@ fn one_job_through_queued_in_progress_completed_is_one_run() {
         );
     }
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-    // A late in_progress delivery does not reopen the finished job.
-    let (s, _) = send(&e, "workflow_job", "seq-late", &in_progress);
-    assert_eq!(s, 200);
+    // A late in_progress (or queued) delivery does not reopen the finished
+    // job: it is older than what is stored, ignored and counted.
+    for (i, late) in [&in_progress, &queued].into_iter().enumerate() {
+        let (s, b) = send(&e, "workflow_job", &format!("seq-late-{i}"), late);
+        assert_eq!((s, b["status"].as_str()), (200, Some("ignored")), "{b}");
+        assert_eq!(b["stale"].as_u64(), Some(1), "{b}");
+    }
+    e.wait_for("the stale job events counted", |t| {
+        common::sample(
+            t,
+            "ci_exporter_data_quality_rejections_total{reason=\"stale_event\"}",
+        ) == Some(2.0)
+    });
     let r = run(&e, &ids[0]);
     assert_eq!(
         (r["state"].as_str(), r["queue_seconds"].as_f64()),
