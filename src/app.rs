@@ -90,6 +90,11 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         );
     }
     let (config_shard, config_shard_urls) = (config.shard, config.shard_urls.clone());
+    let body_budget = config.server.max_body_bytes_in_flight;
+    let fd_limit = http::serve::raise_fd_limit();
+    let mut limits = http::serve::Limits::from_config(&config.server);
+    limits.max_connections =
+        http::serve::effective_max_connections(limits.max_connections, fd_limit);
     runtime.block_on(async move {
         let store = StoreHandle::start(&config.store.path)?;
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
@@ -107,6 +112,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
                 config_shard,
                 &config_shard_urls,
             )?),
+            bodies: Arc::new(http::guard::BodyBudget::new(body_budget)),
         };
         let tests = Arc::new(Mutex::new(TestStatsCache::default()));
         refresh_snapshot(&state, &tests).await;
@@ -132,10 +138,9 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(address = %listener.local_addr()?, db = %state.store.path().display(), "serving");
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        tracing::info!(address = %listener.local_addr()?, db = %state.store.path().display(), max_connections = limits.max_connections, "serving");
+        let hub = state.hub.clone();
+        http::serve::serve(listener, http::router(state), limits, hub, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -170,6 +175,25 @@ async fn refresh_snapshot(state: &AppState, tests: &Arc<Mutex<TestStatsCache>>) 
         .await
     {
         Ok(snapshot) => {
+            static LAST_DROPPED: std::sync::atomic::AtomicUsize =
+                std::sync::atomic::AtomicUsize::new(0);
+            if snapshot.dropped > 0 {
+                state
+                    .hub
+                    .self_metrics
+                    .series_dropped
+                    .inc_by(snapshot.dropped as u64);
+            }
+            // Said when it changes, not at every rebuild.
+            if LAST_DROPPED.swap(snapshot.dropped, Ordering::Relaxed) != snapshot.dropped
+                && snapshot.dropped > 0
+            {
+                tracing::warn!(
+                    dropped = snapshot.dropped,
+                    max = state.config.metrics.max_series,
+                    "more series than metrics.max_series: whole repositories left out of /metrics"
+                );
+            }
             state.hub.replace(snapshot);
             count_refresh(state, "ok");
         }
@@ -254,6 +278,17 @@ async fn pruner(state: AppState) {
             Ok(stats) if stats.runs > 0 => tracing::info!(?stats, "pruned"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot prune"),
+        }
+        let deliveries = chrono::Duration::from_std(state.config.store.delivery_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        match state
+            .store
+            .write(move |s| s.prune_deliveries(now - deliveries))
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(deliveries = n, "pruned webhook delivery ids"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot prune webhook delivery ids"),
         }
     }
 }

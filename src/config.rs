@@ -72,6 +72,54 @@ pub struct Config {
     pub github: crate::forge::github::GithubConfig,
     /// The drill-down web UI (docs/ui.md).
     pub ui: UiConfig,
+    /// Who may read the pages and the JSON API (docs/security.md).
+    pub web: WebConfig,
+    /// Secrets removed from CI text before it is stored (docs/security.md).
+    pub redact: RedactConfig,
+}
+
+/// Access to the pages and the JSON API, and how much one page shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// `Host` header values (`name` or `name:port`) the server answers; any
+    /// other gets `400`. Empty: any host (bind to a private address then).
+    pub allowed_hosts: Vec<String>,
+    /// A run page lists this many tests (failures first), then links to the rest.
+    pub run_page_tests: usize,
+    /// Longest `window` of `/failures` and `/api/v1/failures`.
+    #[serde(with = "humantime_serde")]
+    pub max_failures_window: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            allowed_hosts: Vec::new(),
+            run_page_tests: 500,
+            max_failures_window: days(90),
+        }
+    }
+}
+
+/// Redaction of credentials in CI text (see `redact`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactConfig {
+    /// Start from the shipped patterns (URL credentials, auth headers, GitHub,
+    /// GitLab, AWS and Slack tokens, private keys, `password=`/`token=`).
+    pub default_patterns: bool,
+    /// More regexes; a match (or its `secret` group) becomes `[REDACTED]`.
+    pub patterns: Vec<String>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        RedactConfig {
+            default_patterns: true,
+            patterns: Vec::new(),
+        }
+    }
 }
 
 /// The drill-down web UI.
@@ -165,6 +213,30 @@ pub struct ServerConfig {
     pub listen_address: String,
     /// Largest request body accepted (webhooks, ingest API); larger → 413.
     pub max_body_bytes: usize,
+    /// A new connection, or a request head once its first byte came, must be
+    /// complete within this; else the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// An idle connection between requests is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_timeout: Duration,
+    /// One request, from its head to the end of its answer.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A request body slower than this (bytes per second, on average after
+    /// the first `header_read_timeout`) is refused with 408.
+    pub min_body_rate: u64,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Bytes of request bodies being read at once, over all connections;
+    /// a body that does not fit is answered 503.
+    pub max_body_bytes_in_flight: usize,
+    /// Most test results in one ingested run (tests, TAP and JUnit together).
+    pub max_tests_per_run: usize,
+    /// Most bytes of TAP and JUnit reports in one ingested run.
+    pub max_report_bytes_per_run: usize,
+    /// Most bytes of log text in one ingested run.
+    pub max_log_bytes_per_run: usize,
 }
 
 impl Default for ServerConfig {
@@ -172,6 +244,15 @@ impl Default for ServerConfig {
         ServerConfig {
             listen_address: DEFAULT_LISTEN_ADDRESS.into(),
             max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(60),
+            min_body_rate: 32 * 1024,
+            max_connections: 4096,
+            max_body_bytes_in_flight: 128 * 1024 * 1024,
+            max_tests_per_run: 100_000,
+            max_report_bytes_per_run: 5 * 1024 * 1024,
+            max_log_bytes_per_run: 10 * 1024 * 1024,
         }
     }
 }
@@ -184,6 +265,10 @@ pub struct StoreConfig {
     /// Runs older than this are pruned (exported counters are never lowered).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Webhook delivery ids (kept to answer redeliveries `duplicate`) are
+    /// pruned after this.
+    #[serde(with = "humantime_serde")]
+    pub delivery_retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -191,6 +276,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: DEFAULT_DB_PATH.into(),
             retention: days(400),
+            delivery_retention: days(30),
         }
     }
 }
@@ -210,6 +296,9 @@ pub struct MetricsConfig {
     pub queue_buckets: Vec<f64>,
     /// Bucket upper bounds (seconds) of `ci_run_duration_seconds`.
     pub run_buckets: Vec<f64>,
+    /// Most series of the repository-labelled families in one snapshot; the
+    /// rest are left out and counted in `ci_exporter_series_dropped_total`.
+    pub max_series: usize,
 }
 
 impl Default for MetricsConfig {
@@ -224,6 +313,7 @@ impl Default for MetricsConfig {
                 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0,
                 10800.0, 21600.0,
             ],
+            max_series: 50_000,
         }
     }
 }
@@ -287,6 +377,7 @@ pub struct SecretFiles {
     pub github_webhook_secret_file: Option<PathBuf>,
     pub gitlab_token_file: Option<PathBuf>,
     pub gitlab_webhook_token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -339,12 +430,13 @@ impl fmt::Display for Secret {
 }
 
 /// Where each secret comes from: (config key of the file, environment variable).
-pub const SECRET_SOURCES: [(&str, &str); 5] = [
+pub const SECRET_SOURCES: [(&str, &str); 6] = [
     ("api_token", "CI_SLO_API_TOKEN"),
     ("github_token", "CI_SLO_GITHUB_TOKEN"),
     ("github_webhook_secret", "CI_SLO_GITHUB_WEBHOOK_SECRET"),
     ("gitlab_token", "CI_SLO_GITLAB_TOKEN"),
     ("gitlab_webhook_token", "CI_SLO_GITLAB_WEBHOOK_TOKEN"),
+    ("read_token", "CI_SLO_READ_TOKEN"),
 ];
 
 /// The resolved secrets.
@@ -355,6 +447,8 @@ pub struct Secrets {
     pub github_webhook_secret: Option<Secret>,
     pub gitlab_token: Option<Secret>,
     pub gitlab_webhook_token: Option<Secret>,
+    /// When set, the pages and the JSON API need it (or the API token).
+    pub read_token: Option<Secret>,
 }
 
 impl Secrets {
@@ -411,6 +505,7 @@ impl Secrets {
                 "CI_SLO_GITLAB_WEBHOOK_TOKEN",
                 &files.gitlab_webhook_token_file,
             )?,
+            read_token: one("read_token", "CI_SLO_READ_TOKEN", &files.read_token_file)?,
         })
     }
 
@@ -421,6 +516,7 @@ impl Secrets {
             "github_webhook_secret" => self.github_webhook_secret.as_ref(),
             "gitlab_token" => self.gitlab_token.as_ref(),
             "gitlab_webhook_token" => self.gitlab_webhook_token.as_ref(),
+            "read_token" => self.read_token.as_ref(),
             _ => None,
         }
     }
@@ -512,7 +608,49 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
+        if self.server.max_body_bytes_in_flight < self.server.max_body_bytes {
+            return Err(invalid(
+                "server.max_body_bytes_in_flight",
+                "must be at least server.max_body_bytes",
+            ));
+        }
+        for (key, n) in [
+            ("server.max_connections", self.server.max_connections),
+            ("server.max_tests_per_run", self.server.max_tests_per_run),
+            (
+                "server.max_report_bytes_per_run",
+                self.server.max_report_bytes_per_run,
+            ),
+            (
+                "server.max_log_bytes_per_run",
+                self.server.max_log_bytes_per_run,
+            ),
+            ("web.run_page_tests", self.web.run_page_tests),
+            ("metrics.max_series", self.metrics.max_series),
+        ] {
+            if n == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (i, host) in self.web.allowed_hosts.iter().enumerate() {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                return Err(invalid(
+                    format!("web.allowed_hosts[{i}]"),
+                    format!("{host:?} is not a host name or host:port"),
+                ));
+            }
+        }
+        crate::redact::Redactor::from_config(&self.redact)
+            .map_err(|e| invalid("redact.patterns", e.to_string()))?;
         for (key, d) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.keep_alive_timeout", self.server.keep_alive_timeout),
+            ("server.request_timeout", self.server.request_timeout),
+            ("store.delivery_retention", self.store.delivery_retention),
+            ("web.max_failures_window", self.web.max_failures_window),
             ("store.retention", self.store.retention),
             ("metrics.refresh_interval", self.metrics.refresh_interval),
             ("slo.period", self.slo.period),
@@ -809,6 +947,21 @@ mod tests {
                 "[[classify.rules]]\nname = \"x\"\npattern = \"a\"\ncategory = \"weather\"\n",
                 "weather",
             ),
+            ("[redact]\npatterns = [\"(\"]\n", "redact.patterns"),
+            (
+                "[web]\nallowed_hosts = [\"http://x\"]\n",
+                "web.allowed_hosts[0]",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nkeep_alive_timeout = \"0s\"\n",
+                "server.keep_alive_timeout",
+            ),
+            (
+                "[server]\nmax_body_bytes_in_flight = 2048\n",
+                "server.max_body_bytes_in_flight",
+            ),
+            ("[metrics]\nmax_series = 0\n", "metrics.max_series"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -172,8 +172,18 @@ impl RunRequest {
         extractor: &Extractor,
     ) -> Result<Prepared, InvalidRun> {
         check_name("repository", &self.repository)?;
-        if self.repository.starts_with('/') || self.repository.ends_with('/') {
-            return Err(invalid("repository", "expected a path like owner/name"));
+        if self.repository.starts_with('/')
+            || self.repository.ends_with('/')
+            || self
+                .repository
+                .trim()
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(invalid(
+                "repository",
+                "expected a path like owner/name (no empty, . or .. segments)",
+            ));
         }
         check_name("context", &self.context)?;
         check_name("commit", &self.commit)?;

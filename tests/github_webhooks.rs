@@ -236,9 +236,19 @@ fn one_job_through_queued_in_progress_completed_is_one_run() {
         );
     }
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-    // A late in_progress delivery does not reopen the finished job.
-    let (s, _) = send(&e, "workflow_job", "seq-late", &in_progress);
-    assert_eq!(s, 200);
+    // A late in_progress (or queued) delivery does not reopen the finished
+    // job: it is older than what is stored, ignored and counted.
+    for (i, late) in [&in_progress, &queued].into_iter().enumerate() {
+        let (s, b) = send(&e, "workflow_job", &format!("seq-late-{i}"), late);
+        assert_eq!((s, b["status"].as_str()), (200, Some("ignored")), "{b}");
+        assert_eq!(b["stale"].as_u64(), Some(1), "{b}");
+    }
+    e.wait_for("the stale job events counted", |t| {
+        common::sample(
+            t,
+            "ci_exporter_data_quality_rejections_total{reason=\"stale_event\"}",
+        ) == Some(2.0)
+    });
     let r = run(&e, &ids[0]);
     assert_eq!(
         (r["state"].as_str(), r["queue_seconds"].as_f64()),
@@ -669,5 +679,86 @@ fn a_push_run_and_a_pull_request_run_of_one_commit_are_two_runs() {
             t,
             "ci_merged_changes_total{repository=\"Codertocat/Hello-World\",outcome=\"green_after_one_retry\"}",
         ) == Some(1.0)
+    });
+}
+
+/// Issue 19: an old signed `failure` resent under a new delivery id after the
+/// `success`, and a replayed `pending`, must not become attempts 2 and 3; a
+/// start that arrives after its attempt ended only fills the start time.
+#[test]
+fn replayed_and_late_status_events_open_no_attempt_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = start(dir.path(), Some(SECRET));
+    let base = fixture("status/payload.json");
+    let sha = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(60);
+    let at = |m: i64| (t0 + chrono::Duration::minutes(m)).to_rfc3339();
+    let status = |state: &str, description: &str, m: i64| {
+        let mut s = base.clone();
+        s["sha"] = json!(sha);
+        s["state"] = json!(state);
+        s["context"] = json!("fedora-42/replay");
+        s["description"] = json!(description);
+        s["created_at"] = json!(at(m));
+        s
+    };
+    // Attempt 0 fails; attempt 1 is queued and passes, its start delivered late.
+    let story = [
+        ("pending", "Not yet tested", 0),
+        ("pending", "Testing in progress", 2),
+        ("failure", "Tests failed", 20),
+        ("pending", "Not yet tested", 21),
+        ("success", "Tests passed", 40),
+        ("pending", "Testing in progress", 25),
+    ];
+    let mut last = Value::Null;
+    for (i, (state, description, m)) in story.iter().enumerate() {
+        let (code, b) = send(
+            &e,
+            "status",
+            &format!("d-{i}"),
+            &status(state, description, *m),
+        );
+        assert_eq!(code, 200, "{b}");
+        last = b;
+    }
+    assert_eq!(run_count(&e), 2, "two attempts");
+    let second = run(&e, &last["runs"][0]);
+    assert_eq!(
+        (
+            second["attempt"].as_u64(),
+            second["state"].as_str(),
+            second["queue_seconds"].as_f64(),
+            second["run_seconds"].as_f64()
+        ),
+        (Some(1), Some("success"), Some(240.0), Some(900.0)),
+        "the late start filled attempt 1's times: {second}"
+    );
+    // The replays: the old failure and the old pending under new delivery ids.
+    for (i, (state, description, m)) in [
+        ("failure", "Tests failed", 20),
+        ("pending", "Not yet tested", 0),
+        ("pending", "Testing in progress", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (code, b) = send(
+            &e,
+            "status",
+            &format!("replay-{i}"),
+            &status(state, description, m),
+        );
+        assert_eq!((code, b["status"].as_str()), (200, Some("ignored")), "{b}");
+        assert_eq!(b["stale"].as_u64(), Some(1), "{b}");
+    }
+    assert_eq!(run_count(&e), 2, "no phantom attempts");
+    let again = run(&e, &last["runs"][0]);
+    assert_eq!(again["state"].as_str(), Some("success"), "{again}");
+    e.wait_for("the stale events counted", |t| {
+        common::sample(
+            t,
+            "ci_exporter_data_quality_rejections_total{reason=\"stale_event\"}",
+        ) == Some(3.0)
     });
 }

@@ -63,6 +63,8 @@ pub async fn post_run(
         metrics.count_ingest("api", "rejected");
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))
     })?;
+    super::limits::check_request(&request, &state.config.server)
+        .inspect_err(|_| metrics.count_ingest("api", "rejected"))?;
     // The stored path is the trimmed one (RunRequest::prepare).
     if let Some(routed) = state
         .shards
@@ -72,18 +74,33 @@ pub async fn post_run(
         metrics.count_ingest("api", routed.result());
         return Ok(routed.into_response());
     }
-    let prepared = request
-        .prepare("api", Vec::new(), &state.classifier, &state.deps)
-        .map_err(|e| {
-            metrics.count_ingest("api", "rejected");
-            ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))
-        })?;
+    // Parsing reports and classifying a log is CPU work: off the async workers.
+    let (classifier, deps) = (state.classifier.clone(), state.deps.clone());
+    let prepared =
+        tokio::task::spawn_blocking(move || request.prepare("api", Vec::new(), &classifier, &deps))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the run could not be prepared",
+                )
+            })?
+            .map_err(|e| {
+                metrics.count_ingest("api", "rejected");
+                ApiError::new(StatusCode::BAD_REQUEST, format!("invalid run: {e}"))
+            })?;
+    super::limits::check_tests(prepared.run.tests.len(), &state.config.server)
+        .inspect_err(|_| metrics.count_ingest("api", "rejected"))?;
     let policy = state.policy.clone();
     let run = prepared.run;
-    let ingested = state
-        .store
-        .write(move |s| s.ingest_run(&run, &policy, chrono::Utc::now()))
-        .await?;
+    let report_bytes = run.reports.iter().map(|r| r.content.len()).sum();
+    let bulk = super::limits::is_bulk(run.tests.len(), report_bytes);
+    let write = move |s: &mut crate::store::Store| s.ingest_run(&run, &policy, chrono::Utc::now());
+    let ingested = if bulk {
+        state.store.write_bulk(write).await?
+    } else {
+        state.store.write(write).await?
+    };
     let (status, result) = match ingested.status {
         IngestStatus::Created => (StatusCode::CREATED, "created"),
         IngestStatus::Updated => (StatusCode::OK, "updated"),
@@ -104,10 +121,23 @@ pub async fn post_run(
         .into_response())
 }
 
+/// Most tests in one `GET /api/v1/runs/{id}` answer; `?tests_offset=`
+/// pages through the rest (`tests_total` says how many there are).
+pub const API_RUN_TESTS: usize = 10_000;
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RunQuery {
+    #[serde(default)]
+    pub tests_offset: usize,
+    #[serde(default)]
+    pub tests_limit: Option<usize>,
+}
+
 /// `GET /api/v1/runs/{id}`.
 pub async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RunQuery>,
 ) -> Result<Json<RunView>, ApiError> {
     let id: i64 = id.parse().map_err(|_| {
         ApiError::new(
@@ -115,7 +145,13 @@ pub async fn get_run(
             format!("run id {id:?} is not a number"),
         )
     })?;
-    match state.store.read(move |s| s.run(id)).await? {
+    let slice = crate::store::TestSlice {
+        offset: q.tests_offset,
+        limit: q.tests_limit.unwrap_or(API_RUN_TESTS).min(API_RUN_TESTS),
+        failures_first: false,
+        message_chars: usize::MAX,
+    };
+    match state.store.read(move |s| s.run_slice(id, slice)).await? {
         Some(run) => Ok(Json(run)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

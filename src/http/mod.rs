@@ -5,6 +5,10 @@
 //! that says whose fault it was.
 
 pub mod api;
+pub mod guard;
+pub mod limits;
+pub mod serve;
+pub mod text;
 pub mod ui;
 pub mod views;
 
@@ -39,6 +43,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Forwards (or refuses) requests about repositories another shard owns.
     pub shards: Arc<crate::shard::ShardRouter>,
+    /// The bytes of request bodies being read at once (`guard`).
+    pub bodies: Arc<guard::BodyBudget>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,7 +64,13 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/github",
             post(crate::forge::github::webhook::receive),
         )
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::deadline,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -106,6 +118,12 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let openmetrics = expo::wants_openmetrics(accept);
+    // The writer counts its failures; the counter catches up at each scrape.
+    let errors = &state.hub.self_metrics.store_write_errors;
+    let missing = state.store.write_errors().saturating_sub(errors.get());
+    if missing > 0 {
+        errors.inc_by(missing);
+    }
     let body = state.hub.render(openmetrics);
     let content_type = if openmetrics {
         expo::OPENMETRICS_CONTENT_TYPE
@@ -117,6 +135,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         body,
     )
         .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such page or endpoint: {}", uri.path()),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -131,13 +156,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
+    if state.store.failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the last database write failed (see ci_exporter_store_write_errors_total and the log)\n",
+        )
+            .into_response();
+    }
     match state.store.read(|s| s.run_count()).await {
         Ok(_) => "ready\n".into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database not readable: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness: the database is not readable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database not readable (see the log)\n",
+            )
+                .into_response()
+        }
     }
 }
 
@@ -170,9 +205,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "store error");
+        // The database's own message stays in the log.
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("storage unavailable: {e}"),
+            "storage unavailable; retry later (the reason is in the exporter's log)",
         )
     }
 }

@@ -40,7 +40,8 @@ fn html_response(status: StatusCode, markup: Markup) -> Response {
                 HeaderValue::from_static("nosniff"),
             ),
         ],
-        markup.into_string(),
+        // No text can hide itself or reorder what is around it.
+        super::text::reveal_html(markup.into_string()),
     )
         .into_response()
 }
@@ -651,7 +652,7 @@ pub async fn test(
     }
 }
 
-fn run_html(v: &RunView) -> Markup {
+fn run_html(v: &RunView, page: usize) -> Markup {
     html! {
         h1 { "Run " (v.id) " " span class=(format!("status s-{}", v.state)) { (state_symbol(&v.state)) " " (v.state) } }
         dl.facts {
@@ -691,6 +692,18 @@ fn run_html(v: &RunView) -> Markup {
             }
         }
         h2 { "Tests" }
+        @if v.tests_total > v.tests.len() {
+            p.muted {
+                "Tests " (v.tests_offset + 1) "–" (v.tests_offset + v.tests.len()) " of " (v.tests_total) ", failures first. "
+                @if v.tests_offset > 0 {
+                    a href=(format!("/runs/{}?tests_offset={}", v.id, v.tests_offset.saturating_sub(page))) { "← previous " (page) }
+                    " "
+                }
+                @if v.tests_offset + v.tests.len() < v.tests_total {
+                    a href=(format!("/runs/{}?tests_offset={}", v.id, v.tests_offset + v.tests.len())) { "next " (page) " →" }
+                }
+            }
+        }
         @if v.tests.is_empty() { p.muted { "No test results." } } @else {
             div.scroll { table.tests {
                 thead { tr { th scope="col" { "Test" } th scope="col" { "Outcome" } th scope="col" { "Duration" } th scope="col" { "Retries" } th scope="col" { "Message" } } }
@@ -727,23 +740,43 @@ fn run_html(v: &RunView) -> Markup {
     }
 }
 
-async fn load_run(state: &AppState, id: &str) -> Result<RunView, ApiError> {
+/// Which tests a run page lists: `?tests_offset=N`, failures first.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RunPageQuery {
+    #[serde(default)]
+    pub tests_offset: usize,
+}
+
+/// Longest test message shown on a run page (the JSON API has it whole).
+const PAGE_MESSAGE_CHARS: usize = 2000;
+
+async fn load_run(state: &AppState, id: &str, offset: usize) -> Result<RunView, ApiError> {
     let id: i64 = id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("run id {id:?} is not a number"),
         )
     })?;
+    let slice = crate::store::TestSlice {
+        offset,
+        limit: state.config.web.run_page_tests,
+        failures_first: true,
+        message_chars: PAGE_MESSAGE_CHARS,
+    };
     state
         .store
-        .read(move |s| s.run(id))
+        .read(move |s| s.run_slice(id, slice))
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run with id {id}")))
 }
 
-pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(page): Query<RunPageQuery>,
+) -> Response {
     let q = UiQuery::default();
-    match load_run(&state, &id).await {
+    match load_run(&state, &id, page.tests_offset).await {
         Ok(v) => html_response(
             StatusCode::OK,
             layout(
@@ -752,7 +785,7 @@ pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Respo
                 &q,
                 &[],
                 None,
-                run_html(&v),
+                run_html(&v, state.config.web.run_page_tests),
             ),
         ),
         Err(e) => error_page(&q, e),

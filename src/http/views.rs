@@ -479,10 +479,22 @@ pub struct FailuresView {
 
 /// Most fingerprints listed on the page.
 pub const MAX_FINGERPRINTS: usize = 100;
+/// Most tests listed under one fingerprint.
+pub const MAX_TESTS_PER_FINGERPRINT: usize = 50;
 
 pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, ApiError> {
     let now = Utc::now();
     let window = q.window_or(std::time::Duration::from_secs(7 * 86400))?;
+    let max = state.config.web.max_failures_window;
+    if window.to_std().is_ok_and(|w| w > max) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "window is longer than {} (web.max_failures_window)",
+                human(Duration::from_std(max).unwrap_or(Duration::days(90)))
+            ),
+        ));
+    }
     let since = now - window;
     let filter = q.filter();
     // 1. Every failure of the window as names only (one covering-index scan),
@@ -643,7 +655,12 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
             let first_seen = latest.first_seen;
             let is_new = first_seen.is_some_and(|t| t >= now - new_window);
             let occurrences = g.occ.len() as u64;
-            let issue = IssueDraft::new(latest, occurrences, &human(window), first_seen, &examples);
+            let mut issue =
+                IssueDraft::new(latest, occurrences, &human(window), first_seen, &examples);
+            // Failures stored before redaction existed, or under other patterns.
+            let redactor = &state.policy.redactor;
+            redactor.redact_string(&mut issue.title);
+            redactor.redact_string(&mut issue.body);
             Some(FingerprintRow {
                 fingerprint: latest.fingerprint.clone(),
                 class: latest.class.clone(),
@@ -655,7 +672,7 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
                 first_seen,
                 is_new,
                 repositories: g.repositories.iter().cloned().collect(),
-                tests: tests.into_iter().collect(),
+                tests: tests.into_iter().take(MAX_TESTS_PER_FINGERPRINT).collect(),
                 create_issue_url: issue.url(&latest.forge, &latest.repository, &gitlab_web),
                 issue_title: issue.title,
                 issue_body: issue.body,
@@ -700,38 +717,46 @@ impl IssueDraft {
         if evidence.len() < latest.evidence.len() {
             evidence.push('…');
         }
+        use super::text::{code_span, fenced, reveal};
         let short: String = latest.evidence.chars().take(80).collect();
         let title = format!("CI failure ({}): {short}", latest.class);
         let mut body = format!(
-            "CI failure class `{}` ({}), seen {occurrences} times in the last {window}",
-            latest.class, latest.category
+            "CI failure class {} ({}), seen {occurrences} times in the last {window}",
+            code_span(&latest.class),
+            latest.category
         );
         if let Some(t) = first_seen {
             body.push_str(&format!(", first seen {}", t.format("%Y-%m-%d %H:%M UTC")));
         }
-        body.push_str(".\n\nEvidence:\n\n```\n");
-        body.push_str(&evidence.replace("```", "ʼʼʼ"));
-        body.push_str("\n```\n");
+        body.push_str(".\n\nEvidence:\n\n");
+        body.push_str(&fenced(&evidence));
         if let Some(fp) = &latest.fingerprint {
-            body.push_str(&format!("\nFingerprint: `{fp}`\n"));
+            body.push_str(&format!("\nFingerprint: {}\n", code_span(fp)));
         }
         if !examples.is_empty() {
             body.push_str("\nExample runs:\n");
             for e in examples {
                 let link = e.url.as_deref().unwrap_or("(no link)");
                 body.push_str(&format!(
-                    "- {} `{}` {}: {link}\n",
-                    e.repository,
-                    e.context,
+                    "- {} {} {}: {link}\n",
+                    code_span(&e.repository),
+                    code_span(&e.context),
                     e.at.format("%Y-%m-%d %H:%M UTC")
                 ));
             }
         }
-        IssueDraft { title, body }
+        IssueDraft {
+            title: reveal(&title).into_owned(),
+            body: reveal(&body).into_owned(),
+        }
     }
 
     /// GitHub's or GitLab's new-issue form, prefilled; none for other forges.
     pub fn url(&self, forge: &str, repository: &str, gitlab_web: &str) -> Option<String> {
+        // `..` would climb out of the repository on the forge.
+        if !super::text::safe_repository_path(repository) {
+            return None;
+        }
         let path: String = repository.split('/').map(enc).collect::<Vec<_>>().join("/");
         match forge {
             "github" => Some(format!(

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub built_at: Instant,
     pub build_seconds: f64,
     pub series: usize,
+    /// Series left out by `metrics.max_series`.
+    pub dropped: usize,
 }
 
 impl Snapshot {
@@ -43,6 +45,7 @@ impl Snapshot {
             built_at: Instant::now(),
             build_seconds: 0.0,
             series: 0,
+            dropped: 0,
         }
     }
 }
@@ -293,6 +296,7 @@ pub fn build_snapshot(
         ],
         1.0,
     ));
+    let dropped = cap_series(&mut families, config);
     let mut series = family(catalog::SERIES);
     for f in &families {
         series.samples.push(gauge(
@@ -316,7 +320,62 @@ pub fn build_snapshot(
         built_at: Instant::now(),
         build_seconds,
         series: total_series,
+        dropped,
     })
+}
+
+/// Keep at most `metrics.max_series` series: when there are more, whole
+/// repositories are left out (the configured ones are kept first, then by
+/// name, so the same ones stay from one snapshot to the next). Returns how
+/// many series were left out.
+fn cap_series(families: &mut [Family], config: &Config) -> usize {
+    let total: usize = families.iter().map(|f| f.samples.len()).sum();
+    let max = config.metrics.max_series;
+    if total <= max {
+        return 0;
+    }
+    let repository_of = |s: &Sample| -> Option<String> {
+        s.labels
+            .iter()
+            .find(|(k, _)| k == "repository")
+            .map(|(_, v)| v.clone())
+    };
+    let mut per_repo: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unlabelled = 0;
+    for s in families.iter().flat_map(|f| &f.samples) {
+        match repository_of(s) {
+            Some(r) => *per_repo.entry(r).or_default() += 1,
+            None => unlabelled += 1,
+        }
+    }
+    let configured: std::collections::HashSet<&str> = config
+        .repositories
+        .iter()
+        .map(|r| r.path.as_str())
+        .chain(config.github.repositories.iter().map(String::as_str))
+        .chain(config.gitlab.projects.iter().map(String::as_str))
+        .collect();
+    let mut order: Vec<(&String, &usize)> = per_repo.iter().collect();
+    order.sort_by_key(|(r, _)| (!configured.contains(r.as_str()), r.as_str()));
+    let mut budget = max.saturating_sub(unlabelled);
+    let mut kept = std::collections::HashSet::new();
+    for (repo, n) in order {
+        if *n <= budget {
+            budget -= n;
+            kept.insert(repo.clone());
+        } else {
+            // Stop at the first that does not fit: no later name jumps ahead.
+            break;
+        }
+    }
+    let mut dropped = 0;
+    for f in families.iter_mut() {
+        let before = f.samples.len();
+        f.samples
+            .retain(|s| repository_of(s).is_none_or(|r| kept.contains(&r)));
+        dropped += before - f.samples.len();
+    }
+    dropped
 }
 
 type LabelSet = Vec<(String, String)>;
@@ -342,6 +401,18 @@ pub struct SelfMetrics {
     pub forge_rate_limit_reset: PcFamily<LabelSet, Gauge>,
     /// Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).
     pub webhook_deliveries: PcFamily<LabelSet, Counter>,
+    /// Open HTTP connections.
+    pub http_connections: Gauge,
+    /// Connections answered 503 and closed because `server.max_connections` were open.
+    pub http_connections_refused: Counter,
+    /// Connections closed by a deadline, by reason.
+    pub http_connections_closed: PcFamily<LabelSet, Counter>,
+    /// Requests refused for their credentials, by route and reason.
+    pub auth_rejections: PcFamily<LabelSet, Counter>,
+    /// Store writes that failed (the database refused or could not commit).
+    pub store_write_errors: Counter,
+    /// Series left out of snapshots by `metrics.max_series`.
+    pub series_dropped: Counter,
 }
 
 impl Default for SelfMetrics {
@@ -413,8 +484,50 @@ impl SelfMetrics {
             "Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).",
             webhook_deliveries.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections.",
+            http_connections.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections answered 503 and closed because server.max_connections were open.",
+            http_connections_refused.clone(),
+        );
+        let http_connections_closed = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "Connections closed by a deadline, by reason: header_timeout (no complete request head in server.header_read_timeout), idle_timeout (server.keep_alive_timeout between requests), request_timeout.",
+            http_connections_closed.clone(),
+        );
+        let auth_rejections = PcFamily::<LabelSet, Counter>::default();
+        registry.register(
+            "auth_rejections",
+            "Requests refused for their credentials before their body was read, by route and reason (missing, invalid, malformed, disabled).",
+            auth_rejections.clone(),
+        );
+        let store_write_errors = Counter::default();
+        registry.register(
+            "store_write_errors",
+            "Store writes that failed because the database refused or could not commit them (e.g. a full disk); /readyz answers 503 while the last write failed.",
+            store_write_errors.clone(),
+        );
+        let series_dropped = Counter::default();
+        registry.register(
+            "series_dropped",
+            "Series left out of /metrics snapshots because the repository-labelled families exceeded metrics.max_series; grows at each snapshot rebuild while the cap is hit.",
+            series_dropped.clone(),
+        );
         SelfMetrics {
             registry,
+            http_connections,
+            http_connections_refused,
+            http_connections_closed,
+            auth_rejections,
+            store_write_errors,
+            series_dropped,
             http_requests,
             ingested_runs,
             snapshot_refreshes,
@@ -446,6 +559,13 @@ impl SelfMetrics {
                 label("endpoint", endpoint),
                 label("kind", kind),
             ])
+            .inc();
+    }
+
+    /// A request refused for its credentials (route: a bounded route name).
+    pub fn count_auth_rejection(&self, route: &str, reason: &str) {
+        self.auth_rejections
+            .get_or_create(&vec![label("route", route), label("reason", reason)])
             .inc();
     }
 
@@ -556,6 +676,41 @@ mod tests {
             snap.openmetrics
                 .contains("ci_exporter_shard_info{shard=\"1\",shards=\"1\"} 1\n")
         );
+    }
+
+    #[test]
+    fn over_max_series_whole_repositories_are_left_out_and_counted() {
+        let mut config = Config::default();
+        config.metrics.max_series = 7;
+        config.repositories = vec![crate::config::RepositoryConfig {
+            forge: crate::model::Forge::Generic,
+            path: "zeta".into(),
+            required_contexts: vec![],
+        }];
+        let mut f = family(catalog::SLO_OBJECTIVE);
+        f.samples.push(gauge(vec![label("slo", "x")], 1.0));
+        for repo in ["alpha", "beta", "zeta"] {
+            for i in 0..3 {
+                f.samples.push(gauge(
+                    vec![label("repository", repo), label("i", i.to_string())],
+                    1.0,
+                ));
+            }
+        }
+        let mut families = vec![f];
+        let dropped = cap_series(&mut families, &config);
+        assert_eq!(dropped, 3);
+        let kept: std::collections::BTreeSet<String> = families[0]
+            .samples
+            .iter()
+            .filter_map(|s| s.labels.iter().find(|(k, _)| k == "repository"))
+            .map(|(_, v)| v.clone())
+            .collect();
+        // The configured repository first, then by name; the unlabelled series stays.
+        assert_eq!(kept.into_iter().collect::<Vec<_>>(), ["alpha", "zeta"]);
+        assert_eq!(families[0].samples.len(), 7);
+        config.metrics.max_series = 100;
+        assert_eq!(cap_series(&mut families, &config), 0);
     }
 
     #[test]

@@ -53,7 +53,24 @@ fn brief(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunBrief> {
     })
 }
 
+impl RunBrief {
+    /// The latest time the stored run knows of.
+    pub fn newest(&self) -> Option<DateTime<Utc>> {
+        [self.queued_at, self.started_at, self.finished_at]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+}
+
 impl Store {
+    /// Count an event older than what is stored for its run, which was
+    /// ignored (`ci_exporter_data_quality_rejections_total{reason="stale_event"}`).
+    pub fn count_stale_event(&self) -> Result<(), StoreError> {
+        super::data_quality(&self.conn, "stale_event")?;
+        Ok(())
+    }
+
     /// The run stored under a source's own id.
     pub fn run_by_external_id(
         &self,

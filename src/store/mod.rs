@@ -64,6 +64,8 @@ pub struct Policy {
     /// counted with the trigger it has (`other`).
     pub trigger_wait_ms: i64,
     pub required: HashMap<(Forge, String), Vec<String>>,
+    /// Secrets are removed from every text of a run before it is stored.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 impl Policy {
@@ -85,6 +87,10 @@ impl Policy {
                 .iter()
                 .map(|r| ((r.forge, r.path.clone()), r.required_contexts.clone()))
                 .collect(),
+            // The config was validated: its patterns compile.
+            redactor: std::sync::Arc::new(
+                crate::redact::Redactor::from_config(&c.redact).unwrap_or_default(),
+            ),
         }
     }
 
@@ -324,6 +330,16 @@ impl Store {
             )?
             .execute(params![forge.as_str(), delivery_id, event, to_ms(now)])?
             == 1)
+    }
+
+    /// Forget webhook delivery ids received before `before` (a redelivery
+    /// older than that is then treated as new; the event's own identity,
+    /// not its delivery id, keeps it from counting twice).
+    pub fn prune_deliveries(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM webhook_deliveries WHERE received_at < ?1",
+            [to_ms(before)],
+        )?)
     }
 
     /// The sync state of one scope (a repository, project or group) and kind of listing.
@@ -631,7 +647,13 @@ impl Store {
 
     /// One run with everything stored about it.
     pub fn run(&self, id: i64) -> Result<Option<RunView>, StoreError> {
-        run_view(&self.conn, id)
+        run_view(&self.conn, id, TestSlice::ALL)
+    }
+
+    /// One run with a slice of its tests (`RunView::tests_total` says how
+    /// many there are); messages cut at `TestSlice::message_chars`.
+    pub fn run_slice(&self, id: i64, slice: TestSlice) -> Result<Option<RunView>, StoreError> {
+        run_view(&self.conn, id, slice)
     }
 
     /// Delete runs (with their tests, reports and failures) that ended before
@@ -828,6 +850,9 @@ fn ingest_in(
     policy: &Policy,
     now_ms: i64,
 ) -> Result<Ingested, StoreError> {
+    // Nothing a run carries is stored with a credential in it (src/redact.rs).
+    let redacted = policy.redactor.redact_run(run);
+    let run = redacted.as_ref().unwrap_or(run);
     let history_mode = in_history_mode(tx)?;
     let repo = &run.repository;
     let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
@@ -1527,6 +1552,26 @@ fn count_lost_runs(tx: &Connection, policy: &Policy, now_ms: i64) -> Result<usiz
     Ok(lost.len())
 }
 
+/// Which of a run's tests a [`RunView`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestSlice {
+    pub offset: usize,
+    pub limit: usize,
+    /// Failed and errored tests first (else in report order).
+    pub failures_first: bool,
+    /// Longest message kept, in characters.
+    pub message_chars: usize,
+}
+
+impl TestSlice {
+    pub const ALL: TestSlice = TestSlice {
+        offset: 0,
+        limit: usize::MAX,
+        failures_first: false,
+        message_chars: usize::MAX,
+    };
+}
+
 /// A run as the API and the UI show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunView {
@@ -1549,6 +1594,10 @@ pub struct RunView {
     pub source: String,
     pub change: Option<ChangeView>,
     pub tests: Vec<TestView>,
+    /// All tests of the run (`tests` may be a slice of them).
+    pub tests_total: usize,
+    /// Index of the first of `tests` among all of them.
+    pub tests_offset: usize,
     pub failures: Vec<FailureEvidence>,
     pub reports: Vec<ReportView>,
     /// Package versions the run used.
@@ -1583,7 +1632,7 @@ pub struct ReportView {
     pub bytes: i64,
 }
 
-fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
+fn run_view(conn: &Connection, id: i64, slice: TestSlice) -> Result<Option<RunView>, StoreError> {
     let row = conn
         .prepare_cached(
             "SELECT r.id, repo.forge, repo.path, r.context, r.commit_sha, r.external_id, r.attempt, r.trigger,
@@ -1612,6 +1661,8 @@ fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
                     source: r.get(14)?,
                     change: None,
                     tests: Vec::new(),
+                    tests_total: 0,
+                    tests_offset: slice.offset,
                     failures: Vec::new(),
                     reports: Vec::new(),
                     dependencies: Default::default(),
@@ -1647,24 +1698,42 @@ fn run_view(conn: &Connection, id: i64) -> Result<Option<RunView>, StoreError> {
             })
             .optional()?;
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT name, outcome, duration_seconds, retries, retry_reasons, message FROM test_results
-         WHERE run_id = ?1 ORDER BY id",
-    )?;
+    view.tests_total = conn
+        .prepare_cached("SELECT count(*) FROM test_results WHERE run_id = ?1")?
+        .query_row([id], |r| r.get::<_, i64>(0))? as usize;
+    let order = if slice.failures_first {
+        "CASE WHEN outcome IN ('failed', 'errored') THEN 0 ELSE 1 END, id"
+    } else {
+        "id"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT name, outcome, duration_seconds, retries, retry_reasons, substr(message, 1, ?4)
+         FROM test_results WHERE run_id = ?1 ORDER BY {order} LIMIT ?2 OFFSET ?3"
+    ))?;
+    let clamp = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     view.tests = stmt
-        .query_map([id], |r| {
-            Ok(TestView {
-                name: r.get(0)?,
-                outcome: r
-                    .get::<_, String>(1)?
-                    .parse()
-                    .unwrap_or(TestOutcome::Errored),
-                duration_seconds: r.get(2)?,
-                retries: r.get(3)?,
-                retry_reasons: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
-                message: r.get(5)?,
-            })
-        })?
+        .query_map(
+            params![
+                id,
+                clamp(slice.limit),
+                clamp(slice.offset),
+                clamp(slice.message_chars.min(1 << 30))
+            ],
+            |r| {
+                Ok(TestView {
+                    name: r.get(0)?,
+                    outcome: r
+                        .get::<_, String>(1)?
+                        .parse()
+                        .unwrap_or(TestOutcome::Errored),
+                    duration_seconds: r.get(2)?,
+                    retries: r.get(3)?,
+                    retry_reasons: serde_json::from_str(&r.get::<_, String>(4)?)
+                        .unwrap_or_default(),
+                    message: r.get(5)?,
+                })
+            },
+        )?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
         "SELECT f.class, f.category, f.line, f.evidence, f.context, fp.hash, f.test_name, f.context_before

@@ -839,3 +839,37 @@ fn slo_window_counts_from_the_hourly_rollup_equal_counting_every_event() {
         );
     }
 }
+
+#[test]
+fn delivery_ids_are_pruned_after_their_retention() {
+    let store = Store::open_in_memory().unwrap();
+    let now = Utc::now();
+    assert!(
+        store
+            .record_delivery(
+                Forge::Github,
+                "old",
+                "status",
+                now - chrono::Duration::days(40)
+            )
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_delivery(
+                Forge::Gitlab,
+                "new",
+                "Job Hook",
+                now - chrono::Duration::days(1)
+            )
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .prune_deliveries(now - chrono::Duration::days(30))
+            .unwrap(),
+        1
+    );
+    assert!(!store.delivery_seen(Forge::Github, "old").unwrap());
+    assert!(store.delivery_seen(Forge::Gitlab, "new").unwrap());
+}

@@ -11,11 +11,22 @@
 //! of the batch gets the error and nothing of the batch is stored. Under load
 //! this writes the pages many writes share (counters, indexes) once per batch
 //! instead of once per write; an idle writer commits each job on its own.
+//!
+//! Two lanes: [`StoreHandle::write`] for the many small writes (webhooks,
+//! small ingests, pollers) and [`StoreHandle::write_bulk`] for large ingests.
+//! The writer always empties the small lane first and takes one bulk job at a
+//! time, alone in its batch, only when no small job waits: small writes wait
+//! for at most the bulk job already running, never for the bulk queue.
+//!
+//! Every failed commit (and every job that failed on a database error) is
+//! counted, and [`StoreHandle::failing`] tells `/readyz` while the last
+//! write failed.
 
 use super::{Store, StoreError};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
 
 /// Most jobs committed together.
@@ -26,8 +37,9 @@ pub const MAX_BATCH: usize = 64;
 type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A job runs on the writer's connection (None: it cannot run, the batch
-/// failed before it) and says whether it succeeded.
-type Job = Box<dyn FnOnce(Option<&mut Store>) -> (bool, Deliver) + Send>;
+/// failed before it) and says whether it succeeded, and whether it failed on
+/// a database error.
+type Job = Box<dyn FnOnce(Option<&mut Store>) -> (bool, Deliver, bool) + Send>;
 
 /// Read connections: enough for a snapshot rebuild, a pruner pass and pages
 /// at once on a small machine.
@@ -54,10 +66,82 @@ impl Readers {
     }
 }
 
+/// The writer's two lanes.
+#[derive(Default)]
+struct Lanes {
+    small: VecDeque<Job>,
+    bulk: VecDeque<Job>,
+    closed: bool,
+}
+
+/// What the handles and the writer thread share.
+#[derive(Default)]
+struct Queue {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+    /// Writes that failed on a database error, since start.
+    errors: AtomicU64,
+    /// The last commit failed.
+    failing: AtomicBool,
+}
+
+impl Queue {
+    fn push(&self, job: Job, bulk: bool) -> Result<(), StoreError> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if lanes.closed {
+            return Err(StoreError::WriterGone);
+        }
+        if bulk {
+            lanes.bulk.push_back(job);
+        } else {
+            lanes.small.push_back(job);
+        }
+        drop(lanes);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next batch: up to MAX_BATCH small jobs, else one bulk job; None
+    /// once every handle is gone and nothing is left.
+    fn next_batch(&self, batch: &mut Vec<Job>) -> bool {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if !lanes.small.is_empty() {
+                let n = lanes.small.len().min(MAX_BATCH);
+                batch.extend(lanes.small.drain(..n));
+                return true;
+            }
+            if let Some(job) = lanes.bulk.pop_front() {
+                batch.push(job);
+                return true;
+            }
+            if lanes.closed {
+                return false;
+            }
+            lanes = self.ready.wait(lanes).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Closes the queue when the last handle is dropped (the writer then stops).
+struct Closer(Arc<Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// A cheap, cloneable handle to the writer thread and a read connection.
 #[derive(Clone)]
 pub struct StoreHandle {
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
+    _closer: Arc<Closer>,
     readers: Arc<Readers>,
     path: PathBuf,
 }
@@ -69,25 +153,27 @@ impl StoreHandle {
         let pool = (0..READERS)
             .map(|_| Store::open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let queue = Arc::new(Queue::default());
+        let worker = queue.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(MAX_BATCH);
-                while let Ok(job) = rx.recv() {
-                    batch.push(job);
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
+                while worker.next_batch(&mut batch) {
+                    // Counted before any job of the transaction learns its
+                    // result, so that a caller sees its own failure counted.
+                    run_batch(&mut writer, &mut batch, &mut |failed| {
+                        if failed > 0 {
+                            worker.errors.fetch_add(failed as u64, Ordering::Relaxed);
                         }
-                    }
-                    run_batch(&mut writer, &mut batch);
+                        worker.failing.store(failed > 0, Ordering::Relaxed);
+                    });
                 }
             })
             .map_err(|e| StoreError::Refused(format!("cannot start the writer thread: {e}")))?;
         Ok(StoreHandle {
-            jobs,
+            _closer: Arc::new(Closer(queue.clone())),
+            queue,
             readers: Arc::new(Readers {
                 pool,
                 next: AtomicUsize::new(0),
@@ -100,6 +186,17 @@ impl StoreHandle {
         &self.path
     }
 
+    /// Writes that failed on a database error since start.
+    pub fn write_errors(&self) -> u64 {
+        self.queue.errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last write failed on a database error (a full disk, a
+    /// read-only file): `/readyz` answers 503 until a write succeeds again.
+    pub fn failing(&self) -> bool {
+        self.queue.failing.load(Ordering::Relaxed)
+    }
+
     /// Run `f` on the writer thread and wait for its result. When this returns
     /// Ok, whatever `f` wrote is committed; when `f` fails, nothing it wrote is.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -107,11 +204,30 @@ impl StoreHandle {
         T: Send + 'static,
         F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(f, false).await
+    }
+
+    /// [`StoreHandle::write`] for a large job (a run with many tests): it
+    /// waits behind every small write, and runs alone in its transaction.
+    pub async fn write_bulk<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, F>(&self, f: F, bulk: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |store: Option<&mut Store>| {
+        self.queue.push(
+            Box::new(move |store: Option<&mut Store>| {
                 let result = store.map(f);
                 let ok = matches!(result, Some(Ok(_)));
+                let db_error = matches!(result, Some(Err(StoreError::Sqlite(_))));
                 let deliver: Deliver = Box::new(move |commit| {
                     let _ = tx.send(match (commit, result) {
                         (None, Some(result)) => result,
@@ -123,9 +239,10 @@ impl StoreHandle {
                         (None, None) => Err(StoreError::WriterGone),
                     });
                 });
-                (ok, deliver)
-            }))
-            .map_err(|_| StoreError::WriterGone)?;
+                (ok, deliver, db_error)
+            }),
+            bulk,
+        )?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -145,29 +262,36 @@ impl StoreHandle {
 /// Run the jobs of `batch` (emptying it) in one transaction, then tell each
 /// its result. A job that leaves the connection outside a transaction (SQLite
 /// rolled the whole transaction back, e.g. on a full disk) ends the batch: the
-/// jobs so far fail, the rest run in a new batch.
-fn run_batch(store: &mut Store, batch: &mut Vec<Job>) {
+/// jobs so far fail, the rest run in a new batch. Before the jobs of each
+/// transaction learn their results, `report` is told how many of them failed
+/// on a database error (their own, or the transaction's); returns the total.
+fn run_batch(store: &mut Store, batch: &mut Vec<Job>, report: &mut dyn FnMut(usize)) -> usize {
+    let mut failed = 0;
     let mut jobs = batch.drain(..);
     while jobs.len() > 0 {
         if let Err(e) = store.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "cannot begin the write transaction");
-            for job in jobs.by_ref() {
-                let (_, deliver) = job(None);
+            let delivers: Vec<Deliver> = jobs.by_ref().map(|job| job(None).1).collect();
+            failed += delivers.len();
+            report(delivers.len());
+            for deliver in delivers {
                 deliver(Some(&e));
             }
-            return;
+            return failed;
         }
         let mut done: Vec<Deliver> = Vec::new();
+        let mut own_errors = 0;
         let mut lost = None;
         for job in jobs.by_ref() {
             if let Err(e) = store.conn.execute_batch("SAVEPOINT job") {
-                let (_, deliver) = job(None);
+                let (_, deliver, _) = job(None);
                 done.push(deliver);
                 lost = Some(StoreError::from(e));
                 break;
             }
-            let (ok, deliver) = job(Some(&mut *store));
+            let (ok, deliver, db_error) = job(Some(&mut *store));
+            own_errors += usize::from(db_error);
             done.push(deliver);
             if store.conn.is_autocommit() {
                 lost = Some(StoreError::Refused(
@@ -194,11 +318,17 @@ fn run_batch(store: &mut Store, batch: &mut Vec<Job>) {
             if !store.conn.is_autocommit() {
                 let _ = store.conn.execute_batch("ROLLBACK");
             }
+            failed += done.len();
+            report(done.len());
+        } else {
+            failed += own_errors;
+            report(own_errors);
         }
         for deliver in done {
             deliver(outcome.as_ref().err());
         }
     }
+    failed
 }
 
 #[cfg(test)]
@@ -246,6 +376,100 @@ mod tests {
         assert_eq!(stored, 180, "every job but the failed ones, each whole");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_writes_overtake_queued_bulk_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::start(&dir.path().join("w.db")).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = |name: String| {
+            let order = order.clone();
+            move |_: &mut Store| {
+                order.lock().unwrap().push(name);
+                Ok(())
+            }
+        };
+        // Keep the writer busy until the queue is filled.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let h = handle.clone();
+            tokio::spawn(async move {
+                h.write(move |_| {
+                    started_tx.send(()).unwrap();
+                    wait.recv().unwrap();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let mut waits = Vec::new();
+        for i in 0..2 {
+            let h = handle.clone();
+            let f = log(format!("bulk{i}"));
+            waits.push(tokio::spawn(async move { h.write_bulk(f).await }));
+        }
+        for i in 0..3 {
+            let h = handle.clone();
+            let f = log(format!("small{i}"));
+            waits.push(tokio::spawn(async move { h.write(f).await }));
+        }
+        loop {
+            let queued = {
+                let lanes = handle.queue.lanes.lock().unwrap();
+                (lanes.small.len(), lanes.bulk.len())
+            };
+            if queued == (3, 2) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        // The spawned tasks queue in any order within a lane.
+        assert!(
+            order[..3].iter().all(|n| n.starts_with("small"))
+                && order[3..].iter().all(|n| n.starts_with("bulk")),
+            "{order:?}"
+        );
+        assert_eq!(order.len(), 5);
+        assert_eq!(handle.write_errors(), 0);
+        assert!(!handle.failing());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_writes_are_counted_and_flagged_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::start(&dir.path().join("w.db")).unwrap();
+        handle.write(|s| s.set_meta("k0", "v")).await.unwrap();
+        assert!(!handle.failing());
+        // A write the database refuses at commit (a deferred foreign-key
+        // violation stands in for a full disk).
+        let failed = handle
+            .write(|s| {
+                s.conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)")?;
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(handle.write_errors(), 1);
+        assert!(handle.failing(), "/readyz would answer 503");
+        // A job's own refusal (bad input) is not a database failure.
+        let refused: Result<(), _> = handle
+            .write(|_| Err(StoreError::Refused("no".into())))
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(handle.write_errors(), 1);
+        handle.write(|s| s.set_meta("k1", "v")).await.unwrap();
+        assert!(!handle.failing(), "ready again after a good write");
+    }
+
     #[test]
     fn a_failed_commit_fails_every_job_of_the_batch() {
         let mut store = Store::open_in_memory().unwrap();
@@ -263,10 +487,16 @@ mod tests {
                 let deliver: Deliver = Box::new(move |commit| {
                     tx.send(commit.map(|e| e.to_string())).unwrap();
                 });
-                (true, deliver)
+                (true, deliver, false)
             }));
         }
-        run_batch(&mut store, &mut batch);
+        let mut reported = 0;
+        assert_eq!(
+            run_batch(&mut store, &mut batch, &mut |n| reported += n),
+            3,
+            "three failed writes"
+        );
+        assert_eq!(reported, 3);
         let results: Vec<Option<String>> = rx.try_iter().collect();
         assert_eq!(results.len(), 3);
         assert!(results.iter().all(Option::is_some), "{results:?}");

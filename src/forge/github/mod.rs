@@ -284,6 +284,8 @@ pub struct Applied {
     pub merges: usize,
     /// Stored jobs whose trigger a workflow run decided (and that were counted).
     pub triggers_decided: usize,
+    /// Events older than what is stored for their run (or context), ignored.
+    pub stale: usize,
 }
 
 impl Applied {
@@ -546,6 +548,30 @@ pub fn apply(
                 url,
             } => {
                 let latest = store.run_attempt(&repository, &context, &commit, None)?;
+                // A status older than the latest stored for this context (a
+                // replay, or a delivery that came late) opens no attempt and
+                // changes no state; it may only fill in a start time the
+                // attempt it belongs to lacks.
+                if let Some(l) = &latest
+                    && l.newest().is_some_and(|newest| at < newest)
+                {
+                    let fills_start = step == cockpit::StatusStep::Started
+                        && l.started_at.is_none()
+                        && l.queued_at.is_none_or(|q| q <= at)
+                        && l.finished_at.is_none_or(|f| at <= f);
+                    if !fills_start {
+                        store.count_stale_event()?;
+                        applied.stale += 1;
+                        continue;
+                    }
+                    let mut run = new_run(repository, context, commit);
+                    let mut attempt = cockpit::Attempt::from(l);
+                    attempt.started_at = Some(at);
+                    attempt.fill(&mut run);
+                    run.url = url.or_else(|| l.url.clone());
+                    ingest_merged(store, policy, run, latest, now, &mut applied)?;
+                    continue;
+                }
                 let latest_attempt = latest.as_ref().map(cockpit::Attempt::from);
                 let Some(next) = cockpit::advance(latest_attempt.as_ref(), step, at) else {
                     continue;
@@ -578,6 +604,19 @@ fn ingest_merged(
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
     if let Some(e) = existing {
+        // An event older than what is stored for this run (a replayed or
+        // late delivery) changes nothing.
+        let newest = [run.queued_at, run.started_at, run.finished_at]
+            .into_iter()
+            .flatten()
+            .max();
+        if let (Some(event), Some(stored)) = (newest, e.newest())
+            && event < stored
+        {
+            store.count_stale_event()?;
+            applied.stale += 1;
+            return Ok(());
+        }
         if e.state.is_terminal() && !run.state.is_terminal() {
             return Ok(());
         }

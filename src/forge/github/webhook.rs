@@ -43,12 +43,9 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Check `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
-pub fn verify_signature(
-    secret: &[u8],
-    header: Option<&str>,
-    body: &[u8],
-) -> Result<(), SignatureError> {
+/// The digest of a `sha256=<64 hex digits>` header, checked for its form
+/// only (the server does this before reading the body).
+pub fn signature_form(header: Option<&str>) -> Result<Vec<u8>, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let hex = header
         .strip_prefix("sha256=")
@@ -57,6 +54,16 @@ pub fn verify_signature(
     if given.len() != 32 {
         return Err(SignatureError::Malformed);
     }
+    Ok(given)
+}
+
+/// Check `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
+pub fn verify_signature(
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let given = signature_form(header)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
     mac.update(body);
     mac.verify_slice(&given)
@@ -207,6 +214,9 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         &body,
     ) {
         count("unauthorized");
+        hub.self_metrics
+            .count_auth_rejection("webhooks_github", "invalid");
+        tracing::warn!(route = "webhooks_github", reason = %e, "refused a request for its credentials");
         return ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }
     if event.is_empty() {
@@ -277,13 +287,22 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             if applied.changed() {
                 state.refresh.notify_one();
             }
-            let status = if ignored { "ignored" } else { "accepted" };
+            // Every record older than what is stored: a replay or a late delivery.
+            let stale = applied.stale > 0 && !applied.changed();
+            let status = if ignored || stale {
+                "ignored"
+            } else {
+                "accepted"
+            };
             count(status);
             let ids: Vec<i64> = applied.runs.iter().map(|(id, ..)| *id).collect();
-            answer(
-                StatusCode::OK,
-                serde_json::json!({ "status": status, "runs": ids, "merges": applied.merges }),
-            )
+            let mut body =
+                serde_json::json!({ "status": status, "runs": ids, "merges": applied.merges });
+            if applied.stale > 0 {
+                body["stale"] = applied.stale.into();
+                body["reason"] = "older than what is stored for this run: changes nothing".into();
+            }
+            answer(StatusCode::OK, body)
         }
         Err(e) => {
             count("error");
