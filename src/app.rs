@@ -436,6 +436,12 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     let now = Utc::now();
     let ingested = store.ingest_run(&prepared.run, &policy, now)?;
     store.settle(&policy, now, None)?;
+    if ingested.status == crate::store::IngestStatus::Conflict {
+        anyhow::bail!(
+            "{}",
+            crate::http::api::conflict_message(ingested.id, &ingested.differing)
+        );
+    }
     println!(
         "{}",
         serde_json::json!({ "id": ingested.id, "status": ingested.status, "warnings": prepared.warnings })

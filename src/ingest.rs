@@ -9,8 +9,8 @@
 use crate::classify::Classifier;
 use crate::deps::Extractor;
 use crate::model::{
-    ChangeRef, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState, TestOutcome,
-    TestResult, Trigger,
+    ChangeRef, Completeness, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState,
+    TestOutcome, TestResult, Trigger,
 };
 use crate::report;
 use chrono::{DateTime, Utc};
@@ -329,6 +329,7 @@ impl RunRequest {
                 failures,
                 dependencies,
                 source: source.to_string(),
+                completeness: Completeness::Whole,
             },
             warnings,
         })

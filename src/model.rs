@@ -219,6 +219,25 @@ pub struct NewRun {
     pub dependencies: std::collections::BTreeMap<String, String>,
     /// Where the run came from: "api", "cli", "demo", "github", ...
     pub source: String,
+    /// Whether this report carries the whole run or one part of its story
+    /// (see [`Completeness`]); it decides what a report of a finished run may
+    /// still change.
+    pub completeness: Completeness,
+}
+
+/// How much of a run one report carries.
+///
+/// A finished run is immutable. A *whole* report (the ingest API and the CLI:
+/// the client sends everything it knows at once) of a finished run must repeat
+/// it exactly; anything else is a conflict. A forge reports a run in *parts*
+/// (a webhook per state change, a poll, a log downloaded after the run
+/// finished): a part may add what the stored run does not know yet (a time, a
+/// link, its tests, failure evidence), never change what it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Completeness {
+    #[default]
+    Partial,
+    Whole,
 }
 
 /// An empty run: no repository, context or commit yet, state pending,
@@ -250,6 +269,7 @@ impl Default for NewRun {
             failures: Vec::new(),
             dependencies: Default::default(),
             source: String::new(),
+            completeness: Completeness::Partial,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! counters) or nothing.
 
 pub mod github;
+mod revision;
 mod schema;
 pub mod tally;
 pub mod ui;
@@ -103,14 +104,32 @@ impl Policy {
 pub enum IngestStatus {
     Created,
     Updated,
-    /// An identical replay: nothing changed.
+    /// An identical replay (or a part with nothing new): nothing changed.
     Unchanged,
+    /// The run is finished and the report contradicts it: nothing changed
+    /// (`Ingested::differing` names the fields; counted as a data-quality
+    /// rejection, reason `finished_run_changed`).
+    Conflict,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ingested {
     pub id: i64,
     pub status: IngestStatus,
+    /// With [`IngestStatus::Conflict`]: the fields in which the report
+    /// differs from the finished run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differing: Vec<&'static str>,
+}
+
+impl Ingested {
+    pub fn new(id: i64, status: IngestStatus) -> Ingested {
+        Ingested {
+            id,
+            status,
+            differing: Vec::new(),
+        }
+    }
 }
 
 pub fn to_ms(t: DateTime<Utc>) -> i64 {
@@ -814,7 +833,7 @@ fn data_quality(tx: &Connection, reason: &str) -> rusqlite::Result<()> {
 
 /// A stored run whose identity matched an ingested one.
 struct Existing {
-    id: i64,
+    row: revision::Row,
     hash: String,
     trigger: Trigger,
     queue_counted: bool,
@@ -822,68 +841,114 @@ struct Existing {
     trigger_pending: bool,
 }
 
+/// The stored run a report is about: with an external id, the run with that
+/// id in its repository (and nothing else); without one, the run without an
+/// external id with the same context, commit, attempt group and attempt.
+fn find_existing(
+    tx: &Connection,
+    repository_id: i64,
+    run: &NewRun,
+    group: &str,
+) -> rusqlite::Result<Option<Existing>> {
+    const COLUMNS: &str = "r.id, r.content_hash, r.trigger, r.queue_counted, r.final_counted, r.trigger_pending,
+        r.context, r.commit_sha, r.attempt_group, r.attempt, r.state, r.queued_at, r.started_at, r.finished_at,
+        r.url, r.log_url, (SELECT number FROM changes c WHERE c.id = r.change_id)";
+    let read = |r: &rusqlite::Row<'_>| {
+        let trigger: String = r.get(2)?;
+        Ok(Existing {
+            hash: r.get(1)?,
+            trigger: trigger.parse().unwrap_or(Trigger::Other),
+            queue_counted: r.get(3)?,
+            final_counted: r.get(4)?,
+            trigger_pending: r.get(5)?,
+            row: revision::Row {
+                id: r.get(0)?,
+                context: r.get(6)?,
+                commit: r.get(7)?,
+                attempt_group: r.get(8)?,
+                attempt: r.get(9)?,
+                trigger,
+                trigger_pending: r.get(5)?,
+                state: r.get(10)?,
+                times: [r.get(11)?, r.get(12)?, r.get(13)?],
+                url: r.get(14)?,
+                log_url: r.get(15)?,
+                change: r.get(16)?,
+            },
+        })
+    };
+    match &run.external_id {
+        Some(external_id) => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM runs r WHERE r.repository_id = ?1 AND r.external_id = ?2"
+            ))?
+            .query_row(params![repository_id, external_id], read)
+            .optional(),
+        None => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM runs r
+                 WHERE r.repository_id = ?1 AND r.external_id IS NULL AND r.context = ?2
+                   AND r.commit_sha = ?3 AND r.attempt_group = ?4 AND r.attempt = ?5"
+            ))?
+            .query_row(
+                params![repository_id, run.context, run.commit, group, run.attempt],
+                read,
+            )
+            .optional(),
+    }
+}
+
 fn ingest_in(
     tx: &Connection,
-    run: &NewRun,
+    report: &NewRun,
     policy: &Policy,
     now_ms: i64,
 ) -> Result<Ingested, StoreError> {
     let history_mode = in_history_mode(tx)?;
-    let repo = &run.repository;
+    let repo = &report.repository;
     let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
-    let hash = content_hash(run);
-    let group = run.attempt_group.as_deref().unwrap_or("");
+    let hash = content_hash(report);
+    let group = report.attempt_group.as_deref().unwrap_or("");
 
-    // The run with the same source id, else the one with the same identity.
-    // (Chosen here rather than by an ORDER BY on ?2, which SQLite would
-    // re-prepare at every use.)
-    let mut candidates: Vec<(Option<String>, Existing)> = tx
-        .prepare_cached(
-            "SELECT id, content_hash, trigger, queue_counted, final_counted, trigger_pending, external_id
-             FROM runs
-             WHERE repository_id = ?1 AND ((?2 IS NOT NULL AND external_id = ?2)
-                OR (context = ?3 AND commit_sha = ?4 AND attempt_group = ?6 AND attempt = ?5))
-             LIMIT 2",
-        )?
-        .query_map(
-            params![
-                repository_id,
-                run.external_id,
-                run.context,
-                run.commit,
-                run.attempt,
-                group
-            ],
-            |r| {
-                Ok((
-                    r.get(6)?,
-                    Existing {
-                        id: r.get(0)?,
-                        hash: r.get(1)?,
-                        trigger: r.get::<_, String>(2)?.parse().unwrap_or(Trigger::Other),
-                        queue_counted: r.get(3)?,
-                        final_counted: r.get(4)?,
-                        trigger_pending: r.get(5)?,
-                    },
-                ))
-            },
-        )?
-        .collect::<Result<_, _>>()?;
-    let same_source = candidates
-        .iter()
-        .position(|(e, _)| e.is_some() && *e == run.external_id);
-    let existing = match same_source {
-        Some(i) => Some(candidates.swap_remove(i).1),
-        None => candidates.into_iter().next().map(|(_, e)| e),
-    };
+    let existing = find_existing(tx, repository_id, report, group)?;
     if let Some(e) = &existing
         && e.hash == hash
     {
-        return Ok(Ingested {
-            id: e.id,
-            status: IngestStatus::Unchanged,
-        });
+        return Ok(Ingested::new(e.row.id, IngestStatus::Unchanged));
     }
+    // A finished run is immutable (revision.rs): what the report may still add.
+    let merged;
+    let run = match &existing {
+        Some(e) if e.row.state.parse().is_ok_and(RunState::is_terminal) => {
+            let stored = revision::load(tx, &e.row, report)?;
+            match revision::judge(&stored, report) {
+                revision::Verdict::Unchanged => {
+                    return Ok(Ingested::new(e.row.id, IngestStatus::Unchanged));
+                }
+                revision::Verdict::Conflict(fields) => {
+                    tracing::warn!(
+                        run = e.row.id,
+                        repository = %repo.path,
+                        external_id = report.external_id.as_deref().unwrap_or(""),
+                        source = %report.source,
+                        differing = %fields.join(","),
+                        "a report contradicts a finished run: kept as stored"
+                    );
+                    data_quality(tx, "finished_run_changed")?;
+                    return Ok(Ingested {
+                        id: e.row.id,
+                        status: IngestStatus::Conflict,
+                        differing: fields,
+                    });
+                }
+                revision::Verdict::Update(m) => {
+                    merged = *m;
+                    &merged
+                }
+            }
+        }
+        _ => report,
+    };
     // A trigger, once decided, stays: the run's counters carry it as a label.
     let (trigger, trigger_pending) = match &existing {
         Some(e) if !e.trigger_pending && run.trigger_pending => (e.trigger, false),
@@ -940,20 +1005,23 @@ fn ingest_in(
                     trigger_pending = ?18
                  WHERE id = ?19",
             )?
-            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.id as &dyn rusqlite::ToSql])))?;
+            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
             // webhook saying "completed") keeps the tests and reports stored before.
             if !run.tests.is_empty() {
-                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [e.id])?;
+                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [e.row.id])?;
             }
             if !run.reports.is_empty() {
-                tx.execute("DELETE FROM reports WHERE run_id = ?1", [e.id])?;
+                tx.execute("DELETE FROM reports WHERE run_id = ?1", [e.row.id])?;
             }
             if !run.dependencies.is_empty() {
-                tx.execute("DELETE FROM dependency_snapshots WHERE run_id = ?1", [e.id])?;
+                tx.execute(
+                    "DELETE FROM dependency_snapshots WHERE run_id = ?1",
+                    [e.row.id],
+                )?;
             }
             (
-                e.id,
+                e.row.id,
                 IngestStatus::Updated,
                 e.queue_counted,
                 e.final_counted,
@@ -1052,7 +1120,7 @@ fn ingest_in(
         }
     }
 
-    Ok(Ingested { id: run_id, status })
+    Ok(Ingested::new(run_id, status))
 }
 
 /// When a run happened, for the live window: its latest known time.

@@ -52,6 +52,9 @@ pub struct ImportStats {
     pub runs_created: usize,
     pub runs_updated: usize,
     pub runs_unchanged: usize,
+    /// Finished runs the file now describes otherwise: kept as stored, counted
+    /// in `ci_exporter_data_quality_rejections_total{reason="finished_run_changed"}`.
+    pub runs_conflicting: usize,
     pub runs_skipped: usize,
     /// Runs of repositories another shard owns (`shard` in the config), not imported.
     pub runs_other_shard: usize,
@@ -304,6 +307,7 @@ pub fn import_shard(
             IngestStatus::Created => stats.runs_created += 1,
             IngestStatus::Updated => stats.runs_updated += 1,
             IngestStatus::Unchanged => stats.runs_unchanged += 1,
+            IngestStatus::Conflict => stats.runs_conflicting += 1,
         }
         let end = finished_at.or(started_at).or(queued_at);
         if let Some(end) = end {
