@@ -6,6 +6,8 @@
 //! A corrupt report does not reject the run: it is skipped with a warning
 //! that the caller shows, and the rest of the run is stored.
 
+pub mod validate;
+
 use crate::classify::Classifier;
 use crate::deps::Extractor;
 use crate::model::{

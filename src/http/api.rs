@@ -73,6 +73,23 @@ pub async fn post_run(
         metrics.count_ingest("api", routed.result());
         return Ok(routed.into_response());
     }
+    if let Err(impossible) = crate::ingest::validate::check_times(
+        &request,
+        chrono::Utc::now(),
+        state.config.ingest.max_future_skew,
+    ) {
+        metrics.count_ingest("api", "rejected");
+        let reason = impossible.reason();
+        state
+            .store
+            .write(move |s| s.count_rejection(reason))
+            .await?;
+        state.refresh.notify_one();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid run: {impossible}"),
+        ));
+    }
     let prepared = request
         .prepare("api", Vec::new(), &state.classifier, &state.deps)
         .map_err(|e| {

@@ -8,6 +8,7 @@
 //! counters) or nothing.
 
 pub mod github;
+mod plausible;
 mod revision;
 mod schema;
 pub mod tally;
@@ -58,7 +59,11 @@ pub struct Policy {
     pub limits: DurationLimits,
     pub queue_buckets: Vec<f64>,
     pub run_buckets: Vec<f64>,
-    pub live_window_ms: i64,
+    /// History loaded on purpose (`--history`): on a database that has
+    /// served, it does not move the live counters.
+    pub history: bool,
+    /// Times further ahead than this are impossible (`ingest.max_future_skew`).
+    pub max_future_skew_ms: i64,
     pub merge_settle_ms: i64,
     pub lost_after_ms: i64,
     /// How long a run whose trigger is pending waits for it before it is
@@ -77,7 +82,8 @@ impl Policy {
             },
             queue_buckets: c.queue_buckets(),
             run_buckets: c.run_buckets(),
-            live_window_ms: c.metrics.live_window.as_millis() as i64,
+            history: false,
+            max_future_skew_ms: c.ingest.max_future_skew.as_millis() as i64,
             merge_settle_ms: c.slo.merge_settle.as_millis() as i64,
             lost_after_ms: c.slo.lost_after.as_millis() as i64,
             trigger_wait_ms: c.github.trigger_wait.as_millis() as i64,
@@ -267,8 +273,8 @@ impl Store {
         Ok(())
     }
 
-    /// Record that a server started on this database. From then on, events
-    /// older than the live window no longer move the live counters.
+    /// Record that a server started on this database. From then on, history
+    /// loaded with `--history` no longer moves the live counters.
     pub fn mark_serving(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         if self.meta(META_SERVING_SINCE)?.is_none() {
             self.set_meta(META_SERVING_SINCE, &now.to_rfc3339())?;
@@ -302,6 +308,15 @@ impl Store {
         let ingested = ingest_in(&tx, run, policy, to_ms(now))?;
         tx.commit()?;
         Ok(ingested)
+    }
+
+    /// Count a report refused before it reached the store (an impossible
+    /// time, `ingest::validate`) in `ci_exporter_data_quality_rejections_total`.
+    pub fn count_rejection(&mut self, reason: &str) -> Result<(), StoreError> {
+        let tx = self.write_tx()?;
+        data_quality(&tx, reason)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Record that a change was merged (from a forge's merge event, or an
@@ -747,17 +762,23 @@ pub struct MetricState {
     pub histograms: Vec<HistogramRow>,
 }
 
-fn in_history_mode(tx: &Connection) -> rusqlite::Result<bool> {
-    Ok(tx
+/// Whether what this write newly stores moves the live counters: always,
+/// however old its timestamps, except history loaded on purpose into a
+/// database that has served (a command given `--history`), which is counted
+/// in `ci_exporter_backdated_events_total` instead. Into a database that has
+/// never served, everything counts: Prometheus has not seen these series yet,
+/// so they appear with their values (not a rate), and `backfill-openmetrics`
+/// ends where they stand (docs/configuration.md, *History and live counters*).
+fn moves_live_counters(tx: &Connection, policy: &Policy) -> rusqlite::Result<bool> {
+    if !policy.history {
+        return Ok(true);
+    }
+    let served = tx
         .prepare_cached("SELECT 1 FROM meta WHERE key = ?1")?
         .query_row([META_SERVING_SINCE], |_| Ok(()))
         .optional()?
-        .is_none())
-}
-
-/// Whether an event at `at_ms` moves the live counters (see `metrics.live_window`).
-fn is_live(history_mode: bool, at_ms: i64, now_ms: i64, policy: &Policy) -> bool {
-    history_mode || at_ms >= now_ms - policy.live_window_ms
+        .is_some();
+    Ok(!served)
 }
 
 fn content_hash(run: &NewRun) -> String {
@@ -904,7 +925,10 @@ fn ingest_in(
     policy: &Policy,
     now_ms: i64,
 ) -> Result<Ingested, StoreError> {
-    let history_mode = in_history_mode(tx)?;
+    let live = moves_live_counters(tx, policy)?;
+    let plausible = plausible::without_future_times(report, now_ms + policy.max_future_skew_ms);
+    let future_times = plausible.is_some();
+    let report = plausible.as_ref().unwrap_or(report);
     let repo = &report.repository;
     let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
     let hash = content_hash(report);
@@ -1073,7 +1097,6 @@ fn ingest_in(
     }
 
     let event_ms = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
-    let live = is_live(history_mode, event_ms, now_ms, policy);
     // A new run has no failures to replace: only store what it brings.
     if !run.failures.is_empty() {
         store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
@@ -1099,7 +1122,7 @@ fn ingest_in(
                 final_counted,
             },
             policy,
-            history_mode,
+            live,
             now_ms,
         )?;
     }
@@ -1120,6 +1143,9 @@ fn ingest_in(
         }
     }
 
+    if future_times {
+        data_quality(tx, "future_time")?;
+    }
     Ok(Ingested::new(run_id, status))
 }
 
@@ -1160,11 +1186,10 @@ fn count_run(
     tx: &Connection,
     c: &Counting<'_>,
     policy: &Policy,
-    history_mode: bool,
+    live: bool,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let event_ms = event_ms(c.queued_at, c.started_at, c.finished_at, now_ms);
-    let live = is_live(history_mode, event_ms, now_ms, policy);
     let (d, issues) = durations(c.queued_at, c.started_at, c.finished_at, policy.limits);
     let subject = format!("run:{}", c.run_id);
     let trigger = c.trigger.as_str();
@@ -1185,7 +1210,6 @@ fn count_run(
         }
         if let Some(q) = d.queue_seconds {
             let started_ms = c.started_at.map(to_ms).unwrap_or(now_ms);
-            let live = is_live(history_mode, started_ms, now_ms, policy);
             if live {
                 let labels: &Labels<'_> = &[
                     ("repository", c.repository),
@@ -1293,7 +1317,7 @@ fn decide_pending(
     policy: &Policy,
     now_ms: i64,
 ) -> rusqlite::Result<Vec<i64>> {
-    let history_mode = in_history_mode(tx)?;
+    let live = moves_live_counters(tx, policy)?;
     type Row = (
         i64,
         i64,
@@ -1356,7 +1380,7 @@ fn decide_pending(
                 final_counted: fc,
             },
             policy,
-            history_mode,
+            live,
             now_ms,
         )?;
         ids.push(id);
@@ -1452,7 +1476,7 @@ fn decide_changes(
     now_ms: i64,
     settle_ms: i64,
 ) -> Result<usize, StoreError> {
-    let history_mode = in_history_mode(tx)?;
+    let live = moves_live_counters(tx, policy)?;
     let due: Vec<(i64, i64, String, String, Option<String>, i64)> = tx
         .prepare_cached(
             "SELECT c.id, c.repository_id, r.forge, r.path, c.head_sha, c.merged_at
@@ -1528,7 +1552,6 @@ fn decide_changes(
                 serde_json::to_string(&e.missing_contexts).unwrap_or_default()
             ],
         )?;
-        let live = is_live(history_mode, *merged_at, now_ms, policy);
         if live {
             tally::inc(
                 tx,
@@ -1567,7 +1590,7 @@ fn decide_changes(
 }
 
 fn count_lost_runs(tx: &Connection, policy: &Policy, now_ms: i64) -> Result<usize, StoreError> {
-    let history_mode = in_history_mode(tx)?;
+    let live = moves_live_counters(tx, policy)?;
     let lost: Vec<(i64, i64, String, i64)> = tx
         .prepare_cached(
             "SELECT runs.id, runs.repository_id, r.path, coalesce(started_at, queued_at, created_at)
@@ -1580,7 +1603,6 @@ fn count_lost_runs(tx: &Connection, policy: &Policy, now_ms: i64) -> Result<usiz
         .collect::<Result<_, _>>()?;
     for (run_id, repository_id, path, since_ms) in &lost {
         let at_ms = since_ms + policy.lost_after_ms;
-        let live = is_live(history_mode, at_ms, now_ms, policy);
         slo_event(
             tx,
             SloId::RunsCompleted,

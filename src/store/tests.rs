@@ -445,32 +445,39 @@ fn a_merged_change_missing_a_required_context_is_merged_red() {
 }
 
 #[test]
-fn history_counts_until_the_first_serve_then_old_events_only_fill_the_windows() {
+fn every_event_new_to_the_store_counts_however_old_except_history_loaded_on_purpose() {
     let mut store = Store::open_in_memory().unwrap();
     let p = policy();
-    let mut old = run("test", "old", 0, RunState::Success);
-    for t in [
-        &mut old.queued_at,
-        &mut old.started_at,
-        &mut old.finished_at,
-    ] {
-        *t = t.map(|t| t - Duration::days(10));
-    }
-    store.ingest_run(&old, &p, now()).unwrap();
-    assert_eq!(
-        counter(&store, "ci_runs", &[]),
-        1.0,
-        "a first import counts history"
-    );
+    let history = Policy {
+        history: true,
+        ..policy()
+    };
+    let old = |commit: &str| {
+        let mut r = run("test", commit, 0, RunState::Success);
+        for t in [&mut r.queued_at, &mut r.started_at, &mut r.finished_at] {
+            *t = t.map(|t| t - Duration::days(10));
+        }
+        r
+    };
+    // Before the first serve everything counts, --history or not: the
+    // counters start from the loaded history.
+    store.ingest_run(&old("a"), &p, now()).unwrap();
+    store.ingest_run(&old("b"), &history, now()).unwrap();
+    assert_eq!(counter(&store, "ci_runs", &[]), 2.0);
 
     store.mark_serving(now()).unwrap();
-    let mut old2 = old.clone();
-    old2.commit = "old2".into();
-    store.ingest_run(&old2, &p, now()).unwrap();
+    // A late event (a redelivered webhook, store-tests writing at merge time)
+    // counts when it arrives, ten days late or not.
+    store.ingest_run(&old("late"), &p, now()).unwrap();
+    assert_eq!(counter(&store, "ci_runs", &[]), 3.0, "a late run counts");
+    assert_eq!(counter(&store, "ci_exporter_backdated_events", &[]), 0.0);
+
+    // History loaded on purpose after serving is stored, not counted live.
+    store.ingest_run(&old("loaded"), &history, now()).unwrap();
     assert_eq!(
         counter(&store, "ci_runs", &[]),
-        1.0,
-        "backdated after serving: no live counter moves"
+        3.0,
+        "--history: no live counter moves"
     );
     assert_eq!(
         counter(&store, "ci_exporter_backdated_events", &[("kind", "run")]),
@@ -478,14 +485,35 @@ fn history_counts_until_the_first_serve_then_old_events_only_fill_the_windows() 
     );
     let window = store.slo_counts_since(now() - Duration::days(28)).unwrap();
     assert_eq!(
-        window["run_time"].total, 2,
-        "but the windowed gauges see both"
+        window["run_time"].total, 4,
+        "the windowed gauges see all of them"
     );
 
-    store
-        .ingest_run(&run("test", "fresh", 0, RunState::Success), &p, now())
-        .unwrap();
-    assert_eq!(counter(&store, "ci_runs", &[]), 2.0, "live events count");
+    // The same for merged changes: a late merge counts, a loaded one does not.
+    for (number, commit, policy) in [(1, "late", &p), (2, "loaded", &history)] {
+        store
+            .record_merge(
+                &RepositoryRef {
+                    forge: Forge::Generic,
+                    path: "acme/shop".into(),
+                },
+                number,
+                Some(commit),
+                now() - Duration::days(9),
+                now(),
+            )
+            .unwrap();
+        store.settle(policy, now(), Some(0)).unwrap();
+    }
+    assert_eq!(counter(&store, "ci_merged_changes", &[]), 1.0);
+    assert_eq!(
+        counter(
+            &store,
+            "ci_exporter_backdated_events",
+            &[("kind", "merged_change")]
+        ),
+        1.0
+    );
 }
 
 #[test]

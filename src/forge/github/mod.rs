@@ -640,7 +640,10 @@ pub fn backfill_command(
             "nothing to backfill: list github.repositories or github.owners in the config file"
         );
     }
-    let policy = Arc::new(Policy::from_config(&config));
+    let policy = Arc::new(Policy {
+        history: args.history,
+        ..Policy::from_config(&config)
+    });
     let classifier = Arc::new(config.classifier()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -685,7 +688,10 @@ pub fn import_command(
     if let Some(db) = args.db {
         config.store.path = db;
     }
-    let policy = Policy::from_config(&config);
+    let policy = Policy {
+        history: args.history,
+        ..Policy::from_config(&config)
+    };
     let classifier = config.classifier()?;
     let mut store = Store::open(&config.store.path)?;
     let stats = import::import_shard(
