@@ -7,6 +7,7 @@
 //! writer thread's group commit: a crash leaves either the whole run (with its
 //! counters) or nothing.
 
+mod bulk;
 pub mod github;
 mod plausible;
 mod revision;
@@ -1402,7 +1403,8 @@ fn store_failures(
         .prepare_cached("SELECT DISTINCT class FROM failures WHERE run_id = ?1")?
         .query_map([run_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    tx.execute("DELETE FROM failures WHERE run_id = ?1", [run_id])?;
+    tx.prepare_cached("DELETE FROM failures WHERE run_id = ?1")?
+        .execute([run_id])?;
     let mut counted = before.clone();
     for f in failures {
         let mut fingerprint_id = None;
@@ -1428,11 +1430,10 @@ fn store_failures(
                     occurrences = occurrences + 1 WHERE hash = ?1",
             )?
             .execute(params![hash, event_ms])?;
-            fingerprint_id = Some(tx.query_row(
-                "SELECT id FROM fingerprints WHERE hash = ?1",
-                [hash],
-                |r| r.get::<_, i64>(0),
-            )?);
+            fingerprint_id = Some(
+                tx.prepare_cached("SELECT id FROM fingerprints WHERE hash = ?1")?
+                    .query_row([hash], |r| r.get::<_, i64>(0))?,
+            );
         }
         tx.prepare_cached(
             "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id, is_new,

@@ -12,6 +12,7 @@
 //! - [`import`]: `import cockpit PATH`.
 
 pub mod cockpit;
+pub mod cockpit_db;
 pub mod import;
 pub mod poll;
 pub mod webhook;
@@ -692,6 +693,15 @@ pub fn import_command(
         history: args.history,
         ..Policy::from_config(&config)
     };
+    if import::same_file(&args.path, &config.store.path) {
+        anyhow::bail!(
+            "--db {} is the Cockpit database being imported: the exporter would write its tables into it; \
+             give --db (or store.path) a database of its own",
+            config.store.path.display()
+        );
+    }
+    // A file that is not a Cockpit database is refused before the store is created.
+    drop(cockpit_db::Source::open(&args.path)?);
     let classifier = config.classifier()?;
     let mut store = Store::open(&config.store.path)?;
     let stats = import::import_shard(
