@@ -100,9 +100,22 @@ mod tests {
                 context: "unit".into(),
                 commit: format!("c{i}"),
                 external_id: Some(format!("e{i}")),
-                state: RunState::Success,
-                started_at: Some(now),
+                state: if i == 2 {
+                    RunState::Failure
+                } else {
+                    RunState::Success
+                },
+                queued_at: Some(now - chrono::Duration::seconds(30 + 100 * i)),
+                started_at: Some(now - chrono::Duration::seconds(20)),
                 finished_at: Some(now),
+                tests: vec![crate::model::TestResult {
+                    name: "t".into(),
+                    outcome: crate::model::TestOutcome::Passed,
+                    duration_seconds: Some(1.0),
+                    retries: 0,
+                    retry_reasons: Vec::new(),
+                    message: None,
+                }],
                 repository: crate::model::RepositoryRef {
                     forge: crate::model::Forge::Generic,
                     path: "o/r".into(),
@@ -117,10 +130,9 @@ mod tests {
             single.ingest_run(r, &policy, now).unwrap();
         }
         assert_eq!(batch.run_count().unwrap(), 5);
-        assert_eq!(
-            batch.metric_state().unwrap(),
-            single.metric_state().unwrap()
-        );
+        let state = batch.metric_state().unwrap();
+        assert!(state.histograms.iter().any(|h| h.count == 5), "{state:?}");
+        assert_eq!(state, single.metric_state().unwrap());
 
         // A failure inside the batch (a constraint) rolls all of it back.
         batch
