@@ -235,8 +235,10 @@ impl RunRequest {
                 ReportKind::Junit => report::junit::parse_junit_str(&input.name, &input.content),
             };
             match parsed {
-                Ok(r) => {
+                Ok(mut r) => {
                     warnings.extend(r.warnings.iter().map(|w| format!("{}: {w}", input.name)));
+                    // Every test the report counts is stored (docs/reports.md).
+                    report::distinct_names(&mut r.tests);
                     tests.extend(r.tests.into_iter().map(|p| TestResult {
                         name: p.name,
                         outcome: p.outcome,

@@ -1053,13 +1053,22 @@ fn ingest_in(
             )
         }
         None => {
+            // Stored with the flags counting sets below (see `counted_after`),
+            // so the row is written once.
+            let (queue, done) = counted_after(run, trigger_pending);
             tx.prepare_cached(
                 "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
                     queued_at, started_at, finished_at, url, log_url, change_id, source, content_hash,
-                    created_at, updated_at, attempt_group, trigger_pending)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)",
+                    created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
+                    ?19, ?20)",
             )?
-            .execute(values)?;
+            .execute(rusqlite::params_from_iter(
+                values
+                    .iter()
+                    .copied()
+                    .chain([&queue as &dyn rusqlite::ToSql, &done]),
+            ))?;
             (tx.last_insert_rowid(), IngestStatus::Created, false, false)
         }
     };
@@ -1121,6 +1130,11 @@ fn ingest_in(
                 finished_at: run.finished_at,
                 queue_counted,
                 final_counted,
+                row_flags: if status == IngestStatus::Created {
+                    counted_after(run, trigger_pending)
+                } else {
+                    (queue_counted, final_counted)
+                },
             },
             policy,
             live,
@@ -1179,6 +1193,19 @@ struct Counting<'a> {
     finished_at: Option<DateTime<Utc>>,
     queue_counted: bool,
     final_counted: bool,
+    /// The (queue_counted, final_counted) flags the stored row has now.
+    row_flags: (bool, bool),
+}
+
+/// The (queue_counted, final_counted) flags [`count_run`] leaves a run with
+/// that was counted for nothing before: the queue once the start is known,
+/// the final state once terminal; nothing while the trigger is pending.
+fn counted_after(run: &NewRun, trigger_pending: bool) -> (bool, bool) {
+    if trigger_pending {
+        (false, false)
+    } else {
+        (run.started_at.is_some(), run.state.is_terminal())
+    }
 }
 
 /// Count what a run newly makes known, once each: its queue time when its
@@ -1300,7 +1327,7 @@ fn count_run(
         }
         final_counted = true;
     }
-    if (queue_counted, final_counted) != (c.queue_counted, c.final_counted) {
+    if (queue_counted, final_counted) != c.row_flags {
         tx.prepare_cached("UPDATE runs SET queue_counted = ?2, final_counted = ?3 WHERE id = ?1")?
             .execute(params![c.run_id, queue_counted, final_counted])?;
     }
@@ -1379,6 +1406,7 @@ fn decide_pending(
                 finished_at,
                 queue_counted: qc,
                 final_counted: fc,
+                row_flags: (qc, fc),
             },
             policy,
             live,
