@@ -483,3 +483,92 @@ fn on_a_terminal_the_import_shows_a_progress_bar() {
     );
     assert!(screen.contains("\"runs_created\":4"), "{screen}");
 }
+
+/// The counters a store persisted, summed per family.
+fn family_totals(db: &std::path::Path) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in Store::open(db).unwrap().metric_state().unwrap().counters {
+        *out.entry(c.family).or_insert(0.0) += c.value;
+    }
+    out
+}
+
+#[test]
+fn a_scheduled_import_counts_new_runs_live_and_history_loaded_on_purpose_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("ours.db");
+    let first = d.join("first.db");
+    overlapping_db(&first);
+    assert!(import_logged(&first, &db).status.success());
+    // The exporter has served from this database since.
+    let e = common::Exporter::start(d, &db, &[], &[]);
+    e.stop();
+    let before = family_totals(&db);
+
+    // store-tests added a merged revision, days after its runs: a scheduled
+    // import counts it.
+    let later = d.join("later.db");
+    overlapping_db(&later);
+    Connection::open(&later)
+        .unwrap()
+        .execute(
+            "INSERT INTO TestRuns VALUES (null, 'cockpit-project/cockpit', ?, 'fedora-42',
+               'https://logs.example.org/pull-8-0/log.html', ?, 0, 30, 600, 'failure', NULL)",
+            params![B, T0 - 5.0 * 86400.0],
+        )
+        .unwrap();
+    let out = import_logged(&later, &db);
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            stats["runs_created"].as_u64(),
+            stats["changes_decided"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let after = family_totals(&db);
+    assert_eq!(
+        after["ci_runs"],
+        before["ci_runs"] + 1.0,
+        "the late run counts"
+    );
+    assert_eq!(
+        after["ci_merged_changes"],
+        before["ci_merged_changes"] + 1.0,
+        "its merged change too"
+    );
+    assert_eq!(after.get("ci_exporter_backdated_events"), None);
+
+    // The same kind of file loaded with --history: stored, not counted live.
+    let history = d.join("history.db");
+    overlapping_db(&history);
+    Connection::open(&history)
+        .unwrap()
+        .execute(
+            "UPDATE TestRuns SET url = url || '?old', revision = ?",
+            params![A],
+        )
+        .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["import", "cockpit"])
+        .arg(&history)
+        .arg("--db")
+        .arg(&db)
+        .arg("--history")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["runs_created"], 4);
+    let loaded = family_totals(&db);
+    assert_eq!(loaded["ci_runs"], after["ci_runs"]);
+    assert_eq!(loaded["ci_merged_changes"], after["ci_merged_changes"]);
+    assert!(loaded["ci_exporter_backdated_events"] >= 4.0, "{loaded:?}");
+    assert_eq!(stored(&db).0, 9);
+}
