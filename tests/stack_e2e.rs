@@ -47,6 +47,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// that is fine. An entry that matches no query fails the test (stale list).
 const MAY_BE_EMPTY: &[(&str, &str)] = &[
     (
+        "exporter-health.json / Backdated events / A",
+        "only history loaded with --history into a database that has served moves it (issue 12): late runs sent to the API count live, and the stack loads no history that way",
+    ),
+    (
         "grafana alert / CITestBecameFlaky",
         "only fires when Prometheus remembers the exporter a day ago (offset 1d): a fresh Prometheus cannot tell a new flake from an old one",
     ),
