@@ -1080,9 +1080,10 @@ def health_dashboard():
         ),
         ts(
             "Backdated events",
-            "ci_exporter_backdated_events_total per kind in each interval: events older than "
-            "metrics.live_window when they arrived, stored without moving live counters (so late imports do "
-            "not trip burn alerts). Good: 0 in steady state; bursts during a backfill are expected.",
+            "ci_exporter_backdated_events_total per kind in each interval: history loaded on purpose (a "
+            "command given --history on a database that has served), stored without moving live counters "
+            "(so loaded history does not trip burn alerts). Late live events are not in it: they count when "
+            "they arrive. Good: 0 unless history is being loaded.",
             [target("sum by (kind) (increase(ci_exporter_backdated_events_total[$__rate_interval]))", "{{kind}}")],
             "short",
             bars=True,

@@ -22,6 +22,9 @@ use tokio::sync::Notify;
 
 pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    for (key, advice) in config.deprecated_keys() {
+        tracing::warn!("configuration key {key} is no longer used: {advice}");
+    }
     let secrets = Secrets::resolve(&config.secrets, |k| std::env::var(k).ok())?;
     if cli.print_config {
         print!("{}", config.to_masked_toml(&secrets));
@@ -304,7 +307,10 @@ fn backfill_gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -> 
     if !config.gitlab.enabled() {
         anyhow::bail!("nothing to backfill: set gitlab.projects or gitlab.groups in the config");
     }
-    let policy = Arc::new(Policy::from_config(&config));
+    let policy = Arc::new(Policy {
+        history: args.history,
+        ..Policy::from_config(&config)
+    });
     let classifier = Arc::new(config.classifier()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -457,6 +463,16 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
             config.shard
         );
     }
+    let policy = Policy {
+        history: args.history,
+        ..Policy::from_config(config)
+    };
+    if let Err(impossible) =
+        crate::ingest::validate::check_times(&request, Utc::now(), config.ingest.max_future_skew)
+    {
+        Store::open(&args.db)?.count_rejection(impossible.reason())?;
+        anyhow::bail!("invalid run: {impossible}");
+    }
     let prepared = request.prepare(
         "cli",
         reports,
@@ -466,11 +482,16 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
     }
-    let policy = Policy::from_config(config);
     let mut store = Store::open(&args.db)?;
     let now = Utc::now();
     let ingested = store.ingest_run(&prepared.run, &policy, now)?;
     store.settle(&policy, now, None)?;
+    if ingested.status == crate::store::IngestStatus::Conflict {
+        anyhow::bail!(
+            "{}",
+            crate::http::api::conflict_message(ingested.id, &ingested.differing)
+        );
+    }
     println!(
         "{}",
         serde_json::json!({ "id": ingested.id, "status": ingested.status, "warnings": prepared.warnings })

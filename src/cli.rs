@@ -102,6 +102,13 @@ pub struct BackfillArgs {
     /// SQLite database file (created if missing) [default: store.path from the config].
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+
+    /// Load this as history: on a database that has served, it is stored
+    /// without moving the live counters (it reaches Prometheus through
+    /// `backfill-openmetrics`). Without it, everything new counts when it
+    /// arrives, however old (docs/configuration.md, History and live counters).
+    #[arg(long)]
+    pub history: bool,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +126,13 @@ pub struct BackfillGithubArgs {
     /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+
+    /// Load this as history: on a database that has served, it is stored
+    /// without moving the live counters (it reaches Prometheus through
+    /// `backfill-openmetrics`). Without it, everything new counts when it
+    /// arrives, however old (docs/configuration.md, History and live counters).
+    #[arg(long)]
+    pub history: bool,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +156,13 @@ pub struct ImportCockpitArgs {
     /// SQLite database file [default: ci-slo-exporter.db, or store.path from the config].
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+
+    /// Load this as history: on a database that has served, it is stored
+    /// without moving the live counters (it reaches Prometheus through
+    /// `backfill-openmetrics`). Without it, everything new counts when it
+    /// arrives, however old (docs/configuration.md, History and live counters).
+    #[arg(long)]
+    pub history: bool,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +264,13 @@ pub struct IngestArgs {
     /// A JUnit XML report (repeatable).
     #[arg(long, value_name = "FILE")]
     pub junit: Vec<PathBuf>,
+
+    /// Load this as history: on a database that has served, it is stored
+    /// without moving the live counters (it reaches Prometheus through
+    /// `backfill-openmetrics`). Without it, everything new counts when it
+    /// arrives, however old (docs/configuration.md, History and live counters).
+    #[arg(long)]
+    pub history: bool,
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {

@@ -60,6 +60,8 @@ pub struct Config {
     pub shard_urls: Vec<String>,
     pub server: ServerConfig,
     pub store: StoreConfig,
+    /// What a run's report may say (docs/configuration.md, `[ingest]`).
+    pub ingest: IngestConfig,
     pub metrics: MetricsConfig,
     pub slo: SloConfig,
     pub secrets: SecretFiles,
@@ -283,15 +285,37 @@ impl Default for StoreConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// A run time further ahead of the exporter's clock than this is
+    /// impossible: the ingest API and the CLI refuse the run (400), a forge's
+    /// report is stored without it; counted as `future_time`.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_future_skew: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// How often the /metrics snapshot is rebuilt from the store (also after every write).
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
-    /// Events older than this when they arrive (after the first `serve`) are stored
-    /// but do not move the live counters: history reaches Prometheus through
-    /// `backfill-openmetrics`, not as a burst of live events.
-    #[serde(with = "humantime_serde")]
-    pub live_window: Duration,
+    /// No longer used (every event new to the store counts when it arrives,
+    /// however old; history is loaded with `--history`). Accepted so that old
+    /// configuration files still load; a warning says so.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub live_window: Option<Duration>,
     /// Bucket upper bounds (seconds) of `ci_run_queue_duration_seconds`.
     pub queue_buckets: Vec<f64>,
     /// Bucket upper bounds (seconds) of `ci_run_duration_seconds`.
@@ -305,7 +329,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             refresh_interval: Duration::from_secs(15),
-            live_window: Duration::from_secs(24 * 3600),
+            live_window: None,
             queue_buckets: vec![
                 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 21600.0,
             ],
@@ -550,6 +574,20 @@ impl Config {
             }
         };
         Ok(config)
+    }
+
+    /// Keys that are accepted but no longer used: (key, what to do instead).
+    pub fn deprecated_keys(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.metrics.live_window.is_some() {
+            out.push((
+                "metrics.live_window",
+                "it is ignored: every event new to the store moves the live counters when it arrives, \
+                 however old; load history into a database that has served with `--history` \
+                 (docs/configuration.md, History and live counters)",
+            ));
+        }
+        out
     }
 
     /// Parse and validate TOML text.
@@ -886,6 +924,28 @@ pub fn window_label(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_key_still_loads_with_a_warning_and_the_new_ingest_key_parses() {
+        let old = Config::parse("[metrics]\nlive_window = \"24h\"\n").unwrap();
+        let deprecated = old.deprecated_keys();
+        assert_eq!(deprecated.len(), 1);
+        assert_eq!(deprecated[0].0, "metrics.live_window");
+        assert!(deprecated[0].1.contains("--history"));
+        assert!(Config::default().deprecated_keys().is_empty());
+        assert!(
+            !Config::default()
+                .to_masked_toml(&Secrets::default())
+                .contains("live_window"),
+            "not printed as a setting any more"
+        );
+        let c = Config::parse("[ingest]\nmax_future_skew = \"10m\"\n").unwrap();
+        assert_eq!(c.ingest.max_future_skew, Duration::from_secs(600));
+        assert_eq!(
+            Config::default().ingest.max_future_skew,
+            Duration::from_secs(3600)
+        );
+    }
 
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {

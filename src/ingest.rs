@@ -6,11 +6,13 @@
 //! A corrupt report does not reject the run: it is skipped with a warning
 //! that the caller shows, and the rest of the run is stored.
 
+pub mod validate;
+
 use crate::classify::Classifier;
 use crate::deps::Extractor;
 use crate::model::{
-    ChangeRef, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState, TestOutcome,
-    TestResult, Trigger,
+    ChangeRef, Completeness, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState,
+    TestOutcome, TestResult, Trigger,
 };
 use crate::report;
 use chrono::{DateTime, Utc};
@@ -243,8 +245,10 @@ impl RunRequest {
                 ReportKind::Junit => report::junit::parse_junit_str(&input.name, &input.content),
             };
             match parsed {
-                Ok(r) => {
+                Ok(mut r) => {
                     warnings.extend(r.warnings.iter().map(|w| format!("{}: {w}", input.name)));
+                    // Every test the report counts is stored (docs/reports.md).
+                    report::distinct_names(&mut r.tests);
                     tests.extend(r.tests.into_iter().map(|p| TestResult {
                         name: p.name,
                         outcome: p.outcome,
@@ -339,6 +343,7 @@ impl RunRequest {
                 failures,
                 dependencies,
                 source: source.to_string(),
+                completeness: Completeness::Whole,
             },
             warnings,
         })

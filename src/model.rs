@@ -219,6 +219,25 @@ pub struct NewRun {
     pub dependencies: std::collections::BTreeMap<String, String>,
     /// Where the run came from: "api", "cli", "demo", "github", ...
     pub source: String,
+    /// Whether this report carries the whole run or one part of its story
+    /// (see [`Completeness`]); it decides what a report of a finished run may
+    /// still change.
+    pub completeness: Completeness,
+}
+
+/// How much of a run one report carries.
+///
+/// A finished run is immutable. A *whole* report (the ingest API and the CLI:
+/// the client sends everything it knows at once) of a finished run must repeat
+/// it exactly; anything else is a conflict. A forge reports a run in *parts*
+/// (a webhook per state change, a poll, a log downloaded after the run
+/// finished): a part may add what the stored run does not know yet (a time, a
+/// link, its tests, failure evidence), never change what it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Completeness {
+    #[default]
+    Partial,
+    Whole,
 }
 
 /// An empty run: no repository, context or commit yet, state pending,
@@ -250,6 +269,7 @@ impl Default for NewRun {
             failures: Vec::new(),
             dependencies: Default::default(),
             source: String::new(),
+            completeness: Completeness::Partial,
         }
     }
 }
@@ -321,8 +341,14 @@ impl Default for DurationLimits {
     }
 }
 
+/// How far a run's start may precede its queue time before that is a data
+/// error: the two are often stamped by different machines. Within it the queue
+/// time is 0.
+pub const QUEUE_CLOCK_SKEW_SECONDS: i64 = 5;
+
 /// Queue time = started − queued, run time = finished − started; a negative
-/// or absurdly long value is dropped and reported instead of exported.
+/// (beyond [`QUEUE_CLOCK_SKEW_SECONDS`] for the queue time) or absurdly long
+/// value is dropped and reported instead of exported.
 pub fn durations(
     queued_at: Option<DateTime<Utc>>,
     started_at: Option<DateTime<Utc>>,
@@ -333,11 +359,14 @@ pub fn durations(
     let mut check = |from: Option<DateTime<Utc>>,
                      to: Option<DateTime<Utc>>,
                      max: f64,
+                     skew: f64,
                      negative: DataQualityIssue,
                      absurd: DataQualityIssue| {
         let (from, to) = (from?, to?);
         let seconds = (to - from).num_milliseconds() as f64 / 1000.0;
-        if seconds < 0.0 {
+        if seconds < 0.0 && seconds >= -skew {
+            Some(0.0)
+        } else if seconds < 0.0 {
             issues.push(negative);
             None
         } else if seconds > max {
@@ -351,6 +380,7 @@ pub fn durations(
         queued_at,
         started_at,
         limits.max_queue_seconds,
+        QUEUE_CLOCK_SKEW_SECONDS as f64,
         DataQualityIssue::NegativeQueueTime,
         DataQualityIssue::AbsurdQueueTime,
     );
@@ -358,6 +388,7 @@ pub fn durations(
         started_at,
         finished_at,
         limits.max_run_seconds,
+        0.0,
         DataQualityIssue::NegativeRunTime,
         DataQualityIssue::AbsurdRunTime,
     );
@@ -401,6 +432,15 @@ mod tests {
                 None,
                 Some(360.0),
                 vec![DataQualityIssue::NegativeQueueTime],
+            ),
+            (
+                "a start 2 s before the queue time is clock skew: no wait",
+                t(10, 0, 2),
+                t(10, 0, 0),
+                t(10, 1, 0),
+                Some(0.0),
+                Some(60.0),
+                vec![],
             ),
             (
                 "finish before start is negative",

@@ -116,7 +116,8 @@ pub struct MergeEvaluation {
 ///
 /// The contexts that matter are `required` when configured, otherwise every
 /// context seen on the head commit. For each, the run with the highest attempt
-/// number is final, whatever order the attempts arrived in. The change is green
+/// number is final, whatever order the attempts arrived in (several runs with
+/// that number, from distinct source ids, are all final). The change is green
 /// when every final run is green; a required context without any run, or whose
 /// final run is not green (including still pending), makes it `merged_red`.
 /// Retries are counted as the sum of final attempt numbers. Returns `None` when
@@ -126,21 +127,30 @@ pub struct MergeEvaluation {
 /// pull_request workflow run) has a final run per group: it is green when all
 /// of them are, and its retries are the highest final attempt number.
 pub fn evaluate_merge(required: &[String], runs: &[ContextAttempt]) -> Option<MergeEvaluation> {
-    let mut group_finals: BTreeMap<(&str, &str), &ContextAttempt> = BTreeMap::new();
+    // Per (context, group): (highest attempt, every run with it green). Runs
+    // with distinct source ids may share an attempt number (one revision
+    // tested in two Cockpit projects, two GitLab pipelines of one commit):
+    // all of them are final.
+    let mut group_finals: BTreeMap<(&str, &str), (u32, bool)> = BTreeMap::new();
     for run in runs {
-        let entry = group_finals
+        let green = run.state.is_green();
+        group_finals
             .entry((run.context.as_str(), run.group.as_str()))
-            .or_insert(run);
-        if run.attempt > entry.attempt {
-            *entry = run;
-        }
+            .and_modify(|(attempt, all_green)| {
+                if run.attempt > *attempt {
+                    (*attempt, *all_green) = (run.attempt, green);
+                } else if run.attempt == *attempt {
+                    *all_green &= green;
+                }
+            })
+            .or_insert((run.attempt, green));
     }
-    // Per context: (highest final attempt, every group's final run green).
+    // Per context: (highest final attempt, every group's final runs green).
     let mut finals: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
-    for ((context, _), run) in group_finals {
+    for ((context, _), (attempt, green)) in group_finals {
         let entry = finals.entry(context).or_insert((0, true));
-        entry.0 = entry.0.max(run.attempt);
-        entry.1 &= run.state.is_green();
+        entry.0 = entry.0.max(attempt);
+        entry.1 &= green;
     }
     let contexts: Vec<&str> = if required.is_empty() {
         finals.keys().copied().collect()
@@ -435,6 +445,28 @@ mod tests {
                     grun("a", "11", 0, Success),
                     grun("a", "12", 0, Failure),
                     grun("a", "12", 1, Success),
+                ],
+                Some((GreenAfterOneRetry, 1)),
+            ),
+            (
+                "two runs with one attempt number (distinct source ids): both are final",
+                req(&[]),
+                vec![run("a", 0, Success), run("a", 0, Failure)],
+                Some((MergedRed, 0)),
+            ),
+            (
+                "in either order",
+                req(&[]),
+                vec![run("a", 0, Failure), run("a", 0, Success)],
+                Some((MergedRed, 0)),
+            ),
+            (
+                "a higher attempt still decides over runs sharing a lower one",
+                req(&[]),
+                vec![
+                    run("a", 0, Failure),
+                    run("a", 0, Success),
+                    run("a", 1, Success),
                 ],
                 Some((GreenAfterOneRetry, 1)),
             ),

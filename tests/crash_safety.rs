@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex};
 const KILLS: usize = 20;
 const TESTS_PER_RUN: usize = 3;
 
+/// Run `n`'s body, the same every time it is sent: a resend after a lost answer
+/// repeats the run (a finished run sent again with other content is a 409).
 fn run_body(n: usize) -> Vec<u8> {
-    let ts =
-        |m: i64| (Utc::now() - Duration::minutes(m)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    static START: std::sync::OnceLock<chrono::DateTime<Utc>> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Utc::now);
+    let ts = |m: i64| (start - Duration::minutes(m)).to_rfc3339_opts(SecondsFormat::Secs, true);
     let tests: Vec<_> = (0..TESTS_PER_RUN)
         .map(|t| serde_json::json!({"name": format!("t{t}"), "outcome": if (n + t).is_multiple_of(5) { "failed" } else { "passed" }}))
         .collect();

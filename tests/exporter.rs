@@ -422,9 +422,15 @@ fn a_restart_neither_resets_nor_jumps_counters() {
     let db = d.join("r.db");
     let env = [("CI_SLO_API_TOKEN", TOKEN)];
     let e = Exporter::start(d, &db, &[], &env);
-    for (i, state) in ["success", "failure", "success"].iter().enumerate() {
-        let body = serde_json::to_vec(&api_run(&format!("c{i}"), "unit", state, 10)).unwrap();
-        assert_eq!(e.post("/api/v1/runs", Some(TOKEN), &body).0, 201);
+    let bodies: Vec<Vec<u8>> = ["success", "failure", "success"]
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            serde_json::to_vec(&api_run(&format!("c{i}"), "unit", state, 10)).unwrap()
+        })
+        .collect();
+    for body in &bodies {
+        assert_eq!(e.post("/api/v1/runs", Some(TOKEN), body).0, 201);
     }
     let before = e.wait_for("three runs", |t| {
         sample(
@@ -441,9 +447,8 @@ fn a_restart_neither_resets_nor_jumps_counters() {
         "the comparison covers the histograms too"
     );
     // Replaying the same runs after the restart changes nothing either.
-    for (i, state) in ["success", "failure", "success"].iter().enumerate() {
-        let body = serde_json::to_vec(&api_run(&format!("c{i}"), "unit", state, 10)).unwrap();
-        assert_eq!(e.post("/api/v1/runs", Some(TOKEN), &body).0, 200);
+    for body in &bodies {
+        assert_eq!(e.post("/api/v1/runs", Some(TOKEN), body).0, 200);
     }
     assert_eq!(persisted_lines(&e.scrape(false)), persisted_lines(&before));
 }

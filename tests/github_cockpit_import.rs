@@ -211,3 +211,364 @@ fn a_cockpit_database_imports_once_with_the_right_slis() {
     assert_eq!(slis(&store), before);
     assert_eq!(store.run_count().unwrap(), 5);
 }
+
+const C: &str = "cccc1111bbbb2222cccc3333dddd4444eeee5555";
+
+/// One revision tested with the same context in a project and in its branch
+/// project (`cockpit-project/cockpit/rhel-8`), as store-tests records it, plus
+/// rows that cannot be imported.
+fn overlapping_db(path: &std::path::Path) {
+    let c = Connection::open(path).unwrap();
+    // Python's sqlite3 (store-tests) does not enforce foreign keys: orphans happen.
+    c.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         CREATE TABLE if not exists TestRuns
+            (id INTEGER PRIMARY KEY, project TEXT, revision TEXT, context TEXT, url TEXT, time TIMESTAMP,
+             retry INTEGER, wait_seconds INTEGER, run_seconds INTEGER, state TEXT, description TEXT, UNIQUE (url));
+         CREATE TABLE if not exists Tests
+            (testname TEXT NOT NULL, retry_reason TEXT, failed INTEGER, run INTEGER NOT NULL, seconds INTEGER NOT NULL,
+             FOREIGN KEY (run) REFERENCES TestRuns(id));",
+    )
+    .unwrap();
+    // (project, context, retry, state)
+    let runs = [
+        ("cockpit-project/cockpit", "fedora-42", 0, "success"),
+        ("cockpit-project/cockpit/rhel-8", "fedora-42", 0, "failure"),
+        ("cockpit-project/cockpit/rhel-8", "fedora-42", 1, "success"),
+        ("cockpit-project/cockpit", "debian-testing", 0, "success"),
+        // Never finished: store-tests found no final status.
+        ("cockpit-project/cockpit", "arch", 0, "pending"),
+        // Not owner/name.
+        ("cockpit", "fedora-42", 0, "success"),
+    ];
+    for (i, (project, context, retry, state)) in runs.iter().enumerate() {
+        c.execute(
+            "INSERT INTO TestRuns VALUES (null, ?, ?, ?, ?, ?, ?, 30, 600, ?, NULL)",
+            params![
+                project,
+                C,
+                context,
+                format!("https://logs.example.org/pull-7-{i}/log.html"),
+                T0 + 100.0 * i as f64,
+                retry,
+                state
+            ],
+        )
+        .unwrap();
+    }
+    // The same test in both projects' first runs: it passed in one and failed in the other.
+    for (name, reason, failed, run) in [
+        (
+            "test/verify/check-system-info TestSystemInfo.testBasic",
+            None,
+            0,
+            1,
+        ),
+        (
+            "test/verify/check-system-info TestSystemInfo.testBasic",
+            Some("timeout"),
+            1,
+            2,
+        ),
+        (
+            "test/verify/check-system-info TestSystemInfo.testBasic",
+            None,
+            0,
+            3,
+        ),
+        (
+            "test/verify/check-users TestAccounts.testExpire",
+            None,
+            0,
+            4,
+        ),
+        // A test of a run that does not exist.
+        ("test/verify/check-x TestX.testY", None, 0, 99),
+    ] {
+        c.execute(
+            "INSERT INTO Tests VALUES (?, ?, ?, ?, 20)",
+            params![name, reason, failed, run],
+        )
+        .unwrap();
+    }
+}
+
+fn import_logged(cockpit: &std::path::Path, db: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .args(["import", "cockpit"])
+        .arg(cockpit)
+        .arg("--db")
+        .arg(db)
+        .env("CI_SLO_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+/// (runs, test results, changes by outcome) in the store.
+fn stored(db: &std::path::Path) -> (i64, i64, Vec<(String, i64)>) {
+    let store = Store::open(db).unwrap();
+    let conn = store.connection();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    let mut outcomes = conn
+        .prepare(
+            "SELECT coalesce(outcome, 'undecided'), count(*) FROM changes GROUP BY 1 ORDER BY 1",
+        )
+        .unwrap();
+    let outcomes = outcomes
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    (
+        count("SELECT count(*) FROM runs"),
+        count("SELECT count(*) FROM test_results"),
+        outcomes,
+    )
+}
+
+#[test]
+fn one_revision_in_two_projects_keeps_every_run_and_importing_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cockpit = dir.path().join("test-results.db");
+    overlapping_db(&cockpit);
+    let db = dir.path().join("ours.db");
+    let out = import_logged(&cockpit, &db);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["rows"], 6, "{stats}");
+    assert_eq!(stats["runs_created"], 4, "{stats}");
+    assert_eq!(stats["runs_skipped"], 2);
+    assert_eq!(
+        stats["skipped"],
+        serde_json::json!({"pending": 1, "invalid_project": 1})
+    );
+    assert_eq!(stats["tests"], 4);
+    assert_eq!(stats["test_rows_skipped"], 1, "the orphan row");
+    assert_eq!(
+        (stats["changes"].as_u64(), stats["changes_decided"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // Progress on a non-terminal: log lines, the last one complete.
+    assert!(
+        stderr.contains("6/6 runs (100%"),
+        "no progress line in:\n{stderr}"
+    );
+
+    // Both projects' attempt 0 of fedora-42 are stored (with their tests); the
+    // branch project's retry made it green, the main project was green: the
+    // change is green after one retry.
+    let first = stored(&db);
+    assert_eq!(first.0, 4);
+    assert_eq!(first.1, 4);
+    assert_eq!(first.2, vec![("green_after_one_retry".to_string(), 1)]);
+    let store = Store::open(&db).unwrap();
+    let repo = RepositoryRef {
+        forge: Forge::Github,
+        path: "cockpit-project/cockpit".into(),
+    };
+    let states: Vec<String> = (0..3)
+        .map(|i| {
+            let r = store
+                .run_by_external_id(
+                    &repo,
+                    &format!("cockpit:https://logs.example.org/pull-7-{i}/log.html"),
+                )
+                .unwrap()
+                .unwrap();
+            format!("{}:{}", r.attempt, r.state)
+        })
+        .collect();
+    assert_eq!(states, ["0:success", "0:failure", "1:success"]);
+    let counters = store.metric_state().unwrap();
+    drop(store);
+
+    // Importing again (a team following its store-tests database on a schedule) changes nothing.
+    let out = import_logged(&cockpit, &db);
+    assert!(out.status.success());
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            again["runs_created"].as_u64(),
+            again["runs_updated"].as_u64(),
+            again["runs_conflicting"].as_u64(),
+            again["runs_unchanged"].as_u64(),
+            again["changes_decided"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0), Some(4), Some(0)),
+        "{again}"
+    );
+    assert_eq!(stored(&db), first);
+    assert_eq!(Store::open(&db).unwrap().metric_state().unwrap(), counters);
+}
+
+#[test]
+fn the_cockpit_file_itself_or_another_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cockpit = d.join("test-results.db");
+    overlapping_db(&cockpit);
+    let before = std::fs::read(&cockpit).unwrap();
+    // The same file, named another way.
+    std::os::unix::fs::symlink(&cockpit, d.join("link.db")).unwrap();
+    for db in [
+        cockpit.clone(),
+        d.join("link.db"),
+        d.join(".").join("test-results.db"),
+    ] {
+        let out = import_logged(&cockpit, &db);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is the Cockpit database being imported"),
+            "{}: {err}",
+            db.display()
+        );
+    }
+    assert_eq!(std::fs::read(&cockpit).unwrap(), before, "not written");
+
+    let text = d.join("notes.db");
+    std::fs::write(&text, "these are notes, not SQLite\n".repeat(200)).unwrap();
+    let other = d.join("other.db");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    for (file, says) in [
+        (
+            &text,
+            "is not a Cockpit test-results.db: not an SQLite database",
+        ),
+        (
+            &other,
+            "is not a Cockpit test-results.db: it has no table TestRuns",
+        ),
+    ] {
+        let ours = d.join("ours.db");
+        let out = import_logged(file, &ours);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+        assert!(!ours.exists(), "no store created for a bad source");
+    }
+}
+
+#[test]
+fn on_a_terminal_the_import_shows_a_progress_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let cockpit = dir.path().join("test-results.db");
+    overlapping_db(&cockpit);
+    let db = dir.path().join("ours.db");
+    // `script` (util-linux) runs the command on a pseudo-terminal.
+    let command = format!(
+        "{} import cockpit {} --db {}",
+        common::BIN,
+        cockpit.display(),
+        db.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("CI_SLO_LOG", "warn")
+        .output()
+        .expect("script (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("importing") && screen.contains("/6 runs") && screen.contains('['),
+        "no progress bar on the terminal:\n{screen}"
+    );
+    assert!(screen.contains("\"runs_created\":4"), "{screen}");
+}
+
+/// The counters a store persisted, summed per family.
+fn family_totals(db: &std::path::Path) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in Store::open(db).unwrap().metric_state().unwrap().counters {
+        *out.entry(c.family).or_insert(0.0) += c.value;
+    }
+    out
+}
+
+#[test]
+fn a_scheduled_import_counts_new_runs_live_and_history_loaded_on_purpose_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("ours.db");
+    let first = d.join("first.db");
+    overlapping_db(&first);
+    assert!(import_logged(&first, &db).status.success());
+    // The exporter has served from this database since.
+    let e = common::Exporter::start(d, &db, &[], &[]);
+    e.stop();
+    let before = family_totals(&db);
+
+    // store-tests added a merged revision, days after its runs: a scheduled
+    // import counts it.
+    let later = d.join("later.db");
+    overlapping_db(&later);
+    Connection::open(&later)
+        .unwrap()
+        .execute(
+            "INSERT INTO TestRuns VALUES (null, 'cockpit-project/cockpit', ?, 'fedora-42',
+               'https://logs.example.org/pull-8-0/log.html', ?, 0, 30, 600, 'failure', NULL)",
+            params![B, T0 - 5.0 * 86400.0],
+        )
+        .unwrap();
+    let out = import_logged(&later, &db);
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            stats["runs_created"].as_u64(),
+            stats["changes_decided"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let after = family_totals(&db);
+    assert_eq!(
+        after["ci_runs"],
+        before["ci_runs"] + 1.0,
+        "the late run counts"
+    );
+    assert_eq!(
+        after["ci_merged_changes"],
+        before["ci_merged_changes"] + 1.0,
+        "its merged change too"
+    );
+    assert_eq!(after.get("ci_exporter_backdated_events"), None);
+
+    // The same kind of file loaded with --history: stored, not counted live.
+    let history = d.join("history.db");
+    overlapping_db(&history);
+    Connection::open(&history)
+        .unwrap()
+        .execute(
+            "UPDATE TestRuns SET url = url || '?old', revision = ?",
+            params![A],
+        )
+        .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["import", "cockpit"])
+        .arg(&history)
+        .arg("--db")
+        .arg(&db)
+        .arg("--history")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["runs_created"], 4);
+    let loaded = family_totals(&db);
+    assert_eq!(loaded["ci_runs"], after["ci_runs"]);
+    assert_eq!(loaded["ci_merged_changes"], after["ci_merged_changes"]);
+    assert!(loaded["ci_exporter_backdated_events"] >= 4.0, "{loaded:?}");
+    assert_eq!(stored(&db).0, 9);
+}

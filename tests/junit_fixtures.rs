@@ -65,7 +65,7 @@ const CORRUPT: &[(&str, &str)] = &[(
 fn every_fixture_parses_except_the_corrupt_ones_which_name_file_and_position() {
     let files = report_files();
     assert!(
-        files.len() >= 61,
+        files.len() >= 63,
         "found only {} fixture files",
         files.len()
     );
@@ -377,4 +377,23 @@ fn a_fixture_streamed_through_a_tiny_buffer_gives_the_same_report() {
     let small = BufReader::with_capacity(7, File::open(&path).expect("open"));
     let trickled = parse_junit(name, small).expect("parse");
     assert_eq!(trickled, parse_ok(name));
+}
+
+#[test]
+fn a_test_class_that_failed_to_load_is_one_errored_test_not_zero() {
+    // Ant's report for a test class whose superclass is missing: a suite-level
+    // <error> and no <testcase> (as Jenkins counts it: one failing test).
+    let report = parse_ok("ant/TEST-com.example.InventoryTest.xml");
+    assert_eq!(report.totals().tests, 1);
+    assert_eq!(report.totals().errored, 1);
+    let t = &report.tests[0];
+    assert_eq!(t.name, "com.example.InventoryTest");
+    let message = t.message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with("java.lang.NoClassDefFoundError: com/example/Fixtures\n"),
+        "{message}"
+    );
+    // The same run's other suite is counted as usual.
+    let cart = parse_ok("ant/TEST-com.example.CartTest.xml").totals();
+    assert_eq!((cart.tests, cart.passed, cart.failed), (2, 1, 1));
 }

@@ -47,6 +47,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// that is fine. An entry that matches no query fails the test (stale list).
 const MAY_BE_EMPTY: &[(&str, &str)] = &[
     (
+        "exporter-health.json / Backdated events / A",
+        "only history loaded with --history into a database that has served moves it (issue 12): late runs sent to the API count live, and the stack loads no history that way",
+    ),
+    (
         "grafana alert / CITestBecameFlaky",
         "only fires when Prometheus remembers the exporter a day ago (offset 1d): a fresh Prometheus cannot tell a new flake from an old one",
     ),
@@ -865,19 +869,25 @@ fn monitoring_stack_end_to_end() {
                "queued_at": rfc3339(minutes(30)), "started_at": rfc3339(minutes(29)), "finished_at": rfc3339(minutes(3)),
                "tests": [{"name": "TestStorage.testLvmRaid", "outcome": "passed", "duration_seconds": 12.5},
                          {"name": "TestNetworking.testBond", "outcome": "passed", "duration_seconds": 8.0}]}),
-        // Started before it was queued: a data-quality rejection (negative queue time).
+        // Started before it was queued: refused (400) and counted as a
+        // data-quality rejection (negative queue time).
         json!({"repository": "platform/infra/terraform-modules", "context": "lint", "commit": "e2e0000000000000000000000000000000negative",
                "external_id": "e2e-negative", "trigger": "pull_request", "state": "success",
                "queued_at": rfc3339(minutes(10)), "started_at": rfc3339(minutes(12)), "finished_at": rfc3339(minutes(11))}),
-        // Three days old: stored, but backdated (does not move live counters).
+        // Three days late: counted when it arrives, like any run new to the store.
         json!({"repository": "platform/infra/terraform-modules", "context": "plan", "commit": "e2e0000000000000000000000000000000backdate",
                "external_id": "e2e-backdated", "trigger": "pull_request", "state": "success",
                "queued_at": rfc3339(minutes(3 * 1440 + 10)), "started_at": rfc3339(minutes(3 * 1440 + 9)), "finished_at": rfc3339(minutes(3 * 1440))}),
     ];
     for body in &extra {
         let (status, text) = stack.post_run(body);
+        let expected: &[u16] = if body["external_id"] == "e2e-negative" {
+            &[400]
+        } else {
+            &[201, 200]
+        };
         assert!(
-            status == 201 || status == 200,
+            expected.contains(&status),
             "run {}: {status} {text}",
             body["external_id"]
         );

@@ -3,6 +3,8 @@
 //! release binary started on one.
 #![allow(dead_code)]
 
+pub mod cockpit;
+
 use ci_slo_exporter::store::Store;
 use rusqlite::params;
 use std::io::Read;

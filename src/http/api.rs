@@ -43,7 +43,8 @@ pub struct IngestResponse {
     pub warnings: Vec<String>,
 }
 
-/// `POST /api/v1/runs`: 201 when created, 200 for a replay or an update.
+/// `POST /api/v1/runs`: 201 when created, 200 for a replay or an update of
+/// an unfinished run, 409 for other content of a finished run (nothing changed).
 /// Answers only after the run is committed. A run of a repository another
 /// shard owns is forwarded there (its answer relayed) or refused with 421.
 pub async fn post_run(
@@ -73,6 +74,23 @@ pub async fn post_run(
     {
         metrics.count_ingest("api", routed.result());
         return Ok(routed.into_response());
+    }
+    if let Err(impossible) = crate::ingest::validate::check_times(
+        &request,
+        chrono::Utc::now(),
+        state.config.ingest.max_future_skew,
+    ) {
+        metrics.count_ingest("api", "rejected");
+        let reason = impossible.reason();
+        state
+            .store
+            .write(move |s| s.count_rejection(reason))
+            .await?;
+        state.refresh.notify_one();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid run: {impossible}"),
+        ));
     }
     // Parsing reports and classifying a log is CPU work: off the async workers.
     let (classifier, deps) = (state.classifier.clone(), state.deps.clone());
@@ -105,6 +123,15 @@ pub async fn post_run(
         IngestStatus::Created => (StatusCode::CREATED, "created"),
         IngestStatus::Updated => (StatusCode::OK, "updated"),
         IngestStatus::Unchanged => (StatusCode::OK, "unchanged"),
+        IngestStatus::Conflict => {
+            metrics.count_ingest("api", "conflict");
+            // The data-quality counter moved.
+            state.refresh.notify_one();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                conflict_message(ingested.id, &ingested.differing),
+            ));
+        }
     };
     metrics.count_ingest("api", result);
     if ingested.status != IngestStatus::Unchanged {
@@ -131,6 +158,15 @@ pub struct RunQuery {
     pub tests_offset: usize,
     #[serde(default)]
     pub tests_limit: Option<usize>,
+}
+
+/// The reason of a 409: which fields differ, and how to correct a run.
+pub fn conflict_message(id: i64, differing: &[&str]) -> String {
+    format!(
+        "run {id} is finished and this report differs in: {}; a finished run cannot be changed \
+         (to correct it, send the corrected run under a new external_id)",
+        differing.join(", ")
+    )
 }
 
 /// `GET /api/v1/runs/{id}`.

@@ -126,7 +126,7 @@ family!(
     "ci_exporter_backdated_events",
     Counter,
     None,
-    "Events stored without moving live counters because they were older than metrics.live_window."
+    "Events stored without moving live counters: history loaded with --history into a database that has served."
 );
 family!(
     DEMO_DATA,

@@ -805,6 +805,7 @@ mod tests {
                 failures: vec![],
                 dependencies: Default::default(),
                 source: "test".into(),
+                completeness: Default::default(),
             };
             store.ingest_run(&run, &policy, now).unwrap();
         }

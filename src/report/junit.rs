@@ -60,7 +60,13 @@
 //!   and Jest `test.each` repeat names that way, and counting those as retries
 //!   would report passing tests as flaky. Same-named test cases in differently
 //!   named suites are distinct tests. At most [`MAX_RETRY_REASONS`] reasons are
-//!   kept per test (`retries` keeps counting).
+//!   kept per test (`retries` keeps counting). (Ingest stores such same-named
+//!   tests as `name [2]`, ...: `report::distinct_names`.)
+//! * **Suite-level `<error>` / `<failure>`** (a direct child of a `<testsuite>`;
+//!   Ant writes one for a test class that failed to load): the suite's own
+//!   results become one `Errored` test named after the suite (its `name`, else
+//!   [`UNNAMED_SUITE`]), with their messages, after the suite's test cases, as
+//!   Jenkins counts it. A suite with only such an element is not 0 tests.
 //! * **Duration**: `time` (JUnit, NUnit 2, xUnit) or `duration` (NUnit 3), in
 //!   seconds. `"1,234.5"` and `"1,234"` are read with `,` as thousands separator,
 //!   a lone comma not in thousands groups (`"0,5"`) as the decimal point; missing,
@@ -562,6 +568,18 @@ impl<'v> JunitCaseAttrs<'v> {
     }
 }
 
+/// An open `<testsuite>` (or NUnit `<test-suite>`, xUnit `<collection>`).
+#[derive(Debug)]
+struct Suite {
+    depth: usize,
+    name: String,
+    /// its own `<error>`/`<failure>` children (JUnit)
+    results: Vec<ResultElem>,
+}
+
+/// The name of the test a suite-level error of an unnamed suite becomes.
+pub const UNNAMED_SUITE: &str = "(unnamed test suite)";
+
 #[derive(Debug)]
 struct CaseBuilder {
     depth: usize,
@@ -584,6 +602,8 @@ struct Capture {
     /// depth of the result element (failure, error, ...)
     depth: usize,
     retry: bool,
+    /// a suite-level `<error>`/`<failure>` (of the innermost open suite)
+    suite: bool,
     /// depth of a `<message>` child being read
     message_depth: Option<usize>,
     /// depth of an ignored child (system-out, ...)
@@ -603,8 +623,8 @@ struct Parser {
     open_names: String,
     open: Vec<usize>,
     root_closed: bool,
-    /// (depth, name) of enclosing suites
-    suites: Vec<(usize, String)>,
+    /// the enclosing suites, innermost last
+    suites: Vec<Suite>,
     case: Option<CaseBuilder>,
     capture: Option<Capture>,
     tests: Vec<ParsedTest>,
@@ -847,6 +867,7 @@ impl Parser {
             self.capture = Some(Capture {
                 depth,
                 retry,
+                suite: false,
                 message_depth: None,
                 muted_depth: None,
             });
@@ -862,7 +883,28 @@ impl Parser {
                         name = value.into_owned();
                     }
                 })?;
-                self.suites.push((depth, name));
+                self.suites.push(Suite {
+                    depth,
+                    name,
+                    results: Vec::new(),
+                });
+            }
+            (Dialect::Junit, "error" | "failure")
+                if self.suites.last().is_some_and(|s| s.depth + 1 == depth) =>
+            {
+                // A suite-level result: the suite failed outside its test
+                // cases (Ant writes it for a test class that failed to load).
+                let elem = ResultElem::new(ResultKind::Error, e, ctx)?;
+                if let Some(suite) = self.suites.last_mut() {
+                    suite.results.push(elem);
+                }
+                self.capture = Some(Capture {
+                    depth,
+                    retry: false,
+                    suite: true,
+                    message_depth: None,
+                    muted_depth: None,
+                });
             }
             (Dialect::Junit, "testcase") => {
                 let mut attrs = JunitCaseAttrs::default();
@@ -995,8 +1037,8 @@ impl Parser {
         // the retry key, in a buffer reused from test to test
         let key = &mut self.key;
         key.clear();
-        for (_, suite) in &self.suites {
-            key.push_str(suite);
+        for suite in &self.suites {
+            key.push_str(&suite.name);
             key.push('\u{1f}');
         }
         key.push('\u{0}');
@@ -1019,6 +1061,9 @@ impl Parser {
 
     fn current_elem(&mut self) -> Option<&mut ResultElem> {
         let capture = self.capture.as_ref()?;
+        if capture.suite {
+            return self.suites.last_mut()?.results.last_mut();
+        }
         let case = self.case.as_mut()?;
         if capture.retry {
             case.retries.last_mut()
@@ -1044,8 +1089,11 @@ impl Parser {
             }
             self.capture = None;
         }
-        if self.suites.last().is_some_and(|(d, _)| *d == depth) {
-            self.suites.pop();
+        if self.suites.last().is_some_and(|s| s.depth == depth)
+            && let Some(suite) = self.suites.pop()
+            && !suite.results.is_empty()
+        {
+            self.finish_suite_case(suite);
         }
         if let Some(at) = self.open.pop() {
             self.open_names.truncate(at);
@@ -1118,6 +1166,30 @@ impl Parser {
                     target.push(";");
                 }
             }
+        }
+    }
+
+    /// A suite's own `<error>`/`<failure>` elements as one errored test named
+    /// after the suite (what Jenkins does for a class that failed to load).
+    fn finish_suite_case(&mut self, suite: Suite) {
+        let name = if suite.name.trim().is_empty() {
+            UNNAMED_SUITE.to_string()
+        } else {
+            suite.name
+        };
+        self.begin_case(
+            suite.depth,
+            name.clone(),
+            None,
+            Some(&name),
+            None,
+            None,
+            None,
+            None,
+        );
+        if let Some(mut case) = self.case.take() {
+            case.results = suite.results;
+            self.finish_case(case);
         }
     }
 
@@ -2731,6 +2803,74 @@ mod tests {
             let _ = parse_junit("fuzz.xml", &doc[..]);
             let _ = parse_junit_str("fuzz.xml", &String::from_utf8_lossy(&doc));
         }
+    }
+
+    // -- suite-level results --------------------------------------------------
+
+    #[test]
+    fn a_suite_with_only_a_suite_level_error_is_one_errored_test_named_after_it() {
+        let xml = r#"<testsuite errors="1" name="com.example.InventoryTest" tests="1">
+  <properties><property name="x" value="y"/></properties>
+  <error message="com/example/Fixtures" type="java.lang.NoClassDefFoundError">java.lang.NoClassDefFoundError: com/example/Fixtures
+	at java.base/java.lang.ClassLoader.defineClass1(Native Method)</error>
+  <system-out><![CDATA[]]></system-out>
+</testsuite>"#;
+        let t = only_test(xml);
+        assert_eq!(t.name, "com.example.InventoryTest");
+        assert_eq!(t.outcome, TestOutcome::Errored);
+        let message = t.message.unwrap_or_default();
+        assert!(
+            message.starts_with("java.lang.NoClassDefFoundError: com/example/Fixtures\n\tat "),
+            "{message}"
+        );
+        let (fast, reader) = fast_and_reader(xml.as_bytes());
+        assert_eq!(fast, reader);
+    }
+
+    #[test]
+    fn suite_level_results_join_the_suites_test_cases_in_any_nesting() {
+        let xml = r#"<testsuites>
+  <testsuite name="outer">
+    <testcase name="ok" classname="A"/>
+    <testsuite name="inner"><failure message="setUpClass failed">boom</failure></testsuite>
+    <testsuite name=""><error type="ImportError"/></testsuite>
+  </testsuite>
+  <testsuite name="teardown">
+    <testcase name="t" classname="B"/>
+    <error message="@AfterClass failed"/>
+  </testsuite>
+</testsuites>"#;
+        let report = parse(xml);
+        let got: Vec<(&str, TestOutcome, Option<&str>)> = report
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.outcome, t.message.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A.ok", TestOutcome::Passed, None),
+                (
+                    "inner",
+                    TestOutcome::Errored,
+                    Some("setUpClass failed\nboom")
+                ),
+                (UNNAMED_SUITE, TestOutcome::Errored, Some("ImportError")),
+                ("B.t", TestOutcome::Passed, None),
+                ("teardown", TestOutcome::Errored, Some("@AfterClass failed")),
+            ]
+        );
+        let (fast, reader) = fast_and_reader(xml.as_bytes());
+        assert_eq!(fast, reader);
+        // An error inside a test case stays that test's.
+        assert_eq!(
+            parse(&suite(
+                r#"<testcase name="t"><error message="x"/></testcase>"#
+            ))
+            .tests
+            .len(),
+            1
+        );
     }
 
     // -- the in-memory fast path gives what quick-xml gives ------------------

@@ -61,6 +61,44 @@ impl Report {
         t
     }
 }
+/// Give every test of one report a name of its own, so that what a report
+/// counts is what the store keeps (one result per test name and run).
+///
+/// The parsers keep a name repeated after a passed or skipped run as another
+/// test, not a retry (a parameterised test: TestNG data providers, Jest
+/// `test.each`, TAP points with the same description). The second and later
+/// tests with a name are named `name [2]`, `name [3]`, … in report order (a
+/// number is skipped if the report already has a test of that name). Returns
+/// how many tests were renamed.
+pub fn distinct_names(tests: &mut [ParsedTest]) -> usize {
+    use std::collections::{HashMap, HashSet};
+    let mut taken: HashSet<String> = tests.iter().map(|t| t.name.clone()).collect();
+    if taken.len() == tests.len() {
+        return 0;
+    }
+    // name → occurrences so far
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut renamed = 0;
+    for test in tests.iter_mut() {
+        let n = seen.entry(test.name.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            continue;
+        }
+        let mut k = *n;
+        let mut name = format!("{} [{k}]", test.name);
+        while taken.contains(&name) {
+            k += 1;
+            name = format!("{} [{k}]", test.name);
+        }
+        *n = k;
+        taken.insert(name.clone());
+        test.name = name;
+        renamed += 1;
+    }
+    renamed
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{file}: {position}: {reason}")]
@@ -172,6 +210,26 @@ mod tests {
                 flaky: 1,
             }
         );
+    }
+
+    #[test]
+    fn repeated_names_become_distinct_in_report_order() {
+        let named = |name: &str| ParsedTest {
+            name: name.into(),
+            ..test(TestOutcome::Passed, 0)
+        };
+        let mut tests = vec![
+            named("each"),
+            named("other"),
+            named("each"),
+            named("each [3]"),
+            named("each"),
+        ];
+        assert_eq!(distinct_names(&mut tests), 2);
+        let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["each", "other", "each [2]", "each [3]", "each [4]"]);
+        let mut unique = vec![named("a"), named("b")];
+        assert_eq!(distinct_names(&mut unique), 0);
     }
 
     #[test]

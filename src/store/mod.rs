@@ -7,7 +7,10 @@
 //! writer thread's group commit: a crash leaves either the whole run (with its
 //! counters) or nothing.
 
+mod bulk;
 pub mod github;
+mod plausible;
+mod revision;
 mod schema;
 pub mod tally;
 pub mod ui;
@@ -57,7 +60,11 @@ pub struct Policy {
     pub limits: DurationLimits,
     pub queue_buckets: Vec<f64>,
     pub run_buckets: Vec<f64>,
-    pub live_window_ms: i64,
+    /// History loaded on purpose (`--history`): on a database that has
+    /// served, it does not move the live counters.
+    pub history: bool,
+    /// Times further ahead than this are impossible (`ingest.max_future_skew`).
+    pub max_future_skew_ms: i64,
     pub merge_settle_ms: i64,
     pub lost_after_ms: i64,
     /// How long a run whose trigger is pending waits for it before it is
@@ -78,7 +85,8 @@ impl Policy {
             },
             queue_buckets: c.queue_buckets(),
             run_buckets: c.run_buckets(),
-            live_window_ms: c.metrics.live_window.as_millis() as i64,
+            history: false,
+            max_future_skew_ms: c.ingest.max_future_skew.as_millis() as i64,
             merge_settle_ms: c.slo.merge_settle.as_millis() as i64,
             lost_after_ms: c.slo.lost_after.as_millis() as i64,
             trigger_wait_ms: c.github.trigger_wait.as_millis() as i64,
@@ -109,14 +117,32 @@ impl Policy {
 pub enum IngestStatus {
     Created,
     Updated,
-    /// An identical replay: nothing changed.
+    /// An identical replay (or a part with nothing new): nothing changed.
     Unchanged,
+    /// The run is finished and the report contradicts it: nothing changed
+    /// (`Ingested::differing` names the fields; counted as a data-quality
+    /// rejection, reason `finished_run_changed`).
+    Conflict,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ingested {
     pub id: i64,
     pub status: IngestStatus,
+    /// With [`IngestStatus::Conflict`]: the fields in which the report
+    /// differs from the finished run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differing: Vec<&'static str>,
+}
+
+impl Ingested {
+    pub fn new(id: i64, status: IngestStatus) -> Ingested {
+        Ingested {
+            id,
+            status,
+            differing: Vec::new(),
+        }
+    }
 }
 
 pub fn to_ms(t: DateTime<Utc>) -> i64 {
@@ -254,8 +280,8 @@ impl Store {
         Ok(())
     }
 
-    /// Record that a server started on this database. From then on, events
-    /// older than the live window no longer move the live counters.
+    /// Record that a server started on this database. From then on, history
+    /// loaded with `--history` no longer moves the live counters.
     pub fn mark_serving(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         if self.meta(META_SERVING_SINCE)?.is_none() {
             self.set_meta(META_SERVING_SINCE, &now.to_rfc3339())?;
@@ -289,6 +315,15 @@ impl Store {
         let ingested = ingest_in(&tx, run, policy, to_ms(now))?;
         tx.commit()?;
         Ok(ingested)
+    }
+
+    /// Count a report refused before it reached the store (an impossible
+    /// time, `ingest::validate`) in `ci_exporter_data_quality_rejections_total`.
+    pub fn count_rejection(&mut self, reason: &str) -> Result<(), StoreError> {
+        let tx = self.write_tx()?;
+        data_quality(&tx, reason)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Record that a change was merged (from a forge's merge event, or an
@@ -750,17 +785,23 @@ pub struct MetricState {
     pub histograms: Vec<HistogramRow>,
 }
 
-fn in_history_mode(tx: &Connection) -> rusqlite::Result<bool> {
-    Ok(tx
+/// Whether what this write newly stores moves the live counters: always,
+/// however old its timestamps, except history loaded on purpose into a
+/// database that has served (a command given `--history`), which is counted
+/// in `ci_exporter_backdated_events_total` instead. Into a database that has
+/// never served, everything counts: Prometheus has not seen these series yet,
+/// so they appear with their values (not a rate), and `backfill-openmetrics`
+/// ends where they stand (docs/configuration.md, *History and live counters*).
+fn moves_live_counters(tx: &Connection, policy: &Policy) -> rusqlite::Result<bool> {
+    if !policy.history {
+        return Ok(true);
+    }
+    let served = tx
         .prepare_cached("SELECT 1 FROM meta WHERE key = ?1")?
         .query_row([META_SERVING_SINCE], |_| Ok(()))
         .optional()?
-        .is_none())
-}
-
-/// Whether an event at `at_ms` moves the live counters (see `metrics.live_window`).
-fn is_live(history_mode: bool, at_ms: i64, now_ms: i64, policy: &Policy) -> bool {
-    history_mode || at_ms >= now_ms - policy.live_window_ms
+        .is_some();
+    Ok(!served)
 }
 
 fn content_hash(run: &NewRun) -> String {
@@ -836,7 +877,7 @@ fn data_quality(tx: &Connection, reason: &str) -> rusqlite::Result<()> {
 
 /// A stored run whose identity matched an ingested one.
 struct Existing {
-    id: i64,
+    row: revision::Row,
     hash: String,
     trigger: Trigger,
     queue_counted: bool,
@@ -844,71 +885,120 @@ struct Existing {
     trigger_pending: bool,
 }
 
+/// The stored run a report is about: with an external id, the run with that
+/// id in its repository (and nothing else); without one, the run without an
+/// external id with the same context, commit, attempt group and attempt.
+fn find_existing(
+    tx: &Connection,
+    repository_id: i64,
+    run: &NewRun,
+    group: &str,
+) -> rusqlite::Result<Option<Existing>> {
+    const COLUMNS: &str = "r.id, r.content_hash, r.trigger, r.queue_counted, r.final_counted, r.trigger_pending,
+        r.context, r.commit_sha, r.attempt_group, r.attempt, r.state, r.queued_at, r.started_at, r.finished_at,
+        r.url, r.log_url, (SELECT number FROM changes c WHERE c.id = r.change_id)";
+    let read = |r: &rusqlite::Row<'_>| {
+        let trigger: String = r.get(2)?;
+        Ok(Existing {
+            hash: r.get(1)?,
+            trigger: trigger.parse().unwrap_or(Trigger::Other),
+            queue_counted: r.get(3)?,
+            final_counted: r.get(4)?,
+            trigger_pending: r.get(5)?,
+            row: revision::Row {
+                id: r.get(0)?,
+                context: r.get(6)?,
+                commit: r.get(7)?,
+                attempt_group: r.get(8)?,
+                attempt: r.get(9)?,
+                trigger,
+                trigger_pending: r.get(5)?,
+                state: r.get(10)?,
+                times: [r.get(11)?, r.get(12)?, r.get(13)?],
+                url: r.get(14)?,
+                log_url: r.get(15)?,
+                change: r.get(16)?,
+            },
+        })
+    };
+    match &run.external_id {
+        Some(external_id) => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM runs r WHERE r.repository_id = ?1 AND r.external_id = ?2"
+            ))?
+            .query_row(params![repository_id, external_id], read)
+            .optional(),
+        None => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM runs r
+                 WHERE r.repository_id = ?1 AND r.external_id IS NULL AND r.context = ?2
+                   AND r.commit_sha = ?3 AND r.attempt_group = ?4 AND r.attempt = ?5"
+            ))?
+            .query_row(
+                params![repository_id, run.context, run.commit, group, run.attempt],
+                read,
+            )
+            .optional(),
+    }
+}
+
 fn ingest_in(
     tx: &Connection,
-    run: &NewRun,
+    report: &NewRun,
     policy: &Policy,
     now_ms: i64,
 ) -> Result<Ingested, StoreError> {
     // Nothing a run carries is stored with a credential in it (src/redact.rs).
-    let redacted = policy.redactor.redact_run(run);
-    let run = redacted.as_ref().unwrap_or(run);
-    let history_mode = in_history_mode(tx)?;
-    let repo = &run.repository;
+    let redacted = policy.redactor.redact_run(report);
+    let report = redacted.as_ref().unwrap_or(report);
+    let live = moves_live_counters(tx, policy)?;
+    let plausible = plausible::without_future_times(report, now_ms + policy.max_future_skew_ms);
+    let future_times = plausible.is_some();
+    let report = plausible.as_ref().unwrap_or(report);
+    let repo = &report.repository;
     let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
-    let hash = content_hash(run);
-    let group = run.attempt_group.as_deref().unwrap_or("");
+    let hash = content_hash(report);
+    let group = report.attempt_group.as_deref().unwrap_or("");
 
-    // The run with the same source id, else the one with the same identity.
-    // (Chosen here rather than by an ORDER BY on ?2, which SQLite would
-    // re-prepare at every use.)
-    let mut candidates: Vec<(Option<String>, Existing)> = tx
-        .prepare_cached(
-            "SELECT id, content_hash, trigger, queue_counted, final_counted, trigger_pending, external_id
-             FROM runs
-             WHERE repository_id = ?1 AND ((?2 IS NOT NULL AND external_id = ?2)
-                OR (context = ?3 AND commit_sha = ?4 AND attempt_group = ?6 AND attempt = ?5))
-             LIMIT 2",
-        )?
-        .query_map(
-            params![
-                repository_id,
-                run.external_id,
-                run.context,
-                run.commit,
-                run.attempt,
-                group
-            ],
-            |r| {
-                Ok((
-                    r.get(6)?,
-                    Existing {
-                        id: r.get(0)?,
-                        hash: r.get(1)?,
-                        trigger: r.get::<_, String>(2)?.parse().unwrap_or(Trigger::Other),
-                        queue_counted: r.get(3)?,
-                        final_counted: r.get(4)?,
-                        trigger_pending: r.get(5)?,
-                    },
-                ))
-            },
-        )?
-        .collect::<Result<_, _>>()?;
-    let same_source = candidates
-        .iter()
-        .position(|(e, _)| e.is_some() && *e == run.external_id);
-    let existing = match same_source {
-        Some(i) => Some(candidates.swap_remove(i).1),
-        None => candidates.into_iter().next().map(|(_, e)| e),
-    };
+    let existing = find_existing(tx, repository_id, report, group)?;
     if let Some(e) = &existing
         && e.hash == hash
     {
-        return Ok(Ingested {
-            id: e.id,
-            status: IngestStatus::Unchanged,
-        });
+        return Ok(Ingested::new(e.row.id, IngestStatus::Unchanged));
     }
+    // A finished run is immutable (revision.rs): what the report may still add.
+    let merged;
+    let run = match &existing {
+        Some(e) if e.row.state.parse().is_ok_and(RunState::is_terminal) => {
+            let stored = revision::load(tx, &e.row, report)?;
+            match revision::judge(&stored, report) {
+                revision::Verdict::Unchanged => {
+                    return Ok(Ingested::new(e.row.id, IngestStatus::Unchanged));
+                }
+                revision::Verdict::Conflict(fields) => {
+                    tracing::warn!(
+                        run = e.row.id,
+                        repository = %repo.path,
+                        external_id = report.external_id.as_deref().unwrap_or(""),
+                        source = %report.source,
+                        differing = %fields.join(","),
+                        "a report contradicts a finished run: kept as stored"
+                    );
+                    data_quality(tx, "finished_run_changed")?;
+                    return Ok(Ingested {
+                        id: e.row.id,
+                        status: IngestStatus::Conflict,
+                        differing: fields,
+                    });
+                }
+                revision::Verdict::Update(m) => {
+                    merged = *m;
+                    &merged
+                }
+            }
+        }
+        _ => report,
+    };
     // A trigger, once decided, stays: the run's counters carry it as a label.
     let (trigger, trigger_pending) = match &existing {
         Some(e) if !e.trigger_pending && run.trigger_pending => (e.trigger, false),
@@ -965,33 +1055,45 @@ fn ingest_in(
                     trigger_pending = ?18
                  WHERE id = ?19",
             )?
-            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.id as &dyn rusqlite::ToSql])))?;
+            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
             // webhook saying "completed") keeps the tests and reports stored before.
             if !run.tests.is_empty() {
-                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [e.id])?;
+                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [e.row.id])?;
             }
             if !run.reports.is_empty() {
-                tx.execute("DELETE FROM reports WHERE run_id = ?1", [e.id])?;
+                tx.execute("DELETE FROM reports WHERE run_id = ?1", [e.row.id])?;
             }
             if !run.dependencies.is_empty() {
-                tx.execute("DELETE FROM dependency_snapshots WHERE run_id = ?1", [e.id])?;
+                tx.execute(
+                    "DELETE FROM dependency_snapshots WHERE run_id = ?1",
+                    [e.row.id],
+                )?;
             }
             (
-                e.id,
+                e.row.id,
                 IngestStatus::Updated,
                 e.queue_counted,
                 e.final_counted,
             )
         }
         None => {
+            // Stored with the flags counting sets below (see `counted_after`),
+            // so the row is written once.
+            let (queue, done) = counted_after(run, trigger_pending);
             tx.prepare_cached(
                 "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
                     queued_at, started_at, finished_at, url, log_url, change_id, source, content_hash,
-                    created_at, updated_at, attempt_group, trigger_pending)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)",
+                    created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
+                    ?19, ?20)",
             )?
-            .execute(values)?;
+            .execute(rusqlite::params_from_iter(
+                values
+                    .iter()
+                    .copied()
+                    .chain([&queue as &dyn rusqlite::ToSql, &done]),
+            ))?;
             (tx.last_insert_rowid(), IngestStatus::Created, false, false)
         }
     };
@@ -1030,7 +1132,6 @@ fn ingest_in(
     }
 
     let event_ms = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
-    let live = is_live(history_mode, event_ms, now_ms, policy);
     // A new run has no failures to replace: only store what it brings.
     if !run.failures.is_empty() {
         store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
@@ -1054,9 +1155,14 @@ fn ingest_in(
                 finished_at: run.finished_at,
                 queue_counted,
                 final_counted,
+                row_flags: if status == IngestStatus::Created {
+                    counted_after(run, trigger_pending)
+                } else {
+                    (queue_counted, final_counted)
+                },
             },
             policy,
-            history_mode,
+            live,
             now_ms,
         )?;
     }
@@ -1077,7 +1183,10 @@ fn ingest_in(
         }
     }
 
-    Ok(Ingested { id: run_id, status })
+    if future_times {
+        data_quality(tx, "future_time")?;
+    }
+    Ok(Ingested::new(run_id, status))
 }
 
 /// When a run happened, for the live window: its latest known time.
@@ -1109,6 +1218,19 @@ struct Counting<'a> {
     finished_at: Option<DateTime<Utc>>,
     queue_counted: bool,
     final_counted: bool,
+    /// The (queue_counted, final_counted) flags the stored row has now.
+    row_flags: (bool, bool),
+}
+
+/// The (queue_counted, final_counted) flags [`count_run`] leaves a run with
+/// that was counted for nothing before: the queue once the start is known,
+/// the final state once terminal; nothing while the trigger is pending.
+fn counted_after(run: &NewRun, trigger_pending: bool) -> (bool, bool) {
+    if trigger_pending {
+        (false, false)
+    } else {
+        (run.started_at.is_some(), run.state.is_terminal())
+    }
 }
 
 /// Count what a run newly makes known, once each: its queue time when its
@@ -1117,11 +1239,10 @@ fn count_run(
     tx: &Connection,
     c: &Counting<'_>,
     policy: &Policy,
-    history_mode: bool,
+    live: bool,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let event_ms = event_ms(c.queued_at, c.started_at, c.finished_at, now_ms);
-    let live = is_live(history_mode, event_ms, now_ms, policy);
     let (d, issues) = durations(c.queued_at, c.started_at, c.finished_at, policy.limits);
     let subject = format!("run:{}", c.run_id);
     let trigger = c.trigger.as_str();
@@ -1142,7 +1263,6 @@ fn count_run(
         }
         if let Some(q) = d.queue_seconds {
             let started_ms = c.started_at.map(to_ms).unwrap_or(now_ms);
-            let live = is_live(history_mode, started_ms, now_ms, policy);
             if live {
                 let labels: &Labels<'_> = &[
                     ("repository", c.repository),
@@ -1232,7 +1352,7 @@ fn count_run(
         }
         final_counted = true;
     }
-    if (queue_counted, final_counted) != (c.queue_counted, c.final_counted) {
+    if (queue_counted, final_counted) != c.row_flags {
         tx.prepare_cached("UPDATE runs SET queue_counted = ?2, final_counted = ?3 WHERE id = ?1")?
             .execute(params![c.run_id, queue_counted, final_counted])?;
     }
@@ -1250,7 +1370,7 @@ fn decide_pending(
     policy: &Policy,
     now_ms: i64,
 ) -> rusqlite::Result<Vec<i64>> {
-    let history_mode = in_history_mode(tx)?;
+    let live = moves_live_counters(tx, policy)?;
     type Row = (
         i64,
         i64,
@@ -1311,9 +1431,10 @@ fn decide_pending(
                 finished_at,
                 queue_counted: qc,
                 final_counted: fc,
+                row_flags: (qc, fc),
             },
             policy,
-            history_mode,
+            live,
             now_ms,
         )?;
         ids.push(id);
@@ -1335,7 +1456,8 @@ fn store_failures(
         .prepare_cached("SELECT DISTINCT class FROM failures WHERE run_id = ?1")?
         .query_map([run_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    tx.execute("DELETE FROM failures WHERE run_id = ?1", [run_id])?;
+    tx.prepare_cached("DELETE FROM failures WHERE run_id = ?1")?
+        .execute([run_id])?;
     let mut counted = before.clone();
     for f in failures {
         let mut fingerprint_id = None;
@@ -1361,11 +1483,10 @@ fn store_failures(
                     occurrences = occurrences + 1 WHERE hash = ?1",
             )?
             .execute(params![hash, event_ms])?;
-            fingerprint_id = Some(tx.query_row(
-                "SELECT id FROM fingerprints WHERE hash = ?1",
-                [hash],
-                |r| r.get::<_, i64>(0),
-            )?);
+            fingerprint_id = Some(
+                tx.prepare_cached("SELECT id FROM fingerprints WHERE hash = ?1")?
+                    .query_row([hash], |r| r.get::<_, i64>(0))?,
+            );
         }
         tx.prepare_cached(
             "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id, is_new,
@@ -1409,7 +1530,7 @@ fn decide_changes(
     now_ms: i64,
     settle_ms: i64,
 ) -> Result<usize, StoreError> {
-    let history_mode = in_history_mode(tx)?;
+    let live = moves_live_counters(tx, policy)?;
     let due: Vec<(i64, i64, String, String, Option<String>, i64)> = tx
         .prepare_cached(
             "SELECT c.id, c.repository_id, r.forge, r.path, c.head_sha, c.merged_at
@@ -1485,7 +1606,6 @@ fn decide_changes(
                 serde_json::to_string(&e.missing_contexts).unwrap_or_default()
             ],
         )?;
-        let live = is_live(history_mode, *merged_at, now_ms, policy);
         if live {
             tally::inc(
                 tx,
@@ -1524,7 +1644,7 @@ fn decide_changes(
 }
 
 fn count_lost_runs(tx: &Connection, policy: &Policy, now_ms: i64) -> Result<usize, StoreError> {
-    let history_mode = in_history_mode(tx)?;
+    let live = moves_live_counters(tx, policy)?;
     let lost: Vec<(i64, i64, String, i64)> = tx
         .prepare_cached(
             "SELECT runs.id, runs.repository_id, r.path, coalesce(started_at, queued_at, created_at)
@@ -1537,7 +1657,6 @@ fn count_lost_runs(tx: &Connection, policy: &Policy, now_ms: i64) -> Result<usiz
         .collect::<Result<_, _>>()?;
     for (run_id, repository_id, path, since_ms) in &lost {
         let at_ms = since_ms + policy.lost_after_ms;
-        let live = is_live(history_mode, at_ms, now_ms, policy);
         slo_event(
             tx,
             SloId::RunsCompleted,

@@ -291,4 +291,16 @@ DROP INDEX runs_identity;
 CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, attempt_group, attempt);
 CREATE INDEX runs_trigger_pending ON runs (repository_id, attempt_group) WHERE trigger_pending = 1;
 "#,
+    // 8: a run's identity is its source's id where it has one (repository,
+    // external_id; `runs_external`): two runs of one context and commit with
+    // different ids (a nightly re-run of an unchanged commit, one revision
+    // tested in two projects) are two runs, even with equal attempts. The
+    // (context, commit, attempt group, attempt) key stays unique only among
+    // runs without an external id. Every stored run is kept (lookups by
+    // context and commit go through `runs_commit`).
+    r#"
+DROP INDEX runs_identity;
+CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, attempt_group, attempt)
+    WHERE external_id IS NULL;
+"#,
 ];

@@ -3,9 +3,154 @@
 //! Counters and histograms are persisted next to the data that moved them, in
 //! the same transaction, so that a crash can never count an event without
 //! storing it (or the reverse), and a restart restores them exactly.
+//!
+//! A bulk load ([`Buffered`]) adds up the increments of a whole batch in
+//! memory and writes each series once, before the batch's commit: the same
+//! values, in the same transaction, without a statement per event.
 
 use crate::metrics::catalog::{self, FamilyDef};
 use rusqlite::{Connection, params};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// The latest exemplar of a bucket: (run id, observed value, Unix ms).
+type Exemplar = (i64, f64, i64);
+
+/// A histogram series' increments: bounds, sum, count, and per bucket (by
+/// index, +Inf last) the count and the latest exemplar.
+struct HistogramDelta {
+    bounds: Vec<f64>,
+    sum: f64,
+    count: u64,
+    buckets: Vec<(u64, Option<Exemplar>)>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    counters: HashMap<(&'static str, String), f64>,
+    histograms: HashMap<(&'static str, String), HistogramDelta>,
+}
+
+thread_local! {
+    /// The increments of the bulk load running on this thread, if any.
+    static BUFFER: RefCell<Option<Buffer>> = const { RefCell::new(None) };
+}
+
+/// While alive, counter and histogram increments made on this thread are
+/// added up in memory; [`Buffered::flush`] writes them (call it before the
+/// transaction commits). Dropped without a flush (the batch failed), the
+/// increments are discarded with the rolled-back batch.
+pub struct Buffered(());
+
+impl Buffered {
+    /// Start buffering; None when a buffer is already active on this thread.
+    pub fn start() -> Option<Buffered> {
+        BUFFER.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.is_some() {
+                return None;
+            }
+            *b = Some(Buffer::default());
+            Some(Buffered(()))
+        })
+    }
+
+    /// Write the buffered increments through `conn` and stop buffering.
+    pub fn flush(self, conn: &Connection) -> rusqlite::Result<()> {
+        let Some(buffer) = BUFFER.with(|b| b.borrow_mut().take()) else {
+            return Ok(());
+        };
+        let mut counter = conn.prepare_cached(
+            "INSERT INTO metric_counters (family, labels, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (family, labels) DO UPDATE SET value = value + excluded.value",
+        )?;
+        for ((family, labels), by) in &buffer.counters {
+            counter.execute(params![family, labels, by])?;
+        }
+        for ((family, labels), h) in &buffer.histograms {
+            write_histogram(conn, family, labels, h)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        BUFFER.with(|b| b.borrow_mut().take());
+    }
+}
+
+/// Add `value` to the active buffer with `f`; gives `value` back when no
+/// buffer is active (the caller writes it itself).
+fn buffered<T>(value: T, f: impl FnOnce(&mut Buffer, T)) -> Option<T> {
+    BUFFER.with(|b| match b.borrow_mut().as_mut() {
+        Some(buffer) => {
+            f(buffer, value);
+            None
+        }
+        None => Some(value),
+    })
+}
+
+fn write_histogram(
+    conn: &Connection,
+    family: &str,
+    labels: &str,
+    h: &HistogramDelta,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO metric_histograms (family, labels, sum, count) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (family, labels) DO UPDATE SET sum = sum + excluded.sum, count = count + excluded.count",
+    )?
+    .execute(params![family, labels, h.sum, h.count as i64])?;
+    zero_buckets(conn, family, labels, &h.bounds)?;
+    let mut bucket = conn.prepare_cached(
+        "UPDATE metric_buckets SET count = count + ?4,
+             exemplar_run_id = coalesce(?5, exemplar_run_id),
+             exemplar_value = CASE WHEN ?5 IS NULL THEN exemplar_value ELSE ?6 END,
+             exemplar_ts = coalesce(?7, exemplar_ts)
+         WHERE family = ?1 AND labels = ?2 AND le = ?3",
+    )?;
+    for (i, (count, exemplar)) in h.buckets.iter().enumerate() {
+        if *count == 0 {
+            continue;
+        }
+        let le = h.bounds.get(i).copied().unwrap_or(f64::INFINITY);
+        bucket.execute(params![
+            family,
+            labels,
+            le,
+            *count as i64,
+            exemplar.map(|e| e.0),
+            exemplar.map(|e| e.1),
+            exemplar.map(|e| e.2)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Every bound of a histogram series gets a row (zero if nothing landed
+/// there) so that it always exposes its full bucket layout.
+fn zero_buckets(
+    conn: &Connection,
+    family: &str,
+    labels: &str,
+    bounds: &[f64],
+) -> rusqlite::Result<()> {
+    let rows: Vec<String> = (0..=bounds.len())
+        .map(|i| format!("(?1, ?2, ?{}, 0)", i + 3))
+        .collect();
+    let mut zero = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO metric_buckets (family, labels, le, count) VALUES {}",
+        rows.join(", ")
+    ))?;
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&family, &labels];
+    let inf = f64::INFINITY;
+    values.extend(bounds.iter().map(|b| b as &dyn rusqlite::ToSql));
+    values.push(&inf);
+    zero.execute(values.as_slice())?;
+    Ok(())
+}
 
 /// A label set in a fixed order; stored as a JSON array of pairs.
 pub type Labels<'a> = [(&'static str, &'a str)];
@@ -28,21 +173,31 @@ pub fn inc(
     by: f64,
 ) -> rusqlite::Result<()> {
     debug_assert_eq!(family.kind, catalog::Kind::Counter);
+    let Some(labels) = buffered(labels_json(labels), |b, labels| {
+        *b.counters.entry((family.name, labels)).or_insert(0.0) += by;
+    }) else {
+        return Ok(());
+    };
     conn.prepare_cached(
         "INSERT INTO metric_counters (family, labels, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (family, labels) DO UPDATE SET value = value + excluded.value",
     )?
-    .execute(params![family.name, labels_json(labels), by])?;
+    .execute(params![family.name, labels, by])?;
     Ok(())
 }
 
 /// Make sure a counter series exists (at 0 if new), so that Prometheus sees
 /// its first increment as an increase rather than as the series appearing.
 pub fn ensure(conn: &Connection, family: FamilyDef, labels: &Labels<'_>) -> rusqlite::Result<()> {
+    let Some(labels) = buffered(labels_json(labels), |b, labels| {
+        b.counters.entry((family.name, labels)).or_insert(0.0);
+    }) else {
+        return Ok(());
+    };
     conn.prepare_cached(
         "INSERT OR IGNORE INTO metric_counters (family, labels, value) VALUES (?1, ?2, 0)",
     )?
-    .execute(params![family.name, labels_json(labels)])?;
+    .execute(params![family.name, labels])?;
     Ok(())
 }
 
@@ -65,25 +220,37 @@ pub fn observe(
 ) -> rusqlite::Result<()> {
     debug_assert_eq!(family.kind, catalog::Kind::Histogram);
     let labels = labels_json(labels);
+    let index = bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len());
+    let Some(labels) = buffered(labels, |buffer, labels| {
+        let h = buffer
+            .histograms
+            .entry((family.name, labels))
+            .or_insert_with(|| HistogramDelta {
+                bounds: bounds.to_vec(),
+                sum: 0.0,
+                count: 0,
+                buckets: vec![(0, None); bounds.len() + 1],
+            });
+        h.sum += value;
+        h.count += 1;
+        if let Some(bucket) = h.buckets.get_mut(index) {
+            bucket.0 += 1;
+            if let Some(e) = exemplar {
+                bucket.1 = Some((e.run_id, value, e.at_ms));
+            }
+        }
+    }) else {
+        return Ok(());
+    };
     conn.prepare_cached(
         "INSERT INTO metric_histograms (family, labels, sum, count) VALUES (?1, ?2, ?3, 1)
          ON CONFLICT (family, labels) DO UPDATE SET sum = sum + excluded.sum, count = count + 1",
     )?
     .execute(params![family.name, labels, value])?;
-    // Every bound gets a row (zero if nothing landed there) so that the series
-    // always exposes its full bucket layout: one statement for all of them.
-    let rows: Vec<String> = (0..=bounds.len())
-        .map(|i| format!("(?1, ?2, ?{}, 0)", i + 3))
-        .collect();
-    let mut zero = conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO metric_buckets (family, labels, le, count) VALUES {}",
-        rows.join(", ")
-    ))?;
-    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&family.name, &labels];
-    let inf = f64::INFINITY;
-    values.extend(bounds.iter().map(|b| b as &dyn rusqlite::ToSql));
-    values.push(&inf);
-    zero.execute(values.as_slice())?;
+    zero_buckets(conn, family.name, &labels, bounds)?;
     let le = bounds
         .iter()
         .copied()

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::Config;
-use crate::model::{ChangeRef, RepositoryRef, TestResult, Trigger};
+use crate::model::{ChangeRef, Completeness, RepositoryRef, TestResult, Trigger};
 use chrono::Duration;
 
 fn policy() -> Policy {
@@ -41,6 +41,7 @@ fn run(context: &str, commit: &str, attempt: u32, state: RunState) -> NewRun {
         failures: Vec::new(),
         dependencies: Default::default(),
         source: "test".into(),
+        completeness: Completeness::Partial,
     }
 }
 
@@ -78,13 +79,7 @@ fn a_replayed_run_changes_nothing_and_is_reported_unchanged() {
     assert_eq!(first.status, IngestStatus::Created);
     let before = store.metric_state().unwrap();
     let again = store.ingest_run(&r, &policy(), now()).unwrap();
-    assert_eq!(
-        again,
-        Ingested {
-            id: first.id,
-            status: IngestStatus::Unchanged
-        }
-    );
+    assert_eq!(again, Ingested::new(first.id, IngestStatus::Unchanged));
     assert_eq!(store.metric_state().unwrap(), before);
     assert_eq!(store.run_count().unwrap(), 1);
 }
@@ -104,13 +99,7 @@ fn a_run_is_counted_once_when_it_becomes_final_whatever_updates_follow() {
 
     let done = run("test", "abc", 0, RunState::Failure);
     let updated = store.ingest_run(&done, &p, now()).unwrap();
-    assert_eq!(
-        updated,
-        Ingested {
-            id,
-            status: IngestStatus::Updated
-        }
-    );
+    assert_eq!(updated, Ingested::new(id, IngestStatus::Updated));
     assert_eq!(
         counter(
             &store,
@@ -121,26 +110,184 @@ fn a_run_is_counted_once_when_it_becomes_final_whatever_updates_follow() {
     );
     assert_eq!(histogram_count(&store, "ci_run_duration_seconds"), 1);
 
-    // A later, different report of the same attempt is stored but not counted again.
-    let mut changed = run("test", "abc", 0, RunState::Success);
-    changed.url = Some("https://ci.example/1".into());
-    store.ingest_run(&changed, &p, now()).unwrap();
+    // A forge's later part adds what the finished run lacked (a link) and is
+    // not counted again.
+    let mut linked = done.clone();
+    linked.url = Some("https://ci.example/1".into());
+    assert_eq!(
+        store.ingest_run(&linked, &p, now()).unwrap().status,
+        IngestStatus::Updated
+    );
+    assert_eq!(counter(&store, "ci_runs", &[]), 1.0);
+    assert_eq!(
+        store.run(id).unwrap().unwrap().url.as_deref(),
+        Some("https://ci.example/1")
+    );
+
+    // Another final state of the finished run is a conflict: nothing changes.
+    let before = store.run(id).unwrap().unwrap();
+    let mut flipped = linked.clone();
+    flipped.state = RunState::Success;
+    let answer = store.ingest_run(&flipped, &p, now()).unwrap();
+    assert_eq!(
+        (answer.status, answer.differing),
+        (IngestStatus::Conflict, vec!["state"])
+    );
+    assert_eq!(store.run(id).unwrap().unwrap(), before);
     assert_eq!(counter(&store, "ci_runs", &[]), 1.0);
     assert_eq!(histogram_count(&store, "ci_run_queue_duration_seconds"), 1);
-    assert_eq!(store.run(id).unwrap().unwrap().state, "success");
+    assert_eq!(
+        counter(
+            &store,
+            "ci_exporter_data_quality_rejections",
+            &[("reason", "finished_run_changed")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_finished_run_sent_whole_is_immutable_and_a_replay_is_unchanged() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let mut first = run("test", "abc", 0, RunState::Failure);
+    first.completeness = Completeness::Whole;
+    first.external_id = Some("build-1".into());
+    first.tests = vec![TestResult {
+        name: "t".into(),
+        outcome: TestOutcome::Failed,
+        duration_seconds: Some(2.0),
+        retries: 0,
+        retry_reasons: Vec::new(),
+        message: Some("boom".into()),
+    }];
+    let id = store.ingest_run(&first, &p, now()).unwrap().id;
+    assert_eq!(
+        store.ingest_run(&first, &p, now()).unwrap(),
+        Ingested::new(id, IngestStatus::Unchanged)
+    );
+    let before = (
+        store.run(id).unwrap().unwrap(),
+        store.metric_state().unwrap(),
+    );
+    // The issue's rewrite: success while the failing test stays, trigger
+    // reset to other, queue time erased.
+    let mut rewrite = first.clone();
+    rewrite.state = RunState::Success;
+    rewrite.trigger = Trigger::Other;
+    rewrite.queued_at = None;
+    let answer = store.ingest_run(&rewrite, &p, now()).unwrap();
+    assert_eq!(answer.status, IngestStatus::Conflict);
+    assert_eq!(answer.differing, vec!["trigger", "state", "queued_at"]);
+    let after = (
+        store.run(id).unwrap().unwrap(),
+        store.metric_state().unwrap(),
+    );
+    assert_eq!(after.0, before.0, "the run is as it was");
+    let rejected = |m: &MetricState| {
+        m.counters
+            .iter()
+            .filter(|c| c.family == "ci_exporter_data_quality_rejections")
+            .map(|c| c.value)
+            .sum::<f64>()
+    };
+    assert_eq!(rejected(&after.1), rejected(&before.1) + 1.0);
 }
 
 #[test]
 fn runs_are_identified_by_external_id_before_context_commit_and_attempt() {
     let mut store = Store::open_in_memory().unwrap();
     let p = policy();
-    let mut a = run("test", "abc", 0, RunState::Success);
+    let mut a = run("test", "abc", 0, RunState::Running);
     a.external_id = Some("job-1".into());
     let id = store.ingest_run(&a, &p, now()).unwrap().id;
     let mut renamed = a.clone();
     renamed.context = "test (renamed)".into();
     assert_eq!(store.ingest_run(&renamed, &p, now()).unwrap().id, id);
     assert_eq!(store.run_count().unwrap(), 1);
+}
+
+#[test]
+fn distinct_external_ids_of_one_context_commit_and_attempt_are_distinct_runs() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    // A nightly re-run of an unchanged commit: pass, fail, pass, all attempt 0.
+    let mut ids = Vec::new();
+    for (night, state) in [RunState::Success, RunState::Failure, RunState::Success]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = run("nightly", "abc", 0, state);
+        r.external_id = Some(format!("night-{night}"));
+        let ingested = store.ingest_run(&r, &p, now()).unwrap();
+        assert_eq!(ingested.status, IngestStatus::Created);
+        ids.push(ingested.id);
+    }
+    assert_eq!(store.run_count().unwrap(), 3);
+    let states: Vec<String> = ids
+        .iter()
+        .map(|id| store.run(*id).unwrap().unwrap().state)
+        .collect();
+    assert_eq!(states, ["success", "failure", "success"]);
+    assert_eq!(counter(&store, "ci_runs", &[("attempt", "first")]), 3.0);
+    // Without an external id the key stays (context, commit, attempt group, attempt).
+    let plain = run("nightly", "abc", 0, RunState::Running);
+    let a = store.ingest_run(&plain, &p, now()).unwrap();
+    let b = store
+        .ingest_run(&run("nightly", "abc", 0, RunState::Success), &p, now())
+        .unwrap();
+    assert_eq!(
+        (a.status, b.status),
+        (IngestStatus::Created, IngestStatus::Updated)
+    );
+    assert_eq!(a.id, b.id);
+    assert_eq!(store.run_count().unwrap(), 4);
+}
+
+#[test]
+fn migrating_a_database_with_colliding_runs_keeps_every_run() {
+    // A database at schema 7 with runs of one context, commit and attempt
+    // (distinct external ids could not both be stored there; the two kinds
+    // of key are checked by the new indexes).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..7] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        tx.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        for (ext, attempt) in [(Some("a"), 0), (None, 1), (Some("c"), 2)] {
+            tx.execute(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                    content_hash, created_at, updated_at) VALUES (1, ?1, 'ctx', 'abc', ?2, 'push', 'success', 't', 'h', 0, 0)",
+                params![ext, attempt],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.run_count().unwrap(), 3);
+    // Now a second run with attempt 0 and another id is a run of its own.
+    let mut again = run("ctx", "abc", 0, RunState::Success);
+    again.external_id = Some("d".into());
+    assert_eq!(
+        store.ingest_run(&again, &policy(), now()).unwrap().status,
+        IngestStatus::Created
+    );
+    assert_eq!(store.run_count().unwrap(), 4);
+    let version: i64 = store
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::MIGRATIONS.len() as i64);
 }
 
 #[test]
@@ -298,32 +445,39 @@ fn a_merged_change_missing_a_required_context_is_merged_red() {
 }
 
 #[test]
-fn history_counts_until_the_first_serve_then_old_events_only_fill_the_windows() {
+fn every_event_new_to_the_store_counts_however_old_except_history_loaded_on_purpose() {
     let mut store = Store::open_in_memory().unwrap();
     let p = policy();
-    let mut old = run("test", "old", 0, RunState::Success);
-    for t in [
-        &mut old.queued_at,
-        &mut old.started_at,
-        &mut old.finished_at,
-    ] {
-        *t = t.map(|t| t - Duration::days(10));
-    }
-    store.ingest_run(&old, &p, now()).unwrap();
-    assert_eq!(
-        counter(&store, "ci_runs", &[]),
-        1.0,
-        "a first import counts history"
-    );
+    let history = Policy {
+        history: true,
+        ..policy()
+    };
+    let old = |commit: &str| {
+        let mut r = run("test", commit, 0, RunState::Success);
+        for t in [&mut r.queued_at, &mut r.started_at, &mut r.finished_at] {
+            *t = t.map(|t| t - Duration::days(10));
+        }
+        r
+    };
+    // Before the first serve everything counts, --history or not: the
+    // counters start from the loaded history.
+    store.ingest_run(&old("a"), &p, now()).unwrap();
+    store.ingest_run(&old("b"), &history, now()).unwrap();
+    assert_eq!(counter(&store, "ci_runs", &[]), 2.0);
 
     store.mark_serving(now()).unwrap();
-    let mut old2 = old.clone();
-    old2.commit = "old2".into();
-    store.ingest_run(&old2, &p, now()).unwrap();
+    // A late event (a redelivered webhook, store-tests writing at merge time)
+    // counts when it arrives, ten days late or not.
+    store.ingest_run(&old("late"), &p, now()).unwrap();
+    assert_eq!(counter(&store, "ci_runs", &[]), 3.0, "a late run counts");
+    assert_eq!(counter(&store, "ci_exporter_backdated_events", &[]), 0.0);
+
+    // History loaded on purpose after serving is stored, not counted live.
+    store.ingest_run(&old("loaded"), &history, now()).unwrap();
     assert_eq!(
         counter(&store, "ci_runs", &[]),
-        1.0,
-        "backdated after serving: no live counter moves"
+        3.0,
+        "--history: no live counter moves"
     );
     assert_eq!(
         counter(&store, "ci_exporter_backdated_events", &[("kind", "run")]),
@@ -331,14 +485,35 @@ fn history_counts_until_the_first_serve_then_old_events_only_fill_the_windows() 
     );
     let window = store.slo_counts_since(now() - Duration::days(28)).unwrap();
     assert_eq!(
-        window["run_time"].total, 2,
-        "but the windowed gauges see both"
+        window["run_time"].total, 4,
+        "the windowed gauges see all of them"
     );
 
-    store
-        .ingest_run(&run("test", "fresh", 0, RunState::Success), &p, now())
-        .unwrap();
-    assert_eq!(counter(&store, "ci_runs", &[]), 2.0, "live events count");
+    // The same for merged changes: a late merge counts, a loaded one does not.
+    for (number, commit, policy) in [(1, "late", &p), (2, "loaded", &history)] {
+        store
+            .record_merge(
+                &RepositoryRef {
+                    forge: Forge::Generic,
+                    path: "acme/shop".into(),
+                },
+                number,
+                Some(commit),
+                now() - Duration::days(9),
+                now(),
+            )
+            .unwrap();
+        store.settle(policy, now(), Some(0)).unwrap();
+    }
+    assert_eq!(counter(&store, "ci_merged_changes", &[]), 1.0);
+    assert_eq!(
+        counter(
+            &store,
+            "ci_exporter_backdated_events",
+            &[("kind", "merged_change")]
+        ),
+        1.0
+    );
 }
 
 #[test]

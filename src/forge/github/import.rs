@@ -20,76 +20,78 @@
 //! number derived from the revision (real PR numbers are positive), and is
 //! merged when its last run finished.
 
+use super::cockpit_db::{RunRow, Source, SourceError, SourceRun, TestRow, real};
 use super::repository;
 use crate::classify::Classifier;
 use crate::ingest::classify_run;
 use crate::model::{NewRun, RawReport, RunState, TestOutcome, TestResult, Trigger};
+use crate::progress::Progress;
 use crate::store::{IngestStatus, Policy, Store, StoreError};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Runs stored per transaction: large enough that the pages many runs share
+/// (counters, index roots) are written once per batch, small enough to keep
+/// memory flat and a batch quick to roll back.
+pub const BATCH_RUNS: usize = 10_000;
+
+/// The store connection's page cache during an import (MiB): most of the
+/// importer's memory, well under the 200 MB it may take.
+pub const BULK_CACHE_MIB: u32 = 96;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("cannot open Cockpit database {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error("{path} is not a Cockpit test-results.db: {reason}")]
-    NotCockpit { path: String, reason: String },
-    #[error("reading the Cockpit database: {0}")]
-    Read(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// What an import did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct ImportStats {
-    pub runs_created: usize,
-    pub runs_updated: usize,
-    pub runs_unchanged: usize,
-    pub runs_skipped: usize,
-    /// Runs of repositories another shard owns (`shard` in the config), not imported.
-    pub runs_other_shard: usize,
-    pub tests: usize,
-    pub coverage_rows: usize,
-    pub changes: usize,
-    pub changes_decided: usize,
-}
-
-struct CockpitRun {
-    id: i64,
-    project: String,
-    revision: String,
-    context: String,
-    url: Option<String>,
-    time: Option<DateTime<Utc>>,
-    retry: i64,
-    wait: Option<f64>,
-    took: Option<f64>,
-    state: String,
-    description: Option<String>,
-}
-
-fn real(v: &Value) -> Option<f64> {
-    match v {
-        Value::Integer(i) => Some(*i as f64),
-        Value::Real(f) if f.is_finite() => Some(*f),
-        Value::Text(t) => t.trim().parse().ok().filter(|f: &f64| f.is_finite()),
-        _ => None,
+impl From<rusqlite::Error> for ImportError {
+    fn from(e: rusqlite::Error) -> ImportError {
+        ImportError::Source(SourceError::Read(e))
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Text(t) => Some(t.clone()),
-        Value::Integer(i) => Some(i.to_string()),
-        Value::Real(f) => Some(f.to_string()),
-        _ => None,
+/// What an import did. Importing the same file again creates nothing.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ImportStats {
+    /// `TestRuns` rows read.
+    pub rows: usize,
+    pub runs_created: usize,
+    pub runs_updated: usize,
+    pub runs_unchanged: usize,
+    /// Finished runs the file now describes otherwise: kept as stored, counted
+    /// in `ci_exporter_data_quality_rejections_total{reason="finished_run_changed"}`.
+    pub runs_conflicting: usize,
+    /// Rows not imported, all reasons together.
+    pub runs_skipped: usize,
+    /// Rows not imported by reason: `pending` (never finished: store-tests
+    /// found no final status), `unknown_state`, `invalid_project` (not
+    /// owner/name[/branch]), `no_revision`, `no_context`, `invalid_retry`,
+    /// `name_too_long`.
+    pub skipped: BTreeMap<&'static str, usize>,
+    /// Runs of repositories another shard owns (`shard` in the config), not imported.
+    pub runs_other_shard: usize,
+    /// Test results of imported runs (a test's tries in one run are one result).
+    pub tests: usize,
+    /// `Tests` rows not imported: of no `TestRuns` row, of a skipped run, or
+    /// with an empty or too long name.
+    pub test_rows_skipped: usize,
+    pub coverage_rows: usize,
+    /// Merged changes (project and revision) the runs belong to.
+    pub changes: usize,
+    /// Changes decided by this import (their outcome counted).
+    pub changes_decided: usize,
+}
+
+impl ImportStats {
+    fn skip(&mut self, reason: &'static str, tests: usize) {
+        self.runs_skipped += 1;
+        *self.skipped.entry(reason).or_default() += 1;
+        self.test_rows_skipped += tests;
     }
 }
 
@@ -99,21 +101,17 @@ fn timestamp(v: &Value) -> Option<DateTime<Utc>> {
     if let Some(secs) = real(v) {
         return Utc.timestamp_millis_opt((secs * 1000.0) as i64).single();
     }
-    let t = text(v)?;
-    DateTime::parse_from_rfc3339(&t)
+    let Value::Text(t) = v else {
+        return None;
+    };
+    DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&Utc))
         .ok()
         .or_else(|| {
-            NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S")
+            NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
                 .ok()
                 .map(|n| n.and_utc())
         })
-}
-
-fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, rusqlite::Error> {
-    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(1))?;
-    rows.collect()
 }
 
 /// The owner/name of a Cockpit project ("owner/name/branch" keeps owner/name).
@@ -152,8 +150,173 @@ pub fn import(
     )
 }
 
+/// Whether two paths name the same file (through links or relative paths too).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(ma), Ok(mb)) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                ma.dev() == mb.dev() && ma.ino() == mb.ino()
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = (ma, mb);
+                std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A run row that can be imported: (repository path, the run), or why not.
+fn convert(
+    source: SourceRun,
+    classifier: &Classifier,
+    stats: &mut ImportStats,
+) -> Result<(String, NewRun), &'static str> {
+    let SourceRun {
+        run: c,
+        tests,
+        coverage,
+    } = source;
+    let state = match c.state.as_deref() {
+        Some("success") => RunState::Success,
+        Some("failure") => RunState::Failure,
+        Some("error") => RunState::Error,
+        Some("pending") => return Err("pending"),
+        _ => return Err("unknown_state"),
+    };
+    let path = c
+        .project
+        .as_deref()
+        .and_then(project_path)
+        .ok_or("invalid_project")?;
+    let revision = c
+        .revision
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or("no_revision")?;
+    let context = c
+        .context
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or("no_context")?;
+    let retry = real(&c.retry).unwrap_or(0.0);
+    if !(0.0..=u32::MAX as f64).contains(&retry) {
+        return Err("invalid_retry");
+    }
+    let max = crate::ingest::MAX_NAME_LEN;
+    if path.len() > max || revision.len() > max || context.len() > max {
+        return Err("name_too_long");
+    }
+    let queued_at = timestamp(&c.time);
+    let started_at = match (queued_at, real(&c.wait_seconds)) {
+        (Some(q), Some(w)) => Some(q + chrono::Duration::milliseconds((w * 1000.0) as i64)),
+        (q, _) => q,
+    };
+    let finished_at = match (started_at, real(&c.run_seconds)) {
+        (Some(s), Some(t)) => Some(s + chrono::Duration::milliseconds((t * 1000.0) as i64)),
+        _ => None,
+    };
+    let run_tests = test_results(tests, stats);
+    stats.tests += run_tests.len();
+    let mut failures = classify_run(
+        classifier,
+        c.description
+            .as_deref()
+            .filter(|_| state == RunState::Error),
+        &run_tests,
+    );
+    failures.truncate(50);
+    let reports = if coverage.is_empty() {
+        Vec::new()
+    } else {
+        stats.coverage_rows += coverage.len();
+        vec![RawReport {
+            format: "coverage".into(),
+            name: "TestCoverage".into(),
+            content: serde_json::Value::Array(coverage).to_string(),
+        }]
+    };
+    let RunRow { id, url, .. } = c;
+    let external_id = format!(
+        "cockpit:{}",
+        url.clone().unwrap_or_else(|| format!("id-{id}"))
+    );
+    let url = url.filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+    let run = NewRun {
+        repository: repository(&path),
+        context,
+        commit: revision,
+        external_id: Some(external_id),
+        attempt: retry as u32,
+        trigger: Trigger::PullRequest,
+        state,
+        queued_at,
+        started_at,
+        finished_at,
+        url,
+        tests: run_tests,
+        reports,
+        failures,
+        source: "cockpit-import".into(),
+        ..NewRun::default()
+    };
+    Ok((path, run))
+}
+
+/// A run's `Tests` rows as test results: rows of one test are its tries; the
+/// last decides the outcome, the others are retries with their reasons;
+/// durations add up.
+fn test_results(rows: Vec<TestRow>, stats: &mut ImportStats) -> Vec<TestResult> {
+    // name → tries, in order of first appearance
+    let mut tests: Vec<(String, Vec<TestRow>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    for row in rows {
+        if row.name.is_empty() || row.name.len() > crate::ingest::MAX_NAME_LEN {
+            stats.test_rows_skipped += 1;
+            continue;
+        }
+        match index.get(&row.name) {
+            Some(&i) => tests[i].1.push(row),
+            None => {
+                index.insert(row.name.clone(), tests.len());
+                tests.push((row.name.clone(), vec![row]));
+            }
+        }
+    }
+    tests
+        .into_iter()
+        .map(|(name, tries)| {
+            let last = &tries[tries.len() - 1];
+            let durations: Vec<f64> = tries.iter().filter_map(|t| t.seconds).collect();
+            TestResult {
+                name,
+                outcome: if last.failed {
+                    TestOutcome::Failed
+                } else {
+                    TestOutcome::Passed
+                },
+                duration_seconds: (!durations.is_empty()).then(|| durations.iter().sum()),
+                retries: (tries.len() - 1) as u32,
+                retry_reasons: tries[..tries.len() - 1]
+                    .iter()
+                    .filter_map(|t| t.retry_reason.clone())
+                    .collect(),
+                message: if last.failed {
+                    last.retry_reason.clone()
+                } else {
+                    None
+                },
+            }
+        })
+        .collect()
+}
+
 /// [`import`] only the repositories `shard` owns; the others are counted in
-/// `runs_other_shard` (import the same file into every shard).
+/// `runs_other_shard` (import the same file into every shard). Reads the file
+/// as a stream and stores [`BATCH_RUNS`] runs per transaction; shows progress.
 pub fn import_shard(
     path: &Path,
     store: &mut Store,
@@ -162,280 +325,79 @@ pub fn import_shard(
     now: DateTime<Utc>,
     shard: crate::shard::Shard,
 ) -> Result<ImportStats, ImportError> {
-    let shown = path.display().to_string();
-    if !path.is_file() {
-        return Err(ImportError::NotCockpit {
-            path: shown,
-            reason: "no such file".into(),
-        });
-    }
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
-            ImportError::Open {
-                path: shown.clone(),
-                source,
-            }
-        })?;
-    let run_columns = columns(&conn, "TestRuns").map_err(|e| ImportError::NotCockpit {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    for needed in ["id", "project", "revision", "context", "retry", "state"] {
-        if !run_columns.iter().any(|c| c == needed) {
-            return Err(ImportError::NotCockpit {
-                path: shown,
-                reason: format!("table TestRuns has no column {needed}"),
-            });
-        }
-    }
-
-    let runs: Vec<CockpitRun> = {
-        let mut stmt = conn.prepare(
-            "SELECT id, project, revision, context, url, time, retry, wait_seconds, run_seconds, state, description
-             FROM TestRuns ORDER BY time, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let v = |i: usize| r.get::<_, Value>(i);
-            Ok(CockpitRun {
-                id: r.get(0)?,
-                project: text(&v(1)?).unwrap_or_default(),
-                revision: text(&v(2)?).unwrap_or_default(),
-                context: text(&v(3)?).unwrap_or_default(),
-                url: text(&v(4)?),
-                time: timestamp(&v(5)?),
-                retry: real(&v(6)?).unwrap_or(0.0) as i64,
-                wait: real(&v(7)?),
-                took: real(&v(8)?),
-                state: text(&v(9)?).unwrap_or_default(),
-                description: text(&v(10)?),
-            })
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-
-    let tests = read_tests(&conn)?;
-    let coverage = read_coverage(&conn)?;
+    let source = Source::open(path)?;
+    let total = source.run_count()?;
+    store.tune_for_bulk_load(BULK_CACHE_MIB)?;
+    let mut progress = Progress::new(format!("importing {}", path.display()), "runs", total);
+    progress.set(0);
 
     let mut stats = ImportStats::default();
-    // (project, revision) → merged_at (the last finish)
+    // (repository, revision) → merged at (the last finish of its runs)
     let mut changes: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
-    for c in runs {
-        let Some(path) = project_path(&c.project) else {
-            stats.runs_skipped += 1;
-            continue;
-        };
-        if c.revision.is_empty() || c.context.is_empty() || c.retry < 0 {
-            stats.runs_skipped += 1;
-            continue;
-        }
-        if !shard.owns(&path) {
-            stats.runs_other_shard += 1;
-            continue;
-        }
-        let state = match c.state.as_str() {
-            "success" => RunState::Success,
-            "failure" => RunState::Failure,
-            "error" => RunState::Error,
-            _ => RunState::Pending,
-        };
-        let queued_at = c.time;
-        let started_at = match (state.is_terminal(), queued_at, c.wait) {
-            (true, Some(q), Some(w)) => {
-                Some(q + chrono::Duration::milliseconds((w * 1000.0) as i64))
+    let mut batch: Vec<NewRun> = Vec::with_capacity(BATCH_RUNS);
+    let mut flush = |batch: &mut Vec<NewRun>, stats: &mut ImportStats| -> Result<(), ImportError> {
+        for ingested in store.ingest_batch(batch, policy, now)? {
+            match ingested.status {
+                IngestStatus::Created => stats.runs_created += 1,
+                IngestStatus::Updated => stats.runs_updated += 1,
+                IngestStatus::Unchanged => stats.runs_unchanged += 1,
+                IngestStatus::Conflict => stats.runs_conflicting += 1,
             }
-            (true, q, None) => q,
-            _ => None,
-        };
-        let finished_at = match (state.is_terminal(), started_at, c.took) {
-            (true, Some(s), Some(t)) => {
-                Some(s + chrono::Duration::milliseconds((t * 1000.0) as i64))
+        }
+        batch.clear();
+        Ok(())
+    };
+    let read = source.for_each_run(|row| -> Result<(), ImportError> {
+        stats.rows += 1;
+        let test_rows = row.tests.len();
+        match convert(row, classifier, &mut stats) {
+            Err(reason) => stats.skip(reason, test_rows),
+            Ok((path, _)) if !shard.owns(&path) => {
+                stats.runs_other_shard += 1;
+                stats.test_rows_skipped += test_rows;
             }
-            _ => None,
-        };
-        let run_tests = tests.get(&c.id).cloned().unwrap_or_default();
-        stats.tests += run_tests.len();
-        let mut failures = classify_run(
-            classifier,
-            c.description
-                .as_deref()
-                .filter(|_| state == RunState::Error),
-            &run_tests,
-        );
-        failures.truncate(50);
-        let reports: Vec<RawReport> = coverage
-            .get(&c.id)
-            .map(|rows| {
-                stats.coverage_rows += rows.len();
-                vec![RawReport {
-                    format: "coverage".into(),
-                    name: "TestCoverage".into(),
-                    content: serde_json::Value::Array(rows.clone()).to_string(),
-                }]
-            })
-            .unwrap_or_default();
-        let url = c
-            .url
-            .clone()
-            .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
-        let run = NewRun {
-            repository: repository(&path),
-            context: c.context.clone(),
-            commit: c.revision.clone(),
-            external_id: Some(format!(
-                "cockpit:{}",
-                c.url.clone().unwrap_or_else(|| format!("id-{}", c.id))
-            )),
-            attempt: c.retry.min(u32::MAX as i64) as u32,
-            trigger: Trigger::PullRequest,
-            state,
-            queued_at,
-            started_at,
-            finished_at,
-            url,
+            Ok((path, run)) => {
+                if let Some(end) = run.finished_at.or(run.started_at).or(run.queued_at) {
+                    let e = changes.entry((path, run.commit.clone())).or_insert(end);
+                    *e = (*e).max(end);
+                }
+                batch.push(run);
+                if batch.len() >= BATCH_RUNS {
+                    flush(&mut batch, &mut stats)?;
+                }
+            }
+        }
+        progress.set(stats.rows as u64);
+        Ok(())
+    })?;
+    flush(&mut batch, &mut stats)?;
+    stats.test_rows_skipped += read.orphan_tests;
+    progress.finish(stats.rows as u64);
 
-            tests: run_tests,
-            reports,
-            failures,
-            source: "cockpit-import".into(),
-            ..NewRun::default()
-        };
-        let ingested = store.ingest_run(&run, policy, now)?;
-        match ingested.status {
-            IngestStatus::Created => stats.runs_created += 1,
-            IngestStatus::Updated => stats.runs_updated += 1,
-            IngestStatus::Unchanged => stats.runs_unchanged += 1,
-        }
-        let end = finished_at.or(started_at).or(queued_at);
-        if let Some(end) = end {
-            let e = changes.entry((path, c.revision)).or_insert(end);
-            *e = (*e).max(end);
-        }
-    }
-    for ((path, revision), merged_at) in &changes {
-        store.record_merge(
-            &repository(path),
-            synthetic_change_number(revision),
-            Some(revision),
-            *merged_at,
-            now,
-        )?;
-    }
     stats.changes = changes.len();
+    let merges: Vec<_> = changes
+        .into_iter()
+        .map(|((path, revision), merged_at)| {
+            (
+                repository(&path),
+                synthetic_change_number(&revision),
+                revision,
+                merged_at,
+            )
+        })
+        .collect();
+    for chunk in merges.chunks(BATCH_RUNS) {
+        store.in_transaction(|s| {
+            for (repository, number, revision, merged_at) in chunk {
+                s.record_merge(repository, *number, Some(revision), *merged_at, now)?;
+            }
+            Ok(())
+        })?;
+    }
     // Everything imported is history: decide the changes now.
     stats.changes_decided = store.settle(policy, now, Some(0))?.changes_decided;
+    store.checkpoint()?;
     Ok(stats)
-}
-
-fn read_tests(conn: &Connection) -> Result<BTreeMap<i64, Vec<TestResult>>, rusqlite::Error> {
-    let cols = match columns(conn, "Tests") {
-        Ok(c) if !c.is_empty() => c,
-        _ => return Ok(BTreeMap::new()),
-    };
-    let seconds = if cols.iter().any(|c| c == "seconds") {
-        "seconds"
-    } else {
-        "NULL"
-    };
-    let mut stmt = conn.prepare(&format!(
-        "SELECT run, testname, failed, retry_reason, {seconds} FROM Tests ORDER BY run, rowid"
-    ))?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            text(&r.get::<_, Value>(1)?).unwrap_or_default(),
-            real(&r.get::<_, Value>(2)?).unwrap_or(0.0) != 0.0,
-            text(&r.get::<_, Value>(3)?).filter(|s| !s.is_empty()),
-            real(&r.get::<_, Value>(4)?),
-        ))
-    })?;
-    // run → test name → tries in order
-    // (failed, retry reason, seconds) of each try
-    type Tries = Vec<(bool, Option<String>, Option<f64>)>;
-    let mut tries: BTreeMap<i64, Vec<(String, Tries)>> = BTreeMap::new();
-    for row in rows {
-        let (run, name, failed, reason, seconds) = row?;
-        if name.is_empty() || name.len() > crate::ingest::MAX_NAME_LEN {
-            continue;
-        }
-        let tests = tries.entry(run).or_default();
-        match tests.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, t)) => t.push((failed, reason, seconds)),
-            None => tests.push((name, vec![(failed, reason, seconds)])),
-        }
-    }
-    Ok(tries
-        .into_iter()
-        .map(|(run, tests)| {
-            let results = tests
-                .into_iter()
-                .map(|(name, tries)| {
-                    let (last_failed, last_reason, _) =
-                        tries.last().cloned().unwrap_or((false, None, None));
-                    let durations: Vec<f64> = tries.iter().filter_map(|t| t.2).collect();
-                    TestResult {
-                        name,
-                        outcome: if last_failed {
-                            TestOutcome::Failed
-                        } else {
-                            TestOutcome::Passed
-                        },
-                        duration_seconds: if durations.is_empty() {
-                            None
-                        } else {
-                            Some(durations.iter().sum())
-                        },
-                        retries: (tries.len() - 1) as u32,
-                        retry_reasons: tries[..tries.len() - 1]
-                            .iter()
-                            .filter_map(|t| t.1.clone())
-                            .collect(),
-                        message: if last_failed { last_reason } else { None },
-                    }
-                })
-                .collect();
-            (run, results)
-        })
-        .collect())
-}
-
-fn read_coverage(
-    conn: &Connection,
-) -> Result<BTreeMap<i64, Vec<serde_json::Value>>, rusqlite::Error> {
-    let cols = match columns(conn, "TestCoverage") {
-        Ok(c) if c.iter().any(|c| c == "run") => c,
-        _ => return Ok(BTreeMap::new()),
-    };
-    let mut stmt = conn.prepare("SELECT * FROM TestCoverage ORDER BY rowid")?;
-    let mut out: BTreeMap<i64, Vec<serde_json::Value>> = BTreeMap::new();
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let mut obj = serde_json::Map::new();
-        let mut run = None;
-        for (i, c) in cols.iter().enumerate() {
-            let v: Value = r.get(i)?;
-            if c == "run" {
-                run = real(&v).map(|f| f as i64);
-            }
-            obj.insert(
-                c.clone(),
-                match v {
-                    Value::Null => serde_json::Value::Null,
-                    Value::Integer(i) => i.into(),
-                    Value::Real(f) => serde_json::Number::from_f64(f)
-                        .map(serde_json::Value::Number)
-                        .unwrap_or(serde_json::Value::Null),
-                    Value::Text(t) => t.into(),
-                    Value::Blob(b) => format!("<{} bytes>", b.len()).into(),
-                },
-            );
-        }
-        if let Some(run) = run {
-            out.entry(run)
-                .or_default()
-                .push(serde_json::Value::Object(obj));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

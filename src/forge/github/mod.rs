@@ -12,6 +12,7 @@
 //! - [`import`]: `import cockpit PATH`.
 
 pub mod cockpit;
+pub mod cockpit_db;
 pub mod import;
 pub mod poll;
 pub mod webhook;
@@ -679,7 +680,10 @@ pub fn backfill_command(
             "nothing to backfill: list github.repositories or github.owners in the config file"
         );
     }
-    let policy = Arc::new(Policy::from_config(&config));
+    let policy = Arc::new(Policy {
+        history: args.history,
+        ..Policy::from_config(&config)
+    });
     let classifier = Arc::new(config.classifier()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -724,7 +728,19 @@ pub fn import_command(
     if let Some(db) = args.db {
         config.store.path = db;
     }
-    let policy = Policy::from_config(&config);
+    let policy = Policy {
+        history: args.history,
+        ..Policy::from_config(&config)
+    };
+    if import::same_file(&args.path, &config.store.path) {
+        anyhow::bail!(
+            "--db {} is the Cockpit database being imported: the exporter would write its tables into it; \
+             give --db (or store.path) a database of its own",
+            config.store.path.display()
+        );
+    }
+    // A file that is not a Cockpit database is refused before the store is created.
+    drop(cockpit_db::Source::open(&args.path)?);
     let classifier = config.classifier()?;
     let mut store = Store::open(&config.store.path)?;
     let stats = import::import_shard(

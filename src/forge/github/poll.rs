@@ -23,7 +23,7 @@ use crate::ingest::classify_run;
 use crate::metrics::MetricsHub;
 use crate::model::{Forge, RunState, Trigger};
 use crate::store::writer::StoreHandle;
-use crate::store::{Policy, StoreError, SyncState};
+use crate::store::{IngestStatus, Policy, StoreError, SyncState};
 use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
@@ -1064,7 +1064,11 @@ impl Poller {
         if self.config.download_logs == DownloadLogs::None {
             return Ok(());
         }
-        for (id, _, run) in applied.runs {
+        for (id, status, run) in applied.runs {
+            if status == IngestStatus::Conflict {
+                // The report contradicts the stored, finished run: not this run's log.
+                continue;
+            }
             let wanted = match self.config.download_logs {
                 DownloadLogs::All => run.state.is_terminal(),
                 _ => matches!(

@@ -313,9 +313,11 @@ pub(crate) fn mr_from_ref(r: &str) -> Option<i64> {
 /// How a run's attempt number is decided when it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AttemptHint {
-    /// Known from GitLab (the order of a job list with retries, `retries_count`).
+    /// Known from GitLab (the order of a pipeline's job list with retries,
+    /// `retries_count`); a pipeline is attempt 0: its retries are its jobs'.
     Known(u32),
-    /// One more than the latest attempt stored for the context on the commit.
+    /// A job hook of a GitLab without `retries_count`: one more than the
+    /// latest attempt stored for the context on the commit.
     Next,
 }
 
@@ -344,21 +346,18 @@ pub(crate) fn store_runs(
             Some(ext) => store.external_run(&run.repository, ext)?,
             None => None,
         };
-        // A new run never takes an attempt number already used by another run
-        // of its context on its commit (e.g. last night's scheduled pipeline on
-        // an unchanged commit): it becomes the next attempt.
-        run.attempt = match existing.as_ref() {
-            Some(e) => e.attempt,
-            None => {
-                let next = store
-                    .latest_attempt(&run.repository, &run.context, &run.commit)?
-                    .map(|(a, _)| a + 1)
-                    .unwrap_or(0);
-                match p.attempt {
-                    AttemptHint::Known(n) => n.max(next),
-                    AttemptHint::Next => next,
-                }
-            }
+        // The attempt is what GitLab says (a job's retries in its pipeline).
+        // Runs are identified by their job or pipeline id, so another run of
+        // the context on the commit with the same number (last night's
+        // scheduled pipeline on an unchanged commit) is a run of its own, not
+        // a reason to renumber this one.
+        run.attempt = match (existing.as_ref(), p.attempt) {
+            (Some(e), _) => e.attempt,
+            (None, AttemptHint::Known(n)) => n,
+            (None, AttemptHint::Next) => store
+                .latest_attempt(&run.repository, &run.context, &run.commit)?
+                .map(|(a, _)| a + 1)
+                .unwrap_or(0),
         };
         if run.trigger == Trigger::Other {
             if let Some(e) = &existing {

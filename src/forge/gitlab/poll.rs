@@ -921,7 +921,7 @@ fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> Vec<Planned
                 source: "gitlab".into(),
                 ..NewRun::default()
             },
-            attempt: AttemptHint::Next,
+            attempt: AttemptHint::Known(0),
             pipeline_external_id: None,
         });
     }

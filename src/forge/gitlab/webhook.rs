@@ -344,11 +344,17 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
     let mut planned = Vec::new();
     let mut builds: Vec<_> = hook.builds.iter().collect();
     builds.sort_by_key(|b| (b.created_at.as_deref().and_then(parse_time), b.id));
+    // Retried builds of one job (same stage and name) are attempts 0..n in
+    // creation order, as in a polled pipeline's job list.
+    let mut attempts: std::collections::HashMap<String, u32> = Default::default();
     for b in builds {
         check_name("builds[].name", &b.name)?;
         let Some(state) = run_state(&b.status, b.failure_reason.as_deref()) else {
             continue;
         };
+        let attempt = attempts.entry(job_context(&b.stage, &b.name)).or_insert(0);
+        let this = *attempt;
+        *attempt += 1;
         let (queued_at, started_at, finished_at) = times(
             time("builds[].created_at", &b.created_at)?,
             time("builds[].started_at", &b.started_at)?,
@@ -377,7 +383,7 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
                 source: "gitlab".into(),
                 ..NewRun::default()
             },
-            attempt: AttemptHint::Next,
+            attempt: AttemptHint::Known(this),
             pipeline_external_id: Some(pipeline_ext.clone()),
         });
     }
@@ -415,7 +421,7 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
                 source: "gitlab".into(),
                 ..NewRun::default()
             },
-            attempt: AttemptHint::Next,
+            attempt: AttemptHint::Known(0),
             pipeline_external_id: None,
         });
     }
