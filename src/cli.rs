@@ -58,9 +58,11 @@ pub struct BackfillOpenmetricsArgs {
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub since: std::time::Duration,
 
-    /// Time between samples of each series (Prometheus' range queries need at most
-    /// a step per window; a longer step writes a smaller file).
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// The scrape interval the history stands in for: samples are written on
+    /// this grid within 4 steps before and after each change of a series (so
+    /// rate() over Grafana's $__rate_interval, at least 4 scrape intervals,
+    /// sees every change), and once at the end. Use Prometheus' scrape_interval.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub step: std::time::Duration,
 
     /// End of the history (RFC 3339) [default: now]. Set it to when Prometheus

@@ -10,6 +10,7 @@
 pub mod github;
 mod schema;
 pub mod tally;
+pub mod timeline;
 pub mod ui;
 pub mod writer;
 
