@@ -193,7 +193,7 @@ def layout(panels):
     return out
 
 
-def dashboard(uid, title, description, panels, extra_vars=(), time_from="now-7d"):
+def dashboard(uid, title, description, panels, extra_vars=(), time_from="now-7d", timezone="browser"):
     variables = [
         {
             "name": "datasource",
@@ -241,7 +241,7 @@ def dashboard(uid, title, description, panels, extra_vars=(), time_from="now-7d"
         "refresh": "1m",
         "schemaVersion": 39,
         "version": 1,
-        "timezone": "browser",
+        "timezone": timezone,
         "time": {"from": time_from, "to": "now"},
         "timepicker": {},
         "weekStart": "",
@@ -803,11 +803,17 @@ SCHED = f'trigger="schedule",{REPO}'
 
 
 def nightly_state(by):
-    """0 no scheduled run, 1 all green, 2 a test/build failure, 3 error/cancelled/timed out/skipped."""
+    """0 no scheduled run, 1 all green, 2 a test/build failure, 3 error/cancelled/timed out/skipped.
+
+    One point per UTC day: Grafana aligns a 1d step to midnight of the
+    dashboard's time zone (UTC here) and draws a point's cell from its time to
+    the next point, so the point at midnight must count the day that *starts*
+    there: the 1d window is shifted forward (`offset -1d`), as the exporter's
+    /nightly groups runs by UTC day."""
 
     def part(states, code, label):
         return (
-            f'label_replace((sum by ({by}) (increase(ci_runs_total{{{SCHED},state=~"{states}"}}[1d])) > bool 0) * {code},'
+            f'label_replace((sum by ({by}) (increase(ci_runs_total{{{SCHED},state=~"{states}"}}[1d] offset -1d)) > bool 0) * {code},'
             f' "outcome", "{label}", "", "")'
         )
 
@@ -844,7 +850,8 @@ def status_history(title, description, expr, legend, h=8):
         h=h,
         defaults={"mappings": NIGHTLY_MAPPINGS, "thresholds": thresholds((None, "green")), "custom": {"lineWidth": 1, "fillOpacity": 80}},
         interval="1d",
-        maxDataPoints=60,
+        # Enough points that the step stays 1d for ranges up to a year.
+        maxDataPoints=400,
     )
     p["options"] = {
         "showValue": "never",
@@ -917,6 +924,8 @@ def nightly_dashboard():
         "Scheduled (nightly) runs per repository and day.",
         panels,
         time_from="now-30d",
+        # Days are UTC days, as on the exporter's /nightly page.
+        timezone="utc",
     )
 
 

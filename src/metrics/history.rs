@@ -16,9 +16,12 @@
 //! smallest `$__rate_interval` with that scrape interval) that contains a
 //! change then sees the samples a live scrape would have produced around it;
 //! a window without a change has no samples, which panels draw as no bar.
-//! Series that never change in the range get only their `until` sample. The
-//! SLO objectives (a gauge the recording rules divide by) are written every
-//! [`GAUGE_INTERVAL`], inside Prometheus' 5-minute lookback.
+//! Counters also get a sample every 12 hours, so that a day-long window
+//! without an event reads 0 (the nightly grid's "no run"). A histogram series
+//! that never changes in the range gets only its `until` sample. The SLO
+//! objectives (a gauge the recording rules divide by) are written on every
+//! whole hour, where scripts/backfill-rules evaluates the recording rules
+//! over the history.
 
 use super::catalog::{self, FamilyDef, Kind};
 use super::expo::{fmt_timestamp, fmt_value, write_header, write_series};
@@ -30,11 +33,17 @@ use std::io::Write;
 
 type Labels = Vec<(String, String)>;
 
-/// Spacing of the objective gauge's samples: below Prometheus' lookback (5m).
-pub const GAUGE_INTERVAL_MS: i64 = 240_000;
+/// Spacing of the objective gauge's samples: on every whole hour, where the
+/// recording rules are backfilled (scripts/backfill-rules).
+pub const GAUGE_INTERVAL_MS: i64 = 3_600_000;
 
 /// How many `step`s before and after a change get samples.
 pub const HOLD_STEPS: i64 = 4;
+
+/// Counters also get a sample every 12 hours (at 00:00 and 12:00 UTC), so that
+/// every day-long window holds two samples and a day without an event reads 0
+/// rather than nothing (the nightly grid's "no run" cells).
+pub const COUNTER_KEEPALIVE_MS: i64 = 12 * 3_600_000;
 
 /// What to write.
 #[derive(Debug, Clone)]
@@ -74,20 +83,26 @@ pub enum HistoryError {
     Write(#[from] std::io::Error),
 }
 
-/// Sample times of one series: grid points within `hold` of a change in
-/// (since, until], then `until`. `changes` is sorted.
-fn sample_times(changes: &[i64], since: i64, until: i64, step: i64) -> Vec<i64> {
+/// Sample times of one series: grid points within `HOLD_STEPS` steps of a
+/// change in (since, until], every `keepalive` (if any), then `until`.
+/// `changes` is sorted.
+fn sample_times(
+    changes: &[i64],
+    since: i64,
+    until: i64,
+    step: i64,
+    keepalive: Option<i64>,
+) -> Vec<i64> {
     let hold = HOLD_STEPS * step;
-    let first_grid = since.div_euclid(step) * step + if since % step == 0 { 0 } else { step };
+    let ceil = |t: i64, m: i64| t.div_euclid(m) * m + if t.rem_euclid(m) == 0 { 0 } else { m };
+    let first_grid = ceil(since, step);
     let mut out: Vec<i64> = Vec::new();
     for &c in changes {
         if c <= since || c > until {
             continue;
         }
         // Grid points in [c - hold, c + hold] ∩ [since, until).
-        let lo = (c - hold).div_euclid(step) * step;
-        let lo = if lo < c - hold { lo + step } else { lo };
-        let mut g = lo.max(first_grid);
+        let mut g = ceil(c - hold, step).max(first_grid);
         if let Some(&last) = out.last() {
             g = g.max(last + step);
         }
@@ -95,6 +110,15 @@ fn sample_times(changes: &[i64], since: i64, until: i64, step: i64) -> Vec<i64> 
             out.push(g);
             g += step;
         }
+    }
+    if let Some(every) = keepalive {
+        let mut t = ceil(since, every);
+        while t < until {
+            out.push(t);
+            t += every;
+        }
+        out.sort_unstable();
+        out.dedup();
     }
     out.push(until);
     out
@@ -184,6 +208,7 @@ fn write_histogram(
         since,
         until,
         step,
+        None,
     );
     // Per bucket, the times of its observations; the live count spread back over them.
     let bounds: Vec<f64> = h.buckets.iter().map(|b| b.0).collect();
@@ -297,7 +322,13 @@ pub fn write_history(
                     } else if known < c.value {
                         *undated.entry(def.name).or_default() += c.value - known;
                     }
-                    let times = sample_times(&change_times(ev.clone()), since, until, step);
+                    let times = sample_times(
+                        &change_times(ev.clone()),
+                        since,
+                        until,
+                        step,
+                        Some(COUNTER_KEEPALIVE_MS),
+                    );
                     let values = counter_values(c.value, &ev, &times);
                     push_points(
                         &mut sink.buf,
@@ -395,7 +426,7 @@ mod tests {
     #[test]
     fn samples_surround_each_change_on_the_grid_and_end_at_until() {
         // step 10 s, hold 40 s: a change at 105 s gets grid points 70..=140 s.
-        let t = sample_times(&[105_000], 0, 1_000_000, 10_000);
+        let t = sample_times(&[105_000], 0, 1_000_000, 10_000, None);
         assert_eq!(
             t,
             vec![
@@ -404,10 +435,24 @@ mod tests {
         );
         // Overlapping neighbourhoods merge without duplicates; nothing before
         // `since` or after `until`; changes outside (since, until] add nothing.
-        let t = sample_times(&[-5_000, 15_000, 30_000, 2_000_000], 0, 60_000, 10_000);
+        let t = sample_times(
+            &[-5_000, 15_000, 30_000, 2_000_000],
+            0,
+            60_000,
+            10_000,
+            None,
+        );
         assert_eq!(t, vec![0, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000]);
         // A series that never changes in the range: only `until`.
-        assert_eq!(sample_times(&[], 0, 60_500, 10_000), vec![60_500]);
+        assert_eq!(sample_times(&[], 0, 60_500, 10_000, None), vec![60_500]);
+        // A keepalive adds its own multiples, merged into the change samples.
+        assert_eq!(
+            sample_times(&[25_000], 1_000, 100_000, 5_000, Some(40_000)),
+            vec![
+                5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000, 45_000, 80_000,
+                100_000
+            ]
+        );
     }
 
     #[test]
