@@ -517,21 +517,24 @@ fn backfill_openmetrics(config: &Config, args: crate::cli::BackfillOpenmetricsAr
     let db = args.db.unwrap_or_else(|| config.store.path.clone());
     anyhow::ensure!(db.exists(), "database {} does not exist", db.display());
     anyhow::ensure!(args.step.as_secs() >= 1, "--step must be at least 1s");
+    anyhow::ensure!(
+        !args.job.is_empty() && !args.instance.is_empty(),
+        "--job and --instance must not be empty: they are the labels Prometheus gives the scraped series"
+    );
     let store = Store::open(&db)?;
     let until = args.until.unwrap_or_else(Utc::now);
     let range = crate::metrics::history::HistoryRange {
         since: until - chrono::Duration::from_std(args.since).context("--since is too long")?,
         until,
         step: chrono::Duration::from_std(args.step).context("--step is too long")?,
-        limits: Policy::from_config(config).limits,
-        objectives: crate::slo::SloId::ALL
-            .iter()
-            .map(|id| (id.as_str().to_string(), config.objective(*id)))
-            .collect(),
+        target_labels: vec![
+            ("job".to_string(), args.job),
+            ("instance".to_string(), args.instance),
+        ],
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let report = crate::metrics::history::write_history(&store, &range, &mut out)?;
+    let report = crate::metrics::history::write_history(&store, config, &range, &mut out)?;
     eprintln!(
         "wrote {} samples of {} series ({:.1} MB) from {} to {}, every {} around each change",
         report.samples,

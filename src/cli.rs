@@ -69,6 +69,16 @@ pub struct BackfillOpenmetricsArgs {
     /// started scraping the exporter, so backfilled and live samples do not overlap.
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub until: Option<DateTime<Utc>>,
+
+    /// The scrape job's name: the `job` label of every series (Prometheus adds
+    /// it to scraped series; the history must have it to be the same series).
+    #[arg(long, value_name = "NAME", default_value = "ci-slo-exporter")]
+    pub job: String,
+
+    /// The exporter's address as Prometheus' scrape config names it (the
+    /// `instance` label), e.g. `exporter:9787`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub instance: String,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The labels Prometheus' scrape gives the exporter's series, in the history too.
+const TARGET: &str = r#"job="ci-slo-exporter",instance="exporter:9787""#;
+
 /// Counter families of `/metrics` that are not in the store: per-process
 /// counters of the running exporter (reset at restart), with no history to
 /// write. Dashboards may use them; they start with the first scrape.
@@ -167,6 +170,8 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
             db.to_str().unwrap(),
             "--until",
             &until_text,
+            "--instance",
+            "exporter:9787",
         ])
         .output()
         .unwrap();
@@ -176,6 +181,16 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
         String::from_utf8_lossy(&out.stderr)
     );
     let history = String::from_utf8(out.stdout).unwrap();
+    let without = Command::new(common::BIN)
+        .args(["backfill-openmetrics", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !without.status.success()
+            && String::from_utf8_lossy(&without.stderr).contains("--instance"),
+        "the scrape target is required: {}",
+        String::from_utf8_lossy(&without.stderr)
+    );
     eprintln!("[{:.1}s] backfill-openmetrics", t0.elapsed().as_secs_f64());
     assert!(history.ends_with("# EOF\n"));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -241,9 +256,19 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
             .find_map(|s| family.strip_suffix(s))
             .unwrap_or(family);
         if written.contains_key(family) && family != "ci_slo_objective_ratio" {
+            // The scrape's labels come first, then the exporter's.
             let series_value = line.split(" # ").next().unwrap();
+            let (name, rest) = series_value.split_once('{').unwrap_or_else(|| {
+                let (n, v) = series_value.split_once(' ').unwrap();
+                (n, v)
+            });
+            let labelled = if series_value.contains('{') {
+                format!("{name}{{{TARGET},{rest}")
+            } else {
+                format!("{name}{{{TARGET}}} {rest}")
+            };
             assert!(
-                lines.contains(format!("{series_value} {until}").as_str()),
+                lines.contains(format!("{labelled} {until}").as_str()),
                 "the history of {series_value} does not end there"
             );
             ended += 1;

@@ -7,7 +7,9 @@
 //! spread back from the live totals (`metric_state`, what `/metrics` serves):
 //! the value at time t is the live value minus the counted events after t
 //! ([`Store::counted_events`]), so the last backfilled sample is exactly what
-//! the first live scrape reads, and a series never goes below zero.
+//! the first live scrape reads, and a series never goes below zero. Every
+//! series carries the labels Prometheus' scrape adds (`job`, `instance`), so
+//! history and live samples are one series.
 //!
 //! Which samples: a counter only changes at events, so a sample is written on
 //! the `step` grid (Unix-time multiples of the scrape interval it stands in
@@ -25,10 +27,11 @@
 
 use super::catalog::{self, FamilyDef, Kind};
 use super::expo::{fmt_timestamp, fmt_value, write_header, write_series};
-use crate::model::DurationLimits;
+use crate::config::Config;
+use crate::slo::SloId;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 type Labels = Vec<(String, String)>;
@@ -52,9 +55,9 @@ pub struct HistoryRange {
     pub until: DateTime<Utc>,
     /// The sample grid: the scrape interval the history stands in for.
     pub step: chrono::Duration,
-    pub limits: DurationLimits,
-    /// `(slo, objective)` for `ci_slo_objective_ratio`.
-    pub objectives: Vec<(String, f64)>,
+    /// Labels Prometheus' scrape adds (`job`, `instance`), put on every series
+    /// so that the history and the scraped series are the same series.
+    pub target_labels: Vec<(String, String)>,
 }
 
 /// What was written.
@@ -281,9 +284,11 @@ fn write_histogram(
 /// SLO objectives, as OpenMetrics text ending in `# EOF`.
 pub fn write_history(
     store: &Store,
+    config: &Config,
     range: &HistoryRange,
     out: &mut dyn Write,
 ) -> Result<HistoryReport, HistoryError> {
+    let limits = crate::store::Policy::from_config(config).limits;
     let (since, until) = (
         range.since.timestamp_millis(),
         range.until.timestamp_millis(),
@@ -293,12 +298,15 @@ pub fn write_history(
 
     // Events per (family, series).
     let mut events: HashMap<(&'static str, Labels), Vec<(i64, f64)>> = HashMap::new();
-    store.counted_events(range.limits, |e| {
+    store.counted_events(limits, |e| {
         events
             .entry((e.family.name, e.labels))
             .or_default()
             .push((e.at_ms, e.observed.unwrap_or(1.0)));
     })?;
+    let with_target = |labels: &[(String, String)]| -> Labels {
+        range.target_labels.iter().chain(labels).cloned().collect()
+    };
     let mut take = |family: &'static str, labels: &Labels| {
         events.remove(&(family, labels.clone())).unwrap_or_default()
     };
@@ -332,7 +340,7 @@ pub fn write_history(
                     let values = counter_values(c.value, &ev, &times);
                     push_points(
                         &mut sink.buf,
-                        &prefix(def.name, "_total", &c.labels),
+                        &prefix(def.name, "_total", &with_target(&c.labels)),
                         &times,
                         &values,
                     );
@@ -351,7 +359,7 @@ pub fn write_history(
                         *undated.entry(def.name).or_default() += (h.count - known) as f64;
                     }
                     let series = HistogramSeries {
-                        labels: h.labels.clone(),
+                        labels: with_target(&h.labels),
                         buckets: h.buckets.iter().map(|b| (b.le, b.count as f64)).collect(),
                         sum: h.sum,
                         observations,
@@ -371,28 +379,26 @@ pub fn write_history(
     // The objectives, every GAUGE_INTERVAL_MS on whole multiples of it.
     let def = catalog::SLO_OBJECTIVE;
     sink.header(def);
-    let mut times: Vec<i64> = Vec::new();
-    let mut t = since.div_euclid(GAUGE_INTERVAL_MS) * GAUGE_INTERVAL_MS;
-    if t < since {
-        t += GAUGE_INTERVAL_MS;
-    }
-    while t < until {
-        times.push(t);
-        t += GAUGE_INTERVAL_MS;
-    }
-    times.push(until);
-    for (slo, objective) in &range.objectives {
-        let labels = vec![("slo".to_string(), slo.clone())];
+    let times = gauge_times(since, until);
+    for id in SloId::ALL {
+        let labels = with_target(&[("slo".to_string(), id.as_str().to_string())]);
         push_points(
             &mut sink.buf,
             &prefix(def.name, "", &labels),
             &times,
-            &vec![*objective; times.len()],
+            &vec![config.objective(id); times.len()],
         );
         sink.report.samples += times.len();
         sink.report.series += 1;
         sink.flush()?;
     }
+    write_test_gauges(
+        &mut sink,
+        store,
+        config,
+        (since, until),
+        &range.target_labels,
+    )?;
     sink.buf.push_str("# EOF\n");
     sink.flush()?;
     sink.out.flush()?;
@@ -410,6 +416,84 @@ pub fn write_history(
     undated.sort_by(|a, b| a.0.cmp(&b.0));
     sink.report.undated = undated;
     Ok(sink.report)
+}
+
+/// Whole multiples of [`GAUGE_INTERVAL_MS`] in [since, until), then `until`.
+fn gauge_times(since: i64, until: i64) -> Vec<i64> {
+    let mut t = since.div_euclid(GAUGE_INTERVAL_MS) * GAUGE_INTERVAL_MS;
+    if t < since {
+        t += GAUGE_INTERVAL_MS;
+    }
+    let mut times = Vec::new();
+    while t < until {
+        times.push(t);
+        t += GAUGE_INTERVAL_MS;
+    }
+    times.push(until);
+    times
+}
+
+/// The per-test gauges (`ci_tests`, the worst tests' flake and failure
+/// ratios, `ci_exporter_tests_not_exported`) at every whole hour and at
+/// `until`, computed as `/metrics` computes them ([`super::test_families_from`])
+/// from the executions of the `tests.window` before each time.
+fn write_test_gauges(
+    sink: &mut Sink<'_>,
+    store: &Store,
+    config: &Config,
+    (since, until): (i64, i64),
+    target_labels: &[(String, String)],
+) -> Result<(), HistoryError> {
+    let with_target = |labels: &[(String, String)]| -> Labels {
+        target_labels.iter().chain(labels).cloned().collect()
+    };
+    let window = i64::try_from(config.tests.window.as_millis()).unwrap_or(i64::MAX / 2);
+    let tests = store.timed_test_executions(since.saturating_sub(window), until)?;
+    let defs = [
+        catalog::TEST_FAILURE_RATIO,
+        catalog::TEST_FLAKE_RATIO,
+        catalog::TESTS_BY_VERDICT,
+        catalog::TESTS_NOT_EXPORTED,
+    ];
+    let mut series: BTreeMap<(usize, Labels), (Vec<i64>, Vec<f64>)> = BTreeMap::new();
+    // Per test, the executions in the window: [lo, hi) of its time-ordered list.
+    let mut cursors = vec![(0usize, 0usize); tests.len()];
+    for t in gauge_times(since, until) {
+        let mut stats = Vec::new();
+        for (((repo, context, test), at, executions), (lo, hi)) in
+            tests.iter().zip(cursors.iter_mut())
+        {
+            while *hi < at.len() && at[*hi] <= t {
+                *hi += 1;
+            }
+            while *lo < *hi && at[*lo] < t - window {
+                *lo += 1;
+            }
+            if let Some(s) = crate::flaky::stats(&executions[*lo..*hi]) {
+                stats.push((repo.clone(), context.clone(), test.clone(), s));
+            }
+        }
+        for f in super::test_families_from(stats, config) {
+            let Some(i) = defs.iter().position(|d| d.name == f.name) else {
+                continue;
+            };
+            for sample in f.samples {
+                let points = series.entry((i, with_target(&sample.labels))).or_default();
+                points.0.push(t);
+                points.1.push(sample.value);
+            }
+        }
+    }
+    for (i, def) in defs.iter().enumerate() {
+        sink.header(*def);
+        for ((_, labels), (times, values)) in series.range((i, Vec::new())..(i + 1, Vec::new())) {
+            push_points(&mut sink.buf, &prefix(def.name, "", labels), times, values);
+            sink.report.samples += times.len();
+            sink.report.series += 1;
+        }
+        sink.flush()?;
+    }
+    Ok(())
 }
 
 /// A counter's event times, sorted (one entry per event).
@@ -527,11 +611,13 @@ mod tests {
             since: now - chrono::Duration::days(30),
             until: now,
             step: chrono::Duration::seconds(30),
-            limits: policy.limits,
-            objectives: vec![("queue_time".into(), 0.95)],
+            target_labels: vec![
+                ("job".into(), "ci-slo-exporter".into()),
+                ("instance".into(), "exporter:9787".into()),
+            ],
         };
         let mut out: Vec<u8> = Vec::new();
-        let report = write_history(&store, &range, &mut out).unwrap();
+        let report = write_history(&store, &config, &range, &mut out).unwrap();
         // Every live count has its stored event and every stored event was counted.
         assert!(report.uncounted.is_empty(), "{:?}", report.uncounted);
         assert!(report.undated.is_empty(), "{:?}", report.undated);
@@ -545,7 +631,13 @@ mod tests {
         let mut checked = 0;
         for f in &live {
             for s in &f.samples {
-                let mut line = prefix(&f.name, s.suffix, &s.labels);
+                let labels: Labels = range
+                    .target_labels
+                    .iter()
+                    .chain(&s.labels)
+                    .cloned()
+                    .collect();
+                let mut line = prefix(&f.name, s.suffix, &labels);
                 line.push(' ');
                 line.push_str(&fmt_value(s.value));
                 line.push(' ');
@@ -555,5 +647,32 @@ mod tests {
             }
         }
         assert!(checked > 500, "{checked}");
+        // The per-test gauges too, at `until` as /metrics computes them now,
+        // and at every hour before.
+        let tests = crate::metrics::test_families(&store, &config, now).unwrap();
+        let mut gauges = 0;
+        for f in &tests {
+            for s in &f.samples {
+                let labels: Labels = range
+                    .target_labels
+                    .iter()
+                    .chain(&s.labels)
+                    .cloned()
+                    .collect();
+                let line = format!(
+                    "{} {} {until_s}",
+                    prefix(&f.name, "", &labels),
+                    fmt_value(s.value)
+                );
+                assert!(lines.contains(line.as_str()), "missing {line}");
+                gauges += 1;
+            }
+        }
+        assert!(gauges >= 5, "{gauges}");
+        let healthy = text
+            .lines()
+            .filter(|l| l.starts_with("ci_tests{") && l.contains("verdict=\"healthy\""))
+            .count();
+        assert!(healthy >= 700, "hourly ci_tests samples: {healthy}");
     }
 }

@@ -274,3 +274,56 @@ impl Store {
         Ok(())
     }
 }
+
+/// One test's executions with their times (Unix ms), in time order.
+pub type TimedTestHistory = (
+    (String, String, String),
+    Vec<i64>,
+    Vec<crate::flaky::Execution>,
+);
+
+impl Store {
+    /// Every test execution between `since` and `until` (by its run's latest
+    /// known time, as [`Store::test_executions`] dates them), grouped by
+    /// (repository, context, test), with the time of each.
+    pub fn timed_test_executions(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<TimedTestHistory>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT repo.path, r.context, t.name, r.commit_sha, t.outcome, t.retries,
+                    coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) AS at
+             FROM test_results t JOIN runs r ON r.id = t.run_id JOIN repositories repo ON repo.id = r.repository_id
+             WHERE coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) >= ?1
+               AND coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) <= ?2
+             ORDER BY repo.path, r.context, t.name, at, r.id",
+        )?;
+        let mut rows = stmt.query([since_ms, until_ms])?;
+        let mut out: Vec<TimedTestHistory> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let key = (
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            );
+            let execution = crate::flaky::Execution {
+                commit: r.get(3)?,
+                outcome: r
+                    .get::<_, String>(4)?
+                    .parse()
+                    .unwrap_or(crate::model::TestOutcome::Errored),
+                retries: r.get(5)?,
+            };
+            let at: i64 = r.get(6)?;
+            match out.last_mut() {
+                Some((k, times, executions)) if *k == key => {
+                    times.push(at);
+                    executions.push(execution);
+                }
+                _ => out.push((key, vec![at], vec![execution])),
+            }
+        }
+        Ok(out)
+    }
+}
