@@ -22,7 +22,23 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
     && install -m 0755 target/release/ci-slo-exporter /usr/local/bin/ci-slo-exporter
 
-# --- runtime -------------------------------------------------------------------
+# --- prometheus-init: loads the stored history into Prometheus' storage ---------
+# docker-compose.yml runs it once before Prometheus starts (scripts/prometheus-init:
+# backfill-openmetrics, promtool, scripts/backfill-rules). Build it alone with
+#   docker build --target prometheus-init -t ci-slo-exporter-prometheus-init .
+FROM prom/prometheus:v2.42.0 AS prometheus-binaries
+
+FROM debian:bookworm-slim AS prometheus-init
+# python3-yaml: scripts/backfill-rules reads the rule files.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-yaml \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=prometheus-binaries /bin/prometheus /bin/promtool /usr/local/bin/
+COPY --from=build /usr/local/bin/ci-slo-exporter /usr/local/bin/ci-slo-exporter
+COPY scripts/prometheus-init scripts/backfill-rules /usr/local/bin/
+ENTRYPOINT ["prometheus-init"]
+
+# --- runtime (the default target) ------------------------------------------------
 FROM debian:bookworm-slim
 # ca-certificates: HTTPS to GitHub / GitLab APIs. curl: the HEALTHCHECK only.
 RUN apt-get update \

@@ -56,9 +56,35 @@ BUDGET = thresholds((None, "red"), (0, "orange"), (0.25, "green"))
 NEUTRAL = thresholds((None, "green"))
 
 
+# What a panel says instead of a bare empty graph when it has nothing to show
+# for a real reason (no forge source, no flaky test yet, nothing went wrong).
+NO_FORGE = "No forge source: GitHub or GitLab polling is not configured (docs/github.md, docs/gitlab.md)"
+NO_VALUE = {
+    "Error budget remaining (28d, Prometheus)": "No hourly recorded increases yet: load the history (docs/full-stack.md) or wait an hour",
+    "Who spends the budget (28d)": "No bad event in 28 days",
+    "Retries per green merged change": "No merged change decided in the window",
+    "Flakiest tests": "No flaky test in tests.window",
+    "Most failing tests": "No failing test in tests.window",
+    "Flake ratio of the worst tests": "No flaky or failing test in tests.window",
+    "Failure classes (time range)": "No classified failure in this time range",
+    "Failure categories (time range)": "No classified failure in this time range",
+    "Failures per interval by category": "No classified failure in this time range",
+    "New failure fingerprints per interval": "No new failure fingerprint in this time range",
+    "Forge API budget left": NO_FORGE,
+    "Forge API requests left": NO_FORGE,
+    "Sync freshness": NO_FORGE,
+    "Forge API requests": NO_FORGE,
+    "Webhook deliveries": "No webhook delivery since the exporter started (none configured, docs/github.md)",
+    "Data-quality rejections": "No rejection: every record was plausible",
+    "Backdated events": "No backdated event",
+}
+
+
 def panel(kind, title, description, targets, unit, w=12, h=8, defaults=None,
           options=None, overrides=None, **extra):
     d = {"unit": unit, "thresholds": NEUTRAL, "color": {"mode": "palette-classic"}}
+    if title in NO_VALUE:
+        d["noValue"] = NO_VALUE[title]
     if kind in ("stat", "gauge", "bargauge", "status-history", "state-timeline"):
         d["color"] = {"mode": "thresholds"}
     if kind == "timeseries":
@@ -193,7 +219,7 @@ def layout(panels):
     return out
 
 
-def dashboard(uid, title, description, panels, extra_vars=(), time_from="now-7d"):
+def dashboard(uid, title, description, panels, extra_vars=(), time_from="now-7d", timezone="browser"):
     variables = [
         {
             "name": "datasource",
@@ -241,7 +267,7 @@ def dashboard(uid, title, description, panels, extra_vars=(), time_from="now-7d"
         "refresh": "1m",
         "schemaVersion": 39,
         "version": 1,
-        "timezone": "browser",
+        "timezone": timezone,
         "time": {"from": time_from, "to": "now"},
         "timepicker": {},
         "weekStart": "",
@@ -803,11 +829,17 @@ SCHED = f'trigger="schedule",{REPO}'
 
 
 def nightly_state(by):
-    """0 no scheduled run, 1 all green, 2 a test/build failure, 3 error/cancelled/timed out/skipped."""
+    """0 no scheduled run, 1 all green, 2 a test/build failure, 3 error/cancelled/timed out/skipped.
+
+    One point per UTC day: Grafana aligns a 1d step to midnight of the
+    dashboard's time zone (UTC here) and draws a point's cell from its time to
+    the next point, so the point at midnight must count the day that *starts*
+    there: the 1d window is shifted forward (`offset -1d`), as the exporter's
+    /nightly groups runs by UTC day."""
 
     def part(states, code, label):
         return (
-            f'label_replace((sum by ({by}) (increase(ci_runs_total{{{SCHED},state=~"{states}"}}[1d])) > bool 0) * {code},'
+            f'label_replace((sum by ({by}) (increase(ci_runs_total{{{SCHED},state=~"{states}"}}[1d] offset -1d)) > bool 0) * {code},'
             f' "outcome", "{label}", "", "")'
         )
 
@@ -844,7 +876,8 @@ def status_history(title, description, expr, legend, h=8):
         h=h,
         defaults={"mappings": NIGHTLY_MAPPINGS, "thresholds": thresholds((None, "green")), "custom": {"lineWidth": 1, "fillOpacity": 80}},
         interval="1d",
-        maxDataPoints=60,
+        # Enough points that the step stays 1d for ranges up to a year.
+        maxDataPoints=400,
     )
     p["options"] = {
         "showValue": "never",
@@ -917,6 +950,8 @@ def nightly_dashboard():
         "Scheduled (nightly) runs per repository and day.",
         panels,
         time_from="now-30d",
+        # Days are UTC days, as on the exporter's /nightly page.
+        timezone="utc",
     )
 
 
@@ -1236,7 +1271,7 @@ ALERTS = [
         "(max by (repository, context, test) (ci_test_flake_ratio)\n"
         "  unless on (repository, context, test)\n"
         "  max by (repository, context, test) (max_over_time(ci_test_flake_ratio[1d] offset 1d)) > 0.1)\n"
-        "and on () (count(count_over_time(ci_exporter_build_info[1h] offset 1d)) > 0)",
+        "and on () (count(count_over_time(ci_tests[1h] offset 1d)) > 0)",
         ("threshold", "gt", 0.1),
         "1h",
         "ticket",

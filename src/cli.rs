@@ -58,15 +58,27 @@ pub struct BackfillOpenmetricsArgs {
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub since: std::time::Duration,
 
-    /// Time between samples of each series (Prometheus' range queries need at most
-    /// a step per window; a longer step writes a smaller file).
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// The scrape interval the history stands in for: samples are written on
+    /// this grid within 4 steps before and after each change of a series (so
+    /// rate() over Grafana's $__rate_interval, at least 4 scrape intervals,
+    /// sees every change), and once at the end. Use Prometheus' scrape_interval.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub step: std::time::Duration,
 
     /// End of the history (RFC 3339) [default: now]. Set it to when Prometheus
     /// started scraping the exporter, so backfilled and live samples do not overlap.
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub until: Option<DateTime<Utc>>,
+
+    /// The scrape job's name: the `job` label of every series (Prometheus adds
+    /// it to scraped series; the history must have it to be the same series).
+    #[arg(long, value_name = "NAME", default_value = "ci-slo-exporter")]
+    pub job: String,
+
+    /// The exporter's address as Prometheus' scrape config names it (the
+    /// `instance` label), e.g. `exporter:9787`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub instance: String,
 }
 
 #[derive(Debug, Args)]

@@ -115,27 +115,46 @@ fn fmt_seconds(ms: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
 
+/// A sample timestamp in seconds, without a fraction when it is whole.
+pub fn fmt_timestamp(ms: i64) -> String {
+    if ms.rem_euclid(1000) == 0 {
+        ms.div_euclid(1000).to_string()
+    } else {
+        fmt_seconds(ms)
+    }
+}
+
+/// Write a family's `# HELP`, `# TYPE` and `# UNIT` lines.
+pub fn write_header(out: &mut String, name: &str, kind: Kind, unit: Option<&str>, help: &str) {
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+        Kind::Histogram => "histogram",
+    };
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    escape_help(out, help);
+    out.push('\n');
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    if let Some(unit) = unit {
+        let _ = writeln!(out, "# UNIT {name} {unit}");
+    }
+}
+
+/// Write a sample's series: name, suffix and label set (what precedes the value).
+pub fn write_series(out: &mut String, name: &str, suffix: &str, labels: &[(String, String)]) {
+    out.push_str(name);
+    out.push_str(suffix);
+    write_labels(out, labels);
+}
+
 /// Write families as OpenMetrics text (without the final `# EOF`).
 pub fn write_openmetrics(out: &mut String, families: &[Family]) {
     for f in families {
-        let kind = match f.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        };
-        out.push_str("# HELP ");
-        out.push_str(&f.name);
-        out.push(' ');
-        escape_help(out, &f.help);
-        out.push('\n');
-        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
-        if let Some(unit) = f.unit {
-            let _ = writeln!(out, "# UNIT {} {unit}", f.name);
-        }
+        write_header(out, &f.name, f.kind, f.unit, &f.help);
         for s in &f.samples {
-            out.push_str(&f.name);
-            out.push_str(s.suffix);
-            write_labels(out, &s.labels);
+            write_series(out, &f.name, s.suffix, &s.labels);
             out.push(' ');
             out.push_str(&fmt_value(s.value));
             if let Some(ts) = s.timestamp_ms {

@@ -1,277 +1,506 @@
 //! Stored history as OpenMetrics with timestamps, for
-//! `promtool tsdb create-blocks-from openmetrics` (DESIGN.md §4).
+//! `promtool tsdb create-blocks-from openmetrics` (`backfill-openmetrics`).
 //!
-//! History must not reach Prometheus as a burst of live events; instead each
-//! counter and histogram is rebuilt from the stored events and written as a
-//! sample every `step` between `since` and `until`, with the value it had at
-//! that moment. Values count every stored event up to the sample's time (also
-//! those before `since`), so the series continue into the live ones.
+//! History must not reach Prometheus as a burst of live events; instead every
+//! persisted counter and histogram series is written with the value it had at
+//! past times, so that Prometheus holds what it would have scraped. Values are
+//! spread back from the live totals (`metric_state`, what `/metrics` serves):
+//! the value at time t is the live value minus the counted events after t
+//! ([`Store::counted_events`]), so the last backfilled sample is exactly what
+//! the first live scrape reads, and a series never goes below zero. Every
+//! series carries the labels Prometheus' scrape adds (`job`, `instance`), so
+//! history and live samples are one series.
+//!
+//! Which samples: a counter only changes at events, so a sample is written on
+//! the `step` grid (Unix-time multiples of the scrape interval it stands in
+//! for) only within `4 × step` before and after each change, plus one at
+//! `until`. Every `rate()`/`increase()` window of at least `4 × step` (Grafana's
+//! smallest `$__rate_interval` with that scrape interval) that contains a
+//! change then sees the samples a live scrape would have produced around it;
+//! a window without a change has no samples, which panels draw as no bar.
+//! Counters also get a sample every 12 hours, so that a day-long window
+//! without an event reads 0 (the nightly grid's "no run"). A histogram series
+//! that never changes in the range gets only its `until` sample. The SLO
+//! objectives (a gauge the recording rules divide by) are written on every
+//! whole hour, where scripts/backfill-rules evaluates the recording rules
+//! over the history.
 
-use super::catalog::{self, FamilyDef};
-use super::expo::{Family, Sample, fmt_le, write_openmetrics};
-use crate::model::{DurationLimits, durations};
-use crate::store::{Store, StoreError, from_ms};
+use super::catalog::{self, FamilyDef, Kind};
+use super::expo::{fmt_timestamp, fmt_value, write_header, write_series};
+use crate::config::Config;
+use crate::slo::SloId;
+use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 
 type Labels = Vec<(String, String)>;
 
-/// Event times (Unix ms) per series of a counter family.
-#[derive(Default)]
-struct CounterEvents(BTreeMap<Labels, Vec<i64>>);
+/// Spacing of the objective gauge's samples: on every whole hour, where the
+/// recording rules are backfilled (scripts/backfill-rules).
+pub const GAUGE_INTERVAL_MS: i64 = 3_600_000;
 
-/// Observations (Unix ms, value) per series of a histogram family.
-#[derive(Default)]
-struct HistogramEvents(BTreeMap<Labels, Vec<(i64, f64)>>);
+/// How many `step`s before and after a change get samples.
+pub const HOLD_STEPS: i64 = 4;
 
-fn l(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// The sample times: every `step_ms` from `since` to `until`, and `until` itself.
-fn steps(since_ms: i64, until_ms: i64, step_ms: i64) -> Vec<i64> {
-    let mut out: Vec<i64> = (0..)
-        .map(|k| since_ms + k * step_ms)
-        .take_while(|t| *t < until_ms)
-        .collect();
-    out.push(until_ms);
-    out
-}
-
-fn counter_family(def: FamilyDef, events: CounterEvents, times: &[i64]) -> Family {
-    let mut samples = Vec::new();
-    for (labels, mut at) in events.0 {
-        at.sort_unstable();
-        let mut i = 0;
-        for &t in times {
-            while i < at.len() && at[i] <= t {
-                i += 1;
-            }
-            samples.push(Sample {
-                suffix: "_total",
-                labels: labels.clone(),
-                value: i as f64,
-                exemplar: None,
-                timestamp_ms: Some(t),
-            });
-        }
-    }
-    Family {
-        name: def.name.into(),
-        kind: def.kind,
-        unit: def.unit,
-        help: def.help.into(),
-        samples,
-    }
-}
-
-fn histogram_family(
-    def: FamilyDef,
-    events: HistogramEvents,
-    bounds: &[f64],
-    times: &[i64],
-) -> Family {
-    let mut samples = Vec::new();
-    for (labels, mut obs) in events.0 {
-        obs.sort_by_key(|(t, _)| *t);
-        // Per step: cumulative bucket counts, sum and count up to that time.
-        let mut rows: Vec<(i64, Vec<u64>, f64, u64)> = Vec::with_capacity(times.len());
-        let (mut i, mut counts, mut sum, mut count) = (0, vec![0u64; bounds.len() + 1], 0.0, 0u64);
-        for &t in times {
-            while i < obs.len() && obs[i].0 <= t {
-                let v = obs[i].1;
-                let b = bounds
-                    .iter()
-                    .position(|le| v <= *le)
-                    .unwrap_or(bounds.len());
-                counts[b] += 1;
-                sum += v;
-                count += 1;
-                i += 1;
-            }
-            rows.push((t, counts.clone(), sum, count));
-        }
-        // OpenMetrics wants each series' points together and in time order.
-        for (b, le) in bounds.iter().copied().chain([f64::INFINITY]).enumerate() {
-            let mut series = labels.clone();
-            series.push(("le".into(), fmt_le(le)));
-            for (t, counts, _, _) in &rows {
-                samples.push(Sample {
-                    suffix: "_bucket",
-                    labels: series.clone(),
-                    value: counts[..=b].iter().sum::<u64>() as f64,
-                    exemplar: None,
-                    timestamp_ms: Some(*t),
-                });
-            }
-        }
-        for (suffix, pick) in [("_sum", 0usize), ("_count", 1)] {
-            for (t, _, sum, count) in &rows {
-                samples.push(Sample {
-                    suffix,
-                    labels: labels.clone(),
-                    value: if pick == 0 { *sum } else { *count as f64 },
-                    exemplar: None,
-                    timestamp_ms: Some(*t),
-                });
-            }
-        }
-    }
-    Family {
-        name: def.name.into(),
-        kind: def.kind,
-        unit: def.unit,
-        help: def.help.into(),
-        samples,
-    }
-}
+/// Counters also get a sample every 12 hours (at 00:00 and 12:00 UTC), so that
+/// every day-long window holds two samples and a day without an event reads 0
+/// rather than nothing (the nightly grid's "no run" cells).
+pub const COUNTER_KEEPALIVE_MS: i64 = 12 * 3_600_000;
 
 /// What to write.
 #[derive(Debug, Clone)]
 pub struct HistoryRange {
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,
+    /// The sample grid: the scrape interval the history stands in for.
     pub step: chrono::Duration,
-    pub queue_buckets: Vec<f64>,
-    pub run_buckets: Vec<f64>,
-    pub limits: DurationLimits,
+    /// Labels Prometheus' scrape adds (`job`, `instance`), put on every series
+    /// so that the history and the scraped series are the same series.
+    pub target_labels: Vec<(String, String)>,
 }
 
-/// Write the history of the SLI families as OpenMetrics text ending in `# EOF`.
+/// What was written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryReport {
+    /// Family names, in the order written.
+    pub families: Vec<String>,
+    pub series: usize,
+    pub samples: usize,
+    pub bytes: usize,
+    /// Stored events the live counters never counted (stored as backdated, or
+    /// for a series the live counters do not have), per family: the history
+    /// shows them only as far as the live total leaves room.
+    pub uncounted: Vec<(String, u64)>,
+    /// Counts in the live totals without a stored event to date them (events
+    /// pruned with their runs, rejections the store keeps no row for), per
+    /// family: they are part of every sample, from the first on.
+    pub undated: Vec<(String, f64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the history: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Sample times of one series: grid points within `HOLD_STEPS` steps of a
+/// change in (since, until], every `keepalive` (if any), then `until`.
+/// `changes` is sorted.
+fn sample_times(
+    changes: &[i64],
+    since: i64,
+    until: i64,
+    step: i64,
+    keepalive: Option<i64>,
+) -> Vec<i64> {
+    let hold = HOLD_STEPS * step;
+    let ceil = |t: i64, m: i64| t.div_euclid(m) * m + if t.rem_euclid(m) == 0 { 0 } else { m };
+    let first_grid = ceil(since, step);
+    let mut out: Vec<i64> = Vec::new();
+    for &c in changes {
+        if c <= since || c > until {
+            continue;
+        }
+        // Grid points in [c - hold, c + hold] ∩ [since, until).
+        let mut g = ceil(c - hold, step).max(first_grid);
+        if let Some(&last) = out.last() {
+            g = g.max(last + step);
+        }
+        while g <= c + hold && g < until {
+            out.push(g);
+            g += step;
+        }
+    }
+    if let Some(every) = keepalive {
+        let mut t = ceil(since, every);
+        while t < until {
+            out.push(t);
+            t += every;
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+    out.push(until);
+    out
+}
+
+/// Value of a counter at each of `times`: `live` minus the events after it,
+/// never below zero. `events` is sorted.
+fn counter_values(live: f64, events: &[i64], times: &[i64]) -> Vec<f64> {
+    let mut i = 0;
+    times
+        .iter()
+        .map(|&t| {
+            while i < events.len() && events[i] <= t {
+                i += 1;
+            }
+            (live - (events.len() - i) as f64).max(0.0)
+        })
+        .collect()
+}
+
+/// The distinct event times of a series in time order.
+fn change_times(mut events: Vec<i64>) -> Vec<i64> {
+    events.sort_unstable();
+    events.dedup();
+    events
+}
+
+/// Append `series value timestamp` lines for each time.
+fn push_points(out: &mut String, prefix: &str, times: &[i64], values: &[f64]) {
+    for (t, v) in times.iter().zip(values) {
+        out.push_str(prefix);
+        out.push(' ');
+        out.push_str(&fmt_value(*v));
+        out.push(' ');
+        out.push_str(&fmt_timestamp(*t));
+        out.push('\n');
+    }
+}
+
+fn prefix(name: &str, suffix: &str, labels: &[(String, String)]) -> String {
+    let mut p = String::new();
+    write_series(&mut p, name, suffix, labels);
+    p
+}
+
+/// Streams text to the output and counts what went through.
+struct Sink<'a> {
+    out: &'a mut dyn Write,
+    buf: String,
+    report: HistoryReport,
+}
+
+impl Sink<'_> {
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.write_all(self.buf.as_bytes())?;
+        self.report.bytes += self.buf.len();
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn header(&mut self, def: FamilyDef) {
+        write_header(&mut self.buf, def.name, def.kind, def.unit, def.help);
+        self.report.families.push(def.name.to_string());
+    }
+}
+
+/// One histogram series: the live bucket layout and counts, and the observations.
+struct HistogramSeries {
+    labels: Labels,
+    /// (upper bound, live non-cumulative count) in bound order, +Inf last.
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    observations: Vec<(i64, f64)>,
+}
+
+fn write_histogram(
+    sink: &mut Sink<'_>,
+    def: FamilyDef,
+    h: HistogramSeries,
+    range: (i64, i64, i64),
+) {
+    let (since, until, step) = range;
+    let mut obs = h.observations;
+    obs.sort_by_key(|o| o.0);
+    let times = sample_times(
+        &change_times(obs.iter().map(|o| o.0).collect()),
+        since,
+        until,
+        step,
+        None,
+    );
+    // Per bucket, the times of its observations; the live count spread back over them.
+    let bounds: Vec<f64> = h.buckets.iter().map(|b| b.0).collect();
+    let mut per_bucket: Vec<Vec<i64>> = vec![Vec::new(); bounds.len()];
+    for &(t, v) in &obs {
+        let b = bounds
+            .iter()
+            .position(|le| v <= *le)
+            .unwrap_or(bounds.len().saturating_sub(1));
+        if let Some(list) = per_bucket.get_mut(b) {
+            list.push(t);
+        }
+    }
+    let counts: Vec<Vec<f64>> = h
+        .buckets
+        .iter()
+        .zip(&per_bucket)
+        .map(|((_, live), events)| counter_values(*live, events, &times))
+        .collect();
+    let mut cumulative = vec![0.0; times.len()];
+    for (b, le) in bounds.iter().enumerate() {
+        for (c, v) in cumulative.iter_mut().zip(&counts[b]) {
+            *c += v;
+        }
+        let mut labels = h.labels.clone();
+        labels.push(("le".into(), super::expo::fmt_le(*le)));
+        push_points(
+            &mut sink.buf,
+            &prefix(def.name, "_bucket", &labels),
+            &times,
+            &cumulative,
+        );
+        sink.report.samples += times.len();
+    }
+    // The sum: the live sum minus the observations after each time.
+    let mut i = 0;
+    let mut after: f64 = obs.iter().map(|o| o.1).sum();
+    let sums: Vec<f64> = times
+        .iter()
+        .zip(&cumulative)
+        .map(|(&t, &count)| {
+            while i < obs.len() && obs[i].0 <= t {
+                after -= obs[i].1;
+                i += 1;
+            }
+            if count == 0.0 {
+                0.0
+            } else {
+                (h.sum - after).max(0.0)
+            }
+        })
+        .collect();
+    push_points(
+        &mut sink.buf,
+        &prefix(def.name, "_sum", &h.labels),
+        &times,
+        &sums,
+    );
+    push_points(
+        &mut sink.buf,
+        &prefix(def.name, "_count", &h.labels),
+        &times,
+        &cumulative,
+    );
+    sink.report.samples += 2 * times.len();
+    sink.report.series += 1;
+}
+
+/// Write the history of every persisted counter and histogram, and of the
+/// SLO objectives, as OpenMetrics text ending in `# EOF`.
 pub fn write_history(
     store: &Store,
+    config: &Config,
     range: &HistoryRange,
-    out: &mut String,
-) -> Result<usize, StoreError> {
-    let conn = store.connection();
-    let mut slo_events = CounterEvents::default();
-    let mut stmt = conn.prepare(
-        "SELECT e.slo, repo.path, e.good, e.at FROM slo_events e JOIN repositories repo ON repo.id = e.repository_id",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (slo, repo, good, at): (String, String, bool, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let result = if good { "good" } else { "bad" };
-        let other = if good { "bad" } else { "good" };
-        // Both results exist from a repository's first event, as in the live counters.
-        slo_events
-            .0
-            .entry(l(&[
-                ("slo", &slo),
-                ("repository", &repo),
-                ("result", other),
-            ]))
-            .or_default();
-        slo_events
-            .0
-            .entry(l(&[
-                ("slo", &slo),
-                ("repository", &repo),
-                ("result", result),
-            ]))
-            .or_default()
-            .push(at);
-    }
-
-    let mut runs = CounterEvents::default();
-    let mut queue = HistogramEvents::default();
-    let mut duration = HistogramEvents::default();
-    let mut stmt = conn.prepare(
-        "SELECT repo.path, r.context, r.trigger, r.state, r.attempt, r.queued_at, r.started_at, r.finished_at
-         FROM runs r JOIN repositories repo ON repo.id = r.repository_id",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (repo, context, trigger, state): (String, String, String, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let attempt: u32 = r.get(4)?;
-        let (queued, started, finished): (Option<i64>, Option<i64>, Option<i64>) =
-            (r.get(5)?, r.get(6)?, r.get(7)?);
-        let (d, _) = durations(
-            queued.map(from_ms),
-            started.map(from_ms),
-            finished.map(from_ms),
-            range.limits,
-        );
-        if let (Some(q), Some(at)) = (d.queue_seconds, started) {
-            queue
-                .0
-                .entry(l(&[
-                    ("repository", &repo),
-                    ("context", &context),
-                    ("trigger", &trigger),
-                ]))
-                .or_default()
-                .push((at, q));
-        }
-        let terminal = state
-            .parse::<crate::model::RunState>()
-            .is_ok_and(|s| s.is_terminal());
-        if terminal {
-            let at = finished.or(started).or(queued);
-            if let Some(at) = at {
-                let attempt = if attempt == 0 { "first" } else { "retry" };
-                runs.0
-                    .entry(l(&[
-                        ("repository", &repo),
-                        ("context", &context),
-                        ("trigger", &trigger),
-                        ("state", &state),
-                        ("attempt", attempt),
-                    ]))
-                    .or_default()
-                    .push(at);
-            }
-            if let (Some(seconds), Some(at)) = (d.run_seconds, finished) {
-                duration
-                    .0
-                    .entry(l(&[
-                        ("repository", &repo),
-                        ("context", &context),
-                        ("trigger", &trigger),
-                        ("state", &state),
-                    ]))
-                    .or_default()
-                    .push((at, seconds));
-            }
-        }
-    }
-
-    let mut merged = CounterEvents::default();
-    let mut stmt = conn.prepare(
-        "SELECT repo.path, c.outcome, c.merged_at FROM changes c JOIN repositories repo ON repo.id = c.repository_id
-         WHERE c.outcome IS NOT NULL AND c.merged_at IS NOT NULL",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (repo, outcome, at): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        merged
-            .0
-            .entry(l(&[("repository", &repo), ("outcome", &outcome)]))
-            .or_default()
-            .push(at);
-    }
-
-    let times = steps(
+    out: &mut dyn Write,
+) -> Result<HistoryReport, HistoryError> {
+    let limits = crate::store::Policy::from_config(config).limits;
+    let (since, until) = (
         range.since.timestamp_millis(),
         range.until.timestamp_millis(),
-        range.step.num_milliseconds().max(1000),
     );
-    let families = vec![
-        counter_family(catalog::SLO_EVENTS, slo_events, &times),
-        counter_family(catalog::RUNS, runs, &times),
-        counter_family(catalog::MERGED_CHANGES, merged, &times),
-        histogram_family(catalog::RUN_QUEUE, queue, &range.queue_buckets, &times),
-        histogram_family(catalog::RUN_DURATION, duration, &range.run_buckets, &times),
+    let step = range.step.num_milliseconds().max(1000);
+    let state = store.metric_state()?;
+
+    // Events per (family, series).
+    let mut events: HashMap<(&'static str, Labels), Vec<(i64, f64)>> = HashMap::new();
+    store.counted_events(limits, |e| {
+        events
+            .entry((e.family.name, e.labels))
+            .or_default()
+            .push((e.at_ms, e.observed.unwrap_or(1.0)));
+    })?;
+    let with_target = |labels: &[(String, String)]| -> Labels {
+        range.target_labels.iter().chain(labels).cloned().collect()
+    };
+    let mut take = |family: &'static str, labels: &Labels| {
+        events.remove(&(family, labels.clone())).unwrap_or_default()
+    };
+
+    let mut sink = Sink {
+        out,
+        buf: String::with_capacity(1 << 16),
+        report: HistoryReport::default(),
+    };
+    let mut uncounted: HashMap<&'static str, u64> = HashMap::new();
+    let mut undated: HashMap<&'static str, f64> = HashMap::new();
+    for def in catalog::PERSISTED {
+        sink.header(*def);
+        match def.kind {
+            Kind::Counter => {
+                for c in state.counters.iter().filter(|c| c.family == def.name) {
+                    let ev = change_list(take(def.name, &c.labels));
+                    let known = ev.len() as f64;
+                    if known > c.value {
+                        *uncounted.entry(def.name).or_default() += (known - c.value) as u64;
+                    } else if known < c.value {
+                        *undated.entry(def.name).or_default() += c.value - known;
+                    }
+                    let times = sample_times(
+                        &change_times(ev.clone()),
+                        since,
+                        until,
+                        step,
+                        Some(COUNTER_KEEPALIVE_MS),
+                    );
+                    let values = counter_values(c.value, &ev, &times);
+                    push_points(
+                        &mut sink.buf,
+                        &prefix(def.name, "_total", &with_target(&c.labels)),
+                        &times,
+                        &values,
+                    );
+                    sink.report.samples += times.len();
+                    sink.report.series += 1;
+                    sink.flush()?;
+                }
+            }
+            Kind::Histogram => {
+                for h in state.histograms.iter().filter(|h| h.family == def.name) {
+                    let observations = take(def.name, &h.labels);
+                    let known = observations.len() as u64;
+                    if known > h.count {
+                        *uncounted.entry(def.name).or_default() += known - h.count;
+                    } else if known < h.count {
+                        *undated.entry(def.name).or_default() += (h.count - known) as f64;
+                    }
+                    let series = HistogramSeries {
+                        labels: with_target(&h.labels),
+                        buckets: h.buckets.iter().map(|b| (b.le, b.count as f64)).collect(),
+                        sum: h.sum,
+                        observations,
+                    };
+                    write_histogram(&mut sink, *def, series, (since, until, step));
+                    sink.flush()?;
+                }
+            }
+            Kind::Gauge => {}
+        }
+    }
+    // Events of series the live counters do not have were never counted.
+    for ((family, _), ev) in events {
+        *uncounted.entry(family).or_default() += ev.len() as u64;
+    }
+
+    // The objectives, every GAUGE_INTERVAL_MS on whole multiples of it.
+    let def = catalog::SLO_OBJECTIVE;
+    sink.header(def);
+    let times = gauge_times(since, until);
+    for id in SloId::ALL {
+        let labels = with_target(&[("slo".to_string(), id.as_str().to_string())]);
+        push_points(
+            &mut sink.buf,
+            &prefix(def.name, "", &labels),
+            &times,
+            &vec![config.objective(id); times.len()],
+        );
+        sink.report.samples += times.len();
+        sink.report.series += 1;
+        sink.flush()?;
+    }
+    write_test_gauges(
+        &mut sink,
+        store,
+        config,
+        (since, until),
+        &range.target_labels,
+    )?;
+    sink.buf.push_str("# EOF\n");
+    sink.flush()?;
+    sink.out.flush()?;
+    let mut uncounted: Vec<(String, u64)> = uncounted
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(f, n)| (f.to_string(), n))
+        .collect();
+    uncounted.sort();
+    sink.report.uncounted = uncounted;
+    let mut undated: Vec<(String, f64)> = undated
+        .into_iter()
+        .map(|(f, n)| (f.to_string(), n))
+        .collect();
+    undated.sort_by(|a, b| a.0.cmp(&b.0));
+    sink.report.undated = undated;
+    Ok(sink.report)
+}
+
+/// Whole multiples of [`GAUGE_INTERVAL_MS`] in [since, until), then `until`.
+fn gauge_times(since: i64, until: i64) -> Vec<i64> {
+    let mut t = since.div_euclid(GAUGE_INTERVAL_MS) * GAUGE_INTERVAL_MS;
+    if t < since {
+        t += GAUGE_INTERVAL_MS;
+    }
+    let mut times = Vec::new();
+    while t < until {
+        times.push(t);
+        t += GAUGE_INTERVAL_MS;
+    }
+    times.push(until);
+    times
+}
+
+/// The per-test gauges (`ci_tests`, the worst tests' flake and failure
+/// ratios, `ci_exporter_tests_not_exported`) at every whole hour and at
+/// `until`, computed as `/metrics` computes them ([`super::test_families_from`])
+/// from the executions of the `tests.window` before each time.
+fn write_test_gauges(
+    sink: &mut Sink<'_>,
+    store: &Store,
+    config: &Config,
+    (since, until): (i64, i64),
+    target_labels: &[(String, String)],
+) -> Result<(), HistoryError> {
+    let with_target = |labels: &[(String, String)]| -> Labels {
+        target_labels.iter().chain(labels).cloned().collect()
+    };
+    let window = i64::try_from(config.tests.window.as_millis()).unwrap_or(i64::MAX / 2);
+    let tests = store.timed_test_executions(since.saturating_sub(window), until)?;
+    let defs = [
+        catalog::TEST_FAILURE_RATIO,
+        catalog::TEST_FLAKE_RATIO,
+        catalog::TESTS_BY_VERDICT,
+        catalog::TESTS_NOT_EXPORTED,
     ];
-    let samples = families.iter().map(|f| f.samples.len()).sum();
-    write_openmetrics(out, &families);
-    out.push_str("# EOF\n");
-    Ok(samples)
+    let mut series: BTreeMap<(usize, Labels), (Vec<i64>, Vec<f64>)> = BTreeMap::new();
+    // Per test, the executions in the window: [lo, hi) of its time-ordered list.
+    let mut cursors = vec![(0usize, 0usize); tests.len()];
+    for t in gauge_times(since, until) {
+        let mut stats = Vec::new();
+        for (((repo, context, test), at, executions), (lo, hi)) in
+            tests.iter().zip(cursors.iter_mut())
+        {
+            while *hi < at.len() && at[*hi] <= t {
+                *hi += 1;
+            }
+            while *lo < *hi && at[*lo] < t - window {
+                *lo += 1;
+            }
+            if let Some(s) = crate::flaky::stats(&executions[*lo..*hi]) {
+                stats.push((repo.clone(), context.clone(), test.clone(), s));
+            }
+        }
+        for f in super::test_families_from(stats, config) {
+            let Some(i) = defs.iter().position(|d| d.name == f.name) else {
+                continue;
+            };
+            for sample in f.samples {
+                let points = series.entry((i, with_target(&sample.labels))).or_default();
+                points.0.push(t);
+                points.1.push(sample.value);
+            }
+        }
+    }
+    for (i, def) in defs.iter().enumerate() {
+        sink.header(*def);
+        for ((_, labels), (times, values)) in series.range((i, Vec::new())..(i + 1, Vec::new())) {
+            push_points(&mut sink.buf, &prefix(def.name, "", labels), times, values);
+            sink.report.samples += times.len();
+            sink.report.series += 1;
+        }
+        sink.flush()?;
+    }
+    Ok(())
+}
+
+/// A counter's event times, sorted (one entry per event).
+fn change_list(events: Vec<(i64, f64)>) -> Vec<i64> {
+    let mut t: Vec<i64> = events.into_iter().map(|e| e.0).collect();
+    t.sort_unstable();
+    t
 }
 
 #[cfg(test)]
@@ -279,72 +508,171 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steps_cover_the_range_and_end_at_until() {
-        assert_eq!(steps(0, 10_000, 4_000), vec![0, 4_000, 8_000, 10_000]);
-        assert_eq!(steps(0, 8_000, 4_000), vec![0, 4_000, 8_000]);
+    fn samples_surround_each_change_on_the_grid_and_end_at_until() {
+        // step 10 s, hold 40 s: a change at 105 s gets grid points 70..=140 s.
+        let t = sample_times(&[105_000], 0, 1_000_000, 10_000, None);
+        assert_eq!(
+            t,
+            vec![
+                70_000, 80_000, 90_000, 100_000, 110_000, 120_000, 130_000, 140_000, 1_000_000
+            ]
+        );
+        // Overlapping neighbourhoods merge without duplicates; nothing before
+        // `since` or after `until`; changes outside (since, until] add nothing.
+        let t = sample_times(
+            &[-5_000, 15_000, 30_000, 2_000_000],
+            0,
+            60_000,
+            10_000,
+            None,
+        );
+        assert_eq!(t, vec![0, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000]);
+        // A series that never changes in the range: only `until`.
+        assert_eq!(sample_times(&[], 0, 60_500, 10_000, None), vec![60_500]);
+        // A keepalive adds its own multiples, merged into the change samples.
+        assert_eq!(
+            sample_times(&[25_000], 1_000, 100_000, 5_000, Some(40_000)),
+            vec![
+                5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000, 45_000, 80_000,
+                100_000
+            ]
+        );
     }
 
     #[test]
-    fn counters_count_every_event_up_to_each_sample_time() {
-        let mut events = CounterEvents::default();
-        events
-            .0
-            .insert(l(&[("a", "1")]), vec![5_000, 1_000, 9_000, -50_000]);
-        let f = counter_family(catalog::RUNS, events, &[0, 4_000, 8_000, 12_000]);
-        let got: Vec<(i64, f64)> = f
-            .samples
-            .iter()
-            .map(|s| (s.timestamp_ms.unwrap(), s.value))
-            .collect();
-        assert_eq!(
-            got,
-            vec![(0, 1.0), (4_000, 2.0), (8_000, 3.0), (12_000, 4.0)],
-            "history before `since` is included"
-        );
+    fn values_are_the_live_total_minus_later_events_and_never_negative() {
+        // Live total 5: one event before the range (or before the database's
+        // history was pruned) is part of the base.
+        let v = counter_values(5.0, &[10, 20, 30, 40], &[0, 10, 25, 40, 50]);
+        assert_eq!(v, vec![1.0, 2.0, 3.0, 5.0, 5.0]);
+        // Two events were never counted live: the series starts at 0 and
+        // ends at the live value.
+        let v = counter_values(2.0, &[10, 20, 30, 40], &[0, 15, 35, 45]);
+        assert_eq!(v, vec![0.0, 0.0, 1.0, 2.0]);
     }
 
     #[test]
     fn histograms_are_cumulative_per_bucket_and_grouped_per_series() {
-        let mut events = HistogramEvents::default();
-        events.0.insert(
-            l(&[("r", "x")]),
-            vec![(1_000, 50.0), (2_000, 400.0), (6_000, 5_000.0)],
-        );
-        let f = histogram_family(
-            catalog::RUN_QUEUE,
-            events,
-            &[300.0, 3600.0],
-            &[0, 4_000, 8_000],
-        );
-        let series = |le: &str| -> Vec<f64> {
-            f.samples
-                .iter()
-                .filter(|s| {
-                    s.suffix == "_bucket" && s.labels.iter().any(|(k, v)| k == "le" && v == le)
+        let mut buf: Vec<u8> = Vec::new();
+        let mut sink = Sink {
+            out: &mut buf,
+            buf: String::new(),
+            report: HistoryReport::default(),
+        };
+        let series = HistogramSeries {
+            labels: vec![("r".into(), "x".into())],
+            // live: one at 50 (le 300), one at 400 (le 3600), one at 5000 (+Inf)
+            buckets: vec![(300.0, 1.0), (3600.0, 1.0), (f64::INFINITY, 1.0)],
+            sum: 5450.0,
+            observations: vec![(6_000, 5_000.0), (1_000, 50.0), (2_000, 400.0)],
+        };
+        write_histogram(&mut sink, catalog::RUN_QUEUE, series, (0, 100_000, 1_000));
+        sink.flush().unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let points = |series: &str| -> Vec<(i64, f64)> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .map(|rest| {
+                    let (v, t) = rest.split_once(' ').unwrap();
+                    (t.parse::<i64>().unwrap() * 1000, v.parse::<f64>().unwrap())
                 })
-                .map(|s| s.value)
                 .collect()
         };
-        assert_eq!(series("300.0"), vec![0.0, 1.0, 1.0]);
-        assert_eq!(series("3600.0"), vec![0.0, 2.0, 2.0]);
-        assert_eq!(series("+Inf"), vec![0.0, 2.0, 3.0]);
-        let sums: Vec<f64> = f
-            .samples
-            .iter()
-            .filter(|s| s.suffix == "_sum")
-            .map(|s| s.value)
-            .collect();
-        assert_eq!(sums, vec![0.0, 450.0, 5450.0]);
+        let inf = points("ci_run_queue_duration_seconds_bucket{r=\"x\",le=\"+Inf\"}");
+        let le300 = points("ci_run_queue_duration_seconds_bucket{r=\"x\",le=\"300.0\"}");
+        let sum = points("ci_run_queue_duration_seconds_sum{r=\"x\"}");
+        let count = points("ci_run_queue_duration_seconds_count{r=\"x\"}");
+        let at = |p: &[(i64, f64)], t: i64| p.iter().find(|x| x.0 == t).map(|x| x.1);
+        // Same times for every sub-series: 0..=10 s (hold 4 s around 1, 2 and 6 s), then until.
+        assert_eq!(inf.len(), 12);
+        assert_eq!(le300.len(), 12);
+        assert_eq!(at(&inf, 0), Some(0.0));
+        assert_eq!(at(&inf, 1_000), Some(1.0));
+        assert_eq!(at(&le300, 5_000), Some(1.0));
+        assert_eq!(at(&inf, 5_000), Some(2.0));
+        assert_eq!(at(&inf, 100_000), Some(3.0));
+        assert_eq!(at(&sum, 2_000), Some(450.0));
+        assert_eq!(at(&sum, 100_000), Some(5450.0));
+        assert_eq!(count, inf);
         // Each series' points are consecutive and in time order.
-        let mut last: Option<(&'static str, &Labels, i64)> = None;
-        for s in &f.samples {
-            if let Some((suffix, labels, t)) = last
-                && suffix == s.suffix
-                && *labels == s.labels
-            {
-                assert!(s.timestamp_ms.unwrap() > t);
+        assert!(inf.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn the_demo_history_dates_every_counted_event_and_ends_on_the_live_totals() {
+        use crate::config::Config;
+        use crate::store::Policy;
+        let mut store = Store::open_in_memory().unwrap();
+        let config = Config::default();
+        let policy = Policy::from_config(&config);
+        let now = Utc::now();
+        crate::demo::seed(&mut store, &policy, now).unwrap();
+        let range = HistoryRange {
+            since: now - chrono::Duration::days(30),
+            until: now,
+            step: chrono::Duration::seconds(30),
+            target_labels: vec![
+                ("job".into(), "ci-slo-exporter".into()),
+                ("instance".into(), "exporter:9787".into()),
+            ],
+        };
+        let mut out: Vec<u8> = Vec::new();
+        let report = write_history(&store, &config, &range, &mut out).unwrap();
+        // Every live count has its stored event and every stored event was counted.
+        assert!(report.uncounted.is_empty(), "{:?}", report.uncounted);
+        assert!(report.undated.is_empty(), "{:?}", report.undated);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(report.bytes, text.len());
+        // The last sample of each series is the live value.
+        let lines: std::collections::HashSet<&str> = text.lines().collect();
+        let live = crate::metrics::persisted_families(&store).unwrap();
+        let until_s = fmt_timestamp(now.timestamp_millis());
+        let mut checked = 0;
+        for f in &live {
+            for s in &f.samples {
+                let labels: Labels = range
+                    .target_labels
+                    .iter()
+                    .chain(&s.labels)
+                    .cloned()
+                    .collect();
+                let mut line = prefix(&f.name, s.suffix, &labels);
+                line.push(' ');
+                line.push_str(&fmt_value(s.value));
+                line.push(' ');
+                line.push_str(&until_s);
+                assert!(lines.contains(line.as_str()), "missing {line}");
+                checked += 1;
             }
-            last = Some((s.suffix, &s.labels, s.timestamp_ms.unwrap()));
         }
+        assert!(checked > 500, "{checked}");
+        // The per-test gauges too, at `until` as /metrics computes them now,
+        // and at every hour before.
+        let tests = crate::metrics::test_families(&store, &config, now).unwrap();
+        let mut gauges = 0;
+        for f in &tests {
+            for s in &f.samples {
+                let labels: Labels = range
+                    .target_labels
+                    .iter()
+                    .chain(&s.labels)
+                    .cloned()
+                    .collect();
+                let line = format!(
+                    "{} {} {until_s}",
+                    prefix(&f.name, "", &labels),
+                    fmt_value(s.value)
+                );
+                assert!(lines.contains(line.as_str()), "missing {line}");
+                gauges += 1;
+            }
+        }
+        assert!(gauges >= 5, "{gauges}");
+        let healthy = text
+            .lines()
+            .filter(|l| l.starts_with("ci_tests{") && l.contains("verdict=\"healthy\""))
+            .count();
+        assert!(healthy >= 700, "hourly ci_tests samples: {healthy}");
     }
 }

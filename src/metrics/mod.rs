@@ -203,16 +203,29 @@ pub fn test_families(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Vec<Family>, StoreError> {
-    use crate::flaky::{TestStats, Verdict};
     let since = now - chrono::Duration::from_std(config.tests.window).unwrap_or_default();
+    let stats = store.test_executions(since)?.into_iter().filter_map(
+        |((repo, context, test), executions)| {
+            crate::flaky::stats(&executions).map(|s| (repo, context, test, s))
+        },
+    );
+    Ok(test_families_from(stats, config))
+}
+
+/// The per-test families from each test's statistics over `tests.window`
+/// (repository, context, test, stats): also what `backfill-openmetrics`
+/// writes for past times ([`history`]).
+pub fn test_families_from(
+    stats: impl IntoIterator<Item = (String, String, String, crate::flaky::TestStats)>,
+    config: &Config,
+) -> Vec<Family> {
+    use crate::flaky::{TestStats, Verdict};
     let mut by_repo: BTreeMap<String, Vec<(String, String, TestStats)>> = BTreeMap::new();
-    for ((repo, context, test), executions) in store.test_executions(since)? {
-        if let Some(stats) = crate::flaky::stats(&executions) {
-            by_repo
-                .entry(repo)
-                .or_default()
-                .push((context, test, stats));
-        }
+    for (repo, context, test, stats) in stats {
+        by_repo
+            .entry(repo)
+            .or_default()
+            .push((context, test, stats));
     }
     let mut failure = family(catalog::TEST_FAILURE_RATIO);
     let mut flake = family(catalog::TEST_FLAKE_RATIO);
@@ -256,7 +269,7 @@ pub fn test_families(
             flake.samples.push(gauge(labels, stats.flake_ratio));
         }
     }
-    Ok(vec![failure, flake, verdicts, dropped])
+    vec![failure, flake, verdicts, dropped]
 }
 
 /// Build a complete snapshot (run it off the scrape path).

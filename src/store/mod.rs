@@ -13,6 +13,7 @@ mod plausible;
 mod revision;
 mod schema;
 pub mod tally;
+pub mod timeline;
 pub mod ui;
 pub mod writer;
 
