@@ -256,7 +256,7 @@ pub(crate) const RULE_EXAMPLES: &[(&str, &str, &str)] = &[
         "  ● Console",
     ),
     (
-        "jest-test-failed",
+        "jest-suite-failed",
         "FAIL src/parser.test.js (5.2 s)",
         "PASS src/parser.test.js (5.2 s)",
     ),
@@ -356,6 +356,11 @@ pub(crate) const RULE_EXAMPLES: &[(&str, &str, &str)] = &[
         "test tests::parses_empty_input ... ok",
     ),
     (
+        "test-failed",
+        "FAIL: test_overflow_is_reported (tests/test_stack.c:23)",
+        "PASS: test_overflow_is_reported",
+    ),
+    (
         "expected-mismatch",
         "    repo_test.go:131: expected 'alpha' but got 'beta'",
         "expected output written to golden/alpha.txt",
@@ -402,7 +407,7 @@ pub(crate) const RULE_EXAMPLES: &[(&str, &str, &str)] = &[
         "Exceptions in threads are logged to app.log",
     ),
     (
-        "lint",
+        "diagnostic",
         "./thefuck/rules/git_push.py:12:1: E302 expected 2 blank lines, found 1",
         "/home/travis/.rvm/gems/ruby-2.6.3/gems/bundler-1.17.3/lib/bundler/cli/exec.rb:74:in `load'",
     ),

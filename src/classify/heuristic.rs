@@ -23,7 +23,7 @@ static HEURISTIC: LazyLock<Regex> =
 /// Spans that contain error words but mean "no error".
 static NOISE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"(?i:\b(?:0|no|zero|without)\s+(?:errors?|failures?|failed|fatal|exceptions?|panics?)\b",
+        r"(?i:\b(?:0|no|zero|without)\s+(?:\w+\s+)?(?:errors?|failures?|failed|fatal|exceptions?|panics?)\b",
         r"|\b(?:errors?|failures?|failed|exceptions?)\s*[:=]\s*0\b",
         r"|-W(?:no-)?error\S*",
         r"|\berror_log\b",
@@ -46,8 +46,11 @@ static NOISE: LazyLock<Regex> = LazyLock::new(|| {
 /// `test_error ... ok`, `--- PASS: TestError`, `[ OK ] ErrorTest`.
 static PASSED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"^\s*(?:[✓✔√]|ok \d|ok\b|PASS(?:ED)?\b|--- PASS\b|\[ +OK +\]|\[ +PASSED +\])",
+        r"^\s*(?:[✓✔√]|ok \d|ok\b|PASS(?:ED)?\b|SKIP(?:PED)?\b|XFAIL\b|XPASS\b|--- (?:PASS|SKIP)\b|\[ +OK +\]|\[ +PASSED +\]|\[ +SKIPPED +\])",
         r"|(?:\.\.\.|:)\s*(?:ok|OK|PASS(?:ED)?|passed|\[OK\])\s*(?:\(.*\))?$",
+        // pytest -v, unittest -v: a skipped or expected-to-fail test is not a failure
+        r"|^\S+::\S+\s+(?:PASSED|SKIPPED|XFAIL|XPASS)\b",
+        r"|\.\.\.\s+(?:skipped|SKIPPED|expected failure)\b",
     ))
     .expect("passed regex")
 });
@@ -163,6 +166,10 @@ mod tests {
             "ok 12 - reports an error for bad input",
             "--- PASS: TestErrorHandling (0.00s)",
             "[       OK ] ParserTest.ReportsErrors (0 ms)",
+            "100% tests passed, 0 tests failed out of 1",
+            "SKIPPED [1] tests/test_x.py:38: exception path covered elsewhere",
+            "tests/test_x.py::test_exception_path SKIPPED (exception path covered elsewhere) [ 75%]",
+            "test_error_path (tests.T.test_error_path) ... skipped 'needs a database'",
             "$ ./run-tests --fail-fast",
             "+ make error_log",
             "Compiling error_handler.rb",

@@ -17,9 +17,10 @@
 //!    line a "see above" summary points at, then lines with an error word
 //!    elsewhere, then summaries, then — when the step has nothing else — its
 //!    last output line (a short step) or its exit marker. A rule match whose
-//!    next line also matches a rule ranks above one that stands alone (a failing
-//!    test followed by its assertion beats a parent test line). Equal ranks go
-//!    to the earliest line.
+//!    next line matches a rule of lower priority (its detail: an assertion, a
+//!    file:line message) ranks above one that stands alone (a failing subtest
+//!    with its message beats its parent test line). Equal ranks go to the
+//!    earliest line.
 //!
 //! Memory is bounded: a history of the last [`HISTORY`] lines (for context and
 //! for "the line above"), and the best [`KEEP`] candidates of the current step,
@@ -66,7 +67,7 @@ pub(crate) enum Kind {
 pub(crate) struct Rank {
     kind: Kind,
     priority: i32,
-    /// The next non-blank line matched a rule too.
+    /// The next non-blank line matched a rule of lower priority (a detail).
     confirmed: bool,
 }
 
@@ -228,8 +229,9 @@ pub(crate) struct Ranker {
     job_end: Option<u32>,
     /// An announcement rule whose evidence is the next non-blank line.
     pending_next: Option<RuleHit>,
-    /// The line of a rule match waiting to be confirmed by the next line.
-    unconfirmed: Option<u64>,
+    /// The line and priority of a rule match waiting to be confirmed by the
+    /// next line.
+    unconfirmed: Option<(u64, i32)>,
 }
 
 impl Ranker {
@@ -294,11 +296,13 @@ impl Ranker {
             self.marker(marker, n, text);
             return;
         }
-        // the previous rule match is confirmed by a rule match on this line
-        if let Some(l) = self.unconfirmed.take()
+        // the previous rule match is confirmed by a detail on this line: a
+        // match of lower priority (a failing test followed by its assertion or
+        // file:line message, not by the next failing test)
+        if let Some((l, p)) = self.unconfirmed.take()
             && let Some(r) = rule_hit
             && r.direct()
-            && !r.outside()
+            && r.priority < p
         {
             self.step.top.confirm(l);
         }
@@ -364,7 +368,7 @@ impl Ranker {
         }
         for f in new {
             if f.line == n && f.rank.kind == Kind::Rule {
-                self.unconfirmed = Some(n);
+                self.unconfirmed = Some((n, f.rank.priority));
             }
             self.step.top.offer(f);
         }

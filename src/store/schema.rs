@@ -291,4 +291,9 @@ DROP INDEX runs_identity;
 CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, attempt_group, attempt);
 CREATE INDEX runs_trigger_pending ON runs (repository_id, attempt_group) WHERE trigger_pending = 1;
 "#,
+    // Further evidence candidates of a log failure: a JSON array of
+    // {line, text, class}, best first (NULL for failures stored before).
+    r#"
+ALTER TABLE failures ADD COLUMN candidates TEXT;
+"#,
 ];
