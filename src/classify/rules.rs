@@ -273,6 +273,15 @@ mod tests {
     }
 
     #[test]
+    fn every_default_rule_is_in_the_documentation_table() {
+        let doc = include_str!("../../docs/classification.md");
+        for r in default_rules() {
+            let row = format!("| `{}` | {} | {} |", r.name, r.category, r.priority);
+            assert!(doc.contains(&row), "docs/classification.md lacks {row}");
+        }
+    }
+
+    #[test]
     fn no_default_rule_names_a_project() {
         // rules describe tools, never the projects of the development corpus
         let projects = [
