@@ -59,6 +59,8 @@ static PASSED: LazyLock<Regex> = LazyLock::new(|| {
 static STRONG: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"^(?i:\W{0,4}(?:error|fatal|err|failure|failed)\b[:!\]]?\W*\w)",
+        // a tool naming itself first: `configure: error: …`, `git: fatal: …`
+        r"|^(?i:[\w./+-]+: (?:error|fatal)\b:?\s*\w)",
         r"|^\s*(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)\b(?::|$)",
     ))
     .expect("strong regex")
@@ -186,6 +188,10 @@ mod tests {
         assert_eq!(strength("[error] boom"), Some(Strength::Strong));
         assert_eq!(
             strength("java.lang.IllegalStateException: bad"),
+            Some(Strength::Strong)
+        );
+        assert_eq!(
+            strength("configure: error: C compiler cannot create executables"),
             Some(Strength::Strong)
         );
         assert_eq!(strength("*** Failed ***"), Some(Strength::Weak));

@@ -144,12 +144,19 @@ impl TopK {
         a.rank > b.rank || (a.rank == b.rank && a.line < b.line)
     }
 
-    fn offer(&mut self, f: Found) {
+    /// Adds `f`; a line already kept keeps the better rank, and a rule's class
+    /// rather than none (an error-like line that a "see above" summary points
+    /// at gets the summary's class).
+    fn offer(&mut self, mut f: Found) {
         if let Some(k) = self.0.iter().position(|g| g.line == f.line) {
             if !Self::better(&f, &self.0[k]) {
+                if self.0[k].rule.is_none() {
+                    self.0[k].rule = f.rule;
+                }
                 return;
             }
-            self.0.remove(k);
+            let old = self.0.remove(k);
+            f.rule = f.rule.or(old.rule);
         }
         let at = self
             .0
