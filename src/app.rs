@@ -516,12 +516,12 @@ fn classify_files(config: &Config, logs: &[PathBuf]) -> Result<()> {
                 Some(m) => serde_json::json!({
                     "file": file, "class": m.class, "category": m.category, "line": m.line,
                     "evidence": m.evidence, "fingerprint": m.fingerprint, "context": m.context,
-                    "context_before": m.context_before,
+                    "context_before": m.context_before, "candidates": m.candidates,
                 }),
                 None => serde_json::json!({
                     "file": file, "class": null, "category": null, "line": null,
                     "evidence": null, "fingerprint": null, "context": [],
-                    "context_before": 0,
+                    "context_before": 0, "candidates": [],
                 }),
             },
             Err(e) => {

@@ -33,7 +33,8 @@ pub enum Command {
     /// Store one run (with its tests and reports) in the database.
     Ingest(Box<IngestArgs>),
     /// Classify log files with the configured rules: one JSON object per file,
-    /// {"file","class","category","line","evidence","fingerprint","context"} (class null when nothing failed).
+    /// {"file","class","category","line","evidence","fingerprint","context","context_before","candidates"}
+    /// (class null when nothing failed; candidates: up to 3 further {"line","text","class"}).
     Classify(ClassifyArgs),
     /// Summarise TAP or JUnit XML reports: one JSON object per file,
     /// {"file","format","tests","passed","failed","errored","skipped","retried","flaky"}.

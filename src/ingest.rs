@@ -11,8 +11,8 @@ pub mod validate;
 use crate::classify::Classifier;
 use crate::deps::Extractor;
 use crate::model::{
-    ChangeRef, Completeness, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState,
-    TestOutcome, TestResult, Trigger,
+    ChangeRef, Completeness, EvidenceCandidate, FailureEvidence, Forge, NewRun, RawReport,
+    RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
 };
 use crate::report;
 use chrono::{DateTime, Utc};
@@ -381,6 +381,15 @@ pub fn failures_from(
             context_before: Some(m.context_before as u32),
             fingerprint: Some(m.fingerprint),
             test_name: None,
+            candidates: m
+                .candidates
+                .into_iter()
+                .map(|c| EvidenceCandidate {
+                    line: c.line,
+                    text: c.text,
+                    class: c.class,
+                })
+                .collect(),
         });
     }
     for t in tests
@@ -399,6 +408,7 @@ pub fn failures_from(
                 context_before: None,
                 fingerprint: Some(m.fingerprint),
                 test_name: Some(t.name.clone()),
+                candidates: Vec::new(),
             },
             None => {
                 let first = message
@@ -414,6 +424,7 @@ pub fn failures_from(
                     context_before: None,
                     fingerprint: Some(crate::classify::fingerprint(&format!("{} {first}", t.name))),
                     test_name: Some(t.name.clone()),
+                    candidates: Vec::new(),
                 }
             }
         });

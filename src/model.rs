@@ -296,6 +296,20 @@ pub struct FailureEvidence {
     pub context_before: Option<u32>,
     pub fingerprint: Option<String>,
     pub test_name: Option<String>,
+    /// Up to 3 further lines of the log that could explain the failure, best
+    /// first (empty for test failures and for failures stored before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<EvidenceCandidate>,
+}
+
+/// A further candidate for a failure's evidence line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceCandidate {
+    /// 1-based line number in the log.
+    pub line: u64,
+    pub text: String,
+    /// The failure class the line would give.
+    pub class: String,
 }
 
 /// Durations derived from a run's timestamps, after plausibility checks.

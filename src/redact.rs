@@ -295,10 +295,11 @@ impl Redactor {
         let m = |s: &str| self.may_match(s);
         run.url.as_deref().is_some_and(m)
             || run.log_url.as_deref().is_some_and(m)
-            || run
-                .failures
-                .iter()
-                .any(|f| m(&f.evidence) || f.context.iter().any(|c| m(c)))
+            || run.failures.iter().any(|f| {
+                m(&f.evidence)
+                    || f.context.iter().any(|c| m(c))
+                    || f.candidates.iter().any(|c| m(&c.text))
+            })
             || run.tests.iter().any(|t| {
                 t.message.as_deref().is_some_and(m) || t.retry_reasons.iter().any(|r| m(r))
             })
@@ -334,6 +335,9 @@ impl Redactor {
             }
             f.evidence = lines.remove(before);
             f.context = lines;
+            for c in &mut f.candidates {
+                changed |= self.redact_string(&mut c.text);
+            }
         }
         for t in &mut run.tests {
             if let Some(m) = &mut t.message {
@@ -565,6 +569,11 @@ mod tests {
                 context_before: Some(1),
                 fingerprint: None,
                 test_name: None,
+                candidates: vec![EvidenceCandidate {
+                    line: 9,
+                    text: "curl -H 'Authorization: Bearer abcdef0123456789abcdef'".into(),
+                    class: "network".into(),
+                }],
             }],
             ..NewRun::default()
         };
@@ -579,6 +588,13 @@ mod tests {
             "+ git clone https://[REDACTED]@git.example.com/x"
         );
         assert_eq!(out.failures[0].context[1], "next");
+        assert!(
+            !out.failures[0].candidates[0]
+                .text
+                .contains("abcdef0123456789abcdef"),
+            "{:?}",
+            out.failures[0].candidates
+        );
         assert!(!out.dependencies["pkg"].contains("p4ssw0rd"));
         let clean = NewRun::default();
         assert!(r.redact_run(&clean).is_none());

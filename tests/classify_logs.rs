@@ -7,7 +7,7 @@
 use std::io::{self, Read};
 
 use ci_slo_exporter::classify::{
-    AppliesTo, Category, Classification, Classifier, RuleConfig, fingerprint,
+    AppliesTo, Category, Classification, Classifier, Evidence, RuleConfig, fingerprint,
 };
 
 /// A log under construction: raw bytes plus the expected clean text of every line
@@ -485,10 +485,10 @@ fn a_gitlab_trace_yields_section_durations() {
     log.push("$ make", "$ make");
     log.push(
         &format!(
-            "{}build",
+            "{}cc: fatal error: no input files",
             marker("start", 1_700_000_020, "nested_custom[collapsed=true]")
         ),
-        "build",
+        "cc: fatal error: no input files",
     );
     log.push(&marker("end", 1_700_000_080, "nested_custom"), "");
     log.push(
@@ -510,14 +510,14 @@ fn a_gitlab_trace_yields_section_durations() {
             ("step_script".to_string(), 80),
         ]
     );
-    // no rule matches "Error 2": the unknown fallback picks the first error-like line
+    // make's "Error 2" points at the line above it: the compiler's error
     let m = c.primary.unwrap();
     assert_eq!(
         (m.class.as_str(), m.category, m.line),
-        ("unknown", Category::Unknown, 8)
+        ("make-failed", Category::Build, 6)
     );
-    assert_eq!(m.evidence, "make: *** [all] Error 2");
-    assert_eq!(m.context, log.expected_context(8));
+    assert_eq!(m.evidence, "cc: fatal error: no input files");
+    assert_eq!(m.context, log.expected_context(6));
 }
 
 #[test]
@@ -658,6 +658,7 @@ fn config_errors_name_the_rule() {
         known_issue_url: None,
         applies_to: vec![AppliesTo::Log],
         priority: 0,
+        evidence: Evidence::Line,
     };
     let err = Classifier::new(&[rule]).unwrap_err().to_string();
     assert!(err.starts_with("rule \"foo\": invalid regex: "), "{err}");

@@ -364,3 +364,37 @@ fn the_run_page_shows_the_evidence_line_between_its_context_lines() {
     assert!(at("</span>after\n") > evidence);
     assert!(at("</span>end\n") > evidence);
 }
+
+#[test]
+fn the_run_page_shows_further_evidence_candidates_as_also_lines() {
+    let (_d, e) = demo();
+    let body = serde_json::json!({
+        "repository": "acme/candidates",
+        "context": "ci",
+        "commit": "c1",
+        "state": "failure",
+        "queued_at": chrono::Utc::now().to_rfc3339(),
+        "log": "running 2 tests\nFAIL: test_parse (tests.ParserTest)\nFAIL: test_render (tests.RenderTest)\nError: 2 tests failed\n",
+    });
+    let (status, answer) = e.post(
+        "/api/v1/runs",
+        Some(TOKEN),
+        serde_json::to_vec(&body).unwrap().as_slice(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_i64().unwrap();
+    let stored = json(&e, &format!("/api/v1/runs/{id}"));
+    let failure = &stored["failures"][0];
+    assert_eq!(failure["line"], 2, "{stored}");
+    assert_eq!(failure["candidates"][0]["line"], 3, "{stored}");
+    assert_eq!(
+        failure["candidates"][0]["class"], "unittest-test-failed",
+        "{stored}"
+    );
+    let page = ok(&e, &format!("/runs/{id}"));
+    let also = page
+        .find("also: line 3")
+        .unwrap_or_else(|| panic!("no also line: {page}"));
+    assert!(page[also..].contains("FAIL: test_render (tests.RenderTest)"));
+    assert!(page.find("FAIL: test_parse (tests.ParserTest)").unwrap() < also);
+}

@@ -225,8 +225,8 @@ fn combined_regex(patterns: &[&PatternInfo]) -> Option<regex::bytes::Regex> {
     }
     let combined = Hir::alternation(parts).to_string();
     regex::bytes::RegexBuilder::new(&combined)
-        .size_limit(super::SET_SIZE_LIMIT)
-        .dfa_size_limit(super::SET_DFA_LIMIT)
+        .size_limit(super::target::SET_SIZE_LIMIT)
+        .dfa_size_limit(super::target::SET_DFA_LIMIT)
         .build()
         .ok()
 }

@@ -688,6 +688,10 @@ fn run_html(v: &RunView, page: usize) -> Markup {
                     span.ln.ev { span.lno { @if let Some(n) = f.line { (n) } } (f.evidence) "\n" }
                     @for line in &f.context[before..] { span.ln { span.lno { "" } (line) "\n" } }
                 }
+                // further candidates for the evidence, best first
+                @for c in &f.candidates {
+                    p.also { "also: line " (c.line) " " code { (c.text) } " " span.muted { "(" (c.class) ")" } }
+                }
                 @if let Some(fp) = &f.fingerprint { p.muted { "fingerprint " code { (fp) } } }
             }
         }

@@ -1491,8 +1491,8 @@ fn store_failures(
         }
         tx.prepare_cached(
             "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id, is_new,
-               context_before)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+               context_before, candidates)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             run_id,
@@ -1505,6 +1505,8 @@ fn store_failures(
             fingerprint_id,
             is_new,
             f.context_before,
+            (!f.candidates.is_empty())
+                .then(|| serde_json::to_string(&f.candidates).unwrap_or_else(|_| "[]".into())),
         ])?;
         if !counted.contains(&f.class) {
             counted.push(f.class.clone());
@@ -1856,7 +1858,8 @@ fn run_view(conn: &Connection, id: i64, slice: TestSlice) -> Result<Option<RunVi
         )?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT f.class, f.category, f.line, f.evidence, f.context, fp.hash, f.test_name, f.context_before
+        "SELECT f.class, f.category, f.line, f.evidence, f.context, fp.hash, f.test_name, f.context_before,
+                f.candidates
          FROM failures f LEFT JOIN fingerprints fp ON fp.id = f.fingerprint_id WHERE f.run_id = ?1 ORDER BY f.id",
     )?;
     view.failures = stmt
@@ -1870,6 +1873,10 @@ fn run_view(conn: &Connection, id: i64, slice: TestSlice) -> Result<Option<RunVi
                 fingerprint: r.get(5)?,
                 test_name: r.get(6)?,
                 context_before: r.get(7)?,
+                candidates: r
+                    .get::<_, Option<String>>(8)?
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default(),
             })
         })?
         .collect::<Result<_, _>>()?;

@@ -305,7 +305,7 @@ pub(crate) fn load(conn: &Connection, row: &Row, report: &NewRun) -> rusqlite::R
         stored.failures = conn
             .prepare_cached(
                 "SELECT f.class, f.category, f.line, f.evidence, f.context, fp.hash, f.test_name,
-                        f.context_before
+                        f.context_before, f.candidates
                  FROM failures f LEFT JOIN fingerprints fp ON fp.id = f.fingerprint_id
                  WHERE f.run_id = ?1 ORDER BY f.id",
             )?
@@ -319,6 +319,10 @@ pub(crate) fn load(conn: &Connection, row: &Row, report: &NewRun) -> rusqlite::R
                     fingerprint: r.get(5)?,
                     test_name: r.get(6)?,
                     context_before: r.get(7)?,
+                    candidates: r
+                        .get::<_, Option<String>>(8)?
+                        .and_then(|c| serde_json::from_str(&c).ok())
+                        .unwrap_or_default(),
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -433,6 +437,7 @@ mod tests {
             context_before: None,
             fingerprint: None,
             test_name: None,
+            candidates: Vec::new(),
         });
         assert_eq!(judge(&stored, &reclassified), Verdict::Unchanged);
     }
@@ -496,6 +501,7 @@ mod tests {
             context_before: Some(0),
             fingerprint: Some("f".into()),
             test_name: None,
+            candidates: Vec::new(),
         });
         let Verdict::Update(merged) = judge(&stored, &with_log) else {
             panic!("an update")

@@ -303,4 +303,9 @@ DROP INDEX runs_identity;
 CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, attempt_group, attempt)
     WHERE external_id IS NULL;
 "#,
+    // 9: further evidence candidates of a log failure: a JSON array of
+    // {line, text, class}, best first (NULL for failures stored before).
+    r#"
+ALTER TABLE failures ADD COLUMN candidates TEXT;
+"#,
 ];

@@ -1,6 +1,8 @@
 use super::*;
 use crate::config::Config;
-use crate::model::{ChangeRef, Completeness, RepositoryRef, TestResult, Trigger};
+use crate::model::{
+    ChangeRef, Completeness, EvidenceCandidate, RepositoryRef, TestResult, Trigger,
+};
 use chrono::Duration;
 
 fn policy() -> Policy {
@@ -663,6 +665,11 @@ fn a_state_only_update_keeps_the_tests_and_failures_stored_before() {
         context_before: Some(1),
         fingerprint: Some("f1".into()),
         test_name: None,
+        candidates: vec![EvidenceCandidate {
+            line: 9,
+            text: "Killed".into(),
+            class: "killed".into(),
+        }],
     }];
     let id = store.ingest_run(&r, &p, now()).unwrap().id;
     let mut done = run("test", "abc", 0, RunState::Failure);
@@ -858,6 +865,7 @@ fn the_nightly_grid_shows_each_days_latest_scheduled_pipeline_and_its_first_fail
         context_before: None,
         fingerprint: None,
         test_name: None,
+        candidates: vec![],
     });
     let job_id = s.ingest_run(&job, &p, now()).unwrap().id;
     // Not scheduled: never in the grid.
