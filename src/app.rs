@@ -111,7 +111,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             deps: Arc::new(deps),
             refresh: Arc::new(Notify::new()),
             ready: Arc::new(AtomicBool::new(false)),
-            shards: Arc::new(crate::shard::ShardRouter::new(
+            shards: Arc::new(crate::http::forward::ShardRouter::new(
                 config_shard,
                 &config_shard_urls,
             )?),

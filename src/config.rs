@@ -7,6 +7,7 @@
 
 use crate::classify::{Classifier, RuleConfig};
 use crate::model::Forge;
+pub use crate::redact::RedactConfig;
 use crate::slo::{RunThresholds, SloId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,26 +101,6 @@ impl Default for WebConfig {
             allowed_hosts: Vec::new(),
             run_page_tests: 500,
             max_failures_window: days(90),
-        }
-    }
-}
-
-/// Redaction of credentials in CI text (see `redact`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedactConfig {
-    /// Start from the shipped patterns (URL credentials, auth headers, GitHub,
-    /// GitLab, AWS and Slack tokens, private keys, `password=`/`token=`).
-    pub default_patterns: bool,
-    /// More regexes; a match (or its `secret` group) becomes `[REDACTED]`.
-    pub patterns: Vec<String>,
-}
-
-impl Default for RedactConfig {
-    fn default() -> Self {
-        RedactConfig {
-            default_patterns: true,
-            patterns: Vec::new(),
         }
     }
 }

@@ -10,11 +10,31 @@
 //! literals every pattern needs (`://`, `ghp_`, `glpat-`, `password`, ...),
 //! and only text that contains one is searched with the patterns themselves.
 
-use crate::config::RedactConfig;
 use crate::model::NewRun;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+
+/// `[redact]`: redaction of credentials in CI text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactConfig {
+    /// Start from the shipped patterns (URL credentials, auth headers, GitHub,
+    /// GitLab, AWS and Slack tokens, private keys, `password=`/`token=`).
+    pub default_patterns: bool,
+    /// More regexes; a match (or its `secret` group) becomes `[REDACTED]`.
+    pub patterns: Vec<String>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        RedactConfig {
+            default_patterns: true,
+            patterns: Vec::new(),
+        }
+    }
+}
 
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";

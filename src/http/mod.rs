@@ -5,6 +5,7 @@
 //! that says whose fault it was.
 
 pub mod api;
+pub mod forward;
 pub mod guard;
 pub mod limits;
 pub mod serve;
@@ -42,7 +43,7 @@ pub struct AppState {
     /// Set once the first snapshot is built.
     pub ready: Arc<AtomicBool>,
     /// Forwards (or refuses) requests about repositories another shard owns.
-    pub shards: Arc<crate::shard::ShardRouter>,
+    pub shards: Arc<forward::ShardRouter>,
     /// The bytes of request bodies being read at once (`guard`).
     pub bodies: Arc<guard::BodyBudget>,
 }
