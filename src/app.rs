@@ -27,7 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let secrets = Secrets::resolve(&config.secrets, |k| std::env::var(k).ok())?;
     if cli.print_config {
-        print!("{}", config.to_masked_toml(&secrets));
+        crate::output::text(config.to_masked_toml(&secrets))?;
         return Ok(());
     }
     match cli.command {
@@ -371,15 +371,12 @@ fn backfill_gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -> 
         let settled = store
             .write(move |s| s.settle(&policy, Utc::now(), None))
             .await?;
-        println!(
-            "{}",
-            serde_json::json!({
-                "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
-                "traces": report.traces, "merges": report.merges, "failed": report.failed,
-                "changes_decided": settled.changes_decided, "api_calls": stats.requests(),
-                "seconds": started.elapsed().as_secs_f64(),
-            })
-        );
+        crate::output::line(serde_json::json!({
+            "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
+            "traces": report.traces, "merges": report.merges, "failed": report.failed,
+            "changes_decided": settled.changes_decided, "api_calls": stats.requests(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?;
         if !report.failed.is_empty() {
             anyhow::bail!(
                 "{} project(s) failed; run the backfill again to resume: {}",
@@ -492,10 +489,9 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
             crate::http::api::conflict_message(ingested.id, &ingested.differing)
         );
     }
-    println!(
-        "{}",
-        serde_json::json!({ "id": ingested.id, "status": ingested.status, "warnings": prepared.warnings })
-    );
+    crate::output::line(
+        serde_json::json!({ "id": ingested.id, "status": ingested.status, "warnings": prepared.warnings }),
+    )?;
     Ok(())
 }
 
@@ -529,7 +525,7 @@ fn classify_files(config: &Config, logs: &[PathBuf]) -> Result<()> {
                 serde_json::json!({ "file": file, "error": e.to_string() })
             }
         };
-        println!("{line}");
+        crate::output::line(&line)?;
     }
     anyhow::ensure!(
         failed == 0,
@@ -559,7 +555,7 @@ fn report_files(files: &[PathBuf]) -> Result<()> {
                 serde_json::json!({ "file": file, "error": e.to_string() })
             }
         };
-        println!("{line}");
+        crate::output::line(&line)?;
     }
     anyhow::ensure!(
         failed == 0,
@@ -590,7 +586,14 @@ fn backfill_openmetrics(config: &Config, args: crate::cli::BackfillOpenmetricsAr
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let report = crate::metrics::history::write_history(&store, config, &range, &mut out)?;
+    let report =
+        crate::metrics::history::write_history(&store, config, &range, &mut out).map_err(|e| {
+            match e {
+                crate::metrics::history::HistoryError::Write(io) => crate::output::write_error(io),
+                e => e.into(),
+            }
+        })?;
+    std::io::Write::flush(&mut out).map_err(crate::output::write_error)?;
     eprintln!(
         "wrote {} samples of {} series ({:.1} MB) from {} to {}, every {} around each change",
         report.samples,

@@ -17,6 +17,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod progress;
 pub mod redact;
 pub mod report;

@@ -12,6 +12,8 @@ fn main() -> ExitCode {
         .init();
     match ci_slo_exporter::app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `… | head`: the reader has what it wanted.
+        Err(e) if ci_slo_exporter::output::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -105,3 +105,43 @@ fn report_summarises_tap_and_junit_and_goes_on_past_a_corrupt_file() {
     );
     assert_eq!(v[2]["skipped"], 30);
 }
+
+/// `ci-slo-exporter report *.xml | head -1`: the reader closes the pipe after
+/// the first line; the command stops quietly instead of panicking in
+/// `println!`. The output is far larger than a pipe's buffer, so the command
+/// is still writing when the pipe closes.
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let tap = dir.path().join("one.tap");
+    std::fs::write(&tap, "1..1\nok 1 test/check-a\n").unwrap();
+    let tap = tap.display().to_string();
+    let files = vec![tap.as_str(); 5_000];
+    let mut child = Command::new(common::BIN)
+        .arg("report")
+        .args(&files)
+        .env("CI_SLO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: the pipe is closed with ~600 kB unwritten.
+    assert!(first.contains("\"format\":\"tap\""), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "a closed stdout must not panic: {stderr}"
+    );
+    assert!(
+        out.status.success(),
+        "a closed stdout is a quiet, successful end ({:?}): {stderr}",
+        out.status
+    );
+}

@@ -709,7 +709,7 @@ pub fn backfill_command(
         store.write(move |s| s.settle(&p, Utc::now(), None)).await?;
         anyhow::Ok(stats)
     })?;
-    println!("{}", serde_json::to_string(&stats)?);
+    crate::output::line(serde_json::to_string(&stats)?)?;
     if stats.errors > 0 {
         anyhow::bail!(
             "{} repositories failed (see the log); run the backfill again to resume",
@@ -751,7 +751,7 @@ pub fn import_command(
         Utc::now(),
         config.shard,
     )?;
-    println!("{}", serde_json::to_string(&stats)?);
+    crate::output::line(serde_json::to_string(&stats)?)?;
     Ok(())
 }
 
