@@ -1,5 +1,5 @@
 //! Dependency snapshots: which package versions a run's log says it used,
-//! and what changed since the previous run of the same context (DESIGN.md §2).
+//! and what changed since the previous run of the same context (docs/design.md §2).
 //!
 //! Rules are regexes with the named groups `name` and `version`, applied to
 //! every cleaned log line (all matches on a line count); an optional `when`

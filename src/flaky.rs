@@ -1,6 +1,6 @@
 //! Flaky or broken? Per-test statistics over a window of executions.
 //!
-//! Pure functions (DESIGN.md §6). A test is *flaky* when the same commit
+//! Pure functions (docs/design.md §6). A test is *flaky* when the same commit
 //! shows both a pass and a failure (across runs and attempts), or when it
 //! passed only after retries inside a run; it is *broken* when it always
 //! fails. Skipped executions are not executions.

@@ -1,4 +1,4 @@
-//! Pure domain types: the vocabulary of DESIGN.md §2.
+//! Pure domain types: the vocabulary of docs/design.md §2.
 //!
 //! Nothing in here does I/O. Forges, report parsers and the HTTP API convert
 //! their wire formats into these types at their boundary; the store persists

@@ -1,7 +1,7 @@
 //! Service-level objectives for CI: which events are good, which are bad, and
 //! how ratios, error budgets and burn rates follow from counts of them.
 //!
-//! Pure functions only (DESIGN.md §3). The store decides *when* an event is
+//! Pure functions only (docs/design.md §3). The store decides *when* an event is
 //! counted (exactly once, when its outcome is final); this module decides
 //! *what* the event is.
 
@@ -46,7 +46,7 @@ impl SloId {
         }
     }
 
-    /// The objective a team starts with (DESIGN.md §3).
+    /// The objective a team starts with (docs/design.md §3).
     pub fn default_objective(self) -> f64 {
         match self {
             SloId::FirstAttemptGreen => 0.75,

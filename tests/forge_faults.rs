@@ -1,4 +1,4 @@
-//! Forge faults (issue 8, DESIGN.md §5): `serve` polls a fake GitHub and a
+//! Forge faults (issue 8, docs/design.md §5): `serve` polls a fake GitHub and a
 //! fake GitLab through a front that misbehaves on command: it stalls (no
 //! answer; headers but no body), resets connections, cuts bodies, sends
 //! truncated JSON, and answers 5xx and 429 storms. While it does:

@@ -235,7 +235,7 @@ pub const PERSISTED: &[FamilyDef] = &[
     BACKDATED,
 ];
 
-/// Buckets of `ci_change_retries_to_green` (DESIGN.md §4).
+/// Buckets of `ci_change_retries_to_green` (docs/design.md §4).
 pub const RETRIES_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 5.0, 10.0];
 
 /// Look a persisted family up by name.

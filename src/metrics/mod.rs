@@ -2,7 +2,7 @@
 //!
 //! A scrape never touches the database: it copies the last [`Snapshot`], which
 //! a background task rebuilds from the store on an interval and after writes
-//! (DESIGN.md §4). Counters and histograms come from their persisted state, so
+//! (docs/design.md §4). Counters and histograms come from their persisted state, so
 //! they survive restarts exactly; the windowed SLO gauges are recomputed from
 //! the stored SLO events. Live process metrics (requests, refreshes) live in a
 //! prometheus-client registry that is built once and passed in.

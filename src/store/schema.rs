@@ -3,7 +3,7 @@
 //! released migration: add a new one.
 
 pub const MIGRATIONS: &[&str] = &[
-    // 1: the domain model of DESIGN.md §2 and the persisted metric state.
+    // 1: the domain model of docs/design.md §2 and the persisted metric state.
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

@@ -1,4 +1,4 @@
-//! Read queries of the drill-down UI and its JSON API (DESIGN.md §7).
+//! Read queries of the drill-down UI and its JSON API (docs/design.md §7).
 //!
 //! Each query reads one bounded slice (a time window, one run, one test) with
 //! an index, in a handful of statements: no query per row of a page, except

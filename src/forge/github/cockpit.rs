@@ -1,4 +1,4 @@
-//! The Cockpit status story (DESIGN.md §2): per context on a commit, a pending
+//! The Cockpit status story (docs/design.md §2): per context on a commit, a pending
 //! "Not yet tested" opens an attempt, a pending "... in progress" starts it,
 //! success/failure/error ends it, and each new "Not yet tested" after a start
 //! is a retry. The phrases are configurable per repository.

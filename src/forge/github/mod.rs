@@ -1,4 +1,4 @@
-//! The GitHub source (DESIGN.md §2, §5): webhooks, polling and backfill of
+//! The GitHub source (docs/design.md §2, §5): webhooks, polling and backfill of
 //! commit statuses, check runs, Actions jobs and merged pull requests, and the
 //! import of Cockpit's `test-results.db`.
 //!
@@ -50,7 +50,7 @@ pub struct GithubConfig {
     pub log_max_bytes: u64,
     /// Which job logs to download: `failed`, `all` or `none`.
     pub download_logs: DownloadLogs,
-    /// The Cockpit status-story phrases (DESIGN.md §2), for every repository.
+    /// The Cockpit status-story phrases (docs/design.md §2), for every repository.
     pub status_phrases: StatusPhrases,
     /// Per-repository overrides of `status_phrases`, keyed by `owner/name`.
     pub repository_status_phrases: BTreeMap<String, StatusPhrases>,

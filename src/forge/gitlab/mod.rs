@@ -5,7 +5,7 @@
 //! * `wire`: the private serde types of GitLab's payloads; everything is
 //!   converted to [`crate::model`] types here, at the boundary.
 //!
-//! # Definitions (DESIGN.md §2)
+//! # Definitions (docs/design.md §2)
 //! * A **context** is a job's `stage / name` (`test / unit`); a pipeline as a
 //!   whole is the context `pipeline`.
 //! * **Attempts**: retried jobs (same name and stage on the same commit) are
