@@ -5,6 +5,8 @@
 //! reports errors. Pure domain types sit in the middle ([`model`], [`slo`]);
 //! I/O lives at the edges ([`store`], [`http`], [`report`] inputs).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod app;
 pub mod classify;
 pub mod cli;
