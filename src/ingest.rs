@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Longest accepted repository, context, commit or test name.
-pub const MAX_NAME_LEN: usize = 1024;
+pub use crate::names::MAX_NAME_LEN;
 
 /// The JSON body of `POST /api/v1/runs` (and of `ingest --json`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -126,32 +126,14 @@ pub struct Prepared {
     pub warnings: Vec<String>,
 }
 
+/// Names follow the one rule of [`crate::names`].
 fn check_name(field: &str, v: &str) -> Result<(), InvalidRun> {
-    if v.trim().is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if v.len() > MAX_NAME_LEN {
-        return Err(invalid(field, format!("longer than {MAX_NAME_LEN} bytes")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    Ok(())
+    crate::names::check(v).map_err(|e| invalid(field, e.to_string()))
 }
 
-/// Test names come from real reports: they may hold newlines, tabs and any
-/// Unicode (the exposition formats escape them); only NUL and empty are refused.
+/// Test names: see [`crate::names::check_test`].
 fn check_test_name(field: &str, v: &str) -> Result<(), InvalidRun> {
-    if v.trim().is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if v.len() > MAX_NAME_LEN {
-        return Err(invalid(field, format!("longer than {MAX_NAME_LEN} bytes")));
-    }
-    if v.contains('\0') {
-        return Err(invalid(field, "must not contain NUL"));
-    }
-    Ok(())
+    crate::names::check_test(v).map_err(|e| invalid(field, e.to_string()))
 }
 
 fn check_url(field: &str, v: &Option<String>) -> Result<(), InvalidRun> {

@@ -19,6 +19,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod output;
 pub mod progress;
 pub mod redact;

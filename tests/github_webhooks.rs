@@ -762,3 +762,53 @@ fn replayed_and_late_status_events_open_no_attempt_and_are_counted() {
         ) == Some(3.0)
     });
 }
+
+/// Names follow the rule every source applies (src/names.rs): a real status
+/// event whose context carries a newline is refused like the ingest API
+/// refuses it, and nothing is stored.
+#[test]
+fn a_status_whose_context_has_a_control_character_is_refused_like_an_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let config = config.display().to_string();
+    let e = Exporter::start(
+        dir.path(),
+        &dir.path().join("db.sqlite"),
+        &["--config", &config],
+        &[
+            ("CI_SLO_GITHUB_WEBHOOK_SECRET", SECRET),
+            ("CI_SLO_API_TOKEN", common::TOKEN),
+        ],
+    );
+    let mut status = fixture("status/payload.json");
+    status["context"] = "default\nforged log line".into();
+    let (s, b) = send(&e, "status", "st-ctl", &status);
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("must not contain control characters"),
+        "{b}"
+    );
+    assert_eq!(run_count(&e), 0);
+    let (s, b) = e.post(
+        "/api/v1/runs",
+        Some(common::TOKEN),
+        serde_json::json!({
+            "repository": "acme/shop", "context": "default\nforged log line",
+            "commit": "6113728f27ae82c7b1a177c8d03f9e96e0adf246", "state": "success",
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("must not contain control characters"),
+        "{b}"
+    );
+}

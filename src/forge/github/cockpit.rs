@@ -146,7 +146,7 @@ pub(crate) fn story(
         let Some(step) = classify(&s.state, s.description.as_deref(), phrases) else {
             continue;
         };
-        if s.context.is_empty() || s.context.len() > crate::ingest::MAX_NAME_LEN {
+        if crate::names::check(&s.context).is_err() {
             continue;
         }
         let i = match contexts.iter().position(|(c, _)| *c == s.context) {

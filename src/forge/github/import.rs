@@ -71,7 +71,7 @@ pub struct ImportStats {
     /// Rows not imported by reason: `pending` (never finished: store-tests
     /// found no final status), `unknown_state`, `invalid_project` (not
     /// owner/name[/branch]), `no_revision`, `no_context`, `invalid_retry`,
-    /// `name_too_long`.
+    /// `name_too_long`, `name_control_character` (the rule of `names`).
     pub skipped: BTreeMap<&'static str, usize>,
     /// Runs of repositories another shard owns (`shard` in the config), not imported.
     pub runs_other_shard: usize,
@@ -206,9 +206,8 @@ fn convert(
     if !(0.0..=u32::MAX as f64).contains(&retry) {
         return Err("invalid_retry");
     }
-    let max = crate::ingest::MAX_NAME_LEN;
-    if path.len() > max || revision.len() > max || context.len() > max {
-        return Err("name_too_long");
+    for name in [&path, &revision, &context] {
+        crate::names::check(name).map_err(|e| e.reason())?;
     }
     let queued_at = timestamp(&c.time);
     let started_at = match (queued_at, real(&c.wait_seconds)) {
@@ -274,7 +273,7 @@ fn test_results(rows: Vec<TestRow>, stats: &mut ImportStats) -> Vec<TestResult> 
     let mut tests: Vec<(String, Vec<TestRow>)> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = Default::default();
     for row in rows {
-        if row.name.is_empty() || row.name.len() > crate::ingest::MAX_NAME_LEN {
+        if crate::names::check_test(&row.name).is_err() {
             stats.test_rows_skipped += 1;
             continue;
         }

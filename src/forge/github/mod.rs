@@ -18,7 +18,6 @@ pub mod poll;
 pub mod webhook;
 mod wire;
 
-use crate::ingest::MAX_NAME_LEN;
 use crate::model::{Forge, NewRun, RepositoryRef, RunState, Trigger};
 use crate::store::github::{RunBrief, WorkflowRunInfo};
 use crate::store::{IngestStatus, Policy, Store, StoreError};
@@ -336,14 +335,12 @@ pub fn state_of(status: &str, conclusion: Option<&str>) -> RunState {
     }
 }
 
+/// Names follow the one rule of [`crate::names`].
 fn check_name(event: &str, what: &str, value: &str) -> Result<(), GithubError> {
-    if value.is_empty() || value.len() > MAX_NAME_LEN {
-        return Err(GithubError::Invalid {
-            event: event.into(),
-            reason: format!("{what} is empty or longer than {MAX_NAME_LEN} bytes"),
-        });
-    }
-    Ok(())
+    crate::names::check(value).map_err(|e| GithubError::Invalid {
+        event: event.into(),
+        reason: format!("{what} {value:?}: {e}"),
+    })
 }
 
 fn new_run(repository: RepositoryRef, context: String, commit: String) -> NewRun {

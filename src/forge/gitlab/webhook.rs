@@ -213,7 +213,7 @@ pub(crate) fn plan(event: &str, body: &[u8], relative_root: &str) -> Result<Plan
 
 fn repository(path: &str) -> Result<RepositoryRef, String> {
     let path = path.trim_matches('/');
-    if path.is_empty() || !path.contains('/') || path.len() > crate::ingest::MAX_NAME_LEN {
+    if crate::names::check(path).is_err() || !path.contains('/') {
         return Err(format!("project path {path:?} is not like group/project"));
     }
     Ok(RepositoryRef {
@@ -229,14 +229,9 @@ fn check_sha(sha: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Names follow the one rule of [`crate::names`].
 fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > crate::ingest::MAX_NAME_LEN {
-        return Err(format!(
-            "{what} is empty or longer than {}",
-            crate::ingest::MAX_NAME_LEN
-        ));
-    }
-    Ok(())
+    crate::names::check(name).map_err(|e| format!("{what} {name:?}: {e}"))
 }
 
 fn time(field: &str, value: &Option<String>) -> Result<Option<DateTime<Utc>>, String> {
