@@ -1,20 +1,25 @@
 //! Wiring: turns parsed command-line arguments into a running server or a
-//! finished command. The long-running parts are here: the snapshot refresher,
-//! the settler (merge decisions, lost runs) and pruning.
+//! finished command. `serve` and its long-running parts are here (the
+//! snapshot refresher, the settler: merge decisions, lost runs, and pruning);
+//! each other command has its own submodule.
 
-use crate::cli::{BackfillArgs, BackfillCommand, Cli, Command, IngestArgs, ServeArgs};
+mod backfill;
+mod files;
+mod import;
+mod ingest;
+mod openmetrics;
+mod pollers;
+
+use crate::cli::{BackfillCommand, Cli, Command, ServeArgs};
 use crate::config::{Config, Secrets};
 use crate::demo;
 use crate::http::{self, AppState};
-use crate::ingest::{ChangeRequest, ReportInput, ReportKind, RunRequest};
 use crate::metrics::{self, MetricsHub, SelfMetrics, TestStatsCache};
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, Store};
 use anyhow::{Context, Result};
 use chrono::Utc;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,15 +37,13 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Serve(args) => serve(config, secrets, args),
-        Command::Ingest(args) => ingest(&config, *args),
-        Command::Classify(args) => classify_files(&config, &args.logs),
-        Command::Report(args) => report_files(&args.files),
-        Command::BackfillOpenmetrics(args) => backfill_openmetrics(&config, args),
-        Command::Backfill(BackfillCommand::Gitlab(args)) => backfill_gitlab(config, secrets, args),
-        Command::Backfill(BackfillCommand::Github(args)) => {
-            crate::forge::github::backfill_command(config, secrets, args)
-        }
-        Command::Import(args) => crate::forge::github::import_command(config, args),
+        Command::Ingest(args) => ingest::ingest(&config, *args),
+        Command::Classify(args) => files::classify_files(&config, &args.logs),
+        Command::Report(args) => files::report_files(&args.files),
+        Command::BackfillOpenmetrics(args) => openmetrics::backfill_openmetrics(&config, args),
+        Command::Backfill(BackfillCommand::Gitlab(args)) => backfill::gitlab(config, secrets, args),
+        Command::Backfill(BackfillCommand::Github(args)) => backfill::github(config, secrets, args),
+        Command::Import(args) => import::cockpit(config, args),
     }
 }
 
@@ -136,7 +139,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             .with_dependencies(state.deps.clone());
             tokio::spawn(poller.run_forever(state.refresh.clone()));
         }
-        crate::forge::github::spawn_poller(&state)?;
+        pollers::spawn_github(&state)?;
 
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -294,321 +297,4 @@ async fn pruner(state: AppState) {
             Err(e) => tracing::error!(error = %e, "cannot prune webhook delivery ids"),
         }
     }
-}
-
-/// `backfill gitlab --days N`: one resumable round over the configured
-/// projects from N days ago, with progress (a bar on a terminal, else lines).
-fn backfill_gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -> Result<()> {
-    use crate::forge::gitlab::poll::{Poller, Since};
-    use std::io::IsTerminal;
-    if let Some(db) = args.db {
-        config.store.path = db;
-    }
-    if !config.gitlab.enabled() {
-        anyhow::bail!("nothing to backfill: set gitlab.projects or gitlab.groups in the config");
-    }
-    let policy = Arc::new(Policy {
-        history: args.history,
-        ..Policy::from_config(&config)
-    });
-    let classifier = Arc::new(config.classifier()?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let store = StoreHandle::start(&config.store.path)?;
-        let poller = Poller::new(
-            config.gitlab.clone(),
-            secrets
-                .gitlab_token
-                .as_ref()
-                .map(|s| s.expose().to_string()),
-            store.clone(),
-            policy.clone(),
-            classifier,
-            None,
-        )?
-        .with_shard(config.shard)
-        .with_dependencies(Arc::new(config.dependency_extractor()?));
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} projects {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        let stats = poller.stats.clone();
-        let started = std::time::Instant::now();
-        let last_line = std::sync::Mutex::new(std::time::Instant::now());
-        let progress = |done: usize, total: usize, r: &crate::forge::gitlab::poll::PollReport| {
-            let msg = format!(
-                "{} pipelines, {} runs, {} traces, {} API calls",
-                r.pipelines,
-                r.runs,
-                r.traces,
-                stats.requests()
-            );
-            if let Some(bar) = &bar {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.set_message(msg);
-            } else {
-                let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
-                if done == total || last.elapsed() >= Duration::from_secs(10) {
-                    *last = std::time::Instant::now();
-                    eprintln!("backfill gitlab: {done}/{total} projects, {msg}");
-                }
-            }
-        };
-        let since = Utc::now() - chrono::Duration::days(i64::from(args.days));
-        let report = poller.poll_once(Since::Backfill(since), &progress).await?;
-        if let Some(bar) = &bar {
-            bar.finish();
-        }
-        let settled = store
-            .write(move |s| s.settle(&policy, Utc::now(), None))
-            .await?;
-        crate::output::line(serde_json::json!({
-            "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
-            "traces": report.traces, "merges": report.merges, "failed": report.failed,
-            "changes_decided": settled.changes_decided, "api_calls": stats.requests(),
-            "seconds": started.elapsed().as_secs_f64(),
-        }))?;
-        if !report.failed.is_empty() {
-            anyhow::bail!(
-                "{} project(s) failed; run the backfill again to resume: {}",
-                report.failed.len(),
-                report.failed.join(", ")
-            );
-        }
-        Ok(())
-    })
-}
-
-fn read_text(path: &std::path::Path) -> Result<String> {
-    if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("cannot read stdin")?;
-        return Ok(s);
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
-    let mut request = match &args.json {
-        Some(path) => serde_json::from_str::<RunRequest>(&read_text(path)?)
-            .with_context(|| format!("invalid run in {}", path.display()))?,
-        None => RunRequest {
-            repository: args.repository.clone().unwrap_or_default(),
-            forge: Some(
-                args.forge
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("--forge: {e}"))?,
-            ),
-            context: args.context.clone().unwrap_or_default(),
-            commit: args.commit.clone().unwrap_or_default(),
-            external_id: args.external_id.clone(),
-            attempt: args.attempt,
-            trigger: Some(
-                args.trigger
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("--trigger: {e}"))?,
-            ),
-            state: match &args.state {
-                Some(s) => Some(s.parse().map_err(|e| anyhow::anyhow!("--state: {e}"))?),
-                None => None,
-            },
-            queued_at: args.queued_at,
-            started_at: args.started_at,
-            finished_at: args.finished_at,
-            url: args.url.clone(),
-            log_url: args.log_url.clone(),
-            change: args.change.map(|number| ChangeRequest {
-                number,
-                merged_at: args.merged_at,
-            }),
-            ..RunRequest::default()
-        },
-    };
-    if let Some(log) = &args.log {
-        request.log = Some(read_text(log)?);
-    }
-    let mut reports = Vec::new();
-    for (kind, paths) in [
-        (ReportKind::Tap, &args.tap),
-        (ReportKind::Junit, &args.junit),
-    ] {
-        for path in paths {
-            reports.push(ReportInput {
-                format: kind,
-                name: path.display().to_string(),
-                content: read_text(path)?,
-            });
-        }
-    }
-    let repository = request.repository.trim();
-    if !config.shard.owns(repository) {
-        anyhow::bail!(
-            "repository {repository:?} belongs to shard {}, not to this shard {} (shard in the config): ingest it into that shard's database",
-            config.shard.owner(repository),
-            config.shard
-        );
-    }
-    let policy = Policy {
-        history: args.history,
-        ..Policy::from_config(config)
-    };
-    if let Err(impossible) =
-        crate::ingest::validate::check_times(&request, Utc::now(), config.ingest.max_future_skew)
-    {
-        Store::open(&args.db)?.count_rejection(impossible.reason())?;
-        anyhow::bail!("invalid run: {impossible}");
-    }
-    let prepared = request.prepare(
-        "cli",
-        reports,
-        &config.classifier()?,
-        &config.dependency_extractor()?,
-    )?;
-    for w in &prepared.warnings {
-        eprintln!("warning: {w}");
-    }
-    let mut store = Store::open(&args.db)?;
-    let now = Utc::now();
-    let ingested = store.ingest_run(&prepared.run, &policy, now)?;
-    store.settle(&policy, now, None)?;
-    if ingested.status == crate::store::IngestStatus::Conflict {
-        anyhow::bail!(
-            "{}",
-            crate::http::api::conflict_message(ingested.id, &ingested.differing)
-        );
-    }
-    crate::output::line(
-        serde_json::json!({ "id": ingested.id, "status": ingested.status, "warnings": prepared.warnings }),
-    )?;
-    Ok(())
-}
-
-/// Print one JSON line per log; a file that cannot be read gets
-/// `{"file","error"}` and makes the command fail after all files are done.
-fn classify_files(config: &Config, logs: &[PathBuf]) -> Result<()> {
-    let classifier = config.classifier()?;
-    let mut failed = 0;
-    for path in logs {
-        let file = path.display().to_string();
-        let result = if path.as_os_str() == "-" {
-            classifier.classify_log(std::io::stdin().lock())
-        } else {
-            std::fs::File::open(path).and_then(|f| classifier.classify_log(f))
-        };
-        let line = match result {
-            Ok(c) => match c.primary {
-                Some(m) => serde_json::json!({
-                    "file": file, "class": m.class, "category": m.category, "line": m.line,
-                    "evidence": m.evidence, "fingerprint": m.fingerprint, "context": m.context,
-                    "context_before": m.context_before, "candidates": m.candidates,
-                }),
-                None => serde_json::json!({
-                    "file": file, "class": null, "category": null, "line": null,
-                    "evidence": null, "fingerprint": null, "context": [],
-                    "context_before": 0, "candidates": [],
-                }),
-            },
-            Err(e) => {
-                failed += 1;
-                serde_json::json!({ "file": file, "error": e.to_string() })
-            }
-        };
-        crate::output::line(&line)?;
-    }
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} of {} files could not be read",
-        logs.len()
-    );
-    Ok(())
-}
-
-/// Print one JSON line per report; a corrupt report gets `{"file","error"}`,
-/// the others are still summarised, and the command fails at the end.
-fn report_files(files: &[PathBuf]) -> Result<()> {
-    let mut failed = 0;
-    for path in files {
-        let file = path.display().to_string();
-        let line = match crate::report::parse_file(path) {
-            Ok(r) => {
-                let t = r.totals();
-                serde_json::json!({
-                    "file": file, "format": r.format.as_str(), "tests": t.tests, "passed": t.passed,
-                    "failed": t.failed, "errored": t.errored, "skipped": t.skipped,
-                    "retried": t.retried, "flaky": t.flaky,
-                })
-            }
-            Err(e) => {
-                failed += 1;
-                serde_json::json!({ "file": file, "error": e.to_string() })
-            }
-        };
-        crate::output::line(&line)?;
-    }
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} of {} reports could not be parsed",
-        files.len()
-    );
-    Ok(())
-}
-
-fn backfill_openmetrics(config: &Config, args: crate::cli::BackfillOpenmetricsArgs) -> Result<()> {
-    let db = args.db.unwrap_or_else(|| config.store.path.clone());
-    anyhow::ensure!(db.exists(), "database {} does not exist", db.display());
-    anyhow::ensure!(args.step.as_secs() >= 1, "--step must be at least 1s");
-    anyhow::ensure!(
-        !args.job.is_empty() && !args.instance.is_empty(),
-        "--job and --instance must not be empty: they are the labels Prometheus gives the scraped series"
-    );
-    let store = Store::open(&db)?;
-    let until = args.until.unwrap_or_else(Utc::now);
-    let range = crate::metrics::history::HistoryRange {
-        since: until - chrono::Duration::from_std(args.since).context("--since is too long")?,
-        until,
-        step: chrono::Duration::from_std(args.step).context("--step is too long")?,
-        target_labels: vec![
-            ("job".to_string(), args.job),
-            ("instance".to_string(), args.instance),
-        ],
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let report =
-        crate::metrics::history::write_history(&store, config, &range, &mut out).map_err(|e| {
-            match e {
-                crate::metrics::history::HistoryError::Write(io) => crate::output::write_error(io),
-                e => e.into(),
-            }
-        })?;
-    std::io::Write::flush(&mut out).map_err(crate::output::write_error)?;
-    eprintln!(
-        "wrote {} samples of {} series ({:.1} MB) from {} to {}, every {} around each change",
-        report.samples,
-        report.series,
-        report.bytes as f64 / 1e6,
-        range.since.to_rfc3339(),
-        range.until.to_rfc3339(),
-        humantime::format_duration(args.step)
-    );
-    for (family, n) in &report.uncounted {
-        eprintln!(
-            "warning: {n} stored events of {family} were never counted by the live counters \
-             (stored as backdated, or history loaded after the first serve); the history shows \
-             them only as far as the live total leaves room"
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,158 @@
+//! `backfill gitlab` and `backfill github`: one resumable round over the
+//! configured projects or repositories from N days ago, with progress, then
+//! the merge decisions it makes possible.
+
+use crate::cli::{BackfillArgs, BackfillGithubArgs};
+use crate::config::{Config, Secrets};
+use crate::forge::github::poll;
+use crate::store::Policy;
+use crate::store::writer::StoreHandle;
+use anyhow::Result;
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `backfill gitlab --days N`: one resumable round over the configured
+/// projects from N days ago, with progress (a bar on a terminal, else lines).
+pub(super) fn gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -> Result<()> {
+    use crate::forge::gitlab::poll::{Poller, Since};
+    use std::io::IsTerminal;
+    if let Some(db) = args.db {
+        config.store.path = db;
+    }
+    if !config.gitlab.enabled() {
+        anyhow::bail!("nothing to backfill: set gitlab.projects or gitlab.groups in the config");
+    }
+    let policy = Arc::new(Policy {
+        history: args.history,
+        ..Policy::from_config(&config)
+    });
+    let classifier = Arc::new(config.classifier()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store = StoreHandle::start(&config.store.path)?;
+        let poller = Poller::new(
+            config.gitlab.clone(),
+            secrets
+                .gitlab_token
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+            store.clone(),
+            policy.clone(),
+            classifier,
+            None,
+        )?
+        .with_shard(config.shard)
+        .with_dependencies(Arc::new(config.dependency_extractor()?));
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} projects {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let stats = poller.stats.clone();
+        let started = std::time::Instant::now();
+        let last_line = std::sync::Mutex::new(std::time::Instant::now());
+        let progress = |done: usize, total: usize, r: &crate::forge::gitlab::poll::PollReport| {
+            let msg = format!(
+                "{} pipelines, {} runs, {} traces, {} API calls",
+                r.pipelines,
+                r.runs,
+                r.traces,
+                stats.requests()
+            );
+            if let Some(bar) = &bar {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(msg);
+            } else {
+                let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
+                if done == total || last.elapsed() >= Duration::from_secs(10) {
+                    *last = std::time::Instant::now();
+                    eprintln!("backfill gitlab: {done}/{total} projects, {msg}");
+                }
+            }
+        };
+        let since = Utc::now() - chrono::Duration::days(i64::from(args.days));
+        let report = poller.poll_once(Since::Backfill(since), &progress).await?;
+        if let Some(bar) = &bar {
+            bar.finish();
+        }
+        let settled = store
+            .write(move |s| s.settle(&policy, Utc::now(), None))
+            .await?;
+        crate::output::line(serde_json::json!({
+            "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
+            "traces": report.traces, "merges": report.merges, "failed": report.failed,
+            "changes_decided": settled.changes_decided, "api_calls": stats.requests(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?;
+        if !report.failed.is_empty() {
+            anyhow::bail!(
+                "{} project(s) failed; run the backfill again to resume: {}",
+                report.failed.len(),
+                report.failed.join(", ")
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `backfill github --days N [--restart] [--db PATH]`.
+pub(super) fn github(
+    mut config: Config,
+    secrets: Secrets,
+    args: BackfillGithubArgs,
+) -> anyhow::Result<()> {
+    if let Some(db) = args.db {
+        config.store.path = db;
+    }
+    if !config.github.polls() {
+        anyhow::bail!(
+            "nothing to backfill: list github.repositories or github.owners in the config file"
+        );
+    }
+    let policy = Arc::new(Policy {
+        history: args.history,
+        ..Policy::from_config(&config)
+    });
+    let classifier = Arc::new(config.classifier()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let stats = runtime.block_on(async {
+        let store = StoreHandle::start(&config.store.path)?;
+        let hub = Arc::new(crate::metrics::MetricsHub::new(
+            crate::metrics::SelfMetrics::new(),
+        ));
+        let poller = poll::Poller {
+            client: poll::Client::new(&config.github, secrets.github_token.clone(), hub)?,
+            store: store.clone(),
+            policy: policy.clone(),
+            config: Arc::new(config.github.clone()),
+            classifier,
+            deps: Arc::new(config.dependency_extractor()?),
+            refresh: None,
+            show_progress: true,
+            shard: config.shard,
+        };
+        let stats = poller.backfill(args.days, args.restart).await;
+        let p = policy.clone();
+        store.write(move |s| s.settle(&p, Utc::now(), None)).await?;
+        anyhow::Ok(stats)
+    })?;
+    crate::output::line(serde_json::to_string(&stats)?)?;
+    if stats.errors > 0 {
+        anyhow::bail!(
+            "{} repositories failed (see the log); run the backfill again to resume",
+            stats.errors
+        );
+    }
+    Ok(())
+}
