@@ -5,6 +5,9 @@
 //! shows them all. Secrets are never read from the file itself: only from
 //! environment variables or from files the config names, and they print masked.
 
+pub mod github;
+pub mod gitlab;
+
 use crate::classify::{Classifier, RuleConfig};
 use crate::model::Forge;
 pub use crate::redact::RedactConfig;
@@ -71,8 +74,8 @@ pub struct Config {
     pub dependencies: DependenciesConfig,
     pub repositories: Vec<RepositoryConfig>,
     /// The GitLab source (docs/gitlab.md).
-    pub gitlab: crate::forge::gitlab::GitlabConfig,
-    pub github: crate::forge::github::GithubConfig,
+    pub gitlab: gitlab::GitlabConfig,
+    pub github: github::GithubConfig,
     /// The drill-down web UI (docs/ui.md).
     pub ui: UiConfig,
     /// Who may read the pages and the JSON API (docs/security.md).
