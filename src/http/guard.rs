@@ -206,7 +206,7 @@ fn check(state: &AppState, door: Door, headers: &HeaderMap) -> Result<(), (Refus
                 } else {
                     Refusal::Missing
                 };
-                (why, e.message)
+                (why, e.to_string())
             })
         }
     }
@@ -230,9 +230,10 @@ fn count_refusal(state: &AppState, door: Door, headers: &HeaderMap, why: Refusal
         }
         Door::GitlabHook => {
             let event = header_str(headers, "x-gitlab-event").unwrap_or("").trim();
-            let label = match event {
-                "Job Hook" | "Pipeline Hook" | "Merge Request Hook" => event,
-                _ => "other",
+            let label = if crate::forge::gitlab::webhook::EVENTS.contains(&event) {
+                event
+            } else {
+                "other"
             };
             m.count_webhook("gitlab", label, "unauthorized");
         }

@@ -12,6 +12,7 @@ pub mod serve;
 pub mod text;
 pub mod ui;
 pub mod views;
+pub mod webhooks;
 
 use crate::classify::Classifier;
 use crate::config::{Config, Secrets};
@@ -57,14 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs", post(api::post_run))
         .route("/api/v1/runs/{id}", get(api::get_run))
         .merge(ui_routes())
-        .route(
-            "/webhooks/gitlab",
-            post(crate::forge::gitlab::webhook::handle),
-        )
-        .route(
-            "/webhooks/github",
-            post(crate::forge::github::webhook::receive),
-        )
+        .route("/webhooks/gitlab", post(webhooks::gitlab))
+        .route("/webhooks/github", post(webhooks::github))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))

@@ -1,24 +1,9 @@
-//! `POST /webhooks/github`: verify, decode, store, then answer.
-//!
-//! The ladder, in order: no secret configured → 401 (saying so); missing or
-//! bad `X-Hub-Signature-256` → 401; no `X-GitHub-Event` or `X-GitHub-Delivery`
-//! → 400; `ping` → 200; an event this exporter does not use → 202; a body
-//! that does not decode → 400 with the reason; a delivery seen before → 200
-//! `duplicate`; otherwise the delivery id and the event's data are stored in
-//! one write (all or nothing), and 200 is sent once it is committed.
-//! Oversized bodies never get here: 413 from the router's body limit. Nothing
-//! is stored for any rejected request. On a shard, a verified event about a
-//! repository another shard owns is forwarded to it before anything is stored
-//! here (or refused with 421).
+//! GitHub's part of `POST /webhooks/github`: the `X-Hub-Signature-256`
+//! check and the decoding of an event into records. The flow around them
+//! (the order of the checks, the delivery id, forwarding, storing exactly
+//! once, the answers) is the one both forges share, `http::webhooks`.
 
 use super::{GithubConfig, GithubError, Record, wire};
-use crate::http::{ApiError, AppState};
-use crate::model::Forge;
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -178,137 +163,6 @@ pub fn records(
         }
         _ => Vec::new(),
     })
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, Json(body)).into_response()
-}
-
-/// The handler of `POST /webhooks/github`.
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let hub = state.hub.clone();
-    let event = header(&headers, "x-github-event").unwrap_or("").to_string();
-    // Bounded label values: the events we know, ping, or "other".
-    let label = if EVENTS.contains(&event.as_str()) || event == "ping" {
-        event.as_str()
-    } else {
-        "other"
-    };
-    let count = |result: &str| hub.self_metrics.count_webhook("github", label, result);
-
-    let Some(secret) = state.secrets.github_webhook_secret.as_ref() else {
-        count("unauthorized");
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "GitHub webhooks are disabled: set CI_SLO_GITHUB_WEBHOOK_SECRET (or secrets.github_webhook_secret_file) on the exporter",
-        )
-        .into_response();
-    };
-    if let Err(e) = verify_signature(
-        secret.expose().as_bytes(),
-        header(&headers, "x-hub-signature-256"),
-        &body,
-    ) {
-        count("unauthorized");
-        hub.self_metrics
-            .count_auth_rejection("webhooks_github", "invalid");
-        tracing::warn!(route = "webhooks_github", reason = %e, "refused a request for its credentials");
-        return ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-    }
-    if event.is_empty() {
-        count("rejected");
-        return ApiError::new(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header")
-            .into_response();
-    }
-    let Some(delivery) = header(&headers, "x-github-delivery")
-        .filter(|d| !d.is_empty() && d.len() <= 200)
-        .map(str::to_string)
-    else {
-        count("rejected");
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing or invalid X-GitHub-Delivery header",
-        )
-        .into_response();
-    };
-    if event == "ping" {
-        count("accepted");
-        return answer(StatusCode::OK, serde_json::json!({ "status": "pong" }));
-    }
-    if !EVENTS.contains(&event.as_str()) {
-        count("ignored");
-        return answer(
-            StatusCode::ACCEPTED,
-            serde_json::json!({ "status": "ignored", "reason": format!("event {event:?} is not used by this exporter") }),
-        );
-    }
-    let records = match records(&event, &body, &state.config.github) {
-        Ok(r) => r,
-        Err(e) => {
-            count("rejected");
-            return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response();
-        }
-    };
-    // One event is about one repository; its owner stores it (docs/scaling.md).
-    if let Some(repo) = records.first().map(Record::repository_path)
-        && let Some(routed) = state
-            .shards
-            .route(repo, "/webhooks/github", &headers, &body)
-            .await
-    {
-        count(routed.result());
-        return routed.into_response();
-    }
-    let policy = state.policy.clone();
-    let ignored = records.is_empty();
-    let event_name = event.clone();
-    let result = state
-        .store
-        .write(move |store| {
-            // One write, all or nothing: the delivery id is committed with the
-            // event's data, and the answer waits for that commit.
-            let now = chrono::Utc::now();
-            if !store.record_delivery(Forge::Github, &delivery, &event_name, now)? {
-                return Ok(None);
-            }
-            Ok(Some(super::apply(store, &policy, records, now)?))
-        })
-        .await;
-    match result {
-        Ok(None) => {
-            count("duplicate");
-            answer(StatusCode::OK, serde_json::json!({ "status": "duplicate" }))
-        }
-        Ok(Some(applied)) => {
-            if applied.changed() {
-                state.refresh.notify_one();
-            }
-            // Every record older than what is stored: a replay or a late delivery.
-            let stale = applied.stale > 0 && !applied.changed();
-            let status = if ignored || stale {
-                "ignored"
-            } else {
-                "accepted"
-            };
-            count(status);
-            let ids: Vec<i64> = applied.runs.iter().map(|(id, ..)| *id).collect();
-            let mut body =
-                serde_json::json!({ "status": status, "runs": ids, "merges": applied.merges });
-            if applied.stale > 0 {
-                body["stale"] = applied.stale.into();
-                body["reason"] = "older than what is stored for this run: changes nothing".into();
-            }
-            answer(StatusCode::OK, body)
-        }
-        Err(e) => {
-            count("error");
-            ApiError::from(e).into_response()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,33 +1,23 @@
-//! `POST /webhooks/gitlab`: Pipeline, Job and Merge Request Hooks.
-//!
-//! The ladder, in order: the body limit (`413`), `X-Gitlab-Token` compared in
-//! constant time with `CI_SLO_GITLAB_WEBHOOK_TOKEN` (`401`, nothing stored),
-//! an unknown `X-Gitlab-Event` (`202`, counted as ignored), a body that does not
-//! parse (`400` with the reason), a delivery already processed (`200`,
-//! duplicate). Otherwise the event is stored and *then* the delivery id is
-//! recorded, and only then is `200` sent: a crash in between makes GitLab
-//! redeliver, and the idempotent upsert (keyed by job and pipeline ids) makes
-//! the redelivery harmless. On a shard, a delivery about a project another
-//! shard owns is forwarded to it before anything is stored here (or refused
-//! with 421).
+//! GitLab's part of `POST /webhooks/gitlab` (Pipeline, Job and Merge Request
+//! Hooks): `X-Gitlab-Token` compared in constant time with
+//! `CI_SLO_GITLAB_WEBHOOK_TOKEN`, the delivery id, and a body turned into a
+//! [`Plan`] of what to store. The flow around them (the order of the checks,
+//! forwarding, storing exactly once with the delivery id, the answers) is the
+//! one both forges share, `http::webhooks`.
 
 use super::wire::{JobHook, MergeRequestHook, PipelineHook};
 use super::{
     AttemptHint, PIPELINE_CONTEXT, PlannedRun, job_context, mr_from_ref, parse_time, run_state,
     store_runs, times, trigger,
 };
-use crate::http::{ApiError, AppState};
 use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, Trigger};
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use crate::store::{Policy, Store, StoreError};
+use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
-const FORGE: &str = "gitlab";
+/// Events this exporter reads (others are acknowledged with 202).
+pub const EVENTS: &[&str] = &["Job Hook", "Pipeline Hook", "Merge Request Hook"];
 
 /// What one delivery asks the store to do.
 #[derive(Debug, Clone)]
@@ -43,108 +33,45 @@ pub(crate) enum Plan {
     Nothing(String),
 }
 
-/// The handler of `POST /webhooks/gitlab`.
-pub async fn handle(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let metrics = &state.hub.self_metrics;
-    let event = header(&headers, "x-gitlab-event").unwrap_or_default();
-    let event_label = match event.as_str() {
-        "Job Hook" | "Pipeline Hook" | "Merge Request Hook" => event.as_str(),
-        _ => "other",
-    };
-    authorize(
-        &headers,
-        state
-            .secrets
-            .gitlab_webhook_token
-            .as_ref()
-            .map(|s| s.expose()),
-    )
-    .inspect_err(|_| metrics.count_webhook(FORGE, event_label, "unauthorized"))?;
-    if event_label == "other" {
-        metrics.count_webhook(FORGE, event_label, "ignored");
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "status": "ignored", "reason": format!("event {event:?} is not used") })),
-        )
-            .into_response());
+impl Plan {
+    /// The project the delivery is about (its owner stores it, docs/scaling.md).
+    pub fn repository(&self) -> Option<&str> {
+        match self {
+            Plan::Runs(runs) => runs.first().map(|r| r.run.repository.path.as_str()),
+            Plan::Merge { repository, .. } => Some(repository.path.as_str()),
+            Plan::Nothing(_) => None,
+        }
     }
-    let plan = plan(&event, &body, &state.config.gitlab.relative_root()).map_err(|reason| {
-        metrics.count_webhook(FORGE, event_label, "rejected");
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid {event}: {reason}"),
-        )
-    })?;
-    // One delivery is about one project; its owner stores it (docs/scaling.md).
-    let project = match &plan {
-        Plan::Runs(runs) => runs.first().map(|r| r.run.repository.path.clone()),
-        Plan::Merge { repository, .. } => Some(repository.path.clone()),
-        Plan::Nothing(_) => None,
-    };
-    if let Some(project) = project
-        && let Some(routed) = state
-            .shards
-            .route(&project, "/webhooks/gitlab", &headers, &body)
-            .await
-    {
-        metrics.count_webhook(FORGE, event_label, routed.result());
-        return Ok(routed.into_response());
-    }
-    let delivery = delivery_id(&headers);
-    let policy = state.policy.clone();
-    let event_name = event.clone();
-    let outcome = state
-        .store
-        .write(move |s| {
-            let now = Utc::now();
-            if let Some(id) = &delivery
-                && s.delivery_seen(Forge::Gitlab, id)?
-            {
-                return Ok(Outcome::Duplicate);
-            }
-            let outcome = match &plan {
-                Plan::Runs(runs) => {
-                    let stored = store_runs(s, runs, &policy, now)?;
-                    Outcome::Stored(stored.iter().map(|i| i.id).collect())
-                }
-                Plan::Merge {
-                    repository,
-                    number,
-                    head_sha,
-                    merged_at,
-                } => {
-                    s.record_merge(repository, *number, head_sha.as_deref(), *merged_at, now)?;
-                    Outcome::Merged(*number)
-                }
-                Plan::Nothing(reason) => Outcome::Nothing(reason.clone()),
-            };
-            // Recorded only after the event's own writes are committed.
-            if let Some(id) = &delivery {
-                s.record_delivery(Forge::Gitlab, id, &event_name, now)?;
-            }
-            Ok(outcome)
-        })
-        .await?;
-    let (result, body) = match outcome {
-        Outcome::Duplicate => ("duplicate", json!({ "status": "duplicate" })),
-        Outcome::Stored(ids) => ("accepted", json!({ "status": "accepted", "runs": ids })),
-        Outcome::Merged(n) => ("accepted", json!({ "status": "accepted", "merged": n })),
-        Outcome::Nothing(reason) => ("ignored", json!({ "status": "ignored", "reason": reason })),
-    };
-    metrics.count_webhook(FORGE, event_label, result);
-    if result == "accepted" {
-        state.refresh.notify_one();
-    }
-    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
+/// Store what a delivery asks for (inside the write that records its id).
+pub(crate) fn store_plan(
+    s: &mut Store,
+    plan: &Plan,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<Outcome, StoreError> {
+    Ok(match plan {
+        Plan::Runs(runs) => {
+            let stored = store_runs(s, runs, policy, now)?;
+            Outcome::Stored(stored.iter().map(|i| i.id).collect())
+        }
+        Plan::Merge {
+            repository,
+            number,
+            head_sha,
+            merged_at,
+        } => {
+            s.record_merge(repository, *number, head_sha.as_deref(), *merged_at, now)?;
+            Outcome::Merged(*number)
+        }
+        Plan::Nothing(reason) => Outcome::Nothing(reason.clone()),
+    })
+}
+
+/// What storing a delivery did.
 #[derive(Debug)]
-enum Outcome {
-    Duplicate,
+pub(crate) enum Outcome {
     Stored(Vec<i64>),
     Merged(i64),
     Nothing(String),
@@ -161,7 +88,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The id that identifies a delivery across redeliveries: GitLab's
 /// `Idempotency-Key` (17.x), else `X-Gitlab-Event-UUID`; scoped by the
 /// webhook (`X-Gitlab-Webhook-UUID`) when sent.
-pub(crate) fn delivery_id(headers: &HeaderMap) -> Option<String> {
+pub fn delivery_id(headers: &HeaderMap) -> Option<String> {
     let event =
         header(headers, "idempotency-key").or_else(|| header(headers, "x-gitlab-event-uuid"))?;
     Some(match header(headers, "x-gitlab-webhook-uuid") {
@@ -170,25 +97,22 @@ pub(crate) fn delivery_id(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// `X-Gitlab-Token` against the configured token, in constant time.
-pub(crate) fn authorize(headers: &HeaderMap, expected: Option<&str>) -> Result<(), ApiError> {
+/// `X-Gitlab-Token` against the configured token, in constant time; the
+/// error is the reason for a `401`.
+pub fn authorize(headers: &HeaderMap, expected: Option<&str>) -> Result<(), &'static str> {
     let Some(expected) = expected else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        return Err(
             "GitLab webhooks are disabled: set CI_SLO_GITLAB_WEBHOOK_TOKEN (or secrets.gitlab_webhook_token_file) on the exporter",
-        ));
+        );
     };
     let given = headers
         .get("x-gitlab-token")
         .map(|v| v.as_bytes())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing X-Gitlab-Token"))?;
+        .ok_or("missing X-Gitlab-Token")?;
     if bool::from(given.ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid X-Gitlab-Token",
-        ))
+        Err("invalid X-Gitlab-Token")
     }
 }
 
@@ -466,7 +390,6 @@ mod tests {
         assert!(
             authorize(&h, None)
                 .unwrap_err()
-                .message
                 .contains("CI_SLO_GITLAB_WEBHOOK_TOKEN")
         );
         assert!(authorize(&h, Some("s3cret")).is_err());

@@ -1,0 +1,313 @@
+//! `POST /webhooks/github` and `POST /webhooks/gitlab`: one flow for both
+//! forges. The forge adapters (`forge::github::webhook`,
+//! `forge::gitlab::webhook`) only authenticate, name the event and its
+//! delivery, and turn a body into what to store; everything else is here, the
+//! same for both:
+//!
+//! 1. credentials (`401`, nothing stored; the server checked that a secret is
+//!    configured before reading the body, `http::guard`);
+//! 2. the event: an event the exporter does not use answers `202` (counted as
+//!    `ignored`), GitHub's `ping` answers `200`;
+//! 3. the delivery id (GitHub's `X-GitHub-Delivery` is required: `400`
+//!    without it; GitLab's `Idempotency-Key` / `X-Gitlab-Event-UUID` is used
+//!    when sent);
+//! 4. the body decoded into what to store (`400` with the reason);
+//! 5. on a shard, an event about a repository another shard owns is forwarded
+//!    to it before anything is stored here (or refused with `421`,
+//!    `http::forward`);
+//! 6. one write, all or nothing: the delivery id is recorded with the event's
+//!    data, a delivery seen before changes nothing (`200` `duplicate`), and the
+//!    answer is sent only once the write is committed.
+//!
+//! Oversized bodies never get here: `413` from the server's limits. Each
+//! answer counts once in `ci_exporter_webhook_requests_total{forge,event,result}`.
+
+use super::{ApiError, AppState};
+use crate::forge::github::{self, Record};
+use crate::forge::gitlab;
+use crate::model::Forge;
+use crate::store::{Store, StoreError};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// What a delivery asked for, once stored: the answer's status and body.
+struct Stored {
+    /// `accepted` or `ignored` (a valid event with nothing new to store).
+    result: &'static str,
+    body: Value,
+    /// Whether the store changed (the snapshot is rebuilt).
+    changed: bool,
+}
+
+/// The steps both forges share once a delivery is authenticated and decoded:
+/// forward to the owning shard, then store it exactly once.
+struct Delivery<'a> {
+    state: &'a AppState,
+    forge: Forge,
+    route: &'static str,
+    /// The bounded `event` label of the webhook counter.
+    label: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
+impl Delivery<'_> {
+    fn count(&self, result: &str) {
+        self.state
+            .hub
+            .self_metrics
+            .count_webhook(self.forge.as_str(), self.label, result);
+    }
+
+    fn refuse(&self, result: &str, error: ApiError) -> Response {
+        self.count(result);
+        error.into_response()
+    }
+
+    fn answer(&self, result: &str, status: StatusCode, body: Value) -> Response {
+        self.count(result);
+        (status, Json(body)).into_response()
+    }
+
+    /// Forward to the shard that owns `repository`, if that is not this one.
+    async fn route(&self, repository: Option<&str>) -> Option<Response> {
+        let routed = self
+            .state
+            .shards
+            .route(repository?, self.route, self.headers, self.body)
+            .await?;
+        self.count(routed.result());
+        Some(routed.into_response())
+    }
+
+    /// Store once: `apply` runs in the same write as the delivery id's record.
+    async fn store(
+        &self,
+        delivery: Option<String>,
+        event: &str,
+        apply: impl FnOnce(&mut Store, chrono::DateTime<chrono::Utc>) -> Result<Stored, StoreError>
+        + Send
+        + 'static,
+    ) -> Response {
+        let (forge, event) = (self.forge, event.to_string());
+        let result = self
+            .state
+            .store
+            .write(move |store| {
+                let now = chrono::Utc::now();
+                if let Some(id) = &delivery
+                    && !store.record_delivery(forge, id, &event, now)?
+                {
+                    return Ok(None);
+                }
+                apply(store, now).map(Some)
+            })
+            .await;
+        match result {
+            Ok(None) => self.answer(
+                "duplicate",
+                StatusCode::OK,
+                json!({ "status": "duplicate" }),
+            ),
+            Ok(Some(stored)) => {
+                if stored.changed {
+                    self.state.refresh.notify_one();
+                }
+                self.answer(stored.result, StatusCode::OK, stored.body)
+            }
+            Err(e) => self.refuse("error", ApiError::from(e)),
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The handler of `POST /webhooks/github`.
+pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let event = header(&headers, "x-github-event").unwrap_or("").to_string();
+    // Bounded label values: the events we know, ping, or "other".
+    let label = if github::webhook::EVENTS.contains(&event.as_str()) || event == "ping" {
+        event.as_str()
+    } else {
+        "other"
+    };
+    let d = Delivery {
+        state: &state,
+        forge: Forge::Github,
+        route: "/webhooks/github",
+        label,
+        headers: &headers,
+        body: &body,
+    };
+    let Some(secret) = state.secrets.github_webhook_secret.as_ref() else {
+        return d.refuse(
+            "unauthorized",
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "GitHub webhooks are disabled: set CI_SLO_GITHUB_WEBHOOK_SECRET (or secrets.github_webhook_secret_file) on the exporter",
+            ),
+        );
+    };
+    if let Err(e) = github::webhook::verify_signature(
+        secret.expose().as_bytes(),
+        header(&headers, "x-hub-signature-256"),
+        &body,
+    ) {
+        state
+            .hub
+            .self_metrics
+            .count_auth_rejection("webhooks_github", "invalid");
+        tracing::warn!(route = "webhooks_github", reason = %e, "refused a request for its credentials");
+        return d.refuse(
+            "unauthorized",
+            ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+        );
+    }
+    if event.is_empty() {
+        return d.refuse(
+            "rejected",
+            ApiError::new(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header"),
+        );
+    }
+    let Some(delivery) = header(&headers, "x-github-delivery")
+        .filter(|d| !d.is_empty() && d.len() <= 200)
+        .map(str::to_string)
+    else {
+        return d.refuse(
+            "rejected",
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing or invalid X-GitHub-Delivery header",
+            ),
+        );
+    };
+    if event == "ping" {
+        return d.answer("accepted", StatusCode::OK, json!({ "status": "pong" }));
+    }
+    if label == "other" {
+        return d.answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            json!({ "status": "ignored", "reason": format!("event {event:?} is not used by this exporter") }),
+        );
+    }
+    let records = match github::webhook::records(&event, &body, &state.config.github) {
+        Ok(r) => r,
+        Err(e) => {
+            return d.refuse(
+                "rejected",
+                ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            );
+        }
+    };
+    // One event is about one repository; its owner stores it (docs/scaling.md).
+    if let Some(forwarded) = d.route(records.first().map(Record::repository_path)).await {
+        return forwarded;
+    }
+    let policy = state.policy.clone();
+    let nothing_to_store = records.is_empty();
+    d.store(Some(delivery), &event, move |store, now| {
+        let applied = github::apply(store, &policy, records, now)?;
+        // Every record older than what is stored: a replay or a late delivery.
+        let stale = applied.stale > 0 && !applied.changed();
+        let result = if nothing_to_store || stale {
+            "ignored"
+        } else {
+            "accepted"
+        };
+        let ids: Vec<i64> = applied.runs.iter().map(|(id, ..)| *id).collect();
+        let mut body = json!({ "status": result, "runs": ids, "merges": applied.merges });
+        if applied.stale > 0 {
+            body["stale"] = applied.stale.into();
+            body["reason"] = "older than what is stored for this run: changes nothing".into();
+        }
+        Ok(Stored {
+            result,
+            body,
+            changed: applied.changed(),
+        })
+    })
+    .await
+}
+
+/// The handler of `POST /webhooks/gitlab`.
+pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let event = header(&headers, "x-gitlab-event")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let label = if gitlab::webhook::EVENTS.contains(&event.as_str()) {
+        event.as_str()
+    } else {
+        "other"
+    };
+    let d = Delivery {
+        state: &state,
+        forge: Forge::Gitlab,
+        route: "/webhooks/gitlab",
+        label,
+        headers: &headers,
+        body: &body,
+    };
+    let token = state
+        .secrets
+        .gitlab_webhook_token
+        .as_ref()
+        .map(|s| s.expose());
+    if let Err(reason) = gitlab::webhook::authorize(&headers, token) {
+        return d.refuse(
+            "unauthorized",
+            ApiError::new(StatusCode::UNAUTHORIZED, reason),
+        );
+    }
+    if label == "other" {
+        return d.answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            json!({ "status": "ignored", "reason": format!("event {event:?} is not used") }),
+        );
+    }
+    let plan = match gitlab::webhook::plan(&event, &body, &state.config.gitlab.relative_root()) {
+        Ok(plan) => plan,
+        Err(reason) => {
+            return d.refuse(
+                "rejected",
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid {event}: {reason}"),
+                ),
+            );
+        }
+    };
+    // One delivery is about one project; its owner stores it (docs/scaling.md).
+    if let Some(forwarded) = d.route(plan.repository()).await {
+        return forwarded;
+    }
+    let policy = state.policy.clone();
+    let delivery = gitlab::webhook::delivery_id(&headers);
+    d.store(delivery, &event, move |store, now| {
+        let (result, body) = match gitlab::webhook::store_plan(store, &plan, &policy, now)? {
+            gitlab::webhook::Outcome::Stored(ids) => {
+                ("accepted", json!({ "status": "accepted", "runs": ids }))
+            }
+            gitlab::webhook::Outcome::Merged(n) => {
+                ("accepted", json!({ "status": "accepted", "merged": n }))
+            }
+            gitlab::webhook::Outcome::Nothing(reason) => {
+                ("ignored", json!({ "status": "ignored", "reason": reason }))
+            }
+        };
+        Ok(Stored {
+            result,
+            body,
+            changed: result == "accepted",
+        })
+    })
+    .await
+}
