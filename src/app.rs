@@ -102,6 +102,14 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
     limits.max_connections =
         http::serve::effective_max_connections(limits.max_connections, fd_limit);
     runtime.block_on(async move {
+        // Listen first: while the database opens (and migrates) the port
+        // is open, and once it is, /healthz answers 200 and /readyz 503
+        // with the reason until the first snapshot is built.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let preparing = std::time::Instant::now();
+        tracing::info!(address = %listener.local_addr()?, db = %config.store.path.display(), "listening; preparing: opening the database (migrating it if needed)");
         let store = StoreHandle::start(&config.store.path)?;
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
         let state = AppState {
@@ -120,10 +128,23 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             )?),
             bodies: Arc::new(http::guard::BodyBudget::new(body_budget)),
         };
+        tracing::info!(
+            seconds = preparing.elapsed().as_secs_f64(),
+            "preparing: database open; building the first metrics snapshot (/readyz answers 503 until then)"
+        );
         let tests = Arc::new(Mutex::new(TestStatsCache::default()));
-        refresh_snapshot(&state, &tests).await;
-        state.ready.store(true, Ordering::Release);
-        tokio::spawn(refresher(state.clone(), tests));
+        {
+            let state = state.clone();
+            tokio::spawn(async move {
+                refresh_snapshot(&state, &tests).await;
+                state.ready.store(true, Ordering::Release);
+                tracing::info!(
+                    seconds = preparing.elapsed().as_secs_f64(),
+                    "ready: first metrics snapshot built"
+                );
+                refresher(state, tests).await;
+            });
+        }
         tokio::spawn(settler(state.clone()));
         tokio::spawn(pruner(state.clone()));
         if state.config.gitlab.enabled() {
@@ -141,9 +162,6 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         }
         pollers::spawn_github(&state)?;
 
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(address = %listener.local_addr()?, db = %state.store.path().display(), max_connections = limits.max_connections, "serving");
         let hub = state.hub.clone();
         http::serve::serve(listener, http::router(state), limits, hub, shutdown_signal()).await?;

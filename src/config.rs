@@ -141,7 +141,8 @@ pub struct TestsConfig {
     pub window: Duration,
     /// Per-test series are exported only for this many worst tests per repository.
     pub worst_per_repository: usize,
-    /// How often the per-test statistics are recomputed.
+    /// How often the per-test statistics are recomputed; 0 (the default):
+    /// at every snapshot (they add up counters kept at ingest, so this is cheap).
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
 }
@@ -151,7 +152,7 @@ impl Default for TestsConfig {
         TestsConfig {
             window: days(7),
             worst_per_repository: 10,
-            refresh_interval: Duration::from_secs(300),
+            refresh_interval: Duration::ZERO,
         }
     }
 }

@@ -87,32 +87,71 @@ pub fn stats(executions: &[Execution]) -> Option<TestStats> {
         c.1 |= f;
         c.2 |= !f && e.retries > 0;
     }
+    from_counts(Counts {
+        executions: n,
+        failures,
+        commits: per_commit.len() as u64,
+        flaky_commits: per_commit
+            .values()
+            .filter(|(p, f, r)| (*p && *f) || *r)
+            .count() as u64,
+        flips,
+    })
+}
+
+/// What a test's statistics are computed from: counted one execution at a
+/// time, in order (here, or incrementally at ingest: src/store/results.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub executions: u64,
+    pub failures: u64,
+    pub commits: u64,
+    pub flaky_commits: u64,
+    pub flips: u64,
+}
+
+impl Counts {
+    /// The counts of two spans added up.
+    pub fn plus(self, o: Counts) -> Counts {
+        Counts {
+            executions: self.executions + o.executions,
+            failures: self.failures + o.failures,
+            commits: self.commits + o.commits,
+            flaky_commits: self.flaky_commits + o.flaky_commits,
+            flips: self.flips + o.flips,
+        }
+    }
+}
+
+/// Ratios and verdict from counts; `None` without an execution.
+pub fn from_counts(c: Counts) -> Option<TestStats> {
+    let n = c.executions;
     if n == 0 {
         return None;
     }
-    let commits = per_commit.len() as u64;
-    let flaky_commits = per_commit
-        .values()
-        .filter(|(p, f, r)| (*p && *f) || *r)
-        .count() as u64;
-    let failure_ratio = failures as f64 / n as f64;
-    let verdict = if flaky_commits > 0 {
+    let verdict = if c.flaky_commits > 0 {
         Verdict::Flaky
-    } else if failures == n && n >= MIN_EXECUTIONS_FOR_BROKEN {
+    } else if c.failures == n && n >= MIN_EXECUTIONS_FOR_BROKEN {
         Verdict::Broken
     } else {
         Verdict::Healthy
     };
     Some(TestStats {
         executions: n,
-        failures,
-        commits,
-        flaky_commits,
-        flips,
-        failure_ratio,
-        flake_ratio: flaky_commits as f64 / commits as f64,
+        failures: c.failures,
+        commits: c.commits,
+        flaky_commits: c.flaky_commits,
+        flips: c.flips,
+        failure_ratio: c.failures as f64 / n as f64,
+        // A window can start after a commit's first result and still hold
+        // its flaky one: never above 1.
+        flake_ratio: if c.commits == 0 {
+            if c.flaky_commits > 0 { 1.0 } else { 0.0 }
+        } else {
+            (c.flaky_commits as f64 / c.commits as f64).min(1.0)
+        },
         flip_rate: if n > 1 {
-            flips as f64 / (n - 1) as f64
+            c.flips as f64 / (n - 1) as f64
         } else {
             0.0
         },

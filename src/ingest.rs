@@ -332,6 +332,10 @@ impl RunRequest {
     }
 }
 
+/// The class of a failed test that carries no message, in a run whose log
+/// gave no evidence either (issue 14 §6).
+pub const TEST_FAILED_CLASS: &str = "test-failed";
+
 /// Failures of a run: the decisive match in its log, and one per failed test
 /// (classified by its message).
 pub fn classify_run(
@@ -353,6 +357,11 @@ pub fn failures_from(
     tests: &[TestResult],
 ) -> Vec<FailureEvidence> {
     let mut failures = Vec::new();
+    // A failed test without a message is attributed to its test, with the
+    // class of the run's log evidence when there is one.
+    let log_class = primary
+        .as_ref()
+        .map(|m| (m.class.clone(), m.category.as_str().to_string()));
     if let Some(m) = primary {
         failures.push(FailureEvidence {
             class: m.class,
@@ -379,6 +388,27 @@ pub fn failures_from(
         .filter(|t| matches!(t.outcome, TestOutcome::Failed | TestOutcome::Errored))
     {
         let message = t.message.as_deref().unwrap_or_default();
+        if message.trim().is_empty() {
+            let (class, category) = log_class
+                .clone()
+                .unwrap_or_else(|| (TEST_FAILED_CLASS.into(), "test".into()));
+            failures.push(FailureEvidence {
+                class,
+                category,
+                line: None,
+                evidence: format!("{} (no failure message)", t.name),
+                context: Vec::new(),
+                context_before: None,
+                // One fingerprint per test: its failures group on the test.
+                fingerprint: Some(crate::classify::fingerprint(&format!(
+                    "{TEST_FAILED_CLASS} {}",
+                    t.name
+                ))),
+                test_name: Some(t.name.clone()),
+                candidates: Vec::new(),
+            });
+            continue;
+        }
         let m = classifier.classify_message(message);
         failures.push(match m {
             Some(m) => FailureEvidence {
@@ -412,4 +442,50 @@ pub fn failures_from(
         });
     }
     failures
+}
+
+#[cfg(test)]
+mod failure_attribution_tests {
+    use super::*;
+    use crate::classify::Classifier;
+
+    fn failed(name: &str, message: Option<&str>) -> TestResult {
+        TestResult {
+            name: name.into(),
+            outcome: TestOutcome::Failed,
+            duration_seconds: None,
+            retries: 0,
+            retry_reasons: vec![],
+            message: message.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_failure_without_a_message_is_attributed_to_its_test_not_to_a_new_unknown() {
+        let c = Classifier::new(&Classifier::default_rules()).unwrap();
+        let tests = [
+            failed("test_login", None),
+            failed("test_cart", Some("  \n")),
+        ];
+        let first = classify_run(&c, None, &tests);
+        let again = classify_run(&c, None, &tests);
+        assert_eq!(first.len(), 2);
+        for (f, name) in first.iter().zip(["test_login", "test_cart"]) {
+            assert_eq!(f.class, TEST_FAILED_CLASS);
+            assert_eq!(f.test_name.as_deref(), Some(name));
+        }
+        // Each test keeps one fingerprint across runs; two tests, two fingerprints.
+        assert_eq!(first[0].fingerprint, again[0].fingerprint);
+        assert_ne!(first[0].fingerprint, first[1].fingerprint);
+
+        // With evidence in the run's log, the failure takes the log's class.
+        let log = "step 3/4: running tests\nKilled\nmake: *** [Makefile:12: test] Error 137\n";
+        let with_log = classify_run(&c, Some(log), &tests[..1]);
+        assert_eq!(with_log.len(), 2, "{with_log:?}");
+        assert!(with_log[0].test_name.is_none());
+        assert_ne!(with_log[0].class, "unknown", "{with_log:?}");
+        assert_eq!(with_log[1].class, with_log[0].class);
+        assert_eq!(with_log[1].category, with_log[0].category);
+        assert_eq!(with_log[1].test_name.as_deref(), Some("test_login"));
+    }
 }

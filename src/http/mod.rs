@@ -148,7 +148,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "metrics snapshot not built yet\n",
+            "not ready: preparing (building the first metrics snapshot; see the log)\n",
         )
             .into_response();
     }

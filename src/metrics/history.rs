@@ -436,7 +436,8 @@ fn gauge_times(since: i64, until: i64) -> Vec<i64> {
 /// The per-test gauges (`ci_tests`, the worst tests' flake and failure
 /// ratios, `ci_exporter_tests_not_exported`) at every whole hour and at
 /// `until`, computed as `/metrics` computes them ([`super::test_families_from`])
-/// from the executions of the `tests.window` before each time.
+/// from the per-day counters of the days `tests.window` covers at each time
+/// (the whole day of each time: the per-test gauges move by UTC day).
 fn write_test_gauges(
     sink: &mut Sink<'_>,
     store: &Store,
@@ -448,7 +449,11 @@ fn write_test_gauges(
         target_labels.iter().chain(labels).cloned().collect()
     };
     let window = i64::try_from(config.tests.window.as_millis()).unwrap_or(i64::MAX / 2);
-    let tests = store.timed_test_executions(since.saturating_sub(window), until)?;
+    // The live statistics add up whole UTC days from the day of `now -
+    // window` (Store::test_stats); at each time, the same days.
+    const DAY_MS: i64 = 86_400_000;
+    let day = |t: i64| t.div_euclid(DAY_MS);
+    let tests = store.test_day_counts(day(since.saturating_sub(window)), day(until))?;
     let defs = [
         catalog::TEST_FAILURE_RATIO,
         catalog::TEST_FLAKE_RATIO,
@@ -456,20 +461,15 @@ fn write_test_gauges(
         catalog::TESTS_NOT_EXPORTED,
     ];
     let mut series: BTreeMap<(usize, Labels), (Vec<i64>, Vec<f64>)> = BTreeMap::new();
-    // Per test, the executions in the window: [lo, hi) of its time-ordered list.
-    let mut cursors = vec![(0usize, 0usize); tests.len()];
     for t in gauge_times(since, until) {
+        let (lo, hi) = (day(t - window), day(t));
         let mut stats = Vec::new();
-        for (((repo, context, test), at, executions), (lo, hi)) in
-            tests.iter().zip(cursors.iter_mut())
-        {
-            while *hi < at.len() && at[*hi] <= t {
-                *hi += 1;
-            }
-            while *lo < *hi && at[*lo] < t - window {
-                *lo += 1;
-            }
-            if let Some(s) = crate::flaky::stats(&executions[*lo..*hi]) {
+        for ((repo, context, test), days) in &tests {
+            let counts = days
+                .iter()
+                .filter(|(d, _)| (lo..=hi).contains(d))
+                .fold(crate::flaky::Counts::default(), |a, (_, c)| a.plus(*c));
+            if let Some(s) = crate::flaky::from_counts(counts) {
                 stats.push((repo.clone(), context.clone(), test.clone(), s));
             }
         }

@@ -204,12 +204,7 @@ pub fn test_families(
     now: DateTime<Utc>,
 ) -> Result<Vec<Family>, StoreError> {
     let since = now - chrono::Duration::from_std(config.tests.window).unwrap_or_default();
-    let stats = store.test_executions(since)?.into_iter().filter_map(
-        |((repo, context, test), executions)| {
-            crate::flaky::stats(&executions).map(|s| (repo, context, test, s))
-        },
-    );
-    Ok(test_families_from(stats, config))
+    Ok(test_families_from(store.test_stats(since)?, config))
 }
 
 /// The per-test families from each test's statistics over `tests.window`

@@ -10,6 +10,7 @@
 mod bulk;
 pub mod github;
 mod plausible;
+mod results;
 mod revision;
 mod schema;
 pub mod tally;
@@ -427,34 +428,32 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every test execution since `since`, grouped by (repository, context,
-    /// test) and in chronological order within each group.
-    pub fn test_executions(&self, since: DateTime<Utc>) -> Result<Vec<TestHistory>, StoreError> {
+    /// Each test's statistics since `since` (whole UTC days: the day of
+    /// `since` counts whole), from the per-day counters kept at ingest
+    /// (migration 10): (repository, context, test, stats). No execution is read.
+    pub fn test_stats(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, String, crate::flaky::TestStats)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT repo.path, r.context, t.name, r.commit_sha, t.outcome, t.retries
-             FROM test_results t JOIN runs r ON r.id = t.run_id JOIN repositories repo ON repo.id = r.repository_id
-             WHERE coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) >= ?1
-             ORDER BY repo.path, r.context, t.name, coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at), r.id",
+            "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips
+             FROM (SELECT test_id, sum(runs) AS runs, sum(failures) AS failures, sum(commits) AS commits,
+                          sum(flaky_commits) AS flaky_commits, sum(flips) AS flips
+                   FROM test_days WHERE day >= ?1 GROUP BY test_id) d
+             JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id",
         )?;
-        let mut rows = stmt.query([to_ms(since)])?;
-        let mut out: Vec<TestHistory> = Vec::new();
+        let mut rows = stmt.query([to_ms(since).div_euclid(86_400_000)])?;
+        let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let key = (
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            );
-            let execution = crate::flaky::Execution {
-                commit: r.get(3)?,
-                outcome: r
-                    .get::<_, String>(4)?
-                    .parse()
-                    .unwrap_or(TestOutcome::Errored),
-                retries: r.get(5)?,
+            let counts = crate::flaky::Counts {
+                executions: r.get::<_, i64>(3)? as u64,
+                failures: r.get::<_, i64>(4)? as u64,
+                commits: r.get::<_, i64>(5)? as u64,
+                flaky_commits: r.get::<_, i64>(6)? as u64,
+                flips: r.get::<_, i64>(7)? as u64,
             };
-            match out.last_mut() {
-                Some((k, v)) if *k == key => v.push(execution),
-                _ => out.push((key, vec![execution])),
+            if let Some(stats) = crate::flaky::from_counts(counts) {
+                out.push((r.get(0)?, r.get(1)?, r.get(2)?, stats));
             }
         }
         Ok(out)
@@ -610,6 +609,17 @@ impl Store {
         while let Some(r) = rows.next()? {
             add(r.get(0)?, r.get(1)?, r.get(2)?);
         }
+        // The test_success events of a run are one row (migration 10).
+        let (good, total): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT coalesce(sum(good), 0), coalesce(sum(total), 0) FROM test_events
+                 WHERE at >= ?1 AND at < ?2",
+            )?
+            .query_row([since_ms, first_whole_hour], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if total > 0 {
+            add(SloId::TestSuccess.as_str().to_string(), good, total);
+        }
         Ok(out)
     }
 
@@ -713,6 +723,9 @@ impl Store {
         let events = tx.execute(
             "DELETE FROM slo_events WHERE at < ?1",
             [to_ms(events_before)],
+        )? + tx.execute(
+            "DELETE FROM test_events WHERE at < ?1",
+            [to_ms(events_before)],
         )?;
         tx.execute(
             "DELETE FROM fingerprints WHERE NOT EXISTS (SELECT 1 FROM failures WHERE failures.fingerprint_id = fingerprints.id)
@@ -727,9 +740,6 @@ impl Store {
         })
     }
 }
-
-/// A test's identity (repository, context, test name) and its executions in order.
-pub type TestHistory = ((String, String, String), Vec<crate::flaky::Execution>);
 
 /// Where a forge listing stopped, and its validator for conditional requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -1059,9 +1069,6 @@ fn ingest_in(
             .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
             // webhook saying "completed") keeps the tests and reports stored before.
-            if !run.tests.is_empty() {
-                tx.execute("DELETE FROM test_results WHERE run_id = ?1", [e.row.id])?;
-            }
             if !run.reports.is_empty() {
                 tx.execute("DELETE FROM reports WHERE run_id = ?1", [e.row.id])?;
             }
@@ -1100,24 +1107,6 @@ fn ingest_in(
     };
 
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (run_id, name) DO UPDATE SET outcome = excluded.outcome,
-                duration_seconds = excluded.duration_seconds, retries = excluded.retries,
-                retry_reasons = excluded.retry_reasons, message = excluded.message",
-        )?;
-        for t in &run.tests {
-            insert.execute(params![
-                run_id,
-                t.name,
-                t.outcome.as_str(),
-                t.duration_seconds,
-                t.retries,
-                serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into()),
-                t.message,
-            ])?;
-        }
         let mut insert = tx.prepare_cached(
             "INSERT INTO dependency_snapshots (run_id, package, version) VALUES (?1, ?2, ?3)",
         )?;
@@ -1168,21 +1157,22 @@ fn ingest_in(
         )?;
     }
 
-    for test in &run.tests {
-        if let Some((slo, good)) = slo::test_event(test.outcome) {
-            let subject = format!("test:{run_id}:{}", test.name);
-            slo_event(
-                tx,
-                slo,
-                &subject,
-                repository_id,
-                &repo.path,
-                event_ms,
-                good,
-                live,
-            )?;
-        }
-    }
+    // An update replaces the tests it carries; a state-only update (no
+    // tests) keeps the ones stored before.
+    results::store(
+        tx,
+        &results::RunOf {
+            run_id,
+            repository_id,
+            repository: &repo.path,
+            context: &run.context,
+            commit: &run.commit,
+            at_ms: event_ms,
+        },
+        &run.tests,
+        status == IngestStatus::Updated,
+        live,
+    )?;
 
     if future_times {
         data_quality(tx, "future_time")?;

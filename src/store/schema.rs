@@ -308,4 +308,209 @@ CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, a
     r#"
 ALTER TABLE failures ADD COLUMN candidates TEXT;
 "#,
+    // 10: compact storage per test result and per-test statistics kept
+    // incrementally (issue 12 §6, issue 14 §1). A test's identity is interned
+    // once in `tests` (repository, context, name) with its counters; each
+    // result is a `results` row keyed by (run, test) holding an outcome code
+    // (0 passed, 1 failed, 2 errored, 3 skipped) and what the report carried.
+    // `test_commits` keeps, per test and commit, what was seen there (bits:
+    // 1 passed, 2 failed, 4 passed after an in-run retry, 8 counted flaky) and
+    // `test_days` the counters per UTC day, which the windowed statistics add
+    // up. The test_success events of a run are one `test_events` row (good
+    // and total), rolled up into `slo_hourly` by triggers like `slo_events`.
+    // `test_results` stays readable as a view. Every stored result is kept;
+    // the counters of existing results are computed once here.
+    r#"
+CREATE TABLE tests (
+    id                  INTEGER PRIMARY KEY,
+    repository_id       INTEGER NOT NULL REFERENCES repositories(id),
+    context             TEXT NOT NULL,
+    name                TEXT NOT NULL,
+    runs                INTEGER NOT NULL DEFAULT 0,
+    passes              INTEGER NOT NULL DEFAULT 0,
+    failures            INTEGER NOT NULL DEFAULT 0,
+    flips               INTEGER NOT NULL DEFAULT 0,
+    commits             INTEGER NOT NULL DEFAULT 0,
+    flaky_commits       INTEGER NOT NULL DEFAULT 0,
+    last_failed         INTEGER,
+    first_seen          INTEGER,
+    last_seen           INTEGER,
+    last_failure_run_id INTEGER,
+    last_failure_at     INTEGER,
+    first_seen_flaky    INTEGER,
+    UNIQUE (repository_id, context, name)
+);
+
+CREATE TABLE commits (
+    id            INTEGER PRIMARY KEY,
+    repository_id INTEGER NOT NULL,
+    sha           TEXT NOT NULL,
+    UNIQUE (repository_id, sha)
+);
+
+CREATE TABLE results (
+    run_id           INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    test_id          INTEGER NOT NULL,
+    outcome          INTEGER NOT NULL,
+    duration_seconds REAL,
+    retries          INTEGER NOT NULL DEFAULT 0,
+    retry_reasons    TEXT,
+    message          TEXT,
+    PRIMARY KEY (run_id, test_id)
+) WITHOUT ROWID;
+
+CREATE TABLE test_commits (
+    test_id   INTEGER NOT NULL,
+    commit_id INTEGER NOT NULL,
+    flags     INTEGER NOT NULL,
+    PRIMARY KEY (test_id, commit_id)
+) WITHOUT ROWID;
+
+CREATE TABLE test_days (
+    test_id       INTEGER NOT NULL,
+    day           INTEGER NOT NULL,
+    runs          INTEGER NOT NULL,
+    passes        INTEGER NOT NULL,
+    failures      INTEGER NOT NULL,
+    flips         INTEGER NOT NULL,
+    commits       INTEGER NOT NULL,
+    flaky_commits INTEGER NOT NULL,
+    PRIMARY KEY (test_id, day)
+) WITHOUT ROWID;
+
+CREATE TABLE test_events (
+    run_id        INTEGER PRIMARY KEY,
+    repository_id INTEGER NOT NULL,
+    at            INTEGER NOT NULL,
+    good          INTEGER NOT NULL,
+    total         INTEGER NOT NULL
+);
+CREATE INDEX test_events_at ON test_events (at);
+
+ALTER TABLE test_results RENAME TO test_results_v9;
+
+INSERT INTO tests (repository_id, context, name)
+    SELECT r.repository_id, r.context, tr.name
+    FROM test_results_v9 tr JOIN runs r ON r.id = tr.run_id
+    GROUP BY 1, 2, 3 ORDER BY min(tr.id);
+
+INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+    SELECT tr.run_id, t.id,
+           CASE tr.outcome WHEN 'passed' THEN 0 WHEN 'failed' THEN 1 WHEN 'skipped' THEN 3 ELSE 2 END,
+           tr.duration_seconds, tr.retries, nullif(tr.retry_reasons, '[]'), tr.message
+    FROM test_results_v9 tr JOIN runs r ON r.id = tr.run_id
+    JOIN tests t ON t.repository_id = r.repository_id AND t.context = r.context AND t.name = tr.name
+    ORDER BY tr.run_id, t.id;
+
+DROP TABLE test_results_v9;
+
+CREATE VIEW test_results AS
+    SELECT res.run_id, res.test_id AS id, t.name,
+           CASE res.outcome WHEN 0 THEN 'passed' WHEN 1 THEN 'failed' WHEN 2 THEN 'errored' ELSE 'skipped' END
+               AS outcome,
+           res.duration_seconds, res.retries, coalesce(res.retry_reasons, '[]') AS retry_reasons, res.message
+    FROM results res JOIN tests t ON t.id = res.test_id;
+
+-- Rows written into the view (a tool that loads results directly) land in
+-- the compact tables; they move no counter, as direct inserts never did.
+CREATE TRIGGER test_results_insert INSTEAD OF INSERT ON test_results BEGIN
+    INSERT OR IGNORE INTO tests (repository_id, context, name)
+        SELECT repository_id, context, NEW.name FROM runs WHERE id = NEW.run_id;
+    INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+        SELECT NEW.run_id, t.id,
+               CASE NEW.outcome WHEN 'passed' THEN 0 WHEN 'failed' THEN 1 WHEN 'skipped' THEN 3 ELSE 2 END,
+               NEW.duration_seconds, coalesce(NEW.retries, 0), nullif(NEW.retry_reasons, '[]'), NEW.message
+        FROM runs r JOIN tests t ON t.repository_id = r.repository_id AND t.context = r.context AND t.name = NEW.name
+        WHERE r.id = NEW.run_id;
+END;
+
+INSERT INTO commits (repository_id, sha)
+    SELECT DISTINCT r.repository_id, r.commit_sha FROM runs r
+    WHERE EXISTS (SELECT 1 FROM results res WHERE res.run_id = r.id);
+
+CREATE TEMP TABLE migrate_executions AS
+    SELECT test_id, run_id, commit_id, failed, retries, at,
+           coalesce(lag(failed) OVER w != failed, 0) AS flip,
+           row_number() OVER (PARTITION BY test_id ORDER BY at DESC, run_id DESC) AS from_last
+    FROM (SELECT res.test_id, res.run_id, c.id AS commit_id, res.outcome != 0 AS failed, res.retries,
+                 coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) AS at
+          FROM results res JOIN runs r ON r.id = res.run_id
+          JOIN commits c ON c.repository_id = r.repository_id AND c.sha = r.commit_sha
+          WHERE res.outcome != 3)
+    WINDOW w AS (PARTITION BY test_id ORDER BY at, run_id);
+
+CREATE TEMP TABLE migrate_commits AS
+    SELECT test_id, commit_id, first_at, pass_at, fail_at, retry_at,
+           CASE WHEN retry_at IS NOT NULL AND (pass_at IS NULL OR fail_at IS NULL) THEN retry_at
+                WHEN pass_at IS NOT NULL AND fail_at IS NOT NULL AND retry_at IS NULL THEN max(pass_at, fail_at)
+                WHEN pass_at IS NOT NULL AND fail_at IS NOT NULL THEN min(retry_at, max(pass_at, fail_at))
+           END AS flaky_at
+    FROM (SELECT test_id, commit_id, min(at) AS first_at,
+                 min(CASE WHEN failed = 0 THEN at END) AS pass_at,
+                 min(CASE WHEN failed = 1 THEN at END) AS fail_at,
+                 min(CASE WHEN failed = 0 AND retries > 0 THEN at END) AS retry_at
+          FROM migrate_executions GROUP BY test_id, commit_id);
+
+INSERT INTO test_commits (test_id, commit_id, flags)
+    SELECT test_id, commit_id,
+           (pass_at IS NOT NULL) | ((fail_at IS NOT NULL) << 1) | ((retry_at IS NOT NULL) << 2)
+               | ((flaky_at IS NOT NULL) << 3)
+    FROM migrate_commits;
+
+INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits)
+    SELECT test_id, day, sum(runs), sum(passes), sum(failures), sum(flips), sum(commits), sum(flaky)
+    FROM (SELECT test_id, at / 86400000 AS day, 1 AS runs, 1 - failed AS passes, failed AS failures,
+                 flip AS flips, 0 AS commits, 0 AS flaky FROM migrate_executions
+          UNION ALL
+          SELECT test_id, first_at / 86400000, 0, 0, 0, 0, 1, 0 FROM migrate_commits
+          UNION ALL
+          SELECT test_id, flaky_at / 86400000, 0, 0, 0, 0, 0, 1 FROM migrate_commits WHERE flaky_at IS NOT NULL)
+    GROUP BY test_id, day;
+
+UPDATE tests SET (runs, passes, failures, flips, commits, flaky_commits) =
+    (SELECT coalesce(sum(runs), 0), coalesce(sum(passes), 0), coalesce(sum(failures), 0), coalesce(sum(flips), 0),
+            coalesce(sum(commits), 0), coalesce(sum(flaky_commits), 0)
+     FROM test_days d WHERE d.test_id = tests.id);
+UPDATE tests SET (last_failed, first_seen, last_seen) =
+    (SELECT max(CASE WHEN from_last = 1 THEN failed END), min(at), max(at)
+     FROM migrate_executions e WHERE e.test_id = tests.id);
+UPDATE tests SET (last_failure_run_id, last_failure_at) =
+    (SELECT run_id, at FROM migrate_executions e WHERE e.test_id = tests.id AND failed = 1
+     ORDER BY at DESC, run_id DESC LIMIT 1);
+UPDATE tests SET first_seen_flaky = (SELECT min(flaky_at) FROM migrate_commits c WHERE c.test_id = tests.id);
+
+DROP TABLE migrate_executions;
+DROP TABLE migrate_commits;
+
+INSERT INTO test_events (run_id, repository_id, at, good, total)
+    SELECT CAST(substr(subject, 6, instr(substr(subject, 6), ':') - 1) AS INTEGER), repository_id, min(at),
+           sum(good), count(*)
+    FROM slo_events WHERE slo = 'test_success' AND subject LIKE 'test:%' GROUP BY 1, 2;
+DROP TRIGGER slo_events_hourly_delete;
+DELETE FROM slo_events WHERE slo = 'test_success' AND subject LIKE 'test:%';
+CREATE TRIGGER slo_events_hourly_delete AFTER DELETE ON slo_events BEGIN
+    UPDATE slo_hourly SET good = good - OLD.good, total = total - 1
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = OLD.slo;
+    DELETE FROM slo_hourly
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = OLD.slo AND total <= 0;
+END;
+
+CREATE TRIGGER test_events_hourly_insert AFTER INSERT ON test_events BEGIN
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+    VALUES (0, NEW.at / 3600000 * 3600000, 'test_success', NEW.good, NEW.total),
+           (NEW.repository_id, NEW.at / 3600000 * 3600000, 'test_success', NEW.good, NEW.total)
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + excluded.total;
+END;
+CREATE TRIGGER test_events_hourly_update AFTER UPDATE OF good, total ON test_events BEGIN
+    UPDATE slo_hourly SET good = good + NEW.good - OLD.good, total = total + NEW.total - OLD.total
+    WHERE repository_id IN (0, NEW.repository_id) AND hour = NEW.at / 3600000 * 3600000 AND slo = 'test_success';
+END;
+CREATE TRIGGER test_events_hourly_delete AFTER DELETE ON test_events BEGIN
+    UPDATE slo_hourly SET good = good - OLD.good, total = total - OLD.total
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = 'test_success';
+    DELETE FROM slo_hourly
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = 'test_success'
+      AND total <= 0;
+END;
+"#,
 ];

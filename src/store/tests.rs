@@ -1056,3 +1056,199 @@ fn delivery_ids_are_pruned_after_their_retention() {
     assert!(!store.delivery_seen(Forge::Github, "old").unwrap());
     assert!(store.delivery_seen(Forge::Gitlab, "new").unwrap());
 }
+
+fn test_result(name: &str, outcome: TestOutcome, retries: u32) -> TestResult {
+    TestResult {
+        name: name.into(),
+        outcome,
+        duration_seconds: Some(0.5),
+        retries,
+        retry_reasons: vec![],
+        message: None,
+    }
+}
+
+/// Histories of three tests over runs on a few commits (in ingest order):
+/// (commit, outcome of `steady`, `wobbly`, `dead`, retries of `wobbly`).
+fn history() -> Vec<(&'static str, [TestOutcome; 3], u32)> {
+    use TestOutcome::*;
+    vec![
+        ("c1", [Passed, Failed, Failed], 0),
+        ("c1", [Passed, Passed, Failed], 0),
+        ("c2", [Skipped, Passed, Errored], 2),
+        ("c3", [Passed, Failed, Failed], 0),
+        ("c4", [Passed, Passed, Failed], 0),
+        ("c4", [Passed, Failed, Failed], 0),
+    ]
+}
+
+#[test]
+fn per_test_counters_kept_at_ingest_equal_the_statistics_of_the_executions() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    let names = ["steady", "wobbly", "dead"];
+    let mut executions: Vec<Vec<crate::flaky::Execution>> = vec![Vec::new(); 3];
+    for (i, (commit, outcomes, retries)) in history().into_iter().enumerate() {
+        let mut r = run("test", commit, 0, RunState::Failure);
+        r.external_id = Some(format!("job-{i}"));
+        for (k, name) in names.iter().enumerate() {
+            let retries = if k == 1 { retries } else { 0 };
+            r.tests.push(test_result(name, outcomes[k], retries));
+            executions[k].push(crate::flaky::Execution {
+                commit: commit.into(),
+                outcome: outcomes[k],
+                retries,
+            });
+        }
+        store.ingest_run(&r, &p, now()).unwrap();
+        // A replay of the same run counts nothing again.
+        store.ingest_run(&r, &p, now()).unwrap();
+    }
+    let stats = store.test_stats(now() - Duration::days(7)).unwrap();
+    assert_eq!(stats.len(), 3);
+    for (k, name) in names.iter().enumerate() {
+        let (_, _, _, got) = stats.iter().find(|s| s.2 == *name).unwrap();
+        let want = crate::flaky::stats(&executions[k]).unwrap();
+        assert_eq!(*got, want, "{name}");
+    }
+    let verdict = |name: &str| stats.iter().find(|s| s.2 == name).unwrap().3.verdict;
+    assert_eq!(verdict("steady"), crate::flaky::Verdict::Healthy);
+    assert_eq!(verdict("wobbly"), crate::flaky::Verdict::Flaky);
+    assert_eq!(verdict("dead"), crate::flaky::Verdict::Broken);
+    // One stored test per name, one result per run and test, readable through the view.
+    let conn = store.connection();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM tests"), 3);
+    assert_eq!(count("SELECT count(*) FROM results"), 18);
+    assert_eq!(
+        count("SELECT count(*) FROM test_results WHERE outcome = 'errored'"),
+        1
+    );
+    // The last failure of `wobbly` is the last run's.
+    assert_eq!(
+        count("SELECT last_failure_run_id FROM tests WHERE name = 'wobbly'"),
+        6
+    );
+    // Windows older than the results hold nothing.
+    assert!(
+        store
+            .test_stats(now() + Duration::days(2))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn upgrading_from_schema_9_keeps_every_result_and_computes_the_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v9.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for (i, sql) in schema::MIGRATIONS[..9].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (7, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        let t0 = to_ms(now() - Duration::hours(6));
+        for (i, (commit, outcomes, retries)) in history().into_iter().enumerate() {
+            let id = i as i64 + 1;
+            let at = t0 + id * 60_000;
+            conn.execute(
+                "INSERT INTO runs (id, repository_id, external_id, context, commit_sha, attempt, trigger, state,
+                   queued_at, started_at, finished_at, source, content_hash, created_at, updated_at,
+                   queue_counted, final_counted)
+                 VALUES (?1, 7, ?2, 'test', ?3, 0, 'pull_request', 'failure', ?4, ?4, ?4, 'api', 'x', ?4, ?4, 1, 1)",
+                params![id, format!("job-{i}"), commit, at],
+            )
+            .unwrap();
+            for (k, name) in ["steady", "wobbly", "dead"].iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
+                     VALUES (?1, ?2, ?3, 0.5, ?4, '[]', NULL)",
+                    params![id, name, outcomes[k].as_str(), if k == 1 { retries } else { 0 }],
+                )
+                .unwrap();
+                if let Some((_, good)) = slo::test_event(outcomes[k]) {
+                    conn.execute(
+                        "INSERT INTO slo_events (slo, subject, repository_id, at, good)
+                         VALUES ('test_success', ?1, 7, ?2, ?3)",
+                        params![format!("test:{id}:{name}"), at, good],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+    let hourly = |store: &Store| -> Vec<(i64, i64, i64)> {
+        store
+            .connection()
+            .prepare("SELECT repository_id, good, total FROM slo_hourly WHERE slo = 'test_success' ORDER BY 1, hour")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row(
+            "SELECT sum(good), sum(total) FROM slo_hourly WHERE slo = 'test_success' AND repository_id = 7",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .unwrap()
+    };
+    assert_eq!(before, (8, 17));
+    let store = Store::open(&path).unwrap();
+    let conn = store.connection();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM results"), 18);
+    assert_eq!(count("SELECT count(*) FROM test_results"), 18);
+    assert_eq!(
+        count("SELECT count(*) FROM slo_events WHERE slo = 'test_success'"),
+        0
+    );
+    assert_eq!(
+        count("SELECT sum(total) FROM test_events"),
+        17,
+        "one row per run"
+    );
+    let rollup = hourly(&store);
+    assert_eq!(
+        rollup
+            .iter()
+            .map(|r| (r.1, r.2))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+        (16, 34),
+        "the hourly rollup (all repositories and acme/shop) is unchanged: {rollup:?}"
+    );
+    // The counters computed by the migration are what ingest would have kept.
+    let stats = store.test_stats(now() - Duration::days(7)).unwrap();
+    let mut executions: Vec<Vec<crate::flaky::Execution>> = vec![Vec::new(); 3];
+    for (commit, outcomes, retries) in history() {
+        for k in 0..3 {
+            executions[k].push(crate::flaky::Execution {
+                commit: commit.into(),
+                outcome: outcomes[k],
+                retries: if k == 1 { retries } else { 0 },
+            });
+        }
+    }
+    for (k, name) in ["steady", "wobbly", "dead"].iter().enumerate() {
+        let (_, _, _, got) = stats.iter().find(|s| s.2 == *name).unwrap();
+        assert_eq!(*got, crate::flaky::stats(&executions[k]).unwrap(), "{name}");
+    }
+    assert_eq!(
+        count("SELECT last_failure_run_id FROM tests WHERE name = 'wobbly'"),
+        6
+    );
+    assert_eq!(
+        count("SELECT first_seen_flaky IS NOT NULL FROM tests WHERE name = 'wobbly'"),
+        1
+    );
+}

@@ -271,57 +271,66 @@ impl Store {
                 at,
             ));
         }
+        // A run's test_success events are one row (good, total) since migration 10.
+        let mut stmt = self.conn.prepare(
+            "SELECT repo.path, e.good, e.total, e.at FROM test_events e
+             JOIN repositories repo ON repo.id = e.repository_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let slo = crate::slo::SloId::TestSuccess.as_str();
+        while let Some(r) = rows.next()? {
+            let (repo, good, total, at): (String, i64, i64, i64) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            for i in 0..total {
+                let result = if i < good { "good" } else { "bad" };
+                emit(counter(
+                    catalog::SLO_EVENTS,
+                    &[("slo", slo), ("repository", &repo), ("result", result)],
+                    at,
+                ));
+            }
+        }
         Ok(())
     }
 }
 
-/// One test's executions with their times (Unix ms), in time order.
-pub type TimedTestHistory = (
-    (String, String, String),
-    Vec<i64>,
-    Vec<crate::flaky::Execution>,
-);
+/// One test's counters per UTC day (day number, counts), in day order.
+pub type TestDays = ((String, String, String), Vec<(i64, crate::flaky::Counts)>);
 
 impl Store {
-    /// Every test execution between `since` and `until` (by its run's latest
-    /// known time, as [`Store::test_executions`] dates them), grouped by
-    /// (repository, context, test), with the time of each.
-    pub fn timed_test_executions(
+    /// Every test's per-day counters (migration 10) from day `since_day` to
+    /// `until_day` (UTC day numbers, both included), grouped by (repository,
+    /// context, test): what [`Store::test_stats`] adds up for a window.
+    pub fn test_day_counts(
         &self,
-        since_ms: i64,
-        until_ms: i64,
-    ) -> Result<Vec<TimedTestHistory>, StoreError> {
+        since_day: i64,
+        until_day: i64,
+    ) -> Result<Vec<TestDays>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT repo.path, r.context, t.name, r.commit_sha, t.outcome, t.retries,
-                    coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) AS at
-             FROM test_results t JOIN runs r ON r.id = t.run_id JOIN repositories repo ON repo.id = r.repository_id
-             WHERE coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) >= ?1
-               AND coalesce(r.finished_at, r.started_at, r.queued_at, r.created_at) <= ?2
-             ORDER BY repo.path, r.context, t.name, at, r.id",
+            "SELECT repo.path, t.context, t.name, d.day, d.runs, d.failures, d.commits, d.flaky_commits, d.flips
+             FROM test_days d JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id
+             WHERE d.day >= ?1 AND d.day <= ?2
+             ORDER BY repo.path, t.context, t.name, d.day",
         )?;
-        let mut rows = stmt.query([since_ms, until_ms])?;
-        let mut out: Vec<TimedTestHistory> = Vec::new();
+        let mut rows = stmt.query([since_day, until_day])?;
+        let mut out: Vec<TestDays> = Vec::new();
         while let Some(r) = rows.next()? {
             let key = (
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
             );
-            let execution = crate::flaky::Execution {
-                commit: r.get(3)?,
-                outcome: r
-                    .get::<_, String>(4)?
-                    .parse()
-                    .unwrap_or(crate::model::TestOutcome::Errored),
-                retries: r.get(5)?,
+            let day: i64 = r.get(3)?;
+            let counts = crate::flaky::Counts {
+                executions: r.get::<_, i64>(4)? as u64,
+                failures: r.get::<_, i64>(5)? as u64,
+                commits: r.get::<_, i64>(6)? as u64,
+                flaky_commits: r.get::<_, i64>(7)? as u64,
+                flips: r.get::<_, i64>(8)? as u64,
             };
-            let at: i64 = r.get(6)?;
             match out.last_mut() {
-                Some((k, times, executions)) if *k == key => {
-                    times.push(at);
-                    executions.push(execution);
-                }
-                _ => out.push((key, vec![at], vec![execution])),
+                Some((k, days)) if *k == key => days.push((day, counts)),
+                _ => out.push((key, vec![(day, counts)])),
             }
         }
         Ok(out)

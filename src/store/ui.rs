@@ -122,7 +122,8 @@ fn test_history_sql() -> String {
                 tr.retry_reasons, tr.message, tr.duration_seconds
          FROM repositories repo
          CROSS JOIN runs r ON r.repository_id = repo.id
-         CROSS JOIN test_results tr ON tr.run_id = r.id AND tr.name = ?3
+         CROSS JOIN test_results tr ON tr.run_id = r.id
+             AND tr.id = (SELECT t.id FROM tests t WHERE t.repository_id = repo.id AND t.context = ?2 AND t.name = ?3)
          WHERE repo.path = ?1 AND r.context = ?2 AND {RUN_AT} >= ?4
          ORDER BY t, r.id"
     )

@@ -1,0 +1,128 @@
+//! Issue 14 on the real binary: per-test statistics kept at ingest. A
+//! generated history with known healthy, flaky and broken tests (a
+//! 1-in-2,000 flake, tests seen on a single commit or in a single run) ends
+//! up with exactly those verdicts on /metrics soon after the last run is
+//! ingested, and the same after a restart (the counters are stored, not
+//! rebuilt from the results), with /healthz and /readyz answering.
+
+mod common;
+
+use common::{Exporter, TOKEN};
+use serde_json::{Value, json};
+
+const RUNS: usize = 2000;
+
+fn ago(minutes: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339()
+}
+
+/// Run `i` of the history: two runs per commit, tests by their known nature.
+fn run(i: usize) -> Value {
+    let mut tests = Vec::new();
+    let mut add = |name: &str, passed: bool| {
+        tests.push(json!({"name": name, "outcome": if passed { "passed" } else { "failed" }}));
+    };
+    for h in 0..6 {
+        add(&format!("healthy_{h}"), true);
+    }
+    add("broken_always", false);
+    add("broken_since_start", false);
+    // Fails once in 2,000 runs; the other run of that commit passed.
+    add("flaky_one_in_2000", i != 1234);
+    // Fails in the first run of every fifth commit, passes in the second.
+    add("flaky_often", !i.is_multiple_of(10));
+    // Fails on whole commits (both runs), passes on the others: not flaky.
+    add("fails_by_commit", !(i / 2).is_multiple_of(7));
+    if i < 2 {
+        // Seen only on the first commit: a failure, then a pass.
+        add("flaky_single_commit", i == 1);
+    }
+    if i == 5 {
+        // One failing run: not yet broken.
+        add("seen_once", false);
+    }
+    let minutes = (RUNS - i) as i64;
+    json!({
+        "repository": "acme/big",
+        "context": "unit",
+        "commit": format!("{:040x}", i / 2),
+        "external_id": format!("job-{i}"),
+        "trigger": "push",
+        "queued_at": ago(minutes + 3),
+        "started_at": ago(minutes + 2),
+        "finished_at": ago(minutes),
+        "tests": tests,
+    })
+}
+
+fn verdicts(text: &str) -> (f64, f64, f64) {
+    let v = |verdict: &str| {
+        common::sample(
+            text,
+            &format!("ci_tests{{repository=\"acme/big\",verdict=\"{verdict}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+    (v("healthy"), v("flaky"), v("broken"))
+}
+
+/// The tests with a positive flake ratio on /metrics.
+fn flaky_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("ci_test_flake_ratio{"))
+        .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0))
+        .filter_map(|l| {
+            let at = l.find("test=\"")? + 6;
+            Some(l[at..at + l[at..].find('"')?].to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn known_verdicts_appear_after_ingest_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let e = Exporter::start(dir.path(), &db, &[], &[("CI_SLO_API_TOKEN", TOKEN)]);
+    for i in 0..RUNS - 1 {
+        let (status, body) = e.post("/api/v1/runs", Some(TOKEN), run(i).to_string().as_bytes());
+        assert_eq!(status, 201, "run {i}: {body}");
+    }
+    // Before the last run, the 1-in-2,000 flake's commit has only its failure.
+    let (status, body) = e.post(
+        "/api/v1/runs",
+        Some(TOKEN),
+        run(RUNS - 1).to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let want_flaky = vec![
+        "flaky_often".to_string(),
+        "flaky_one_in_2000".to_string(),
+        "flaky_single_commit".to_string(),
+    ];
+    // healthy: 6 always passing, fails_by_commit, seen_once. The failure
+    // ratio of the rare flake is its one failure over all its runs: the
+    // last run is counted (the snapshot follows the writes).
+    let rare = "ci_test_failure_ratio{repository=\"acme/big\",context=\"unit\",test=\"flaky_one_in_2000\"}";
+    let text = e.wait_for("the verdicts of the whole history", |t| {
+        verdicts(t) == (8.0, 3.0, 2.0) && common::sample(t, rare) == Some(1.0 / RUNS as f64)
+    });
+    assert_eq!(flaky_names(&text), want_flaky);
+    assert_eq!((e.get("/healthz").0, e.get("/readyz").0), (200, 200));
+    e.stop();
+
+    // After a restart the same verdicts, from the stored counters.
+    let e = Exporter::start(dir.path(), &db, &[], &[("CI_SLO_API_TOKEN", TOKEN)]);
+    assert_eq!(e.get("/healthz").0, 200);
+    let text = e.scrape(false);
+    assert_eq!(verdicts(&text), (8.0, 3.0, 2.0));
+    assert_eq!(flaky_names(&text), want_flaky);
+    assert!(
+        e.log().contains("ready: first metrics snapshot built"),
+        "{}",
+        e.log()
+    );
+    e.stop();
+}
