@@ -135,9 +135,13 @@ fn query_param(url: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The cell of jenkins' latest failing nightly (the NEW migrate panic).
+/// The cell of jenkins' latest failing nightly (the NEW migrate panic): the
+/// newest day is the first column.
 const JENKINS_FAILING: &str =
-    "//tr[th[contains(., 'jenkins/nightly-suite')]]/td[contains(@class, 's-failure')][last()]";
+    "//tr[th[contains(., 'jenkins/nightly-suite')]]/td[contains(@class, 's-failure')][1]";
+
+/// A jenkins night where one of its two jobs failed.
+const JENKINS_SPLIT: &str = "//tr[th[contains(., 'jenkins/nightly-suite')]]/td[contains(@class, 's-failure')][.//span[@class='count' and .='1/2']]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
@@ -168,8 +172,8 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     assert!(cell.text().await.unwrap().starts_with('✗'));
     let tip = cell.find(Locator::Css(".tip")).await.unwrap();
     assert!(!tip.is_displayed().await.unwrap(), "tooltip hidden at rest");
-    // Keyboard: focusing the cell's link shows the tooltip with the evidence.
-    let link = cell.find(Locator::Css("a.cellink")).await.unwrap();
+    // Keyboard: focusing the cell shows the tooltip with the evidence.
+    let link = cell.find(Locator::Css(".cellink")).await.unwrap();
     c.execute(
         "arguments[0].focus();",
         vec![serde_json::to_value(&link).unwrap()],
@@ -210,13 +214,48 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     );
     assert!(other_tip.text().await.unwrap().contains("class "));
     shot(&c, "nightly-hover-1280").await;
-    // Clicking a cell opens its run (reloaded: the hovered tooltip covers it).
+    // A night where one of two jobs failed is red, says 1/2 and lists the
+    // failed job on focus; the passed one is named too.
     c.goto(&format!("{base}/nightly")).await.unwrap();
-    let link = c
-        .find(Locator::XPath(&format!("{JENKINS_FAILING}//a")))
+    let split = c.find(Locator::XPath(JENKINS_SPLIT)).await.unwrap();
+    let split_tip = split.find(Locator::Css(".tip")).await.unwrap();
+    assert!(!split_tip.is_displayed().await.unwrap());
+    split
+        .find(Locator::Css(".cellink"))
+        .await
+        .unwrap()
+        .click()
         .await
         .unwrap();
+    assert!(
+        split_tip.is_displayed().await.unwrap(),
+        "tooltip shown on click/tap"
+    );
+    let t = split_tip.text().await.unwrap();
+    assert!(t.starts_with("1/2 failed"), "{t}");
+    let failed_job = split_tip
+        .find(Locator::Css("li.job.s-failure a"))
+        .await
+        .unwrap();
+    assert!(
+        failed_job.text().await.unwrap().contains("upgrade-tests"),
+        "{t}"
+    );
+    assert!(t.contains("class "), "{t}");
+    assert!(t.contains("passed: full-regression"), "{t}");
+    shot(&c, "nightly-split-1280").await;
+    // The failed job in the tooltip opens its run.
+    c.goto(&format!("{base}/nightly")).await.unwrap();
+    let cell = c.find(Locator::XPath(JENKINS_FAILING)).await.unwrap();
+    cell.find(Locator::Css(".cellink"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let link = cell.find(Locator::Css(".tip li.job a")).await.unwrap();
     let href = link.attr("href").await.unwrap().unwrap();
+    assert!(href.starts_with("/runs/"), "{href}");
     link.click().await.unwrap();
     let url = c.current_url().await.unwrap();
     assert!(url.as_str().ends_with(&href), "{url} vs {href}");
@@ -228,6 +267,36 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
             .contains("thread 'migrate' panicked")
     );
     shot(&c, "run-1280").await;
+
+    // The repository opens its jobs × days grid: one row per job.
+    c.goto(&format!("{base}/nightly")).await.unwrap();
+    c.find(Locator::XPath("//th/a[.='jenkins/nightly-suite']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/nightly/jenkins%2Fnightly-suite"
+    );
+    assert_eq!(
+        text(&c, "h1").await,
+        "Nightly jobs of jenkins/nightly-suite"
+    );
+    let jobs = text(&c, "table.grid tbody").await;
+    assert!(
+        jobs.contains("full-regression") && jobs.contains("upgrade-tests"),
+        "{jobs}"
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("table.grid tbody tr"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    shot(&c, "nightly-jobs-1280").await;
 
     c.goto(&format!("{base}/nightly?color=runtime"))
         .await
@@ -327,6 +396,7 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     for (path, name) in [
         ("/", "overview"),
         ("/nightly", "nightly"),
+        ("/nightly/jenkins%2Fnightly-suite", "nightly-jobs"),
         ("/failures", "failures"),
         (
             "/tests/cockpit-project%2Fcockpit/fedora-42/TestStorage.testLvmRaid?window=30d",
@@ -350,8 +420,44 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
         );
         shot(&m, &format!("{name}-375")).await;
     }
-    // The grid scrolls inside its own box.
+    // The grid scrolls inside its own box, the newest day in view, no
+    // repository name cut.
     m.goto(&format!("{base}/nightly")).await.unwrap();
+    let seen = m
+        .execute(
+            "const th = document.querySelector('table.grid thead th:nth-child(2)');
+             const r = th.getBoundingClientRect();
+             const names = [...document.querySelectorAll('table.grid tbody th')]
+               .filter(h => h.scrollWidth > h.clientWidth + 1).map(h => h.textContent);
+             return [r.left, r.right, window.innerWidth, th.querySelector('abbr').title, names];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (_, days) = e.get("/api/v1/nightly");
+    let days: serde_json::Value = serde_json::from_str(&days).unwrap();
+    let today = days["days"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        seen[3],
+        today.as_str(),
+        "the first day column is today: {seen}"
+    );
+    assert!(
+        seen[0].as_f64().unwrap() >= 0.0 && seen[1].as_f64().unwrap() <= seen[2].as_f64().unwrap(),
+        "the newest day is on screen: {seen}"
+    );
+    assert_eq!(
+        seen[4],
+        serde_json::json!([]),
+        "cut repository names: {seen}"
+    );
     let grid = m
         .execute(
             "const w = document.querySelector('.grid-wrap'); return [w.scrollWidth, w.clientWidth];",

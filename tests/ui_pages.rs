@@ -97,22 +97,134 @@ fn every_page_answers_on_demo_data_with_the_stories_of_the_demo() {
         last
     };
     assert_eq!(last["state"], "failure", "{last}");
-    assert!(
-        last["failure"]["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("thread 'migrate' panicked"),
-        "{last}"
-    );
-    let changes = last["since_green"]["changes"].as_array().unwrap();
+    let panicked = last["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| {
+            j["failure"]["evidence"]
+                .as_str()
+                .is_some_and(|e| e.contains("thread 'migrate' panicked"))
+        })
+        .unwrap_or_else(|| panic!("{last}"));
+    let changes = panicked["since_green"]["changes"].as_array().unwrap();
     assert!(
         changes.iter().any(|c| c["package"] == "sqlalchemy"),
         "{last}"
     );
+    // Every cell summarises all scheduled runs of its day: jenkins runs two jobs
+    // a night, and a night where only upgrade-tests failed is a failed night.
+    let cells: Vec<&Value> = jenkins["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !c.is_null())
+        .collect();
+    for c in &cells {
+        let jobs = c["jobs"].as_array().unwrap();
+        assert_eq!(c["runs"].as_u64().unwrap() as usize, jobs.len(), "{c}");
+        let failed = jobs
+            .iter()
+            .filter(|j| ["failure", "error", "timed_out"].contains(&j["state"].as_str().unwrap()))
+            .count();
+        assert_eq!(c["failed"].as_u64().unwrap() as usize, failed, "{c}");
+        assert_eq!(c["state"], jobs[0]["state"], "worst first: {c}");
+        assert_eq!(c["run_id"], jobs[0]["run_id"], "{c}");
+    }
+    let state_of = |c: &Value, ctx: &str| -> Option<String> {
+        c["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["context"] == ctx)
+            .map(|j| j["state"].as_str().unwrap().to_string())
+    };
+    let split = cells
+        .iter()
+        .find(|c| {
+            state_of(c, "upgrade-tests").as_deref() == Some("failure")
+                && state_of(c, "full-regression").as_deref() == Some("success")
+        })
+        .expect("a night where upgrade-tests failed and full-regression passed");
+    assert_eq!(split["state"], "failure", "{split}");
+    assert_eq!(
+        (split["failed"].as_u64(), split["runs"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(split["context"], "upgrade-tests");
+    let split_day = split["day"].as_str().unwrap();
     let page = ok(&e, "/nightly");
-    assert!(page.contains("class=\"cell s-failure\""));
     assert!(page.contains("thread 'migrate' panicked"));
     assert!(page.contains("role=\"tooltip\""));
+    // That night's cell is red, says 1/2 failed and links the failed job's run.
+    let td = page
+        .split("<td ")
+        .find(|td| {
+            td.contains(&format!("data-day=\"{split_day}\""))
+                && td.contains(&format!("data-run=\"{}\"", split["run_id"]))
+        })
+        .expect("the split night's cell");
+    assert!(td.starts_with("class=\"cell s-failure\""), "{td}");
+    assert!(td.contains("1/2 failed"), "{td}");
+    assert!(
+        td.contains(&format!("href=\"/runs/{}\"", split["run_id"])),
+        "{td}"
+    );
+    assert!(td.contains("upgrade-tests"), "{td}");
+    // Newest day first: the first day column is today.
+    let today = nightly["days"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    let head = page.split("<tbody>").next().unwrap();
+    let first_day = head.split("<abbr title=\"").nth(1).unwrap();
+    assert!(first_day.starts_with(today), "{first_day}");
+    // The repository opens its jobs × days grid.
+    assert!(page.contains("href=\"/nightly/jenkins%2Fnightly-suite\""));
+    let jobs = json(&e, "/api/v1/nightly/jenkins%2Fnightly-suite");
+    assert_eq!(jobs["repository"], "jenkins/nightly-suite");
+    let contexts: Vec<&str> = jobs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["context"].as_str().unwrap())
+        .collect();
+    assert_eq!(contexts, ["full-regression", "upgrade-tests"]);
+    for r in jobs["rows"].as_array().unwrap() {
+        for c in r["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| !c.is_null())
+        {
+            assert_eq!(c["context"], r["context"], "{c}");
+        }
+    }
+    let upgrade = &jobs["rows"][1]["cells"];
+    let i = jobs["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|d| d == split_day)
+        .unwrap();
+    assert_eq!(upgrade[i]["state"], "failure");
+    assert_eq!(jobs["rows"][0]["cells"][i]["state"], "success");
+    assert!(jobs["rows"][0]["median_seconds"].as_f64().is_some());
+    let page = ok(&e, "/nightly/jenkins%2Fnightly-suite");
+    assert!(page.contains("Nightly jobs of jenkins/nightly-suite"));
+    assert!(page.contains("<th scope=\"col\">Job</th>"));
+    // The context filters before summarising: full-regression alone is green
+    // on the night upgrade-tests failed.
+    let one = json(&e, "/api/v1/nightly?context=full-regression");
+    let row = &one["rows"].as_array().unwrap()[0];
+    assert_eq!(row["repository"], "jenkins/nightly-suite");
+    assert_eq!(row["cells"][i]["state"], "success");
+    assert_eq!(row["cells"][i]["runs"], 1);
+    let (status, _) = e.get("/api/v1/nightly/nobody%2Fnothing");
+    assert_eq!(status, 200, "an unknown repository has an empty grid");
     // The run-time colouring shows web-shop's slowdown.
     let page = ok(&e, "/nightly?color=runtime");
     assert!(page.contains("rt-veryslow"), "no slow nightly cell");
@@ -127,12 +239,19 @@ fn every_page_answers_on_demo_data_with_the_stories_of_the_demo() {
             .iter()
             .any(|c| c["runtime_ratio"].as_f64().is_some_and(|r| r > 1.5))
     );
+    let page = ok(&e, "/nightly/acme%2Fweb-shop?color=runtime");
+    assert!(page.contains("rt-veryslow"), "no slow job cell");
     let (status, body) = e.get("/nightly?color=rainbow");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("rainbow"));
     let filtered = json(&e, "/api/v1/nightly?repository=acme/web-shop&days=3");
     assert_eq!(filtered["rows"].as_array().unwrap().len(), 1);
     assert_eq!(filtered["days"].as_array().unwrap().len(), 3);
+    // Only the filters that apply: no trigger or window on the nightly grid.
+    let page = ok(&e, "/nightly");
+    assert!(page.contains("name=\"context\""));
+    assert!(!page.contains("name=\"trigger\""));
+    assert!(!page.contains("name=\"window\""));
 
     // Failures: ranked, with a NEW fingerprint, trends, tests and issue links.
     let failures = json(&e, "/api/v1/failures");

@@ -83,12 +83,14 @@ fn ui_routes() -> Router<AppState> {
     Router::new()
         .route("/", get(ui::overview))
         .route("/nightly", get(ui::nightly))
+        .route("/nightly/{repository}", get(ui::nightly_jobs))
         .route("/failures", get(ui::failures))
         .route("/tests/{repository}/{context}/{test}", get(ui::test))
         .route("/runs/{id}", get(ui::run))
         .route("/static/app.css", get(ui::css))
         .route("/api/v1/slos", get(ui::api_slos))
         .route("/api/v1/nightly", get(ui::api_nightly))
+        .route("/api/v1/nightly/{repository}", get(ui::api_nightly_jobs))
         .route("/api/v1/failures", get(ui::api_failures))
         .route(
             "/api/v1/tests/{repository}/{context}/{test}",

@@ -4,8 +4,8 @@
 //! JSON API serves too.
 
 use super::views::{
-    self, FailuresView, NightlyCellView, NightlyView, SlosView, TestPageView, UiQuery, enc,
-    safe_url, test_path,
+    self, FailuresView, NightlyCellView, NightlyJob, NightlyView, SlosView, TestPageView, UiQuery,
+    enc, safe_url, test_path,
 };
 use super::{ApiError, AppState};
 use crate::store::RunView;
@@ -65,7 +65,10 @@ fn error_page(q: &UiQuery, e: ApiError) -> Response {
         p.error { (e.message) }
         p { a href="/" { "Back to the overview" } }
     };
-    html_response(status, layout("Error", Nav::None, q, &[], None, body))
+    html_response(
+        status,
+        layout("Error", Nav::None, q, &[], Filters::NONE, None, body),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,11 +133,36 @@ fn grafana_link(state: &AppState, uid: &str, title: &str, q: &UiQuery) -> Option
     Some(html! { a.grafana href=(url) rel="noopener noreferrer" { "Grafana: " (title) } })
 }
 
+/// Which of the shared filters a page takes (only those are shown).
+#[derive(Clone, Copy, Default)]
+struct Filters {
+    repository: bool,
+    context: bool,
+    trigger: bool,
+    window: bool,
+}
+
+impl Filters {
+    const ALL: Filters = Filters {
+        repository: true,
+        context: true,
+        trigger: true,
+        window: true,
+    };
+    const NONE: Filters = Filters {
+        repository: false,
+        context: false,
+        trigger: false,
+        window: false,
+    };
+}
+
 fn layout(
     title: &str,
     nav: Nav,
     q: &UiQuery,
     repositories: &[RepositoryRow],
+    filters: Filters,
     extra_filters: Option<Markup>,
     body: Markup,
 ) -> Markup {
@@ -164,27 +192,35 @@ fn layout(
                         }
                     }
                 }
-                @if nav != Nav::None {
+                @if filters.repository || filters.context || filters.trigger || filters.window || extra_filters.is_some() {
                     form.filters method="get" aria-label="Filters" {
-                        label { "Repository "
-                            input name="repository" list="repositories" value=[q.repository.as_deref()] placeholder="all";
+                        @if filters.repository {
+                            label { "Repository "
+                                input name="repository" list="repositories" value=[q.repository.as_deref()] placeholder="all";
+                            }
+                            datalist id="repositories" {
+                                @for r in repositories { option value=(r.path) { (r.forge) } }
+                            }
                         }
-                        datalist id="repositories" {
-                            @for r in repositories { option value=(r.path) { (r.forge) } }
+                        @if filters.context {
+                            label { "Context "
+                                input name="context" value=[q.context.as_deref()] placeholder="all";
+                            }
                         }
-                        label { "Context "
-                            input name="context" value=[q.context.as_deref()] placeholder="all";
-                        }
-                        label { "Trigger "
-                            select name="trigger" {
-                                option value="" { "all" }
-                                @for t in ["pull_request", "push", "schedule", "manual", "other"] {
-                                    option value=(t) selected[q.trigger.as_deref() == Some(t)] { (t) }
+                        @if filters.trigger {
+                            label { "Trigger "
+                                select name="trigger" {
+                                    option value="" { "all" }
+                                    @for t in ["pull_request", "push", "schedule", "manual", "other"] {
+                                        option value=(t) selected[q.trigger.as_deref() == Some(t)] { (t) }
+                                    }
                                 }
                             }
                         }
-                        label { "Window "
-                            input name="window" value=[q.window.as_deref()] placeholder="e.g. 7d" size="6";
+                        @if filters.window {
+                            label { "Window "
+                                input name="window" value=[q.window.as_deref()] placeholder="e.g. 7d" size="6";
+                            }
                         }
                         @if let Some(x) = extra_filters { (x) }
                         button type="submit" { "Apply" }
@@ -292,6 +328,10 @@ pub async fn overview(State(state): State<AppState>, Query(q): Query<UiQuery>) -
                 Nav::Overview,
                 &q,
                 &repos,
+                Filters {
+                    repository: true,
+                    ..Filters::NONE
+                },
                 None,
                 overview_html(&state, &q, &v),
             ),
@@ -300,34 +340,70 @@ pub async fn overview(State(state): State<AppState>, Query(q): Query<UiQuery>) -
     }
 }
 
-fn nightly_tip(c: &NightlyCellView, median: Option<f64>) -> Markup {
+fn job_tip(j: &NightlyJob, median: Option<f64>) -> Markup {
     html! {
-        strong { (c.state) } " · " (c.day) " · " (c.context)
-        @if let Some(d) = c.duration_seconds {
-            div { "run time " (fmt_seconds(d))
-                @if let (Some(r), Some(m)) = (c.runtime_ratio, median) {
-                    " (" (format!("{r:.2}")) "× the median " (fmt_seconds(m)) ")"
+        li class=(format!("job s-{}", j.state)) {
+            a href=(format!("/runs/{}", j.run_id)) { (state_symbol(&j.state)) " " (j.context) } " " span.muted { (j.state) }
+            @if let Some(d) = j.duration_seconds {
+                " · " (fmt_seconds(d))
+                @if let Some(r) = j.runtime_ratio {
+                    " (" (format!("{r:.2}")) "× "
+                    @match median { Some(m) => { "the median " (fmt_seconds(m)) }, None => "its median" }
+                    ")"
                 }
             }
-        }
-        @if let Some(f) = &c.failure {
-            div { "class " strong.class { (f.class) } " (" (f.category) ")" }
-            code.evidence { (f.evidence) }
-        }
-        @if let Some(g) = &c.since_green {
-            @if g.last_green_run_id.is_none() {
-                div.muted { "no earlier green run to compare dependencies with" }
-            } @else if g.changes.is_empty() {
-                div.muted { "no dependency changes since the last green run" }
-            } @else {
-                div { "dependency changes since the last green run:" }
-                ul.deps {
-                    @for d in &g.changes {
-                        li { code { (d.package) } " " (d.before.as_deref().unwrap_or("(new)")) " → " (d.after.as_deref().unwrap_or("(removed)")) }
+            @if let Some(f) = &j.failure {
+                div { "class " strong.class { (f.class) } " (" (f.category) ")" }
+                code.evidence { (f.evidence) }
+            }
+            @if let Some(g) = &j.since_green {
+                @if g.last_green_run_id.is_none() {
+                    div.muted { "no earlier green run to compare dependencies with" }
+                } @else if g.changes.is_empty() {
+                    div.muted { "no dependency changes since the last green run" }
+                } @else {
+                    div { "dependency changes since the last green run:" }
+                    ul.deps {
+                        @for d in &g.changes {
+                            li { code { (d.package) } " " (d.before.as_deref().unwrap_or("(new)")) " → " (d.after.as_deref().unwrap_or("(removed)")) }
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// `2/12 failed`, `1 run, none failed`, `3 runs, none failed`.
+fn cell_count(c: &NightlyCellView) -> String {
+    if c.failed > 0 {
+        format!("{}/{} failed", c.failed, c.runs)
+    } else {
+        format!("{}, none failed", plural(c.runs as u64, "run", "runs"))
+    }
+}
+
+/// `1 occurrence`, `2 occurrences`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn nightly_tip(c: &NightlyCellView, median: Option<f64>, drill: Option<&str>) -> Markup {
+    let (bad, good): (Vec<&NightlyJob>, Vec<&NightlyJob>) =
+        c.jobs.iter().partition(|j| j.state != "success");
+    html! {
+        strong { (cell_count(c)) } " · " (c.day)
+        @if !bad.is_empty() { ul.jobs { @for j in &bad { (job_tip(j, median)) } } }
+        @if !good.is_empty() {
+            div.passed { "passed: "
+                @for (i, j) in good.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    a href=(format!("/runs/{}", j.run_id)) { (j.context) }
+                    @if let Some(r) = j.runtime_ratio { " " span.muted { (format!("{r:.1}×")) } }
+                }
+            }
+        }
+        @if let Some(href) = drill { div { a href=(href) { "every job of this repository by day →" } } }
     }
 }
 
@@ -341,69 +417,135 @@ fn runtime_class(ratio: Option<f64>) -> (&'static str, &'static str) {
     }
 }
 
-fn nightly_html(state: &AppState, q: &UiQuery, v: &NightlyView) -> Markup {
+/// The jobs × days grid of one repository.
+fn nightly_jobs_path(repository: &str) -> String {
+    format!("/nightly/{}", enc(repository))
+}
+
+/// How to get the first runs in: shown by every page of an empty database.
+fn feed_hint() -> Markup {
+    html! {
+        p.hint {
+            "No runs stored yet. Feed runs in with " code { "ci-slo-exporter ingest" } " (TAP or JUnit reports), "
+            code { "POST /api/v1/runs" } " (JSON, bearer token), or a GitHub or GitLab webhook to "
+            code { "/webhooks/github" } " / " code { "/webhooks/gitlab" } "; "
+            code { "ci-slo-exporter backfill" } " fetches a forge's history (README, Getting started)."
+        }
+    }
+}
+
+fn nightly_html(state: &AppState, q: &UiQuery, v: &NightlyView, empty_db: bool) -> Markup {
     let runtime = v.color == "runtime";
+    let page = match &v.repository {
+        Some(r) => nightly_jobs_path(r),
+        None => "/nightly".to_string(),
+    };
     let base = |color: &str| {
         let mut qq = q.clone();
-        qq.color = Some(color.into());
+        if v.repository.is_some() {
+            qq.repository = None;
+        }
         let mut s = qq.filter_query();
         s.push_str(if s.is_empty() { "?" } else { "&" });
         s.push_str(&format!("color={color}"));
         if let Some(d) = q.days {
             s.push_str(&format!("&days={d}"));
         }
-        format!("/nightly{s}")
+        format!("{page}{s}")
+    };
+    // Carried into the drill-down: days and colour (the repository is the path).
+    let drill_query = {
+        let mut parts = Vec::new();
+        if let Some(c) = &q.context {
+            parts.push(format!("context={}", enc(c)));
+        }
+        if let Some(d) = q.days {
+            parts.push(format!("days={d}"));
+        }
+        if runtime {
+            parts.push("color=runtime".to_string());
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
     };
     let half = v.days.len() / 2;
+    let n = v.days.len();
     html! {
-        h1 { "Nightly and scheduled runs" }
-        p.lede {
-            "The latest scheduled run of each repository per UTC day, last " (v.days.len()) " days. "
-            "Hover or focus a cell for the failure and the dependency changes since the last green run; open it for the run. "
-            @if let Some(l) = grafana_link(state, "ci-slo-nightly", "nightly grid", q) { (l) }
+        @match &v.repository {
+            Some(r) => {
+                h1 { "Nightly jobs of " (r) }
+                p.lede {
+                    "Each scheduled job (context) of " strong { (r) } " per UTC day, newest first, last " (n) " days. "
+                    a href=(format!("/nightly{}", { let mut qq = q.clone(); qq.repository = None; qq.filter_query() })) { "← all repositories" }
+                    " "
+                    @if let Some(l) = grafana_link(state, "ci-slo-nightly", "nightly grid", q) { (l) }
+                }
+            }
+            None => {
+                h1 { "Nightly and scheduled runs" }
+                p.lede {
+                    "Every scheduled run of each repository per UTC day, newest day first, last " (n) " days: "
+                    "the colour is the worst run of the day, the count how many failed. "
+                    "Hover, focus or tap a cell for its failed jobs, their evidence and the dependency changes since the last green run; "
+                    "open a repository for its jobs by day. "
+                    @if let Some(l) = grafana_link(state, "ci-slo-nightly", "nightly grid", q) { (l) }
+                }
+            }
         }
         p.toggle {
             "Colour by: "
             @if runtime {
-                a href=(base("state")) { "state" } " · " strong aria-current="true" { "run time vs. the repository's median" }
+                a href=(base("state")) { "state" } " · " strong aria-current="true" { "run time vs. each job's median" }
             } @else {
-                strong aria-current="true" { "state" } " · " a href=(base("runtime")) { "run time vs. the repository's median" }
+                strong aria-current="true" { "state" } " · " a href=(base("runtime")) { "run time vs. each job's median" }
             }
         }
         @if v.rows.is_empty() {
             p.empty { "No scheduled runs in these days." }
+            @if empty_db { (feed_hint()) }
         } @else {
             div.scroll.grid-wrap {
                 table.grid {
-                    caption.sr { "Scheduled runs per repository and day" }
+                    caption.sr { "Scheduled runs per " @if v.repository.is_some() { "job" } @else { "repository" } " and day, newest day first" }
                     thead { tr {
-                        th scope="col" { "Repository" }
-                        @for d in &v.days { th scope="col" { abbr title=(d) { (d.format("%m-%d")) } } }
+                        th scope="col" { @if v.repository.is_some() { "Job" } @else { "Repository" } }
+                        @for d in v.days.iter().rev() { th scope="col" { abbr title=(d) { (d.format("%m-%d")) } } }
                     } }
                     tbody {
-                        @for row in &v.rows {
+                        @for (ri, row) in v.rows.iter().enumerate() {
                             tr {
-                                th scope="row" title=(row.repository) {
-                                    (row.repository)
-                                    @if let Some(m) = row.median_seconds { div.muted { "median " (fmt_seconds(m)) } }
+                                @match &row.context {
+                                    Some(c) => th scope="row" { (c)
+                                        @if let Some(m) = row.median_seconds { div.muted { "median " (fmt_seconds(m)) } } },
+                                    None => th scope="row" { a.repo href=(format!("{}{drill_query}", nightly_jobs_path(&row.repository))) {
+                                        // Long paths wrap after a slash rather than inside a name.
+                                        @for (i, part) in row.repository.split('/').enumerate() { @if i > 0 { "/" wbr; } (part) }
+                                    } },
                                 }
-                                @for (i, cell) in row.cells.iter().enumerate() {
+                                @for (di, cell) in row.cells.iter().rev().enumerate() {
                                     @match cell {
                                         None => td.cell.none { span title="no scheduled run" { "·" } span.sr { "no run" } },
                                         Some(c) => {
                                             @let (rt, rt_text) = runtime_class(c.runtime_ratio);
                                             @let cls = if runtime { format!("cell {rt}") } else { format!("cell s-{}", c.state) };
-                                            @let label = if runtime { format!("{}, {}, {rt_text}", c.day, c.state) } else { format!("{}, {}", c.day, c.state) };
-                                            td class=(cls) data-run=(c.run_id) data-state=(c.state) {
-                                                a.cellink href=(format!("/runs/{}", c.run_id)) aria-label=(label) aria-describedby=(format!("tip-{}", c.run_id)) {
+                                            @let count = cell_count(c);
+                                            @let label = if runtime { format!("{}, {}, {count}, {rt_text}", c.day, c.state) } else { format!("{}, {}, {count}", c.day, c.state) };
+                                            @let tip = format!("tip-{ri}-{di}");
+                                            td class=(cls) data-run=(c.run_id) data-state=(c.state) data-day=(c.day) data-runs=(c.runs) data-failed=(c.failed) {
+                                                span.cellink tabindex="0" aria-label=(label) aria-describedby=(tip) {
                                                     @if runtime {
                                                         @match c.runtime_ratio { Some(r) => (format!("{r:.1}×")), None => "–" }
                                                     } @else {
                                                         (state_symbol(&c.state))
                                                     }
+                                                    @if c.failed > 0 && c.runs > 1 { span.count { (c.failed) "/" (c.runs) } }
                                                 }
-                                                div.tip.right[i >= half] role="tooltip" id=(format!("tip-{}", c.run_id)) {
-                                                    (nightly_tip(c, row.median_seconds))
+                                                div.tip.right[di >= half] role="tooltip" id=(tip) {
+                                                    @let drill = v.repository.is_none().then(|| format!("{}{drill_query}", nightly_jobs_path(&row.repository)));
+                                                    (nightly_tip(c, row.median_seconds, drill.as_deref()))
                                                 }
                                             }
                                         }
@@ -417,21 +559,22 @@ fn nightly_html(state: &AppState, q: &UiQuery, v: &NightlyView) -> Markup {
             p.legend {
                 @if runtime {
                     span.cell.rt-fast { "0.7×" } " faster than 0.8× · " span.cell.rt-normal { "1.0×" } " usual · "
-                    span.cell.rt-slow { "1.3×" } " up to 1.5× · " span.cell.rt-veryslow { "1.8×" } " slower"
+                    span.cell.rt-slow { "1.3×" } " up to 1.5× · " span.cell.rt-veryslow { "1.8×" } " slower (the slowest job of the cell)"
                 } @else {
                     span.cell.s-success { "✓" } " success · " span.cell.s-failure { "✗" } " failure · "
-                    span.cell.s-error { "!" } " error · " span.cell.s-running { "…" } " running or lost · " "· no run"
+                    span.cell.s-error { "!" } " error · " span.cell.s-running { "…" } " running or lost · " "· no run · "
+                    span.cell.s-failure { "✗" span.count { "1/2" } } " 1 of 2 runs failed"
                 }
             }
         }
     }
 }
 
-pub async fn nightly(State(state): State<AppState>, Query(q): Query<UiQuery>) -> Response {
+async fn nightly_page(state: AppState, q: UiQuery, jobs_of: Option<String>) -> Response {
     let q = q.normalized();
     let data = async {
         Ok::<_, ApiError>((
-            views::nightly(&state, &q).await?,
+            views::nightly(&state, &q, jobs_of).await?,
             views::repositories(&state).await?,
         ))
     };
@@ -441,20 +584,42 @@ pub async fn nightly(State(state): State<AppState>, Query(q): Query<UiQuery>) ->
                 label { "Days " input name="days" type="number" min="1" max="92" value=[q.days] size="3"; }
                 @if let Some(c) = &q.color { input type="hidden" name="color" value=(c); }
             };
+            let title = match &v.repository {
+                Some(r) => format!("Nightly jobs of {r}"),
+                None => "Nightly".into(),
+            };
+            let filters = Filters {
+                repository: v.repository.is_none(),
+                context: true,
+                ..Filters::default()
+            };
             html_response(
                 StatusCode::OK,
                 layout(
-                    "Nightly",
+                    &title,
                     Nav::Nightly,
                     &q,
                     &repos,
+                    filters,
                     Some(extra),
-                    nightly_html(&state, &q, &v),
+                    nightly_html(&state, &q, &v, repos.is_empty()),
                 ),
             )
         }
         Err(e) => error_page(&q, e),
     }
+}
+
+pub async fn nightly(State(state): State<AppState>, Query(q): Query<UiQuery>) -> Response {
+    nightly_page(state, q, None).await
+}
+
+pub async fn nightly_jobs(
+    State(state): State<AppState>,
+    Path(repository): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Response {
+    nightly_page(state, q, Some(repository)).await
 }
 
 fn sparkline(trend: &[u64], days: &[chrono::NaiveDate]) -> Markup {
@@ -509,7 +674,7 @@ fn failures_html(state: &AppState, q: &UiQuery, v: &FailuresView) -> Markup {
                     div.fphead {
                         @if f.is_new { span.badge.new title="first seen within the NEW window" { "NEW" } " " }
                         strong.class { (f.class) } " " span.muted { "(" (f.category) ")" }
-                        " · " span.num { (f.occurrences) " occurrences" }
+                        " · " span.num { (plural(f.occurrences, "occurrence", "occurrences")) }
                         " " (sparkline(&f.trend, &v.days))
                     }
                     pre.evidence { code { (f.evidence) } }
@@ -560,6 +725,7 @@ pub async fn failures(State(state): State<AppState>, Query(q): Query<UiQuery>) -
                 Nav::Failures,
                 &q,
                 &repos,
+                Filters::ALL,
                 None,
                 failures_html(&state, &q, &v),
             ),
@@ -644,6 +810,10 @@ pub async fn test(
                 Nav::None,
                 &q,
                 &repos,
+                Filters {
+                    window: true,
+                    ..Filters::NONE
+                },
                 None,
                 test_html(&state, &q, &v),
             ),
@@ -788,6 +958,7 @@ pub async fn run(
                 Nav::None,
                 &q,
                 &[],
+                Filters::NONE,
                 None,
                 run_html(&v, state.config.web.run_page_tests),
             ),
@@ -809,7 +980,17 @@ pub async fn api_nightly(
     State(state): State<AppState>,
     Query(q): Query<UiQuery>,
 ) -> Result<Json<NightlyView>, ApiError> {
-    Ok(Json(views::nightly(&state, &q.normalized()).await?))
+    Ok(Json(views::nightly(&state, &q.normalized(), None).await?))
+}
+
+pub async fn api_nightly_jobs(
+    State(state): State<AppState>,
+    Path(repository): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Result<Json<NightlyView>, ApiError> {
+    Ok(Json(
+        views::nightly(&state, &q.normalized(), Some(repository)).await?,
+    ))
 }
 
 pub async fn api_failures(

@@ -4,9 +4,9 @@
 use super::{ApiError, AppState};
 use crate::flaky;
 use crate::slo::{self, EventCounts, SloId};
-use crate::store::NightlyFailure;
 use crate::store::ui::{
-    FailureKey, FailureOccurrence, RepositoryRow, RunFilter, SinceGreen, TestExecutionRow,
+    FailureKey, FailureOccurrence, NightlyFailure, RepositoryRow, RunFilter, SinceGreen,
+    TestExecutionRow,
 };
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -276,26 +276,51 @@ pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
 
 // ---------------------------------------------------------------- nightly
 
+/// One scheduled run in a nightly cell.
 #[derive(Debug, Clone, Serialize)]
-pub struct NightlyCellView {
-    pub day: NaiveDate,
+pub struct NightlyJob {
     pub run_id: i64,
     pub context: String,
     pub commit: String,
     pub state: String,
     pub duration_seconds: Option<f64>,
-    /// Run time / the repository's median run time in the grid.
+    /// Run time / the median run time of its context in the grid.
     pub runtime_ratio: Option<f64>,
     pub url: Option<String>,
     pub failure: Option<NightlyFailure>,
-    /// For a cell that is not green: dependency changes since the last green run.
+    /// For a failed run: dependency changes since the last green run of its context.
     pub since_green: Option<SinceGreen>,
+}
+
+/// A cell of the nightly grid: every scheduled run of a row (a repository,
+/// or one context of it) queued on one UTC day.
+#[derive(Debug, Clone, Serialize)]
+pub struct NightlyCellView {
+    pub day: NaiveDate,
+    /// The worst state of the day's runs (failure, timed_out, error,
+    /// cancelled, running, pending, skipped, success).
+    pub state: String,
+    /// How many runs the cell summarises, and how many of them failed
+    /// (failure, error or timed_out).
+    pub runs: u32,
+    pub failed: u32,
+    /// The run that gives the cell its state: the latest run in the worst state.
+    pub run_id: i64,
+    pub context: String,
+    pub commit: String,
+    /// The slowest run relative to the median of its context.
+    pub runtime_ratio: Option<f64>,
+    /// Every run of the cell, the worst first.
+    pub jobs: Vec<NightlyJob>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NightlyRow {
     pub forge: String,
     pub repository: String,
+    /// In a repository's jobs grid: the context of the row.
+    pub context: Option<String>,
+    /// The median run time of the row (one context: the jobs grid only).
     pub median_seconds: Option<f64>,
     /// One entry per day of `days`; `null` when no scheduled run that day.
     pub cells: Vec<Option<NightlyCellView>>,
@@ -303,8 +328,11 @@ pub struct NightlyRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NightlyView {
+    /// The UTC days, oldest first (the page shows the newest first).
     pub days: Vec<NaiveDate>,
     pub color: String,
+    /// Set for a repository's jobs × days grid (`/nightly/{repository}`).
+    pub repository: Option<String>,
     pub rows: Vec<NightlyRow>,
 }
 
@@ -321,7 +349,33 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-pub async fn nightly(state: &AppState, q: &UiQuery) -> Result<NightlyView, ApiError> {
+/// How bad a run state is for a nightly cell: higher is worse.
+pub fn state_severity(state: &str) -> u8 {
+    match state {
+        "failure" => 7,
+        "timed_out" => 6,
+        "error" => 5,
+        "cancelled" => 4,
+        "running" => 3,
+        "pending" => 2,
+        "skipped" => 1,
+        "success" => 0,
+        _ => 3,
+    }
+}
+
+/// Whether a run state counts as failed in a cell's `failed/runs`.
+pub fn is_failed(state: &str) -> bool {
+    matches!(state, "failure" | "error" | "timed_out")
+}
+
+/// The nightly grid: per repository (or, with `jobs_of`, per context of that
+/// repository) and UTC day, every scheduled run of the day summarised.
+pub async fn nightly(
+    state: &AppState,
+    q: &UiQuery,
+    jobs_of: Option<String>,
+) -> Result<NightlyView, ApiError> {
     let n = q.days.unwrap_or(state.config.ui.nightly_days);
     if n == 0 || n > 92 {
         return Err(ApiError::new(
@@ -344,73 +398,115 @@ pub async fn nightly(state: &AppState, q: &UiQuery) -> Result<NightlyView, ApiEr
     let days: Vec<NaiveDate> = (0..n as i64).map(|i| first + Duration::days(i)).collect();
     let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     let until = since + Duration::days(n as i64);
-    let filter = q.filter();
-    let (cells, greens) = state
+    let mut filter = q.filter();
+    filter.trigger = None;
+    if let Some(r) = &jobs_of {
+        filter.repository = Some(r.clone());
+    }
+    let (runs, mut greens) = state
         .store
         .read(move |s| {
-            let cells: Vec<_> = s
-                .nightly_grid(since, until)?
-                .into_iter()
-                .filter(|c| {
-                    filter
-                        .repository
-                        .as_ref()
-                        .is_none_or(|r| *r == c.repository)
-                })
-                .filter(|c| filter.context.as_ref().is_none_or(|x| *x == c.context))
-                .collect();
+            let runs = s.nightly_runs(since, until, &filter)?;
             let mut greens = HashMap::new();
-            for c in cells.iter().filter(|c| c.state != "success") {
-                greens.insert(c.run_id, s.dependencies_since_green(c.run_id)?);
+            for r in runs.iter().filter(|r| is_failed(&r.state)) {
+                greens.insert(r.run_id, s.dependencies_since_green(r.run_id)?);
             }
-            Ok((cells, greens))
+            Ok((runs, greens))
         })
         .await?;
-    let mut rows: BTreeMap<(String, String), Vec<crate::store::NightlyCell>> = BTreeMap::new();
-    for c in cells {
-        rows.entry((c.repository.clone(), c.forge.clone()))
-            .or_default()
-            .push(c);
+    // Medians per repository and context.
+    let mut durations: HashMap<(&str, &str, &str), Vec<f64>> = HashMap::new();
+    for r in &runs {
+        if let Some(d) = r.duration_seconds {
+            durations
+                .entry((&r.forge, &r.repository, &r.context))
+                .or_default()
+                .push(d);
+        }
     }
-    let mut greens = greens;
+    let medians: HashMap<(String, String, String), f64> = durations
+        .into_iter()
+        .filter_map(|((f, r, c), mut v)| {
+            median(&mut v).map(|m| ((f.to_string(), r.to_string(), c.to_string()), m))
+        })
+        .collect();
+    type RowKey = (String, String, Option<String>);
+    let mut rows: BTreeMap<RowKey, Vec<Vec<NightlyJob>>> = BTreeMap::new();
+    for r in runs {
+        let Some(i) = days.iter().position(|d| *d == r.day) else {
+            continue;
+        };
+        let context = jobs_of.is_some().then(|| r.context.clone());
+        let m = medians
+            .get(&(r.forge.clone(), r.repository.clone(), r.context.clone()))
+            .copied();
+        let job = NightlyJob {
+            runtime_ratio: match (r.duration_seconds, m) {
+                (Some(d), Some(m)) if m > 0.0 => Some(d / m),
+                _ => None,
+            },
+            since_green: greens.remove(&r.run_id),
+            run_id: r.run_id,
+            context: r.context,
+            commit: r.commit,
+            state: r.state,
+            duration_seconds: r.duration_seconds,
+            url: r.url,
+            failure: r.failure,
+        };
+        rows.entry((r.repository, r.forge, context))
+            .or_insert_with(|| vec![Vec::new(); days.len()])[i]
+            .push(job);
+    }
     let rows = rows
         .into_iter()
-        .map(|((repository, forge), cells)| {
-            let mut durations: Vec<f64> = cells.iter().filter_map(|c| c.duration_seconds).collect();
-            let median_seconds = median(&mut durations);
-            let mut by_day: Vec<Option<NightlyCellView>> = vec![None; days.len()];
-            for c in cells {
-                let Some(i) = days.iter().position(|d| *d == c.day) else {
-                    continue;
-                };
-                by_day[i] = Some(NightlyCellView {
-                    day: c.day,
-                    run_id: c.run_id,
-                    runtime_ratio: match (c.duration_seconds, median_seconds) {
-                        (Some(d), Some(m)) if m > 0.0 => Some(d / m),
-                        _ => None,
-                    },
-                    since_green: greens.remove(&c.run_id),
-                    context: c.context,
-                    commit: c.commit,
-                    state: c.state,
-                    duration_seconds: c.duration_seconds,
-                    url: c.url,
-                    failure: c.failure,
-                });
-            }
+        .map(|((repository, forge, context), per_day)| {
+            let median_seconds = context.as_ref().and_then(|c| {
+                medians
+                    .get(&(forge.clone(), repository.clone(), c.clone()))
+                    .copied()
+            });
+            let cells = per_day
+                .into_iter()
+                .zip(&days)
+                .map(|(jobs, day)| summarise(*day, jobs))
+                .collect();
             NightlyRow {
                 forge,
                 repository,
+                context,
                 median_seconds,
-                cells: by_day,
+                cells,
             }
         })
         .collect();
     Ok(NightlyView {
         days,
         color: color.into(),
+        repository: jobs_of,
         rows,
+    })
+}
+
+/// A cell from the day's runs (oldest first): the worst state, the count, the
+/// runs worst first (then newest first).
+fn summarise(day: NaiveDate, mut jobs: Vec<NightlyJob>) -> Option<NightlyCellView> {
+    jobs.reverse();
+    jobs.sort_by_key(|j| std::cmp::Reverse(state_severity(&j.state)));
+    let worst = jobs.first()?;
+    Some(NightlyCellView {
+        day,
+        state: worst.state.clone(),
+        runs: jobs.len() as u32,
+        failed: jobs.iter().filter(|j| is_failed(&j.state)).count() as u32,
+        run_id: worst.run_id,
+        context: worst.context.clone(),
+        commit: worst.commit.clone(),
+        runtime_ratio: jobs
+            .iter()
+            .filter_map(|j| j.runtime_ratio)
+            .max_by(|a, b| a.total_cmp(b)),
+        jobs,
     })
 }
 
@@ -915,6 +1011,57 @@ mod tests {
         assert_eq!(human(Duration::hours(1)), "1 hour");
         assert_eq!(human(Duration::hours(36)), "1 day 12 hours");
         assert_eq!(human(Duration::seconds(30)), "0 minutes");
+    }
+
+    fn job(run_id: i64, context: &str, state: &str, secs: Option<f64>) -> NightlyJob {
+        NightlyJob {
+            run_id,
+            context: context.into(),
+            commit: "c".into(),
+            state: state.into(),
+            duration_seconds: secs,
+            runtime_ratio: secs.map(|s| s / 100.0),
+            url: None,
+            failure: None,
+            since_green: None,
+        }
+    }
+
+    #[test]
+    fn a_nightly_cell_takes_the_worst_state_and_counts_the_failed_runs() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        assert!(summarise(day, Vec::new()).is_none());
+        // Oldest first, as the store reads them: a failed job before a later green one.
+        let c = summarise(
+            day,
+            vec![
+                job(1, "upgrade-tests", "failure", Some(90.0)),
+                job(2, "full-regression", "success", Some(180.0)),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.state.as_str(), c.failed, c.runs), ("failure", 1, 2));
+        assert_eq!((c.run_id, c.context.as_str()), (1, "upgrade-tests"));
+        assert_eq!(c.jobs[0].run_id, 1, "the worst first");
+        assert_eq!(c.runtime_ratio, Some(1.8), "the slowest job");
+        // Errors and time-outs count as failed; the latest of the worst names the cell.
+        let c = summarise(
+            day,
+            vec![
+                job(3, "a", "error", None),
+                job(4, "b", "timed_out", None),
+                job(5, "c", "error", None),
+                job(6, "d", "cancelled", None),
+                job(7, "e", "success", None),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.state.as_str(), c.failed, c.runs), ("timed_out", 3, 5));
+        let order: Vec<i64> = c.jobs.iter().map(|j| j.run_id).collect();
+        assert_eq!(order, [4, 5, 3, 6, 7]);
+        assert_eq!(c.runtime_ratio, None);
+        let c = summarise(day, vec![job(8, "a", "success", None)]).unwrap();
+        assert_eq!((c.state.as_str(), c.failed, c.runs), ("success", 0, 1));
     }
 
     #[test]

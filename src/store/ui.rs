@@ -93,6 +93,45 @@ pub struct SinceGreen {
     pub changes: Vec<crate::deps::DependencyChange>,
 }
 
+/// One scheduled run of the nightly grid, with its first failure evidence.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NightlyRun {
+    pub forge: String,
+    pub repository: String,
+    /// UTC day of the run (by queued, else started, else stored time).
+    pub day: chrono::NaiveDate,
+    pub run_id: i64,
+    pub context: String,
+    pub commit: String,
+    pub state: String,
+    pub duration_seconds: Option<f64>,
+    pub url: Option<String>,
+    pub failure: Option<NightlyFailure>,
+}
+
+/// The first failure evidence of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NightlyFailure {
+    pub class: String,
+    pub category: String,
+    pub evidence: String,
+}
+
+/// Every scheduled run of a window (index `runs_trigger_at`), its first
+/// failure by `failures_run`; repository and context filter in the query.
+const NIGHTLY_RUNS_SQL: &str =
+    "SELECT r.id, repo.forge, repo.path, r.context, r.commit_sha, r.state, r.queued_at, r.started_at,
+        r.finished_at, r.url, coalesce(r.queued_at, r.started_at, r.created_at) AS t,
+        f.class, f.category, f.evidence
+     FROM runs r
+     JOIN repositories repo ON repo.id = r.repository_id
+     LEFT JOIN failures f ON f.id = (SELECT min(x.id) FROM failures x WHERE x.run_id = r.id)
+     WHERE r.trigger = 'schedule' AND coalesce(r.queued_at, r.started_at, r.created_at) >= ?1
+       AND coalesce(r.queued_at, r.started_at, r.created_at) < ?2
+       AND (?3 IS NULL OR repo.path = ?3)
+       AND (?4 IS NULL OR r.context = ?4)
+     ORDER BY repo.path, repo.forge, t, r.id";
+
 /// The failures of a window, for aggregation: read from the covering index
 /// `failures_window` alone (each failure carries its run's time, repository
 /// and context). The trigger filter is the one that visits the runs.
@@ -287,6 +326,58 @@ impl Store {
                 duration_seconds: r.get(9)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every scheduled run queued in `[since, until)` of the repository and
+    /// context of `filter` (when given), by repository then time, each with
+    /// its first failure evidence: the nightly grids summarise them per day.
+    pub fn nightly_runs(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        filter: &RunFilter,
+    ) -> Result<Vec<NightlyRun>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(NIGHTLY_RUNS_SQL)?;
+        let rows = stmt.query_map(
+            params![
+                to_ms(since),
+                to_ms(until),
+                filter.repository,
+                filter.context
+            ],
+            |r| {
+                let opt = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+                    Ok(r.get::<_, Option<i64>>(i)?.map(from_ms))
+                };
+                let (d, _) = crate::model::durations(
+                    opt(6)?,
+                    opt(7)?,
+                    opt(8)?,
+                    crate::model::DurationLimits::default(),
+                );
+                let class: Option<String> = r.get(11)?;
+                Ok(NightlyRun {
+                    run_id: r.get(0)?,
+                    forge: r.get(1)?,
+                    repository: r.get(2)?,
+                    context: r.get(3)?,
+                    commit: r.get(4)?,
+                    state: r.get(5)?,
+                    duration_seconds: d.run_seconds,
+                    url: r.get(9)?,
+                    day: from_ms(r.get(10)?).date_naive(),
+                    failure: match class {
+                        Some(class) => Some(NightlyFailure {
+                            class,
+                            category: r.get(12)?,
+                            evidence: r.get(13)?,
+                        }),
+                        None => None,
+                    },
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -672,6 +763,9 @@ mod tests {
         assert!(p.contains("COVERING INDEX failures_window"), "{p}");
         let p = plan(FAILURE_SQL);
         assert!(!p.contains("SCAN"), "{p}");
+        let p = plan(NIGHTLY_RUNS_SQL);
+        assert!(p.contains("runs_trigger_at"), "{p}");
+        assert!(p.contains("failures_run"), "{p}");
         let p = plan(&test_history_sql());
         assert!(p.contains("runs_repo_context_at"), "{p}");
         let p = plan(
