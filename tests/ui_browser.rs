@@ -165,6 +165,55 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     assert!(statuses.contains("recovers"), "{statuses}");
     shot(&c, "overview-1280").await;
 
+    // An SLO's page: the daily SLI chart with its objective line, the budget
+    // chart, the repositories, and the bad events down to their runs.
+    c.find(Locator::Css("a[href='/slos/queue_time']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "h1").await, "SLO queue_time");
+    let charts = c.find_all(Locator::Css("svg.chart")).await.unwrap();
+    assert_eq!(charts.len(), 2);
+    assert!(charts[0].is_displayed().await.unwrap());
+    let points = c
+        .find_all(Locator::Css("svg.chart circle.pt"))
+        .await
+        .unwrap();
+    assert!(points.len() >= 40, "{} points", points.len());
+    let objective = text(&c, "svg.chart text.reflabel.objective").await;
+    assert!(objective.starts_with("objective "), "{objective}");
+    let status = text(&c, "dl.facts").await;
+    assert!(
+        status.contains("budget exhausted") && status.contains("since "),
+        "{status}"
+    );
+    assert!(
+        c.find_all(Locator::Css("table.repos tbody tr"))
+            .await
+            .unwrap()
+            .len()
+            >= 3
+    );
+    shot(&c, "slo-1280").await;
+    c.find(Locator::Css("a.events"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "h1").await, "Bad events of queue_time");
+    let run_link = c
+        .find(Locator::Css("table.events tbody tr a[href^='/runs/']"))
+        .await
+        .unwrap();
+    let href = run_link.attr("href").await.unwrap().unwrap();
+    shot(&c, "slo-events-1280").await;
+    run_link.click().await.unwrap();
+    assert!(c.current_url().await.unwrap().as_str().ends_with(&href));
+    assert!(text(&c, "h1").await.starts_with("Run "));
+
     c.goto(&format!("{base}/nightly")).await.unwrap();
     let cells = c.find_all(Locator::Css("td.cell[data-run]")).await.unwrap();
     assert!(cells.len() >= 30, "grid has {} cells", cells.len());
@@ -395,6 +444,8 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     let m = browser(&driver, &dir.path().join("profile-phone"), true).await;
     for (path, name) in [
         ("/", "overview"),
+        ("/slos/queue_time", "slo"),
+        ("/slos/queue_time/events", "slo-events"),
         ("/nightly", "nightly"),
         ("/nightly/jenkins%2Fnightly-suite", "nightly-jobs"),
         ("/failures", "failures"),

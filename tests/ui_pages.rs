@@ -81,6 +81,117 @@ fn every_page_answers_on_demo_data_with_the_stories_of_the_demo() {
     let one = json(&e, "/api/v1/slos?repository=acme%2Fweb-shop");
     assert_eq!(one["repository"], "acme/web-shop");
 
+    // Each SLO has its page: a daily trend, the repositories, the bad events.
+    assert!(
+        page.contains("href=\"/slos/queue_time\""),
+        "overview links the SLO page"
+    );
+    let q = json(&e, "/api/v1/slos/queue_time");
+    let slo = &q["slo"];
+    assert_eq!(slo["status"], "exhausted", "{slo}");
+    let since = slo["exhausted_since"].as_str().expect("exhausted since");
+    let recovers = slo["recovers_at"].as_str().unwrap();
+    assert!(since < recovers, "{since} {recovers}");
+    assert!(since < q["generated_at"].as_str().unwrap());
+    let days = q["days"].as_array().unwrap();
+    assert_eq!(days.len(), 29, "28 days back and today");
+    assert_eq!(
+        days.last().unwrap()["budget_remaining"],
+        slo["budget_remaining"],
+        "today's budget is the SLO's"
+    );
+    let day_total: u64 = days.iter().map(|d| d["total"].as_u64().unwrap()).sum();
+    assert!(day_total >= slo["total"].as_u64().unwrap(), "{day_total}");
+    // The queue regression of the last week: the budget falls over the days.
+    assert!(
+        days[days.len() - 10]["budget_remaining"].as_f64().unwrap()
+            > days.last().unwrap()["budget_remaining"].as_f64().unwrap()
+    );
+    let repos = q["repositories"].as_array().unwrap();
+    assert!(repos.len() >= 3, "{repos:?}");
+    let sum = |k: &str| repos.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("total"), slo["total"].as_u64().unwrap());
+    assert_eq!(sum("good"), slo["good"].as_u64().unwrap());
+    let bads: Vec<u64> = repos.iter().map(|r| r["bad"].as_u64().unwrap()).collect();
+    assert!(
+        bads.windows(2).all(|w| w[0] >= w[1]),
+        "most bad first: {bads:?}"
+    );
+    let page = ok(&e, "/slos/queue_time");
+    assert!(page.contains("<svg class=\"chart\""));
+    assert!(page.contains("objective "));
+    assert!(page.contains("By repository"));
+    assert!(page.contains("budget exhausted"));
+    assert!(page.contains(">since <time"));
+    assert!(page.contains("href=\"/slos/queue_time/events\""));
+    assert!(page.contains("href=\"/slos/queue_time/events?repository=acme%2Fweb-shop\""));
+    assert!(
+        !page.contains("name=\"trigger\""),
+        "SLO events have no trigger"
+    );
+    let one = json(&e, "/api/v1/slos/queue_time?repository=acme%2Fweb-shop");
+    assert_eq!(one["repositories"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        one["repositories"][0]["total"], one["slo"]["total"],
+        "one repository's SLO is its row"
+    );
+    let (status, body) = e.get("/slos/nope");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("queue_time"), "names the known SLOs: {body}");
+    // The bad events: newest first, each a run that resolves.
+    let ev = json(&e, "/api/v1/slos/queue_time/events");
+    let bad = slo["total"].as_u64().unwrap() - slo["good"].as_u64().unwrap();
+    assert_eq!(ev["bad"].as_u64().unwrap(), bad);
+    let events = ev["events"].as_array().unwrap();
+    assert_eq!(events.len() as u64, bad.min(100));
+    let at: Vec<&str> = events.iter().map(|x| x["at"].as_str().unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    assert!(
+        events
+            .iter()
+            .all(|x| x["kind"] == "run" && x["run_id"].is_i64())
+    );
+    let run = json(&e, &format!("/api/v1/runs/{}", events[0]["run_id"]));
+    assert_eq!(run["repository"], events[0]["repository"]);
+    let page = ok(&e, "/slos/queue_time/events");
+    assert!(page.contains(&format!("href=\"/runs/{}\"", events[0]["run_id"])));
+    if bad > 100 {
+        assert!(page.contains("offset=100"), "a next page");
+        let next = json(&e, "/api/v1/slos/queue_time/events?offset=100");
+        assert!(next["events"][0]["at"].as_str().unwrap() <= at[99]);
+    }
+    let web = json(
+        &e,
+        "/api/v1/slos/queue_time/events?repository=acme%2Fweb-shop",
+    );
+    assert!(!web["events"].as_array().unwrap().is_empty());
+    assert!(
+        web["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["repository"] == "acme/web-shop")
+    );
+    // Merged changes that spent a budget link to the change on the forge.
+    let merged = json(&e, "/api/v1/slos/merged_without_failures/events");
+    let change = merged["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["forge"] == "github")
+        .expect("a github change");
+    assert_eq!(change["kind"], "change");
+    let url = change["change_url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!(
+            "https://github.com/{}/pull/{}",
+            change["repository"].as_str().unwrap(),
+            change["change_number"]
+        )
+    );
+    assert!(ok(&e, "/slos/merged_without_failures/events").contains(&format!("href=\"{url}\"")));
+
     // Nightly: a grid with a failing cell (jenkins' last day with its NEW panic).
     let nightly = json(&e, "/api/v1/nightly");
     assert_eq!(nightly["days"].as_array().unwrap().len(), 14);

@@ -82,6 +82,8 @@ pub fn router(state: AppState) -> Router {
 fn ui_routes() -> Router<AppState> {
     Router::new()
         .route("/", get(ui::overview))
+        .route("/slos/{slo}", get(ui::slo))
+        .route("/slos/{slo}/events", get(ui::slo_events))
         .route("/nightly", get(ui::nightly))
         .route("/nightly/{repository}", get(ui::nightly_jobs))
         .route("/failures", get(ui::failures))
@@ -89,6 +91,8 @@ fn ui_routes() -> Router<AppState> {
         .route("/runs/{id}", get(ui::run))
         .route("/static/app.css", get(ui::css))
         .route("/api/v1/slos", get(ui::api_slos))
+        .route("/api/v1/slos/{slo}", get(ui::api_slo))
+        .route("/api/v1/slos/{slo}/events", get(ui::api_slo_events))
         .route("/api/v1/nightly", get(ui::api_nightly))
         .route("/api/v1/nightly/{repository}", get(ui::api_nightly_jobs))
         .route("/api/v1/failures", get(ui::api_failures))

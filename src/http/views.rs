@@ -173,6 +173,9 @@ pub struct SloRow {
     pub status: String,
     /// For an exhausted budget: when the rolling period recovers if no further bad events arrive.
     pub recovers_at: Option<DateTime<Utc>>,
+    /// For an exhausted budget: since when it has been overspent without a break
+    /// (the start of the hour whose events overspent it).
+    pub exhausted_since: Option<DateTime<Utc>>,
     pub windows: Vec<SloWindow>,
 }
 
@@ -184,21 +187,64 @@ pub struct SlosView {
     pub slos: Vec<SloRow>,
 }
 
-pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
-    let now = Utc::now();
-    let period = Duration::from_std(state.config.slo.period).unwrap_or(Duration::days(28));
-    let windows: Vec<Duration> = state
+const HOUR_MS: i64 = 3_600_000;
+
+/// The SLO settings every SLO view needs.
+struct SloSettings {
+    now: DateTime<Utc>,
+    period: Duration,
+    windows: Vec<Duration>,
+}
+
+fn slo_settings(state: &AppState) -> SloSettings {
+    SloSettings {
+        now: Utc::now(),
+        period: Duration::from_std(state.config.slo.period).unwrap_or(Duration::days(28)),
+        windows: state
+            .config
+            .slo
+            .windows
+            .iter()
+            .filter_map(|w| Duration::from_std(*w).ok())
+            .collect(),
+    }
+}
+
+fn objective_of(state: &AppState, id: SloId) -> f64 {
+    state
         .config
         .slo
-        .windows
-        .iter()
-        .filter_map(|w| Duration::from_std(*w).ok())
-        .collect();
-    let repository = q.repository.clone();
-    let since = now - period;
+        .objectives
+        .get(id.as_str())
+        .copied()
+        .unwrap_or(id.default_objective())
+}
+
+/// The SLO named in a path, or 404.
+pub fn slo_id(name: &str) -> Result<SloId, ApiError> {
+    SloId::ALL
+        .into_iter()
+        .find(|id| id.as_str() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = SloId::ALL.iter().map(|i| i.as_str()).collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no SLO {name:?} (known: {})", known.join(", ")),
+            )
+        })
+}
+
+/// Hourly events per SLO over two periods back from now (the second for
+/// "exhausted since"), oldest first.
+async fn slo_buckets(
+    state: &AppState,
+    s: &SloSettings,
+    repository: Option<String>,
+) -> Result<HashMap<String, Vec<(i64, EventCounts)>>, ApiError> {
+    let since = s.now - s.period - s.period;
     let buckets = state
         .store
-        .read(move |s| s.slo_hourly(since, repository.as_deref()))
+        .read(move |st| st.slo_hourly(since, repository.as_deref()))
         .await?;
     let mut per_slo: HashMap<String, Vec<(i64, EventCounts)>> = HashMap::new();
     for b in buckets {
@@ -207,71 +253,298 @@ pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
             .or_default()
             .push((b.hour_ms, b.counts));
     }
-    let now_ms = now.timestamp_millis();
-    let sum_since = |v: &[(i64, EventCounts)], from_ms: i64| {
-        v.iter()
-            .filter(|(h, _)| *h >= from_ms)
-            .fold(EventCounts::default(), |a, (_, c)| EventCounts {
-                good: a.good + c.good,
-                total: a.total + c.total,
-            })
+    Ok(per_slo)
+}
+
+fn slo_row(id: SloId, objective: f64, events: &[(i64, EventCounts)], s: &SloSettings) -> SloRow {
+    let now_ms = s.now.timestamp_millis();
+    let period_ms = s.period.num_milliseconds();
+    let all = slo::rolling_at(events, now_ms, period_ms, HOUR_MS);
+    let budget_remaining = all.budget_remaining(objective);
+    let day = slo::sum_between(events, now_ms - 86_400_000, i64::MAX);
+    let from = (now_ms - period_ms).div_euclid(HOUR_MS) * HOUR_MS;
+    let in_period = &events[events.partition_point(|(h, _)| *h < from)..];
+    let recovers_at = slo::budget_recovery_ms(in_period, period_ms, HOUR_MS, objective)
+        .map(crate::store::from_ms);
+    let exhausted_since = if budget_remaining < 0.0 {
+        slo::exhausted_since_ms(events, period_ms, HOUR_MS, now_ms, objective)
+            .map(crate::store::from_ms)
+    } else {
+        None
     };
-    let mut rows = Vec::new();
-    for id in SloId::ALL {
-        let objective = state
-            .config
-            .slo
-            .objectives
-            .get(id.as_str())
-            .copied()
-            .unwrap_or(id.default_objective());
-        let events = per_slo.remove(id.as_str()).unwrap_or_default();
-        let all = sum_since(&events, i64::MIN);
-        let budget_remaining = all.budget_remaining(objective);
-        let day = sum_since(&events, now_ms - 86_400_000);
-        let recovers_at =
-            slo::budget_recovery_ms(&events, period.num_milliseconds(), 3_600_000, objective)
-                .map(crate::store::from_ms);
-        let status = if all.total == 0 {
-            "no_data"
-        } else if budget_remaining < 0.0 {
-            "exhausted"
-        } else if day.burn_rate(objective).is_some_and(|b| b > 1.0) {
-            "burning"
-        } else {
-            "ok"
-        };
-        rows.push(SloRow {
-            slo: id.as_str().into(),
-            description: id.description().into(),
-            objective,
-            good: all.good,
-            total: all.total,
-            sli: all.sli(),
-            budget_remaining,
-            status: status.into(),
-            recovers_at,
-            windows: windows
-                .iter()
-                .map(|w| {
-                    let c = sum_since(&events, now_ms - w.num_milliseconds());
-                    SloWindow {
-                        window: human(*w),
-                        good: c.good,
-                        total: c.total,
-                        sli: c.sli(),
-                        burn_rate: c.burn_rate(objective),
-                    }
-                })
-                .collect(),
-        });
+    let status = if all.total == 0 {
+        "no_data"
+    } else if budget_remaining < 0.0 {
+        "exhausted"
+    } else if day.burn_rate(objective).is_some_and(|b| b > 1.0) {
+        "burning"
+    } else {
+        "ok"
+    };
+    SloRow {
+        slo: id.as_str().into(),
+        description: id.description().into(),
+        objective,
+        good: all.good,
+        total: all.total,
+        sli: all.sli(),
+        budget_remaining,
+        status: status.into(),
+        recovers_at,
+        exhausted_since,
+        windows: s
+            .windows
+            .iter()
+            .map(|w| {
+                let c = slo::sum_between(events, now_ms - w.num_milliseconds(), i64::MAX);
+                SloWindow {
+                    window: human(*w),
+                    good: c.good,
+                    total: c.total,
+                    sli: c.sli(),
+                    burn_rate: c.burn_rate(objective),
+                }
+            })
+            .collect(),
     }
+}
+
+pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
+    let s = slo_settings(state);
+    let mut per_slo = slo_buckets(state, &s, q.repository.clone()).await?;
+    let rows = SloId::ALL
+        .into_iter()
+        .map(|id| {
+            let events = per_slo.remove(id.as_str()).unwrap_or_default();
+            slo_row(id, objective_of(state, id), &events, &s)
+        })
+        .collect();
     Ok(SlosView {
-        generated_at: now,
+        generated_at: s.now,
         repository: q.repository.clone(),
-        period: human(period),
+        period: human(s.period),
         slos: rows,
     })
+}
+
+/// One UTC day of an SLO's period.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloDay {
+    pub day: NaiveDate,
+    pub good: u64,
+    pub total: u64,
+    /// The SLI of the day's events.
+    pub sli: Option<f64>,
+    /// The error budget left over the rolling period that ends with the day
+    /// (today: now).
+    pub budget_remaining: f64,
+}
+
+/// One repository's share of an SLO's period.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloRepository {
+    pub forge: String,
+    pub repository: String,
+    pub good: u64,
+    pub total: u64,
+    pub bad: u64,
+    pub sli: Option<f64>,
+    /// bad / all bad events of the SLO in the period.
+    pub share_of_bad: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloDetailView {
+    pub generated_at: DateTime<Utc>,
+    pub repository: Option<String>,
+    pub period: String,
+    pub slo: SloRow,
+    /// Oldest first, from the day the period starts to today.
+    pub days: Vec<SloDay>,
+    /// Repositories with events in the period, most bad events first.
+    pub repositories: Vec<SloRepository>,
+}
+
+pub async fn slo_detail(
+    state: &AppState,
+    name: &str,
+    q: &UiQuery,
+) -> Result<SloDetailView, ApiError> {
+    let id = slo_id(name)?;
+    let s = slo_settings(state);
+    let objective = objective_of(state, id);
+    let events = slo_buckets(state, &s, q.repository.clone())
+        .await?
+        .remove(id.as_str())
+        .unwrap_or_default();
+    let row = slo_row(id, objective, &events, &s);
+    let now_ms = s.now.timestamp_millis();
+    let period_ms = s.period.num_milliseconds();
+    let first = (s.now - s.period).date_naive();
+    let today = s.now.date_naive();
+    let days = first
+        .iter_days()
+        .take_while(|d| *d <= today)
+        .map(|d| {
+            let start = d
+                .and_hms_opt(0, 0, 0)
+                .unwrap_or_default()
+                .and_utc()
+                .timestamp_millis();
+            let end = start + 86_400_000;
+            let c = slo::sum_between(&events, start, end);
+            SloDay {
+                day: d,
+                good: c.good,
+                total: c.total,
+                sli: c.sli(),
+                budget_remaining: slo::rolling_at(&events, end.min(now_ms), period_ms, HOUR_MS)
+                    .budget_remaining(objective),
+            }
+        })
+        .collect();
+    let since = s.now - s.period;
+    let repository = q.repository.clone();
+    let per_repo = state
+        .store
+        .read(move |st| st.slo_by_repository(id.as_str(), since))
+        .await?;
+    let per_repo: Vec<_> = per_repo
+        .into_iter()
+        .filter(|r| repository.as_ref().is_none_or(|p| *p == r.repository))
+        .collect();
+    let all_bad: u64 = per_repo.iter().map(|r| r.counts.bad()).sum();
+    let mut repositories: Vec<SloRepository> = per_repo
+        .into_iter()
+        .map(|r| SloRepository {
+            bad: r.counts.bad(),
+            share_of_bad: if all_bad == 0 {
+                0.0
+            } else {
+                r.counts.bad() as f64 / all_bad as f64
+            },
+            sli: r.counts.sli(),
+            good: r.counts.good,
+            total: r.counts.total,
+            forge: r.forge,
+            repository: r.repository,
+        })
+        .collect();
+    repositories.sort_by(|a, b| {
+        b.bad
+            .cmp(&a.bad)
+            .then(b.total.cmp(&a.total))
+            .then(a.repository.cmp(&b.repository))
+    });
+    Ok(SloDetailView {
+        generated_at: s.now,
+        repository: q.repository.clone(),
+        period: human(s.period),
+        slo: row,
+        days,
+        repositories,
+    })
+}
+
+/// A bad event with links to what it is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct BadEventView {
+    #[serde(flatten)]
+    pub event: crate::store::ui::BadEvent,
+    /// The change on its forge (GitHub pull request, GitLab merge request).
+    pub change_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloEventsView {
+    pub slo: String,
+    pub description: String,
+    pub repository: Option<String>,
+    pub period: String,
+    pub since: DateTime<Utc>,
+    /// All bad events of the period (of the repository, when given).
+    pub bad: u64,
+    pub offset: usize,
+    pub limit: usize,
+    /// Newest first.
+    pub events: Vec<BadEventView>,
+}
+
+/// Bad events per page of `/slos/{slo}/events`.
+pub const EVENTS_PER_PAGE: usize = 100;
+
+pub async fn slo_events(
+    state: &AppState,
+    name: &str,
+    q: &UiQuery,
+    offset: usize,
+) -> Result<SloEventsView, ApiError> {
+    let id = slo_id(name)?;
+    if offset > 100_000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "offset must be at most 100000",
+        ));
+    }
+    let s = slo_settings(state);
+    // Whole hours, as the hourly counts behind the SLI.
+    let since_ms = (s.now - s.period).timestamp_millis().div_euclid(HOUR_MS) * HOUR_MS;
+    let since = crate::store::from_ms(since_ms);
+    let repository = q.repository.clone();
+    let (events, hourly) = state
+        .store
+        .read(move |st| {
+            Ok((
+                st.slo_bad_events(
+                    id.as_str(),
+                    since,
+                    repository.as_deref(),
+                    offset,
+                    EVENTS_PER_PAGE,
+                )?,
+                st.slo_hourly(since, repository.as_deref())?,
+            ))
+        })
+        .await?;
+    let bad = hourly
+        .iter()
+        .filter(|b| b.slo == id.as_str())
+        .map(|b| b.counts.bad())
+        .sum();
+    let gitlab_web = gitlab_web_base(&state.config.gitlab.api_url);
+    let events = events
+        .into_iter()
+        .map(|e| BadEventView {
+            change_url: e
+                .change_number
+                .and_then(|n| change_url(&e.forge, &e.repository, n, &gitlab_web)),
+            event: e,
+        })
+        .collect();
+    Ok(SloEventsView {
+        slo: id.as_str().into(),
+        description: id.description().into(),
+        repository: q.repository.clone(),
+        period: human(s.period),
+        since,
+        bad,
+        offset,
+        limit: EVENTS_PER_PAGE,
+        events,
+    })
+}
+
+/// A change's page on its forge; none for generic repositories.
+pub fn change_url(forge: &str, repository: &str, number: i64, gitlab_web: &str) -> Option<String> {
+    if !super::text::safe_repository_path(repository) {
+        return None;
+    }
+    let path: String = repository.split('/').map(enc).collect::<Vec<_>>().join("/");
+    match forge {
+        "github" => Some(format!("https://github.com/{path}/pull/{number}")),
+        "gitlab" => Some(format!("{gitlab_web}/{path}/-/merge_requests/{number}")),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------- nightly

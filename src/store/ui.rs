@@ -93,6 +93,52 @@ pub struct SinceGreen {
     pub changes: Vec<crate::deps::DependencyChange>,
 }
 
+/// One repository's events of one SLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SloRepositoryCounts {
+    pub forge: String,
+    pub repository: String,
+    pub counts: EventCounts,
+}
+
+/// A bad SLO event with what it is about: a run (run time, queue time, run
+/// completed), a test execution of a run, or a merged change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BadEvent {
+    pub at: DateTime<Utc>,
+    pub forge: String,
+    pub repository: String,
+    /// `run`, `test` or `change`.
+    pub kind: String,
+    /// The run (for a change: its latest run that did not succeed, else its latest run).
+    pub run_id: Option<i64>,
+    pub context: Option<String>,
+    pub state: Option<String>,
+    pub commit: Option<String>,
+    pub test: Option<String>,
+    pub change_number: Option<i64>,
+    /// A change's outcome (`failed_runs`, `retried`, ...).
+    pub change_outcome: Option<String>,
+}
+
+/// A window's bad events of one SLO, newest first: index `slo_events_at`
+/// walked backwards from now (ties of one millisecond sorted on the way),
+/// which stops after a page: the primary key would read every event the SLO
+/// ever had.
+const BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
+     FROM slo_events e INDEXED BY slo_events_at
+     CROSS JOIN repositories repo ON repo.id = e.repository_id
+     WHERE e.at >= ?2 AND e.slo = ?1 AND e.good = 0
+       AND (?3 IS NULL OR repo.path = ?3)
+     ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
+
+/// One SLO's events per repository since an hour (primary key of
+/// `slo_hourly` per repository).
+const SLO_BY_REPOSITORY_SQL: &str = "SELECT repo.forge, repo.path, sum(h.good), sum(h.total)
+     FROM repositories repo
+     CROSS JOIN slo_hourly h ON h.repository_id = repo.id AND h.hour >= ?2 AND h.slo = ?1
+     GROUP BY repo.id HAVING sum(h.total) > 0";
+
 /// One scheduled run of the nightly grid, with its first failure evidence.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NightlyRun {
@@ -327,6 +373,110 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One SLO's good and total events since `since` per repository.
+    pub fn slo_by_repository(
+        &self,
+        slo: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SloRepositoryCounts>, StoreError> {
+        let since_hour = to_ms(since).div_euclid(3_600_000) * 3_600_000;
+        let mut stmt = self.conn.prepare_cached(SLO_BY_REPOSITORY_SQL)?;
+        let rows = stmt.query_map(params![slo, since_hour], |r| {
+            Ok(SloRepositoryCounts {
+                forge: r.get(0)?,
+                repository: r.get(1)?,
+                counts: EventCounts {
+                    good: r.get::<_, i64>(2)?.max(0) as u64,
+                    total: r.get::<_, i64>(3)?.max(0) as u64,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Bad events of one SLO since `since`, newest first, `limit` from
+    /// `offset`, optionally of one repository, each with its run or change.
+    pub fn slo_bad_events(
+        &self,
+        slo: &str,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<BadEvent>, StoreError> {
+        let raw: Vec<(String, i64, String, String)> = self
+            .conn
+            .prepare_cached(BAD_EVENTS_SQL)?
+            .query_map(
+                params![slo, to_ms(since), repository, limit as i64, offset as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?
+            .collect::<Result<_, _>>()?;
+        let mut run = self
+            .conn
+            .prepare_cached("SELECT context, state, commit_sha FROM runs WHERE id = ?1")?;
+        let mut change = self.conn.prepare_cached(
+            "SELECT c.number, c.outcome,
+                    coalesce((SELECT max(r.id) FROM runs r WHERE r.change_id = c.id AND r.state != 'success'),
+                             (SELECT max(r.id) FROM runs r WHERE r.change_id = c.id))
+             FROM changes c WHERE c.id = ?1",
+        )?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (subject, at, forge, path) in raw {
+            let mut e = BadEvent {
+                at: from_ms(at),
+                forge,
+                repository: path,
+                kind: String::new(),
+                run_id: None,
+                context: None,
+                state: None,
+                commit: None,
+                test: None,
+                change_number: None,
+                change_outcome: None,
+            };
+            let (kind, rest) = subject.split_once(':').unwrap_or((subject.as_str(), ""));
+            match kind {
+                "change" => {
+                    e.kind = "change".into();
+                    if let Ok(id) = rest.parse::<i64>()
+                        && let Some((number, outcome, run_id)) = change
+                            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()?
+                    {
+                        e.change_number = Some(number);
+                        e.change_outcome = outcome;
+                        e.run_id = run_id;
+                    }
+                }
+                "test" => {
+                    e.kind = "test".into();
+                    if let Some((id, name)) = rest.split_once(':') {
+                        e.run_id = id.parse().ok();
+                        e.test = Some(name.to_string());
+                    }
+                }
+                _ => {
+                    e.kind = "run".into();
+                    e.run_id = rest.parse().ok();
+                }
+            }
+            if e.kind != "change"
+                && let Some(id) = e.run_id
+                && let Some((context, state, commit)) = run
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?
+            {
+                e.context = Some(context);
+                e.state = Some(state);
+                e.commit = Some(commit);
+            }
+            out.push(e);
+        }
+        Ok(out)
     }
 
     /// Every scheduled run queued in `[since, until)` of the repository and
@@ -745,6 +895,98 @@ mod tests {
     }
 
     #[test]
+    fn bad_events_name_their_run_or_test_newest_first_and_counts_split_by_repository() {
+        let mut s = store();
+        let failed_test = TestRequest {
+            name: "T.a".into(),
+            outcome: TestOutcome::Failed,
+            duration_seconds: Some(1.0),
+            retries: 0,
+            message: None,
+        };
+        let a = ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c1",
+            Trigger::Schedule,
+            t0(),
+            RunState::Error,
+            None,
+            vec![],
+        );
+        let b = ingest(
+            &mut s,
+            "o/b",
+            "nightly",
+            "c2",
+            Trigger::Schedule,
+            t0() + Duration::hours(2),
+            RunState::Failure,
+            None,
+            vec![failed_test],
+        );
+        ingest(
+            &mut s,
+            "o/b",
+            "nightly",
+            "c3",
+            Trigger::Schedule,
+            t0() + Duration::hours(3),
+            RunState::Success,
+            None,
+            vec![],
+        );
+        let since = t0() - Duration::days(1);
+        let lost = s
+            .slo_bad_events("runs_completed", since, None, 0, 10)
+            .unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(
+            (
+                lost[0].kind.as_str(),
+                lost[0].run_id,
+                lost[0].repository.as_str()
+            ),
+            ("run", Some(a), "o/a")
+        );
+        assert_eq!(lost[0].state.as_deref(), Some("error"));
+        assert_eq!(lost[0].context.as_deref(), Some("ci"));
+        let tests = s
+            .slo_bad_events("test_success", since, None, 0, 10)
+            .unwrap();
+        assert_eq!(tests.len(), 1);
+        assert_eq!(tests[0].kind, "test");
+        assert_eq!(
+            (tests[0].run_id, tests[0].test.as_deref()),
+            (Some(b), Some("T.a"))
+        );
+        assert!(
+            s.slo_bad_events("runs_completed", since, Some("o/b"), 0, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.slo_bad_events("runs_completed", since, None, 1, 10)
+                .unwrap()
+                .is_empty(),
+            "offset"
+        );
+        let mut per_repo = s.slo_by_repository("runs_completed", since).unwrap();
+        per_repo.sort_by(|x, y| x.repository.cmp(&y.repository));
+        assert_eq!(
+            per_repo
+                .iter()
+                .map(|r| (r.repository.as_str(), r.counts))
+                .collect::<Vec<_>>(),
+            [
+                ("o/a", EventCounts { good: 0, total: 1 }),
+                ("o/b", EventCounts { good: 2, total: 2 })
+            ]
+        );
+    }
+
+    #[test]
     fn ui_queries_use_indexes() {
         let s = store();
         let plan = |sql: &str| -> String {
@@ -763,6 +1005,11 @@ mod tests {
         assert!(p.contains("COVERING INDEX failures_window"), "{p}");
         let p = plan(FAILURE_SQL);
         assert!(!p.contains("SCAN"), "{p}");
+        let p = plan(BAD_EVENTS_SQL);
+        assert!(p.contains("INDEX slo_events_at"), "{p}");
+        assert!(!p.contains("TEMP B-TREE FOR ORDER BY"), "{p}");
+        let p = plan(SLO_BY_REPOSITORY_SQL);
+        assert!(p.contains("PRIMARY KEY"), "{p}");
         let p = plan(NIGHTLY_RUNS_SQL);
         assert!(p.contains("runs_trigger_at"), "{p}");
         assert!(p.contains("failures_run"), "{p}");
