@@ -397,8 +397,64 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
         "{body}"
     );
     shot(&c, "failures-1280").await;
+    // Compact rows: closed, one or two lines each; opening one shows its evidence.
+    let heights = c
+        .execute(
+            "return [...document.querySelectorAll('li.fp')].map(li => li.getBoundingClientRect().height);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let heights: Vec<f64> = heights
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_f64().unwrap())
+        .collect();
+    assert!(
+        heights.len() > 5 && heights.iter().all(|h| *h < 90.0),
+        "{heights:?}"
+    );
+    let first = c.find(Locator::Css("li.fp")).await.unwrap();
+    let pre = first.find(Locator::Css("pre.evidence")).await.unwrap();
+    assert!(!pre.is_displayed().await.unwrap());
+    first
+        .find(Locator::Css("summary .num"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(pre.is_displayed().await.unwrap(), "the row expands");
+    // A class opens its page with its runs.
+    let class_link = c.find(Locator::Css("table.classes a.class")).await.unwrap();
+    let class = class_link.text().await.unwrap();
+    class_link.click().await.unwrap();
+    assert_eq!(text(&c, "h1").await, format!("Failure class {class}"));
+    let runs = c
+        .find_all(Locator::Css("table.runs tbody tr"))
+        .await
+        .unwrap();
+    assert!(!runs.is_empty());
+    shot(&c, "failure-class-1280").await;
+    c.find(Locator::Css("table.runs tbody tr a[href^='/runs/']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(&c, "h1").await.starts_with("Run "));
+    c.goto(&format!("{base}/failures")).await.unwrap();
 
-    // A test page reached through a link of the failures page.
+    // A test page reached through a link of the failures page (in a row, opened).
+    c.find(Locator::XPath(
+        "//li[contains(@class,'fp')][.//a[starts-with(@href,'/tests/cockpit-project%2Fcockpit/')]]//summary/span[@class='num']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     let test_link = c
         .find(Locator::Css("a[href^='/tests/cockpit-project%2Fcockpit/']"))
         .await
@@ -449,6 +505,7 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
         ("/nightly", "nightly"),
         ("/nightly/jenkins%2Fnightly-suite", "nightly-jobs"),
         ("/failures", "failures"),
+        ("/failures?new=1", "failures-new"),
         (
             "/tests/cockpit-project%2Fcockpit/fedora-42/TestStorage.testLvmRaid?window=30d",
             "test",

@@ -437,6 +437,82 @@ fn every_page_answers_on_demo_data_with_the_stories_of_the_demo() {
     }
     let (status, _) = e.get("/failures?window=forever");
     assert_eq!(status, 400);
+    // Compact rows that expand, counts in words, classes that open their page.
+    assert!(page.contains("<li class=\"fp\""));
+    assert!(page.contains("<details><summary class=\"fphead\">"));
+    assert!(!page.contains(">1 occurrences<"), "plural");
+    for f in fps {
+        assert!(f["last_seen"].as_str().unwrap() <= failures["until"].as_str().unwrap());
+        if f["occurrences"] == 1 {
+            assert!(page.contains(">1 occurrence<"));
+        }
+    }
+    let class = new[0]["class"].as_str().unwrap();
+    assert!(page.contains(&format!("href=\"/failures/classes/{class}\"")));
+    let by_class = json(&e, &format!("/api/v1/failures/classes/{class}"));
+    assert_eq!(by_class["class"], class);
+    assert!(
+        by_class["fingerprints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["class"] == class)
+    );
+    let runs = by_class["runs"].as_array().unwrap();
+    assert!(!runs.is_empty());
+    assert!(runs.iter().all(|r| r["class"] == class));
+    let at: Vec<&str> = runs.iter().map(|r| r["at"].as_str().unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let page = ok(&e, &format!("/failures/classes/{class}"));
+    assert!(page.contains(&format!("Failure class <code>{class}</code>")));
+    assert!(page.contains(&format!("href=\"/runs/{}\"", runs[0]["run_id"])));
+    let fp = new[0]["fingerprint"].as_str().unwrap();
+    let by_fp = json(&e, &format!("/api/v1/failures/fingerprints/{fp}"));
+    assert_eq!(by_fp["fingerprints"].as_array().unwrap().len(), 1);
+    assert_eq!(by_fp["fingerprints"][0]["fingerprint"], fp);
+    let fp_runs = by_fp["runs"].as_array().unwrap();
+    assert_eq!(
+        fp_runs.len() as u64,
+        new[0]["occurrences"].as_u64().unwrap().min(200)
+    );
+    assert!(
+        fp_runs
+            .iter()
+            .all(|r| r["repository"] == "jenkins/nightly-suite")
+    );
+    let page = ok(&e, &format!("/failures/fingerprints/{fp}"));
+    assert!(
+        page.contains("<details open><summary"),
+        "a fingerprint's page shows it open"
+    );
+    let (status, _) = e.get("/failures/fingerprints/0000000000000000");
+    assert_eq!(status, 404);
+    // Only NEW, and most recently seen first.
+    let only_new = json(&e, "/api/v1/failures?new=1");
+    let fps_new = only_new["fingerprints"].as_array().unwrap();
+    assert_eq!(fps_new.len(), 1, "{only_new}");
+    assert_eq!(fps_new[0]["fingerprint"], fp);
+    assert_eq!(only_new["classes"].as_array().unwrap().len(), 1);
+    let recent = json(&e, "/api/v1/failures?sort=last_seen&window=30d");
+    let seen: Vec<&str> = recent["fingerprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["last_seen"].as_str().unwrap())
+        .collect();
+    assert!(
+        seen.len() > 3 && seen.windows(2).all(|w| w[0] >= w[1]),
+        "{seen:?}"
+    );
+    let (status, _) = e.get("/failures?sort=random");
+    assert_eq!(status, 400);
+    let page = ok(&e, "/failures?new=1");
+    assert!(page.contains("name=\"new\" value=\"1\" checked"));
+    assert!(
+        page.contains("name=\"trigger\""),
+        "failures take every filter"
+    );
+    let page = ok(&e, "/failures");
 
     // Tests: the flaky test, by a link from the failures page (round-trips).
     let link = "/tests/cockpit-project%2Fcockpit/fedora-42/TestStorage.testLvmRaid";

@@ -87,6 +87,11 @@ fn ui_routes() -> Router<AppState> {
         .route("/nightly", get(ui::nightly))
         .route("/nightly/{repository}", get(ui::nightly_jobs))
         .route("/failures", get(ui::failures))
+        .route("/failures/classes/{class}", get(ui::failure_class))
+        .route(
+            "/failures/fingerprints/{fingerprint}",
+            get(ui::failure_fingerprint),
+        )
         .route("/tests/{repository}/{context}/{test}", get(ui::test))
         .route("/runs/{id}", get(ui::run))
         .route("/static/app.css", get(ui::css))
@@ -96,6 +101,14 @@ fn ui_routes() -> Router<AppState> {
         .route("/api/v1/nightly", get(ui::api_nightly))
         .route("/api/v1/nightly/{repository}", get(ui::api_nightly_jobs))
         .route("/api/v1/failures", get(ui::api_failures))
+        .route(
+            "/api/v1/failures/classes/{class}",
+            get(ui::api_failure_class),
+        )
+        .route(
+            "/api/v1/failures/fingerprints/{fingerprint}",
+            get(ui::api_failure_fingerprint),
+        )
         .route(
             "/api/v1/tests/{repository}/{context}/{test}",
             get(ui::api_test),

@@ -55,6 +55,12 @@ pub struct UiQuery {
     pub days: Option<u32>,
     /// Nightly grid: `state` (default) or `runtime`.
     pub color: Option<String>,
+    /// Failures: one failure class.
+    pub class: Option<String>,
+    /// Failures: only fingerprints first seen within `ui.new_window` (`1`, `on`, `true`).
+    pub new: Option<String>,
+    /// Failures: `count` (default) or `last_seen` (the most recent first).
+    pub sort: Option<String>,
 }
 
 fn nonempty(v: &Option<String>) -> Option<String> {
@@ -74,7 +80,15 @@ impl UiQuery {
             window: nonempty(&self.window),
             days: self.days,
             color: nonempty(&self.color),
+            class: nonempty(&self.class),
+            new: nonempty(&self.new),
+            sort: nonempty(&self.sort),
         }
+    }
+
+    /// `?new=1` (or `on`, `true`): only NEW fingerprints.
+    pub fn new_only(&self) -> bool {
+        matches!(self.new.as_deref(), Some("1" | "on" | "true" | "yes"))
     }
 
     pub fn filter(&self) -> RunFilter {
@@ -814,6 +828,8 @@ pub struct FingerprintRow {
     /// Occurrences per day of the window, oldest first.
     pub trend: Vec<u64>,
     pub first_seen: Option<DateTime<Utc>>,
+    /// The newest occurrence in the window.
+    pub last_seen: DateTime<Utc>,
     pub is_new: bool,
     pub repositories: Vec<String>,
     pub tests: Vec<TestRef>,
@@ -830,6 +846,7 @@ pub struct ClassRow {
     pub class: String,
     pub category: String,
     pub occurrences: u64,
+    pub last_seen: DateTime<Utc>,
     pub trend: Vec<u64>,
     pub fingerprints: usize,
     pub repositories: Vec<String>,
@@ -841,18 +858,56 @@ pub struct FailuresView {
     pub until: DateTime<Utc>,
     pub window: String,
     pub new_window: String,
+    /// Set on a class's page (`/failures/classes/{class}`) or by `?class=`.
+    pub class: Option<String>,
+    /// Set on a fingerprint's page (`/failures/fingerprints/{fingerprint}`).
+    pub fingerprint: Option<String>,
+    pub new_only: bool,
+    /// `count` or `last_seen`.
+    pub sort: String,
     pub days: Vec<NaiveDate>,
     pub classes: Vec<ClassRow>,
     pub fingerprints: Vec<FingerprintRow>,
+    /// On a class's or fingerprint's page: its runs in the window, newest first
+    /// (at most 200); empty on the failures page.
+    pub runs: Vec<FailureRun>,
 }
+
+/// A run with a failure of a class or fingerprint.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRun {
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub repository: String,
+    pub context: String,
+    pub class: String,
+    pub test: Option<String>,
+}
+
+/// Most runs listed on a class's or fingerprint's page.
+pub const MAX_FAILURE_RUNS: usize = 200;
 
 /// Most fingerprints listed on the page.
 pub const MAX_FINGERPRINTS: usize = 100;
 /// Most tests listed under one fingerprint.
 pub const MAX_TESTS_PER_FINGERPRINT: usize = 50;
 
-pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, ApiError> {
+pub async fn failures(
+    state: &AppState,
+    q: &UiQuery,
+    fingerprint: Option<String>,
+) -> Result<FailuresView, ApiError> {
     let now = Utc::now();
+    let sort = match q.sort.as_deref() {
+        None | Some("count") => "count",
+        Some("last_seen") => "last_seen",
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("sort {other:?}: expected count or last_seen"),
+            ));
+        }
+    };
     let window = q.window_or(std::time::Duration::from_secs(7 * 86400))?;
     let max = state.config.web.max_failures_window;
     if window.to_std().is_ok_and(|w| w > max) {
@@ -870,15 +925,34 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
     //    grouped and ranked here; 2. text, links and fingerprints of the few
     //    failures the page shows (the latest and the example runs of each
     //    listed group), by id.
-    let (keys, repositories) = state
+    let hash = fingerprint.clone();
+    let (mut keys, repositories, fingerprint_id) = state
         .store
         .read(move |s| {
+            let fingerprint_id = match &hash {
+                Some(h) => Some(s.fingerprint_id(h)?),
+                None => None,
+            };
             Ok((
                 s.failure_keys_between(since, now + Duration::seconds(1), &filter)?,
                 s.repositories_by_id()?,
+                fingerprint_id,
             ))
         })
         .await?;
+    match fingerprint_id {
+        Some(None) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no fingerprint {:?}", fingerprint.unwrap_or_default()),
+            ));
+        }
+        Some(Some(id)) => keys.retain(|k| k.fingerprint_id == Some(id)),
+        None => {}
+    }
+    if let Some(c) = &q.class {
+        keys.retain(|k| k.class == *c);
+    }
     let path_of = |id: i64| -> String {
         repositories
             .get(&id)
@@ -938,13 +1012,36 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
             }
         })
         .collect();
-    // Most occurrences first; ties: the newest first.
-    ranked.sort_by(|a, b| {
-        b.occ
-            .len()
-            .cmp(&a.occ.len())
-            .then_with(|| b.occ[0].at.cmp(&a.occ[0].at))
-    });
+    let new_only = q.new_only();
+    if new_only {
+        // The fingerprints first seen within the NEW window (all of them, not
+        // only those the page would list).
+        let ids: Vec<i64> = ranked
+            .iter()
+            .filter_map(|g| g.occ[0].fingerprint_id)
+            .collect();
+        let first_seen = state
+            .store
+            .read(move |s| s.fingerprints_first_seen(&ids))
+            .await?;
+        ranked.retain(|g| {
+            g.occ[0]
+                .fingerprint_id
+                .and_then(|id| first_seen.get(&id))
+                .is_some_and(|t| *t >= now - new_window)
+        });
+    }
+    if sort == "last_seen" {
+        ranked.sort_by(|a, b| b.occ[0].at.cmp(&a.occ[0].at));
+    } else {
+        // Most occurrences first; ties: the newest first.
+        ranked.sort_by(|a, b| {
+            b.occ
+                .len()
+                .cmp(&a.occ.len())
+                .then_with(|| b.occ[0].at.cmp(&a.occ[0].at))
+        });
+    }
     let mut classes: BTreeMap<String, ClassRow> = BTreeMap::new();
     for g in &ranked {
         let latest = g.occ[0];
@@ -954,11 +1051,13 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
                 class: latest.class.clone(),
                 category: latest.category.clone(),
                 occurrences: 0,
+                last_seen: latest.at,
                 trend: vec![0; n_days],
                 fingerprints: 0,
                 repositories: Vec::new(),
             });
         c.occurrences += g.occ.len() as u64;
+        c.last_seen = c.last_seen.max(latest.at);
         c.fingerprints += 1;
         for (t, x) in c.trend.iter_mut().zip(&g.trend) {
             *t += x;
@@ -973,11 +1072,36 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
     for c in &mut classes {
         c.repositories.sort();
     }
-    classes.sort_by(|a, b| {
-        b.occurrences
-            .cmp(&a.occurrences)
-            .then(a.class.cmp(&b.class))
-    });
+    if sort == "last_seen" {
+        classes.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.class.cmp(&b.class)));
+    } else {
+        classes.sort_by(|a, b| {
+            b.occurrences
+                .cmp(&a.occurrences)
+                .then(a.class.cmp(&b.class))
+        });
+    }
+    let runs: Vec<FailureRun> = if fingerprint.is_some() || q.class.is_some() {
+        let mut seen = BTreeSet::new();
+        ranked
+            .iter()
+            .flat_map(|g| g.occ.iter())
+            .filter(|f| seen.insert(f.run_id))
+            .map(|f| FailureRun {
+                run_id: f.run_id,
+                at: f.at,
+                repository: path_of(f.repository_id),
+                context: f.context.clone(),
+                class: f.class.clone(),
+                test: f.test_name.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut runs = runs;
+    runs.sort_by(|a, b| b.at.cmp(&a.at).then(b.run_id.cmp(&a.run_id)));
+    runs.truncate(MAX_FAILURE_RUNS);
     ranked.truncate(MAX_FINGERPRINTS);
     let wanted: Vec<i64> = ranked.iter().flat_map(|g| g.examples.clone()).collect();
     let details: HashMap<i64, FailureOccurrence> = state
@@ -1039,6 +1163,7 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
                 occurrences,
                 trend: g.trend.clone(),
                 first_seen,
+                last_seen: g.occ[0].at,
                 is_new,
                 repositories: g.repositories.iter().cloned().collect(),
                 tests: tests.into_iter().take(MAX_TESTS_PER_FINGERPRINT).collect(),
@@ -1054,9 +1179,14 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
         until: now,
         window: human(window),
         new_window: human(new_window),
+        class: q.class.clone(),
+        fingerprint,
+        new_only,
+        sort: sort.into(),
         days,
         classes,
         fingerprints,
+        runs,
     })
 }
 

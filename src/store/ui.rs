@@ -375,6 +375,36 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// A fingerprint's id by its hash.
+    pub fn fingerprint_id(&self, hash: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM fingerprints WHERE hash = ?1")?
+            .query_row([hash], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// When each of these fingerprints was first seen.
+    pub fn fingerprints_first_seen(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, DateTime<Utc>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT first_seen FROM fingerprints WHERE id = ?1")?;
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(t) = stmt
+                .query_row([id], |r| r.get::<_, Option<i64>>(0))
+                .optional()?
+                .flatten()
+            {
+                out.insert(*id, from_ms(t));
+            }
+        }
+        Ok(out)
+    }
+
     /// One SLO's good and total events since `since` per repository.
     pub fn slo_by_repository(
         &self,
