@@ -316,6 +316,33 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
             .contains("thread 'migrate' panicked")
     );
     shot(&c, "run-1280").await;
+    // The run page's links resolve: the last green run of its context, the
+    // fingerprint's page.
+    let run_url = c.current_url().await.unwrap();
+    c.find(Locator::Css("a.green"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        text(&c, "h1").await.contains("success"),
+        "the last green run"
+    );
+    c.goto(run_url.as_str()).await.unwrap();
+    c.find(Locator::Css("a.fingerprint"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(&c, "h1").await.starts_with("Fingerprint "));
+    assert!(
+        !c.find_all(Locator::Css("table.runs tbody tr"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The repository opens its jobs × days grid: one row per job.
     c.goto(&format!("{base}/nightly")).await.unwrap();
@@ -475,6 +502,13 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     .await
     .unwrap();
     assert_eq!(text(&c, ".verdict").await, "flaky");
+    let marks = c
+        .find_all(Locator::Css("ol.strip li.daymark"))
+        .await
+        .unwrap();
+    assert!(marks.len() > 3, "dates on the history strip");
+    assert!(marks[0].is_displayed().await.unwrap());
+    shot(&c, "test-strip-1280").await;
 
     // The run of an exemplar from the OpenMetrics scrape.
     let om = e.scrape(true);

@@ -524,6 +524,83 @@ fn every_page_answers_on_demo_data_with_the_stories_of_the_demo() {
     assert!(page.contains("v-flaky"));
     assert!(page.contains("Failure rate"));
     assert!(page.contains("class=\"strip\""));
+    // The history strip says which day each execution ran: a date before the
+    // first execution of each UTC day.
+    let mut days: Vec<String> = t["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["at"].as_str().unwrap()[..10].to_string())
+        .collect();
+    days.dedup();
+    assert!(days.len() > 3);
+    for d in &days {
+        assert!(
+            page.contains(&format!(
+                "<li class=\"daymark\"><time datetime=\"{d}\">{}</time></li>",
+                &d[5..]
+            )),
+            "no date {d} on the strip"
+        );
+    }
+    assert_eq!(page.matches("class=\"daymark\"").count(), days.len());
+
+    // A run page links its class, fingerprint, the last green run of its
+    // context with the dependency changes since, its change and commit on the
+    // forge, and its other attempts.
+    let jid = panicked["run_id"].as_i64().unwrap();
+    let rel = json(&e, &format!("/api/v1/runs/{jid}/related"));
+    let green = rel["last_green_run_id"].as_i64().expect("a last green run");
+    let g = json(&e, &format!("/api/v1/runs/{green}"));
+    assert_eq!(g["state"], "success");
+    assert_eq!(g["context"], panicked["context"]);
+    let page = ok(&e, &format!("/runs/{jid}"));
+    assert!(
+        page.contains(&format!("<a class=\"green\" href=\"/runs/{green}\">")),
+        "{page}"
+    );
+    assert!(page.contains("/failures/fingerprints/"));
+    assert!(page.contains("href=\"/failures/classes/"));
+    assert!(page.contains("class=\"deps since-green\""));
+    assert!(page.contains("sqlalchemy"));
+    assert!(
+        rel["commit_url"].is_null(),
+        "generic repositories have no forge links"
+    );
+    let examples = flaky["examples"].as_array().unwrap();
+    let mut with_attempts = 0;
+    for ex in examples {
+        let id = ex["run_id"].as_i64().unwrap();
+        let rel = json(&e, &format!("/api/v1/runs/{id}/related"));
+        let run = json(&e, &format!("/api/v1/runs/{id}"));
+        let commit = run["commit"].as_str().unwrap();
+        assert_eq!(
+            rel["commit_url"].as_str().unwrap(),
+            format!("https://github.com/cockpit-project/cockpit/commit/{commit}")
+        );
+        let page = ok(&e, &format!("/runs/{id}"));
+        assert!(page.contains(rel["commit_url"].as_str().unwrap()));
+        if let Some(n) = run["change"]["number"].as_i64() {
+            let url = format!("https://github.com/cockpit-project/cockpit/pull/{n}");
+            assert_eq!(rel["change_url"].as_str(), Some(url.as_str()));
+            assert!(page.contains(&format!("href=\"{url}\"")));
+        }
+        for a in rel["attempts"].as_array().unwrap() {
+            with_attempts += 1;
+            let other = json(&e, &format!("/api/v1/runs/{}", a["run_id"]));
+            assert_eq!(other["commit"], run["commit"]);
+            assert_eq!(other["context"], run["context"]);
+            assert_ne!(other["attempt"], run["attempt"]);
+            assert!(page.contains(&format!(
+                "<a class=\"attempt\" href=\"/runs/{}\">",
+                a["run_id"]
+            )));
+        }
+    }
+    assert!(
+        with_attempts > 0,
+        "a flaky failure was retried: {examples:?}"
+    );
 
     // Runs: reached from an exemplar of the OpenMetrics scrape.
     let om = e.scrape(true);
@@ -546,6 +623,30 @@ fn every_page_answers_on_demo_data_with_the_stories_of_the_demo() {
     // The stylesheet is embedded.
     let css = ok(&e, "/static/app.css");
     assert!(css.contains(".tip"));
+}
+
+#[test]
+fn an_empty_database_explains_how_to_feed_runs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Exporter::start(
+        dir.path(),
+        &dir.path().join("empty.db"),
+        &[],
+        &[("CI_SLO_API_TOKEN", TOKEN)],
+    );
+    for path in ["/", "/nightly", "/failures"] {
+        let page = ok(&e, path);
+        assert!(page.contains("No runs stored yet"), "{path}: {page}");
+        for how in [
+            "ci-slo-exporter ingest",
+            "POST /api/v1/runs",
+            "/webhooks/github",
+        ] {
+            assert!(page.contains(how), "{path} lacks {how}");
+        }
+    }
+    let (status, _) = e.get("/slos/queue_time");
+    assert_eq!(status, 200);
 }
 
 #[test]

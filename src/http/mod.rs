@@ -94,6 +94,7 @@ fn ui_routes() -> Router<AppState> {
         )
         .route("/tests/{repository}/{context}/{test}", get(ui::test))
         .route("/runs/{id}", get(ui::run))
+        .route("/api/v1/runs/{id}/related", get(ui::api_run_related))
         .route("/static/app.css", get(ui::css))
         .route("/api/v1/slos", get(ui::api_slos))
         .route("/api/v1/slos/{slo}", get(ui::api_slo))

@@ -4,8 +4,8 @@
 //! JSON API serves too.
 
 use super::views::{
-    self, FailuresView, NightlyCellView, NightlyJob, NightlyView, SloDetailView, SloEventsView,
-    SloRow, SlosView, TestPageView, UiQuery, enc, safe_url, test_path,
+    self, FailuresView, NightlyCellView, NightlyJob, NightlyView, RunLinksView, SloDetailView,
+    SloEventsView, SloRow, SlosView, TestPageView, UiQuery, enc, safe_url, test_path,
 };
 use super::{ApiError, AppState};
 use crate::store::RunView;
@@ -1157,8 +1157,11 @@ fn test_html(state: &AppState, q: &UiQuery, v: &TestPageView) -> Markup {
             }
         }
         h2 { "History" }
-        ol.strip aria-label="executions, oldest first" {
-            @for e in &v.executions {
+        ol.strip aria-label="executions, oldest first, by UTC day" {
+            @for (i, e) in v.executions.iter().enumerate() {
+                @if i == 0 || v.executions[i - 1].at.date_naive() != e.at.date_naive() {
+                    li.daymark { time datetime=(e.at.date_naive()) { (e.at.format("%m-%d")) } }
+                }
                 li class=(format!("o-{}", e.outcome)) {
                     a href=(format!("/runs/{}", e.run_id)) title=(format!("{} {} on {} (attempt {}){}", e.at.format("%Y-%m-%d %H:%M"), e.outcome, &e.commit[..e.commit.len().min(10)], e.attempt, if e.retries > 0 { format!(", {} retries", e.retries) } else { String::new() })) {
                         (outcome_symbol(e.outcome)) span.sr { (e.outcome) }
@@ -1219,16 +1222,42 @@ pub async fn test(
     }
 }
 
-fn run_html(v: &RunView, page: usize) -> Markup {
+fn run_html(v: &RunView, links: &RunLinksView, page: usize) -> Markup {
     html! {
         h1 { "Run " (v.id) " " span class=(format!("status s-{}", v.state)) { (state_symbol(&v.state)) " " (v.state) } }
         dl.facts {
             dt { "Repository" } dd { (v.repository) " " span.muted { "(" (v.forge) ")" } }
             dt { "Context" } dd { (v.context) }
-            dt { "Commit" } dd { code { (v.commit) } " · attempt " (v.attempt) }
+            dt { "Commit" } dd {
+                @match &links.commit_url {
+                    Some(u) => { a.commit href=(u) rel="noopener noreferrer nofollow" { code { (v.commit) } } }
+                    None => { code { (v.commit) } }
+                }
+                " · attempt " (v.attempt)
+            }
             dt { "Trigger" } dd { (v.trigger) }
             @if let Some(c) = &v.change {
-                dt { "Change" } dd { "#" (c.number) @if let Some(o) = &c.outcome { " · " (o) } }
+                dt { "Change" } dd {
+                    @match &links.change_url {
+                        Some(u) => { a.change href=(u) rel="noopener noreferrer nofollow" { "#" (c.number) } }
+                        None => { "#" (c.number) }
+                    }
+                    @if let Some(o) = &c.outcome { " · " (o) }
+                }
+            }
+            dt { "Other attempts" } dd {
+                @if links.related.attempts.is_empty() { span.muted { "none of this context and commit" } }
+                @for (i, a) in links.related.attempts.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    a.attempt href=(format!("/runs/{}", a.run_id)) { "attempt " (a.attempt) } " "
+                    span class=(format!("status s-{}", a.state)) { (state_symbol(&a.state)) " " (a.state) }
+                }
+            }
+            dt { "Last green" } dd {
+                @match links.related.last_green_run_id {
+                    Some(g) => { a.green href=(format!("/runs/{g}")) { "run " (g) } " (the last success of this context before this run)" }
+                    None => { span.muted { "no earlier success of this context" } }
+                }
             }
             dt { "Queued" } dd { @match v.queued_at { Some(t) => (fmt_time(t)), None => "–" } }
             dt { "Started" } dd { @match v.started_at { Some(t) => (fmt_time(t)), None => "–" } }
@@ -1259,7 +1288,10 @@ fn run_html(v: &RunView, page: usize) -> Markup {
                 @for c in &f.candidates {
                     p.also { "also: line " (c.line) " " code { (c.text) } " " span.muted { "(" (c.class) ")" } }
                 }
-                @if let Some(fp) = &f.fingerprint { p.muted { "fingerprint " code { (fp) } } }
+                p.muted {
+                    "class " a href=(class_path(&f.class)) { (f.class) }
+                    @if let Some(fp) = &f.fingerprint { " · fingerprint " a.fingerprint href=(fingerprint_path(fp)) { code { (fp) } } " (every run with it)" }
+                }
             }
         }
         h2 { "Tests" }
@@ -1298,6 +1330,23 @@ fn run_html(v: &RunView, page: usize) -> Markup {
                     th scope="row" { code { (d.package) } }
                     td { (d.before.as_deref().unwrap_or("(new)")) } td { (d.after.as_deref().unwrap_or("(removed)")) }
                 } } }
+            }
+        }
+        @if v.state != "success" && links.related.since_green.last_green_run_id.is_some() {
+            @let g = &links.related.since_green;
+            @if let Some(gid) = g.last_green_run_id {
+                @if g.changes.is_empty() {
+                    p.muted { "No dependency change since the last green run with recorded versions, " a href=(format!("/runs/{gid}")) { "run " (gid) } "." }
+                } @else {
+                    table.deps.since-green {
+                        caption { "Changed since the last green run with recorded versions, " a href=(format!("/runs/{gid}")) { "run " (gid) } }
+                        thead { tr { th scope="col" { "Package" } th scope="col" { "Green" } th scope="col" { "This run" } } }
+                        tbody { @for d in &g.changes { tr {
+                            th scope="row" { code { (d.package) } }
+                            td { (d.before.as_deref().unwrap_or("(new)")) } td { (d.after.as_deref().unwrap_or("(removed)")) }
+                        } } }
+                    }
+                }
             }
         }
         @if !v.dependencies.is_empty() {
@@ -1347,8 +1396,13 @@ pub async fn run(
     Query(page): Query<RunPageQuery>,
 ) -> Response {
     let q = UiQuery::default();
-    match load_run(&state, &id, page.tests_offset).await {
-        Ok(v) => html_response(
+    let data = async {
+        let v = load_run(&state, &id, page.tests_offset).await?;
+        let links = views::run_links(&state, &v).await?;
+        Ok::<_, ApiError>((v, links))
+    };
+    match data.await {
+        Ok((v, links)) => html_response(
             StatusCode::OK,
             layout(
                 &format!("Run {}", v.id),
@@ -1357,11 +1411,20 @@ pub async fn run(
                 &[],
                 Filters::NONE,
                 None,
-                run_html(&v, state.config.web.run_page_tests),
+                run_html(&v, &links, state.config.web.run_page_tests),
             ),
         ),
         Err(e) => error_page(&q, e),
     }
+}
+
+/// The run page's links as JSON (the run itself is `/api/v1/runs/{id}`).
+pub async fn api_run_related(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunLinksView>, ApiError> {
+    let v = load_run(&state, &id, 0).await?;
+    Ok(Json(views::run_links(&state, &v).await?))
 }
 
 // ---------------------------------------------------------------- JSON

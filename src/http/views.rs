@@ -548,6 +548,51 @@ pub async fn slo_events(
     })
 }
 
+/// A commit's page on its forge; none for generic repositories.
+pub fn commit_url(forge: &str, repository: &str, sha: &str, gitlab_web: &str) -> Option<String> {
+    if !super::text::safe_repository_path(repository)
+        || !sha.chars().all(|c| c.is_ascii_hexdigit())
+        || sha.is_empty()
+    {
+        return None;
+    }
+    let path: String = repository.split('/').map(enc).collect::<Vec<_>>().join("/");
+    match forge {
+        "github" => Some(format!("https://github.com/{path}/commit/{sha}")),
+        "gitlab" => Some(format!("{gitlab_web}/{path}/-/commit/{sha}")),
+        _ => None,
+    }
+}
+
+/// What a run page links: the forge's change and commit, other attempts, the
+/// last green run of its context and the dependency changes since.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunLinksView {
+    pub run_id: i64,
+    pub change_url: Option<String>,
+    pub commit_url: Option<String>,
+    #[serde(flatten)]
+    pub related: crate::store::ui::RunRelated,
+}
+
+pub async fn run_links(
+    state: &AppState,
+    run: &crate::store::RunView,
+) -> Result<RunLinksView, ApiError> {
+    let id = run.id;
+    let related = state.store.read(move |s| s.run_related(id)).await?;
+    let gitlab_web = gitlab_web_base(&state.config.gitlab.api_url);
+    Ok(RunLinksView {
+        run_id: run.id,
+        change_url: run
+            .change
+            .as_ref()
+            .and_then(|c| change_url(&run.forge, &run.repository, c.number, &gitlab_web)),
+        commit_url: commit_url(&run.forge, &run.repository, &run.commit, &gitlab_web),
+        related,
+    })
+}
+
 /// A change's page on its forge; none for generic repositories.
 pub fn change_url(forge: &str, repository: &str, number: i64, gitlab_web: &str) -> Option<String> {
     if !super::text::safe_repository_path(repository) {

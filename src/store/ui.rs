@@ -121,6 +121,26 @@ pub struct BadEvent {
     pub change_outcome: Option<String>,
 }
 
+/// Another attempt of a run's context and commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRef {
+    pub run_id: i64,
+    pub attempt: u32,
+    pub state: String,
+    pub trigger: String,
+}
+
+/// What a run page links besides the run itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct RunRelated {
+    /// The other runs of the same repository, context and commit, by attempt.
+    pub attempts: Vec<AttemptRef>,
+    /// The last successful run of the repository and context before this one.
+    pub last_green_run_id: Option<i64>,
+    /// Dependency changes since the last green run that recorded dependencies.
+    pub since_green: SinceGreen,
+}
+
 /// A window's bad events of one SLO, newest first: index `slo_events_at`
 /// walked backwards from now (ties of one millisecond sorted on the way),
 /// which stops after a page: the primary key would read every event the SLO
@@ -373,6 +393,44 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The other attempts of a run and the last green run of its context
+    /// (indexes `runs_commit` and `runs_repo_context_at`).
+    pub fn run_related(&self, run_id: i64) -> Result<RunRelated, StoreError> {
+        let attempts = self
+            .conn
+            .prepare_cached(
+                "SELECT o.id, o.attempt, o.state, o.trigger FROM runs r
+                 JOIN runs o ON o.repository_id = r.repository_id AND o.commit_sha = r.commit_sha
+                  AND o.context = r.context AND o.id != r.id
+                 WHERE r.id = ?1 ORDER BY o.attempt, o.id",
+            )?
+            .query_map([run_id], |r| {
+                Ok(AttemptRef {
+                    run_id: r.get(0)?,
+                    attempt: r.get(1)?,
+                    state: r.get(2)?,
+                    trigger: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let last_green_run_id = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id FROM runs r JOIN runs p
+                   ON p.repository_id = r.repository_id AND p.context = r.context
+                 WHERE r.id = ?1 AND p.id != r.id AND p.state = 'success'
+                   AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
+                 ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1",
+            )?
+            .query_row([run_id], |r| r.get(0))
+            .optional()?;
+        Ok(RunRelated {
+            attempts,
+            last_green_run_id,
+            since_green: self.dependencies_since_green(run_id)?,
+        })
     }
 
     /// A fingerprint's id by its hash.
@@ -1017,6 +1075,79 @@ mod tests {
     }
 
     #[test]
+    fn a_run_knows_its_other_attempts_and_the_last_green_run_of_its_context() {
+        let mut s = store();
+        let green = ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c0",
+            Trigger::Push,
+            t0(),
+            RunState::Success,
+            None,
+            vec![],
+        );
+        ingest(
+            &mut s,
+            "o/a",
+            "other",
+            "c0",
+            Trigger::Push,
+            t0() + Duration::hours(1),
+            RunState::Success,
+            None,
+            vec![],
+        );
+        let mut attempt = |n: u32, state: RunState, hours: i64| {
+            let at = t0() + Duration::hours(hours);
+            let request = RunRequest {
+                repository: "o/a".into(),
+                forge: Some(Forge::Github),
+                context: "ci".into(),
+                commit: "c1".into(),
+                attempt: n,
+                trigger: Some(Trigger::Push),
+                state: Some(state),
+                queued_at: Some(at),
+                started_at: Some(at),
+                finished_at: Some(at + Duration::minutes(5)),
+                ..RunRequest::default()
+            };
+            let prepared = request
+                .prepare(
+                    "test",
+                    Vec::new(),
+                    &crate::classify::Classifier::with_defaults(),
+                    &crate::deps::Extractor::with_defaults(),
+                )
+                .unwrap();
+            s.ingest_run(&prepared.run, &policy(), at + Duration::hours(1))
+                .unwrap()
+                .id
+        };
+        let first = attempt(1, RunState::Failure, 2);
+        let second = attempt(2, RunState::Success, 3);
+        let r = s.run_related(first).unwrap();
+        assert_eq!(
+            r.attempts
+                .iter()
+                .map(|a| (a.run_id, a.attempt))
+                .collect::<Vec<_>>(),
+            [(second, 2)]
+        );
+        assert_eq!(
+            r.last_green_run_id,
+            Some(green),
+            "not the later retry, not another context"
+        );
+        let r = s.run_related(second).unwrap();
+        assert_eq!(r.attempts[0].run_id, first);
+        assert_eq!(r.attempts[0].state, "failure");
+        assert_eq!(s.run_related(green).unwrap().last_green_run_id, None);
+    }
+
+    #[test]
     fn ui_queries_use_indexes() {
         let s = store();
         let plan = |sql: &str| -> String {
@@ -1040,6 +1171,14 @@ mod tests {
         assert!(!p.contains("TEMP B-TREE FOR ORDER BY"), "{p}");
         let p = plan(SLO_BY_REPOSITORY_SQL);
         assert!(p.contains("PRIMARY KEY"), "{p}");
+        let p = plan(
+            "SELECT p.id FROM runs r JOIN runs p
+               ON p.repository_id = r.repository_id AND p.context = r.context
+             WHERE r.id = 1 AND p.id != r.id AND p.state = 'success'
+               AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
+             ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1",
+        );
+        assert!(p.contains("runs_repo_context_at"), "{p}");
         let p = plan(NIGHTLY_RUNS_SQL);
         assert!(p.contains("runs_trigger_at"), "{p}");
         assert!(p.contains("failures_run"), "{p}");
