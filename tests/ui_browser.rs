@@ -540,6 +540,11 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
         ("/nightly/jenkins%2Fnightly-suite", "nightly-jobs"),
         ("/failures", "failures"),
         ("/failures?new=1", "failures-new"),
+        ("/failures/classes/panic", "failure-class"),
+        (
+            "/nightly/acme%2Fweb-shop?color=runtime",
+            "nightly-jobs-runtime",
+        ),
         (
             "/tests/cockpit-project%2Fcockpit/fedora-42/TestStorage.testLvmRaid?window=30d",
             "test",
@@ -561,6 +566,26 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
             "{path}: the page itself scrolls sideways ({scroll} > {inner})"
         );
         shot(&m, &format!("{name}-375")).await;
+    }
+    // Every SLO's status and burn rate on screen (no column cut off).
+    m.goto(&format!("{base}/")).await.unwrap();
+    let cut = m
+        .execute(
+            "return [...document.querySelectorAll('table.slos td')]
+               .filter(td => td.getBoundingClientRect().right > window.innerWidth + 1)
+               .map(td => td.dataset.label);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut, serde_json::json!([]), "SLO columns off-screen");
+    let statuses = m
+        .find_all(Locator::Css("table.slos td[data-label='Status']"))
+        .await
+        .unwrap();
+    assert_eq!(statuses.len(), 7);
+    for st in &statuses {
+        assert!(st.is_displayed().await.unwrap());
     }
     // The grid scrolls inside its own box, the newest day in view, no
     // repository name cut.
