@@ -7,12 +7,16 @@
 //! fingerprints, SLO events, dependency snapshots of scheduled runs), then the
 //! real binary serves each and every page is requested over loopback: the
 //! median of several requests after one warm-up is reported.
+//!
+//! `UI_BENCH_BASELINE_BIN=path/to/older/ci-slo-exporter` also serves the large
+//! database with that build and prints its figures in a further column (`–`
+//! for pages it does not have): old and new measured in the same run.
 
 #[path = "support/mod.rs"]
 mod support;
 
 use std::time::Instant;
-use support::{Spec, generate, serve, time};
+use support::{Spec, generate, get, serve, serve_with, time};
 
 fn main() {
     // `cargo test --benches` runs benches with no arguments but `--bench` absent: stay quick.
@@ -43,7 +47,21 @@ fn main() {
         "/tests/org0%2Frepo-5/test/suite.Test3?window=30d",
         "/api/v1/tests/org0%2Frepo-5/test/suite.Test3?window=30d",
         "/runs/4242",
+        "/api/v1/runs/4242/related",
+        "/slos/queue_time",
+        "/api/v1/slos/queue_time",
+        "/slos/queue_time/events",
+        "/api/v1/slos/queue_time/events",
+        "/slos/queue_time/events?repository=org0%2Frepo-0",
+        "/nightly/org0%2Frepo-0",
+        "/api/v1/nightly/org0%2Frepo-0",
+        "/failures?new=1",
+        "/failures?sort=last_seen&window=30d",
+        "/failures/classes/class-3?window=30d",
+        "/failures/fingerprints/0000000000003039?window=30d",
     ];
+    let baseline = std::env::var("UI_BENCH_BASELINE_BIN").ok();
+    let mut old: Vec<Option<f64>> = Vec::new();
     let mut results: Vec<Vec<f64>> = Vec::new();
     for runs in [10_000, large] {
         let db = dir.join(format!("ui-{runs}.db"));
@@ -69,10 +87,37 @@ fn main() {
         );
         let server = serve(&db, &[]);
         results.push(pages.iter().map(|p| time(&server.base, p, 9)).collect());
+        server.stop();
+        if runs == large
+            && let Some(bin) = &baseline
+        {
+            let server = serve_with(bin, &db, &[]);
+            old = pages
+                .iter()
+                .map(|p| (get(&server.base, p).0 == 200).then(|| time(&server.base, p, 9)))
+                .collect();
+            server.stop();
+        }
     }
-    println!("| page | 10k runs (ms) | {large} runs (ms) |");
-    println!("|---|---:|---:|");
+    let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
+    if baseline.is_some() {
+        println!(
+            "| page | 10k runs (ms) | {large} runs (ms) | {large} runs, baseline build (ms) |"
+        );
+        println!("|---|---:|---:|---:|");
+    } else {
+        println!("| page | 10k runs (ms) | {large} runs (ms) |");
+        println!("|---|---:|---:|");
+    }
     for (i, p) in pages.iter().enumerate() {
-        println!("| `{p}` | {:.1} | {:.1} |", results[0][i], results[1][i]);
+        let extra = if baseline.is_some() {
+            format!(" {} |", fmt(old.get(i).copied().flatten()))
+        } else {
+            String::new()
+        };
+        println!(
+            "| `{p}` | {:.1} | {:.1} |{extra}",
+            results[0][i], results[1][i]
+        );
     }
 }

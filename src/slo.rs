@@ -317,11 +317,104 @@ pub fn budget_recovery_ms(
     None
 }
 
+/// The events of the buckets starting in `[from_ms, to_ms)` (`buckets` oldest first).
+pub fn sum_between(buckets: &[(i64, EventCounts)], from_ms: i64, to_ms: i64) -> EventCounts {
+    let lo = buckets.partition_point(|(h, _)| *h < from_ms);
+    let hi = buckets.partition_point(|(h, _)| *h < to_ms);
+    buckets[lo..hi.max(lo)]
+        .iter()
+        .fold(EventCounts::default(), |a, (_, c)| EventCounts {
+            good: a.good + c.good.min(c.total),
+            total: a.total + c.total,
+        })
+}
+
+/// Whether these events overspend the budget of `objective`.
+pub fn overspent(c: EventCounts, objective: f64) -> bool {
+    if objective >= 1.0 {
+        c.bad() > 0
+    } else {
+        c.budget_remaining(objective) < -1e-12
+    }
+}
+
+/// The rolling period that ends at `t_ms`: the buckets starting from the
+/// bucket that holds `t_ms - period_ms` up to (not including) `t_ms`.
+pub fn rolling_at(
+    buckets: &[(i64, EventCounts)],
+    t_ms: i64,
+    period_ms: i64,
+    bucket_ms: i64,
+) -> EventCounts {
+    let from = (t_ms - period_ms).div_euclid(bucket_ms) * bucket_ms;
+    sum_between(buckets, from, t_ms)
+}
+
+/// Since when a budget has been overspent without a break.
+///
+/// `buckets` are oldest first, each stamped with the start of its bucket, and
+/// should reach a period further back than the one that ends at `now_ms`. The
+/// rolling period is evaluated at `now_ms` and at every bucket boundary before
+/// it; the answer is the start of the bucket whose events overspent the budget
+/// the last time it went from within to over, or the earliest boundary at
+/// which a whole period is known when it was overspent all along. `None` when
+/// the budget is not overspent at `now_ms`.
+pub fn exhausted_since_ms(
+    buckets: &[(i64, EventCounts)],
+    period_ms: i64,
+    bucket_ms: i64,
+    now_ms: i64,
+    objective: f64,
+) -> Option<i64> {
+    if !overspent(rolling_at(buckets, now_ms, period_ms, bucket_ms), objective) {
+        return None;
+    }
+    let earliest = buckets.first().map_or(now_ms, |(h, _)| *h) + period_ms;
+    let mut t = now_ms.div_euclid(bucket_ms) * bucket_ms;
+    let mut since = t;
+    while t - bucket_ms >= earliest
+        && overspent(rolling_at(buckets, t, period_ms, bucket_ms), objective)
+    {
+        t -= bucket_ms;
+        since = t;
+    }
+    Some(since)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use MergeOutcome::*;
     use RunState::*;
+
+    #[test]
+    fn an_overspent_budget_says_since_when() {
+        const H: i64 = 3_600_000;
+        let c = |good, total| EventCounts { good, total };
+        // 99% over a 10-hour period: 100 good events an hour for 20 hours,
+        // then at hour 20 three bad ones among 100 (30 allowed per 1000).
+        let mut b: Vec<(i64, EventCounts)> = (0..20).map(|h| (h * H, c(100, 100))).collect();
+        b.push((20 * H, c(60, 100)));
+        b.push((21 * H, c(100, 100)));
+        let now = 22 * H + H / 2;
+        // At 22:30 the period [12:00, 22:30) holds 40 bad of 1000 events.
+        assert!(overspent(rolling_at(&b, now, 10 * H, H), 0.99));
+        assert_eq!(exhausted_since_ms(&b, 10 * H, H, now, 0.99), Some(20 * H));
+        // Within budget: no date.
+        assert_eq!(exhausted_since_ms(&b[..20], 10 * H, H, 20 * H, 0.99), None);
+        // Overspent all along: the earliest boundary with a whole period.
+        let bad: Vec<(i64, EventCounts)> = (0..20).map(|h| (h * H, c(0, 10))).collect();
+        assert_eq!(
+            exhausted_since_ms(&bad, 10 * H, H, 20 * H, 0.99),
+            Some(10 * H)
+        );
+        // A break in between: since the last crossing.
+        let mut gap = b.clone();
+        gap[5] = (5 * H, c(50, 100));
+        assert_eq!(exhausted_since_ms(&gap, 10 * H, H, now, 0.99), Some(20 * H));
+        assert_eq!(sum_between(&b, 19 * H, 21 * H), c(160, 200));
+        assert_eq!(sum_between(&b, 30 * H, 10 * H), c(0, 0));
+    }
 
     fn run(context: &str, attempt: u32, state: RunState) -> ContextAttempt {
         ContextAttempt {

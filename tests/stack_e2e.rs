@@ -1348,16 +1348,28 @@ fn monitoring_stack_end_to_end() {
     // generated): check each cell's queue day, then the grid at the run's
     // finish day. A day on which two runs of one job finished (schedule jitter
     // around midnight) has no single expected state and is skipped.
+    // Each cell summarises every scheduled run of its repository and day
+    // (`jobs`, one per run): each run is compared.
     let rows = nightly["rows"].as_array().expect("/api/v1/nightly rows");
     let mut finished_runs = Vec::new();
-    for (row, cell) in rows.iter().flat_map(|r| {
-        r["cells"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| !c.is_null())
-            .map(move |c| (r, c))
-    }) {
+    let runs: Vec<(&Value, Value)> = rows
+        .iter()
+        .flat_map(|r| {
+            r["cells"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| !c.is_null())
+                .flat_map(move |c| {
+                    c["jobs"].as_array().into_iter().flatten().map(move |j| {
+                        let mut j = j.clone();
+                        j["day"] = c["day"].clone();
+                        (r, j)
+                    })
+                })
+        })
+        .collect();
+    for (row, cell) in &runs {
         let run = get_json(
             &format!("{}/api/v1/runs/{}", stack.exporter_base(), cell["run_id"]),
             &[],

@@ -135,9 +135,13 @@ fn query_param(url: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The cell of jenkins' latest failing nightly (the NEW migrate panic).
+/// The cell of jenkins' latest failing nightly (the NEW migrate panic): the
+/// newest day is the first column.
 const JENKINS_FAILING: &str =
-    "//tr[th[contains(., 'jenkins/nightly-suite')]]/td[contains(@class, 's-failure')][last()]";
+    "//tr[th[contains(., 'jenkins/nightly-suite')]]/td[contains(@class, 's-failure')][1]";
+
+/// A jenkins night where one of its two jobs failed.
+const JENKINS_SPLIT: &str = "//tr[th[contains(., 'jenkins/nightly-suite')]]/td[contains(@class, 's-failure')][.//span[@class='count' and .='1/2']]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
@@ -161,6 +165,55 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     assert!(statuses.contains("recovers"), "{statuses}");
     shot(&c, "overview-1280").await;
 
+    // An SLO's page: the daily SLI chart with its objective line, the budget
+    // chart, the repositories, and the bad events down to their runs.
+    c.find(Locator::Css("a[href='/slos/queue_time']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "h1").await, "SLO queue_time");
+    let charts = c.find_all(Locator::Css("svg.chart")).await.unwrap();
+    assert_eq!(charts.len(), 2);
+    assert!(charts[0].is_displayed().await.unwrap());
+    let points = c
+        .find_all(Locator::Css("svg.chart circle.pt"))
+        .await
+        .unwrap();
+    assert!(points.len() >= 40, "{} points", points.len());
+    let objective = text(&c, "svg.chart text.reflabel.objective").await;
+    assert!(objective.starts_with("objective "), "{objective}");
+    let status = text(&c, "dl.facts").await;
+    assert!(
+        status.contains("budget exhausted") && status.contains("since "),
+        "{status}"
+    );
+    assert!(
+        c.find_all(Locator::Css("table.repos tbody tr"))
+            .await
+            .unwrap()
+            .len()
+            >= 3
+    );
+    shot(&c, "slo-1280").await;
+    c.find(Locator::Css("a.events"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "h1").await, "Bad events of queue_time");
+    let run_link = c
+        .find(Locator::Css("table.events tbody tr a[href^='/runs/']"))
+        .await
+        .unwrap();
+    let href = run_link.attr("href").await.unwrap().unwrap();
+    shot(&c, "slo-events-1280").await;
+    run_link.click().await.unwrap();
+    assert!(c.current_url().await.unwrap().as_str().ends_with(&href));
+    assert!(text(&c, "h1").await.starts_with("Run "));
+
     c.goto(&format!("{base}/nightly")).await.unwrap();
     let cells = c.find_all(Locator::Css("td.cell[data-run]")).await.unwrap();
     assert!(cells.len() >= 30, "grid has {} cells", cells.len());
@@ -168,8 +221,8 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     assert!(cell.text().await.unwrap().starts_with('✗'));
     let tip = cell.find(Locator::Css(".tip")).await.unwrap();
     assert!(!tip.is_displayed().await.unwrap(), "tooltip hidden at rest");
-    // Keyboard: focusing the cell's link shows the tooltip with the evidence.
-    let link = cell.find(Locator::Css("a.cellink")).await.unwrap();
+    // Keyboard: focusing the cell shows the tooltip with the evidence.
+    let link = cell.find(Locator::Css(".cellink")).await.unwrap();
     c.execute(
         "arguments[0].focus();",
         vec![serde_json::to_value(&link).unwrap()],
@@ -210,13 +263,48 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     );
     assert!(other_tip.text().await.unwrap().contains("class "));
     shot(&c, "nightly-hover-1280").await;
-    // Clicking a cell opens its run (reloaded: the hovered tooltip covers it).
+    // A night where one of two jobs failed is red, says 1/2 and lists the
+    // failed job on focus; the passed one is named too.
     c.goto(&format!("{base}/nightly")).await.unwrap();
-    let link = c
-        .find(Locator::XPath(&format!("{JENKINS_FAILING}//a")))
+    let split = c.find(Locator::XPath(JENKINS_SPLIT)).await.unwrap();
+    let split_tip = split.find(Locator::Css(".tip")).await.unwrap();
+    assert!(!split_tip.is_displayed().await.unwrap());
+    split
+        .find(Locator::Css(".cellink"))
+        .await
+        .unwrap()
+        .click()
         .await
         .unwrap();
+    assert!(
+        split_tip.is_displayed().await.unwrap(),
+        "tooltip shown on click/tap"
+    );
+    let t = split_tip.text().await.unwrap();
+    assert!(t.starts_with("1/2 failed"), "{t}");
+    let failed_job = split_tip
+        .find(Locator::Css("li.job.s-failure a"))
+        .await
+        .unwrap();
+    assert!(
+        failed_job.text().await.unwrap().contains("upgrade-tests"),
+        "{t}"
+    );
+    assert!(t.contains("class "), "{t}");
+    assert!(t.contains("passed: full-regression"), "{t}");
+    shot(&c, "nightly-split-1280").await;
+    // The failed job in the tooltip opens its run.
+    c.goto(&format!("{base}/nightly")).await.unwrap();
+    let cell = c.find(Locator::XPath(JENKINS_FAILING)).await.unwrap();
+    cell.find(Locator::Css(".cellink"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let link = cell.find(Locator::Css(".tip li.job a")).await.unwrap();
     let href = link.attr("href").await.unwrap().unwrap();
+    assert!(href.starts_with("/runs/"), "{href}");
     link.click().await.unwrap();
     let url = c.current_url().await.unwrap();
     assert!(url.as_str().ends_with(&href), "{url} vs {href}");
@@ -228,6 +316,63 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
             .contains("thread 'migrate' panicked")
     );
     shot(&c, "run-1280").await;
+    // The run page's links resolve: the last green run of its context, the
+    // fingerprint's page.
+    let run_url = c.current_url().await.unwrap();
+    c.find(Locator::Css("a.green"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        text(&c, "h1").await.contains("success"),
+        "the last green run"
+    );
+    c.goto(run_url.as_str()).await.unwrap();
+    c.find(Locator::Css("a.fingerprint"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(&c, "h1").await.starts_with("Fingerprint "));
+    assert!(
+        !c.find_all(Locator::Css("table.runs tbody tr"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The repository opens its jobs × days grid: one row per job.
+    c.goto(&format!("{base}/nightly")).await.unwrap();
+    c.find(Locator::XPath("//th/a[.='jenkins/nightly-suite']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/nightly/jenkins%2Fnightly-suite"
+    );
+    assert_eq!(
+        text(&c, "h1").await,
+        "Nightly jobs of jenkins/nightly-suite"
+    );
+    let jobs = text(&c, "table.grid tbody").await;
+    assert!(
+        jobs.contains("full-regression") && jobs.contains("upgrade-tests"),
+        "{jobs}"
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("table.grid tbody tr"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    shot(&c, "nightly-jobs-1280").await;
 
     c.goto(&format!("{base}/nightly?color=runtime"))
         .await
@@ -279,8 +424,64 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
         "{body}"
     );
     shot(&c, "failures-1280").await;
+    // Compact rows: closed, one or two lines each; opening one shows its evidence.
+    let heights = c
+        .execute(
+            "return [...document.querySelectorAll('li.fp')].map(li => li.getBoundingClientRect().height);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let heights: Vec<f64> = heights
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_f64().unwrap())
+        .collect();
+    assert!(
+        heights.len() > 5 && heights.iter().all(|h| *h < 90.0),
+        "{heights:?}"
+    );
+    let first = c.find(Locator::Css("li.fp")).await.unwrap();
+    let pre = first.find(Locator::Css("pre.evidence")).await.unwrap();
+    assert!(!pre.is_displayed().await.unwrap());
+    first
+        .find(Locator::Css("summary .num"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(pre.is_displayed().await.unwrap(), "the row expands");
+    // A class opens its page with its runs.
+    let class_link = c.find(Locator::Css("table.classes a.class")).await.unwrap();
+    let class = class_link.text().await.unwrap();
+    class_link.click().await.unwrap();
+    assert_eq!(text(&c, "h1").await, format!("Failure class {class}"));
+    let runs = c
+        .find_all(Locator::Css("table.runs tbody tr"))
+        .await
+        .unwrap();
+    assert!(!runs.is_empty());
+    shot(&c, "failure-class-1280").await;
+    c.find(Locator::Css("table.runs tbody tr a[href^='/runs/']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(&c, "h1").await.starts_with("Run "));
+    c.goto(&format!("{base}/failures")).await.unwrap();
 
-    // A test page reached through a link of the failures page.
+    // A test page reached through a link of the failures page (in a row, opened).
+    c.find(Locator::XPath(
+        "//li[contains(@class,'fp')][.//a[starts-with(@href,'/tests/cockpit-project%2Fcockpit/')]]//summary/span[@class='num']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     let test_link = c
         .find(Locator::Css("a[href^='/tests/cockpit-project%2Fcockpit/']"))
         .await
@@ -301,6 +502,13 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     .await
     .unwrap();
     assert_eq!(text(&c, ".verdict").await, "flaky");
+    let marks = c
+        .find_all(Locator::Css("ol.strip li.daymark"))
+        .await
+        .unwrap();
+    assert!(marks.len() > 3, "dates on the history strip");
+    assert!(marks[0].is_displayed().await.unwrap());
+    shot(&c, "test-strip-1280").await;
 
     // The run of an exemplar from the OpenMetrics scrape.
     let om = e.scrape(true);
@@ -326,8 +534,17 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     let m = browser(&driver, &dir.path().join("profile-phone"), true).await;
     for (path, name) in [
         ("/", "overview"),
+        ("/slos/queue_time", "slo"),
+        ("/slos/queue_time/events", "slo-events"),
         ("/nightly", "nightly"),
+        ("/nightly/jenkins%2Fnightly-suite", "nightly-jobs"),
         ("/failures", "failures"),
+        ("/failures?new=1", "failures-new"),
+        ("/failures/classes/panic", "failure-class"),
+        (
+            "/nightly/acme%2Fweb-shop?color=runtime",
+            "nightly-jobs-runtime",
+        ),
         (
             "/tests/cockpit-project%2Fcockpit/fedora-42/TestStorage.testLvmRaid?window=30d",
             "test",
@@ -350,8 +567,64 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
         );
         shot(&m, &format!("{name}-375")).await;
     }
-    // The grid scrolls inside its own box.
+    // Every SLO's status and burn rate on screen (no column cut off).
+    m.goto(&format!("{base}/")).await.unwrap();
+    let cut = m
+        .execute(
+            "return [...document.querySelectorAll('table.slos td')]
+               .filter(td => td.getBoundingClientRect().right > window.innerWidth + 1)
+               .map(td => td.dataset.label);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut, serde_json::json!([]), "SLO columns off-screen");
+    let statuses = m
+        .find_all(Locator::Css("table.slos td[data-label='Status']"))
+        .await
+        .unwrap();
+    assert_eq!(statuses.len(), 7);
+    for st in &statuses {
+        assert!(st.is_displayed().await.unwrap());
+    }
+    // The grid scrolls inside its own box, the newest day in view, no
+    // repository name cut.
     m.goto(&format!("{base}/nightly")).await.unwrap();
+    let seen = m
+        .execute(
+            "const th = document.querySelector('table.grid thead th:nth-child(2)');
+             const r = th.getBoundingClientRect();
+             const names = [...document.querySelectorAll('table.grid tbody th')]
+               .filter(h => h.scrollWidth > h.clientWidth + 1).map(h => h.textContent);
+             return [r.left, r.right, window.innerWidth, th.querySelector('abbr').title, names];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (_, days) = e.get("/api/v1/nightly");
+    let days: serde_json::Value = serde_json::from_str(&days).unwrap();
+    let today = days["days"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        seen[3],
+        today.as_str(),
+        "the first day column is today: {seen}"
+    );
+    assert!(
+        seen[0].as_f64().unwrap() >= 0.0 && seen[1].as_f64().unwrap() <= seen[2].as_f64().unwrap(),
+        "the newest day is on screen: {seen}"
+    );
+    assert_eq!(
+        seen[4],
+        serde_json::json!([]),
+        "cut repository names: {seen}"
+    );
     let grid = m
         .execute(
             "const w = document.querySelector('.grid-wrap'); return [w.scrollWidth, w.clientWidth];",

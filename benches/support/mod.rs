@@ -227,12 +227,17 @@ impl Drop for Server {
 
 /// Start the release binary on `db` with `env`, and wait until it is ready.
 pub fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
+    serve_with(BIN, db, env)
+}
+
+/// [`serve`] with another build of the exporter (a baseline).
+pub fn serve_with(bin: &str, db: &Path, env: &[(&str, &str)]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(BIN)
+    let child = Command::new(bin)
         .args(["serve", "--db"])
         .arg(db)
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])

@@ -78,14 +78,34 @@ pub fn router(state: AppState) -> Router {
 fn ui_routes() -> Router<AppState> {
     Router::new()
         .route("/", get(ui::overview))
+        .route("/slos/{slo}", get(ui::slo))
+        .route("/slos/{slo}/events", get(ui::slo_events))
         .route("/nightly", get(ui::nightly))
+        .route("/nightly/{repository}", get(ui::nightly_jobs))
         .route("/failures", get(ui::failures))
+        .route("/failures/classes/{class}", get(ui::failure_class))
+        .route(
+            "/failures/fingerprints/{fingerprint}",
+            get(ui::failure_fingerprint),
+        )
         .route("/tests/{repository}/{context}/{test}", get(ui::test))
         .route("/runs/{id}", get(ui::run))
+        .route("/api/v1/runs/{id}/related", get(ui::api_run_related))
         .route("/static/app.css", get(ui::css))
         .route("/api/v1/slos", get(ui::api_slos))
+        .route("/api/v1/slos/{slo}", get(ui::api_slo))
+        .route("/api/v1/slos/{slo}/events", get(ui::api_slo_events))
         .route("/api/v1/nightly", get(ui::api_nightly))
+        .route("/api/v1/nightly/{repository}", get(ui::api_nightly_jobs))
         .route("/api/v1/failures", get(ui::api_failures))
+        .route(
+            "/api/v1/failures/classes/{class}",
+            get(ui::api_failure_class),
+        )
+        .route(
+            "/api/v1/failures/fingerprints/{fingerprint}",
+            get(ui::api_failure_fingerprint),
+        )
         .route(
             "/api/v1/tests/{repository}/{context}/{test}",
             get(ui::api_test),

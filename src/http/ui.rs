@@ -4,8 +4,8 @@
 //! JSON API serves too.
 
 use super::views::{
-    self, FailuresView, NightlyCellView, NightlyView, SlosView, TestPageView, UiQuery, enc,
-    safe_url, test_path,
+    self, FailuresView, NightlyCellView, NightlyJob, NightlyView, RunLinksView, SloDetailView,
+    SloEventsView, SloRow, SlosView, TestPageView, UiQuery, enc, safe_url, test_path,
 };
 use super::{ApiError, AppState};
 use crate::store::RunView;
@@ -65,7 +65,10 @@ fn error_page(q: &UiQuery, e: ApiError) -> Response {
         p.error { (e.message) }
         p { a href="/" { "Back to the overview" } }
     };
-    html_response(status, layout("Error", Nav::None, q, &[], None, body))
+    html_response(
+        status,
+        layout("Error", Nav::None, q, &[], Filters::NONE, None, body),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,11 +133,36 @@ fn grafana_link(state: &AppState, uid: &str, title: &str, q: &UiQuery) -> Option
     Some(html! { a.grafana href=(url) rel="noopener noreferrer" { "Grafana: " (title) } })
 }
 
+/// Which of the shared filters a page takes (only those are shown).
+#[derive(Clone, Copy, Default)]
+struct Filters {
+    repository: bool,
+    context: bool,
+    trigger: bool,
+    window: bool,
+}
+
+impl Filters {
+    const ALL: Filters = Filters {
+        repository: true,
+        context: true,
+        trigger: true,
+        window: true,
+    };
+    const NONE: Filters = Filters {
+        repository: false,
+        context: false,
+        trigger: false,
+        window: false,
+    };
+}
+
 fn layout(
     title: &str,
     nav: Nav,
     q: &UiQuery,
     repositories: &[RepositoryRow],
+    filters: Filters,
     extra_filters: Option<Markup>,
     body: Markup,
 ) -> Markup {
@@ -164,27 +192,35 @@ fn layout(
                         }
                     }
                 }
-                @if nav != Nav::None {
+                @if filters.repository || filters.context || filters.trigger || filters.window || extra_filters.is_some() {
                     form.filters method="get" aria-label="Filters" {
-                        label { "Repository "
-                            input name="repository" list="repositories" value=[q.repository.as_deref()] placeholder="all";
+                        @if filters.repository {
+                            label { "Repository "
+                                input name="repository" list="repositories" value=[q.repository.as_deref()] placeholder="all";
+                            }
+                            datalist id="repositories" {
+                                @for r in repositories { option value=(r.path) { (r.forge) } }
+                            }
                         }
-                        datalist id="repositories" {
-                            @for r in repositories { option value=(r.path) { (r.forge) } }
+                        @if filters.context {
+                            label { "Context "
+                                input name="context" value=[q.context.as_deref()] placeholder="all";
+                            }
                         }
-                        label { "Context "
-                            input name="context" value=[q.context.as_deref()] placeholder="all";
-                        }
-                        label { "Trigger "
-                            select name="trigger" {
-                                option value="" { "all" }
-                                @for t in ["pull_request", "push", "schedule", "manual", "other"] {
-                                    option value=(t) selected[q.trigger.as_deref() == Some(t)] { (t) }
+                        @if filters.trigger {
+                            label { "Trigger "
+                                select name="trigger" {
+                                    option value="" { "all" }
+                                    @for t in ["pull_request", "push", "schedule", "manual", "other"] {
+                                        option value=(t) selected[q.trigger.as_deref() == Some(t)] { (t) }
+                                    }
                                 }
                             }
                         }
-                        label { "Window "
-                            input name="window" value=[q.window.as_deref()] placeholder="e.g. 7d" size="6";
+                        @if filters.window {
+                            label { "Window "
+                                input name="window" value=[q.window.as_deref()] placeholder="e.g. 7d" size="6";
+                            }
                         }
                         @if let Some(x) = extra_filters { (x) }
                         button type="submit" { "Apply" }
@@ -217,15 +253,95 @@ fn status_text(status: &str) -> &'static str {
     }
 }
 
+fn slo_path(slo: &str) -> String {
+    format!("/slos/{}", enc(slo))
+}
+
+/// Status, since when exhausted, and when it recovers.
+fn slo_status(s: &SloRow) -> Markup {
+    html! {
+        span class=(format!("status st-{}", s.status)) { (status_text(&s.status)) }
+        @if let Some(t) = s.exhausted_since {
+            div.recovery { "since " (fmt_time(t)) }
+        }
+        @if let Some(t) = s.recovers_at {
+            div.recovery { "recovers " (fmt_time(t)) " if no further bad events arrive" }
+        }
+    }
+}
+
+/// A line chart of daily values (`None`: no point that day) between `lo` and
+/// `hi`, with labelled reference lines; server-rendered SVG.
+fn day_chart(
+    label: &str,
+    days: &[chrono::NaiveDate],
+    values: &[Option<f64>],
+    (lo, hi): (f64, f64),
+    refs: &[(f64, String, &str)],
+    fmt: &dyn Fn(f64) -> String,
+) -> Markup {
+    const W: f64 = 600.0;
+    const H: f64 = 180.0;
+    const L: f64 = 56.0;
+    const R: f64 = 8.0;
+    const T: f64 = 10.0;
+    const B: f64 = 24.0;
+    let n = days.len().max(2);
+    let x = |i: usize| L + (W - L - R) * i as f64 / (n - 1) as f64;
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let y = |v: f64| T + (H - T - B) * (hi - v.clamp(lo, hi)) / span;
+    let points: Vec<(usize, f64)> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.map(|v| (i, v)))
+        .collect();
+    let line: String = points
+        .iter()
+        .map(|(i, v)| format!("{:.1},{:.1}", x(*i), y(*v)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ticks: Vec<usize> = if days.len() <= 1 {
+        vec![0]
+    } else {
+        vec![0, days.len() / 2, days.len() - 1]
+    };
+    html! {
+        svg.chart viewBox=(format!("0 0 {W} {H}")) role="img" aria-label=(label) {
+            title { (label) }
+            line.axis x1=(L) y1=(T) x2=(L) y2=(H - B) {}
+            line.axis x1=(L) y1=(H - B) x2=(W - R) y2=(H - B) {}
+            text.tick x=(L - 4.0) y=(y(hi) + 4.0) text-anchor="end" { (fmt(hi)) }
+            text.tick x=(L - 4.0) y=(y(lo) + 4.0) text-anchor="end" { (fmt(lo)) }
+            @for i in &ticks {
+                @if let Some(d) = days.get(*i) {
+                    @let anchor = if *i == 0 { "start" } else if *i + 1 == days.len() { "end" } else { "middle" };
+                    text.tick x=(x(*i)) y=(H - 6.0) text-anchor=(anchor) { (d.format("%m-%d")) }
+                }
+            }
+            @for (v, text, class) in refs {
+                line class=(format!("ref {class}")) x1=(L) y1=(y(*v)) x2=(W - R) y2=(y(*v)) {}
+                text class=(format!("reflabel {class}")) x=(W - R - 2.0) y=(y(*v) - 3.0) text-anchor="end" { (text) }
+            }
+            polyline.series points=(line) {}
+            @for (i, v) in &points {
+                circle.pt cx=(format!("{:.1}", x(*i))) cy=(format!("{:.1}", y(*v))) r="3" {
+                    title { (days[*i]) ": " (fmt(*v)) }
+                }
+            }
+        }
+    }
+}
+
 fn overview_html(state: &AppState, q: &UiQuery, v: &SlosView) -> Markup {
     html! {
         h1 { "Service-level objectives" }
         p.lede {
             "Rolling period " (v.period)
             @if let Some(r) = &v.repository { ", repository " strong { (r) } }
-            ". Context and trigger filters do not apply to SLO events. "
+            ". Open an SLO for its trend, repositories and the events that spent its budget. "
             @if let Some(l) = grafana_link(state, "ci-slo-budget", "SLOs and error budget", q) { (l) }
         }
+        @if v.slos.iter().all(|s| s.total == 0) { (feed_hint()) }
         div.scroll {
             table.slos {
                 caption.sr { "SLOs with their indicator, objective and error budget" }
@@ -241,25 +357,22 @@ fn overview_html(state: &AppState, q: &UiQuery, v: &SlosView) -> Markup {
                     @for s in &v.slos {
                         tr class=(format!("st-{}", s.status)) {
                             th scope="row" {
-                                code { (s.slo) }
+                                a href=(format!("{}{}", slo_path(&s.slo), q.filter_query())) { code { (s.slo) } }
                                 div.muted { (s.description) }
                             }
-                            td.num {
+                            td.num data-label="SLI" {
                                 @match s.sli { Some(x) => (pct(x)), None => "–" }
                                 div.muted { (s.good) " good / " (s.total) }
                             }
-                            td.num { (pct(s.objective)) }
-                            td {
+                            td.num data-label="Objective" { (pct(s.objective)) }
+                            td data-label="Budget left" {
                                 (budget_bar(s.budget_remaining, &s.status))
                                 span.num { (pct(s.budget_remaining)) }
                             }
-                            td {
-                                span class=(format!("status st-{}", s.status)) { (status_text(&s.status)) }
-                                @if let Some(t) = s.recovers_at {
-                                    div.recovery { "recovers " (fmt_time(t)) " if no further bad events arrive" }
-                                }
+                            td data-label="Status" {
+                                (slo_status(s))
                             }
-                            td {
+                            td data-label="Burn rate" {
                                 ul.windows {
                                     @for w in &s.windows {
                                         li { (w.window) ": "
@@ -292,6 +405,7 @@ pub async fn overview(State(state): State<AppState>, Query(q): Query<UiQuery>) -
                 Nav::Overview,
                 &q,
                 &repos,
+                SLO_FILTERS,
                 None,
                 overview_html(&state, &q, &v),
             ),
@@ -300,34 +414,293 @@ pub async fn overview(State(state): State<AppState>, Query(q): Query<UiQuery>) -
     }
 }
 
-fn nightly_tip(c: &NightlyCellView, median: Option<f64>) -> Markup {
+fn slo_detail_html(state: &AppState, q: &UiQuery, v: &SloDetailView) -> Markup {
+    let s = &v.slo;
+    let days: Vec<chrono::NaiveDate> = v.days.iter().map(|d| d.day).collect();
+    let slis: Vec<Option<f64>> = v.days.iter().map(|d| d.sli).collect();
+    let budgets: Vec<Option<f64>> = v.days.iter().map(|d| Some(d.budget_remaining)).collect();
+    // The SLI axis: from a little under the lowest value (or the objective) to 100%.
+    let lowest = slis.iter().flatten().copied().fold(s.objective, f64::min);
+    let lo = ((lowest - (1.0 - lowest) * 0.25).max(0.0) * 100.0).floor() / 100.0;
+    let b_lo = budgets
+        .iter()
+        .flatten()
+        .copied()
+        .fold(0.0, f64::min)
+        .max(-10.0);
+    let b_lo = if b_lo < 0.0 {
+        (b_lo * 10.0).floor() / 10.0
+    } else {
+        0.0
+    };
+    let events_href = format!("{}/events{}", slo_path(&s.slo), q.filter_query());
     html! {
-        strong { (c.state) } " · " (c.day) " · " (c.context)
-        @if let Some(d) = c.duration_seconds {
-            div { "run time " (fmt_seconds(d))
-                @if let (Some(r), Some(m)) = (c.runtime_ratio, median) {
-                    " (" (format!("{r:.2}")) "× the median " (fmt_seconds(m)) ")"
-                }
+        h1 { "SLO " code { (s.slo) } }
+        p.lede {
+            (s.description) ", rolling period " (v.period)
+            @if let Some(r) = &v.repository { ", repository " strong { (r) } }
+            ". " a href=(format!("/{}", q.filter_query())) { "← all SLOs" } " "
+            @if let Some(l) = grafana_link(state, "ci-slo-budget", "SLOs and error budget", q) { (l) }
+        }
+        dl.facts.stats {
+            dt { "SLI" } dd { @match s.sli { Some(x) => (pct(x)), None => "–" } " (" (s.good) " good of " (s.total) ")" }
+            dt { "Objective" } dd { (pct(s.objective)) }
+            dt { "Error budget remaining" } dd { (budget_bar(s.budget_remaining, &s.status)) " " span.num { (pct(s.budget_remaining)) } }
+            dt { "Status" } dd { (slo_status(s)) }
+            dt { "Burn rate" } dd { ul.windows { @for w in &s.windows {
+                li { (w.window) ": " @match w.burn_rate { Some(b) => (format!("{b:.2}×")), None => "–" } }
+            } } }
+        }
+        p { a.events href=(events_href) { "The " (plural(s.total - s.good.min(s.total), "bad event", "bad events")) " of the period, newest first →" } }
+        h2 { "SLI by day" }
+        @if v.days.iter().all(|d| d.total == 0) {
+            p.empty { "No events in the period." }
+        } @else {
+            (day_chart(
+                &format!("daily SLI of {} over the last {} with the objective {}", s.slo, v.period, pct(s.objective)),
+                &days, &slis, (lo, 1.0),
+                &[(s.objective, format!("objective {}", pct(s.objective)), "objective")],
+                &|x| pct(x),
+            ))
+            h2 { "Error budget over the period" }
+            p.muted { "The budget left over the rolling " (v.period) " that ends with each day: below zero it is overspent." }
+            (day_chart(
+                &format!("error budget remaining of {} by day", s.slo),
+                &days, &budgets, (b_lo, 1.0),
+                &[(0.0, "budget exhausted".to_string(), "zero")],
+                &|x| format!("{:.0}%", x * 100.0),
+            ))
+            details.daily {
+                summary { "Daily figures" }
+                div.scroll { table.daily {
+                    thead { tr { th scope="col" { "Day" } th scope="col" { "Good / total" } th scope="col" { "SLI" } th scope="col" { "Budget left" } } }
+                    tbody { @for d in v.days.iter().rev() { tr {
+                        th scope="row" { (d.day) }
+                        td.num { (d.good) " / " (d.total) }
+                        td.num { @match d.sli { Some(x) => (pct(x)), None => "–" } }
+                        td.num { (pct(d.budget_remaining)) }
+                    } } }
+                } }
             }
         }
-        @if let Some(f) = &c.failure {
-            div { "class " strong.class { (f.class) } " (" (f.category) ")" }
-            code.evidence { (f.evidence) }
+        h2 { "By repository" }
+        @if v.repositories.is_empty() {
+            p.empty { "No repository has events of this SLO in the period." }
+        } @else {
+            div.scroll { table.repos {
+                caption.sr { "Events of the period per repository, most bad events first" }
+                thead { tr {
+                    th scope="col" { "Repository" } th scope="col" { "SLI" } th scope="col" { "Good / total" }
+                    th scope="col" { "Bad" } th scope="col" { "Share of bad" }
+                } }
+                tbody { @for r in &v.repositories { tr {
+                    th scope="row" { a href=(format!("{}?repository={}", slo_path(&s.slo), enc(&r.repository))) { (r.repository) } }
+                    td.num { @match r.sli { Some(x) => (pct(x)), None => "–" } }
+                    td.num { (r.good) " / " (r.total) }
+                    td.num { @if r.bad > 0 {
+                        a href=(format!("{}/events?repository={}", slo_path(&s.slo), enc(&r.repository))) { (r.bad) }
+                    } @else { "0" } }
+                    td.num { (pct(r.share_of_bad)) }
+                } } }
+            } }
         }
-        @if let Some(g) = &c.since_green {
-            @if g.last_green_run_id.is_none() {
-                div.muted { "no earlier green run to compare dependencies with" }
-            } @else if g.changes.is_empty() {
-                div.muted { "no dependency changes since the last green run" }
-            } @else {
-                div { "dependency changes since the last green run:" }
-                ul.deps {
-                    @for d in &g.changes {
-                        li { code { (d.package) } " " (d.before.as_deref().unwrap_or("(new)")) " → " (d.after.as_deref().unwrap_or("(removed)")) }
+    }
+}
+
+fn slo_events_html(q: &UiQuery, v: &SloEventsView) -> Markup {
+    let page = |offset: usize| {
+        let mut s = q.filter_query();
+        s.push_str(if s.is_empty() { "?" } else { "&" });
+        format!("{}/events{s}offset={offset}", slo_path(&v.slo))
+    };
+    html! {
+        h1 { "Bad events of " code { (v.slo) } }
+        p.lede {
+            (plural(v.bad, "bad event", "bad events")) " spent the budget of " (v.description) " since " (fmt_time(v.since))
+            " (" (v.period) ")"
+            @if let Some(r) = &v.repository { " in " strong { (r) } }
+            ", newest first. "
+            a href=(format!("{}{}", slo_path(&v.slo), q.filter_query())) { "← the SLO" }
+        }
+        @if v.events.is_empty() {
+            p.empty { "No bad events in the period." }
+        } @else {
+            div.scroll { table.events {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Repository" } th scope="col" { "What" } } }
+                tbody { @for e in &v.events { @let ev = &e.event; tr {
+                    td { (fmt_time(ev.at)) }
+                    td { (ev.repository) }
+                    td {
+                        @match ev.kind.as_str() {
+                            "change" => {
+                                "change "
+                                @match (&e.change_url, ev.change_number) {
+                                    (Some(u), Some(n)) => { a href=(u) rel="noopener noreferrer nofollow" { "#" (n) } }
+                                    (None, Some(n)) => { "#" (n) }
+                                    _ => { "(pruned)" }
+                                }
+                                @if let Some(o) = &ev.change_outcome { " " span.muted { (o) } }
+                                @if let Some(id) = ev.run_id { " · " a href=(format!("/runs/{id}")) { "run " (id) } }
+                            }
+                            _ => {
+                                @match ev.run_id {
+                                    Some(id) => { a href=(format!("/runs/{id}")) { "run " (id) } }
+                                    None => { "run (pruned)" }
+                                }
+                                @if let Some(c) = &ev.context { " · " (c) }
+                                @if let Some(st) = &ev.state { " · " span class=(format!("status s-{st}")) { (state_symbol(st)) " " (st) } }
+                                @if let (Some(t), Some(c)) = (&ev.test, &ev.context) {
+                                    " · test " a href=(test_path(&ev.repository, c, t)) { (t) }
+                                }
+                            }
+                        }
+                    }
+                } } }
+            } }
+            p.pages {
+                @if v.offset > 0 { a href=(page(v.offset.saturating_sub(v.limit))) { "← newer" } " " }
+                "events " (v.offset + 1) "–" (v.offset + v.events.len())
+                @if v.events.len() == v.limit { " " a href=(page(v.offset + v.limit)) { "older →" } }
+            }
+        }
+    }
+}
+
+/// Which bad events a page lists: `?offset=N`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EventsPageQuery {
+    #[serde(default)]
+    pub offset: usize,
+}
+
+const SLO_FILTERS: Filters = Filters {
+    repository: true,
+    ..Filters::NONE
+};
+
+pub async fn slo(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Response {
+    let q = q.normalized();
+    let data = async {
+        Ok::<_, ApiError>((
+            views::slo_detail(&state, &name, &q).await?,
+            views::repositories(&state).await?,
+        ))
+    };
+    match data.await {
+        Ok((v, repos)) => html_response(
+            StatusCode::OK,
+            layout(
+                &format!("SLO {}", v.slo.slo),
+                Nav::Overview,
+                &q,
+                &repos,
+                SLO_FILTERS,
+                None,
+                slo_detail_html(&state, &q, &v),
+            ),
+        ),
+        Err(e) => error_page(&q, e),
+    }
+}
+
+pub async fn slo_events(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<UiQuery>,
+    Query(p): Query<EventsPageQuery>,
+) -> Response {
+    let q = q.normalized();
+    let data = async {
+        Ok::<_, ApiError>((
+            views::slo_events(&state, &name, &q, p.offset).await?,
+            views::repositories(&state).await?,
+        ))
+    };
+    match data.await {
+        Ok((v, repos)) => html_response(
+            StatusCode::OK,
+            layout(
+                &format!("Bad events of {}", v.slo),
+                Nav::Overview,
+                &q,
+                &repos,
+                SLO_FILTERS,
+                None,
+                slo_events_html(&q, &v),
+            ),
+        ),
+        Err(e) => error_page(&q, e),
+    }
+}
+
+fn job_tip(j: &NightlyJob, median: Option<f64>) -> Markup {
+    html! {
+        li class=(format!("job s-{}", j.state)) {
+            a href=(format!("/runs/{}", j.run_id)) { (state_symbol(&j.state)) " " (j.context) } " " span.muted { (j.state) }
+            @if let Some(d) = j.duration_seconds {
+                " · " (fmt_seconds(d))
+                @if let Some(r) = j.runtime_ratio {
+                    " (" (format!("{r:.2}")) "× "
+                    @match median { Some(m) => { "the median " (fmt_seconds(m)) }, None => "its median" }
+                    ")"
+                }
+            }
+            @if let Some(f) = &j.failure {
+                div { "class " strong.class { (f.class) } " (" (f.category) ")" }
+                code.evidence { (f.evidence) }
+            }
+            @if let Some(g) = &j.since_green {
+                @if g.last_green_run_id.is_none() {
+                    div.muted { "no earlier green run to compare dependencies with" }
+                } @else if g.changes.is_empty() {
+                    div.muted { "no dependency changes since the last green run" }
+                } @else {
+                    div { "dependency changes since the last green run:" }
+                    ul.deps {
+                        @for d in &g.changes {
+                            li { code { (d.package) } " " (d.before.as_deref().unwrap_or("(new)")) " → " (d.after.as_deref().unwrap_or("(removed)")) }
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// `2/12 failed`, `1 run, none failed`, `3 runs, none failed`.
+fn cell_count(c: &NightlyCellView) -> String {
+    if c.failed > 0 {
+        format!("{}/{} failed", c.failed, c.runs)
+    } else {
+        format!("{}, none failed", plural(c.runs as u64, "run", "runs"))
+    }
+}
+
+/// `1 occurrence`, `2 occurrences`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn nightly_tip(c: &NightlyCellView, median: Option<f64>, drill: Option<&str>) -> Markup {
+    let (bad, good): (Vec<&NightlyJob>, Vec<&NightlyJob>) =
+        c.jobs.iter().partition(|j| j.state != "success");
+    html! {
+        strong { (cell_count(c)) } " · " (c.day)
+        @if !bad.is_empty() { ul.jobs { @for j in &bad { (job_tip(j, median)) } } }
+        @if !good.is_empty() {
+            div.passed { "passed: "
+                @for (i, j) in good.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    a href=(format!("/runs/{}", j.run_id)) { (j.context) }
+                    @if let Some(r) = j.runtime_ratio { " " span.muted { (format!("{r:.1}×")) } }
+                }
+            }
+        }
+        @if let Some(href) = drill { div { a href=(href) { "every job of this repository by day →" } } }
     }
 }
 
@@ -341,69 +714,135 @@ fn runtime_class(ratio: Option<f64>) -> (&'static str, &'static str) {
     }
 }
 
-fn nightly_html(state: &AppState, q: &UiQuery, v: &NightlyView) -> Markup {
+/// The jobs × days grid of one repository.
+fn nightly_jobs_path(repository: &str) -> String {
+    format!("/nightly/{}", enc(repository))
+}
+
+/// How to get the first runs in: shown by every page of an empty database.
+fn feed_hint() -> Markup {
+    html! {
+        p.hint {
+            "No runs stored yet. Feed runs in with " code { "ci-slo-exporter ingest" } " (TAP or JUnit reports), "
+            code { "POST /api/v1/runs" } " (JSON, bearer token), or a GitHub or GitLab webhook to "
+            code { "/webhooks/github" } " / " code { "/webhooks/gitlab" } "; "
+            code { "ci-slo-exporter backfill" } " fetches a forge's history (README, Getting started)."
+        }
+    }
+}
+
+fn nightly_html(state: &AppState, q: &UiQuery, v: &NightlyView, empty_db: bool) -> Markup {
     let runtime = v.color == "runtime";
+    let page = match &v.repository {
+        Some(r) => nightly_jobs_path(r),
+        None => "/nightly".to_string(),
+    };
     let base = |color: &str| {
         let mut qq = q.clone();
-        qq.color = Some(color.into());
+        if v.repository.is_some() {
+            qq.repository = None;
+        }
         let mut s = qq.filter_query();
         s.push_str(if s.is_empty() { "?" } else { "&" });
         s.push_str(&format!("color={color}"));
         if let Some(d) = q.days {
             s.push_str(&format!("&days={d}"));
         }
-        format!("/nightly{s}")
+        format!("{page}{s}")
+    };
+    // Carried into the drill-down: days and colour (the repository is the path).
+    let drill_query = {
+        let mut parts = Vec::new();
+        if let Some(c) = &q.context {
+            parts.push(format!("context={}", enc(c)));
+        }
+        if let Some(d) = q.days {
+            parts.push(format!("days={d}"));
+        }
+        if runtime {
+            parts.push("color=runtime".to_string());
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
     };
     let half = v.days.len() / 2;
+    let n = v.days.len();
     html! {
-        h1 { "Nightly and scheduled runs" }
-        p.lede {
-            "The latest scheduled run of each repository per UTC day, last " (v.days.len()) " days. "
-            "Hover or focus a cell for the failure and the dependency changes since the last green run; open it for the run. "
-            @if let Some(l) = grafana_link(state, "ci-slo-nightly", "nightly grid", q) { (l) }
+        @match &v.repository {
+            Some(r) => {
+                h1 { "Nightly jobs of " (r) }
+                p.lede {
+                    "Each scheduled job (context) of " strong { (r) } " per UTC day, newest first, last " (n) " days. "
+                    a href=(format!("/nightly{}", { let mut qq = q.clone(); qq.repository = None; qq.filter_query() })) { "← all repositories" }
+                    " "
+                    @if let Some(l) = grafana_link(state, "ci-slo-nightly", "nightly grid", q) { (l) }
+                }
+            }
+            None => {
+                h1 { "Nightly and scheduled runs" }
+                p.lede {
+                    "Every scheduled run of each repository per UTC day, newest day first, last " (n) " days: "
+                    "the colour is the worst run of the day, the count how many failed. "
+                    "Hover, focus or tap a cell for its failed jobs, their evidence and the dependency changes since the last green run; "
+                    "open a repository for its jobs by day. "
+                    @if let Some(l) = grafana_link(state, "ci-slo-nightly", "nightly grid", q) { (l) }
+                }
+            }
         }
         p.toggle {
             "Colour by: "
             @if runtime {
-                a href=(base("state")) { "state" } " · " strong aria-current="true" { "run time vs. the repository's median" }
+                a href=(base("state")) { "state" } " · " strong aria-current="true" { "run time vs. each job's median" }
             } @else {
-                strong aria-current="true" { "state" } " · " a href=(base("runtime")) { "run time vs. the repository's median" }
+                strong aria-current="true" { "state" } " · " a href=(base("runtime")) { "run time vs. each job's median" }
             }
         }
         @if v.rows.is_empty() {
             p.empty { "No scheduled runs in these days." }
+            @if empty_db { (feed_hint()) }
         } @else {
             div.scroll.grid-wrap {
                 table.grid {
-                    caption.sr { "Scheduled runs per repository and day" }
+                    caption.sr { "Scheduled runs per " @if v.repository.is_some() { "job" } @else { "repository" } " and day, newest day first" }
                     thead { tr {
-                        th scope="col" { "Repository" }
-                        @for d in &v.days { th scope="col" { abbr title=(d) { (d.format("%m-%d")) } } }
+                        th scope="col" { @if v.repository.is_some() { "Job" } @else { "Repository" } }
+                        @for d in v.days.iter().rev() { th scope="col" { abbr title=(d) { (d.format("%m-%d")) } } }
                     } }
                     tbody {
-                        @for row in &v.rows {
+                        @for (ri, row) in v.rows.iter().enumerate() {
                             tr {
-                                th scope="row" title=(row.repository) {
-                                    (row.repository)
-                                    @if let Some(m) = row.median_seconds { div.muted { "median " (fmt_seconds(m)) } }
+                                @match &row.context {
+                                    Some(c) => th scope="row" { (c)
+                                        @if let Some(m) = row.median_seconds { div.muted { "median " (fmt_seconds(m)) } } },
+                                    None => th scope="row" { a.repo href=(format!("{}{drill_query}", nightly_jobs_path(&row.repository))) {
+                                        // Long paths wrap after a slash rather than inside a name.
+                                        @for (i, part) in row.repository.split('/').enumerate() { @if i > 0 { "/" wbr; } (part) }
+                                    } },
                                 }
-                                @for (i, cell) in row.cells.iter().enumerate() {
+                                @for (di, cell) in row.cells.iter().rev().enumerate() {
                                     @match cell {
                                         None => td.cell.none { span title="no scheduled run" { "·" } span.sr { "no run" } },
                                         Some(c) => {
                                             @let (rt, rt_text) = runtime_class(c.runtime_ratio);
                                             @let cls = if runtime { format!("cell {rt}") } else { format!("cell s-{}", c.state) };
-                                            @let label = if runtime { format!("{}, {}, {rt_text}", c.day, c.state) } else { format!("{}, {}", c.day, c.state) };
-                                            td class=(cls) data-run=(c.run_id) data-state=(c.state) {
-                                                a.cellink href=(format!("/runs/{}", c.run_id)) aria-label=(label) aria-describedby=(format!("tip-{}", c.run_id)) {
+                                            @let count = cell_count(c);
+                                            @let label = if runtime { format!("{}, {}, {count}, {rt_text}", c.day, c.state) } else { format!("{}, {}, {count}", c.day, c.state) };
+                                            @let tip = format!("tip-{ri}-{di}");
+                                            td class=(cls) data-run=(c.run_id) data-state=(c.state) data-day=(c.day) data-runs=(c.runs) data-failed=(c.failed) {
+                                                span.cellink tabindex="0" aria-label=(label) aria-describedby=(tip) {
                                                     @if runtime {
                                                         @match c.runtime_ratio { Some(r) => (format!("{r:.1}×")), None => "–" }
                                                     } @else {
                                                         (state_symbol(&c.state))
                                                     }
+                                                    @if c.failed > 0 && c.runs > 1 { span.count { (c.failed) "/" (c.runs) } }
                                                 }
-                                                div.tip.right[i >= half] role="tooltip" id=(format!("tip-{}", c.run_id)) {
-                                                    (nightly_tip(c, row.median_seconds))
+                                                div.tip.right[di >= half] role="tooltip" id=(tip) {
+                                                    @let drill = v.repository.is_none().then(|| format!("{}{drill_query}", nightly_jobs_path(&row.repository)));
+                                                    (nightly_tip(c, row.median_seconds, drill.as_deref()))
                                                 }
                                             }
                                         }
@@ -417,21 +856,22 @@ fn nightly_html(state: &AppState, q: &UiQuery, v: &NightlyView) -> Markup {
             p.legend {
                 @if runtime {
                     span.cell.rt-fast { "0.7×" } " faster than 0.8× · " span.cell.rt-normal { "1.0×" } " usual · "
-                    span.cell.rt-slow { "1.3×" } " up to 1.5× · " span.cell.rt-veryslow { "1.8×" } " slower"
+                    span.cell.rt-slow { "1.3×" } " up to 1.5× · " span.cell.rt-veryslow { "1.8×" } " slower (the slowest job of the cell)"
                 } @else {
                     span.cell.s-success { "✓" } " success · " span.cell.s-failure { "✗" } " failure · "
-                    span.cell.s-error { "!" } " error · " span.cell.s-running { "…" } " running or lost · " "· no run"
+                    span.cell.s-error { "!" } " error · " span.cell.s-running { "…" } " running or lost · " "· no run · "
+                    span.cell.s-failure { "✗" span.count { "1/2" } } " 1 of 2 runs failed"
                 }
             }
         }
     }
 }
 
-pub async fn nightly(State(state): State<AppState>, Query(q): Query<UiQuery>) -> Response {
+async fn nightly_page(state: AppState, q: UiQuery, jobs_of: Option<String>) -> Response {
     let q = q.normalized();
     let data = async {
         Ok::<_, ApiError>((
-            views::nightly(&state, &q).await?,
+            views::nightly(&state, &q, jobs_of).await?,
             views::repositories(&state).await?,
         ))
     };
@@ -441,20 +881,42 @@ pub async fn nightly(State(state): State<AppState>, Query(q): Query<UiQuery>) ->
                 label { "Days " input name="days" type="number" min="1" max="92" value=[q.days] size="3"; }
                 @if let Some(c) = &q.color { input type="hidden" name="color" value=(c); }
             };
+            let title = match &v.repository {
+                Some(r) => format!("Nightly jobs of {r}"),
+                None => "Nightly".into(),
+            };
+            let filters = Filters {
+                repository: v.repository.is_none(),
+                context: true,
+                ..Filters::default()
+            };
             html_response(
                 StatusCode::OK,
                 layout(
-                    "Nightly",
+                    &title,
                     Nav::Nightly,
                     &q,
                     &repos,
+                    filters,
                     Some(extra),
-                    nightly_html(&state, &q, &v),
+                    nightly_html(&state, &q, &v, repos.is_empty()),
                 ),
             )
         }
         Err(e) => error_page(&q, e),
     }
+}
+
+pub async fn nightly(State(state): State<AppState>, Query(q): Query<UiQuery>) -> Response {
+    nightly_page(state, q, None).await
+}
+
+pub async fn nightly_jobs(
+    State(state): State<AppState>,
+    Path(repository): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Response {
+    nightly_page(state, q, Some(repository)).await
 }
 
 fn sparkline(trend: &[u64], days: &[chrono::NaiveDate]) -> Markup {
@@ -478,94 +940,195 @@ fn sparkline(trend: &[u64], days: &[chrono::NaiveDate]) -> Markup {
     }
 }
 
+fn class_path(class: &str) -> String {
+    format!("/failures/classes/{}", enc(class))
+}
+
+fn fingerprint_path(fp: &str) -> String {
+    format!("/failures/fingerprints/{}", enc(fp))
+}
+
+/// The first line of an evidence, at most `n` characters.
+fn first_line(text: &str, n: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(n).collect();
+    if out.len() < line.len() || text.lines().nth(1).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn failures_html(state: &AppState, q: &UiQuery, v: &FailuresView) -> Markup {
+    let scoped = v.class.is_some() || v.fingerprint.is_some();
     html! {
-        h1 { "Failures" }
+        @match (&v.fingerprint, &v.class) {
+            (Some(fp), _) => h1 { "Fingerprint " code { (fp) } },
+            (None, Some(c)) => h1 { "Failure class " code { (c) } },
+            _ => h1 { "Failures" },
+        }
         p.lede {
-            "Failure classes and fingerprints of runs from " (fmt_time(v.since)) " to " (fmt_time(v.until)) " (" (v.window) "), most frequent first. "
+            "Failures of runs from " (fmt_time(v.since)) " to " (fmt_time(v.until)) " (" (v.window) "), "
+            @if v.sort == "last_seen" { "most recently seen first. " } @else { "most frequent first. " }
             span.badge.new { "NEW" } " marks an error first seen within " (v.new_window) ". "
+            @if scoped { a href=(format!("/failures{}", q.filter_query())) { "← all failures" } " " }
             @if let Some(l) = grafana_link(state, "ci-slo-failures", "failure classes", q) { (l) }
         }
-        h2 { "Classes" }
-        @if v.classes.is_empty() { p.empty { "No failures in this window." } } @else {
-            div.scroll { table.classes {
-                thead { tr {
-                    th scope="col" { "Class" } th scope="col" { "Occurrences" } th scope="col" { "Trend" }
-                    th scope="col" { "Fingerprints" } th scope="col" { "Repositories" }
+        @if v.fingerprint.is_none() {
+            h2 { "Classes" }
+            @if v.classes.is_empty() { p.empty { "No failures in this window." } } @else {
+                div.scroll { table.classes {
+                    thead { tr {
+                        th scope="col" { "Class" } th scope="col" { "Occurrences" } th scope="col" { "Trend" }
+                        th scope="col" { "Last seen" } th scope="col" { "Fingerprints" } th scope="col" { "Repositories" }
+                    } }
+                    tbody { @for c in &v.classes { tr {
+                        th scope="row" { a.class href=(format!("{}{}", class_path(&c.class), q.filter_query())) { (c.class) } div.muted { (c.category) } }
+                        td.num { (c.occurrences) }
+                        td { (sparkline(&c.trend, &v.days)) }
+                        td { (fmt_time(c.last_seen)) }
+                        td.num { (c.fingerprints) }
+                        td { (c.repositories.join(", ")) }
+                    } } }
                 } }
-                tbody { @for c in &v.classes { tr {
-                    th scope="row" { (c.class) div.muted { (c.category) } }
-                    td.num { (c.occurrences) }
-                    td { (sparkline(&c.trend, &v.days)) }
-                    td.num { (c.fingerprints) }
-                    td { (c.repositories.join(", ")) }
-                } } }
-            } }
+            }
         }
         h2 { "Fingerprints" }
+        @if v.fingerprints.is_empty() { p.empty { @if v.new_only { "No NEW fingerprints in this window." } @else { "No failures in this window." } } }
         ol.fingerprints {
             @for f in &v.fingerprints {
                 li.fp data-fingerprint=[f.fingerprint.as_deref()] {
-                    div.fphead {
-                        @if f.is_new { span.badge.new title="first seen within the NEW window" { "NEW" } " " }
-                        strong.class { (f.class) } " " span.muted { "(" (f.category) ")" }
-                        " · " span.num { (f.occurrences) " occurrences" }
-                        " " (sparkline(&f.trend, &v.days))
-                    }
-                    pre.evidence { code { (f.evidence) } }
-                    dl.facts {
-                        dt { "First seen" } dd { @match f.first_seen { Some(t) => (fmt_time(t)), None => "–" } }
-                        dt { "Repositories" } dd { (f.repositories.join(", ")) }
-                        @if !f.tests.is_empty() {
-                            dt { "Tests" }
-                            dd { ul.inline { @for t in &f.tests {
-                                li { a href=(test_path(&t.repository, &t.context, &t.name)) { (t.name) } " " span.muted { "(" (t.repository) ", " (t.context) ")" } }
-                            } } }
+                    details open[v.fingerprint.is_some()] {
+                        summary.fphead {
+                            @if f.is_new { span.badge.new title="first seen within the NEW window" { "NEW" } " " }
+                            a.class href=(format!("{}{}", class_path(&f.class), q.filter_query())) { (f.class) }
+                            " · " span.num { (plural(f.occurrences, "occurrence", "occurrences")) }
+                            " " (sparkline(&f.trend, &v.days))
+                            " " span.muted { "last " (fmt_time(f.last_seen)) }
+                            " " span.repos { (f.repositories.join(", ")) }
+                            code.ev1 { (first_line(&f.evidence, 160)) }
                         }
-                        dt { "Example runs" }
-                        dd { ul.inline { @for e in &f.examples {
-                            li { a href=(format!("/runs/{}", e.run_id)) { "run " (e.run_id) } " " span.muted { (e.repository) " · " (e.context) " · " (fmt_time(e.at)) } }
-                        } } }
-                        @if let Some(fp) = &f.fingerprint { dt { "Fingerprint" } dd { code { (fp) } } }
-                    }
-                    @match &f.create_issue_url {
-                        Some(u) => { a.create-issue href=(u) rel="noopener noreferrer" target="_blank" { "Create issue" } }
-                        None => {
-                            details.issue {
-                                summary { "Issue text to copy" }
-                                p { strong { (f.issue_title) } }
-                                pre { (f.issue_body) }
+                        div.fpbody {
+                            pre.evidence { code { (f.evidence) } }
+                            dl.facts {
+                                dt { "Category" } dd { (f.category) }
+                                dt { "First seen" } dd { @match f.first_seen { Some(t) => (fmt_time(t)), None => "–" } }
+                                dt { "Repositories" } dd { (f.repositories.join(", ")) }
+                                @if !f.tests.is_empty() {
+                                    dt { "Tests" }
+                                    dd { ul.inline { @for t in &f.tests {
+                                        li { a href=(test_path(&t.repository, &t.context, &t.name)) { (t.name) } " " span.muted { "(" (t.repository) ", " (t.context) ")" } }
+                                    } } }
+                                }
+                                dt { "Example runs" }
+                                dd { ul.inline { @for e in &f.examples {
+                                    li { a href=(format!("/runs/{}", e.run_id)) { "run " (e.run_id) } " " span.muted { (e.repository) " · " (e.context) " · " (fmt_time(e.at)) } }
+                                } } }
+                                @if let Some(fp) = &f.fingerprint {
+                                    dt { "Fingerprint" } dd { a href=(format!("{}{}", fingerprint_path(fp), q.filter_query())) { code { (fp) } } " (every run)" }
+                                }
+                            }
+                            @match &f.create_issue_url {
+                                Some(u) => { a.create-issue href=(u) rel="noopener noreferrer" target="_blank" { "Create issue" } }
+                                None => {
+                                    details.issue {
+                                        summary { "Issue text to copy" }
+                                        p { strong { (f.issue_title) } }
+                                        pre { (f.issue_body) }
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
         }
+        @if scoped {
+            h2 { "Runs" }
+            @if v.runs.is_empty() { p.empty { "No runs in this window." } } @else {
+                div.scroll { table.runs {
+                    caption.sr { "Runs with this failure, newest first" }
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Run" } th scope="col" { "Repository" } th scope="col" { "Context" } th scope="col" { "Test" } } }
+                    tbody { @for r in &v.runs { tr {
+                        td { (fmt_time(r.at)) }
+                        td { a href=(format!("/runs/{}", r.run_id)) { (r.run_id) } }
+                        td { (r.repository) }
+                        td { (r.context) }
+                        td { @if let Some(t) = &r.test { a href=(test_path(&r.repository, &r.context, t)) { (t) } } }
+                    } } }
+                } }
+            }
+        }
     }
 }
 
-pub async fn failures(State(state): State<AppState>, Query(q): Query<UiQuery>) -> Response {
+async fn failures_page(state: AppState, q: UiQuery, fingerprint: Option<String>) -> Response {
     let q = q.normalized();
     let data = async {
         Ok::<_, ApiError>((
-            views::failures(&state, &q).await?,
+            views::failures(&state, &q, fingerprint).await?,
             views::repositories(&state).await?,
         ))
     };
     match data.await {
-        Ok((v, repos)) => html_response(
-            StatusCode::OK,
-            layout(
-                "Failures",
-                Nav::Failures,
-                &q,
-                &repos,
-                None,
-                failures_html(&state, &q, &v),
-            ),
-        ),
+        Ok((v, repos)) => {
+            let extra = html! {
+                @if v.fingerprint.is_none() {
+                    label { "Class " input name="class" value=[q.class.as_deref()] placeholder="all" size="12"; }
+                }
+                label { "Sort "
+                    select name="sort" {
+                        option value="count" selected[v.sort == "count"] { "most frequent" }
+                        option value="last_seen" selected[v.sort == "last_seen"] { "last seen" }
+                    }
+                }
+                label.check { input type="checkbox" name="new" value="1" checked[v.new_only]; " only NEW" }
+            };
+            let title = match (&v.fingerprint, &v.class) {
+                (Some(fp), _) => format!("Fingerprint {fp}"),
+                (None, Some(c)) => format!("Failure class {c}"),
+                _ => "Failures".into(),
+            };
+            let body = if repos.is_empty() {
+                html! { (failures_html(&state, &q, &v)) (feed_hint()) }
+            } else {
+                failures_html(&state, &q, &v)
+            };
+            html_response(
+                StatusCode::OK,
+                layout(
+                    &title,
+                    Nav::Failures,
+                    &q,
+                    &repos,
+                    Filters::ALL,
+                    Some(extra),
+                    body,
+                ),
+            )
+        }
         Err(e) => error_page(&q, e),
     }
+}
+
+pub async fn failures(State(state): State<AppState>, Query(q): Query<UiQuery>) -> Response {
+    failures_page(state, q, None).await
+}
+
+pub async fn failure_class(
+    State(state): State<AppState>,
+    Path(class): Path<String>,
+    Query(mut q): Query<UiQuery>,
+) -> Response {
+    q.class = Some(class);
+    failures_page(state, q, None).await
+}
+
+pub async fn failure_fingerprint(
+    State(state): State<AppState>,
+    Path(fp): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Response {
+    failures_page(state, q, Some(fp)).await
 }
 
 fn outcome_symbol(o: crate::model::TestOutcome) -> &'static str {
@@ -594,8 +1157,11 @@ fn test_html(state: &AppState, q: &UiQuery, v: &TestPageView) -> Markup {
             }
         }
         h2 { "History" }
-        ol.strip aria-label="executions, oldest first" {
-            @for e in &v.executions {
+        ol.strip aria-label="executions, oldest first, by UTC day" {
+            @for (i, e) in v.executions.iter().enumerate() {
+                @if i == 0 || v.executions[i - 1].at.date_naive() != e.at.date_naive() {
+                    li.daymark { time datetime=(e.at.date_naive()) { (e.at.format("%m-%d")) } }
+                }
                 li class=(format!("o-{}", e.outcome)) {
                     a href=(format!("/runs/{}", e.run_id)) title=(format!("{} {} on {} (attempt {}){}", e.at.format("%Y-%m-%d %H:%M"), e.outcome, &e.commit[..e.commit.len().min(10)], e.attempt, if e.retries > 0 { format!(", {} retries", e.retries) } else { String::new() })) {
                         (outcome_symbol(e.outcome)) span.sr { (e.outcome) }
@@ -644,6 +1210,10 @@ pub async fn test(
                 Nav::None,
                 &q,
                 &repos,
+                Filters {
+                    window: true,
+                    ..Filters::NONE
+                },
                 None,
                 test_html(&state, &q, &v),
             ),
@@ -652,16 +1222,42 @@ pub async fn test(
     }
 }
 
-fn run_html(v: &RunView, page: usize) -> Markup {
+fn run_html(v: &RunView, links: &RunLinksView, page: usize) -> Markup {
     html! {
         h1 { "Run " (v.id) " " span class=(format!("status s-{}", v.state)) { (state_symbol(&v.state)) " " (v.state) } }
         dl.facts {
             dt { "Repository" } dd { (v.repository) " " span.muted { "(" (v.forge) ")" } }
             dt { "Context" } dd { (v.context) }
-            dt { "Commit" } dd { code { (v.commit) } " · attempt " (v.attempt) }
+            dt { "Commit" } dd {
+                @match &links.commit_url {
+                    Some(u) => { a.commit href=(u) rel="noopener noreferrer nofollow" { code { (v.commit) } } }
+                    None => { code { (v.commit) } }
+                }
+                " · attempt " (v.attempt)
+            }
             dt { "Trigger" } dd { (v.trigger) }
             @if let Some(c) = &v.change {
-                dt { "Change" } dd { "#" (c.number) @if let Some(o) = &c.outcome { " · " (o) } }
+                dt { "Change" } dd {
+                    @match &links.change_url {
+                        Some(u) => { a.change href=(u) rel="noopener noreferrer nofollow" { "#" (c.number) } }
+                        None => { "#" (c.number) }
+                    }
+                    @if let Some(o) = &c.outcome { " · " (o) }
+                }
+            }
+            dt { "Other attempts" } dd {
+                @if links.related.attempts.is_empty() { span.muted { "none of this context and commit" } }
+                @for (i, a) in links.related.attempts.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    a.attempt href=(format!("/runs/{}", a.run_id)) { "attempt " (a.attempt) } " "
+                    span class=(format!("status s-{}", a.state)) { (state_symbol(&a.state)) " " (a.state) }
+                }
+            }
+            dt { "Last green" } dd {
+                @match links.related.last_green_run_id {
+                    Some(g) => { a.green href=(format!("/runs/{g}")) { "run " (g) } " (the last success of this context before this run)" }
+                    None => { span.muted { "no earlier success of this context" } }
+                }
             }
             dt { "Queued" } dd { @match v.queued_at { Some(t) => (fmt_time(t)), None => "–" } }
             dt { "Started" } dd { @match v.started_at { Some(t) => (fmt_time(t)), None => "–" } }
@@ -692,7 +1288,10 @@ fn run_html(v: &RunView, page: usize) -> Markup {
                 @for c in &f.candidates {
                     p.also { "also: line " (c.line) " " code { (c.text) } " " span.muted { "(" (c.class) ")" } }
                 }
-                @if let Some(fp) = &f.fingerprint { p.muted { "fingerprint " code { (fp) } } }
+                p.muted {
+                    "class " a href=(class_path(&f.class)) { (f.class) }
+                    @if let Some(fp) = &f.fingerprint { " · fingerprint " a.fingerprint href=(fingerprint_path(fp)) { code { (fp) } } " (every run with it)" }
+                }
             }
         }
         h2 { "Tests" }
@@ -731,6 +1330,23 @@ fn run_html(v: &RunView, page: usize) -> Markup {
                     th scope="row" { code { (d.package) } }
                     td { (d.before.as_deref().unwrap_or("(new)")) } td { (d.after.as_deref().unwrap_or("(removed)")) }
                 } } }
+            }
+        }
+        @if v.state != "success" && links.related.since_green.last_green_run_id.is_some() {
+            @let g = &links.related.since_green;
+            @if let Some(gid) = g.last_green_run_id {
+                @if g.changes.is_empty() {
+                    p.muted { "No dependency change since the last green run with recorded versions, " a href=(format!("/runs/{gid}")) { "run " (gid) } "." }
+                } @else {
+                    table.deps.since-green {
+                        caption { "Changed since the last green run with recorded versions, " a href=(format!("/runs/{gid}")) { "run " (gid) } }
+                        thead { tr { th scope="col" { "Package" } th scope="col" { "Green" } th scope="col" { "This run" } } }
+                        tbody { @for d in &g.changes { tr {
+                            th scope="row" { code { (d.package) } }
+                            td { (d.before.as_deref().unwrap_or("(new)")) } td { (d.after.as_deref().unwrap_or("(removed)")) }
+                        } } }
+                    }
+                }
             }
         }
         @if !v.dependencies.is_empty() {
@@ -780,20 +1396,35 @@ pub async fn run(
     Query(page): Query<RunPageQuery>,
 ) -> Response {
     let q = UiQuery::default();
-    match load_run(&state, &id, page.tests_offset).await {
-        Ok(v) => html_response(
+    let data = async {
+        let v = load_run(&state, &id, page.tests_offset).await?;
+        let links = views::run_links(&state, &v).await?;
+        Ok::<_, ApiError>((v, links))
+    };
+    match data.await {
+        Ok((v, links)) => html_response(
             StatusCode::OK,
             layout(
                 &format!("Run {}", v.id),
                 Nav::None,
                 &q,
                 &[],
+                Filters::NONE,
                 None,
-                run_html(&v, state.config.web.run_page_tests),
+                run_html(&v, &links, state.config.web.run_page_tests),
             ),
         ),
         Err(e) => error_page(&q, e),
     }
+}
+
+/// The run page's links as JSON (the run itself is `/api/v1/runs/{id}`).
+pub async fn api_run_related(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunLinksView>, ApiError> {
+    let v = load_run(&state, &id, 0).await?;
+    Ok(Json(views::run_links(&state, &v).await?))
 }
 
 // ---------------------------------------------------------------- JSON
@@ -805,18 +1436,68 @@ pub async fn api_slos(
     Ok(Json(views::slos(&state, &q.normalized()).await?))
 }
 
+pub async fn api_slo(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Result<Json<SloDetailView>, ApiError> {
+    Ok(Json(
+        views::slo_detail(&state, &name, &q.normalized()).await?,
+    ))
+}
+
+pub async fn api_slo_events(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<UiQuery>,
+    Query(p): Query<EventsPageQuery>,
+) -> Result<Json<SloEventsView>, ApiError> {
+    Ok(Json(
+        views::slo_events(&state, &name, &q.normalized(), p.offset).await?,
+    ))
+}
+
 pub async fn api_nightly(
     State(state): State<AppState>,
     Query(q): Query<UiQuery>,
 ) -> Result<Json<NightlyView>, ApiError> {
-    Ok(Json(views::nightly(&state, &q.normalized()).await?))
+    Ok(Json(views::nightly(&state, &q.normalized(), None).await?))
+}
+
+pub async fn api_nightly_jobs(
+    State(state): State<AppState>,
+    Path(repository): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Result<Json<NightlyView>, ApiError> {
+    Ok(Json(
+        views::nightly(&state, &q.normalized(), Some(repository)).await?,
+    ))
 }
 
 pub async fn api_failures(
     State(state): State<AppState>,
     Query(q): Query<UiQuery>,
 ) -> Result<Json<FailuresView>, ApiError> {
-    Ok(Json(views::failures(&state, &q.normalized()).await?))
+    Ok(Json(views::failures(&state, &q.normalized(), None).await?))
+}
+
+pub async fn api_failure_class(
+    State(state): State<AppState>,
+    Path(class): Path<String>,
+    Query(mut q): Query<UiQuery>,
+) -> Result<Json<FailuresView>, ApiError> {
+    q.class = Some(class);
+    Ok(Json(views::failures(&state, &q.normalized(), None).await?))
+}
+
+pub async fn api_failure_fingerprint(
+    State(state): State<AppState>,
+    Path(fp): Path<String>,
+    Query(q): Query<UiQuery>,
+) -> Result<Json<FailuresView>, ApiError> {
+    Ok(Json(
+        views::failures(&state, &q.normalized(), Some(fp)).await?,
+    ))
 }
 
 pub async fn api_test(

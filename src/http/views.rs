@@ -4,9 +4,9 @@
 use super::{ApiError, AppState};
 use crate::flaky;
 use crate::slo::{self, EventCounts, SloId};
-use crate::store::NightlyFailure;
 use crate::store::ui::{
-    FailureKey, FailureOccurrence, RepositoryRow, RunFilter, SinceGreen, TestExecutionRow,
+    FailureKey, FailureOccurrence, NightlyFailure, RepositoryRow, RunFilter, SinceGreen,
+    TestExecutionRow,
 };
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -55,6 +55,12 @@ pub struct UiQuery {
     pub days: Option<u32>,
     /// Nightly grid: `state` (default) or `runtime`.
     pub color: Option<String>,
+    /// Failures: one failure class.
+    pub class: Option<String>,
+    /// Failures: only fingerprints first seen within `ui.new_window` (`1`, `on`, `true`).
+    pub new: Option<String>,
+    /// Failures: `count` (default) or `last_seen` (the most recent first).
+    pub sort: Option<String>,
 }
 
 fn nonempty(v: &Option<String>) -> Option<String> {
@@ -74,7 +80,15 @@ impl UiQuery {
             window: nonempty(&self.window),
             days: self.days,
             color: nonempty(&self.color),
+            class: nonempty(&self.class),
+            new: nonempty(&self.new),
+            sort: nonempty(&self.sort),
         }
+    }
+
+    /// `?new=1` (or `on`, `true`): only NEW fingerprints.
+    pub fn new_only(&self) -> bool {
+        matches!(self.new.as_deref(), Some("1" | "on" | "true" | "yes"))
     }
 
     pub fn filter(&self) -> RunFilter {
@@ -173,6 +187,9 @@ pub struct SloRow {
     pub status: String,
     /// For an exhausted budget: when the rolling period recovers if no further bad events arrive.
     pub recovers_at: Option<DateTime<Utc>>,
+    /// For an exhausted budget: since when it has been overspent without a break
+    /// (the start of the hour whose events overspent it).
+    pub exhausted_since: Option<DateTime<Utc>>,
     pub windows: Vec<SloWindow>,
 }
 
@@ -184,21 +201,64 @@ pub struct SlosView {
     pub slos: Vec<SloRow>,
 }
 
-pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
-    let now = Utc::now();
-    let period = Duration::from_std(state.config.slo.period).unwrap_or(Duration::days(28));
-    let windows: Vec<Duration> = state
+const HOUR_MS: i64 = 3_600_000;
+
+/// The SLO settings every SLO view needs.
+struct SloSettings {
+    now: DateTime<Utc>,
+    period: Duration,
+    windows: Vec<Duration>,
+}
+
+fn slo_settings(state: &AppState) -> SloSettings {
+    SloSettings {
+        now: Utc::now(),
+        period: Duration::from_std(state.config.slo.period).unwrap_or(Duration::days(28)),
+        windows: state
+            .config
+            .slo
+            .windows
+            .iter()
+            .filter_map(|w| Duration::from_std(*w).ok())
+            .collect(),
+    }
+}
+
+fn objective_of(state: &AppState, id: SloId) -> f64 {
+    state
         .config
         .slo
-        .windows
-        .iter()
-        .filter_map(|w| Duration::from_std(*w).ok())
-        .collect();
-    let repository = q.repository.clone();
-    let since = now - period;
+        .objectives
+        .get(id.as_str())
+        .copied()
+        .unwrap_or(id.default_objective())
+}
+
+/// The SLO named in a path, or 404.
+pub fn slo_id(name: &str) -> Result<SloId, ApiError> {
+    SloId::ALL
+        .into_iter()
+        .find(|id| id.as_str() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = SloId::ALL.iter().map(|i| i.as_str()).collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no SLO {name:?} (known: {})", known.join(", ")),
+            )
+        })
+}
+
+/// Hourly events per SLO over two periods back from now (the second for
+/// "exhausted since"), oldest first.
+async fn slo_buckets(
+    state: &AppState,
+    s: &SloSettings,
+    repository: Option<String>,
+) -> Result<HashMap<String, Vec<(i64, EventCounts)>>, ApiError> {
+    let since = s.now - s.period - s.period;
     let buckets = state
         .store
-        .read(move |s| s.slo_hourly(since, repository.as_deref()))
+        .read(move |st| st.slo_hourly(since, repository.as_deref()))
         .await?;
     let mut per_slo: HashMap<String, Vec<(i64, EventCounts)>> = HashMap::new();
     for b in buckets {
@@ -207,95 +267,392 @@ pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
             .or_default()
             .push((b.hour_ms, b.counts));
     }
-    let now_ms = now.timestamp_millis();
-    let sum_since = |v: &[(i64, EventCounts)], from_ms: i64| {
-        v.iter()
-            .filter(|(h, _)| *h >= from_ms)
-            .fold(EventCounts::default(), |a, (_, c)| EventCounts {
-                good: a.good + c.good,
-                total: a.total + c.total,
-            })
+    Ok(per_slo)
+}
+
+fn slo_row(id: SloId, objective: f64, events: &[(i64, EventCounts)], s: &SloSettings) -> SloRow {
+    let now_ms = s.now.timestamp_millis();
+    let period_ms = s.period.num_milliseconds();
+    let all = slo::rolling_at(events, now_ms, period_ms, HOUR_MS);
+    let budget_remaining = all.budget_remaining(objective);
+    let day = slo::sum_between(events, now_ms - 86_400_000, i64::MAX);
+    let from = (now_ms - period_ms).div_euclid(HOUR_MS) * HOUR_MS;
+    let in_period = &events[events.partition_point(|(h, _)| *h < from)..];
+    let recovers_at = slo::budget_recovery_ms(in_period, period_ms, HOUR_MS, objective)
+        .map(crate::store::from_ms);
+    let exhausted_since = if budget_remaining < 0.0 {
+        slo::exhausted_since_ms(events, period_ms, HOUR_MS, now_ms, objective)
+            .map(crate::store::from_ms)
+    } else {
+        None
     };
-    let mut rows = Vec::new();
-    for id in SloId::ALL {
-        let objective = state
-            .config
-            .slo
-            .objectives
-            .get(id.as_str())
-            .copied()
-            .unwrap_or(id.default_objective());
-        let events = per_slo.remove(id.as_str()).unwrap_or_default();
-        let all = sum_since(&events, i64::MIN);
-        let budget_remaining = all.budget_remaining(objective);
-        let day = sum_since(&events, now_ms - 86_400_000);
-        let recovers_at =
-            slo::budget_recovery_ms(&events, period.num_milliseconds(), 3_600_000, objective)
-                .map(crate::store::from_ms);
-        let status = if all.total == 0 {
-            "no_data"
-        } else if budget_remaining < 0.0 {
-            "exhausted"
-        } else if day.burn_rate(objective).is_some_and(|b| b > 1.0) {
-            "burning"
-        } else {
-            "ok"
-        };
-        rows.push(SloRow {
-            slo: id.as_str().into(),
-            description: id.description().into(),
-            objective,
-            good: all.good,
-            total: all.total,
-            sli: all.sli(),
-            budget_remaining,
-            status: status.into(),
-            recovers_at,
-            windows: windows
-                .iter()
-                .map(|w| {
-                    let c = sum_since(&events, now_ms - w.num_milliseconds());
-                    SloWindow {
-                        window: human(*w),
-                        good: c.good,
-                        total: c.total,
-                        sli: c.sli(),
-                        burn_rate: c.burn_rate(objective),
-                    }
-                })
-                .collect(),
-        });
+    let status = if all.total == 0 {
+        "no_data"
+    } else if budget_remaining < 0.0 {
+        "exhausted"
+    } else if day.burn_rate(objective).is_some_and(|b| b > 1.0) {
+        "burning"
+    } else {
+        "ok"
+    };
+    SloRow {
+        slo: id.as_str().into(),
+        description: id.description().into(),
+        objective,
+        good: all.good,
+        total: all.total,
+        sli: all.sli(),
+        budget_remaining,
+        status: status.into(),
+        recovers_at,
+        exhausted_since,
+        windows: s
+            .windows
+            .iter()
+            .map(|w| {
+                let c = slo::sum_between(events, now_ms - w.num_milliseconds(), i64::MAX);
+                SloWindow {
+                    window: human(*w),
+                    good: c.good,
+                    total: c.total,
+                    sli: c.sli(),
+                    burn_rate: c.burn_rate(objective),
+                }
+            })
+            .collect(),
     }
+}
+
+pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
+    let s = slo_settings(state);
+    let mut per_slo = slo_buckets(state, &s, q.repository.clone()).await?;
+    let rows = SloId::ALL
+        .into_iter()
+        .map(|id| {
+            let events = per_slo.remove(id.as_str()).unwrap_or_default();
+            slo_row(id, objective_of(state, id), &events, &s)
+        })
+        .collect();
     Ok(SlosView {
-        generated_at: now,
+        generated_at: s.now,
         repository: q.repository.clone(),
-        period: human(period),
+        period: human(s.period),
         slos: rows,
     })
 }
 
-// ---------------------------------------------------------------- nightly
+/// One UTC day of an SLO's period.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloDay {
+    pub day: NaiveDate,
+    pub good: u64,
+    pub total: u64,
+    /// The SLI of the day's events.
+    pub sli: Option<f64>,
+    /// The error budget left over the rolling period that ends with the day
+    /// (today: now).
+    pub budget_remaining: f64,
+}
+
+/// One repository's share of an SLO's period.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloRepository {
+    pub forge: String,
+    pub repository: String,
+    pub good: u64,
+    pub total: u64,
+    pub bad: u64,
+    pub sli: Option<f64>,
+    /// bad / all bad events of the SLO in the period.
+    pub share_of_bad: f64,
+}
 
 #[derive(Debug, Clone, Serialize)]
-pub struct NightlyCellView {
-    pub day: NaiveDate,
+pub struct SloDetailView {
+    pub generated_at: DateTime<Utc>,
+    pub repository: Option<String>,
+    pub period: String,
+    pub slo: SloRow,
+    /// Oldest first, from the day the period starts to today.
+    pub days: Vec<SloDay>,
+    /// Repositories with events in the period, most bad events first.
+    pub repositories: Vec<SloRepository>,
+}
+
+pub async fn slo_detail(
+    state: &AppState,
+    name: &str,
+    q: &UiQuery,
+) -> Result<SloDetailView, ApiError> {
+    let id = slo_id(name)?;
+    let s = slo_settings(state);
+    let objective = objective_of(state, id);
+    let events = slo_buckets(state, &s, q.repository.clone())
+        .await?
+        .remove(id.as_str())
+        .unwrap_or_default();
+    let row = slo_row(id, objective, &events, &s);
+    let now_ms = s.now.timestamp_millis();
+    let period_ms = s.period.num_milliseconds();
+    let first = (s.now - s.period).date_naive();
+    let today = s.now.date_naive();
+    let days = first
+        .iter_days()
+        .take_while(|d| *d <= today)
+        .map(|d| {
+            let start = d
+                .and_hms_opt(0, 0, 0)
+                .unwrap_or_default()
+                .and_utc()
+                .timestamp_millis();
+            let end = start + 86_400_000;
+            let c = slo::sum_between(&events, start, end);
+            SloDay {
+                day: d,
+                good: c.good,
+                total: c.total,
+                sli: c.sli(),
+                budget_remaining: slo::rolling_at(&events, end.min(now_ms), period_ms, HOUR_MS)
+                    .budget_remaining(objective),
+            }
+        })
+        .collect();
+    let since = s.now - s.period;
+    let repository = q.repository.clone();
+    let per_repo = state
+        .store
+        .read(move |st| st.slo_by_repository(id.as_str(), since))
+        .await?;
+    let per_repo: Vec<_> = per_repo
+        .into_iter()
+        .filter(|r| repository.as_ref().is_none_or(|p| *p == r.repository))
+        .collect();
+    let all_bad: u64 = per_repo.iter().map(|r| r.counts.bad()).sum();
+    let mut repositories: Vec<SloRepository> = per_repo
+        .into_iter()
+        .map(|r| SloRepository {
+            bad: r.counts.bad(),
+            share_of_bad: if all_bad == 0 {
+                0.0
+            } else {
+                r.counts.bad() as f64 / all_bad as f64
+            },
+            sli: r.counts.sli(),
+            good: r.counts.good,
+            total: r.counts.total,
+            forge: r.forge,
+            repository: r.repository,
+        })
+        .collect();
+    repositories.sort_by(|a, b| {
+        b.bad
+            .cmp(&a.bad)
+            .then(b.total.cmp(&a.total))
+            .then(a.repository.cmp(&b.repository))
+    });
+    Ok(SloDetailView {
+        generated_at: s.now,
+        repository: q.repository.clone(),
+        period: human(s.period),
+        slo: row,
+        days,
+        repositories,
+    })
+}
+
+/// A bad event with links to what it is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct BadEventView {
+    #[serde(flatten)]
+    pub event: crate::store::ui::BadEvent,
+    /// The change on its forge (GitHub pull request, GitLab merge request).
+    pub change_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloEventsView {
+    pub slo: String,
+    pub description: String,
+    pub repository: Option<String>,
+    pub period: String,
+    pub since: DateTime<Utc>,
+    /// All bad events of the period (of the repository, when given).
+    pub bad: u64,
+    pub offset: usize,
+    pub limit: usize,
+    /// Newest first.
+    pub events: Vec<BadEventView>,
+}
+
+/// Bad events per page of `/slos/{slo}/events`.
+pub const EVENTS_PER_PAGE: usize = 100;
+
+pub async fn slo_events(
+    state: &AppState,
+    name: &str,
+    q: &UiQuery,
+    offset: usize,
+) -> Result<SloEventsView, ApiError> {
+    let id = slo_id(name)?;
+    if offset > 100_000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "offset must be at most 100000",
+        ));
+    }
+    let s = slo_settings(state);
+    // Whole hours, as the hourly counts behind the SLI.
+    let since_ms = (s.now - s.period).timestamp_millis().div_euclid(HOUR_MS) * HOUR_MS;
+    let since = crate::store::from_ms(since_ms);
+    let repository = q.repository.clone();
+    let (events, hourly) = state
+        .store
+        .read(move |st| {
+            Ok((
+                st.slo_bad_events(
+                    id.as_str(),
+                    since,
+                    repository.as_deref(),
+                    offset,
+                    EVENTS_PER_PAGE,
+                )?,
+                st.slo_hourly(since, repository.as_deref())?,
+            ))
+        })
+        .await?;
+    let bad = hourly
+        .iter()
+        .filter(|b| b.slo == id.as_str())
+        .map(|b| b.counts.bad())
+        .sum();
+    let gitlab_web = gitlab_web_base(&state.config.gitlab.api_url);
+    let events = events
+        .into_iter()
+        .map(|e| BadEventView {
+            change_url: e
+                .change_number
+                .and_then(|n| change_url(&e.forge, &e.repository, n, &gitlab_web)),
+            event: e,
+        })
+        .collect();
+    Ok(SloEventsView {
+        slo: id.as_str().into(),
+        description: id.description().into(),
+        repository: q.repository.clone(),
+        period: human(s.period),
+        since,
+        bad,
+        offset,
+        limit: EVENTS_PER_PAGE,
+        events,
+    })
+}
+
+/// A commit's page on its forge; none for generic repositories.
+pub fn commit_url(forge: &str, repository: &str, sha: &str, gitlab_web: &str) -> Option<String> {
+    if !super::text::safe_repository_path(repository)
+        || !sha.chars().all(|c| c.is_ascii_hexdigit())
+        || sha.is_empty()
+    {
+        return None;
+    }
+    let path: String = repository.split('/').map(enc).collect::<Vec<_>>().join("/");
+    match forge {
+        "github" => Some(format!("https://github.com/{path}/commit/{sha}")),
+        "gitlab" => Some(format!("{gitlab_web}/{path}/-/commit/{sha}")),
+        _ => None,
+    }
+}
+
+/// What a run page links: the forge's change and commit, other attempts, the
+/// last green run of its context and the dependency changes since.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunLinksView {
+    pub run_id: i64,
+    pub change_url: Option<String>,
+    pub commit_url: Option<String>,
+    #[serde(flatten)]
+    pub related: crate::store::ui::RunRelated,
+}
+
+pub async fn run_links(
+    state: &AppState,
+    run: &crate::store::RunView,
+) -> Result<RunLinksView, ApiError> {
+    let id = run.id;
+    let related = state.store.read(move |s| s.run_related(id)).await?;
+    let gitlab_web = gitlab_web_base(&state.config.gitlab.api_url);
+    Ok(RunLinksView {
+        run_id: run.id,
+        change_url: run
+            .change
+            .as_ref()
+            .and_then(|c| change_url(&run.forge, &run.repository, c.number, &gitlab_web)),
+        commit_url: commit_url(&run.forge, &run.repository, &run.commit, &gitlab_web),
+        related,
+    })
+}
+
+/// A change's page on its forge; none for generic repositories.
+pub fn change_url(forge: &str, repository: &str, number: i64, gitlab_web: &str) -> Option<String> {
+    if !super::text::safe_repository_path(repository) {
+        return None;
+    }
+    let path: String = repository.split('/').map(enc).collect::<Vec<_>>().join("/");
+    match forge {
+        "github" => Some(format!("https://github.com/{path}/pull/{number}")),
+        "gitlab" => Some(format!("{gitlab_web}/{path}/-/merge_requests/{number}")),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- nightly
+
+/// One scheduled run in a nightly cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct NightlyJob {
     pub run_id: i64,
     pub context: String,
     pub commit: String,
     pub state: String,
     pub duration_seconds: Option<f64>,
-    /// Run time / the repository's median run time in the grid.
+    /// Run time / the median run time of its context in the grid.
     pub runtime_ratio: Option<f64>,
     pub url: Option<String>,
     pub failure: Option<NightlyFailure>,
-    /// For a cell that is not green: dependency changes since the last green run.
+    /// For a failed run: dependency changes since the last green run of its context.
     pub since_green: Option<SinceGreen>,
+}
+
+/// A cell of the nightly grid: every scheduled run of a row (a repository,
+/// or one context of it) queued on one UTC day.
+#[derive(Debug, Clone, Serialize)]
+pub struct NightlyCellView {
+    pub day: NaiveDate,
+    /// The worst state of the day's runs (failure, timed_out, error,
+    /// cancelled, running, pending, skipped, success).
+    pub state: String,
+    /// How many runs the cell summarises, and how many of them failed
+    /// (failure, error or timed_out).
+    pub runs: u32,
+    pub failed: u32,
+    /// The run that gives the cell its state: the latest run in the worst state.
+    pub run_id: i64,
+    pub context: String,
+    pub commit: String,
+    /// The slowest run relative to the median of its context.
+    pub runtime_ratio: Option<f64>,
+    /// Every run of the cell, the worst first.
+    pub jobs: Vec<NightlyJob>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NightlyRow {
     pub forge: String,
     pub repository: String,
+    /// In a repository's jobs grid: the context of the row.
+    pub context: Option<String>,
+    /// The median run time of the row (one context: the jobs grid only).
     pub median_seconds: Option<f64>,
     /// One entry per day of `days`; `null` when no scheduled run that day.
     pub cells: Vec<Option<NightlyCellView>>,
@@ -303,8 +660,11 @@ pub struct NightlyRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NightlyView {
+    /// The UTC days, oldest first (the page shows the newest first).
     pub days: Vec<NaiveDate>,
     pub color: String,
+    /// Set for a repository's jobs × days grid (`/nightly/{repository}`).
+    pub repository: Option<String>,
     pub rows: Vec<NightlyRow>,
 }
 
@@ -321,7 +681,33 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-pub async fn nightly(state: &AppState, q: &UiQuery) -> Result<NightlyView, ApiError> {
+/// How bad a run state is for a nightly cell: higher is worse.
+pub fn state_severity(state: &str) -> u8 {
+    match state {
+        "failure" => 7,
+        "timed_out" => 6,
+        "error" => 5,
+        "cancelled" => 4,
+        "running" => 3,
+        "pending" => 2,
+        "skipped" => 1,
+        "success" => 0,
+        _ => 3,
+    }
+}
+
+/// Whether a run state counts as failed in a cell's `failed/runs`.
+pub fn is_failed(state: &str) -> bool {
+    matches!(state, "failure" | "error" | "timed_out")
+}
+
+/// The nightly grid: per repository (or, with `jobs_of`, per context of that
+/// repository) and UTC day, every scheduled run of the day summarised.
+pub async fn nightly(
+    state: &AppState,
+    q: &UiQuery,
+    jobs_of: Option<String>,
+) -> Result<NightlyView, ApiError> {
     let n = q.days.unwrap_or(state.config.ui.nightly_days);
     if n == 0 || n > 92 {
         return Err(ApiError::new(
@@ -344,73 +730,115 @@ pub async fn nightly(state: &AppState, q: &UiQuery) -> Result<NightlyView, ApiEr
     let days: Vec<NaiveDate> = (0..n as i64).map(|i| first + Duration::days(i)).collect();
     let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     let until = since + Duration::days(n as i64);
-    let filter = q.filter();
-    let (cells, greens) = state
+    let mut filter = q.filter();
+    filter.trigger = None;
+    if let Some(r) = &jobs_of {
+        filter.repository = Some(r.clone());
+    }
+    let (runs, mut greens) = state
         .store
         .read(move |s| {
-            let cells: Vec<_> = s
-                .nightly_grid(since, until)?
-                .into_iter()
-                .filter(|c| {
-                    filter
-                        .repository
-                        .as_ref()
-                        .is_none_or(|r| *r == c.repository)
-                })
-                .filter(|c| filter.context.as_ref().is_none_or(|x| *x == c.context))
-                .collect();
+            let runs = s.nightly_runs(since, until, &filter)?;
             let mut greens = HashMap::new();
-            for c in cells.iter().filter(|c| c.state != "success") {
-                greens.insert(c.run_id, s.dependencies_since_green(c.run_id)?);
+            for r in runs.iter().filter(|r| is_failed(&r.state)) {
+                greens.insert(r.run_id, s.dependencies_since_green(r.run_id)?);
             }
-            Ok((cells, greens))
+            Ok((runs, greens))
         })
         .await?;
-    let mut rows: BTreeMap<(String, String), Vec<crate::store::NightlyCell>> = BTreeMap::new();
-    for c in cells {
-        rows.entry((c.repository.clone(), c.forge.clone()))
-            .or_default()
-            .push(c);
+    // Medians per repository and context.
+    let mut durations: HashMap<(&str, &str, &str), Vec<f64>> = HashMap::new();
+    for r in &runs {
+        if let Some(d) = r.duration_seconds {
+            durations
+                .entry((&r.forge, &r.repository, &r.context))
+                .or_default()
+                .push(d);
+        }
     }
-    let mut greens = greens;
+    let medians: HashMap<(String, String, String), f64> = durations
+        .into_iter()
+        .filter_map(|((f, r, c), mut v)| {
+            median(&mut v).map(|m| ((f.to_string(), r.to_string(), c.to_string()), m))
+        })
+        .collect();
+    type RowKey = (String, String, Option<String>);
+    let mut rows: BTreeMap<RowKey, Vec<Vec<NightlyJob>>> = BTreeMap::new();
+    for r in runs {
+        let Some(i) = days.iter().position(|d| *d == r.day) else {
+            continue;
+        };
+        let context = jobs_of.is_some().then(|| r.context.clone());
+        let m = medians
+            .get(&(r.forge.clone(), r.repository.clone(), r.context.clone()))
+            .copied();
+        let job = NightlyJob {
+            runtime_ratio: match (r.duration_seconds, m) {
+                (Some(d), Some(m)) if m > 0.0 => Some(d / m),
+                _ => None,
+            },
+            since_green: greens.remove(&r.run_id),
+            run_id: r.run_id,
+            context: r.context,
+            commit: r.commit,
+            state: r.state,
+            duration_seconds: r.duration_seconds,
+            url: r.url,
+            failure: r.failure,
+        };
+        rows.entry((r.repository, r.forge, context))
+            .or_insert_with(|| vec![Vec::new(); days.len()])[i]
+            .push(job);
+    }
     let rows = rows
         .into_iter()
-        .map(|((repository, forge), cells)| {
-            let mut durations: Vec<f64> = cells.iter().filter_map(|c| c.duration_seconds).collect();
-            let median_seconds = median(&mut durations);
-            let mut by_day: Vec<Option<NightlyCellView>> = vec![None; days.len()];
-            for c in cells {
-                let Some(i) = days.iter().position(|d| *d == c.day) else {
-                    continue;
-                };
-                by_day[i] = Some(NightlyCellView {
-                    day: c.day,
-                    run_id: c.run_id,
-                    runtime_ratio: match (c.duration_seconds, median_seconds) {
-                        (Some(d), Some(m)) if m > 0.0 => Some(d / m),
-                        _ => None,
-                    },
-                    since_green: greens.remove(&c.run_id),
-                    context: c.context,
-                    commit: c.commit,
-                    state: c.state,
-                    duration_seconds: c.duration_seconds,
-                    url: c.url,
-                    failure: c.failure,
-                });
-            }
+        .map(|((repository, forge, context), per_day)| {
+            let median_seconds = context.as_ref().and_then(|c| {
+                medians
+                    .get(&(forge.clone(), repository.clone(), c.clone()))
+                    .copied()
+            });
+            let cells = per_day
+                .into_iter()
+                .zip(&days)
+                .map(|(jobs, day)| summarise(*day, jobs))
+                .collect();
             NightlyRow {
                 forge,
                 repository,
+                context,
                 median_seconds,
-                cells: by_day,
+                cells,
             }
         })
         .collect();
     Ok(NightlyView {
         days,
         color: color.into(),
+        repository: jobs_of,
         rows,
+    })
+}
+
+/// A cell from the day's runs (oldest first): the worst state, the count, the
+/// runs worst first (then newest first).
+fn summarise(day: NaiveDate, mut jobs: Vec<NightlyJob>) -> Option<NightlyCellView> {
+    jobs.reverse();
+    jobs.sort_by_key(|j| std::cmp::Reverse(state_severity(&j.state)));
+    let worst = jobs.first()?;
+    Some(NightlyCellView {
+        day,
+        state: worst.state.clone(),
+        runs: jobs.len() as u32,
+        failed: jobs.iter().filter(|j| is_failed(&j.state)).count() as u32,
+        run_id: worst.run_id,
+        context: worst.context.clone(),
+        commit: worst.commit.clone(),
+        runtime_ratio: jobs
+            .iter()
+            .filter_map(|j| j.runtime_ratio)
+            .max_by(|a, b| a.total_cmp(b)),
+        jobs,
     })
 }
 
@@ -445,6 +873,8 @@ pub struct FingerprintRow {
     /// Occurrences per day of the window, oldest first.
     pub trend: Vec<u64>,
     pub first_seen: Option<DateTime<Utc>>,
+    /// The newest occurrence in the window.
+    pub last_seen: DateTime<Utc>,
     pub is_new: bool,
     pub repositories: Vec<String>,
     pub tests: Vec<TestRef>,
@@ -461,6 +891,7 @@ pub struct ClassRow {
     pub class: String,
     pub category: String,
     pub occurrences: u64,
+    pub last_seen: DateTime<Utc>,
     pub trend: Vec<u64>,
     pub fingerprints: usize,
     pub repositories: Vec<String>,
@@ -472,18 +903,56 @@ pub struct FailuresView {
     pub until: DateTime<Utc>,
     pub window: String,
     pub new_window: String,
+    /// Set on a class's page (`/failures/classes/{class}`) or by `?class=`.
+    pub class: Option<String>,
+    /// Set on a fingerprint's page (`/failures/fingerprints/{fingerprint}`).
+    pub fingerprint: Option<String>,
+    pub new_only: bool,
+    /// `count` or `last_seen`.
+    pub sort: String,
     pub days: Vec<NaiveDate>,
     pub classes: Vec<ClassRow>,
     pub fingerprints: Vec<FingerprintRow>,
+    /// On a class's or fingerprint's page: its runs in the window, newest first
+    /// (at most 200); empty on the failures page.
+    pub runs: Vec<FailureRun>,
 }
+
+/// A run with a failure of a class or fingerprint.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRun {
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub repository: String,
+    pub context: String,
+    pub class: String,
+    pub test: Option<String>,
+}
+
+/// Most runs listed on a class's or fingerprint's page.
+pub const MAX_FAILURE_RUNS: usize = 200;
 
 /// Most fingerprints listed on the page.
 pub const MAX_FINGERPRINTS: usize = 100;
 /// Most tests listed under one fingerprint.
 pub const MAX_TESTS_PER_FINGERPRINT: usize = 50;
 
-pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, ApiError> {
+pub async fn failures(
+    state: &AppState,
+    q: &UiQuery,
+    fingerprint: Option<String>,
+) -> Result<FailuresView, ApiError> {
     let now = Utc::now();
+    let sort = match q.sort.as_deref() {
+        None | Some("count") => "count",
+        Some("last_seen") => "last_seen",
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("sort {other:?}: expected count or last_seen"),
+            ));
+        }
+    };
     let window = q.window_or(std::time::Duration::from_secs(7 * 86400))?;
     let max = state.config.web.max_failures_window;
     if window.to_std().is_ok_and(|w| w > max) {
@@ -501,15 +970,34 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
     //    grouped and ranked here; 2. text, links and fingerprints of the few
     //    failures the page shows (the latest and the example runs of each
     //    listed group), by id.
-    let (keys, repositories) = state
+    let hash = fingerprint.clone();
+    let (mut keys, repositories, fingerprint_id) = state
         .store
         .read(move |s| {
+            let fingerprint_id = match &hash {
+                Some(h) => Some(s.fingerprint_id(h)?),
+                None => None,
+            };
             Ok((
                 s.failure_keys_between(since, now + Duration::seconds(1), &filter)?,
                 s.repositories_by_id()?,
+                fingerprint_id,
             ))
         })
         .await?;
+    match fingerprint_id {
+        Some(None) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no fingerprint {:?}", fingerprint.unwrap_or_default()),
+            ));
+        }
+        Some(Some(id)) => keys.retain(|k| k.fingerprint_id == Some(id)),
+        None => {}
+    }
+    if let Some(c) = &q.class {
+        keys.retain(|k| k.class == *c);
+    }
     let path_of = |id: i64| -> String {
         repositories
             .get(&id)
@@ -569,13 +1057,36 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
             }
         })
         .collect();
-    // Most occurrences first; ties: the newest first.
-    ranked.sort_by(|a, b| {
-        b.occ
-            .len()
-            .cmp(&a.occ.len())
-            .then_with(|| b.occ[0].at.cmp(&a.occ[0].at))
-    });
+    let new_only = q.new_only();
+    if new_only {
+        // The fingerprints first seen within the NEW window (all of them, not
+        // only those the page would list).
+        let ids: Vec<i64> = ranked
+            .iter()
+            .filter_map(|g| g.occ[0].fingerprint_id)
+            .collect();
+        let first_seen = state
+            .store
+            .read(move |s| s.fingerprints_first_seen(&ids))
+            .await?;
+        ranked.retain(|g| {
+            g.occ[0]
+                .fingerprint_id
+                .and_then(|id| first_seen.get(&id))
+                .is_some_and(|t| *t >= now - new_window)
+        });
+    }
+    if sort == "last_seen" {
+        ranked.sort_by(|a, b| b.occ[0].at.cmp(&a.occ[0].at));
+    } else {
+        // Most occurrences first; ties: the newest first.
+        ranked.sort_by(|a, b| {
+            b.occ
+                .len()
+                .cmp(&a.occ.len())
+                .then_with(|| b.occ[0].at.cmp(&a.occ[0].at))
+        });
+    }
     let mut classes: BTreeMap<String, ClassRow> = BTreeMap::new();
     for g in &ranked {
         let latest = g.occ[0];
@@ -585,11 +1096,13 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
                 class: latest.class.clone(),
                 category: latest.category.clone(),
                 occurrences: 0,
+                last_seen: latest.at,
                 trend: vec![0; n_days],
                 fingerprints: 0,
                 repositories: Vec::new(),
             });
         c.occurrences += g.occ.len() as u64;
+        c.last_seen = c.last_seen.max(latest.at);
         c.fingerprints += 1;
         for (t, x) in c.trend.iter_mut().zip(&g.trend) {
             *t += x;
@@ -604,11 +1117,36 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
     for c in &mut classes {
         c.repositories.sort();
     }
-    classes.sort_by(|a, b| {
-        b.occurrences
-            .cmp(&a.occurrences)
-            .then(a.class.cmp(&b.class))
-    });
+    if sort == "last_seen" {
+        classes.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.class.cmp(&b.class)));
+    } else {
+        classes.sort_by(|a, b| {
+            b.occurrences
+                .cmp(&a.occurrences)
+                .then(a.class.cmp(&b.class))
+        });
+    }
+    let runs: Vec<FailureRun> = if fingerprint.is_some() || q.class.is_some() {
+        let mut seen = BTreeSet::new();
+        ranked
+            .iter()
+            .flat_map(|g| g.occ.iter())
+            .filter(|f| seen.insert(f.run_id))
+            .map(|f| FailureRun {
+                run_id: f.run_id,
+                at: f.at,
+                repository: path_of(f.repository_id),
+                context: f.context.clone(),
+                class: f.class.clone(),
+                test: f.test_name.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut runs = runs;
+    runs.sort_by(|a, b| b.at.cmp(&a.at).then(b.run_id.cmp(&a.run_id)));
+    runs.truncate(MAX_FAILURE_RUNS);
     ranked.truncate(MAX_FINGERPRINTS);
     let wanted: Vec<i64> = ranked.iter().flat_map(|g| g.examples.clone()).collect();
     let details: HashMap<i64, FailureOccurrence> = state
@@ -670,6 +1208,7 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
                 occurrences,
                 trend: g.trend.clone(),
                 first_seen,
+                last_seen: g.occ[0].at,
                 is_new,
                 repositories: g.repositories.iter().cloned().collect(),
                 tests: tests.into_iter().take(MAX_TESTS_PER_FINGERPRINT).collect(),
@@ -685,9 +1224,14 @@ pub async fn failures(state: &AppState, q: &UiQuery) -> Result<FailuresView, Api
         until: now,
         window: human(window),
         new_window: human(new_window),
+        class: q.class.clone(),
+        fingerprint,
+        new_only,
+        sort: sort.into(),
         days,
         classes,
         fingerprints,
+        runs,
     })
 }
 
@@ -915,6 +1459,57 @@ mod tests {
         assert_eq!(human(Duration::hours(1)), "1 hour");
         assert_eq!(human(Duration::hours(36)), "1 day 12 hours");
         assert_eq!(human(Duration::seconds(30)), "0 minutes");
+    }
+
+    fn job(run_id: i64, context: &str, state: &str, secs: Option<f64>) -> NightlyJob {
+        NightlyJob {
+            run_id,
+            context: context.into(),
+            commit: "c".into(),
+            state: state.into(),
+            duration_seconds: secs,
+            runtime_ratio: secs.map(|s| s / 100.0),
+            url: None,
+            failure: None,
+            since_green: None,
+        }
+    }
+
+    #[test]
+    fn a_nightly_cell_takes_the_worst_state_and_counts_the_failed_runs() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        assert!(summarise(day, Vec::new()).is_none());
+        // Oldest first, as the store reads them: a failed job before a later green one.
+        let c = summarise(
+            day,
+            vec![
+                job(1, "upgrade-tests", "failure", Some(90.0)),
+                job(2, "full-regression", "success", Some(180.0)),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.state.as_str(), c.failed, c.runs), ("failure", 1, 2));
+        assert_eq!((c.run_id, c.context.as_str()), (1, "upgrade-tests"));
+        assert_eq!(c.jobs[0].run_id, 1, "the worst first");
+        assert_eq!(c.runtime_ratio, Some(1.8), "the slowest job");
+        // Errors and time-outs count as failed; the latest of the worst names the cell.
+        let c = summarise(
+            day,
+            vec![
+                job(3, "a", "error", None),
+                job(4, "b", "timed_out", None),
+                job(5, "c", "error", None),
+                job(6, "d", "cancelled", None),
+                job(7, "e", "success", None),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.state.as_str(), c.failed, c.runs), ("timed_out", 3, 5));
+        let order: Vec<i64> = c.jobs.iter().map(|j| j.run_id).collect();
+        assert_eq!(order, [4, 5, 3, 6, 7]);
+        assert_eq!(c.runtime_ratio, None);
+        let c = summarise(day, vec![job(8, "a", "success", None)]).unwrap();
+        assert_eq!((c.state.as_str(), c.failed, c.runs), ("success", 0, 1));
     }
 
     #[test]

@@ -3,6 +3,7 @@ use crate::config::Config;
 use crate::model::{
     ChangeRef, Completeness, EvidenceCandidate, RepositoryRef, TestResult, Trigger,
 };
+use crate::store::ui::RunFilter;
 use chrono::Duration;
 
 fn policy() -> Policy {
@@ -810,7 +811,7 @@ fn a_run_shows_what_its_dependencies_changed_since_the_previous_run_of_its_conte
 }
 
 #[test]
-fn the_nightly_grid_shows_each_days_latest_scheduled_pipeline_and_its_first_failure() {
+fn nightly_runs_lists_every_scheduled_run_with_its_first_failure() {
     let mut s = Store::open_in_memory().unwrap();
     let p = policy();
     let day1 = Utc.with_ymd_and_hms(2026, 11, 18, 2, 0, 0).unwrap();
@@ -872,29 +873,60 @@ fn the_nightly_grid_shows_each_days_latest_scheduled_pipeline_and_its_first_fail
     s.ingest_run(&run("pipeline", "ddd", 0, RunState::Failure), &p, now())
         .unwrap();
 
-    let grid = s
-        .nightly_grid(day1 - Duration::days(1), day2 + Duration::days(1))
+    let all = RunFilter::default();
+    let runs = s
+        .nightly_runs(day1 - Duration::days(1), day2 + Duration::days(1), &all)
         .unwrap();
-    assert_eq!(grid.len(), 2);
-    assert_eq!(grid[0].day.to_string(), "2026-11-18");
-    assert_eq!(grid[0].commit, "bbb");
-    assert_eq!(grid[0].state, "success");
-    assert_eq!(grid[0].duration_seconds, Some(500.0));
-    assert_eq!(grid[0].failure, None);
-    assert_eq!(grid[1].day.to_string(), "2026-11-19");
-    assert_eq!(grid[1].context, "pipeline");
-    assert_eq!(grid[1].state, "failure");
-    assert_eq!(grid[1].duration_seconds, Some(700.0));
-    let f = grid[1].failure.as_ref().unwrap();
-    assert_eq!((f.run_id, f.class.as_str()), (job_id, "oom"));
+    // Every scheduled run, by time: none is hidden behind a later one.
+    assert_eq!(
+        runs.iter()
+            .map(|r| (r.day.to_string(), r.commit.as_str(), r.state.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("2026-11-18".to_string(), "aaa", "failure"),
+            ("2026-11-18".to_string(), "bbb", "success"),
+            ("2026-11-19".to_string(), "ccc", "failure"),
+            ("2026-11-19".to_string(), "ccc", "failure"),
+        ]
+    );
+    assert_eq!(runs[1].duration_seconds, Some(500.0));
+    assert_eq!(runs[1].failure, None);
+    assert_eq!(
+        runs[2].failure, None,
+        "the pipeline has no evidence of its own"
+    );
+    assert_eq!(runs[3].run_id, job_id);
+    let f = runs[3].failure.as_ref().unwrap();
+    assert_eq!(f.class, "oom");
     assert_eq!(f.evidence, "Killed (out of memory)");
-    assert_eq!(f.context, "test / unit");
+    // The context filters in the query.
+    let job_only = RunFilter {
+        context: Some("test / unit".into()),
+        ..RunFilter::default()
+    };
+    let got = s
+        .nightly_runs(
+            day1 - Duration::days(1),
+            day2 + Duration::days(1),
+            &job_only,
+        )
+        .unwrap();
+    assert_eq!(got.iter().map(|r| r.run_id).collect::<Vec<_>>(), [job_id]);
+    let other_repo = RunFilter {
+        repository: Some("nobody/else".into()),
+        ..RunFilter::default()
+    };
+    assert!(
+        s.nightly_runs(day1, day2 + Duration::days(1), &other_repo)
+            .unwrap()
+            .is_empty()
+    );
     // The window bounds are honoured.
     assert_eq!(
-        s.nightly_grid(day2, day2 + Duration::days(1))
+        s.nightly_runs(day2, day2 + Duration::days(1), &all)
             .unwrap()
             .len(),
-        1
+        2
     );
 }
 

@@ -93,6 +93,111 @@ pub struct SinceGreen {
     pub changes: Vec<crate::deps::DependencyChange>,
 }
 
+/// One repository's events of one SLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SloRepositoryCounts {
+    pub forge: String,
+    pub repository: String,
+    pub counts: EventCounts,
+}
+
+/// A bad SLO event with what it is about: a run (run time, queue time, run
+/// completed), a test execution of a run, or a merged change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BadEvent {
+    pub at: DateTime<Utc>,
+    pub forge: String,
+    pub repository: String,
+    /// `run`, `test` or `change`.
+    pub kind: String,
+    /// The run (for a change: its latest run that did not succeed, else its latest run).
+    pub run_id: Option<i64>,
+    pub context: Option<String>,
+    pub state: Option<String>,
+    pub commit: Option<String>,
+    pub test: Option<String>,
+    pub change_number: Option<i64>,
+    /// A change's outcome (`failed_runs`, `retried`, ...).
+    pub change_outcome: Option<String>,
+}
+
+/// Another attempt of a run's context and commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRef {
+    pub run_id: i64,
+    pub attempt: u32,
+    pub state: String,
+    pub trigger: String,
+}
+
+/// What a run page links besides the run itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct RunRelated {
+    /// The other runs of the same repository, context and commit, by attempt.
+    pub attempts: Vec<AttemptRef>,
+    /// The last successful run of the repository and context before this one.
+    pub last_green_run_id: Option<i64>,
+    /// Dependency changes since the last green run that recorded dependencies.
+    pub since_green: SinceGreen,
+}
+
+/// A window's bad events of one SLO, newest first: index `slo_events_at`
+/// walked backwards from now (ties of one millisecond sorted on the way),
+/// which stops after a page: the primary key would read every event the SLO
+/// ever had.
+const BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
+     FROM slo_events e INDEXED BY slo_events_at
+     CROSS JOIN repositories repo ON repo.id = e.repository_id
+     WHERE e.at >= ?2 AND e.slo = ?1 AND e.good = 0
+       AND (?3 IS NULL OR repo.path = ?3)
+     ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
+
+/// One SLO's events per repository since an hour (primary key of
+/// `slo_hourly` per repository).
+const SLO_BY_REPOSITORY_SQL: &str = "SELECT repo.forge, repo.path, sum(h.good), sum(h.total)
+     FROM repositories repo
+     CROSS JOIN slo_hourly h ON h.repository_id = repo.id AND h.hour >= ?2 AND h.slo = ?1
+     GROUP BY repo.id HAVING sum(h.total) > 0";
+
+/// One scheduled run of the nightly grid, with its first failure evidence.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NightlyRun {
+    pub forge: String,
+    pub repository: String,
+    /// UTC day of the run (by queued, else started, else stored time).
+    pub day: chrono::NaiveDate,
+    pub run_id: i64,
+    pub context: String,
+    pub commit: String,
+    pub state: String,
+    pub duration_seconds: Option<f64>,
+    pub url: Option<String>,
+    pub failure: Option<NightlyFailure>,
+}
+
+/// The first failure evidence of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NightlyFailure {
+    pub class: String,
+    pub category: String,
+    pub evidence: String,
+}
+
+/// Every scheduled run of a window (index `runs_trigger_at`), its first
+/// failure by `failures_run`; repository and context filter in the query.
+const NIGHTLY_RUNS_SQL: &str =
+    "SELECT r.id, repo.forge, repo.path, r.context, r.commit_sha, r.state, r.queued_at, r.started_at,
+        r.finished_at, r.url, coalesce(r.queued_at, r.started_at, r.created_at) AS t,
+        f.class, f.category, f.evidence
+     FROM runs r
+     JOIN repositories repo ON repo.id = r.repository_id
+     LEFT JOIN failures f ON f.id = (SELECT min(x.id) FROM failures x WHERE x.run_id = r.id)
+     WHERE r.trigger = 'schedule' AND coalesce(r.queued_at, r.started_at, r.created_at) >= ?1
+       AND coalesce(r.queued_at, r.started_at, r.created_at) < ?2
+       AND (?3 IS NULL OR repo.path = ?3)
+       AND (?4 IS NULL OR r.context = ?4)
+     ORDER BY repo.path, repo.forge, t, r.id";
+
 /// The failures of a window, for aggregation: read from the covering index
 /// `failures_window` alone (each failure carries its run's time, repository
 /// and context). The trigger filter is the one that visits the runs.
@@ -288,6 +393,230 @@ impl Store {
                 duration_seconds: r.get(9)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The other attempts of a run and the last green run of its context
+    /// (indexes `runs_commit` and `runs_repo_context_at`).
+    pub fn run_related(&self, run_id: i64) -> Result<RunRelated, StoreError> {
+        let attempts = self
+            .conn
+            .prepare_cached(
+                "SELECT o.id, o.attempt, o.state, o.trigger FROM runs r
+                 JOIN runs o ON o.repository_id = r.repository_id AND o.commit_sha = r.commit_sha
+                  AND o.context = r.context AND o.id != r.id
+                 WHERE r.id = ?1 ORDER BY o.attempt, o.id",
+            )?
+            .query_map([run_id], |r| {
+                Ok(AttemptRef {
+                    run_id: r.get(0)?,
+                    attempt: r.get(1)?,
+                    state: r.get(2)?,
+                    trigger: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let last_green_run_id = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id FROM runs r JOIN runs p
+                   ON p.repository_id = r.repository_id AND p.context = r.context
+                 WHERE r.id = ?1 AND p.id != r.id AND p.state = 'success'
+                   AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
+                 ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1",
+            )?
+            .query_row([run_id], |r| r.get(0))
+            .optional()?;
+        Ok(RunRelated {
+            attempts,
+            last_green_run_id,
+            since_green: self.dependencies_since_green(run_id)?,
+        })
+    }
+
+    /// A fingerprint's id by its hash.
+    pub fn fingerprint_id(&self, hash: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM fingerprints WHERE hash = ?1")?
+            .query_row([hash], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// When each of these fingerprints was first seen.
+    pub fn fingerprints_first_seen(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, DateTime<Utc>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT first_seen FROM fingerprints WHERE id = ?1")?;
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(t) = stmt
+                .query_row([id], |r| r.get::<_, Option<i64>>(0))
+                .optional()?
+                .flatten()
+            {
+                out.insert(*id, from_ms(t));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One SLO's good and total events since `since` per repository.
+    pub fn slo_by_repository(
+        &self,
+        slo: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SloRepositoryCounts>, StoreError> {
+        let since_hour = to_ms(since).div_euclid(3_600_000) * 3_600_000;
+        let mut stmt = self.conn.prepare_cached(SLO_BY_REPOSITORY_SQL)?;
+        let rows = stmt.query_map(params![slo, since_hour], |r| {
+            Ok(SloRepositoryCounts {
+                forge: r.get(0)?,
+                repository: r.get(1)?,
+                counts: EventCounts {
+                    good: r.get::<_, i64>(2)?.max(0) as u64,
+                    total: r.get::<_, i64>(3)?.max(0) as u64,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Bad events of one SLO since `since`, newest first, `limit` from
+    /// `offset`, optionally of one repository, each with its run or change.
+    pub fn slo_bad_events(
+        &self,
+        slo: &str,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<BadEvent>, StoreError> {
+        let raw: Vec<(String, i64, String, String)> = self
+            .conn
+            .prepare_cached(BAD_EVENTS_SQL)?
+            .query_map(
+                params![slo, to_ms(since), repository, limit as i64, offset as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?
+            .collect::<Result<_, _>>()?;
+        let mut run = self
+            .conn
+            .prepare_cached("SELECT context, state, commit_sha FROM runs WHERE id = ?1")?;
+        let mut change = self.conn.prepare_cached(
+            "SELECT c.number, c.outcome,
+                    coalesce((SELECT max(r.id) FROM runs r WHERE r.change_id = c.id AND r.state != 'success'),
+                             (SELECT max(r.id) FROM runs r WHERE r.change_id = c.id))
+             FROM changes c WHERE c.id = ?1",
+        )?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (subject, at, forge, path) in raw {
+            let mut e = BadEvent {
+                at: from_ms(at),
+                forge,
+                repository: path,
+                kind: String::new(),
+                run_id: None,
+                context: None,
+                state: None,
+                commit: None,
+                test: None,
+                change_number: None,
+                change_outcome: None,
+            };
+            let (kind, rest) = subject.split_once(':').unwrap_or((subject.as_str(), ""));
+            match kind {
+                "change" => {
+                    e.kind = "change".into();
+                    if let Ok(id) = rest.parse::<i64>()
+                        && let Some((number, outcome, run_id)) = change
+                            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()?
+                    {
+                        e.change_number = Some(number);
+                        e.change_outcome = outcome;
+                        e.run_id = run_id;
+                    }
+                }
+                "test" => {
+                    e.kind = "test".into();
+                    if let Some((id, name)) = rest.split_once(':') {
+                        e.run_id = id.parse().ok();
+                        e.test = Some(name.to_string());
+                    }
+                }
+                _ => {
+                    e.kind = "run".into();
+                    e.run_id = rest.parse().ok();
+                }
+            }
+            if e.kind != "change"
+                && let Some(id) = e.run_id
+                && let Some((context, state, commit)) = run
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?
+            {
+                e.context = Some(context);
+                e.state = Some(state);
+                e.commit = Some(commit);
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Every scheduled run queued in `[since, until)` of the repository and
+    /// context of `filter` (when given), by repository then time, each with
+    /// its first failure evidence: the nightly grids summarise them per day.
+    pub fn nightly_runs(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        filter: &RunFilter,
+    ) -> Result<Vec<NightlyRun>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(NIGHTLY_RUNS_SQL)?;
+        let rows = stmt.query_map(
+            params![
+                to_ms(since),
+                to_ms(until),
+                filter.repository,
+                filter.context
+            ],
+            |r| {
+                let opt = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+                    Ok(r.get::<_, Option<i64>>(i)?.map(from_ms))
+                };
+                let (d, _) = crate::model::durations(
+                    opt(6)?,
+                    opt(7)?,
+                    opt(8)?,
+                    crate::model::DurationLimits::default(),
+                );
+                let class: Option<String> = r.get(11)?;
+                Ok(NightlyRun {
+                    run_id: r.get(0)?,
+                    forge: r.get(1)?,
+                    repository: r.get(2)?,
+                    context: r.get(3)?,
+                    commit: r.get(4)?,
+                    state: r.get(5)?,
+                    duration_seconds: d.run_seconds,
+                    url: r.get(9)?,
+                    day: from_ms(r.get(10)?).date_naive(),
+                    failure: match class {
+                        Some(class) => Some(NightlyFailure {
+                            class,
+                            category: r.get(12)?,
+                            evidence: r.get(13)?,
+                        }),
+                        None => None,
+                    },
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -655,6 +984,171 @@ mod tests {
     }
 
     #[test]
+    fn bad_events_name_their_run_or_test_newest_first_and_counts_split_by_repository() {
+        let mut s = store();
+        let failed_test = TestRequest {
+            name: "T.a".into(),
+            outcome: TestOutcome::Failed,
+            duration_seconds: Some(1.0),
+            retries: 0,
+            message: None,
+        };
+        let a = ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c1",
+            Trigger::Schedule,
+            t0(),
+            RunState::Error,
+            None,
+            vec![],
+        );
+        let b = ingest(
+            &mut s,
+            "o/b",
+            "nightly",
+            "c2",
+            Trigger::Schedule,
+            t0() + Duration::hours(2),
+            RunState::Failure,
+            None,
+            vec![failed_test],
+        );
+        ingest(
+            &mut s,
+            "o/b",
+            "nightly",
+            "c3",
+            Trigger::Schedule,
+            t0() + Duration::hours(3),
+            RunState::Success,
+            None,
+            vec![],
+        );
+        let since = t0() - Duration::days(1);
+        let lost = s
+            .slo_bad_events("runs_completed", since, None, 0, 10)
+            .unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(
+            (
+                lost[0].kind.as_str(),
+                lost[0].run_id,
+                lost[0].repository.as_str()
+            ),
+            ("run", Some(a), "o/a")
+        );
+        assert_eq!(lost[0].state.as_deref(), Some("error"));
+        assert_eq!(lost[0].context.as_deref(), Some("ci"));
+        let tests = s
+            .slo_bad_events("test_success", since, None, 0, 10)
+            .unwrap();
+        assert_eq!(tests.len(), 1);
+        assert_eq!(tests[0].kind, "test");
+        assert_eq!(
+            (tests[0].run_id, tests[0].test.as_deref()),
+            (Some(b), Some("T.a"))
+        );
+        assert!(
+            s.slo_bad_events("runs_completed", since, Some("o/b"), 0, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.slo_bad_events("runs_completed", since, None, 1, 10)
+                .unwrap()
+                .is_empty(),
+            "offset"
+        );
+        let mut per_repo = s.slo_by_repository("runs_completed", since).unwrap();
+        per_repo.sort_by(|x, y| x.repository.cmp(&y.repository));
+        assert_eq!(
+            per_repo
+                .iter()
+                .map(|r| (r.repository.as_str(), r.counts))
+                .collect::<Vec<_>>(),
+            [
+                ("o/a", EventCounts { good: 0, total: 1 }),
+                ("o/b", EventCounts { good: 2, total: 2 })
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_knows_its_other_attempts_and_the_last_green_run_of_its_context() {
+        let mut s = store();
+        let green = ingest(
+            &mut s,
+            "o/a",
+            "ci",
+            "c0",
+            Trigger::Push,
+            t0(),
+            RunState::Success,
+            None,
+            vec![],
+        );
+        ingest(
+            &mut s,
+            "o/a",
+            "other",
+            "c0",
+            Trigger::Push,
+            t0() + Duration::hours(1),
+            RunState::Success,
+            None,
+            vec![],
+        );
+        let mut attempt = |n: u32, state: RunState, hours: i64| {
+            let at = t0() + Duration::hours(hours);
+            let request = RunRequest {
+                repository: "o/a".into(),
+                forge: Some(Forge::Github),
+                context: "ci".into(),
+                commit: "c1".into(),
+                attempt: n,
+                trigger: Some(Trigger::Push),
+                state: Some(state),
+                queued_at: Some(at),
+                started_at: Some(at),
+                finished_at: Some(at + Duration::minutes(5)),
+                ..RunRequest::default()
+            };
+            let prepared = request
+                .prepare(
+                    "test",
+                    Vec::new(),
+                    &crate::classify::Classifier::with_defaults(),
+                    &crate::deps::Extractor::with_defaults(),
+                )
+                .unwrap();
+            s.ingest_run(&prepared.run, &policy(), at + Duration::hours(1))
+                .unwrap()
+                .id
+        };
+        let first = attempt(1, RunState::Failure, 2);
+        let second = attempt(2, RunState::Success, 3);
+        let r = s.run_related(first).unwrap();
+        assert_eq!(
+            r.attempts
+                .iter()
+                .map(|a| (a.run_id, a.attempt))
+                .collect::<Vec<_>>(),
+            [(second, 2)]
+        );
+        assert_eq!(
+            r.last_green_run_id,
+            Some(green),
+            "not the later retry, not another context"
+        );
+        let r = s.run_related(second).unwrap();
+        assert_eq!(r.attempts[0].run_id, first);
+        assert_eq!(r.attempts[0].state, "failure");
+        assert_eq!(s.run_related(green).unwrap().last_green_run_id, None);
+    }
+
+    #[test]
     fn ui_queries_use_indexes() {
         let s = store();
         let plan = |sql: &str| -> String {
@@ -673,6 +1167,22 @@ mod tests {
         assert!(p.contains("COVERING INDEX failures_window"), "{p}");
         let p = plan(FAILURE_SQL);
         assert!(!p.contains("SCAN"), "{p}");
+        let p = plan(BAD_EVENTS_SQL);
+        assert!(p.contains("INDEX slo_events_at"), "{p}");
+        assert!(!p.contains("TEMP B-TREE FOR ORDER BY"), "{p}");
+        let p = plan(SLO_BY_REPOSITORY_SQL);
+        assert!(p.contains("PRIMARY KEY"), "{p}");
+        let p = plan(
+            "SELECT p.id FROM runs r JOIN runs p
+               ON p.repository_id = r.repository_id AND p.context = r.context
+             WHERE r.id = 1 AND p.id != r.id AND p.state = 'success'
+               AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
+             ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1",
+        );
+        assert!(p.contains("runs_repo_context_at"), "{p}");
+        let p = plan(NIGHTLY_RUNS_SQL);
+        assert!(p.contains("runs_trigger_at"), "{p}");
+        assert!(p.contains("failures_run"), "{p}");
         let p = plan(&test_history_sql());
         assert!(p.contains("runs_repo_context_at"), "{p}");
         let p = plan(
