@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod app;
+pub mod catalog;
 pub mod classify;
 pub mod cli;
 pub mod config;

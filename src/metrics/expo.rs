@@ -12,7 +12,7 @@
 //! values), backfill files need sample timestamps, and prometheus-client only
 //! speaks OpenMetrics.
 
-use super::catalog::Kind;
+use crate::catalog::Kind;
 use std::fmt::Write;
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =

@@ -25,7 +25,7 @@
 //! whole hour, where scripts/backfill-rules evaluates the recording rules
 //! over the history.
 
-use super::catalog::{self, FamilyDef, Kind};
+use crate::catalog::{self, FamilyDef, Kind};
 use super::expo::{fmt_timestamp, fmt_value, write_header, write_series};
 use crate::config::Config;
 use crate::slo::SloId;

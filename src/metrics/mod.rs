@@ -7,7 +7,7 @@
 //! the stored SLO events. Live process metrics (requests, refreshes) live in a
 //! prometheus-client registry that is built once and passed in.
 
-pub mod catalog;
+pub use crate::catalog;
 pub mod expo;
 pub mod history;
 

@@ -19,7 +19,7 @@ pub mod ui;
 pub mod writer;
 
 use crate::config::Config;
-use crate::metrics::catalog;
+use crate::catalog;
 use crate::model::{
     DataQualityIssue, DurationLimits, FailureEvidence, Forge, MergeOutcome, NewRun, RepositoryRef,
     RunState, TestOutcome, Trigger, durations,

@@ -8,7 +8,7 @@
 //! memory and writes each series once, before the batch's commit: the same
 //! values, in the same transaction, without a statement per event.
 
-use crate::metrics::catalog::{self, FamilyDef};
+use crate::catalog::{self, FamilyDef};
 use rusqlite::{Connection, params};
 use std::cell::RefCell;
 use std::collections::HashMap;

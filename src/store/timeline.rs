@@ -14,7 +14,7 @@
 //! checks on the demo that these events add up to it for every series.
 
 use super::{Store, StoreError, from_ms};
-use crate::metrics::catalog::{self, FamilyDef};
+use crate::catalog::{self, FamilyDef};
 use crate::model::{DurationLimits, RunState, durations};
 use std::collections::HashSet;
 
