@@ -25,8 +25,8 @@
 //! whole hour, where scripts/backfill-rules evaluates the recording rules
 //! over the history.
 
-use crate::catalog::{self, FamilyDef, Kind};
 use super::expo::{fmt_timestamp, fmt_value, write_header, write_series};
+use crate::catalog::{self, FamilyDef, Kind};
 use crate::config::Config;
 use crate::slo::SloId;
 use crate::store::{Store, StoreError};

@@ -18,8 +18,8 @@ pub mod timeline;
 pub mod ui;
 pub mod writer;
 
-use crate::config::Config;
 use crate::catalog;
+use crate::config::Config;
 use crate::model::{
     DataQualityIssue, DurationLimits, FailureEvidence, Forge, MergeOutcome, NewRun, RepositoryRef,
     RunState, TestOutcome, Trigger, durations,

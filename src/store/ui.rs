@@ -152,6 +152,18 @@ const BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
        AND (?3 IS NULL OR repo.path = ?3)
      ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
 
+/// The failed test results of the runs counted by test_success since ?1,
+/// newest first (subject `test:RUN:NAME`, like `slo_events`' subjects).
+const BAD_TEST_EVENTS_SQL: &str =
+    "SELECT 'test:' || e.run_id || ':' || t.name, e.at, repo.forge, repo.path
+     FROM test_events e INDEXED BY test_events_at
+     CROSS JOIN repositories repo ON repo.id = e.repository_id
+     CROSS JOIN results r ON r.run_id = e.run_id AND r.outcome IN (1, 2)
+     CROSS JOIN tests t ON t.id = r.test_id
+     WHERE e.at >= ?1 AND e.good < e.total
+       AND (?2 IS NULL OR repo.path = ?2)
+     ORDER BY e.at DESC, e.run_id DESC, t.name DESC LIMIT ?3 OFFSET ?4";
+
 /// One SLO's events per repository since an hour (primary key of
 /// `slo_hourly` per repository).
 const SLO_BY_REPOSITORY_SQL: &str = "SELECT repo.forge, repo.path, sum(h.good), sum(h.total)
@@ -495,14 +507,26 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<BadEvent>, StoreError> {
-        let raw: Vec<(String, i64, String, String)> = self
-            .conn
-            .prepare_cached(BAD_EVENTS_SQL)?
-            .query_map(
-                params![slo, to_ms(since), repository, limit as i64, offset as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?
-            .collect::<Result<_, _>>()?;
+        let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+        // test_success counts per run in `test_events` (migration 10): its
+        // bad events are the failed results of those runs.
+        let raw: Vec<(String, i64, String, String)> = if slo == "test_success" {
+            self.conn
+                .prepare_cached(BAD_TEST_EVENTS_SQL)?
+                .query_map(
+                    params![to_ms(since), repository, limit as i64, offset as i64],
+                    row,
+                )?
+                .collect::<Result<_, _>>()?
+        } else {
+            self.conn
+                .prepare_cached(BAD_EVENTS_SQL)?
+                .query_map(
+                    params![slo, to_ms(since), repository, limit as i64, offset as i64],
+                    row,
+                )?
+                .collect::<Result<_, _>>()?
+        };
         let mut run = self
             .conn
             .prepare_cached("SELECT context, state, commit_sha FROM runs WHERE id = ?1")?;
