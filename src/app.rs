@@ -205,8 +205,7 @@ async fn refresh_snapshot(state: &AppState, tests: &Arc<Mutex<TestStatsCache>>) 
                 state
                     .hub
                     .self_metrics
-                    .series_dropped
-                    .inc_by(snapshot.dropped as u64);
+                    .count_series_dropped(snapshot.dropped as u64);
             }
             // Said when it changes, not at every rebuild.
             if LAST_DROPPED.swap(snapshot.dropped, Ordering::Relaxed) != snapshot.dropped
@@ -229,12 +228,7 @@ async fn refresh_snapshot(state: &AppState, tests: &Arc<Mutex<TestStatsCache>>) 
 }
 
 fn count_refresh(state: &AppState, result: &str) {
-    state
-        .hub
-        .self_metrics
-        .snapshot_refreshes
-        .get_or_create(&vec![("result".to_string(), result.to_string())])
-        .inc();
+    state.hub.self_metrics.count_refresh(result);
 }
 
 /// Rebuild on the configured interval, and shortly after writes (coalesced).

@@ -122,12 +122,7 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     state
         .hub
         .self_metrics
-        .http_requests
-        .get_or_create(&vec![
-            ("route".to_string(), route),
-            ("status".to_string(), response.status().as_u16().to_string()),
-        ])
-        .inc();
+        .count_http_request(&route, response.status().as_u16());
     response
 }
 
@@ -135,11 +130,10 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let openmetrics = expo::wants_openmetrics(accept);
     // The writer counts its failures; the counter catches up at each scrape.
-    let errors = &state.hub.self_metrics.store_write_errors;
-    let missing = state.store.write_errors().saturating_sub(errors.get());
-    if missing > 0 {
-        errors.inc_by(missing);
-    }
+    state
+        .hub
+        .self_metrics
+        .catch_up_store_write_errors(state.store.write_errors());
     let body = state.hub.render(openmetrics);
     let content_type = if openmetrics {
         expo::OPENMETRICS_CONTENT_TYPE

@@ -323,7 +323,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            hub.self_metrics.http_connections_refused.inc();
+            hub.self_metrics.count_connection_refused();
             if let Ok(refusal) = refusing.clone().try_acquire_owned() {
                 let max = limits.max_connections;
                 tokio::spawn(async move {
@@ -337,14 +337,11 @@ pub async fn serve(
         let hub = hub.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
-            hub.self_metrics.http_connections.inc();
+            hub.self_metrics.connection_opened();
             let cut = connection(stream, addr, app, limits, stop).await;
-            hub.self_metrics.http_connections.dec();
+            hub.self_metrics.connection_ended();
             if let Some(cut) = cut {
-                hub.self_metrics
-                    .http_connections_closed
-                    .get_or_create(&vec![("reason".to_string(), cut.as_str().to_string())])
-                    .inc();
+                hub.self_metrics.count_connection_cut(cut.as_str());
                 tracing::debug!(peer = %addr, reason = cut.as_str(), "connection closed by a deadline");
             }
             drop(permit);

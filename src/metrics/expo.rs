@@ -1,10 +1,10 @@
 //! Exposition formats: OpenMetrics 1.0 text (with exemplars and optional
 //! sample timestamps) and the Prometheus text format 0.0.4.
 //!
-//! Everything is first written as OpenMetrics; [`openmetrics_to_prometheus`]
-//! derives the 0.0.4 text from it (counter families take their `_total`
-//! name, `# UNIT`, `# EOF` and exemplars are dropped), so both formats always
-//! carry the same samples.
+//! Both are written directly from the same [`Family`] values
+//! ([`write_openmetrics`], [`write_prometheus`]), so they always carry the
+//! same samples; only the spelling differs (counter family names, `# UNIT`,
+//! exemplars, timestamp units, `# EOF`).
 //!
 //! We write this ourselves rather than through prometheus-client's encoder
 //! because the snapshot's counters and exemplars are restored from the
@@ -185,74 +185,44 @@ pub fn write_openmetrics(out: &mut String, families: &[Family]) {
     }
 }
 
-/// Byte index just past a sample line's name and label set, honouring quotes
-/// and escapes inside label values (so a value containing ` # ` is not cut).
-fn end_of_series(line: &str) -> usize {
-    let bytes = line.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() && bytes[i] != b'{' && bytes[i] != b' ' {
-        i += 1;
-    }
-    if i < bytes.len() && bytes[i] == b'{' {
-        let mut in_quotes = false;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\\' if in_quotes => i += 1,
-                b'"' => in_quotes = !in_quotes,
-                b'}' if !in_quotes => return i + 1,
-                _ => {}
-            }
-            i += 1;
-        }
-    }
-    i
-}
-
-/// Convert OpenMetrics text to the Prometheus text format 0.0.4.
-pub fn openmetrics_to_prometheus(om: &str) -> String {
-    let mut out = String::with_capacity(om.len());
-    let mut pending_help: Option<(String, String)> = None;
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            pending_help = Some((name.to_string(), help.replace("\\\"", "\"")));
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let (name, kind) = match kind {
-                "counter" => (format!("{name}_total"), "counter"),
-                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
-                _ => (name.to_string(), "untyped"),
-            };
-            if let Some((help_name, help)) = pending_help.take()
-                && help_name == rest.split(' ').next().unwrap_or_default()
-            {
-                let _ = writeln!(out, "# HELP {name} {help}");
-            }
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-        } else if line.starts_with('#') || line.is_empty() {
-            // `# UNIT`, `# EOF` and comments have no 0.0.4 equivalent.
-            continue;
+/// Write families as the Prometheus text format 0.0.4: counter families
+/// take their `_total` name, there is no `# UNIT`, no exemplar and no
+/// `# EOF`, `# HELP` escapes only backslashes and newlines, and sample
+/// timestamps are milliseconds.
+pub fn write_prometheus(out: &mut String, families: &[Family]) {
+    for f in families {
+        let kind = match f.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let name: std::borrow::Cow<'_, str> = if f.kind == Kind::Counter {
+            format!("{}_total", f.name).into()
         } else {
-            let end = end_of_series(line);
-            let (series, rest) = line.split_at(end);
-            if series.ends_with("_created") {
-                continue;
+            f.name.as_str().into()
+        };
+        out.push_str("# HELP ");
+        out.push_str(&name);
+        out.push(' ');
+        for c in f.help.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
             }
-            let rest = rest.split(" # ").next().unwrap_or_default();
-            let mut parts = rest.split_whitespace();
-            let value = parts.next().unwrap_or("NaN");
-            out.push_str(series);
+        }
+        out.push('\n');
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in &f.samples {
+            write_series(out, &f.name, s.suffix, &s.labels);
             out.push(' ');
-            out.push_str(value);
-            if let Some(ts) = parts.next()
-                && let Ok(seconds) = ts.parse::<f64>()
-            {
-                let _ = write!(out, " {}", (seconds * 1000.0).round() as i64);
+            out.push_str(&fmt_value(s.value));
+            if let Some(ts) = s.timestamp_ms {
+                let _ = write!(out, " {ts}");
             }
             out.push('\n');
         }
     }
-    out
 }
 
 /// Which format a scraper asked for.
@@ -349,10 +319,8 @@ ci_run_duration_seconds_count 1\n";
 
     #[test]
     fn prometheus_text_renames_counters_and_drops_exemplars_units_and_eof() {
-        let mut om = String::new();
-        write_openmetrics(&mut om, &[counter(), histogram()]);
-        om.push_str("# EOF\n");
-        let text = openmetrics_to_prometheus(&om);
+        let mut text = String::new();
+        write_prometheus(&mut text, &[counter(), histogram()]);
         let want = "# HELP ci_runs_total Runs \"done\".\n\
 # TYPE ci_runs_total counter\n\
 ci_runs_total{test=\"a \\\"q\\\" \\\\ b\\nc # {x}\"} 3\n\
@@ -371,9 +339,11 @@ ci_run_duration_seconds_count 1\n";
         f.samples[0].labels.clear();
         f.samples[0].timestamp_ms = Some(1_700_000_000_250);
         let mut om = String::new();
-        write_openmetrics(&mut om, &[f]);
+        write_openmetrics(&mut om, std::slice::from_ref(&f));
         assert!(om.contains("ci_runs_total 3 1700000000.250\n"), "{om}");
-        assert!(openmetrics_to_prometheus(&om).contains("ci_runs_total 3 1700000000250\n"));
+        let mut text = String::new();
+        write_prometheus(&mut text, &[f]);
+        assert!(text.contains("ci_runs_total 3 1700000000250\n"), "{text}");
     }
 
     #[test]

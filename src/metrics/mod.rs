@@ -4,12 +4,15 @@
 //! a background task rebuilds from the store on an interval and after writes
 //! (docs/design.md §4). Counters and histograms come from their persisted state, so
 //! they survive restarts exactly; the windowed SLO gauges are recomputed from
-//! the stored SLO events. Live process metrics (requests, refreshes) live in a
-//! prometheus-client registry that is built once and passed in.
+//! the stored SLO events. Live process metrics (requests, refreshes) are
+//! [`process::SelfMetrics`], built once and passed in.
 
 pub use crate::catalog;
 pub mod expo;
 pub mod history;
+pub mod process;
+
+pub use process::SelfMetrics;
 
 use crate::config::{Config, window_label};
 use crate::slo::{EventCounts, SloId};
@@ -17,10 +20,6 @@ use crate::store::{Store, StoreError};
 use catalog::FamilyDef;
 use chrono::{DateTime, Utc};
 use expo::{Exemplar, Family, Sample, fmt_le};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family as PcFamily;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -321,7 +320,8 @@ pub fn build_snapshot(
 
     let mut openmetrics = String::new();
     expo::write_openmetrics(&mut openmetrics, &families);
-    let prometheus = expo::openmetrics_to_prometheus(&openmetrics);
+    let mut prometheus = String::with_capacity(openmetrics.len());
+    expo::write_prometheus(&mut prometheus, &families);
     Ok(Snapshot {
         openmetrics,
         prometheus,
@@ -386,211 +386,6 @@ fn cap_series(families: &mut [Family], config: &Config) -> usize {
     dropped
 }
 
-type LabelSet = Vec<(String, String)>;
-
-/// Process metrics of this exporter instance (reset at restart, as usual for
-/// process metrics); kept in a prometheus-client registry.
-#[derive(Debug)]
-pub struct SelfMetrics {
-    registry: Registry,
-    pub http_requests: PcFamily<LabelSet, Counter>,
-    pub ingested_runs: PcFamily<LabelSet, Counter>,
-    pub snapshot_refreshes: PcFamily<LabelSet, Counter>,
-    /// Forge API calls by forge, endpoint class and HTTP status.
-    pub forge_api_requests: PcFamily<LabelSet, Counter>,
-    /// Forge API requests that failed without a usable answer, by forge,
-    /// endpoint class and kind (`timeout`, `connect`, `connection`, `decode`).
-    pub forge_errors: PcFamily<LabelSet, Counter>,
-    /// Conditional forge requests answered 304 Not Modified, by forge.
-    pub forge_not_modified: PcFamily<LabelSet, Counter>,
-    /// The forge's rate-limit headers as last seen, by forge.
-    pub forge_rate_limit_remaining: PcFamily<LabelSet, Gauge>,
-    pub forge_rate_limit_limit: PcFamily<LabelSet, Gauge>,
-    pub forge_rate_limit_reset: PcFamily<LabelSet, Gauge>,
-    /// Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).
-    pub webhook_deliveries: PcFamily<LabelSet, Counter>,
-    /// Open HTTP connections.
-    pub http_connections: Gauge,
-    /// Connections answered 503 and closed because `server.max_connections` were open.
-    pub http_connections_refused: Counter,
-    /// Connections closed by a deadline, by reason.
-    pub http_connections_closed: PcFamily<LabelSet, Counter>,
-    /// Requests refused for their credentials, by route and reason.
-    pub auth_rejections: PcFamily<LabelSet, Counter>,
-    /// Store writes that failed (the database refused or could not commit).
-    pub store_write_errors: Counter,
-    /// Series left out of snapshots by `metrics.max_series`.
-    pub series_dropped: Counter,
-}
-
-impl Default for SelfMetrics {
-    fn default() -> Self {
-        SelfMetrics::new()
-    }
-}
-
-impl SelfMetrics {
-    pub fn new() -> SelfMetrics {
-        let mut registry = Registry::with_prefix("ci_exporter");
-        let http_requests = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests served, by route and status code.",
-            http_requests.clone(),
-        );
-        let ingested_runs = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "ingested_runs",
-            "Runs received by this process, by source and result (created, updated, unchanged, rejected).",
-            ingested_runs.clone(),
-        );
-        let snapshot_refreshes = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "snapshot_refreshes",
-            "Rebuilds of the /metrics snapshot, by result.",
-            snapshot_refreshes.clone(),
-        );
-        let forge_api_requests = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "forge_api_requests",
-            "Forge API requests, by forge, endpoint class and HTTP status (or 'error' without a response).",
-            forge_api_requests.clone(),
-        );
-        let forge_errors = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "forge_errors",
-            "Forge API requests that failed without a usable answer, by forge, endpoint class and kind: timeout (no answer or body in time), connect, connection (reset or closed mid-answer), decode (truncated or invalid JSON).",
-            forge_errors.clone(),
-        );
-        let forge_not_modified = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "forge_not_modified",
-            "Conditional forge API requests answered 304 Not Modified (nothing re-processed).",
-            forge_not_modified.clone(),
-        );
-        let forge_rate_limit_remaining = PcFamily::<LabelSet, Gauge>::default();
-        registry.register(
-            "forge_rate_limit_remaining",
-            "Requests left in the forge's current rate-limit window, as last reported.",
-            forge_rate_limit_remaining.clone(),
-        );
-        let forge_rate_limit_limit = PcFamily::<LabelSet, Gauge>::default();
-        registry.register(
-            "forge_rate_limit_limit",
-            "Size of the forge's rate-limit window, as last reported.",
-            forge_rate_limit_limit.clone(),
-        );
-        let forge_rate_limit_reset = PcFamily::<LabelSet, Gauge>::default();
-        registry.register(
-            "forge_rate_limit_reset_timestamp_seconds",
-            "When the forge's rate-limit window resets (Unix time), as last reported.",
-            forge_rate_limit_reset.clone(),
-        );
-        let webhook_deliveries = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "webhook_deliveries",
-            "Webhook deliveries by forge, event and result (accepted, duplicate, ignored, rejected, unauthorized).",
-            webhook_deliveries.clone(),
-        );
-        let http_connections = Gauge::default();
-        registry.register(
-            "http_connections",
-            "Open HTTP connections.",
-            http_connections.clone(),
-        );
-        let http_connections_refused = Counter::default();
-        registry.register(
-            "http_connections_refused",
-            "Connections answered 503 and closed because server.max_connections were open.",
-            http_connections_refused.clone(),
-        );
-        let http_connections_closed = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "http_connections_closed",
-            "Connections closed by a deadline, by reason: header_timeout (no complete request head in server.header_read_timeout), idle_timeout (server.keep_alive_timeout between requests), request_timeout.",
-            http_connections_closed.clone(),
-        );
-        let auth_rejections = PcFamily::<LabelSet, Counter>::default();
-        registry.register(
-            "auth_rejections",
-            "Requests refused for their credentials before their body was read, by route and reason (missing, invalid, malformed, disabled).",
-            auth_rejections.clone(),
-        );
-        let store_write_errors = Counter::default();
-        registry.register(
-            "store_write_errors",
-            "Store writes that failed because the database refused or could not commit them (e.g. a full disk); /readyz answers 503 while the last write failed.",
-            store_write_errors.clone(),
-        );
-        let series_dropped = Counter::default();
-        registry.register(
-            "series_dropped",
-            "Series left out of /metrics snapshots because the repository-labelled families exceeded metrics.max_series; grows at each snapshot rebuild while the cap is hit.",
-            series_dropped.clone(),
-        );
-        SelfMetrics {
-            registry,
-            http_connections,
-            http_connections_refused,
-            http_connections_closed,
-            auth_rejections,
-            store_write_errors,
-            series_dropped,
-            http_requests,
-            ingested_runs,
-            snapshot_refreshes,
-            forge_api_requests,
-            forge_errors,
-            forge_not_modified,
-            forge_rate_limit_remaining,
-            forge_rate_limit_limit,
-            forge_rate_limit_reset,
-            webhook_deliveries,
-        }
-    }
-
-    pub fn count_webhook(&self, forge: &str, event: &str, result: &str) {
-        self.webhook_deliveries
-            .get_or_create(&vec![
-                label("forge", forge),
-                label("event", event),
-                label("result", result),
-            ])
-            .inc();
-    }
-
-    /// One forge request that failed without a usable answer (see `forge_errors`).
-    pub fn count_forge_error(&self, forge: &str, endpoint: &str, kind: &str) {
-        self.forge_errors
-            .get_or_create(&vec![
-                label("forge", forge),
-                label("endpoint", endpoint),
-                label("kind", kind),
-            ])
-            .inc();
-    }
-
-    /// A request refused for its credentials (route: a bounded route name).
-    pub fn count_auth_rejection(&self, route: &str, reason: &str) {
-        self.auth_rejections
-            .get_or_create(&vec![label("route", route), label("reason", reason)])
-            .inc();
-    }
-
-    pub fn count_ingest(&self, source: &str, result: &str) {
-        self.ingested_runs
-            .get_or_create(&vec![label("source", source), label("result", result)])
-            .inc();
-    }
-
-    fn encode(&self) -> String {
-        let mut out = String::new();
-        // Encoding into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
-        out
-    }
-}
-
 /// The snapshot in use plus the live process metrics.
 #[derive(Debug)]
 pub struct MetricsHub {
@@ -620,21 +415,21 @@ impl MetricsHub {
     /// The body of a scrape in the requested format.
     pub fn render(&self, openmetrics: bool) -> String {
         let snapshot = self.current();
-        let mut live = self.self_metrics.encode();
+        let mut live = self.self_metrics.families();
         let mut age = family(catalog::SNAPSHOT_AGE);
         age.samples
             .push(gauge(vec![], snapshot.built_at.elapsed().as_secs_f64()));
-        expo::write_openmetrics(&mut live, &[age]);
+        live.push(age);
         if openmetrics {
-            let mut out = String::with_capacity(snapshot.openmetrics.len() + live.len() + 8);
+            let mut out = String::with_capacity(snapshot.openmetrics.len() + 8192);
             out.push_str(&snapshot.openmetrics);
-            out.push_str(&live);
+            expo::write_openmetrics(&mut out, &live);
             out.push_str("# EOF\n");
             out
         } else {
-            let mut out = String::with_capacity(snapshot.prometheus.len() + live.len());
+            let mut out = String::with_capacity(snapshot.prometheus.len() + 8192);
             out.push_str(&snapshot.prometheus);
-            out.push_str(&expo::openmetrics_to_prometheus(&live));
+            expo::write_prometheus(&mut out, &live);
             out
         }
     }

@@ -131,13 +131,7 @@ impl Client {
     fn count(&self, endpoint: &str, status: &str) {
         self.hub
             .self_metrics
-            .forge_api_requests
-            .get_or_create(&vec![
-                ("forge".to_string(), "github".to_string()),
-                ("endpoint".to_string(), endpoint.to_string()),
-                ("status".to_string(), status.to_string()),
-            ])
-            .inc();
+            .count_forge_request("github", endpoint, status);
     }
 
     fn count_error(&self, endpoint: &str, kind: &str) {
@@ -163,29 +157,13 @@ impl Client {
     }
 
     fn rate_limits(&self, h: &HeaderMap) {
-        let forge = vec![("forge".to_string(), "github".to_string())];
         let num = |n: &str| header_str(h, n).and_then(|v| v.trim().parse::<i64>().ok());
-        if let Some(v) = num("x-ratelimit-remaining") {
-            self.hub
-                .self_metrics
-                .forge_rate_limit_remaining
-                .get_or_create(&forge)
-                .set(v);
-        }
-        if let Some(v) = num("x-ratelimit-limit") {
-            self.hub
-                .self_metrics
-                .forge_rate_limit_limit
-                .get_or_create(&forge)
-                .set(v);
-        }
-        if let Some(v) = num("x-ratelimit-reset") {
-            self.hub
-                .self_metrics
-                .forge_rate_limit_reset
-                .get_or_create(&forge)
-                .set(v);
-        }
+        self.hub.self_metrics.set_rate_limit(
+            "github",
+            num("x-ratelimit-remaining").map(|v| v as f64),
+            num("x-ratelimit-limit").map(|v| v as f64),
+            num("x-ratelimit-reset").map(|v| v as f64),
+        );
     }
 
     /// How long a rate-limited answer asks us to wait, if it is one.
@@ -257,11 +235,7 @@ impl Client {
                     let headers = resp.headers().clone();
                     self.rate_limits(&headers);
                     if status == StatusCode::NOT_MODIFIED {
-                        self.hub
-                            .self_metrics
-                            .forge_not_modified
-                            .get_or_create(&vec![("forge".to_string(), "github".to_string())])
-                            .inc();
+                        self.hub.self_metrics.count_not_modified("github");
                         return Ok(Page {
                             not_modified: true,
                             body: Vec::new(),

@@ -181,13 +181,7 @@ impl Poller {
             .or_default() += 1;
         if let Some(hub) = &self.hub {
             hub.self_metrics
-                .forge_api_requests
-                .get_or_create(&vec![
-                    ("forge".to_string(), FORGE.to_string()),
-                    ("endpoint".to_string(), endpoint.to_string()),
-                    ("status".to_string(), status.to_string()),
-                ])
-                .inc();
+                .count_forge_request(FORGE, endpoint, status);
         }
     }
 
@@ -213,23 +207,19 @@ impl Poller {
 
     fn rate_limits(&self, headers: &HeaderMap) {
         let Some(hub) = &self.hub else { return };
-        let m = &hub.self_metrics;
-        let label = vec![("forge".to_string(), FORGE.to_string())];
         let num = |name: &str| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<i64>().ok())
+                .map(|v| v as f64)
         };
-        if let Some(v) = num("ratelimit-remaining") {
-            m.forge_rate_limit_remaining.get_or_create(&label).set(v);
-        }
-        if let Some(v) = num("ratelimit-limit") {
-            m.forge_rate_limit_limit.get_or_create(&label).set(v);
-        }
-        if let Some(v) = num("ratelimit-reset") {
-            m.forge_rate_limit_reset.get_or_create(&label).set(v);
-        }
+        hub.self_metrics.set_rate_limit(
+            FORGE,
+            num("ratelimit-remaining"),
+            num("ratelimit-limit"),
+            num("ratelimit-reset"),
+        );
     }
 
     /// One GET with retries: 429 waits Retry-After, 5xx and network errors
@@ -267,10 +257,7 @@ impl Poller {
                     if status == StatusCode::NOT_MODIFIED {
                         self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
                         if let Some(hub) = &self.hub {
-                            hub.self_metrics
-                                .forge_not_modified
-                                .get_or_create(&vec![("forge".to_string(), FORGE.to_string())])
-                                .inc();
+                            hub.self_metrics.count_not_modified(FORGE);
                         }
                         return Ok(resp);
                     }
