@@ -55,7 +55,7 @@ fn run(i: usize) -> Value {
     })
 }
 
-fn verdicts(text: &str) -> (f64, f64, f64) {
+fn verdicts(text: &str) -> (f64, f64, f64, f64) {
     let v = |verdict: &str| {
         common::sample(
             text,
@@ -63,22 +63,20 @@ fn verdicts(text: &str) -> (f64, f64, f64) {
         )
         .unwrap_or(-1.0)
     };
-    (v("healthy"), v("flaky"), v("broken"))
+    (v("healthy"), v("flaky"), v("broken"), v("new"))
 }
 
-/// The tests with a positive flake ratio on /metrics.
+/// The tests with a positive flake ratio on /metrics, in exposition order
+/// (worst first, docs/metrics.md).
 fn flaky_names(text: &str) -> Vec<String> {
-    let mut names: Vec<String> = text
-        .lines()
+    text.lines()
         .filter(|l| l.starts_with("ci_test_flake_ratio{"))
         .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0))
         .filter_map(|l| {
             let at = l.find("test=\"")? + 6;
             Some(l[at..at + l[at..].find('"')?].to_string())
         })
-        .collect();
-    names.sort();
-    names
+        .collect()
 }
 
 #[test]
@@ -97,19 +95,33 @@ fn known_verdicts_appear_after_ingest_and_survive_a_restart() {
         run(RUNS - 1).to_string().as_bytes(),
     );
     assert_eq!(status, 201, "{body}");
+    // Ranked by how often they fail a run (1 in 10, 1 in 2,000); the one
+    // with two runs (fewer than tests.min_runs) last.
     let want_flaky = vec![
         "flaky_often".to_string(),
         "flaky_one_in_2000".to_string(),
         "flaky_single_commit".to_string(),
     ];
-    // healthy: 6 always passing, fails_by_commit, seen_once. The failure
+    // healthy: 6 always passing, fails_by_commit; new: seen_once. The failure
     // ratio of the rare flake is its one failure over all its runs: the
     // last run is counted (the snapshot follows the writes).
     let rare = "ci_test_failure_ratio{repository=\"acme/big\",context=\"unit\",test=\"flaky_one_in_2000\"}";
     let text = e.wait_for("the verdicts of the whole history", |t| {
-        verdicts(t) == (8.0, 3.0, 2.0) && common::sample(t, rare) == Some(1.0 / RUNS as f64)
+        verdicts(t) == (7.0, 3.0, 2.0, 1.0) && common::sample(t, rare) == Some(1.0 / RUNS as f64)
     });
     assert_eq!(flaky_names(&text), want_flaky);
+    let flake = |test: &str| {
+        common::sample(
+            &text,
+            &format!(
+                "ci_test_flake_ratio{{repository=\"acme/big\",context=\"unit\",test=\"{test}\"}}"
+            ),
+        )
+    };
+    // Per run: flaky failures / runs.
+    assert_eq!(flake("flaky_often"), Some(200.0 / RUNS as f64));
+    assert_eq!(flake("flaky_single_commit"), Some(0.5));
+    assert_eq!(flake("broken_always"), Some(0.0));
     assert_eq!((e.get("/healthz").0, e.get("/readyz").0), (200, 200));
     e.stop();
 
@@ -117,7 +129,7 @@ fn known_verdicts_appear_after_ingest_and_survive_a_restart() {
     let e = Exporter::start(dir.path(), &db, &[], &[("CI_SLO_API_TOKEN", TOKEN)]);
     assert_eq!(e.get("/healthz").0, 200);
     let text = e.scrape(false);
-    assert_eq!(verdicts(&text), (8.0, 3.0, 2.0));
+    assert_eq!(verdicts(&text), (7.0, 3.0, 2.0, 1.0));
     assert_eq!(flaky_names(&text), want_flaky);
     assert!(
         e.log().contains("ready: first metrics snapshot built"),

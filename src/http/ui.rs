@@ -588,7 +588,7 @@ fn test_html(state: &AppState, q: &UiQuery, v: &TestPageView) -> Markup {
                 dl.facts.stats {
                     dt { "Verdict" } dd { span class=(format!("verdict v-{}", s.verdict)) { (s.verdict) } }
                     dt { "Failure rate" } dd { (pct(s.failure_ratio)) " (" (s.failures) " of " (s.executions) " executions)" }
-                    dt { "Flake rate" } dd { (pct(s.flake_ratio)) " (" (s.flaky_commits) " of " (s.commits) " commits both passed and failed, or passed on retry)" }
+                    dt { "Flake rate" } dd { (pct(s.flake_ratio)) " (" (s.flaky_failures) " of " (s.executions) " executions failed on a commit where the test also passed, or passed only on retry; " (s.flaky_commits) " of " (s.commits) " commits flaky)" }
                     dt { "Flip rate" } dd { (pct(s.flip_rate)) }
                 }
             }

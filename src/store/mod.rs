@@ -434,11 +434,14 @@ impl Store {
     pub fn test_stats(
         &self,
         since: DateTime<Utc>,
+        min_runs: u64,
     ) -> Result<Vec<(String, String, String, crate::flaky::TestStats)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips
+            "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips,
+                    d.flaky_failures
              FROM (SELECT test_id, sum(runs) AS runs, sum(failures) AS failures, sum(commits) AS commits,
-                          sum(flaky_commits) AS flaky_commits, sum(flips) AS flips
+                          sum(flaky_commits) AS flaky_commits, sum(flips) AS flips,
+                          sum(flaky_failures) AS flaky_failures
                    FROM test_days WHERE day >= ?1 GROUP BY test_id) d
              JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id",
         )?;
@@ -451,8 +454,9 @@ impl Store {
                 commits: r.get::<_, i64>(5)? as u64,
                 flaky_commits: r.get::<_, i64>(6)? as u64,
                 flips: r.get::<_, i64>(7)? as u64,
+                flaky_failures: r.get::<_, i64>(8)? as u64,
             };
-            if let Some(stats) = crate::flaky::from_counts(counts) {
+            if let Some(stats) = crate::flaky::from_counts(counts, min_runs) {
                 out.push((r.get(0)?, r.get(1)?, r.get(2)?, stats));
             }
         }

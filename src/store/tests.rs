@@ -1104,7 +1104,7 @@ fn per_test_counters_kept_at_ingest_equal_the_statistics_of_the_executions() {
         // A replay of the same run counts nothing again.
         store.ingest_run(&r, &p, now()).unwrap();
     }
-    let stats = store.test_stats(now() - Duration::days(7)).unwrap();
+    let stats = store.test_stats(now() - Duration::days(7), 3).unwrap();
     assert_eq!(stats.len(), 3);
     for (k, name) in names.iter().enumerate() {
         let (_, _, _, got) = stats.iter().find(|s| s.2 == *name).unwrap();
@@ -1132,7 +1132,7 @@ fn per_test_counters_kept_at_ingest_equal_the_statistics_of_the_executions() {
     // Windows older than the results hold nothing.
     assert!(
         store
-            .test_stats(now() + Duration::days(2))
+            .test_stats(now() + Duration::days(2), 3)
             .unwrap()
             .is_empty()
     );
@@ -1228,7 +1228,7 @@ fn upgrading_from_schema_9_keeps_every_result_and_computes_the_counters() {
         "the hourly rollup (all repositories and acme/shop) is unchanged: {rollup:?}"
     );
     // The counters computed by the migration are what ingest would have kept.
-    let stats = store.test_stats(now() - Duration::days(7)).unwrap();
+    let stats = store.test_stats(now() - Duration::days(7), 3).unwrap();
     let mut executions: Vec<Vec<crate::flaky::Execution>> = vec![Vec::new(); 3];
     for (commit, outcomes, retries) in history() {
         for k in 0..3 {
