@@ -123,6 +123,65 @@ fn known_verdicts_appear_after_ingest_and_survive_a_restart() {
     assert_eq!(flake("flaky_single_commit"), Some(0.5));
     assert_eq!(flake("broken_always"), Some(0.0));
     assert_eq!((e.get("/healthz").0, e.get("/readyz").0), (200, 200));
+
+    // The test index: exactly the flaky set, in the documented order.
+    let (status, body) = e.get("/api/v1/tests?repository=acme/big&verdict=flaky");
+    assert_eq!(status, 200, "{body}");
+    let index: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = index["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, want_flaky);
+    assert_eq!(index["total"], 3);
+    assert!(index["next_cursor"].is_null());
+    let rare = &index["tests"][1];
+    assert_eq!(rare["verdict"], "flaky");
+    assert_eq!(rare["runs"], RUNS);
+    assert_eq!(rare["failures"], 1);
+    assert!(rare["first_seen_flaky"].is_string(), "{rare}");
+    // Its last failure links to the run that failed (job-1234).
+    let run_url = rare["last_failure"]["url"].as_str().unwrap();
+    let (status, run) = e.get(&format!("/api/v1{run_url}"));
+    assert_eq!(status, 200, "{run}");
+    assert!(run.contains("\"job-1234\""), "{run}");
+    // The history strip of the broken test: its latest runs, all failed.
+    let (_, broken) = e.get("/api/v1/tests?repository=acme/big&verdict=broken&sort=name");
+    let broken: Value = serde_json::from_str(&broken).unwrap();
+    assert_eq!(broken["tests"][0]["test"], "broken_always");
+    let strip = broken["tests"][0]["history"].as_str().unwrap();
+    assert!(
+        !strip.is_empty() && strip.chars().all(|c| c == 'f'),
+        "{strip}"
+    );
+
+    // Pages of 5 go through all 13 tests once, in a stable order.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, body) = e.get(&format!(
+            "/api/v1/tests?repository=acme/big&verdict=all&limit=5{cursor}"
+        ));
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        for t in page["tests"].as_array().unwrap() {
+            seen.push(t["test"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 13, "{seen:?}");
+    assert_eq!(&seen[..3], &want_flaky[..]);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 13);
+    assert_eq!(e.get("/api/v1/tests?verdict=sometimes").0, 400);
+    assert_eq!(e.get("/api/v1/tests?sort=random").0, 400);
     e.stop();
 
     // After a restart the same verdicts, from the stored counters.

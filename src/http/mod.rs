@@ -8,6 +8,7 @@ pub mod api;
 pub mod guard;
 pub mod limits;
 pub mod serve;
+pub mod test_index;
 pub mod text;
 pub mod ui;
 pub mod views;
@@ -90,10 +91,18 @@ fn ui_routes() -> Router<AppState> {
         .route("/api/v1/slos", get(ui::api_slos))
         .route("/api/v1/nightly", get(ui::api_nightly))
         .route("/api/v1/failures", get(ui::api_failures))
+        .route("/api/v1/tests", get(api_tests))
         .route(
             "/api/v1/tests/{repository}/{context}/{test}",
             get(ui::api_test),
         )
+}
+
+async fn api_tests(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<test_index::TestIndexQuery>,
+) -> Result<Json<test_index::TestIndexView>, ApiError> {
+    Ok(Json(test_index::test_index(&state, &q).await?))
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -14,6 +14,7 @@ mod results;
 mod revision;
 mod schema;
 pub mod tally;
+pub mod test_index;
 pub mod timeline;
 pub mod ui;
 pub mod writer;

@@ -36,6 +36,16 @@ pub fn outcome_code(o: TestOutcome) -> i64 {
     }
 }
 
+/// The outcome of a stored code.
+pub fn outcome_from_code(code: i64) -> TestOutcome {
+    match code {
+        0 => TestOutcome::Passed,
+        1 => TestOutcome::Failed,
+        3 => TestOutcome::Skipped,
+        _ => TestOutcome::Errored,
+    }
+}
+
 /// The run a set of results belongs to.
 pub struct RunOf<'a> {
     pub run_id: i64,
