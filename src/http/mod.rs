@@ -85,6 +85,7 @@ fn ui_routes() -> Router<AppState> {
         .route("/", get(ui::overview))
         .route("/nightly", get(ui::nightly))
         .route("/failures", get(ui::failures))
+        .route("/tests", get(ui::tests_index))
         .route("/tests/{repository}/{context}/{test}", get(ui::test))
         .route("/runs/{id}", get(ui::run))
         .route("/static/app.css", get(ui::css))
