@@ -313,7 +313,9 @@ ALTER TABLE failures ADD COLUMN candidates TEXT;
     // once in `tests` (repository, context, name) with its counters; each
     // result is a `results` row keyed by (run, test) holding an outcome code
     // (0 passed, 1 failed, 2 errored, 3 skipped) and what the report carried.
-    // `test_commits` keeps, per test and commit, what was seen there (bits:
+    // `test_commits` keeps, per commit and test (keyed by commit first: a
+    // new commit's rows are appended, not spread over the tree), what was
+    // seen there (bits:
     // 1 passed, 2 failed, 4 passed after an in-run retry, 8 counted flaky) and
     // `test_days` the counters per UTC day, which the windowed statistics add
     // up. The test_success events of a run are one `test_events` row (good
@@ -365,7 +367,7 @@ CREATE TABLE test_commits (
     commit_id INTEGER NOT NULL,
     flags     INTEGER NOT NULL,
     failures  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (test_id, commit_id)
+    PRIMARY KEY (commit_id, test_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE test_days (
