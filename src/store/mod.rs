@@ -732,6 +732,22 @@ impl Store {
             "DELETE FROM test_events WHERE at < ?1",
             [to_ms(events_before)],
         )?;
+        // Per-test state of what is gone: the days before `before`, and the
+        // commits no stored run has any more (their results went with their
+        // runs). A test's all-time counters in `tests` stay.
+        tx.execute(
+            "DELETE FROM test_days WHERE day < ?1",
+            [to_ms(before).div_euclid(86_400_000)],
+        )?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS gone_commits (id INTEGER PRIMARY KEY);
+             DELETE FROM gone_commits;
+             INSERT INTO gone_commits SELECT c.id FROM commits c
+               WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.repository_id = c.repository_id AND r.commit_sha = c.sha);
+             DELETE FROM test_commits WHERE commit_id IN (SELECT id FROM gone_commits);
+             DELETE FROM commits WHERE id IN (SELECT id FROM gone_commits);
+             DELETE FROM gone_commits;",
+        )?;
         tx.execute(
             "DELETE FROM fingerprints WHERE NOT EXISTS (SELECT 1 FROM failures WHERE failures.fingerprint_id = fingerprints.id)
                AND last_seen < ?1",

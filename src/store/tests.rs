@@ -593,9 +593,9 @@ fn test_results_become_test_success_events_once() {
 fn pruning_deletes_old_runs_and_never_lowers_a_counter() {
     let mut store = Store::open_in_memory().unwrap();
     let p = policy();
-    store
-        .ingest_run(&run("test", "abc", 0, RunState::Success), &p, now())
-        .unwrap();
+    let mut r = run("test", "abc", 0, RunState::Success);
+    r.tests = vec![test_result("t1", TestOutcome::Passed, 0)];
+    store.ingest_run(&r, &p, now()).unwrap();
     let before = store.metric_state().unwrap();
     let stats = store
         .prune(now() + Duration::days(1), now() + Duration::days(1))
@@ -603,6 +603,25 @@ fn pruning_deletes_old_runs_and_never_lowers_a_counter() {
     assert_eq!(stats.runs, 1);
     assert_eq!(store.run_count().unwrap(), 0);
     assert_eq!(store.metric_state().unwrap(), before);
+    // The run's results, its commit's per-test state and the past days go too.
+    let count = |table: &str| {
+        store
+            .connection()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+    };
+    for table in [
+        "results",
+        "test_commits",
+        "commits",
+        "test_days",
+        "test_events",
+    ] {
+        assert_eq!(count(table), 0, "{table}");
+    }
+    assert_eq!(count("tests"), 1, "a test's identity stays");
 }
 
 #[test]
