@@ -1270,4 +1270,20 @@ fn upgrading_from_schema_9_keeps_every_result_and_computes_the_counters() {
         count("SELECT first_seen_flaky IS NOT NULL FROM tests WHERE name = 'wobbly'"),
         1
     );
+    // A row written into the view (a tool loading results directly, the
+    // benches' generators) lands in the compact tables.
+    conn.execute(
+        "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
+         VALUES (1, 'loaded_directly', 'failed', 1.5, 0, '[]', 'boom')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(count("SELECT count(*) FROM results"), 19);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM test_results WHERE run_id = 1 AND name = 'loaded_directly'
+               AND outcome = 'failed' AND message = 'boom'"
+        ),
+        1
+    );
 }
