@@ -644,9 +644,10 @@ def flaky_dashboard():
     panels = [
         table(
             "Flakiest tests",
-            "ci_test_flake_ratio over the last 7 days: share of commits on which the test both passed and "
-            "failed, or passed only after an in-run retry. Only each repository's worst tests are exported. "
-            "Good: empty, or every ratio below 2%; above 10% the test is a CITestBecameFlaky alert.",
+            "ci_test_flake_ratio over the last 7 days: flaky failures per run (failed runs on commits where "
+            "the test also passed, and passes after an in-run retry). Only each repository's worst flaky and "
+            "broken tests are exported. Good: empty, or every ratio below 2%; above 5% the test is a "
+            "CITestBecameFlaky alert.",
             [
                 target(
                     f"sort_desc(max by (repository, context, test) (ci_test_flake_ratio{{{REPO}}}))",
@@ -659,7 +660,7 @@ def flaky_dashboard():
             w=12,
             h=10,
             sort_by="Value",
-            defaults={"decimals": 1, "thresholds": thresholds((None, "green"), (0.02, "orange"), (0.1, "red")), "custom": {"cellOptions": {"type": "color-background"}}},
+            defaults={"decimals": 1, "thresholds": thresholds((None, "green"), (0.02, "orange"), (0.05, "red")), "custom": {"cellOptions": {"type": "color-background"}}},
         ),
         table(
             "Most failing tests",
@@ -681,8 +682,8 @@ def flaky_dashboard():
         ),
         bargauge(
             "Tests by verdict",
-            "ci_tests: tests seen in the last 7 days, by verdict (healthy, flaky, broken). Good: flaky and "
-            "broken at 0.",
+            "ci_tests: tests seen in the last 7 days, by verdict (healthy, flaky, broken, and new: fewer runs "
+            "than tests.min_runs). Good: flaky and broken at 0.",
             [target(f"sum by (verdict) (ci_tests{{{REPO}}})", "{{verdict}}", instant=True)],
             "short",
             w=8,
@@ -706,9 +707,9 @@ def flaky_dashboard():
         ),
         stat(
             "Failing or flaky tests not exported",
-            "ci_exporter_tests_not_exported: tests that failed or flaked but fell outside the per-repository "
-            "worst-N cut (tests.worst_per_repository). Good: 0; otherwise the tables above are incomplete: "
-            "see the exporter UI or raise the limit.",
+            "ci_exporter_tests_not_exported: flaky or broken tests that fell outside the per-repository, "
+            "per-verdict worst-N cut (tests.worst_per_repository). Good: 0; otherwise the tables above are "
+            "incomplete: see the exporter UI or raise the limit.",
             [target(f"sum(ci_exporter_tests_not_exported{{{REPO}}})", "not exported")],
             "short",
             w=8,
@@ -718,7 +719,7 @@ def flaky_dashboard():
         ts(
             "Flake ratio of the worst tests",
             "ci_test_flake_ratio of the 10 flakiest tests over time. Good: lines fall after a fix; a line "
-            "crossing 10% starts a CITestBecameFlaky alert.",
+            "crossing 5% starts a CITestBecameFlaky alert.",
             [target(f"topk(10, max by (repository, context, test) (ci_test_flake_ratio{{{REPO}}}))", "{{test}} ({{context}})")],
             "percentunit",
             defaults={"min": 0},
@@ -1270,14 +1271,14 @@ ALERTS = [
         "CITestBecameFlaky",
         "(max by (repository, context, test) (ci_test_flake_ratio)\n"
         "  unless on (repository, context, test)\n"
-        "  max by (repository, context, test) (max_over_time(ci_test_flake_ratio[1d] offset 1d)) > 0.1)\n"
+        "  max by (repository, context, test) (max_over_time(ci_test_flake_ratio[1d] offset 1d)) > 0.05)\n"
         "and on () (count(count_over_time(ci_tests[1h] offset 1d)) > 0)",
-        ("threshold", "gt", 0.1),
+        ("threshold", "gt", 0.05),
         "1h",
         "ticket",
         "Test {{ $labels.test }} in {{ $labels.repository }} became flaky ({{ humanizePercentage $values.B.Value }})",
-        "Test {{ $labels.test }} of context {{ $labels.context }} has had a flake ratio above 10% for an "
-        "hour; the day before it was below 10%.",
+        "Test {{ $labels.test }} of context {{ $labels.context }} has failed more than 5% of its runs for "
+        "no reason of the commit (flake ratio) for an hour; the day before it was below 5%.",
     ),
 ]
 

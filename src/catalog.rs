@@ -204,21 +204,28 @@ family!(
     "ci_test_flake_ratio",
     Gauge,
     Some("ratio"),
-    "Commits on which a test both passed and failed (or passed only on retry) / commits it ran on, over tests.window; worst tests per repository only."
+    "Flaky failures (failed runs on commits where the test also passed, and passes after an in-run retry) / runs of a test, over tests.window; worst flaky and broken tests per repository only."
+);
+family!(
+    TEST_FLIP_RATIO,
+    "ci_test_flip_ratio",
+    Gauge,
+    Some("ratio"),
+    "Outcome changes between consecutive runs of a test / (runs - 1), over tests.window; worst flaky and broken tests per repository only."
 );
 family!(
     TESTS_BY_VERDICT,
     "ci_tests",
     Gauge,
     None,
-    "Tests that ran in tests.window, by repository and verdict (healthy, flaky, broken)."
+    "Tests that ran in tests.window, by repository and verdict (healthy, flaky, broken, new)."
 );
 family!(
     TESTS_NOT_EXPORTED,
     "ci_exporter_tests_not_exported",
     Gauge,
     None,
-    "Failing or flaky tests left out of the per-test gauges by tests.worst_per_repository, by repository."
+    "Flaky or broken tests left out of the per-test gauges by tests.worst_per_repository (per verdict), by repository."
 );
 
 /// Families with persisted state, in exposition order.

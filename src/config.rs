@@ -139,8 +139,12 @@ pub struct TestsConfig {
     /// Window of the per-test statistics.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Per-test series are exported only for this many worst tests per repository.
+    /// Per-test series are exported only for this many worst tests per
+    /// repository and verdict (flaky, broken).
     pub worst_per_repository: usize,
+    /// Fewest runs in the window before a test without a flaky commit is
+    /// called healthy or broken (else `new`); flaky tests with fewer rank last.
+    pub min_runs: u64,
     /// How often the per-test statistics are recomputed; 0 (the default):
     /// at every snapshot (they add up counters kept at ingest, so this is cheap).
     #[serde(with = "humantime_serde")]
@@ -152,6 +156,7 @@ impl Default for TestsConfig {
         TestsConfig {
             window: days(7),
             worst_per_repository: 10,
+            min_runs: crate::flaky::DEFAULT_MIN_RUNS,
             refresh_interval: Duration::ZERO,
         }
     }

@@ -48,7 +48,7 @@ fn secrets_never_leak_and_every_door_needs_its_key() {
     let config = d.join("c.toml");
     std::fs::write(
         &config,
-        "[server]\nmax_body_bytes = 65536\n[tests]\nrefresh_interval = \"1s\"\n",
+        "[server]\nmax_body_bytes = 65536\n[tests]\nrefresh_interval = \"1s\"\n# one failed run per test: broken at once, so each gets its series\nmin_runs = 1\n",
     )
     .unwrap();
     let config = config.to_str().unwrap();

@@ -441,7 +441,11 @@ fn close(a: f64, b: f64) -> bool {
 
 /// Families whose series the test compares, and how (docs/scaling.md).
 const ADDITIVE_GAUGES: &[&str] = &["ci_slo_window_events", "ci_tests"];
-const PER_REPOSITORY_RATIOS: &[&str] = &["ci_test_failure_ratio", "ci_test_flake_ratio"];
+const PER_REPOSITORY_RATIOS: &[&str] = &[
+    "ci_test_failure_ratio",
+    "ci_test_flake_ratio",
+    "ci_test_flip_ratio",
+];
 const RECOMPUTED_RATIOS: &[&str] = &[
     "ci_slo_sli_ratio",
     "ci_slo_burn_rate",

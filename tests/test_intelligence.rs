@@ -55,7 +55,7 @@ fn run(i: usize) -> Value {
     })
 }
 
-fn verdicts(text: &str) -> (f64, f64, f64) {
+fn verdicts(text: &str) -> (f64, f64, f64, f64) {
     let v = |verdict: &str| {
         common::sample(
             text,
@@ -63,22 +63,20 @@ fn verdicts(text: &str) -> (f64, f64, f64) {
         )
         .unwrap_or(-1.0)
     };
-    (v("healthy"), v("flaky"), v("broken"))
+    (v("healthy"), v("flaky"), v("broken"), v("new"))
 }
 
-/// The tests with a positive flake ratio on /metrics.
+/// The tests with a positive flake ratio on /metrics, in exposition order
+/// (worst first, docs/metrics.md).
 fn flaky_names(text: &str) -> Vec<String> {
-    let mut names: Vec<String> = text
-        .lines()
+    text.lines()
         .filter(|l| l.starts_with("ci_test_flake_ratio{"))
         .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0))
         .filter_map(|l| {
             let at = l.find("test=\"")? + 6;
             Some(l[at..at + l[at..].find('"')?].to_string())
         })
-        .collect();
-    names.sort();
-    names
+        .collect()
 }
 
 #[test]
@@ -97,27 +95,100 @@ fn known_verdicts_appear_after_ingest_and_survive_a_restart() {
         run(RUNS - 1).to_string().as_bytes(),
     );
     assert_eq!(status, 201, "{body}");
+    // Ranked by how often they fail a run (1 in 10, 1 in 2,000); the one
+    // with two runs (fewer than tests.min_runs) last.
     let want_flaky = vec![
         "flaky_often".to_string(),
         "flaky_one_in_2000".to_string(),
         "flaky_single_commit".to_string(),
     ];
-    // healthy: 6 always passing, fails_by_commit, seen_once. The failure
+    // healthy: 6 always passing, fails_by_commit; new: seen_once. The failure
     // ratio of the rare flake is its one failure over all its runs: the
     // last run is counted (the snapshot follows the writes).
     let rare = "ci_test_failure_ratio{repository=\"acme/big\",context=\"unit\",test=\"flaky_one_in_2000\"}";
     let text = e.wait_for("the verdicts of the whole history", |t| {
-        verdicts(t) == (8.0, 3.0, 2.0) && common::sample(t, rare) == Some(1.0 / RUNS as f64)
+        verdicts(t) == (7.0, 3.0, 2.0, 1.0) && common::sample(t, rare) == Some(1.0 / RUNS as f64)
     });
     assert_eq!(flaky_names(&text), want_flaky);
+    let flake = |test: &str| {
+        common::sample(
+            &text,
+            &format!(
+                "ci_test_flake_ratio{{repository=\"acme/big\",context=\"unit\",test=\"{test}\"}}"
+            ),
+        )
+    };
+    // Per run: flaky failures / runs.
+    assert_eq!(flake("flaky_often"), Some(200.0 / RUNS as f64));
+    assert_eq!(flake("flaky_single_commit"), Some(0.5));
+    assert_eq!(flake("broken_always"), Some(0.0));
     assert_eq!((e.get("/healthz").0, e.get("/readyz").0), (200, 200));
+
+    // The test index: exactly the flaky set, in the documented order.
+    let (status, body) = e.get("/api/v1/tests?repository=acme/big&verdict=flaky");
+    assert_eq!(status, 200, "{body}");
+    let index: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = index["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, want_flaky);
+    assert_eq!(index["total"], 3);
+    assert!(index["next_cursor"].is_null());
+    let rare = &index["tests"][1];
+    assert_eq!(rare["verdict"], "flaky");
+    assert_eq!(rare["runs"], RUNS);
+    assert_eq!(rare["failures"], 1);
+    assert!(rare["first_seen_flaky"].is_string(), "{rare}");
+    // Its last failure links to the run that failed (job-1234).
+    let run_url = rare["last_failure"]["url"].as_str().unwrap();
+    let (status, run) = e.get(&format!("/api/v1{run_url}"));
+    assert_eq!(status, 200, "{run}");
+    assert!(run.contains("\"job-1234\""), "{run}");
+    // The history strip of the broken test: its latest runs, all failed.
+    let (_, broken) = e.get("/api/v1/tests?repository=acme/big&verdict=broken&sort=name");
+    let broken: Value = serde_json::from_str(&broken).unwrap();
+    assert_eq!(broken["tests"][0]["test"], "broken_always");
+    let strip = broken["tests"][0]["history"].as_str().unwrap();
+    assert!(
+        !strip.is_empty() && strip.chars().all(|c| c == 'f'),
+        "{strip}"
+    );
+
+    // Pages of 5 go through all 13 tests once, in a stable order.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, body) = e.get(&format!(
+            "/api/v1/tests?repository=acme/big&verdict=all&limit=5{cursor}"
+        ));
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        for t in page["tests"].as_array().unwrap() {
+            seen.push(t["test"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 13, "{seen:?}");
+    assert_eq!(&seen[..3], &want_flaky[..]);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 13);
+    assert_eq!(e.get("/api/v1/tests?verdict=sometimes").0, 400);
+    assert_eq!(e.get("/api/v1/tests?sort=random").0, 400);
     e.stop();
 
     // After a restart the same verdicts, from the stored counters.
     let e = Exporter::start(dir.path(), &db, &[], &[("CI_SLO_API_TOKEN", TOKEN)]);
     assert_eq!(e.get("/healthz").0, 200);
     let text = e.scrape(false);
-    assert_eq!(verdicts(&text), (8.0, 3.0, 2.0));
+    assert_eq!(verdicts(&text), (7.0, 3.0, 2.0, 1.0));
     assert_eq!(flaky_names(&text), want_flaky);
     assert!(
         e.log().contains("ready: first metrics snapshot built"),

@@ -510,6 +510,54 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
     assert!(marks[0].is_displayed().await.unwrap());
     shot(&c, "test-strip-1280").await;
 
+    // The test index, from the nav: the flaky tests of a repository, each
+    // linked to its page.
+    c.goto(&format!("{base}/failures")).await.unwrap();
+    c.find(Locator::Css("nav a[href^='/tests']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "h1").await, "Tests");
+    c.goto(&format!(
+        "{base}/tests?repository=cockpit-project%2Fcockpit&verdict=flaky&window=30d"
+    ))
+    .await
+    .unwrap();
+    let verdicts = c
+        .find_all(Locator::Css("table.tests tbody .verdict"))
+        .await
+        .unwrap();
+    assert!(!verdicts.is_empty());
+    for v in &verdicts {
+        assert_eq!(v.text().await.unwrap(), "flaky");
+    }
+    let listed = text(&c, "table.tests tbody").await;
+    assert!(listed.contains("TestStorage.testLvmRaid"), "{listed}");
+    assert!(
+        !c.find_all(Locator::Css("table.tests tbody ol.strip li"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "history strips"
+    );
+    shot(&c, "tests-1280").await;
+    c.find(Locator::Css("table.tests tbody th a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/tests/cockpit-project%2Fcockpit/")
+    );
+    assert_eq!(text(&c, ".verdict").await, "flaky");
+
     // The run of an exemplar from the OpenMetrics scrape.
     let om = e.scrape(true);
     let id: i64 = om
@@ -545,6 +593,7 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
             "/nightly/acme%2Fweb-shop?color=runtime",
             "nightly-jobs-runtime",
         ),
+        ("/tests?window=30d", "tests"),
         (
             "/tests/cockpit-project%2Fcockpit/fedora-42/TestStorage.testLvmRaid?window=30d",
             "test",

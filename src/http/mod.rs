@@ -9,6 +9,7 @@ pub mod forward;
 pub mod guard;
 pub mod limits;
 pub mod serve;
+pub mod test_index;
 pub mod text;
 pub mod ui;
 pub mod views;
@@ -88,6 +89,7 @@ fn ui_routes() -> Router<AppState> {
             "/failures/fingerprints/{fingerprint}",
             get(ui::failure_fingerprint),
         )
+        .route("/tests", get(ui::tests_index))
         .route("/tests/{repository}/{context}/{test}", get(ui::test))
         .route("/runs/{id}", get(ui::run))
         .route("/api/v1/runs/{id}/related", get(ui::api_run_related))
@@ -98,6 +100,7 @@ fn ui_routes() -> Router<AppState> {
         .route("/api/v1/nightly", get(ui::api_nightly))
         .route("/api/v1/nightly/{repository}", get(ui::api_nightly_jobs))
         .route("/api/v1/failures", get(ui::api_failures))
+        .route("/api/v1/tests", get(api_tests))
         .route(
             "/api/v1/failures/classes/{class}",
             get(ui::api_failure_class),
@@ -110,6 +113,13 @@ fn ui_routes() -> Router<AppState> {
             "/api/v1/tests/{repository}/{context}/{test}",
             get(ui::api_test),
         )
+}
+
+async fn api_tests(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<test_index::TestIndexQuery>,
+) -> Result<Json<test_index::TestIndexView>, ApiError> {
+    Ok(Json(test_index::test_index(&state, &q).await?))
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -3,6 +3,7 @@
 //! pages, filters and URL scheme; [`super::views`] builds the data, which the
 //! JSON API serves too.
 
+use super::test_index::{TestIndexQuery, TestIndexView};
 use super::views::{
     self, FailuresView, NightlyCellView, NightlyJob, NightlyView, RunLinksView, SloDetailView,
     SloEventsView, SloRow, SlosView, TestPageView, UiQuery, enc, safe_url, test_path,
@@ -76,6 +77,7 @@ enum Nav {
     Overview,
     Nightly,
     Failures,
+    Tests,
     None,
 }
 
@@ -189,6 +191,7 @@ fn layout(
                             (item(Nav::Overview, "/", "SLOs"))
                             (item(Nav::Nightly, "/nightly", "Nightly"))
                             (item(Nav::Failures, "/failures", "Failures"))
+                            (item(Nav::Tests, "/tests", "Tests"))
                         }
                     }
                 }
@@ -1144,6 +1147,7 @@ fn test_html(state: &AppState, q: &UiQuery, v: &TestPageView) -> Markup {
     html! {
         h1 { "Test " code { (v.test) } }
         p.lede { "Repository " strong { (v.repository) } ", context " strong { (v.context) } ", since " (fmt_time(v.since)) " (" (v.window) "). "
+            a href=(format!("/tests?repository={}&context={}", enc(&v.repository), enc(&v.context))) { "All tests of this context" } " "
             @if let Some(l) = grafana_link(state, "ci-slo-flaky-tests", "flaky tests", q) { (l) } }
         @match &v.stats {
             None => p.empty { "No executions in this window." },
@@ -1151,7 +1155,7 @@ fn test_html(state: &AppState, q: &UiQuery, v: &TestPageView) -> Markup {
                 dl.facts.stats {
                     dt { "Verdict" } dd { span class=(format!("verdict v-{}", s.verdict)) { (s.verdict) } }
                     dt { "Failure rate" } dd { (pct(s.failure_ratio)) " (" (s.failures) " of " (s.executions) " executions)" }
-                    dt { "Flake rate" } dd { (pct(s.flake_ratio)) " (" (s.flaky_commits) " of " (s.commits) " commits both passed and failed, or passed on retry)" }
+                    dt { "Flake rate" } dd { (pct(s.flake_ratio)) " (" (s.flaky_failures) " of " (s.executions) " executions failed on a commit where the test also passed, or passed only on retry; " (s.flaky_commits) " of " (s.commits) " commits flaky)" }
                     dt { "Flip rate" } dd { (pct(s.flip_rate)) }
                 }
             }
@@ -1185,6 +1189,123 @@ fn test_html(state: &AppState, q: &UiQuery, v: &TestPageView) -> Markup {
                 } } }
             } }
         }
+    }
+}
+
+fn history_outcome(c: char) -> &'static str {
+    match c {
+        'p' => "passed",
+        'f' => "failed",
+        'e' => "errored",
+        _ => "skipped",
+    }
+}
+
+fn tests_index_html(q: &TestIndexQuery, v: &TestIndexView) -> Markup {
+    let next = v.next_cursor.as_ref().map(|c| {
+        let mut parts: Vec<String> = [
+            ("repository", &q.repository),
+            ("context", &q.context),
+            ("window", &q.window),
+            ("verdict", &q.verdict),
+            ("sort", &q.sort),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| {
+            v.as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{k}={}", enc(v)))
+        })
+        .collect();
+        if let Some(l) = q.limit {
+            parts.push(format!("limit={l}"));
+        }
+        parts.push(format!("cursor={}", enc(c)));
+        format!("/tests?{}", parts.join("&"))
+    });
+    html! {
+        h1 { "Tests" }
+        p.lede { (v.total) " tests (" (v.verdict) ") with runs since " (fmt_time(v.window_start)) ", "
+            @if v.sort == "worst" { "worst first: flaky by flake ratio, then broken, new and healthy." } @else { "by " (v.sort) "." }
+            " Ratios as " a href="/api/v1/tests" { "/api/v1/tests" } " gives them (docs/metrics.md)." }
+        @if v.tests.is_empty() { p.empty { "No test matches." } } @else {
+            div.scroll { table.tests {
+                thead { tr {
+                    th scope="col" { "Test" } th scope="col" { "Repository" } th scope="col" { "Context" }
+                    th scope="col" { "Verdict" } th scope="col" { "Failure ratio" } th scope="col" { "Flake ratio" }
+                    th scope="col" { "Flip rate" } th scope="col" { "Runs" } th scope="col" { "Last failure" }
+                    th scope="col" { "First seen flaky" } th scope="col" { "History" }
+                } }
+                tbody { @for t in &v.tests { tr {
+                    th scope="row" { a href=(t.url) { (t.test) } }
+                    td { (t.repository) } td { (t.context) }
+                    td { span class=(format!("verdict v-{}", t.verdict)) { (t.verdict) } }
+                    td.num { (pct(t.failure_ratio)) } td.num { (pct(t.flake_ratio)) } td.num { (pct(t.flip_ratio)) }
+                    td.num { (t.runs) }
+                    td { @match &t.last_failure { Some(f) => a href=(f.url) { (fmt_time(f.at)) }, None => span.muted { "none" } } }
+                    td { @match t.first_seen_flaky { Some(at) => (fmt_time(at)), None => span.muted { "never" } } }
+                    td { ol.strip aria-label="latest runs, oldest first" {
+                        @for c in t.history.chars() { li class=(format!("o-{}", history_outcome(c))) { span.sr { (history_outcome(c)) } } }
+                    } }
+                } } }
+            } }
+        }
+        @if let Some(href) = next { p { a rel="next" href=(href) { "Next page" } } }
+    }
+}
+
+pub async fn tests_index(
+    State(state): State<AppState>,
+    Query(tq): Query<TestIndexQuery>,
+) -> Response {
+    let q = UiQuery {
+        repository: tq.repository.clone(),
+        context: tq.context.clone(),
+        window: tq.window.clone(),
+        ..Default::default()
+    }
+    .normalized();
+    let data = async {
+        Ok::<_, ApiError>((
+            super::test_index::test_index(&state, &tq).await?,
+            views::repositories(&state).await?,
+        ))
+    };
+    let verdict = tq.verdict.clone().unwrap_or_default();
+    let sort = tq.sort.clone().unwrap_or_default();
+    let extra = html! {
+        label { "Verdict "
+            select name="verdict" {
+                @for v in ["all", "flaky", "broken", "new", "healthy"] {
+                    option value=(v) selected[verdict == v] { (v) }
+                }
+            }
+        }
+        label { "Sort "
+            select name="sort" {
+                @for s in super::test_index::SORTS { option value=(s) selected[sort == s] { (s) } }
+            }
+        }
+    };
+    match data.await {
+        Ok((v, repos)) => html_response(
+            StatusCode::OK,
+            layout(
+                "Tests",
+                Nav::Tests,
+                &q,
+                &repos,
+                Filters {
+                    repository: true,
+                    context: true,
+                    trigger: false,
+                    window: true,
+                },
+                Some(extra),
+                tests_index_html(&tq, &v),
+            ),
+        ),
+        Err(e) => error_page(&q, e),
     }
 }
 

@@ -1328,6 +1328,8 @@ pub struct TestStatsView {
     pub failures: u64,
     pub commits: u64,
     pub flaky_commits: u64,
+    /// Failed runs on commits where the test also passed, and passes after an in-run retry.
+    pub flaky_failures: u64,
     pub failure_ratio: f64,
     pub flake_ratio: f64,
     pub flip_rate: f64,
@@ -1361,21 +1363,25 @@ pub async fn test_page(
         .store
         .read(move |s| s.test_history(&r, &c, &t, since))
         .await?;
-    let stats = flaky::stats(
-        &executions
-            .iter()
-            .map(|e| flaky::Execution {
-                commit: e.commit.clone(),
-                outcome: e.outcome,
-                retries: e.retries,
-            })
-            .collect::<Vec<_>>(),
+    let stats = flaky::from_counts(
+        flaky::counts(
+            &executions
+                .iter()
+                .map(|e| flaky::Execution {
+                    commit: e.commit.clone(),
+                    outcome: e.outcome,
+                    retries: e.retries,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        state.config.tests.min_runs,
     )
     .map(|s| TestStatsView {
         executions: s.executions,
         failures: s.failures,
         commits: s.commits,
         flaky_commits: s.flaky_commits,
+        flaky_failures: s.flaky_failures,
         failure_ratio: s.failure_ratio,
         flake_ratio: s.flake_ratio,
         flip_rate: s.flip_rate,

@@ -457,6 +457,7 @@ fn write_test_gauges(
     let defs = [
         catalog::TEST_FAILURE_RATIO,
         catalog::TEST_FLAKE_RATIO,
+        catalog::TEST_FLIP_RATIO,
         catalog::TESTS_BY_VERDICT,
         catalog::TESTS_NOT_EXPORTED,
     ];
@@ -469,7 +470,7 @@ fn write_test_gauges(
                 .iter()
                 .filter(|(d, _)| (lo..=hi).contains(d))
                 .fold(crate::flaky::Counts::default(), |a, (_, c)| a.plus(*c));
-            if let Some(s) = crate::flaky::from_counts(counts) {
+            if let Some(s) = crate::flaky::from_counts(counts, config.tests.min_runs) {
                 stats.push((repo.clone(), context.clone(), test.clone(), s));
             }
         }

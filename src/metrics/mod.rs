@@ -196,19 +196,25 @@ impl TestStatsCache {
     }
 }
 
-/// Flake and failure ratios of the worst tests per repository, and counts per verdict.
+/// Flake, failure and flip ratios of the worst tests per repository and
+/// verdict, and counts per verdict.
 pub fn test_families(
     store: &Store,
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Vec<Family>, StoreError> {
     let since = now - chrono::Duration::from_std(config.tests.window).unwrap_or_default();
-    Ok(test_families_from(store.test_stats(since)?, config))
+    Ok(test_families_from(
+        store.test_stats(since, config.tests.min_runs)?,
+        config,
+    ))
 }
 
 /// The per-test families from each test's statistics over `tests.window`
 /// (repository, context, test, stats): also what `backfill-openmetrics`
-/// writes for past times ([`history`]).
+/// writes for past times ([`history`]). Per repository, the
+/// `tests.worst_per_repository` worst flaky tests and as many broken ones
+/// ([`crate::flaky::rank`]): one verdict never pushes the other out.
 pub fn test_families_from(
     stats: impl IntoIterator<Item = (String, String, String, crate::flaky::TestStats)>,
     config: &Config,
@@ -221,12 +227,14 @@ pub fn test_families_from(
             .or_default()
             .push((context, test, stats));
     }
+    let min_runs = config.tests.min_runs;
     let mut failure = family(catalog::TEST_FAILURE_RATIO);
     let mut flake = family(catalog::TEST_FLAKE_RATIO);
+    let mut flip = family(catalog::TEST_FLIP_RATIO);
     let mut verdicts = family(catalog::TESTS_BY_VERDICT);
     let mut dropped = family(catalog::TESTS_NOT_EXPORTED);
-    for (repo, mut tests) in by_repo {
-        for verdict in [Verdict::Healthy, Verdict::Flaky, Verdict::Broken] {
+    for (repo, tests) in by_repo {
+        for verdict in Verdict::ALL {
             let n = tests
                 .iter()
                 .filter(|(_, _, s)| s.verdict == verdict)
@@ -237,33 +245,36 @@ pub fn test_families_from(
             ];
             verdicts.samples.push(gauge(labels, n as f64));
         }
-        tests.retain(|(_, _, s)| s.failure_ratio > 0.0 || s.flake_ratio > 0.0);
-        // Worst first: the larger of the two ratios, then the more executions, then by name.
-        let worst = |s: &TestStats| s.failure_ratio.max(s.flake_ratio);
-        tests.sort_by(|a, b| {
-            worst(&b.2)
-                .total_cmp(&worst(&a.2))
-                .then(b.2.executions.cmp(&a.2.executions))
-                .then((&a.0, &a.1).cmp(&(&b.0, &b.1)))
-        });
-        let keep = config.tests.worst_per_repository.min(tests.len());
+        let mut left_out = 0;
+        for verdict in [Verdict::Flaky, Verdict::Broken] {
+            let mut worst: Vec<&(String, String, TestStats)> = tests
+                .iter()
+                .filter(|(_, _, s)| s.verdict == verdict)
+                .collect();
+            worst.sort_by(|a, b| {
+                crate::flaky::rank(&a.2, &b.2, min_runs).then((&a.0, &a.1).cmp(&(&b.0, &b.1)))
+            });
+            let keep = config.tests.worst_per_repository.min(worst.len());
+            left_out += worst.len() - keep;
+            for (context, test, stats) in worst.into_iter().take(keep) {
+                let labels = vec![
+                    label("repository", repo.clone()),
+                    label("context", context.clone()),
+                    label("test", test.clone()),
+                ];
+                failure
+                    .samples
+                    .push(gauge(labels.clone(), stats.failure_ratio));
+                flake.samples.push(gauge(labels.clone(), stats.flake_ratio));
+                flip.samples.push(gauge(labels, stats.flip_rate));
+            }
+        }
         dropped.samples.push(gauge(
             vec![label("repository", repo.clone())],
-            (tests.len() - keep) as f64,
+            left_out as f64,
         ));
-        for (context, test, stats) in tests.into_iter().take(keep) {
-            let labels = vec![
-                label("repository", repo.clone()),
-                label("context", context),
-                label("test", test),
-            ];
-            failure
-                .samples
-                .push(gauge(labels.clone(), stats.failure_ratio));
-            flake.samples.push(gauge(labels, stats.flake_ratio));
-        }
     }
-    vec![failure, flake, verdicts, dropped]
+    vec![failure, flake, flip, verdicts, dropped]
 }
 
 /// Build a complete snapshot (run it off the scrape path).
@@ -551,14 +562,18 @@ mod tests {
             retry_reasons: vec![],
             message: None,
         };
-        // Commit a: "flaky" fails on attempt 0 and passes on attempt 1; "broken" always fails;
-        // "sometimes" fails once on commit b; "fine" always passes.
+        // Commit a: "flaky" fails on attempt 0 and passes on attempt 1,
+        // "flaky2" the reverse and passes again on b (a flake in 1 of 3
+        // runs, less often than flaky's 1 in 2); "broken" always fails;
+        // "sometimes" fails once on commit b then passes (2 runs: new);
+        // "fine" always passes (2 runs: new).
         let runs = [
             (
                 "a",
                 0,
                 vec![
                     t("flaky", TestOutcome::Failed),
+                    t("flaky2", TestOutcome::Passed),
                     t("broken", TestOutcome::Failed),
                     t("fine", TestOutcome::Passed),
                 ],
@@ -568,6 +583,7 @@ mod tests {
                 1,
                 vec![
                     t("flaky", TestOutcome::Passed),
+                    t("flaky2", TestOutcome::Failed),
                     t("broken", TestOutcome::Failed),
                     t("fine", TestOutcome::Passed),
                 ],
@@ -577,6 +593,7 @@ mod tests {
                 0,
                 vec![
                     t("sometimes", TestOutcome::Failed),
+                    t("flaky2", TestOutcome::Passed),
                     t("broken", TestOutcome::Errored),
                 ],
             ),
@@ -614,22 +631,26 @@ mod tests {
         }
         let mut out = String::new();
         expo::write_openmetrics(&mut out, &test_families(&store, &config, now).unwrap());
-        // "broken" and "flaky" are both at 1.0 by their worse ratio; "broken" ran more often.
-        assert!(
-            out.contains(
-                "ci_test_failure_ratio{repository=\"r\",context=\"ci\",test=\"broken\"} 1\n"
-            ),
-            "{out}"
-        );
+        // One flaky and one broken test: N applies per verdict. "flaky"
+        // flakes more often (1 in 2) but has fewer runs than tests.min_runs
+        // (3): the guard ranks it after "flaky2" (1 in 3).
+        for test in ["broken", "flaky2"] {
+            assert!(
+                out.contains(&format!(
+                    "ci_test_failure_ratio{{repository=\"r\",context=\"ci\",test=\"{test}\"}}"
+                )),
+                "{test}: {out}"
+            );
+        }
         assert!(
             !out.contains("test=\"flaky\""),
-            "only the worst one is exported:\n{out}"
+            "flaky has too few runs to rank first:\n{out}"
         );
         assert!(
-            out.contains("ci_exporter_tests_not_exported{repository=\"r\"} 2\n"),
+            out.contains("ci_exporter_tests_not_exported{repository=\"r\"} 1\n"),
             "{out}"
         );
-        for (verdict, n) in [("healthy", 2), ("flaky", 1), ("broken", 1)] {
+        for (verdict, n) in [("healthy", 0), ("flaky", 2), ("broken", 1), ("new", 2)] {
             assert!(
                 out.contains(&format!(
                     "ci_tests{{repository=\"r\",verdict=\"{verdict}\"}} {n}\n"
@@ -640,21 +661,19 @@ mod tests {
         config.tests.worst_per_repository = 10;
         let mut out = String::new();
         expo::write_openmetrics(&mut out, &test_families(&store, &config, now).unwrap());
+        for line in [
+            "ci_test_flake_ratio{repository=\"r\",context=\"ci\",test=\"flaky\"} 0.5\n",
+            "ci_test_failure_ratio{repository=\"r\",context=\"ci\",test=\"flaky\"} 0.5\n",
+            "ci_test_flip_ratio{repository=\"r\",context=\"ci\",test=\"flaky\"} 1\n",
+            "ci_test_flake_ratio{repository=\"r\",context=\"ci\",test=\"flaky2\"} 0.3333333333333333\n",
+            "ci_test_flip_ratio{repository=\"r\",context=\"ci\",test=\"flaky2\"} 1\n",
+            "ci_test_flake_ratio{repository=\"r\",context=\"ci\",test=\"broken\"} 0\n",
+        ] {
+            assert!(out.contains(line), "{line}: {out}");
+        }
         assert!(
-            out.contains("ci_test_flake_ratio{repository=\"r\",context=\"ci\",test=\"flaky\"} 1\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains(
-                "ci_test_failure_ratio{repository=\"r\",context=\"ci\",test=\"flaky\"} 0.5\n"
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains(
-                "ci_test_flake_ratio{repository=\"r\",context=\"ci\",test=\"sometimes\"} 0\n"
-            ),
-            "{out}"
+            !out.contains("test=\"sometimes\""),
+            "new tests get no series"
         );
         assert!(
             !out.contains("test=\"fine\""),

@@ -14,6 +14,7 @@ mod results;
 mod revision;
 mod schema;
 pub mod tally;
+pub mod test_index;
 pub mod timeline;
 pub mod ui;
 pub mod writer;
@@ -434,11 +435,14 @@ impl Store {
     pub fn test_stats(
         &self,
         since: DateTime<Utc>,
+        min_runs: u64,
     ) -> Result<Vec<(String, String, String, crate::flaky::TestStats)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips
+            "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips,
+                    d.flaky_failures
              FROM (SELECT test_id, sum(runs) AS runs, sum(failures) AS failures, sum(commits) AS commits,
-                          sum(flaky_commits) AS flaky_commits, sum(flips) AS flips
+                          sum(flaky_commits) AS flaky_commits, sum(flips) AS flips,
+                          sum(flaky_failures) AS flaky_failures
                    FROM test_days WHERE day >= ?1 GROUP BY test_id) d
              JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id",
         )?;
@@ -451,8 +455,9 @@ impl Store {
                 commits: r.get::<_, i64>(5)? as u64,
                 flaky_commits: r.get::<_, i64>(6)? as u64,
                 flips: r.get::<_, i64>(7)? as u64,
+                flaky_failures: r.get::<_, i64>(8)? as u64,
             };
-            if let Some(stats) = crate::flaky::from_counts(counts) {
+            if let Some(stats) = crate::flaky::from_counts(counts, min_runs) {
                 out.push((r.get(0)?, r.get(1)?, r.get(2)?, stats));
             }
         }
@@ -726,6 +731,22 @@ impl Store {
         )? + tx.execute(
             "DELETE FROM test_events WHERE at < ?1",
             [to_ms(events_before)],
+        )?;
+        // Per-test state of what is gone: the days before `before`, and the
+        // commits no stored run has any more (their results went with their
+        // runs). A test's all-time counters in `tests` stay.
+        tx.execute(
+            "DELETE FROM test_days WHERE day < ?1",
+            [to_ms(before).div_euclid(86_400_000)],
+        )?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS gone_commits (id INTEGER PRIMARY KEY);
+             DELETE FROM gone_commits;
+             INSERT INTO gone_commits SELECT c.id FROM commits c
+               WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.repository_id = c.repository_id AND r.commit_sha = c.sha);
+             DELETE FROM test_commits WHERE commit_id IN (SELECT id FROM gone_commits);
+             DELETE FROM commits WHERE id IN (SELECT id FROM gone_commits);
+             DELETE FROM gone_commits;",
         )?;
         tx.execute(
             "DELETE FROM fingerprints WHERE NOT EXISTS (SELECT 1 FROM failures WHERE failures.fingerprint_id = fingerprints.id)

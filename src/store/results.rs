@@ -36,6 +36,16 @@ pub fn outcome_code(o: TestOutcome) -> i64 {
     }
 }
 
+/// The outcome of a stored code.
+pub fn outcome_from_code(code: i64) -> TestOutcome {
+    match code {
+        0 => TestOutcome::Passed,
+        1 => TestOutcome::Failed,
+        3 => TestOutcome::Skipped,
+        _ => TestOutcome::Errored,
+    }
+}
+
 /// The run a set of results belongs to.
 pub struct RunOf<'a> {
     pub run_id: i64,
@@ -204,11 +214,16 @@ fn count(
     failed: bool,
     retries: u32,
 ) -> rusqlite::Result<()> {
-    let flags: Option<i64> = tx
-        .prepare_cached("SELECT flags FROM test_commits WHERE test_id = ?1 AND commit_id = ?2")?
-        .query_row(params![test_id, commit_id], |r| r.get(0))
+    let stored: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT flags, failures FROM test_commits WHERE test_id = ?1 AND commit_id = ?2",
+        )?
+        .query_row(params![test_id, commit_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    let flags = stored.map(|s| s.0);
     let old = flags.unwrap_or(0);
+    let commit_failures = stored.map_or(0, |s| s.1) + i64::from(failed);
+    let retry_pass = i64::from(!failed && retries > 0);
     let mut now = old
         | if failed { FAILED } else { PASSED }
         | if !failed && retries > 0 {
@@ -221,12 +236,21 @@ fn count(
     if became_flaky {
         now |= COUNTED_FLAKY;
     }
-    if flags != Some(now) {
+    // Flaky failures: when the commit becomes flaky, its failures so far
+    // (and this retried pass); once flaky, each further failure or retried pass.
+    let flaky_failures = if became_flaky {
+        commit_failures + retry_pass
+    } else if old & COUNTED_FLAKY != 0 {
+        i64::from(failed) + retry_pass
+    } else {
+        0
+    };
+    if flags != Some(now) || failed {
         tx.prepare_cached(
-            "INSERT INTO test_commits (test_id, commit_id, flags) VALUES (?1, ?2, ?3)
-             ON CONFLICT (test_id, commit_id) DO UPDATE SET flags = excluded.flags",
+            "INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (test_id, commit_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
         )?
-        .execute(params![test_id, commit_id, now])?;
+        .execute(params![test_id, commit_id, now, commit_failures])?;
     }
     let new_commit = i64::from(flags.is_none());
     let flip = i64::from(last_failed.is_some_and(|l| l != failed));
@@ -234,7 +258,8 @@ fn count(
     let flaky = i64::from(became_flaky);
     tx.prepare_cached(
         "UPDATE tests SET runs = runs + 1, passes = passes + ?2, failures = failures + ?3, flips = flips + ?4,
-            commits = commits + ?5, flaky_commits = flaky_commits + ?6, last_failed = ?7,
+            commits = commits + ?5, flaky_commits = flaky_commits + ?6, flaky_failures = flaky_failures + ?10,
+            last_failed = ?7,
             first_seen = min(coalesce(first_seen, ?8), ?8), last_seen = max(coalesce(last_seen, ?8), ?8),
             last_failure_run_id = CASE WHEN ?7 THEN ?9 ELSE last_failure_run_id END,
             last_failure_at = CASE WHEN ?7 THEN ?8 ELSE last_failure_at END,
@@ -250,14 +275,16 @@ fn count(
         flaky,
         failed,
         run.at_ms,
-        run.run_id
+        run.run_id,
+        flaky_failures
     ])?;
     tx.prepare_cached(
-        "INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (test_id, day) DO UPDATE SET runs = runs + 1, passes = passes + excluded.passes,
             failures = failures + excluded.failures, flips = flips + excluded.flips,
-            commits = commits + excluded.commits, flaky_commits = flaky_commits + excluded.flaky_commits",
+            commits = commits + excluded.commits, flaky_commits = flaky_commits + excluded.flaky_commits,
+            flaky_failures = flaky_failures + excluded.flaky_failures",
     )?
     .execute(params![
         test_id,
@@ -266,7 +293,8 @@ fn count(
         failures,
         flip,
         new_commit,
-        flaky
+        flaky,
+        flaky_failures
     ])?;
     Ok(())
 }

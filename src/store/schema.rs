@@ -313,7 +313,9 @@ ALTER TABLE failures ADD COLUMN candidates TEXT;
     // once in `tests` (repository, context, name) with its counters; each
     // result is a `results` row keyed by (run, test) holding an outcome code
     // (0 passed, 1 failed, 2 errored, 3 skipped) and what the report carried.
-    // `test_commits` keeps, per test and commit, what was seen there (bits:
+    // `test_commits` keeps, per commit and test (keyed by commit first: a
+    // new commit's rows are appended, not spread over the tree), what was
+    // seen there (bits:
     // 1 passed, 2 failed, 4 passed after an in-run retry, 8 counted flaky) and
     // `test_days` the counters per UTC day, which the windowed statistics add
     // up. The test_success events of a run are one `test_events` row (good
@@ -332,6 +334,7 @@ CREATE TABLE tests (
     flips               INTEGER NOT NULL DEFAULT 0,
     commits             INTEGER NOT NULL DEFAULT 0,
     flaky_commits       INTEGER NOT NULL DEFAULT 0,
+    flaky_failures      INTEGER NOT NULL DEFAULT 0,
     last_failed         INTEGER,
     first_seen          INTEGER,
     last_seen           INTEGER,
@@ -363,7 +366,8 @@ CREATE TABLE test_commits (
     test_id   INTEGER NOT NULL,
     commit_id INTEGER NOT NULL,
     flags     INTEGER NOT NULL,
-    PRIMARY KEY (test_id, commit_id)
+    failures  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (commit_id, test_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE test_days (
@@ -375,6 +379,7 @@ CREATE TABLE test_days (
     flips         INTEGER NOT NULL,
     commits       INTEGER NOT NULL,
     flaky_commits INTEGER NOT NULL,
+    flaky_failures INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (test_id, day)
 ) WITHOUT ROWID;
 
@@ -440,36 +445,45 @@ CREATE TEMP TABLE migrate_executions AS
     WINDOW w AS (PARTITION BY test_id ORDER BY at, run_id);
 
 CREATE TEMP TABLE migrate_commits AS
-    SELECT test_id, commit_id, first_at, pass_at, fail_at, retry_at,
+    SELECT test_id, commit_id, first_at, pass_at, fail_at, retry_at, fail_count,
            CASE WHEN retry_at IS NOT NULL AND (pass_at IS NULL OR fail_at IS NULL) THEN retry_at
                 WHEN pass_at IS NOT NULL AND fail_at IS NOT NULL AND retry_at IS NULL THEN max(pass_at, fail_at)
                 WHEN pass_at IS NOT NULL AND fail_at IS NOT NULL THEN min(retry_at, max(pass_at, fail_at))
            END AS flaky_at
-    FROM (SELECT test_id, commit_id, min(at) AS first_at,
+    FROM (SELECT test_id, commit_id, min(at) AS first_at, sum(failed) AS fail_count,
                  min(CASE WHEN failed = 0 THEN at END) AS pass_at,
                  min(CASE WHEN failed = 1 THEN at END) AS fail_at,
                  min(CASE WHEN failed = 0 AND retries > 0 THEN at END) AS retry_at
           FROM migrate_executions GROUP BY test_id, commit_id);
 
-INSERT INTO test_commits (test_id, commit_id, flags)
+INSERT INTO test_commits (test_id, commit_id, flags, failures)
     SELECT test_id, commit_id,
            (pass_at IS NOT NULL) | ((fail_at IS NOT NULL) << 1) | ((retry_at IS NOT NULL) << 2)
-               | ((flaky_at IS NOT NULL) << 3)
+               | ((flaky_at IS NOT NULL) << 3),
+           fail_count
     FROM migrate_commits;
 
-INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits)
-    SELECT test_id, day, sum(runs), sum(passes), sum(failures), sum(flips), sum(commits), sum(flaky)
+-- A flaky failure (a failure on a commit that also passed, or a pass after
+-- an in-run retry) counts on its own day, or on the day its commit became
+-- flaky when that came later (as ingest counts it).
+INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+    SELECT test_id, day, sum(runs), sum(passes), sum(failures), sum(flips), sum(commits), sum(flaky),
+           sum(flaky_failures)
     FROM (SELECT test_id, at / 86400000 AS day, 1 AS runs, 1 - failed AS passes, failed AS failures,
-                 flip AS flips, 0 AS commits, 0 AS flaky FROM migrate_executions
+                 flip AS flips, 0 AS commits, 0 AS flaky, 0 AS flaky_failures FROM migrate_executions
           UNION ALL
-          SELECT test_id, first_at / 86400000, 0, 0, 0, 0, 1, 0 FROM migrate_commits
+          SELECT test_id, first_at / 86400000, 0, 0, 0, 0, 1, 0, 0 FROM migrate_commits
           UNION ALL
-          SELECT test_id, flaky_at / 86400000, 0, 0, 0, 0, 0, 1 FROM migrate_commits WHERE flaky_at IS NOT NULL)
+          SELECT test_id, flaky_at / 86400000, 0, 0, 0, 0, 0, 1, 0 FROM migrate_commits WHERE flaky_at IS NOT NULL
+          UNION ALL
+          SELECT e.test_id, max(e.at, c.flaky_at) / 86400000, 0, 0, 0, 0, 0, 0, 1
+          FROM migrate_executions e JOIN migrate_commits c ON c.test_id = e.test_id AND c.commit_id = e.commit_id
+          WHERE c.flaky_at IS NOT NULL AND (e.failed = 1 OR e.retries > 0))
     GROUP BY test_id, day;
 
-UPDATE tests SET (runs, passes, failures, flips, commits, flaky_commits) =
+UPDATE tests SET (runs, passes, failures, flips, commits, flaky_commits, flaky_failures) =
     (SELECT coalesce(sum(runs), 0), coalesce(sum(passes), 0), coalesce(sum(failures), 0), coalesce(sum(flips), 0),
-            coalesce(sum(commits), 0), coalesce(sum(flaky_commits), 0)
+            coalesce(sum(commits), 0), coalesce(sum(flaky_commits), 0), coalesce(sum(flaky_failures), 0)
      FROM test_days d WHERE d.test_id = tests.id);
 UPDATE tests SET (last_failed, first_seen, last_seen) =
     (SELECT max(CASE WHEN from_last = 1 THEN failed END), min(at), max(at)

@@ -594,9 +594,9 @@ fn test_results_become_test_success_events_once() {
 fn pruning_deletes_old_runs_and_never_lowers_a_counter() {
     let mut store = Store::open_in_memory().unwrap();
     let p = policy();
-    store
-        .ingest_run(&run("test", "abc", 0, RunState::Success), &p, now())
-        .unwrap();
+    let mut r = run("test", "abc", 0, RunState::Success);
+    r.tests = vec![test_result("t1", TestOutcome::Passed, 0)];
+    store.ingest_run(&r, &p, now()).unwrap();
     let before = store.metric_state().unwrap();
     let stats = store
         .prune(now() + Duration::days(1), now() + Duration::days(1))
@@ -604,6 +604,25 @@ fn pruning_deletes_old_runs_and_never_lowers_a_counter() {
     assert_eq!(stats.runs, 1);
     assert_eq!(store.run_count().unwrap(), 0);
     assert_eq!(store.metric_state().unwrap(), before);
+    // The run's results, its commit's per-test state and the past days go too.
+    let count = |table: &str| {
+        store
+            .connection()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+    };
+    for table in [
+        "results",
+        "test_commits",
+        "commits",
+        "test_days",
+        "test_events",
+    ] {
+        assert_eq!(count(table), 0, "{table}");
+    }
+    assert_eq!(count("tests"), 1, "a test's identity stays");
 }
 
 #[test]
@@ -1136,7 +1155,7 @@ fn per_test_counters_kept_at_ingest_equal_the_statistics_of_the_executions() {
         // A replay of the same run counts nothing again.
         store.ingest_run(&r, &p, now()).unwrap();
     }
-    let stats = store.test_stats(now() - Duration::days(7)).unwrap();
+    let stats = store.test_stats(now() - Duration::days(7), 3).unwrap();
     assert_eq!(stats.len(), 3);
     for (k, name) in names.iter().enumerate() {
         let (_, _, _, got) = stats.iter().find(|s| s.2 == *name).unwrap();
@@ -1164,7 +1183,7 @@ fn per_test_counters_kept_at_ingest_equal_the_statistics_of_the_executions() {
     // Windows older than the results hold nothing.
     assert!(
         store
-            .test_stats(now() + Duration::days(2))
+            .test_stats(now() + Duration::days(2), 3)
             .unwrap()
             .is_empty()
     );
@@ -1260,7 +1279,7 @@ fn upgrading_from_schema_9_keeps_every_result_and_computes_the_counters() {
         "the hourly rollup (all repositories and acme/shop) is unchanged: {rollup:?}"
     );
     // The counters computed by the migration are what ingest would have kept.
-    let stats = store.test_stats(now() - Duration::days(7)).unwrap();
+    let stats = store.test_stats(now() - Duration::days(7), 3).unwrap();
     let mut executions: Vec<Vec<crate::flaky::Execution>> = vec![Vec::new(); 3];
     for (commit, outcomes, retries) in history() {
         for k in 0..3 {
@@ -1281,6 +1300,22 @@ fn upgrading_from_schema_9_keeps_every_result_and_computes_the_counters() {
     );
     assert_eq!(
         count("SELECT first_seen_flaky IS NOT NULL FROM tests WHERE name = 'wobbly'"),
+        1
+    );
+    // A row written into the view (a tool loading results directly, the
+    // benches' generators) lands in the compact tables.
+    conn.execute(
+        "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
+         VALUES (1, 'loaded_directly', 'failed', 1.5, 0, '[]', 'boom')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(count("SELECT count(*) FROM results"), 19);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM test_results WHERE run_id = 1 AND name = 'loaded_directly'
+               AND outcome = 'failed' AND message = 'boom'"
+        ),
         1
     );
 }

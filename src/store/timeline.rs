@@ -307,7 +307,8 @@ impl Store {
         until_day: i64,
     ) -> Result<Vec<TestDays>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT repo.path, t.context, t.name, d.day, d.runs, d.failures, d.commits, d.flaky_commits, d.flips
+            "SELECT repo.path, t.context, t.name, d.day, d.runs, d.failures, d.commits, d.flaky_commits, d.flips,
+                    d.flaky_failures
              FROM test_days d JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id
              WHERE d.day >= ?1 AND d.day <= ?2
              ORDER BY repo.path, t.context, t.name, d.day",
@@ -327,6 +328,7 @@ impl Store {
                 commits: r.get::<_, i64>(6)? as u64,
                 flaky_commits: r.get::<_, i64>(7)? as u64,
                 flips: r.get::<_, i64>(8)? as u64,
+                flaky_failures: r.get::<_, i64>(9)? as u64,
             };
             match out.last_mut() {
                 Some((k, days)) if *k == key => days.push((day, counts)),
