@@ -86,18 +86,23 @@ fn main() {
             size / 1_000_000
         );
         let server = serve(&db, &[]);
-        results.push(pages.iter().map(|p| time(&server.base, p, 9)).collect());
-        server.stop();
         if runs == large
             && let Some(bin) = &baseline
         {
-            let server = serve_with(bin, &db, &[]);
-            old = pages
-                .iter()
-                .map(|p| (get(&server.base, p).0 == 200).then(|| time(&server.base, p, 9)))
-                .collect();
-            server.stop();
+            // Old and new build on the same database, page by page in turn,
+            // so that both see the same load.
+            let old_server = serve_with(bin, &db, &[]);
+            let mut new = Vec::new();
+            for p in &pages {
+                new.push(time(&server.base, p, 9));
+                old.push((get(&old_server.base, p).0 == 200).then(|| time(&old_server.base, p, 9)));
+            }
+            results.push(new);
+            old_server.stop();
+        } else {
+            results.push(pages.iter().map(|p| time(&server.base, p, 9)).collect());
         }
+        server.stop();
     }
     let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
     if baseline.is_some() {

@@ -152,6 +152,13 @@ const BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
        AND (?3 IS NULL OR repo.path = ?3)
      ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
 
+/// The hours with bad events of one SLO and repository, newest first.
+const REPOSITORY_BAD_HOURS_SQL: &str = "SELECT h.hour, h.total - h.good
+     FROM repositories repo
+     CROSS JOIN slo_hourly h ON h.repository_id = repo.id AND h.hour >= ?2 AND h.slo = ?1
+     WHERE repo.path = ?3 AND h.good < h.total
+     ORDER BY h.hour DESC";
+
 /// One SLO's events per repository since an hour (primary key of
 /// `slo_hourly` per repository).
 const SLO_BY_REPOSITORY_SQL: &str = "SELECT repo.forge, repo.path, sum(h.good), sum(h.total)
@@ -494,11 +501,31 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<BadEvent>, StoreError> {
+        // One repository's events are a small part of the index: its hourly
+        // rollup (primary key per repository) says from which hour on the
+        // page's events lie, so the walk reads those hours only.
+        let mut from = to_ms(since);
+        if let Some(path) = repository {
+            let hours: Vec<(i64, i64)> = self
+                .conn
+                .prepare_cached(REPOSITORY_BAD_HOURS_SQL)?
+                .query_map(params![slo, from, path], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let wanted = (offset + limit) as i64;
+            let mut seen = 0;
+            for (hour, bad) in hours {
+                seen += bad;
+                if seen >= wanted {
+                    from = from.max(hour);
+                    break;
+                }
+            }
+        }
         let raw: Vec<(String, i64, String, String)> = self
             .conn
             .prepare_cached(BAD_EVENTS_SQL)?
             .query_map(
-                params![slo, to_ms(since), repository, limit as i64, offset as i64],
+                params![slo, from, repository, limit as i64, offset as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?
             .collect::<Result<_, _>>()?;
@@ -1054,8 +1081,40 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        let only_a = s
+            .slo_bad_events("runs_completed", since, Some("o/a"), 0, 10)
+            .unwrap();
+        assert_eq!(
+            only_a.iter().map(|e| e.run_id).collect::<Vec<_>>(),
+            [Some(a)]
+        );
+        // A repository's events over several hours, a page at a time.
+        let mut ids = Vec::new();
+        for h in 0..4 {
+            ids.push(ingest(
+                &mut s,
+                "o/c",
+                "nightly",
+                &format!("d{h}"),
+                Trigger::Schedule,
+                t0() + Duration::hours(10 + 3 * h),
+                RunState::Error,
+                None,
+                vec![],
+            ));
+        }
+        let page = |offset| {
+            s.slo_bad_events("runs_completed", since, Some("o/c"), offset, 2)
+                .unwrap()
+                .iter()
+                .map(|e| e.run_id.unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(page(0), [ids[3], ids[2]]);
+        assert_eq!(page(2), [ids[1], ids[0]]);
+        assert!(page(4).is_empty());
         assert!(
-            s.slo_bad_events("runs_completed", since, None, 1, 10)
+            s.slo_bad_events("runs_completed", since, None, 5, 10)
                 .unwrap()
                 .is_empty(),
             "offset"
@@ -1069,7 +1128,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 ("o/a", EventCounts { good: 0, total: 1 }),
-                ("o/b", EventCounts { good: 2, total: 2 })
+                ("o/b", EventCounts { good: 2, total: 2 }),
+                ("o/c", EventCounts { good: 0, total: 4 })
             ]
         );
     }
@@ -1169,6 +1229,11 @@ mod tests {
         let p = plan(BAD_EVENTS_SQL);
         assert!(p.contains("INDEX slo_events_at"), "{p}");
         assert!(!p.contains("TEMP B-TREE FOR ORDER BY"), "{p}");
+        let p = plan(REPOSITORY_BAD_HOURS_SQL);
+        assert!(
+            p.contains("PRIMARY KEY (repository_id=? AND hour>?)"),
+            "{p}"
+        );
         let p = plan(SLO_BY_REPOSITORY_SQL);
         assert!(p.contains("PRIMARY KEY"), "{p}");
         let p = plan(
