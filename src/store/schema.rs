@@ -308,4 +308,10 @@ CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, a
     r#"
 ALTER TABLE failures ADD COLUMN candidates TEXT;
 "#,
+    // 11 (the lead's numbering; another branch adds 10, so this entry follows
+    // it on merge): one repository's bad events of one SLO, newest first, for
+    // /slos/{slo}/events?repository= without walking every repository's events.
+    r#"
+CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, good, at);
+"#,
 ];

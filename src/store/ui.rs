@@ -152,12 +152,14 @@ const BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
        AND (?3 IS NULL OR repo.path = ?3)
      ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
 
-/// The hours with bad events of one SLO and repository, newest first.
-const REPOSITORY_BAD_HOURS_SQL: &str = "SELECT h.hour, h.total - h.good
+/// One repository's bad events of one SLO, newest first (index
+/// `slo_events_repository (slo, repository_id, good, at)`, migration 11).
+const REPOSITORY_BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
      FROM repositories repo
-     CROSS JOIN slo_hourly h ON h.repository_id = repo.id AND h.hour >= ?2 AND h.slo = ?1
-     WHERE repo.path = ?3 AND h.good < h.total
-     ORDER BY h.hour DESC";
+     CROSS JOIN slo_events e INDEXED BY slo_events_repository
+       ON e.slo = ?1 AND e.repository_id = repo.id AND e.good = 0 AND e.at >= ?2
+     WHERE repo.path = ?3
+     ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
 
 /// One SLO's events per repository since an hour (primary key of
 /// `slo_hourly` per repository).
@@ -501,31 +503,16 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<BadEvent>, StoreError> {
-        // One repository's events are a small part of the index: its hourly
-        // rollup (primary key per repository) says from which hour on the
-        // page's events lie, so the walk reads those hours only.
-        let mut from = to_ms(since);
-        if let Some(path) = repository {
-            let hours: Vec<(i64, i64)> = self
-                .conn
-                .prepare_cached(REPOSITORY_BAD_HOURS_SQL)?
-                .query_map(params![slo, from, path], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            let wanted = (offset + limit) as i64;
-            let mut seen = 0;
-            for (hour, bad) in hours {
-                seen += bad;
-                if seen >= wanted {
-                    from = from.max(hour);
-                    break;
-                }
-            }
-        }
+        let sql = if repository.is_some() {
+            REPOSITORY_BAD_EVENTS_SQL
+        } else {
+            BAD_EVENTS_SQL
+        };
         let raw: Vec<(String, i64, String, String)> = self
             .conn
-            .prepare_cached(BAD_EVENTS_SQL)?
+            .prepare_cached(sql)?
             .query_map(
-                params![slo, from, repository, limit as i64, offset as i64],
+                params![slo, to_ms(since), repository, limit as i64, offset as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?
             .collect::<Result<_, _>>()?;
@@ -1229,9 +1216,10 @@ mod tests {
         let p = plan(BAD_EVENTS_SQL);
         assert!(p.contains("INDEX slo_events_at"), "{p}");
         assert!(!p.contains("TEMP B-TREE FOR ORDER BY"), "{p}");
-        let p = plan(REPOSITORY_BAD_HOURS_SQL);
+        // Sorted after the index range: one repository's bad events of the period.
+        let p = plan(REPOSITORY_BAD_EVENTS_SQL);
         assert!(
-            p.contains("PRIMARY KEY (repository_id=? AND hour>?)"),
+            p.contains("COVERING INDEX slo_events_repository (slo=? AND repository_id=? AND good=? AND at>?)"),
             "{p}"
         );
         let p = plan(SLO_BY_REPOSITORY_SQL);
