@@ -85,19 +85,30 @@ fn main() {
             t.elapsed().as_secs_f64(),
             size / 1_000_000
         );
+        // The baseline build gets a copy made before the new build migrates
+        // the database (an older build refuses a newer schema).
+        let base_db = dir.join(format!("ui-{runs}-baseline.db"));
+        if runs == large && baseline.is_some() && (fresh || !base_db.exists()) {
+            std::fs::copy(&db, &base_db).expect("copy the database for the baseline build");
+        }
         let server = serve(&db, &[]);
-        results.push(pages.iter().map(|p| time(&server.base, p, 9)).collect());
-        server.stop();
         if runs == large
             && let Some(bin) = &baseline
         {
-            let server = serve_with(bin, &db, &[]);
-            old = pages
-                .iter()
-                .map(|p| (get(&server.base, p).0 == 200).then(|| time(&server.base, p, 9)))
-                .collect();
-            server.stop();
+            // Old and new build on the same database, page by page in turn,
+            // so that both see the same load.
+            let old_server = serve_with(bin, &base_db, &[]);
+            let mut new = Vec::new();
+            for p in &pages {
+                new.push(time(&server.base, p, 9));
+                old.push((get(&old_server.base, p).0 == 200).then(|| time(&old_server.base, p, 9)));
+            }
+            results.push(new);
+            old_server.stop();
+        } else {
+            results.push(pages.iter().map(|p| time(&server.base, p, 9)).collect());
         }
+        server.stop();
     }
     let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
     if baseline.is_some() {

@@ -527,4 +527,9 @@ CREATE TRIGGER test_events_hourly_delete AFTER DELETE ON test_events BEGIN
       AND total <= 0;
 END;
 "#,
+    // 11: one repository's bad events of one SLO, newest first, for
+    // /slos/{slo}/events?repository= without walking every repository's events.
+    r#"
+CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, good, at);
+"#,
 ];

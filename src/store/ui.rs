@@ -164,6 +164,15 @@ const BAD_TEST_EVENTS_SQL: &str =
        AND (?2 IS NULL OR repo.path = ?2)
      ORDER BY e.at DESC, e.run_id DESC, t.name DESC LIMIT ?3 OFFSET ?4";
 
+/// One repository's bad events of one SLO, newest first (index
+/// `slo_events_repository (slo, repository_id, good, at)`, migration 11).
+const REPOSITORY_BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
+     FROM repositories repo
+     CROSS JOIN slo_events e INDEXED BY slo_events_repository
+       ON e.slo = ?1 AND e.repository_id = repo.id AND e.good = 0 AND e.at >= ?2
+     WHERE repo.path = ?3
+     ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
+
 /// One SLO's events per repository since an hour (primary key of
 /// `slo_hourly` per repository).
 const SLO_BY_REPOSITORY_SQL: &str = "SELECT repo.forge, repo.path, sum(h.good), sum(h.total)
@@ -519,8 +528,13 @@ impl Store {
                 )?
                 .collect::<Result<_, _>>()?
         } else {
+            let sql = if repository.is_some() {
+                REPOSITORY_BAD_EVENTS_SQL
+            } else {
+                BAD_EVENTS_SQL
+            };
             self.conn
-                .prepare_cached(BAD_EVENTS_SQL)?
+                .prepare_cached(sql)?
                 .query_map(
                     params![slo, to_ms(since), repository, limit as i64, offset as i64],
                     row,
@@ -1079,8 +1093,40 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        let only_a = s
+            .slo_bad_events("runs_completed", since, Some("o/a"), 0, 10)
+            .unwrap();
+        assert_eq!(
+            only_a.iter().map(|e| e.run_id).collect::<Vec<_>>(),
+            [Some(a)]
+        );
+        // A repository's events over several hours, a page at a time.
+        let mut ids = Vec::new();
+        for h in 0..4 {
+            ids.push(ingest(
+                &mut s,
+                "o/c",
+                "nightly",
+                &format!("d{h}"),
+                Trigger::Schedule,
+                t0() + Duration::hours(10 + 3 * h),
+                RunState::Error,
+                None,
+                vec![],
+            ));
+        }
+        let page = |offset| {
+            s.slo_bad_events("runs_completed", since, Some("o/c"), offset, 2)
+                .unwrap()
+                .iter()
+                .map(|e| e.run_id.unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(page(0), [ids[3], ids[2]]);
+        assert_eq!(page(2), [ids[1], ids[0]]);
+        assert!(page(4).is_empty());
         assert!(
-            s.slo_bad_events("runs_completed", since, None, 1, 10)
+            s.slo_bad_events("runs_completed", since, None, 5, 10)
                 .unwrap()
                 .is_empty(),
             "offset"
@@ -1094,7 +1140,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 ("o/a", EventCounts { good: 0, total: 1 }),
-                ("o/b", EventCounts { good: 2, total: 2 })
+                ("o/b", EventCounts { good: 2, total: 2 }),
+                ("o/c", EventCounts { good: 0, total: 4 })
             ]
         );
     }
@@ -1194,6 +1241,12 @@ mod tests {
         let p = plan(BAD_EVENTS_SQL);
         assert!(p.contains("INDEX slo_events_at"), "{p}");
         assert!(!p.contains("TEMP B-TREE FOR ORDER BY"), "{p}");
+        // Sorted after the index range: one repository's bad events of the period.
+        let p = plan(REPOSITORY_BAD_EVENTS_SQL);
+        assert!(
+            p.contains("COVERING INDEX slo_events_repository (slo=? AND repository_id=? AND good=? AND at>?)"),
+            "{p}"
+        );
         let p = plan(SLO_BY_REPOSITORY_SQL);
         assert!(p.contains("PRIMARY KEY"), "{p}");
         let p = plan(
