@@ -449,14 +449,7 @@ impl Store {
         let mut rows = stmt.query([to_ms(since).div_euclid(86_400_000)])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let counts = crate::flaky::Counts {
-                executions: r.get::<_, i64>(3)? as u64,
-                failures: r.get::<_, i64>(4)? as u64,
-                commits: r.get::<_, i64>(5)? as u64,
-                flaky_commits: r.get::<_, i64>(6)? as u64,
-                flips: r.get::<_, i64>(7)? as u64,
-                flaky_failures: r.get::<_, i64>(8)? as u64,
-            };
+            let counts = results::counts_at(r, 3)?;
             if let Some(stats) = crate::flaky::from_counts(counts, min_runs) {
                 out.push((r.get(0)?, r.get(1)?, r.get(2)?, stats));
             }

@@ -36,6 +36,21 @@ pub fn outcome_code(o: TestOutcome) -> i64 {
     }
 }
 
+/// A test's counters read from six columns of `row` starting at `first`,
+/// in the order `runs, failures, commits, flaky_commits, flips,
+/// flaky_failures` (as `tests` and `test_days` name them).
+pub fn counts_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<crate::flaky::Counts> {
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(first + i)?.max(0) as u64) };
+    Ok(crate::flaky::Counts {
+        executions: n(0)?,
+        failures: n(1)?,
+        commits: n(2)?,
+        flaky_commits: n(3)?,
+        flips: n(4)?,
+        flaky_failures: n(5)?,
+    })
+}
+
 /// The outcome of a stored code.
 pub fn outcome_from_code(code: i64) -> TestOutcome {
     match code {

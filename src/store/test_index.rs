@@ -4,7 +4,7 @@
 //! latest outcomes of one test for its history strip.
 
 use super::{Store, StoreError, from_ms, to_ms};
-use crate::flaky::{Counts, TestStats, from_counts};
+use crate::flaky::{TestStats, from_counts};
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
@@ -50,15 +50,7 @@ impl Store {
         ])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
-            let counts = Counts {
-                executions: n(4)?,
-                failures: n(5)?,
-                commits: n(6)?,
-                flaky_commits: n(7)?,
-                flips: n(8)?,
-                flaky_failures: n(9)?,
-            };
+            let counts = super::results::counts_at(r, 4)?;
             let Some(stats) = from_counts(counts, min_runs) else {
                 continue;
             };

@@ -322,14 +322,7 @@ impl Store {
                 r.get::<_, String>(2)?,
             );
             let day: i64 = r.get(3)?;
-            let counts = crate::flaky::Counts {
-                executions: r.get::<_, i64>(4)? as u64,
-                failures: r.get::<_, i64>(5)? as u64,
-                commits: r.get::<_, i64>(6)? as u64,
-                flaky_commits: r.get::<_, i64>(7)? as u64,
-                flips: r.get::<_, i64>(8)? as u64,
-                flaky_failures: r.get::<_, i64>(9)? as u64,
-            };
+            let counts = super::results::counts_at(r, 4)?;
             match out.last_mut() {
                 Some((k, days)) if *k == key => days.push((day, counts)),
                 _ => out.push((key, vec![(day, counts)])),
