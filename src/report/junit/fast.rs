@@ -17,7 +17,9 @@
 
 use quick_xml::events::{BytesCData, BytesEnd, BytesPI, BytesRef, BytesStart, BytesText, Event};
 
-use super::{Flow, Parser, SIMPLE_ATTRS, SimpleAttr, is_xml_space, swar};
+use super::parser::{Flow, Parser};
+use super::swar;
+use super::xml::{SIMPLE_ATTRS, SimpleAttr, is_xml_space};
 use crate::report::Report;
 
 /// See the module docs.
@@ -26,7 +28,7 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Report> {
     let text = std::str::from_utf8(b).ok()?;
     let mut parser = Parser::new();
     // a test case takes some 100-200 bytes; growing the list costs copies
-    parser.tests.reserve((b.len() / 160).min(1 << 20));
+    parser.tests.list.reserve((b.len() / 160).min(1 << 20));
     // names of the open elements, for the end-tag check
     let mut open: Vec<&str> = Vec::new();
     let mut attrs: [SimpleAttr<'_>; SIMPLE_ATTRS] = [("", "", false); SIMPLE_ATTRS];
@@ -312,4 +314,151 @@ fn describe(b: &[u8], at: usize) -> String {
         None => at + 1,
     };
     format!("line {line}, column {column}")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::report::junit::parse_junit;
+    use crate::report::junit::tests::fast_and_reader;
+
+    fn junit_fixtures() -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "xml") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit"),
+            &mut out,
+        );
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_quick_xml_on_every_fixture() {
+        let files = junit_fixtures();
+        assert!(files.len() > 20, "{files:?}");
+        let mut fast = 0;
+        for path in &files {
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            let (a, b) = fast_and_reader(&bytes);
+            assert_eq!(a, b, "{path:?}");
+            fast += usize::from(super::parse(&bytes).is_some());
+        }
+        // all but the corrupt fixtures and those with a DOCTYPE or a lone `&`
+        assert!(fast * 10 >= files.len() * 8, "{fast} of {}", files.len());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_quick_xml_on_damaged_and_unusual_input() {
+        const SNIPPETS: &[&str] = &[
+            "<!-- c -->",
+            "<!---->",
+            "<!-->",
+            "<![CDATA[x<y&z]]>",
+            "<?pi x?>",
+            "<?>",
+            "<?xml version=\"1.0\"?>",
+            "&amp;",
+            "&bogus;",
+            "&#x41;",
+            "&#xZZ;",
+            "& ",
+            "&",
+            "<",
+            ">",
+            "\"",
+            "'",
+            "/",
+            "=",
+            "</testcase>",
+            "</testsuite >",
+            "<testcase name=\"n\"/>",
+            "<testcase name=\"n\" />",
+            "<testcase name='n' time='1,5'>\n</testcase>",
+            "<testcase name=\"n\" >x</testcase>",
+            "<testcase name=\"n\">&amp;</testcase>",
+            "<testcase name=\"a&lt;b&zz;\" classname=\"c\" time=\"0.25\"/>",
+            "<testcase name=\"t\tab\nnl\"/>",
+            "<testcase name = \"spaced\"/>",
+            "<testcase name=\"dup\" name=\"dup\"/>",
+            "<testcase name=unquoted/>",
+            "<testcase x:name=\"ns\"/>",
+            "<testcase name=\"a>b\"/>",
+            "<testcase name=\"c\" classname=\"k\"><failure/></testcase><testcase name=\"c\" classname=\"k\"/>",
+            "<testcase name=\"r\"><failure message=\"m\">body &lt;1&gt;</failure></testcase>",
+            "<testcase name=\"s\" status=\"skipped\"/>",
+            "<testcasex name=\"z\"/>",
+            "<testcase/>",
+            "<testcase><testcase name=\"nested\"/></testcase>",
+            "<system-out>out &amp; about</system-out>",
+            "<!DOCTYPE x>",
+            "\u{feff}",
+            "\r\n",
+            "\t",
+            "é",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n.max(1) as u64) as usize
+        };
+        let bases: Vec<Vec<u8>> = junit_fixtures()
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter(|b| b.len() < 40_000)
+            .collect();
+        assert!(bases.len() > 10);
+        for round in 0..1500 {
+            let mut doc = bases[next(bases.len())].clone();
+            for _ in 0..1 + next(3) {
+                let at = next(doc.len() + 1);
+                match next(6) {
+                    0 => doc.truncate(at),
+                    1 => {
+                        let end = (at + next(40)).min(doc.len());
+                        doc.drain(at..end);
+                    }
+                    2 => doc.insert(at, 0xff),
+                    _ => {
+                        let snippet = SNIPPETS[next(SNIPPETS.len())].as_bytes();
+                        doc.splice(at..at, snippet.iter().copied());
+                    }
+                }
+            }
+            let (a, b) = fast_and_reader(&doc);
+            assert_eq!(a, b, "round {round}: {}", String::from_utf8_lossy(&doc));
+        }
+    }
+
+    #[test]
+    fn well_formed_reports_take_the_fast_path() {
+        for xml in [
+            "<testsuites><testsuite name=\"s\"><testcase name=\"a\" time=\"1\"/></testsuite></testsuites>",
+            "\u{feff}<?xml version=\"1.0\"?>\n<!-- c --><testsuite><testcase name='a'>\n</testcase></testsuite>\n",
+            "<testsuite><testcase name=\"a\"><failure><![CDATA[x < y]]> &amp; more</failure></testcase></testsuite>",
+            "<test-run><test-suite name=\"s\"><test-case fullname=\"a\" result=\"Passed\"/></test-suite></test-run>",
+        ] {
+            let fast = super::parse(xml.as_bytes());
+            assert!(fast.is_some(), "{xml}");
+            assert_eq!(fast, parse_junit("t.xml", xml.as_bytes()).ok(), "{xml}");
+        }
+        for xml in [
+            "<!DOCTYPE t><testsuite/>",
+            "<testsuite><testcase name=\"a\"><failure>a & b</failure></testcase></testsuite>",
+            "<testsuite></testsuites>",
+            "<testsuite>",
+        ] {
+            assert!(super::parse(xml.as_bytes()).is_none(), "{xml}");
+        }
+    }
 }
