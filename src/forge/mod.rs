@@ -41,11 +41,39 @@ pub fn error_kind(e: &reqwest::Error) -> &'static str {
     }
 }
 
+/// The `next` URL of a `Link` header (`<url>; rel="next"`), as both forges
+/// paginate.
+pub(crate) fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_client_builds_with_the_ring_provider() {
         super::http_client(std::time::Duration::from_secs(5)).unwrap();
         super::http_client(std::time::Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn link_headers_give_the_next_page() {
+        let link = r#"<https://api.github.com/repositories/1/pulls?page=2>; rel="next", <https://api.github.com/repositories/1/pulls?page=5>; rel="last""#;
+        assert_eq!(
+            super::next_link(link).as_deref(),
+            Some("https://api.github.com/repositories/1/pulls?page=2")
+        );
+        assert_eq!(super::next_link(r#"<https://x/?page=1>; rel="prev""#), None);
+        assert_eq!(super::next_link("garbage"), None);
     }
 }

@@ -39,22 +39,6 @@ pub struct Client {
     max_wait: Duration,
 }
 
-/// The `next` URL of a `Link` header.
-fn next_link(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        params
-            .split(';')
-            .any(|p| p.trim() == "rel=\"next\"")
-            .then(|| {
-                url.trim()
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_string()
-            })
-    })
-}
-
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -206,7 +190,8 @@ impl Client {
                                 not_modified: false,
                                 body: body.to_vec(),
                                 etag: header_str(&headers, "etag").map(str::to_string),
-                                next: header_str(&headers, "link").and_then(next_link),
+                                next: header_str(&headers, "link")
+                                    .and_then(crate::forge::next_link),
                             });
                         }
                         Ok(body) => {
@@ -344,21 +329,5 @@ impl Client {
             ));
         }
         Ok((text, truncated))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_headers_give_the_next_page() {
-        let link = r#"<https://api.github.com/repositories/1/pulls?page=2>; rel="next", <https://api.github.com/repositories/1/pulls?page=5>; rel="last""#;
-        assert_eq!(
-            next_link(link).as_deref(),
-            Some("https://api.github.com/repositories/1/pulls?page=2")
-        );
-        assert_eq!(next_link(r#"<https://x/?page=1>; rel="prev""#), None);
-        assert_eq!(next_link("garbage"), None);
     }
 }

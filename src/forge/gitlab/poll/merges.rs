@@ -1,0 +1,87 @@
+//! Merged merge requests since the MR cursor, recorded as merges (their head
+//! pipeline fetched when none of its runs is stored).
+
+use super::http::{Fetched, encode, rfc3339};
+use super::{KIND_MERGES, PollReport, Poller};
+use crate::forge::gitlab::wire::{ApiMergeRequest, ApiPipeline};
+use crate::forge::gitlab::{GitlabError, parse_time};
+use crate::model::{Forge, RepositoryRef};
+use crate::store::SyncState;
+use chrono::{DateTime, Utc};
+
+impl Poller {
+    /// Merged MRs since the MR cursor; their head pipeline when none of its runs is stored.
+    pub(super) async fn sync_merges(
+        &self,
+        project: &str,
+        floor: DateTime<Utc>,
+        report: &mut PollReport,
+    ) -> Result<(), GitlabError> {
+        let state = self.sync_state(project, KIND_MERGES).await?;
+        let start = state
+            .cursor
+            .as_deref()
+            .and_then(parse_time)
+            .unwrap_or(floor);
+        let enc = encode(project);
+        let url = self.url(
+            &format!("/projects/{enc}/merge_requests"),
+            &[
+                ("state", "merged".into()),
+                ("updated_after", rfc3339(start)),
+                ("order_by", "updated_at".into()),
+                ("sort", "asc".into()),
+                ("per_page", "100".into()),
+            ],
+        )?;
+        let mrs: Vec<ApiMergeRequest> = self.all("merge_requests", url).await?;
+        let repo = RepositoryRef {
+            forge: Forge::Gitlab,
+            path: project.to_string(),
+        };
+        let mut newest = start;
+        for mr in mrs {
+            let Some(merged_at) = mr.merged_at.as_deref().and_then(parse_time) else {
+                continue;
+            };
+            if let Some(u) = mr.updated_at.as_deref().and_then(parse_time) {
+                newest = newest.max(u);
+            }
+            if let Some(sha) = &mr.sha {
+                let (r, s) = (repo.clone(), sha.clone());
+                let known = self
+                    .store
+                    .read(move |st| st.has_runs_for_commit(&r, &s))
+                    .await?;
+                if !known {
+                    let url = self.url(
+                        &format!("/projects/{enc}/pipelines"),
+                        &[("sha", sha.clone()), ("per_page", "1".into())],
+                    )?;
+                    if let Fetched::Page(p) =
+                        self.page::<ApiPipeline>("pipelines", &url, None).await?
+                        && let Some(head) = p.items.first()
+                    {
+                        self.sync_pipeline(project, head, report).await?;
+                    }
+                }
+            }
+            let (r, iid, sha) = (repo.clone(), mr.iid, mr.sha.clone());
+            self.store
+                .write(move |s| s.record_merge(&r, iid, sha.as_deref(), merged_at, Utc::now()))
+                .await?;
+            report.merges += 1;
+        }
+        self.set_sync_state(
+            project,
+            KIND_MERGES,
+            SyncState {
+                cursor: Some(rfc3339(newest)),
+                etag: None,
+                last_success: Some(Utc::now()),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}

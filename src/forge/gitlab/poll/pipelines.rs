@@ -1,0 +1,273 @@
+//! One project's round: the pipelines changed since the cursor (one
+//! conditional request when nothing changed), each with its jobs, test report
+//! and failed jobs' traces (streamed, capped, classified), then the cursor.
+
+use super::http::{Fetched, MAX_JSON_BYTES, encode, rfc3339};
+use super::runs::{attach_tests, plan_pipeline};
+use super::{KIND_BACKFILL, KIND_PIPELINES, PollReport, Poller, Since};
+use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
+use crate::forge::gitlab::{
+    DownloadTraces, GitlabError, PlannedRun, parse_time, run_state, store_runs,
+};
+use crate::ingest::failures_from;
+use crate::model::RunState;
+use crate::store::SyncState;
+use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering;
+
+impl Poller {
+    /// Poll one project's pipelines (and, when they changed, its merged MRs).
+    pub async fn poll_project(
+        &self,
+        project: &str,
+        since: Since,
+        report: &mut PollReport,
+    ) -> Result<(), GitlabError> {
+        let now = Utc::now();
+        let (kind, floor) = match since {
+            Since::Poll(t) => (KIND_PIPELINES, t),
+            Since::Backfill(t) => (KIND_BACKFILL, t),
+        };
+        let state = self.sync_state(project, kind).await?;
+        let cursor = state.cursor.as_deref().and_then(parse_time);
+        let start = match (since, cursor) {
+            (Since::Poll(_), Some(c)) => c,
+            (Since::Backfill(_), Some(c)) => c.max(floor),
+            (_, None) => floor,
+        };
+        let enc = encode(project);
+        let first = self.url(
+            &format!("/projects/{enc}/pipelines"),
+            &[
+                ("updated_after", rfc3339(start)),
+                ("order_by", "updated_at".into()),
+                ("sort", "asc".into()),
+                ("per_page", "100".into()),
+            ],
+        )?;
+        // The stored ETag belongs to the URL of the stored cursor.
+        let etag = if cursor == Some(start) {
+            state.etag.clone()
+        } else {
+            None
+        };
+        let mut next = Some(first);
+        let mut newest = start;
+        // The cursor as last written this round.
+        let mut committed = start;
+        let mut changed = false;
+        let mut is_first = true;
+        while let Some(url) = next.take() {
+            let page = match self
+                .page::<ApiPipeline>(
+                    "pipelines",
+                    &url,
+                    if is_first { etag.as_deref() } else { None },
+                )
+                .await?
+            {
+                Fetched::NotModified => break,
+                Fetched::Page(p) => p,
+            };
+            let fresh: Vec<&ApiPipeline> = page
+                .items
+                .iter()
+                .filter(|p| {
+                    p.updated_at
+                        .as_deref()
+                        .and_then(parse_time)
+                        .is_none_or(|u| u > start)
+                })
+                .collect();
+            let before_page = newest;
+            for p in &fresh {
+                self.sync_pipeline(project, p, report).await?;
+                if let Some(u) = p.updated_at.as_deref().and_then(parse_time) {
+                    newest = newest.max(u);
+                }
+                changed = true;
+            }
+            next = page.next;
+            // Advance only after the page's pipelines are committed. While
+            // pages follow, stop short of this page's last update time: the
+            // next page can hold more pipelines updated at that same instant,
+            // and a round cut off between the pages must read them again next
+            // time (`updated_after` is inclusive, the filter above is not).
+            let page_last = page
+                .items
+                .iter()
+                .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
+                .max();
+            committed = match (&next, page_last) {
+                (Some(_), Some(last)) => fresh
+                    .iter()
+                    .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
+                    .chain([before_page])
+                    .filter(|u| *u < last)
+                    .fold(committed, DateTime::max),
+                _ => newest,
+            };
+            let keep_etag = is_first && next.is_none() && fresh.is_empty();
+            self.set_sync_state(
+                project,
+                kind,
+                SyncState {
+                    cursor: Some(rfc3339(committed)),
+                    etag: if keep_etag { page.etag.clone() } else { None },
+                    last_success: Some(now),
+                },
+            )
+            .await?;
+            is_first = false;
+        }
+        if !changed {
+            // Nothing new (304 or an empty page): only the success time moves.
+            let mut s = self.sync_state(project, kind).await?;
+            s.cursor = Some(rfc3339(newest));
+            s.last_success = Some(now);
+            self.set_sync_state(project, kind, s).await?;
+        }
+        if let Since::Backfill(_) = since {
+            // Let serve continue where the backfill ended.
+            let live = self.sync_state(project, KIND_PIPELINES).await?;
+            let live_cursor = live.cursor.as_deref().and_then(parse_time);
+            if live_cursor.is_none_or(|c| c < newest) {
+                self.set_sync_state(
+                    project,
+                    KIND_PIPELINES,
+                    SyncState {
+                        cursor: Some(rfc3339(newest)),
+                        etag: None,
+                        last_success: Some(now),
+                    },
+                )
+                .await?;
+            }
+        }
+        if changed || matches!(since, Since::Backfill(_)) {
+            self.sync_merges(project, floor, report).await?;
+        }
+        Ok(())
+    }
+
+    /// One pipeline: its jobs (with retries), itself, its test report, the
+    /// traces of its failed jobs.
+    pub(super) async fn sync_pipeline(
+        &self,
+        project: &str,
+        p: &ApiPipeline,
+        report: &mut PollReport,
+    ) -> Result<(), GitlabError> {
+        let enc = encode(project);
+        let url = self.url(
+            &format!("/projects/{enc}/pipelines/{}/jobs", p.id),
+            &[
+                ("include_retried", "true".into()),
+                ("per_page", "100".into()),
+            ],
+        )?;
+        let jobs: Vec<ApiJob> = self.all("jobs", url).await?;
+        let mut planned = plan_pipeline(project, p, &jobs);
+        report.pipelines += 1;
+        let pipeline_state = run_state(&p.status, None);
+        if self.config.test_reports && pipeline_state.is_some_and(|s| s.is_terminal()) {
+            let url = self.url(
+                &format!("/projects/{enc}/pipelines/{}/test_report", p.id),
+                &[],
+            )?;
+            let resp = self.get("test_report", &url, None).await?;
+            let (body, truncated, _) = self.read_body(resp, MAX_JSON_BYTES, "test_report").await?;
+            match serde_json::from_slice::<TestReport>(&body) {
+                Ok(tr) if !truncated => attach_tests(&mut planned, tr, &self.classifier),
+                Ok(_) => tracing::warn!(project, pipeline = p.id, "test report too large; skipped"),
+                Err(e) => {
+                    self.count_error("test_report", "decode");
+                    tracing::warn!(project, pipeline = p.id, error = %e, "invalid test report; skipped")
+                }
+            }
+        }
+        let policy = self.policy.clone();
+        let to_store = planned.clone();
+        let ingested = self
+            .store
+            .write(move |s| store_runs(s, &to_store, &policy, Utc::now()))
+            .await?;
+        report.runs += ingested.len();
+        for (plan, ing) in planned.iter().zip(ingested) {
+            let Some(job_id) = plan
+                .run
+                .external_id
+                .as_deref()
+                .and_then(|e| e.strip_prefix("job:"))
+            else {
+                continue;
+            };
+            let wanted = match self.config.download_traces {
+                DownloadTraces::None => false,
+                DownloadTraces::Failed => matches!(
+                    plan.run.state,
+                    RunState::Failure | RunState::Error | RunState::TimedOut
+                ),
+                DownloadTraces::All => plan.run.state.is_terminal(),
+            };
+            if !wanted {
+                continue;
+            }
+            let id = ing.id;
+            if self.store.read(move |s| s.has_log(id)).await? {
+                continue;
+            }
+            self.fetch_trace(project, job_id, id, plan).await?;
+            report.traces += 1;
+        }
+        Ok(())
+    }
+
+    /// Download (streamed, capped), classify and store one job's log.
+    pub(super) async fn fetch_trace(
+        &self,
+        project: &str,
+        job_id: &str,
+        run_id: i64,
+        plan: &PlannedRun,
+    ) -> Result<(), GitlabError> {
+        let url = self.url(
+            &format!("/projects/{}/jobs/{job_id}/trace", encode(project)),
+            &[],
+        )?;
+        let resp = self.get("trace", &url, None).await?;
+        let cap = self.config.trace_max_bytes;
+        let (bytes, truncated, read) = self.read_body(resp, cap, "trace").await?;
+        self.stats.traces.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .trace_bytes_read
+            .fetch_add(read, Ordering::Relaxed);
+        let mut log = String::from_utf8_lossy(&bytes).into_owned();
+        if truncated {
+            log.push_str(&format!(
+                "\n[ci-slo-exporter: log truncated: only the first {cap} bytes were downloaded]\n"
+            ));
+        }
+        let classification = self
+            .classifier
+            .classify_log(log.as_bytes())
+            .ok()
+            .unwrap_or_default();
+        let sections = classification.sections;
+        let mut planned = plan.clone();
+        planned.run.failures =
+            failures_from(&self.classifier, classification.primary, &planned.run.tests);
+        planned.run.dependencies = self.deps.extract(&log);
+        let policy = self.policy.clone();
+        self.store
+            .write(move |s| {
+                let now = Utc::now();
+                store_runs(s, std::slice::from_ref(&planned), &policy, now)?;
+                s.store_log(run_id, &log, truncated, now)?;
+                s.store_sections(run_id, &sections)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}
