@@ -760,7 +760,7 @@ fn two_shards_add_up_to_one_instance() {
         }
     }
     for slo in [
-        "test_success",
+        "test_executions",
         "run_time",
         "queue_time",
         "first_attempt_green",

@@ -340,7 +340,11 @@ pub fn write_history(
                     let values = counter_values(c.value, &ev, &times);
                     push_points(
                         &mut sink.buf,
-                        &prefix(def.name, "_total", &with_target(&c.labels)),
+                        &prefix(
+                            def.name,
+                            "_total",
+                            &with_target(&super::exported_labels(def.name, c.labels.clone())),
+                        ),
                         &times,
                         &values,
                     );

@@ -1,0 +1,92 @@
+//! The runs behind the test_success SLO: each test's runs and passes over
+//! several windows at once, added up from the per-day counters kept at
+//! ingest (`test_days`, migration 10), so no execution is read. Windows are
+//! whole UTC days, as the other per-test statistics ([`Store::test_stats`]).
+
+use super::{Store, StoreError};
+use crate::slo::TestRuns;
+use rusqlite::params;
+use std::collections::{BTreeMap, HashMap};
+
+/// One test's runs in each window asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestWindowRuns {
+    pub test_id: i64,
+    pub repository: String,
+    /// One entry per first day asked for, in the same order.
+    pub windows: Vec<TestRuns>,
+}
+
+/// A test's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestName {
+    pub repository: String,
+    pub context: String,
+    pub name: String,
+}
+
+impl Store {
+    /// Every test with a run on or after the earliest of `first_days` (UTC
+    /// day numbers, Unix ms / 86,400,000), with its runs and passes from
+    /// each first day on. A repository is named by its path.
+    pub fn test_runs_in_windows(
+        &self,
+        first_days: &[i64],
+    ) -> Result<Vec<TestWindowRuns>, StoreError> {
+        let Some(earliest) = first_days.iter().min().copied() else {
+            return Ok(Vec::new());
+        };
+        let repos: HashMap<i64, String> = self
+            .conn
+            .prepare_cached("SELECT id, path FROM repositories")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        // Per test, a seek in test_days' primary key (test_id, day).
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.id, t.repository_id, d.day, d.runs, d.passes
+             FROM tests t JOIN test_days d ON d.test_id = t.id AND d.day >= ?1",
+        )?;
+        let mut rows = stmt.query(params![earliest])?;
+        let mut out: BTreeMap<i64, TestWindowRuns> = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let (test_id, repository_id, day): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let runs = r.get::<_, i64>(3)?.max(0) as u64;
+            let passes = r.get::<_, i64>(4)?.max(0) as u64;
+            let entry = out.entry(test_id).or_insert_with(|| TestWindowRuns {
+                test_id,
+                repository: repos.get(&repository_id).cloned().unwrap_or_default(),
+                windows: vec![TestRuns::default(); first_days.len()],
+            });
+            for (w, first) in entry.windows.iter_mut().zip(first_days) {
+                if day >= *first {
+                    w.runs += runs;
+                    w.passes += passes;
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// The names of tests by id (unknown ids are left out).
+    pub fn test_names(&self, ids: &[i64]) -> Result<HashMap<i64, TestName>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT repo.path, t.context, t.name FROM tests t
+             JOIN repositories repo ON repo.id = t.repository_id WHERE t.id = ?1",
+        )?;
+        let mut out = HashMap::new();
+        for id in ids {
+            let mut rows = stmt.query([id])?;
+            if let Some(r) = rows.next()? {
+                out.insert(
+                    *id,
+                    TestName {
+                        repository: r.get(0)?,
+                        context: r.get(1)?,
+                        name: r.get(2)?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+}
