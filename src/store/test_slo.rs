@@ -41,10 +41,12 @@ impl Store {
             .prepare_cached("SELECT id, path FROM repositories")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        // Per test, a seek in test_days' primary key (test_id, day).
+        // CROSS JOIN keeps `tests` outside: per test, a seek in test_days'
+        // primary key (test_id, day) from the first day on, not a scan of
+        // every retained day (SQLite would otherwise scan test_days).
         let mut stmt = self.conn.prepare_cached(
             "SELECT t.id, t.repository_id, d.day, d.runs, d.passes
-             FROM tests t JOIN test_days d ON d.test_id = t.id AND d.day >= ?1",
+             FROM tests t CROSS JOIN test_days d ON d.test_id = t.id AND d.day >= ?1",
         )?;
         let mut rows = stmt.query(params![earliest])?;
         let mut out: BTreeMap<i64, TestWindowRuns> = BTreeMap::new();
