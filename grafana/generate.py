@@ -728,11 +728,11 @@ def flaky_dashboard():
             defaults={"min": 0},
         ),
         ts(
-            "test_success SLI per repository (1d)",
-            "ci_repository:slo_sli:ratio_rate1d for slo=test_success: tests passing at least 90% of their runs / "
-            "tests with at least slo.test_min_runs runs, over the last day (whole UTC days). Good: above the 90% "
-            "objective (at most 10% of the tests breaching).",
-            [target(f'ci_repository:slo_sli:ratio_rate1d{{slo="test_success",{REPO}}}', "{{repository}}")],
+            "test_success SLI per repository (28d)",
+            "ci_repository:slo_sli:ratio_rate28d for slo=test_success: tests passing at least 90% of their runs / "
+            "tests with at least slo.test_min_runs runs, over 28 days (whole UTC days; a single day rarely has "
+            "enough runs of a test to judge it). Good: above the 90% objective (at most 10% of the tests breaching).",
+            [target(f'ci_repository:slo_sli:ratio_rate28d{{slo="test_success",{REPO}}}', "{{repository}}")],
             "percentunit",
             defaults={"max": 1},
         ),
