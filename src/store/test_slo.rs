@@ -5,8 +5,7 @@
 
 use super::{Store, StoreError};
 use crate::slo::TestRuns;
-use rusqlite::params;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// One test's runs in each window asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,30 +42,45 @@ impl Store {
             .collect::<Result<_, _>>()?;
         // CROSS JOIN keeps `tests` outside: per test, a seek in test_days'
         // primary key (test_id, day) from the first day on, not a scan of
-        // every retained day (SQLite would otherwise scan test_days).
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT t.id, t.repository_id, d.day, d.runs, d.passes
-             FROM tests t CROSS JOIN test_days d ON d.test_id = t.id AND d.day >= ?1",
-        )?;
-        let mut rows = stmt.query(params![earliest])?;
-        let mut out: BTreeMap<i64, TestWindowRuns> = BTreeMap::new();
+        // every retained day (SQLite would otherwise scan test_days). The
+        // windows are added up in SQL, one pair of sums per window: a row
+        // per test comes back, not one per test and day.
+        let sums: Vec<String> = (0..first_days.len())
+            .map(|i| {
+                let p = i + 2;
+                format!(
+                    "sum(CASE WHEN d.day >= ?{p} THEN d.runs ELSE 0 END), \
+                     sum(CASE WHEN d.day >= ?{p} THEN d.passes ELSE 0 END)"
+                )
+            })
+            .collect();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT t.id, t.repository_id, {}
+             FROM tests t CROSS JOIN test_days d ON d.test_id = t.id AND d.day >= ?1
+             GROUP BY t.id",
+            sums.join(", ")
+        ))?;
+        let params: Vec<i64> = std::iter::once(earliest)
+            .chain(first_days.iter().copied())
+            .collect();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let (test_id, repository_id, day): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            let runs = r.get::<_, i64>(3)?.max(0) as u64;
-            let passes = r.get::<_, i64>(4)?.max(0) as u64;
-            let entry = out.entry(test_id).or_insert_with(|| TestWindowRuns {
+            let (test_id, repository_id): (i64, i64) = (r.get(0)?, r.get(1)?);
+            let mut windows = Vec::with_capacity(first_days.len());
+            for i in 0..first_days.len() {
+                windows.push(TestRuns {
+                    runs: r.get::<_, i64>(2 + 2 * i)?.max(0) as u64,
+                    passes: r.get::<_, i64>(3 + 2 * i)?.max(0) as u64,
+                });
+            }
+            out.push(TestWindowRuns {
                 test_id,
                 repository: repos.get(&repository_id).cloned().unwrap_or_default(),
-                windows: vec![TestRuns::default(); first_days.len()],
+                windows,
             });
-            for (w, first) in entry.windows.iter_mut().zip(first_days) {
-                if day >= *first {
-                    w.runs += runs;
-                    w.passes += passes;
-                }
-            }
         }
-        Ok(out.into_values().collect())
+        Ok(out)
     }
 
     /// The names of tests by id (unknown ids are left out).
