@@ -370,6 +370,14 @@ fn test_success_is_judged_per_test_not_per_execution() {
     );
     assert!(page.contains("20 / 40"), "{page}");
     assert!(!page.contains(">rare<"), "{page}");
+    // Its events page lists the failed executions (coin's 20, ninety's 4, rare's 10).
+    let (status, events) = e.get("/slos/test_success/events");
+    assert_eq!(status, 200, "{events}");
+    assert!(
+        events.contains("Failed test executions of")
+            && events.contains("34 failed test executions"),
+        "{events}"
+    );
     let (_, detail) = e.get("/api/v1/slos/test_success");
     let detail: Value = serde_json::from_str(&detail).unwrap();
     assert_eq!(detail["repositories"][0]["repository"], "acme/slo");

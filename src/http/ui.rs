@@ -578,10 +578,21 @@ fn slo_events_html(q: &UiQuery, v: &SloEventsView) -> Markup {
         format!("{}/events{s}offset={offset}", slo_path(&v.slo))
     };
     html! {
-        h1 { "Bad events of " code { (v.slo) } }
+        @if v.slo == crate::slo::SloId::TestSuccess.as_str() {
+            // Judged per test: its budget is spent by the breaching tests
+            // (on the SLO page); these are the failed executions.
+            h1 { "Failed test executions of " code { (v.slo) } }
+        } @else {
+            h1 { "Bad events of " code { (v.slo) } }
+        }
         p.lede {
-            (plural(v.bad, "bad event", "bad events")) " spent the budget of " (v.description) " since " (fmt_time(v.since))
-            " (" (v.period) ")"
+            @if v.slo == crate::slo::SloId::TestSuccess.as_str() {
+                (plural(v.bad, "failed test execution", "failed test executions")) " since " (fmt_time(v.since))
+                " (" (v.period) "); the budget of test_success is spent by the tests that breach it, listed on its page"
+            } @else {
+                (plural(v.bad, "bad event", "bad events")) " spent the budget of " (v.description) " since " (fmt_time(v.since))
+                " (" (v.period) ")"
+            }
             @if let Some(r) = &v.repository { " in " strong { (r) } }
             ", newest first. "
             a href=(format!("{}{}", slo_path(&v.slo), q.filter_query())) { "← the SLO" }
@@ -688,7 +699,11 @@ pub async fn slo_events(
         Ok((v, repos)) => html_response(
             StatusCode::OK,
             layout(
-                &format!("Bad events of {}", v.slo),
+                &if v.slo == crate::slo::SloId::TestSuccess.as_str() {
+                    format!("Failed test executions of {}", v.slo)
+                } else {
+                    format!("Bad events of {}", v.slo)
+                },
                 Nav::Overview,
                 &q,
                 &repos,
