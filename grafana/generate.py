@@ -348,7 +348,10 @@ def slo_dashboard():
     panels = [
         text(
             "About",
-            "Each SLO counts **good** and **bad** events in `ci_slo_events_total` (summable over exporter shards). "
+            "Each SLO counts **good** and **bad** events in `ci_slo_events_total` (summable over exporter shards), "
+            "except `test_success`, judged per test: its events are the tests evaluated in a window (at least "
+            "`slo.test_min_runs` runs), bad the ones passing less often than the objective (`ci_slo_tests`, 1d, 3d "
+            "and 28d only, so no fast burn); the execution-level ratio is `slo=\"test_executions\"` (no objective). "
             "The *Prometheus* panels use the recording rules `ci:*` of `prometheus/rules/ci-slo-recording.yml`; the "
             "28-day numbers there are sums of hourly increases, complete 28 days after Prometheus started (or after a "
             "backfill, see docs/alerting.md). The *exporter* panels are the exporter's own gauges computed from its "
@@ -725,10 +728,29 @@ def flaky_dashboard():
             defaults={"min": 0},
         ),
         ts(
-            "test_success SLI per repository (1d)",
-            "ci_repository:slo_sli:ratio_rate1d for slo=test_success: passed executions / executions over a "
-            "day. Good: above the 90% objective.",
-            [target(f'ci_repository:slo_sli:ratio_rate1d{{slo="test_success",{REPO}}}', "{{repository}}")],
+            "test_success SLI per repository (28d)",
+            "ci_repository:slo_sli:ratio_rate28d for slo=test_success: tests passing at least 90% of their runs / "
+            "tests with at least slo.test_min_runs runs, over 28 days (whole UTC days; a single day rarely has "
+            "enough runs of a test to judge it). Good: above the 90% objective (at most 10% of the tests breaching).",
+            [target(f'ci_repository:slo_sli:ratio_rate28d{{slo="test_success",{REPO}}}', "{{repository}}")],
+            "percentunit",
+            defaults={"max": 1},
+        ),
+        ts(
+            "Tests breaching test_success (28d)",
+            "ci_slo_tests{result=\"breaching\",window=\"28d\"} per repository: tests whose runs passed less "
+            "than 90% of the time over 28 days (summed over shards). Good: 0; the SLO page of the exporter UI "
+            "(/slos/test_success) lists them, worst first.",
+            [target(f'sum by (repository) (ci_slo_tests{{slo="test_success",window="28d",result="breaching",{REPO}}})', "{{repository}}")],
+            "short",
+            defaults={"min": 0, "decimals": 0},
+        ),
+        ts(
+            "Test executions passed per repository (1d)",
+            "ci_repository:slo_sli:ratio_rate1d for slo=test_executions: passed executions / executions "
+            "(skipped excluded) over a day, the execution-level ratio test_success used to be. It hides a single "
+            "test failing half the time among many passing ones: read it next to the panel above.",
+            [target(f'ci_repository:slo_sli:ratio_rate1d{{slo="test_executions",{REPO}}}', "{{repository}}")],
             "percentunit",
             defaults={"max": 1},
         ),
@@ -1184,25 +1206,28 @@ ALERTS = [
         "CISLOSlowBurn",
         "ci:slo_burn_rate:ratio_rate1d / on (slo) ci:slo_burn_rate_threshold:slow\n"
         "  and on (slo) (ci:slo_burn_rate:ratio_rate3d > on (slo) ci:slo_burn_rate_threshold:slow)\n"
-        "  and on (slo) ci:slo_events:increase1d >= 10\n"
-        "  and on (slo) ci:slo_events:increase3d >= 30",
+        "  and on (slo) (ci:slo_events:increase1d{slo!=\"test_success\"} >= 10 or ci:slo_events:increase1d{slo=\"test_success\"} >= 1)\n"
+        "  and on (slo) (ci:slo_events:increase3d{slo!=\"test_success\"} >= 30 or ci:slo_events:increase3d{slo=\"test_success\"} >= 1)",
         ("threshold", "gt", 1),
         "30m",
         "ticket",
         "SLO {{ $labels.slo }} is burning its error budget ({{ humanize $values.B.Value }}x the slow-burn threshold over 1d)",
         "The burn rates over 1d and 3d of SLO {{ $labels.slo }} are both above 1 (the budget runs out "
-        "before the 28 days end), with at least 10 events in a day and 30 in 3 days.",
+        "before the 28 days end), with at least 10 events in a day and 30 in 3 days (test_success: at least one "
+        "evaluated test).",
     ),
     (
         "ci-slo-burn",
         "ci-slo-budget-exhausted",
         "CISLOBudgetExhausted",
-        "ci:slo_error_budget_remaining:ratio28d\n  and on (slo) ci:slo_events:increase28d >= 20",
+        "ci:slo_error_budget_remaining:ratio28d\n"
+        "  and on (slo) (ci:slo_events:increase28d{slo!=\"test_success\"} >= 20 or ci:slo_events:increase28d{slo=\"test_success\"} >= 1)",
         ("math", "$B <= 0", None),
         "15m",
         "ticket",
         "SLO {{ $labels.slo }} has exhausted its 28-day error budget",
-        "Budget remaining: {{ humanizePercentage $values.B.Value }} (at least 20 events in 28 days). "
+        "Budget remaining: {{ humanizePercentage $values.B.Value }} (at least 20 events in 28 days; test_success: "
+        "at least one evaluated test). "
         "The error-budget policy applies: feature merges pause except CI fixes.",
     ),
     (

@@ -112,7 +112,7 @@ family!(
     "ci_slo_window_events",
     Gauge,
     None,
-    "Valid events of each SLO in each gauge window, for minimum-event guards."
+    "Valid events of each SLO in each gauge window (for test_success: the tests evaluated), for minimum-event guards."
 );
 family!(
     DATA_QUALITY,
@@ -219,6 +219,13 @@ family!(
     Gauge,
     None,
     "Tests that ran in tests.window, by repository and verdict (healthy, flaky, broken, new)."
+);
+family!(
+    SLO_TESTS,
+    "ci_slo_tests",
+    Gauge,
+    None,
+    "Tests judged by a per-test SLO (test_success) in a window, by repository and result: meeting (success ratio at least the objective) or breaching; tests with fewer than slo.test_min_runs runs are not counted."
 );
 family!(
     TESTS_NOT_EXPORTED,

@@ -361,6 +361,9 @@ pub struct SloConfig {
     pub max_plausible_run_time: Duration,
     /// Objective per SLO id (0 < objective < 1).
     pub objectives: BTreeMap<String, f64>,
+    /// Fewest runs (passed, failed or errored) a test needs in a window to
+    /// be judged by the test_success SLO; tests with fewer are not evaluated.
+    pub test_min_runs: u64,
 }
 
 impl Default for SloConfig {
@@ -378,6 +381,7 @@ impl Default for SloConfig {
                 .iter()
                 .map(|id| (id.as_str().to_string(), id.default_objective()))
                 .collect(),
+            test_min_runs: crate::slo::DEFAULT_TEST_MIN_RUNS,
         }
     }
 }
@@ -715,6 +719,12 @@ impl Config {
                 "must be at least slo.period, or the error budget would lose its events",
             ));
         }
+        if self.slo.test_min_runs == 0 {
+            return Err(invalid(
+                "slo.test_min_runs",
+                "must be at least 1: a test is judged by test_success only once it ran that often in the window (e.g. 20)",
+            ));
+        }
         if self.slo.windows.iter().any(|w| w.is_zero()) {
             return Err(invalid(
                 "slo.windows",
@@ -943,6 +953,7 @@ mod tests {
         assert_eq!(c.server.listen_address, "127.0.0.1:9787");
         assert_eq!(c.objective(SloId::FirstAttemptGreen), 0.75);
         assert_eq!(c.objective(SloId::TestSuccess), 0.90);
+        assert_eq!(c.slo.test_min_runs, 20);
         assert_eq!(c.objective(SloId::QueueTime), 0.95);
         assert!(c.queue_buckets().contains(&300.0) && c.queue_buckets().contains(&3600.0));
         assert!(c.run_buckets().contains(&300.0) && c.run_buckets().contains(&3600.0));
@@ -1012,6 +1023,8 @@ mod tests {
                 "server.max_body_bytes_in_flight",
             ),
             ("[metrics]\nmax_series = 0\n", "metrics.max_series"),
+            ("[slo]\ntest_min_runs = 0\n", "slo.test_min_runs"),
+            ("[slo]\ntest_min_runs = -3\n", "test_min_runs"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

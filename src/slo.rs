@@ -62,7 +62,9 @@ impl SloId {
                 "merged changes whose every required context passed on attempt 0"
             }
             SloId::GreenWithinOneRetry => "merged changes green with at most one retry",
-            SloId::TestSuccess => "test executions that passed (skipped tests not counted)",
+            SloId::TestSuccess => {
+                "tests (with at least slo.test_min_runs runs in the window) whose runs passed at least the objective's share of the time"
+            }
             SloId::MergedWithoutFailures => "merged changes whose final runs were all green",
             SloId::RunTime => "finished runs that ran within the run-time threshold",
             SloId::QueueTime => "started runs that waited in the queue within the threshold",
@@ -239,7 +241,25 @@ pub fn finished_run_events(
     events
 }
 
-/// The test_success event of one test result; skipped tests are not events.
+/// The `slo` label under which the execution-level events are exported
+/// (`ci_slo_events_total{slo="test_executions"}`): every test execution,
+/// good when it passed. The store keeps them under their former id,
+/// `test_success` (its `test_events` rows, hourly rollups and persisted
+/// counters); test_success itself is judged per test ([`test_success_counts`]).
+pub const TEST_EXECUTIONS: &str = "test_executions";
+
+/// The `slo` label value a stored SLO event series is exported under: the
+/// execution events stored as `test_success` are `test_executions`.
+pub fn exported_slo(stored: &str) -> &str {
+    if stored == SloId::TestSuccess.as_str() {
+        TEST_EXECUTIONS
+    } else {
+        stored
+    }
+}
+
+/// The execution event of one test result (exported as `test_executions`,
+/// stored under `test_success`); skipped tests are not events.
 pub fn test_event(outcome: TestOutcome) -> Option<(SloId, bool)> {
     match outcome {
         TestOutcome::Passed => Some((SloId::TestSuccess, true)),
@@ -276,6 +296,66 @@ impl EventCounts {
     pub fn budget_remaining(self, objective: f64) -> f64 {
         1.0 - self.burn_rate(objective).unwrap_or(0.0)
     }
+}
+
+/// Default of `slo.test_min_runs`: a test's success ratio over fewer runs
+/// says little (one failure in 5 runs is 80%).
+pub const DEFAULT_TEST_MIN_RUNS: u64 = 20;
+
+/// The runs of one test in a window: passed and failed or errored
+/// executions (skipped ones are not runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestRuns {
+    pub runs: u64,
+    pub passes: u64,
+}
+
+impl TestRuns {
+    /// passes / runs; `None` without a run.
+    pub fn success_ratio(self) -> Option<f64> {
+        (self.runs > 0).then(|| self.passes.min(self.runs) as f64 / self.runs as f64)
+    }
+
+    /// How the test fares against the per-test threshold of test_success:
+    /// `None` (not evaluated) with fewer than `min_runs` runs (and without
+    /// any run), else `Some(true)` when its success ratio is at least
+    /// `threshold` (meeting) and `Some(false)` when below (breaching).
+    pub fn meets(self, min_runs: u64, threshold: f64) -> Option<bool> {
+        if self.runs < min_runs.max(1) {
+            return None;
+        }
+        // passes / runs is correctly rounded (18 / 20 is the double 0.9);
+        // the tolerance keeps a ratio equal to the threshold from losing to
+        // the threshold's own rounding.
+        self.success_ratio().map(|r| r + 1e-12 >= threshold)
+    }
+}
+
+/// The first UTC day (Unix ms / 86,400,000) of a per-test window of
+/// `window_ms` ending at `now_ms`: the day `now − window` falls in counts
+/// whole, as for every per-test statistic (they are kept per UTC day).
+pub fn first_test_day(now_ms: i64, window_ms: i64) -> i64 {
+    (now_ms - window_ms).div_euclid(86_400_000)
+}
+
+/// The test_success events of a window: each test evaluated in it (at
+/// least `min_runs` runs) is one event, good when its success ratio is at
+/// least `threshold` (the objective). good = tests meeting, total = tests
+/// evaluated, bad = tests breaching; the SLI, burn rate and budget follow as
+/// for any SLO ([`EventCounts`]): burn rate = (breaching / evaluated) /
+/// (1 − objective).
+pub fn test_success_counts(
+    tests: impl IntoIterator<Item = TestRuns>,
+    min_runs: u64,
+    threshold: f64,
+) -> EventCounts {
+    tests
+        .into_iter()
+        .filter_map(|t| t.meets(min_runs, threshold))
+        .fold(EventCounts::default(), |c, good| EventCounts {
+            good: c.good + u64::from(good),
+            total: c.total + 1,
+        })
 }
 
 /// When a budget in the red recovers if no further bad events arrive.
@@ -613,6 +693,73 @@ mod tests {
             test_event(TestOutcome::Errored),
             Some((SloId::TestSuccess, false))
         );
+        assert_eq!(exported_slo("test_success"), "test_executions");
+        assert_eq!(exported_slo("queue_time"), "queue_time");
+    }
+
+    #[test]
+    fn a_test_is_evaluated_from_min_runs_and_meets_at_the_threshold_inclusively() {
+        let t = |runs, passes| TestRuns { runs, passes };
+        // (runs, passes, verdict) with min_runs 20 and a threshold of 0.9.
+        let cases = [
+            (19, 19, None),
+            (0, 0, None),
+            (20, 18, Some(true)),
+            (20, 17, Some(false)),
+            (40, 20, Some(false)),
+            (30, 27, Some(true)),
+            (1000, 899, Some(false)),
+            (1000, 900, Some(true)),
+        ];
+        for (runs, passes, want) in cases {
+            assert_eq!(t(runs, passes).meets(20, 0.9), want, "{passes}/{runs}");
+        }
+        assert_eq!(t(3, 1).success_ratio(), Some(1.0 / 3.0));
+        assert_eq!(t(0, 0).success_ratio(), None);
+        // min_runs 0 still needs a run.
+        assert_eq!(t(0, 0).meets(0, 0.9), None);
+        assert_eq!(t(1, 1).meets(0, 0.9), Some(true));
+    }
+
+    #[test]
+    fn test_success_counts_tests_not_executions_and_budgets_the_breaching_share() {
+        let t = |runs, passes| TestRuns { runs, passes };
+        // 19 tests always passing and one passing half the time, each run
+        // 20 times: 370 of 400 executions passed (92.5%, above 90%), but one
+        // test in 20 breaches: 5% of the tests, half the 10% budget.
+        let mut tests: Vec<TestRuns> = (0..19).map(|_| t(20, 20)).collect();
+        tests.push(t(20, 10));
+        // A test with too few runs is not evaluated, whatever its ratio.
+        tests.push(t(5, 0));
+        let c = test_success_counts(tests, 20, 0.9);
+        assert_eq!(
+            c,
+            EventCounts {
+                good: 19,
+                total: 20
+            }
+        );
+        assert_eq!(c.bad(), 1);
+        assert!((c.burn_rate(0.9).unwrap() - 0.5).abs() < 1e-9);
+        assert!((c.budget_remaining(0.9) - 0.5).abs() < 1e-9);
+        // Three breaching tests of 20: 15% breach, burn 1.5, budget overspent.
+        let mut worse: Vec<TestRuns> = (0..17).map(|_| t(20, 20)).collect();
+        worse.extend([t(20, 17), t(50, 40), t(25, 0)]);
+        let c = test_success_counts(worse, 20, 0.9);
+        assert_eq!(
+            c,
+            EventCounts {
+                good: 17,
+                total: 20
+            }
+        );
+        assert!((c.burn_rate(0.9).unwrap() - 1.5).abs() < 1e-9);
+        assert!((c.budget_remaining(0.9) + 0.5).abs() < 1e-9);
+        // No evaluated test: no SLI, no burn rate, the whole budget.
+        let none = test_success_counts([t(3, 0)], 20, 0.9);
+        assert_eq!(none, EventCounts::default());
+        assert_eq!((none.sli(), none.burn_rate(0.9)), (None, None));
+        assert_eq!(none.budget_remaining(0.9), 1.0);
     }
 
     #[test]

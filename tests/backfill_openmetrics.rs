@@ -439,7 +439,21 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
     // The recording rules' history: 28-day windows and the hourly SLIs.
     let hour = until / 3600 * 3600;
     let events28d = instant(&base, "ci:slo_events:increase28d", hour);
-    assert_eq!(events28d.len(), 7, "every SLO: {events28d:?}");
+    // Every SLO, and the execution events (test_executions); test_success
+    // counts the tests it evaluated (from the backfilled ci_slo_tests).
+    assert_eq!(events28d.len(), 8, "every SLO: {events28d:?}");
+    let test_success = events28d
+        .iter()
+        .find(|s| s["metric"]["slo"] == "test_success")
+        .map(|s| value(&s["value"][1]));
+    assert_eq!(
+        test_success,
+        common::sample(
+            &live,
+            "ci_slo_window_events{slo=\"test_success\",window=\"28d\"}"
+        ),
+        "tests evaluated over 28 days: Prometheus as the exporter"
+    );
     let stored: f64 = live
         .lines()
         .filter(|l| l.starts_with("ci_slo_window_events{") && l.contains("window=\"28d\""))

@@ -218,13 +218,13 @@ fn runs_ingested_by_the_cli_are_served_with_exact_values() {
     );
     assert_eq!(
         series(&format!(
-            "ci_slo_events_total{{slo=\"test_success\",{l},result=\"bad\"}}"
+            "ci_slo_events_total{{slo=\"test_executions\",{l},result=\"bad\"}}"
         )),
         Some(1.0)
     );
     assert_eq!(
         series(&format!(
-            "ci_slo_events_total{{slo=\"test_success\",{l},result=\"good\"}}"
+            "ci_slo_events_total{{slo=\"test_executions\",{l},result=\"good\"}}"
         )),
         Some(1.0),
         "skips are not events"

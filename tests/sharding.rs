@@ -440,7 +440,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Families whose series the test compares, and how (docs/scaling.md).
-const ADDITIVE_GAUGES: &[&str] = &["ci_slo_window_events", "ci_tests"];
+const ADDITIVE_GAUGES: &[&str] = &["ci_slo_window_events", "ci_tests", "ci_slo_tests"];
 const PER_REPOSITORY_RATIOS: &[&str] = &[
     "ci_test_failure_ratio",
     "ci_test_flake_ratio",
@@ -748,6 +748,7 @@ fn two_shards_add_up_to_one_instance() {
         "ci_run_duration_seconds",
         "ci_change_retries_to_green",
         "ci_tests",
+        "ci_slo_tests",
         "ci_test_failure_ratio",
         "ci_slo_sli_ratio",
         "ci_slo_burn_rate",
@@ -760,7 +761,7 @@ fn two_shards_add_up_to_one_instance() {
         }
     }
     for slo in [
-        "test_success",
+        "test_executions",
         "run_time",
         "queue_time",
         "first_attempt_green",

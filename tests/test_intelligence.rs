@@ -197,3 +197,231 @@ fn known_verdicts_appear_after_ingest_and_survive_a_restart() {
     );
     e.stop();
 }
+
+/// Run `i` of 40 of a suite whose executions look fine (95.8% passed) while
+/// one test passes half the time: 18 tests always pass, `ninety` passes 36
+/// of its 40 runs (exactly the 90% objective: meeting), `coin` every other
+/// run (breaching), and `rare` fails its 10 runs (fewer than
+/// `slo.test_min_runs`, 20: not evaluated). A skipped execution is no run.
+fn suite_run(i: usize) -> Value {
+    let mut tests: Vec<Value> = (0..18)
+        .map(|t| json!({"name": format!("ok_{t}"), "outcome": "passed"}))
+        .collect();
+    let outcome = |passed: bool| if passed { "passed" } else { "failed" };
+    tests.push(json!({"name": "ninety", "outcome": outcome(i % 10 != 3)}));
+    tests.push(json!({"name": "coin", "outcome": outcome(i.is_multiple_of(2))}));
+    if i < 10 {
+        tests.push(json!({"name": "rare", "outcome": "failed"}));
+    }
+    tests.push(json!({"name": "ok_0_skipped", "outcome": "skipped"}));
+    let minutes = (60 - i) as i64;
+    json!({
+        "repository": "acme/slo",
+        "context": "unit",
+        "commit": format!("{:040x}", i + 1),
+        "external_id": format!("suite-{i}"),
+        "trigger": "push",
+        "queued_at": ago(minutes + 3),
+        "started_at": ago(minutes + 2),
+        "finished_at": ago(minutes),
+        "tests": tests,
+    })
+}
+
+fn near(got: Option<f64>, want: f64) -> bool {
+    got.is_some_and(|g| (g - want).abs() < 1e-9)
+}
+
+#[test]
+fn test_success_is_judged_per_test_not_per_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let e = Exporter::start(dir.path(), &db, &[], &[("CI_SLO_API_TOKEN", TOKEN)]);
+    for i in 0..40 {
+        let (status, body) = e.post(
+            "/api/v1/runs",
+            Some(TOKEN),
+            suite_run(i).to_string().as_bytes(),
+        );
+        assert_eq!(status, 201, "run {i}: {body}");
+    }
+    // Executions: 18 × 40 + 36 + 20 passed of 810 (95.8%, above the objective).
+    let exec = |result: &str| {
+        format!(
+            "ci_slo_events_total{{slo=\"test_executions\",repository=\"acme/slo\",result=\"{result}\"}}"
+        )
+    };
+    let tests = |window: &str, result: &str| {
+        format!(
+            "ci_slo_tests{{slo=\"test_success\",repository=\"acme/slo\",window=\"{window}\",result=\"{result}\"}}"
+        )
+    };
+    let text = e.wait_for("the per-test SLI of the whole history", |t| {
+        common::sample(t, &exec("good")) == Some(776.0)
+            && common::sample(t, &tests("28d", "meeting")) == Some(19.0)
+    });
+    assert_eq!(common::sample(&text, &exec("bad")), Some(34.0));
+    assert!(near(
+        common::sample(
+            &text,
+            "ci_slo_sli_ratio{slo=\"test_executions\",window=\"1d\"}"
+        ),
+        776.0 / 810.0
+    ));
+    // Per test: 20 evaluated (rare is not), 19 meeting, coin breaching, in
+    // every window (all runs are of the last hour).
+    for window in ["1d", "3d", "28d"] {
+        assert_eq!(
+            common::sample(&text, &tests(window, "meeting")),
+            Some(19.0),
+            "{window}"
+        );
+        assert_eq!(
+            common::sample(&text, &tests(window, "breaching")),
+            Some(1.0),
+            "{window}"
+        );
+        let labels = format!("{{slo=\"test_success\",window=\"{window}\"}}");
+        assert_eq!(
+            common::sample(&text, &format!("ci_slo_window_events{labels}")),
+            Some(20.0)
+        );
+        assert!(near(
+            common::sample(&text, &format!("ci_slo_sli_ratio{labels}")),
+            0.95
+        ));
+        // (1 / 20) / (1 - 0.9): half the budget.
+        assert!(near(
+            common::sample(&text, &format!("ci_slo_burn_rate{labels}")),
+            0.5
+        ));
+    }
+    assert!(near(
+        common::sample(
+            &text,
+            "ci_slo_error_budget_remaining_ratio{slo=\"test_success\"}"
+        ),
+        0.5
+    ));
+    // No execution counts under test_success, and no window shorter than a day.
+    assert!(!text.contains("ci_slo_events_total{slo=\"test_success\""));
+    assert_eq!(
+        common::sample(
+            &text,
+            "ci_slo_burn_rate{slo=\"test_success\",window=\"1h\"}"
+        ),
+        None
+    );
+    let (ok, promtool) = common::promtool_check(&text);
+    assert!(ok, "{promtool}");
+
+    // The API lists the breaching test with its ratio, runs and page.
+    let (status, body) = e.get("/api/v1/slos");
+    assert_eq!(status, 200, "{body}");
+    let slos: Value = serde_json::from_str(&body).unwrap();
+    let row = slos["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slo"] == "test_success")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["good"].clone(), row["total"].clone()),
+        (json!(19), json!(20)),
+        "{row}"
+    );
+    assert_eq!(row["unit"], "tests");
+    assert!(near(row["budget_remaining"].as_f64(), 0.5), "{row}");
+    assert_eq!(row["status"], "ok");
+    let breaching = row["breaching_tests"].as_array().unwrap();
+    assert_eq!(breaching.len(), 1, "{row}");
+    let coin = &breaching[0];
+    assert_eq!(coin["test"], "coin");
+    assert_eq!(coin["repository"], "acme/slo");
+    assert_eq!(
+        (coin["runs"].clone(), coin["passes"].clone()),
+        (json!(40), json!(20))
+    );
+    assert_eq!(coin["success_ratio"], 0.5);
+    assert_eq!(coin["url"], "/tests/acme%2Fslo/unit/coin");
+    assert!(
+        near(row["executions"]["sli"].as_f64(), 776.0 / 810.0),
+        "{row}"
+    );
+    // Other SLOs carry no breaching tests.
+    let queue = slos["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slo"] == "queue_time")
+        .unwrap();
+    assert!(queue.get("breaching_tests").is_none(), "{queue}");
+    let (status, _) = e.get(coin["url"].as_str().unwrap());
+    assert_eq!(status, 200, "the breaching test's page");
+
+    // The SLO page lists it, linked to its page; rare is not there.
+    let (status, page) = e.get("/slos/test_success");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Breaching tests"), "{page}");
+    assert!(
+        page.contains("href=\"/tests/acme%2Fslo/unit/coin\""),
+        "{page}"
+    );
+    assert!(page.contains("20 / 40"), "{page}");
+    assert!(!page.contains(">rare<"), "{page}");
+    // Its events page lists the failed executions (coin's 20, ninety's 4, rare's 10).
+    let (status, events) = e.get("/slos/test_success/events");
+    assert_eq!(status, 200, "{events}");
+    assert!(
+        events.contains("Failed test executions of")
+            && events.contains("34 failed test executions"),
+        "{events}"
+    );
+    let (_, detail) = e.get("/api/v1/slos/test_success");
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["repositories"][0]["repository"], "acme/slo");
+    assert_eq!(detail["repositories"][0]["bad"], 1);
+    e.stop();
+
+    // With slo.test_min_runs = 10, rare (10 failed runs) is evaluated too:
+    // 2 of 21 tests breach, worst (0%) first.
+    std::fs::write(dir.path().join("c.toml"), "[slo]\ntest_min_runs = 10\n").unwrap();
+    let e = Exporter::start(
+        dir.path(),
+        &db,
+        &["--config", "c.toml"],
+        &[("CI_SLO_API_TOKEN", TOKEN)],
+    );
+    let text = e.scrape(false);
+    assert_eq!(common::sample(&text, &tests("28d", "breaching")), Some(2.0));
+    assert_eq!(common::sample(&text, &tests("28d", "meeting")), Some(19.0));
+    let (_, body) = e.get("/api/v1/slos");
+    let slos: Value = serde_json::from_str(&body).unwrap();
+    let row = slos["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slo"] == "test_success")
+        .unwrap();
+    let names: Vec<&str> = row["breaching_tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rare", "coin"]);
+    e.stop();
+
+    // A test_min_runs of 0 is refused with a clear error.
+    std::fs::write(dir.path().join("bad.toml"), "[slo]\ntest_min_runs = 0\n").unwrap();
+    let err = Exporter::try_start(
+        dir.path(),
+        &db,
+        &["--config", "bad.toml"],
+        &[("CI_SLO_API_TOKEN", TOKEN)],
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("slo.test_min_runs"), "{err}");
+}

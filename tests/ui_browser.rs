@@ -584,6 +584,7 @@ async fn pages_in_headless_chromium_at_desktop_and_phone_width() {
         ("/", "overview"),
         ("/slos/queue_time", "slo"),
         ("/slos/queue_time/events", "slo-events"),
+        ("/slos/test_success", "slo-test-success"),
         ("/nightly", "nightly"),
         ("/nightly/jenkins%2Fnightly-suite", "nightly-jobs"),
         ("/failures", "failures"),

@@ -256,6 +256,57 @@ fn status_text(status: &str) -> &'static str {
     }
 }
 
+/// "12 good / 40" for events, "19 meeting / 20 tests" for test_success.
+fn good_of(s: &SloRow) -> String {
+    if s.unit == "tests" {
+        format!("{} meeting / {} tests", s.good, s.total)
+    } else {
+        format!("{} good / {}", s.good, s.total)
+    }
+}
+
+/// test_success: the tests breaching its objective, worst first.
+fn breaching_tests_html(s: &SloRow, min_runs: u64) -> Markup {
+    let Some(tests) = &s.breaching_tests else {
+        return html! {};
+    };
+    let breaching = s.total - s.good.min(s.total);
+    html! {
+        h2 { "Breaching tests" }
+        p.muted {
+            "Tests with at least " (min_runs) " runs in the period whose runs passed less than "
+            (pct(s.objective)) " of the time, lowest success ratio first"
+            @if breaching as usize > tests.len() { " (the first " (tests.len()) " of " (breaching) ")" }
+            ". Skipped executions are not runs."
+        }
+        @if tests.is_empty() {
+            p.empty { "No test breaches the objective." }
+        } @else {
+            div.scroll { table.breaching {
+                caption.sr { "Tests breaching the objective, worst first" }
+                thead { tr {
+                    th scope="col" { "Test" } th scope="col" { "Repository" } th scope="col" { "Context" }
+                    th scope="col" { "Success ratio" } th scope="col" { "Passed / runs" }
+                } }
+                tbody { @for t in tests { tr {
+                    th scope="row" { a href=(t.url) { code { (t.test) } } }
+                    td { (t.repository) }
+                    td { (t.context) }
+                    td.num { (pct(t.success_ratio)) }
+                    td.num { (t.passes) " / " (t.runs) }
+                } } }
+            } }
+        }
+        @if let Some(e) = &s.executions {
+            p.muted {
+                "Execution-level ratio (every test execution, " code { "slo=\"test_executions\"" } "): "
+                @match e.sli { Some(x) => (pct(x)), None => "–" }
+                " (" (e.good) " passed of " (e.total) " executions over " (e.window) ")."
+            }
+        }
+    }
+}
+
 fn slo_path(slo: &str) -> String {
     format!("/slos/{}", enc(slo))
 }
@@ -365,7 +416,7 @@ fn overview_html(state: &AppState, q: &UiQuery, v: &SlosView) -> Markup {
                             }
                             td.num data-label="SLI" {
                                 @match s.sli { Some(x) => (pct(x)), None => "–" }
-                                div.muted { (s.good) " good / " (s.total) }
+                                div.muted { (good_of(s)) }
                             }
                             td.num data-label="Objective" { (pct(s.objective)) }
                             td data-label="Budget left" {
@@ -446,7 +497,7 @@ fn slo_detail_html(state: &AppState, q: &UiQuery, v: &SloDetailView) -> Markup {
             @if let Some(l) = grafana_link(state, "ci-slo-budget", "SLOs and error budget", q) { (l) }
         }
         dl.facts.stats {
-            dt { "SLI" } dd { @match s.sli { Some(x) => (pct(x)), None => "–" } " (" (s.good) " good of " (s.total) ")" }
+            dt { "SLI" } dd { @match s.sli { Some(x) => (pct(x)), None => "–" } " (" (good_of(s)) ")" }
             dt { "Objective" } dd { (pct(s.objective)) }
             dt { "Error budget remaining" } dd { (budget_bar(s.budget_remaining, &s.status)) " " span.num { (pct(s.budget_remaining)) } }
             dt { "Status" } dd { (slo_status(s)) }
@@ -454,7 +505,15 @@ fn slo_detail_html(state: &AppState, q: &UiQuery, v: &SloDetailView) -> Markup {
                 li { (w.window) ": " @match w.burn_rate { Some(b) => (format!("{b:.2}×")), None => "–" } }
             } } }
         }
-        p { a.events href=(events_href) { "The " (plural(s.total - s.good.min(s.total), "bad event", "bad events")) " of the period, newest first →" } }
+        @if s.unit == "tests" {
+            (breaching_tests_html(s, state.config.slo.test_min_runs))
+            p { a.events href=(events_href) { "The failed test executions of the period, newest first →" } }
+        } @else {
+            p { a.events href=(events_href) { "The " (plural(s.total - s.good.min(s.total), "bad event", "bad events")) " of the period, newest first →" } }
+        }
+        @if s.unit == "tests" {
+            p.muted { "Each test is judged over whole windows of UTC days: there is no daily series." }
+        } @else {
         h2 { "SLI by day" }
         @if v.days.iter().all(|d| d.total == 0) {
             p.empty { "No events in the period." }
@@ -486,6 +545,7 @@ fn slo_detail_html(state: &AppState, q: &UiQuery, v: &SloDetailView) -> Markup {
                 } }
             }
         }
+        }
         h2 { "By repository" }
         @if v.repositories.is_empty() {
             p.empty { "No repository has events of this SLO in the period." }
@@ -493,7 +553,8 @@ fn slo_detail_html(state: &AppState, q: &UiQuery, v: &SloDetailView) -> Markup {
             div.scroll { table.repos {
                 caption.sr { "Events of the period per repository, most bad events first" }
                 thead { tr {
-                    th scope="col" { "Repository" } th scope="col" { "SLI" } th scope="col" { "Good / total" }
+                    th scope="col" { "Repository" } th scope="col" { "SLI" }
+                    th scope="col" { @if s.unit == "tests" { "Meeting / tests" } @else { "Good / total" } }
                     th scope="col" { "Bad" } th scope="col" { "Share of bad" }
                 } }
                 tbody { @for r in &v.repositories { tr {
@@ -517,10 +578,21 @@ fn slo_events_html(q: &UiQuery, v: &SloEventsView) -> Markup {
         format!("{}/events{s}offset={offset}", slo_path(&v.slo))
     };
     html! {
-        h1 { "Bad events of " code { (v.slo) } }
+        @if v.slo == crate::slo::SloId::TestSuccess.as_str() {
+            // Judged per test: its budget is spent by the breaching tests
+            // (on the SLO page); these are the failed executions.
+            h1 { "Failed test executions of " code { (v.slo) } }
+        } @else {
+            h1 { "Bad events of " code { (v.slo) } }
+        }
         p.lede {
-            (plural(v.bad, "bad event", "bad events")) " spent the budget of " (v.description) " since " (fmt_time(v.since))
-            " (" (v.period) ")"
+            @if v.slo == crate::slo::SloId::TestSuccess.as_str() {
+                (plural(v.bad, "failed test execution", "failed test executions")) " since " (fmt_time(v.since))
+                " (" (v.period) "); the budget of test_success is spent by the tests that breach it, listed on its page"
+            } @else {
+                (plural(v.bad, "bad event", "bad events")) " spent the budget of " (v.description) " since " (fmt_time(v.since))
+                " (" (v.period) ")"
+            }
             @if let Some(r) = &v.repository { " in " strong { (r) } }
             ", newest first. "
             a href=(format!("{}{}", slo_path(&v.slo), q.filter_query())) { "← the SLO" }
@@ -627,7 +699,11 @@ pub async fn slo_events(
         Ok((v, repos)) => html_response(
             StatusCode::OK,
             layout(
-                &format!("Bad events of {}", v.slo),
+                &if v.slo == crate::slo::SloId::TestSuccess.as_str() {
+                    format!("Failed test executions of {}", v.slo)
+                } else {
+                    format!("Bad events of {}", v.slo)
+                },
                 Nav::Overview,
                 &q,
                 &repos,

@@ -191,7 +191,37 @@ pub struct SloRow {
     /// (the start of the hour whose events overspent it).
     pub exhausted_since: Option<DateTime<Utc>>,
     pub windows: Vec<SloWindow>,
+    /// What `good` and `total` count: `events`, or `tests` for test_success
+    /// (tests meeting the objective / tests evaluated).
+    pub unit: String,
+    /// test_success only: the tests breaching the objective over the
+    /// period, worst first, at most [`BREACHING_TESTS_LIMIT`] (`total −
+    /// good` says how many there are).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaching_tests: Option<Vec<BreachingTest>>,
+    /// test_success only: the execution-level ratio over the period (every
+    /// test execution, good when it passed), a secondary series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executions: Option<SloWindow>,
 }
+
+/// A test that breaches the test_success objective over the period.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreachingTest {
+    pub repository: String,
+    pub context: String,
+    pub test: String,
+    /// Passed, failed or errored executions in the period (skipped ones are not runs).
+    pub runs: u64,
+    pub passes: u64,
+    /// passes / runs.
+    pub success_ratio: f64,
+    /// The test's page.
+    pub url: String,
+}
+
+/// At most this many breaching tests are listed per SLO view.
+pub const BREACHING_TESTS_LIMIT: usize = 50;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SlosView {
@@ -320,19 +350,169 @@ fn slo_row(id: SloId, objective: f64, events: &[(i64, EventCounts)], s: &SloSett
                 }
             })
             .collect(),
+        unit: "events".into(),
+        breaching_tests: None,
+        executions: None,
     }
+}
+
+/// test_success judged per test (docs/metrics.md): over the period and each
+/// window of at least a day, each test with at least `slo.test_min_runs`
+/// runs is an event, good when its success ratio is at least the
+/// objective; from the tests' per-day counters (whole UTC days).
+/// `executions` are the stored execution events (the secondary ratio).
+pub struct TestSuccessView {
+    pub row: SloRow,
+    /// Per repository over the period: (repository, tests meeting / evaluated).
+    pub repositories: Vec<(String, EventCounts)>,
+}
+
+async fn test_success_view(
+    state: &AppState,
+    s: &SloSettings,
+    repository: Option<String>,
+    executions: &[(i64, EventCounts)],
+) -> Result<TestSuccessView, ApiError> {
+    let id = SloId::TestSuccess;
+    let objective = objective_of(state, id);
+    let min_runs = state.config.slo.test_min_runs;
+    let now_ms = s.now.timestamp_millis();
+    // The period first, then the windows of at least a day.
+    let mut windows: Vec<Duration> = vec![s.period];
+    windows.extend(s.windows.iter().filter(|w| w.num_days() >= 1).copied());
+    let first_days: Vec<i64> = windows
+        .iter()
+        .map(|w| slo::first_test_day(now_ms, w.num_milliseconds()))
+        .collect();
+    let (tests, names) = state
+        .store
+        .read(move |st| {
+            let tests: Vec<_> = st
+                .test_runs_in_windows(&first_days)?
+                .into_iter()
+                .filter(|t| repository.as_ref().is_none_or(|r| *r == t.repository))
+                .collect();
+            let mut breaching: Vec<(i64, slo::TestRuns)> = tests
+                .iter()
+                .filter(|t| t.windows[0].meets(min_runs, objective) == Some(false))
+                .map(|t| (t.test_id, t.windows[0]))
+                .collect();
+            breaching.sort_by(|(a_id, a), (b_id, b)| {
+                let ratio = |t: &slo::TestRuns| t.success_ratio().unwrap_or(0.0);
+                ratio(a)
+                    .total_cmp(&ratio(b))
+                    .then(b.runs.cmp(&a.runs))
+                    .then(a_id.cmp(b_id))
+            });
+            breaching.truncate(BREACHING_TESTS_LIMIT);
+            let ids: Vec<i64> = breaching.iter().map(|(id, _)| *id).collect();
+            let names = st.test_names(&ids)?;
+            let listed: Vec<BreachingTest> = breaching
+                .into_iter()
+                .filter_map(|(id, runs)| {
+                    let n = names.get(&id)?;
+                    Some(BreachingTest {
+                        url: test_path(&n.repository, &n.context, &n.name),
+                        repository: n.repository.clone(),
+                        context: n.context.clone(),
+                        test: n.name.clone(),
+                        runs: runs.runs,
+                        passes: runs.passes,
+                        success_ratio: runs.success_ratio().unwrap_or(0.0),
+                    })
+                })
+                .collect();
+            Ok((tests, listed))
+        })
+        .await?;
+    let counts = |i: usize| {
+        slo::test_success_counts(tests.iter().map(|t| t.windows[i]), min_runs, objective)
+    };
+    let all = counts(0);
+    let budget_remaining = all.budget_remaining(objective);
+    let day_index = windows
+        .iter()
+        .skip(1)
+        .position(|w| w.num_days() == 1)
+        .map(|i| i + 1);
+    let status = if all.total == 0 {
+        "no_data"
+    } else if budget_remaining < 0.0 {
+        "exhausted"
+    } else if day_index
+        .and_then(|i| counts(i).burn_rate(objective))
+        .is_some_and(|b| b > 1.0)
+    {
+        "burning"
+    } else {
+        "ok"
+    };
+    let mut per_repo: BTreeMap<String, EventCounts> = BTreeMap::new();
+    for t in &tests {
+        let c = per_repo.entry(t.repository.clone()).or_default();
+        if let Some(good) = t.windows[0].meets(min_runs, objective) {
+            c.good += u64::from(good);
+            c.total += 1;
+        }
+    }
+    let period_ms = s.period.num_milliseconds();
+    let ex = slo::rolling_at(executions, now_ms, period_ms, HOUR_MS);
+    let row = SloRow {
+        slo: id.as_str().into(),
+        description: id.description().into(),
+        objective,
+        good: all.good,
+        total: all.total,
+        sli: all.sli(),
+        budget_remaining,
+        status: status.into(),
+        recovers_at: None,
+        exhausted_since: None,
+        windows: windows
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, w)| {
+                let c = counts(i);
+                SloWindow {
+                    window: human(*w),
+                    good: c.good,
+                    total: c.total,
+                    sli: c.sli(),
+                    burn_rate: c.burn_rate(objective),
+                }
+            })
+            .collect(),
+        unit: "tests".into(),
+        breaching_tests: Some(names),
+        executions: Some(SloWindow {
+            window: human(s.period),
+            good: ex.good,
+            total: ex.total,
+            sli: ex.sli(),
+            burn_rate: None,
+        }),
+    };
+    Ok(TestSuccessView {
+        row,
+        repositories: per_repo.into_iter().filter(|(_, c)| c.total > 0).collect(),
+    })
 }
 
 pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
     let s = slo_settings(state);
     let mut per_slo = slo_buckets(state, &s, q.repository.clone()).await?;
-    let rows = SloId::ALL
-        .into_iter()
-        .map(|id| {
-            let events = per_slo.remove(id.as_str()).unwrap_or_default();
+    let mut rows = Vec::new();
+    for id in SloId::ALL {
+        let events = per_slo.remove(id.as_str()).unwrap_or_default();
+        rows.push(if id == SloId::TestSuccess {
+            test_success_view(state, &s, q.repository.clone(), &events)
+                .await?
+                .row
+        } else {
             slo_row(id, objective_of(state, id), &events, &s)
-        })
-        .collect();
+        });
+    }
     Ok(SlosView {
         generated_at: s.now,
         repository: q.repository.clone(),
@@ -391,6 +571,43 @@ pub async fn slo_detail(
         .await?
         .remove(id.as_str())
         .unwrap_or_default();
+    if id == SloId::TestSuccess {
+        // Judged per test over whole windows: no daily series; the
+        // repositories by tests meeting / evaluated.
+        let v = test_success_view(state, &s, q.repository.clone(), &events).await?;
+        let all_bad: u64 = v.repositories.iter().map(|(_, c)| c.bad()).sum();
+        let mut repositories: Vec<SloRepository> = v
+            .repositories
+            .into_iter()
+            .map(|(repository, c)| SloRepository {
+                forge: String::new(),
+                repository,
+                good: c.good,
+                total: c.total,
+                bad: c.bad(),
+                sli: c.sli(),
+                share_of_bad: if all_bad == 0 {
+                    0.0
+                } else {
+                    c.bad() as f64 / all_bad as f64
+                },
+            })
+            .collect();
+        repositories.sort_by(|a, b| {
+            b.bad
+                .cmp(&a.bad)
+                .then(b.total.cmp(&a.total))
+                .then(a.repository.cmp(&b.repository))
+        });
+        return Ok(SloDetailView {
+            generated_at: s.now,
+            repository: q.repository.clone(),
+            period: human(s.period),
+            slo: v.row,
+            days: Vec::new(),
+            repositories,
+        });
+    }
     let row = slo_row(id, objective, &events, &s);
     let now_ms = s.now.timestamp_millis();
     let period_ms = s.period.num_milliseconds();

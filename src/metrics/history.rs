@@ -340,7 +340,11 @@ pub fn write_history(
                     let values = counter_values(c.value, &ev, &times);
                     push_points(
                         &mut sink.buf,
-                        &prefix(def.name, "_total", &with_target(&c.labels)),
+                        &prefix(
+                            def.name,
+                            "_total",
+                            &with_target(&super::exported_labels(def.name, c.labels.clone())),
+                        ),
                         &times,
                         &values,
                     );
@@ -453,14 +457,33 @@ fn write_test_gauges(
     // window` (Store::test_stats); at each time, the same days.
     const DAY_MS: i64 = 86_400_000;
     let day = |t: i64| t.div_euclid(DAY_MS);
-    let tests = store.test_day_counts(day(since.saturating_sub(window)), day(until))?;
+    // test_success's windows (1d, 3d, 28d), in days: whole UTC days.
+    let slo_windows: Vec<(String, i64)> = super::test_success_window_durations(config)
+        .into_iter()
+        .map(|w| {
+            let ms = i64::try_from(w.as_millis()).unwrap_or(i64::MAX / 2);
+            (crate::config::window_label(w), ms)
+        })
+        .collect();
+    let longest = slo_windows
+        .iter()
+        .map(|w| w.1)
+        .max()
+        .unwrap_or(0)
+        .max(window);
+    let tests = store.test_day_counts(day(since.saturating_sub(longest)), day(until))?;
     let defs = [
         catalog::TEST_FAILURE_RATIO,
         catalog::TEST_FLAKE_RATIO,
         catalog::TEST_FLIP_RATIO,
         catalog::TESTS_BY_VERDICT,
         catalog::TESTS_NOT_EXPORTED,
+        catalog::SLO_TESTS,
     ];
+    let slo_tests = defs.len() - 1;
+    // ci_slo_tests as /metrics computes it (super::test_success_windows),
+    // once per UTC day: it only moves by day.
+    let mut by_day: HashMap<i64, Vec<(Labels, f64)>> = HashMap::new();
     let mut series: BTreeMap<(usize, Labels), (Vec<i64>, Vec<f64>)> = BTreeMap::new();
     for t in gauge_times(since, until) {
         let (lo, hi) = (day(t - window), day(t));
@@ -484,6 +507,14 @@ fn write_test_gauges(
                 points.1.push(sample.value);
             }
         }
+        let samples = by_day
+            .entry(hi)
+            .or_insert_with(|| test_success_samples(&tests, &slo_windows, hi, config));
+        for (labels, value) in samples.iter() {
+            let points = series.entry((slo_tests, with_target(labels))).or_default();
+            points.0.push(t);
+            points.1.push(*value);
+        }
     }
     for (i, def) in defs.iter().enumerate() {
         sink.header(*def);
@@ -495,6 +526,68 @@ fn write_test_gauges(
         sink.flush()?;
     }
     Ok(())
+}
+
+/// The `ci_slo_tests` samples of the UTC day `today`: per repository with a
+/// test run in the longest window and per window, the tests meeting and
+/// breaching test_success (as [`super::test_success_windows`]).
+fn test_success_samples(
+    tests: &[crate::store::timeline::TestDays],
+    windows: &[(String, i64)],
+    today: i64,
+    config: &Config,
+) -> Vec<(Labels, f64)> {
+    const DAY_MS: i64 = 86_400_000;
+    let (min_runs, threshold) = (
+        config.slo.test_min_runs,
+        config.objective(SloId::TestSuccess),
+    );
+    let first = |w_ms: i64| crate::slo::first_test_day(today * DAY_MS, w_ms);
+    let longest = windows.iter().map(|w| first(w.1)).min();
+    let mut by_repo: BTreeMap<&str, Vec<crate::slo::EventCounts>> = BTreeMap::new();
+    for ((repo, _, _), days) in tests {
+        if !longest.is_some_and(|lo| days.iter().any(|(d, _)| (lo..=today).contains(d))) {
+            continue;
+        }
+        let counts = by_repo
+            .entry(repo.as_str())
+            .or_insert_with(|| vec![Default::default(); windows.len()]);
+        for (c, (_, w_ms)) in counts.iter_mut().zip(windows) {
+            let lo = first(*w_ms);
+            let runs = days.iter().filter(|(d, _)| (lo..=today).contains(d)).fold(
+                crate::slo::TestRuns::default(),
+                |a, (_, c)| crate::slo::TestRuns {
+                    runs: a.runs + c.executions,
+                    passes: a.passes + c.executions - c.failures.min(c.executions),
+                },
+            );
+            if let Some(good) = runs.meets(min_runs, threshold) {
+                c.good += u64::from(good);
+                c.total += 1;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (repo, counts) in by_repo {
+        for ((window, _), c) in windows.iter().zip(counts) {
+            for (result, n) in [("meeting", c.good), ("breaching", c.bad())] {
+                let labels = [
+                    ("slo", SloId::TestSuccess.as_str()),
+                    ("repository", repo),
+                    ("window", window.as_str()),
+                    ("result", result),
+                ];
+                out.push((
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    n as f64,
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A counter's event times, sorted (one entry per event).
@@ -675,5 +768,38 @@ mod tests {
             .filter(|l| l.starts_with("ci_tests{") && l.contains("verdict=\"healthy\""))
             .count();
         assert!(healthy >= 700, "hourly ci_tests samples: {healthy}");
+        // test_success per test: ci_slo_tests ends on what /metrics serves
+        // now, hourly before; the execution events are test_executions.
+        let slo = crate::metrics::slo_families(&store, &config, now).unwrap();
+        let slo_tests = slo.iter().find(|f| f.name == "ci_slo_tests").unwrap();
+        assert!(!slo_tests.samples.is_empty());
+        for s in &slo_tests.samples {
+            let labels: Labels = range
+                .target_labels
+                .iter()
+                .chain(&s.labels)
+                .cloned()
+                .collect();
+            let line = format!(
+                "{} {} {until_s}",
+                prefix(&slo_tests.name, "", &labels),
+                fmt_value(s.value)
+            );
+            assert!(lines.contains(line.as_str()), "missing {line}");
+        }
+        let hourly = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("ci_slo_tests{") && l.contains("window=\"28d\",result=\"meeting\"")
+            })
+            .count();
+        assert!(hourly >= 700, "hourly ci_slo_tests samples: {hourly}");
+        assert!(text.contains("ci_slo_events_total{job=\"ci-slo-exporter\",instance=\"exporter:9787\",slo=\"test_executions\""));
+        assert!(
+            !text.lines().any(
+                |l| l.starts_with("ci_slo_events_total{") && l.contains("slo=\"test_success\"")
+            ),
+            "no execution events under test_success"
+        );
     }
 }

@@ -73,6 +73,23 @@ fn label(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_string(), v.into())
 }
 
+/// The labels a persisted series is exported with: the execution events
+/// stored as `ci_slo_events{slo="test_success"}` are exported as
+/// `slo="test_executions"` ([`crate::slo::exported_slo`]).
+pub fn exported_labels(family: &str, mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
+    if family == catalog::SLO_EVENTS.name {
+        for (k, v) in labels.iter_mut() {
+            if k == "slo" {
+                let exported = crate::slo::exported_slo(v);
+                if exported != v {
+                    *v = exported.to_string();
+                }
+            }
+        }
+    }
+    labels
+}
+
 /// The persisted counters and histograms, as exposition families.
 pub fn persisted_families(store: &Store) -> Result<Vec<Family>, StoreError> {
     let state = store.metric_state()?;
@@ -84,7 +101,7 @@ pub fn persisted_families(store: &Store) -> Result<Vec<Family>, StoreError> {
         if let Some(f) = families.get_mut(c.family.as_str()) {
             f.samples.push(Sample {
                 suffix: "_total",
-                labels: c.labels,
+                labels: exported_labels(&c.family, c.labels),
                 value: c.value,
                 exemplar: None,
                 timestamp_ms: None,
@@ -128,7 +145,8 @@ pub fn persisted_families(store: &Store) -> Result<Vec<Family>, StoreError> {
         .collect())
 }
 
-/// The SLO gauges computed from stored SLO events at `now`.
+/// The SLO gauges computed from stored SLO events at `now`; test_success
+/// from the tests' per-day counters ([`test_success_windows`]).
 pub fn slo_families(
     store: &Store,
     config: &Config,
@@ -139,19 +157,31 @@ pub fn slo_families(
     let mut remaining = family(catalog::SLO_BUDGET_REMAINING);
     let mut burn = family(catalog::SLO_BURN_RATE);
     let mut events = family(catalog::SLO_WINDOW_EVENTS);
+    let mut tests = family(catalog::SLO_TESTS);
     let windows = config.gauge_windows();
     let mut counts: Vec<(String, std::collections::HashMap<String, EventCounts>)> = Vec::new();
     for w in &windows {
         let since = now - chrono::Duration::from_std(*w).unwrap_or_default();
         counts.push((window_label(*w), store.slo_counts_since(since)?));
     }
+    let per_test = test_success_windows(store, config, now)?;
     let period_label = window_label(config.slo.period);
     for id in SloId::ALL {
         let slo = id.as_str();
         let obj = config.objective(id);
         objective.samples.push(gauge(vec![label("slo", slo)], obj));
-        for (window, by_slo) in &counts {
-            let c = by_slo.get(slo).copied().unwrap_or_default();
+        // test_success counts tests, not stored events: its windows are
+        // whole UTC days (none shorter than a day).
+        let by_window: Vec<(String, EventCounts)> = if id == SloId::TestSuccess {
+            per_test.iter().map(|w| (w.window.clone(), w.all)).collect()
+        } else {
+            counts
+                .iter()
+                .map(|(w, by_slo)| (w.clone(), by_slo.get(slo).copied().unwrap_or_default()))
+                .collect()
+        };
+        let mut period = EventCounts::default();
+        for (window, c) in by_window {
             let labels = vec![label("slo", slo), label("window", window.clone())];
             events.samples.push(gauge(labels.clone(), c.total as f64));
             if let Some(v) = c.sli() {
@@ -160,14 +190,116 @@ pub fn slo_families(
             if let Some(v) = c.burn_rate(obj) {
                 burn.samples.push(gauge(labels, v));
             }
-            if *window == period_label {
-                remaining
-                    .samples
-                    .push(gauge(vec![label("slo", slo)], c.budget_remaining(obj)));
+            if window == period_label {
+                period = c;
+            }
+        }
+        remaining
+            .samples
+            .push(gauge(vec![label("slo", slo)], period.budget_remaining(obj)));
+    }
+    // The execution-level ratio that test_success was before it was judged
+    // per test: SLI and events only (it has no objective of its own).
+    for (window, by_slo) in &counts {
+        let c = by_slo
+            .get(SloId::TestSuccess.as_str())
+            .copied()
+            .unwrap_or_default();
+        let labels = vec![
+            label("slo", crate::slo::TEST_EXECUTIONS),
+            label("window", window.clone()),
+        ];
+        events.samples.push(gauge(labels.clone(), c.total as f64));
+        if let Some(v) = c.sli() {
+            sli.samples.push(gauge(labels, v));
+        }
+    }
+    for w in &per_test {
+        for (repo, c) in &w.by_repository {
+            for (result, n) in [("meeting", c.good), ("breaching", c.bad())] {
+                tests.samples.push(gauge(
+                    vec![
+                        label("slo", SloId::TestSuccess.as_str()),
+                        label("repository", repo.clone()),
+                        label("window", w.window.clone()),
+                        label("result", result),
+                    ],
+                    n as f64,
+                ));
             }
         }
     }
-    Ok(vec![objective, sli, remaining, burn, events])
+    Ok(vec![objective, sli, remaining, burn, events, tests])
+}
+
+/// The test_success events of one window: tests meeting (good) and
+/// evaluated (total), overall and per repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestSuccessWindow {
+    /// `1d`, `3d`, `28d`.
+    pub window: String,
+    pub all: EventCounts,
+    /// Every repository with a test run in the longest window, also where
+    /// none is evaluated (0 meeting, 0 breaching: the series are summable).
+    pub by_repository: BTreeMap<String, EventCounts>,
+}
+
+/// The windows of test_success: `slo.windows` and `slo.period` of at least a
+/// day (its tests are judged on whole UTC days, so an hour would be a day).
+pub fn test_success_window_durations(config: &Config) -> Vec<std::time::Duration> {
+    config
+        .gauge_windows()
+        .into_iter()
+        .filter(|w| w.as_secs() >= 86_400)
+        .collect()
+}
+
+/// The test_success events of each of its windows at `now`, from the
+/// per-day counters kept at ingest (no execution is read): a test with at
+/// least `slo.test_min_runs` runs in a window is good in it when its
+/// success ratio is at least the objective ([`crate::slo::test_success_counts`]).
+pub fn test_success_windows(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<Vec<TestSuccessWindow>, StoreError> {
+    let durations = test_success_window_durations(config);
+    let first_days: Vec<i64> = durations
+        .iter()
+        .map(|w| {
+            let ms = i64::try_from(w.as_millis()).unwrap_or(i64::MAX / 2);
+            crate::slo::first_test_day(now.timestamp_millis(), ms)
+        })
+        .collect();
+    let tests = store.test_runs_in_windows(&first_days)?;
+    let (min_runs, threshold) = (
+        config.slo.test_min_runs,
+        config.objective(SloId::TestSuccess),
+    );
+    Ok(durations
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut by_repository: BTreeMap<String, EventCounts> = BTreeMap::new();
+            for t in &tests {
+                let c = by_repository.entry(t.repository.clone()).or_default();
+                if let Some(good) = t.windows[i].meets(min_runs, threshold) {
+                    c.good += u64::from(good);
+                    c.total += 1;
+                }
+            }
+            let all = crate::slo::test_success_counts(
+                tests.iter().map(|t| t.windows[i]),
+                min_runs,
+                threshold,
+            );
+            TestSuccessWindow {
+                window: window_label(*w),
+                all,
+                by_repository,
+            }
+        })
+        .collect())
 }
 
 /// The per-test families, recomputed at most every `tests.refresh_interval`

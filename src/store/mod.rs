@@ -15,6 +15,7 @@ mod revision;
 mod schema;
 pub mod tally;
 pub mod test_index;
+pub mod test_slo;
 pub mod timeline;
 pub mod ui;
 pub mod writer;

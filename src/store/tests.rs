@@ -1319,3 +1319,62 @@ fn upgrading_from_schema_9_keeps_every_result_and_computes_the_counters() {
         1
     );
 }
+
+#[test]
+fn test_runs_in_windows_add_up_whole_days_from_each_first_day() {
+    let mut store = Store::open_in_memory().unwrap();
+    let p = policy();
+    // `t` passes on day 0 (today) and fails twice two days ago; `old` ran
+    // ten days ago only; `skip` was only skipped. A run with a skipped
+    // result counts no run of that test.
+    let today = to_ms(now()).div_euclid(86_400_000);
+    for (i, (days_ago, tests)) in [
+        (
+            0,
+            vec![("t", TestOutcome::Passed), ("skip", TestOutcome::Skipped)],
+        ),
+        (2, vec![("t", TestOutcome::Failed)]),
+        (2, vec![("t", TestOutcome::Errored)]),
+        (10, vec![("old", TestOutcome::Passed)]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = run("ci", &format!("c{i}"), 0, RunState::Failure);
+        let at = now() - Duration::days(days_ago);
+        (r.queued_at, r.started_at, r.finished_at) = (Some(at), Some(at), Some(at));
+        r.tests = tests
+            .into_iter()
+            .map(|(n, o)| test_result(n, o, 0))
+            .collect();
+        store.ingest_run(&r, &p, now()).unwrap();
+    }
+    // Windows starting today, two days ago, 28 days ago.
+    let got = store
+        .test_runs_in_windows(&[today, today - 2, today - 28])
+        .unwrap();
+    let names = store
+        .test_names(&got.iter().map(|t| t.test_id).collect::<Vec<_>>())
+        .unwrap();
+    let by_name: std::collections::BTreeMap<&str, Vec<(u64, u64)>> = got
+        .iter()
+        .map(|t| {
+            (
+                names[&t.test_id].name.as_str(),
+                t.windows.iter().map(|w| (w.runs, w.passes)).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(by_name["t"], vec![(1, 1), (3, 1), (3, 1)]);
+    assert_eq!(by_name["old"], vec![(0, 0), (0, 0), (1, 1)]);
+    assert!(
+        !by_name.contains_key("skip"),
+        "a skipped execution is no run: {by_name:?}"
+    );
+    assert!(got.iter().all(|t| t.repository == "acme/shop"));
+    assert_eq!(names[&got[0].test_id].context, "ci");
+    // Nothing before the earliest first day.
+    let recent = store.test_runs_in_windows(&[today - 3]).unwrap();
+    assert_eq!(recent.len(), 1);
+    assert!(store.test_runs_in_windows(&[]).unwrap().is_empty());
+}
