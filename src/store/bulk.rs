@@ -4,7 +4,7 @@
 //! the end so the database file is the whole result. Each run is stored and
 //! counted exactly as [`Store::ingest_run`] would; a batch is all or nothing.
 
-use super::{Ingested, Policy, Store, StoreError, ingest_in, results, tally, to_ms};
+use super::{Ingested, Policy, Store, StoreError, hourly, ingest_in, results, tally, to_ms};
 use crate::model::NewRun;
 use chrono::{DateTime, Utc};
 
@@ -25,12 +25,18 @@ impl Store {
         // commit and run row they move is written once.
         let buffer = tally::Buffered::start();
         let tests = results::Batched::start();
+        // And the hourly SLO rollup (hourly::Suspended): its triggers are
+        // suspended in this transaction, each hourly row written once.
+        let rollup = hourly::Suspended::start(&tx)?;
         let out = runs
             .iter()
             .map(|run| ingest_in(&tx, run, policy, now_ms))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(tests) = tests {
             tests.flush(&tx)?;
+        }
+        if let Some(rollup) = rollup {
+            rollup.finish(&tx)?;
         }
         if let Some(buffer) = buffer {
             buffer.flush(&tx)?;
@@ -152,8 +158,22 @@ mod tests {
                 ..r.clone()
             })
             .collect();
+        let triggers = |s: &Store| -> Vec<String> {
+            s.conn
+                .prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let before = triggers(&batch);
         assert!(batch.ingest_batch(&fresh, &policy, now).is_err());
         assert_eq!(batch.run_count().unwrap(), 5, "nothing of the failed batch");
+        assert_eq!(triggers(&batch), before, "the rollup triggers are back");
+        // and a batch that succeeds leaves them as they were too
+        batch.ingest_batch(&fresh[..2], &policy, now).unwrap();
+        assert_eq!(triggers(&batch), before);
     }
 
     /// Every row of the per-test tables (and what they roll up into), in key order.

@@ -495,11 +495,22 @@ struct Event {
 }
 
 fn write_event(tx: &Connection, run_id: i64, e: &Event) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (run_id) DO UPDATE SET good = good + excluded.good, total = total + excluded.total",
-    )?
-    .execute(params![run_id, e.repository_id, e.at, e.good, e.total])?;
+    // The row keeps the time it was first written with: its hour is where
+    // the rollup adds (as the update trigger does).
+    let at: i64 = tx
+        .prepare_cached(
+            "INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (run_id) DO UPDATE SET good = good + excluded.good, total = total + excluded.total
+             RETURNING at",
+        )?
+        .query_row(params![run_id, e.repository_id, e.at, e.good, e.total], |r| r.get(0))?;
+    super::hourly::add(
+        e.repository_id,
+        at,
+        crate::slo::SloId::TestSuccess.as_str(),
+        e.good,
+        e.total,
+    );
     Ok(())
 }
 
