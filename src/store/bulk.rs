@@ -3,6 +3,9 @@
 //! written once per batch rather than once per run, and a WAL checkpoint at
 //! the end so the database file is the whole result. Each run is stored and
 //! counted exactly as [`Store::ingest_run`] would; a batch is all or nothing.
+//! What a batch adds up in memory and writes once before its commit: the
+//! metric counters (`tally::Buffered`), the per-test counters
+//! (`results::Batched`) and the hourly SLO rollup (`hourly::Suspended`).
 
 use super::{Ingested, Policy, Store, StoreError, hourly, ingest_in, results, tally, to_ms};
 use crate::model::NewRun;
