@@ -3,8 +3,11 @@
 //! written once per batch rather than once per run, and a WAL checkpoint at
 //! the end so the database file is the whole result. Each run is stored and
 //! counted exactly as [`Store::ingest_run`] would; a batch is all or nothing.
+//! What a batch adds up in memory and writes once before its commit: the
+//! metric counters (`tally::Buffered`), the per-test counters
+//! (`results::Batched`) and the hourly SLO rollup (`hourly::Suspended`).
 
-use super::{Ingested, Policy, Store, StoreError, ingest_in, tally, to_ms};
+use super::{Ingested, Policy, Store, StoreError, hourly, ingest_in, results, tally, to_ms};
 use crate::model::NewRun;
 use chrono::{DateTime, Utc};
 
@@ -21,11 +24,23 @@ impl Store {
         let now_ms = to_ms(now);
         // Counters add up in memory and are written once per series, in
         // this transaction (dropped unwritten if the batch fails).
+        // So do the per-test counters (results::Batched): each test, day,
+        // commit and run row they move is written once.
         let buffer = tally::Buffered::start();
+        let tests = results::Batched::start();
+        // And the hourly SLO rollup (hourly::Suspended): its triggers are
+        // suspended in this transaction, each hourly row written once.
+        let rollup = hourly::Suspended::start(&tx)?;
         let out = runs
             .iter()
             .map(|run| ingest_in(&tx, run, policy, now_ms))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(tests) = tests {
+            tests.flush(&tx)?;
+        }
+        if let Some(rollup) = rollup {
+            rollup.finish(&tx)?;
+        }
         if let Some(buffer) = buffer {
             buffer.flush(&tx)?;
         }
@@ -146,7 +161,183 @@ mod tests {
                 ..r.clone()
             })
             .collect();
+        let triggers = |s: &Store| -> Vec<String> {
+            s.conn
+                .prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let before = triggers(&batch);
         assert!(batch.ingest_batch(&fresh, &policy, now).is_err());
         assert_eq!(batch.run_count().unwrap(), 5, "nothing of the failed batch");
+        assert_eq!(triggers(&batch), before, "the rollup triggers are back");
+        // and a batch that succeeds leaves them as they were too
+        batch.ingest_batch(&fresh[..2], &policy, now).unwrap();
+        assert_eq!(triggers(&batch), before);
+    }
+
+    /// Every row of the per-test tables (and what they roll up into), in key order.
+    fn per_test_rows(store: &Store) -> Vec<String> {
+        let mut rows = Vec::new();
+        for (table, order) in [
+            ("tests", "id"),
+            ("commits", "id"),
+            ("results", "run_id, test_id"),
+            ("test_commits", "commit_id, test_id"),
+            ("test_days", "test_id, day"),
+            ("test_events", "run_id"),
+            ("slo_hourly", "repository_id, hour, slo"),
+        ] {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+                .unwrap();
+            let columns = stmt.column_count();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(r) = q.next().unwrap() {
+                let values: Vec<rusqlite::types::Value> =
+                    (0..columns).map(|i| r.get(i).unwrap()).collect();
+                rows.push(format!("{table} {values:?}"));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn batched_per_test_counters_equal_the_single_run_path() {
+        use crate::model::{TestOutcome, TestResult};
+        let policy = Policy::from_config(&Config::default());
+        let now = Utc::now();
+        let day = chrono::Duration::days(1);
+        let test = |name: &str, outcome: TestOutcome, retries: u32| TestResult {
+            name: name.into(),
+            outcome,
+            duration_seconds: Some(1.5),
+            retries,
+            retry_reasons: (0..retries).map(|i| format!("reason {i}")).collect(),
+            message: None,
+        };
+        // 24 runs over four days, on eight commits (three runs each), in two contexts.
+        let runs: Vec<NewRun> = (0..24i64)
+            .map(|i| {
+                let finished = now - day * 4 + chrono::Duration::hours(4 * i);
+                let failed = |yes: bool| {
+                    if yes {
+                        TestOutcome::Failed
+                    } else {
+                        TestOutcome::Passed
+                    }
+                };
+                let tests = vec![
+                    test("stable", TestOutcome::Passed, 0),
+                    // flips at every run
+                    test("flips", failed(i % 2 == 1), 0),
+                    // fails on the first run of a commit, passes on the next: flaky commits
+                    test("flaky", failed(i % 3 == 0), 0),
+                    // passes after in-run retries now and then
+                    test("retried", TestOutcome::Passed, u32::from(i % 5 == 0) * 2),
+                    // fails after retries, errors, is skipped
+                    test("broken", TestOutcome::Failed, u32::from(i % 4 == 0)),
+                    test(
+                        "errors",
+                        if i % 6 == 0 {
+                            TestOutcome::Errored
+                        } else {
+                            TestOutcome::Passed
+                        },
+                        0,
+                    ),
+                    test("skipped", TestOutcome::Skipped, 0),
+                    // a name given twice in one run counts once
+                    test("stable", TestOutcome::Failed, 0),
+                ];
+                NewRun {
+                    context: if i % 7 == 3 {
+                        "other".into()
+                    } else {
+                        "unit".into()
+                    },
+                    commit: format!("c{}", i / 3),
+                    external_id: Some(format!("e{i}")),
+                    state: if tests.iter().any(|t| t.outcome == TestOutcome::Failed) {
+                        RunState::Failure
+                    } else {
+                        RunState::Success
+                    },
+                    queued_at: Some(finished - chrono::Duration::seconds(90)),
+                    started_at: Some(finished - chrono::Duration::seconds(60)),
+                    finished_at: Some(finished),
+                    tests,
+                    repository: crate::model::RepositoryRef {
+                        forge: crate::model::Forge::Generic,
+                        path: "o/r".into(),
+                    },
+                    ..NewRun::default()
+                }
+            })
+            .collect();
+        // An unfinished run whose tests are stored, then finished with more tests
+        // in a later batch (an update replacing its results), and a replay.
+        let mut open = runs[20].clone();
+        open.external_id = Some("open".into());
+        open.state = RunState::Running;
+        open.finished_at = None;
+        open.tests.truncate(3);
+        let mut closed = runs[21].clone();
+        closed.external_id = Some("open".into());
+
+        // The first runs go one at a time into both stores, so a batch starts
+        // from stored counters (tests seen before, commits half counted).
+        let mut batch = Store::open_in_memory().unwrap();
+        let mut single = Store::open_in_memory().unwrap();
+        for r in &runs[..4] {
+            batch.ingest_run(r, &policy, now).unwrap();
+            single.ingest_run(r, &policy, now).unwrap();
+        }
+        let mut first: Vec<NewRun> = runs[4..14].to_vec();
+        first.push(open.clone());
+        first.push(runs[5].clone());
+        let mut second: Vec<NewRun> = runs[14..].to_vec();
+        second.push(closed.clone());
+        second.push(runs[14].clone());
+        for b in [&first, &second] {
+            batch.ingest_batch(b, &policy, now).unwrap();
+            for r in b.iter() {
+                single.ingest_run(r, &policy, now).unwrap();
+            }
+        }
+
+        let (rows, expected) = (per_test_rows(&batch), per_test_rows(&single));
+        for (row, want) in rows.iter().zip(&expected) {
+            assert_eq!(row, want, "the first row that differs");
+        }
+        assert_eq!(rows.len(), expected.len());
+        assert_eq!(
+            batch.metric_state().unwrap(),
+            single.metric_state().unwrap()
+        );
+        // What the comparison covers really happened.
+        let one = |sql: &str| -> i64 { batch.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(one("SELECT count(*) FROM runs"), 25);
+        assert!(one("SELECT flips FROM tests WHERE name = 'flips' AND context = 'unit'") > 5);
+        assert!(
+            one("SELECT flaky_commits FROM tests WHERE name = 'flaky' AND context = 'unit'") >= 5
+        );
+        assert!(
+            one("SELECT flaky_commits FROM tests WHERE name = 'retried' AND context = 'unit'") >= 2
+        );
+        assert!(one("SELECT count(DISTINCT day) FROM test_days") >= 4);
+        assert!(one("SELECT max(failures) FROM test_commits") >= 2);
+        assert!(one("SELECT count(*) FROM tests WHERE first_seen_flaky IS NOT NULL") >= 2);
+        assert_eq!(
+            one(
+                "SELECT count(*) FROM results WHERE run_id = (SELECT id FROM runs WHERE external_id = 'open')"
+            ),
+            7,
+            "the finished run replaced the open one's results"
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 mod bulk;
 pub mod github;
+mod hourly;
 mod plausible;
 mod results;
 mod revision;
@@ -832,12 +833,25 @@ fn moves_live_counters(tx: &Connection, policy: &Policy) -> rusqlite::Result<boo
 
 fn content_hash(run: &NewRun) -> String {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
+    /// The Debug text goes straight into the hash, never into a string.
+    struct Hashing(Sha256);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.update(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
     // Debug output of the plain data types is a stable, complete rendering of
     // the content (field order is fixed by the struct definitions).
-    h.update(format!("{run:?}").as_bytes());
-    let digest = h.finalize();
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    std::fmt::Write::write_fmt(&mut h, format_args!("{run:?}"))
+        .expect("hashing never fails to take text");
+    let digest = h.0.finalize();
+    let mut hex = String::with_capacity(32);
+    for b in digest.iter().take(16) {
+        let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+    }
+    hex
 }
 
 fn upsert_repository(tx: &Connection, forge: Forge, path: &str) -> rusqlite::Result<i64> {
@@ -873,6 +887,7 @@ fn slo_event(
         .execute(params![slo.as_str(), subject, repository_id, at_ms, good])?
         == 1;
     if inserted {
+        hourly::add(repository_id, at_ms, slo.as_str(), i64::from(good), 1);
         if live {
             let (result, other) = if good {
                 ("good", "bad")
@@ -1469,13 +1484,21 @@ fn store_failures(
         let mut fingerprint_id = None;
         let mut is_new = false;
         if let Some(hash) = &f.fingerprint {
-            let inserted = tx
+            // One statement: a new fingerprint is stored with its first
+            // occurrence (occurrences = 1), a known one moves on.
+            let (id, occurrences): (i64, i64) = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO fingerprints (hash, normalized, first_seen, last_seen, occurrences)
-                     VALUES (?1, ?2, ?3, ?3, 0)",
+                    "INSERT INTO fingerprints (hash, normalized, first_seen, last_seen, occurrences)
+                     VALUES (?1, ?2, ?3, ?3, 1)
+                     ON CONFLICT (hash) DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),
+                        last_seen = max(last_seen, excluded.last_seen), occurrences = occurrences + 1
+                     RETURNING id, occurrences",
                 )?
-                .execute(params![hash, crate::classify::normalize_fingerprint(&f.evidence), event_ms])?;
-            is_new = inserted == 1;
+                .query_row(
+                    params![hash, crate::classify::normalize_fingerprint(&f.evidence), event_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+            is_new = occurrences == 1;
             if is_new && live {
                 tally::inc(
                     tx,
@@ -1484,15 +1507,7 @@ fn store_failures(
                     1.0,
                 )?;
             }
-            tx.prepare_cached(
-                "UPDATE fingerprints SET first_seen = min(first_seen, ?2), last_seen = max(last_seen, ?2),
-                    occurrences = occurrences + 1 WHERE hash = ?1",
-            )?
-            .execute(params![hash, event_ms])?;
-            fingerprint_id = Some(
-                tx.prepare_cached("SELECT id FROM fingerprints WHERE hash = ?1")?
-                    .query_row([hash], |r| r.get::<_, i64>(0))?,
-            );
+            fingerprint_id = Some(id);
         }
         tx.prepare_cached(
             "INSERT INTO failures (run_id, test_name, class, category, line, evidence, context, fingerprint_id, is_new,

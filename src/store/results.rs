@@ -12,11 +12,18 @@
 //! statistics add up. The run's test_success events are its `test_events`
 //! row. Nothing is counted twice: a result already stored for the run and
 //! test (a replay, an update of an unfinished run) moves nothing.
+//!
+//! A bulk load ([`Batched`], `Store::ingest_batch`) writes the results as
+//! they come but adds up the counters of a whole batch in memory (the test's
+//! row, its days, its commits, the runs' test_events) and writes each row
+//! once before the batch commits: the same values, computed by the same
+//! step ([`Step`]) in the same order, in the same transaction.
 
 use super::{catalog, tally};
 use crate::model::{TestOutcome, TestResult};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -86,6 +93,25 @@ pub fn store(
     if tests.is_empty() {
         return Ok(());
     }
+    // The batch (if one is active) is taken out while this run is stored, so
+    // no borrow is held across a statement; it goes back even on an error
+    // (the failed batch then rolls back and drops it).
+    let mut batch = BATCH.with(|b| b.borrow_mut().take());
+    let stored = store_in(tx, run, tests, replacing, live, batch.as_mut());
+    if let Some(batch) = batch {
+        BATCH.with(|b| *b.borrow_mut() = Some(batch));
+    }
+    stored
+}
+
+fn store_in(
+    tx: &Connection,
+    run: &RunOf<'_>,
+    tests: &[TestResult],
+    replacing: bool,
+    live: bool,
+    mut batch: Option<&mut Batch>,
+) -> rusqlite::Result<()> {
     let before: HashSet<i64> = if replacing {
         tx.prepare_cached("SELECT test_id FROM results WHERE run_id = ?1")?
             .query_map([run.run_id], |r| r.get(0))?
@@ -93,7 +119,10 @@ pub fn store(
     } else {
         HashSet::new()
     };
-    let commit_id = intern_commit(tx, run.repository_id, run.commit)?;
+    let commit_id = match batch.as_deref_mut() {
+        Some(b) => b.commit(tx, run.repository_id, run.commit)?,
+        None => intern_commit(tx, run.repository_id, run.commit)?,
+    };
     let mut insert = tx.prepare_cached(
         "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -104,7 +133,10 @@ pub fn store(
     let mut seen: HashSet<i64> = HashSet::with_capacity(tests.len());
     let (mut good, mut total) = (0i64, 0i64);
     for t in tests {
-        let (test_id, last_failed) = intern_test(tx, run.repository_id, run.context, &t.name)?;
+        let (test_id, last_failed) = match batch.as_deref_mut() {
+            Some(b) => b.test(tx, run.repository_id, run.context, &t.name)?,
+            None => intern_test(tx, run.repository_id, run.context, &t.name)?,
+        };
         let reasons = if t.retry_reasons.is_empty() {
             None
         } else {
@@ -126,7 +158,10 @@ pub fn store(
         let failed = matches!(t.outcome, TestOutcome::Failed | TestOutcome::Errored);
         total += 1;
         good += i64::from(!failed);
-        count(tx, run, test_id, last_failed, commit_id, failed, t.retries)?;
+        match batch.as_deref_mut() {
+            Some(b) => b.count(tx, run, test_id, commit_id, failed, t.retries)?,
+            None => count(tx, run, test_id, last_failed, commit_id, failed, t.retries)?,
+        }
     }
     if replacing {
         let gone: Vec<i64> = before.difference(&seen).copied().collect();
@@ -137,17 +172,28 @@ pub fn store(
         }
     }
     if total > 0 {
-        tx.prepare_cached(
-            "INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (run_id) DO UPDATE SET good = good + excluded.good, total = total + excluded.total",
-        )?
-        .execute(params![
-            run.run_id,
-            run.repository_id,
-            run.at_ms,
-            good,
-            total
-        ])?;
+        match batch {
+            Some(b) => {
+                let e = b.events.entry(run.run_id).or_insert(Event {
+                    repository_id: run.repository_id,
+                    at: run.at_ms,
+                    good: 0,
+                    total: 0,
+                });
+                e.good += good;
+                e.total += total;
+            }
+            None => write_event(
+                tx,
+                run.run_id,
+                &Event {
+                    repository_id: run.repository_id,
+                    at: run.at_ms,
+                    good,
+                    total,
+                },
+            )?,
+        }
         let slo = crate::slo::SloId::TestSuccess.as_str();
         if live {
             let series = |result| {
@@ -219,6 +265,71 @@ fn intern_test(
     Ok((tx.last_insert_rowid(), None))
 }
 
+/// What one new result does to its test's counters, from what its commit
+/// had (`stored`: flags and failures of the `test_commits` row, None when the
+/// test has no row for the commit) and the test's latest counted outcome.
+/// The one-run path and a batch both count through this.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// The commit's flags and failures after this result.
+    flags: i64,
+    commit_failures: i64,
+    /// Whether the `test_commits` row changes (the one-run path writes it then).
+    commit_changed: bool,
+    new_commit: i64,
+    flip: i64,
+    passes: i64,
+    failures: i64,
+    became_flaky: bool,
+    flaky_failures: i64,
+}
+
+impl Step {
+    fn of(
+        stored: Option<(i64, i64)>,
+        last_failed: Option<bool>,
+        failed: bool,
+        retries: u32,
+    ) -> Step {
+        let flags = stored.map(|s| s.0);
+        let old = flags.unwrap_or(0);
+        let commit_failures = stored.map_or(0, |s| s.1) + i64::from(failed);
+        let retry_pass = i64::from(!failed && retries > 0);
+        let mut now = old
+            | if failed { FAILED } else { PASSED }
+            | if !failed && retries > 0 {
+                RETRY_PASSED
+            } else {
+                0
+            };
+        let flaky_now = (now & PASSED != 0 && now & FAILED != 0) || now & RETRY_PASSED != 0;
+        let became_flaky = flaky_now && old & COUNTED_FLAKY == 0;
+        if became_flaky {
+            now |= COUNTED_FLAKY;
+        }
+        // Flaky failures: when the commit becomes flaky, its failures so far
+        // (and this retried pass); once flaky, each further failure or retried pass.
+        let flaky_failures = if became_flaky {
+            commit_failures + retry_pass
+        } else if old & COUNTED_FLAKY != 0 {
+            i64::from(failed) + retry_pass
+        } else {
+            0
+        };
+        Step {
+            flags: now,
+            commit_failures,
+            commit_changed: flags != Some(now) || failed,
+            new_commit: i64::from(flags.is_none()),
+            flip: i64::from(last_failed.is_some_and(|l| l != failed)),
+            passes: i64::from(!failed),
+            failures: i64::from(failed),
+            became_flaky,
+            flaky_failures,
+        }
+    }
+}
+
 /// Move a test's counters for one new result.
 fn count(
     tx: &Connection,
@@ -235,81 +346,412 @@ fn count(
         )?
         .query_row(params![test_id, commit_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let flags = stored.map(|s| s.0);
-    let old = flags.unwrap_or(0);
-    let commit_failures = stored.map_or(0, |s| s.1) + i64::from(failed);
-    let retry_pass = i64::from(!failed && retries > 0);
-    let mut now = old
-        | if failed { FAILED } else { PASSED }
-        | if !failed && retries > 0 {
-            RETRY_PASSED
-        } else {
-            0
-        };
-    let flaky_now = (now & PASSED != 0 && now & FAILED != 0) || now & RETRY_PASSED != 0;
-    let became_flaky = flaky_now && old & COUNTED_FLAKY == 0;
-    if became_flaky {
-        now |= COUNTED_FLAKY;
+    let step = Step::of(stored, last_failed, failed, retries);
+    if step.commit_changed {
+        write_commit(tx, test_id, commit_id, step.flags, step.commit_failures)?;
     }
-    // Flaky failures: when the commit becomes flaky, its failures so far
-    // (and this retried pass); once flaky, each further failure or retried pass.
-    let flaky_failures = if became_flaky {
-        commit_failures + retry_pass
-    } else if old & COUNTED_FLAKY != 0 {
-        i64::from(failed) + retry_pass
-    } else {
-        0
-    };
-    if flags != Some(now) || failed {
-        tx.prepare_cached(
-            "INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (test_id, commit_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
-        )?
-        .execute(params![test_id, commit_id, now, commit_failures])?;
-    }
-    let new_commit = i64::from(flags.is_none());
-    let flip = i64::from(last_failed.is_some_and(|l| l != failed));
-    let (passes, failures) = (i64::from(!failed), i64::from(failed));
-    let flaky = i64::from(became_flaky);
+    let flaky = i64::from(step.became_flaky);
+    write_test(
+        tx,
+        test_id,
+        &TestDelta {
+            runs: 1,
+            passes: step.passes,
+            failures: step.failures,
+            flips: step.flip,
+            commits: step.new_commit,
+            flaky_commits: flaky,
+            flaky_failures: step.flaky_failures,
+            last_failed: failed,
+            first_seen: run.at_ms,
+            last_seen: run.at_ms,
+            last_failure: failed.then_some((run.run_id, run.at_ms)),
+            first_flaky: step.became_flaky.then_some(run.at_ms),
+        },
+    )?;
+    write_day(
+        tx,
+        test_id,
+        run.at_ms.div_euclid(DAY_MS),
+        &DayDelta {
+            runs: 1,
+            passes: step.passes,
+            failures: step.failures,
+            flips: step.flip,
+            commits: step.new_commit,
+            flaky_commits: flaky,
+            flaky_failures: step.flaky_failures,
+        },
+    )
+}
+
+fn write_commit(
+    tx: &Connection,
+    test_id: i64,
+    commit_id: i64,
+    flags: i64,
+    failures: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE tests SET runs = runs + 1, passes = passes + ?2, failures = failures + ?3, flips = flips + ?4,
-            commits = commits + ?5, flaky_commits = flaky_commits + ?6, flaky_failures = flaky_failures + ?10,
-            last_failed = ?7,
-            first_seen = min(coalesce(first_seen, ?8), ?8), last_seen = max(coalesce(last_seen, ?8), ?8),
-            last_failure_run_id = CASE WHEN ?7 THEN ?9 ELSE last_failure_run_id END,
-            last_failure_at = CASE WHEN ?7 THEN ?8 ELSE last_failure_at END,
-            first_seen_flaky = CASE WHEN ?6 THEN coalesce(first_seen_flaky, ?8) ELSE first_seen_flaky END
+        "INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (test_id, commit_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
+    )?
+    .execute(params![test_id, commit_id, flags, failures])?;
+    Ok(())
+}
+
+/// What counted results add to a `tests` row: the sums, and the latest
+/// (`last_failed`, `last_failure`: run and time of the latest counted failure)
+/// or earliest (`first_flaky`: when a commit of it first became flaky) of
+/// them in counting order; `first_seen`/`last_seen` the min and max time.
+#[derive(Debug, Clone, Copy)]
+struct TestDelta {
+    runs: i64,
+    passes: i64,
+    failures: i64,
+    flips: i64,
+    commits: i64,
+    flaky_commits: i64,
+    flaky_failures: i64,
+    last_failed: bool,
+    first_seen: i64,
+    last_seen: i64,
+    last_failure: Option<(i64, i64)>,
+    first_flaky: Option<i64>,
+}
+
+fn write_test(tx: &Connection, test_id: i64, d: &TestDelta) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE tests SET runs = runs + ?2, passes = passes + ?3, failures = failures + ?4, flips = flips + ?5,
+            commits = commits + ?6, flaky_commits = flaky_commits + ?7, flaky_failures = flaky_failures + ?8,
+            last_failed = ?9,
+            first_seen = min(coalesce(first_seen, ?10), ?10), last_seen = max(coalesce(last_seen, ?11), ?11),
+            last_failure_run_id = coalesce(?12, last_failure_run_id),
+            last_failure_at = CASE WHEN ?12 IS NULL THEN last_failure_at ELSE ?13 END,
+            first_seen_flaky = coalesce(first_seen_flaky, ?14)
          WHERE id = ?1",
     )?
     .execute(params![
         test_id,
-        passes,
-        failures,
-        flip,
-        new_commit,
-        flaky,
-        failed,
-        run.at_ms,
-        run.run_id,
-        flaky_failures
+        d.runs,
+        d.passes,
+        d.failures,
+        d.flips,
+        d.commits,
+        d.flaky_commits,
+        d.flaky_failures,
+        d.last_failed,
+        d.first_seen,
+        d.last_seen,
+        d.last_failure.map(|f| f.0),
+        d.last_failure.map(|f| f.1),
+        d.first_flaky,
     ])?;
+    Ok(())
+}
+
+/// What counted results add to a `test_days` row.
+#[derive(Debug, Clone, Copy, Default)]
+struct DayDelta {
+    runs: i64,
+    passes: i64,
+    failures: i64,
+    flips: i64,
+    commits: i64,
+    flaky_commits: i64,
+    flaky_failures: i64,
+}
+
+fn write_day(tx: &Connection, test_id: i64, day: i64, d: &DayDelta) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (test_id, day) DO UPDATE SET runs = runs + 1, passes = passes + excluded.passes,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (test_id, day) DO UPDATE SET runs = runs + excluded.runs, passes = passes + excluded.passes,
             failures = failures + excluded.failures, flips = flips + excluded.flips,
             commits = commits + excluded.commits, flaky_commits = flaky_commits + excluded.flaky_commits,
             flaky_failures = flaky_failures + excluded.flaky_failures",
     )?
     .execute(params![
         test_id,
-        run.at_ms.div_euclid(DAY_MS),
-        passes,
-        failures,
-        flip,
-        new_commit,
-        flaky,
-        flaky_failures
+        day,
+        d.runs,
+        d.passes,
+        d.failures,
+        d.flips,
+        d.commits,
+        d.flaky_commits,
+        d.flaky_failures
     ])?;
     Ok(())
+}
+
+/// A run's test_success events: its `test_events` row, or what adds to it.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    repository_id: i64,
+    at: i64,
+    good: i64,
+    total: i64,
+}
+
+fn write_event(tx: &Connection, run_id: i64, e: &Event) -> rusqlite::Result<()> {
+    // The row keeps the time it was first written with: its hour is where
+    // the rollup adds (as the update trigger does).
+    let at: i64 = tx
+        .prepare_cached(
+            "INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (run_id) DO UPDATE SET good = good + excluded.good, total = total + excluded.total
+             RETURNING at",
+        )?
+        .query_row(params![run_id, e.repository_id, e.at, e.good, e.total], |r| r.get(0))?;
+    super::hourly::add(
+        e.repository_id,
+        at,
+        crate::slo::SloId::TestSuccess.as_str(),
+        e.good,
+        e.total,
+    );
+    Ok(())
+}
+
+/// A test as a batch knows it: its id, its latest counted outcome, and what
+/// the batch adds to its row (None until a result of it counts).
+struct BatchTest {
+    id: i64,
+    last_failed: Option<bool>,
+    delta: Option<TestDelta>,
+}
+
+/// A `test_commits` row as a batch knows it: read once, then kept here.
+#[derive(Clone, Copy)]
+struct BatchCommit {
+    /// flags and failures; None while the test has no row for the commit.
+    stored: Option<(i64, i64)>,
+    changed: bool,
+}
+
+/// The per-test counters of one batch (see the module documentation).
+#[derive(Default)]
+struct Batch {
+    /// (repository, sha) → commit id.
+    commits: HashMap<(i64, String), i64>,
+    /// (repository, context, name) → index in `tests`.
+    test_index: HashMap<(i64, String, String), usize>,
+    tests: Vec<BatchTest>,
+    /// test id → index in `tests`.
+    by_id: HashMap<i64, usize>,
+    /// Commits whose `test_commits` rows are loaded into `test_commits`.
+    loaded: HashSet<i64>,
+    /// (commit, test) → its row.
+    test_commits: HashMap<(i64, i64), BatchCommit>,
+    /// (test, day) → what the batch adds.
+    days: HashMap<(i64, i64), DayDelta>,
+    /// run → its test_success events in this batch.
+    events: HashMap<i64, Event>,
+}
+
+impl Batch {
+    fn commit(&mut self, tx: &Connection, repository_id: i64, sha: &str) -> rusqlite::Result<i64> {
+        let key = (repository_id, sha.to_owned());
+        if let Some(&id) = self.commits.get(&key) {
+            return Ok(id);
+        }
+        let id = intern_commit(tx, repository_id, sha)?;
+        self.commits.insert(key, id);
+        Ok(id)
+    }
+
+    fn test(
+        &mut self,
+        tx: &Connection,
+        repository_id: i64,
+        context: &str,
+        name: &str,
+    ) -> rusqlite::Result<(i64, Option<bool>)> {
+        let key = (repository_id, context.to_owned(), name.to_owned());
+        if let Some(&i) = self.test_index.get(&key) {
+            let t = &self.tests[i];
+            return Ok((t.id, t.last_failed));
+        }
+        let (id, last_failed) = intern_test(tx, repository_id, context, name)?;
+        self.test_index.insert(key, self.tests.len());
+        self.by_id.insert(id, self.tests.len());
+        self.tests.push(BatchTest {
+            id,
+            last_failed,
+            delta: None,
+        });
+        Ok((id, last_failed))
+    }
+
+    /// [`count`] into memory: the same step, from the batch's view of the
+    /// test and its commit.
+    fn count(
+        &mut self,
+        tx: &Connection,
+        run: &RunOf<'_>,
+        test_id: i64,
+        commit_id: i64,
+        failed: bool,
+        retries: u32,
+    ) -> rusqlite::Result<()> {
+        if self.loaded.insert(commit_id) {
+            let mut rows = tx.prepare_cached(
+                "SELECT test_id, flags, failures FROM test_commits WHERE commit_id = ?1",
+            )?;
+            let rows = rows.query_map([commit_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (test, flags, failures) = row?;
+                self.test_commits.insert(
+                    (commit_id, test),
+                    BatchCommit {
+                        stored: Some((flags, failures)),
+                        changed: false,
+                    },
+                );
+            }
+        }
+        let Some(&i) = self.by_id.get(&test_id) else {
+            // Every test counted here was interned through `Batch::test`.
+            return Err(rusqlite::Error::QueryReturnedNoRows);
+        };
+        let test = &mut self.tests[i];
+        let commit = self
+            .test_commits
+            .entry((commit_id, test_id))
+            .or_insert(BatchCommit {
+                stored: None,
+                changed: false,
+            });
+        let step = Step::of(commit.stored, test.last_failed, failed, retries);
+        if step.commit_changed {
+            commit.stored = Some((step.flags, step.commit_failures));
+            commit.changed = true;
+        }
+        test.last_failed = Some(failed);
+        let flaky = i64::from(step.became_flaky);
+        let at = run.at_ms;
+        let d = test.delta.get_or_insert(TestDelta {
+            runs: 0,
+            passes: 0,
+            failures: 0,
+            flips: 0,
+            commits: 0,
+            flaky_commits: 0,
+            flaky_failures: 0,
+            last_failed: failed,
+            first_seen: at,
+            last_seen: at,
+            last_failure: None,
+            first_flaky: None,
+        });
+        d.runs += 1;
+        d.passes += step.passes;
+        d.failures += step.failures;
+        d.flips += step.flip;
+        d.commits += step.new_commit;
+        d.flaky_commits += flaky;
+        d.flaky_failures += step.flaky_failures;
+        d.last_failed = failed;
+        d.first_seen = d.first_seen.min(at);
+        d.last_seen = d.last_seen.max(at);
+        if failed {
+            d.last_failure = Some((run.run_id, at));
+        }
+        if step.became_flaky && d.first_flaky.is_none() {
+            d.first_flaky = Some(at);
+        }
+        let day = self
+            .days
+            .entry((test_id, at.div_euclid(DAY_MS)))
+            .or_default();
+        day.runs += 1;
+        day.passes += step.passes;
+        day.failures += step.failures;
+        day.flips += step.flip;
+        day.commits += step.new_commit;
+        day.flaky_commits += flaky;
+        day.flaky_failures += step.flaky_failures;
+        Ok(())
+    }
+
+    /// Write every row the batch moved, once, in key order.
+    fn write(self, tx: &Connection) -> rusqlite::Result<()> {
+        let mut commits: Vec<_> = self
+            .test_commits
+            .into_iter()
+            .filter(|(_, c)| c.changed)
+            .collect();
+        commits.sort_unstable_by_key(|(k, _)| *k);
+        for ((commit_id, test_id), c) in commits {
+            if let Some((flags, failures)) = c.stored {
+                write_commit(tx, test_id, commit_id, flags, failures)?;
+            }
+        }
+        let mut tests: Vec<_> = self
+            .tests
+            .iter()
+            .filter_map(|t| t.delta.map(|d| (t.id, d)))
+            .collect();
+        tests.sort_unstable_by_key(|(id, _)| *id);
+        for (id, d) in tests {
+            write_test(tx, id, &d)?;
+        }
+        let mut days: Vec<_> = self.days.into_iter().collect();
+        days.sort_unstable_by_key(|(k, _)| *k);
+        for ((test_id, day), d) in days {
+            write_day(tx, test_id, day, &d)?;
+        }
+        let mut events: Vec<_> = self.events.into_iter().collect();
+        events.sort_unstable_by_key(|(run, _)| *run);
+        for (run_id, e) in events {
+            write_event(tx, run_id, &e)?;
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// The per-test counters of the bulk load running on this thread, if any.
+    static BATCH: RefCell<Option<Batch>> = const { RefCell::new(None) };
+}
+
+/// While alive, results stored on this thread count into memory;
+/// [`Batched::flush`] writes the counters (call it before the transaction
+/// commits). Dropped without a flush (the batch failed), they are discarded
+/// with the rolled-back batch.
+pub struct Batched(());
+
+impl Batched {
+    /// Start batching; None when a batch is already active on this thread.
+    pub fn start() -> Option<Batched> {
+        BATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.is_some() {
+                return None;
+            }
+            *b = Some(Batch::default());
+            Some(Batched(()))
+        })
+    }
+
+    /// Write the batch's counters through `tx` and stop batching.
+    pub fn flush(self, tx: &Connection) -> rusqlite::Result<()> {
+        match BATCH.with(|b| b.borrow_mut().take()) {
+            Some(batch) => batch.write(tx),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Batched {
+    fn drop(&mut self) {
+        BATCH.with(|b| b.borrow_mut().take());
+    }
 }
