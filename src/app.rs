@@ -13,6 +13,7 @@ mod pollers;
 use crate::cli::{BackfillCommand, Cli, Command, ServeArgs};
 use crate::config::{Config, Secrets};
 use crate::demo;
+use crate::http::readiness::Readiness;
 use crate::http::{self, AppState};
 use crate::metrics::{self, MetricsHub, SelfMetrics, TestStatsCache};
 use crate::store::writer::StoreHandle;
@@ -20,8 +21,8 @@ use crate::store::{Policy, Store};
 use anyhow::{Context, Result};
 use chrono::Utc;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -64,23 +65,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
     let classifier = config.classifier()?;
     let deps = config.dependency_extractor()?;
 
-    if args.demo {
-        let mut store = Store::open(&config.store.path)?;
-        let report = demo::seed_shard(&mut store, &policy, Utc::now(), config.shard)?;
-        if report.created {
-            tracing::info!(
-                runs = report.runs,
-                changes = report.changes,
-                "demo history written"
-            );
-        } else {
-            tracing::info!("demo history already present; nothing added");
-        }
-    }
-    {
-        let store = Store::open(&config.store.path)?;
-        store.mark_serving(Utc::now())?;
-    }
+    let demo = args.demo;
     if secrets.api_token.is_none() {
         tracing::warn!("CI_SLO_API_TOKEN is not set: POST /api/v1/runs will answer 401");
     }
@@ -102,16 +87,37 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
     limits.max_connections =
         http::serve::effective_max_connections(limits.max_connections, fd_limit);
     runtime.block_on(async move {
-        // Listen first: while the database opens (and migrates) the port
-        // is open, and once it is, /healthz answers 200 and /readyz 503
-        // with the reason until the first snapshot is built.
+        // Listen first and answer at once: while the database opens (and
+        // migrates) and the first snapshot is built, /healthz answers 200
+        // and /readyz 503 with what is being done (http::readiness).
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        let address = listener.local_addr()?;
         let preparing = std::time::Instant::now();
-        tracing::info!(address = %listener.local_addr()?, db = %config.store.path.display(), "listening; preparing: opening the database (migrating it if needed)");
-        let store = StoreHandle::start(&config.store.path)?;
+        let readiness = Arc::new(Readiness::preparing("opening the database"));
+        let app = Arc::new(OnceLock::new());
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
+        tracing::info!(address = %address, db = %config.store.path.display(), max_connections = limits.max_connections, "listening; preparing: opening the database (migrating it if needed)");
+        let server = tokio::spawn(http::serve::serve(
+            listener,
+            http::readiness::gate(readiness.clone(), app.clone()),
+            limits,
+            hub.clone(),
+            shutdown_signal(),
+        ));
+        let store = {
+            let (path, readiness, policy) = (
+                config.store.path.clone(),
+                readiness.clone(),
+                policy.clone(),
+            );
+            let shard = config.shard;
+            tokio::task::spawn_blocking(move || {
+                open_for_serving(&path, demo, &policy, shard, &readiness)
+            })
+            .await??
+        };
         let state = AppState {
             config: Arc::new(config),
             secrets: Arc::new(secrets),
@@ -121,23 +127,25 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             classifier: Arc::new(classifier),
             deps: Arc::new(deps),
             refresh: Arc::new(Notify::new()),
-            ready: Arc::new(AtomicBool::new(false)),
+            readiness: readiness.clone(),
             shards: Arc::new(crate::http::forward::ShardRouter::new(
                 config_shard,
                 &config_shard_urls,
             )?),
             bodies: Arc::new(http::guard::BodyBudget::new(body_budget)),
         };
+        readiness.set("building the first metrics snapshot");
         tracing::info!(
             seconds = preparing.elapsed().as_secs_f64(),
             "preparing: database open; building the first metrics snapshot (/readyz answers 503 until then)"
         );
+        let _ = app.set(http::router(state.clone()));
         let tests = Arc::new(Mutex::new(TestStatsCache::default()));
         {
             let state = state.clone();
             tokio::spawn(async move {
                 refresh_snapshot(&state, &tests).await;
-                state.ready.store(true, Ordering::Release);
+                state.readiness.set_ready();
                 tracing::info!(
                     seconds = preparing.elapsed().as_secs_f64(),
                     "ready: first metrics snapshot built"
@@ -162,12 +170,48 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         }
         pollers::spawn_github(&state)?;
 
-        tracing::info!(address = %listener.local_addr()?, db = %state.store.path().display(), max_connections = limits.max_connections, "serving");
-        let hub = state.hub.clone();
-        http::serve::serve(listener, http::router(state), limits, hub, shutdown_signal()).await?;
+        tracing::info!(address = %address, db = %state.store.path().display(), "serving");
+        server.await??;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Open (and migrate) the database for `serve`, write the demo history when
+/// asked, and record that a server started on it; `readiness` says which
+/// step is running.
+fn open_for_serving(
+    path: &std::path::Path,
+    demo: bool,
+    policy: &Policy,
+    shard: crate::shard::Shard,
+    readiness: &Readiness,
+) -> Result<StoreHandle> {
+    let mut store = Store::open_reporting(path, &mut |step| {
+        tracing::info!(
+            from = step.from,
+            to = step.latest,
+            migration = step.to,
+            "preparing: migrating the database (/readyz answers 503 until ready)"
+        );
+        readiness.set(step.to_string());
+    })?;
+    if demo {
+        readiness.set("writing the demo history");
+        let report = demo::seed_shard(&mut store, policy, Utc::now(), shard)?;
+        if report.created {
+            tracing::info!(
+                runs = report.runs,
+                changes = report.changes,
+                "demo history written"
+            );
+        } else {
+            tracing::info!("demo history already present; nothing added");
+        }
+    }
+    store.mark_serving(Utc::now())?;
+    drop(store);
+    Ok(StoreHandle::start(path)?)
 }
 
 async fn shutdown_signal() {

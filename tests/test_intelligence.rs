@@ -425,3 +425,148 @@ fn test_success_is_judged_per_test_not_per_execution() {
     .expect("refused");
     assert!(err.contains("slo.test_min_runs"), "{err}");
 }
+
+/// A database as version 9 left it (before the compact per-test storage),
+/// holding `runs` runs of `tests` results each.
+fn version_9_database(path: &std::path::Path, runs: usize, tests: usize) {
+    use ci_slo_exporter::store::schema::MIGRATIONS;
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    for sql in &MIGRATIONS[..9] {
+        tx.execute_batch(sql).unwrap();
+    }
+    tx.execute(
+        "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/old')",
+        [],
+    )
+    .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    {
+        let mut run = tx
+            .prepare(
+                "INSERT INTO runs (id, repository_id, external_id, context, commit_sha, attempt, trigger, state,
+                     queued_at, started_at, finished_at, source, content_hash, created_at, updated_at,
+                     queue_counted, final_counted)
+                 VALUES (?1, 1, ?2, 'unit', ?3, 0, 'push', 'success', ?4, ?4, ?4, 'ingest', 'h', ?4, ?4, 1, 1)",
+            )
+            .unwrap();
+        let mut result = tx
+            .prepare(
+                "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons)
+                 VALUES (?1, ?2, 'passed', 0.5, 0, '[]')",
+            )
+            .unwrap();
+        let names: Vec<String> = (0..tests).map(|t| format!("suite.test_{t}")).collect();
+        for r in 1..=runs {
+            let at = now - (runs - r) as i64 * 60_000;
+            run.execute(rusqlite::params![
+                r as i64,
+                format!("job-{r}"),
+                format!("c{r}"),
+                at
+            ])
+            .unwrap();
+            for name in &names {
+                result.execute(rusqlite::params![r as i64, name]).unwrap();
+            }
+        }
+    }
+    tx.pragma_update(None, "user_version", 9).unwrap();
+    tx.commit().unwrap();
+}
+
+/// Issue 14 step 2: while a large migration runs the server answers:
+/// /healthz 200 and /readyz 503 saying it is migrating, then 200; nothing of
+/// the old database is lost.
+#[test]
+fn readyz_says_migrating_while_a_large_database_migrates_and_healthz_answers_throughout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let made = std::time::Instant::now();
+    version_9_database(&db, 100, 1000);
+    eprintln!(
+        "version 9 database made in {:.1} s",
+        made.elapsed().as_secs_f64()
+    );
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("serve.log");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        std::process::Command::new(common::BIN)
+            .args(["serve", "--db"])
+            .arg(&db)
+            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .env_remove("CI_SLO_API_TOKEN")
+            .env("CI_SLO_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let get = |path: &str| -> Option<(u16, String)> {
+        let mut r = common::agent().get(&format!("{base}{path}")).call().ok()?;
+        Some((
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut not_ready: Vec<String> = Vec::new();
+    let mut health_seen = false;
+    loop {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "exporter exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(std::time::Instant::now() < deadline, "not ready in 120 s");
+        match get("/readyz") {
+            None => assert!(!health_seen, "the port closed after answering"),
+            Some((200, _)) => break,
+            Some((status, body)) => {
+                assert_eq!(status, 503, "{body}");
+                not_ready.push(body);
+                let (status, body) = get("/healthz").expect("/healthz answers while preparing");
+                assert_eq!((status, body.as_str()), (200, "ok\n"));
+                health_seen = true;
+                // Other paths: 503 with the same reason, not a hang.
+                let (status, body) = get("/api/v1/runs/1").expect("answers while preparing");
+                assert!(status == 503 || status == 200, "{status} {body}");
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        not_ready
+            .iter()
+            .any(|b| b.starts_with("not ready: migrating the database from version 9 to ")),
+        "{not_ready:?} {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("preparing: migrating the database"),
+        "{logged}"
+    );
+    // Every run and result came through the migration.
+    let (status, body) = get("/api/v1/tests?repository=acme/old&verdict=all&limit=5").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let index: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(index["total"], 1000, "{body}");
+    let (status, run) = get("/api/v1/runs/100").unwrap();
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&run).unwrap()["tests"]
+            .as_array()
+            .map(Vec::len),
+        Some(1000),
+        "{run}"
+    );
+}

@@ -8,6 +8,7 @@ pub mod api;
 pub mod forward;
 pub mod guard;
 pub mod limits;
+pub mod readiness;
 pub mod serve;
 pub mod test_index;
 pub mod text;
@@ -27,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 /// Everything a handler may need, shared.
@@ -42,8 +42,8 @@ pub struct AppState {
     pub deps: Arc<crate::deps::Extractor>,
     /// Wakes the snapshot refresher after a write.
     pub refresh: Arc<Notify>,
-    /// Set once the first snapshot is built.
-    pub ready: Arc<AtomicBool>,
+    /// What the server is still preparing (the first snapshot); ready when none.
+    pub readiness: Arc<readiness::Readiness>,
     /// Forwards (or refuses) requests about repositories another shard owns.
     pub shards: Arc<forward::ShardRouter>,
     /// The bytes of request bodies being read at once (`guard`).
@@ -169,12 +169,8 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if !state.ready.load(Ordering::Acquire) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: preparing (building the first metrics snapshot; see the log)\n",
-        )
-            .into_response();
+    if let Some(not_ready) = state.readiness.not_ready() {
+        return not_ready;
     }
     if state.store.failing() {
         return (

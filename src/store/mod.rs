@@ -13,7 +13,7 @@ mod hourly;
 mod plausible;
 mod results;
 mod revision;
-mod schema;
+pub mod schema;
 pub mod tally;
 pub mod test_index;
 pub mod test_slo;
@@ -195,19 +195,48 @@ impl WriteTx<'_> {
 /// with bound forge and path at each use of a cached statement.
 const REPOSITORY_ID: &str = "(SELECT id FROM repositories WHERE forge = ?1 AND path = ?2)";
 
+/// A migration about to run on an existing database: from version `from`
+/// (what the file had when opened) through `to` (this step), of `latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrating {
+    pub from: i64,
+    pub to: i64,
+    pub latest: i64,
+}
+
+impl std::fmt::Display for Migrating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "migrating the database from version {} to {} (now running migration {})",
+            self.from, self.latest, self.to
+        )
+    }
+}
+
 const META_SERVING_SINCE: &str = "serving_since";
 const META_DEMO: &str = "demo";
 
 impl Store {
     /// Open (creating if needed) and migrate a database file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_reporting(path, &mut |_| {})
+    }
+
+    /// [`Store::open`], telling `progress` before each migration it runs (a
+    /// migration of a large database can take minutes: the server says so
+    /// on `/readyz` and in the log meanwhile).
+    pub fn open_reporting(
+        path: &Path,
+        progress: &mut dyn FnMut(Migrating),
+    ) -> Result<Store, StoreError> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,
         })?;
         let mut store = Store { conn };
         store.configure()?;
-        store.migrate(&path.display().to_string())?;
+        store.migrate(&path.display().to_string(), progress)?;
         Ok(store)
     }
 
@@ -217,7 +246,7 @@ impl Store {
             conn: Connection::open_in_memory()?,
         };
         store.configure()?;
-        store.migrate(":memory:")?;
+        store.migrate(":memory:", &mut |_| {})?;
         Ok(store)
     }
 
@@ -232,7 +261,11 @@ impl Store {
         Ok(())
     }
 
-    fn migrate(&mut self, path: &str) -> Result<(), StoreError> {
+    fn migrate(
+        &mut self,
+        path: &str,
+        progress: &mut dyn FnMut(Migrating),
+    ) -> Result<(), StoreError> {
         let known = schema::MIGRATIONS.len() as i64;
         let tx = self
             .conn
@@ -246,6 +279,15 @@ impl Store {
             });
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            if version > 0 {
+                // A new database is created in an instant; an existing one
+                // may hold millions of rows to move.
+                progress(Migrating {
+                    from: version,
+                    to: (i + 1) as i64,
+                    latest: known,
+                });
+            }
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }

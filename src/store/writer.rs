@@ -149,7 +149,15 @@ pub struct StoreHandle {
 impl StoreHandle {
     /// Open the database (running migrations) and start the writer thread.
     pub fn start(path: &Path) -> Result<StoreHandle, StoreError> {
-        let mut writer = Store::open(path)?;
+        Self::start_reporting(path, &mut |_| {})
+    }
+
+    /// [`StoreHandle::start`], telling `progress` before each migration.
+    pub fn start_reporting(
+        path: &Path,
+        progress: &mut dyn FnMut(super::Migrating),
+    ) -> Result<StoreHandle, StoreError> {
+        let mut writer = Store::open_reporting(path, progress)?;
         let pool = (0..READERS)
             .map(|_| Store::open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
