@@ -10,12 +10,23 @@ committed files are not what this script writes. docs/grafana.md describes
 the dashboards; metric names are those of docs/metrics.md, recording rules
 those of prometheus/rules/ci-slo-recording.yml.
 
-Only the Python 3 standard library is used (the YAML is written by hand).
+The alerts are defined once, in prometheus/rules/ci-slo-alerts.yml: the
+Grafana alert rules are derived from it (see grafana_condition()). --check
+also compares the committed Grafana rules with the committed Prometheus
+alerts: query and condition (expression and threshold), `for`, labels,
+groups and runbook links.
+
+Needs the Python 3 standard library and PyYAML (Debian python3-yaml) to read
+the Prometheus rules; the output YAML is written by hand.
 """
 
+import ast
 import json
 import os
+import re
 import sys
+
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -1175,137 +1186,257 @@ DASHBOARDS = {
 
 
 # --- Grafana alert rules ---------------------------------------------------------
+#
+# The alerts are defined once, in prometheus/rules/ci-slo-alerts.yml (names,
+# groups, expressions, thresholds, `for`, labels). The Grafana rules are derived
+# from that file: grafana_condition() splits each Prometheus expression into
+# query A (a value per series, with the guards applied as `and`/`unless`
+# filters) and the condition C on its last value. Only what Grafana cannot take
+# from Prometheus lives here: the rule uid and the annotation templates
+# (Grafana has no `query` template function and no numeric `$value`).
 
 RUNBOOK = "https://github.com/ci-slo-exporter/ci-slo-exporter/blob/main/docs/runbook.md#"
+PROM_ALERTS = os.path.join(HERE, "..", "prometheus", "rules", "ci-slo-alerts.yml")
 
-# (group, uid, title, expr of query A, condition on $B, for, severity, summary,
-#  description, extra labels)
-# Query A computes a value per series (with the minimum-event guards applied),
-# B reduces it to its last value, C is the condition. Together they are
-# equivalent to the alert of the same name in prometheus/rules/ci-slo-alerts.yml.
-ALERTS = [
-    (
-        "ci-slo-burn",
+# alert name -> (uid, summary, description); $values.B.Value is the value of query A.
+GRAFANA = {
+    "CISLOFastBurn": (
         "ci-slo-fast-burn",
-        "CISLOFastBurn",
-        "ci:slo_burn_rate:ratio_rate1h / on (slo) ci:slo_burn_rate_threshold:fast\n"
-        "  and on (slo) (ci:slo_burn_rate:ratio_rate6h > on (slo) ci:slo_burn_rate_threshold:fast)\n"
-        "  and on (slo) ci:slo_events:increase1h >= 5\n"
-        "  and on (slo) ci:slo_events:increase6h >= 10",
-        ("threshold", "gt", 1),
-        "5m",
-        "page",
         "SLO {{ $labels.slo }} is burning its error budget fast ({{ humanize $values.B.Value }}x the fast-burn threshold over 1h)",
         "The burn rates over 1h and 6h of SLO {{ $labels.slo }} are both above the fast-burn threshold "
         "(6x, capped for low objectives), with at least 5 events in the last hour and 10 in 6 hours. "
         "At this pace about 5% of the 28-day error budget goes every 6 hours.",
     ),
-    (
-        "ci-slo-burn",
+    "CISLOSlowBurn": (
         "ci-slo-slow-burn",
-        "CISLOSlowBurn",
-        "ci:slo_burn_rate:ratio_rate1d / on (slo) ci:slo_burn_rate_threshold:slow\n"
-        "  and on (slo) (ci:slo_burn_rate:ratio_rate3d > on (slo) ci:slo_burn_rate_threshold:slow)\n"
-        "  and on (slo) (ci:slo_events:increase1d{slo!=\"test_success\"} >= 10 or ci:slo_events:increase1d{slo=\"test_success\"} >= 1)\n"
-        "  and on (slo) (ci:slo_events:increase3d{slo!=\"test_success\"} >= 30 or ci:slo_events:increase3d{slo=\"test_success\"} >= 1)",
-        ("threshold", "gt", 1),
-        "30m",
-        "ticket",
         "SLO {{ $labels.slo }} is burning its error budget ({{ humanize $values.B.Value }}x the slow-burn threshold over 1d)",
         "The burn rates over 1d and 3d of SLO {{ $labels.slo }} are both above 1 (the budget runs out "
         "before the 28 days end), with at least 10 events in a day and 30 in 3 days (test_success: at least one "
         "evaluated test).",
     ),
-    (
-        "ci-slo-burn",
+    "CISLOBudgetExhausted": (
         "ci-slo-budget-exhausted",
-        "CISLOBudgetExhausted",
-        "ci:slo_error_budget_remaining:ratio28d\n"
-        "  and on (slo) (ci:slo_events:increase28d{slo!=\"test_success\"} >= 20 or ci:slo_events:increase28d{slo=\"test_success\"} >= 1)",
-        ("math", "$B <= 0", None),
-        "15m",
-        "ticket",
         "SLO {{ $labels.slo }} has exhausted its 28-day error budget",
         "Budget remaining: {{ humanizePercentage $values.B.Value }} (at least 20 events in 28 days; test_success: "
         "at least one evaluated test). "
         "The error-budget policy applies: feature merges pause except CI fixes.",
     ),
-    (
-        "ci-exporter-health",
+    "CIExporterDown": (
         "ci-exporter-down",
-        "CIExporterDown",
-        'up{job="ci-slo-exporter"}',
-        ("threshold", "lt", 1),
-        "5m",
-        "page",
         "ci-slo-exporter {{ $labels.instance }} is down",
         "Prometheus has failed to scrape {{ $labels.instance }} for more than 5 minutes; SLO counters of "
         "this instance are missing.",
     ),
-    (
-        "ci-exporter-health",
+    "CIExporterAbsent": (
         "ci-exporter-absent",
-        "CIExporterAbsent",
-        'count(up{job="ci-slo-exporter"}) or vector(0)',
-        ("threshold", "lt", 1),
-        "10m",
-        "page",
         "Prometheus has no ci-slo-exporter target",
         "No `up` series for job ci-slo-exporter for 10 minutes: the scrape job is missing or finds no "
         "target. No SLO alert can fire.",
     ),
-    (
-        "ci-forge-sync",
+    "CIForgeSyncStale": (
         "ci-forge-sync-stale",
-        "CIForgeSyncStale",
-        "time() - max by (forge, repository) (ci_exporter_last_sync_timestamp_seconds)",
-        ("threshold", "gt", 7200),
-        "10m",
-        "ticket",
         "{{ $labels.forge }} repository {{ $labels.repository }} not synced for {{ humanizeDuration $values.B.Value }}",
         "The last successful poll of {{ $labels.repository }} on {{ $labels.forge }} is older than 2 hours; "
         "its SLIs miss runs.",
     ),
-    (
-        "ci-forge-sync",
+    "CIForgeRateLimitLow": (
         "ci-forge-rate-limit-low",
-        "CIForgeRateLimitLow",
-        "ci_exporter_forge_rate_limit_remaining / ci_exporter_forge_rate_limit_limit",
-        ("threshold", "lt", 0.1),
-        "15m",
-        "ticket",
         "{{ $labels.forge }} API rate limit almost used up on {{ $labels.instance }} ({{ humanizePercentage $values.B.Value }} left)",
         "Less than 10% of the {{ $labels.forge }} API rate limit has been left for 15 minutes; polling and "
         "log downloads slow down.",
     ),
-    (
-        "ci-failures",
+    "CIFailureFingerprintSurge": (
         "ci-failure-fingerprint-surge",
-        "CIFailureFingerprintSurge",
-        "sum by (repository) (increase(ci_failure_fingerprints_new_total[1h]))",
-        ("threshold", "gt", 10),
-        "5m",
-        "ticket",
         "{{ humanize $values.B.Value }} new failure fingerprints in {{ $labels.repository }} within 1h",
         "Failure fingerprints never seen before are appearing in {{ $labels.repository }} (more than 10 in "
         "an hour): a new kind of failure is spreading. See /failures in the exporter UI.",
     ),
-    (
-        "ci-failures",
+    "CITestBecameFlaky": (
         "ci-test-became-flaky",
-        "CITestBecameFlaky",
-        "(max by (repository, context, test) (ci_test_flake_ratio)\n"
-        "  unless on (repository, context, test)\n"
-        "  max by (repository, context, test) (max_over_time(ci_test_flake_ratio[1d] offset 1d)) > 0.05)\n"
-        "and on () (count(count_over_time(ci_tests[1h] offset 1d)) > 0)",
-        ("threshold", "gt", 0.05),
-        "1h",
-        "ticket",
         "Test {{ $labels.test }} in {{ $labels.repository }} became flaky ({{ humanizePercentage $values.B.Value }})",
         "Test {{ $labels.test }} of context {{ $labels.context }} has failed more than 5% of its runs for "
         "no reason of the commit (flake ratio) for an hour; the day before it was below 5%.",
     ),
-]
+}
+
+# Comparison operators of PromQL, longest first; Grafana's threshold type has
+# only gt and lt, the others become a math expression on $B.
+CMP_OPS = (">=", "<=", "==", "!=", ">", "<")
+THRESHOLD_TYPES = {">": "gt", "<": "lt"}
+SET_OP = re.compile(r"(and|unless|or)\b\s*(?:(?:on|ignoring)\s*\([^)]*\)\s*)?")
+CMP_MOD = re.compile(r"\s*(bool\b)?\s*((?:on|ignoring)\s*\([^)]*\))?\s*")
+CONSTANT = re.compile(r"[0-9.eE\s*+/()-]+")
+
+
+class AlertShapeError(ValueError):
+    pass
+
+
+def strip_comments(expr):
+    """PromQL without `# ...` comments (outside strings)."""
+    out, quote = [], None
+    for line in expr.split("\n"):
+        kept = []
+        for ch in line:
+            if quote:
+                if ch == quote:
+                    quote = None
+            elif ch in "\"'`":
+                quote = ch
+            elif ch == "#":
+                break
+            kept.append(ch)
+        out.append("".join(kept))
+    return "\n".join(out)
+
+
+def top_level(expr):
+    """Indexes of expr that are outside (), [], {} and strings."""
+    depth, quote, idx = 0, None, []
+    for i, ch in enumerate(expr):
+        if quote:
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0:
+            idx.append(i)
+    return idx
+
+
+def squash(expr):
+    """One line, single spaces, no space inside parentheses."""
+    s = " ".join(expr.split())
+    return re.sub(r"\s+\)", ")", re.sub(r"\(\s+", "(", s))
+
+
+def split_set_ops(expr):
+    """[elem, (op, elem), ...] of a chain of top-level and/unless/or."""
+    parts, ops, last = [], [], 0
+    top = set(top_level(expr))
+    i = 0
+    while i < len(expr):
+        if i in top and (i == 0 or not (expr[i - 1].isalnum() or expr[i - 1] in "_:")):
+            m = SET_OP.match(expr, i)
+            if m and m.group(1):
+                parts.append(expr[last:i])
+                ops.append(squash(m.group(0)))
+                last = i = m.end()
+                continue
+        i += 1
+    parts.append(expr[last:])
+    return [p.strip() for p in parts], ops
+
+
+def unwrap(expr):
+    """expr without parentheses that enclose all of it."""
+    expr = expr.strip()
+    while expr.startswith("(") and expr.endswith(")") and len(top_level(expr)) == 0:
+        expr = expr[1:-1].strip()
+    return expr
+
+
+def split_compare(expr):
+    """(lhs, op, modifier, rhs) of the one top-level comparison of expr, or None."""
+    top = top_level(expr)
+    found = []
+    skip = set()
+    for i in top:
+        if i in skip:
+            continue
+        for op in CMP_OPS:
+            if expr.startswith(op, i) and all(j in top for j in range(i, i + len(op))):
+                found.append((i, op))
+                skip.update(range(i, i + len(op)))
+                break
+    if not found:
+        return None
+    if len(found) > 1:
+        raise AlertShapeError(f"more than one top-level comparison in {squash(expr)!r}")
+    i, op = found[0]
+    m = CMP_MOD.match(expr, i + len(op))
+    if m.group(1):
+        raise AlertShapeError(f"`bool` comparison in {squash(expr)!r}")
+    return expr[:i].strip(), op, squash(m.group(2) or ""), expr[m.end():].strip()
+
+
+def constant(s):
+    """The value of a constant arithmetic expression (`2 * 3600`), or None."""
+    if not CONSTANT.fullmatch(s):
+        return None
+    try:
+        value = eval(compile(ast.parse(s, mode="eval"), "<threshold>", "eval"), {"__builtins__": {}})  # noqa: S307
+    except (SyntaxError, TypeError, ZeroDivisionError):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def paren(expr):
+    """expr, parenthesized unless it is a single operand (no top-level operator)."""
+    s = squash(expr)
+    if any(s[i] in "+-*/%^ " for i in top_level(s)):
+        return f"({s})"
+    return s
+
+
+def grafana_condition(expr):
+    """Split a Prometheus alert expression into (query A, op, threshold).
+
+    Supported shapes (anything else is an error, so that a new alert is
+    either derivable or fails loudly):
+    - `absent(X)`: A = `count(X) or vector(0)`, condition `< 1` (A always has
+      a value, the rule never depends on no-data handling);
+    - a chain `E and|unless ... G1 and ... G2` whose first element E (after
+      flattening leading parenthesized and/unless chains) is `L op C` with a
+      constant C: A = the chain with E replaced by L, condition `op C`;
+    - the same with `L op on (...) S` and a series S (a positive threshold such
+      as ci:slo_burn_rate_threshold:fast): A uses `L / on (...) S`, condition
+      `op 1`.
+    The guards keep their values' series (`and`/`unless` keep the left-hand
+    side's values), so filtering by the condition after them is the same as
+    filtering E before them.
+    """
+    e = unwrap(strip_comments(expr))
+    m = re.fullmatch(r"absent\s*\((.*)\)", e, re.S)
+    if m and len(top_level(e)) == len("absent"):
+        return f"count({squash(m.group(1))}) or vector(0)", "<", 1
+    parts, ops = split_set_ops(e)
+    # (a and b) and c == a and b and c: flatten a leading group of and/unless.
+    while True:
+        inner_parts, inner_ops = split_set_ops(unwrap(parts[0]))
+        if len(inner_parts) == 1 or any(not o.startswith(("and", "unless")) for o in inner_ops):
+            break
+        parts, ops = inner_parts + parts[1:], inner_ops + ops
+    if any(o.startswith("or") for o in ops):
+        raise AlertShapeError(f"top-level `or` in {squash(expr)!r}: cannot derive a Grafana rule")
+    first = split_compare(unwrap(parts[0]))
+    if first is None:
+        raise AlertShapeError(f"no comparison in the first operand of {squash(expr)!r}")
+    lhs, op, modifier, rhs = first
+    value = constant(rhs)
+    if value is None:
+        if op not in THRESHOLD_TYPES:
+            raise AlertShapeError(f"series threshold with {op} in {squash(expr)!r}")
+        head = f"{paren(lhs)} / {modifier + ' ' if modifier else ''}{paren(rhs)}"
+        value = 1
+    else:
+        if modifier:
+            raise AlertShapeError(f"matching modifier on a constant in {squash(expr)!r}")
+        head = squash(lhs)
+    lines = [head] + [f"  {o} {squash(p)}" for o, p in zip(ops, parts[1:])]
+    return "\n".join(lines), op, value
+
+
+def prometheus_alerts(path=PROM_ALERTS):
+    """[(group, rule)] of the Prometheus alerting rules, in file order."""
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    return [(g["name"], r) for g in doc["groups"] for r in g["rules"] if "alert" in r]
 
 
 def yq(s):
@@ -1313,14 +1444,29 @@ def yq(s):
     return json.dumps(s)
 
 
+def num(v):
+    return repr(v) if isinstance(v, float) else str(v)
+
+
 def rules_yaml():
+    alerts = prometheus_alerts()
+    names = [r["alert"] for _, r in alerts]
+    missing = [n for n in names if n not in GRAFANA]
+    extra = [n for n in GRAFANA if n not in names]
+    if missing or extra:
+        raise AlertShapeError(
+            f"grafana/generate.py GRAFANA must name exactly the alerts of {os.path.relpath(PROM_ALERTS)}: "
+            f"missing {missing}, unknown {extra}"
+        )
     out = [
-        "# GENERATED by grafana/generate.py: edit that file and run it again.",
+        "# GENERATED by grafana/generate.py from prometheus/rules/ci-slo-alerts.yml:",
+        "# edit the alerts there (annotations of these rules: GRAFANA in generate.py)",
+        "# and run `python3 grafana/generate.py`.",
         "#",
         "# Grafana-managed alert rules equivalent to prometheus/rules/ci-slo-alerts.yml",
-        "# (same names, thresholds, minimum-event guards, `for` and severity; the",
-        "# reasoning is in docs/alerting.md, what to do in docs/runbook.md). Use them",
-        "# when Grafana, not Alertmanager, sends the alerts; see docs/grafana.md.",
+        "# (same names, groups, expressions, thresholds, minimum-event guards, `for` and",
+        "# labels; the reasoning is in docs/alerting.md, what to do in docs/runbook.md).",
+        "# Use them when Grafana, not Alertmanager, sends the alerts; see docs/grafana.md.",
         "#",
         "# Each rule: A = PromQL (instant) on the datasource uid `prometheus`,",
         "# B = reduce(last) of A, C = threshold (or math) on B = the condition.",
@@ -1330,9 +1476,9 @@ def rules_yaml():
         "groups:",
     ]
     groups = []
-    for a in ALERTS:
-        if a[0] not in groups:
-            groups.append(a[0])
+    for g, _ in alerts:
+        if g not in groups:
+            groups.append(g)
     for g in groups:
         out += [
             "  - orgId: 1",
@@ -1341,10 +1487,12 @@ def rules_yaml():
             "    interval: 1m",
             "    rules:",
         ]
-        for group, uid, title, expr, cond, for_, severity, summary, description in ALERTS:
+        for group, rule in alerts:
             if group != g:
                 continue
-            kind, op, value = cond
+            title = rule["alert"]
+            uid, summary, description = GRAFANA[title]
+            expr, op, value = grafana_condition(rule["expr"])
             out += [
                 f"      - uid: {uid}",
                 f"        title: {title}",
@@ -1380,32 +1528,94 @@ def rules_yaml():
                 "              refId: C",
                 "              datasource: {type: __expr__, uid: __expr__}",
             ]
-            if kind == "threshold":
+            if op in THRESHOLD_TYPES:
                 out += [
                     "              type: threshold",
                     "              expression: B",
                     "              conditions:",
-                    f"                - evaluator: {{type: {op}, params: [{value}]}}",
+                    f"                - evaluator: {{type: {THRESHOLD_TYPES[op]}, params: [{num(value)}]}}",
                 ]
             else:
                 out += [
                     "              type: math",
-                    f"              expression: {yq(op)}",
+                    f"              expression: {yq(f'$B {op} {num(value)}')}",
                 ]
             out += [
                 "        noDataState: OK",
                 "        execErrState: Error",
-                f"        for: {for_}",
+                f"        for: {rule['for']}",
                 "        isPaused: false",
                 "        labels:",
-                f"          severity: {severity}",
-                "          job: ci-slo-exporter",
+                *[f"          {k}: {v}" for k, v in rule.get("labels", {}).items()],
                 "        annotations:",
                 f"          summary: {yq(summary)}",
                 f"          description: {yq(description)}",
                 f"          runbook_url: {RUNBOOK}{title.lower()}",
             ]
     return "\n".join(out) + "\n"
+
+
+def grafana_rule_condition(rule):
+    """(query A, op, threshold) of a provisioned Grafana rule, or a problem string."""
+    refs = {q.get("refId"): q for q in rule.get("data", [])}
+    a, b, c = refs.get("A", {}), refs.get("B", {}).get("model", {}), refs.get(rule.get("condition"), {}).get("model", {})
+    if a.get("datasourceUid") != "prometheus" or not a.get("model", {}).get("expr"):
+        return "query A is not PromQL on datasource prometheus"
+    if b.get("type") != "reduce" or b.get("expression") != "A" or b.get("reducer") != "last":
+        return "B is not reduce(last) of A"
+    if c.get("type") == "threshold" and c.get("expression") == "B":
+        ev = (c.get("conditions") or [{}])[0].get("evaluator", {})
+        ops = {v: k for k, v in THRESHOLD_TYPES.items()}
+        if ev.get("type") not in ops or len(ev.get("params", [])) != 1:
+            return f"unsupported threshold evaluator {ev}"
+        return a["model"]["expr"], ops[ev["type"]], ev["params"][0]
+    if c.get("type") == "math":
+        m = re.fullmatch(r"\$B\s*(>=|<=|==|!=|>|<)\s*(\S+)", c.get("expression", "").strip())
+        if m and constant(m.group(2)) is not None:
+            return a["model"]["expr"], m.group(1), constant(m.group(2))
+    return f"condition {rule.get('condition')} is neither a threshold nor `$B <op> <number>` on B"
+
+
+def compare_alerts(prom_path, grafana_path):
+    """Problems where the committed Grafana rules do not match the Prometheus alerts:
+    names, groups, query + condition (the Prometheus expression split as
+    grafana_condition() does), threshold, `for`, labels, runbook_url."""
+    problems = []
+    prom = prometheus_alerts(prom_path)
+    with open(grafana_path, encoding="utf-8") as f:
+        graf = {r.get("title"): (g.get("name"), r) for g in yaml.safe_load(f)["groups"] for r in g["rules"]}
+    for group, rule in prom:
+        name = rule["alert"]
+        if name not in graf:
+            problems.append(f"{name}: no Grafana rule")
+            continue
+        ggroup, g = graf[name]
+        if ggroup != group:
+            problems.append(f"{name}: Grafana group {ggroup}, Prometheus group {group}")
+        try:
+            want = grafana_condition(rule["expr"])
+        except AlertShapeError as e:
+            problems.append(f"{name}: {e}")
+            continue
+        got = grafana_rule_condition(g)
+        if isinstance(got, str):
+            problems.append(f"{name}: Grafana rule: {got}")
+        else:
+            if squash(got[0]) != squash(want[0]):
+                problems.append(f"{name}: Grafana query A {squash(got[0])!r} != {squash(want[0])!r} (from Prometheus)")
+            if (got[1], float(got[2])) != (want[1], float(want[2])):
+                problems.append(f"{name}: Grafana condition {got[1]} {got[2]} != Prometheus' {want[1]} {want[2]}")
+        if str(g.get("for")) != str(rule.get("for")):
+            problems.append(f"{name}: Grafana for {g.get('for')} != Prometheus' {rule.get('for')}")
+        if g.get("labels") != rule.get("labels"):
+            problems.append(f"{name}: Grafana labels {g.get('labels')} != Prometheus' {rule.get('labels')}")
+        if g.get("annotations", {}).get("runbook_url") != RUNBOOK + name.lower():
+            problems.append(f"{name}: Grafana runbook_url is not {RUNBOOK + name.lower()}")
+        if g.get("noDataState") != "OK":
+            problems.append(f"{name}: Grafana noDataState must be OK (no data = guard not met)")
+    for extra in sorted(set(graf) - {r["alert"] for _, r in prom}):
+        problems.append(f"{extra}: Grafana rule without a Prometheus alert")
+    return problems
 
 
 def outputs():
@@ -1434,6 +1644,10 @@ def main():
                 f.write(content)
     if stale:
         print("grafana/generate.py: out of date (run python3 grafana/generate.py): " + ", ".join(stale), file=sys.stderr)
+    problems = compare_alerts(PROM_ALERTS, os.path.join(HERE, "provisioning", "alerting", "rules.yml"))
+    for p in problems:
+        print(f"grafana/generate.py: alert rules differ from prometheus/rules/ci-slo-alerts.yml: {p}", file=sys.stderr)
+    if stale or problems:
         sys.exit(1)
 
 
