@@ -1455,7 +1455,7 @@ def rules_yaml():
     extra = [n for n in GRAFANA if n not in names]
     if missing or extra:
         raise AlertShapeError(
-            f"grafana/generate.py GRAFANA must name exactly the alerts of {os.path.relpath(PROM_ALERTS)}: "
+            "grafana/generate.py GRAFANA must name exactly the alerts of prometheus/rules/ci-slo-alerts.yml: "
             f"missing {missing}, unknown {extra}"
         )
     out = [
