@@ -28,3 +28,4 @@ pub mod report;
 pub mod shard;
 pub mod slo;
 pub mod store;
+pub mod text;

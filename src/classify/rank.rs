@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use super::heuristic::Strength;
 use super::rules::{Evidence, OUTSIDE_PRIORITY};
 use super::steps::Marker;
+use crate::text::clip;
 
 /// Number of (non-blank) context lines kept before and after the evidence line.
 pub const CONTEXT_LINES: usize = 3;
@@ -190,7 +191,7 @@ impl TopK {
     fn push_after(&mut self, text: &str) {
         for f in &mut self.0 {
             if f.after.len() < CONTEXT_LINES {
-                f.after.push(cap(text, EVIDENCE_CAP_BYTES).to_string());
+                f.after.push(clip(text, EVIDENCE_CAP_BYTES).to_string());
             }
         }
     }
@@ -476,7 +477,7 @@ impl Ranker {
         }
         self.history.push_back(Entry {
             line: n,
-            text: cap(text, EVIDENCE_CAP_BYTES).to_string(),
+            text: clip(text, EVIDENCE_CAP_BYTES).to_string(),
             content,
             output,
         });
@@ -498,7 +499,7 @@ impl Ranker {
             rule,
             rank,
             line: n,
-            text: cap(text.trim_end(), EVIDENCE_CAP_BYTES).to_string(),
+            text: clip(text.trim_end(), EVIDENCE_CAP_BYTES).to_string(),
             before: self
                 .history
                 .range(len.saturating_sub(CONTEXT_LINES)..)
@@ -519,7 +520,7 @@ impl Ranker {
             .map(|e| e.text.clone())
             .collect();
         if after.len() < CONTEXT_LINES {
-            after.push(cap(current, EVIDENCE_CAP_BYTES).to_string());
+            after.push(clip(current, EVIDENCE_CAP_BYTES).to_string());
         }
         Found {
             rule,
@@ -534,18 +535,6 @@ impl Ranker {
             after,
         }
     }
-}
-
-/// `s` cut to at most `max` bytes on a char boundary.
-pub(crate) fn cap(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
@@ -725,12 +714,5 @@ mod tests {
         assert_eq!(line_of(&r), Some(4));
         let others: Vec<u64> = r.others.iter().map(|f| f.line).collect();
         assert_eq!(others, vec![3, 2, 1]);
-    }
-
-    #[test]
-    fn cap_cuts_on_a_char_boundary() {
-        assert_eq!(cap("héllo", 2), "h");
-        assert_eq!(cap("héllo", 3), "hé");
-        assert_eq!(cap("abc", 10), "abc");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use super::rank::cap;
+use crate::text::clip;
 
 const MAX_SECTIONS: usize = 4096;
 const MAX_OPEN_SECTIONS: usize = 64;
@@ -70,7 +70,7 @@ fn parse_marker(s: &str) -> Option<(u64, &str)> {
         .take_while(|&b| !matches!(b, b'\r' | b'\n' | b'\x1b' | b'[' | b' ' | b'\t'))
         .count()
         .min(MAX_SECTION_NAME_BYTES);
-    let name = cap(&rest[..len], MAX_SECTION_NAME_BYTES);
+    let name = clip(&rest[..len], MAX_SECTION_NAME_BYTES);
     if name.is_empty() {
         None
     } else {

@@ -2,7 +2,6 @@
 use crate::model::TestOutcome;
 pub mod junit;
 pub mod tap;
-mod text;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedTest {
     pub name: String,

@@ -7,7 +7,7 @@ use quick_xml::events::BytesStart;
 use super::MESSAGE_CAP;
 use super::parser::Ctx;
 use super::xml::for_each_attr;
-use crate::report::text::{clip, floor_char_boundary};
+use crate::text::{clip, floor_char_boundary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ResultKind {

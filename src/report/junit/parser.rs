@@ -15,8 +15,8 @@ use super::xml::{
     SimpleAttr, after_colon, attr_value, for_each_attr, local_name, predefined_entity,
 };
 use super::{MAX_DEPTH, MAX_RETRY_REASONS, MAX_WARNINGS};
-use crate::report::text::clip;
 use crate::report::{Report, ReportFormat};
+use crate::text::clip;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dialect {

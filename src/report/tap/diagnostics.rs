@@ -4,7 +4,7 @@
 use super::MAX_MESSAGE_BYTES;
 use super::lexer::split_indent;
 use super::parser::{Mode, Parser};
-use crate::report::text::clip;
+use crate::text::clip;
 
 /// Appends a line to a capped message.
 pub(super) fn push_message(message: &mut Option<String>, text: &str) {

@@ -3,7 +3,7 @@
 //! bail outs, and the human durations they carry.
 
 use super::MAX_NAME_BYTES;
-use crate::report::text::clip;
+use crate::text::clip;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DirectiveKind {

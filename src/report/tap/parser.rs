@@ -14,8 +14,8 @@ use super::plan::Plan;
 use super::subtests::subtest_header;
 use super::{MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_WARNINGS, TapCounts};
 use crate::model::TestOutcome;
-use crate::report::text::clip;
 use crate::report::{ParsedTest, Report, ReportFormat};
+use crate::text::clip;
 
 #[derive(Debug, Default)]
 pub(super) struct Meta {

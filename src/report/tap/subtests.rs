@@ -6,7 +6,7 @@ use super::diagnostics::push_message;
 use super::lexer::{bailout_reason, parse_result};
 use super::parser::Parser;
 use super::{MAX_NAME_BYTES, MAX_NESTING_DEPTH};
-use crate::report::text::clip;
+use crate::text::clip;
 
 /// Names of failing child points quoted in a parent's message.
 pub(super) const MAX_CHILD_FAILURES: usize = 20;

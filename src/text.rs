@@ -1,4 +1,5 @@
-//! Byte caps on text that never split a character, shared by the report parsers.
+//! Byte caps on text that never split a character, shared by the report
+//! parsers and the failure classifier.
 
 /// The largest char boundary of `s` at or below `index` (`s.len()` past the end).
 pub(crate) fn floor_char_boundary(s: &str, mut index: usize) -> usize {
