@@ -55,7 +55,43 @@ struct Delivery<'a> {
     body: &'a Bytes,
 }
 
-impl Delivery<'_> {
+impl<'a> Delivery<'a> {
+    /// A delivery to `forge`'s `route` whose event header is `event`: its
+    /// counter label is the event when `known` says it is used, else
+    /// "other" (bounded label values).
+    fn new(
+        state: &'a AppState,
+        forge: Forge,
+        route: &'static str,
+        event: &'a str,
+        known: impl Fn(&str) -> bool,
+        headers: &'a HeaderMap,
+        body: &'a Bytes,
+    ) -> Self {
+        Delivery {
+            state,
+            forge,
+            route,
+            label: if known(event) { event } else { "other" },
+            headers,
+            body,
+        }
+    }
+
+    /// Whether the event is one this exporter does not use.
+    fn unused(&self) -> bool {
+        self.label == "other"
+    }
+
+    /// `202` for an event this exporter does not use (the forge must not retry).
+    fn ignore(&self, event: &str) -> Response {
+        self.answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            json!({ "status": "ignored", "reason": format!("event {event:?} is not used by this exporter") }),
+        )
+    }
+
     fn count(&self, result: &str) {
         self.state
             .hub
@@ -131,20 +167,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The handler of `POST /webhooks/github`.
 pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let event = header(&headers, "x-github-event").unwrap_or("").to_string();
-    // Bounded label values: the events we know, ping, or "other".
-    let label = if github::webhook::EVENTS.contains(&event.as_str()) || event == "ping" {
-        event.as_str()
-    } else {
-        "other"
-    };
-    let d = Delivery {
-        state: &state,
-        forge: Forge::Github,
-        route: "/webhooks/github",
-        label,
-        headers: &headers,
-        body: &body,
-    };
+    let d = Delivery::new(
+        &state,
+        Forge::Github,
+        "/webhooks/github",
+        &event,
+        |e| github::webhook::EVENTS.contains(&e) || e == "ping",
+        &headers,
+        &body,
+    );
     let Some(secret) = state.secrets.github_webhook_secret.as_ref() else {
         return d.refuse(
             "unauthorized",
@@ -190,12 +221,8 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
     if event == "ping" {
         return d.answer("accepted", StatusCode::OK, json!({ "status": "pong" }));
     }
-    if label == "other" {
-        return d.answer(
-            "ignored",
-            StatusCode::ACCEPTED,
-            json!({ "status": "ignored", "reason": format!("event {event:?} is not used by this exporter") }),
-        );
+    if d.unused() {
+        return d.ignore(&event);
     }
     let records = match github::webhook::records(&event, &body, &state.config.github) {
         Ok(r) => r,
@@ -242,19 +269,15 @@ pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Byt
         .unwrap_or_default()
         .trim()
         .to_string();
-    let label = if gitlab::webhook::EVENTS.contains(&event.as_str()) {
-        event.as_str()
-    } else {
-        "other"
-    };
-    let d = Delivery {
-        state: &state,
-        forge: Forge::Gitlab,
-        route: "/webhooks/gitlab",
-        label,
-        headers: &headers,
-        body: &body,
-    };
+    let d = Delivery::new(
+        &state,
+        Forge::Gitlab,
+        "/webhooks/gitlab",
+        &event,
+        |e| gitlab::webhook::EVENTS.contains(&e),
+        &headers,
+        &body,
+    );
     let token = state
         .secrets
         .gitlab_webhook_token
@@ -266,12 +289,8 @@ pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Byt
             ApiError::new(StatusCode::UNAUTHORIZED, reason),
         );
     }
-    if label == "other" {
-        return d.answer(
-            "ignored",
-            StatusCode::ACCEPTED,
-            json!({ "status": "ignored", "reason": format!("event {event:?} is not used") }),
-        );
+    if d.unused() {
+        return d.ignore(&event);
     }
     let plan = match gitlab::webhook::plan(&event, &body, &state.config.gitlab.relative_root()) {
         Ok(plan) => plan,
