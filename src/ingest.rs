@@ -231,14 +231,7 @@ impl RunRequest {
                     warnings.extend(r.warnings.iter().map(|w| format!("{}: {w}", input.name)));
                     // Every test the report counts is stored (docs/reports.md).
                     report::distinct_names(&mut r.tests);
-                    tests.extend(r.tests.into_iter().map(|p| TestResult {
-                        name: p.name,
-                        outcome: p.outcome,
-                        duration_seconds: p.duration_seconds,
-                        retries: p.retries,
-                        retry_reasons: p.retry_reasons,
-                        message: p.message,
-                    }));
+                    tests.append(&mut r.tests);
                     reports.push(RawReport {
                         format: match input.format {
                             ReportKind::Tap => "tap".into(),

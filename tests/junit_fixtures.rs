@@ -5,8 +5,9 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use ci_slo_exporter::model::TestOutcome;
+use ci_slo_exporter::model::TestResult;
 use ci_slo_exporter::report::junit::parse_junit;
-use ci_slo_exporter::report::{ParsedTest, Report, ReportError, ReportTotals};
+use ci_slo_exporter::report::{Report, ReportError, ReportTotals};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit")
@@ -177,7 +178,7 @@ fn totals(
     }
 }
 
-fn find<'a>(report: &'a Report, name: &str) -> &'a ParsedTest {
+fn find<'a>(report: &'a Report, name: &str) -> &'a TestResult {
     report
         .tests
         .iter()

@@ -102,7 +102,7 @@
 //!   case, where text goes);
 //! * `message`: result elements and the message and retry reason they give;
 //! * `suite`: suite-level `<error>`/`<failure>` as a test of its own;
-//! * `mapping`: a finished test case as a [`ParsedTest`](super::ParsedTest):
+//! * `mapping`: a finished test case as a [`TestResult`](crate::model::TestResult):
 //!   outcome, name, duration;
 //! * `repeats`: the repeated-name rule (a repeat of a failed test is a retry).
 mod fast;

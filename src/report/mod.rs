@@ -1,19 +1,7 @@
 //! Test reports (TAP, JUnit XML) parsed into one neutral shape.
-use crate::model::TestOutcome;
+use crate::model::{TestOutcome, TestResult};
 pub mod junit;
 pub mod tap;
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParsedTest {
-    pub name: String,
-    pub outcome: TestOutcome,
-    pub duration_seconds: Option<f64>,
-    /// retries inside the run (0 when it ran once)
-    pub retries: u32,
-    /// reasons given for each retry, in order (may be shorter than `retries`)
-    pub retry_reasons: Vec<String>,
-    /// failure message / diagnostics (first useful lines, capped at 4 KiB)
-    pub message: Option<String>,
-}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportFormat {
     Tap,
@@ -32,7 +20,7 @@ pub struct ReportTotals {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub format: ReportFormat,
-    pub tests: Vec<ParsedTest>,
+    pub tests: Vec<TestResult>,
     pub bailed_out: bool,
     pub warnings: Vec<String>,
 }
@@ -70,7 +58,7 @@ impl Report {
 /// tests with a name are named `name [2]`, `name [3]`, … in report order (a
 /// number is skipped if the report already has a test of that name). Returns
 /// how many tests were renamed.
-pub fn distinct_names(tests: &mut [ParsedTest]) -> usize {
+pub fn distinct_names(tests: &mut [TestResult]) -> usize {
     use std::collections::{HashMap, HashSet};
     let mut taken: HashSet<String> = tests.iter().map(|t| t.name.clone()).collect();
     if taken.len() == tests.len() {
@@ -173,8 +161,8 @@ pub fn parse_file(path: &std::path::Path) -> Result<Report, ReportError> {
 mod tests {
     use super::*;
 
-    fn test(outcome: TestOutcome, retries: u32) -> ParsedTest {
-        ParsedTest {
+    fn test(outcome: TestOutcome, retries: u32) -> TestResult {
+        TestResult {
             name: "t".into(),
             outcome,
             duration_seconds: None,
@@ -214,7 +202,7 @@ mod tests {
 
     #[test]
     fn repeated_names_become_distinct_in_report_order() {
-        let named = |name: &str| ParsedTest {
+        let named = |name: &str| TestResult {
             name: name.into(),
             ..test(TestOutcome::Passed, 0)
         };

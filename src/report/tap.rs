@@ -6,7 +6,7 @@
 //! # What becomes a test
 //!
 //! Only **top-level** test points (`ok` / `not ok` at column 0) become
-//! [`ParsedTest`]s. Subtests (TAP 14 indented children announced by
+//! [`TestResult`](crate::model::TestResult)s. Subtests (TAP 14 indented children announced by
 //! `# Subtest: name`, and the buffered `ok 1 - name {` … `}` form) are summed up
 //! by their parent's result line, exactly as tapjs/tap-parser counts them; their
 //! own points are not reported separately. The names of failing first-level
@@ -101,7 +101,7 @@ use parser::Parser;
 
 /// Largest input accepted; larger inputs give [`ReportError::TooLarge`].
 pub(crate) const MAX_TAP_BYTES: u64 = 64 * 1024 * 1024;
-/// Cap of [`ParsedTest::message`], in bytes.
+/// Cap of [`TestResult::message`](crate::model::TestResult::message), in bytes.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 4096;
 /// Cap of a test name and of each retry reason, in bytes.
 pub(crate) const MAX_NAME_BYTES: usize = 1024;

@@ -1,15 +1,14 @@
-//! A finished test case as a [`ParsedTest`]: its outcome (per dialect), its
+//! A finished test case as a [`TestResult`]: its outcome (per dialect), its
 //! display name and its duration.
 
 use super::message::{ResultElem, ResultKind, cap};
 use super::parser::{CaseBuilder, Dialect};
-use crate::model::TestOutcome;
-use crate::report::ParsedTest;
+use crate::model::{TestOutcome, TestResult};
 
 /// The test a finished case reports: outcome (by the dialect's rules), message
 /// (from the result elements that made the outcome), retries inside the case
 /// and their reasons.
-pub(super) fn parsed_test(dialect: Dialect, case: CaseBuilder) -> ParsedTest {
+pub(super) fn parsed_test(dialect: Dialect, case: CaseBuilder) -> TestResult {
     let outcome = match dialect {
         Dialect::Junit => junit_outcome(&case),
         Dialect::Nunit | Dialect::Xunit => nunit_outcome(&case),
@@ -50,7 +49,7 @@ pub(super) fn parsed_test(dialect: Dialect, case: CaseBuilder) -> ParsedTest {
         }
     };
     let reasons: Vec<String> = case.retries.iter().map(ResultElem::reason).collect();
-    ParsedTest {
+    TestResult {
         name: case.name,
         outcome,
         duration_seconds: case.duration,

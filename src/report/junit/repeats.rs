@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use super::MAX_RETRY_REASONS;
 use super::mapping::outcome_word;
 use super::message::{cap, first_line};
-use crate::model::TestOutcome;
-use crate::report::ParsedTest;
+use crate::model::{TestOutcome, TestResult};
 
 fn failed_or_errored(outcome: TestOutcome) -> bool {
     matches!(outcome, TestOutcome::Failed | TestOutcome::Errored)
@@ -66,7 +65,7 @@ impl RetryIndex {
 /// repeated case retries.
 #[derive(Default)]
 pub(super) struct Tests {
-    pub(super) list: Vec<ParsedTest>,
+    pub(super) list: Vec<TestResult>,
     pub(super) retries: RetryIndex,
 }
 
@@ -75,7 +74,7 @@ impl Tests {
     /// `key` and whose name hashes to `name_hash` ([`RetryIndex::hash`]): merged
     /// into the earlier test with that key when that one failed or errored,
     /// else appended.
-    pub(super) fn record(&mut self, key: &str, name_hash: u64, test: ParsedTest) {
+    pub(super) fn record(&mut self, key: &str, name_hash: u64, test: TestResult) {
         let maybe_seen = self.retries.may_contain(name_hash);
         let retry_of = maybe_seen
             .then(|| self.retries.failed.get(key).copied())

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::model::TestOutcome;
-use crate::report::{ParsedTest, Report, ReportError, ReportFormat};
+use crate::model::{TestOutcome, TestResult};
+use crate::report::{Report, ReportError, ReportFormat};
 
 pub(super) fn parse(xml: &str) -> Report {
     match parse_junit_str("t.xml", xml) {
@@ -39,7 +39,7 @@ pub(super) fn fast_and_reader(xml: &[u8]) -> (String, String) {
     )
 }
 
-pub(super) fn only_test(xml: &str) -> ParsedTest {
+pub(super) fn only_test(xml: &str) -> TestResult {
     let report = parse(xml);
     assert_eq!(report.tests.len(), 1, "{:?}", report.tests);
     report

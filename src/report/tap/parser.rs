@@ -13,8 +13,8 @@ use super::lexer::{
 use super::plan::Plan;
 use super::subtests::subtest_header;
 use super::{MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_WARNINGS, TapCounts};
-use crate::model::TestOutcome;
-use crate::report::{ParsedTest, Report, ReportFormat};
+use crate::model::{TestOutcome, TestResult};
+use crate::report::{Report, ReportFormat};
 use crate::text::clip;
 
 #[derive(Debug, Default)]
@@ -42,7 +42,7 @@ pub(super) enum Mode<'a> {
 
 #[derive(Debug, Default)]
 pub(super) struct Parser<'a> {
-    pub(super) tests: Vec<ParsedTest>,
+    pub(super) tests: Vec<TestResult>,
     pub(super) meta: Vec<Meta>,
     pub(super) warnings: Vec<String>,
     pub(super) suppressed_warnings: u64,
@@ -210,7 +210,7 @@ impl<'a> Parser<'a> {
                 .unwrap_or_else(|| format!("test {number}"));
             let mut message = None;
             push_message(&mut message, &format!("Bail out! {reason}"));
-            self.tests.push(ParsedTest {
+            self.tests.push(TestResult {
                 name,
                 outcome: TestOutcome::Errored,
                 duration_seconds: self.pending_duration.take(),
@@ -325,7 +325,7 @@ impl<'a> Parser<'a> {
             }
             None => {
                 let number = self.check_number(no, result.number, implied);
-                self.tests.push(ParsedTest {
+                self.tests.push(TestResult {
                     name,
                     outcome,
                     duration_seconds: duration,

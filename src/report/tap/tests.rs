@@ -1,14 +1,14 @@
 //! The reader as a whole: bail outs and robustness.
 
 use super::*;
-use crate::model::TestOutcome;
-use crate::report::{ParsedTest, ReportTotals};
+use crate::model::{TestOutcome, TestResult};
+use crate::report::ReportTotals;
 
 pub(super) fn parse(input: &str) -> Report {
     parse_tap("test.tap", input).expect("parses")
 }
 
-pub(super) fn only_test(report: &Report) -> &ParsedTest {
+pub(super) fn only_test(report: &Report) -> &TestResult {
     assert_eq!(report.tests.len(), 1, "{report:#?}");
     &report.tests[0]
 }
