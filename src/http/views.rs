@@ -242,7 +242,7 @@ struct SloSettings {
 
 fn slo_settings(state: &AppState) -> SloSettings {
     SloSettings {
-        now: Utc::now(),
+        now: state.clock.now(),
         period: Duration::from_std(state.config.slo.period).unwrap_or(Duration::days(28)),
         windows: state
             .config
@@ -942,7 +942,7 @@ pub async fn nightly(
             ));
         }
     };
-    let today = Utc::now().date_naive();
+    let today = state.clock.now().date_naive();
     let first = today - Duration::days(n as i64 - 1);
     let days: Vec<NaiveDate> = (0..n as i64).map(|i| first + Duration::days(i)).collect();
     let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
@@ -1159,7 +1159,7 @@ pub async fn failures(
     q: &UiQuery,
     fingerprint: Option<String>,
 ) -> Result<FailuresView, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let sort = match q.sort.as_deref() {
         None | Some("count") => "count",
         Some("last_seen") => "last_seen",
@@ -1574,7 +1574,7 @@ pub async fn test_page(
     q: &UiQuery,
 ) -> Result<TestPageView, ApiError> {
     let window = q.window_or(state.config.tests.window)?;
-    let since = Utc::now() - window;
+    let since = state.clock.now() - window;
     let (r, c, t) = (repository.clone(), context.clone(), test.clone());
     let executions = state
         .store
