@@ -393,3 +393,127 @@ fn indentation_is_lossless_and_normalisation_only_drops_the_listed_samples() {
         "# TYPE ci_exporter_snapshot_age_seconds gauge\nci_exporter_snapshot_age_seconds_other 1\nci_runs_total{a=\"b\"} 3\n"
     );
 }
+
+/// `/metrics` gauge samples by (family, slo, window).
+fn slo_gauges(prometheus: &str) -> BTreeMap<(String, String, String), f64> {
+    let mut out = BTreeMap::new();
+    for line in prometheus.lines().filter(|l| l.starts_with("ci_slo_")) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let family = sample_name(series).to_string();
+        let label = |k: &str| {
+            series
+                .split_once(&format!("{k}=\""))
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(v, _)| v.to_string())
+                .unwrap_or_default()
+        };
+        out.insert(
+            (family, label("slo"), label("window")),
+            value.parse::<f64>().unwrap(),
+        );
+    }
+    out
+}
+
+/// Two optional ratios are the same number. Counts are compared exactly; the
+/// ratios computed from them are the same `f64` on both sides, but
+/// serde_json's default number parser may be one unit in the last place off
+/// (it is not correctly rounded), hence the tolerance.
+fn same(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * a.abs().max(1.0),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
+/// The UI's window name as a `window` label: "6 hours" is "6h".
+fn window_label(human: &str) -> String {
+    let (n, unit) = human.split_once(' ').unwrap();
+    format!("{n}{}", &unit[..1])
+}
+
+/// The UI and its JSON show the SLO numbers `/metrics` exports (issue 17
+/// point 3: one path for each number), at a whole hour and in the middle of
+/// one (where the windows' first hour is partial).
+#[test]
+fn the_ui_shows_the_slo_numbers_of_metrics() {
+    for now in [NOW, "2026-11-01T12:34:56.789Z"] {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Exporter::start(
+            dir.path(),
+            &dir.path().join("demo.db"),
+            &["--demo", "--now", now],
+            &[("CI_SLO_LOG", "warn")],
+        );
+        let gauges = slo_gauges(&e.scrape(false));
+        let (status, body) = e.get("/api/v1/slos");
+        assert_eq!(status, 200, "{body}");
+        let ui: Value = serde_json::from_str(&body).unwrap();
+        let period = window_label(str_at(&ui, "/period"));
+        let gauge = |family: &str, slo: &str, window: &str| {
+            gauges
+                .get(&(family.to_string(), slo.to_string(), window.to_string()))
+                .copied()
+        };
+        let mut compared = 0;
+        for row in ui["slos"].as_array().unwrap() {
+            let slo = str_at(row, "/slo");
+            let at = format!("{slo} at {now}");
+            assert!(
+                same(
+                    gauge("ci_slo_error_budget_remaining_ratio", slo, ""),
+                    row["budget_remaining"].as_f64()
+                ),
+                "budget of {at}: {:?} vs {}",
+                gauge("ci_slo_error_budget_remaining_ratio", slo, ""),
+                row["budget_remaining"]
+            );
+            let mut windows = vec![(period.clone(), row.clone())];
+            for w in row["windows"].as_array().unwrap() {
+                windows.push((window_label(str_at(w, "/window")), w.clone()));
+            }
+            for (window, w) in windows {
+                let total = w["total"].as_f64();
+                assert_eq!(
+                    gauge("ci_slo_window_events", slo, &window),
+                    total,
+                    "events of {at} over {window}"
+                );
+                assert!(
+                    same(gauge("ci_slo_sli_ratio", slo, &window), w["sli"].as_f64()),
+                    "SLI of {at} over {window}: {:?} vs {}",
+                    gauge("ci_slo_sli_ratio", slo, &window),
+                    w["sli"]
+                );
+                if window != period {
+                    assert!(
+                        same(
+                            gauge("ci_slo_burn_rate", slo, &window),
+                            w["burn_rate"].as_f64()
+                        ),
+                        "burn rate of {at} over {window}: {:?} vs {}",
+                        gauge("ci_slo_burn_rate", slo, &window),
+                        w["burn_rate"]
+                    );
+                }
+                compared += 1;
+            }
+            if let Some(ex) = row.get("executions").filter(|x| !x.is_null()) {
+                assert_eq!(
+                    gauge("ci_slo_window_events", "test_executions", &period),
+                    ex["total"].as_f64(),
+                    "test executions at {now}"
+                );
+                assert!(
+                    same(
+                        gauge("ci_slo_sli_ratio", "test_executions", &period),
+                        ex["sli"].as_f64()
+                    ),
+                    "test executions' SLI at {now}"
+                );
+            }
+        }
+        assert!(compared >= 30, "{compared} windows compared");
+        e.stop();
+    }
+}

@@ -300,12 +300,60 @@ async fn slo_buckets(
     Ok(per_slo)
 }
 
-fn slo_row(id: SloId, objective: f64, events: &[(i64, EventCounts)], s: &SloSettings) -> SloRow {
+impl SloSettings {
+    /// The windows an SLO row shows, in the order of [`slo_windows`]'s
+    /// answer: the period, `slo.windows`, then the last day (for "burning").
+    fn row_windows(&self) -> Vec<Duration> {
+        let mut w = vec![self.period];
+        w.extend(self.windows.iter().copied());
+        w.push(Duration::days(1));
+        w
+    }
+}
+
+/// The events of each of [`SloSettings::row_windows`] per SLO, counted as
+/// `/metrics` counts them ([`crate::store::Store::slo_counts_in`]: rolling,
+/// exact), so the pages and the gauges show the same numbers.
+async fn slo_windows(
+    state: &AppState,
+    s: &SloSettings,
+    repository: Option<String>,
+) -> Result<Vec<HashMap<String, EventCounts>>, ApiError> {
+    let since: Vec<DateTime<Utc>> = s.row_windows().iter().map(|w| s.now - *w).collect();
+    Ok(state
+        .store
+        .read(move |st| {
+            since
+                .iter()
+                .map(|t| st.slo_counts_in(*t, repository.as_deref()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?)
+}
+
+/// One SLO's counts in each of [`SloSettings::row_windows`].
+fn counts_of(windows: &[HashMap<String, EventCounts>], id: SloId) -> Vec<EventCounts> {
+    windows
+        .iter()
+        .map(|w| w.get(id.as_str()).copied().unwrap_or_default())
+        .collect()
+}
+
+/// An SLO row: good/total, SLI, budget and burn rates from `counts` (the
+/// events of [`SloSettings::row_windows`]), the recovery and exhaustion
+/// dates from the hourly `events`.
+fn slo_row(
+    id: SloId,
+    objective: f64,
+    events: &[(i64, EventCounts)],
+    counts: &[EventCounts],
+    s: &SloSettings,
+) -> SloRow {
     let now_ms = s.now.timestamp_millis();
     let period_ms = s.period.num_milliseconds();
-    let all = slo::rolling_at(events, now_ms, period_ms, HOUR_MS);
+    let all = counts.first().copied().unwrap_or_default();
     let budget_remaining = all.budget_remaining(objective);
-    let day = slo::sum_between(events, now_ms - 86_400_000, i64::MAX);
+    let day = counts.last().copied().unwrap_or_default();
     let from = (now_ms - period_ms).div_euclid(HOUR_MS) * HOUR_MS;
     let in_period = &events[events.partition_point(|(h, _)| *h < from)..];
     let recovers_at = slo::budget_recovery_ms(in_period, period_ms, HOUR_MS, objective)
@@ -339,8 +387,9 @@ fn slo_row(id: SloId, objective: f64, events: &[(i64, EventCounts)], s: &SloSett
         windows: s
             .windows
             .iter()
-            .map(|w| {
-                let c = slo::sum_between(events, now_ms - w.num_milliseconds(), i64::MAX);
+            .zip(counts.iter().skip(1))
+            .map(|(w, c)| {
+                let c = *c;
                 SloWindow {
                     window: human(*w),
                     good: c.good,
@@ -371,7 +420,7 @@ async fn test_success_view(
     state: &AppState,
     s: &SloSettings,
     repository: Option<String>,
-    executions: &[(i64, EventCounts)],
+    executions: EventCounts,
 ) -> Result<TestSuccessView, ApiError> {
     let id = SloId::TestSuccess;
     let objective = objective_of(state, id);
@@ -455,8 +504,7 @@ async fn test_success_view(
             c.total += 1;
         }
     }
-    let period_ms = s.period.num_milliseconds();
-    let ex = slo::rolling_at(executions, now_ms, period_ms, HOUR_MS);
+    let ex = executions;
     let row = SloRow {
         slo: id.as_str().into(),
         description: id.description().into(),
@@ -502,15 +550,17 @@ async fn test_success_view(
 pub async fn slos(state: &AppState, q: &UiQuery) -> Result<SlosView, ApiError> {
     let s = slo_settings(state);
     let mut per_slo = slo_buckets(state, &s, q.repository.clone()).await?;
+    let windows = slo_windows(state, &s, q.repository.clone()).await?;
     let mut rows = Vec::new();
     for id in SloId::ALL {
         let events = per_slo.remove(id.as_str()).unwrap_or_default();
+        let counts = counts_of(&windows, id);
         rows.push(if id == SloId::TestSuccess {
-            test_success_view(state, &s, q.repository.clone(), &events)
+            test_success_view(state, &s, q.repository.clone(), counts[0])
                 .await?
                 .row
         } else {
-            slo_row(id, objective_of(state, id), &events, &s)
+            slo_row(id, objective_of(state, id), &events, &counts, &s)
         });
     }
     Ok(SlosView {
@@ -571,10 +621,11 @@ pub async fn slo_detail(
         .await?
         .remove(id.as_str())
         .unwrap_or_default();
+    let counts = counts_of(&slo_windows(state, &s, q.repository.clone()).await?, id);
     if id == SloId::TestSuccess {
         // Judged per test over whole windows: no daily series; the
         // repositories by tests meeting / evaluated.
-        let v = test_success_view(state, &s, q.repository.clone(), &events).await?;
+        let v = test_success_view(state, &s, q.repository.clone(), counts[0]).await?;
         let all_bad: u64 = v.repositories.iter().map(|(_, c)| c.bad()).sum();
         let mut repositories: Vec<SloRepository> = v
             .repositories
@@ -608,7 +659,7 @@ pub async fn slo_detail(
             repositories,
         });
     }
-    let row = slo_row(id, objective, &events, &s);
+    let row = slo_row(id, objective, &events, &counts, &s);
     let now_ms = s.now.timestamp_millis();
     let period_ms = s.period.num_milliseconds();
     let first = (s.now - s.period).date_naive();
