@@ -358,6 +358,49 @@ pub fn test_success_counts(
         })
 }
 
+/// test_success over several windows at once, overall and per repository.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TestSuccessByWindow {
+    /// One entry per window: tests meeting (good) and evaluated (total).
+    pub all: Vec<EventCounts>,
+    /// The same per repository, for every repository with a test given
+    /// (also where none is evaluated: 0 meeting, 0 breaching).
+    pub by_repository: BTreeMap<String, Vec<EventCounts>>,
+}
+
+/// test_success in each of `windows` windows from each test's (repository,
+/// runs in each window): the one rule of `/metrics` (`ci_slo_*`,
+/// `ci_slo_tests`), the UI and `backfill-openmetrics` (`ci_slo_tests`).
+/// A test is an event of a window when it has at least `min_runs` runs in
+/// it, good when its success ratio is at least `threshold`
+/// ([`TestRuns::meets`], [`test_success_counts`]).
+pub fn test_success_by_window<'a>(
+    tests: impl IntoIterator<Item = (&'a str, &'a [TestRuns])>,
+    windows: usize,
+    min_runs: u64,
+    threshold: f64,
+) -> TestSuccessByWindow {
+    let mut out = TestSuccessByWindow {
+        all: vec![EventCounts::default(); windows],
+        by_repository: BTreeMap::new(),
+    };
+    for (repository, runs) in tests {
+        let repo = out
+            .by_repository
+            .entry(repository.to_string())
+            .or_insert_with(|| vec![EventCounts::default(); windows]);
+        for (i, r) in runs.iter().take(windows).enumerate() {
+            if let Some(good) = r.meets(min_runs, threshold) {
+                for c in [&mut out.all[i], &mut repo[i]] {
+                    c.good += u64::from(good);
+                    c.total += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// When a budget in the red recovers if no further bad events arrive.
 ///
 /// `buckets` are the events of the rolling period that ends now, oldest first,
@@ -466,6 +509,24 @@ mod tests {
     use super::*;
     use MergeOutcome::*;
     use RunState::*;
+
+    #[test]
+    fn test_success_by_window_counts_evaluated_tests_overall_and_per_repository() {
+        let r = |runs, passes| TestRuns { runs, passes };
+        let a1 = [r(20, 20), r(5, 5)];
+        let a2 = [r(20, 10), r(25, 25)];
+        let b1 = [r(3, 0), r(3, 0)];
+        let got =
+            test_success_by_window([("a", &a1[..]), ("a", &a2[..]), ("b", &b1[..])], 2, 20, 0.9);
+        let c = |good, total| EventCounts { good, total };
+        assert_eq!(got.all, vec![c(1, 2), c(1, 1)]);
+        assert_eq!(got.by_repository["a"], vec![c(1, 2), c(1, 1)]);
+        assert_eq!(got.by_repository["b"], vec![c(0, 0), c(0, 0)]);
+        assert_eq!(
+            got.all[0],
+            test_success_counts([a1[0], a2[0], b1[0]], 20, 0.9)
+        );
+    }
 
     #[test]
     fn an_overspent_budget_says_since_when() {

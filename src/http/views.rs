@@ -474,9 +474,15 @@ async fn test_success_view(
             Ok((tests, listed))
         })
         .await?;
-    let counts = |i: usize| {
-        slo::test_success_counts(tests.iter().map(|t| t.windows[i]), min_runs, objective)
-    };
+    let counted = slo::test_success_by_window(
+        tests
+            .iter()
+            .map(|t| (t.repository.as_str(), t.windows.as_slice())),
+        windows.len(),
+        min_runs,
+        objective,
+    );
+    let counts = |i: usize| counted.all[i];
     let all = counts(0);
     let budget_remaining = all.budget_remaining(objective);
     let day_index = windows
@@ -496,14 +502,11 @@ async fn test_success_view(
     } else {
         "ok"
     };
-    let mut per_repo: BTreeMap<String, EventCounts> = BTreeMap::new();
-    for t in &tests {
-        let c = per_repo.entry(t.repository.clone()).or_default();
-        if let Some(good) = t.windows[0].meets(min_runs, objective) {
-            c.good += u64::from(good);
-            c.total += 1;
-        }
-    }
+    let per_repo: BTreeMap<String, EventCounts> = counted
+        .by_repository
+        .into_iter()
+        .map(|(repo, c)| (repo, c[0]))
+        .collect();
     let ex = executions;
     let row = SloRow {
         slo: id.as_str().into(),

@@ -276,28 +276,25 @@ pub fn test_success_windows(
         config.slo.test_min_runs,
         config.objective(SloId::TestSuccess),
     );
+    let counted = crate::slo::test_success_by_window(
+        tests
+            .iter()
+            .map(|t| (t.repository.as_str(), t.windows.as_slice())),
+        durations.len(),
+        min_runs,
+        threshold,
+    );
     Ok(durations
         .iter()
         .enumerate()
-        .map(|(i, w)| {
-            let mut by_repository: BTreeMap<String, EventCounts> = BTreeMap::new();
-            for t in &tests {
-                let c = by_repository.entry(t.repository.clone()).or_default();
-                if let Some(good) = t.windows[i].meets(min_runs, threshold) {
-                    c.good += u64::from(good);
-                    c.total += 1;
-                }
-            }
-            let all = crate::slo::test_success_counts(
-                tests.iter().map(|t| t.windows[i]),
-                min_runs,
-                threshold,
-            );
-            TestSuccessWindow {
-                window: window_label(*w),
-                all,
-                by_repository,
-            }
+        .map(|(i, w)| TestSuccessWindow {
+            window: window_label(*w),
+            all: counted.all[i],
+            by_repository: counted
+                .by_repository
+                .iter()
+                .map(|(repo, c)| (repo.clone(), c[i]))
+                .collect(),
         })
         .collect())
 }
