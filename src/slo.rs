@@ -296,6 +296,29 @@ impl EventCounts {
     pub fn budget_remaining(self, objective: f64) -> f64 {
         1.0 - self.burn_rate(objective).unwrap_or(0.0)
     }
+
+    /// What a window of these events says against `objective`: the numbers
+    /// `/metrics` exports (`ci_slo_window_events`, `ci_slo_sli_ratio`,
+    /// `ci_slo_burn_rate`) and the UI shows for each window.
+    pub fn window_status(self, objective: f64) -> WindowStatus {
+        WindowStatus {
+            good: self.good.min(self.total),
+            total: self.total,
+            sli: self.sli(),
+            burn_rate: self.burn_rate(objective),
+        }
+    }
+}
+
+/// An SLO window's events, SLI and burn rate ([`EventCounts::window_status`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowStatus {
+    pub good: u64,
+    pub total: u64,
+    /// `None` for an empty window.
+    pub sli: Option<f64>,
+    /// `None` for an empty window (or an objective of 1).
+    pub burn_rate: Option<f64>,
 }
 
 /// Default of `slo.test_min_runs`: a test's success ratio over fewer runs

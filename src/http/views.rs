@@ -174,6 +174,19 @@ pub struct SloWindow {
     pub burn_rate: Option<f64>,
 }
 
+impl SloWindow {
+    /// The window's numbers as `/metrics` exports them ([`EventCounts::window_status`]).
+    fn new(window: String, status: slo::WindowStatus) -> SloWindow {
+        SloWindow {
+            window,
+            good: status.good,
+            total: status.total,
+            sli: status.sli,
+            burn_rate: status.burn_rate,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SloRow {
     pub slo: String,
@@ -319,15 +332,15 @@ async fn slo_windows(
     s: &SloSettings,
     repository: Option<String>,
 ) -> Result<Vec<HashMap<String, EventCounts>>, ApiError> {
-    let since: Vec<DateTime<Utc>> = s.row_windows().iter().map(|w| s.now - *w).collect();
+    let windows: Vec<std::time::Duration> = s
+        .row_windows()
+        .iter()
+        .map(|w| w.to_std().unwrap_or_default())
+        .collect();
+    let now = s.now;
     Ok(state
         .store
-        .read(move |st| {
-            since
-                .iter()
-                .map(|t| st.slo_counts_in(*t, repository.as_deref()))
-                .collect::<Result<Vec<_>, _>>()
-        })
+        .read(move |st| st.slo_counts_in_windows(now, &windows, repository.as_deref()))
         .await?)
 }
 
@@ -388,16 +401,7 @@ fn slo_row(
             .windows
             .iter()
             .zip(counts.iter().skip(1))
-            .map(|(w, c)| {
-                let c = *c;
-                SloWindow {
-                    window: human(*w),
-                    good: c.good,
-                    total: c.total,
-                    sli: c.sli(),
-                    burn_rate: c.burn_rate(objective),
-                }
-            })
+            .map(|(w, c)| SloWindow::new(human(*w), c.window_status(objective)))
             .collect(),
         unit: "events".into(),
         breaching_tests: None,
@@ -523,16 +527,7 @@ async fn test_success_view(
             .iter()
             .enumerate()
             .skip(1)
-            .map(|(i, w)| {
-                let c = counts(i);
-                SloWindow {
-                    window: human(*w),
-                    good: c.good,
-                    total: c.total,
-                    sli: c.sli(),
-                    burn_rate: c.burn_rate(objective),
-                }
-            })
+            .map(|(i, w)| SloWindow::new(human(*w), counts(i).window_status(objective)))
             .collect(),
         unit: "tests".into(),
         breaching_tests: Some(names),

@@ -621,6 +621,26 @@ impl Store {
         self.slo_counts_in(since, None)
     }
 
+    /// [`Store::slo_counts_in`] for each window ending at `now`, in the
+    /// order of `windows`: what every SLO number is computed from.
+    pub fn slo_counts_in_windows(
+        &self,
+        now: DateTime<Utc>,
+        windows: &[std::time::Duration],
+        repository: Option<&str>,
+    ) -> Result<Vec<HashMap<String, EventCounts>>, StoreError> {
+        windows
+            .iter()
+            .map(|w| {
+                let w = chrono::Duration::from_std(*w).unwrap_or(chrono::Duration::MAX);
+                let since = now
+                    .checked_sub_signed(w)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                self.slo_counts_in(since, repository)
+            })
+            .collect()
+    }
+
     /// The events of an SLO window: every event stored at or after `since`,
     /// per SLO, of one repository (by path) or of all. This is the one
     /// counting rule of every SLO number (docs/metrics.md "Windows"): `/metrics`
