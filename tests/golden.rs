@@ -1,7 +1,8 @@
 //! Golden files of the deterministic demo (issue 17, point 5): the real
 //! binary serves `--demo` with its clock fixed (`--now`), and its `/metrics`
 //! (both formats) and JSON API answers must equal the files in
-//! `tests/golden/` byte for byte. A refactor that changes none of the numbers
+//! `tests/golden/` byte for byte; so must a summary of `backfill-openmetrics`
+//! on the same database (per family: sample lines and their SHA-256). A refactor that changes none of the numbers
 //! keeps them equal; a change of behaviour shows up here as a diff, which must
 //! be intended and documented (README "Tests").
 //!
@@ -280,8 +281,62 @@ fn collect(exporter: Exporter) -> BTreeMap<String, String> {
     );
     a.json("api-run-1.json", "/api/v1/runs/1");
     a.json("api-run-1-related.json", "/api/v1/runs/1/related");
+    let (db, dir) = (a.exporter.db.clone(), a.exporter.dir.clone());
     a.exporter.stop();
     a.files
+        .insert("backfill-openmetrics.sums".into(), backfill_sums(&db, &dir));
+    a.files
+}
+
+/// `backfill-openmetrics` of the demo database up to [`NOW`], summarised: per
+/// family, its number of sample lines and their SHA-256 (the whole output is
+/// 59 MB). A change names the family whose history changed.
+fn backfill_sums(db: &Path, dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let args = [
+        "backfill-openmetrics",
+        "--db",
+        db.to_str().unwrap(),
+        "--since",
+        "30d",
+        "--until",
+        NOW,
+        "--instance",
+        "exporter:9787",
+    ];
+    let out = common::run(&args, dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.ends_with("# EOF\n"), "not a whole OpenMetrics file");
+    let mut sums = format!(
+        "# ci-slo-exporter {}\n# family, sample lines, SHA-256 of its sample lines\n",
+        args.join(" ").replace(db.to_str().unwrap(), "demo.db")
+    );
+    let mut family: Option<(String, usize, Sha256)> = None;
+    let flush = |f: Option<(String, usize, Sha256)>, sums: &mut String| {
+        if let Some((name, n, h)) = f {
+            let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            sums.push_str(&format!("{name} {n} {digest}\n"));
+        }
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            flush(family.take(), &mut sums);
+            let name = rest.split(' ').next().unwrap().to_string();
+            family = Some((name, 0, Sha256::new()));
+        } else if !line.starts_with('#') {
+            let (_, n, h) = family.as_mut().expect("a sample before any # TYPE");
+            *n += 1;
+            h.update(line.as_bytes());
+            h.update(b"\n");
+        }
+    }
+    flush(family.take(), &mut sums);
+    sums
 }
 
 fn serve_demo(dir: &Path) -> Exporter {
