@@ -449,7 +449,8 @@ fn indentation_is_lossless_and_normalisation_only_drops_the_listed_samples() {
     );
 }
 
-/// `/metrics` gauge samples by (family, slo, window).
+/// `/metrics` gauge samples by (family, slo, window); `ci_slo_tests` by
+/// (family, slo, window/repository/result).
 fn slo_gauges(prometheus: &str) -> BTreeMap<(String, String, String), f64> {
     let mut out = BTreeMap::new();
     for line in prometheus.lines().filter(|l| l.starts_with("ci_slo_")) {
@@ -462,10 +463,17 @@ fn slo_gauges(prometheus: &str) -> BTreeMap<(String, String, String), f64> {
                 .map(|(v, _)| v.to_string())
                 .unwrap_or_default()
         };
-        out.insert(
-            (family, label("slo"), label("window")),
-            value.parse::<f64>().unwrap(),
-        );
+        let key = if family == "ci_slo_tests" {
+            format!(
+                "{}/{}/{}",
+                label("window"),
+                label("repository"),
+                label("result")
+            )
+        } else {
+            label("window")
+        };
+        out.insert((family, label("slo"), key), value.parse::<f64>().unwrap());
     }
     out
 }
@@ -569,6 +577,25 @@ fn the_ui_shows_the_slo_numbers_of_metrics() {
             }
         }
         assert!(compared >= 30, "{compared} windows compared");
+        // test_success per repository over the period: tests meeting and
+        // evaluated on the SLO page, ci_slo_tests in /metrics.
+        let (status, body) = e.get("/api/v1/slos/test_success");
+        assert_eq!(status, 200, "{body}");
+        let detail: Value = serde_json::from_str(&body).unwrap();
+        let repositories = detail["repositories"].as_array().unwrap();
+        assert!(!repositories.is_empty());
+        for r in repositories {
+            let repo = str_at(r, "/repository");
+            let tests = |result: &str| {
+                gauge(
+                    "ci_slo_tests",
+                    "test_success",
+                    &format!("{period}/{repo}/{result}"),
+                )
+            };
+            assert_eq!(tests("meeting"), r["good"].as_f64(), "{repo} at {now}");
+            assert_eq!(tests("breaching"), r["bad"].as_f64(), "{repo} at {now}");
+        }
         e.stop();
     }
 }
