@@ -369,13 +369,18 @@ fn slo_row(
     let day = counts.last().copied().unwrap_or_default();
     let from = (now_ms - period_ms).div_euclid(HOUR_MS) * HOUR_MS;
     let in_period = &events[events.partition_point(|(h, _)| *h < from)..];
-    let recovers_at = slo::budget_recovery_ms(in_period, period_ms, HOUR_MS, objective)
-        .map(crate::store::from_ms);
-    let exhausted_since = if budget_remaining < 0.0 {
-        slo::exhausted_since_ms(events, period_ms, HOUR_MS, now_ms, objective)
-            .map(crate::store::from_ms)
+    // The dates walk the hourly buckets (hour-granular, docs/ui.md); they are
+    // given only for a budget the exact count says is overspent (in the hour
+    // it goes over, the buckets may not say so yet: no date then).
+    let (recovers_at, exhausted_since) = if budget_remaining < 0.0 {
+        (
+            slo::budget_recovery_ms(in_period, period_ms, HOUR_MS, objective)
+                .map(crate::store::from_ms),
+            slo::exhausted_since_ms(events, period_ms, HOUR_MS, now_ms, objective)
+                .map(crate::store::from_ms),
+        )
     } else {
-        None
+        (None, None)
     };
     let status = if all.total == 0 {
         "no_data"
