@@ -11,6 +11,7 @@ mod openmetrics;
 mod pollers;
 
 use crate::cli::{BackfillCommand, Cli, Command, ServeArgs};
+use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::demo;
 use crate::http::readiness::Readiness;
@@ -19,7 +20,6 @@ use crate::metrics::{self, MetricsHub, SelfMetrics, TestStatsCache};
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, Store};
 use anyhow::{Context, Result};
-use chrono::Utc;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -66,6 +66,10 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
     let deps = config.dependency_extractor()?;
 
     let demo = args.demo;
+    let clock = Clock::fixed_or_system(args.now);
+    if let Some(at) = clock.fixed_at() {
+        tracing::warn!(now = %at, "the clock is fixed (--now / CI_SLO_NOW): for tests only");
+    }
     if secrets.api_token.is_none() {
         tracing::warn!("CI_SLO_API_TOKEN is not set: POST /api/v1/runs will answer 401");
     }
@@ -114,7 +118,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             );
             let shard = config.shard;
             tokio::task::spawn_blocking(move || {
-                open_for_serving(&path, demo, &policy, shard, &readiness)
+                open_for_serving(&path, demo, &policy, shard, clock, &readiness)
             })
             .await??
         };
@@ -133,6 +137,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
                 &config_shard_urls,
             )?),
             bodies: Arc::new(http::guard::BodyBudget::new(body_budget)),
+            clock,
         };
         readiness.set("building the first metrics snapshot");
         tracing::info!(
@@ -185,6 +190,7 @@ fn open_for_serving(
     demo: bool,
     policy: &Policy,
     shard: crate::shard::Shard,
+    clock: Clock,
     readiness: &Readiness,
 ) -> Result<StoreHandle> {
     let mut store = Store::open_reporting(path, &mut |step| {
@@ -198,7 +204,7 @@ fn open_for_serving(
     })?;
     if demo {
         readiness.set("writing the demo history");
-        let report = demo::seed_shard(&mut store, policy, Utc::now(), shard)?;
+        let report = demo::seed_shard(&mut store, policy, clock.now(), shard)?;
         if report.created {
             tracing::info!(
                 runs = report.runs,
@@ -209,7 +215,7 @@ fn open_for_serving(
             tracing::info!("demo history already present; nothing added");
         }
     }
-    store.mark_serving(Utc::now())?;
+    store.mark_serving(clock.now())?;
     drop(store);
     Ok(StoreHandle::start(path)?)
 }
@@ -234,11 +240,12 @@ async fn shutdown_signal() {
 async fn refresh_snapshot(state: &AppState, tests: &Arc<Mutex<TestStatsCache>>) {
     let config = state.config.clone();
     let tests = tests.clone();
+    let now = state.clock.now();
     match state
         .store
         .read(move |s| {
             let mut tests = tests.lock().unwrap_or_else(|p| p.into_inner());
-            metrics::build_snapshot(s, &config, Utc::now(), &mut tests)
+            metrics::build_snapshot(s, &config, now, &mut tests)
         })
         .await
     {
@@ -299,9 +306,10 @@ async fn settler(state: AppState) {
     loop {
         tick.tick().await;
         let policy = state.policy.clone();
+        let now = state.clock.now();
         match state
             .store
-            .write(move |s| s.settle(&policy, Utc::now(), None))
+            .write(move |s| s.settle(&policy, now, None))
             .await
         {
             Ok(stats) if stats.changes_decided + stats.runs_lost > 0 => {
@@ -331,7 +339,7 @@ async fn pruner(state: AppState) {
                 .max(state.config.store.retention),
         )
         .unwrap_or(chrono::Duration::MAX);
-        let now = Utc::now();
+        let now = state.clock.now();
         match state
             .store
             .write(move |s| s.prune(now - retention, now - keep_events))

@@ -192,6 +192,13 @@ pub struct ServeArgs {
     /// (a no-op on a demo database; refused on a database with real data).
     #[arg(long)]
     pub demo: bool,
+
+    /// For tests: fix the clock at T (RFC 3339) instead of reading the system
+    /// clock. Everything computed relative to now (the demo history, SLO and
+    /// page windows, settling, pruning) then uses T and the answers do not
+    /// change with the time of day. Never set it in production.
+    #[arg(long, value_name = "T", env = "CI_SLO_NOW", value_parser = parse_time)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod app;
 pub mod catalog;
 pub mod classify;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod deps;

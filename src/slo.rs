@@ -296,6 +296,29 @@ impl EventCounts {
     pub fn budget_remaining(self, objective: f64) -> f64 {
         1.0 - self.burn_rate(objective).unwrap_or(0.0)
     }
+
+    /// What a window of these events says against `objective`: the numbers
+    /// `/metrics` exports (`ci_slo_window_events`, `ci_slo_sli_ratio`,
+    /// `ci_slo_burn_rate`) and the UI shows for each window.
+    pub fn window_status(self, objective: f64) -> WindowStatus {
+        WindowStatus {
+            good: self.good.min(self.total),
+            total: self.total,
+            sli: self.sli(),
+            burn_rate: self.burn_rate(objective),
+        }
+    }
+}
+
+/// An SLO window's events, SLI and burn rate ([`EventCounts::window_status`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowStatus {
+    pub good: u64,
+    pub total: u64,
+    /// `None` for an empty window.
+    pub sli: Option<f64>,
+    /// `None` for an empty window (or an objective of 1).
+    pub burn_rate: Option<f64>,
 }
 
 /// Default of `slo.test_min_runs`: a test's success ratio over fewer runs
@@ -356,6 +379,49 @@ pub fn test_success_counts(
             good: c.good + u64::from(good),
             total: c.total + 1,
         })
+}
+
+/// test_success over several windows at once, overall and per repository.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TestSuccessByWindow {
+    /// One entry per window: tests meeting (good) and evaluated (total).
+    pub all: Vec<EventCounts>,
+    /// The same per repository, for every repository with a test given
+    /// (also where none is evaluated: 0 meeting, 0 breaching).
+    pub by_repository: BTreeMap<String, Vec<EventCounts>>,
+}
+
+/// test_success in each of `windows` windows from each test's (repository,
+/// runs in each window): the one rule of `/metrics` (`ci_slo_*`,
+/// `ci_slo_tests`), the UI and `backfill-openmetrics` (`ci_slo_tests`).
+/// A test is an event of a window when it has at least `min_runs` runs in
+/// it, good when its success ratio is at least `threshold`
+/// ([`TestRuns::meets`], [`test_success_counts`]).
+pub fn test_success_by_window<'a>(
+    tests: impl IntoIterator<Item = (&'a str, &'a [TestRuns])>,
+    windows: usize,
+    min_runs: u64,
+    threshold: f64,
+) -> TestSuccessByWindow {
+    let mut out = TestSuccessByWindow {
+        all: vec![EventCounts::default(); windows],
+        by_repository: BTreeMap::new(),
+    };
+    for (repository, runs) in tests {
+        let repo = out
+            .by_repository
+            .entry(repository.to_string())
+            .or_insert_with(|| vec![EventCounts::default(); windows]);
+        for (i, r) in runs.iter().take(windows).enumerate() {
+            if let Some(good) = r.meets(min_runs, threshold) {
+                for c in [&mut out.all[i], &mut repo[i]] {
+                    c.good += u64::from(good);
+                    c.total += 1;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// When a budget in the red recovers if no further bad events arrive.
@@ -466,6 +532,24 @@ mod tests {
     use super::*;
     use MergeOutcome::*;
     use RunState::*;
+
+    #[test]
+    fn test_success_by_window_counts_evaluated_tests_overall_and_per_repository() {
+        let r = |runs, passes| TestRuns { runs, passes };
+        let a1 = [r(20, 20), r(5, 5)];
+        let a2 = [r(20, 10), r(25, 25)];
+        let b1 = [r(3, 0), r(3, 0)];
+        let got =
+            test_success_by_window([("a", &a1[..]), ("a", &a2[..]), ("b", &b1[..])], 2, 20, 0.9);
+        let c = |good, total| EventCounts { good, total };
+        assert_eq!(got.all, vec![c(1, 2), c(1, 1)]);
+        assert_eq!(got.by_repository["a"], vec![c(1, 2), c(1, 1)]);
+        assert_eq!(got.by_repository["b"], vec![c(0, 0), c(0, 0)]);
+        assert_eq!(
+            got.all[0],
+            test_success_counts([a1[0], a2[0], b1[0]], 20, 0.9)
+        );
+    }
 
     #[test]
     fn an_overspent_budget_says_since_when() {

@@ -77,7 +77,7 @@ pub async fn post_run(
     }
     if let Err(impossible) = crate::ingest::validate::check_times(
         &request,
-        chrono::Utc::now(),
+        state.clock.now(),
         state.config.ingest.max_future_skew,
     ) {
         metrics.count_ingest("api", "rejected");
@@ -109,11 +109,11 @@ pub async fn post_run(
             })?;
     super::limits::check_tests(prepared.run.tests.len(), &state.config.server)
         .inspect_err(|_| metrics.count_ingest("api", "rejected"))?;
-    let policy = state.policy.clone();
+    let (policy, now) = (state.policy.clone(), state.clock.now());
     let run = prepared.run;
     let report_bytes = run.reports.iter().map(|r| r.content.len()).sum();
     let bulk = super::limits::is_bulk(run.tests.len(), report_bytes);
-    let write = move |s: &mut crate::store::Store| s.ingest_run(&run, &policy, chrono::Utc::now());
+    let write = move |s: &mut crate::store::Store| s.ingest_run(&run, &policy, now);
     let ingested = if bulk {
         state.store.write_bulk(write).await?
     } else {

@@ -48,6 +48,8 @@ pub struct AppState {
     pub shards: Arc<forward::ShardRouter>,
     /// The bytes of request bodies being read at once (`guard`).
     pub bodies: Arc<guard::BodyBudget>,
+    /// Where "now" comes from (the system clock, or fixed for tests).
+    pub clock: crate::clock::Clock,
 }
 
 pub fn router(state: AppState) -> Router {

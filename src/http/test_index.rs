@@ -175,7 +175,7 @@ pub async fn test_index(state: &AppState, q: &TestIndexQuery) -> Result<TestInde
     }
     .normalized()
     .window_or(state.config.tests.window)?;
-    let since = Utc::now() - window;
+    let since = state.clock.now() - window;
     let min_runs = state.config.tests.min_runs;
     let (repository, context) = (nonempty(&q.repository), nonempty(&q.context));
     let (page, total) = state

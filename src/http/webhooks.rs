@@ -130,11 +130,12 @@ impl<'a> Delivery<'a> {
         + 'static,
     ) -> Response {
         let (forge, event) = (self.forge, event.to_string());
+        let clock = self.state.clock;
         let result = self
             .state
             .store
             .write(move |store| {
-                let now = chrono::Utc::now();
+                let now = clock.now();
                 if let Some(id) = &delivery
                     && !store.record_delivery(forge, id, &event, now)?
                 {

@@ -544,36 +544,42 @@ fn test_success_samples(
     );
     let first = |w_ms: i64| crate::slo::first_test_day(today * DAY_MS, w_ms);
     let longest = windows.iter().map(|w| first(w.1)).min();
-    let mut by_repo: BTreeMap<&str, Vec<crate::slo::EventCounts>> = BTreeMap::new();
+    // Each test's runs in each window on `today`, as Store::test_runs_in_windows
+    // adds them up for /metrics: its days from the window's first day on.
+    let mut runs: Vec<(&str, Vec<crate::slo::TestRuns>)> = Vec::new();
     for ((repo, _, _), days) in tests {
         if !longest.is_some_and(|lo| days.iter().any(|(d, _)| (lo..=today).contains(d))) {
             continue;
         }
-        let counts = by_repo
-            .entry(repo.as_str())
-            .or_insert_with(|| vec![Default::default(); windows.len()]);
-        for (c, (_, w_ms)) in counts.iter_mut().zip(windows) {
-            let lo = first(*w_ms);
-            let runs = days.iter().filter(|(d, _)| (lo..=today).contains(d)).fold(
-                crate::slo::TestRuns::default(),
-                |a, (_, c)| crate::slo::TestRuns {
-                    runs: a.runs + c.executions,
-                    passes: a.passes + c.executions - c.failures.min(c.executions),
-                },
-            );
-            if let Some(good) = runs.meets(min_runs, threshold) {
-                c.good += u64::from(good);
-                c.total += 1;
-            }
-        }
+        let per_window = windows
+            .iter()
+            .map(|(_, w_ms)| {
+                let lo = first(*w_ms);
+                days.iter().filter(|(d, _)| (lo..=today).contains(d)).fold(
+                    crate::slo::TestRuns::default(),
+                    |a, (_, c)| crate::slo::TestRuns {
+                        runs: a.runs + c.executions,
+                        passes: a.passes + c.executions - c.failures.min(c.executions),
+                    },
+                )
+            })
+            .collect();
+        runs.push((repo.as_str(), per_window));
     }
+    let by_repo = crate::slo::test_success_by_window(
+        runs.iter().map(|(repo, r)| (*repo, r.as_slice())),
+        windows.len(),
+        min_runs,
+        threshold,
+    )
+    .by_repository;
     let mut out = Vec::new();
     for (repo, counts) in by_repo {
         for ((window, _), c) in windows.iter().zip(counts) {
             for (result, n) in [("meeting", c.good), ("breaching", c.bad())] {
                 let labels = [
                     ("slo", SloId::TestSuccess.as_str()),
-                    ("repository", repo),
+                    ("repository", repo.as_str()),
                     ("window", window.as_str()),
                     ("result", result),
                 ];

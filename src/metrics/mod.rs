@@ -159,11 +159,11 @@ pub fn slo_families(
     let mut events = family(catalog::SLO_WINDOW_EVENTS);
     let mut tests = family(catalog::SLO_TESTS);
     let windows = config.gauge_windows();
-    let mut counts: Vec<(String, std::collections::HashMap<String, EventCounts>)> = Vec::new();
-    for w in &windows {
-        let since = now - chrono::Duration::from_std(*w).unwrap_or_default();
-        counts.push((window_label(*w), store.slo_counts_since(since)?));
-    }
+    let counts: Vec<(String, std::collections::HashMap<String, EventCounts>)> = windows
+        .iter()
+        .map(|w| window_label(*w))
+        .zip(store.slo_counts_in_windows(now, &windows, None)?)
+        .collect();
     let per_test = test_success_windows(store, config, now)?;
     let period_label = window_label(config.slo.period);
     for id in SloId::ALL {
@@ -183,11 +183,14 @@ pub fn slo_families(
         let mut period = EventCounts::default();
         for (window, c) in by_window {
             let labels = vec![label("slo", slo), label("window", window.clone())];
-            events.samples.push(gauge(labels.clone(), c.total as f64));
-            if let Some(v) = c.sli() {
+            let status = c.window_status(obj);
+            events
+                .samples
+                .push(gauge(labels.clone(), status.total as f64));
+            if let Some(v) = status.sli {
                 sli.samples.push(gauge(labels.clone(), v));
             }
-            if let Some(v) = c.burn_rate(obj) {
+            if let Some(v) = status.burn_rate {
                 burn.samples.push(gauge(labels, v));
             }
             if window == period_label {
@@ -276,28 +279,25 @@ pub fn test_success_windows(
         config.slo.test_min_runs,
         config.objective(SloId::TestSuccess),
     );
+    let counted = crate::slo::test_success_by_window(
+        tests
+            .iter()
+            .map(|t| (t.repository.as_str(), t.windows.as_slice())),
+        durations.len(),
+        min_runs,
+        threshold,
+    );
     Ok(durations
         .iter()
         .enumerate()
-        .map(|(i, w)| {
-            let mut by_repository: BTreeMap<String, EventCounts> = BTreeMap::new();
-            for t in &tests {
-                let c = by_repository.entry(t.repository.clone()).or_default();
-                if let Some(good) = t.windows[i].meets(min_runs, threshold) {
-                    c.good += u64::from(good);
-                    c.total += 1;
-                }
-            }
-            let all = crate::slo::test_success_counts(
-                tests.iter().map(|t| t.windows[i]),
-                min_runs,
-                threshold,
-            );
-            TestSuccessWindow {
-                window: window_label(*w),
-                all,
-                by_repository,
-            }
+        .map(|(i, w)| TestSuccessWindow {
+            window: window_label(*w),
+            all: counted.all[i],
+            by_repository: counted
+                .by_repository
+                .iter()
+                .map(|(repo, c)| (repo.clone(), c[i]))
+                .collect(),
         })
         .collect())
 }

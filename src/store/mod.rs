@@ -612,15 +612,49 @@ impl Store {
         Ok(ids)
     }
 
-    /// SLO event counts since `since`, per SLO.
+    /// SLO event counts since `since`, per SLO: [`Store::slo_counts_in`]
+    /// over every repository.
     pub fn slo_counts_since(
         &self,
         since: DateTime<Utc>,
     ) -> Result<HashMap<String, EventCounts>, StoreError> {
-        // Whole hours from the hourly rollup (migration 5, kept by triggers),
-        // the part of the first hour from the events themselves: the same
-        // answer as counting every event since `since`, without reading a
-        // month of events on every snapshot.
+        self.slo_counts_in(since, None)
+    }
+
+    /// [`Store::slo_counts_in`] for each window ending at `now`, in the
+    /// order of `windows`: what every SLO number is computed from.
+    pub fn slo_counts_in_windows(
+        &self,
+        now: DateTime<Utc>,
+        windows: &[std::time::Duration],
+        repository: Option<&str>,
+    ) -> Result<Vec<HashMap<String, EventCounts>>, StoreError> {
+        windows
+            .iter()
+            .map(|w| {
+                let w = chrono::Duration::from_std(*w).unwrap_or(chrono::Duration::MAX);
+                let since = now
+                    .checked_sub_signed(w)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                self.slo_counts_in(since, repository)
+            })
+            .collect()
+    }
+
+    /// The events of an SLO window: every event stored at or after `since`,
+    /// per SLO, of one repository (by path) or of all. This is the one
+    /// counting rule of every SLO number (docs/metrics.md "Windows"): `/metrics`
+    /// (`ci_slo_*` gauges), the UI and its JSON read their windows here, so the
+    /// numbers agree. A window is rolling and exact to the millisecond: whole
+    /// hours come from the hourly rollup (migration 5, kept by triggers), the
+    /// part of the first hour from the events themselves, so a month of events
+    /// is not read on every snapshot. Events stamped after now (clock skew) are
+    /// in every window.
+    pub fn slo_counts_in(
+        &self,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+    ) -> Result<HashMap<String, EventCounts>, StoreError> {
         const HOUR_MS: i64 = 3_600_000;
         let since_ms = to_ms(since);
         let first_whole_hour = since_ms.div_euclid(HOUR_MS) * HOUR_MS
@@ -635,30 +669,42 @@ impl Store {
             c.good += good as u64;
             c.total += total as u64;
         };
-        let mut hours = self.conn.prepare_cached(
+        // Repository 0 of the rollup is every repository; `?3` is the path
+        // (NULL: all). Two texts rather than `?3 IS NULL OR ...`, so that each
+        // uses its index (the rollup's primary key, `slo_events_at`).
+        let (hourly_repo, repo) = match repository {
+            Some(_) => (
+                "repository_id IN (SELECT id FROM repositories WHERE path = ?3)",
+                "AND repository_id IN (SELECT id FROM repositories WHERE path = ?3)",
+            ),
+            None => ("repository_id = 0 AND ?3 IS NULL", "AND ?3 IS NULL"),
+        };
+        let hourly = format!(
             "SELECT slo, sum(good), sum(total) FROM slo_hourly
-             WHERE repository_id = 0 AND hour >= ?1 GROUP BY slo",
-        )?;
-        let mut rows = hours.query([first_whole_hour])?;
+             WHERE {hourly_repo} AND hour >= ?1 GROUP BY slo"
+        );
+        let params = rusqlite::params![first_whole_hour, since_ms, repository];
+        let mut hours = self.conn.prepare_cached(&hourly)?;
+        let mut rows = hours.query(params)?;
         while let Some(r) = rows.next()? {
             add(r.get(0)?, r.get(1)?, r.get(2)?);
         }
-        let mut edge = self.conn.prepare_cached(
+        let mut edge = self.conn.prepare_cached(&format!(
             "SELECT slo, coalesce(sum(good), 0), count(*) FROM slo_events
-             WHERE at >= ?1 AND at < ?2 GROUP BY slo",
-        )?;
-        let mut rows = edge.query([since_ms, first_whole_hour])?;
+             WHERE at >= ?2 AND at < ?1 {repo} GROUP BY slo"
+        ))?;
+        let mut rows = edge.query(params)?;
         while let Some(r) = rows.next()? {
             add(r.get(0)?, r.get(1)?, r.get(2)?);
         }
         // The test_success events of a run are one row (migration 10).
         let (good, total): (i64, i64) = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT coalesce(sum(good), 0), coalesce(sum(total), 0) FROM test_events
-                 WHERE at >= ?1 AND at < ?2",
-            )?
-            .query_row([since_ms, first_whole_hour], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                 WHERE at >= ?2 AND at < ?1 {repo}"
+            ))?
+            .query_row(params, |r| Ok((r.get(0)?, r.get(1)?)))?;
         if total > 0 {
             add(SloId::TestSuccess.as_str().to_string(), good, total);
         }

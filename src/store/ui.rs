@@ -920,6 +920,55 @@ mod tests {
     }
 
     #[test]
+    fn slo_counts_in_counts_from_the_first_millisecond_of_all_or_one_repository() {
+        let mut s = store();
+        // runs_completed events at the runs' ends: o/a at t0 + 10 min, o/b at t0 + 15 min.
+        for (repo, commit, at, state) in [
+            ("o/a", "c1", t0(), RunState::Success),
+            ("o/b", "c2", t0() + Duration::minutes(5), RunState::Error),
+        ] {
+            ingest(
+                &mut s,
+                repo,
+                "ci",
+                commit,
+                Trigger::Schedule,
+                at,
+                state,
+                None,
+                vec![],
+            );
+        }
+        let completed = |since: DateTime<Utc>, repo: Option<&str>| {
+            s.slo_counts_in(since, repo)
+                .unwrap()
+                .get("runs_completed")
+                .copied()
+                .unwrap_or_default()
+        };
+        let c = |good, total| EventCounts { good, total };
+        // Whole hours (the rollup), one repository or all.
+        let day = t0() - Duration::days(1);
+        assert_eq!(completed(day, None), c(1, 2));
+        assert_eq!(completed(day, Some("o/a")), c(1, 1));
+        assert_eq!(completed(day, Some("o/b")), c(0, 1));
+        assert_eq!(completed(day, Some("o/none")), c(0, 0));
+        // A window starting within an hour counts from its first millisecond.
+        let ten = t0() + Duration::minutes(10);
+        assert_eq!(completed(ten, None), c(1, 2));
+        assert_eq!(completed(ten + Duration::milliseconds(1), None), c(0, 1));
+        assert_eq!(
+            completed(ten + Duration::milliseconds(1), Some("o/a")),
+            c(0, 0)
+        );
+        assert_eq!(completed(ten, Some("o/a")), c(1, 1));
+        assert_eq!(
+            s.slo_counts_since(day).unwrap(),
+            s.slo_counts_in(day, None).unwrap()
+        );
+    }
+
+    #[test]
     fn the_hourly_rollup_follows_inserts_and_prunes() {
         let mut s = store();
         for i in 0..6 {
