@@ -1,10 +1,14 @@
 //! Forge sources (GitHub, GitLab): what they share.
 //!
 //! Each forge keeps its wire types private and converts them to `model`
-//! types at its boundary; this module holds the HTTP client they all use.
+//! types at its boundary; this module holds the HTTP client policy they all
+//! use (`client`: retries, rate limits, conditional requests, body caps;
+//! `pages`: pagination with one page limit), each forge adding a thin adapter.
 
+pub(crate) mod client;
 pub mod github;
 pub mod gitlab;
+pub(crate) mod pages;
 
 use std::sync::Once;
 use std::time::Duration;

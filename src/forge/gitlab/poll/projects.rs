@@ -39,7 +39,7 @@ impl Poller {
                     ("sort", "asc".into()),
                 ],
             )?;
-            let projects: Vec<ApiProject> = self.all("group_projects", url).await?;
+            let projects: Vec<ApiProject> = self.client.all("group_projects", url).await?;
             for p in projects {
                 if !p.archived
                     && pattern
