@@ -11,14 +11,15 @@
 //!    from the last committed pull request with no gap and no duplicate;
 //! 3. scheduled workflow runs (nightlies) on their own, slower interval.
 //!
-//! Requests are paginated by `Link: rel="next"`, count in the self-metrics,
-//! read the rate-limit headers, wait out `Retry-After` and secondary limits,
-//! and back off exponentially with jitter on 5xx and timeouts, a bounded
-//! number of times.
+//! Requests go through the forge-neutral client (`crate::forge::client`,
+//! `crate::forge::pages`): paginated by `Link: rel="next"` up to the page
+//! limit, counted in the self-metrics, the rate-limit headers read,
+//! `Retry-After` and secondary limits waited out, exponential backoff with
+//! jitter on 5xx and network errors, a bounded number of times, bodies capped.
 //!
 //! One concern per file:
-//! * `client`: the REST client (auth, pagination, conditional requests, rate
-//!   limits, retries, capped log downloads);
+//! * `client`: the GitHub adapter of the forge-neutral client (auth, API and
+//!   rate-limit headers, which answers are rate limits, the log marker);
 //! * `repositories`: which repositories are polled;
 //! * `pulls`: merged pull requests per repository, the cursors and the
 //!   backfill's covered range;
