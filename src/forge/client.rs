@@ -60,7 +60,7 @@ pub(crate) struct Retries {
 
 /// A request that ended without a usable answer.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FetchError {
+pub enum FetchError {
     /// A 4xx (not a rate limit) or another non-retried status.
     #[error("{url}: {status}: {message}")]
     Status {

@@ -29,6 +29,21 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
         .build()
 }
 
+/// `serve`'s loop, one for both pollers: a round now, then one every
+/// `interval` (a round longer than the interval delays the next one; missed
+/// ticks are not made up). Each poller's round persists its own cursors.
+pub(crate) async fn poll_forever<F: std::future::Future<Output = ()>>(
+    interval: Duration,
+    mut round: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        round().await;
+    }
+}
+
 /// The `kind` label of `ci_exporter_forge_errors_total` for a failed
 /// request or body read: `timeout` (no answer, or the body stalled, within the
 /// request timeout), `connect`, else `connection` (reset, or closed before the

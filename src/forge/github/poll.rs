@@ -33,7 +33,7 @@ mod pulls;
 mod repositories;
 mod runs;
 
-pub use client::{Client, Page};
+pub use client::Client;
 
 use super::GithubConfig;
 use crate::classify::Classifier;
@@ -46,23 +46,9 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    #[error("GitHub API {url}: {status}: {message}")]
-    Status {
-        url: String,
-        status: u16,
-        message: String,
-    },
-    #[error("GitHub API {url}: gave up after {tries} tries: {last}")]
-    GaveUp {
-        url: String,
-        tries: u32,
-        last: String,
-    },
-    #[error("GitHub API {url}: undecodable answer: {source}")]
-    Decode {
-        url: String,
-        source: serde_json::Error,
-    },
+    /// A request without a usable answer (the forge-neutral client's error).
+    #[error("GitHub API {0}")]
+    Fetch(#[from] crate::forge::client::FetchError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("owner pattern: {0}")]
@@ -188,11 +174,9 @@ impl Poller {
 
 /// `serve`'s background task: poll now, then every `poll_interval`.
 pub async fn run_forever(poller: Poller) {
-    let mut tick = tokio::time::interval(poller.config.poll_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
+    crate::forge::poll_forever(poller.config.poll_interval, || async {
         let stats = poller.poll_once().await;
         tracing::info!(?stats, "GitHub poll done");
-    }
+    })
+    .await
 }

@@ -210,10 +210,7 @@ impl Poller {
     /// `serve`'s loop: a round every `poll_interval`; after a round that stored
     /// something, `refresh` is notified.
     pub async fn run_forever(self, refresh: Arc<tokio::sync::Notify>) {
-        let mut tick = tokio::time::interval(self.config.poll_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
+        crate::forge::poll_forever(self.config.poll_interval, || async {
             let lookback = chrono::Duration::from_std(self.config.initial_lookback)
                 .unwrap_or(chrono::Duration::days(1));
             match self
@@ -236,6 +233,7 @@ impl Poller {
                 }
                 Err(e) => tracing::warn!(error = %e, "GitLab poll failed"),
             }
-        }
+        })
+        .await
     }
 }

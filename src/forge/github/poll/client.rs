@@ -80,36 +80,6 @@ impl Adapter for Github {
     }
 }
 
-impl From<FetchError> for PollError {
-    fn from(e: FetchError) -> PollError {
-        match e {
-            FetchError::Status {
-                url,
-                status,
-                message,
-                ..
-            } => PollError::Status {
-                url,
-                status,
-                message,
-            },
-            FetchError::GaveUp {
-                url, tries, last, ..
-            } => PollError::GaveUp { url, tries, last },
-            FetchError::Decode { url, source, .. } => PollError::Decode { url, source },
-        }
-    }
-}
-
-/// One answer: 200 with a body, or 304.
-#[derive(Debug)]
-pub struct Page {
-    pub not_modified: bool,
-    pub body: Vec<u8>,
-    pub etag: Option<String>,
-    pub next: Option<String>,
-}
-
 /// The REST client: the forge-neutral policy with the GitHub adapter.
 #[derive(Clone)]
 pub struct Client {
@@ -176,11 +146,7 @@ impl Client {
     ) -> Result<T, PollError> {
         match self.inner.json(endpoint, url, None).await? {
             Some((t, _)) => Ok(t),
-            None => Err(PollError::Status {
-                url: url.to_string(),
-                status: 304,
-                message: "not modified without a condition".into(),
-            }),
+            None => Err(not_modified(url)),
         }
     }
 
@@ -189,13 +155,7 @@ impl Client {
     pub async fn download_log(&self, url: &str, cap: u64) -> Result<(String, bool), PollError> {
         let body = match self.inner.get("logs", url, None, cap).await? {
             Answer::Ok(body) => body,
-            Answer::NotModified => {
-                return Err(PollError::Status {
-                    url: url.into(),
-                    status: 304,
-                    message: "log download failed".into(),
-                });
-            }
+            Answer::NotModified => return Err(not_modified(url)),
         };
         let mut text = String::from_utf8_lossy(&body.bytes).into_owned();
         if body.truncated {
@@ -205,4 +165,14 @@ impl Client {
         }
         Ok((text, body.truncated))
     }
+}
+
+/// A 304 to an unconditional request.
+fn not_modified(url: &str) -> PollError {
+    PollError::Fetch(FetchError::Status {
+        endpoint: String::new(),
+        url: url.to_string(),
+        status: 304,
+        message: "not modified without a condition".into(),
+    })
 }

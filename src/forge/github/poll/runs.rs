@@ -4,6 +4,7 @@
 //! capped, classified.
 
 use super::{Mode, PollError, PollStats, Poller};
+use crate::forge::client::FetchError;
 use crate::forge::github::{DownloadLogs, Record, cockpit, wire};
 use crate::ingest::classify_run;
 use crate::model::{RunState, Trigger};
@@ -227,7 +228,7 @@ impl Poller {
             {
                 Ok(l) => l,
                 // Gone, expired or forbidden: asking again will not help.
-                Err(PollError::Status { status, .. })
+                Err(PollError::Fetch(FetchError::Status { status, .. }))
                     if (400..500).contains(&status) && status != 429 =>
                 {
                     tracing::warn!(
