@@ -4,7 +4,7 @@
 //! pieces (encoded paths, times).
 
 use super::{FORGE, PollStats, Poller};
-use crate::forge::client::{self, Adapter, FetchError, Observer};
+use crate::forge::client::{self, Adapter, Observer};
 use crate::forge::gitlab::GitlabError;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -61,39 +61,6 @@ impl Observer for PollStats {
 
     fn not_modified(&self) {
         self.not_modified.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl From<FetchError> for GitlabError {
-    fn from(e: FetchError) -> GitlabError {
-        match e {
-            FetchError::Status {
-                endpoint,
-                status,
-                message,
-                ..
-            } => GitlabError::Status {
-                endpoint,
-                status,
-                body: message.chars().take(300).collect(),
-            },
-            FetchError::GaveUp {
-                endpoint,
-                tries,
-                last,
-                ..
-            } => GitlabError::GaveUp {
-                endpoint,
-                attempts: tries,
-                last,
-            },
-            FetchError::Decode {
-                endpoint, source, ..
-            } => GitlabError::Decode {
-                endpoint,
-                reason: source.to_string(),
-            },
-        }
     }
 }
 
