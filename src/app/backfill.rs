@@ -6,13 +6,13 @@ use crate::classify::Classifier;
 use crate::cli::{BackfillArgs, BackfillGithubArgs};
 use crate::config::{Config, Secrets};
 use crate::forge::github::poll;
+use crate::forge::progress::Progress;
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, SettleStats};
 use anyhow::Result;
 use chrono::Utc;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What both backfills start from: the database (`--db`), the policy (with
 /// `--history`), the classifier and a runtime; `nothing` unless the forge
@@ -60,7 +60,6 @@ async fn settle(store: &StoreHandle, policy: &Arc<Policy>) -> Result<SettleStats
 /// projects from N days ago, with progress (a bar on a terminal, else lines).
 pub(super) fn gitlab(config: Config, secrets: Secrets, args: BackfillArgs) -> Result<()> {
     use crate::forge::gitlab::poll::{Poller, Since};
-    use std::io::IsTerminal;
     let (config, policy, classifier, runtime) = setup(
         config,
         args.db,
@@ -83,19 +82,9 @@ pub(super) fn gitlab(config: Config, secrets: Secrets, args: BackfillArgs) -> Re
         )?
         .with_shard(config.shard)
         .with_dependencies(Arc::new(config.dependency_extractor()?));
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} projects {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
         let stats = poller.stats.clone();
         let started = std::time::Instant::now();
-        let last_line = std::sync::Mutex::new(std::time::Instant::now());
+        let bar = std::sync::Mutex::new(Progress::new(true, "backfill gitlab".into(), "projects"));
         let progress = |done: usize, total: usize, r: &crate::forge::gitlab::poll::PollReport| {
             let msg = format!(
                 "{} pipelines, {} runs, {} traces, {} API calls",
@@ -104,23 +93,12 @@ pub(super) fn gitlab(config: Config, secrets: Secrets, args: BackfillArgs) -> Re
                 r.traces,
                 stats.requests()
             );
-            if let Some(bar) = &bar {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.set_message(msg);
-            } else {
-                let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
-                if done == total || last.elapsed() >= Duration::from_secs(10) {
-                    *last = std::time::Instant::now();
-                    eprintln!("backfill gitlab: {done}/{total} projects, {msg}");
-                }
-            }
+            let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+            bar.step(done, total, &msg);
         };
         let since = Utc::now() - chrono::Duration::days(i64::from(args.days));
         let report = poller.poll_once(Since::Backfill(since), &progress).await?;
-        if let Some(bar) = &bar {
-            bar.finish();
-        }
+        bar.lock().unwrap_or_else(|p| p.into_inner()).finish();
         let settled = settle(&store, &policy).await?;
         crate::output::line(serde_json::json!({
             "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,

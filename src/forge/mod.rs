@@ -9,6 +9,7 @@ pub(crate) mod client;
 pub mod github;
 pub mod gitlab;
 pub(crate) mod pages;
+pub(crate) mod progress;
 
 use std::sync::Once;
 use std::time::Duration;

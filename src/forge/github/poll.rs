@@ -25,10 +25,8 @@
 //!   backfill's covered range;
 //! * `runs`: the runs on a commit (statuses, check runs, workflow runs and
 //!   their jobs), scheduled runs, failed jobs' logs;
-//! * `progress`: the backfill's progress bar or log lines.
 
 mod client;
-mod progress;
 mod pulls;
 mod repositories;
 mod runs;

@@ -2,10 +2,10 @@
 //! cursor, the backfill's covered range (and the gap it fills first), one pull
 //! request at a time, then the cursor.
 
-use super::progress::Progress;
 use super::{Mode, PollError, PollStats, Poller};
 use crate::forge::github::Record;
 use crate::forge::github::wire;
+use crate::forge::progress::Progress;
 use crate::model::Forge;
 use crate::store::SyncState;
 use chrono::{DateTime, Utc};
@@ -157,7 +157,8 @@ impl Poller {
             .collect();
         newer.sort_by_key(|p| (updated(p), p.number));
 
-        let mut progress = Progress::new(self.show_progress, repo.to_string());
+        let mut progress =
+            Progress::new(self.show_progress, repo.to_string(), "merged pull requests");
         let total = older.len() + newer.len();
         progress.total(total);
         let mut done = 0;
@@ -165,7 +166,7 @@ impl Poller {
             self.process_pull(repo, pr, stats).await?;
             self.set_backfill_from(repo, updated(pr)).await?;
             done += 1;
-            progress.step(done, total);
+            progress.step(done, total, "");
         }
         if let Some((floor, _)) = gap {
             self.set_backfill_from(repo, floor).await?;
@@ -186,7 +187,7 @@ impl Poller {
             )
             .await?;
             done += 1;
-            progress.step(done, total);
+            progress.step(done, total, "");
         }
         progress.finish();
         self.set_sync_state(
