@@ -101,9 +101,16 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
     // Second and third rounds: nothing changed.
     for round in 0..2 {
         let before = fake.fake.requests.load(Ordering::Relaxed);
+        let unchanged_before = s.poller.stats.not_modified.load(Ordering::Relaxed);
         let r = poll(&s.poller).await;
         let made = fake.fake.requests.load(Ordering::Relaxed) - before;
-        assert_eq!((r.pipelines, r.runs), (0, 0));
+        let unchanged = s.poller.stats.not_modified.load(Ordering::Relaxed) - unchanged_before;
+        assert_eq!((r.projects, r.pipelines, r.runs), (100, 0, 0));
+        // The group listing is conditional too (like GitHub's owner listings).
+        assert!(unchanged >= 1, "round {round}: the group listing is a 304");
+        if round == 1 {
+            assert_eq!(unchanged, 101, "the group and every project: 304");
+        }
         // One group listing plus at most one request per project.
         assert!(made <= 101, "round {round}: {made} requests");
         if round == 1 {
