@@ -311,11 +311,10 @@ impl<A: Adapter> ForgeClient<A> {
         &self,
         endpoint: &str,
         url: &str,
-        etag: Option<&str>,
-    ) -> Result<Option<(T, Body)>, FetchError> {
-        match self.get(endpoint, url, etag, MAX_JSON_BYTES).await? {
+    ) -> Result<Option<T>, FetchError> {
+        match self.get(endpoint, url, None, MAX_JSON_BYTES).await? {
             Answer::NotModified => Ok(None),
-            Answer::Ok(body) => Ok(Some((self.decode(endpoint, url, &body)?, body))),
+            Answer::Ok(body) => Ok(Some(self.decode(endpoint, url, &body)?)),
         }
     }
 }

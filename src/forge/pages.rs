@@ -27,7 +27,6 @@ pub(crate) struct Pages<'c, A> {
     next: Option<String>,
     etag: Option<String>,
     read: usize,
-    limit: usize,
 }
 
 impl<A: Adapter> ForgeClient<A> {
@@ -44,7 +43,6 @@ impl<A: Adapter> ForgeClient<A> {
             next: Some(url),
             etag,
             read: 0,
-            limit: MAX_PAGES,
         }
     }
 
@@ -70,7 +68,7 @@ impl<A: Adapter> Pages<'_, A> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        if self.read >= self.limit {
+        if self.read >= MAX_PAGES {
             tracing::warn!(
                 forge = self.client.forge(),
                 endpoint = self.endpoint,

@@ -144,8 +144,8 @@ impl Client {
         endpoint: &'static str,
         url: &str,
     ) -> Result<T, PollError> {
-        match self.inner.json(endpoint, url, None).await? {
-            Some((t, _)) => Ok(t),
+        match self.inner.json(endpoint, url).await? {
+            Some(t) => Ok(t),
             None => Err(not_modified(url)),
         }
     }

@@ -58,9 +58,9 @@ impl Poller {
                         &format!("/projects/{enc}/pipelines"),
                         &[("sha", sha.clone()), ("per_page", "1".into())],
                     )?;
-                    if let Some((items, _)) = self
+                    if let Some(items) = self
                         .client
-                        .json::<Vec<ApiPipeline>>("pipelines", &url, None)
+                        .json::<Vec<ApiPipeline>>("pipelines", &url)
                         .await?
                         && let Some(head) = items.first()
                     {

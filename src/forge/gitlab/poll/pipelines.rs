@@ -166,12 +166,8 @@ impl Poller {
                 &format!("/projects/{enc}/pipelines/{}/test_report", p.id),
                 &[],
             )?;
-            match self
-                .client
-                .json::<TestReport>("test_report", &url, None)
-                .await
-            {
-                Ok(Some((tr, _))) => attach_tests(&mut planned, tr, &self.classifier),
+            match self.client.json::<TestReport>("test_report", &url).await {
+                Ok(Some(tr)) => attach_tests(&mut planned, tr, &self.classifier),
                 Ok(None) => {}
                 Err(FetchError::Decode { source, .. }) => {
                     tracing::warn!(project, pipeline = p.id, error = %source, "invalid or too large test report; skipped")
