@@ -43,6 +43,10 @@ const PROCESS_ONLY: &[(&str, &str)] = &[
         "304 answers to this process",
     ),
     (
+        "ci_exporter_forge_page_limit_reached",
+        "listings this process cut at the page limit",
+    ),
+    (
         "ci_exporter_webhook_deliveries",
         "webhooks this process received",
     ),

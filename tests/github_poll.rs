@@ -119,6 +119,35 @@ async fn handler(State(fake): State<Shared>, req: Request) -> Response {
         _ => {}
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if path == "/orgs/endless/repos" {
+        // A listing that never ends: every page links to the next.
+        let q = req.uri().query().unwrap_or_default();
+        let page: u64 = q
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("page="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let host = headers.get("host").unwrap().to_str().unwrap().to_string();
+        let mut r = axum::Json(json!([])).into_response();
+        r.headers_mut().insert(
+            "link",
+            format!(
+                "<http://{host}/orgs/endless/repos?per_page=100&page={}>; rel=\"next\"",
+                page + 1
+            )
+            .parse()
+            .unwrap(),
+        );
+        return r;
+    }
+    if path == "/orgs/huge/repos" {
+        // A JSON answer one byte larger than the 64 MiB cap.
+        let mut body = vec![b' '; 64 * 1024 * 1024 - 1];
+        body[0] = b'[';
+        body.extend_from_slice(b"]");
+        body.push(b' ');
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    }
     if path == "/repos/fake/history/pulls" {
         // Two pages, newest update first, like the real listing.
         let now = fake.lock().unwrap().history_now.unwrap();
@@ -560,4 +589,117 @@ async fn a_backfill_with_more_days_reaches_further_back_and_resumes_without_gap_
     assert_eq!((stats.errors, stats.pull_requests), (0, 5), "{stats:?}");
     assert_eq!(fetched_history(&fake, mark), vec![5, 4, 3, 2, 1]);
     assert_eq!(merged_history(&db), vec![1, 2, 3, 4, 5]);
+}
+
+/// Log lines written while `f` runs (on this thread), at warn and above.
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    let buf: Arc<Mutex<Vec<u8>>> = Default::default();
+    let b = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || Logs(b.clone()))
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+/// The value of a self-metric sample with exactly these labels.
+fn self_metric(hub: &MetricsHub, family: &str, labels: &[(&str, &str)]) -> f64 {
+    hub.self_metrics
+        .families()
+        .into_iter()
+        .filter(|f| f.name == family)
+        .flat_map(|f| f.samples)
+        .filter(|s| {
+            s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+/// The same client policy as GitLab's: a listing stops at 10,000 pages, and
+/// that is logged (naming the endpoint) and counted, not silent.
+#[tokio::test(flavor = "current_thread")]
+async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
+    let (logs, _guard) = capture_logs();
+    let fake: Shared = Default::default();
+    let api = fake_github(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = poller(&api, &dir.path().join("db.sqlite"), |g| {
+        g.owners = vec![OwnerConfig {
+            owner: "endless".into(),
+            pattern: None,
+        }];
+    });
+    let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
+    p.client = Client::new(&p.config, None, hub.clone()).unwrap();
+    let stats = p.poll_once().await;
+    assert_eq!((stats.errors, stats.repositories), (0, 0), "{stats:?}");
+    let pages = fake
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(pq, _)| pq.starts_with("/orgs/endless/repos"))
+        .count();
+    assert_eq!(pages, 10_000, "the page limit");
+    assert_eq!(
+        self_metric(
+            &hub,
+            "ci_exporter_forge_page_limit_reached",
+            &[("forge", "github"), ("endpoint", "repos")]
+        ),
+        1.0
+    );
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("WARN") && logs.contains("page limit") && logs.contains("endpoint=\"repos\""),
+        "{logs}"
+    );
+}
+
+/// JSON answers are capped at 64 MiB like GitLab's: a larger one is an
+/// undecodable answer, counted as `kind="decode"`, and the poll fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_answer_larger_than_the_cap_is_refused_and_counted() {
+    let fake: Shared = Default::default();
+    let api = fake_github(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = poller(&api, &dir.path().join("db.sqlite"), |g| {
+        g.owners = vec![OwnerConfig {
+            owner: "huge".into(),
+            pattern: None,
+        }];
+    });
+    let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
+    p.client = Client::new(&p.config, None, hub.clone()).unwrap();
+    let stats = p.poll_once().await;
+    assert_eq!(stats.errors, 1, "{stats:?}");
+    assert_eq!(
+        self_metric(
+            &hub,
+            "ci_exporter_forge_errors",
+            &[
+                ("forge", "github"),
+                ("endpoint", "repos"),
+                ("kind", "decode")
+            ]
+        ),
+        1.0
+    );
 }

@@ -101,9 +101,16 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
     // Second and third rounds: nothing changed.
     for round in 0..2 {
         let before = fake.fake.requests.load(Ordering::Relaxed);
+        let unchanged_before = s.poller.stats.not_modified.load(Ordering::Relaxed);
         let r = poll(&s.poller).await;
         let made = fake.fake.requests.load(Ordering::Relaxed) - before;
-        assert_eq!((r.pipelines, r.runs), (0, 0));
+        let unchanged = s.poller.stats.not_modified.load(Ordering::Relaxed) - unchanged_before;
+        assert_eq!((r.projects, r.pipelines, r.runs), (100, 0, 0));
+        // The group listing is conditional too (like GitHub's owner listings).
+        assert!(unchanged >= 1, "round {round}: the group listing is a 304");
+        if round == 1 {
+            assert_eq!(unchanged, 101, "the group and every project: 304");
+        }
         // One group listing plus at most one request per project.
         assert!(made <= 101, "round {round}: {made} requests");
         if round == 1 {
@@ -425,4 +432,160 @@ async fn each_shard_polls_only_the_projects_it_owns() {
     }
     // Listed and group projects alike: each on exactly one shard.
     assert_eq!(seen.len(), listed.len() + grouped.len());
+}
+
+fn hub() -> Arc<ci_slo_exporter::metrics::MetricsHub> {
+    Arc::new(ci_slo_exporter::metrics::MetricsHub::new(
+        ci_slo_exporter::metrics::SelfMetrics::new(),
+    ))
+}
+
+/// A poller like `setup`'s that counts into `hub`.
+fn with_hub(
+    api_url: &str,
+    hub: &Arc<ci_slo_exporter::metrics::MetricsHub>,
+    tweak: impl FnOnce(&mut GitlabConfig),
+) -> (Poller, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreHandle::start(&dir.path().join("db.sqlite")).unwrap();
+    let mut config = GitlabConfig {
+        api_url: api_url.to_string(),
+        retry_base_delay: std::time::Duration::from_millis(1),
+        ..GitlabConfig::default()
+    };
+    tweak(&mut config);
+    let poller = Poller::new(
+        config,
+        Some("glpat-test".into()),
+        store,
+        Arc::new(Policy::from_config(&Config::default())),
+        Arc::new(Classifier::with_defaults()),
+        Some(hub.clone()),
+    )
+    .unwrap();
+    (poller, dir)
+}
+
+/// The value of a self-metric sample with exactly these labels.
+fn self_metric(
+    hub: &ci_slo_exporter::metrics::MetricsHub,
+    family: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    hub.self_metrics
+        .families()
+        .into_iter()
+        .filter(|f| f.name == family)
+        .flat_map(|f| f.samples)
+        .filter(|s| {
+            s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The same client policy as GitHub's: a listing stops at 10,000 pages (it
+/// was silent), and that is logged (naming the endpoint) and counted.
+#[tokio::test(flavor = "current_thread")]
+async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
+    let buf: Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+    let b = buf.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || Logs(b.clone()))
+            .finish(),
+    );
+    let fake = Fake::default();
+    fake.endless_groups.lock().unwrap().insert("endless".into());
+    let fake = fake_gitlab::start(fake);
+    let hub = hub();
+    let (p, _dir) = with_hub(&fake.api_url, &hub, |c| {
+        c.groups = vec![ci_slo_exporter::forge::gitlab::GroupConfig {
+            group: "endless".into(),
+            pattern: None,
+            include_subgroups: true,
+        }];
+    });
+    let r = poll(&p).await;
+    assert_eq!((r.projects, r.failed.len()), (0, 0), "{r:?}");
+    assert_eq!(
+        fake.fake.by_path.lock().unwrap()["/api/v4/groups/endless/projects"],
+        10_000,
+        "the page limit"
+    );
+    assert_eq!(
+        self_metric(
+            &hub,
+            "ci_exporter_forge_page_limit_reached",
+            &[("forge", "gitlab"), ("endpoint", "group_projects")]
+        ),
+        1.0
+    );
+    let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("WARN")
+            && logs.contains("page limit")
+            && logs.contains("endpoint=\"group_projects\""),
+        "{logs}"
+    );
+}
+
+/// The same rate-limit rule as GitHub's: a `Retry-After` longer than
+/// `max_retry_after` is waited for `max_retry_after`, then the request is
+/// retried (it used to give up at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_after_is_waited_for_max_retry_after_then_retried() {
+    let fake = Fake::default();
+    let mut p = Project::default();
+    p.pipelines
+        .push(pipeline(9, "feed02", "success", "push", &ts(10)));
+    p.jobs
+        .insert(9, vec![job(91, "build", "compile", "success", &ts(12))]);
+    fake.projects.lock().unwrap().insert("g/p".into(), p);
+    let fake = fake_gitlab::start(fake);
+    fake.fake.inject_retry_after.store(3600, Ordering::Relaxed);
+    fake.fake.inject.lock().unwrap().extend([429]);
+    let hub = hub();
+    let (p, _dir) = with_hub(&fake.api_url, &hub, |c| {
+        c.projects = vec!["g/p".into()];
+        c.max_retry_after = std::time::Duration::from_millis(300);
+    });
+    let started = std::time::Instant::now();
+    let r = poll(&p).await;
+    let waited = started.elapsed();
+    assert!(r.failed.is_empty(), "{r:?}");
+    assert_eq!(r.runs, 2, "{r:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "the capped wait was honoured: {waited:?}"
+    );
+    assert_eq!(
+        self_metric(
+            &hub,
+            "ci_exporter_forge_api_requests",
+            &[
+                ("forge", "gitlab"),
+                ("endpoint", "pipelines"),
+                ("status", "429")
+            ]
+        ),
+        1.0
+    );
 }

@@ -2,35 +2,71 @@
 //! configured projects or repositories from N days ago, with progress, then
 //! the merge decisions it makes possible.
 
+use crate::classify::Classifier;
 use crate::cli::{BackfillArgs, BackfillGithubArgs};
 use crate::config::{Config, Secrets};
 use crate::forge::github::poll;
-use crate::store::Policy;
+use crate::forge::progress::Progress;
 use crate::store::writer::StoreHandle;
+use crate::store::{Policy, SettleStats};
 use anyhow::Result;
 use chrono::Utc;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// `backfill gitlab --days N`: one resumable round over the configured
-/// projects from N days ago, with progress (a bar on a terminal, else lines).
-pub(super) fn gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -> Result<()> {
-    use crate::forge::gitlab::poll::{Poller, Since};
-    use std::io::IsTerminal;
-    if let Some(db) = args.db {
+/// What both backfills start from: the database (`--db`), the policy (with
+/// `--history`), the classifier and a runtime; `nothing` unless the forge
+/// has something to backfill.
+type Setup = (
+    Config,
+    Arc<Policy>,
+    Arc<Classifier>,
+    tokio::runtime::Runtime,
+);
+
+fn setup(
+    mut config: Config,
+    db: Option<PathBuf>,
+    history: bool,
+    polls: fn(&Config) -> bool,
+    nothing: &str,
+) -> Result<Setup> {
+    if let Some(db) = db {
         config.store.path = db;
     }
-    if !config.gitlab.enabled() {
-        anyhow::bail!("nothing to backfill: set gitlab.projects or gitlab.groups in the config");
+    if !polls(&config) {
+        anyhow::bail!("nothing to backfill: {nothing}");
     }
     let policy = Arc::new(Policy {
-        history: args.history,
+        history,
         ..Policy::from_config(&config)
     });
     let classifier = Arc::new(config.classifier()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    Ok((config, policy, classifier, runtime))
+}
+
+/// The merge decisions the backfilled runs make possible.
+async fn settle(store: &StoreHandle, policy: &Arc<Policy>) -> Result<SettleStats> {
+    let policy = policy.clone();
+    Ok(store
+        .write(move |s| s.settle(&policy, Utc::now(), None))
+        .await?)
+}
+
+/// `backfill gitlab --days N`: one resumable round over the configured
+/// projects from N days ago, with progress (a bar on a terminal, else lines).
+pub(super) fn gitlab(config: Config, secrets: Secrets, args: BackfillArgs) -> Result<()> {
+    use crate::forge::gitlab::poll::{Poller, Since};
+    let (config, policy, classifier, runtime) = setup(
+        config,
+        args.db,
+        args.history,
+        |c| c.gitlab.enabled(),
+        "set gitlab.projects or gitlab.groups in the config",
+    )?;
     runtime.block_on(async move {
         let store = StoreHandle::start(&config.store.path)?;
         let poller = Poller::new(
@@ -46,19 +82,9 @@ pub(super) fn gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -
         )?
         .with_shard(config.shard)
         .with_dependencies(Arc::new(config.dependency_extractor()?));
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} projects {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
         let stats = poller.stats.clone();
         let started = std::time::Instant::now();
-        let last_line = std::sync::Mutex::new(std::time::Instant::now());
+        let bar = std::sync::Mutex::new(Progress::new(true, "backfill gitlab".into(), "projects"));
         let progress = |done: usize, total: usize, r: &crate::forge::gitlab::poll::PollReport| {
             let msg = format!(
                 "{} pipelines, {} runs, {} traces, {} API calls",
@@ -67,26 +93,13 @@ pub(super) fn gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -
                 r.traces,
                 stats.requests()
             );
-            if let Some(bar) = &bar {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.set_message(msg);
-            } else {
-                let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
-                if done == total || last.elapsed() >= Duration::from_secs(10) {
-                    *last = std::time::Instant::now();
-                    eprintln!("backfill gitlab: {done}/{total} projects, {msg}");
-                }
-            }
+            let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+            bar.step(done, total, &msg);
         };
         let since = Utc::now() - chrono::Duration::days(i64::from(args.days));
         let report = poller.poll_once(Since::Backfill(since), &progress).await?;
-        if let Some(bar) = &bar {
-            bar.finish();
-        }
-        let settled = store
-            .write(move |s| s.settle(&policy, Utc::now(), None))
-            .await?;
+        bar.lock().unwrap_or_else(|p| p.into_inner()).finish();
+        let settled = settle(&store, &policy).await?;
         crate::output::line(serde_json::json!({
             "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
             "traces": report.traces, "merges": report.merges, "failed": report.failed,
@@ -105,27 +118,14 @@ pub(super) fn gitlab(mut config: Config, secrets: Secrets, args: BackfillArgs) -
 }
 
 /// `backfill github --days N [--restart] [--db PATH]`.
-pub(super) fn github(
-    mut config: Config,
-    secrets: Secrets,
-    args: BackfillGithubArgs,
-) -> anyhow::Result<()> {
-    if let Some(db) = args.db {
-        config.store.path = db;
-    }
-    if !config.github.polls() {
-        anyhow::bail!(
-            "nothing to backfill: list github.repositories or github.owners in the config file"
-        );
-    }
-    let policy = Arc::new(Policy {
-        history: args.history,
-        ..Policy::from_config(&config)
-    });
-    let classifier = Arc::new(config.classifier()?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+pub(super) fn github(config: Config, secrets: Secrets, args: BackfillGithubArgs) -> Result<()> {
+    let (config, policy, classifier, runtime) = setup(
+        config,
+        args.db,
+        args.history,
+        |c| c.github.polls(),
+        "list github.repositories or github.owners in the config file",
+    )?;
     let stats = runtime.block_on(async {
         let store = StoreHandle::start(&config.store.path)?;
         let hub = Arc::new(crate::metrics::MetricsHub::new(
@@ -143,8 +143,7 @@ pub(super) fn github(
             shard: config.shard,
         };
         let stats = poller.backfill(args.days, args.restart).await;
-        let p = policy.clone();
-        store.write(move |s| s.settle(&p, Utc::now(), None)).await?;
+        settle(&store, &policy).await?;
         anyhow::Ok(stats)
     })?;
     crate::output::line(serde_json::to_string(&stats)?)?;

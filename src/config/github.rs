@@ -35,12 +35,14 @@ pub struct GithubConfig {
     /// Timeout of one API request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// First backoff delay after a 5xx or a timeout (doubled each retry, with jitter).
+    /// First backoff delay after a 5xx, a network error or a broken body
+    /// (doubled each retry, with jitter).
     #[serde(with = "humantime_serde")]
     pub retry_base: Duration,
     /// Retries of one request before the poll of that repository gives up.
     pub max_retries: u32,
-    /// Longest single wait (backoff, `Retry-After`, rate-limit reset).
+    /// Longest single wait (backoff, `Retry-After`, rate-limit reset): a
+    /// longer one is cut to this, then the request is retried.
     #[serde(with = "humantime_serde")]
     pub max_retry_wait: Duration,
     /// How long a job delivered before its workflow run waits for the run's

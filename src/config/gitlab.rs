@@ -54,12 +54,14 @@ pub struct GitlabConfig {
     /// Per-request timeout.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// First delay of the exponential backoff (with jitter) on 5xx and network errors.
+    /// First delay of the exponential backoff (with jitter) on 5xx, network
+    /// errors and broken bodies; also the wait of a 429 without `Retry-After`.
     #[serde(with = "humantime_serde")]
     pub retry_base_delay: Duration,
     /// Retries of one request before the poll of that project gives up (it resumes next time).
     pub max_retries: u32,
-    /// Longest `Retry-After` honoured on 429 before giving up this round.
+    /// Longest single wait (backoff, a 429's `Retry-After`): a longer one is
+    /// cut to this, then the request is retried (GitHub's `max_retry_wait`).
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
 }

@@ -1,10 +1,15 @@
 //! Forge sources (GitHub, GitLab): what they share.
 //!
 //! Each forge keeps its wire types private and converts them to `model`
-//! types at its boundary; this module holds the HTTP client they all use.
+//! types at its boundary; this module holds the HTTP client policy they all
+//! use (`client`: retries, rate limits, conditional requests, body caps;
+//! `pages`: pagination with one page limit), each forge adding a thin adapter.
 
+pub(crate) mod client;
 pub mod github;
 pub mod gitlab;
+pub(crate) mod pages;
+pub(crate) mod progress;
 
 use std::sync::Once;
 use std::time::Duration;
@@ -23,6 +28,21 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
         .connect_timeout(Duration::from_secs(10))
         .timeout(timeout)
         .build()
+}
+
+/// `serve`'s loop, one for both pollers: a round now, then one every
+/// `interval` (a round longer than the interval delays the next one; missed
+/// ticks are not made up). Each poller's round persists its own cursors.
+pub(crate) async fn poll_forever<F: std::future::Future<Output = ()>>(
+    interval: Duration,
+    mut round: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        round().await;
+    }
 }
 
 /// The `kind` label of `ci_exporter_forge_errors_total` for a failed

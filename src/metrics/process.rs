@@ -114,6 +114,7 @@ pub struct SelfMetrics {
     forge_api_requests: Live,
     forge_errors: Live,
     forge_not_modified: Live,
+    forge_page_limit: Live,
     forge_rate_limit_remaining: Live,
     forge_rate_limit_limit: Live,
     forge_rate_limit_reset: Live,
@@ -171,6 +172,12 @@ impl SelfMetrics {
                 Counter,
                 &["forge"],
                 "Conditional forge API requests answered 304 Not Modified (nothing re-processed).",
+            ),
+            forge_page_limit: Live::new(
+                "forge_page_limit_reached",
+                Counter,
+                &["forge", "endpoint"],
+                "Forge listings cut at the page limit (the rest of the listing not read), by forge and endpoint class.",
             ),
             forge_rate_limit_remaining: Live::new(
                 "forge_rate_limit_remaining",
@@ -253,6 +260,11 @@ impl SelfMetrics {
         self.forge_errors.add(&[forge, endpoint, kind], 1.0);
     }
 
+    /// One listing cut at the page limit.
+    pub fn count_forge_page_limit(&self, forge: &str, endpoint: &str) {
+        self.forge_page_limit.add(&[forge, endpoint], 1.0);
+    }
+
     pub fn count_not_modified(&self, forge: &str) {
         self.forge_not_modified.add(&[forge], 1.0);
     }
@@ -326,6 +338,7 @@ impl SelfMetrics {
             &self.forge_api_requests,
             &self.forge_errors,
             &self.forge_not_modified,
+            &self.forge_page_limit,
             &self.forge_rate_limit_remaining,
             &self.forge_rate_limit_limit,
             &self.forge_rate_limit_reset,

@@ -32,8 +32,12 @@ pub struct Fake {
     pub projects: Mutex<BTreeMap<String, Project>>,
     pub groups: Mutex<BTreeMap<String, Vec<String>>>,
     pub traces: Mutex<HashMap<i64, Trace>>,
-    /// Statuses answered (with Retry-After 0 for 429) before the next real answer.
+    /// Statuses answered (with `Retry-After: inject_retry_after`, 0 unless
+    /// set) before the next real answer.
     pub inject: Mutex<VecDeque<u16>>,
+    pub inject_retry_after: AtomicU64,
+    /// Groups whose project listing never ends (every page has a next one).
+    pub endless_groups: Mutex<std::collections::BTreeSet<String>>,
     pub requests: AtomicU64,
     pub by_path: Mutex<BTreeMap<String, u64>>,
     pub trace_downloads: Mutex<BTreeMap<i64, u64>>,
@@ -157,7 +161,10 @@ async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     if let Some(status) = fake.inject.lock().unwrap().pop_front() {
         return (
             StatusCode::from_u16(status).unwrap(),
-            [(header::RETRY_AFTER, "0")],
+            [(
+                header::RETRY_AFTER,
+                fake.inject_retry_after.load(Ordering::Relaxed).to_string(),
+            )],
             "{\"message\":\"injected\"}",
         )
             .into_response();
@@ -166,6 +173,18 @@ async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     let headers = req.headers().clone();
     let seg: Vec<&str> = path.trim_start_matches("/api/v4/").split('/').collect();
     match seg.as_slice() {
+        ["groups", g, "projects"] if fake.endless_groups.lock().unwrap().contains(&decode(g)) => {
+            let page: u64 = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1);
+            (
+                StatusCode::OK,
+                [(
+                    header::HeaderName::from_static("x-next-page"),
+                    (page + 1).to_string(),
+                )],
+                "[]",
+            )
+                .into_response()
+        }
         ["groups", g, "projects"] => {
             let groups = fake.groups.lock().unwrap();
             let items = groups

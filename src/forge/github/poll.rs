@@ -11,28 +11,27 @@
 //!    from the last committed pull request with no gap and no duplicate;
 //! 3. scheduled workflow runs (nightlies) on their own, slower interval.
 //!
-//! Requests are paginated by `Link: rel="next"`, count in the self-metrics,
-//! read the rate-limit headers, wait out `Retry-After` and secondary limits,
-//! and back off exponentially with jitter on 5xx and timeouts, a bounded
-//! number of times.
+//! Requests go through the forge-neutral client (`crate::forge::client`,
+//! `crate::forge::pages`): paginated by `Link: rel="next"` up to the page
+//! limit, counted in the self-metrics, the rate-limit headers read,
+//! `Retry-After` and secondary limits waited out, exponential backoff with
+//! jitter on 5xx and network errors, a bounded number of times, bodies capped.
 //!
 //! One concern per file:
-//! * `client`: the REST client (auth, pagination, conditional requests, rate
-//!   limits, retries, capped log downloads);
+//! * `client`: the GitHub adapter of the forge-neutral client (auth, API and
+//!   rate-limit headers, which answers are rate limits, the log marker);
 //! * `repositories`: which repositories are polled;
 //! * `pulls`: merged pull requests per repository, the cursors and the
 //!   backfill's covered range;
 //! * `runs`: the runs on a commit (statuses, check runs, workflow runs and
 //!   their jobs), scheduled runs, failed jobs' logs;
-//! * `progress`: the backfill's progress bar or log lines.
 
 mod client;
-mod progress;
 mod pulls;
 mod repositories;
 mod runs;
 
-pub use client::{Client, Page};
+pub use client::Client;
 
 use super::GithubConfig;
 use crate::classify::Classifier;
@@ -45,23 +44,9 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    #[error("GitHub API {url}: {status}: {message}")]
-    Status {
-        url: String,
-        status: u16,
-        message: String,
-    },
-    #[error("GitHub API {url}: gave up after {tries} tries: {last}")]
-    GaveUp {
-        url: String,
-        tries: u32,
-        last: String,
-    },
-    #[error("GitHub API {url}: undecodable answer: {source}")]
-    Decode {
-        url: String,
-        source: serde_json::Error,
-    },
+    /// A request without a usable answer (the forge-neutral client's error).
+    #[error("GitHub API {0}")]
+    Fetch(#[from] crate::forge::client::FetchError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("owner pattern: {0}")]
@@ -187,11 +172,9 @@ impl Poller {
 
 /// `serve`'s background task: poll now, then every `poll_interval`.
 pub async fn run_forever(poller: Poller) {
-    let mut tick = tokio::time::interval(poller.config.poll_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
+    crate::forge::poll_forever(poller.config.poll_interval, || async {
         let stats = poller.poll_once().await;
         tracing::info!(?stats, "GitHub poll done");
-    }
+    })
+    .await
 }

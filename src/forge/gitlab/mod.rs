@@ -34,20 +34,9 @@ pub enum GitlabError {
         endpoint: String,
         source: reqwest::Error,
     },
-    #[error("GitLab API {endpoint} answered {status}: {body}")]
-    Status {
-        endpoint: String,
-        status: u16,
-        body: String,
-    },
-    #[error("GitLab API {endpoint} gave an invalid body: {reason}")]
-    Decode { endpoint: String, reason: String },
-    #[error("GitLab API {endpoint}: still failing after {attempts} attempts (last: {last})")]
-    GaveUp {
-        endpoint: String,
-        attempts: u32,
-        last: String,
-    },
+    /// A request without a usable answer (the forge-neutral client's error).
+    #[error("GitLab API {0}")]
+    Fetch(#[from] crate::forge::client::FetchError),
     #[error("invalid GitLab payload: {0}")]
     Payload(String),
     #[error(transparent)]

@@ -14,12 +14,15 @@
 //! when none of its runs is stored). Cursors advance only after what they
 //! cover is committed, so an interrupted poll or backfill resumes.
 //!
-//! Requests: `RateLimit-*` headers into gauges, `429` waits `Retry-After`,
-//! `5xx` and network errors back off exponentially with jitter (backon).
+//! Requests go through the forge-neutral client (`crate::forge::client`,
+//! `crate::forge::pages`): `RateLimit-*` headers into gauges, `429` waits
+//! `Retry-After` (capped), `5xx`, network errors and broken bodies back off
+//! exponentially with jitter, every body is capped, listings stop (logged
+//! and counted) at the page limit.
 //!
 //! One concern per file:
-//! * `http`: requests (auth, pagination, ETags, rate limits, retries, capped
-//!   bodies) and URL pieces;
+//! * `http`: the GitLab adapter of the client (auth, rate-limit headers)
+//!   and URL pieces;
 //! * `projects`: which projects are polled;
 //! * `pipelines`: one project's round: changed pipelines, their jobs, test
 //!   reports and traces, then the cursor;
@@ -36,6 +39,7 @@ mod runs;
 use super::{GitlabConfig, GitlabError};
 use crate::classify::Classifier;
 use crate::deps::Extractor;
+use crate::forge::client::{ForgeClient, Retries};
 use crate::metrics::MetricsHub;
 use crate::model::Forge;
 use crate::store::writer::StoreHandle;
@@ -101,13 +105,11 @@ pub struct Poller {
     config: GitlabConfig,
     /// Only projects this shard owns are polled (docs/scaling.md).
     shard: crate::shard::Shard,
-    token: Option<String>,
-    http: reqwest::Client,
+    client: ForgeClient<http::Gitlab>,
     store: StoreHandle,
     policy: Arc<Policy>,
     classifier: Arc<Classifier>,
     deps: Arc<Extractor>,
-    hub: Option<Arc<MetricsHub>>,
     pub stats: Arc<PollStats>,
 }
 
@@ -120,22 +122,31 @@ impl Poller {
         classifier: Arc<Classifier>,
         hub: Option<Arc<MetricsHub>>,
     ) -> Result<Poller, GitlabError> {
-        let http =
-            crate::forge::http_client(config.request_timeout).map_err(|e| GitlabError::Http {
+        let stats = Arc::new(PollStats::default());
+        let retries = Retries {
+            base: config.retry_base_delay,
+            max: config.max_retries,
+            max_wait: config.max_retry_after,
+        };
+        let adapter = http::Gitlab {
+            token,
+            retry_base_delay: config.retry_base_delay,
+        };
+        let client = ForgeClient::new(adapter, config.request_timeout, retries, hub)
+            .map_err(|e| GitlabError::Http {
                 endpoint: "client".into(),
                 source: e,
-            })?;
+            })?
+            .with_observer(stats.clone());
         Ok(Poller {
             config,
             shard: crate::shard::Shard::ALL,
-            token,
-            http,
+            client,
             store,
             policy,
             classifier,
             deps: Arc::new(Extractor::with_defaults()),
-            hub,
-            stats: Arc::new(PollStats::default()),
+            stats,
         })
     }
 
@@ -199,10 +210,7 @@ impl Poller {
     /// `serve`'s loop: a round every `poll_interval`; after a round that stored
     /// something, `refresh` is notified.
     pub async fn run_forever(self, refresh: Arc<tokio::sync::Notify>) {
-        let mut tick = tokio::time::interval(self.config.poll_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
+        crate::forge::poll_forever(self.config.poll_interval, || async {
             let lookback = chrono::Duration::from_std(self.config.initial_lookback)
                 .unwrap_or(chrono::Duration::days(1));
             match self
@@ -225,6 +233,7 @@ impl Poller {
                 }
                 Err(e) => tracing::warn!(error = %e, "GitLab poll failed"),
             }
-        }
+        })
+        .await
     }
 }

@@ -2,10 +2,10 @@
 //! cursor, the backfill's covered range (and the gap it fills first), one pull
 //! request at a time, then the cursor.
 
-use super::progress::Progress;
 use super::{Mode, PollError, PollStats, Poller};
 use crate::forge::github::Record;
 use crate::forge::github::wire;
+use crate::forge::progress::Progress;
 use crate::model::Forge;
 use crate::store::SyncState;
 use chrono::{DateTime, Utc};
@@ -110,8 +110,9 @@ impl Poller {
         } else {
             None
         };
-        let first = self.client.get("pulls", &url, etag).await?;
-        if first.not_modified {
+        let mut pages = self.client.pages("pulls", &url, etag);
+        // Nothing on the first page: a 304.
+        let Some(first) = pages.next_json::<Vec<wire::PullRequest>>().await? else {
             stats.not_modified += 1;
             self.set_sync_state(
                 repo,
@@ -123,19 +124,18 @@ impl Poller {
             )
             .await?;
             return self.poll_schedule(repo, mode, since, stats).await;
-        }
+        };
         let mut pulls: Vec<wire::PullRequest> = Vec::new();
-        let mut page = first;
-        let new_etag = page.etag.clone();
-        loop {
-            let items: Vec<wire::PullRequest> = self.client.decode("pulls", &url, &page.body)?;
-            let older = items
+        let new_etag = first.etag.clone();
+        let mut page = Some(first);
+        while let Some(p) = page.take() {
+            let older = p
+                .items
                 .iter()
                 .any(|p| p.updated_at.is_some_and(|u| u < lowest));
-            pulls.extend(items);
-            match (&page.next, older) {
-                (Some(next), false) => page = self.client.get("pulls", next, None).await?,
-                _ => break,
+            pulls.extend(p.items);
+            if !older {
+                page = pages.next_json().await?;
             }
         }
         pulls.retain(|p| p.merged_at.is_some());
@@ -157,7 +157,8 @@ impl Poller {
             .collect();
         newer.sort_by_key(|p| (updated(p), p.number));
 
-        let mut progress = Progress::new(self.show_progress, repo.to_string());
+        let mut progress =
+            Progress::new(self.show_progress, repo.to_string(), "merged pull requests");
         let total = older.len() + newer.len();
         progress.total(total);
         let mut done = 0;
@@ -165,7 +166,7 @@ impl Poller {
             self.process_pull(repo, pr, stats).await?;
             self.set_backfill_from(repo, updated(pr)).await?;
             done += 1;
-            progress.step(done, total);
+            progress.step(done, total, "");
         }
         if let Some((floor, _)) = gap {
             self.set_backfill_from(repo, floor).await?;
@@ -186,7 +187,7 @@ impl Poller {
             )
             .await?;
             done += 1;
-            progress.step(done, total);
+            progress.step(done, total, "");
         }
         progress.finish();
         self.set_sync_state(

@@ -3,6 +3,7 @@
 //! those it owns.
 
 use super::{PollError, Poller};
+use crate::forge::client::FetchError;
 use crate::forge::github::wire;
 use crate::store::SyncState;
 
@@ -28,26 +29,23 @@ impl Poller {
             let url = self
                 .client
                 .url(&format!("/orgs/{}/repos?per_page=100", o.owner));
-            let first = match self.client.get("repos", &url, state.etag.as_deref()).await {
-                Err(PollError::Status { status: 404, .. }) => {
+            let mut pages = self.client.pages("repos", &url, state.etag.as_deref());
+            let first = match pages.next_json::<Vec<wire::RepoItem>>().await {
+                Err(FetchError::Status { status: 404, .. }) => {
                     let url = self
                         .client
                         .url(&format!("/users/{}/repos?per_page=100", o.owner));
-                    self.client.get("repos", &url, None).await?
+                    pages = self.client.pages("repos", &url, None);
+                    pages.next_json().await?
                 }
                 other => other?,
             };
-            let names: Vec<String> = if first.not_modified {
-                serde_json::from_str(state.cursor.as_deref().unwrap_or("[]")).unwrap_or_default()
-            } else {
-                let mut items: Vec<wire::RepoItem> =
-                    self.client.decode("repos", &url, &first.body)?;
-                if let Some(next) = &first.next {
-                    items.extend(
-                        self.client
-                            .get_all("repos", next, |b| serde_json::from_slice(b))
-                            .await?,
-                    );
+            // Nothing on the first page: a 304.
+            let names: Vec<String> = if let Some(first) = first {
+                let etag = first.etag;
+                let mut items = first.items;
+                while let Some(page) = pages.next_json::<Vec<wire::RepoItem>>().await? {
+                    items.extend(page.items);
                 }
                 let names: Vec<String> = items
                     .into_iter()
@@ -59,13 +57,15 @@ impl Poller {
                     "repos",
                     SyncState {
                         cursor: Some(serde_json::to_string(&names).unwrap_or_default()),
-                        etag: first.etag.clone(),
+                        etag,
                         // Not a repository: kept out of ci_exporter_last_sync_timestamp_seconds.
                         last_success: None,
                     },
                 )
                 .await?;
                 names
+            } else {
+                serde_json::from_str(state.cursor.as_deref().unwrap_or("[]")).unwrap_or_default()
             };
             for full in names {
                 let name = full.rsplit('/').next().unwrap_or(&full);

@@ -4,6 +4,7 @@
 //! capped, classified.
 
 use super::{Mode, PollError, PollStats, Poller};
+use crate::forge::client::FetchError;
 use crate::forge::github::{DownloadLogs, Record, cockpit, wire};
 use crate::ingest::classify_run;
 use crate::model::{RunState, Trigger};
@@ -26,7 +27,7 @@ impl Poller {
                 &self.client.url(&format!(
                     "/repos/{repo}/commits/{sha}/statuses?per_page=100"
                 )),
-                |b| serde_json::from_slice(b),
+                |l: Vec<wire::Status>| l,
             )
             .await?;
         let phrases = self.config.phrases_for(repo);
@@ -43,7 +44,7 @@ impl Poller {
                 &self.client.url(&format!(
                     "/repos/{repo}/commits/{sha}/check-runs?per_page=100"
                 )),
-                |b| serde_json::from_slice::<wire::CheckRunList>(b).map(|l| l.check_runs),
+                |l: wire::CheckRunList| l.check_runs,
             )
             .await?;
         checks.sort_by_key(|c| c.id);
@@ -58,7 +59,7 @@ impl Poller {
                 &self.client.url(&format!(
                     "/repos/{repo}/actions/runs?head_sha={sha}&per_page=100"
                 )),
-                |b| serde_json::from_slice::<wire::RunList>(b).map(|l| l.workflow_runs),
+                |l: wire::RunList| l.workflow_runs,
             )
             .await?;
         for run in runs {
@@ -110,7 +111,7 @@ impl Poller {
                         "/repos/{repo}/actions/runs/{}/attempts/{n}/jobs?per_page=100",
                         run.id
                     )),
-                    |b| serde_json::from_slice::<wire::JobList>(b).map(|l| l.jobs),
+                    |l: wire::JobList| l.jobs,
                 )
                 .await?;
             for job in &jobs {
@@ -155,9 +156,7 @@ impl Poller {
         ));
         let runs: Vec<wire::WorkflowRun> = self
             .client
-            .get_all("actions-runs", &url, |b| {
-                serde_json::from_slice::<wire::RunList>(b).map(|l| l.workflow_runs)
-            })
+            .get_all("actions-runs", &url, |l: wire::RunList| l.workflow_runs)
             .await?;
         for run in runs {
             let mut records = self.workflow_run_records(repo, &run).await?;
@@ -229,7 +228,7 @@ impl Poller {
             {
                 Ok(l) => l,
                 // Gone, expired or forbidden: asking again will not help.
-                Err(PollError::Status { status, .. })
+                Err(PollError::Fetch(FetchError::Status { status, .. }))
                     if (400..500).contains(&status) && status != 429 =>
                 {
                     tracing::warn!(

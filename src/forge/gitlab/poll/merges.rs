@@ -1,7 +1,7 @@
 //! Merged merge requests since the MR cursor, recorded as merges (their head
 //! pipeline fetched when none of its runs is stored).
 
-use super::http::{Fetched, encode, rfc3339};
+use super::http::{encode, rfc3339};
 use super::{KIND_MERGES, PollReport, Poller};
 use crate::forge::gitlab::wire::{ApiMergeRequest, ApiPipeline};
 use crate::forge::gitlab::{GitlabError, parse_time};
@@ -34,7 +34,7 @@ impl Poller {
                 ("per_page", "100".into()),
             ],
         )?;
-        let mrs: Vec<ApiMergeRequest> = self.all("merge_requests", url).await?;
+        let mrs: Vec<ApiMergeRequest> = self.client.all("merge_requests", url).await?;
         let repo = RepositoryRef {
             forge: Forge::Gitlab,
             path: project.to_string(),
@@ -58,9 +58,11 @@ impl Poller {
                         &format!("/projects/{enc}/pipelines"),
                         &[("sha", sha.clone()), ("per_page", "1".into())],
                     )?;
-                    if let Fetched::Page(p) =
-                        self.page::<ApiPipeline>("pipelines", &url, None).await?
-                        && let Some(head) = p.items.first()
+                    if let Some(items) = self
+                        .client
+                        .json::<Vec<ApiPipeline>>("pipelines", &url)
+                        .await?
+                        && let Some(head) = items.first()
                     {
                         self.sync_pipeline(project, head, report).await?;
                     }

@@ -2,9 +2,10 @@
 //! conditional request when nothing changed), each with its jobs, test report
 //! and failed jobs' traces (streamed, capped, classified), then the cursor.
 
-use super::http::{Fetched, MAX_JSON_BYTES, encode, rfc3339};
+use super::http::{encode, rfc3339};
 use super::runs::{attach_tests, plan_pipeline};
 use super::{KIND_BACKFILL, KIND_PIPELINES, PollReport, Poller, Since};
+use crate::forge::client::{Answer, FetchError};
 use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
 use crate::forge::gitlab::{
     DownloadTraces, GitlabError, PlannedRun, parse_time, run_state, store_runs,
@@ -51,24 +52,14 @@ impl Poller {
         } else {
             None
         };
-        let mut next = Some(first);
+        let mut pages = self.client.pages("pipelines", first, etag);
         let mut newest = start;
         // The cursor as last written this round.
         let mut committed = start;
         let mut changed = false;
         let mut is_first = true;
-        while let Some(url) = next.take() {
-            let page = match self
-                .page::<ApiPipeline>(
-                    "pipelines",
-                    &url,
-                    if is_first { etag.as_deref() } else { None },
-                )
-                .await?
-            {
-                Fetched::NotModified => break,
-                Fetched::Page(p) => p,
-            };
+        // Nothing on the first page: a 304.
+        while let Some(page) = pages.next_json::<Vec<ApiPipeline>>().await? {
             let fresh: Vec<&ApiPipeline> = page
                 .items
                 .iter()
@@ -87,7 +78,7 @@ impl Poller {
                 }
                 changed = true;
             }
-            next = page.next;
+            let next = pages.has_next();
             // Advance only after the page's pipelines are committed. While
             // pages follow, stop short of this page's last update time: the
             // next page can hold more pipelines updated at that same instant,
@@ -98,8 +89,8 @@ impl Poller {
                 .iter()
                 .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
                 .max();
-            committed = match (&next, page_last) {
-                (Some(_), Some(last)) => fresh
+            committed = match (next, page_last) {
+                (true, Some(last)) => fresh
                     .iter()
                     .filter_map(|p| p.updated_at.as_deref().and_then(parse_time))
                     .chain([before_page])
@@ -107,7 +98,7 @@ impl Poller {
                     .fold(committed, DateTime::max),
                 _ => newest,
             };
-            let keep_etag = is_first && next.is_none() && fresh.is_empty();
+            let keep_etag = is_first && !next && fresh.is_empty();
             self.set_sync_state(
                 project,
                 kind,
@@ -166,7 +157,7 @@ impl Poller {
                 ("per_page", "100".into()),
             ],
         )?;
-        let jobs: Vec<ApiJob> = self.all("jobs", url).await?;
+        let jobs: Vec<ApiJob> = self.client.all("jobs", url).await?;
         let mut planned = plan_pipeline(project, p, &jobs);
         report.pipelines += 1;
         let pipeline_state = run_state(&p.status, None);
@@ -175,15 +166,13 @@ impl Poller {
                 &format!("/projects/{enc}/pipelines/{}/test_report", p.id),
                 &[],
             )?;
-            let resp = self.get("test_report", &url, None).await?;
-            let (body, truncated, _) = self.read_body(resp, MAX_JSON_BYTES, "test_report").await?;
-            match serde_json::from_slice::<TestReport>(&body) {
-                Ok(tr) if !truncated => attach_tests(&mut planned, tr, &self.classifier),
-                Ok(_) => tracing::warn!(project, pipeline = p.id, "test report too large; skipped"),
-                Err(e) => {
-                    self.count_error("test_report", "decode");
-                    tracing::warn!(project, pipeline = p.id, error = %e, "invalid test report; skipped")
+            match self.client.json::<TestReport>("test_report", &url).await {
+                Ok(Some(tr)) => attach_tests(&mut planned, tr, &self.classifier),
+                Ok(None) => {}
+                Err(FetchError::Decode { source, .. }) => {
+                    tracing::warn!(project, pipeline = p.id, error = %source, "invalid or too large test report; skipped")
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         let policy = self.policy.clone();
@@ -235,9 +224,12 @@ impl Poller {
             &format!("/projects/{}/jobs/{job_id}/trace", encode(project)),
             &[],
         )?;
-        let resp = self.get("trace", &url, None).await?;
         let cap = self.config.trace_max_bytes;
-        let (bytes, truncated, read) = self.read_body(resp, cap, "trace").await?;
+        let body = match self.client.get("trace", &url, None, cap).await? {
+            Answer::Ok(body) => body,
+            Answer::NotModified => return Ok(()),
+        };
+        let (bytes, truncated, read) = (body.bytes, body.truncated, body.read);
         self.stats.traces.fetch_add(1, Ordering::Relaxed);
         self.stats
             .trace_bytes_read

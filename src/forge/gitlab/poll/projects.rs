@@ -1,8 +1,13 @@
-//! Which projects are polled: the listed ones and the groups' projects, on a
-//! shard only those it owns.
+//! Which projects are polled: the listed ones and the groups' projects (the
+//! group listings are conditional on their ETag), on a shard only those it
+//! owns.
 
 use super::Poller;
 use super::http::encode;
+use crate::store::SyncState;
+
+/// The sync-state kind of a group's stored project list (with its ETag).
+const KIND_GROUP_PROJECTS: &str = "group_projects";
 use crate::forge::gitlab::GitlabError;
 use crate::forge::gitlab::wire::ApiProject;
 
@@ -39,15 +44,38 @@ impl Poller {
                     ("sort", "asc".into()),
                 ],
             )?;
-            let projects: Vec<ApiProject> = self.all("group_projects", url).await?;
-            for p in projects {
-                if !p.archived
-                    && pattern
-                        .as_ref()
-                        .is_none_or(|re| re.is_match(&p.path_with_namespace))
-                    && !out.contains(&p.path_with_namespace)
-                {
-                    out.push(p.path_with_namespace);
+            // Conditional, like GitHub's owner listings: an unchanged group
+            // is a 304 and its stored list.
+            let scope = format!("group:{}", g.group);
+            let state = self.sync_state(&scope, KIND_GROUP_PROJECTS).await?;
+            let mut pages = self.client.pages("group_projects", url, state.etag.clone());
+            let names: Vec<String> = match pages.next_json::<Vec<ApiProject>>().await? {
+                None => serde_json::from_str(state.cursor.as_deref().unwrap_or("[]"))
+                    .unwrap_or_default(),
+                Some(first) => {
+                    let mut projects = first.items;
+                    while let Some(page) = pages.next_json::<Vec<ApiProject>>().await? {
+                        projects.extend(page.items);
+                    }
+                    let names: Vec<String> = projects
+                        .into_iter()
+                        .filter(|p| !p.archived)
+                        .map(|p| p.path_with_namespace)
+                        .collect();
+                    let state = SyncState {
+                        cursor: Some(serde_json::to_string(&names).unwrap_or_default()),
+                        etag: first.etag,
+                        // Not a project: kept out of ci_exporter_last_sync_timestamp_seconds.
+                        last_success: None,
+                    };
+                    self.set_sync_state(&scope, KIND_GROUP_PROJECTS, state)
+                        .await?;
+                    names
+                }
+            };
+            for name in names {
+                if pattern.as_ref().is_none_or(|re| re.is_match(&name)) && !out.contains(&name) {
+                    out.push(name);
                 }
             }
         }
