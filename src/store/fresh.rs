@@ -38,6 +38,9 @@ use std::collections::HashMap;
 /// Tables whose secondary indexes a fresh load builds at the end.
 const INDEXED_AT_THE_END: [&str; 3] = ["runs", "slo_events", "test_events"];
 
+/// The page cache of the scratch tables (MiB), next to the store's.
+const TEMP_CACHE_MIB: i64 = 32;
+
 /// UTC day of a Unix ms time in SQL, as `i64::div_euclid` gives it.
 const DAY: &str = "((at - ((at % 86400000) + 86400000) % 86400000) / 86400000)";
 
@@ -169,6 +172,9 @@ impl Store {
         policy: &'a Policy,
         now: DateTime<Utc>,
     ) -> Result<FreshLoad<'a>, StoreError> {
+        // The scratch tables' own page cache (temporary tables have one).
+        self.conn
+            .pragma_update(Some("temp"), "cache_size", -(TEMP_CACHE_MIB * 1024))?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

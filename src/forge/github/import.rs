@@ -429,9 +429,12 @@ fn import_per_run(
 }
 
 /// The fresh path (`store::fresh`): one transaction, the per-test tables
-/// built set-based at the end. An error leaves the store as it was.
+/// built set-based at the end. An error leaves the store as it was. The file
+/// is read, converted and prepared (redaction, content hash, failure
+/// classification) on a second thread while this one stores: at most two
+/// batches wait between them.
 fn import_fresh(
-    source: &Source,
+    path: &Path,
     label: &str,
     store: &mut Store,
     policy: &Policy,
@@ -439,25 +442,53 @@ fn import_fresh(
     now: DateTime<Utc>,
     shard: crate::shard::Shard,
 ) -> Result<(ImportStats, Changes), ImportError> {
-    let mut stats = ImportStats::default();
-    let mut changes = Changes::new();
     let mut load = store.fresh_load(policy, now)?;
-    read_runs(
-        source,
-        label,
-        classifier,
-        shard,
-        &mut stats,
-        &mut changes,
-        &mut |batch, stats| {
-            let prepared: Vec<Prepared> = batch
-                .into_iter()
-                .map(|run| Prepared::new(run, policy, now))
-                .collect();
-            stats.runs_created += load.store_batch(&prepared)?.len();
-            Ok(())
-        },
-    )?;
+    let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
+    let (mut stats, changes, created) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<(ImportStats, Changes), ImportError> {
+            let source = Source::open(path)?;
+            let mut stats = ImportStats::default();
+            let mut changes = Changes::new();
+            read_runs(
+                &source,
+                label,
+                classifier,
+                shard,
+                &mut stats,
+                &mut changes,
+                &mut |batch, _| {
+                    let prepared: Vec<Prepared> = batch
+                        .into_iter()
+                        .map(|run| Prepared::new(run, policy, now))
+                        .collect();
+                    // Fails only when the storing side stopped (its error is the one reported).
+                    send.send(prepared)
+                        .map_err(|_| ImportError::Store(StoreError::WriterGone))
+                },
+            )?;
+            Ok((stats, changes))
+        });
+        let mut created = 0;
+        let mut failed = None;
+        for batch in receive {
+            match load.store_batch(&batch) {
+                Ok(stored) => created += stored.len(),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if let Some(e) = failed {
+            return Err(ImportError::Store(e));
+        }
+        let (stats, changes) = read?;
+        Ok::<_, ImportError>((stats, changes, created))
+    })?;
+    stats.runs_created = created;
     let mut progress = Progress::new("building the store", "steps", load.steps() as u64);
     load.finish(&mut |done, what| {
         tracing::debug!(step = what, "fresh import");
@@ -498,7 +529,7 @@ pub fn import_with(
         Ok((stats, changes))
     };
     let (mut stats, changes) = if fresh {
-        match import_fresh(&source, &label, store, policy, classifier, now, shard) {
+        match import_fresh(path, &label, store, policy, classifier, now, shard) {
             Err(e) if is_duplicate(&e) => {
                 tracing::warn!(
                     "two runs of {} have one external id: importing run by run instead ({e})",
