@@ -38,8 +38,12 @@ use std::collections::HashMap;
 /// Tables whose secondary indexes a fresh load builds at the end.
 const INDEXED_AT_THE_END: [&str; 3] = ["runs", "slo_events", "test_events"];
 
-/// The page cache of the scratch tables (MiB), next to the store's.
-const TEMP_CACHE_MIB: i64 = 32;
+/// The page caches of a fresh load (MiB): the store's and the scratch
+/// tables'. Smaller than a per-run bulk load's: SQLite's sorts (the GROUP BYs
+/// and index builds at the end) take memory of their own.
+const MAIN_CACHE_MIB: i64 = 48;
+const TEMP_CACHE_MIB: i64 = 16;
+const HEAP_MIB: i64 = 96;
 
 /// UTC day of a Unix ms time in SQL, as `i64::div_euclid` gives it.
 const DAY: &str = "((at - ((at % 86400000) + 86400000) % 86400000) / 86400000)";
@@ -145,6 +149,8 @@ pub struct FreshLoad<'a> {
     /// (name, SQL) of the indexes dropped for the load.
     indexes: Vec<(String, String)>,
     rollup: Option<hourly::Suspended>,
+    /// The metric counters of the batch being stored.
+    buffer: Option<tally::Buffered>,
     stored: usize,
 }
 
@@ -173,6 +179,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<FreshLoad<'a>, StoreError> {
         // The scratch tables' own page cache (temporary tables have one).
+        self.conn
+            .pragma_update(None, "cache_size", -(MAIN_CACHE_MIB * 1024))?;
+        // And all of SQLite's memory (caches, sorters) kept near a bound:
+        // past it, SQLite frees cache pages before it allocates.
+        self.conn.query_row(
+            &format!("PRAGMA soft_heap_limit = {}", HEAP_MIB << 20),
+            [],
+            |_| Ok(()),
+        )?;
         self.conn
             .pragma_update(Some("temp"), "cache_size", -(TEMP_CACHE_MIB * 1024))?;
         let tx = self
@@ -221,6 +236,7 @@ impl Store {
             staging: Staging { staged: 0 },
             indexes,
             rollup,
+            buffer: None,
             stored: 0,
         })
     }
@@ -229,8 +245,16 @@ impl Store {
 impl FreshLoad<'_> {
     /// Store a batch of new runs (their metric counters added up over the
     /// batch and written once, as `Store::ingest_batch` does).
-    pub fn store_batch(&mut self, runs: &[Prepared]) -> Result<Vec<Ingested>, StoreError> {
-        let buffer = tally::Buffered::start();
+    /// `closes_batch`: the counters added up since the last batch closed are
+    /// written now (a batch may come in several pieces).
+    pub fn store_batch(
+        &mut self,
+        runs: &[Prepared],
+        closes_batch: bool,
+    ) -> Result<Vec<Ingested>, StoreError> {
+        if self.buffer.is_none() {
+            self.buffer = tally::Buffered::start();
+        }
         let mut out = Vec::with_capacity(runs.len());
         for p in runs {
             out.push(ingest_checked(
@@ -243,7 +267,7 @@ impl FreshLoad<'_> {
                 Some(&mut self.staging),
             )?);
         }
-        if let Some(buffer) = buffer {
+        if closes_batch && let Some(buffer) = self.buffer.take() {
             buffer.flush(&self.tx)?;
         }
         self.stored += runs.len();
@@ -258,6 +282,9 @@ impl FreshLoad<'_> {
     /// Build the per-test tables from the staged results, the dropped
     /// indexes again, and commit. `step(done, what)` is told before each step.
     pub fn finish(mut self, step: &mut dyn FnMut(usize, &str)) -> Result<(), StoreError> {
+        if let Some(buffer) = self.buffer.take() {
+            buffer.flush(&self.tx)?;
+        }
         let tx = &self.tx;
         let mut done = 0;
         for (what, sql) in BUILD {

@@ -37,6 +37,9 @@ use std::path::Path;
 /// memory flat and a batch quick to roll back.
 pub const BATCH_RUNS: usize = 10_000;
 
+/// Runs handed from the reading thread to the storing one at a time (fresh path).
+const PIECE_RUNS: usize = 2_500;
+
 /// The store connection's page cache during an import (MiB): most of the
 /// importer's memory, well under the 200 MB it may take.
 pub const BULK_CACHE_MIB: u32 = 96;
@@ -431,8 +434,9 @@ fn import_per_run(
 /// The fresh path (`store::fresh`): one transaction, the per-test tables
 /// built set-based at the end. An error leaves the store as it was. The file
 /// is read, converted and prepared (redaction, content hash, failure
-/// classification) on a second thread while this one stores: at most two
-/// batches wait between them.
+/// classification) on a second thread while this one stores, handed over in
+/// pieces of [`PIECE_RUNS`] (memory stays flat; the counters are still added
+/// up and written per batch of [`BATCH_RUNS`], as the per-run path does).
 fn import_fresh(
     path: &Path,
     label: &str,
@@ -443,7 +447,7 @@ fn import_fresh(
     shard: crate::shard::Shard,
 ) -> Result<(ImportStats, Changes), ImportError> {
     let mut load = store.fresh_load(policy, now)?;
-    let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
+    let (send, receive) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, bool)>(0);
     let (mut stats, changes, created) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(ImportStats, Changes), ImportError> {
             let source = Source::open(path)?;
@@ -457,21 +461,28 @@ fn import_fresh(
                 &mut stats,
                 &mut changes,
                 &mut |batch, _| {
-                    let prepared: Vec<Prepared> = batch
-                        .into_iter()
-                        .map(|run| Prepared::new(run, policy, now))
-                        .collect();
-                    // Fails only when the storing side stopped (its error is the one reported).
-                    send.send(prepared)
-                        .map_err(|_| ImportError::Store(StoreError::WriterGone))
+                    // In pieces (memory), the last one closing the batch.
+                    let mut runs = batch.into_iter().peekable();
+                    while runs.peek().is_some() {
+                        let prepared: Vec<Prepared> = runs
+                            .by_ref()
+                            .take(PIECE_RUNS)
+                            .map(|run| Prepared::new(run, policy, now))
+                            .collect();
+                        let last = runs.peek().is_none();
+                        // Fails only when the storing side stopped (its error is the one reported).
+                        send.send((prepared, last))
+                            .map_err(|_| ImportError::Store(StoreError::WriterGone))?;
+                    }
+                    Ok(())
                 },
             )?;
             Ok((stats, changes))
         });
         let mut created = 0;
         let mut failed = None;
-        for batch in receive {
-            match load.store_batch(&batch) {
+        for (piece, closes_batch) in receive {
+            match load.store_batch(&piece, closes_batch) {
                 Ok(stored) => created += stored.len(),
                 Err(e) => {
                     failed = Some(e);
