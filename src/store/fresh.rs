@@ -267,8 +267,13 @@ impl FreshLoad<'_> {
                 Some(&mut self.staging),
             )?);
         }
-        if closes_batch && let Some(buffer) = self.buffer.take() {
-            buffer.flush(&self.tx)?;
+        if closes_batch {
+            if let Some(buffer) = self.buffer.take() {
+                buffer.flush(&self.tx)?;
+            }
+            if let Some(rollup) = &self.rollup {
+                rollup.flush(&self.tx)?;
+            }
         }
         self.stored += runs.len();
         Ok(out)
