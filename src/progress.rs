@@ -44,6 +44,11 @@ impl Progress {
         }
     }
 
+    /// The total this progress counts to.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
     /// `done` of the total are done.
     pub fn set(&mut self, done: u64) {
         match &self.bar {

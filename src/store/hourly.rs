@@ -66,6 +66,23 @@ impl Suspended {
     /// create the triggers again, in `tx` (before it commits).
     pub fn finish(self, tx: &Connection) -> rusqlite::Result<()> {
         let rollup = ROLLUP.with(|r| r.borrow_mut().take()).unwrap_or_default();
+        write(tx, rollup)?;
+        for sql in &self.sql {
+            tx.execute_batch(sql)?;
+        }
+        Ok(())
+    }
+
+    /// Write the hourly increments added up so far, in `tx`, and go on
+    /// adding up (the triggers stay suspended): memory stays flat in a long load.
+    pub fn flush(&self, tx: &Connection) -> rusqlite::Result<()> {
+        let rollup = ROLLUP.with(|r| r.borrow_mut().as_mut().map(std::mem::take));
+        write(tx, rollup.unwrap_or_default())
+    }
+}
+
+fn write(tx: &Connection, rollup: Rollup) -> rusqlite::Result<()> {
+    {
         let mut rows: Vec<_> = rollup.into_iter().collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut upsert = tx.prepare_cached(
@@ -76,11 +93,8 @@ impl Suspended {
         for ((repository_id, hour, slo), (good, total)) in rows {
             upsert.execute(params![repository_id, hour, slo, good, total])?;
         }
-        for sql in &self.sql {
-            tx.execute_batch(sql)?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 impl Drop for Suspended {

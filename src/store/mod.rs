@@ -8,6 +8,7 @@
 //! counters) or nothing.
 
 mod bulk;
+mod fresh;
 pub mod github;
 mod hourly;
 mod plausible;
@@ -1071,6 +1072,31 @@ fn find_existing(
     }
 }
 
+/// A run as the store keeps it, computed without the database (so a bulk
+/// load can compute it on another thread): redacted, impossible future times
+/// removed, and its content hash.
+pub struct Prepared {
+    pub run: NewRun,
+    hash: String,
+    future_times: bool,
+}
+
+impl Prepared {
+    pub fn new(report: NewRun, policy: &Policy, now: DateTime<Utc>) -> Prepared {
+        // Nothing a run carries is stored with a credential in it (src/redact.rs).
+        let report = policy.redactor.redact_run(&report).unwrap_or(report);
+        let plausible =
+            plausible::without_future_times(&report, to_ms(now) + policy.max_future_skew_ms);
+        let future_times = plausible.is_some();
+        let run = plausible.unwrap_or(report);
+        Prepared {
+            hash: content_hash(&run),
+            run,
+            future_times,
+        }
+    }
+}
+
 fn ingest_in(
     tx: &Connection,
     report: &NewRun,
@@ -1080,16 +1106,36 @@ fn ingest_in(
     // Nothing a run carries is stored with a credential in it (src/redact.rs).
     let redacted = policy.redactor.redact_run(report);
     let report = redacted.as_ref().unwrap_or(report);
-    let live = moves_live_counters(tx, policy)?;
     let plausible = plausible::without_future_times(report, now_ms + policy.max_future_skew_ms);
     let future_times = plausible.is_some();
     let report = plausible.as_ref().unwrap_or(report);
+    let hash = content_hash(report);
+    ingest_checked(tx, report, &hash, future_times, policy, now_ms, None)
+}
+
+/// [`ingest_in`] of a run already redacted and checked (`hash` its content
+/// hash). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
+/// this one could be, and its test results are staged for the load's
+/// set-based counting instead of counted here.
+fn ingest_checked(
+    tx: &Connection,
+    report: &NewRun,
+    hash: &str,
+    future_times: bool,
+    policy: &Policy,
+    now_ms: i64,
+    fresh: Option<&mut fresh::Staging>,
+) -> Result<Ingested, StoreError> {
+    let live = moves_live_counters(tx, policy)?;
     let repo = &report.repository;
     let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
-    let hash = content_hash(report);
     let group = report.attempt_group.as_deref().unwrap_or("");
 
-    let existing = find_existing(tx, repository_id, report, group)?;
+    let existing = if fresh.is_some() {
+        None
+    } else {
+        find_existing(tx, repository_id, report, group)?
+    };
     if let Some(e) = &existing
         && e.hash == hash
     {
@@ -1277,20 +1323,18 @@ fn ingest_in(
 
     // An update replaces the tests it carries; a state-only update (no
     // tests) keeps the ones stored before.
-    results::store(
-        tx,
-        &results::RunOf {
-            run_id,
-            repository_id,
-            repository: &repo.path,
-            context: &run.context,
-            commit: &run.commit,
-            at_ms: event_ms,
-        },
-        &run.tests,
-        status == IngestStatus::Updated,
-        live,
-    )?;
+    let of = results::RunOf {
+        run_id,
+        repository_id,
+        repository: &repo.path,
+        context: &run.context,
+        commit: &run.commit,
+        at_ms: event_ms,
+    };
+    match fresh {
+        Some(staging) => staging.stage(tx, &of, &run.tests, live)?,
+        None => results::store(tx, &of, &run.tests, status == IngestStatus::Updated, live)?,
+    }
 
     if future_times {
         data_quality(tx, "future_time")?;

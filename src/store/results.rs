@@ -194,37 +194,44 @@ fn store_in(
                 },
             )?,
         }
-        let slo = crate::slo::SloId::TestSuccess.as_str();
-        if live {
-            let series = |result| {
-                [
-                    ("slo", slo),
-                    ("repository", run.repository),
-                    ("result", result),
-                ]
-            };
-            // Both results exist from the first event on (see `slo_event`).
-            tally::ensure(tx, catalog::SLO_EVENTS, &series("good"))?;
-            tally::ensure(tx, catalog::SLO_EVENTS, &series("bad"))?;
-            if good > 0 {
-                tally::inc(tx, catalog::SLO_EVENTS, &series("good"), good as f64)?;
-            }
-            if total > good {
-                tally::inc(
-                    tx,
-                    catalog::SLO_EVENTS,
-                    &series("bad"),
-                    (total - good) as f64,
-                )?;
-            }
-        } else {
+        count_test_success(tx, run.repository, good, total, live)?;
+    }
+    Ok(())
+}
+
+/// Count a run's new test_success events (`total` of them, `good` good) in
+/// the metric counters: live, or as backdated.
+pub(super) fn count_test_success(
+    tx: &Connection,
+    repository: &str,
+    good: i64,
+    total: i64,
+    live: bool,
+) -> rusqlite::Result<()> {
+    let slo = crate::slo::SloId::TestSuccess.as_str();
+    if live {
+        let series = |result| [("slo", slo), ("repository", repository), ("result", result)];
+        // Both results exist from the first event on (see `slo_event`).
+        tally::ensure(tx, catalog::SLO_EVENTS, &series("good"))?;
+        tally::ensure(tx, catalog::SLO_EVENTS, &series("bad"))?;
+        if good > 0 {
+            tally::inc(tx, catalog::SLO_EVENTS, &series("good"), good as f64)?;
+        }
+        if total > good {
             tally::inc(
                 tx,
-                catalog::BACKDATED,
-                &[("kind", "slo_event")],
-                total as f64,
+                catalog::SLO_EVENTS,
+                &series("bad"),
+                (total - good) as f64,
             )?;
         }
+    } else {
+        tally::inc(
+            tx,
+            catalog::BACKDATED,
+            &[("kind", "slo_event")],
+            total as f64,
+        )?;
     }
     Ok(())
 }

@@ -170,6 +170,29 @@ impl Source {
             .max(0) as u64)
     }
 
+    /// Whether `TestRuns.url` is declared unique (store-tests' schema): then
+    /// no two runs of the file share an external id.
+    pub fn urls_unique(&self) -> Result<bool, SourceError> {
+        let mut list = self.conn.prepare("PRAGMA index_list(TestRuns)")?;
+        let unique: Vec<String> = list
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, bool>(2)?)))?
+            .filter_map(|r| r.ok().filter(|(_, u)| *u).map(|(n, _)| n))
+            .collect();
+        for index in unique {
+            let mut info = self.conn.prepare(&format!(
+                "PRAGMA index_info(\"{}\")",
+                index.replace('"', "\"\"")
+            ))?;
+            let columns: Vec<String> = info
+                .query_map([], |r| r.get::<_, String>(2))?
+                .collect::<Result<_, _>>()?;
+            if columns == ["url"] {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether `Tests` in rowid order is in `run` order (as store-tests writes it).
     fn tests_in_run_order(&self) -> Result<bool, SourceError> {
         let mut stmt = self.conn.prepare("SELECT run FROM Tests")?;

@@ -26,7 +26,7 @@ use crate::classify::Classifier;
 use crate::ingest::classify_run;
 use crate::model::{NewRun, RawReport, RunState, TestOutcome, TestResult, Trigger};
 use crate::progress::Progress;
-use crate::store::{IngestStatus, Policy, Store, StoreError};
+use crate::store::{IngestStatus, Policy, Prepared, Store, StoreError};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use rusqlite::types::Value;
 use std::collections::BTreeMap;
@@ -36,6 +36,9 @@ use std::path::Path;
 /// (counters, index roots) are written once per batch, small enough to keep
 /// memory flat and a batch quick to roll back.
 pub const BATCH_RUNS: usize = 10_000;
+
+/// Runs handed from the reading thread to the storing one at a time (fresh path).
+const PIECE_RUNS: usize = 2_500;
 
 /// The store connection's page cache during an import (MiB): most of the
 /// importer's memory, well under the 200 MB it may take.
@@ -85,6 +88,9 @@ pub struct ImportStats {
     pub changes: usize,
     /// Changes decided by this import (their outcome counted).
     pub changes_decided: usize,
+    /// How the runs were stored: `fresh` (a store that held nothing yet,
+    /// set-based) or `per_run` (`Store::ingest_batch`).
+    pub path: &'static str,
 }
 
 impl ImportStats {
@@ -313,9 +319,20 @@ fn test_results(rows: Vec<TestRow>, stats: &mut ImportStats) -> Vec<TestResult> 
         .collect()
 }
 
+/// Which way an import stores its runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The fresh path when the store accepts it (`Store::accepts_fresh_load`:
+    /// no run, test or commit yet, history loaded on purpose) and the file's
+    /// run urls are unique; otherwise the per-run path.
+    Auto,
+    /// Always the per-run path (`Store::ingest_batch`).
+    PerRun,
+}
+
 /// [`import`] only the repositories `shard` owns; the others are counted in
 /// `runs_other_shard` (import the same file into every shard). Reads the file
-/// as a stream and stores [`BATCH_RUNS`] runs per transaction; shows progress.
+/// as a stream and stores [`BATCH_RUNS`] runs per batch; shows progress.
 pub fn import_shard(
     path: &Path,
     store: &mut Store,
@@ -324,32 +341,34 @@ pub fn import_shard(
     now: DateTime<Utc>,
     shard: crate::shard::Shard,
 ) -> Result<ImportStats, ImportError> {
-    let source = Source::open(path)?;
-    let total = source.run_count()?;
-    store.tune_for_bulk_load(BULK_CACHE_MIB)?;
-    let mut progress = Progress::new(format!("importing {}", path.display()), "runs", total);
-    progress.set(0);
+    import_with(path, store, policy, classifier, now, shard, Mode::Auto)
+}
 
-    let mut stats = ImportStats::default();
-    // (repository, revision) → merged at (the last finish of its runs)
-    let mut changes: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+/// (repository, revision) → merged at (the last finish of its runs)
+type Changes = BTreeMap<(String, String), DateTime<Utc>>;
+
+/// Stores one batch of converted runs, counting in the stats.
+type StoreBatch<'a> = dyn FnMut(Vec<NewRun>, &mut ImportStats) -> Result<(), ImportError> + 'a;
+
+/// Read every run of `source`, convert it and hand the importable ones of
+/// `shard` to `store` in batches of [`BATCH_RUNS`] (and the last, smaller one).
+fn read_runs(
+    source: &Source,
+    label: &str,
+    classifier: &Classifier,
+    shard: crate::shard::Shard,
+    stats: &mut ImportStats,
+    changes: &mut Changes,
+    store: &mut StoreBatch<'_>,
+) -> Result<(), ImportError> {
+    let total = source.run_count()?;
+    let mut progress = Progress::new(label, "runs", total);
+    progress.set(0);
     let mut batch: Vec<NewRun> = Vec::with_capacity(BATCH_RUNS);
-    let mut flush = |batch: &mut Vec<NewRun>, stats: &mut ImportStats| -> Result<(), ImportError> {
-        for ingested in store.ingest_batch(batch, policy, now)? {
-            match ingested.status {
-                IngestStatus::Created => stats.runs_created += 1,
-                IngestStatus::Updated => stats.runs_updated += 1,
-                IngestStatus::Unchanged => stats.runs_unchanged += 1,
-                IngestStatus::Conflict => stats.runs_conflicting += 1,
-            }
-        }
-        batch.clear();
-        Ok(())
-    };
     let read = source.for_each_run(|row| -> Result<(), ImportError> {
         stats.rows += 1;
         let test_rows = row.tests.len();
-        match convert(row, classifier, &mut stats) {
+        match convert(row, classifier, stats) {
             Err(reason) => stats.skip(reason, test_rows),
             Ok((path, _)) if !shard.owns(&path) => {
                 stats.runs_other_shard += 1;
@@ -362,16 +381,182 @@ pub fn import_shard(
                 }
                 batch.push(run);
                 if batch.len() >= BATCH_RUNS {
-                    flush(&mut batch, &mut stats)?;
+                    store(
+                        std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RUNS)),
+                        stats,
+                    )?;
                 }
             }
         }
         progress.set(stats.rows as u64);
         Ok(())
     })?;
-    flush(&mut batch, &mut stats)?;
+    store(batch, stats)?;
     stats.test_rows_skipped += read.orphan_tests;
     progress.finish(stats.rows as u64);
+    Ok(())
+}
+
+/// The per-run path: each batch through `Store::ingest_batch`.
+fn import_per_run(
+    source: &Source,
+    label: &str,
+    store: &mut Store,
+    policy: &Policy,
+    classifier: &Classifier,
+    now: DateTime<Utc>,
+    shard: crate::shard::Shard,
+) -> Result<(ImportStats, Changes), ImportError> {
+    let mut stats = ImportStats::default();
+    let mut changes = Changes::new();
+    read_runs(
+        source,
+        label,
+        classifier,
+        shard,
+        &mut stats,
+        &mut changes,
+        &mut |batch, stats| {
+            for ingested in store.ingest_batch(&batch, policy, now)? {
+                match ingested.status {
+                    IngestStatus::Created => stats.runs_created += 1,
+                    IngestStatus::Updated => stats.runs_updated += 1,
+                    IngestStatus::Unchanged => stats.runs_unchanged += 1,
+                    IngestStatus::Conflict => stats.runs_conflicting += 1,
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok((stats, changes))
+}
+
+/// The fresh path (`store::fresh`): one transaction, the per-test tables
+/// built set-based at the end. An error leaves the store as it was. The file
+/// is read, converted and prepared (redaction, content hash, failure
+/// classification) on a second thread while this one stores, handed over in
+/// pieces of [`PIECE_RUNS`] (memory stays flat; the counters are still added
+/// up and written per batch of [`BATCH_RUNS`], as the per-run path does).
+fn import_fresh(
+    path: &Path,
+    label: &str,
+    store: &mut Store,
+    policy: &Policy,
+    classifier: &Classifier,
+    now: DateTime<Utc>,
+    shard: crate::shard::Shard,
+) -> Result<(ImportStats, Changes), ImportError> {
+    let mut load = store.fresh_load(policy, now)?;
+    let (send, receive) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, bool)>(0);
+    let (mut stats, changes, created) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<(ImportStats, Changes), ImportError> {
+            let source = Source::open(path)?;
+            let mut stats = ImportStats::default();
+            let mut changes = Changes::new();
+            read_runs(
+                &source,
+                label,
+                classifier,
+                shard,
+                &mut stats,
+                &mut changes,
+                &mut |batch, _| {
+                    // In pieces (memory), the last one closing the batch.
+                    let mut runs = batch.into_iter().peekable();
+                    while runs.peek().is_some() {
+                        let prepared: Vec<Prepared> = runs
+                            .by_ref()
+                            .take(PIECE_RUNS)
+                            .map(|run| Prepared::new(run, policy, now))
+                            .collect();
+                        let last = runs.peek().is_none();
+                        // Fails only when the storing side stopped (its error is the one reported).
+                        send.send((prepared, last))
+                            .map_err(|_| ImportError::Store(StoreError::WriterGone))?;
+                    }
+                    Ok(())
+                },
+            )?;
+            Ok((stats, changes))
+        });
+        let mut created = 0;
+        let mut failed = None;
+        for (piece, closes_batch) in receive {
+            match load.store_batch(&piece, closes_batch) {
+                Ok(stored) => created += stored.len(),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if let Some(e) = failed {
+            return Err(ImportError::Store(e));
+        }
+        let (stats, changes) = read?;
+        Ok::<_, ImportError>((stats, changes, created))
+    })?;
+    stats.runs_created = created;
+    let mut progress = Progress::new("building the store", "steps", load.steps() as u64);
+    load.finish(&mut |done, what| {
+        tracing::debug!(step = what, "fresh import");
+        progress.set(done as u64);
+    })?;
+    let steps = progress.total();
+    progress.finish(steps);
+    Ok((stats, changes))
+}
+
+/// Whether an error is a uniqueness violation (two runs with one external id).
+fn is_duplicate(e: &ImportError) -> bool {
+    matches!(
+        e,
+        ImportError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation
+    )
+}
+
+/// [`import_shard`] the way `mode` says.
+pub fn import_with(
+    path: &Path,
+    store: &mut Store,
+    policy: &Policy,
+    classifier: &Classifier,
+    now: DateTime<Utc>,
+    shard: crate::shard::Shard,
+    mode: Mode,
+) -> Result<ImportStats, ImportError> {
+    let source = Source::open(path)?;
+    store.tune_for_bulk_load(BULK_CACHE_MIB)?;
+    let label = format!("importing {}", path.display());
+    let fresh = mode == Mode::Auto && store.accepts_fresh_load(policy)? && source.urls_unique()?;
+    let per_run = |store: &mut Store| -> Result<(ImportStats, Changes), ImportError> {
+        let (mut stats, changes) =
+            import_per_run(&source, &label, store, policy, classifier, now, shard)?;
+        stats.path = "per_run";
+        Ok((stats, changes))
+    };
+    let (mut stats, changes) = if fresh {
+        match import_fresh(path, &label, store, policy, classifier, now, shard) {
+            Err(e) if is_duplicate(&e) => {
+                tracing::warn!(
+                    "two runs of {} have one external id: importing run by run instead ({e})",
+                    path.display()
+                );
+                per_run(store)?
+            }
+            Err(e) => return Err(e),
+            Ok((mut stats, changes)) => {
+                stats.path = "fresh";
+                (stats, changes)
+            }
+        }
+    } else {
+        per_run(store)?
+    };
 
     stats.changes = changes.len();
     let merges: Vec<_> = changes
@@ -400,8 +585,215 @@ pub fn import_shard(
 }
 
 #[cfg(test)]
+#[path = "../../../benches/support/cockpit.rs"]
+mod generated;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every row of every table of `store` (sorted by all its columns), and
+    /// the schema: what two imports must agree on.
+    fn everything(store: &Store) -> Vec<String> {
+        let conn = store.connection();
+        let mut out: Vec<String> = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap()
+            .query_map([], |r| {
+                Ok(format!(
+                    "schema {} {} {:?}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for table in tables {
+            let stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let n = stmt.column_count();
+            let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+            drop(stmt);
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT * FROM {table} ORDER BY {}",
+                    order.join(", ")
+                ))
+                .unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            while let Some(r) = rows.next().unwrap() {
+                let values: Vec<Value> = (0..n).map(|i| r.get(i).unwrap()).collect();
+                out.push(format!("{table} {values:?}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_fresh_load_stores_what_the_per_run_path_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("test-results.db");
+        let g = generated::generate(&source, 3_000, 2.9, 7);
+        assert!(g.pending > 0 && g.overlapping_runs > 0, "{g:?}");
+        // What the generator leaves out: a secret to redact, impossible and
+        // future times, names the store refuses, a test given twice, no url.
+        rusqlite::Connection::open(&source)
+            .unwrap()
+            .execute_batch(
+                "UPDATE TestRuns SET state = 'error',
+                     description = 'Error: token=ghp_0123456789abcdefghijklmnopqrstuvwxyzAB leaked'
+                     WHERE id % 97 = 5;
+                 UPDATE TestRuns SET time = 4102444800 WHERE id % 211 = 7;
+                 UPDATE TestRuns SET wait_seconds = -30 WHERE id % 173 = 3;
+                 UPDATE TestRuns SET context = 'bad' || char(1) || 'context' WHERE id % 331 = 2;
+                 UPDATE TestRuns SET url = NULL WHERE id % 401 = 9;
+                 INSERT INTO Tests (testname, retry_reason, failed, run, seconds)
+                     SELECT testname, 'again', 1 - failed, run, 3 FROM Tests WHERE run % 53 = 1;
+                 INSERT INTO Tests (testname, retry_reason, failed, run, seconds)
+                     SELECT '', NULL, 0, run, 1 FROM Tests WHERE run % 59 = 1;",
+            )
+            .unwrap();
+        let config = crate::config::Config::default();
+        let policy = Policy::from_config(&config);
+        let classifier = Classifier::new(&Classifier::default_rules()).unwrap();
+        let now = Utc::now();
+        let all = crate::shard::Shard::ALL;
+
+        let mut fresh = Store::open_in_memory().unwrap();
+        let mut per_run = Store::open_in_memory().unwrap();
+        let a = import_with(
+            &source,
+            &mut fresh,
+            &policy,
+            &classifier,
+            now,
+            all,
+            Mode::Auto,
+        )
+        .unwrap();
+        let b = import_with(
+            &source,
+            &mut per_run,
+            &policy,
+            &classifier,
+            now,
+            all,
+            Mode::PerRun,
+        )
+        .unwrap();
+        assert_eq!((a.path, b.path), ("fresh", "per_run"));
+        assert_eq!(
+            ImportStats {
+                path: "",
+                ..a.clone()
+            },
+            ImportStats {
+                path: "",
+                ..b.clone()
+            }
+        );
+        // What the comparison covers really happened.
+        assert!(a.runs_created > 2_500 && a.tests > 5_000, "{a:?}");
+        assert!(
+            a.skipped["pending"] > 0 && a.skipped["name_control_character"] > 0,
+            "{a:?}"
+        );
+        assert!(a.test_rows_skipped > 0 && a.changes_decided > 0, "{a:?}");
+
+        let (rows, expected) = (everything(&fresh), everything(&per_run));
+        for (row, want) in rows.iter().zip(&expected) {
+            assert_eq!(row, want, "the first row that differs");
+        }
+        assert_eq!(rows.len(), expected.len());
+        assert_eq!(
+            fresh.metric_state().unwrap(),
+            per_run.metric_state().unwrap()
+        );
+        let one =
+            |sql: &str| -> i64 { fresh.connection().query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert!(one("SELECT count(*) FROM failures") > 10);
+        assert!(one("SELECT count(*) FROM runs WHERE url IS NULL") > 3);
+        assert_eq!(
+            one("SELECT count(*) FROM failures WHERE evidence LIKE '%ghp_%'"),
+            0
+        );
+        assert!(one("SELECT sum(flips) FROM tests") > 10);
+        assert!(one("SELECT sum(flaky_commits) FROM tests") > 10);
+        assert!(one("SELECT count(*) FROM tests WHERE first_seen_flaky IS NOT NULL") > 5);
+        assert!(one("SELECT sum(flaky_failures) FROM test_days") > 10);
+        assert!(
+            one(
+                "SELECT CAST(value AS INTEGER) FROM metric_counters WHERE family LIKE '%data_quality%' AND labels LIKE '%future_time%'"
+            ) > 0
+        );
+
+        // Importing again changes nothing, on either path.
+        for store in [&mut fresh, &mut per_run] {
+            let again =
+                import_with(&source, store, &policy, &classifier, now, all, Mode::Auto).unwrap();
+            assert_eq!(again.path, "per_run");
+            assert_eq!(
+                (
+                    again.runs_created,
+                    again.runs_updated,
+                    again.runs_conflicting,
+                    again.changes_decided
+                ),
+                (0, 0, 0, 0),
+                "{again:?}"
+            );
+            assert_eq!(again.runs_unchanged, a.runs_created);
+        }
+        assert_eq!(everything(&fresh), everything(&per_run));
+    }
+
+    #[test]
+    fn a_store_that_served_or_holds_runs_takes_the_per_run_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("test-results.db");
+        generated::generate(&source, 200, 2.0, 3);
+        let mut policy = Policy::from_config(&crate::config::Config::default());
+        let classifier = Classifier::new(&Classifier::default_rules()).unwrap();
+        let now = Utc::now();
+        let all = crate::shard::Shard::ALL;
+        let mut served = Store::open_in_memory().unwrap();
+        served.mark_serving(now).unwrap();
+        let s = import_with(
+            &source,
+            &mut served,
+            &policy,
+            &classifier,
+            now,
+            all,
+            Mode::Auto,
+        )
+        .unwrap();
+        assert_eq!(s.path, "per_run");
+        // --history on a store that served: history on purpose, fresh.
+        let mut history = Store::open_in_memory().unwrap();
+        history.mark_serving(now).unwrap();
+        policy.history = true;
+        let h = import_with(
+            &source,
+            &mut history,
+            &policy,
+            &classifier,
+            now,
+            all,
+            Mode::Auto,
+        )
+        .unwrap();
+        assert_eq!(h.path, "fresh");
+        assert_eq!(h.runs_created, s.runs_created);
+    }
 
     #[test]
     fn projects_and_change_numbers() {

@@ -1,0 +1,474 @@
+//! A fresh bulk load: history loaded on purpose (issue 12 §4) into a store
+//! that holds no run, test or commit yet (the first `import cockpit`).
+//!
+//! The whole load is one transaction (a crash leaves the store as it was,
+//! still fresh). Each run is stored and counted by the per-run ingest code
+//! (`ingest_checked`: its row, reports, failures, SLO events and metric
+//! counters, exactly as `Store::ingest_batch` stores a new run, the counters
+//! added up per batch of the same size), but
+//!
+//! - nothing is looked up first: the store holds no run this one could be
+//!   (the external ids' uniqueness is checked once, when `runs_external` is
+//!   built again at the end, and a duplicate fails the whole load);
+//! - the secondary indexes of `runs`, `slo_events` and `test_events` are
+//!   dropped for the load and built once at the end from their stored SQL
+//!   (a sort rather than a random insert per row), the hourly rollup
+//!   triggers suspended for the whole load (`hourly::Suspended`);
+//! - test results are appended to scratch tables (`temp.fresh_stage`,
+//!   `temp.fresh_runs`) with plain prepared INSERTs, and the per-test tables
+//!   (`tests`, `commits`, `results`, `test_commits`, `test_days`,
+//!   `test_events`) are built from them at the end with INSERT…SELECT and
+//!   GROUP BY, as migration 10 builds them from `test_results`, but in the
+//!   order the per-run path counts (run id order, not time order): a flip is
+//!   an outcome differing from the test's previous result in run order, a
+//!   commit becomes flaky at the result that first gives it a pass and a
+//!   failure (or a pass after an in-run retry), and that result's day takes
+//!   the commit's flaky failures so far (`results::Step`).
+//!
+//! `import::tests::a_fresh_load_stores_what_the_per_run_path_stores`
+//! compares every table and the metric state with the per-run path.
+
+use super::{Ingested, Policy};
+use super::{Prepared, Store, StoreError, hourly, ingest_checked, results, tally, to_ms};
+use crate::model::{TestOutcome, TestResult};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use std::collections::HashMap;
+
+/// Tables whose secondary indexes a fresh load builds at the end.
+const INDEXED_AT_THE_END: [&str; 3] = ["runs", "slo_events", "test_events"];
+
+/// The page caches of a fresh load (MiB): the store's and the scratch
+/// tables'. Smaller than a per-run bulk load's: SQLite's sorts (the GROUP BYs
+/// and index builds at the end) take memory of their own.
+const MAIN_CACHE_MIB: i64 = 48;
+const TEMP_CACHE_MIB: i64 = 16;
+const HEAP_MIB: i64 = 96;
+const BUILD_CACHE_MIB: i64 = 16;
+
+/// UTC day of a Unix ms time in SQL, as `i64::div_euclid` gives it.
+const DAY: &str = "((at - ((at % 86400000) + 86400000) % 86400000) / 86400000)";
+
+/// Where a fresh load's test results wait for the set-based counting.
+pub struct Staging {
+    staged: usize,
+}
+
+impl Staging {
+    /// Stage `tests` as the results of `run` (a new run: nothing to replace)
+    /// and count its test_success events as `results::store` does. A name
+    /// given twice counts once, by its first result, and stores its last
+    /// (as the per-run path's upsert does).
+    pub(super) fn stage(
+        &mut self,
+        tx: &Connection,
+        run: &results::RunOf<'_>,
+        tests: &[TestResult],
+        live: bool,
+    ) -> rusqlite::Result<()> {
+        if tests.is_empty() {
+            return Ok(());
+        }
+        // (first, last) result of each name, in order of first appearance.
+        let mut unique: Vec<(&TestResult, &TestResult)> = Vec::with_capacity(tests.len());
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for t in tests {
+            let found = if tests.len() <= 16 {
+                unique.iter().position(|(f, _)| f.name == t.name)
+            } else {
+                index.get(t.name.as_str()).copied()
+            };
+            match found {
+                Some(i) => unique[i].1 = t,
+                None => {
+                    index.insert(&t.name, unique.len());
+                    unique.push((t, t));
+                }
+            }
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO temp.fresh_stage (run_id, name, outcome, duration_seconds, retries, retry_reasons,
+                message, counted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let (mut good, mut total) = (0i64, 0i64);
+        for (first, last) in &unique {
+            let reasons = if last.retry_reasons.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&last.retry_reasons).unwrap_or_else(|_| "[]".into()))
+            };
+            // What the first result counts as: 0 passed, 1 failed, 2 passed
+            // after an in-run retry, NULL not counted (skipped).
+            let counted = match first.outcome {
+                TestOutcome::Skipped => None,
+                TestOutcome::Failed | TestOutcome::Errored => Some(1),
+                TestOutcome::Passed if first.retries > 0 => Some(2),
+                TestOutcome::Passed => Some(0),
+            };
+            if let Some(c) = counted {
+                total += 1;
+                good += i64::from(c != 1);
+            }
+            insert.execute(params![
+                run.run_id,
+                last.name,
+                results::outcome_code(last.outcome),
+                last.duration_seconds,
+                last.retries,
+                reasons,
+                last.message,
+                counted,
+            ])?;
+            self.staged += 1;
+        }
+        tx.prepare_cached(
+            "INSERT INTO temp.fresh_runs (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![run.run_id, run.repository_id, run.at_ms, good, total])?;
+        if total > 0 {
+            hourly::add(
+                run.repository_id,
+                run.at_ms,
+                crate::slo::SloId::TestSuccess.as_str(),
+                good,
+                total,
+            );
+            results::count_test_success(tx, run.repository, good, total, live)?;
+        }
+        Ok(())
+    }
+}
+
+/// A fresh bulk load in progress (see the module documentation). Dropped
+/// without [`FreshLoad::finish`], it rolls back: the store stays fresh.
+pub struct FreshLoad<'a> {
+    tx: Transaction<'a>,
+    policy: &'a Policy,
+    now_ms: i64,
+    staging: Staging,
+    /// (name, SQL) of the indexes dropped for the load.
+    indexes: Vec<(String, String)>,
+    rollup: Option<hourly::Suspended>,
+    /// The metric counters of the batch being stored.
+    buffer: Option<tally::Buffered>,
+    stored: usize,
+}
+
+impl Store {
+    /// Whether a bulk load may take the fresh path: the store holds no run,
+    /// test, commit or test event, and what is loaded is history loaded on
+    /// purpose (the store never served, or `policy.history`).
+    pub fn accepts_fresh_load(&self, policy: &Policy) -> Result<bool, StoreError> {
+        let any = |table: &str| -> Result<bool, StoreError> {
+            Ok(self
+                .conn
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| {
+                    r.get(0)
+                })?)
+        };
+        if any("runs")? || any("tests")? || any("commits")? || any("test_events")? {
+            return Ok(false);
+        }
+        Ok(policy.history || self.meta(super::META_SERVING_SINCE)?.is_none())
+    }
+
+    /// Begin a fresh bulk load (call only when [`Store::accepts_fresh_load`]).
+    pub fn fresh_load<'a>(
+        &'a mut self,
+        policy: &'a Policy,
+        now: DateTime<Utc>,
+    ) -> Result<FreshLoad<'a>, StoreError> {
+        // The scratch tables' own page cache (temporary tables have one).
+        self.conn
+            .pragma_update(None, "cache_size", -(MAIN_CACHE_MIB * 1024))?;
+        // And all of SQLite's memory (caches, sorters) kept near a bound:
+        // past it, SQLite frees cache pages before it allocates.
+        self.conn.query_row(
+            &format!("PRAGMA soft_heap_limit = {}", HEAP_MIB << 20),
+            [],
+            |_| Ok(()),
+        )?;
+        self.conn
+            .pragma_update(Some("temp"), "cache_size", -(TEMP_CACHE_MIB * 1024))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE fresh_stage (
+                 seq              INTEGER PRIMARY KEY,
+                 run_id           INTEGER NOT NULL,
+                 name             TEXT NOT NULL,
+                 outcome          INTEGER NOT NULL,
+                 duration_seconds REAL,
+                 retries          INTEGER NOT NULL,
+                 retry_reasons    TEXT,
+                 message          TEXT,
+                 counted          INTEGER
+             );
+             CREATE TEMP TABLE fresh_runs (
+                 run_id        INTEGER PRIMARY KEY,
+                 repository_id INTEGER NOT NULL,
+                 at            INTEGER NOT NULL,
+                 good          INTEGER NOT NULL,
+                 total         INTEGER NOT NULL,
+                 commit_id     INTEGER
+             );",
+        )?;
+        let mut indexes = Vec::new();
+        for table in INDEXED_AT_THE_END {
+            let mut stmt = tx.prepare(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL
+                 ORDER BY rowid",
+            )?;
+            let found = stmt
+                .query_map([table], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<(String, String)>, _>>()?;
+            indexes.extend(found);
+        }
+        for (name, _) in &indexes {
+            tx.execute_batch(&format!("DROP INDEX \"{name}\""))?;
+        }
+        let rollup = hourly::Suspended::start(&tx)?;
+        Ok(FreshLoad {
+            tx,
+            policy,
+            now_ms: to_ms(now),
+            staging: Staging { staged: 0 },
+            indexes,
+            rollup,
+            buffer: None,
+            stored: 0,
+        })
+    }
+}
+
+impl FreshLoad<'_> {
+    /// Store a batch of new runs (their metric counters added up over the
+    /// batch and written once, as `Store::ingest_batch` does).
+    /// `closes_batch`: the counters added up since the last batch closed are
+    /// written now (a batch may come in several pieces).
+    pub fn store_batch(
+        &mut self,
+        runs: &[Prepared],
+        closes_batch: bool,
+    ) -> Result<Vec<Ingested>, StoreError> {
+        if self.buffer.is_none() {
+            self.buffer = tally::Buffered::start();
+        }
+        let mut out = Vec::with_capacity(runs.len());
+        for p in runs {
+            out.push(ingest_checked(
+                &self.tx,
+                &p.run,
+                &p.hash,
+                p.future_times,
+                self.policy,
+                self.now_ms,
+                Some(&mut self.staging),
+            )?);
+        }
+        if closes_batch {
+            if let Some(buffer) = self.buffer.take() {
+                buffer.flush(&self.tx)?;
+            }
+            if let Some(rollup) = &self.rollup {
+                rollup.flush(&self.tx)?;
+            }
+        }
+        self.stored += runs.len();
+        Ok(out)
+    }
+
+    /// The steps of [`FreshLoad::finish`], for progress.
+    pub fn steps(&self) -> usize {
+        BUILD.len() + self.indexes.len() + 2
+    }
+
+    /// Build the per-test tables from the staged results, the dropped
+    /// indexes again, and commit. `step(done, what)` is told before each step.
+    pub fn finish(mut self, step: &mut dyn FnMut(usize, &str)) -> Result<(), StoreError> {
+        if let Some(buffer) = self.buffer.take() {
+            buffer.flush(&self.tx)?;
+        }
+        let tx = &self.tx;
+        // SQLite's sorts (the GROUP BYs and ORDER BYs below, the index
+        // builds) each keep up to a page cache's worth in memory: a smaller
+        // cache keeps their sum (and peak RSS) down.
+        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
+        let mut done = 0;
+        for (what, sql) in BUILD {
+            step(done, what);
+            tx.execute_batch(&sql.replace("{DAY}", DAY))?;
+            done += 1;
+        }
+        step(done, "hourly rollup");
+        if let Some(rollup) = self.rollup.take() {
+            rollup.finish(tx)?;
+        }
+        done += 1;
+        for (name, sql) in &self.indexes {
+            step(done, &format!("index {name}"));
+            tx.execute_batch(sql)?;
+            done += 1;
+        }
+        step(done, "commit");
+        tx.execute_batch("DROP TABLE temp.fresh_stage; DROP TABLE temp.fresh_runs;")?;
+        self.tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs stored so far.
+    pub fn stored(&self) -> usize {
+        self.stored
+    }
+
+    /// Test results staged so far.
+    pub fn staged(&self) -> usize {
+        self.staging.staged
+    }
+}
+
+/// The set-based build of the per-test tables, in order (`{DAY}`: the UTC
+/// day of `at`). `fresh_exec` holds each counted result (`failed`,
+/// `retry_pass`, and `flip`: the outcome differs from the test's previous
+/// result in run order); `fresh_commits` each test's results on one commit:
+/// the first run, the first pass, failure and pass after a retry, and
+/// `flaky_run`, the run whose result made the commit flaky.
+const BUILD: &[(&str, &str)] = &[
+    (
+        "commits",
+        "INSERT INTO commits (repository_id, sha)
+             SELECT r.repository_id, r.commit_sha FROM temp.fresh_runs f JOIN runs r ON r.id = f.run_id
+             GROUP BY r.repository_id, r.commit_sha ORDER BY min(f.run_id);
+         UPDATE temp.fresh_runs SET commit_id =
+             (SELECT c.id FROM runs r JOIN commits c ON c.repository_id = r.repository_id AND c.sha = r.commit_sha
+              WHERE r.id = fresh_runs.run_id);",
+    ),
+    (
+        "tests",
+        "INSERT INTO tests (repository_id, context, name)
+             SELECT r.repository_id, r.context, s.name FROM temp.fresh_stage s JOIN runs r ON r.id = s.run_id
+             GROUP BY r.repository_id, r.context, s.name ORDER BY min(s.seq);",
+    ),
+    (
+        "results",
+        "CREATE TEMP TABLE fresh_resolved AS
+             SELECT s.run_id, t.id AS test_id, s.outcome, s.duration_seconds, s.retries, s.retry_reasons,
+                    s.message, s.counted
+             FROM temp.fresh_stage s JOIN runs r ON r.id = s.run_id
+             JOIN tests t ON t.repository_id = r.repository_id AND t.context = r.context AND t.name = s.name;
+         INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+             SELECT run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message
+             FROM temp.fresh_resolved ORDER BY run_id, test_id;",
+    ),
+    (
+        "executions",
+        "CREATE TEMP TABLE fresh_exec (
+             test_id    INTEGER NOT NULL,
+             run_id     INTEGER NOT NULL,
+             commit_id  INTEGER NOT NULL,
+             at         INTEGER NOT NULL,
+             failed     INTEGER NOT NULL,
+             retry_pass INTEGER NOT NULL,
+             flip       INTEGER NOT NULL,
+             PRIMARY KEY (test_id, run_id)
+         ) WITHOUT ROWID;
+         INSERT INTO temp.fresh_exec (test_id, run_id, commit_id, at, failed, retry_pass, flip)
+             SELECT test_id, run_id, commit_id, at, failed, retry_pass,
+                    coalesce(lag(failed) OVER (PARTITION BY test_id ORDER BY run_id) != failed, 0)
+             FROM (SELECT x.test_id, x.run_id, f.commit_id, f.at, x.counted = 1 AS failed, x.counted = 2 AS retry_pass
+                   FROM temp.fresh_resolved x JOIN temp.fresh_runs f ON f.run_id = x.run_id
+                   WHERE x.counted IS NOT NULL)
+             ORDER BY test_id, run_id;
+         DROP TABLE temp.fresh_resolved;",
+    ),
+    (
+        "test_commits",
+        "CREATE TEMP TABLE fresh_commits (
+             test_id      INTEGER NOT NULL,
+             commit_id    INTEGER NOT NULL,
+             first_run    INTEGER NOT NULL,
+             pass_run     INTEGER,
+             fail_run     INTEGER,
+             retry_run    INTEGER,
+             fail_count   INTEGER NOT NULL,
+             flaky_run    INTEGER,
+             PRIMARY KEY (test_id, commit_id)
+         ) WITHOUT ROWID;
+         INSERT INTO temp.fresh_commits
+             SELECT test_id, commit_id, first_run, pass_run, fail_run, retry_run, fail_count,
+                    CASE WHEN retry_run IS NOT NULL AND (pass_run IS NULL OR fail_run IS NULL) THEN retry_run
+                         WHEN pass_run IS NOT NULL AND fail_run IS NOT NULL AND retry_run IS NULL
+                             THEN max(pass_run, fail_run)
+                         WHEN pass_run IS NOT NULL AND fail_run IS NOT NULL
+                             THEN min(retry_run, max(pass_run, fail_run))
+                    END
+             FROM (SELECT test_id, commit_id, min(run_id) AS first_run, sum(failed) AS fail_count,
+                          min(CASE WHEN failed = 0 THEN run_id END) AS pass_run,
+                          min(CASE WHEN failed = 1 THEN run_id END) AS fail_run,
+                          min(CASE WHEN retry_pass = 1 THEN run_id END) AS retry_run
+                   FROM temp.fresh_exec GROUP BY test_id, commit_id);
+         INSERT INTO test_commits (test_id, commit_id, flags, failures)
+             SELECT test_id, commit_id,
+                    (pass_run IS NOT NULL) | ((fail_run IS NOT NULL) << 1) | ((retry_run IS NOT NULL) << 2)
+                        | ((flaky_run IS NOT NULL) << 3),
+                    fail_count
+             FROM temp.fresh_commits ORDER BY commit_id, test_id;",
+    ),
+    (
+        "test_days",
+        "INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+             SELECT test_id, day, sum(runs), sum(passes), sum(failures), sum(flips), sum(commits), sum(flaky),
+                    sum(flaky_failures)
+             FROM (SELECT test_id, {DAY} AS day, 1 AS runs, 1 - failed AS passes, failed AS failures,
+                          flip AS flips, 0 AS commits, 0 AS flaky, 0 AS flaky_failures
+                   FROM temp.fresh_exec
+                   UNION ALL
+                   SELECT c.test_id, {DAY}, 0, 0, 0, 0, 1, 0, 0
+                   FROM temp.fresh_commits c JOIN temp.fresh_runs f ON f.run_id = c.first_run
+                   UNION ALL
+                   SELECT c.test_id, {DAY}, 0, 0, 0, 0, 0, 1, 0
+                   FROM temp.fresh_commits c JOIN temp.fresh_runs f ON f.run_id = c.flaky_run
+                   UNION ALL
+                   SELECT test_id, {DAY}, 0, 0, 0, 0, 0, 0, 1
+                   FROM (SELECT e.test_id, CASE WHEN e.run_id <= c.flaky_run THEN f.at ELSE e.at END AS at
+                         FROM temp.fresh_exec e
+                         JOIN temp.fresh_commits c ON c.test_id = e.test_id AND c.commit_id = e.commit_id
+                         JOIN temp.fresh_runs f ON f.run_id = c.flaky_run
+                         WHERE e.failed = 1 OR e.retry_pass = 1))
+             GROUP BY test_id, day;",
+    ),
+    (
+        "per-test counters",
+        "CREATE TEMP TABLE fresh_tests AS
+             SELECT test_id, min(at) AS first_seen, max(at) AS last_seen, max(run_id) AS last_run,
+                    max(CASE WHEN failed = 1 THEN run_id END) AS last_failure_run
+             FROM temp.fresh_exec GROUP BY test_id;
+         CREATE TEMP TABLE fresh_test_days AS
+             SELECT test_id, sum(runs) AS runs, sum(passes) AS passes, sum(failures) AS failures,
+                    sum(flips) AS flips, sum(commits) AS commits, sum(flaky_commits) AS flaky_commits,
+                    sum(flaky_failures) AS flaky_failures
+             FROM test_days WHERE test_id IN (SELECT test_id FROM temp.fresh_tests) GROUP BY test_id;
+         UPDATE tests SET (runs, passes, failures, flips, commits, flaky_commits, flaky_failures,
+                           last_failed, first_seen, last_seen, last_failure_run_id, last_failure_at,
+                           first_seen_flaky) =
+             (d.runs, d.passes, d.failures, d.flips, d.commits, d.flaky_commits, d.flaky_failures,
+              (SELECT failed FROM temp.fresh_exec e WHERE e.test_id = x.test_id AND e.run_id = x.last_run),
+              x.first_seen, x.last_seen, x.last_failure_run,
+              (SELECT at FROM temp.fresh_runs f WHERE f.run_id = x.last_failure_run),
+              (SELECT f.at FROM temp.fresh_runs f WHERE f.run_id =
+                  (SELECT min(flaky_run) FROM temp.fresh_commits c WHERE c.test_id = x.test_id)))
+             FROM temp.fresh_tests x JOIN temp.fresh_test_days d ON d.test_id = x.test_id
+             WHERE tests.id = x.test_id;
+         DROP TABLE temp.fresh_tests;
+         DROP TABLE temp.fresh_test_days;
+         DROP TABLE temp.fresh_exec;
+         DROP TABLE temp.fresh_commits;",
+    ),
+    (
+        "test_events",
+        "INSERT INTO test_events (run_id, repository_id, at, good, total)
+             SELECT run_id, repository_id, at, good, total FROM temp.fresh_runs WHERE total > 0 ORDER BY run_id;",
+    ),
+];
