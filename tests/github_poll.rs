@@ -127,8 +127,20 @@ async fn handler(State(fake): State<Shared>, req: Request) -> Response {
             .find_map(|kv| kv.strip_prefix("page="))
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
+        // Its first page has an ETag: a poller that kept it would get a 304.
+        if page == 1
+            && headers
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"endless\"")
+        {
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
         let host = headers.get("host").unwrap().to_str().unwrap().to_string();
         let mut r = axum::Json(json!([])).into_response();
+        if page == 1 {
+            r.headers_mut()
+                .insert("etag", "\"endless\"".parse().unwrap());
+        }
         r.headers_mut().insert(
             "link",
             format!(
@@ -671,6 +683,17 @@ async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
         logs.contains("WARN") && logs.contains("page limit") && logs.contains("endpoint=\"repos\""),
         "{logs}"
     );
+    // The cut listing's first-page ETag was not kept: the next round reads
+    // the listing again instead of taking a 304 for the unread rest.
+    p.poll_once().await;
+    let pages = fake
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(pq, _)| pq.starts_with("/orgs/endless/repos"))
+        .count();
+    assert_eq!(pages, 20_000, "the second round read the listing again");
 }
 
 /// JSON answers are capped at 64 MiB like GitLab's: a larger one is an

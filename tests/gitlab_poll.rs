@@ -545,6 +545,14 @@ async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
             && logs.contains("endpoint=\"group_projects\""),
         "{logs}"
     );
+    // The cut listing's first-page ETag was not kept: the next round reads
+    // the listing again instead of taking a 304 for the unread rest.
+    poll(&p).await;
+    assert_eq!(
+        fake.fake.by_path.lock().unwrap()["/api/v4/groups/endless/projects"],
+        20_000,
+        "the second round read the listing again"
+    );
 }
 
 /// The same rate-limit rule as GitHub's: a `Retry-After` longer than

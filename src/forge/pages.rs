@@ -27,6 +27,8 @@ pub(crate) struct Pages<'c, A> {
     next: Option<String>,
     etag: Option<String>,
     read: usize,
+    /// Whether the listing was cut at the page limit.
+    cut: bool,
 }
 
 impl<A: Adapter> ForgeClient<A> {
@@ -43,6 +45,7 @@ impl<A: Adapter> ForgeClient<A> {
             next: Some(url),
             etag,
             read: 0,
+            cut: false,
         }
     }
 
@@ -77,6 +80,7 @@ impl<A: Adapter> Pages<'_, A> {
                 "listing cut at the page limit; the rest is not read"
             );
             self.client.count_page_limit(self.endpoint);
+            self.cut = true;
             return Ok(None);
         }
         self.read += 1;
@@ -109,6 +113,12 @@ impl<A: Adapter> Pages<'_, A> {
             etag: page.etag,
             url: page.url,
         }))
+    }
+
+    /// Whether the listing was cut at the page limit: its first page's ETag
+    /// must not be kept, or a later `304` would hide the unread rest.
+    pub(crate) fn cut(&self) -> bool {
+        self.cut
     }
 
     /// Whether another page follows the last one read.

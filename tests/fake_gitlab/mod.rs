@@ -175,7 +175,16 @@ async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     match seg.as_slice() {
         ["groups", g, "projects"] if fake.endless_groups.lock().unwrap().contains(&decode(g)) => {
             let page: u64 = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1);
-            (
+            // Its first page has an ETag: a poller that kept it would get a 304.
+            let etag = "\"endless\"";
+            if page == 1
+                && headers
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v == etag)
+            {
+                return StatusCode::NOT_MODIFIED.into_response();
+            }
+            let mut r = (
                 StatusCode::OK,
                 [(
                     header::HeaderName::from_static("x-next-page"),
@@ -183,7 +192,11 @@ async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
                 )],
                 "[]",
             )
-                .into_response()
+                .into_response();
+            if page == 1 {
+                r.headers_mut().insert(header::ETAG, etag.parse().unwrap());
+            }
+            r
         }
         ["groups", g, "projects"] => {
             let groups = fake.groups.lock().unwrap();

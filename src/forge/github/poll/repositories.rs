@@ -57,7 +57,8 @@ impl Poller {
                     "repos",
                     SyncState {
                         cursor: Some(serde_json::to_string(&names).unwrap_or_default()),
-                        etag,
+                        // A listing cut at the page limit is read again next time.
+                        etag: etag.filter(|_| !pages.cut()),
                         // Not a repository: kept out of ci_exporter_last_sync_timestamp_seconds.
                         last_success: None,
                     },

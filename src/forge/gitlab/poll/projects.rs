@@ -64,7 +64,8 @@ impl Poller {
                         .collect();
                     let state = SyncState {
                         cursor: Some(serde_json::to_string(&names).unwrap_or_default()),
-                        etag: first.etag,
+                        // A listing cut at the page limit is read again next time.
+                        etag: first.etag.filter(|_| !pages.cut()),
                         // Not a project: kept out of ci_exporter_last_sync_timestamp_seconds.
                         last_success: None,
                     };
