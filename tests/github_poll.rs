@@ -1,6 +1,8 @@
 //! The poller against a fake GitHub: an axum server on 127.0.0.1:0 in the
 //! test, counting every request it answers.
 
+mod common;
+
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,6 +14,7 @@ use ci_slo_exporter::metrics::{MetricsHub, SelfMetrics};
 use ci_slo_exporter::model::{Forge, RepositoryRef};
 use ci_slo_exporter::store::writer::StoreHandle;
 use ci_slo_exporter::store::{Policy, Store};
+use common::{capture_logs, self_metric};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -603,47 +606,6 @@ async fn a_backfill_with_more_days_reaches_further_back_and_resumes_without_gap_
     assert_eq!(merged_history(&db), vec![1, 2, 3, 4, 5]);
 }
 
-/// Log lines written while `f` runs (on this thread), at warn and above.
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    let buf: Arc<Mutex<Vec<u8>>> = Default::default();
-    let b = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || Logs(b.clone()))
-        .finish();
-    (buf, tracing::subscriber::set_default(subscriber))
-}
-
-/// The value of a self-metric sample with exactly these labels.
-fn self_metric(hub: &MetricsHub, family: &str, labels: &[(&str, &str)]) -> f64 {
-    hub.self_metrics
-        .families()
-        .into_iter()
-        .filter(|f| f.name == family)
-        .flat_map(|f| f.samples)
-        .filter(|s| {
-            s.labels.len() == labels.len()
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
-        })
-        .map(|s| s.value)
-        .sum()
-}
-
 /// The same client policy as GitLab's: a listing stops at 10,000 pages, and
 /// that is logged (naming the endpoint) and counted, not silent.
 #[tokio::test(flavor = "current_thread")]
@@ -662,14 +624,15 @@ async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
     p.client = Client::new(&p.config, None, hub.clone()).unwrap();
     let stats = p.poll_once().await;
     assert_eq!((stats.errors, stats.repositories), (0, 0), "{stats:?}");
-    let pages = fake
-        .lock()
-        .unwrap()
-        .log
-        .iter()
-        .filter(|(pq, _)| pq.starts_with("/orgs/endless/repos"))
-        .count();
-    assert_eq!(pages, 10_000, "the page limit");
+    let listing_requests = || {
+        fake.lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|(pq, _)| pq.starts_with("/orgs/endless/repos"))
+            .count()
+    };
+    assert_eq!(listing_requests(), 10_000, "the page limit");
     assert_eq!(
         self_metric(
             &hub,
@@ -686,14 +649,11 @@ async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
     // The cut listing's first-page ETag was not kept: the next round reads
     // the listing again instead of taking a 304 for the unread rest.
     p.poll_once().await;
-    let pages = fake
-        .lock()
-        .unwrap()
-        .log
-        .iter()
-        .filter(|(pq, _)| pq.starts_with("/orgs/endless/repos"))
-        .count();
-    assert_eq!(pages, 20_000, "the second round read the listing again");
+    assert_eq!(
+        listing_requests(),
+        20_000,
+        "the second round read the listing again"
+    );
 }
 
 /// JSON answers are capped at 64 MiB like GitLab's: a larger one is an

@@ -1,5 +1,6 @@
 //! Polling against a local fake GitLab (tests/fake_gitlab).
 
+mod common;
 mod fake_gitlab;
 
 use chrono::{Duration, Utc};
@@ -10,6 +11,7 @@ use ci_slo_exporter::forge::gitlab::poll::{PollReport, Poller, Since};
 use ci_slo_exporter::model::{Forge, RepositoryRef};
 use ci_slo_exporter::store::Policy;
 use ci_slo_exporter::store::writer::StoreHandle;
+use common::{capture_logs, self_metric};
 use fake_gitlab::{Fake, Project, Trace, job, pipeline};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -466,52 +468,12 @@ fn with_hub(
     (poller, dir)
 }
 
-/// The value of a self-metric sample with exactly these labels.
-fn self_metric(
-    hub: &ci_slo_exporter::metrics::MetricsHub,
-    family: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    hub.self_metrics
-        .families()
-        .into_iter()
-        .filter(|f| f.name == family)
-        .flat_map(|f| f.samples)
-        .filter(|s| {
-            s.labels.len() == labels.len()
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
-        })
-        .map(|s| s.value)
-        .sum()
-}
-
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The same client policy as GitHub's: a listing stops at 10,000 pages (it
 /// was silent), and that is logged (naming the endpoint) and counted.
 #[tokio::test(flavor = "current_thread")]
 async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
-    let buf: Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
-    let b = buf.clone();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || Logs(b.clone()))
-            .finish(),
-    );
+    let (buf, _guard) = capture_logs();
+
     let fake = Fake::default();
     fake.endless_groups.lock().unwrap().insert("endless".into());
     let fake = fake_gitlab::start(fake);

@@ -285,3 +285,49 @@ pub fn python3() -> &'static str {
         "python3"
     }
 }
+
+/// Log lines written on this thread at warn and above, while the guard lives.
+pub fn capture_logs() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    tracing::subscriber::DefaultGuard,
+) {
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+    let b = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || Logs(b.clone()))
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+/// The value of an in-process self-metric sample with exactly these labels.
+pub fn self_metric(
+    hub: &ci_slo_exporter::metrics::MetricsHub,
+    family: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    hub.self_metrics
+        .families()
+        .into_iter()
+        .filter(|f| f.name == family)
+        .flat_map(|f| f.samples)
+        .filter(|s| {
+            s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
