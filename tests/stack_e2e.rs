@@ -1008,10 +1008,15 @@ fn monitoring_stack_end_to_end() {
     stack.stop_exporter();
     std::thread::sleep(Duration::from_secs(3));
     stack.start_exporter();
+    // Up, and its counters scraped again (the failed scrapes while it was
+    // down marked them stale; `up` can be seen a moment before they are).
     stack.wait_until(
         "Prometheus scraping the restarted exporter",
         Duration::from_secs(30),
-        || has_data(&stack.query_ok(r#"up{job="ci-slo-exporter"} == 1"#)),
+        || {
+            has_data(&stack.query_ok(r#"up{job="ci-slo-exporter"} == 1"#))
+                && has_data(&stack.query_ok(r#"sum(ci_slo_events_total)"#))
+        },
     );
     let after = stack.query_ok(r#"sum(ci_slo_events_total)"#);
     assert_eq!(
