@@ -12,8 +12,8 @@ pub mod readiness;
 pub mod serve;
 pub mod test_index;
 pub mod text;
-pub mod ui;
-pub mod views;
+pub(crate) mod ui;
+pub(crate) mod views;
 pub mod webhooks;
 
 use crate::classify::Classifier;
@@ -80,40 +80,49 @@ pub fn router(state: AppState) -> Router {
 /// The drill-down pages and their JSON (docs/ui.md).
 fn ui_routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(ui::overview))
-        .route("/slos/{slo}", get(ui::slo))
-        .route("/slos/{slo}/events", get(ui::slo_events))
-        .route("/nightly", get(ui::nightly))
-        .route("/nightly/{repository}", get(ui::nightly_jobs))
-        .route("/failures", get(ui::failures))
-        .route("/failures/classes/{class}", get(ui::failure_class))
+        .route("/", get(ui::slos::overview))
+        .route("/slos/{slo}", get(ui::slos::slo))
+        .route("/slos/{slo}/events", get(ui::slos::slo_events))
+        .route("/nightly", get(ui::nightly::nightly))
+        .route("/nightly/{repository}", get(ui::nightly::nightly_jobs))
+        .route("/failures", get(ui::failures::failures))
+        .route(
+            "/failures/classes/{class}",
+            get(ui::failures::failure_class),
+        )
         .route(
             "/failures/fingerprints/{fingerprint}",
-            get(ui::failure_fingerprint),
+            get(ui::failures::failure_fingerprint),
         )
-        .route("/tests", get(ui::tests_index))
-        .route("/tests/{repository}/{context}/{test}", get(ui::test))
-        .route("/runs/{id}", get(ui::run))
-        .route("/api/v1/runs/{id}/related", get(ui::api_run_related))
+        .route("/tests", get(ui::test_pages::tests_index))
+        .route(
+            "/tests/{repository}/{context}/{test}",
+            get(ui::test_pages::test),
+        )
+        .route("/runs/{id}", get(ui::run::run))
+        .route("/api/v1/runs/{id}/related", get(ui::run::api_run_related))
         .route("/static/app.css", get(ui::css))
-        .route("/api/v1/slos", get(ui::api_slos))
-        .route("/api/v1/slos/{slo}", get(ui::api_slo))
-        .route("/api/v1/slos/{slo}/events", get(ui::api_slo_events))
-        .route("/api/v1/nightly", get(ui::api_nightly))
-        .route("/api/v1/nightly/{repository}", get(ui::api_nightly_jobs))
-        .route("/api/v1/failures", get(ui::api_failures))
+        .route("/api/v1/slos", get(ui::slos::api_slos))
+        .route("/api/v1/slos/{slo}", get(ui::slos::api_slo))
+        .route("/api/v1/slos/{slo}/events", get(ui::slos::api_slo_events))
+        .route("/api/v1/nightly", get(ui::nightly::api_nightly))
+        .route(
+            "/api/v1/nightly/{repository}",
+            get(ui::nightly::api_nightly_jobs),
+        )
+        .route("/api/v1/failures", get(ui::failures::api_failures))
         .route("/api/v1/tests", get(api_tests))
         .route(
             "/api/v1/failures/classes/{class}",
-            get(ui::api_failure_class),
+            get(ui::failures::api_failure_class),
         )
         .route(
             "/api/v1/failures/fingerprints/{fingerprint}",
-            get(ui::api_failure_fingerprint),
+            get(ui::failures::api_failure_fingerprint),
         )
         .route(
             "/api/v1/tests/{repository}/{context}/{test}",
-            get(ui::api_test),
+            get(ui::test_pages::api_test),
         )
 }
 
