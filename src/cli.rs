@@ -101,7 +101,7 @@ pub enum BackfillCommand {
     /// Pipelines, jobs, failed-job traces and merged MRs of the configured
     /// `[gitlab]` projects and groups (token from CI_SLO_GITLAB_TOKEN).
     Gitlab(BackfillArgs),
-    /// GitHub ([github] in the config): merged pull requests with their statuses,
+    /// GitHub (`[github]` in the config): merged pull requests with their statuses,
     /// check runs and Actions jobs, and scheduled workflow runs. Resumable.
     Github(BackfillGithubArgs),
 }

@@ -2,7 +2,7 @@
 //! whoever can reach the port cannot hold the server's sockets or memory.
 //!
 //! Each connection is served by hyper and watched by a small state machine
-//! ([`Activity`]) that knows whether a request is in flight:
+//! (`Activity`) that knows whether a request is in flight:
 //! - a new connection, or a request head whose first byte came, must complete
 //!   the head within `header_read_timeout`;
 //! - an idle connection between requests is closed after `keep_alive_timeout`;

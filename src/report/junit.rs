@@ -59,7 +59,7 @@
 //!   retry failures) but another test with the same name: TestNG data providers
 //!   and Jest `test.each` repeat names that way, and counting those as retries
 //!   would report passing tests as flaky. Same-named test cases in differently
-//!   named suites are distinct tests. At most [`MAX_RETRY_REASONS`] reasons are
+//!   named suites are distinct tests. At most `MAX_RETRY_REASONS` reasons are
 //!   kept per test (`retries` keeps counting). (Ingest stores such same-named
 //!   tests as `name [2]`, ...: `report::distinct_names`.)
 //! * **Suite-level `<error>` / `<failure>`** (a direct child of a `<testsuite>`;
@@ -76,7 +76,7 @@
 //!   joined with a newline unless the text's opening already contains the
 //!   attribute (Surefire repeats it there); leading blank lines and trailing whitespace
 //!   removed; several result elements joined in document order; capped at
-//!   [`MESSAGE_CAP`] bytes (a cut ends with `…`). `None` for passed tests.
+//!   `MESSAGE_CAP` bytes (a cut ends with `…`). `None` for passed tests.
 //! * **Entities**: only the five predefined XML entities and numeric character
 //!   references are decoded. A `<!DOCTYPE>` is skipped (with a warning): its entity
 //!   declarations are never read, external DTDs/entities are never fetched, and a
@@ -86,7 +86,7 @@
 //! * **Leniency**: a lone `&` in text is kept as text; content after the root
 //!   element is ignored with a warning. Errors (not well-formed XML, unclosed
 //!   elements at end of file, invalid UTF-8 (other declared encodings are not
-//!   transcoded), nesting deeper than [`MAX_DEPTH`],
+//!   transcoded), nesting deeper than `MAX_DEPTH`,
 //!   an empty file, an unknown root element) are [`ReportError::Malformed`] with
 //!   `"line L, column C"` (column counted in bytes, 1-based).
 //!

@@ -11,7 +11,7 @@
 //! by their parent's result line, exactly as tapjs/tap-parser counts them; their
 //! own points are not reported separately. The names of failing first-level
 //! child points are added to a failing parent's message. Indented content is
-//! never interpreted deeper than [`MAX_NESTING_DEPTH`] levels (a warning says
+//! never interpreted deeper than `MAX_NESTING_DEPTH` levels (a warning says
 //! so); it is skipped in constant memory whatever its depth.
 //!
 //! # Outcomes
@@ -44,7 +44,7 @@
 //! lines at column 0 following a `not ok` (Perl's `#   Failed test …`,
 //! Cockpit's `# Unexpected journal message …`) are appended too, until the
 //! next result, plan, subtest or child line. Messages are capped at
-//! [`MAX_MESSAGE_BYTES`]; names and retry reasons at [`MAX_NAME_BYTES`].
+//! `MAX_MESSAGE_BYTES`; names and retry reasons at `MAX_NAME_BYTES`.
 //!
 //! # Cockpit flavour
 //!
@@ -129,7 +129,7 @@ pub struct TapCounts {
 
 /// Parses a TAP stream. `file` is only used in error messages.
 ///
-/// Never panics; only an input over [`MAX_TAP_BYTES`] is an error. Anything
+/// Never panics; only an input over `MAX_TAP_BYTES` is an error. Anything
 /// else unusual is reported in [`Report::warnings`].
 pub fn parse_tap(file: &str, input: &str) -> Result<Report, ReportError> {
     parse_tap_with_counts(file, input).map(|(report, _)| report)

@@ -5,7 +5,7 @@
 //! Every way in produces the same [`Record`]s, which [`apply`] writes through
 //! the store: a webhook and a poll of the same run converge on one stored run.
 //!
-//! - [`wire`]: GitHub's JSON (private), converted here to `model` types.
+//! - `wire`: GitHub's JSON (private), converted here to `model` types.
 //! - [`webhook`]: `POST /webhooks/github`.
 //! - [`poll`]: the API client (pagination, ETags, rate limits) and the poller.
 //! - [`cockpit`]: the Cockpit commit-status story.

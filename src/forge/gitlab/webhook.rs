@@ -1,7 +1,7 @@
 //! GitLab's part of `POST /webhooks/gitlab` (Pipeline, Job and Merge Request
 //! Hooks): `X-Gitlab-Token` compared in constant time with
 //! `CI_SLO_GITLAB_WEBHOOK_TOKEN`, the delivery id, and a body turned into a
-//! [`Plan`] of what to store. The flow around them (the order of the checks,
+//! `Plan` of what to store. The flow around them (the order of the checks,
 //! forwarding, storing exactly once with the delivery id, the answers) is the
 //! one both forges share, `http::webhooks`.
 
