@@ -2,9 +2,9 @@
 //! HTML by [`super::ui`] and as JSON under `/api/v1/` (docs/ui.md).
 //!
 //! One file per page family: `query` (the filters every page takes), `urls`
-//! (page and forge links), `slos` (with an SLO's bad events), `nightly`, `failures`
-//! with the `issue` drafted for one, `test_page` and `run` (a run page's
-//! links). The items the pages use are re-exported here.
+//! (page and forge links), `slos` (with an SLO's bad events), `nightly`,
+//! `failures` with the `issue` drafted for one, `test_page` and `run` (a run
+//! page's links). The items the pages use are re-exported here.
 
 mod failures;
 mod issue;
