@@ -1,11 +1,13 @@
 //! Forge sources (GitHub, GitLab): what they share.
 //!
 //! Each forge keeps its wire types private and converts them to `model`
-//! types at its boundary; this module holds the HTTP client policy they all
-//! use (`client`: retries, rate limits, conditional requests, body caps;
-//! `pages`: pagination with one page limit), each forge adding a thin adapter.
+//! types at its boundary; this module holds what they share: the HTTP client
+//! policy (`client`: retries, rate limits, conditional requests, body caps;
+//! `pages`: pagination with one page limit), the forge-neutral event and its
+//! apply step (`event`), the polling loop; each forge adds a thin adapter.
 
 pub(crate) mod client;
+pub(crate) mod event;
 pub mod github;
 pub mod gitlab;
 pub(crate) mod pages;

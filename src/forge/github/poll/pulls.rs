@@ -3,7 +3,7 @@
 //! request at a time, then the cursor.
 
 use super::{Mode, PollError, PollStats, Poller};
-use crate::forge::github::Record;
+use crate::forge::event::Event;
 use crate::forge::github::wire;
 use crate::forge::progress::Progress;
 use crate::model::Forge;
@@ -214,10 +214,10 @@ impl Poller {
             return Ok(());
         };
         let mut records = self.commit_records(repo, &pr.head.sha, stats).await?;
-        records.push(Record::Merge {
+        records.push(Event::Merge {
             repository: crate::forge::github::repository(repo),
             number: pr.number,
-            head_sha: pr.head.sha.clone(),
+            head_sha: Some(pr.head.sha.clone()),
             merged_at,
         });
         self.apply_and_fetch_logs(records, stats).await?;

@@ -5,7 +5,8 @@
 
 use super::{Mode, PollError, PollStats, Poller};
 use crate::forge::client::FetchError;
-use crate::forge::github::{DownloadLogs, Record, cockpit, wire};
+use crate::forge::event::{Attempt, Event};
+use crate::forge::github::{DownloadLogs, cockpit, wire};
 use crate::ingest::classify_run;
 use crate::model::{RunState, Trigger};
 use crate::store::{IngestStatus, SyncState};
@@ -18,7 +19,7 @@ impl Poller {
         repo: &str,
         sha: &str,
         stats: &mut PollStats,
-    ) -> Result<Vec<Record>, PollError> {
+    ) -> Result<Vec<Event>, PollError> {
         let mut records = Vec::new();
         let statuses: Vec<wire::Status> = self
             .client
@@ -34,7 +35,7 @@ impl Poller {
         records.extend(
             cockpit::story(repo, sha, statuses, phrases)
                 .into_iter()
-                .map(Record::Run),
+                .map(|run| Event::run(run, true)),
         );
 
         let mut checks: Vec<wire::CheckRun> = self
@@ -74,7 +75,7 @@ impl Poller {
         &self,
         repo: &str,
         run: &wire::WorkflowRun,
-    ) -> Result<Vec<Record>, PollError> {
+    ) -> Result<Vec<Event>, PollError> {
         let mut records = Vec::new();
         let latest = run.run_attempt.unwrap_or(1).max(1);
         let trigger = crate::forge::github::trigger_of(run.event.as_deref().unwrap_or(""));
@@ -93,7 +94,7 @@ impl Poller {
                     .await?
             };
             let mut r = crate::forge::github::workflow_run_record(repo, &attempt_run);
-            if let Record::WorkflowRun {
+            if let Event::WorkflowRun {
                 run_attempt, info, ..
             } = &mut r
             {
@@ -161,13 +162,17 @@ impl Poller {
         for run in runs {
             let mut records = self.workflow_run_records(repo, &run).await?;
             for r in &mut records {
-                if let Record::Job { run, .. } = r {
-                    run.trigger = Trigger::Schedule;
+                if let Event::Run(o) = r
+                    && matches!(o.attempt, Attempt::Actions { .. })
+                {
+                    o.run.trigger = Trigger::Schedule;
                 }
             }
             stats.scheduled_runs += records
                 .iter()
-                .filter(|r| matches!(r, Record::Job { .. }))
+                .filter(
+                    |r| matches!(r, Event::Run(o) if matches!(o.attempt, Attempt::Actions { .. })),
+                )
                 .count();
             self.apply_and_fetch_logs(records, stats).await?;
         }
@@ -189,13 +194,13 @@ impl Poller {
     /// caller's cursor stays and the next poll downloads it.
     pub(super) async fn apply_and_fetch_logs(
         &self,
-        records: Vec<Record>,
+        records: Vec<Event>,
         stats: &mut PollStats,
     ) -> Result<(), PollError> {
         let policy = self.policy.clone();
         let applied = self
             .store
-            .write(move |s| crate::forge::github::apply(s, &policy, records, Utc::now()))
+            .write(move |s| crate::forge::event::apply(s, &policy, records, Utc::now()))
             .await?;
         if applied.changed() {
             self.notify();
