@@ -3,14 +3,15 @@
 //! runs on their own interval, and the logs of failed jobs: downloaded once,
 //! capped, classified.
 
-use super::{Mode, PollError, PollStats, Poller};
+use super::{PollError, PollStats, Poller};
 use crate::forge::client::FetchError;
+use crate::forge::driver::Since;
 use crate::forge::event::{Attempt, Event};
 use crate::forge::github::{DownloadLogs, cockpit, wire};
 use crate::ingest::classify_run;
 use crate::model::{RunState, Trigger};
 use crate::store::{IngestStatus, SyncState};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 impl Poller {
     /// Everything GitHub knows about the runs on one commit, as records.
@@ -131,22 +132,21 @@ impl Poller {
     pub(super) async fn poll_schedule(
         &self,
         repo: &str,
-        mode: Mode,
-        since: Option<DateTime<Utc>>,
+        since: Since,
         stats: &mut PollStats,
     ) -> Result<(), PollError> {
         let state = self.sync_state(repo, "schedule").await?;
         let now = Utc::now();
         let every = chrono::Duration::from_std(self.config.schedule_poll_interval)
             .unwrap_or(chrono::Duration::hours(1));
-        if mode == Mode::Poll && state.last_success.is_some_and(|l| now - l < every) {
+        if matches!(since, Since::Poll(_)) && state.last_success.is_some_and(|l| now - l < every) {
             return Ok(());
         }
         let lookback = chrono::Duration::from_std(self.config.initial_lookback)
             .unwrap_or(chrono::Duration::days(1));
-        let from = match (mode, since) {
-            (Mode::Backfill, Some(s)) => s,
-            _ => state
+        let from = match since {
+            Since::Backfill(s) => s,
+            Since::Poll(_) => state
                 .last_success
                 .map(|l| l - every)
                 .unwrap_or(now - lookback),
