@@ -178,9 +178,10 @@ impl driver::Source for Poller {
     }
 }
 
-/// `serve`'s background task: poll now, then every `poll_interval`.
-pub async fn run_forever(poller: Poller) {
-    crate::forge::poll_forever(poller.config.poll_interval, || async {
+/// `serve`'s background task: a round every `poll_interval` (spread at
+/// random, `forge::poll_forever`) until `stop`.
+pub async fn run_forever(poller: Poller, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::forge::poll_forever(poller.config.poll_interval, stop, || async {
         let stats = poller.poll_once().await;
         tracing::info!(?stats, "GitHub poll done");
     })

@@ -240,10 +240,15 @@ impl driver::Source for Poller {
 }
 
 impl Poller {
-    /// `serve`'s loop: a round every `poll_interval`; after a round that stored
+    /// `serve`'s loop: a round every `poll_interval` (spread at random,
+    /// `forge::poll_forever`) until `stop`; after a round that stored
     /// something, `refresh` is notified.
-    pub async fn run_forever(self, refresh: Arc<tokio::sync::Notify>) {
-        crate::forge::poll_forever(self.config.poll_interval, || async {
+    pub async fn run_forever(
+        self,
+        refresh: Arc<tokio::sync::Notify>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        crate::forge::poll_forever(self.config.poll_interval, stop, || async {
             let lookback = chrono::Duration::from_std(self.config.initial_lookback)
                 .unwrap_or(chrono::Duration::days(1));
             match self
