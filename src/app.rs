@@ -103,12 +103,17 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         let app = Arc::new(OnceLock::new());
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
         tracing::info!(address = %address, db = %config.store.path.display(), max_connections = limits.max_connections, "listening; preparing: opening the database (migrating it if needed)");
+        // The shutdown signal also stops the pollers (`forge::poll_forever`).
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(http::serve::serve(
             listener,
             http::readiness::gate(readiness.clone(), app.clone()),
             limits,
             hub.clone(),
-            shutdown_signal(),
+            async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            },
         ));
         let store = {
             let (path, readiness, policy) = (
@@ -160,23 +165,18 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         }
         tokio::spawn(settler(state.clone()));
         tokio::spawn(pruner(state.clone()));
-        if state.config.gitlab.enabled() {
-            let poller = crate::forge::gitlab::poll::Poller::new(
-                state.config.gitlab.clone(),
-                state.secrets.gitlab_token.as_ref().map(|s| s.expose().to_string()),
-                state.store.clone(),
-                state.policy.clone(),
-                state.classifier.clone(),
-                Some(state.hub.clone()),
-            )?
-            .with_shard(state.config.shard)
-            .with_dependencies(state.deps.clone());
-            tokio::spawn(poller.run_forever(state.refresh.clone()));
-        }
-        pollers::spawn_github(&state)?;
+        let pollers = pollers::spawn(&state, &stopping)?;
 
         tracing::info!(address = %address, db = %state.store.path().display(), "serving");
         server.await??;
+        // The pollers stopped at the signal (or when the server ended); a
+        // write one submitted before it stopped still runs on the writer,
+        // and this empty one, queued after it, is acknowledged once it is
+        // committed.
+        for poller in pollers {
+            let _ = poller.await;
+        }
+        state.store.write(|_| Ok(())).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -1,12 +1,12 @@
 //! `backfill gitlab` and `backfill github`: one resumable round over the
-//! configured projects or repositories from N days ago, with progress, then
-//! the merge decisions it makes possible.
+//! configured projects or repositories from N days ago (the forges' shared
+//! driver, `forge::driver::backfill`, with its progress), then the merge
+//! decisions it makes possible.
 
 use crate::classify::Classifier;
 use crate::cli::{BackfillArgs, BackfillGithubArgs};
 use crate::config::{Config, Secrets};
 use crate::forge::github::poll;
-use crate::forge::progress::Progress;
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, SettleStats};
 use anyhow::Result;
@@ -82,28 +82,14 @@ pub(super) fn gitlab(config: Config, secrets: Secrets, args: BackfillArgs) -> Re
         )?
         .with_shard(config.shard)
         .with_dependencies(Arc::new(config.dependency_extractor()?));
-        let stats = poller.stats.clone();
         let started = std::time::Instant::now();
-        let bar = std::sync::Mutex::new(Progress::new(true, "backfill gitlab".into(), "projects"));
-        let progress = |done: usize, total: usize, r: &crate::forge::gitlab::poll::PollReport| {
-            let msg = format!(
-                "{} pipelines, {} runs, {} traces, {} API calls",
-                r.pipelines,
-                r.runs,
-                r.traces,
-                stats.requests()
-            );
-            let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
-            bar.step(done, total, &msg);
-        };
         let since = Utc::now() - chrono::Duration::days(i64::from(args.days));
-        let report = poller.poll_once(Since::Backfill(since), &progress).await?;
-        bar.lock().unwrap_or_else(|p| p.into_inner()).finish();
+        let report = poller.backfill(Since::Backfill(since)).await?;
         let settled = settle(&store, &policy).await?;
         crate::output::line(serde_json::json!({
             "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
             "traces": report.traces, "merges": report.merges, "failed": report.failed,
-            "changes_decided": settled.changes_decided, "api_calls": stats.requests(),
+            "changes_decided": settled.changes_decided, "api_calls": poller.stats.requests(),
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
         if !report.failed.is_empty() {

@@ -1,12 +1,38 @@
-//! The forge pollers `serve` starts in the background.
+//! The forge pollers `serve` starts in the background, each until `stop`.
 
 use crate::forge::github::poll;
 use crate::http::AppState;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-/// `serve`: start the poller when `[github]` lists repositories or owners.
-pub(super) fn spawn_github(state: &AppState) -> anyhow::Result<()> {
+/// `serve`: start the GitLab poller when `[gitlab]` lists projects or
+/// groups, the GitHub poller when `[github]` lists repositories or owners.
+pub(super) fn spawn(
+    state: &AppState,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut pollers = Vec::new();
+    if state.config.gitlab.enabled() {
+        let poller = crate::forge::gitlab::poll::Poller::new(
+            state.config.gitlab.clone(),
+            state
+                .secrets
+                .gitlab_token
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+            state.store.clone(),
+            state.policy.clone(),
+            state.classifier.clone(),
+            Some(state.hub.clone()),
+        )?
+        .with_shard(state.config.shard)
+        .with_dependencies(state.deps.clone());
+        pollers.push(tokio::spawn(
+            poller.run_forever(state.refresh.clone(), stop.clone()),
+        ));
+    }
     if !state.config.github.polls() {
-        return Ok(());
+        return Ok(pollers);
     }
     let client = poll::Client::new(
         &state.config.github,
@@ -30,6 +56,6 @@ pub(super) fn spawn_github(state: &AppState) -> anyhow::Result<()> {
         owners = state.config.github.owners.len(),
         "polling GitHub"
     );
-    tokio::spawn(poll::run_forever(poller));
-    Ok(())
+    pollers.push(tokio::spawn(poll::run_forever(poller, stop.clone())));
+    Ok(pollers)
 }

@@ -4,6 +4,9 @@
 //! and counted in `ci_exporter_forge_page_limit_reached_total`.
 
 use super::client::{Adapter, Answer, Body, FetchError, ForgeClient, MAX_JSON_BYTES};
+use crate::model::Forge;
+use crate::store::writer::StoreHandle;
+use crate::store::{StoreError, SyncState};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, LINK};
 use serde::de::DeserializeOwned;
@@ -125,6 +128,57 @@ impl<A: Adapter> Pages<'_, A> {
     pub(crate) fn has_next(&self) -> bool {
         self.next.is_some()
     }
+}
+
+/// A list of names (an owner's repositories, a group's projects) kept in
+/// the store with the ETag of the listing it came from, as the sync state
+/// `(forge, scope, kind)`: the names as JSON in its cursor, no success time
+/// (it is not a repository's sync, so it stays out of
+/// `ci_exporter_last_sync_timestamp_seconds`).
+///
+/// `open` starts the listing conditional on the stored ETag and reads its
+/// first page. None (a `304`) answers the stored list; else every page is
+/// read, `name` picks each item's name (None: left out), and the list is
+/// stored with the first page's ETag, unless the listing was cut at the page
+/// limit (it is then read again next time).
+pub(crate) async fn cached_names<'c, A, W, E, F>(
+    store: &StoreHandle,
+    (forge, scope, kind): (Forge, &str, &'static str),
+    open: impl FnOnce(Option<String>) -> F,
+    name: impl Fn(W) -> Option<String>,
+) -> Result<Vec<String>, E>
+where
+    A: Adapter + 'c,
+    W: DeserializeOwned,
+    E: From<FetchError> + From<StoreError>,
+    F: Future<Output = Result<(Pages<'c, A>, Option<Page<Vec<W>>>), FetchError>>,
+{
+    let key = scope.to_string();
+    let state = store
+        .read(move |s| s.sync_state(forge, &key, kind))
+        .await?
+        .unwrap_or_default();
+    let (mut pages, first) = open(state.etag).await?;
+    let Some(first) = first else {
+        return Ok(
+            serde_json::from_str(state.cursor.as_deref().unwrap_or("[]")).unwrap_or_default(),
+        );
+    };
+    let mut items = first.items;
+    while let Some(page) = pages.next_json::<Vec<W>>().await? {
+        items.extend(page.items);
+    }
+    let names: Vec<String> = items.into_iter().filter_map(name).collect();
+    let state = SyncState {
+        cursor: Some(serde_json::to_string(&names).unwrap_or_default()),
+        etag: first.etag.filter(|_| !pages.cut()),
+        last_success: None,
+    };
+    let key = scope.to_string();
+    store
+        .write(move |s| s.set_sync_state(forge, &key, kind, &state))
+        .await?;
+    Ok(names)
 }
 
 /// The next page: `Link: <...>; rel="next"` (both forges; GitLab's keyset

@@ -31,13 +31,6 @@ impl Progress {
         }
     }
 
-    pub(crate) fn total(&self, n: usize) {
-        if let Some(b) = &self.bar {
-            b.set_length(n as u64);
-            b.set_position(0);
-        }
-    }
-
     /// `done` of `total`, with `msg` (counts so far) when not empty.
     pub(crate) fn step(&mut self, done: usize, total: usize, msg: &str) {
         match &self.bar {

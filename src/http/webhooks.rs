@@ -23,25 +23,16 @@
 //! answer counts once in `ci_exporter_webhook_requests_total{forge,event,result}`.
 
 use super::{ApiError, AppState};
-use crate::forge::github::{self, Record};
+use crate::forge::event::Event;
+use crate::forge::github;
 use crate::forge::gitlab;
 use crate::model::Forge;
-use crate::store::{Store, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-
-/// What a delivery asked for, once stored: the answer's status and body.
-struct Stored {
-    /// `accepted` or `ignored` (a valid event with nothing new to store).
-    result: &'static str,
-    body: Value,
-    /// Whether the store changed (the snapshot is rebuilt).
-    changed: bool,
-}
 
 /// The steps both forges share once a delivery is authenticated and decoded:
 /// forward to the owning shard, then store it exactly once.
@@ -120,17 +111,20 @@ impl<'a> Delivery<'a> {
         Some(routed.into_response())
     }
 
-    /// Store once: `apply` runs in the same write as the delivery id's record.
-    async fn store(
+    /// Apply the delivery's events exactly once: in the same write as the
+    /// delivery id's record (a delivery seen before changes nothing), the
+    /// answer sent once that write is committed. `nothing` says why a valid
+    /// event has nothing to store.
+    async fn apply(
         &self,
         delivery: Option<String>,
         event: &str,
-        apply: impl FnOnce(&mut Store, chrono::DateTime<chrono::Utc>) -> Result<Stored, StoreError>
-        + Send
-        + 'static,
+        events: Vec<Event>,
+        nothing: Option<String>,
     ) -> Response {
         let (forge, event) = (self.forge, event.to_string());
-        let clock = self.state.clock;
+        let (clock, policy) = (self.state.clock, self.state.policy.clone());
+        let empty = events.is_empty();
         let result = self
             .state
             .store
@@ -141,23 +135,51 @@ impl<'a> Delivery<'a> {
                 {
                     return Ok(None);
                 }
-                apply(store, now).map(Some)
+                crate::forge::event::apply(store, &policy, events, now).map(Some)
             })
             .await;
-        match result {
-            Ok(None) => self.answer(
-                "duplicate",
-                StatusCode::OK,
-                json!({ "status": "duplicate" }),
-            ),
-            Ok(Some(stored)) => {
-                if stored.changed {
-                    self.state.refresh.notify_one();
-                }
-                self.answer(stored.result, StatusCode::OK, stored.body)
+        let applied = match result {
+            Ok(Some(applied)) => applied,
+            Ok(None) => {
+                return self.answer(
+                    "duplicate",
+                    StatusCode::OK,
+                    json!({ "status": "duplicate" }),
+                );
             }
-            Err(e) => self.refuse("error", ApiError::from(e)),
+            Err(e) => return self.refuse("error", ApiError::from(e)),
+        };
+        if applied.changed() {
+            self.state.refresh.notify_one();
         }
+        // Nothing to store, or every event older than what is stored (a
+        // replay or a late delivery).
+        let stale = applied.stale > 0 && !applied.changed();
+        let result = if empty || stale {
+            "ignored"
+        } else {
+            "accepted"
+        };
+        let ids: Vec<i64> = applied.runs.iter().map(|(id, ..)| *id).collect();
+        let body = match (self.forge, nothing) {
+            (Forge::Gitlab, Some(reason)) => json!({ "status": result, "reason": reason }),
+            (Forge::Gitlab, None) => match applied.merges.first() {
+                Some(n) => json!({ "status": result, "merged": n }),
+                None => json!({ "status": result, "runs": ids }),
+            },
+            // GitHub's answer
+            _ => {
+                let mut body =
+                    json!({ "status": result, "runs": ids, "merges": applied.merges.len() });
+                if applied.stale > 0 {
+                    body["stale"] = applied.stale.into();
+                    body["reason"] =
+                        "older than what is stored for this run: changes nothing".into();
+                }
+                body
+            }
+        };
+        self.answer(result, StatusCode::OK, body)
     }
 }
 
@@ -225,7 +247,7 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
     if d.unused() {
         return d.ignore(&event);
     }
-    let records = match github::webhook::records(&event, &body, &state.config.github) {
+    let events = match github::webhook::records(&event, &body, &state.config.github) {
         Ok(r) => r,
         Err(e) => {
             return d.refuse(
@@ -235,33 +257,15 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
         }
     };
     // One event is about one repository; its owner stores it (docs/scaling.md).
-    if let Some(forwarded) = d.route(records.first().map(Record::repository_path)).await {
+    if let Some(forwarded) = d.route(repository(&events)).await {
         return forwarded;
     }
-    let policy = state.policy.clone();
-    let nothing_to_store = records.is_empty();
-    d.store(Some(delivery), &event, move |store, now| {
-        let applied = github::apply(store, &policy, records, now)?;
-        // Every record older than what is stored: a replay or a late delivery.
-        let stale = applied.stale > 0 && !applied.changed();
-        let result = if nothing_to_store || stale {
-            "ignored"
-        } else {
-            "accepted"
-        };
-        let ids: Vec<i64> = applied.runs.iter().map(|(id, ..)| *id).collect();
-        let mut body = json!({ "status": result, "runs": ids, "merges": applied.merges });
-        if applied.stale > 0 {
-            body["stale"] = applied.stale.into();
-            body["reason"] = "older than what is stored for this run: changes nothing".into();
-        }
-        Ok(Stored {
-            result,
-            body,
-            changed: applied.changed(),
-        })
-    })
-    .await
+    d.apply(Some(delivery), &event, events, None).await
+}
+
+/// The repository a delivery is about.
+fn repository(events: &[Event]) -> Option<&str> {
+    events.first().map(|e| e.repository().path.as_str())
 }
 
 /// The handler of `POST /webhooks/gitlab`.
@@ -305,29 +309,14 @@ pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Byt
             );
         }
     };
+    let (events, nothing) = match plan {
+        gitlab::webhook::Plan::Store(events) => (events, None),
+        gitlab::webhook::Plan::Nothing(reason) => (Vec::new(), Some(reason)),
+    };
     // One delivery is about one project; its owner stores it (docs/scaling.md).
-    if let Some(forwarded) = d.route(plan.repository()).await {
+    if let Some(forwarded) = d.route(repository(&events)).await {
         return forwarded;
     }
-    let policy = state.policy.clone();
     let delivery = gitlab::webhook::delivery_id(&headers);
-    d.store(delivery, &event, move |store, now| {
-        let (result, body) = match gitlab::webhook::store_plan(store, &plan, &policy, now)? {
-            gitlab::webhook::Outcome::Stored(ids) => {
-                ("accepted", json!({ "status": "accepted", "runs": ids }))
-            }
-            gitlab::webhook::Outcome::Merged(n) => {
-                ("accepted", json!({ "status": "accepted", "merged": n }))
-            }
-            gitlab::webhook::Outcome::Nothing(reason) => {
-                ("ignored", json!({ "status": "ignored", "reason": reason }))
-            }
-        };
-        Ok(Stored {
-            result,
-            body,
-            changed: result == "accepted",
-        })
-    })
-    .await
+    d.apply(delivery, &event, events, nothing).await
 }

@@ -35,10 +35,11 @@ pub use client::Client;
 
 use super::GithubConfig;
 use crate::classify::Classifier;
+use crate::forge::driver::{self, Since};
 use crate::model::Forge;
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, StoreError, SyncState};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use pulls::{KIND_BACKFILL, KIND_BACKFILL_FROM};
 use std::sync::Arc;
 
@@ -80,18 +81,10 @@ pub struct Poller {
     pub deps: Arc<crate::deps::Extractor>,
     /// Woken after writes (the metrics snapshot), when serving.
     pub refresh: Option<Arc<tokio::sync::Notify>>,
-    /// Show a progress bar on a terminal (backfill).
+    /// Show a progress bar on a terminal (`backfill`).
     pub show_progress: bool,
     /// Only repositories this shard owns are polled (docs/scaling.md).
     pub shard: crate::shard::Shard,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// `serve`: kind "pulls", conditional listings.
-    Poll,
-    /// `backfill`: kind "backfill", from N days back (or its cursor), unconditional.
-    Backfill,
 }
 
 impl Poller {
@@ -103,7 +96,10 @@ impl Poller {
 
     /// One poll of everything (`serve`).
     pub async fn poll_once(&self) -> PollStats {
-        self.run(Mode::Poll, None).await
+        let lookback = chrono::Duration::from_std(self.config.initial_lookback)
+            .unwrap_or(chrono::Duration::days(1));
+        let since = Since::Poll(Utc::now() - lookback);
+        self.stats(driver::round(self, since, false, &|_, _, _| {}).await)
     }
 
     /// Fill `days` of history (`backfill github --days N [--restart]`).
@@ -115,64 +111,77 @@ impl Poller {
     /// first fills the older gap. `restart` forgets the range: everything in
     /// the window is fetched again (e.g. after changing the status phrases).
     pub async fn backfill(&self, days: u32, restart: bool) -> PollStats {
-        let since = Utc::now() - chrono::Duration::days(days as i64);
-        if restart {
-            let repos = match self.repositories().await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list GitHub repositories");
-                    return PollStats {
-                        errors: 1,
-                        ..PollStats::default()
-                    };
-                }
-            };
-            let forget = self
-                .store
-                .write(move |s| {
-                    for repo in &repos {
-                        for kind in [KIND_BACKFILL, KIND_BACKFILL_FROM] {
-                            s.set_sync_state(Forge::Github, repo, kind, &SyncState::default())?;
-                        }
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = forget {
-                tracing::error!(error = %e, "cannot restart the backfill");
-                return PollStats {
-                    errors: 1,
-                    ..PollStats::default()
-                };
-            }
-        }
-        self.run(Mode::Backfill, Some(since)).await
+        let since = Since::Backfill(Utc::now() - chrono::Duration::days(days as i64));
+        let round = driver::backfill(self, since, restart, self.show_progress).await;
+        self.stats(round)
     }
 
-    async fn run(&self, mode: Mode, since: Option<DateTime<Utc>>) -> PollStats {
-        let mut stats = PollStats::default();
-        let repos = match self.repositories().await {
-            Ok(r) => r,
+    fn stats(&self, round: Result<driver::Round<PollStats>, PollError>) -> PollStats {
+        match round {
+            Ok(r) => PollStats {
+                repositories: r.scopes,
+                errors: r.report.errors + r.failed.len(),
+                ..r.report
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot list GitHub repositories");
-                stats.errors += 1;
-                return stats;
-            }
-        };
-        stats.repositories = repos.len();
-        for repo in &repos {
-            if let Err(e) = self.poll_repository(repo, mode, since, &mut stats).await {
-                tracing::error!(repository = %repo, error = %e, "GitHub poll failed; will resume from the cursor");
-                stats.errors += 1;
+                PollStats {
+                    errors: 1,
+                    ..PollStats::default()
+                }
             }
         }
-        stats
     }
 }
 
-/// `serve`'s background task: poll now, then every `poll_interval`.
-pub async fn run_forever(poller: Poller) {
-    crate::forge::poll_forever(poller.config.poll_interval, || async {
+impl driver::Source for Poller {
+    type Report = PollStats;
+    type Error = PollError;
+    const SCOPE: &'static str = "GitHub repository";
+    const LABEL: &'static str = "backfill github";
+    const UNIT: &'static str = "repositories";
+
+    async fn scopes(&self) -> Result<Vec<String>, PollError> {
+        self.repositories().await
+    }
+
+    async fn forget(&self, repos: &[String]) -> Result<(), PollError> {
+        let repos = repos.to_vec();
+        self.store
+            .write(move |s| {
+                for repo in &repos {
+                    for kind in [KIND_BACKFILL, KIND_BACKFILL_FROM] {
+                        s.set_sync_state(Forge::Github, repo, kind, &SyncState::default())?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn sync(
+        &self,
+        repo: &str,
+        since: Since,
+        stats: &mut PollStats,
+        tick: &(dyn Fn(&PollStats) + Sync),
+    ) -> Result<(), PollError> {
+        self.poll_repository(repo, since, stats, tick).await
+    }
+
+    fn message(&self, stats: &PollStats) -> String {
+        format!(
+            "{} merged pull requests, {} runs, {} logs",
+            stats.pull_requests, stats.runs, stats.logs
+        )
+    }
+}
+
+/// `serve`'s background task: a round every `poll_interval` (spread at
+/// random, `forge::poll_forever`) until `stop`.
+pub async fn run_forever(poller: Poller, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::forge::poll_forever(poller.config.poll_interval, stop, || async {
         let stats = poller.poll_once().await;
         tracing::info!(?stats, "GitHub poll done");
     })

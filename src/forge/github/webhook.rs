@@ -1,9 +1,10 @@
 //! GitHub's part of `POST /webhooks/github`: the `X-Hub-Signature-256`
-//! check and the decoding of an event into records. The flow around them
+//! check and the decoding of an event into forge-neutral events. The flow around them
 //! (the order of the checks, the delivery id, forwarding, storing exactly
 //! once, the answers) is the one both forges share, `http::webhooks`.
 
-use super::{GithubConfig, GithubError, Record, wire};
+use super::{GithubConfig, GithubError, wire};
+use crate::forge::event::Event;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -81,13 +82,13 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Decode one event into records; `Ok(empty)` when the event carries nothing
+/// Decode one event into forge-neutral events; `Ok(empty)` when the event carries nothing
 /// this exporter uses (e.g. a pull request opened).
-pub fn records(
+pub(crate) fn records(
     event: &str,
     body: &[u8],
     config: &GithubConfig,
-) -> Result<Vec<Record>, GithubError> {
+) -> Result<Vec<Event>, GithubError> {
     fn parse<'a, T: serde::Deserialize<'a>>(event: &str, body: &'a [u8]) -> Result<T, GithubError> {
         serde_json::from_slice(body).map_err(|source| GithubError::Malformed {
             event: event.to_string(),
@@ -135,7 +136,7 @@ pub fn records(
                 phrases,
             ) {
                 None => Vec::new(),
-                Some(step) => vec![Record::Status {
+                Some(step) => vec![Event::Status {
                     repository: super::repository(repo),
                     commit: e.sha,
                     context: e.status.context,
@@ -151,10 +152,10 @@ pub fn records(
             match (e.action.as_str(), pr.merged, pr.merged_at) {
                 ("closed", Some(true), Some(merged_at)) => {
                     super::check_name(event, "head.sha", &pr.head.sha)?;
-                    vec![Record::Merge {
+                    vec![Event::Merge {
                         repository: super::repository(&e.repository.full_name),
                         number: pr.number,
-                        head_sha: pr.head.sha,
+                        head_sha: Some(pr.head.sha),
                         merged_at,
                     }]
                 }

@@ -22,8 +22,8 @@ pub mod poll;
 pub mod webhook;
 mod wire;
 
+use crate::forge::event::{Attempt, Observed};
 use crate::model::{NewRun, RunState, Trigger};
-use crate::store::{Ingested, Policy, Store, StoreError};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 /// Errors of the GitLab source.
@@ -152,67 +152,16 @@ pub(crate) fn mr_from_ref(r: &str) -> Option<i64> {
         .ok()
 }
 
-/// How a run's attempt number is decided when it is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AttemptHint {
-    /// Known from GitLab (the order of a pipeline's job list with retries,
-    /// `retries_count`); a pipeline is attempt 0: its retries are its jobs'.
-    Known(u32),
-    /// A job hook of a GitLab without `retries_count`: one more than the
-    /// latest attempt stored for the context on the commit.
-    Next,
-}
-
-/// A converted run, before its attempt is resolved against the store.
-#[derive(Debug, Clone)]
-pub(crate) struct PlannedRun {
-    pub run: NewRun,
-    pub attempt: AttemptHint,
-    /// The external id of the run's pipeline (for a job's trigger when the job itself does not say).
-    pub pipeline_external_id: Option<String>,
-}
-
-/// Store planned runs in order, each in its own transaction. A run seen before
-/// (same external id) keeps its attempt, and keeps its trigger when the new
-/// data does not know it. Must run on the writer.
-pub(crate) fn store_runs(
-    store: &mut Store,
-    planned: &[PlannedRun],
-    policy: &Policy,
-    now: DateTime<Utc>,
-) -> Result<Vec<Ingested>, StoreError> {
-    let mut out = Vec::with_capacity(planned.len());
-    for p in planned {
-        let mut run = p.run.clone();
-        let existing = match &run.external_id {
-            Some(ext) => store.external_run(&run.repository, ext)?,
-            None => None,
-        };
-        // The attempt is what GitLab says (a job's retries in its pipeline).
-        // Runs are identified by their job or pipeline id, so another run of
-        // the context on the commit with the same number (last night's
-        // scheduled pipeline on an unchanged commit) is a run of its own, not
-        // a reason to renumber this one.
-        run.attempt = match (existing.as_ref(), p.attempt) {
-            (Some(e), _) => e.attempt,
-            (None, AttemptHint::Known(n)) => n,
-            (None, AttemptHint::Next) => store
-                .latest_attempt(&run.repository, &run.context, &run.commit)?
-                .map(|(a, _)| a + 1)
-                .unwrap_or(0),
-        };
-        if run.trigger == Trigger::Other {
-            if let Some(e) = &existing {
-                run.trigger = e.trigger;
-            } else if let Some(pipeline) = &p.pipeline_external_id
-                && let Some(e) = store.external_run(&run.repository, pipeline)?
-            {
-                run.trigger = e.trigger;
-            }
-        }
-        out.push(store.ingest_run(&run, policy, now)?);
+/// A GitLab run as a forge-neutral observation: the whole run as GitLab
+/// has it now; without a trigger of its own, its pipeline's (`pipeline`, the
+/// pipeline's external id).
+pub(crate) fn observed(run: NewRun, attempt: Attempt, pipeline: Option<String>) -> Observed {
+    Observed {
+        run,
+        attempt,
+        parent: pipeline,
+        partial: false,
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -40,11 +40,12 @@ use super::{GitlabConfig, GitlabError};
 use crate::classify::Classifier;
 use crate::deps::Extractor;
 use crate::forge::client::{ForgeClient, Retries};
+use crate::forge::driver;
 use crate::metrics::MetricsHub;
 use crate::model::Forge;
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, SyncState};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,14 +93,7 @@ pub struct PollReport {
     pub failed: Vec<String>,
 }
 
-/// Where a round starts for a project without (or regardless of) its cursor.
-#[derive(Debug, Clone, Copy)]
-pub enum Since {
-    /// `serve`: from the cursor; without one, from this time.
-    Poll(DateTime<Utc>),
-    /// `backfill --days N`: from this time, or the backfill cursor when later.
-    Backfill(DateTime<Utc>),
-}
+pub use crate::forge::driver::Since;
 
 pub struct Poller {
     config: GitlabConfig,
@@ -168,21 +162,26 @@ impl Poller {
     pub async fn poll_once(
         &self,
         since: Since,
-        progress: &(dyn Fn(usize, usize, &PollReport) + Sync),
+        progress: driver::Progress<'_, PollReport>,
     ) -> Result<PollReport, GitlabError> {
-        let projects = self.projects().await?;
-        let mut report = PollReport {
-            projects: projects.len(),
-            ..PollReport::default()
-        };
-        for (i, project) in projects.iter().enumerate() {
-            if let Err(e) = self.poll_project(project, since, &mut report).await {
-                tracing::warn!(project, error = %e, "GitLab poll of a project failed; it resumes from its cursor");
-                report.failed.push(project.clone());
-            }
-            progress(i + 1, projects.len(), &report);
+        driver::round(self, since, false, progress)
+            .await
+            .map(Self::report)
+    }
+
+    /// `backfill gitlab --days N`: one round from `since` with its progress shown.
+    pub(crate) async fn backfill(&self, since: Since) -> Result<PollReport, GitlabError> {
+        driver::backfill(self, since, false, true)
+            .await
+            .map(Self::report)
+    }
+
+    fn report(round: driver::Round<PollReport>) -> PollReport {
+        PollReport {
+            projects: round.scopes,
+            failed: round.failed,
+            ..round.report
         }
-        Ok(report)
     }
 
     async fn sync_state(&self, scope: &str, kind: &str) -> Result<SyncState, GitlabError> {
@@ -206,11 +205,50 @@ impl Poller {
             .await?;
         Ok(())
     }
+}
 
-    /// `serve`'s loop: a round every `poll_interval`; after a round that stored
+impl driver::Source for Poller {
+    type Report = PollReport;
+    type Error = GitlabError;
+    const SCOPE: &'static str = "GitLab project";
+    const LABEL: &'static str = "backfill gitlab";
+    const UNIT: &'static str = "projects";
+
+    async fn scopes(&self) -> Result<Vec<String>, GitlabError> {
+        self.projects().await
+    }
+
+    async fn sync(
+        &self,
+        project: &str,
+        since: Since,
+        report: &mut PollReport,
+        _tick: &(dyn Fn(&PollReport) + Sync),
+    ) -> Result<(), GitlabError> {
+        self.poll_project(project, since, report).await
+    }
+
+    fn message(&self, r: &PollReport) -> String {
+        format!(
+            "{} pipelines, {} runs, {} traces, {} API calls",
+            r.pipelines,
+            r.runs,
+            r.traces,
+            self.stats.requests()
+        )
+    }
+}
+
+impl Poller {
+    /// `serve`'s loop: a round every `poll_interval` (spread at random,
+    /// `forge::poll_forever`) until `stop`; after a round that stored
     /// something, `refresh` is notified.
-    pub async fn run_forever(self, refresh: Arc<tokio::sync::Notify>) {
-        crate::forge::poll_forever(self.config.poll_interval, || async {
+    pub async fn run_forever(
+        self,
+        refresh: Arc<tokio::sync::Notify>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        crate::forge::poll_forever(self.config.poll_interval, stop, || async {
             let lookback = chrono::Duration::from_std(self.config.initial_lookback)
                 .unwrap_or(chrono::Duration::days(1));
             match self

@@ -1,17 +1,16 @@
 //! GitLab's part of `POST /webhooks/gitlab` (Pipeline, Job and Merge Request
 //! Hooks): `X-Gitlab-Token` compared in constant time with
-//! `CI_SLO_GITLAB_WEBHOOK_TOKEN`, the delivery id, and a body turned into a
-//! `Plan` of what to store. The flow around them (the order of the checks,
+//! `CI_SLO_GITLAB_WEBHOOK_TOKEN`, the delivery id, and a body turned into
+//! forge-neutral events (`Plan`). The flow around them (the order of the checks,
 //! forwarding, storing exactly once with the delivery id, the answers) is the
 //! one both forges share, `http::webhooks`.
 
 use super::wire::{JobHook, MergeRequestHook, PipelineHook};
 use super::{
-    AttemptHint, PIPELINE_CONTEXT, PlannedRun, job_context, mr_from_ref, parse_time, run_state,
-    store_runs, times, trigger,
+    PIPELINE_CONTEXT, job_context, mr_from_ref, observed, parse_time, run_state, times, trigger,
 };
+use crate::forge::event::{Attempt, Event};
 use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, Trigger};
-use crate::store::{Policy, Store, StoreError};
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
@@ -20,60 +19,10 @@ use subtle::ConstantTimeEq;
 pub const EVENTS: &[&str] = &["Job Hook", "Pipeline Hook", "Merge Request Hook"];
 
 /// What one delivery asks the store to do.
-#[derive(Debug, Clone)]
-pub(crate) enum Plan {
-    Runs(Vec<PlannedRun>),
-    Merge {
-        repository: RepositoryRef,
-        number: i64,
-        head_sha: Option<String>,
-        merged_at: DateTime<Utc>,
-    },
-    /// A valid event with nothing to store (e.g. an MR that was only edited).
-    Nothing(String),
-}
-
-impl Plan {
-    /// The project the delivery is about (its owner stores it, docs/scaling.md).
-    pub fn repository(&self) -> Option<&str> {
-        match self {
-            Plan::Runs(runs) => runs.first().map(|r| r.run.repository.path.as_str()),
-            Plan::Merge { repository, .. } => Some(repository.path.as_str()),
-            Plan::Nothing(_) => None,
-        }
-    }
-}
-
-/// Store what a delivery asks for (inside the write that records its id).
-pub(crate) fn store_plan(
-    s: &mut Store,
-    plan: &Plan,
-    policy: &Policy,
-    now: DateTime<Utc>,
-) -> Result<Outcome, StoreError> {
-    Ok(match plan {
-        Plan::Runs(runs) => {
-            let stored = store_runs(s, runs, policy, now)?;
-            Outcome::Stored(stored.iter().map(|i| i.id).collect())
-        }
-        Plan::Merge {
-            repository,
-            number,
-            head_sha,
-            merged_at,
-        } => {
-            s.record_merge(repository, *number, head_sha.as_deref(), *merged_at, now)?;
-            Outcome::Merged(*number)
-        }
-        Plan::Nothing(reason) => Outcome::Nothing(reason.clone()),
-    })
-}
-
-/// What storing a delivery did.
 #[derive(Debug)]
-pub(crate) enum Outcome {
-    Stored(Vec<i64>),
-    Merged(i64),
+pub(crate) enum Plan {
+    Store(Vec<Event>),
+    /// A valid event with nothing to store (e.g. an MR that was only edited).
     Nothing(String),
 }
 
@@ -206,7 +155,7 @@ fn job_plan(hook: JobHook, relative_root: &str) -> Result<Plan, String> {
         context: job_context(&hook.build_stage, &hook.build_name),
         commit: hook.sha.clone(),
         external_id: Some(format!("job:{}", hook.build_id)),
-        attempt: 0,
+        attempt: hook.retries_count.unwrap_or(0),
         trigger: hook
             .source
             .as_deref()
@@ -229,14 +178,14 @@ fn job_plan(hook: JobHook, relative_root: &str) -> Result<Plan, String> {
         source: "gitlab".into(),
         ..NewRun::default()
     };
-    Ok(Plan::Runs(vec![PlannedRun {
-        run,
-        attempt: hook
-            .retries_count
-            .map(AttemptHint::Known)
-            .unwrap_or(AttemptHint::Next),
-        pipeline_external_id: hook.pipeline_id.map(|id| format!("pipeline:{id}")),
-    }]))
+    let attempt = match hook.retries_count {
+        Some(_) => Attempt::Known,
+        None => Attempt::Next,
+    };
+    let pipeline = hook.pipeline_id.map(|id| format!("pipeline:{id}"));
+    Ok(Plan::Store(vec![Event::Run(observed(
+        run, attempt, pipeline,
+    ))]))
 }
 
 fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
@@ -284,13 +233,13 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
         let url = web
             .as_ref()
             .map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), b.id));
-        planned.push(PlannedRun {
-            run: NewRun {
+        planned.push(Event::Run(observed(
+            NewRun {
                 repository: repository.clone(),
                 context: job_context(&b.stage, &b.name),
                 commit: p.sha.clone(),
                 external_id: Some(format!("job:{}", b.id)),
-                attempt: 0,
+                attempt: this,
                 trigger: trig,
                 state,
                 queued_at,
@@ -302,9 +251,9 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
                 source: "gitlab".into(),
                 ..NewRun::default()
             },
-            attempt: AttemptHint::Known(this),
-            pipeline_external_id: Some(pipeline_ext.clone()),
-        });
+            Attempt::Known,
+            Some(pipeline_ext.clone()),
+        )));
     }
     if let Some(state) = run_state(&p.status, None) {
         // The pipeline as a whole: queued at creation, started after GitLab's
@@ -323,8 +272,8 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
             web.as_ref()
                 .map(|w| format!("{}/-/pipelines/{}", w.trim_end_matches('/'), p.id))
         });
-        planned.push(PlannedRun {
-            run: NewRun {
+        planned.push(Event::Run(observed(
+            NewRun {
                 repository,
                 context: PIPELINE_CONTEXT.into(),
                 commit: p.sha.clone(),
@@ -340,11 +289,11 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
                 source: "gitlab".into(),
                 ..NewRun::default()
             },
-            attempt: AttemptHint::Known(0),
-            pipeline_external_id: None,
-        });
+            Attempt::Known,
+            None,
+        )));
     }
-    Ok(Plan::Runs(planned))
+    Ok(Plan::Store(planned))
 }
 
 fn merge_plan(hook: MergeRequestHook) -> Result<Plan, String> {
@@ -370,12 +319,12 @@ fn merge_plan(hook: MergeRequestHook) -> Result<Plan, String> {
     let merged_at = time("object_attributes.merged_at", &a.merged_at)?
         .or(time("object_attributes.updated_at", &a.updated_at)?)
         .unwrap_or_else(Utc::now);
-    Ok(Plan::Merge {
+    Ok(Plan::Store(vec![Event::Merge {
         repository,
         number: a.iid,
         head_sha,
         merged_at,
-    })
+    }]))
 }
 
 #[cfg(test)]
@@ -438,9 +387,12 @@ mod tests {
                 .contains("build_started_at")
         );
         let job = r#"{"sha":"abc1","build_id":1,"build_name":"x","build_status":"running","build_duration":1e308,"build_started_at":"2023-01-10 13:50:05 UTC","project":{"path_with_namespace":"a/b"}}"#;
-        let Ok(Plan::Runs(runs)) = plan("Job Hook", job.as_bytes(), "") else {
+        let Ok(Plan::Store(events)) = plan("Job Hook", job.as_bytes(), "") else {
             panic!("a job with an absurd duration is still a run");
         };
-        assert_eq!(runs[0].run.state, RunState::Running);
+        let [Event::Run(o)] = &events[..] else {
+            panic!("one run: {events:?}");
+        };
+        assert_eq!(o.run.state, RunState::Running);
     }
 }

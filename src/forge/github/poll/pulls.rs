@@ -2,10 +2,10 @@
 //! cursor, the backfill's covered range (and the gap it fills first), one pull
 //! request at a time, then the cursor.
 
-use super::{Mode, PollError, PollStats, Poller};
-use crate::forge::github::Record;
+use super::{PollError, PollStats, Poller};
+use crate::forge::driver::Since;
+use crate::forge::event::Event;
 use crate::forge::github::wire;
-use crate::forge::progress::Progress;
 use crate::model::Forge;
 use crate::store::SyncState;
 use chrono::{DateTime, Utc};
@@ -59,18 +59,15 @@ impl Poller {
     pub(super) async fn poll_repository(
         &self,
         repo: &str,
-        mode: Mode,
-        since: Option<DateTime<Utc>>,
+        since: Since,
         stats: &mut PollStats,
+        tick: &(dyn Fn(&PollStats) + Sync),
     ) -> Result<(), PollError> {
-        let kind = match mode {
-            Mode::Poll => "pulls",
-            Mode::Backfill => KIND_BACKFILL,
+        let (kind, floor) = match since {
+            Since::Poll(t) => ("pulls", t),
+            Since::Backfill(t) => (KIND_BACKFILL, t),
         };
         let state = self.sync_state(repo, kind).await?;
-        let lookback = chrono::Duration::from_std(self.config.initial_lookback)
-            .unwrap_or(chrono::Duration::days(1));
-        let floor = since.unwrap_or_else(|| Utc::now() - lookback);
         let parse = |c: Option<&str>| {
             c.and_then(|c| DateTime::parse_from_rfc3339(c).ok())
                 .map(|c| c.with_timezone(&Utc))
@@ -79,9 +76,9 @@ impl Poller {
         // Merged PRs updated since `cursor` are processed oldest first; a
         // backfill reaching further back than it did before first fills the
         // `gap` (newest first), see `backfill`.
-        let (cursor, gap) = match mode {
-            Mode::Poll => (stored.map_or(floor, |c| c.max(floor)), None),
-            Mode::Backfill => {
+        let (cursor, gap) = match since {
+            Since::Poll(_) => (stored.map_or(floor, |c| c.max(floor)), None),
+            Since::Backfill(_) => {
                 let from = parse(
                     self.sync_state(repo, KIND_BACKFILL_FROM)
                         .await?
@@ -105,11 +102,8 @@ impl Poller {
         let url = self.client.url(&format!(
             "/repos/{repo}/pulls?state=closed&sort=updated&direction=desc&per_page=100"
         ));
-        let etag = if mode == Mode::Poll {
-            state.etag.as_deref()
-        } else {
-            None
-        };
+        let poll = matches!(since, Since::Poll(_));
+        let etag = if poll { state.etag.as_deref() } else { None };
         let mut pages = self.client.pages("pulls", &url, etag);
         // Nothing on the first page: a 304.
         let Some(first) = pages.next_json::<Vec<wire::PullRequest>>().await? else {
@@ -123,7 +117,7 @@ impl Poller {
                 },
             )
             .await?;
-            return self.poll_schedule(repo, mode, since, stats).await;
+            return self.poll_schedule(repo, since, stats).await;
         };
         let mut pulls: Vec<wire::PullRequest> = Vec::new();
         let new_etag = first.etag.clone();
@@ -157,16 +151,10 @@ impl Poller {
             .collect();
         newer.sort_by_key(|p| (updated(p), p.number));
 
-        let mut progress =
-            Progress::new(self.show_progress, repo.to_string(), "merged pull requests");
-        let total = older.len() + newer.len();
-        progress.total(total);
-        let mut done = 0;
         for pr in older {
             self.process_pull(repo, pr, stats).await?;
             self.set_backfill_from(repo, updated(pr)).await?;
-            done += 1;
-            progress.step(done, total, "");
+            tick(stats);
         }
         if let Some((floor, _)) = gap {
             self.set_backfill_from(repo, floor).await?;
@@ -186,21 +174,19 @@ impl Poller {
                 },
             )
             .await?;
-            done += 1;
-            progress.step(done, total, "");
+            tick(stats);
         }
-        progress.finish();
         self.set_sync_state(
             repo,
             kind,
             SyncState {
                 cursor: newest,
-                etag: if mode == Mode::Poll { new_etag } else { None },
+                etag: if poll { new_etag } else { None },
                 last_success: Some(Utc::now()),
             },
         )
         .await?;
-        self.poll_schedule(repo, mode, since, stats).await
+        self.poll_schedule(repo, since, stats).await
     }
 
     /// One merged pull request: its head commit's runs, then the merge.
@@ -214,10 +200,10 @@ impl Poller {
             return Ok(());
         };
         let mut records = self.commit_records(repo, &pr.head.sha, stats).await?;
-        records.push(Record::Merge {
+        records.push(Event::Merge {
             repository: crate::forge::github::repository(repo),
             number: pr.number,
-            head_sha: pr.head.sha.clone(),
+            head_sha: Some(pr.head.sha.clone()),
             merged_at,
         });
         self.apply_and_fetch_logs(records, stats).await?;

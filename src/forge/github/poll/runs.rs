@@ -3,13 +3,15 @@
 //! runs on their own interval, and the logs of failed jobs: downloaded once,
 //! capped, classified.
 
-use super::{Mode, PollError, PollStats, Poller};
+use super::{PollError, PollStats, Poller};
 use crate::forge::client::FetchError;
-use crate::forge::github::{DownloadLogs, Record, cockpit, wire};
+use crate::forge::driver::Since;
+use crate::forge::event::{Attempt, Event};
+use crate::forge::github::{DownloadLogs, cockpit, wire};
 use crate::ingest::classify_run;
 use crate::model::{RunState, Trigger};
 use crate::store::{IngestStatus, SyncState};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 impl Poller {
     /// Everything GitHub knows about the runs on one commit, as records.
@@ -18,7 +20,7 @@ impl Poller {
         repo: &str,
         sha: &str,
         stats: &mut PollStats,
-    ) -> Result<Vec<Record>, PollError> {
+    ) -> Result<Vec<Event>, PollError> {
         let mut records = Vec::new();
         let statuses: Vec<wire::Status> = self
             .client
@@ -34,7 +36,7 @@ impl Poller {
         records.extend(
             cockpit::story(repo, sha, statuses, phrases)
                 .into_iter()
-                .map(Record::Run),
+                .map(|run| Event::run(run, true)),
         );
 
         let mut checks: Vec<wire::CheckRun> = self
@@ -74,7 +76,7 @@ impl Poller {
         &self,
         repo: &str,
         run: &wire::WorkflowRun,
-    ) -> Result<Vec<Record>, PollError> {
+    ) -> Result<Vec<Event>, PollError> {
         let mut records = Vec::new();
         let latest = run.run_attempt.unwrap_or(1).max(1);
         let trigger = crate::forge::github::trigger_of(run.event.as_deref().unwrap_or(""));
@@ -93,7 +95,7 @@ impl Poller {
                     .await?
             };
             let mut r = crate::forge::github::workflow_run_record(repo, &attempt_run);
-            if let Record::WorkflowRun {
+            if let Event::WorkflowRun {
                 run_attempt, info, ..
             } = &mut r
             {
@@ -130,22 +132,21 @@ impl Poller {
     pub(super) async fn poll_schedule(
         &self,
         repo: &str,
-        mode: Mode,
-        since: Option<DateTime<Utc>>,
+        since: Since,
         stats: &mut PollStats,
     ) -> Result<(), PollError> {
         let state = self.sync_state(repo, "schedule").await?;
         let now = Utc::now();
         let every = chrono::Duration::from_std(self.config.schedule_poll_interval)
             .unwrap_or(chrono::Duration::hours(1));
-        if mode == Mode::Poll && state.last_success.is_some_and(|l| now - l < every) {
+        if matches!(since, Since::Poll(_)) && state.last_success.is_some_and(|l| now - l < every) {
             return Ok(());
         }
         let lookback = chrono::Duration::from_std(self.config.initial_lookback)
             .unwrap_or(chrono::Duration::days(1));
-        let from = match (mode, since) {
-            (Mode::Backfill, Some(s)) => s,
-            _ => state
+        let from = match since {
+            Since::Backfill(s) => s,
+            Since::Poll(_) => state
                 .last_success
                 .map(|l| l - every)
                 .unwrap_or(now - lookback),
@@ -161,13 +162,17 @@ impl Poller {
         for run in runs {
             let mut records = self.workflow_run_records(repo, &run).await?;
             for r in &mut records {
-                if let Record::Job { run, .. } = r {
-                    run.trigger = Trigger::Schedule;
+                if let Event::Run(o) = r
+                    && matches!(o.attempt, Attempt::Actions { .. })
+                {
+                    o.run.trigger = Trigger::Schedule;
                 }
             }
             stats.scheduled_runs += records
                 .iter()
-                .filter(|r| matches!(r, Record::Job { .. }))
+                .filter(
+                    |r| matches!(r, Event::Run(o) if matches!(o.attempt, Attempt::Actions { .. })),
+                )
                 .count();
             self.apply_and_fetch_logs(records, stats).await?;
         }
@@ -189,13 +194,13 @@ impl Poller {
     /// caller's cursor stays and the next poll downloads it.
     pub(super) async fn apply_and_fetch_logs(
         &self,
-        records: Vec<Record>,
+        records: Vec<Event>,
         stats: &mut PollStats,
     ) -> Result<(), PollError> {
         let policy = self.policy.clone();
         let applied = self
             .store
-            .write(move |s| crate::forge::github::apply(s, &policy, records, Utc::now()))
+            .write(move |s| crate::forge::event::apply(s, &policy, records, Utc::now()))
             .await?;
         if applied.changed() {
             self.notify();

@@ -3,6 +3,7 @@
 
 use super::http::{encode, rfc3339};
 use super::{KIND_MERGES, PollReport, Poller};
+use crate::forge::event::{Event, apply};
 use crate::forge::gitlab::wire::{ApiMergeRequest, ApiPipeline};
 use crate::forge::gitlab::{GitlabError, parse_time};
 use crate::model::{Forge, RepositoryRef};
@@ -68,9 +69,15 @@ impl Poller {
                     }
                 }
             }
-            let (r, iid, sha) = (repo.clone(), mr.iid, mr.sha.clone());
+            let merge = Event::Merge {
+                repository: repo.clone(),
+                number: mr.iid,
+                head_sha: mr.sha.clone(),
+                merged_at,
+            };
+            let policy = self.policy.clone();
             self.store
-                .write(move |s| s.record_merge(&r, iid, sha.as_deref(), merged_at, Utc::now()))
+                .write(move |s| apply(s, &policy, vec![merge], Utc::now()))
                 .await?;
             report.merges += 1;
         }

@@ -6,12 +6,11 @@ use super::http::{encode, rfc3339};
 use super::runs::{attach_tests, plan_pipeline};
 use super::{KIND_BACKFILL, KIND_PIPELINES, PollReport, Poller, Since};
 use crate::forge::client::{Answer, FetchError};
+use crate::forge::event::{Attempt, Event, apply};
 use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
-use crate::forge::gitlab::{
-    DownloadTraces, GitlabError, PlannedRun, parse_time, run_state, store_runs,
-};
+use crate::forge::gitlab::{DownloadTraces, GitlabError, observed, parse_time, run_state};
 use crate::ingest::failures_from;
-use crate::model::RunState;
+use crate::model::{NewRun, RunState};
 use crate::store::SyncState;
 use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
@@ -176,37 +175,36 @@ impl Poller {
             }
         }
         let policy = self.policy.clone();
-        let to_store = planned.clone();
-        let ingested = self
+        let events = planned.into_iter().map(Event::Run).collect();
+        let applied = self
             .store
-            .write(move |s| store_runs(s, &to_store, &policy, Utc::now()))
+            .write(move |s| apply(s, &policy, events, Utc::now()))
             .await?;
-        report.runs += ingested.len();
-        for (plan, ing) in planned.iter().zip(ingested) {
-            let Some(job_id) = plan
-                .run
+        report.runs += applied.runs.len();
+        for (id, _, run) in applied.runs {
+            let Some(job_id) = run
                 .external_id
                 .as_deref()
                 .and_then(|e| e.strip_prefix("job:"))
+                .map(str::to_string)
             else {
                 continue;
             };
             let wanted = match self.config.download_traces {
                 DownloadTraces::None => false,
                 DownloadTraces::Failed => matches!(
-                    plan.run.state,
+                    run.state,
                     RunState::Failure | RunState::Error | RunState::TimedOut
                 ),
-                DownloadTraces::All => plan.run.state.is_terminal(),
+                DownloadTraces::All => run.state.is_terminal(),
             };
             if !wanted {
                 continue;
             }
-            let id = ing.id;
             if self.store.read(move |s| s.has_log(id)).await? {
                 continue;
             }
-            self.fetch_trace(project, job_id, id, plan).await?;
+            self.fetch_trace(project, &job_id, id, run).await?;
             report.traces += 1;
         }
         Ok(())
@@ -218,7 +216,7 @@ impl Poller {
         project: &str,
         job_id: &str,
         run_id: i64,
-        plan: &PlannedRun,
+        mut run: NewRun,
     ) -> Result<(), GitlabError> {
         let url = self.url(
             &format!("/projects/{}/jobs/{job_id}/trace", encode(project)),
@@ -246,15 +244,15 @@ impl Poller {
             .ok()
             .unwrap_or_default();
         let sections = classification.sections;
-        let mut planned = plan.clone();
-        planned.run.failures =
-            failures_from(&self.classifier, classification.primary, &planned.run.tests);
-        planned.run.dependencies = self.deps.extract(&log);
+        run.failures = failures_from(&self.classifier, classification.primary, &run.tests);
+        run.dependencies = self.deps.extract(&log);
+        // The run as stored (its attempt and trigger decided), with its failures.
+        let event = Event::Run(observed(run, Attempt::Known, None));
         let policy = self.policy.clone();
         self.store
             .write(move |s| {
                 let now = Utc::now();
-                store_runs(s, std::slice::from_ref(&planned), &policy, now)?;
+                apply(s, &policy, vec![event], now)?;
                 s.store_log(run_id, &log, truncated, now)?;
                 s.store_sections(run_id, &sections)?;
                 Ok(())

@@ -1,10 +1,11 @@
 //! Which projects are polled: the listed ones and the groups' projects (the
-//! group listings are conditional on their ETag), on a shard only those it
-//! owns.
+//! group listings are conditional on their ETag,
+//! `forge::pages::cached_names`), on a shard only those it owns.
 
 use super::Poller;
 use super::http::encode;
-use crate::store::SyncState;
+use crate::forge::pages::cached_names;
+use crate::model::Forge;
 
 /// The sync-state kind of a group's stored project list (with its ETag).
 const KIND_GROUP_PROJECTS: &str = "group_projects";
@@ -47,33 +48,17 @@ impl Poller {
             // Conditional, like GitHub's owner listings: an unchanged group
             // is a 304 and its stored list.
             let scope = format!("group:{}", g.group);
-            let state = self.sync_state(&scope, KIND_GROUP_PROJECTS).await?;
-            let mut pages = self.client.pages("group_projects", url, state.etag.clone());
-            let names: Vec<String> = match pages.next_json::<Vec<ApiProject>>().await? {
-                None => serde_json::from_str(state.cursor.as_deref().unwrap_or("[]"))
-                    .unwrap_or_default(),
-                Some(first) => {
-                    let mut projects = first.items;
-                    while let Some(page) = pages.next_json::<Vec<ApiProject>>().await? {
-                        projects.extend(page.items);
-                    }
-                    let names: Vec<String> = projects
-                        .into_iter()
-                        .filter(|p| !p.archived)
-                        .map(|p| p.path_with_namespace)
-                        .collect();
-                    let state = SyncState {
-                        cursor: Some(serde_json::to_string(&names).unwrap_or_default()),
-                        // A listing cut at the page limit is read again next time.
-                        etag: first.etag.filter(|_| !pages.cut()),
-                        // Not a project: kept out of ci_exporter_last_sync_timestamp_seconds.
-                        last_success: None,
-                    };
-                    self.set_sync_state(&scope, KIND_GROUP_PROJECTS, state)
-                        .await?;
-                    names
-                }
-            };
+            let names: Vec<String> = cached_names::<_, _, GitlabError, _>(
+                &self.store,
+                (Forge::Gitlab, &scope, KIND_GROUP_PROJECTS),
+                async |etag| {
+                    let mut pages = self.client.pages("group_projects", url, etag);
+                    let first = pages.next_json().await?;
+                    Ok((pages, first))
+                },
+                |p: ApiProject| (!p.archived).then_some(p.path_with_namespace),
+            )
+            .await?;
             for name in names {
                 if pattern.as_ref().is_none_or(|re| re.is_match(&name)) && !out.contains(&name) {
                     out.push(name);

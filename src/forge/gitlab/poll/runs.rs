@@ -3,10 +3,10 @@
 //! pipeline's test report is attached to the runs of its jobs.
 
 use crate::classify::Classifier;
+use crate::forge::event::{Attempt, Observed};
 use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
 use crate::forge::gitlab::{
-    AttemptHint, PIPELINE_CONTEXT, PlannedRun, job_context, mr_from_ref, parse_time, run_state,
-    times, trigger,
+    PIPELINE_CONTEXT, job_context, mr_from_ref, observed, parse_time, run_state, times, trigger,
 };
 use crate::ingest::classify_run;
 use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, TestOutcome, TestResult};
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 /// A pipeline's jobs and the pipeline itself as planned runs. Retries (same
 /// `stage / name`) are attempts 0..n by creation time, then id.
-pub(super) fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> Vec<PlannedRun> {
+pub(super) fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> Vec<Observed> {
     let repository = RepositoryRef {
         forge: Forge::Gitlab,
         path: project.to_string(),
@@ -57,8 +57,8 @@ pub(super) fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> 
         if let Some(f) = finished_at {
             last_end = Some(last_end.map_or(f, |l| l.max(f)));
         }
-        planned.push(PlannedRun {
-            run: NewRun {
+        planned.push(observed(
+            NewRun {
                 repository: repository.clone(),
                 context,
                 commit: p.sha.clone(),
@@ -75,13 +75,13 @@ pub(super) fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> 
                 source: "gitlab".into(),
                 ..NewRun::default()
             },
-            attempt: AttemptHint::Known(this),
-            pipeline_external_id: Some(pipeline_ext.clone()),
-        });
+            Attempt::Known,
+            Some(pipeline_ext.clone()),
+        ));
     }
     if let Some(state) = run_state(&p.status, None) {
-        planned.push(PlannedRun {
-            run: NewRun {
+        planned.push(observed(
+            NewRun {
                 repository,
                 context: PIPELINE_CONTEXT.into(),
                 commit: p.sha.clone(),
@@ -97,20 +97,16 @@ pub(super) fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> 
                 source: "gitlab".into(),
                 ..NewRun::default()
             },
-            attempt: AttemptHint::Known(0),
-            pipeline_external_id: None,
-        });
+            Attempt::Known,
+            None,
+        ));
     }
     planned
 }
 
 /// A pipeline's test report onto its runs: a suite is named after its job;
 /// its cases go to that job's latest attempt (else to the pipeline run).
-pub(super) fn attach_tests(
-    planned: &mut [PlannedRun],
-    report: TestReport,
-    classifier: &Classifier,
-) {
+pub(super) fn attach_tests(planned: &mut [Observed], report: TestReport, classifier: &Classifier) {
     for suite in report.test_suites {
         let tests: Vec<TestResult> = suite
             .test_cases
