@@ -1,5 +1,5 @@
 //! A fresh bulk load: history loaded on purpose (issue 12 §4) into a store
-//! that holds no run, test or commit yet (the first `import cockpit`).
+//! that holds no run, test, commit or SLO event yet (the first `import cockpit`).
 //!
 //! The whole load is one transaction (a crash leaves the store as it was,
 //! still fresh). Each run is stored and counted by the per-run ingest code
@@ -10,6 +10,8 @@
 //! - nothing is looked up first: the store holds no run this one could be
 //!   (the external ids' uniqueness is checked once, when `runs_external` is
 //!   built again at the end, and a duplicate fails the whole load);
+//! - SLO events are appended to `temp.fresh_slo` and written into
+//!   `slo_events` sorted by its key at the end (the store held none);
 //! - the secondary indexes of `runs`, `slo_events` and `test_events` are
 //!   dropped for the load and built once at the end from their stored SQL
 //!   (a sort rather than a random insert per row), the hourly rollup
@@ -37,6 +39,35 @@ use crate::model::{TestOutcome, TestResult};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
+
+thread_local! {
+    /// Whether a fresh load on this thread appends SLO events to `temp.fresh_slo`.
+    static SLO_EVENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether `slo_event` appends to `temp.fresh_slo` (a fresh load is storing).
+pub(super) fn appends_slo_events() -> bool {
+    SLO_EVENTS.with(|f| f.get())
+}
+
+/// While alive, SLO events go to `temp.fresh_slo`: their key (`run:<id>`)
+/// is text, so consecutive runs' events would land all over `slo_events`;
+/// appended there once, sorted, at the end of the load. Reset on drop (a
+/// failed load rolls the scratch table back with it).
+struct SloEvents;
+
+impl SloEvents {
+    fn start() -> SloEvents {
+        SLO_EVENTS.with(|f| f.set(true));
+        SloEvents
+    }
+}
+
+impl Drop for SloEvents {
+    fn drop(&mut self) {
+        SLO_EVENTS.with(|f| f.set(false));
+    }
+}
 
 /// Tables whose secondary indexes a fresh load builds at the end.
 const INDEXED_AT_THE_END: [&str; 3] = ["runs", "slo_events", "test_events"];
@@ -280,11 +311,12 @@ pub struct FreshLoad<'a> {
     /// The metric counters of the batch being stored.
     buffer: Option<tally::Buffered>,
     stored: usize,
+    slo_events: Option<SloEvents>,
 }
 
 impl Store {
     /// Whether a bulk load may take the fresh path: the store holds no run,
-    /// test, commit or test event, and what is loaded is history loaded on
+    /// test, commit, test event or SLO event, and what is loaded is history loaded on
     /// purpose (the store never served, or `policy.history`).
     pub fn accepts_fresh_load(&self, policy: &Policy) -> Result<bool, StoreError> {
         let any = |table: &str| -> Result<bool, StoreError> {
@@ -294,7 +326,12 @@ impl Store {
                     r.get(0)
                 })?)
         };
-        if any("runs")? || any("tests")? || any("commits")? || any("test_events")? {
+        if any("runs")?
+            || any("tests")?
+            || any("commits")?
+            || any("test_events")?
+            || any("slo_events")?
+        {
             return Ok(false);
         }
         Ok(policy.history || self.meta(super::META_SERVING_SINCE)?.is_none())
@@ -331,6 +368,13 @@ impl Store {
                  retry_pass INTEGER NOT NULL,
                  flip       INTEGER NOT NULL
              );
+             CREATE TEMP TABLE fresh_slo (
+                 slo           TEXT NOT NULL,
+                 subject       TEXT NOT NULL,
+                 repository_id INTEGER NOT NULL,
+                 at            INTEGER NOT NULL,
+                 good          INTEGER NOT NULL
+             );
              CREATE TEMP TABLE fresh_runs (
                  run_id        INTEGER PRIMARY KEY,
                  repository_id INTEGER NOT NULL,
@@ -365,6 +409,7 @@ impl Store {
             rollup,
             buffer: None,
             stored: 0,
+            slo_events: Some(SloEvents::start()),
         })
     }
 }
@@ -408,7 +453,7 @@ impl FreshLoad<'_> {
 
     /// The steps of [`FreshLoad::finish`], for progress.
     pub fn steps(&self) -> usize {
-        BUILD.len() + self.indexes.len() + 2
+        BUILD.len() + self.indexes.len() + 3
     }
 
     /// Build the per-test tables from the staged results, the dropped
@@ -417,6 +462,7 @@ impl FreshLoad<'_> {
         if let Some(buffer) = self.buffer.take() {
             buffer.flush(&self.tx)?;
         }
+        self.slo_events.take();
         let tx = &self.tx;
         // SQLite's sorts (the GROUP BYs and ORDER BYs below, the index
         // builds) each keep up to a page cache's worth in memory: a smaller
@@ -428,6 +474,13 @@ impl FreshLoad<'_> {
             tx.execute_batch(&sql.replace("{DAY}", DAY))?;
             done += 1;
         }
+        step(done, "slo_events");
+        tx.execute_batch(
+            "INSERT INTO slo_events (slo, subject, repository_id, at, good)
+                 SELECT slo, subject, repository_id, at, good FROM temp.fresh_slo ORDER BY slo, subject;
+             DROP TABLE temp.fresh_slo;",
+        )?;
+        done += 1;
         step(done, "hourly rollup");
         if let Some(rollup) = self.rollup.take() {
             rollup.finish(tx)?;

@@ -323,7 +323,7 @@ fn test_results(rows: Vec<TestRow>, stats: &mut ImportStats) -> Vec<TestResult> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// The fresh path when the store accepts it (`Store::accepts_fresh_load`:
-    /// no run, test or commit yet, history loaded on purpose) and the file's
+    /// no run, test, commit or SLO event yet, history loaded on purpose) and the file's
     /// run urls are unique; otherwise the per-run path.
     Auto,
     /// Always the per-run path (`Store::ingest_batch`).
