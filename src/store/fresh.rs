@@ -1,5 +1,5 @@
 //! A fresh bulk load: history loaded on purpose (issue 12 §4) into a store
-//! that holds no run, test or commit yet (the first `import cockpit`).
+//! that holds no run, test, commit or SLO event yet (the first `import cockpit`).
 //!
 //! The whole load is one transaction (a crash leaves the store as it was,
 //! still fresh). Each run is stored and counted by the per-run ingest code
@@ -10,15 +10,20 @@
 //! - nothing is looked up first: the store holds no run this one could be
 //!   (the external ids' uniqueness is checked once, when `runs_external` is
 //!   built again at the end, and a duplicate fails the whole load);
+//! - SLO events are appended to `temp.fresh_slo` and written into
+//!   `slo_events` sorted by its key at the end (the store held none);
 //! - the secondary indexes of `runs`, `slo_events` and `test_events` are
 //!   dropped for the load and built once at the end from their stored SQL
 //!   (a sort rather than a random insert per row), the hourly rollup
 //!   triggers suspended for the whole load (`hourly::Suspended`);
-//! - test results are appended to scratch tables (`temp.fresh_stage`,
-//!   `temp.fresh_runs`) with plain prepared INSERTs, and the per-test tables
-//!   (`tests`, `commits`, `results`, `test_commits`, `test_days`,
-//!   `test_events`) are built from them at the end with INSERT…SELECT and
-//!   GROUP BY, as migration 10 builds them from `test_results`, but in the
+//! - tests and commits are interned in memory (`Staging`): a new one gets
+//!   its row and id at once, each result goes straight into `results` with
+//!   its test id, and what the per-test counters need (integers: test, run,
+//!   commit, time, outcome, flip) is appended to scratch tables
+//!   (`temp.fresh_counted`, `temp.fresh_runs`) with plain prepared INSERTs;
+//!   the per-test tables (`test_commits`, `test_days`, `test_events`, the
+//!   counters of `tests`) are built from them at the end with INSERT…SELECT
+//!   and GROUP BY, as migration 10 builds them from `test_results`, but in the
 //!   order the per-run path counts (run id order, not time order): a flip is
 //!   an outcome differing from the test's previous result in run order, a
 //!   commit becomes flaky at the result that first gives it a pass and a
@@ -35,6 +40,35 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
 
+thread_local! {
+    /// Whether a fresh load on this thread appends SLO events to `temp.fresh_slo`.
+    static SLO_EVENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether `slo_event` appends to `temp.fresh_slo` (a fresh load is storing).
+pub(super) fn appends_slo_events() -> bool {
+    SLO_EVENTS.with(|f| f.get())
+}
+
+/// While alive, SLO events go to `temp.fresh_slo`: their key (`run:<id>`)
+/// is text, so consecutive runs' events would land all over `slo_events`;
+/// appended there once, sorted, at the end of the load. Reset on drop (a
+/// failed load rolls the scratch table back with it).
+struct SloEvents;
+
+impl SloEvents {
+    fn start() -> SloEvents {
+        SLO_EVENTS.with(|f| f.set(true));
+        SloEvents
+    }
+}
+
+impl Drop for SloEvents {
+    fn drop(&mut self) {
+        SLO_EVENTS.with(|f| f.set(false));
+    }
+}
+
 /// Tables whose secondary indexes a fresh load builds at the end.
 const INDEXED_AT_THE_END: [&str; 3] = ["runs", "slo_events", "test_events"];
 
@@ -50,12 +84,111 @@ const BUILD_CACHE_MIB: i64 = 16;
 const DAY: &str = "((at - ((at % 86400000) + 86400000) % 86400000) / 86400000)";
 
 /// Where a fresh load's test results wait for the set-based counting.
+///
+/// Tests and commits are interned here, in memory, in the order the per-run
+/// path interns them (a run's tests in order of first appearance, runs in id
+/// order): a new (repository, context, name) gets the next `tests` id and its
+/// row at once, so each result is written straight into `results` with its
+/// test id (a run's results sorted by test id: appended in key order), and
+/// only integers wait in a scratch table for the per-test counting.
 pub struct Staging {
     staged: usize,
+    /// Test names, interned once whatever their context.
+    names: HashMap<String, u32>,
+    /// repository id → context → index into `tests`.
+    contexts: HashMap<i64, HashMap<String, u32>>,
+    /// Per (repository, context): name index → test id.
+    tests: Vec<HashMap<u32, i64>>,
+    next_test: i64,
+    /// repository id → sha → commit id.
+    commits: HashMap<i64, HashMap<String, i64>>,
+    next_commit: i64,
+    /// Per test id: whether its latest counted result (in run order) failed,
+    /// for the flips (0 none yet, 1 passed, 2 failed).
+    last: Vec<u8>,
 }
 
 impl Staging {
-    /// Stage `tests` as the results of `run` (a new run: nothing to replace)
+    fn new(tx: &Connection) -> rusqlite::Result<Staging> {
+        let next = |table: &str| -> rusqlite::Result<i64> {
+            tx.query_row(
+                &format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"),
+                [],
+                |r| r.get(0),
+            )
+        };
+        Ok(Staging {
+            staged: 0,
+            names: HashMap::new(),
+            contexts: HashMap::new(),
+            tests: Vec::new(),
+            next_test: next("tests")?,
+            commits: HashMap::new(),
+            next_commit: next("commits")?,
+            last: Vec::new(),
+        })
+    }
+
+    /// The id of the test `name` of `run`'s repository and context (`context`
+    /// its index), its `tests` row written when it is new.
+    fn test(
+        &mut self,
+        tx: &Connection,
+        run: &results::RunOf<'_>,
+        context: usize,
+        name: &str,
+    ) -> rusqlite::Result<i64> {
+        let next_name = self.names.len() as u32;
+        let name_key = match self.names.get(name) {
+            Some(k) => *k,
+            None => {
+                self.names.insert(name.to_owned(), next_name);
+                next_name
+            }
+        };
+        if let Some(id) = self.tests[context].get(&name_key) {
+            return Ok(*id);
+        }
+        let id = self.next_test;
+        tx.prepare_cached(
+            "INSERT INTO tests (id, repository_id, context, name) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![id, run.repository_id, run.context, name])?;
+        self.tests[context].insert(name_key, id);
+        self.next_test += 1;
+        Ok(id)
+    }
+
+    /// The index of `run`'s (repository, context) into `tests`.
+    fn context(&mut self, run: &results::RunOf<'_>) -> usize {
+        let next = self.tests.len() as u32;
+        let of_repository = self.contexts.entry(run.repository_id).or_default();
+        let key = match of_repository.get(run.context) {
+            Some(k) => *k,
+            None => {
+                of_repository.insert(run.context.to_owned(), next);
+                self.tests.push(HashMap::new());
+                next
+            }
+        };
+        key as usize
+    }
+
+    /// The id of `run`'s commit, its `commits` row written when it is new.
+    fn commit(&mut self, tx: &Connection, run: &results::RunOf<'_>) -> rusqlite::Result<i64> {
+        let of_repository = self.commits.entry(run.repository_id).or_default();
+        if let Some(id) = of_repository.get(run.commit) {
+            return Ok(*id);
+        }
+        let id = self.next_commit;
+        tx.prepare_cached("INSERT INTO commits (id, repository_id, sha) VALUES (?1, ?2, ?3)")?
+            .execute(params![id, run.repository_id, run.commit])?;
+        of_repository.insert(run.commit.to_owned(), id);
+        self.next_commit += 1;
+        Ok(id)
+    }
+
+    /// Store `tests` as the results of `run` (a new run: nothing to replace)
     /// and count its test_success events as `results::store` does. A name
     /// given twice counts once, by its first result, and stores its last
     /// (as the per-run path's upsert does).
@@ -69,63 +202,88 @@ impl Staging {
         if tests.is_empty() {
             return Ok(());
         }
-        // (first, last) result of each name, in order of first appearance.
-        let mut unique: Vec<(&TestResult, &TestResult)> = Vec::with_capacity(tests.len());
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let commit_id = self.commit(tx, run)?;
+        let context = self.context(run);
+        // (test id, first, last) of each name, in order of first appearance
+        // (the order the per-run path interns them in).
+        let mut unique: Vec<(i64, &TestResult, &TestResult)> = Vec::with_capacity(tests.len());
+        let mut index: HashMap<i64, usize> = HashMap::new();
         for t in tests {
+            let id = self.test(tx, run, context, &t.name)?;
             let found = if tests.len() <= 16 {
-                unique.iter().position(|(f, _)| f.name == t.name)
+                unique.iter().position(|(i, _, _)| *i == id)
             } else {
-                index.get(t.name.as_str()).copied()
+                index.get(&id).copied()
             };
             match found {
-                Some(i) => unique[i].1 = t,
+                Some(i) => unique[i].2 = t,
                 None => {
-                    index.insert(&t.name, unique.len());
-                    unique.push((t, t));
+                    index.insert(id, unique.len());
+                    unique.push((id, t, t));
                 }
             }
         }
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO temp.fresh_stage (run_id, name, outcome, duration_seconds, retries, retry_reasons,
-                message, counted)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
         let (mut good, mut total) = (0i64, 0i64);
-        for (first, last) in &unique {
+        {
+            let mut counted_row = tx.prepare_cached(
+                "INSERT INTO temp.fresh_counted (test_id, run_id, commit_id, at, failed, retry_pass, flip)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (id, first, _) in &unique {
+                // What the first result counts as; skipped counts nothing.
+                let (failed, retry_pass) = match first.outcome {
+                    TestOutcome::Skipped => continue,
+                    TestOutcome::Failed | TestOutcome::Errored => (true, false),
+                    TestOutcome::Passed => (false, first.retries > 0),
+                };
+                total += 1;
+                good += i64::from(!failed);
+                let slot = (*id - 1) as usize;
+                if self.last.len() <= slot {
+                    self.last.resize(slot + 1, 0);
+                }
+                let flip = self.last[slot] != 0 && (self.last[slot] == 2) != failed;
+                self.last[slot] = if failed { 2 } else { 1 };
+                counted_row.execute(params![
+                    id, run.run_id, commit_id, run.at_ms, failed, retry_pass, flip
+                ])?;
+            }
+        }
+        // Appended in (run, test) order: the key order of `results`.
+        unique.sort_unstable_by_key(|(id, _, _)| *id);
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (id, _, last) in &unique {
             let reasons = if last.retry_reasons.is_empty() {
                 None
             } else {
                 Some(serde_json::to_string(&last.retry_reasons).unwrap_or_else(|_| "[]".into()))
             };
-            // What the first result counts as: 0 passed, 1 failed, 2 passed
-            // after an in-run retry, NULL not counted (skipped).
-            let counted = match first.outcome {
-                TestOutcome::Skipped => None,
-                TestOutcome::Failed | TestOutcome::Errored => Some(1),
-                TestOutcome::Passed if first.retries > 0 => Some(2),
-                TestOutcome::Passed => Some(0),
-            };
-            if let Some(c) = counted {
-                total += 1;
-                good += i64::from(c != 1);
-            }
             insert.execute(params![
                 run.run_id,
-                last.name,
+                id,
                 results::outcome_code(last.outcome),
                 last.duration_seconds,
                 last.retries,
                 reasons,
                 last.message,
-                counted,
             ])?;
             self.staged += 1;
         }
         tx.prepare_cached(
-            "INSERT INTO temp.fresh_runs (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO temp.fresh_runs (run_id, repository_id, at, good, total, commit_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![run.run_id, run.repository_id, run.at_ms, good, total])?;
+        .execute(params![
+            run.run_id,
+            run.repository_id,
+            run.at_ms,
+            good,
+            total,
+            commit_id
+        ])?;
         if total > 0 {
             hourly::add(
                 run.repository_id,
@@ -153,11 +311,12 @@ pub struct FreshLoad<'a> {
     /// The metric counters of the batch being stored.
     buffer: Option<tally::Buffered>,
     stored: usize,
+    slo_events: Option<SloEvents>,
 }
 
 impl Store {
     /// Whether a bulk load may take the fresh path: the store holds no run,
-    /// test, commit or test event, and what is loaded is history loaded on
+    /// test, commit, test event or SLO event, and what is loaded is history loaded on
     /// purpose (the store never served, or `policy.history`).
     pub fn accepts_fresh_load(&self, policy: &Policy) -> Result<bool, StoreError> {
         let any = |table: &str| -> Result<bool, StoreError> {
@@ -167,7 +326,12 @@ impl Store {
                     r.get(0)
                 })?)
         };
-        if any("runs")? || any("tests")? || any("commits")? || any("test_events")? {
+        if any("runs")?
+            || any("tests")?
+            || any("commits")?
+            || any("test_events")?
+            || any("slo_events")?
+        {
             return Ok(false);
         }
         Ok(policy.history || self.meta(super::META_SERVING_SINCE)?.is_none())
@@ -195,16 +359,21 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(
-            "CREATE TEMP TABLE fresh_stage (
-                 seq              INTEGER PRIMARY KEY,
-                 run_id           INTEGER NOT NULL,
-                 name             TEXT NOT NULL,
-                 outcome          INTEGER NOT NULL,
-                 duration_seconds REAL,
-                 retries          INTEGER NOT NULL,
-                 retry_reasons    TEXT,
-                 message          TEXT,
-                 counted          INTEGER
+            "CREATE TEMP TABLE fresh_counted (
+                 test_id    INTEGER NOT NULL,
+                 run_id     INTEGER NOT NULL,
+                 commit_id  INTEGER NOT NULL,
+                 at         INTEGER NOT NULL,
+                 failed     INTEGER NOT NULL,
+                 retry_pass INTEGER NOT NULL,
+                 flip       INTEGER NOT NULL
+             );
+             CREATE TEMP TABLE fresh_slo (
+                 slo           TEXT NOT NULL,
+                 subject       TEXT NOT NULL,
+                 repository_id INTEGER NOT NULL,
+                 at            INTEGER NOT NULL,
+                 good          INTEGER NOT NULL
              );
              CREATE TEMP TABLE fresh_runs (
                  run_id        INTEGER PRIMARY KEY,
@@ -230,15 +399,17 @@ impl Store {
             tx.execute_batch(&format!("DROP INDEX \"{name}\""))?;
         }
         let rollup = hourly::Suspended::start(&tx)?;
+        let staging = Staging::new(&tx)?;
         Ok(FreshLoad {
             tx,
             policy,
             now_ms: to_ms(now),
-            staging: Staging { staged: 0 },
+            staging,
             indexes,
             rollup,
             buffer: None,
             stored: 0,
+            slo_events: Some(SloEvents::start()),
         })
     }
 }
@@ -282,7 +453,7 @@ impl FreshLoad<'_> {
 
     /// The steps of [`FreshLoad::finish`], for progress.
     pub fn steps(&self) -> usize {
-        BUILD.len() + self.indexes.len() + 2
+        BUILD.len() + self.indexes.len() + 3
     }
 
     /// Build the per-test tables from the staged results, the dropped
@@ -291,6 +462,7 @@ impl FreshLoad<'_> {
         if let Some(buffer) = self.buffer.take() {
             buffer.flush(&self.tx)?;
         }
+        self.slo_events.take();
         let tx = &self.tx;
         // SQLite's sorts (the GROUP BYs and ORDER BYs below, the index
         // builds) each keep up to a page cache's worth in memory: a smaller
@@ -302,6 +474,13 @@ impl FreshLoad<'_> {
             tx.execute_batch(&sql.replace("{DAY}", DAY))?;
             done += 1;
         }
+        step(done, "slo_events");
+        tx.execute_batch(
+            "INSERT INTO slo_events (slo, subject, repository_id, at, good)
+                 SELECT slo, subject, repository_id, at, good FROM temp.fresh_slo ORDER BY slo, subject;
+             DROP TABLE temp.fresh_slo;",
+        )?;
+        done += 1;
         step(done, "hourly rollup");
         if let Some(rollup) = self.rollup.take() {
             rollup.finish(tx)?;
@@ -313,7 +492,7 @@ impl FreshLoad<'_> {
             done += 1;
         }
         step(done, "commit");
-        tx.execute_batch("DROP TABLE temp.fresh_stage; DROP TABLE temp.fresh_runs;")?;
+        tx.execute_batch("DROP TABLE temp.fresh_runs;")?;
         self.tx.commit()?;
         Ok(())
     }
@@ -337,32 +516,6 @@ impl FreshLoad<'_> {
 /// `flaky_run`, the run whose result made the commit flaky.
 const BUILD: &[(&str, &str)] = &[
     (
-        "commits",
-        "INSERT INTO commits (repository_id, sha)
-             SELECT r.repository_id, r.commit_sha FROM temp.fresh_runs f JOIN runs r ON r.id = f.run_id
-             GROUP BY r.repository_id, r.commit_sha ORDER BY min(f.run_id);
-         UPDATE temp.fresh_runs SET commit_id =
-             (SELECT c.id FROM runs r JOIN commits c ON c.repository_id = r.repository_id AND c.sha = r.commit_sha
-              WHERE r.id = fresh_runs.run_id);",
-    ),
-    (
-        "tests",
-        "INSERT INTO tests (repository_id, context, name)
-             SELECT r.repository_id, r.context, s.name FROM temp.fresh_stage s JOIN runs r ON r.id = s.run_id
-             GROUP BY r.repository_id, r.context, s.name ORDER BY min(s.seq);",
-    ),
-    (
-        "results",
-        "CREATE TEMP TABLE fresh_resolved AS
-             SELECT s.run_id, t.id AS test_id, s.outcome, s.duration_seconds, s.retries, s.retry_reasons,
-                    s.message, s.counted
-             FROM temp.fresh_stage s JOIN runs r ON r.id = s.run_id
-             JOIN tests t ON t.repository_id = r.repository_id AND t.context = r.context AND t.name = s.name;
-         INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
-             SELECT run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message
-             FROM temp.fresh_resolved ORDER BY run_id, test_id;",
-    ),
-    (
         "executions",
         "CREATE TEMP TABLE fresh_exec (
              test_id    INTEGER NOT NULL,
@@ -375,13 +528,9 @@ const BUILD: &[(&str, &str)] = &[
              PRIMARY KEY (test_id, run_id)
          ) WITHOUT ROWID;
          INSERT INTO temp.fresh_exec (test_id, run_id, commit_id, at, failed, retry_pass, flip)
-             SELECT test_id, run_id, commit_id, at, failed, retry_pass,
-                    coalesce(lag(failed) OVER (PARTITION BY test_id ORDER BY run_id) != failed, 0)
-             FROM (SELECT x.test_id, x.run_id, f.commit_id, f.at, x.counted = 1 AS failed, x.counted = 2 AS retry_pass
-                   FROM temp.fresh_resolved x JOIN temp.fresh_runs f ON f.run_id = x.run_id
-                   WHERE x.counted IS NOT NULL)
+             SELECT test_id, run_id, commit_id, at, failed, retry_pass, flip FROM temp.fresh_counted
              ORDER BY test_id, run_id;
-         DROP TABLE temp.fresh_resolved;",
+         DROP TABLE temp.fresh_counted;",
     ),
     (
         "test_commits",

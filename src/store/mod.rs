@@ -969,12 +969,21 @@ fn slo_event(
     good: bool,
     live: bool,
 ) -> rusqlite::Result<bool> {
-    let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![slo.as_str(), subject, repository_id, at_ms, good])?
-        == 1;
+    // A fresh load appends its events to a scratch table, written into
+    // `slo_events` in key order at its end (`fresh::SloEvents`): they are
+    // all new (the store held no event, each subject is a new run).
+    let sql = if fresh::appends_slo_events() {
+        "INSERT INTO temp.fresh_slo (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)"
+    } else {
+        "INSERT OR IGNORE INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)"
+    };
+    let inserted = tx.prepare_cached(sql)?.execute(params![
+        slo.as_str(),
+        subject,
+        repository_id,
+        at_ms,
+        good
+    ])? == 1;
     if inserted {
         hourly::add(repository_id, at_ms, slo.as_str(), i64::from(good), 1);
         if live {

@@ -323,7 +323,7 @@ fn test_results(rows: Vec<TestRow>, stats: &mut ImportStats) -> Vec<TestResult> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// The fresh path when the store accepts it (`Store::accepts_fresh_load`:
-    /// no run, test or commit yet, history loaded on purpose) and the file's
+    /// no run, test, commit or SLO event yet, history loaded on purpose) and the file's
     /// run urls are unique; otherwise the per-run path.
     Auto,
     /// Always the per-run path (`Store::ingest_batch`).
@@ -351,7 +351,9 @@ type Changes = BTreeMap<(String, String), DateTime<Utc>>;
 type StoreBatch<'a> = dyn FnMut(Vec<NewRun>, &mut ImportStats) -> Result<(), ImportError> + 'a;
 
 /// Read every run of `source`, convert it and hand the importable ones of
-/// `shard` to `store` in batches of [`BATCH_RUNS`] (and the last, smaller one).
+/// `shard` to `store` in batches of `batch_runs` ([`BATCH_RUNS`] but in
+/// tests; the last one smaller).
+#[allow(clippy::too_many_arguments)]
 fn read_runs(
     source: &Source,
     label: &str,
@@ -359,12 +361,13 @@ fn read_runs(
     shard: crate::shard::Shard,
     stats: &mut ImportStats,
     changes: &mut Changes,
+    batch_runs: usize,
     store: &mut StoreBatch<'_>,
 ) -> Result<(), ImportError> {
     let total = source.run_count()?;
     let mut progress = Progress::new(label, "runs", total);
     progress.set(0);
-    let mut batch: Vec<NewRun> = Vec::with_capacity(BATCH_RUNS);
+    let mut batch: Vec<NewRun> = Vec::with_capacity(batch_runs);
     let read = source.for_each_run(|row| -> Result<(), ImportError> {
         stats.rows += 1;
         let test_rows = row.tests.len();
@@ -380,9 +383,9 @@ fn read_runs(
                     *e = (*e).max(end);
                 }
                 batch.push(run);
-                if batch.len() >= BATCH_RUNS {
+                if batch.len() >= batch_runs {
                     store(
-                        std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RUNS)),
+                        std::mem::replace(&mut batch, Vec::with_capacity(batch_runs)),
                         stats,
                     )?;
                 }
@@ -398,6 +401,7 @@ fn read_runs(
 }
 
 /// The per-run path: each batch through `Store::ingest_batch`.
+#[allow(clippy::too_many_arguments)]
 fn import_per_run(
     source: &Source,
     label: &str,
@@ -406,6 +410,7 @@ fn import_per_run(
     classifier: &Classifier,
     now: DateTime<Utc>,
     shard: crate::shard::Shard,
+    batch_runs: usize,
 ) -> Result<(ImportStats, Changes), ImportError> {
     let mut stats = ImportStats::default();
     let mut changes = Changes::new();
@@ -416,6 +421,7 @@ fn import_per_run(
         shard,
         &mut stats,
         &mut changes,
+        batch_runs,
         &mut |batch, stats| {
             for ingested in store.ingest_batch(&batch, policy, now)? {
                 match ingested.status {
@@ -436,7 +442,8 @@ fn import_per_run(
 /// is read, converted and prepared (redaction, content hash, failure
 /// classification) on a second thread while this one stores, handed over in
 /// pieces of [`PIECE_RUNS`] (memory stays flat; the counters are still added
-/// up and written per batch of [`BATCH_RUNS`], as the per-run path does).
+/// up and written per batch of `batch_runs`, as the per-run path does).
+#[allow(clippy::too_many_arguments)]
 fn import_fresh(
     path: &Path,
     label: &str,
@@ -445,6 +452,7 @@ fn import_fresh(
     classifier: &Classifier,
     now: DateTime<Utc>,
     shard: crate::shard::Shard,
+    batch_runs: usize,
 ) -> Result<(ImportStats, Changes), ImportError> {
     let mut load = store.fresh_load(policy, now)?;
     let (send, receive) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, bool)>(0);
@@ -460,6 +468,7 @@ fn import_fresh(
                 shard,
                 &mut stats,
                 &mut changes,
+                batch_runs,
                 &mut |batch, _| {
                     // In pieces (memory), the last one closing the batch.
                     let mut runs = batch.into_iter().peekable();
@@ -529,18 +538,40 @@ pub fn import_with(
     shard: crate::shard::Shard,
     mode: Mode,
 ) -> Result<ImportStats, ImportError> {
+    import_in_batches(
+        path, store, policy, classifier, now, shard, mode, BATCH_RUNS,
+    )
+}
+
+/// [`import_with`] in batches of `batch_runs` runs (the counters added up
+/// and written once per batch): tests make them small, so that counters
+/// written across many batches are compared too.
+#[allow(clippy::too_many_arguments)]
+fn import_in_batches(
+    path: &Path,
+    store: &mut Store,
+    policy: &Policy,
+    classifier: &Classifier,
+    now: DateTime<Utc>,
+    shard: crate::shard::Shard,
+    mode: Mode,
+    batch_runs: usize,
+) -> Result<ImportStats, ImportError> {
     let source = Source::open(path)?;
     store.tune_for_bulk_load(BULK_CACHE_MIB)?;
     let label = format!("importing {}", path.display());
     let fresh = mode == Mode::Auto && store.accepts_fresh_load(policy)? && source.urls_unique()?;
     let per_run = |store: &mut Store| -> Result<(ImportStats, Changes), ImportError> {
-        let (mut stats, changes) =
-            import_per_run(&source, &label, store, policy, classifier, now, shard)?;
+        let (mut stats, changes) = import_per_run(
+            &source, &label, store, policy, classifier, now, shard, batch_runs,
+        )?;
         stats.path = "per_run";
         Ok((stats, changes))
     };
     let (mut stats, changes) = if fresh {
-        match import_fresh(path, &label, store, policy, classifier, now, shard) {
+        match import_fresh(
+            path, &label, store, policy, classifier, now, shard, batch_runs,
+        ) {
             Err(e) if is_duplicate(&e) => {
                 tracing::warn!(
                     "two runs of {} have one external id: importing run by run instead ({e})",
@@ -639,6 +670,21 @@ mod tests {
 
     #[test]
     fn a_fresh_load_stores_what_the_per_run_path_stores() {
+        fresh_and_per_run_agree(BATCH_RUNS, BATCH_RUNS);
+    }
+
+    /// Counters written across many batches (of other sizes on each path):
+    /// the per-run path adds the per-test counters up per batch, the fresh
+    /// path its metric counters and hourly rollup.
+    #[test]
+    fn a_fresh_load_in_many_batches_stores_what_the_per_run_path_stores() {
+        fresh_and_per_run_agree(250, 170);
+    }
+
+    /// Import one generated file on the fresh path in batches of
+    /// `fresh_batch` runs and on the per-run path in batches of
+    /// `per_run_batch`; compare every table and the metric state.
+    fn fresh_and_per_run_agree(fresh_batch: usize, per_run_batch: usize) {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("test-results.db");
         let g = generated::generate(&source, 3_000, 2.9, 7);
@@ -669,7 +715,7 @@ mod tests {
 
         let mut fresh = Store::open_in_memory().unwrap();
         let mut per_run = Store::open_in_memory().unwrap();
-        let a = import_with(
+        let a = import_in_batches(
             &source,
             &mut fresh,
             &policy,
@@ -677,9 +723,10 @@ mod tests {
             now,
             all,
             Mode::Auto,
+            fresh_batch,
         )
         .unwrap();
-        let b = import_with(
+        let b = import_in_batches(
             &source,
             &mut per_run,
             &policy,
@@ -687,6 +734,7 @@ mod tests {
             now,
             all,
             Mode::PerRun,
+            per_run_batch,
         )
         .unwrap();
         assert_eq!((a.path, b.path), ("fresh", "per_run"));
