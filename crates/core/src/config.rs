@@ -623,7 +623,7 @@ impl Config {
                 ));
             }
             for (i, url) in self.shard_urls.iter().enumerate() {
-                let parsed = reqwest::Url::parse(url).ok();
+                let parsed = url::Url::parse(url).ok();
                 if !matches!(parsed.as_ref().map(|u| u.scheme()), Some("http" | "https"))
                     || parsed.as_ref().and_then(|u| u.host_str()).is_none()
                 {
@@ -1077,7 +1077,7 @@ mod tests {
 
     #[test]
     fn the_example_config_in_the_repository_is_valid() {
-        let text = include_str!("../ci-slo-exporter.example.toml");
+        let text = include_str!("../../../ci-slo-exporter.example.toml");
         Config::parse(text).unwrap();
     }
 }
