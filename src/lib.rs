@@ -18,6 +18,7 @@ pub use ci_slo_core::{
     catalog, classify, clock, config, deps, flaky, ingest, model, names, redact, report, shard,
     slo, text,
 };
+pub use ci_slo_store as store;
 
 pub mod app;
 pub mod cli;
@@ -27,4 +28,3 @@ pub mod http;
 pub mod metrics;
 pub mod output;
 pub mod progress;
-pub mod store;
