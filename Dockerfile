@@ -12,10 +12,15 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Only what the release binary needs (the test suite and fuzz targets stay out;
-# see .dockerignore). The example config is compiled into a unit test only,
-# but copying it keeps `cargo build` independent of which module uses it.
+# see .dockerignore): the workspace's manifests, the exporter's src/, the core
+# and store crates (crates/), and benches/ because Cargo.toml names the bench
+# targets and Cargo refuses a manifest whose targets are missing. The example
+# config is compiled into a unit test only, but copying it keeps `cargo build`
+# independent of which module uses it.
 COPY Cargo.toml Cargo.lock ci-slo-exporter.example.toml ./
 COPY src ./src
+COPY crates ./crates
+COPY benches ./benches
 # Cache the registry and the target directory between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

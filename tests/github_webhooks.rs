@@ -763,7 +763,7 @@ fn replayed_and_late_status_events_open_no_attempt_and_are_counted() {
     });
 }
 
-/// Names follow the rule every source applies (src/names.rs): a real status
+/// Names follow the rule every source applies (crates/core/src/names.rs): a real status
 /// event whose context carries a newline is refused like the ingest API
 /// refuses it, and nothing is stored.
 #[test]

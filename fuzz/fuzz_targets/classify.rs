@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use ci_slo_exporter::classify::{
+use ci_slo_core::classify::{
     Classifier, EVIDENCE_CAP_BYTES, fingerprint, normalize_fingerprint, strip_ansi_and_sections,
 };
 use libfuzzer_sys::fuzz_target;

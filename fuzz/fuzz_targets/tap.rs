@@ -1,7 +1,7 @@
 //! cargo-fuzz target for the TAP reader: `cargo fuzz run tap` (docs/fuzzing.md).
 #![no_main]
 
-use ci_slo_exporter::report::tap::parse_tap_bytes;
+use ci_slo_core::report::tap::parse_tap_bytes;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,6 @@
-//! SQLite persistence: migrations, idempotent upserts, exactly-once counting.
+//! ci-slo-store, SQLite persistence: migrations, idempotent upserts,
+//! exactly-once counting. It builds on `ci-slo-core` only; the exporter
+//! builds on both.
 //!
 //! One `Store` is one connection. The server gives the only writing `Store` to
 //! a dedicated thread ([`writer::StoreHandle`]) so writes never contend; reads use
@@ -6,6 +8,8 @@
 //! happens in one `BEGIN IMMEDIATE` transaction, or in a savepoint of the
 //! writer thread's group commit: a crash leaves either the whole run (with its
 //! counters) or nothing.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod bulk;
 mod fresh;
@@ -22,14 +26,20 @@ pub mod timeline;
 pub mod ui;
 pub mod writer;
 
-use crate::catalog;
-use crate::config::Config;
-use crate::model::{
+// The core's modules, so that `crate::model::…` paths in this crate name
+// them, as they did when the store was a module of the exporter.
+use ci_slo_core::{classify, deps, flaky, model, redact};
+#[cfg(test)]
+use ci_slo_core::{config, ingest};
+
+use chrono::{DateTime, TimeZone, Utc};
+use ci_slo_core::catalog;
+use ci_slo_core::config::Config;
+use ci_slo_core::model::{
     DataQualityIssue, DurationLimits, FailureEvidence, Forge, MergeOutcome, NewRun, RepositoryRef,
     RunState, TestOutcome, Trigger, durations,
 };
-use crate::slo::{self, ContextAttempt, EventCounts, RunThresholds, SloId};
-use chrono::{DateTime, TimeZone, Utc};
+use ci_slo_core::slo::{self, ContextAttempt, EventCounts, RunThresholds, SloId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use std::collections::HashMap;

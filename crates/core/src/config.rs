@@ -623,7 +623,7 @@ impl Config {
                 ));
             }
             for (i, url) in self.shard_urls.iter().enumerate() {
-                let parsed = reqwest::Url::parse(url).ok();
+                let parsed = url::Url::parse(url).ok();
                 if !matches!(parsed.as_ref().map(|u| u.scheme()), Some("http" | "https"))
                     || parsed.as_ref().and_then(|u| u.host_str()).is_none()
                 {
@@ -880,7 +880,7 @@ mod duration_list {
     use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
     use std::time::Duration;
 
-    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(v.len()))?;
         for d in v {
             seq.serialize_element(&humantime::format_duration(*d).to_string())?;
@@ -888,7 +888,7 @@ mod duration_list {
         seq.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|s| {
@@ -1077,7 +1077,7 @@ mod tests {
 
     #[test]
     fn the_example_config_in_the_repository_is_valid() {
-        let text = include_str!("../ci-slo-exporter.example.toml");
+        let text = include_str!("../../../ci-slo-exporter.example.toml");
         Config::parse(text).unwrap();
     }
 }

@@ -3,7 +3,7 @@ use crate::config::Config;
 use crate::model::{
     ChangeRef, Completeness, EvidenceCandidate, RepositoryRef, TestResult, Trigger,
 };
-use crate::store::ui::RunFilter;
+use crate::ui::RunFilter;
 use chrono::Duration;
 
 fn policy() -> Policy {

@@ -1,15 +1,15 @@
 //! Throughput and memory check for the classifier over a generated CI log.
 //!
 //! ```text
-//! cargo run --release --example throughput -- [MB]            # classify, print MB/s + peak RSS
-//! cargo run --release --example throughput -- emit [MB] | grep -E -c -f patterns.txt
-//! cargo run --release --example throughput -- patterns > patterns.txt
+//! cargo run --release -p ci-slo-core --example classify_throughput -- [MB]            # classify, print MB/s + peak RSS
+//! cargo run --release -p ci-slo-core --example classify_throughput -- emit [MB] | grep -E -c -f patterns.txt
+//! cargo run --release -p ci-slo-core --example classify_throughput -- patterns > patterns.txt
 //! ```
 //! The log is generated on the fly by a `Read` impl: nothing is written to disk.
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use ci_slo_exporter::classify::{Classifier, default_patterns_for_grep};
+use ci_slo_core::classify::{Classifier, default_patterns_for_grep};
 
 /// Realistic line shapes: GitHub timestamps, ANSI colours, GitLab markers, non-ASCII.
 const LINES: &[&str] = &[

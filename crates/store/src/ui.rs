@@ -691,9 +691,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Policy;
     use crate::ingest::{RunRequest, TestRequest};
     use crate::model::{Forge, RunState, TestOutcome, Trigger};
-    use crate::store::Policy;
     use chrono::Duration;
 
     fn t0() -> DateTime<Utc> {

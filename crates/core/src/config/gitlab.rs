@@ -93,7 +93,7 @@ impl GitlabConfig {
 
     /// Check the section; the error names the key.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        let url = reqwest::Url::parse(&self.api_url)
+        let url = url::Url::parse(&self.api_url)
             .map_err(|e| ("gitlab.api_url".to_string(), format!("{e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err((
@@ -141,7 +141,7 @@ impl GitlabConfig {
     /// The web path prefix of a self-managed instance under a relative URL
     /// root (`https://host/gitlab/api/v4` → `/gitlab`), stripped from web URLs.
     pub fn relative_root(&self) -> String {
-        reqwest::Url::parse(&self.api_url)
+        url::Url::parse(&self.api_url)
             .ok()
             .map(|u| {
                 u.path()

@@ -334,7 +334,7 @@ mod tests {
         }
         let mut out = Vec::new();
         walk(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit"),
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/junit"),
             &mut out,
         );
         out.sort();

@@ -1,11 +1,11 @@
 //! Throughput of the JUnit parser on one file, parsed N times, to compare with
 //! `bench/junit_etree.py FILE N` (used by scripts/bench):
-//! `cargo run --release --example junit_throughput -- FILE [N]`
+//! `cargo run --release -p ci-slo-core --example junit_throughput -- FILE [N]`
 //!
 //! Prints two lines: `rust` for the file in memory (`parse_junit_bytes`, what
 //! ingest uses for uploaded reports) and `rust-reader` for the same bytes read
 //! through `parse_junit` (the streaming reader path of `report FILE`).
-use ci_slo_exporter::report::junit::{parse_junit, parse_junit_bytes};
+use ci_slo_core::report::junit::{parse_junit, parse_junit_bytes};
 use std::time::Instant;
 
 fn main() {
@@ -30,7 +30,7 @@ fn main() {
 /// Best time in seconds over `n` runs, and the number of tests.
 fn best_of<E: std::fmt::Debug>(
     n: usize,
-    parse: impl Fn() -> Result<ci_slo_exporter::report::Report, E>,
+    parse: impl Fn() -> Result<ci_slo_core::report::Report, E>,
 ) -> (f64, usize) {
     let mut best = f64::MAX;
     let mut tests = 0;

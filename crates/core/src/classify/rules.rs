@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn every_default_rule_is_in_the_documentation_table() {
-        let doc = include_str!("../../docs/classification.md");
+        let doc = include_str!("../../../../docs/classification.md");
         for r in default_rules() {
             let row = format!("| `{}` | {} | {} |", r.name, r.category, r.priority);
             assert!(doc.contains(&row), "docs/classification.md lacks {row}");

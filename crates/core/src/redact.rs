@@ -435,7 +435,7 @@ mod tests {
     }
 
     /// Each shape the issue names, as it shows up in real CI output.
-    pub const SHAPES: &[(&str, &str)] = &[
+    const SHAPES: &[(&str, &str)] = &[
         (
             "fatal: unable to access 'https://oauth2:glpat-AbCdEf0123456789xyz1@gitlab.example.com/g/p.git/': 403",
             "glpat-AbCdEf0123456789xyz1",

@@ -68,7 +68,7 @@ fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
 }
 
 fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
-    ms.map(crate::store::from_ms)
+    ms.map(crate::from_ms)
 }
 
 /// The decision for a report of a finished run (`stored.state` terminal).
