@@ -2,7 +2,7 @@
 //! commit statuses, check runs, Actions jobs and merged pull requests, and the
 //! import of Cockpit's `test-results.db`.
 //!
-//! Every way in produces the forge-neutral events of [`crate::forge::event`]
+//! Every way in produces the forge-neutral events of `forge::event`
 //! (this module converts GitHub's wire types to them), which its `apply`
 //! writes through the store.
 //!
