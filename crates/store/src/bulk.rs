@@ -7,7 +7,8 @@
 //! metric counters (`tally::Buffered`), the per-test counters
 //! (`results::Batched`) and the hourly SLO rollup (`hourly::Suspended`).
 
-use super::{Ingested, Policy, Store, StoreError, hourly, ingest_in, results, tally, to_ms};
+use super::{Ingested, Policy, Store, StoreError, hourly, results, tally, to_ms};
+use crate::ingest_run::ingest_in;
 use crate::model::NewRun;
 use chrono::{DateTime, Utc};
 

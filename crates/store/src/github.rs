@@ -67,7 +67,7 @@ impl Store {
     /// Count an event older than what is stored for its run, which was
     /// ignored (`ci_exporter_data_quality_rejections_total{reason="stale_event"}`).
     pub fn count_stale_event(&self) -> Result<(), StoreError> {
-        super::data_quality(&self.conn, "stale_event")?;
+        crate::counting::data_quality(&self.conn, "stale_event")?;
         Ok(())
     }
 

@@ -1,10 +1,14 @@
 use super::*;
 use crate::config::Config;
 use crate::model::{
-    ChangeRef, Completeness, EvidenceCandidate, RepositoryRef, TestResult, Trigger,
+    ChangeRef, Completeness, EvidenceCandidate, FailureEvidence, NewRun, RepositoryRef, RunState,
+    TestOutcome, TestResult, Trigger,
 };
+use crate::slo::EventCounts;
 use crate::ui::RunFilter;
 use chrono::Duration;
+use rusqlite::params;
+use std::collections::HashMap;
 
 fn policy() -> Policy {
     let mut p = Policy::from_config(&Config::default());

@@ -6,7 +6,7 @@
 //! spread back over time. This module reads, for each family, the rows that
 //! moved it, with the labels and the event time the live counting gives them
 //! (`count_run`, `store_failures`, `decide_changes` and `slo_event` in
-//! `lib.rs`): queue times at the run's start, final states, run times and
+//! `counting.rs` and `settle.rs`): queue times at the run's start, final states, run times and
 //! failure classes at the run's latest known time, merged changes at their merge,
 //! SLO events at their stored time, new fingerprints at their first sighting.
 //! The history writer takes the totals themselves from `metric_state`, so the

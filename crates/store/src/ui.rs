@@ -4,7 +4,8 @@
 //! an index, in a handful of statements: no query per row of a page, except
 //! the nightly grid's per-failing-cell dependency diff (bounded by the grid).
 
-use super::{Store, StoreError, dependencies_of, from_ms, to_ms};
+use super::{Store, StoreError, from_ms, to_ms};
+use crate::run_view::dependencies_of;
 use crate::slo::EventCounts;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};

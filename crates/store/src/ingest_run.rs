@@ -1,0 +1,434 @@
+//! Storing a run: redaction and the content hash ([`Prepared`]), finding the
+//! stored run a report is about, storing it with its tests, reports and
+//! failures, and counting what it newly makes final. `Store::ingest_run` for
+//! one run; `bulk.rs` and `fresh.rs` store many through `ingest_in` and
+//! `ingest_checked`.
+
+use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms, store_failures};
+use crate::error::StoreError;
+use crate::policy::{Policy, moves_live_counters};
+use crate::staging::Staging;
+use crate::{Store, plausible, results, revision, to_ms, upsert_repository};
+use chrono::{DateTime, Utc};
+use ci_slo_core::model::{NewRun, RunState, Trigger};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// What an ingest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestStatus {
+    Created,
+    Updated,
+    /// An identical replay (or a part with nothing new): nothing changed.
+    Unchanged,
+    /// The run is finished and the report contradicts it: nothing changed
+    /// (`Ingested::differing` names the fields; counted as a data-quality
+    /// rejection, reason `finished_run_changed`).
+    Conflict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ingested {
+    pub id: i64,
+    pub status: IngestStatus,
+    /// With [`IngestStatus::Conflict`]: the fields in which the report
+    /// differs from the finished run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differing: Vec<&'static str>,
+}
+
+impl Ingested {
+    pub fn new(id: i64, status: IngestStatus) -> Ingested {
+        Ingested {
+            id,
+            status,
+            differing: Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn content_hash(run: &NewRun) -> String {
+    use sha2::{Digest, Sha256};
+    /// The Debug text goes straight into the hash, never into a string.
+    struct Hashing(Sha256);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.update(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    // Debug output of the plain data types is a stable, complete rendering of
+    // the content (field order is fixed by the struct definitions).
+    std::fmt::Write::write_fmt(&mut h, format_args!("{run:?}"))
+        .expect("hashing never fails to take text");
+    let digest = h.0.finalize();
+    let mut hex = String::with_capacity(32);
+    for b in digest.iter().take(16) {
+        let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+    }
+    hex
+}
+
+/// A stored run whose identity matched an ingested one.
+pub(crate) struct Existing {
+    row: revision::Row,
+    hash: String,
+    trigger: Trigger,
+    queue_counted: bool,
+    final_counted: bool,
+    trigger_pending: bool,
+}
+
+/// The stored run a report is about: with an external id, the run with that
+/// id in its repository (and nothing else); without one, the run without an
+/// external id with the same context, commit, attempt group and attempt.
+pub(crate) fn find_existing(
+    tx: &Connection,
+    repository_id: i64,
+    run: &NewRun,
+    group: &str,
+) -> rusqlite::Result<Option<Existing>> {
+    const COLUMNS: &str = "r.id, r.content_hash, r.trigger, r.queue_counted, r.final_counted, r.trigger_pending,
+        r.context, r.commit_sha, r.attempt_group, r.attempt, r.state, r.queued_at, r.started_at, r.finished_at,
+        r.url, r.log_url, (SELECT number FROM changes c WHERE c.id = r.change_id)";
+    let read = |r: &rusqlite::Row<'_>| {
+        let trigger: String = r.get(2)?;
+        Ok(Existing {
+            hash: r.get(1)?,
+            trigger: trigger.parse().unwrap_or(Trigger::Other),
+            queue_counted: r.get(3)?,
+            final_counted: r.get(4)?,
+            trigger_pending: r.get(5)?,
+            row: revision::Row {
+                id: r.get(0)?,
+                context: r.get(6)?,
+                commit: r.get(7)?,
+                attempt_group: r.get(8)?,
+                attempt: r.get(9)?,
+                trigger,
+                trigger_pending: r.get(5)?,
+                state: r.get(10)?,
+                times: [r.get(11)?, r.get(12)?, r.get(13)?],
+                url: r.get(14)?,
+                log_url: r.get(15)?,
+                change: r.get(16)?,
+            },
+        })
+    };
+    match &run.external_id {
+        Some(external_id) => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM runs r WHERE r.repository_id = ?1 AND r.external_id = ?2"
+            ))?
+            .query_row(params![repository_id, external_id], read)
+            .optional(),
+        None => tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM runs r
+                 WHERE r.repository_id = ?1 AND r.external_id IS NULL AND r.context = ?2
+                   AND r.commit_sha = ?3 AND r.attempt_group = ?4 AND r.attempt = ?5"
+            ))?
+            .query_row(
+                params![repository_id, run.context, run.commit, group, run.attempt],
+                read,
+            )
+            .optional(),
+    }
+}
+
+/// A run as the store keeps it, computed without the database (so a bulk
+/// load can compute it on another thread): redacted, impossible future times
+/// removed, and its content hash.
+pub struct Prepared {
+    pub run: NewRun,
+    pub(crate) hash: String,
+    pub(crate) future_times: bool,
+}
+
+impl Prepared {
+    pub fn new(report: NewRun, policy: &Policy, now: DateTime<Utc>) -> Prepared {
+        // Nothing a run carries is stored with a credential in it (src/redact.rs).
+        let report = policy.redactor.redact_run(&report).unwrap_or(report);
+        let plausible =
+            plausible::without_future_times(&report, to_ms(now) + policy.max_future_skew_ms);
+        let future_times = plausible.is_some();
+        let run = plausible.unwrap_or(report);
+        Prepared {
+            hash: content_hash(&run),
+            run,
+            future_times,
+        }
+    }
+}
+
+pub(crate) fn ingest_in(
+    tx: &Connection,
+    report: &NewRun,
+    policy: &Policy,
+    now_ms: i64,
+) -> Result<Ingested, StoreError> {
+    // Nothing a run carries is stored with a credential in it (src/redact.rs).
+    let redacted = policy.redactor.redact_run(report);
+    let report = redacted.as_ref().unwrap_or(report);
+    let plausible = plausible::without_future_times(report, now_ms + policy.max_future_skew_ms);
+    let future_times = plausible.is_some();
+    let report = plausible.as_ref().unwrap_or(report);
+    let hash = content_hash(report);
+    ingest_checked(tx, report, &hash, future_times, policy, now_ms, None)
+}
+
+/// [`ingest_in`] of a run already redacted and checked (`hash` its content
+/// hash). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
+/// this one could be, and its test results are staged for the load's
+/// set-based counting instead of counted here.
+pub(crate) fn ingest_checked(
+    tx: &Connection,
+    report: &NewRun,
+    hash: &str,
+    future_times: bool,
+    policy: &Policy,
+    now_ms: i64,
+    fresh: Option<&mut Staging>,
+) -> Result<Ingested, StoreError> {
+    let live = moves_live_counters(tx, policy)?;
+    let repo = &report.repository;
+    let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
+    let group = report.attempt_group.as_deref().unwrap_or("");
+
+    let existing = if fresh.is_some() {
+        None
+    } else {
+        find_existing(tx, repository_id, report, group)?
+    };
+    if let Some(e) = &existing
+        && e.hash == hash
+    {
+        return Ok(Ingested::new(e.row.id, IngestStatus::Unchanged));
+    }
+    // A finished run is immutable (revision.rs): what the report may still add.
+    let merged;
+    let run = match &existing {
+        Some(e) if e.row.state.parse().is_ok_and(RunState::is_terminal) => {
+            let stored = revision::load(tx, &e.row, report)?;
+            match revision::judge(&stored, report) {
+                revision::Verdict::Unchanged => {
+                    return Ok(Ingested::new(e.row.id, IngestStatus::Unchanged));
+                }
+                revision::Verdict::Conflict(fields) => {
+                    tracing::warn!(
+                        run = e.row.id,
+                        repository = %repo.path,
+                        external_id = report.external_id.as_deref().unwrap_or(""),
+                        source = %report.source,
+                        differing = %fields.join(","),
+                        "a report contradicts a finished run: kept as stored"
+                    );
+                    data_quality(tx, "finished_run_changed")?;
+                    return Ok(Ingested {
+                        id: e.row.id,
+                        status: IngestStatus::Conflict,
+                        differing: fields,
+                    });
+                }
+                revision::Verdict::Update(m) => {
+                    merged = *m;
+                    &merged
+                }
+            }
+        }
+        _ => report,
+    };
+    // A trigger, once decided, stays: the run's counters carry it as a label.
+    let (trigger, trigger_pending) = match &existing {
+        Some(e) if !e.trigger_pending && run.trigger_pending => (e.trigger, false),
+        _ => (run.trigger, run.trigger_pending),
+    };
+
+    let change_id = match &run.change {
+        None => None,
+        Some(change) => {
+            tx.prepare_cached(
+                "INSERT INTO changes (repository_id, number, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repository_id, number) DO UPDATE SET
+                    merged_at = coalesce(changes.merged_at, excluded.merged_at),
+                    last_activity = excluded.last_activity",
+            )?
+            .execute(params![repository_id, change.number, change.merged_at.map(to_ms), now_ms])?;
+            let (id, decided): (i64, bool) = tx
+                .prepare_cached("SELECT id, decided_at IS NOT NULL FROM changes WHERE repository_id = ?1 AND number = ?2")?
+                .query_row(params![repository_id, change.number], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if decided && existing.is_none() {
+                data_quality(tx, "run_after_change_decided")?;
+            }
+            Some(id)
+        }
+    };
+
+    let values = params![
+        repository_id,
+        run.external_id,
+        run.context,
+        run.commit,
+        run.attempt,
+        trigger.as_str(),
+        run.state.as_str(),
+        run.queued_at.map(to_ms),
+        run.started_at.map(to_ms),
+        run.finished_at.map(to_ms),
+        run.url,
+        run.log_url,
+        change_id,
+        run.source,
+        hash,
+        now_ms,
+        group,
+        trigger_pending,
+    ];
+    let (run_id, status, queue_counted, final_counted) = match existing {
+        Some(e) => {
+            tx.prepare_cached(
+                "UPDATE runs SET repository_id = ?1, external_id = coalesce(?2, external_id), context = ?3,
+                    commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
+                    finished_at = ?10, url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
+                    source = ?14, content_hash = ?15, updated_at = ?16, attempt_group = ?17,
+                    trigger_pending = ?18
+                 WHERE id = ?19",
+            )?
+            .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
+            // An update replaces what it carries; a state-only update (a
+            // webhook saying "completed") keeps the tests and reports stored before.
+            if !run.reports.is_empty() {
+                tx.execute("DELETE FROM reports WHERE run_id = ?1", [e.row.id])?;
+            }
+            if !run.dependencies.is_empty() {
+                tx.execute(
+                    "DELETE FROM dependency_snapshots WHERE run_id = ?1",
+                    [e.row.id],
+                )?;
+            }
+            (
+                e.row.id,
+                IngestStatus::Updated,
+                e.queue_counted,
+                e.final_counted,
+            )
+        }
+        None => {
+            // Stored with the flags counting sets below (see `counted_after`),
+            // so the row is written once.
+            let (queue, done) = counted_after(run, trigger_pending);
+            tx.prepare_cached(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
+                    queued_at, started_at, finished_at, url, log_url, change_id, source, content_hash,
+                    created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
+                    ?19, ?20)",
+            )?
+            .execute(rusqlite::params_from_iter(
+                values
+                    .iter()
+                    .copied()
+                    .chain([&queue as &dyn rusqlite::ToSql, &done]),
+            ))?;
+            (tx.last_insert_rowid(), IngestStatus::Created, false, false)
+        }
+    };
+
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO dependency_snapshots (run_id, package, version) VALUES (?1, ?2, ?3)",
+        )?;
+        for (package, version) in &run.dependencies {
+            insert.execute(params![run_id, package, version])?;
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO reports (run_id, format, name, content) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for r in &run.reports {
+            insert.execute(params![run_id, r.format, r.name, r.content])?;
+        }
+    }
+
+    let event_ms = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
+    // A new run has no failures to replace: only store what it brings.
+    if !run.failures.is_empty() {
+        store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
+    }
+
+    // Counters carry the trigger as a label: a run whose trigger is not
+    // decided yet is counted when it is (Store::decide_trigger, or settle).
+    if !trigger_pending {
+        count_run(
+            tx,
+            &Counting {
+                run_id,
+                repository_id,
+                repository: &repo.path,
+                context: &run.context,
+                attempt: run.attempt,
+                trigger,
+                state: run.state,
+                queued_at: run.queued_at,
+                started_at: run.started_at,
+                finished_at: run.finished_at,
+                queue_counted,
+                final_counted,
+                row_flags: if status == IngestStatus::Created {
+                    counted_after(run, trigger_pending)
+                } else {
+                    (queue_counted, final_counted)
+                },
+            },
+            policy,
+            live,
+            now_ms,
+        )?;
+    }
+
+    // An update replaces the tests it carries; a state-only update (no
+    // tests) keeps the ones stored before.
+    let of = results::RunOf {
+        run_id,
+        repository_id,
+        repository: &repo.path,
+        context: &run.context,
+        commit: &run.commit,
+        at_ms: event_ms,
+    };
+    match fresh {
+        Some(staging) => staging.stage(tx, &of, &run.tests, live)?,
+        None => results::store(tx, &of, &run.tests, status == IngestStatus::Updated, live)?,
+    }
+
+    if future_times {
+        data_quality(tx, "future_time")?;
+    }
+    Ok(Ingested::new(run_id, status))
+}
+
+impl Store {
+    /// Store one run with its tests, reports and failures, and count what it
+    /// newly makes final. A replay of identical content changes nothing.
+    pub fn ingest_run(
+        &mut self,
+        run: &NewRun,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, StoreError> {
+        let tx = self.write_tx()?;
+        let ingested = ingest_in(&tx, run, policy, to_ms(now))?;
+        tx.commit()?;
+        Ok(ingested)
+    }
+
+    /// Count a report refused before it reached the store (an impossible
+    /// time, `ingest::validate`) in `ci_exporter_data_quality_rejections_total`.
+    pub fn count_rejection(&mut self, reason: &str) -> Result<(), StoreError> {
+        let tx = self.write_tx()?;
+        data_quality(&tx, reason)?;
+        tx.commit()?;
+        Ok(())
+    }
+}

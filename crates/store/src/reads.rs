@@ -1,0 +1,269 @@
+//! The store's aggregate reads: SLO event counts per window (the one counting
+//! rule of every SLO number), the persisted counters and histograms, per-test
+//! statistics, and the latest attempt of a context on a commit.
+
+use crate::error::StoreError;
+use crate::{REPOSITORY_ID, Store, results, tally, to_ms};
+use chrono::{DateTime, Utc};
+use ci_slo_core::model::{RepositoryRef, RunState};
+use ci_slo_core::slo::{EventCounts, SloId};
+use rusqlite::params;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CounterRow {
+    pub family: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketRow {
+    pub le: f64,
+    /// Non-cumulative count of this bucket.
+    pub count: u64,
+    /// (run id, observed value, Unix ms).
+    pub exemplar: Option<(i64, f64, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramRow {
+    pub family: String,
+    pub labels: Vec<(String, String)>,
+    labels_json: String,
+    pub sum: f64,
+    pub count: u64,
+    pub buckets: Vec<BucketRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricState {
+    pub counters: Vec<CounterRow>,
+    pub histograms: Vec<HistogramRow>,
+}
+
+impl Store {
+    /// Each test's statistics since `since` (whole UTC days: the day of
+    /// `since` counts whole), from the per-day counters kept at ingest
+    /// (migration 10): (repository, context, test, stats). No execution is read.
+    pub fn test_stats(
+        &self,
+        since: DateTime<Utc>,
+        min_runs: u64,
+    ) -> Result<Vec<(String, String, String, crate::flaky::TestStats)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips,
+                    d.flaky_failures
+             FROM (SELECT test_id, sum(runs) AS runs, sum(failures) AS failures, sum(commits) AS commits,
+                          sum(flaky_commits) AS flaky_commits, sum(flips) AS flips,
+                          sum(flaky_failures) AS flaky_failures
+                   FROM test_days WHERE day >= ?1 GROUP BY test_id) d
+             JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id",
+        )?;
+        let mut rows = stmt.query([to_ms(since).div_euclid(86_400_000)])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let counts = results::counts_at(r, 3)?;
+            if let Some(stats) = crate::flaky::from_counts(counts, min_runs) {
+                out.push((r.get(0)?, r.get(1)?, r.get(2)?, stats));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest attempt stored for a context on a commit (outside attempt
+    /// groups), with its state.
+    pub fn latest_attempt(
+        &self,
+        repository: &RepositoryRef,
+        context: &str,
+        commit: &str,
+    ) -> Result<Option<(u32, RunState)>, StoreError> {
+        // The highest is picked here: an ORDER BY would make SQLite re-prepare
+        // the cached statement at every use.
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT r.attempt, r.state FROM runs r
+             WHERE r.repository_id = {REPOSITORY_ID} AND r.context = ?3 AND r.commit_sha = ?4
+               AND r.attempt_group = ''"
+        ))?;
+        let rows = stmt.query_map(
+            params![repository.forge.as_str(), repository.path, context, commit],
+            |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        let mut latest: Option<(u32, String)> = None;
+        for row in rows {
+            let row = row?;
+            if latest.as_ref().is_none_or(|l| row.0 > l.0) {
+                latest = Some(row);
+            }
+        }
+        Ok(latest.map(|(a, s)| (a, s.parse().unwrap_or(RunState::Error))))
+    }
+
+    /// SLO event counts since `since`, per SLO: [`Store::slo_counts_in`]
+    /// over every repository.
+    pub fn slo_counts_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<HashMap<String, EventCounts>, StoreError> {
+        self.slo_counts_in(since, None)
+    }
+
+    /// [`Store::slo_counts_in`] for each window ending at `now`, in the
+    /// order of `windows`: what every SLO number is computed from.
+    pub fn slo_counts_in_windows(
+        &self,
+        now: DateTime<Utc>,
+        windows: &[std::time::Duration],
+        repository: Option<&str>,
+    ) -> Result<Vec<HashMap<String, EventCounts>>, StoreError> {
+        windows
+            .iter()
+            .map(|w| {
+                let w = chrono::Duration::from_std(*w).unwrap_or(chrono::Duration::MAX);
+                let since = now
+                    .checked_sub_signed(w)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                self.slo_counts_in(since, repository)
+            })
+            .collect()
+    }
+
+    /// The events of an SLO window: every event stored at or after `since`,
+    /// per SLO, of one repository (by path) or of all. This is the one
+    /// counting rule of every SLO number (docs/metrics.md "Windows"): `/metrics`
+    /// (`ci_slo_*` gauges), the UI and its JSON read their windows here, so the
+    /// numbers agree. A window is rolling and exact to the millisecond: whole
+    /// hours come from the hourly rollup (migration 5, kept by triggers), the
+    /// part of the first hour from the events themselves, so a month of events
+    /// is not read on every snapshot. Events stamped after now (clock skew) are
+    /// in every window.
+    pub fn slo_counts_in(
+        &self,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+    ) -> Result<HashMap<String, EventCounts>, StoreError> {
+        const HOUR_MS: i64 = 3_600_000;
+        let since_ms = to_ms(since);
+        let first_whole_hour = since_ms.div_euclid(HOUR_MS) * HOUR_MS
+            + if since_ms.rem_euclid(HOUR_MS) == 0 {
+                0
+            } else {
+                HOUR_MS
+            };
+        let mut out: HashMap<String, EventCounts> = HashMap::new();
+        let mut add = |slo: String, good: i64, total: i64| {
+            let c = out.entry(slo).or_default();
+            c.good += good as u64;
+            c.total += total as u64;
+        };
+        // Repository 0 of the rollup is every repository; `?3` is the path
+        // (NULL: all). Two texts rather than `?3 IS NULL OR ...`, so that each
+        // uses its index (the rollup's primary key, `slo_events_at`).
+        let (hourly_repo, repo) = match repository {
+            Some(_) => (
+                "repository_id IN (SELECT id FROM repositories WHERE path = ?3)",
+                "AND repository_id IN (SELECT id FROM repositories WHERE path = ?3)",
+            ),
+            None => ("repository_id = 0 AND ?3 IS NULL", "AND ?3 IS NULL"),
+        };
+        let hourly = format!(
+            "SELECT slo, sum(good), sum(total) FROM slo_hourly
+             WHERE {hourly_repo} AND hour >= ?1 GROUP BY slo"
+        );
+        let params = rusqlite::params![first_whole_hour, since_ms, repository];
+        let mut hours = self.conn.prepare_cached(&hourly)?;
+        let mut rows = hours.query(params)?;
+        while let Some(r) = rows.next()? {
+            add(r.get(0)?, r.get(1)?, r.get(2)?);
+        }
+        let mut edge = self.conn.prepare_cached(&format!(
+            "SELECT slo, coalesce(sum(good), 0), count(*) FROM slo_events
+             WHERE at >= ?2 AND at < ?1 {repo} GROUP BY slo"
+        ))?;
+        let mut rows = edge.query(params)?;
+        while let Some(r) = rows.next()? {
+            add(r.get(0)?, r.get(1)?, r.get(2)?);
+        }
+        // The test_success events of a run are one row (migration 10).
+        let (good, total): (i64, i64) = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT coalesce(sum(good), 0), coalesce(sum(total), 0) FROM test_events
+                 WHERE at >= ?2 AND at < ?1 {repo}"
+            ))?
+            .query_row(params, |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if total > 0 {
+            add(SloId::TestSuccess.as_str().to_string(), good, total);
+        }
+        Ok(out)
+    }
+
+    /// Every persisted counter and histogram.
+    pub fn metric_state(&self) -> Result<MetricState, StoreError> {
+        let mut counters = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT family, labels, value FROM metric_counters ORDER BY family, labels",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (family, labels, value) = row?;
+            counters.push(CounterRow {
+                family,
+                labels: tally::parse_labels(&labels),
+                value,
+            });
+        }
+        let mut histograms: Vec<HistogramRow> = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.family, h.labels, h.sum, h.count, b.le, b.count, b.exemplar_run_id, b.exemplar_value, b.exemplar_ts
+             FROM metric_histograms h JOIN metric_buckets b ON b.family = h.family AND b.labels = h.labels
+             ORDER BY h.family, h.labels, b.le",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let family: String = r.get(0)?;
+            let labels: String = r.get(1)?;
+            let bucket = BucketRow {
+                le: r.get(4)?,
+                count: r.get::<_, i64>(5)? as u64,
+                exemplar: match (
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<f64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ) {
+                    (Some(run_id), Some(value), Some(at_ms)) => Some((run_id, value, at_ms)),
+                    _ => None,
+                },
+            };
+            let same = histograms
+                .last()
+                .is_some_and(|h| h.family == family && h.labels_json == labels);
+            if !same {
+                histograms.push(HistogramRow {
+                    family,
+                    labels: tally::parse_labels(&labels),
+                    labels_json: labels,
+                    sum: r.get(2)?,
+                    count: r.get::<_, i64>(3)? as u64,
+                    buckets: Vec::new(),
+                });
+            }
+            histograms
+                .last_mut()
+                .expect("pushed above")
+                .buckets
+                .push(bucket);
+        }
+        Ok(MetricState {
+            counters,
+            histograms,
+        })
+    }
+}
