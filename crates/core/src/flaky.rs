@@ -131,7 +131,7 @@ pub fn counts(executions: &[Execution]) -> Counts {
 }
 
 /// What a test's statistics are computed from: counted one execution at a
-/// time, in order (here, or incrementally at ingest: src/store/results.rs).
+/// time, in order (here, or incrementally at ingest: crates/store/src/results.rs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub executions: u64,

@@ -215,7 +215,7 @@ CREATE TABLE github_workflow_runs (
     PRIMARY KEY (repository, run_id, run_attempt)
 ) WITHOUT ROWID;
 "#,
-    // 5: what the drill-down UI (src/store/ui.rs) reads fast on a million runs:
+    // 5: what the drill-down UI (crates/store/src/ui.rs) reads fast on a million runs:
     // runs by time (the expression its queries use), scheduled runs by time
     // (nightly grid), runs of one repository and context by time (test pages,
     // last green run); failures by their run's time (kept by triggers, so no
