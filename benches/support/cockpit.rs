@@ -15,7 +15,7 @@ use rusqlite::{Connection, params};
 use std::path::Path;
 
 /// store-tests' `init_db`, verbatim.
-pub const SCHEMA: &str = "CREATE TABLE if not exists TestRuns
+pub(crate) const SCHEMA: &str = "CREATE TABLE if not exists TestRuns
     (id INTEGER PRIMARY KEY, project TEXT, revision TEXT, context TEXT, url TEXT, time TIMESTAMP,
      retry INTEGER, wait_seconds INTEGER, run_seconds INTEGER, state TEXT, description TEXT,
      UNIQUE (url));
@@ -252,7 +252,7 @@ const ERRORS: &[&str] = &[
 ];
 
 /// A test name of the pool of `AREAS.len() × 4 classes × METHODS.len()` names.
-pub fn test_name(i: usize) -> String {
+pub(crate) fn test_name(i: usize) -> String {
     let area = AREAS[i % AREAS.len()];
     let class = (i / AREAS.len()) % 4;
     let method = METHODS[(i / (AREAS.len() * 4)) % METHODS.len()];
@@ -270,13 +270,13 @@ pub fn test_name(i: usize) -> String {
 }
 
 /// Distinct test names [`test_name`] can give.
-pub fn test_names() -> usize {
+pub(crate) fn test_names() -> usize {
     AREAS.len() * 4 * METHODS.len()
 }
 
 /// What [`generate`] wrote.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Generated {
+pub(crate) struct Generated {
     pub runs: usize,
     pub tests: usize,
     pub revisions: usize,
@@ -288,7 +288,7 @@ pub struct Generated {
 
 /// Write a Cockpit database with about `runs` runs and `tests_per_run`
 /// test rows per run on average.
-pub fn generate(path: &Path, runs: usize, tests_per_run: f64, seed: u64) -> Generated {
+pub(crate) fn generate(path: &Path, runs: usize, tests_per_run: f64, seed: u64) -> Generated {
     let _ = std::fs::remove_file(path);
     let conn = Connection::open(path).expect("create the Cockpit database");
     conn.pragma_update(None, "synchronous", "OFF").unwrap();

@@ -3,7 +3,7 @@
 //! release binary started on one.
 #![allow(dead_code)]
 
-pub mod cockpit;
+pub(crate) mod cockpit;
 
 use ci_slo_exporter::store::Store;
 use rusqlite::params;
@@ -12,14 +12,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ci-slo-exporter");
-pub const DAY_MS: i64 = 86_400_000;
-pub const REPOS: usize = 100;
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ci-slo-exporter");
+pub(crate) const DAY_MS: i64 = 86_400_000;
+pub(crate) const REPOS: usize = 100;
 const CONTEXTS: [&str; 3] = ["build", "test", "e2e"];
 
 /// What [`generate`] writes.
 #[derive(Debug, Clone, Copy)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub runs: usize,
     /// Test results per run of a repository with tests.
     pub tests_per_run: usize,
@@ -29,7 +29,7 @@ pub struct Spec {
 
 /// Write a database of `spec.runs` runs over the year before `now_ms`, after
 /// the real migrations (so the UI's triggers fill their tables).
-pub fn generate(path: &Path, spec: Spec, now_ms: i64) {
+pub(crate) fn generate(path: &Path, spec: Spec, now_ms: i64) {
     let Spec {
         runs,
         tests_per_run,
@@ -202,14 +202,14 @@ pub fn generate(path: &Path, spec: Spec, now_ms: i64) {
     conn.execute_batch("COMMIT").unwrap();
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub base: String,
 }
 
 impl Server {
     /// Stop the exporter as a service manager would (SIGTERM) and wait for it.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -226,12 +226,12 @@ impl Drop for Server {
 }
 
 /// Start the release binary on `db` with `env`, and wait until it is ready.
-pub fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
+pub(crate) fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
     serve_with(BIN, db, env)
 }
 
 /// [`serve`] with another build of the exporter (a baseline).
-pub fn serve_with(bin: &str, db: &Path, env: &[(&str, &str)]) -> Server {
+pub(crate) fn serve_with(bin: &str, db: &Path, env: &[(&str, &str)]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -258,7 +258,7 @@ pub fn serve_with(bin: &str, db: &Path, env: &[(&str, &str)]) -> Server {
 }
 
 /// GET `path`: status and body length (status 0 when the request failed).
-pub fn get(base: &str, path: &str) -> (u16, usize) {
+pub(crate) fn get(base: &str, path: &str) -> (u16, usize) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -275,7 +275,7 @@ pub fn get(base: &str, path: &str) -> (u16, usize) {
 }
 
 /// Median milliseconds of `n` requests after a warm-up.
-pub fn time(base: &str, path: &str, n: usize) -> f64 {
+pub(crate) fn time(base: &str, path: &str, n: usize) -> f64 {
     let (status, _) = get(base, path);
     assert_eq!(status, 200, "{path}");
     let mut ms: Vec<f64> = (0..n)
@@ -290,7 +290,7 @@ pub fn time(base: &str, path: &str, n: usize) -> f64 {
 }
 
 /// A numeric knob from the environment, else `default`.
-pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -298,7 +298,7 @@ pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The `p` quantile (0..=1) of sorted values, nearest rank; NaN when empty.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -307,7 +307,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// A field of /proc/PID/status in kB (`VmRSS`, `RssAnon`, `RssFile`, `RssShmem`).
-pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 // Most events are runs: boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A run observed.
     Run(Observed),
     /// A merge observed.
@@ -44,7 +44,7 @@ pub enum Event {
 
 /// A run as a forge reported it, and how it meets what is stored.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Observed {
+pub(crate) struct Observed {
     pub run: NewRun,
     pub attempt: Attempt,
     /// The external id of the run whose trigger this one takes when it
@@ -61,7 +61,7 @@ pub struct Observed {
 /// How a run's attempt number is decided when it is stored. A run stored
 /// before under the same external id keeps its attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// The forge's number, `run.attempt`. Without an external id the stored
     /// run is that attempt of the context on the commit (the Cockpit story).
     Known,
@@ -76,7 +76,7 @@ pub enum Attempt {
 
 impl Event {
     /// A run with its forge's number, no parent.
-    pub fn run(run: NewRun, partial: bool) -> Event {
+    pub(crate) fn run(run: NewRun, partial: bool) -> Event {
         Event::Run(Observed {
             run,
             attempt: Attempt::Known,
@@ -86,7 +86,7 @@ impl Event {
     }
 
     /// The repository the event is about.
-    pub fn repository(&self) -> &RepositoryRef {
+    pub(crate) fn repository(&self) -> &RepositoryRef {
         match self {
             Event::Run(o) => &o.run.repository,
             Event::Merge { repository, .. }
@@ -98,7 +98,7 @@ impl Event {
 
 /// What applying events did.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// Stored runs in order: (id, what the ingest did, the run as stored).
     pub runs: Vec<(i64, IngestStatus, NewRun)>,
     /// The numbers of the merges recorded.
@@ -110,7 +110,7 @@ pub struct Applied {
 }
 
 impl Applied {
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         !self.merges.is_empty()
             || self.triggers_decided > 0
             || self
@@ -122,7 +122,7 @@ impl Applied {
 
 /// Apply events in order, in the caller's write (`StoreHandle::write`): when
 /// that write is acknowledged all of them are committed, when it fails none is.
-pub fn apply(
+pub(crate) fn apply(
     store: &mut Store,
     policy: &Policy,
     events: Vec<Event>,

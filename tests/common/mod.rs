@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ci-slo-exporter");
-pub const TOKEN: &str = "test-token-5f8a1c";
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ci-slo-exporter");
+pub(crate) const TOKEN: &str = "test-token-5f8a1c";
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,7 +18,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Run a one-shot command of the binary.
-pub fn run(args: &[&str], dir: &Path) -> Output {
+pub(crate) fn run(args: &[&str], dir: &Path) -> Output {
     Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -28,7 +28,7 @@ pub fn run(args: &[&str], dir: &Path) -> Output {
         .expect("binary runs")
 }
 
-pub fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -37,7 +37,7 @@ pub fn agent() -> ureq::Agent {
 }
 
 /// A running `serve` process, stopped on drop.
-pub struct Exporter {
+pub(crate) struct Exporter {
     child: Child,
     pub base: String,
     pub db: PathBuf,
@@ -46,11 +46,11 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn start(dir: &Path, db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Exporter {
+    pub(crate) fn start(dir: &Path, db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Exporter {
         Self::try_start(dir, db, extra, env).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub fn try_start(
+    pub(crate) fn try_start(
         dir: &Path,
         db: &Path,
         extra: &[&str],
@@ -60,7 +60,7 @@ impl Exporter {
     }
 
     /// Start on a port chosen beforehand (e.g. one that other instances' configs name).
-    pub fn try_start_on(
+    pub(crate) fn try_start_on(
         port: u16,
         dir: &Path,
         db: &Path,
@@ -111,11 +111,11 @@ impl Exporter {
         }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    pub fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         let mut r = agent()
             .get(&format!("{}{path}", self.base))
             .call()
@@ -126,7 +126,7 @@ impl Exporter {
         )
     }
 
-    pub fn scrape(&self, openmetrics: bool) -> String {
+    pub(crate) fn scrape(&self, openmetrics: bool) -> String {
         let mut req = agent().get(&format!("{}/metrics", self.base));
         if openmetrics {
             req = req.header(
@@ -139,7 +139,12 @@ impl Exporter {
         r.body_mut().read_to_string().expect("body")
     }
 
-    pub fn post(&self, path: &str, token: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
+    pub(crate) fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
         let mut req = agent()
             .post(&format!("{}{path}", self.base))
             .header("Content-Type", "application/json");
@@ -156,7 +161,7 @@ impl Exporter {
     }
 
     /// Wait until `f` holds on a scrape (the snapshot is rebuilt shortly after writes).
-    pub fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = self.scrape(false);
@@ -171,12 +176,12 @@ impl Exporter {
     }
 
     /// Stop with SIGTERM and wait.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.terminate();
     }
 
     /// Kill with SIGKILL (no chance to clean up) and wait.
-    pub fn crash(mut self) {
+    pub(crate) fn crash(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -210,7 +215,7 @@ impl Drop for Exporter {
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition,
 /// where `labels` must match exactly (in order, as the exporter writes them).
-pub fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(series)?;
         let value = rest.strip_prefix(' ')?;
@@ -224,7 +229,7 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Lines of the persisted families (counters and histograms), for comparing scrapes.
-pub fn persisted_lines(text: &str) -> Vec<String> {
+pub(crate) fn persisted_lines(text: &str) -> Vec<String> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
@@ -243,14 +248,14 @@ pub fn persisted_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn read_stream(mut r: impl Read) -> String {
+pub(crate) fn read_stream(mut r: impl Read) -> String {
     let mut s = String::new();
     let _ = r.read_to_string(&mut s);
     s
 }
 
 /// `promtool check metrics` on an exposition: (clean, what it printed).
-pub fn promtool_check(text: &str) -> (bool, String) {
+pub(crate) fn promtool_check(text: &str) -> (bool, String) {
     use std::io::Write;
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -278,7 +283,7 @@ pub fn promtool_check(text: &str) -> (bool, String) {
 
 /// Debian's python3, which has the packages the tests install
 /// (python3-prometheus-client, python3-aiosmtpd), else whatever is on PATH.
-pub fn python3() -> &'static str {
+pub(crate) fn python3() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
@@ -287,7 +292,7 @@ pub fn python3() -> &'static str {
 }
 
 /// Log lines written on this thread at warn and above, while the guard lives.
-pub fn capture_logs() -> (
+pub(crate) fn capture_logs() -> (
     std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     tracing::subscriber::DefaultGuard,
 ) {
@@ -312,7 +317,7 @@ pub fn capture_logs() -> (
 }
 
 /// The value of an in-process self-metric sample with exactly these labels.
-pub fn self_metric(
+pub(crate) fn self_metric(
     hub: &ci_slo_exporter::metrics::MetricsHub,
     family: &str,
     labels: &[(&str, &str)],

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
-pub struct Job {
+pub(crate) struct Job {
     pub id: u64,
     pub name: String,
     pub conclusion: String,
@@ -46,13 +46,13 @@ struct Repo {
 }
 
 #[derive(Default)]
-pub struct Fake {
+pub(crate) struct Fake {
     repos: Mutex<BTreeMap<String, Repo>>,
     pub requests: AtomicU64,
     pub log_downloads: Mutex<BTreeMap<u64, u64>>,
 }
 
-pub struct Running {
+pub(crate) struct Running {
     pub fake: Arc<Fake>,
     pub addr: std::net::SocketAddr,
 }
@@ -64,7 +64,7 @@ fn ts(t: DateTime<Utc>) -> String {
 impl Fake {
     /// A pull request merged just now whose head commit ran one workflow
     /// (`run_id`, event `pull_request`) with these jobs.
-    pub fn merge_pull(&self, repo: &str, number: i64, run_id: u64, jobs: Vec<Job>) {
+    pub(crate) fn merge_pull(&self, repo: &str, number: i64, run_id: u64, jobs: Vec<Job>) {
         let now = Utc::now();
         let sha = format!("{:040x}", run_id);
         let mut repos = self.repos.lock().unwrap();
@@ -85,7 +85,7 @@ impl Fake {
     }
 
     /// A scheduled (nightly) workflow run created just now.
-    pub fn schedule_run(&self, repo: &str, run_id: u64, jobs: Vec<Job>) {
+    pub(crate) fn schedule_run(&self, repo: &str, run_id: u64, jobs: Vec<Job>) {
         let mut repos = self.repos.lock().unwrap();
         repos
             .entry(repo.to_string())
@@ -101,7 +101,7 @@ impl Fake {
     }
 }
 
-pub fn job(id: u64, name: &str, conclusion: &str) -> Job {
+pub(crate) fn job(id: u64, name: &str, conclusion: &str) -> Job {
     Job {
         id,
         name: name.to_string(),
@@ -109,7 +109,7 @@ pub fn job(id: u64, name: &str, conclusion: &str) -> Job {
     }
 }
 
-pub fn start(fake: Fake) -> Running {
+pub(crate) fn start(fake: Fake) -> Running {
     let fake = Arc::new(fake);
     let app = Router::new().fallback(handle).with_state(fake.clone());
     let (tx, rx) = std::sync::mpsc::channel();

@@ -14,21 +14,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
-pub struct Project {
+pub(crate) struct Project {
     pub pipelines: Vec<Value>,
     pub jobs: HashMap<i64, Vec<Value>>,
     pub merge_requests: Vec<Value>,
     pub test_reports: HashMap<i64, Value>,
 }
 
-pub enum Trace {
+pub(crate) enum Trace {
     Text(String),
     /// An endless log: chunks of this line forever.
     Endless(String),
 }
 
 #[derive(Default)]
-pub struct Fake {
+pub(crate) struct Fake {
     pub projects: Mutex<BTreeMap<String, Project>>,
     pub groups: Mutex<BTreeMap<String, Vec<String>>>,
     pub traces: Mutex<HashMap<i64, Trace>>,
@@ -44,12 +44,12 @@ pub struct Fake {
     pub endless_bytes_sent: Arc<AtomicU64>,
 }
 
-pub struct Running {
+pub(crate) struct Running {
     pub fake: Arc<Fake>,
     pub api_url: String,
 }
 
-pub fn start(fake: Fake) -> Running {
+pub(crate) fn start(fake: Fake) -> Running {
     let fake = Arc::new(fake);
     let app = Router::new().fallback(handle).with_state(fake.clone());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -293,13 +293,13 @@ fn bytes_chunk(line: &str) -> axum::body::Bytes {
     axum::body::Bytes::from(s)
 }
 
-pub fn pipeline(id: i64, sha: &str, status: &str, source: &str, updated_at: &str) -> Value {
+pub(crate) fn pipeline(id: i64, sha: &str, status: &str, source: &str, updated_at: &str) -> Value {
     json!({"id": id, "iid": id, "sha": sha, "ref": "main", "status": status, "source": source,
            "created_at": updated_at, "updated_at": updated_at,
            "web_url": format!("https://gitlab.example/p/-/pipelines/{id}")})
 }
 
-pub fn job(id: i64, stage: &str, name: &str, status: &str, created_at: &str) -> Value {
+pub(crate) fn job(id: i64, stage: &str, name: &str, status: &str, created_at: &str) -> Value {
     json!({"id": id, "name": name, "stage": stage, "status": status,
            "created_at": created_at, "started_at": created_at, "finished_at": created_at,
            "duration": 120.5, "queued_duration": 4.25,

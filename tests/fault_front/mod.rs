@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Answer as the fake does.
     Pass,
     /// Read the request, never answer (the connection stays open).
@@ -35,7 +35,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Fault::Pass => "pass",
             Fault::Stall => "stall",
@@ -62,7 +62,7 @@ struct State {
 }
 
 #[derive(Clone)]
-pub struct Front {
+pub(crate) struct Front {
     /// `http://127.0.0.1:PORT`, the fake's paths below it.
     pub url: String,
     state: Arc<Mutex<State>>,
@@ -70,7 +70,7 @@ pub struct Front {
 
 impl Front {
     /// Start a front for the fake at `backend` (`127.0.0.1:PORT`).
-    pub fn start(backend: std::net::SocketAddr) -> Front {
+    pub(crate) fn start(backend: std::net::SocketAddr) -> Front {
         let state = Arc::new(Mutex::new(State {
             fault: Fault::Pass,
             only: None,
@@ -104,12 +104,12 @@ impl Front {
     }
 
     /// Misbehave this way on every request from now on.
-    pub fn set(&self, fault: Fault) {
+    pub(crate) fn set(&self, fault: Fault) {
         self.switch(fault, None);
     }
 
     /// Misbehave this way only on requests whose path and query contain `only`.
-    pub fn set_for(&self, fault: Fault, only: &str) {
+    pub(crate) fn set_for(&self, fault: Fault, only: &str) {
         self.switch(fault, Some(only.to_string()));
     }
 
@@ -132,7 +132,7 @@ impl Front {
     }
 
     /// Faulty answers dealt so far for this fault (by kind, whatever the status).
-    pub fn dealt(&self, fault: Fault) -> u64 {
+    pub(crate) fn dealt(&self, fault: Fault) -> u64 {
         self.state
             .lock()
             .unwrap()
@@ -143,7 +143,7 @@ impl Front {
     }
 
     /// Requests passed to the fake so far.
-    pub fn passed(&self) -> u64 {
+    pub(crate) fn passed(&self) -> u64 {
         self.state.lock().unwrap().passed
     }
 }

@@ -30,7 +30,7 @@ thread_local! {
 
 /// The rollup triggers, dropped in the batch's transaction: their SQL, to
 /// create them again in [`Suspended::finish`].
-pub struct Suspended {
+pub(crate) struct Suspended {
     sql: Vec<String>,
 }
 
@@ -38,7 +38,7 @@ impl Suspended {
     /// Drop the rollup triggers in `tx` and add up their work in memory from
     /// now on. None (nothing dropped) when a batch is already doing so on
     /// this thread or when a trigger is not as expected.
-    pub fn start(tx: &Connection) -> rusqlite::Result<Option<Suspended>> {
+    pub(crate) fn start(tx: &Connection) -> rusqlite::Result<Option<Suspended>> {
         if ROLLUP.with(|r| r.borrow().is_some()) {
             return Ok(None);
         }
@@ -64,7 +64,7 @@ impl Suspended {
 
     /// Write the hourly increments added up since [`Suspended::start`] and
     /// create the triggers again, in `tx` (before it commits).
-    pub fn finish(self, tx: &Connection) -> rusqlite::Result<()> {
+    pub(crate) fn finish(self, tx: &Connection) -> rusqlite::Result<()> {
         let rollup = ROLLUP.with(|r| r.borrow_mut().take()).unwrap_or_default();
         write(tx, rollup)?;
         for sql in &self.sql {
@@ -75,7 +75,7 @@ impl Suspended {
 
     /// Write the hourly increments added up so far, in `tx`, and go on
     /// adding up (the triggers stay suspended): memory stays flat in a long load.
-    pub fn flush(&self, tx: &Connection) -> rusqlite::Result<()> {
+    pub(crate) fn flush(&self, tx: &Connection) -> rusqlite::Result<()> {
         let rollup = ROLLUP.with(|r| r.borrow_mut().as_mut().map(std::mem::take));
         write(tx, rollup.unwrap_or_default())
     }
@@ -106,7 +106,7 @@ impl Drop for Suspended {
 /// An event row of `repository_id` at `at_ms` was written: what the rollup
 /// triggers would add to its hour (for all repositories and for its own),
 /// when a batch has them suspended; otherwise the triggers do it.
-pub fn add(repository_id: i64, at_ms: i64, slo: &'static str, good: i64, total: i64) {
+pub(crate) fn add(repository_id: i64, at_ms: i64, slo: &'static str, good: i64, total: i64) {
     ROLLUP.with(|r| {
         if let Some(rollup) = r.borrow_mut().as_mut() {
             let hour = at_ms / 3_600_000 * 3_600_000;

@@ -34,7 +34,7 @@ const RETRY_PASSED: i64 = 4;
 const COUNTED_FLAKY: i64 = 8;
 
 /// The stored code of an outcome (`results.outcome`).
-pub fn outcome_code(o: TestOutcome) -> i64 {
+pub(crate) fn outcome_code(o: TestOutcome) -> i64 {
     match o {
         TestOutcome::Passed => 0,
         TestOutcome::Failed => 1,
@@ -46,7 +46,10 @@ pub fn outcome_code(o: TestOutcome) -> i64 {
 /// A test's counters read from six columns of `row` starting at `first`,
 /// in the order `runs, failures, commits, flaky_commits, flips,
 /// flaky_failures` (as `tests` and `test_days` name them).
-pub fn counts_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<crate::flaky::Counts> {
+pub(crate) fn counts_at(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<crate::flaky::Counts> {
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(first + i)?.max(0) as u64) };
     Ok(crate::flaky::Counts {
         executions: n(0)?,
@@ -59,7 +62,7 @@ pub fn counts_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<crat
 }
 
 /// The outcome of a stored code.
-pub fn outcome_from_code(code: i64) -> TestOutcome {
+pub(crate) fn outcome_from_code(code: i64) -> TestOutcome {
     match code {
         0 => TestOutcome::Passed,
         1 => TestOutcome::Failed,
@@ -69,7 +72,7 @@ pub fn outcome_from_code(code: i64) -> TestOutcome {
 }
 
 /// The run a set of results belongs to.
-pub struct RunOf<'a> {
+pub(crate) struct RunOf<'a> {
     pub run_id: i64,
     pub repository_id: i64,
     pub repository: &'a str,
@@ -83,7 +86,7 @@ pub struct RunOf<'a> {
 /// replaces: results not in `tests` are deleted) and count the new ones.
 /// `live`: the test_success events move the live counters (else they count
 /// as backdated).
-pub fn store(
+pub(crate) fn store(
     tx: &Connection,
     run: &RunOf<'_>,
     tests: &[TestResult],
@@ -733,11 +736,11 @@ thread_local! {
 /// [`Batched::flush`] writes the counters (call it before the transaction
 /// commits). Dropped without a flush (the batch failed), they are discarded
 /// with the rolled-back batch.
-pub struct Batched(());
+pub(crate) struct Batched(());
 
 impl Batched {
     /// Start batching; None when a batch is already active on this thread.
-    pub fn start() -> Option<Batched> {
+    pub(crate) fn start() -> Option<Batched> {
         BATCH.with(|b| {
             let mut b = b.borrow_mut();
             if b.is_some() {
@@ -749,7 +752,7 @@ impl Batched {
     }
 
     /// Write the batch's counters through `tx` and stop batching.
-    pub fn flush(self, tx: &Connection) -> rusqlite::Result<()> {
+    pub(crate) fn flush(self, tx: &Connection) -> rusqlite::Result<()> {
         match BATCH.with(|b| b.borrow_mut().take()) {
             Some(batch) => batch.write(tx),
             None => Ok(()),

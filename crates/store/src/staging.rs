@@ -16,7 +16,7 @@ use std::collections::HashMap;
 /// row at once, so each result is written straight into `results` with its
 /// test id (a run's results sorted by test id: appended in key order), and
 /// only integers wait in a scratch table for the per-test counting.
-pub struct Staging {
+pub(crate) struct Staging {
     pub(crate) staged: usize,
     /// Test names, interned once whatever their context.
     names: HashMap<String, u32>,

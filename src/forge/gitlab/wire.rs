@@ -10,7 +10,7 @@ use serde::Deserialize;
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-pub struct HookProject {
+pub(super) struct HookProject {
     #[serde(default)]
     pub path_with_namespace: Option<String>,
     #[serde(default)]
@@ -18,14 +18,14 @@ pub struct HookProject {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct HookRepository {
+pub(super) struct HookRepository {
     #[serde(default)]
     pub homepage: Option<String>,
 }
 
 /// Job Hook (`object_kind: build`).
 #[derive(Debug, Deserialize)]
-pub struct JobHook {
+pub(super) struct JobHook {
     pub sha: String,
     #[serde(rename = "ref", default)]
     pub git_ref: Option<String>,
@@ -60,7 +60,7 @@ pub struct JobHook {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PipelineAttributes {
+pub(super) struct PipelineAttributes {
     pub id: i64,
     pub sha: String,
     #[serde(rename = "ref", default)]
@@ -79,12 +79,12 @@ pub struct PipelineAttributes {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct HookMergeRequestRef {
+pub(super) struct HookMergeRequestRef {
     pub iid: i64,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct HookBuild {
+pub(super) struct HookBuild {
     pub id: i64,
     #[serde(default)]
     pub stage: String,
@@ -106,7 +106,7 @@ pub struct HookBuild {
 
 /// Pipeline Hook.
 #[derive(Debug, Deserialize)]
-pub struct PipelineHook {
+pub(super) struct PipelineHook {
     pub object_attributes: PipelineAttributes,
     #[serde(default)]
     pub merge_request: Option<HookMergeRequestRef>,
@@ -116,12 +116,12 @@ pub struct PipelineHook {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct HookCommit {
+pub(super) struct HookCommit {
     pub id: String,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct MergeRequestAttributes {
+pub(super) struct MergeRequestAttributes {
     pub iid: i64,
     #[serde(default)]
     pub state: Option<String>,
@@ -137,7 +137,7 @@ pub struct MergeRequestAttributes {
 
 /// Merge Request Hook.
 #[derive(Debug, Deserialize)]
-pub struct MergeRequestHook {
+pub(super) struct MergeRequestHook {
     pub project: HookProject,
     pub object_attributes: MergeRequestAttributes,
 }
@@ -147,14 +147,14 @@ pub struct MergeRequestHook {
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-pub struct ApiProject {
+pub(super) struct ApiProject {
     pub path_with_namespace: String,
     #[serde(default)]
     pub archived: bool,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ApiPipeline {
+pub(super) struct ApiPipeline {
     pub id: i64,
     pub sha: String,
     #[serde(rename = "ref", default)]
@@ -171,7 +171,7 @@ pub struct ApiPipeline {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ApiJob {
+pub(super) struct ApiJob {
     pub id: i64,
     pub name: String,
     #[serde(default)]
@@ -194,7 +194,7 @@ pub struct ApiJob {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ApiMergeRequest {
+pub(super) struct ApiMergeRequest {
     pub iid: i64,
     #[serde(default)]
     pub sha: Option<String>,
@@ -205,20 +205,20 @@ pub struct ApiMergeRequest {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TestReport {
+pub(super) struct TestReport {
     #[serde(default)]
     pub test_suites: Vec<TestSuite>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TestSuite {
+pub(super) struct TestSuite {
     pub name: String,
     #[serde(default)]
     pub test_cases: Vec<TestCase>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TestCase {
+pub(super) struct TestCase {
     pub status: String,
     pub name: String,
     #[serde(default)]

@@ -38,7 +38,7 @@ fn nonempty(v: &Option<String>) -> Option<String> {
 
 impl UiQuery {
     /// Empty form fields mean "no filter".
-    pub fn normalized(&self) -> UiQuery {
+    pub(crate) fn normalized(&self) -> UiQuery {
         UiQuery {
             repository: nonempty(&self.repository),
             context: nonempty(&self.context),
@@ -53,11 +53,11 @@ impl UiQuery {
     }
 
     /// `?new=1` (or `on`, `true`): only NEW fingerprints.
-    pub fn new_only(&self) -> bool {
+    pub(crate) fn new_only(&self) -> bool {
         matches!(self.new.as_deref(), Some("1" | "on" | "true" | "yes"))
     }
 
-    pub fn filter(&self) -> RunFilter {
+    pub(crate) fn filter(&self) -> RunFilter {
         RunFilter {
             repository: self.repository.clone(),
             context: self.context.clone(),
@@ -65,7 +65,7 @@ impl UiQuery {
         }
     }
 
-    pub fn window_or(&self, default: std::time::Duration) -> Result<Duration, ApiError> {
+    pub(crate) fn window_or(&self, default: std::time::Duration) -> Result<Duration, ApiError> {
         let d = match &self.window {
             None => default,
             Some(w) => humantime::parse_duration(w).map_err(|e| {
@@ -87,7 +87,7 @@ impl UiQuery {
 
     /// The query string of the filters (repository, context, trigger, window),
     /// starting with `?`, or empty: carried by the navigation between pages.
-    pub fn filter_query(&self) -> String {
+    pub(crate) fn filter_query(&self) -> String {
         let parts: Vec<String> = [
             ("repository", &self.repository),
             ("context", &self.context),
