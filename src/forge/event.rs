@@ -311,13 +311,11 @@ fn apply_status(
     now: DateTime<Utc>,
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
-    let latest = store.run_attempt(&repository, &context, &commit, None)?;
+    let mut latest = store.run_attempt(&repository, &context, &commit, None)?;
     // A status older than the latest stored for this context (a replay, or a
     // delivery that came late) opens no attempt and changes no state; it may
     // only fill in a start time the attempt it belongs to lacks.
-    if let Some(l) = &latest
-        && l.newest().is_some_and(|newest| at < newest)
-    {
+    if let Some(l) = latest.take_if(|l| l.newest().is_some_and(|newest| at < newest)) {
         let fills_start = step == cockpit::StatusStep::Started
             && l.started_at.is_none()
             && l.queued_at.is_none_or(|q| q <= at)
@@ -328,14 +326,11 @@ fn apply_status(
             return Ok(());
         }
         let mut run = new_run(repository, context, commit);
-        let mut attempt = cockpit::Attempt::from(l);
+        let mut attempt = cockpit::Attempt::from(&l);
         attempt.started_at = Some(at);
         attempt.fill(&mut run);
         run.url = url.or_else(|| l.url.clone());
-        return match latest {
-            Some(l) => ingest_partial(store, policy, run, l, now, applied),
-            None => Ok(()),
-        };
+        return ingest_partial(store, policy, run, l, now, applied);
     }
     let latest_attempt = latest.as_ref().map(cockpit::Attempt::from);
     let Some(next) = cockpit::advance(latest_attempt.as_ref(), step, at) else {
