@@ -16,13 +16,9 @@ impl Poller {
     /// The projects to poll: the listed ones, then each group's matching
     /// ones; on a shard, only those it owns.
     pub async fn projects(&self) -> Result<Vec<String>, GitlabError> {
-        let mut out = self.all_projects().await?;
-        if self.shard.is_sharded() {
-            let before = out.len();
-            out.retain(|p| self.shard.owns(p));
-            tracing::debug!(shard = %self.shard, owned = out.len(), of = before, "GitLab projects of this shard");
-        }
-        Ok(out)
+        Ok(self
+            .ctx
+            .owned(self.all_projects().await?, "GitLab projects"))
     }
 
     pub(super) async fn all_projects(&self) -> Result<Vec<String>, GitlabError> {
@@ -34,7 +30,7 @@ impl Poller {
                 }
                 None => None,
             };
-            let url = self.url(
+            let url = self.client.url(
                 &format!("/groups/{}/projects", encode(&g.group)),
                 &[
                     ("include_subgroups", g.include_subgroups.to_string()),
@@ -44,12 +40,12 @@ impl Poller {
                     ("order_by", "id".into()),
                     ("sort", "asc".into()),
                 ],
-            )?;
+            );
             // Conditional, like GitHub's owner listings: an unchanged group
             // is a 304 and its stored list.
             let scope = format!("group:{}", g.group);
             let names: Vec<String> = cached_names::<_, _, GitlabError, _>(
-                &self.store,
+                &self.ctx,
                 (Forge::Gitlab, &scope, KIND_GROUP_PROJECTS),
                 async |etag| {
                     let mut pages = self.client.pages("group_projects", url, etag);
