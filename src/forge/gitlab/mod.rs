@@ -37,8 +37,8 @@ pub enum GitlabError {
     Fetch(#[from] crate::forge::client::FetchError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("invalid [gitlab] configuration: {0}")]
-    Config(String),
+    #[error("group pattern: {0}")]
+    Pattern(#[from] regex::Error),
 }
 
 pub use crate::config::gitlab::{DownloadTraces, GitlabConfig, GroupConfig};
@@ -220,6 +220,33 @@ impl Job {
             ..base.clone()
         }
     }
+}
+
+/// A job of the API's job list or a Pipeline Hook's builds in model terms
+/// (`None`: a manual job nobody started): `time` reads one of its times by
+/// field name; without a page of its own, it is on the project's `web` page.
+fn job(
+    j: &wire::ApiJob,
+    time: impl Fn(&str, &Option<String>) -> Result<Option<DateTime<Utc>>, String>,
+    web: Option<&str>,
+) -> Result<Option<Job>, String> {
+    let Some(state) = run_state(&j.status, j.failure_reason.as_deref()) else {
+        return Ok(None);
+    };
+    Ok(Some(Job {
+        id: j.id,
+        context: job_context(&j.stage, &j.name),
+        state,
+        created: j.created_at.as_deref().and_then(parse_time),
+        times: times(
+            time("created_at", &j.created_at)?,
+            time("started_at", &j.started_at)?,
+            time("finished_at", &j.finished_at)?,
+            j.duration,
+            j.queued_duration,
+        ),
+        url: (j.web_url.clone()).or_else(|| web.map(|w| format!("{w}/-/jobs/{}", j.id))),
+    }))
 }
 
 /// A pipeline's runs, for the webhook and the poller alike: its jobs, whose

@@ -7,8 +7,8 @@
 
 use super::wire::{JobHook, MergeRequestHook, PipelineHook};
 use super::{
-    Job, job_context, mr_from_ref, observed, parse_time, pipeline_base, plan_pipeline, run_state,
-    times, trigger,
+    Job, job, job_context, mr_from_ref, observed, parse_time, pipeline_base, plan_pipeline,
+    run_state, times, trigger,
 };
 use crate::forge::event::{Attempt, Event};
 use crate::model::{RepositoryRef, Trigger};
@@ -198,23 +198,8 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
     let mut jobs = Vec::new();
     for b in &hook.builds {
         check_name("builds[].name", &b.name)?;
-        let Some(state) = run_state(&b.status, b.failure_reason.as_deref()) else {
-            continue;
-        };
-        jobs.push(Job {
-            id: b.id,
-            context: job_context(&b.stage, &b.name),
-            state,
-            created: b.created_at.as_deref().and_then(parse_time),
-            times: times(
-                time("builds[].created_at", &b.created_at)?,
-                time("builds[].started_at", &b.started_at)?,
-                time("builds[].finished_at", &b.finished_at)?,
-                b.duration,
-                b.queued_duration,
-            ),
-            url: web.map(|w| format!("{w}/-/jobs/{}", b.id)),
-        });
+        let read = |field: &str, t: &Option<String>| time(&format!("builds[].{field}"), t);
+        jobs.extend(job(b, read, web)?);
     }
     let pipeline = match run_state(&p.status, None) {
         // The pipeline as a whole: queued at creation, started after GitLab's

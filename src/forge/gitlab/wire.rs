@@ -60,59 +60,19 @@ pub(super) struct JobHook {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct PipelineAttributes {
-    pub id: i64,
-    pub sha: String,
-    #[serde(rename = "ref", default)]
-    pub git_ref: Option<String>,
-    #[serde(default)]
-    pub source: Option<String>,
-    pub status: String,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    #[serde(default)]
-    pub queued_duration: Option<f64>,
-    #[serde(default)]
-    pub url: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
 pub(super) struct HookMergeRequestRef {
     pub iid: i64,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct HookBuild {
-    pub id: i64,
-    #[serde(default)]
-    pub stage: String,
-    pub name: String,
-    pub status: String,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    #[serde(default)]
-    pub duration: Option<f64>,
-    #[serde(default)]
-    pub queued_duration: Option<f64>,
-    #[serde(default)]
-    pub failure_reason: Option<String>,
 }
 
 /// Pipeline Hook.
 #[derive(Debug, Deserialize)]
 pub(super) struct PipelineHook {
-    pub object_attributes: PipelineAttributes,
+    pub object_attributes: ApiPipeline,
     #[serde(default)]
     pub merge_request: Option<HookMergeRequestRef>,
     pub project: HookProject,
     #[serde(default)]
-    pub builds: Vec<HookBuild>,
+    pub builds: Vec<ApiJob>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,26 +80,11 @@ pub(super) struct HookCommit {
     pub id: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct MergeRequestAttributes {
-    pub iid: i64,
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub action: Option<String>,
-    #[serde(default)]
-    pub updated_at: Option<String>,
-    #[serde(default)]
-    pub merged_at: Option<String>,
-    #[serde(default)]
-    pub last_commit: Option<HookCommit>,
-}
-
 /// Merge Request Hook.
 #[derive(Debug, Deserialize)]
 pub(super) struct MergeRequestHook {
     pub project: HookProject,
-    pub object_attributes: MergeRequestAttributes,
+    pub object_attributes: ApiMergeRequest,
 }
 
 // ---------------------------------------------------------------------------
@@ -153,6 +98,7 @@ pub(super) struct ApiProject {
     pub archived: bool,
 }
 
+/// A pipeline: an API answer, or a Pipeline Hook's `object_attributes`.
 #[derive(Debug, Deserialize)]
 pub(super) struct ApiPipeline {
     pub id: i64,
@@ -167,9 +113,19 @@ pub(super) struct ApiPipeline {
     #[serde(default)]
     pub updated_at: Option<String>,
     #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Sent by the hook only.
+    #[serde(default)]
+    pub queued_duration: Option<f64>,
+    /// The hook's link to the pipeline.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The API's link to the pipeline.
+    #[serde(default)]
     pub web_url: Option<String>,
 }
 
+/// A job: of the API's job list, or a Pipeline Hook's `builds`.
 #[derive(Debug, Deserialize)]
 pub(super) struct ApiJob {
     pub id: i64,
@@ -193,15 +149,25 @@ pub(super) struct ApiJob {
     pub web_url: Option<String>,
 }
 
+/// A merge request: an API answer, or a Merge Request Hook's `object_attributes`.
 #[derive(Debug, Deserialize)]
 pub(super) struct ApiMergeRequest {
     pub iid: i64,
+    /// The API's head commit.
     #[serde(default)]
     pub sha: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The hook's action (`merge`, `update`, ...).
+    #[serde(default)]
+    pub action: Option<String>,
     #[serde(default)]
     pub merged_at: Option<String>,
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// The hook's head commit.
+    #[serde(default)]
+    pub last_commit: Option<HookCommit>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,12 +24,7 @@ impl Poller {
     pub(super) async fn all_projects(&self) -> Result<Vec<String>, GitlabError> {
         let mut out: Vec<String> = self.config.projects.clone();
         for g in &self.config.groups {
-            let pattern = match &g.pattern {
-                Some(p) => {
-                    Some(regex::Regex::new(p).map_err(|e| GitlabError::Config(e.to_string()))?)
-                }
-                None => None,
-            };
+            let pattern = g.pattern.as_deref().map(regex::Regex::new).transpose()?;
             let url = self.client.url(
                 &format!("/groups/{}/projects", encode(&g.group)),
                 &[

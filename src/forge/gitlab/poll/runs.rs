@@ -6,8 +6,7 @@ use crate::classify::Classifier;
 use crate::forge::event::Observed;
 use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
 use crate::forge::gitlab::{
-    Job, PIPELINE_CONTEXT, job_context, mr_from_ref, parse_time, pipeline_base, run_state, times,
-    trigger,
+    Job, PIPELINE_CONTEXT, job, mr_from_ref, parse_time, pipeline_base, run_state, trigger,
 };
 use crate::ingest::classify_run;
 use crate::model::{TestOutcome, TestResult};
@@ -23,25 +22,9 @@ pub(super) fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> 
         trigger(p.source.as_deref()),
         change,
     );
-    let jobs: Vec<Job> = jobs
-        .iter()
-        .filter_map(|j| {
-            let created = j.created_at.as_deref().and_then(parse_time);
-            Some(Job {
-                id: j.id,
-                context: job_context(&j.stage, &j.name),
-                state: run_state(&j.status, j.failure_reason.as_deref())?,
-                created,
-                times: times(
-                    created,
-                    j.started_at.as_deref().and_then(parse_time),
-                    j.finished_at.as_deref().and_then(parse_time),
-                    j.duration,
-                    j.queued_duration,
-                ),
-                url: j.web_url.clone(),
-            })
-        })
+    let lenient = |_: &str, t: &Option<String>| Ok(t.as_deref().and_then(parse_time));
+    let jobs: Vec<Job> = (jobs.iter())
+        .filter_map(|j| job(j, lenient, None).ok().flatten())
         .collect();
     let pipeline = run_state(&p.status, None).map(|state| {
         let first_start = jobs.iter().filter_map(|j| j.times.1).min();
@@ -157,6 +140,9 @@ mod tests {
             source: Some("merge_request_event".into()),
             created_at: Some("2026-11-01T10:00:00Z".into()),
             updated_at: None,
+            finished_at: None,
+            queued_duration: None,
+            url: None,
             web_url: None,
         };
         let jobs = [
