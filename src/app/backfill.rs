@@ -6,7 +6,7 @@
 use crate::cli::{BackfillArgs, BackfillGithubArgs};
 use crate::config::{Config, Secrets};
 use crate::forge::context::Context;
-use crate::forge::driver::{self, Source, Summary};
+use crate::forge::driver::{self, PollError, Source, Summary};
 use crate::forge::{github, gitlab};
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, SettleStats};
@@ -24,11 +24,8 @@ fn backfill<P: Source>(
     mut config: Config,
     (db, history, days, restart): (Option<PathBuf>, bool, u32, bool),
     (polls, nothing): (fn(&Config) -> bool, &str),
-    poller: impl FnOnce(Context, &Config) -> Result<P, P::Error>,
-) -> Result<(P, Result<Summary, P::Error>, SettleStats)>
-where
-    P::Error: std::error::Error + Sync + 'static,
-{
+    poller: impl FnOnce(Context, &Config) -> Result<P, PollError>,
+) -> Result<(P, Result<Summary, PollError>, SettleStats)> {
     if let Some(db) = db {
         config.store.path = db;
     }

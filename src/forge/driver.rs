@@ -42,9 +42,24 @@ pub struct Summary {
     pub not_modified: usize,
 }
 
+/// Why a scope's sync (or the listing of the scopes) failed, for both forges.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// A request without a usable answer (the forge-neutral client's error).
+    #[error("API {0}")]
+    Fetch(#[from] super::client::FetchError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("owner or group pattern: {0}")]
+    Pattern(#[from] regex::Error),
+    #[error(transparent)]
+    Github(#[from] super::github::GithubError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// A forge's side of a round.
 pub trait Source: Sync {
-    type Error: std::fmt::Display + Send;
     /// The forge, for the log (`GitHub`).
     const NAME: &'static str;
     /// What the scopes are, for the log (`GitHub repository`).
@@ -61,10 +76,10 @@ pub trait Source: Sync {
     fn message(&self, summary: &Summary) -> String;
 
     /// The scopes to sync, on a shard only those it owns.
-    fn scopes(&self) -> impl Future<Output = Result<Vec<String>, Self::Error>> + Send;
+    fn scopes(&self) -> impl Future<Output = Result<Vec<String>, PollError>> + Send;
 
     /// Forget what earlier backfills of `scopes` covered (`--restart`).
-    fn forget(&self, scopes: &[String]) -> impl Future<Output = Result<(), Self::Error>> + Send {
+    fn forget(&self, scopes: &[String]) -> impl Future<Output = Result<(), PollError>> + Send {
         let _ = scopes;
         async { Ok(()) }
     }
@@ -77,7 +92,7 @@ pub trait Source: Sync {
         since: Since,
         summary: &mut Summary,
         tick: &(dyn Fn(&Summary) + Sync),
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    ) -> impl Future<Output = Result<(), PollError>> + Send;
 }
 
 /// `progress(done, total, summary)`: scopes done of the scopes listed, and
@@ -91,7 +106,7 @@ pub async fn round<S: Source>(
     since: Since,
     restart: bool,
     progress: Progress<'_>,
-) -> Result<Summary, S::Error> {
+) -> Result<Summary, PollError> {
     let scopes = source.scopes().await?;
     if restart {
         source.forget(&scopes).await?;
@@ -120,7 +135,7 @@ pub async fn round<S: Source>(
 
 /// `serve`'s round: every scope from its cursor, a scope without one from
 /// the configured lookback.
-pub async fn poll_once<S: Source>(source: &S) -> Result<Summary, S::Error> {
+pub async fn poll_once<S: Source>(source: &S) -> Result<Summary, PollError> {
     let lookback =
         chrono::Duration::from_std(source.schedule().1).unwrap_or(chrono::Duration::days(1));
     round(
@@ -140,7 +155,7 @@ pub async fn backfill<S: Source>(
     source: &S,
     days: u32,
     restart: bool,
-) -> Result<Summary, S::Error> {
+) -> Result<Summary, PollError> {
     let since = Since::Backfill(Utc::now() - chrono::Duration::days(i64::from(days)));
     let bar = Mutex::new(crate::progress::Progress::new(S::LABEL, S::UNIT, 0));
     let progress = |done: usize, total: usize, s: &Summary| {
@@ -188,7 +203,6 @@ mod tests {
     }
 
     impl Source for Fake {
-        type Error = String;
         const NAME: &'static str = "Fake";
         const SCOPE: &'static str = "fake scope";
         const LABEL: &'static str = "fake";
@@ -202,11 +216,11 @@ mod tests {
             summary.runs.to_string()
         }
 
-        async fn scopes(&self) -> Result<Vec<String>, String> {
+        async fn scopes(&self) -> Result<Vec<String>, PollError> {
             Ok(vec!["a".into(), "b".into(), "c".into()])
         }
 
-        async fn forget(&self, scopes: &[String]) -> Result<(), String> {
+        async fn forget(&self, scopes: &[String]) -> Result<(), PollError> {
             self.forgotten.lock().unwrap().extend_from_slice(scopes);
             Ok(())
         }
@@ -217,11 +231,11 @@ mod tests {
             _since: Since,
             summary: &mut Summary,
             tick: &(dyn Fn(&Summary) + Sync),
-        ) -> Result<(), String> {
+        ) -> Result<(), PollError> {
             let mut failed = self.failed_once.lock().unwrap();
             if scope == "b" && !*failed {
                 *failed = true;
-                return Err("boom".into());
+                return Err(crate::store::StoreError::WriterGone.into());
             }
             summary.runs += 1;
             tick(summary);

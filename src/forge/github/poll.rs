@@ -35,26 +35,11 @@ use super::GithubConfig;
 use crate::config::Secret;
 use crate::forge::client::{Counts, ForgeClient};
 use crate::forge::context::Context;
-use crate::forge::driver::{self, Since, Summary};
+use crate::forge::driver::{self, PollError, Since, Summary};
 use crate::model::Forge;
-use crate::store::{StoreError, SyncState};
+use crate::store::SyncState;
 use pulls::{KIND_BACKFILL, KIND_BACKFILL_FROM};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    /// A request without a usable answer (the forge-neutral client's error).
-    #[error("GitHub API {0}")]
-    Fetch(#[from] crate::forge::client::FetchError),
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-    #[error("owner pattern: {0}")]
-    Pattern(#[from] regex::Error),
-    #[error(transparent)]
-    Github(#[from] super::GithubError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// Polls GitHub into the store.
 pub struct Poller {
@@ -90,7 +75,6 @@ impl Poller {
 /// range: everything in the window is fetched again (e.g. after changing the
 /// status phrases).
 impl driver::Source for Poller {
-    type Error = PollError;
     const NAME: &'static str = "GitHub";
     const SCOPE: &'static str = "GitHub repository";
     const LABEL: &'static str = "backfill github";

@@ -27,20 +27,6 @@ use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, RunState, Trigger};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use std::collections::HashMap;
 
-/// Errors of the GitLab source.
-#[derive(Debug, thiserror::Error)]
-pub enum GitlabError {
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-    /// A request without a usable answer (the forge-neutral client's error).
-    #[error("GitLab API {0}")]
-    Fetch(#[from] crate::forge::client::FetchError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("group pattern: {0}")]
-    Pattern(#[from] regex::Error),
-}
-
 pub use crate::config::gitlab::{DownloadTraces, GitlabConfig, GroupConfig};
 
 /// GitLab times: RFC 3339 (API) or `2016-08-12 15:23:28 UTC` (webhooks).

@@ -36,11 +36,11 @@ mod pipelines;
 mod projects;
 mod runs;
 
-use super::{GitlabConfig, GitlabError};
+use super::GitlabConfig;
 use crate::config::Secret;
 use crate::forge::client::{Counts, ForgeClient, Retries};
 use crate::forge::context::Context;
-use crate::forge::driver::{self, Since, Summary};
+use crate::forge::driver::{self, PollError, Since, Summary};
 use crate::model::Forge;
 use crate::store::SyncState;
 use std::time::Duration;
@@ -62,7 +62,7 @@ impl Poller {
         ctx: Context,
         config: GitlabConfig,
         token: Option<Secret>,
-    ) -> Result<Poller, GitlabError> {
+    ) -> Result<Poller, PollError> {
         let retries = Retries {
             base: config.retry_base_delay,
             max: config.max_retries,
@@ -91,7 +91,7 @@ impl Poller {
         &self.client.counts
     }
 
-    async fn sync_state(&self, scope: &str, kind: &'static str) -> Result<SyncState, GitlabError> {
+    async fn sync_state(&self, scope: &str, kind: &'static str) -> Result<SyncState, PollError> {
         Ok(self.ctx.sync_state(Forge::Gitlab, scope, kind).await?)
     }
 
@@ -100,7 +100,7 @@ impl Poller {
         scope: &str,
         kind: &'static str,
         state: SyncState,
-    ) -> Result<(), GitlabError> {
+    ) -> Result<(), PollError> {
         Ok(self
             .ctx
             .set_sync_state(Forge::Gitlab, scope, kind, state)
@@ -109,7 +109,6 @@ impl Poller {
 }
 
 impl driver::Source for Poller {
-    type Error = GitlabError;
     const NAME: &'static str = "GitLab";
     const SCOPE: &'static str = "GitLab project";
     const LABEL: &'static str = "backfill gitlab";
@@ -119,7 +118,7 @@ impl driver::Source for Poller {
         (self.config.poll_interval, self.config.initial_lookback)
     }
 
-    async fn scopes(&self) -> Result<Vec<String>, GitlabError> {
+    async fn scopes(&self) -> Result<Vec<String>, PollError> {
         self.projects().await
     }
 
@@ -129,7 +128,7 @@ impl driver::Source for Poller {
         since: Since,
         summary: &mut Summary,
         _tick: &(dyn Fn(&Summary) + Sync),
-    ) -> Result<(), GitlabError> {
+    ) -> Result<(), PollError> {
         self.poll_project(project, since, summary).await
     }
 

@@ -2,8 +2,8 @@
 //! cursor, the backfill's covered range (and the gap it fills first), one pull
 //! request at a time, then the cursor.
 
-use super::{PollError, Poller};
-use crate::forge::driver::{Since, Summary};
+use super::Poller;
+use crate::forge::driver::{PollError, Since, Summary};
 use crate::forge::event::Event;
 use crate::forge::github::wire;
 use crate::model::Forge;

@@ -2,8 +2,9 @@
 //! ones (the owner listings are conditional on their ETag,
 //! `forge::pages::cached_names`), on a shard only those it owns.
 
-use super::{PollError, Poller};
+use super::Poller;
 use crate::forge::client::FetchError;
+use crate::forge::driver::PollError;
 use crate::forge::github::wire;
 use crate::forge::pages::cached_names;
 use crate::model::Forge;

@@ -3,9 +3,9 @@
 //! runs on their own interval, and the logs of failed jobs: downloaded once,
 //! capped, classified.
 
-use super::{PollError, Poller};
+use super::Poller;
 use crate::forge::client::FetchError;
-use crate::forge::driver::{Since, Summary};
+use crate::forge::driver::{PollError, Since, Summary};
 use crate::forge::event::{Attempt, Event};
 use crate::forge::github::{cockpit, wire};
 use crate::ingest::classify_run;

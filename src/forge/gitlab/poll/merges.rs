@@ -3,10 +3,11 @@
 
 use super::http::{encode, rfc3339};
 use super::{KIND_MERGES, Poller};
+use crate::forge::driver::PollError;
 use crate::forge::driver::Summary;
 use crate::forge::event::Event;
+use crate::forge::gitlab::parse_time;
 use crate::forge::gitlab::wire::{ApiMergeRequest, ApiPipeline};
-use crate::forge::gitlab::{GitlabError, parse_time};
 use crate::store::SyncState;
 use chrono::{DateTime, Utc};
 
@@ -17,7 +18,7 @@ impl Poller {
         project: &str,
         floor: DateTime<Utc>,
         report: &mut Summary,
-    ) -> Result<(), GitlabError> {
+    ) -> Result<(), PollError> {
         let state = self.sync_state(project, KIND_MERGES).await?;
         let start = state
             .cursor

@@ -6,10 +6,10 @@ use super::http::{encode, rfc3339};
 use super::runs::{attach_tests, plan_pipeline};
 use super::{KIND_BACKFILL, KIND_PIPELINES, Poller};
 use crate::forge::client::FetchError;
-use crate::forge::driver::{Since, Summary};
+use crate::forge::driver::{PollError, Since, Summary};
 use crate::forge::event::{Attempt, Event, apply};
 use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
-use crate::forge::gitlab::{GitlabError, observed, parse_time, run_state};
+use crate::forge::gitlab::{observed, parse_time, run_state};
 use crate::ingest::failures_from;
 use crate::model::NewRun;
 use crate::store::SyncState;
@@ -22,7 +22,7 @@ impl Poller {
         project: &str,
         since: Since,
         report: &mut Summary,
-    ) -> Result<(), GitlabError> {
+    ) -> Result<(), PollError> {
         let now = Utc::now();
         let (kind, floor) = match since {
             Since::Poll(t) => (KIND_PIPELINES, t),
@@ -147,7 +147,7 @@ impl Poller {
         project: &str,
         p: &ApiPipeline,
         report: &mut Summary,
-    ) -> Result<(), GitlabError> {
+    ) -> Result<(), PollError> {
         let enc = encode(project);
         let url = self.client.url(
             &format!("/projects/{enc}/pipelines/{}/jobs", p.id),
@@ -202,7 +202,7 @@ impl Poller {
         job_id: &str,
         run_id: i64,
         mut run: NewRun,
-    ) -> Result<(), GitlabError> {
+    ) -> Result<(), PollError> {
         let path = format!("/projects/{}/jobs/{job_id}/trace", encode(project));
         let url = self.client.url(&path, &[]);
         let cap = self.config.trace_max_bytes;

@@ -4,24 +4,24 @@
 
 use super::Poller;
 use super::http::encode;
+use crate::forge::driver::PollError;
+use crate::forge::gitlab::wire::ApiProject;
 use crate::forge::pages::cached_names;
 use crate::model::Forge;
 
 /// The sync-state kind of a group's stored project list (with its ETag).
 const KIND_GROUP_PROJECTS: &str = "group_projects";
-use crate::forge::gitlab::GitlabError;
-use crate::forge::gitlab::wire::ApiProject;
 
 impl Poller {
     /// The projects to poll: the listed ones, then each group's matching
     /// ones; on a shard, only those it owns.
-    pub async fn projects(&self) -> Result<Vec<String>, GitlabError> {
+    pub async fn projects(&self) -> Result<Vec<String>, PollError> {
         Ok(self
             .ctx
             .owned(self.all_projects().await?, "GitLab projects"))
     }
 
-    pub(super) async fn all_projects(&self) -> Result<Vec<String>, GitlabError> {
+    pub(super) async fn all_projects(&self) -> Result<Vec<String>, PollError> {
         let mut out: Vec<String> = self.config.projects.clone();
         for g in &self.config.groups {
             let pattern = g.pattern.as_deref().map(regex::Regex::new).transpose()?;
@@ -39,7 +39,7 @@ impl Poller {
             // Conditional, like GitHub's owner listings: an unchanged group
             // is a 304 and its stored list.
             let scope = format!("group:{}", g.group);
-            let names: Vec<String> = cached_names::<_, _, GitlabError, _>(
+            let names: Vec<String> = cached_names::<_, _, PollError, _>(
                 &self.ctx,
                 (Forge::Gitlab, &scope, KIND_GROUP_PROJECTS),
                 async |etag| {
