@@ -1,7 +1,8 @@
 //! GitLab's JSON, as far as this exporter reads it. Private: converted to
 //! model types in the parent module, at the boundary. Every field is optional
-//! or defaulted where GitLab versions differ, so that an older or newer
-//! GitLab does not make a delivery unreadable.
+//! (an `Option`: serde reads an absent one as `None`) or defaulted where GitLab
+//! versions differ, so that an older or newer GitLab does not make a delivery
+//! unreadable.
 
 use serde::Deserialize;
 
@@ -11,15 +12,12 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct HookProject {
-    #[serde(default)]
     pub path_with_namespace: Option<String>,
-    #[serde(default)]
     pub web_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct HookRepository {
-    #[serde(default)]
     pub homepage: Option<String>,
 }
 
@@ -27,35 +25,24 @@ pub(super) struct HookRepository {
 #[derive(Debug, Deserialize)]
 pub(super) struct JobHook {
     pub sha: String,
-    #[serde(rename = "ref", default)]
+    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub build_id: i64,
     pub build_name: String,
     #[serde(default)]
     pub build_stage: String,
     pub build_status: String,
-    #[serde(default)]
     pub build_created_at: Option<String>,
-    #[serde(default)]
     pub build_started_at: Option<String>,
-    #[serde(default)]
     pub build_finished_at: Option<String>,
-    #[serde(default)]
     pub build_duration: Option<f64>,
-    #[serde(default)]
     pub build_queued_duration: Option<f64>,
-    #[serde(default)]
     pub build_failure_reason: Option<String>,
-    #[serde(default)]
     pub retries_count: Option<u32>,
-    #[serde(default)]
     pub pipeline_id: Option<i64>,
-    #[serde(default)]
     pub project: Option<HookProject>,
-    #[serde(default)]
     pub repository: Option<HookRepository>,
     /// Newer GitLab versions send the pipeline's source.
-    #[serde(default)]
     pub source: Option<String>,
 }
 
@@ -68,7 +55,6 @@ pub(super) struct HookMergeRequestRef {
 #[derive(Debug, Deserialize)]
 pub(super) struct PipelineHook {
     pub object_attributes: ApiPipeline,
-    #[serde(default)]
     pub merge_request: Option<HookMergeRequestRef>,
     pub project: HookProject,
     #[serde(default)]
@@ -103,25 +89,18 @@ pub(super) struct ApiProject {
 pub(super) struct ApiPipeline {
     pub id: i64,
     pub sha: String,
-    #[serde(rename = "ref", default)]
+    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub status: String,
-    #[serde(default)]
     pub source: Option<String>,
-    #[serde(default)]
     pub created_at: Option<String>,
-    #[serde(default)]
     pub updated_at: Option<String>,
-    #[serde(default)]
     pub finished_at: Option<String>,
     /// Sent by the hook only.
-    #[serde(default)]
     pub queued_duration: Option<f64>,
     /// The hook's link to the pipeline.
-    #[serde(default)]
     pub url: Option<String>,
     /// The API's link to the pipeline.
-    #[serde(default)]
     pub web_url: Option<String>,
 }
 
@@ -133,19 +112,12 @@ pub(super) struct ApiJob {
     #[serde(default)]
     pub stage: String,
     pub status: String,
-    #[serde(default)]
     pub created_at: Option<String>,
-    #[serde(default)]
     pub started_at: Option<String>,
-    #[serde(default)]
     pub finished_at: Option<String>,
-    #[serde(default)]
     pub duration: Option<f64>,
-    #[serde(default)]
     pub queued_duration: Option<f64>,
-    #[serde(default)]
     pub failure_reason: Option<String>,
-    #[serde(default)]
     pub web_url: Option<String>,
 }
 
@@ -154,19 +126,13 @@ pub(super) struct ApiJob {
 pub(super) struct ApiMergeRequest {
     pub iid: i64,
     /// The API's head commit.
-    #[serde(default)]
     pub sha: Option<String>,
-    #[serde(default)]
     pub state: Option<String>,
     /// The hook's action (`merge`, `update`, ...).
-    #[serde(default)]
     pub action: Option<String>,
-    #[serde(default)]
     pub merged_at: Option<String>,
-    #[serde(default)]
     pub updated_at: Option<String>,
     /// The hook's head commit.
-    #[serde(default)]
     pub last_commit: Option<HookCommit>,
 }
 
@@ -187,13 +153,27 @@ pub(super) struct TestSuite {
 pub(super) struct TestCase {
     pub status: String,
     pub name: String,
-    #[serde(default)]
     pub classname: Option<String>,
-    #[serde(default)]
     pub execution_time: Option<f64>,
     /// A string, an object or a list, depending on the report.
-    #[serde(default)]
     pub system_output: Option<serde_json::Value>,
-    #[serde(default)]
     pub stack_trace: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn absent_fields_read_as_none_or_their_default() {
+        let j: super::ApiJob =
+            serde_json::from_str(r#"{"id": 1, "name": "unit", "status": "success"}"#).unwrap();
+        assert_eq!(j.stage, "");
+        assert!(j.created_at.is_none() && j.duration.is_none() && j.web_url.is_none());
+        let p: super::ApiPipeline =
+            serde_json::from_str(r#"{"id": 2, "sha": "abc", "status": "running"}"#).unwrap();
+        assert!(p.git_ref.is_none() && p.queued_duration.is_none() && p.web_url.is_none());
+        let p: super::ApiPipeline =
+            serde_json::from_str(r#"{"id": 2, "sha": "abc", "status": "running", "ref": null}"#)
+                .unwrap();
+        assert!(p.git_ref.is_none());
+    }
 }
