@@ -170,7 +170,7 @@ pub async fn backfill<S: Source>(
 }
 
 /// `serve`'s background task for one forge: a round every interval (spread
-/// at random, [`super::poll_forever`]) until `stop`, each logged.
+/// at random, `forge::poll_forever`) until `stop`, each logged.
 pub async fn serve<S: Source>(source: S, stop: tokio::sync::watch::Receiver<bool>) {
     super::poll_forever(source.schedule().0, stop, || async {
         match poll_once(&source).await {
