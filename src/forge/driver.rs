@@ -1,5 +1,7 @@
 //! One round over a forge's scopes (repositories, projects), for both forges
-//! and both uses: `serve`'s polls and `backfill`. The driver lists the
+//! and both uses: `serve`'s polls ([`serve`], [`poll_once`]) and `backfill`
+//! ([`backfill`]), with one summary ([`Summary`]) and one error
+//! ([`PollError`]) for both. The driver lists the
 //! scopes, forgets what a backfill covered when asked to restart, syncs each
 //! scope from where it starts ([`Since`]) and reports progress; a scope that
 //! fails is logged and reported, the others go on, and the next round
