@@ -11,9 +11,10 @@
 //! rate limit, and which answers are rate limits.
 
 use crate::metrics::MetricsHub;
+use crate::model::Forge;
 use backon::BackoffBuilder;
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, HeaderMap, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::header::{ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +30,8 @@ const MAX_ERROR_BYTES: u64 = 2000;
 
 /// What a forge's API needs besides the common policy.
 pub(crate) trait Adapter: Send + Sync {
-    /// The `forge` label of the self-metrics.
-    fn forge(&self) -> &'static str;
+    /// The forge (the `forge` label of the self-metrics, the sync states).
+    const FORGE: Forge;
     /// Authentication and API headers of every request.
     fn prepare(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
     /// Header names of (remaining, limit, reset) of the rate-limit window.
@@ -155,7 +156,7 @@ impl<A: Adapter> ForgeClient<A> {
     }
 
     pub(crate) fn forge(&self) -> &'static str {
-        self.adapter.forge()
+        A::FORGE.as_str()
     }
 
     /// The URL of `path` under the API, with `query` encoded onto it.
@@ -390,6 +391,22 @@ pub(crate) fn etag(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `req` with the secret header `name: value` when there is one, marked
+/// sensitive (never logged); the adapters' authentication.
+pub(crate) fn secret_header(
+    req: reqwest::RequestBuilder,
+    name: &str,
+    value: Option<String>,
+) -> reqwest::RequestBuilder {
+    match value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        Some(mut v) => {
+            v.set_sensitive(true);
+            req.header(name, v)
+        }
+        None => req,
+    }
+}
+
 /// `Retry-After` in seconds (both forges send seconds).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
@@ -421,4 +438,23 @@ async fn read_capped(
         out.extend_from_slice(&chunk);
     }
     Ok((out, false, read))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_secret_header_is_set_marked_sensitive_and_left_out_without_a_value() {
+        let http = crate::forge::http_client(std::time::Duration::from_secs(5)).unwrap();
+        let with = |value: Option<&str>| {
+            let req = http.get("http://127.0.0.1/");
+            super::secret_header(req, "PRIVATE-TOKEN", value.map(str::to_string))
+                .build()
+                .unwrap()
+        };
+        let req = with(Some("glpat-x"));
+        let v = req.headers().get("PRIVATE-TOKEN").unwrap();
+        assert_eq!(v.to_str().unwrap(), "glpat-x");
+        assert!(v.is_sensitive());
+        assert!(with(None).headers().get("PRIVATE-TOKEN").is_none());
+    }
 }

@@ -4,7 +4,6 @@
 //! and counted in `ci_exporter_forge_page_limit_reached_total`.
 
 use super::client::{Adapter, Answer, Body, FetchError, ForgeClient, MAX_JSON_BYTES};
-use crate::model::Forge;
 use crate::store::{StoreError, SyncState};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, LINK};
@@ -132,7 +131,7 @@ impl<A: Adapter> Pages<'_, A> {
 
 /// A list of names (an owner's repositories, a group's projects) kept in
 /// the store with the ETag of the listing it came from, as the sync state
-/// `(forge, scope, kind)`: the names as JSON in its cursor, no success time
+/// `(scope, kind)` of the client's forge: the names as JSON in its cursor, no success time
 /// (it is not a repository's sync, so it stays out of
 /// `ci_exporter_last_sync_timestamp_seconds`).
 ///
@@ -143,7 +142,7 @@ impl<A: Adapter> Pages<'_, A> {
 /// limit (it is then read again next time).
 pub(crate) async fn cached_names<'c, A, W, E, F>(
     ctx: &super::context::Context,
-    (forge, scope, kind): (Forge, &str, &'static str),
+    (scope, kind): (&str, &'static str),
     open: impl FnOnce(Option<String>) -> F,
     name: impl Fn(W) -> Option<String>,
 ) -> Result<Vec<String>, E>
@@ -153,7 +152,7 @@ where
     E: From<FetchError> + From<StoreError>,
     F: Future<Output = Result<(Pages<'c, A>, Option<Page<Vec<W>>>), FetchError>>,
 {
-    let state = ctx.sync_state(forge, scope, kind).await?;
+    let state = ctx.sync_state(A::FORGE, scope, kind).await?;
     let (mut pages, first) = open(state.etag).await?;
     let Some(first) = first else {
         return Ok(
@@ -170,7 +169,7 @@ where
         etag: first.etag.filter(|_| !pages.cut()),
         last_success: None,
     };
-    ctx.set_sync_state(forge, scope, kind, state).await?;
+    ctx.set_sync_state(A::FORGE, scope, kind, state).await?;
     Ok(names)
 }
 

@@ -45,7 +45,6 @@ use crate::model::Forge;
 use crate::store::SyncState;
 use std::time::Duration;
 
-const FORGE: &str = "gitlab";
 const KIND_PIPELINES: &str = "pipelines";
 const KIND_BACKFILL: &str = "pipelines_backfill";
 const KIND_MERGES: &str = "merge_requests";

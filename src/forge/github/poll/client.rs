@@ -7,9 +7,10 @@ use crate::config::Secret;
 use crate::forge::client::{self, Adapter, ForgeClient, Retries};
 use crate::forge::github::GithubConfig;
 use crate::metrics::MetricsHub;
+use crate::model::Forge;
 use chrono::Utc;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,21 +24,17 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl Adapter for Github {
-    fn forge(&self) -> &'static str {
-        "github"
-    }
+    const FORGE: Forge = Forge::Github;
 
-    fn prepare(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        req = req
+    fn prepare(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = req
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
-        if let Some(t) = &self.token
-            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-        {
-            v.set_sensitive(true);
-            req = req.header("Authorization", v);
-        }
-        req
+        let bearer = self
+            .token
+            .as_ref()
+            .map(|t| format!("Bearer {}", t.expose()));
+        client::secret_header(req, "Authorization", bearer)
     }
 
     fn rate_limit_headers(&self) -> [&'static str; 3] {

@@ -7,7 +7,6 @@ use crate::forge::client::FetchError;
 use crate::forge::driver::PollError;
 use crate::forge::github::wire;
 use crate::forge::pages::cached_names;
-use crate::model::Forge;
 
 impl Poller {
     /// The repositories to poll: the listed ones and the owners' matching
@@ -25,7 +24,7 @@ impl Poller {
             let scope = format!("owner:{}", o.owner);
             let names: Vec<String> = cached_names::<_, _, PollError, _>(
                 &self.ctx,
-                (Forge::Github, &scope, "repos"),
+                (&scope, "repos"),
                 async |etag: Option<String>| {
                     let url = |kind| {
                         let path = format!("/{kind}/{}/repos?per_page=100", o.owner);

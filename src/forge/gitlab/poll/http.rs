@@ -3,12 +3,12 @@
 //! limit (waiting `Retry-After`, else the first backoff delay); and the URL
 //! pieces (encoded paths, times).
 
-use super::FORGE;
 use crate::config::Secret;
 use crate::forge::client::{self, Adapter};
+use crate::model::Forge;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use std::time::Duration;
 
 /// GitLab's side of the client policy.
@@ -19,22 +19,11 @@ pub(crate) struct Gitlab {
 }
 
 impl Adapter for Gitlab {
-    fn forge(&self) -> &'static str {
-        FORGE
-    }
+    const FORGE: Forge = Forge::Gitlab;
 
     fn prepare(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self
-            .token
-            .as_ref()
-            .and_then(|t| HeaderValue::from_str(t.expose()).ok())
-        {
-            Some(mut v) => {
-                v.set_sensitive(true);
-                req.header("PRIVATE-TOKEN", v)
-            }
-            None => req,
-        }
+        let token = self.token.as_ref().map(|t| t.expose().to_string());
+        client::secret_header(req, "PRIVATE-TOKEN", token)
     }
 
     fn rate_limit_headers(&self) -> [&'static str; 3] {

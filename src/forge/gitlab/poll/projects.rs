@@ -7,7 +7,6 @@ use super::http::encode;
 use crate::forge::driver::PollError;
 use crate::forge::gitlab::wire::ApiProject;
 use crate::forge::pages::cached_names;
-use crate::model::Forge;
 
 /// The sync-state kind of a group's stored project list (with its ETag).
 const KIND_GROUP_PROJECTS: &str = "group_projects";
@@ -41,7 +40,7 @@ impl Poller {
             let scope = format!("group:{}", g.group);
             let names: Vec<String> = cached_names::<_, _, PollError, _>(
                 &self.ctx,
-                (Forge::Gitlab, &scope, KIND_GROUP_PROJECTS),
+                (&scope, KIND_GROUP_PROJECTS),
                 async |etag| {
                     let mut pages = self.client.pages("group_projects", url, etag);
                     let first = pages.next_json().await?;
