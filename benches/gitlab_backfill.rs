@@ -9,8 +9,10 @@ mod fake_gitlab;
 use chrono::{Duration, Utc};
 use ci_slo_exporter::classify::Classifier;
 use ci_slo_exporter::config::Config;
+use ci_slo_exporter::forge::context::Context;
+use ci_slo_exporter::forge::driver::{self, Since};
 use ci_slo_exporter::forge::gitlab::GitlabConfig;
-use ci_slo_exporter::forge::gitlab::poll::{Poller, Since};
+use ci_slo_exporter::forge::gitlab::poll::Poller;
 use ci_slo_exporter::store::Policy;
 use ci_slo_exporter::store::writer::StoreHandle;
 use fake_gitlab::{Fake, Project, job, pipeline};
@@ -81,18 +83,15 @@ fn main() {
             }],
             ..GitlabConfig::default()
         };
-        let poller = Poller::new(
-            config,
-            None,
+        let ctx = Context::new(
             store,
             Arc::new(Policy::from_config(&Config::default())),
             Arc::new(Classifier::with_defaults()),
-            None,
-        )
-        .unwrap();
+        );
+        let poller = Poller::new(ctx, config, None).unwrap();
         let started = std::time::Instant::now();
-        let report = poller
-            .poll_once(Since::Backfill(Utc::now() - Duration::days(d)), &|_, _, _| {})
+        let since = Since::Backfill(Utc::now() - Duration::days(d));
+        let report = driver::round(&poller, since, false, &|_, _, _| {})
             .await
             .unwrap();
         let backfill_calls = running.fake.requests.load(Ordering::Relaxed);
@@ -104,19 +103,16 @@ fn main() {
         println!(
             "  backfill: {backfill_calls} API calls (estimate 5 + R + (P+J)·D = {estimate}) in {secs:.2} s"
         );
-        println!("  by endpoint: {:?}", poller.stats.endpoints());
+        println!("  by endpoint: {:?}", poller.counts().endpoints());
         println!(
             "  pipelines {}, runs {}, traces {}, failed projects {}",
             report.pipelines,
             report.runs,
-            report.traces,
+            report.logs,
             report.failed.len()
         );
         let before = running.fake.requests.load(Ordering::Relaxed);
-        poller
-            .poll_once(Since::Poll(Utc::now() - Duration::days(1)), &|_, _, _| {})
-            .await
-            .unwrap();
+        driver::poll_once(&poller).await.unwrap();
         let steady = running.fake.requests.load(Ordering::Relaxed) - before;
         println!("  steady-state poll: {steady} API calls (1 group listing + at most 1 per project)");
         let twice = running
@@ -129,6 +125,6 @@ fn main() {
             .count();
         println!("  traces downloaded twice: {twice}");
         assert_eq!(twice, 0);
-        assert_eq!(report.traces as i64, j * d);
+        assert_eq!(report.logs as i64, j * d);
     });
 }

@@ -1,5 +1,5 @@
-//! Progress of a long command (an import): a bar on a terminal, and a log
-//! line every few seconds otherwise (a cron job's log, a CI step), so a
+//! Progress of a long command (an import, a backfill): a bar on a terminal,
+//! and a log line every few seconds otherwise (a cron job's log, a CI step), so a
 //! long run never looks hung. The first and the last step are always logged
 //! when there is no bar.
 
@@ -17,6 +17,8 @@ pub struct Progress {
     started: Instant,
     /// When the last line was logged, and the count it showed.
     last_line: Option<(Instant, u64)>,
+    /// What was done so far besides the count (`12 runs, 3 logs`).
+    message: String,
 }
 
 impl Progress {
@@ -41,7 +43,19 @@ impl Progress {
             total,
             started: Instant::now(),
             last_line: None,
+            message: String::new(),
         }
+    }
+
+    /// `done` of `total` (a total learnt on the way), with `message`.
+    pub fn step(&mut self, done: u64, total: u64, message: &str) {
+        self.total = total;
+        message.clone_into(&mut self.message);
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_message(format!("{} {message}", self.unit));
+        }
+        self.set(done);
     }
 
     /// The total this progress counts to.
@@ -67,11 +81,13 @@ impl Progress {
     fn line(&mut self, done: u64) {
         let secs = self.started.elapsed().as_secs_f64();
         let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        let sep = if self.message.is_empty() { "" } else { ", " };
         tracing::info!(
-            "{}: {done}/{} {} ({:.0}%, {rate:.0}/s, {secs:.0} s)",
+            "{}: {done}/{} {}{sep}{} ({:.0}%, {rate:.0}/s, {secs:.0} s)",
             self.what,
             self.total,
             self.unit,
+            self.message,
             if self.total == 0 {
                 100.0
             } else {

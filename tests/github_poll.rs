@@ -8,7 +8,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ci_slo_exporter::config::Config;
-use ci_slo_exporter::forge::github::poll::{Client, Poller};
+use ci_slo_exporter::forge::context::Context;
+use ci_slo_exporter::forge::driver::{self, Summary};
+use ci_slo_exporter::forge::github::poll::Poller;
 use ci_slo_exporter::forge::github::{GithubConfig, OwnerConfig};
 use ci_slo_exporter::metrics::{MetricsHub, SelfMetrics};
 use ci_slo_exporter::model::{Forge, RepositoryRef};
@@ -304,6 +306,16 @@ async fn fake_github(fake: Shared) -> String {
 }
 
 fn poller(api: &str, db: &std::path::Path, f: impl FnOnce(&mut GithubConfig)) -> Poller {
+    poller_with(api, db, f, |_| {})
+}
+
+/// A poller of `api` into `db`, its configuration and context tweaked.
+fn poller_with(
+    api: &str,
+    db: &std::path::Path,
+    f: impl FnOnce(&mut GithubConfig),
+    c: impl FnOnce(&mut Context),
+) -> Poller {
     let mut g = GithubConfig {
         api_url: api.to_string(),
         retry_base: Duration::from_millis(10),
@@ -311,17 +323,21 @@ fn poller(api: &str, db: &std::path::Path, f: impl FnOnce(&mut GithubConfig)) ->
     };
     f(&mut g);
     let config = Config::default();
-    Poller {
-        client: Client::new(&g, None, Arc::new(MetricsHub::new(SelfMetrics::new()))).unwrap(),
-        store: StoreHandle::start(db).unwrap(),
-        policy: Arc::new(Policy::from_config(&config)),
-        config: Arc::new(g),
-        classifier: Arc::new(config.classifier().unwrap()),
-        deps: std::sync::Arc::new(ci_slo_exporter::deps::Extractor::with_defaults()),
-        refresh: None,
-        show_progress: false,
-        shard: Default::default(),
-    }
+    let mut ctx = Context::new(
+        StoreHandle::start(db).unwrap(),
+        Arc::new(Policy::from_config(&config)),
+        Arc::new(config.classifier().unwrap()),
+    );
+    c(&mut ctx);
+    Poller::new(ctx, g, None).unwrap()
+}
+
+async fn poll_once(p: &Poller) -> Summary {
+    driver::poll_once(p).await.unwrap()
+}
+
+async fn backfill(p: &Poller, days: u32, restart: bool) -> Summary {
+    driver::backfill(p, days, restart).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,18 +352,18 @@ async fn a_second_poll_of_an_unchanged_owner_is_one_conditional_request_per_repo
             pattern: Some("^repo-".into()),
         }];
     });
-    let first = p.poll_once().await;
+    let first = poll_once(&p).await;
     assert_eq!(
-        (first.repositories, first.errors, first.pull_requests),
+        (first.scopes, first.failed.len(), first.merges),
         (100, 0, 1),
         "{first:?}"
     );
     assert_eq!(first.logs, 1, "the failed job's log is downloaded once");
     let before = fake.lock().unwrap().log.len();
 
-    let second = p.poll_once().await;
+    let second = poll_once(&p).await;
     assert_eq!(
-        (second.not_modified, second.errors, second.pull_requests),
+        (second.not_modified, second.failed.len(), second.merges),
         (100, 0, 0),
         "{second:?}"
     );
@@ -436,9 +452,9 @@ async fn rate_limits_errors_and_timeouts_are_waited_out_and_the_data_is_complete
         g.request_timeout = Duration::from_millis(500);
     });
     let started = Instant::now();
-    let stats = p.poll_once().await;
+    let stats = poll_once(&p).await;
     let waited = started.elapsed();
-    assert_eq!((stats.errors, stats.pull_requests), (0, 1), "{stats:?}");
+    assert_eq!((stats.failed.len(), stats.merges), (0, 1), "{stats:?}");
     assert!(
         waited >= Duration::from_secs(2),
         "two Retry-After: 1 honoured, waited {waited:?}"
@@ -472,8 +488,8 @@ async fn rate_limits_errors_and_timeouts_are_waited_out_and_the_data_is_complete
         g.repositories = vec!["fake/flaky".into()];
         g.max_retries = 2;
     });
-    let stats = p.poll_once().await;
-    assert_eq!(stats.errors, 1);
+    let stats = poll_once(&p).await;
+    assert_eq!(stats.failed.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,22 +501,23 @@ async fn each_shard_polls_only_the_repositories_it_owns() {
     let mut polled: Vec<std::collections::BTreeSet<String>> = Vec::new();
     for i in 1..=3 {
         let shard = Shard::new(i, 3).unwrap();
-        let mut p = poller(&api, &dir.path().join(format!("db-{i}.sqlite")), |g| {
+        let db = dir.path().join(format!("db-{i}.sqlite"));
+        let owners = |g: &mut GithubConfig| {
             g.owners = vec![OwnerConfig {
                 owner: "fake".into(),
                 pattern: Some("^repo-".into()),
             }];
-        });
-        p.shard = shard;
+        };
+        let p = poller_with(&api, &db, owners, |c| c.shard = shard);
         let before = fake.lock().unwrap().log.len();
-        let stats = p.poll_once().await;
-        assert_eq!(stats.errors, 0, "{stats:?}");
+        let stats = poll_once(&p).await;
+        assert_eq!(stats.failed.len(), 0, "{stats:?}");
         let repos: std::collections::BTreeSet<String> = fake.lock().unwrap().log[before..]
             .iter()
             .filter_map(|(pq, _)| pq.strip_prefix("/repos/fake/"))
             .map(|rest| format!("fake/{}", rest.split('/').next().unwrap()))
             .collect();
-        assert_eq!(stats.repositories, repos.len());
+        assert_eq!(stats.scopes, repos.len());
         assert!(
             repos.iter().all(|r| shard.owns(r)),
             "shard {shard} polled another shard's repository: {repos:?}"
@@ -561,15 +578,15 @@ async fn a_backfill_with_more_days_reaches_further_back_and_resumes_without_gap_
 
     // 30 days: the three newest, oldest first.
     let mark = fake.lock().unwrap().log.len();
-    let stats = p.backfill(30, false).await;
-    assert_eq!((stats.errors, stats.pull_requests), (0, 3), "{stats:?}");
+    let stats = backfill(&p, 30, false).await;
+    assert_eq!((stats.failed.len(), stats.merges), (0, 3), "{stats:?}");
     assert_eq!(fetched_history(&fake, mark), vec![3, 2, 1]);
     assert_eq!(merged_history(&db), vec![1, 2, 3]);
 
     // Again: it continues from its cursor (only the newest, the cursor's own, again).
     let mark = fake.lock().unwrap().log.len();
-    let stats = p.backfill(30, false).await;
-    assert_eq!(stats.errors, 0, "{stats:?}");
+    let stats = backfill(&p, 30, false).await;
+    assert_eq!(stats.failed.len(), 0, "{stats:?}");
     assert_eq!(fetched_history(&fake, mark), vec![1]);
 
     // 90 days: the older two, newest first, and none of the 30 days again. The
@@ -580,28 +597,28 @@ async fn a_backfill_with_more_days_reaches_further_back_and_resumes_without_gap_
         .failures
         .insert(sha5.clone(), vec!["500"; 4]);
     let mark = fake.lock().unwrap().log.len();
-    let stats = p.backfill(90, false).await;
-    assert_eq!(stats.errors, 1, "{stats:?}");
+    let stats = backfill(&p, 90, false).await;
+    assert_eq!(stats.failed.len(), 1, "{stats:?}");
     assert_eq!(fetched_history(&fake, mark), vec![4, 5, 5]);
     assert_eq!(merged_history(&db), vec![1, 2, 3, 4]);
 
     // Resumed: from where it stopped, to the end, no gap.
     fake.lock().unwrap().failures.remove(&sha5);
     let mark = fake.lock().unwrap().log.len();
-    let stats = p.backfill(90, false).await;
-    assert_eq!(stats.errors, 0, "{stats:?}");
+    let stats = backfill(&p, 90, false).await;
+    assert_eq!(stats.failed.len(), 0, "{stats:?}");
     assert_eq!(fetched_history(&fake, mark), vec![4, 5, 1]);
     assert_eq!(merged_history(&db), vec![1, 2, 3, 4, 5]);
 
     // Fewer days than covered: nothing older again.
     let mark = fake.lock().unwrap().log.len();
-    p.backfill(7, false).await;
+    backfill(&p, 7, false).await;
     assert_eq!(fetched_history(&fake, mark), vec![1]);
 
     // --restart: the whole window again, oldest first; stored once.
     let mark = fake.lock().unwrap().log.len();
-    let stats = p.backfill(90, true).await;
-    assert_eq!((stats.errors, stats.pull_requests), (0, 5), "{stats:?}");
+    let stats = backfill(&p, 90, true).await;
+    assert_eq!((stats.failed.len(), stats.merges), (0, 5), "{stats:?}");
     assert_eq!(fetched_history(&fake, mark), vec![5, 4, 3, 2, 1]);
     assert_eq!(merged_history(&db), vec![1, 2, 3, 4, 5]);
 }
@@ -614,16 +631,17 @@ async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
     let fake: Shared = Default::default();
     let api = fake_github(fake.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut p = poller(&api, &dir.path().join("db.sqlite"), |g| {
+    let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
+    let owners = |g: &mut GithubConfig| {
         g.owners = vec![OwnerConfig {
             owner: "endless".into(),
             pattern: None,
         }];
-    });
-    let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
-    p.client = Client::new(&p.config, None, hub.clone()).unwrap();
-    let stats = p.poll_once().await;
-    assert_eq!((stats.errors, stats.repositories), (0, 0), "{stats:?}");
+    };
+    let db = dir.path().join("db.sqlite");
+    let p = poller_with(&api, &db, owners, |c| c.hub = Some(hub.clone()));
+    let stats = poll_once(&p).await;
+    assert_eq!((stats.failed.len(), stats.scopes), (0, 0), "{stats:?}");
     let listing_requests = || {
         fake.lock()
             .unwrap()
@@ -648,7 +666,7 @@ async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
     );
     // The cut listing's first-page ETag was not kept: the next round reads
     // the listing again instead of taking a 304 for the unread rest.
-    p.poll_once().await;
+    poll_once(&p).await;
     assert_eq!(
         listing_requests(),
         20_000,
@@ -663,16 +681,17 @@ async fn a_json_answer_larger_than_the_cap_is_refused_and_counted() {
     let fake: Shared = Default::default();
     let api = fake_github(fake.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut p = poller(&api, &dir.path().join("db.sqlite"), |g| {
+    let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
+    let owners = |g: &mut GithubConfig| {
         g.owners = vec![OwnerConfig {
             owner: "huge".into(),
             pattern: None,
         }];
-    });
-    let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
-    p.client = Client::new(&p.config, None, hub.clone()).unwrap();
-    let stats = p.poll_once().await;
-    assert_eq!(stats.errors, 1, "{stats:?}");
+    };
+    let db = dir.path().join("db.sqlite");
+    let p = poller_with(&api, &db, owners, |c| c.hub = Some(hub.clone()));
+    let error = driver::poll_once(&p).await.unwrap_err();
+    assert!(error.to_string().contains("undecodable"), "{error}");
     assert_eq!(
         self_metric(
             &hub,

@@ -6,8 +6,11 @@ mod fake_gitlab;
 use chrono::{Duration, Utc};
 use ci_slo_exporter::classify::Classifier;
 use ci_slo_exporter::config::Config;
+use ci_slo_exporter::config::Secret;
+use ci_slo_exporter::forge::context::Context;
+use ci_slo_exporter::forge::driver::{self, Summary};
 use ci_slo_exporter::forge::gitlab::GitlabConfig;
-use ci_slo_exporter::forge::gitlab::poll::{PollReport, Poller, Since};
+use ci_slo_exporter::forge::gitlab::poll::Poller;
 use ci_slo_exporter::model::{Forge, RepositoryRef};
 use ci_slo_exporter::store::Policy;
 use ci_slo_exporter::store::writer::StoreHandle;
@@ -23,6 +26,16 @@ struct Setup {
 }
 
 fn setup(api_url: &str, projects: Vec<String>, tweak: impl FnOnce(&mut GitlabConfig)) -> Setup {
+    setup_with(api_url, projects, tweak, |_| {})
+}
+
+/// `setup` with the poller's context tweaked too.
+fn setup_with(
+    api_url: &str,
+    projects: Vec<String>,
+    tweak: impl FnOnce(&mut GitlabConfig),
+    c: impl FnOnce(&mut Context),
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = StoreHandle::start(&dir.path().join("db.sqlite")).unwrap();
     let mut config = GitlabConfig {
@@ -32,15 +45,13 @@ fn setup(api_url: &str, projects: Vec<String>, tweak: impl FnOnce(&mut GitlabCon
         ..GitlabConfig::default()
     };
     tweak(&mut config);
-    let poller = Poller::new(
-        config,
-        Some("glpat-test".into()),
+    let mut ctx = Context::new(
         store.clone(),
         Arc::new(Policy::from_config(&Config::default())),
         Arc::new(Classifier::with_defaults()),
-        None,
-    )
-    .unwrap();
+    );
+    c(&mut ctx);
+    let poller = Poller::new(ctx, config, Some(Secret::new("glpat-test"))).unwrap();
     Setup {
         poller,
         store,
@@ -53,10 +64,8 @@ fn ts(minutes_ago: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-async fn poll(p: &Poller) -> PollReport {
-    p.poll_once(Since::Poll(Utc::now() - Duration::days(1)), &|_, _, _| {})
-        .await
-        .unwrap()
+async fn poll(p: &Poller) -> Summary {
+    driver::poll_once(p).await.unwrap()
 }
 
 fn repo(path: &str) -> RepositoryRef {
@@ -95,19 +104,16 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
         }];
     });
     let first = poll(&s.poller).await;
-    assert_eq!(
-        (first.projects, first.pipelines, first.runs),
-        (100, 100, 200)
-    );
+    assert_eq!((first.scopes, first.pipelines, first.runs), (100, 100, 200));
     assert!(first.failed.is_empty());
     // Second and third rounds: nothing changed.
     for round in 0..2 {
         let before = fake.fake.requests.load(Ordering::Relaxed);
-        let unchanged_before = s.poller.stats.not_modified.load(Ordering::Relaxed);
+        let unchanged_before = s.poller.counts().not_modified.load(Ordering::Relaxed);
         let r = poll(&s.poller).await;
         let made = fake.fake.requests.load(Ordering::Relaxed) - before;
-        let unchanged = s.poller.stats.not_modified.load(Ordering::Relaxed) - unchanged_before;
-        assert_eq!((r.projects, r.pipelines, r.runs), (100, 0, 0));
+        let unchanged = s.poller.counts().not_modified.load(Ordering::Relaxed) - unchanged_before;
+        assert_eq!((r.scopes, r.pipelines, r.runs), (100, 0, 0));
         // The group listing is conditional too (like GitHub's owner listings).
         assert!(unchanged >= 1, "round {round}: the group listing is a 304");
         if round == 1 {
@@ -117,7 +123,7 @@ async fn a_hundred_unchanged_projects_cost_at_most_one_request_each() {
         assert!(made <= 101, "round {round}: {made} requests");
         if round == 1 {
             assert!(
-                s.poller.stats.not_modified.load(Ordering::Relaxed) >= 100,
+                s.poller.counts().not_modified.load(Ordering::Relaxed) >= 100,
                 "ETags are used"
             );
         }
@@ -157,7 +163,7 @@ async fn retries_become_attempts_and_a_429_or_a_500_storm_is_ridden_out() {
     let s = setup(&fake.api_url, vec!["g/p".into()], |_| {});
     let r = poll(&s.poller).await;
     assert!(r.failed.is_empty(), "{r:?}");
-    assert_eq!((r.pipelines, r.runs, r.traces), (1, 5, 2));
+    assert_eq!((r.pipelines, r.runs, r.logs), (1, 5, 2));
     let runs = s
         .store
         .read(|st| {
@@ -247,8 +253,8 @@ async fn a_trace_larger_than_the_cap_is_cut_with_a_marker_without_reading_the_re
         c.trace_max_bytes = cap
     });
     let r = poll(&s.poller).await;
-    assert_eq!(r.traces, 1, "{r:?}");
-    let read = s.poller.stats.trace_bytes_read.load(Ordering::Relaxed);
+    assert_eq!(r.logs, 1, "{r:?}");
+    let read = s.poller.counts().log_bytes_read.load(Ordering::Relaxed);
     // At most the cap plus one 64 KiB chunk came over the wire.
     assert!(read >= cap && read <= cap + 64 * 1024, "read {read} bytes");
     let (log, truncated) = s
@@ -417,14 +423,14 @@ async fn each_shard_polls_only_the_projects_it_owns() {
     let mut seen = std::collections::BTreeSet::new();
     for i in 1..=2 {
         let shard = Shard::new(i, 2).unwrap();
-        let mut s = setup(&fake.api_url, listed.clone(), |c| {
+        let groups = |c: &mut GitlabConfig| {
             c.groups = vec![ci_slo_exporter::forge::gitlab::GroupConfig {
                 group: "grp".into(),
                 pattern: None,
                 include_subgroups: true,
             }];
-        });
-        s.poller = s.poller.with_shard(shard);
+        };
+        let s = setup_with(&fake.api_url, listed.clone(), groups, |c| c.shard = shard);
         let projects = s.poller.projects().await.unwrap();
         assert!(projects.len() > 15, "{shard}: {projects:?}");
         for p in projects {
@@ -456,15 +462,15 @@ fn with_hub(
         ..GitlabConfig::default()
     };
     tweak(&mut config);
-    let poller = Poller::new(
-        config,
-        Some("glpat-test".into()),
-        store,
-        Arc::new(Policy::from_config(&Config::default())),
-        Arc::new(Classifier::with_defaults()),
-        Some(hub.clone()),
-    )
-    .unwrap();
+    let ctx = Context {
+        hub: Some(hub.clone()),
+        ..Context::new(
+            store,
+            Arc::new(Policy::from_config(&Config::default())),
+            Arc::new(Classifier::with_defaults()),
+        )
+    };
+    let poller = Poller::new(ctx, config, Some(Secret::new("glpat-test"))).unwrap();
     (poller, dir)
 }
 
@@ -486,7 +492,7 @@ async fn a_listing_cut_at_the_page_limit_is_logged_and_counted() {
         }];
     });
     let r = poll(&p).await;
-    assert_eq!((r.projects, r.failed.len()), (0, 0), "{r:?}");
+    assert_eq!((r.scopes, r.failed.len()), (0, 0), "{r:?}");
     assert_eq!(
         fake.fake.by_path.lock().unwrap()["/api/v4/groups/endless/projects"],
         10_000,

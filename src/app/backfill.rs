@@ -3,10 +3,11 @@
 //! driver, `forge::driver::backfill`, with its progress), then the merge
 //! decisions it makes possible.
 
-use crate::classify::Classifier;
 use crate::cli::{BackfillArgs, BackfillGithubArgs};
 use crate::config::{Config, Secrets};
-use crate::forge::github::poll;
+use crate::forge::context::Context;
+use crate::forge::driver::{self, PollError, Source, Summary};
+use crate::forge::{github, gitlab};
 use crate::store::writer::StoreHandle;
 use crate::store::{Policy, SettleStats};
 use anyhow::Result;
@@ -14,23 +15,17 @@ use chrono::Utc;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What both backfills start from: the database (`--db`), the policy (with
-/// `--history`), the classifier and a runtime; `nothing` unless the forge
-/// has something to backfill.
-type Setup = (
-    Config,
-    Arc<Policy>,
-    Arc<Classifier>,
-    tokio::runtime::Runtime,
-);
-
-fn setup(
+/// What both backfills do: the database (`--db`), the policy (with
+/// `--history`), the forge's poller, one round from `days` ago (`restart`:
+/// forgetting what earlier ones covered), then the merge decisions; fails
+/// with `nothing` unless the forge has something to backfill. Answers the
+/// poller, the round and the decisions.
+fn backfill<P: Source>(
     mut config: Config,
-    db: Option<PathBuf>,
-    history: bool,
-    polls: fn(&Config) -> bool,
-    nothing: &str,
-) -> Result<Setup> {
+    (db, history, days, restart): (Option<PathBuf>, bool, u32, bool),
+    (polls, nothing): (fn(&Config) -> bool, &str),
+    poller: impl FnOnce(Context, &Config) -> Result<P, PollError>,
+) -> Result<(P, Result<Summary, PollError>, SettleStats)> {
     if let Some(db) = db {
         config.store.path = db;
     }
@@ -45,98 +40,98 @@ fn setup(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    Ok((config, policy, classifier, runtime))
-}
-
-/// The merge decisions the backfilled runs make possible.
-async fn settle(store: &StoreHandle, policy: &Arc<Policy>) -> Result<SettleStats> {
-    let policy = policy.clone();
-    Ok(store
-        .write(move |s| s.settle(&policy, Utc::now(), None))
-        .await?)
+    runtime.block_on(async {
+        let store = StoreHandle::start(&config.store.path)?;
+        let ctx = Context {
+            deps: Arc::new(config.dependency_extractor()?),
+            shard: config.shard,
+            ..Context::new(store.clone(), policy.clone(), classifier)
+        };
+        let poller = poller(ctx, &config)?;
+        let round = driver::backfill(&poller, days, restart).await;
+        // The merge decisions the backfilled runs make possible.
+        let settled = store
+            .write(move |s| s.settle(&policy, Utc::now(), None))
+            .await?;
+        Ok((poller, round, settled))
+    })
 }
 
 /// `backfill gitlab --days N`: one resumable round over the configured
 /// projects from N days ago, with progress (a bar on a terminal, else lines).
 pub(super) fn gitlab(config: Config, secrets: Secrets, args: BackfillArgs) -> Result<()> {
-    use crate::forge::gitlab::poll::{Poller, Since};
-    let (config, policy, classifier, runtime) = setup(
+    let started = std::time::Instant::now();
+    let (poller, round, settled) = backfill(
         config,
-        args.db,
-        args.history,
-        |c| c.gitlab.enabled(),
-        "set gitlab.projects or gitlab.groups in the config",
+        (args.db, args.history, args.days, false),
+        (
+            |c| c.gitlab.enabled(),
+            "set gitlab.projects or gitlab.groups in the config",
+        ),
+        |ctx, c| gitlab::poll::Poller::new(ctx, c.gitlab.clone(), secrets.gitlab_token),
     )?;
-    runtime.block_on(async move {
-        let store = StoreHandle::start(&config.store.path)?;
-        let poller = Poller::new(
-            config.gitlab.clone(),
-            secrets
-                .gitlab_token
-                .as_ref()
-                .map(|s| s.expose().to_string()),
-            store.clone(),
-            policy.clone(),
-            classifier,
-            None,
-        )?
-        .with_shard(config.shard)
-        .with_dependencies(Arc::new(config.dependency_extractor()?));
-        let started = std::time::Instant::now();
-        let since = Utc::now() - chrono::Duration::days(i64::from(args.days));
-        let report = poller.backfill(Since::Backfill(since)).await?;
-        let settled = settle(&store, &policy).await?;
-        crate::output::line(serde_json::json!({
-            "projects": report.projects, "pipelines": report.pipelines, "runs": report.runs,
-            "traces": report.traces, "merges": report.merges, "failed": report.failed,
-            "changes_decided": settled.changes_decided, "api_calls": poller.stats.requests(),
-            "seconds": started.elapsed().as_secs_f64(),
-        }))?;
-        if !report.failed.is_empty() {
-            anyhow::bail!(
-                "{} project(s) failed; run the backfill again to resume: {}",
-                report.failed.len(),
-                report.failed.join(", ")
-            );
-        }
-        Ok(())
-    })
+    let s = round?;
+    crate::output::line(serde_json::json!({
+        "projects": s.scopes, "pipelines": s.pipelines, "runs": s.runs,
+        "traces": s.logs, "merges": s.merges, "failed": s.failed,
+        "changes_decided": settled.changes_decided, "api_calls": poller.counts().requests(),
+        "seconds": started.elapsed().as_secs_f64(),
+    }))?;
+    if !s.failed.is_empty() {
+        anyhow::bail!(
+            "{} project(s) failed; run the backfill again to resume: {}",
+            s.failed.len(),
+            s.failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What `backfill github` prints.
+#[derive(serde::Serialize)]
+struct GithubSummary {
+    repositories: usize,
+    not_modified: usize,
+    pull_requests: usize,
+    runs: usize,
+    logs: usize,
+    scheduled_runs: usize,
+    errors: usize,
 }
 
 /// `backfill github --days N [--restart] [--db PATH]`.
 pub(super) fn github(config: Config, secrets: Secrets, args: BackfillGithubArgs) -> Result<()> {
-    let (config, policy, classifier, runtime) = setup(
+    let (_, round, _) = backfill(
         config,
-        args.db,
-        args.history,
-        |c| c.github.polls(),
-        "list github.repositories or github.owners in the config file",
+        (args.db, args.history, args.days, args.restart),
+        (
+            |c| c.github.polls(),
+            "list github.repositories or github.owners in the config file",
+        ),
+        |ctx, c| github::poll::Poller::new(ctx, c.github.clone(), secrets.github_token),
     )?;
-    let stats = runtime.block_on(async {
-        let store = StoreHandle::start(&config.store.path)?;
-        let hub = Arc::new(crate::metrics::MetricsHub::new(
-            crate::metrics::SelfMetrics::new(),
-        ));
-        let poller = poll::Poller {
-            client: poll::Client::new(&config.github, secrets.github_token.clone(), hub)?,
-            store: store.clone(),
-            policy: policy.clone(),
-            config: Arc::new(config.github.clone()),
-            classifier,
-            deps: Arc::new(config.dependency_extractor()?),
-            refresh: None,
-            show_progress: true,
-            shard: config.shard,
-        };
-        let stats = poller.backfill(args.days, args.restart).await;
-        settle(&store, &policy).await?;
-        anyhow::Ok(stats)
-    })?;
-    crate::output::line(serde_json::to_string(&stats)?)?;
-    if stats.errors > 0 {
+    let (s, errors) = match round {
+        Ok(s) => {
+            let errors = s.failed.len();
+            (s, errors)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list GitHub repositories");
+            (Summary::default(), 1)
+        }
+    };
+    crate::output::line(serde_json::to_string(&GithubSummary {
+        repositories: s.scopes,
+        not_modified: s.not_modified,
+        pull_requests: s.merges,
+        runs: s.runs,
+        logs: s.logs,
+        scheduled_runs: s.scheduled_runs,
+        errors,
+    })?)?;
+    if errors > 0 {
         anyhow::bail!(
-            "{} repositories failed (see the log); run the backfill again to resume",
-            stats.errors
+            "{errors} repositories failed (see the log); run the backfill again to resume"
         );
     }
     Ok(())

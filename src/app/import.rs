@@ -28,13 +28,14 @@ pub(super) fn cockpit(mut config: Config, args: ImportArgs) -> anyhow::Result<()
     drop(cockpit_db::Source::open(&args.path)?);
     let classifier = config.classifier()?;
     let mut store = Store::open(&config.store.path)?;
-    let stats = import::import_shard(
+    let stats = import::import_with(
         &args.path,
         &mut store,
         &policy,
         &classifier,
         Utc::now(),
         config.shard,
+        import::Mode::Auto,
     )?;
     crate::output::line(serde_json::to_string(&stats)?)?;
     Ok(())

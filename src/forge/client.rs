@@ -11,11 +11,14 @@
 //! rate limit, and which answers are rate limits.
 
 use crate::metrics::MetricsHub;
+use crate::model::Forge;
 use backon::BackoffBuilder;
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, HeaderMap, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::header::{ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Largest JSON answer read (a page of a listing, a test report); a larger
@@ -27,8 +30,8 @@ const MAX_ERROR_BYTES: u64 = 2000;
 
 /// What a forge's API needs besides the common policy.
 pub(crate) trait Adapter: Send + Sync {
-    /// The `forge` label of the self-metrics.
-    fn forge(&self) -> &'static str;
+    /// The forge (the `forge` label of the self-metrics, the sync states).
+    const FORGE: Forge;
     /// Authentication and API headers of every request.
     fn prepare(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
     /// Header names of (remaining, limit, reset) of the rate-limit window.
@@ -39,12 +42,29 @@ pub(crate) trait Adapter: Send + Sync {
     -> Option<Duration>;
 }
 
-/// Counts a poller keeps of its own (GitLab's `PollStats`).
-pub(crate) trait Observer: Send + Sync {
-    /// One request sent (answered or not).
-    fn requested(&self, endpoint: &str);
-    /// One `304`.
-    fn not_modified(&self);
+/// What a client did, for tests, the benchmark and the backfill's summary.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Requests sent (answered or not).
+    pub requests: AtomicU64,
+    /// Answers `304`.
+    pub not_modified: AtomicU64,
+    /// Bytes of job logs received (at most the cap plus one chunk per log).
+    pub log_bytes_read: AtomicU64,
+    pub by_endpoint: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counts {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn endpoints(&self) -> BTreeMap<String, u64> {
+        self.by_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// The retry settings of one forge's configuration section.
@@ -105,19 +125,22 @@ pub(crate) enum Answer {
     Ok(Body),
 }
 
-/// The forge-neutral client: one [`Adapter`], one retry policy.
+/// The forge-neutral client: one [`Adapter`], one API, one retry policy.
 pub(crate) struct ForgeClient<A> {
     http: reqwest::Client,
     adapter: A,
+    /// The API's base URL, without a trailing `/`.
+    api: String,
     retries: Retries,
     hub: Option<Arc<MetricsHub>>,
-    observer: Option<Arc<dyn Observer>>,
+    pub(crate) counts: Counts,
 }
 
 impl<A: Adapter> ForgeClient<A> {
     /// `timeout` bounds each request, its body included.
     pub(crate) fn new(
         adapter: A,
+        api: &str,
         timeout: Duration,
         retries: Retries,
         hub: Option<Arc<MetricsHub>>,
@@ -125,25 +148,39 @@ impl<A: Adapter> ForgeClient<A> {
         Ok(ForgeClient {
             http: super::http_client(timeout)?,
             adapter,
+            api: api.trim_end_matches('/').to_string(),
             retries,
             hub,
-            observer: None,
+            counts: Counts::default(),
         })
     }
 
-    pub(crate) fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = Some(observer);
-        self
+    pub(crate) fn forge(&self) -> &'static str {
+        A::FORGE.as_str()
     }
 
-    pub(crate) fn forge(&self) -> &'static str {
-        self.adapter.forge()
+    /// The URL of `path` under the API, with `query` encoded onto it.
+    pub(crate) fn url(&self, path: &str, query: &[(&str, String)]) -> String {
+        let url = format!("{}{path}", self.api);
+        match reqwest::Url::parse(&url) {
+            Ok(mut u) if !query.is_empty() => {
+                u.query_pairs_mut()
+                    .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+                u.into()
+            }
+            _ => url,
+        }
     }
 
     fn count(&self, endpoint: &str, status: &str) {
-        if let Some(o) = &self.observer {
-            o.requested(endpoint);
-        }
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
+        *self
+            .counts
+            .by_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(endpoint.to_string())
+            .or_default() += 1;
         if let Some(hub) = &self.hub {
             hub.self_metrics
                 .count_forge_request(self.forge(), endpoint, status);
@@ -217,9 +254,7 @@ impl<A: Adapter> ForgeClient<A> {
                     let headers = resp.headers().clone();
                     self.rate_limits(&headers);
                     if status == StatusCode::NOT_MODIFIED {
-                        if let Some(o) = &self.observer {
-                            o.not_modified();
-                        }
+                        self.counts.not_modified.fetch_add(1, Ordering::Relaxed);
                         if let Some(hub) = &self.hub {
                             hub.self_metrics.count_not_modified(self.forge());
                         }
@@ -306,15 +341,44 @@ impl<A: Adapter> ForgeClient<A> {
         })
     }
 
-    /// GET and decode one JSON answer (`None`: 304).
+    /// Download a job log (with the retries of every request), keeping at
+    /// most `cap` bytes and marking a cut one: (text, truncated); `None`: 304.
+    pub(crate) async fn log(
+        &self,
+        endpoint: &str,
+        url: &str,
+        cap: u64,
+    ) -> Result<Option<(String, bool)>, FetchError> {
+        let Answer::Ok(body) = self.get(endpoint, url, None, cap).await? else {
+            return Ok(None);
+        };
+        self.counts
+            .log_bytes_read
+            .fetch_add(body.read, Ordering::Relaxed);
+        let mut text = String::from_utf8_lossy(&body.bytes).into_owned();
+        if body.truncated {
+            text.push_str(&format!(
+                "\n[ci-slo-exporter: log truncated: only the first {cap} bytes were downloaded]\n"
+            ));
+        }
+        Ok(Some((text, body.truncated)))
+    }
+
+    /// GET and decode one JSON answer (a `304`, to a request without a
+    /// condition, is an error).
     pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         endpoint: &str,
         url: &str,
-    ) -> Result<Option<T>, FetchError> {
+    ) -> Result<T, FetchError> {
         match self.get(endpoint, url, None, MAX_JSON_BYTES).await? {
-            Answer::NotModified => Ok(None),
-            Answer::Ok(body) => Ok(Some(self.decode(endpoint, url, &body)?)),
+            Answer::Ok(body) => self.decode(endpoint, url, &body),
+            Answer::NotModified => Err(FetchError::Status {
+                endpoint: endpoint.to_string(),
+                url: url.to_string(),
+                status: 304,
+                message: "not modified without a condition".into(),
+            }),
         }
     }
 }
@@ -325,6 +389,22 @@ pub(crate) fn etag(headers: &HeaderMap) -> Option<String> {
         .get(ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// `req` with the secret header `name: value` when there is one, marked
+/// sensitive (never logged); the adapters' authentication.
+pub(crate) fn secret_header(
+    req: reqwest::RequestBuilder,
+    name: &str,
+    value: Option<String>,
+) -> reqwest::RequestBuilder {
+    match value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        Some(mut v) => {
+            v.set_sensitive(true);
+            req.header(name, v)
+        }
+        None => req,
+    }
 }
 
 /// `Retry-After` in seconds (both forges send seconds).
@@ -358,4 +438,23 @@ async fn read_capped(
         out.extend_from_slice(&chunk);
     }
     Ok((out, false, read))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_secret_header_is_set_marked_sensitive_and_left_out_without_a_value() {
+        let http = crate::forge::http_client(std::time::Duration::from_secs(5)).unwrap();
+        let with = |value: Option<&str>| {
+            let req = http.get("http://127.0.0.1/");
+            super::secret_header(req, "PRIVATE-TOKEN", value.map(str::to_string))
+                .build()
+                .unwrap()
+        };
+        let req = with(Some("glpat-x"));
+        let v = req.headers().get("PRIVATE-TOKEN").unwrap();
+        assert_eq!(v.to_str().unwrap(), "glpat-x");
+        assert!(v.is_sensitive());
+        assert!(with(None).headers().get("PRIVATE-TOKEN").is_none());
+    }
 }

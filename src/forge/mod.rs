@@ -4,16 +4,17 @@
 //! types at its boundary; this module holds what they share: the HTTP client
 //! policy (`client`: retries, rate limits, conditional requests, body caps;
 //! `pages`: pagination with one page limit), the forge-neutral event and its
-//! apply step (`event`), one round over a forge's scopes for polls and
-//! backfills (`driver`) and the polling loop; each forge adds a thin adapter.
+//! apply step (`event`), what a poller works with (`context`), one round over
+//! a forge's scopes for polls and backfills (`driver`) and the polling loop;
+//! each forge adds a thin adapter.
 
 pub(crate) mod client;
-pub(crate) mod driver;
+pub mod context;
+pub mod driver;
 pub(crate) mod event;
 pub mod github;
 pub mod gitlab;
 pub(crate) mod pages;
-pub(crate) mod progress;
 
 use std::sync::Once;
 use std::time::Duration;

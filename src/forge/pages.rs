@@ -4,8 +4,6 @@
 //! and counted in `ci_exporter_forge_page_limit_reached_total`.
 
 use super::client::{Adapter, Answer, Body, FetchError, ForgeClient, MAX_JSON_BYTES};
-use crate::model::Forge;
-use crate::store::writer::StoreHandle;
 use crate::store::{StoreError, SyncState};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, LINK};
@@ -52,16 +50,17 @@ impl<A: Adapter> ForgeClient<A> {
         }
     }
 
-    /// Every item of a listing whose pages are JSON lists.
-    pub(crate) async fn all<T: DeserializeOwned>(
+    /// Every item of a listing; `pick` takes the list out of each page.
+    pub(crate) async fn all<W: DeserializeOwned, T>(
         &self,
         endpoint: &'static str,
         url: String,
+        pick: impl Fn(W) -> Vec<T>,
     ) -> Result<Vec<T>, FetchError> {
         let mut pages = self.pages(endpoint, url, None);
         let mut out = Vec::new();
-        while let Some(page) = pages.next_json::<Vec<T>>().await? {
-            out.extend(page.items);
+        while let Some(page) = pages.next_json::<W>().await? {
+            out.extend(pick(page.items));
         }
         Ok(out)
     }
@@ -132,7 +131,7 @@ impl<A: Adapter> Pages<'_, A> {
 
 /// A list of names (an owner's repositories, a group's projects) kept in
 /// the store with the ETag of the listing it came from, as the sync state
-/// `(forge, scope, kind)`: the names as JSON in its cursor, no success time
+/// `(scope, kind)` of the client's forge: the names as JSON in its cursor, no success time
 /// (it is not a repository's sync, so it stays out of
 /// `ci_exporter_last_sync_timestamp_seconds`).
 ///
@@ -142,8 +141,8 @@ impl<A: Adapter> Pages<'_, A> {
 /// stored with the first page's ETag, unless the listing was cut at the page
 /// limit (it is then read again next time).
 pub(crate) async fn cached_names<'c, A, W, E, F>(
-    store: &StoreHandle,
-    (forge, scope, kind): (Forge, &str, &'static str),
+    ctx: &super::context::Context,
+    (scope, kind): (&str, &'static str),
     open: impl FnOnce(Option<String>) -> F,
     name: impl Fn(W) -> Option<String>,
 ) -> Result<Vec<String>, E>
@@ -153,11 +152,7 @@ where
     E: From<FetchError> + From<StoreError>,
     F: Future<Output = Result<(Pages<'c, A>, Option<Page<Vec<W>>>), FetchError>>,
 {
-    let key = scope.to_string();
-    let state = store
-        .read(move |s| s.sync_state(forge, &key, kind))
-        .await?
-        .unwrap_or_default();
+    let state = ctx.sync_state(A::FORGE, scope, kind).await?;
     let (mut pages, first) = open(state.etag).await?;
     let Some(first) = first else {
         return Ok(
@@ -174,10 +169,7 @@ where
         etag: first.etag.filter(|_| !pages.cut()),
         last_success: None,
     };
-    let key = scope.to_string();
-    store
-        .write(move |s| s.set_sync_state(forge, &key, kind, &state))
-        .await?;
+    ctx.set_sync_state(A::FORGE, scope, kind, state).await?;
     Ok(names)
 }
 

@@ -138,24 +138,6 @@ pub fn synthetic_change_number(revision: &str) -> i64 {
     -(n.max(1))
 }
 
-/// Import a Cockpit database into `store`.
-pub fn import(
-    path: &Path,
-    store: &mut Store,
-    policy: &Policy,
-    classifier: &Classifier,
-    now: DateTime<Utc>,
-) -> Result<ImportStats, ImportError> {
-    import_shard(
-        path,
-        store,
-        policy,
-        classifier,
-        now,
-        crate::shard::Shard::ALL,
-    )
-}
-
 /// Whether two paths name the same file (through links or relative paths too).
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::metadata(a), std::fs::metadata(b)) {
@@ -328,20 +310,6 @@ pub enum Mode {
     Auto,
     /// Always the per-run path (`Store::ingest_batch`).
     PerRun,
-}
-
-/// [`import`] only the repositories `shard` owns; the others are counted in
-/// `runs_other_shard` (import the same file into every shard). Reads the file
-/// as a stream and stores [`BATCH_RUNS`] runs per batch; shows progress.
-pub fn import_shard(
-    path: &Path,
-    store: &mut Store,
-    policy: &Policy,
-    classifier: &Classifier,
-    now: DateTime<Utc>,
-    shard: crate::shard::Shard,
-) -> Result<ImportStats, ImportError> {
-    import_with(path, store, policy, classifier, now, shard, Mode::Auto)
 }
 
 /// (repository, revision) → merged at (the last finish of its runs)
@@ -528,7 +496,10 @@ fn is_duplicate(e: &ImportError) -> bool {
     )
 }
 
-/// [`import_shard`] the way `mode` says.
+/// Import a Cockpit database into `store`, only the repositories `shard`
+/// owns (the others are counted in `runs_other_shard`: import the same file
+/// into every shard), the way `mode` says. Reads the file as a stream and
+/// stores [`BATCH_RUNS`] runs per batch; shows progress.
 pub fn import_with(
     path: &Path,
     store: &mut Store,

@@ -23,6 +23,7 @@ use crate::forge::event::{Attempt, Event, Observed};
 use crate::model::{Forge, NewRun, RepositoryRef, RunState, Trigger};
 use crate::store::StoreError;
 use crate::store::github::WorkflowRunInfo;
+use chrono::{DateTime, Utc};
 
 pub use crate::config::github::{DownloadLogs, GithubConfig, OwnerConfig, StatusPhrases};
 
@@ -94,6 +95,16 @@ pub(crate) fn new_run(repository: RepositoryRef, context: String, commit: String
     }
 }
 
+/// (started_at, finished_at) of a run in `state`: a pending one has not
+/// started (a queued job's payload repeats created_at as started_at), an
+/// unfinished one has not finished.
+fn span(state: RunState, started: Option<DateTime<Utc>>, done: Option<DateTime<Utc>>) -> Span {
+    let started = started.filter(|_| state != RunState::Pending);
+    (started, done.filter(|_| state.is_terminal()))
+}
+
+type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// An Actions job as a run: context `workflow / job`, queued at creation,
 /// started when it left the queue, finished at completion.
 pub(crate) fn job_record(
@@ -119,17 +130,7 @@ pub(crate) fn job_record(
     run.trigger = trigger;
     run.state = state;
     run.queued_at = job.created_at;
-    // A queued job's payload repeats created_at as started_at: it has not started.
-    run.started_at = if state == RunState::Pending {
-        None
-    } else {
-        job.started_at
-    };
-    run.finished_at = if state.is_terminal() {
-        job.completed_at
-    } else {
-        None
-    };
+    (run.started_at, run.finished_at) = span(state, job.started_at, job.completed_at);
     run.url = job.html_url.clone();
     run.log_url = Some(format!(
         "{}/repos/{repo}/actions/jobs/{}/logs",
@@ -162,16 +163,7 @@ pub(crate) fn check_run_record(
     let mut run = new_run(repository(repo), check.name.clone(), check.head_sha.clone());
     run.external_id = Some(format!("check:{}", check.id));
     run.state = state;
-    run.started_at = if state == RunState::Pending {
-        None
-    } else {
-        check.started_at
-    };
-    run.finished_at = if state.is_terminal() {
-        check.completed_at
-    } else {
-        None
-    };
+    (run.started_at, run.finished_at) = span(state, check.started_at, check.completed_at);
     run.url = check.html_url.clone();
     Ok(Some(Event::Run(Observed {
         run,

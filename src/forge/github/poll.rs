@@ -19,7 +19,7 @@
 //!
 //! One concern per file:
 //! * `client`: the GitHub adapter of the forge-neutral client (auth, API and
-//!   rate-limit headers, which answers are rate limits, the log marker);
+//!   rate-limit headers, which answers are rate limits);
 //! * `repositories`: which repositories are polled;
 //! * `pulls`: merged pull requests per repository, the cursors and the
 //!   backfill's covered range;
@@ -31,115 +31,58 @@ mod pulls;
 mod repositories;
 mod runs;
 
-pub use client::Client;
-
 use super::GithubConfig;
-use crate::classify::Classifier;
-use crate::forge::driver::{self, Since};
+use crate::config::Secret;
+use crate::forge::client::{Counts, ForgeClient};
+use crate::forge::context::Context;
+use crate::forge::driver::{self, PollError, Since, Summary};
 use crate::model::Forge;
-use crate::store::writer::StoreHandle;
-use crate::store::{Policy, StoreError, SyncState};
-use chrono::Utc;
+use crate::store::SyncState;
 use pulls::{KIND_BACKFILL, KIND_BACKFILL_FROM};
-use std::sync::Arc;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    /// A request without a usable answer (the forge-neutral client's error).
-    #[error("GitHub API {0}")]
-    Fetch(#[from] crate::forge::client::FetchError),
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-    #[error("owner pattern: {0}")]
-    Pattern(#[from] regex::Error),
-    #[error(transparent)]
-    Github(#[from] super::GithubError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// What one poll did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct PollStats {
-    pub repositories: usize,
-    pub not_modified: usize,
-    pub pull_requests: usize,
-    pub runs: usize,
-    pub logs: usize,
-    pub scheduled_runs: usize,
-    pub errors: usize,
-}
+use std::time::Duration;
 
 /// Polls GitHub into the store.
 pub struct Poller {
-    pub client: Client,
-    pub store: StoreHandle,
-    pub policy: Arc<Policy>,
-    pub config: Arc<GithubConfig>,
-    pub classifier: Arc<Classifier>,
-    /// Reads package versions from downloaded logs.
-    pub deps: Arc<crate::deps::Extractor>,
-    /// Woken after writes (the metrics snapshot), when serving.
-    pub refresh: Option<Arc<tokio::sync::Notify>>,
-    /// Show a progress bar on a terminal (`backfill`).
-    pub show_progress: bool,
-    /// Only repositories this shard owns are polled (docs/scaling.md).
-    pub shard: crate::shard::Shard,
+    client: ForgeClient<client::Github>,
+    ctx: Context,
+    config: GithubConfig,
 }
 
 impl Poller {
-    fn notify(&self) {
-        if let Some(r) = &self.refresh {
-            r.notify_one();
-        }
+    pub fn new(
+        ctx: Context,
+        config: GithubConfig,
+        token: Option<Secret>,
+    ) -> Result<Poller, PollError> {
+        Ok(Poller {
+            client: client::client(&config, token, ctx.hub.clone())?,
+            ctx,
+            config,
+        })
     }
 
-    /// One poll of everything (`serve`).
-    pub async fn poll_once(&self) -> PollStats {
-        let lookback = chrono::Duration::from_std(self.config.initial_lookback)
-            .unwrap_or(chrono::Duration::days(1));
-        let since = Since::Poll(Utc::now() - lookback);
-        self.stats(driver::round(self, since, false, &|_, _, _| {}).await)
-    }
-
-    /// Fill `days` of history (`backfill github --days N [--restart]`).
-    ///
-    /// A backfill covers one range of merged pull requests per repository
-    /// (by `updated_at`): from where it started (`backfill_from`) to its
-    /// cursor. Run again, it continues from the cursor (a resume after an
-    /// interruption, or what was merged since); with more days than before it
-    /// first fills the older gap. `restart` forgets the range: everything in
-    /// the window is fetched again (e.g. after changing the status phrases).
-    pub async fn backfill(&self, days: u32, restart: bool) -> PollStats {
-        let since = Since::Backfill(Utc::now() - chrono::Duration::days(days as i64));
-        let round = driver::backfill(self, since, restart, self.show_progress).await;
-        self.stats(round)
-    }
-
-    fn stats(&self, round: Result<driver::Round<PollStats>, PollError>) -> PollStats {
-        match round {
-            Ok(r) => PollStats {
-                repositories: r.scopes,
-                errors: r.report.errors + r.failed.len(),
-                ..r.report
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list GitHub repositories");
-                PollStats {
-                    errors: 1,
-                    ..PollStats::default()
-                }
-            }
-        }
+    /// What the client did.
+    pub fn counts(&self) -> &Counts {
+        &self.client.counts
     }
 }
 
+/// A backfill (`backfill github --days N [--restart]`) covers one range of
+/// merged pull requests per repository (by `updated_at`): from where it
+/// started (`backfill_from`) to its cursor. Run again, it continues from the
+/// cursor (a resume after an interruption, or what was merged since); with
+/// more days than before it first fills the older gap. `restart` forgets the
+/// range: everything in the window is fetched again (e.g. after changing the
+/// status phrases).
 impl driver::Source for Poller {
-    type Report = PollStats;
-    type Error = PollError;
+    const NAME: &'static str = "GitHub";
     const SCOPE: &'static str = "GitHub repository";
     const LABEL: &'static str = "backfill github";
     const UNIT: &'static str = "repositories";
+
+    fn schedule(&self) -> (Duration, Duration) {
+        (self.config.poll_interval, self.config.initial_lookback)
+    }
 
     async fn scopes(&self) -> Result<Vec<String>, PollError> {
         self.repositories().await
@@ -147,7 +90,8 @@ impl driver::Source for Poller {
 
     async fn forget(&self, repos: &[String]) -> Result<(), PollError> {
         let repos = repos.to_vec();
-        self.store
+        self.ctx
+            .store
             .write(move |s| {
                 for repo in &repos {
                     for kind in [KIND_BACKFILL, KIND_BACKFILL_FROM] {
@@ -164,26 +108,16 @@ impl driver::Source for Poller {
         &self,
         repo: &str,
         since: Since,
-        stats: &mut PollStats,
-        tick: &(dyn Fn(&PollStats) + Sync),
+        summary: &mut Summary,
+        tick: &(dyn Fn(&Summary) + Sync),
     ) -> Result<(), PollError> {
-        self.poll_repository(repo, since, stats, tick).await
+        self.poll_repository(repo, since, summary, tick).await
     }
 
-    fn message(&self, stats: &PollStats) -> String {
+    fn message(&self, s: &Summary) -> String {
         format!(
             "{} merged pull requests, {} runs, {} logs",
-            stats.pull_requests, stats.runs, stats.logs
+            s.merges, s.runs, s.logs
         )
     }
-}
-
-/// `serve`'s background task: a round every `poll_interval` (spread at
-/// random, `forge::poll_forever`) until `stop`.
-pub async fn run_forever(poller: Poller, stop: tokio::sync::watch::Receiver<bool>) {
-    crate::forge::poll_forever(poller.config.poll_interval, stop, || async {
-        let stats = poller.poll_once().await;
-        tracing::info!(?stats, "GitHub poll done");
-    })
-    .await
 }

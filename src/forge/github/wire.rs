@@ -1,6 +1,7 @@
 //! GitHub's JSON, as far as this exporter reads it: webhook payloads and REST
 //! API answers. Only the fields used are declared (serde ignores the rest);
-//! everything that may be absent or null is an `Option`. These types never
+//! everything that may be absent or null is an `Option` (serde reads an absent
+//! one as `None`). These types never
 //! leave the `github` module: they become `model` types at its boundary.
 
 use chrono::{DateTime, Utc};
@@ -15,39 +16,28 @@ pub(crate) struct Repository {
 pub(crate) struct WorkflowJob {
     pub id: u64,
     pub run_id: u64,
-    #[serde(default)]
     pub run_attempt: Option<u32>,
     pub head_sha: String,
     pub name: String,
-    #[serde(default)]
     pub workflow_name: Option<String>,
     pub status: String,
-    #[serde(default)]
     pub conclusion: Option<String>,
-    #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub completed_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub html_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct WorkflowRun {
     pub id: u64,
-    #[serde(default)]
     pub run_attempt: Option<u32>,
-    #[serde(default)]
     pub event: Option<String>,
-    #[serde(default)]
     pub run_started_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct App {
-    #[serde(default)]
     pub slug: Option<String>,
 }
 
@@ -57,28 +47,20 @@ pub(crate) struct CheckRun {
     pub name: String,
     pub head_sha: String,
     pub status: String,
-    #[serde(default)]
     pub conclusion: Option<String>,
-    #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub completed_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub html_url: Option<String>,
-    #[serde(default)]
     pub app: Option<App>,
 }
 
 /// A commit status, from the `status` event or `GET .../commits/{sha}/statuses`.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Status {
-    #[serde(default)]
     pub id: Option<u64>,
     pub state: String,
     pub context: String,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub target_url: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -91,11 +73,8 @@ pub(crate) struct Head {
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct PullRequest {
     pub number: i64,
-    #[serde(default)]
     pub merged: Option<bool>,
-    #[serde(default)]
     pub merged_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
     pub head: Head,
 }
@@ -163,4 +142,16 @@ pub(crate) struct RepoItem {
     pub full_name: String,
     #[serde(default)]
     pub archived: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn absent_optional_fields_read_as_none() {
+        let job: super::WorkflowJob = serde_json::from_str(
+            r#"{"id": 1, "run_id": 2, "head_sha": "abc", "name": "unit", "status": "queued"}"#,
+        )
+        .unwrap();
+        assert!(job.run_attempt.is_none() && job.created_at.is_none() && job.html_url.is_none());
+    }
 }

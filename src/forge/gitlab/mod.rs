@@ -23,27 +23,9 @@ pub mod webhook;
 mod wire;
 
 use crate::forge::event::{Attempt, Observed};
-use crate::model::{NewRun, RunState, Trigger};
+use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, RunState, Trigger};
 use chrono::{DateTime, NaiveDateTime, Utc};
-
-/// Errors of the GitLab source.
-#[derive(Debug, thiserror::Error)]
-pub enum GitlabError {
-    #[error("GitLab API request {endpoint} failed: {source}")]
-    Http {
-        endpoint: String,
-        source: reqwest::Error,
-    },
-    /// A request without a usable answer (the forge-neutral client's error).
-    #[error("GitLab API {0}")]
-    Fetch(#[from] crate::forge::client::FetchError),
-    #[error("invalid GitLab payload: {0}")]
-    Payload(String),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("invalid [gitlab] configuration: {0}")]
-    Config(String),
-}
+use std::collections::HashMap;
 
 pub use crate::config::gitlab::{DownloadTraces, GitlabConfig, GroupConfig};
 
@@ -162,6 +144,133 @@ pub(crate) fn observed(run: NewRun, attempt: Attempt, pipeline: Option<String>) 
         parent: pipeline,
         partial: false,
     }
+}
+
+/// A project as the model's repository.
+pub(crate) fn project(path: &str) -> RepositoryRef {
+    RepositoryRef {
+        forge: Forge::Gitlab,
+        path: path.to_string(),
+    }
+}
+
+/// What the runs of one pipeline share: the project, the commit, the
+/// trigger and the change (an MR iid).
+pub(crate) fn pipeline_base(
+    repository: RepositoryRef,
+    commit: &str,
+    trigger: Trigger,
+    change: Option<i64>,
+) -> NewRun {
+    NewRun {
+        repository,
+        commit: commit.to_string(),
+        trigger,
+        change: change.map(|number| ChangeRef {
+            number,
+            merged_at: None,
+        }),
+        source: "gitlab".into(),
+        ..NewRun::default()
+    }
+}
+
+/// A job (of a Job Hook, a Pipeline Hook's builds or the API's job list)
+/// in model terms; a manual job nobody started is none.
+pub(crate) struct Job {
+    pub id: i64,
+    /// `stage / name`.
+    pub context: String,
+    pub state: RunState,
+    /// Retries of a context are numbered in creation order (then by id).
+    pub created: Option<DateTime<Utc>>,
+    pub times: Times,
+    /// The job's page; its log is at `/raw` under it.
+    pub url: Option<String>,
+}
+
+impl Job {
+    /// The job as attempt `attempt` of its context, on `base`.
+    pub(crate) fn run(self, base: &NewRun, attempt: u32) -> NewRun {
+        let (queued_at, started_at, finished_at) = self.times;
+        NewRun {
+            context: self.context,
+            external_id: Some(format!("job:{}", self.id)),
+            attempt,
+            state: self.state,
+            queued_at,
+            started_at,
+            finished_at,
+            log_url: self.url.as_ref().map(|u| format!("{u}/raw")),
+            url: self.url,
+            ..base.clone()
+        }
+    }
+}
+
+/// A job of the API's job list or a Pipeline Hook's builds in model terms
+/// (`None`: a manual job nobody started): `time` reads one of its times by
+/// field name; without a page of its own, it is on the project's `web` page.
+fn job(
+    j: &wire::ApiJob,
+    time: impl Fn(&str, &Option<String>) -> Result<Option<DateTime<Utc>>, String>,
+    web: Option<&str>,
+) -> Result<Option<Job>, String> {
+    let Some(state) = run_state(&j.status, j.failure_reason.as_deref()) else {
+        return Ok(None);
+    };
+    Ok(Some(Job {
+        id: j.id,
+        context: job_context(&j.stage, &j.name),
+        state,
+        created: j.created_at.as_deref().and_then(parse_time),
+        times: times(
+            time("created_at", &j.created_at)?,
+            time("started_at", &j.started_at)?,
+            time("finished_at", &j.finished_at)?,
+            j.duration,
+            j.queued_duration,
+        ),
+        url: (j.web_url.clone()).or_else(|| web.map(|w| format!("{w}/-/jobs/{}", j.id))),
+    }))
+}
+
+/// A pipeline's runs, for the webhook and the poller alike: its jobs, whose
+/// retries (same `stage / name`) are attempts 0..n by creation time, then
+/// id; then the pipeline as a whole (context `pipeline`) when it is a run:
+/// its state, times and page.
+pub(crate) fn plan_pipeline(
+    base: NewRun,
+    id: i64,
+    mut jobs: Vec<Job>,
+    pipeline: Option<(RunState, Times, Option<String>)>,
+) -> Vec<Observed> {
+    jobs.sort_by_key(|j| (j.created, j.id));
+    let external_id = format!("pipeline:{id}");
+    let mut attempts: HashMap<String, u32> = HashMap::new();
+    let mut planned: Vec<Observed> = jobs
+        .into_iter()
+        .map(|j| {
+            let attempt = attempts.entry(j.context.clone()).or_insert(0);
+            *attempt += 1;
+            let run = j.run(&base, *attempt - 1);
+            observed(run, Attempt::Known, Some(external_id.clone()))
+        })
+        .collect();
+    if let Some((state, (queued_at, started_at, finished_at), url)) = pipeline {
+        let run = NewRun {
+            context: PIPELINE_CONTEXT.into(),
+            external_id: Some(external_id),
+            state,
+            queued_at,
+            started_at,
+            finished_at,
+            url,
+            ..base
+        };
+        planned.push(observed(run, Attempt::Known, None));
+    }
+    planned
 }
 
 #[cfg(test)]

@@ -36,87 +36,32 @@ mod pipelines;
 mod projects;
 mod runs;
 
-use super::{GitlabConfig, GitlabError};
-use crate::classify::Classifier;
-use crate::deps::Extractor;
-use crate::forge::client::{ForgeClient, Retries};
-use crate::forge::driver;
-use crate::metrics::MetricsHub;
+use super::GitlabConfig;
+use crate::config::Secret;
+use crate::forge::client::{Counts, ForgeClient, Retries};
+use crate::forge::context::Context;
+use crate::forge::driver::{self, PollError, Since, Summary};
 use crate::model::Forge;
-use crate::store::writer::StoreHandle;
-use crate::store::{Policy, SyncState};
-use chrono::Utc;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::store::SyncState;
+use std::time::Duration;
 
-const FORGE: &str = "gitlab";
 const KIND_PIPELINES: &str = "pipelines";
 const KIND_BACKFILL: &str = "pipelines_backfill";
 const KIND_MERGES: &str = "merge_requests";
 
-/// What the poller did, for tests, the benchmark and logs.
-#[derive(Debug, Default)]
-pub struct PollStats {
-    pub requests: AtomicU64,
-    pub not_modified: AtomicU64,
-    pub traces: AtomicU64,
-    /// Bytes of job logs received from the network (at most the cap plus one chunk per trace).
-    pub trace_bytes_read: AtomicU64,
-    pub by_endpoint: Mutex<BTreeMap<String, u64>>,
-}
-
-impl PollStats {
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-    pub fn traces(&self) -> u64 {
-        self.traces.load(Ordering::Relaxed)
-    }
-    pub fn endpoints(&self) -> BTreeMap<String, u64> {
-        self.by_endpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-/// One round's outcome.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PollReport {
-    pub projects: usize,
-    pub pipelines: usize,
-    pub runs: usize,
-    pub traces: usize,
-    pub merges: usize,
-    /// Projects whose poll failed this round (they resume from their cursor next time).
-    pub failed: Vec<String>,
-}
-
-pub use crate::forge::driver::Since;
-
+/// Polls GitLab into the store.
 pub struct Poller {
     config: GitlabConfig,
-    /// Only projects this shard owns are polled (docs/scaling.md).
-    shard: crate::shard::Shard,
     client: ForgeClient<http::Gitlab>,
-    store: StoreHandle,
-    policy: Arc<Policy>,
-    classifier: Arc<Classifier>,
-    deps: Arc<Extractor>,
-    pub stats: Arc<PollStats>,
+    ctx: Context,
 }
 
 impl Poller {
     pub fn new(
+        ctx: Context,
         config: GitlabConfig,
-        token: Option<String>,
-        store: StoreHandle,
-        policy: Arc<Policy>,
-        classifier: Arc<Classifier>,
-        hub: Option<Arc<MetricsHub>>,
-    ) -> Result<Poller, GitlabError> {
-        let stats = Arc::new(PollStats::default());
+        token: Option<Secret>,
+    ) -> Result<Poller, PollError> {
         let retries = Retries {
             base: config.retry_base_delay,
             max: config.max_retries,
@@ -126,95 +71,53 @@ impl Poller {
             token,
             retry_base_delay: config.retry_base_delay,
         };
-        let client = ForgeClient::new(adapter, config.request_timeout, retries, hub)
-            .map_err(|e| GitlabError::Http {
-                endpoint: "client".into(),
-                source: e,
-            })?
-            .with_observer(stats.clone());
+        let client = ForgeClient::new(
+            adapter,
+            &config.api_url,
+            config.request_timeout,
+            retries,
+            ctx.hub.clone(),
+        )?;
         Ok(Poller {
             config,
-            shard: crate::shard::Shard::ALL,
             client,
-            store,
-            policy,
-            classifier,
-            deps: Arc::new(Extractor::with_defaults()),
-            stats,
+            ctx,
         })
     }
 
-    /// Poll only the projects `shard` owns (the others belong to other shards).
-    pub fn with_shard(mut self, shard: crate::shard::Shard) -> Poller {
-        self.shard = shard;
-        self
+    /// What the client did.
+    pub fn counts(&self) -> &Counts {
+        &self.client.counts
     }
 
-    /// Read package versions from downloaded traces with these rules
-    /// (the shipped ones by default).
-    pub fn with_dependencies(mut self, deps: Arc<Extractor>) -> Poller {
-        self.deps = deps;
-        self
-    }
-
-    /// One round over every project. A project that fails is logged and
-    /// reported; the others go on.
-    pub async fn poll_once(
-        &self,
-        since: Since,
-        progress: driver::Progress<'_, PollReport>,
-    ) -> Result<PollReport, GitlabError> {
-        driver::round(self, since, false, progress)
-            .await
-            .map(Self::report)
-    }
-
-    /// `backfill gitlab --days N`: one round from `since` with its progress shown.
-    pub(crate) async fn backfill(&self, since: Since) -> Result<PollReport, GitlabError> {
-        driver::backfill(self, since, false, true)
-            .await
-            .map(Self::report)
-    }
-
-    fn report(round: driver::Round<PollReport>) -> PollReport {
-        PollReport {
-            projects: round.scopes,
-            failed: round.failed,
-            ..round.report
-        }
-    }
-
-    async fn sync_state(&self, scope: &str, kind: &str) -> Result<SyncState, GitlabError> {
-        let (scope, kind) = (scope.to_string(), kind.to_string());
-        Ok(self
-            .store
-            .read(move |s| s.sync_state(Forge::Gitlab, &scope, &kind))
-            .await?
-            .unwrap_or_default())
+    async fn sync_state(&self, scope: &str, kind: &'static str) -> Result<SyncState, PollError> {
+        Ok(self.ctx.sync_state(Forge::Gitlab, scope, kind).await?)
     }
 
     async fn set_sync_state(
         &self,
         scope: &str,
-        kind: &str,
+        kind: &'static str,
         state: SyncState,
-    ) -> Result<(), GitlabError> {
-        let (scope, kind) = (scope.to_string(), kind.to_string());
-        self.store
-            .write(move |s| s.set_sync_state(Forge::Gitlab, &scope, &kind, &state))
-            .await?;
-        Ok(())
+    ) -> Result<(), PollError> {
+        Ok(self
+            .ctx
+            .set_sync_state(Forge::Gitlab, scope, kind, state)
+            .await?)
     }
 }
 
 impl driver::Source for Poller {
-    type Report = PollReport;
-    type Error = GitlabError;
+    const NAME: &'static str = "GitLab";
     const SCOPE: &'static str = "GitLab project";
     const LABEL: &'static str = "backfill gitlab";
     const UNIT: &'static str = "projects";
 
-    async fn scopes(&self) -> Result<Vec<String>, GitlabError> {
+    fn schedule(&self) -> (Duration, Duration) {
+        (self.config.poll_interval, self.config.initial_lookback)
+    }
+
+    async fn scopes(&self) -> Result<Vec<String>, PollError> {
         self.projects().await
     }
 
@@ -222,56 +125,19 @@ impl driver::Source for Poller {
         &self,
         project: &str,
         since: Since,
-        report: &mut PollReport,
-        _tick: &(dyn Fn(&PollReport) + Sync),
-    ) -> Result<(), GitlabError> {
-        self.poll_project(project, since, report).await
+        summary: &mut Summary,
+        _tick: &(dyn Fn(&Summary) + Sync),
+    ) -> Result<(), PollError> {
+        self.poll_project(project, since, summary).await
     }
 
-    fn message(&self, r: &PollReport) -> String {
+    fn message(&self, s: &Summary) -> String {
         format!(
             "{} pipelines, {} runs, {} traces, {} API calls",
-            r.pipelines,
-            r.runs,
-            r.traces,
-            self.stats.requests()
+            s.pipelines,
+            s.runs,
+            s.logs,
+            self.client.counts.requests()
         )
-    }
-}
-
-impl Poller {
-    /// `serve`'s loop: a round every `poll_interval` (spread at random,
-    /// `forge::poll_forever`) until `stop`; after a round that stored
-    /// something, `refresh` is notified.
-    pub async fn run_forever(
-        self,
-        refresh: Arc<tokio::sync::Notify>,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        crate::forge::poll_forever(self.config.poll_interval, stop, || async {
-            let lookback = chrono::Duration::from_std(self.config.initial_lookback)
-                .unwrap_or(chrono::Duration::days(1));
-            match self
-                .poll_once(Since::Poll(Utc::now() - lookback), &|_, _, _| {})
-                .await
-            {
-                Ok(r) => {
-                    if r.runs + r.merges > 0 {
-                        refresh.notify_one();
-                    }
-                    tracing::info!(
-                        projects = r.projects,
-                        pipelines = r.pipelines,
-                        runs = r.runs,
-                        traces = r.traces,
-                        merges = r.merges,
-                        failed = r.failed.len(),
-                        "GitLab poll done"
-                    );
-                }
-                Err(e) => tracing::warn!(error = %e, "GitLab poll failed"),
-            }
-        })
-        .await
     }
 }

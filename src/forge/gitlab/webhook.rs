@@ -7,10 +7,11 @@
 
 use super::wire::{JobHook, MergeRequestHook, PipelineHook};
 use super::{
-    PIPELINE_CONTEXT, job_context, mr_from_ref, observed, parse_time, run_state, times, trigger,
+    Job, job, job_context, mr_from_ref, observed, parse_time, pipeline_base, plan_pipeline,
+    run_state, times, trigger,
 };
 use crate::forge::event::{Attempt, Event};
-use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, Trigger};
+use crate::model::{RepositoryRef, Trigger};
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
@@ -89,10 +90,7 @@ fn repository(path: &str) -> Result<RepositoryRef, String> {
     if crate::names::check(path).is_err() || !path.contains('/') {
         return Err(format!("project path {path:?} is not like group/project"));
     }
-    Ok(RepositoryRef {
-        forge: Forge::Gitlab,
-        path: path.to_string(),
-    })
+    Ok(super::project(path))
 }
 
 fn check_sha(sha: &str) -> Result<(), String> {
@@ -137,8 +135,9 @@ fn job_plan(hook: JobHook, relative_root: &str) -> Result<Plan, String> {
             hook.build_id
         )));
     };
-    let (queued_at, started_at, finished_at) = times(
-        time("build_created_at", &hook.build_created_at)?,
+    let created = time("build_created_at", &hook.build_created_at)?;
+    let times = times(
+        created,
         time("build_started_at", &hook.build_started_at)?,
         time("build_finished_at", &hook.build_finished_at)?,
         hook.build_duration,
@@ -149,35 +148,23 @@ fn job_plan(hook: JobHook, relative_root: &str) -> Result<Plan, String> {
         .as_ref()
         .and_then(|r| r.homepage.clone())
         .or_else(|| hook.project.as_ref().and_then(|p| p.web_url.clone()));
-    let url = web.map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), hook.build_id));
-    let run = NewRun {
+    let source = hook.source.as_deref().map(|s| trigger(Some(s)));
+    let change = hook.git_ref.as_deref().and_then(mr_from_ref);
+    let base = pipeline_base(
         repository,
+        &hook.sha,
+        source.unwrap_or(Trigger::Other),
+        change,
+    );
+    let job = Job {
+        id: hook.build_id,
         context: job_context(&hook.build_stage, &hook.build_name),
-        commit: hook.sha.clone(),
-        external_id: Some(format!("job:{}", hook.build_id)),
-        attempt: hook.retries_count.unwrap_or(0),
-        trigger: hook
-            .source
-            .as_deref()
-            .map(|s| trigger(Some(s)))
-            .unwrap_or(Trigger::Other),
         state,
-        queued_at,
-        started_at,
-        finished_at,
-        log_url: url.as_ref().map(|u| format!("{u}/raw")),
-        url,
-        change: hook
-            .git_ref
-            .as_deref()
-            .and_then(mr_from_ref)
-            .map(|number| ChangeRef {
-                number,
-                merged_at: None,
-            }),
-        source: "gitlab".into(),
-        ..NewRun::default()
+        created,
+        times,
+        url: web.map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), hook.build_id)),
     };
+    let run = job.run(&base, hook.retries_count.unwrap_or(0));
     let attempt = match hook.retries_count {
         Some(_) => Attempt::Known,
         None => Attempt::Next,
@@ -197,103 +184,47 @@ fn pipeline_plan(hook: PipelineHook) -> Result<Plan, String> {
     let repository = repository(path)?;
     let p = &hook.object_attributes;
     check_sha(&p.sha)?;
-    let trig = trigger(p.source.as_deref());
     let change = hook
         .merge_request
         .as_ref()
         .map(|m| m.iid)
-        .or_else(|| p.git_ref.as_deref().and_then(mr_from_ref))
-        .map(|number| ChangeRef {
-            number,
-            merged_at: None,
-        });
-    let web = hook.project.web_url.clone();
-    let pipeline_ext = format!("pipeline:{}", p.id);
-    let mut planned = Vec::new();
-    let mut builds: Vec<_> = hook.builds.iter().collect();
-    builds.sort_by_key(|b| (b.created_at.as_deref().and_then(parse_time), b.id));
-    // Retried builds of one job (same stage and name) are attempts 0..n in
-    // creation order, as in a polled pipeline's job list.
-    let mut attempts: std::collections::HashMap<String, u32> = Default::default();
-    for b in builds {
+        .or_else(|| p.git_ref.as_deref().and_then(mr_from_ref));
+    let base = pipeline_base(repository, &p.sha, trigger(p.source.as_deref()), change);
+    let web = hook
+        .project
+        .web_url
+        .as_deref()
+        .map(|w| w.trim_end_matches('/'));
+    let mut jobs = Vec::new();
+    for b in &hook.builds {
         check_name("builds[].name", &b.name)?;
-        let Some(state) = run_state(&b.status, b.failure_reason.as_deref()) else {
-            continue;
-        };
-        let attempt = attempts.entry(job_context(&b.stage, &b.name)).or_insert(0);
-        let this = *attempt;
-        *attempt += 1;
-        let (queued_at, started_at, finished_at) = times(
-            time("builds[].created_at", &b.created_at)?,
-            time("builds[].started_at", &b.started_at)?,
-            time("builds[].finished_at", &b.finished_at)?,
-            b.duration,
-            b.queued_duration,
-        );
-        let url = web
-            .as_ref()
-            .map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), b.id));
-        planned.push(Event::Run(observed(
-            NewRun {
-                repository: repository.clone(),
-                context: job_context(&b.stage, &b.name),
-                commit: p.sha.clone(),
-                external_id: Some(format!("job:{}", b.id)),
-                attempt: this,
-                trigger: trig,
-                state,
-                queued_at,
-                started_at,
-                finished_at,
-                log_url: url.as_ref().map(|u| format!("{u}/raw")),
-                url,
-                change: change.clone(),
-                source: "gitlab".into(),
-                ..NewRun::default()
-            },
-            Attempt::Known,
-            Some(pipeline_ext.clone()),
-        )));
+        let read = |field: &str, t: &Option<String>| time(&format!("builds[].{field}"), t);
+        jobs.extend(job(b, read, web)?);
     }
-    if let Some(state) = run_state(&p.status, None) {
+    let pipeline = match run_state(&p.status, None) {
         // The pipeline as a whole: queued at creation, started after GitLab's
         // own queued_duration, finished when GitLab says so.
-        let created = time("object_attributes.created_at", &p.created_at)?;
-        let finished = if state.is_terminal() {
-            time("object_attributes.finished_at", &p.finished_at)?
-        } else {
-            None
-        };
-        let started = match (created, super::millis(p.queued_duration)) {
-            (Some(c), Some(q)) => Some(c + q),
-            _ => None,
-        };
-        let url = p.url.clone().or_else(|| {
-            web.as_ref()
-                .map(|w| format!("{}/-/pipelines/{}", w.trim_end_matches('/'), p.id))
-        });
-        planned.push(Event::Run(observed(
-            NewRun {
-                repository,
-                context: PIPELINE_CONTEXT.into(),
-                commit: p.sha.clone(),
-                external_id: Some(pipeline_ext),
-                attempt: 0,
-                trigger: trig,
-                state,
-                queued_at: created,
-                started_at: started,
-                finished_at: finished,
-                url,
-                change,
-                source: "gitlab".into(),
-                ..NewRun::default()
-            },
-            Attempt::Known,
-            None,
-        )));
-    }
-    Ok(Plan::Store(planned))
+        Some(state) => {
+            let created = time("object_attributes.created_at", &p.created_at)?;
+            let finished = if state.is_terminal() {
+                time("object_attributes.finished_at", &p.finished_at)?
+            } else {
+                None
+            };
+            let started = match (created, super::millis(p.queued_duration)) {
+                (Some(c), Some(q)) => Some(c + q),
+                _ => None,
+            };
+            let url = p
+                .url
+                .clone()
+                .or_else(|| web.map(|w| format!("{w}/-/pipelines/{}", p.id)));
+            Some((state, (created, started, finished), url))
+        }
+        None => None,
+    };
+    let planned = plan_pipeline(base, p.id, jobs, pipeline);
+    Ok(Plan::Store(planned.into_iter().map(Event::Run).collect()))
 }
 
 fn merge_plan(hook: MergeRequestHook) -> Result<Plan, String> {

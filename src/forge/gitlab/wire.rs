@@ -1,7 +1,8 @@
 //! GitLab's JSON, as far as this exporter reads it. Private: converted to
 //! model types in the parent module, at the boundary. Every field is optional
-//! or defaulted where GitLab versions differ, so that an older or newer
-//! GitLab does not make a delivery unreadable.
+//! (an `Option`: serde reads an absent one as `None`) or defaulted where GitLab
+//! versions differ, so that an older or newer GitLab does not make a delivery
+//! unreadable.
 
 use serde::Deserialize;
 
@@ -11,15 +12,12 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct HookProject {
-    #[serde(default)]
     pub path_with_namespace: Option<String>,
-    #[serde(default)]
     pub web_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct HookRepository {
-    #[serde(default)]
     pub homepage: Option<String>,
 }
 
@@ -27,55 +25,25 @@ pub(super) struct HookRepository {
 #[derive(Debug, Deserialize)]
 pub(super) struct JobHook {
     pub sha: String,
-    #[serde(rename = "ref", default)]
+    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub build_id: i64,
     pub build_name: String,
     #[serde(default)]
     pub build_stage: String,
     pub build_status: String,
-    #[serde(default)]
     pub build_created_at: Option<String>,
-    #[serde(default)]
     pub build_started_at: Option<String>,
-    #[serde(default)]
     pub build_finished_at: Option<String>,
-    #[serde(default)]
     pub build_duration: Option<f64>,
-    #[serde(default)]
     pub build_queued_duration: Option<f64>,
-    #[serde(default)]
     pub build_failure_reason: Option<String>,
-    #[serde(default)]
     pub retries_count: Option<u32>,
-    #[serde(default)]
     pub pipeline_id: Option<i64>,
-    #[serde(default)]
     pub project: Option<HookProject>,
-    #[serde(default)]
     pub repository: Option<HookRepository>,
     /// Newer GitLab versions send the pipeline's source.
-    #[serde(default)]
     pub source: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct PipelineAttributes {
-    pub id: i64,
-    pub sha: String,
-    #[serde(rename = "ref", default)]
-    pub git_ref: Option<String>,
-    #[serde(default)]
-    pub source: Option<String>,
-    pub status: String,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    #[serde(default)]
-    pub queued_duration: Option<f64>,
-    #[serde(default)]
-    pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,36 +51,14 @@ pub(super) struct HookMergeRequestRef {
     pub iid: i64,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct HookBuild {
-    pub id: i64,
-    #[serde(default)]
-    pub stage: String,
-    pub name: String,
-    pub status: String,
-    #[serde(default)]
-    pub created_at: Option<String>,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    #[serde(default)]
-    pub duration: Option<f64>,
-    #[serde(default)]
-    pub queued_duration: Option<f64>,
-    #[serde(default)]
-    pub failure_reason: Option<String>,
-}
-
 /// Pipeline Hook.
 #[derive(Debug, Deserialize)]
 pub(super) struct PipelineHook {
-    pub object_attributes: PipelineAttributes,
-    #[serde(default)]
+    pub object_attributes: ApiPipeline,
     pub merge_request: Option<HookMergeRequestRef>,
     pub project: HookProject,
     #[serde(default)]
-    pub builds: Vec<HookBuild>,
+    pub builds: Vec<ApiJob>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,26 +66,11 @@ pub(super) struct HookCommit {
     pub id: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct MergeRequestAttributes {
-    pub iid: i64,
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub action: Option<String>,
-    #[serde(default)]
-    pub updated_at: Option<String>,
-    #[serde(default)]
-    pub merged_at: Option<String>,
-    #[serde(default)]
-    pub last_commit: Option<HookCommit>,
-}
-
 /// Merge Request Hook.
 #[derive(Debug, Deserialize)]
 pub(super) struct MergeRequestHook {
     pub project: HookProject,
-    pub object_attributes: MergeRequestAttributes,
+    pub object_attributes: ApiMergeRequest,
 }
 
 // ---------------------------------------------------------------------------
@@ -153,23 +84,27 @@ pub(super) struct ApiProject {
     pub archived: bool,
 }
 
+/// A pipeline: an API answer, or a Pipeline Hook's `object_attributes`.
 #[derive(Debug, Deserialize)]
 pub(super) struct ApiPipeline {
     pub id: i64,
     pub sha: String,
-    #[serde(rename = "ref", default)]
+    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub status: String,
-    #[serde(default)]
     pub source: Option<String>,
-    #[serde(default)]
     pub created_at: Option<String>,
-    #[serde(default)]
     pub updated_at: Option<String>,
-    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Sent by the hook only.
+    pub queued_duration: Option<f64>,
+    /// The hook's link to the pipeline.
+    pub url: Option<String>,
+    /// The API's link to the pipeline.
     pub web_url: Option<String>,
 }
 
+/// A job: of the API's job list, or a Pipeline Hook's `builds`.
 #[derive(Debug, Deserialize)]
 pub(super) struct ApiJob {
     pub id: i64,
@@ -177,31 +112,28 @@ pub(super) struct ApiJob {
     #[serde(default)]
     pub stage: String,
     pub status: String,
-    #[serde(default)]
     pub created_at: Option<String>,
-    #[serde(default)]
     pub started_at: Option<String>,
-    #[serde(default)]
     pub finished_at: Option<String>,
-    #[serde(default)]
     pub duration: Option<f64>,
-    #[serde(default)]
     pub queued_duration: Option<f64>,
-    #[serde(default)]
     pub failure_reason: Option<String>,
-    #[serde(default)]
     pub web_url: Option<String>,
 }
 
+/// A merge request: an API answer, or a Merge Request Hook's `object_attributes`.
 #[derive(Debug, Deserialize)]
 pub(super) struct ApiMergeRequest {
     pub iid: i64,
-    #[serde(default)]
+    /// The API's head commit.
     pub sha: Option<String>,
-    #[serde(default)]
+    pub state: Option<String>,
+    /// The hook's action (`merge`, `update`, ...).
+    pub action: Option<String>,
     pub merged_at: Option<String>,
-    #[serde(default)]
     pub updated_at: Option<String>,
+    /// The hook's head commit.
+    pub last_commit: Option<HookCommit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,13 +153,27 @@ pub(super) struct TestSuite {
 pub(super) struct TestCase {
     pub status: String,
     pub name: String,
-    #[serde(default)]
     pub classname: Option<String>,
-    #[serde(default)]
     pub execution_time: Option<f64>,
     /// A string, an object or a list, depending on the report.
-    #[serde(default)]
     pub system_output: Option<serde_json::Value>,
-    #[serde(default)]
     pub stack_trace: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn absent_fields_read_as_none_or_their_default() {
+        let j: super::ApiJob =
+            serde_json::from_str(r#"{"id": 1, "name": "unit", "status": "success"}"#).unwrap();
+        assert_eq!(j.stage, "");
+        assert!(j.created_at.is_none() && j.duration.is_none() && j.web_url.is_none());
+        let p: super::ApiPipeline =
+            serde_json::from_str(r#"{"id": 2, "sha": "abc", "status": "running"}"#).unwrap();
+        assert!(p.git_ref.is_none() && p.queued_duration.is_none() && p.web_url.is_none());
+        let p: super::ApiPipeline =
+            serde_json::from_str(r#"{"id": 2, "sha": "abc", "status": "running", "ref": null}"#)
+                .unwrap();
+        assert!(p.git_ref.is_none());
+    }
 }

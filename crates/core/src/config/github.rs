@@ -1,6 +1,7 @@
 //! `[github]`: the GitHub source's section of the configuration (how the
 //! forge adapter in `forge::github` reads it is documented in docs/github.md).
 
+use crate::model::RunState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -82,12 +83,28 @@ pub struct OwnerConfig {
     pub pattern: Option<String>,
 }
 
+/// Which job logs to download (`github.download_logs`, `gitlab.download_traces`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DownloadLogs {
+    /// Failed (and errored / timed out) jobs only.
     Failed,
     All,
     None,
+}
+
+impl DownloadLogs {
+    /// Whether the log of a run in `state` is downloaded.
+    pub fn wants(self, state: RunState) -> bool {
+        match self {
+            DownloadLogs::Failed => matches!(
+                state,
+                RunState::Failure | RunState::Error | RunState::TimedOut
+            ),
+            DownloadLogs::All => state.is_terminal(),
+            DownloadLogs::None => false,
+        }
+    }
 }
 
 /// Phrases (case-insensitive substrings of a pending status's description)

@@ -4,15 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Which job logs to download.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DownloadTraces {
-    None,
-    /// Failed (and errored / timed out) jobs only.
-    Failed,
-    All,
-}
+/// Which job logs to download: one setting for both forges.
+pub use super::github::DownloadLogs as DownloadTraces;
 
 /// Every project of a group (and its subgroups) whose path matches a pattern.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

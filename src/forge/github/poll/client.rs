@@ -1,18 +1,16 @@
 //! The GitHub adapter of the forge-neutral client ([`crate::forge::client`]):
 //! the bearer token and API headers, the `X-RateLimit-*` headers, which
 //! answers are rate limits (429; a 403 with `Retry-After`, an exhausted
-//! window or a secondary limit), and the log marker of a capped job log.
+//! window or a secondary limit).
 
-use super::PollError;
 use crate::config::Secret;
-use crate::forge::client::{self, Adapter, Answer, FetchError, ForgeClient, Retries};
+use crate::forge::client::{self, Adapter, ForgeClient, Retries};
 use crate::forge::github::GithubConfig;
-use crate::forge::pages::Pages;
 use crate::metrics::MetricsHub;
+use crate::model::Forge;
 use chrono::Utc;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderValue};
-use serde::de::DeserializeOwned;
+use reqwest::header::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,21 +24,17 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl Adapter for Github {
-    fn forge(&self) -> &'static str {
-        "github"
-    }
+    const FORGE: Forge = Forge::Github;
 
-    fn prepare(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        req = req
+    fn prepare(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = req
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
-        if let Some(t) = &self.token
-            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-        {
-            v.set_sensitive(true);
-            req = req.header("Authorization", v);
-        }
-        req
+        let bearer = self
+            .token
+            .as_ref()
+            .map(|t| format!("Bearer {}", t.expose()));
+        client::secret_header(req, "Authorization", bearer)
     }
 
     fn rate_limit_headers(&self) -> [&'static str; 3] {
@@ -81,98 +75,21 @@ impl Adapter for Github {
 }
 
 /// The REST client: the forge-neutral policy with the GitHub adapter.
-#[derive(Clone)]
-pub struct Client {
-    inner: Arc<ForgeClient<Github>>,
-    api: String,
-}
-
-impl Client {
-    pub fn new(
-        config: &GithubConfig,
-        token: Option<Secret>,
-        hub: Arc<MetricsHub>,
-    ) -> Result<Client, PollError> {
-        let retries = Retries {
-            base: config.retry_base,
-            max: config.max_retries,
-            max_wait: config.max_retry_wait,
-        };
-        Ok(Client {
-            inner: Arc::new(ForgeClient::new(
-                Github { token },
-                config.request_timeout,
-                retries,
-                Some(hub),
-            )?),
-            api: config.api_url.trim_end_matches('/').to_string(),
-        })
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.api)
-    }
-
-    /// The pages of a listing, the first conditional on `etag`.
-    pub(crate) fn pages(
-        &self,
-        endpoint: &'static str,
-        url: &str,
-        etag: Option<&str>,
-    ) -> Pages<'_, Github> {
-        self.inner
-            .pages(endpoint, url.to_string(), etag.map(str::to_string))
-    }
-
-    /// Every item of a listing; `pick` takes the list out of each page.
-    pub(crate) async fn get_all<W: DeserializeOwned, T>(
-        &self,
-        endpoint: &'static str,
-        url: &str,
-        pick: impl Fn(W) -> Vec<T>,
-    ) -> Result<Vec<T>, PollError> {
-        let mut pages = self.pages(endpoint, url, None);
-        let mut out = Vec::new();
-        while let Some(page) = pages.next_json::<W>().await? {
-            out.extend(pick(page.items));
-        }
-        Ok(out)
-    }
-
-    pub(crate) async fn get_json<T: DeserializeOwned>(
-        &self,
-        endpoint: &'static str,
-        url: &str,
-    ) -> Result<T, PollError> {
-        match self.inner.json(endpoint, url).await? {
-            Some(t) => Ok(t),
-            None => Err(not_modified(url)),
-        }
-    }
-
-    /// Download a log (with the retries of every request), keeping at most
-    /// `cap` bytes: (text, truncated).
-    pub async fn download_log(&self, url: &str, cap: u64) -> Result<(String, bool), PollError> {
-        let body = match self.inner.get("logs", url, None, cap).await? {
-            Answer::Ok(body) => body,
-            Answer::NotModified => return Err(not_modified(url)),
-        };
-        let mut text = String::from_utf8_lossy(&body.bytes).into_owned();
-        if body.truncated {
-            text.push_str(&format!(
-                "\n[ci-slo-exporter: log truncated at {cap} bytes]\n"
-            ));
-        }
-        Ok((text, body.truncated))
-    }
-}
-
-/// A 304 to an unconditional request.
-fn not_modified(url: &str) -> PollError {
-    PollError::Fetch(FetchError::Status {
-        endpoint: String::new(),
-        url: url.to_string(),
-        status: 304,
-        message: "not modified without a condition".into(),
-    })
+pub(super) fn client(
+    config: &GithubConfig,
+    token: Option<Secret>,
+    hub: Option<Arc<MetricsHub>>,
+) -> Result<ForgeClient<Github>, reqwest::Error> {
+    let retries = Retries {
+        base: config.retry_base,
+        max: config.max_retries,
+        max_wait: config.max_retry_wait,
+    };
+    ForgeClient::new(
+        Github { token },
+        &config.api_url,
+        config.request_timeout,
+        retries,
+        hub,
+    )
 }

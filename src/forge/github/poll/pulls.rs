@@ -2,8 +2,8 @@
 //! cursor, the backfill's covered range (and the gap it fills first), one pull
 //! request at a time, then the cursor.
 
-use super::{PollError, PollStats, Poller};
-use crate::forge::driver::Since;
+use super::Poller;
+use crate::forge::driver::{PollError, Since, Summary};
 use crate::forge::event::Event;
 use crate::forge::github::wire;
 use crate::model::Forge;
@@ -35,12 +35,7 @@ impl Poller {
         scope: &str,
         kind: &'static str,
     ) -> Result<SyncState, PollError> {
-        let scope = scope.to_string();
-        Ok(self
-            .store
-            .read(move |s| s.sync_state(Forge::Github, &scope, kind))
-            .await?
-            .unwrap_or_default())
+        Ok(self.ctx.sync_state(Forge::Github, scope, kind).await?)
     }
 
     pub(super) async fn set_sync_state(
@@ -49,19 +44,18 @@ impl Poller {
         kind: &'static str,
         state: SyncState,
     ) -> Result<(), PollError> {
-        let scope = scope.to_string();
-        self.store
-            .write(move |s| s.set_sync_state(Forge::Github, &scope, kind, &state))
-            .await?;
-        Ok(())
+        Ok(self
+            .ctx
+            .set_sync_state(Forge::Github, scope, kind, state)
+            .await?)
     }
 
     pub(super) async fn poll_repository(
         &self,
         repo: &str,
         since: Since,
-        stats: &mut PollStats,
-        tick: &(dyn Fn(&PollStats) + Sync),
+        stats: &mut Summary,
+        tick: &(dyn Fn(&Summary) + Sync),
     ) -> Result<(), PollError> {
         let (kind, floor) = match since {
             Since::Poll(t) => ("pulls", t),
@@ -99,12 +93,13 @@ impl Poller {
         };
         let lowest = gap.map_or(cursor, |(floor, _)| floor);
 
-        let url = self.client.url(&format!(
-            "/repos/{repo}/pulls?state=closed&sort=updated&direction=desc&per_page=100"
-        ));
+        let url = self.client.url(
+            &format!("/repos/{repo}/pulls?state=closed&sort=updated&direction=desc&per_page=100"),
+            &[],
+        );
         let poll = matches!(since, Since::Poll(_));
-        let etag = if poll { state.etag.as_deref() } else { None };
-        let mut pages = self.client.pages("pulls", &url, etag);
+        let etag = if poll { state.etag.clone() } else { None };
+        let mut pages = self.client.pages("pulls", url, etag);
         // Nothing on the first page: a 304.
         let Some(first) = pages.next_json::<Vec<wire::PullRequest>>().await? else {
             stats.not_modified += 1;
@@ -194,7 +189,7 @@ impl Poller {
         &self,
         repo: &str,
         pr: &wire::PullRequest,
-        stats: &mut PollStats,
+        stats: &mut Summary,
     ) -> Result<(), PollError> {
         let Some(merged_at) = pr.merged_at else {
             return Ok(());
@@ -207,7 +202,7 @@ impl Poller {
             merged_at,
         });
         self.apply_and_fetch_logs(records, stats).await?;
-        stats.pull_requests += 1;
+        stats.merges += 1;
         Ok(())
     }
 

@@ -2,23 +2,19 @@
 //! ones (the owner listings are conditional on their ETag,
 //! `forge::pages::cached_names`), on a shard only those it owns.
 
-use super::{PollError, Poller};
+use super::Poller;
 use crate::forge::client::FetchError;
+use crate::forge::driver::PollError;
 use crate::forge::github::wire;
 use crate::forge::pages::cached_names;
-use crate::model::Forge;
 
 impl Poller {
     /// The repositories to poll: the listed ones and the owners' matching
     /// ones; on a shard, only those it owns.
     pub async fn repositories(&self) -> Result<Vec<String>, PollError> {
-        let mut repos = self.all_repositories().await?;
-        if self.shard.is_sharded() {
-            let before = repos.len();
-            repos.retain(|r| self.shard.owns(r));
-            tracing::debug!(shard = %self.shard, owned = repos.len(), of = before, "GitHub repositories of this shard");
-        }
-        Ok(repos)
+        Ok(self
+            .ctx
+            .owned(self.all_repositories().await?, "GitHub repositories"))
     }
 
     async fn all_repositories(&self) -> Result<Vec<String>, PollError> {
@@ -27,20 +23,18 @@ impl Poller {
             let pattern = o.pattern.as_deref().map(regex::Regex::new).transpose()?;
             let scope = format!("owner:{}", o.owner);
             let names: Vec<String> = cached_names::<_, _, PollError, _>(
-                &self.store,
-                (Forge::Github, &scope, "repos"),
+                &self.ctx,
+                (&scope, "repos"),
                 async |etag: Option<String>| {
-                    let url = self
-                        .client
-                        .url(&format!("/orgs/{}/repos?per_page=100", o.owner));
-                    let mut pages = self.client.pages("repos", &url, etag.as_deref());
+                    let url = |kind| {
+                        let path = format!("/{kind}/{}/repos?per_page=100", o.owner);
+                        self.client.url(&path, &[])
+                    };
+                    let mut pages = self.client.pages("repos", url("orgs"), etag);
                     let first = match pages.next_json().await {
                         // Not an organisation: a user.
                         Err(FetchError::Status { status: 404, .. }) => {
-                            let url = self
-                                .client
-                                .url(&format!("/users/{}/repos?per_page=100", o.owner));
-                            pages = self.client.pages("repos", &url, None);
+                            pages = self.client.pages("repos", url("users"), None);
                             pages.next_json().await?
                         }
                         other => other?,

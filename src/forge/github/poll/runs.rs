@@ -3,13 +3,13 @@
 //! runs on their own interval, and the logs of failed jobs: downloaded once,
 //! capped, classified.
 
-use super::{PollError, PollStats, Poller};
+use super::Poller;
 use crate::forge::client::FetchError;
-use crate::forge::driver::Since;
+use crate::forge::driver::{PollError, Since, Summary};
 use crate::forge::event::{Attempt, Event};
-use crate::forge::github::{DownloadLogs, cockpit, wire};
+use crate::forge::github::{cockpit, wire};
 use crate::ingest::classify_run;
-use crate::model::{RunState, Trigger};
+use crate::model::Trigger;
 use crate::store::{IngestStatus, SyncState};
 use chrono::Utc;
 
@@ -19,18 +19,16 @@ impl Poller {
         &self,
         repo: &str,
         sha: &str,
-        stats: &mut PollStats,
+        stats: &mut Summary,
     ) -> Result<Vec<Event>, PollError> {
         let mut records = Vec::new();
+        let url = |what| {
+            let path = format!("/repos/{repo}/commits/{sha}/{what}?per_page=100");
+            self.client.url(&path, &[])
+        };
         let statuses: Vec<wire::Status> = self
             .client
-            .get_all(
-                "statuses",
-                &self.client.url(&format!(
-                    "/repos/{repo}/commits/{sha}/statuses?per_page=100"
-                )),
-                |l: Vec<wire::Status>| l,
-            )
+            .all("statuses", url("statuses"), |l: Vec<wire::Status>| l)
             .await?;
         let phrases = self.config.phrases_for(repo);
         records.extend(
@@ -41,26 +39,21 @@ impl Poller {
 
         let mut checks: Vec<wire::CheckRun> = self
             .client
-            .get_all(
-                "check-runs",
-                &self.client.url(&format!(
-                    "/repos/{repo}/commits/{sha}/check-runs?per_page=100"
-                )),
-                |l: wire::CheckRunList| l.check_runs,
-            )
+            .all("check-runs", url("check-runs"), |l: wire::CheckRunList| {
+                l.check_runs
+            })
             .await?;
         checks.sort_by_key(|c| c.id);
         for c in &checks {
             records.extend(crate::forge::github::check_run_record(repo, c)?);
         }
 
+        let path = format!("/repos/{repo}/actions/runs?head_sha={sha}&per_page=100");
         let runs: Vec<wire::WorkflowRun> = self
             .client
-            .get_all(
+            .all(
                 "actions-runs",
-                &self.client.url(&format!(
-                    "/repos/{repo}/actions/runs?head_sha={sha}&per_page=100"
-                )),
+                self.client.url(&path, &[]),
                 |l: wire::RunList| l.workflow_runs,
             )
             .await?;
@@ -81,18 +74,12 @@ impl Poller {
         let latest = run.run_attempt.unwrap_or(1).max(1);
         let trigger = crate::forge::github::trigger_of(run.event.as_deref().unwrap_or(""));
         for n in 1..=latest {
+            let attempt = format!("/repos/{repo}/actions/runs/{}/attempts/{n}", run.id);
             let attempt_run = if n == latest {
                 run.clone()
             } else {
-                self.client
-                    .get_json::<wire::WorkflowRun>(
-                        "actions-attempts",
-                        &self.client.url(&format!(
-                            "/repos/{repo}/actions/runs/{}/attempts/{n}",
-                            run.id
-                        )),
-                    )
-                    .await?
+                let url = self.client.url(&attempt, &[]);
+                self.client.json("actions-attempts", &url).await?
             };
             let mut r = crate::forge::github::workflow_run_record(repo, &attempt_run);
             if let Event::WorkflowRun {
@@ -105,16 +92,12 @@ impl Poller {
                 }
             }
             records.push(r);
+            let url = self
+                .client
+                .url(&format!("{attempt}/jobs?per_page=100"), &[]);
             let jobs: Vec<wire::WorkflowJob> = self
                 .client
-                .get_all(
-                    "actions-jobs",
-                    &self.client.url(&format!(
-                        "/repos/{repo}/actions/runs/{}/attempts/{n}/jobs?per_page=100",
-                        run.id
-                    )),
-                    |l: wire::JobList| l.jobs,
-                )
+                .all("actions-jobs", url, |l: wire::JobList| l.jobs)
                 .await?;
             for job in &jobs {
                 records.push(crate::forge::github::job_record(
@@ -133,7 +116,7 @@ impl Poller {
         &self,
         repo: &str,
         since: Since,
-        stats: &mut PollStats,
+        stats: &mut Summary,
     ) -> Result<(), PollError> {
         let state = self.sync_state(repo, "schedule").await?;
         let now = Utc::now();
@@ -151,13 +134,17 @@ impl Poller {
                 .map(|l| l - every)
                 .unwrap_or(now - lookback),
         };
-        let url = self.client.url(&format!(
+        let path = format!(
             "/repos/{repo}/actions/runs?event=schedule&created=%3E%3D{}&per_page=100",
             from.format("%Y-%m-%dT%H:%M:%SZ")
-        ));
+        );
         let runs: Vec<wire::WorkflowRun> = self
             .client
-            .get_all("actions-runs", &url, |l: wire::RunList| l.workflow_runs)
+            .all(
+                "actions-runs",
+                self.client.url(&path, &[]),
+                |l: wire::RunList| l.workflow_runs,
+            )
             .await?;
         for run in runs {
             let mut records = self.workflow_run_records(repo, &run).await?;
@@ -195,45 +182,29 @@ impl Poller {
     pub(super) async fn apply_and_fetch_logs(
         &self,
         records: Vec<Event>,
-        stats: &mut PollStats,
+        stats: &mut Summary,
     ) -> Result<(), PollError> {
-        let policy = self.policy.clone();
-        let applied = self
-            .store
-            .write(move |s| crate::forge::event::apply(s, &policy, records, Utc::now()))
-            .await?;
-        if applied.changed() {
-            self.notify();
-        }
-        if self.config.download_logs == DownloadLogs::None {
-            return Ok(());
-        }
+        let applied = self.ctx.apply(records).await?;
         for (id, status, run) in applied.runs {
-            if status == IngestStatus::Conflict {
-                // The report contradicts the stored, finished run: not this run's log.
-                continue;
-            }
-            let wanted = match self.config.download_logs {
-                DownloadLogs::All => run.state.is_terminal(),
-                _ => matches!(
-                    run.state,
-                    RunState::Failure | RunState::Error | RunState::TimedOut
-                ),
-            };
+            // A conflict: the report contradicts the stored, finished run,
+            // so this is not that run's log.
+            let wanted =
+                self.config.download_logs.wants(run.state) && status != IngestStatus::Conflict;
             let Some(log_url) = run.log_url.clone().filter(|_| wanted) else {
                 continue;
             };
-            if self.store.read(move |s| s.has_log(id)).await? {
+            if self.ctx.store.read(move |s| s.has_log(id)).await? {
                 continue;
             }
             let (text, truncated) = match self
                 .client
-                .download_log(&log_url, self.config.log_max_bytes)
+                .log("logs", &log_url, self.config.log_max_bytes)
                 .await
             {
-                Ok(l) => l,
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
                 // Gone, expired or forbidden: asking again will not help.
-                Err(PollError::Fetch(FetchError::Status { status, .. }))
+                Err(FetchError::Status { status, .. })
                     if (400..500).contains(&status) && status != 429 =>
                 {
                     tracing::warn!(
@@ -245,12 +216,13 @@ impl Poller {
                 }
                 // The forge or the network failed: the caller does not move
                 // its cursor past these runs, so the next poll tries again.
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
-            let failures = classify_run(&self.classifier, Some(&text), &run.tests);
-            let dependencies = self.deps.extract(&text);
-            let policy = self.policy.clone();
-            self.store
+            let failures = classify_run(&self.ctx.classifier, Some(&text), &run.tests);
+            let dependencies = self.ctx.deps.extract(&text);
+            let policy = self.ctx.policy.clone();
+            self.ctx
+                .store
                 .write(move |s| {
                     let mut run = run;
                     if !failures.is_empty() || !dependencies.is_empty() {
@@ -262,7 +234,7 @@ impl Poller {
                 })
                 .await?;
             stats.logs += 1;
-            self.notify();
+            self.ctx.notify();
         }
         Ok(())
     }

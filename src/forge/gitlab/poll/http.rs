@@ -3,39 +3,27 @@
 //! limit (waiting `Retry-After`, else the first backoff delay); and the URL
 //! pieces (encoded paths, times).
 
-use super::{FORGE, PollStats, Poller};
-use crate::forge::client::{self, Adapter, Observer};
-use crate::forge::gitlab::GitlabError;
+use crate::config::Secret;
+use crate::forge::client::{self, Adapter};
+use crate::model::Forge;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{StatusCode, Url};
-use std::sync::atomic::Ordering;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 use std::time::Duration;
 
 /// GitLab's side of the client policy.
 pub(crate) struct Gitlab {
-    pub(super) token: Option<String>,
+    pub(super) token: Option<Secret>,
     /// The wait of a 429 without `Retry-After`.
     pub(super) retry_base_delay: Duration,
 }
 
 impl Adapter for Gitlab {
-    fn forge(&self) -> &'static str {
-        FORGE
-    }
+    const FORGE: Forge = Forge::Gitlab;
 
     fn prepare(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self
-            .token
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
-            Some(mut v) => {
-                v.set_sensitive(true);
-                req.header("PRIVATE-TOKEN", v)
-            }
-            None => req,
-        }
+        let token = self.token.as_ref().map(|t| t.expose().to_string());
+        client::secret_header(req, "PRIVATE-TOKEN", token)
     }
 
     fn rate_limit_headers(&self) -> [&'static str; 3] {
@@ -45,35 +33,6 @@ impl Adapter for Gitlab {
     fn rate_limited(&self, status: StatusCode, h: &HeaderMap, _body: &str) -> Option<Duration> {
         (status == StatusCode::TOO_MANY_REQUESTS)
             .then(|| client::retry_after(h).unwrap_or(self.retry_base_delay))
-    }
-}
-
-impl Observer for PollStats {
-    fn requested(&self, endpoint: &str) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        *self
-            .by_endpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(endpoint.to_string())
-            .or_default() += 1;
-    }
-
-    fn not_modified(&self) {
-        self.not_modified.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Poller {
-    pub(super) fn url(&self, path: &str, query: &[(&str, String)]) -> Result<String, GitlabError> {
-        let base = self.config.api_url.trim_end_matches('/');
-        let mut url = Url::parse(&format!("{base}{path}"))
-            .map_err(|e| GitlabError::Config(format!("api_url: {e}")))?;
-        if !query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        Ok(url.into())
     }
 }
 

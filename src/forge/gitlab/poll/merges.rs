@@ -2,11 +2,12 @@
 //! pipeline fetched when none of its runs is stored).
 
 use super::http::{encode, rfc3339};
-use super::{KIND_MERGES, PollReport, Poller};
-use crate::forge::event::{Event, apply};
+use super::{KIND_MERGES, Poller};
+use crate::forge::driver::PollError;
+use crate::forge::driver::Summary;
+use crate::forge::event::Event;
+use crate::forge::gitlab::parse_time;
 use crate::forge::gitlab::wire::{ApiMergeRequest, ApiPipeline};
-use crate::forge::gitlab::{GitlabError, parse_time};
-use crate::model::{Forge, RepositoryRef};
 use crate::store::SyncState;
 use chrono::{DateTime, Utc};
 
@@ -16,8 +17,8 @@ impl Poller {
         &self,
         project: &str,
         floor: DateTime<Utc>,
-        report: &mut PollReport,
-    ) -> Result<(), GitlabError> {
+        report: &mut Summary,
+    ) -> Result<(), PollError> {
         let state = self.sync_state(project, KIND_MERGES).await?;
         let start = state
             .cursor
@@ -25,7 +26,7 @@ impl Poller {
             .and_then(parse_time)
             .unwrap_or(floor);
         let enc = encode(project);
-        let url = self.url(
+        let url = self.client.url(
             &format!("/projects/{enc}/merge_requests"),
             &[
                 ("state", "merged".into()),
@@ -34,12 +35,12 @@ impl Poller {
                 ("sort", "asc".into()),
                 ("per_page", "100".into()),
             ],
-        )?;
-        let mrs: Vec<ApiMergeRequest> = self.client.all("merge_requests", url).await?;
-        let repo = RepositoryRef {
-            forge: Forge::Gitlab,
-            path: project.to_string(),
-        };
+        );
+        let mrs: Vec<ApiMergeRequest> = self
+            .client
+            .all("merge_requests", url, |l: Vec<ApiMergeRequest>| l)
+            .await?;
+        let repo = crate::forge::gitlab::project(project);
         let mut newest = start;
         for mr in mrs {
             let Some(merged_at) = mr.merged_at.as_deref().and_then(parse_time) else {
@@ -51,20 +52,17 @@ impl Poller {
             if let Some(sha) = &mr.sha {
                 let (r, s) = (repo.clone(), sha.clone());
                 let known = self
+                    .ctx
                     .store
                     .read(move |st| st.has_runs_for_commit(&r, &s))
                     .await?;
                 if !known {
-                    let url = self.url(
+                    let url = self.client.url(
                         &format!("/projects/{enc}/pipelines"),
                         &[("sha", sha.clone()), ("per_page", "1".into())],
-                    )?;
-                    if let Some(items) = self
-                        .client
-                        .json::<Vec<ApiPipeline>>("pipelines", &url)
-                        .await?
-                        && let Some(head) = items.first()
-                    {
+                    );
+                    let items: Vec<ApiPipeline> = self.client.json("pipelines", &url).await?;
+                    if let Some(head) = items.first() {
                         self.sync_pipeline(project, head, report).await?;
                     }
                 }
@@ -75,10 +73,7 @@ impl Poller {
                 head_sha: mr.sha.clone(),
                 merged_at,
             };
-            let policy = self.policy.clone();
-            self.store
-                .write(move |s| apply(s, &policy, vec![merge], Utc::now()))
-                .await?;
+            self.ctx.apply(vec![merge]).await?;
             report.merges += 1;
         }
         self.set_sync_state(

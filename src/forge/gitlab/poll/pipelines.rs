@@ -4,16 +4,16 @@
 
 use super::http::{encode, rfc3339};
 use super::runs::{attach_tests, plan_pipeline};
-use super::{KIND_BACKFILL, KIND_PIPELINES, PollReport, Poller, Since};
-use crate::forge::client::{Answer, FetchError};
+use super::{KIND_BACKFILL, KIND_PIPELINES, Poller};
+use crate::forge::client::FetchError;
+use crate::forge::driver::{PollError, Since, Summary};
 use crate::forge::event::{Attempt, Event, apply};
 use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
-use crate::forge::gitlab::{DownloadTraces, GitlabError, observed, parse_time, run_state};
+use crate::forge::gitlab::{observed, parse_time, run_state};
 use crate::ingest::failures_from;
-use crate::model::{NewRun, RunState};
+use crate::model::NewRun;
 use crate::store::SyncState;
 use chrono::{DateTime, Utc};
-use std::sync::atomic::Ordering;
 
 impl Poller {
     /// Poll one project's pipelines (and, when they changed, its merged MRs).
@@ -21,8 +21,8 @@ impl Poller {
         &self,
         project: &str,
         since: Since,
-        report: &mut PollReport,
-    ) -> Result<(), GitlabError> {
+        report: &mut Summary,
+    ) -> Result<(), PollError> {
         let now = Utc::now();
         let (kind, floor) = match since {
             Since::Poll(t) => (KIND_PIPELINES, t),
@@ -36,7 +36,7 @@ impl Poller {
             (_, None) => floor,
         };
         let enc = encode(project);
-        let first = self.url(
+        let first = self.client.url(
             &format!("/projects/{enc}/pipelines"),
             &[
                 ("updated_after", rfc3339(start)),
@@ -44,7 +44,7 @@ impl Poller {
                 ("sort", "asc".into()),
                 ("per_page", "100".into()),
             ],
-        )?;
+        );
         // The stored ETag belongs to the URL of the stored cursor.
         let etag = if cursor == Some(start) {
             state.etag.clone()
@@ -146,40 +146,33 @@ impl Poller {
         &self,
         project: &str,
         p: &ApiPipeline,
-        report: &mut PollReport,
-    ) -> Result<(), GitlabError> {
+        report: &mut Summary,
+    ) -> Result<(), PollError> {
         let enc = encode(project);
-        let url = self.url(
+        let url = self.client.url(
             &format!("/projects/{enc}/pipelines/{}/jobs", p.id),
             &[
                 ("include_retried", "true".into()),
                 ("per_page", "100".into()),
             ],
-        )?;
-        let jobs: Vec<ApiJob> = self.client.all("jobs", url).await?;
+        );
+        let jobs: Vec<ApiJob> = self.client.all("jobs", url, |l: Vec<ApiJob>| l).await?;
         let mut planned = plan_pipeline(project, p, &jobs);
         report.pipelines += 1;
         let pipeline_state = run_state(&p.status, None);
         if self.config.test_reports && pipeline_state.is_some_and(|s| s.is_terminal()) {
-            let url = self.url(
-                &format!("/projects/{enc}/pipelines/{}/test_report", p.id),
-                &[],
-            )?;
+            let path = format!("/projects/{enc}/pipelines/{}/test_report", p.id);
+            let url = self.client.url(&path, &[]);
             match self.client.json::<TestReport>("test_report", &url).await {
-                Ok(Some(tr)) => attach_tests(&mut planned, tr, &self.classifier),
-                Ok(None) => {}
+                Ok(tr) => attach_tests(&mut planned, tr, &self.ctx.classifier),
                 Err(FetchError::Decode { source, .. }) => {
                     tracing::warn!(project, pipeline = p.id, error = %source, "invalid or too large test report; skipped")
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let policy = self.policy.clone();
         let events = planned.into_iter().map(Event::Run).collect();
-        let applied = self
-            .store
-            .write(move |s| apply(s, &policy, events, Utc::now()))
-            .await?;
+        let applied = self.ctx.apply(events).await?;
         report.runs += applied.runs.len();
         for (id, _, run) in applied.runs {
             let Some(job_id) = run
@@ -190,22 +183,14 @@ impl Poller {
             else {
                 continue;
             };
-            let wanted = match self.config.download_traces {
-                DownloadTraces::None => false,
-                DownloadTraces::Failed => matches!(
-                    run.state,
-                    RunState::Failure | RunState::Error | RunState::TimedOut
-                ),
-                DownloadTraces::All => run.state.is_terminal(),
-            };
-            if !wanted {
+            if !self.config.download_traces.wants(run.state) {
                 continue;
             }
-            if self.store.read(move |s| s.has_log(id)).await? {
+            if self.ctx.store.read(move |s| s.has_log(id)).await? {
                 continue;
             }
             self.fetch_trace(project, &job_id, id, run).await?;
-            report.traces += 1;
+            report.logs += 1;
         }
         Ok(())
     }
@@ -217,39 +202,26 @@ impl Poller {
         job_id: &str,
         run_id: i64,
         mut run: NewRun,
-    ) -> Result<(), GitlabError> {
-        let url = self.url(
-            &format!("/projects/{}/jobs/{job_id}/trace", encode(project)),
-            &[],
-        )?;
+    ) -> Result<(), PollError> {
+        let path = format!("/projects/{}/jobs/{job_id}/trace", encode(project));
+        let url = self.client.url(&path, &[]);
         let cap = self.config.trace_max_bytes;
-        let body = match self.client.get("trace", &url, None, cap).await? {
-            Answer::Ok(body) => body,
-            Answer::NotModified => return Ok(()),
+        let Some((log, truncated)) = self.client.log("trace", &url, cap).await? else {
+            return Ok(());
         };
-        let (bytes, truncated, read) = (body.bytes, body.truncated, body.read);
-        self.stats.traces.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .trace_bytes_read
-            .fetch_add(read, Ordering::Relaxed);
-        let mut log = String::from_utf8_lossy(&bytes).into_owned();
-        if truncated {
-            log.push_str(&format!(
-                "\n[ci-slo-exporter: log truncated: only the first {cap} bytes were downloaded]\n"
-            ));
-        }
-        let classification = self
-            .classifier
+        let classifier = &self.ctx.classifier;
+        let classification = classifier
             .classify_log(log.as_bytes())
             .ok()
             .unwrap_or_default();
         let sections = classification.sections;
-        run.failures = failures_from(&self.classifier, classification.primary, &run.tests);
-        run.dependencies = self.deps.extract(&log);
+        run.failures = failures_from(classifier, classification.primary, &run.tests);
+        run.dependencies = self.ctx.deps.extract(&log);
         // The run as stored (its attempt and trigger decided), with its failures.
         let event = Event::Run(observed(run, Attempt::Known, None));
-        let policy = self.policy.clone();
-        self.store
+        let policy = self.ctx.policy.clone();
+        self.ctx
+            .store
             .write(move |s| {
                 let now = Utc::now();
                 apply(s, &policy, vec![event], now)?;
@@ -258,6 +230,7 @@ impl Poller {
                 Ok(())
             })
             .await?;
+        self.ctx.notify();
         Ok(())
     }
 }

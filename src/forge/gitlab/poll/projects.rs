@@ -4,37 +4,27 @@
 
 use super::Poller;
 use super::http::encode;
+use crate::forge::driver::PollError;
+use crate::forge::gitlab::wire::ApiProject;
 use crate::forge::pages::cached_names;
-use crate::model::Forge;
 
 /// The sync-state kind of a group's stored project list (with its ETag).
 const KIND_GROUP_PROJECTS: &str = "group_projects";
-use crate::forge::gitlab::GitlabError;
-use crate::forge::gitlab::wire::ApiProject;
 
 impl Poller {
     /// The projects to poll: the listed ones, then each group's matching
     /// ones; on a shard, only those it owns.
-    pub async fn projects(&self) -> Result<Vec<String>, GitlabError> {
-        let mut out = self.all_projects().await?;
-        if self.shard.is_sharded() {
-            let before = out.len();
-            out.retain(|p| self.shard.owns(p));
-            tracing::debug!(shard = %self.shard, owned = out.len(), of = before, "GitLab projects of this shard");
-        }
-        Ok(out)
+    pub async fn projects(&self) -> Result<Vec<String>, PollError> {
+        Ok(self
+            .ctx
+            .owned(self.all_projects().await?, "GitLab projects"))
     }
 
-    pub(super) async fn all_projects(&self) -> Result<Vec<String>, GitlabError> {
+    pub(super) async fn all_projects(&self) -> Result<Vec<String>, PollError> {
         let mut out: Vec<String> = self.config.projects.clone();
         for g in &self.config.groups {
-            let pattern = match &g.pattern {
-                Some(p) => {
-                    Some(regex::Regex::new(p).map_err(|e| GitlabError::Config(e.to_string()))?)
-                }
-                None => None,
-            };
-            let url = self.url(
+            let pattern = g.pattern.as_deref().map(regex::Regex::new).transpose()?;
+            let url = self.client.url(
                 &format!("/groups/{}/projects", encode(&g.group)),
                 &[
                     ("include_subgroups", g.include_subgroups.to_string()),
@@ -44,13 +34,13 @@ impl Poller {
                     ("order_by", "id".into()),
                     ("sort", "asc".into()),
                 ],
-            )?;
+            );
             // Conditional, like GitHub's owner listings: an unchanged group
             // is a 304 and its stored list.
             let scope = format!("group:{}", g.group);
-            let names: Vec<String> = cached_names::<_, _, GitlabError, _>(
-                &self.store,
-                (Forge::Gitlab, &scope, KIND_GROUP_PROJECTS),
+            let names: Vec<String> = cached_names::<_, _, PollError, _>(
+                &self.ctx,
+                (&scope, KIND_GROUP_PROJECTS),
                 async |etag| {
                     let mut pages = self.client.pages("group_projects", url, etag);
                     let first = pages.next_json().await?;

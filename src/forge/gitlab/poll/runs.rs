@@ -3,105 +3,37 @@
 //! pipeline's test report is attached to the runs of its jobs.
 
 use crate::classify::Classifier;
-use crate::forge::event::{Attempt, Observed};
+use crate::forge::event::Observed;
 use crate::forge::gitlab::wire::{ApiJob, ApiPipeline, TestReport};
 use crate::forge::gitlab::{
-    PIPELINE_CONTEXT, job_context, mr_from_ref, observed, parse_time, run_state, times, trigger,
+    Job, PIPELINE_CONTEXT, job, mr_from_ref, parse_time, pipeline_base, run_state, trigger,
 };
 use crate::ingest::classify_run;
-use crate::model::{ChangeRef, Forge, NewRun, RepositoryRef, TestOutcome, TestResult};
-use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use crate::model::{TestOutcome, TestResult};
 
-/// A pipeline's jobs and the pipeline itself as planned runs. Retries (same
-/// `stage / name`) are attempts 0..n by creation time, then id.
+/// A pipeline's jobs and the pipeline itself as planned runs (see
+/// [`crate::forge::gitlab::plan_pipeline`]); the pipeline ran from its
+/// first job's start to its last job's end.
 pub(super) fn plan_pipeline(project: &str, p: &ApiPipeline, jobs: &[ApiJob]) -> Vec<Observed> {
-    let repository = RepositoryRef {
-        forge: Forge::Gitlab,
-        path: project.to_string(),
-    };
-    let trig = trigger(p.source.as_deref());
-    let change = p
-        .git_ref
-        .as_deref()
-        .and_then(mr_from_ref)
-        .map(|number| ChangeRef {
-            number,
-            merged_at: None,
-        });
-    let pipeline_ext = format!("pipeline:{}", p.id);
-    let mut sorted: Vec<&ApiJob> = jobs.iter().collect();
-    sorted.sort_by_key(|j| (j.created_at.as_deref().and_then(parse_time), j.id));
-    let mut attempts: HashMap<String, u32> = HashMap::new();
-    let mut planned = Vec::new();
-    let (mut first_start, mut last_end): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        (None, None);
-    for j in sorted {
-        let Some(state) = run_state(&j.status, j.failure_reason.as_deref()) else {
-            continue;
-        };
-        let context = job_context(&j.stage, &j.name);
-        let attempt = attempts.entry(context.clone()).or_insert(0);
-        let this = *attempt;
-        *attempt += 1;
-        let (queued_at, started_at, finished_at) = times(
-            j.created_at.as_deref().and_then(parse_time),
-            j.started_at.as_deref().and_then(parse_time),
-            j.finished_at.as_deref().and_then(parse_time),
-            j.duration,
-            j.queued_duration,
-        );
-        if let Some(s) = started_at {
-            first_start = Some(first_start.map_or(s, |f| f.min(s)));
-        }
-        if let Some(f) = finished_at {
-            last_end = Some(last_end.map_or(f, |l| l.max(f)));
-        }
-        planned.push(observed(
-            NewRun {
-                repository: repository.clone(),
-                context,
-                commit: p.sha.clone(),
-                external_id: Some(format!("job:{}", j.id)),
-                attempt: this,
-                trigger: trig,
-                state,
-                queued_at,
-                started_at,
-                finished_at,
-                log_url: j.web_url.as_ref().map(|u| format!("{u}/raw")),
-                url: j.web_url.clone(),
-                change: change.clone(),
-                source: "gitlab".into(),
-                ..NewRun::default()
-            },
-            Attempt::Known,
-            Some(pipeline_ext.clone()),
-        ));
-    }
-    if let Some(state) = run_state(&p.status, None) {
-        planned.push(observed(
-            NewRun {
-                repository,
-                context: PIPELINE_CONTEXT.into(),
-                commit: p.sha.clone(),
-                external_id: Some(pipeline_ext),
-                attempt: 0,
-                trigger: trig,
-                state,
-                queued_at: p.created_at.as_deref().and_then(parse_time),
-                started_at: first_start,
-                finished_at: if state.is_terminal() { last_end } else { None },
-                url: p.web_url.clone(),
-                change,
-                source: "gitlab".into(),
-                ..NewRun::default()
-            },
-            Attempt::Known,
-            None,
-        ));
-    }
-    planned
+    let change = p.git_ref.as_deref().and_then(mr_from_ref);
+    let base = pipeline_base(
+        crate::forge::gitlab::project(project),
+        &p.sha,
+        trigger(p.source.as_deref()),
+        change,
+    );
+    let lenient = |_: &str, t: &Option<String>| Ok(t.as_deref().and_then(parse_time));
+    let jobs: Vec<Job> = (jobs.iter())
+        .filter_map(|j| job(j, lenient, None).ok().flatten())
+        .collect();
+    let pipeline = run_state(&p.status, None).map(|state| {
+        let first_start = jobs.iter().filter_map(|j| j.times.1).min();
+        let last_end = jobs.iter().filter_map(|j| j.times.2).max();
+        let created = p.created_at.as_deref().and_then(parse_time);
+        let finished = last_end.filter(|_| state.is_terminal());
+        (state, (created, first_start, finished), p.web_url.clone())
+    });
+    crate::forge::gitlab::plan_pipeline(base, p.id, jobs, pipeline)
 }
 
 /// A pipeline's test report onto its runs: a suite is named after its job;
@@ -208,6 +140,9 @@ mod tests {
             source: Some("merge_request_event".into()),
             created_at: Some("2026-11-01T10:00:00Z".into()),
             updated_at: None,
+            finished_at: None,
+            queued_duration: None,
+            url: None,
             web_url: None,
         };
         let jobs = [
