@@ -737,7 +737,7 @@ fn a_generated_20_mb_stream_is_classified_at_its_last_line() {
     assert_eq!(m.context.len(), 3);
 }
 
-/// `cargo test --release --test classify_logs -- --ignored --test-threads=1`
+/// `cargo test --release --test it classify_logs:: -- --ignored --test-threads=1`
 #[test]
 #[ignore = "streams 200 MB; run in release mode"]
 fn a_200_mb_stream_stays_in_bounded_memory() {
