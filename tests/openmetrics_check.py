@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validate an OpenMetrics exposition with the reference parser.
 
-Used by tests/exporter.rs: promtool only reads the Prometheus 0.0.4 text
+Used by tests/it/exporter.rs: promtool only reads the Prometheus 0.0.4 text
 format, so the OpenMetrics body (with exemplars) is checked here with the
 strict parser of the official Python client (Debian: python3-prometheus-client).
 Prints the number of families, samples and exemplars; exits 1 on any error.

@@ -6,7 +6,7 @@
 //! ingest's time checks) asks the one [`Clock`] in `AppState`. In production
 //! it is the system clock. `serve --now T` (or `CI_SLO_NOW=T`) fixes it at
 //! `T`: the clock then never moves, so a demo database answers the same
-//! bytes whenever it is asked (the golden files of `tests/golden.rs`). The
+//! bytes whenever it is asked (the golden files of `tests/it/golden.rs`). The
 //! forge pollers keep the system clock: they talk to real forges.
 
 use chrono::{DateTime, Utc};

@@ -10,7 +10,7 @@
 //! failure classes at the run's latest known time, merged changes at their merge,
 //! SLO events at their stored time, new fingerprints at their first sighting.
 //! The history writer takes the totals themselves from `metric_state`, so the
-//! number a backfill ends on is the live number; tests/backfill_openmetrics.rs
+//! number a backfill ends on is the live number; tests/it/backfill_openmetrics.rs
 //! checks on the demo that these events add up to it for every series.
 
 use super::{Store, StoreError, from_ms};

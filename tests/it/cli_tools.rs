@@ -1,7 +1,7 @@
 //! `classify` and `report`: the commands users tune their rules with. Their
 //! JSON output (one object per input file) is a contract.
 
-mod common;
+use crate::common;
 
 use common::run;
 use serde_json::Value;

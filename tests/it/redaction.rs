@@ -3,7 +3,7 @@
 //! is stored as `[REDACTED]`, and `/failures`, `/runs/{id}`, their JSON and
 //! the prefilled create-issue link show it so.
 
-mod common;
+use crate::common;
 
 use common::{Exporter, TOKEN};
 use serde_json::{Value, json};

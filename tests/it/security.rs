@@ -2,7 +2,7 @@
 //! answers or --print-config; the ingest API and webhooks need their secrets;
 //! hostile label values survive both exposition formats intact.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, SecondsFormat, Utc};
 use common::{Exporter, agent};

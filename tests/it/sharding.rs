@@ -13,7 +13,7 @@
 //! repositories it owns. A family the test does not know fails it, so a new
 //! family must be classified here (and in docs/scaling.md) before it ships.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use ci_slo_exporter::forge::github::webhook::sign;
@@ -475,7 +475,7 @@ fn mismatches(single: &Scrape, s1: &Scrape, s2: &Scrape) -> Vec<String> {
             || *family == "ci_slo_objective_ratio";
         if !known {
             bad.push(format!(
-                "family {family} ({kind}) is not classified: is it additive across shards? (tests/sharding.rs, docs/scaling.md)"
+                "family {family} ({kind}) is not classified: is it additive across shards? (tests/it/sharding.rs, docs/scaling.md)"
             ));
         }
     }

@@ -3,7 +3,7 @@
 //! (a merge, a Cockpit story, a job's earlier states), it derives it from a
 //! real payload in code.
 
-mod common;
+use crate::common;
 
 use ci_slo_exporter::forge::github::webhook::sign;
 use ci_slo_exporter::model::{Forge, RepositoryRef};

@@ -1,6 +1,6 @@
 //! The drill-down pages and their JSON, on the real binary with demo data.
 
-mod common;
+use crate::common;
 
 use common::{Exporter, TOKEN};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! SIGKILL at random points while runs stream in: every run acknowledged with
 //! 2xx is stored exactly once and whole, and exported counters never go down.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, SecondsFormat, Utc};
 use common::{Exporter, TOKEN, agent, sample};

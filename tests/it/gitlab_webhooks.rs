@@ -1,7 +1,7 @@
 //! `POST /webhooks/gitlab` against the real binary, with GitLab's own payloads
 //! (tests/fixtures/gitlab, from xanzy/go-gitlab).
 
-mod common;
+use crate::common;
 
 use ci_slo_exporter::store::Store;
 use common::{Exporter, agent, sample};

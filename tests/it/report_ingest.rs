@@ -4,7 +4,7 @@
 //! name a report repeats after a pass (Jest `test.each`) is kept as separate
 //! tests (`name [2]`, ...).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The real binary on a temporary database: ingest via CLI and HTTP, scrape
 //! exact values, restart, replay, and check the output with real parsers.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, SecondsFormat, Utc};
 use common::{Exporter, TOKEN, persisted_lines, run, sample};

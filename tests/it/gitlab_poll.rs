@@ -1,7 +1,7 @@
 //! Polling against a local fake GitLab (tests/fake_gitlab).
 
-mod common;
-mod fake_gitlab;
+use crate::common;
+use crate::fake_gitlab;
 
 use chrono::{Duration, Utc};
 use ci_slo_exporter::classify::Classifier;

@@ -3,7 +3,7 @@
 //! changed), impossible times are refused with a 400 per reason, and events
 //! that arrive late still move the live counters.
 
-mod common;
+use crate::common;
 
 use common::{Exporter, TOKEN};
 use serde_json::{Value, json};

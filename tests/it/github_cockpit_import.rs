@@ -2,7 +2,7 @@
 //! cockpit-project/bots' `store-tests` (TestRuns, Tests with seconds) plus a
 //! TestCoverage table; the SLIs are compared with values computed by hand.
 
-mod common;
+use crate::common;
 
 use ci_slo_exporter::forge::github::import::synthetic_change_number;
 use ci_slo_exporter::model::{Forge, RepositoryRef};

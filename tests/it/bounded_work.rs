@@ -4,7 +4,7 @@
 //! ones queue (their latency is measured here and asserted loosely; the
 //! precise figures are in `cargo bench --bench hardening`).
 
-mod common;
+use crate::common;
 
 use common::{Exporter, TOKEN};
 use serde_json::{Value, json};

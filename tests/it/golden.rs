@@ -6,7 +6,7 @@
 //! keeps them equal; a change of behaviour shows up here as a diff, which must
 //! be intended and documented (README "Tests").
 //!
-//! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the files (and removes
+//! `UPDATE_GOLDEN=1 cargo test --test it golden::` rewrites the files (and removes
 //! those no longer produced).
 //!
 //! Normalised, because they are not functions of the data and the clock:
@@ -16,7 +16,7 @@
 //! only inserts whitespace outside strings into the server's compact JSON
 //! (checked), so comparing the indented forms compares the bytes.
 
-mod common;
+use crate::common;
 
 use common::Exporter;
 use serde_json::Value;
@@ -389,7 +389,7 @@ fn the_demo_answers_equal_the_golden_files() {
     assert!(
         problems.is_empty(),
         "the demo's answers differ from tests/golden/ ({} files):\n{}\n\n\
-         If the change is intended, rewrite them with `UPDATE_GOLDEN=1 cargo test --test golden`, \
+         If the change is intended, rewrite them with `UPDATE_GOLDEN=1 cargo test --test it golden::`, \
          review `git diff tests/golden` and say why in the commit message (README \"Tests\").",
         problems.len(),
         problems.join("\n")

@@ -5,7 +5,7 @@
 //! ingested, and the same after a restart (the counters are stored, not
 //! rebuilt from the results), with /healthz and /readyz answering.
 
-mod common;
+use crate::common;
 
 use common::{Exporter, TOKEN};
 use serde_json::{Value, json};

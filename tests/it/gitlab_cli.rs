@@ -3,8 +3,8 @@
 //! complete data with no duplicate; a repeat downloads nothing twice; `serve`
 //! then shows when the project last synced.
 
-mod common;
-mod fake_gitlab;
+use crate::common;
+use crate::fake_gitlab;
 
 use chrono::{Duration, Utc};
 use fake_gitlab::{Fake, Project, Trace, job, pipeline};

@@ -6,7 +6,7 @@
 //! once; a real Prometheus started on them answers the dashboards' short
 //! windows and the 28-day rules.
 
-mod common;
+use crate::common;
 
 use common::{Exporter, agent, free_port};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! The poller against a fake GitHub: an axum server on 127.0.0.1:0 in the
 //! test, counting every request it answers.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::extract::{Request, State};

@@ -4,7 +4,7 @@
 //! sizes are checked before a byte of body is read; slow bodies are cut;
 //! `web.allowed_hosts` and the read token close the pages.
 
-mod common;
+use crate::common;
 
 use common::{Exporter, agent};
 use std::io::{Read, Write};

@@ -10,10 +10,10 @@
 //!   once the forge recovers every job and pipeline it holds is stored
 //!   exactly once, failed jobs with their whole log.
 
-mod common;
-mod fake_github;
-mod fake_gitlab;
-mod fault_front;
+use crate::common;
+use crate::fake_github;
+use crate::fake_gitlab;
+use crate::fault_front;
 
 use common::{Exporter, sample};
 use fault_front::{Fault, Front};
