@@ -68,7 +68,7 @@ pub(super) fn gitlab(config: Config, secrets: Secrets, args: BackfillArgs) -> Re
         "set gitlab.projects or gitlab.groups in the config",
     )?;
     runtime.block_on(async move {
-        let store = StoreHandle::start(&config.store.path)?;
+        let store = crate::store_open::start(&config.store)?;
         let poller = Poller::new(
             config.gitlab.clone(),
             secrets
@@ -113,7 +113,7 @@ pub(super) fn github(config: Config, secrets: Secrets, args: BackfillGithubArgs)
         "list github.repositories or github.owners in the config file",
     )?;
     let stats = runtime.block_on(async {
-        let store = StoreHandle::start(&config.store.path)?;
+        let store = crate::store_open::start(&config.store)?;
         let hub = Arc::new(crate::metrics::MetricsHub::new(
             crate::metrics::SelfMetrics::new(),
         ));

@@ -6,7 +6,7 @@
 //! past times, so that Prometheus holds what it would have scraped. Values are
 //! spread back from the live totals (`metric_state`, what `/metrics` serves):
 //! the value at time t is the live value minus the counted events after t
-//! ([`Store::counted_events`]), so the last backfilled sample is exactly what
+//! ([`Storage::counted_events`]), so the last backfilled sample is exactly what
 //! the first live scrape reads, and a series never goes below zero. Every
 //! series carries the labels Prometheus' scrape adds (`job`, `instance`), so
 //! history and live samples are one series.
@@ -29,7 +29,7 @@ use super::expo::{fmt_timestamp, fmt_value, write_header, write_series};
 use crate::catalog::{self, FamilyDef, Kind};
 use crate::config::Config;
 use crate::slo::SloId;
-use crate::store::{Store, StoreError};
+use crate::store::{Storage, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -283,7 +283,7 @@ fn write_histogram(
 /// Write the history of every persisted counter and histogram, and of the
 /// SLO objectives, as OpenMetrics text ending in `# EOF`.
 pub fn write_history(
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     range: &HistoryRange,
     out: &mut dyn Write,
@@ -298,7 +298,7 @@ pub fn write_history(
 
     // Events per (family, series).
     let mut events: HashMap<(&'static str, Labels), Vec<(i64, f64)>> = HashMap::new();
-    store.counted_events(limits, |e| {
+    store.counted_events(limits, &mut |e| {
         events
             .entry((e.family.name, e.labels))
             .or_default()
@@ -444,7 +444,7 @@ fn gauge_times(since: i64, until: i64) -> Vec<i64> {
 /// (the whole day of each time: the per-test gauges move by UTC day).
 fn write_test_gauges(
     sink: &mut Sink<'_>,
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     (since, until): (i64, i64),
     target_labels: &[(String, String)],
@@ -606,6 +606,7 @@ fn change_list(events: Vec<(i64, f64)>) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     #[test]
     fn samples_surround_each_change_on_the_grid_and_end_at_until() {
