@@ -8,6 +8,10 @@
 //! happens in one `BEGIN IMMEDIATE` transaction, or in a savepoint of the
 //! writer thread's group commit: a crash leaves either the whole run (with its
 //! counters) or nothing.
+//!
+//! The exporter uses a store only through the trait [`Storage`] (see
+//! [`storage`]): the SQLite `Store` is its first implementation, and a second
+//! engine implements the same trait.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

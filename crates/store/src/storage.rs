@@ -11,6 +11,10 @@
 //!
 //! # What the exporter calls (the inventory this trait was cut from)
 //!
+//! 51 of the store's public methods (the others open a store, or serve its
+//! own tests and the benchmarks), found by reading every call in the non-test
+//! code of `src/`.
+//!
 //! Writes (on the writer's connection, `StoreHandle::write`, or a command's
 //! own store): they take `&mut self`, so a read job (`&dyn Storage`) cannot
 //! write.
