@@ -218,7 +218,7 @@ fn apply_run(
     {
         // The trigger is the workflow run's event. It is decided once: by
         // the poller (which knows the run), by a stored workflow run, else
-        // the job waits for its workflow run (Store::decide_trigger).
+        // the job waits for its workflow run (Storage::decide_trigger).
         match &existing {
             Some(e) if !e.trigger_pending => run.trigger = e.trigger,
             _ if run.trigger != Trigger::Other => {}

@@ -454,7 +454,7 @@ fn write_test_gauges(
     };
     let window = i64::try_from(config.tests.window.as_millis()).unwrap_or(i64::MAX / 2);
     // The live statistics add up whole UTC days from the day of `now -
-    // window` (Store::test_stats); at each time, the same days.
+    // window` (Storage::test_stats); at each time, the same days.
     const DAY_MS: i64 = 86_400_000;
     let day = |t: i64| t.div_euclid(DAY_MS);
     // test_success's windows (1d, 3d, 28d), in days: whole UTC days.
@@ -544,7 +544,7 @@ fn test_success_samples(
     );
     let first = |w_ms: i64| crate::slo::first_test_day(today * DAY_MS, w_ms);
     let longest = windows.iter().map(|w| first(w.1)).min();
-    // Each test's runs in each window on `today`, as Store::test_runs_in_windows
+    // Each test's runs in each window on `today`, as Storage::test_runs_in_windows
     // adds them up for /metrics: its days from the window's first day on.
     let mut runs: Vec<(&str, Vec<crate::slo::TestRuns>)> = Vec::new();
     for ((repo, _, _), days) in tests {

@@ -82,7 +82,7 @@ pub struct ImportStats {
     /// Changes decided by this import (their outcome counted).
     pub changes_decided: usize,
     /// How the runs were stored: `fresh` (a store that held nothing yet,
-    /// set-based) or `per_run` (`Store::ingest_batch`).
+    /// set-based) or `per_run` (`Storage::ingest_batch`).
     pub path: &'static str,
 }
 
@@ -315,11 +315,12 @@ fn test_results(rows: Vec<TestRow>, stats: &mut ImportStats) -> Vec<TestResult> 
 /// Which way an import stores its runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The fresh path when the store accepts it (`Store::accepts_fresh_load`:
+    /// The fresh path when the store has a bulk load (`Storage::bulk_load`: SQLite)
+    /// and accepts it (`BulkLoad::accepts_fresh_load`:
     /// no run, test, commit or SLO event yet, history loaded on purpose) and the file's
     /// run urls are unique; otherwise the per-run path.
     Auto,
-    /// Always the per-run path (`Store::ingest_batch`).
+    /// Always the per-run path (`Storage::ingest_batch`).
     PerRun,
 }
 
@@ -393,7 +394,7 @@ fn read_runs(
     Ok(())
 }
 
-/// The per-run path: each batch through `Store::ingest_batch`.
+/// The per-run path: each batch through `Storage::ingest_batch`.
 #[allow(clippy::too_many_arguments)]
 fn import_per_run(
     source: &Source,
