@@ -17,8 +17,8 @@ use crate::demo;
 use crate::http::readiness::Readiness;
 use crate::http::{self, AppState};
 use crate::metrics::{self, MetricsHub, SelfMetrics, TestStatsCache};
+use crate::store::Policy;
 use crate::store::writer::StoreHandle;
-use crate::store::{Policy, Store};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -116,14 +116,14 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             },
         ));
         let store = {
-            let (path, readiness, policy) = (
-                config.store.path.clone(),
+            let (store_config, readiness, policy) = (
+                config.store.clone(),
                 readiness.clone(),
                 policy.clone(),
             );
             let shard = config.shard;
             tokio::task::spawn_blocking(move || {
-                open_for_serving(&path, demo, &policy, shard, clock, &readiness)
+                open_for_serving(&store_config, demo, &policy, shard, clock, &readiness)
             })
             .await??
         };
@@ -167,7 +167,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         tokio::spawn(pruner(state.clone()));
         let pollers = pollers::spawn(&state, &stopping)?;
 
-        tracing::info!(address = %address, db = %state.store.path().display(), "serving");
+        tracing::info!(address = %address, db = %state.store.location(), "serving");
         server.await??;
         // The pollers stopped at the signal (or when the server ended); a
         // write one submitted before it stopped still runs on the writer,
@@ -186,14 +186,14 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
 /// asked, and record that a server started on it; `readiness` says which
 /// step is running.
 fn open_for_serving(
-    path: &std::path::Path,
+    config: &crate::config::StoreConfig,
     demo: bool,
     policy: &Policy,
     shard: crate::shard::Shard,
     clock: Clock,
     readiness: &Readiness,
 ) -> Result<StoreHandle> {
-    let mut store = Store::open_reporting(path, &mut |step| {
+    let mut store = crate::store_open::open_reporting(config, &mut |step| {
         tracing::info!(
             from = step.from,
             to = step.latest,
@@ -204,7 +204,7 @@ fn open_for_serving(
     })?;
     if demo {
         readiness.set("writing the demo history");
-        let report = demo::seed_shard(&mut store, policy, clock.now(), shard)?;
+        let report = demo::seed_shard(&mut *store, policy, clock.now(), shard)?;
         if report.created {
             tracing::info!(
                 runs = report.runs,
@@ -217,7 +217,7 @@ fn open_for_serving(
     }
     store.mark_serving(clock.now())?;
     drop(store);
-    Ok(StoreHandle::start(path)?)
+    Ok(crate::store_open::start(config)?)
 }
 
 async fn shutdown_signal() {

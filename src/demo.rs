@@ -12,7 +12,7 @@ use crate::deps::Extractor;
 use crate::ingest::{ChangeRequest, RunRequest, TestRequest};
 use crate::model::{Forge, RepositoryRef, RunState, TestOutcome, Trigger};
 use crate::shard::Shard;
-use crate::store::{Policy, Store, StoreError};
+use crate::store::{Policy, Storage, StoreError};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
 /// Seed of the generator: the same seed gives the same history.
@@ -90,7 +90,7 @@ const TESTS: &[&str] = &[
 
 /// Fill `store` with the demo history ending at `now`, unless it already has it.
 pub fn seed(
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<DemoReport, StoreError> {
@@ -101,7 +101,7 @@ pub fn seed(
 /// generated on every shard (same random draws), so the shards' demos add up
 /// to the unsharded demo.
 pub fn seed_shard(
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     now: DateTime<Utc>,
     shard: Shard,
@@ -218,7 +218,7 @@ impl Generator {
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn Storage,
         policy: &Policy,
         repo: &Repo,
         context: &str,
@@ -284,7 +284,7 @@ impl Generator {
 
     fn pull_request(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn Storage,
         policy: &Policy,
         repo: &Repo,
         number: i64,
@@ -362,7 +362,7 @@ impl Generator {
 
     fn nightly(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn Storage,
         policy: &Policy,
         repo: &Repo,
         context: &str,
@@ -458,6 +458,7 @@ fn nightly_install_log(day: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use std::collections::BTreeMap;
 
     /// Every persisted counter and histogram bucket as `family{labels}` → value.

@@ -28,3 +28,4 @@ pub mod http;
 pub mod metrics;
 pub mod output;
 pub mod progress;
+pub mod store_open;

@@ -41,7 +41,7 @@ fn backfill<P: Source>(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = StoreHandle::start(&config.store.path)?;
+        let store = crate::store_open::start(&config.store)?;
         let ctx = Context {
             deps: Arc::new(config.dependency_extractor()?),
             shard: config.shard,

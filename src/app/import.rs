@@ -4,7 +4,7 @@
 use crate::cli::{ImportArgs, ImportSource};
 use crate::config::Config;
 use crate::forge::github::{cockpit_db, import};
-use crate::store::{Policy, Store};
+use crate::store::Policy;
 use chrono::Utc;
 
 /// `import cockpit PATH [--db PATH]`.
@@ -27,10 +27,10 @@ pub(super) fn cockpit(mut config: Config, args: ImportArgs) -> anyhow::Result<()
     // A file that is not a Cockpit database is refused before the store is created.
     drop(cockpit_db::Source::open(&args.path)?);
     let classifier = config.classifier()?;
-    let mut store = Store::open(&config.store.path)?;
+    let mut store = crate::store_open::open(&config.store)?;
     let stats = import::import_with(
         &args.path,
-        &mut store,
+        &mut *store,
         &policy,
         &classifier,
         Utc::now(),

@@ -4,7 +4,7 @@
 use crate::cli::IngestArgs;
 use crate::config::Config;
 use crate::ingest::{ChangeRequest, ReportInput, ReportKind, RunRequest};
-use crate::store::{Policy, Store};
+use crate::store::Policy;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use std::io::Read;
@@ -88,7 +88,8 @@ pub(super) fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     if let Err(impossible) =
         crate::ingest::validate::check_times(&request, Utc::now(), config.ingest.max_future_skew)
     {
-        Store::open(&args.db)?.count_rejection(impossible.reason())?;
+        crate::store_open::open(&crate::store_open::with_db(&config.store, &args.db))?
+            .count_rejection(impossible.reason())?;
         anyhow::bail!("invalid run: {impossible}");
     }
     let prepared = request.prepare(
@@ -100,7 +101,7 @@ pub(super) fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
     }
-    let mut store = Store::open(&args.db)?;
+    let mut store = crate::store_open::open(&crate::store_open::with_db(&config.store, &args.db))?;
     let now = Utc::now();
     let ingested = store.ingest_run(&prepared.run, &policy, now)?;
     store.settle(&policy, now, None)?;

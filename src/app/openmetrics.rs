@@ -2,7 +2,6 @@
 //! timestamps, for `promtool tsdb create-blocks-from openmetrics`.
 
 use crate::config::Config;
-use crate::store::Store;
 use anyhow::{Context, Result};
 use chrono::Utc;
 
@@ -17,7 +16,7 @@ pub(super) fn backfill_openmetrics(
         !args.job.is_empty() && !args.instance.is_empty(),
         "--job and --instance must not be empty: they are the labels Prometheus gives the scraped series"
     );
-    let store = Store::open(&db)?;
+    let store = crate::store_open::open(&crate::store_open::with_db(&config.store, &db))?;
     let until = args.until.unwrap_or_else(Utc::now);
     let range = crate::metrics::history::HistoryRange {
         since: until - chrono::Duration::from_std(args.since).context("--since is too long")?,
@@ -30,12 +29,10 @@ pub(super) fn backfill_openmetrics(
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let report =
-        crate::metrics::history::write_history(&store, config, &range, &mut out).map_err(|e| {
-            match e {
-                crate::metrics::history::HistoryError::Write(io) => crate::output::write_error(io),
-                e => e.into(),
-            }
+    let report = crate::metrics::history::write_history(&*store, config, &range, &mut out)
+        .map_err(|e| match e {
+            crate::metrics::history::HistoryError::Write(io) => crate::output::write_error(io),
+            e => e.into(),
         })?;
     std::io::Write::flush(&mut out).map_err(crate::output::write_error)?;
     eprintln!(

@@ -6,7 +6,7 @@
 use super::github::{cockpit, new_run, trigger_of};
 use crate::model::{NewRun, RepositoryRef, Trigger};
 use crate::store::github::{RunBrief, WorkflowRunInfo};
-use crate::store::{IngestStatus, Policy, Store, StoreError};
+use crate::store::{IngestStatus, Policy, Storage, StoreError};
 use chrono::{DateTime, Utc};
 
 /// One fact from a forge, ready to be applied to the store.
@@ -123,7 +123,7 @@ impl Applied {
 /// Apply events in order, in the caller's write (`StoreHandle::write`): when
 /// that write is acknowledged all of them are committed, when it fails none is.
 pub(crate) fn apply(
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     events: Vec<Event>,
     now: DateTime<Utc>,
@@ -181,7 +181,7 @@ pub(crate) fn apply(
 }
 
 fn apply_run(
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     observed: Observed,
     now: DateTime<Utc>,
@@ -218,7 +218,7 @@ fn apply_run(
     {
         // The trigger is the workflow run's event. It is decided once: by
         // the poller (which knows the run), by a stored workflow run, else
-        // the job waits for its workflow run (Store::decide_trigger).
+        // the job waits for its workflow run (Storage::decide_trigger).
         match &existing {
             Some(e) if !e.trigger_pending => run.trigger = e.trigger,
             _ if run.trigger != Trigger::Other => {}
@@ -254,7 +254,7 @@ fn apply_run(
 }
 
 fn ingest(
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     run: NewRun,
     now: DateTime<Utc>,
@@ -269,7 +269,7 @@ fn ingest(
 /// non-final event never reopens a finished run, and times and links the
 /// event lacks are kept from the stored run.
 fn ingest_partial(
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     mut run: NewRun,
     e: RunBrief,
@@ -304,7 +304,7 @@ fn ingest_partial(
 
 /// One commit status as a step of the Cockpit story of its context.
 fn apply_status(
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     (repository, commit, context): (RepositoryRef, String, String),
     (step, at, url): (cockpit::StatusStep, DateTime<Utc>, Option<String>),

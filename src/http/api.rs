@@ -113,7 +113,7 @@ pub async fn post_run(
     let run = prepared.run;
     let report_bytes = run.reports.iter().map(|r| r.content.len()).sum();
     let bulk = super::limits::is_bulk(run.tests.len(), report_bytes);
-    let write = move |s: &mut crate::store::Store| s.ingest_run(&run, &policy, now);
+    let write = move |s: &mut dyn crate::store::Storage| s.ingest_run(&run, &policy, now);
     let ingested = if bulk {
         state.store.write_bulk(write).await?
     } else {

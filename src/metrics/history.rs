@@ -6,7 +6,7 @@
 //! past times, so that Prometheus holds what it would have scraped. Values are
 //! spread back from the live totals (`metric_state`, what `/metrics` serves):
 //! the value at time t is the live value minus the counted events after t
-//! ([`Store::counted_events`]), so the last backfilled sample is exactly what
+//! ([`Storage::counted_events`]), so the last backfilled sample is exactly what
 //! the first live scrape reads, and a series never goes below zero. Every
 //! series carries the labels Prometheus' scrape adds (`job`, `instance`), so
 //! history and live samples are one series.
@@ -29,7 +29,7 @@ use super::expo::{fmt_timestamp, fmt_value, write_header, write_series};
 use crate::catalog::{self, FamilyDef, Kind};
 use crate::config::Config;
 use crate::slo::SloId;
-use crate::store::{Store, StoreError};
+use crate::store::{Storage, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -283,7 +283,7 @@ fn write_histogram(
 /// Write the history of every persisted counter and histogram, and of the
 /// SLO objectives, as OpenMetrics text ending in `# EOF`.
 pub fn write_history(
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     range: &HistoryRange,
     out: &mut dyn Write,
@@ -298,7 +298,7 @@ pub fn write_history(
 
     // Events per (family, series).
     let mut events: HashMap<(&'static str, Labels), Vec<(i64, f64)>> = HashMap::new();
-    store.counted_events(limits, |e| {
+    store.counted_events(limits, &mut |e| {
         events
             .entry((e.family.name, e.labels))
             .or_default()
@@ -444,7 +444,7 @@ fn gauge_times(since: i64, until: i64) -> Vec<i64> {
 /// (the whole day of each time: the per-test gauges move by UTC day).
 fn write_test_gauges(
     sink: &mut Sink<'_>,
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     (since, until): (i64, i64),
     target_labels: &[(String, String)],
@@ -454,7 +454,7 @@ fn write_test_gauges(
     };
     let window = i64::try_from(config.tests.window.as_millis()).unwrap_or(i64::MAX / 2);
     // The live statistics add up whole UTC days from the day of `now -
-    // window` (Store::test_stats); at each time, the same days.
+    // window` (Storage::test_stats); at each time, the same days.
     const DAY_MS: i64 = 86_400_000;
     let day = |t: i64| t.div_euclid(DAY_MS);
     // test_success's windows (1d, 3d, 28d), in days: whole UTC days.
@@ -544,7 +544,7 @@ fn test_success_samples(
     );
     let first = |w_ms: i64| crate::slo::first_test_day(today * DAY_MS, w_ms);
     let longest = windows.iter().map(|w| first(w.1)).min();
-    // Each test's runs in each window on `today`, as Store::test_runs_in_windows
+    // Each test's runs in each window on `today`, as Storage::test_runs_in_windows
     // adds them up for /metrics: its days from the window's first day on.
     let mut runs: Vec<(&str, Vec<crate::slo::TestRuns>)> = Vec::new();
     for ((repo, _, _), days) in tests {
@@ -606,6 +606,7 @@ fn change_list(events: Vec<(i64, f64)>) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     #[test]
     fn samples_surround_each_change_on_the_grid_and_end_at_until() {

@@ -16,7 +16,7 @@ pub use process::SelfMetrics;
 
 use crate::config::{Config, window_label};
 use crate::slo::{EventCounts, SloId};
-use crate::store::{Store, StoreError};
+use crate::store::{Storage, StoreError};
 use catalog::FamilyDef;
 use chrono::{DateTime, Utc};
 use expo::{Exemplar, Family, Sample, fmt_le};
@@ -91,7 +91,7 @@ pub fn exported_labels(family: &str, mut labels: Vec<(String, String)>) -> Vec<(
 }
 
 /// The persisted counters and histograms, as exposition families.
-pub fn persisted_families(store: &Store) -> Result<Vec<Family>, StoreError> {
+pub fn persisted_families(store: &dyn Storage) -> Result<Vec<Family>, StoreError> {
     let state = store.metric_state()?;
     let mut families: BTreeMap<&str, Family> = catalog::PERSISTED
         .iter()
@@ -148,7 +148,7 @@ pub fn persisted_families(store: &Store) -> Result<Vec<Family>, StoreError> {
 /// The SLO gauges computed from stored SLO events at `now`; test_success
 /// from the tests' per-day counters ([`test_success_windows`]).
 pub fn slo_families(
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Vec<Family>, StoreError> {
@@ -262,7 +262,7 @@ pub fn test_success_window_durations(config: &Config) -> Vec<std::time::Duration
 /// least `slo.test_min_runs` runs in a window is good in it when its
 /// success ratio is at least the objective ([`crate::slo::test_success_counts`]).
 pub fn test_success_windows(
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Vec<TestSuccessWindow>, StoreError> {
@@ -313,7 +313,7 @@ pub struct TestStatsCache {
 impl TestStatsCache {
     fn get(
         &mut self,
-        store: &Store,
+        store: &dyn Storage,
         config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Vec<Family>, StoreError> {
@@ -331,7 +331,7 @@ impl TestStatsCache {
 /// Flake, failure and flip ratios of the worst tests per repository and
 /// verdict, and counts per verdict.
 pub fn test_families(
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<Vec<Family>, StoreError> {
@@ -411,7 +411,7 @@ pub fn test_families_from(
 
 /// Build a complete snapshot (run it off the scrape path).
 pub fn build_snapshot(
-    store: &Store,
+    store: &dyn Storage,
     config: &Config,
     now: DateTime<Utc>,
     tests: &mut TestStatsCache,
@@ -581,6 +581,7 @@ impl MetricsHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     #[test]
     fn a_fresh_store_exports_every_family_with_objectives_and_full_budgets() {

@@ -167,6 +167,7 @@ async fn retries_become_attempts_and_a_429_or_a_500_storm_is_ridden_out() {
     let runs = s
         .store
         .read(|st| {
+            let st = st.sqlite().expect("a SQLite store");
             let conn = st.connection();
             let mut stmt = conn.prepare(
                 "SELECT context, external_id, attempt, state, trigger, round((started_at - queued_at) / 1000.0, 3),
@@ -260,6 +261,7 @@ async fn a_trace_larger_than_the_cap_is_cut_with_a_marker_without_reading_the_re
     let (log, truncated) = s
         .store
         .read(|st| {
+            let st = st.sqlite().expect("a SQLite store");
             let id = st.external_run(&repo("g/huge"), "job:81")?.unwrap().id;
             Ok(st.log(id)?.unwrap())
         })
@@ -298,6 +300,7 @@ async fn a_trace_with_sections_and_colour_classifies_on_clean_text_and_keeps_sec
     let (run, sections) = s
         .store
         .read(|st| {
+            let st = st.sqlite().expect("a SQLite store");
             let id = st.external_run(&repo("g/colour"), "job:91")?.unwrap().id;
             Ok((st.run(id)?.unwrap(), st.sections(id)?))
         })
@@ -371,6 +374,7 @@ async fn test_reports_and_merged_mrs_are_fetched() {
     let (job_run, pipeline_run) = s
         .store
         .read(|st| {
+            let st = st.sqlite().expect("a SQLite store");
             let j = st.external_run(&repo("g/mr"), "job:111")?.unwrap().id;
             let p = st.external_run(&repo("g/mr"), "pipeline:11")?.unwrap().id;
             Ok((st.run(j)?.unwrap(), st.run(p)?.unwrap()))
@@ -398,6 +402,7 @@ async fn test_reports_and_merged_mrs_are_fetched() {
     let merged = s
         .store
         .read(|st| {
+            let st = st.sqlite().expect("a SQLite store");
             Ok(st.connection().query_row(
                 "SELECT head_sha, merged_at IS NOT NULL FROM changes WHERE number = 5",
                 [],

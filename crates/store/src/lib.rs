@@ -8,6 +8,10 @@
 //! happens in one `BEGIN IMMEDIATE` transaction, or in a savepoint of the
 //! writer thread's group commit: a crash leaves either the whole run (with its
 //! counters) or nothing.
+//!
+//! The exporter uses a store only through the trait [`Storage`] (see
+//! [`storage`]): the SQLite `Store` is its first implementation, and a second
+//! engine implements the same trait.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -30,6 +34,7 @@ mod run_view;
 pub mod schema;
 mod settle;
 mod staging;
+pub mod storage;
 pub mod tally;
 pub mod test_index;
 pub mod test_slo;
@@ -50,7 +55,7 @@ use ci_slo_core::slo;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 
-pub use error::StoreError;
+pub use error::{ErrorKind, StoreError};
 pub use forge_state::{ExternalRun, SyncState};
 pub use ingest_run::{IngestStatus, Ingested, Prepared};
 pub use policy::Policy;
@@ -58,6 +63,7 @@ pub use prune::PruneStats;
 pub use reads::{BucketRow, CounterRow, HistogramRow, MetricState};
 pub use run_view::{ChangeView, ReportView, RunView, TestSlice, TestView};
 pub use settle::SettleStats;
+pub use storage::{BulkLoad, Engine, FreshLoading, Storage};
 
 pub fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

@@ -21,10 +21,17 @@
 //! Every failed commit (and every job that failed on a database error) is
 //! counted, and [`StoreHandle::failing`] tells `/readyz` while the last
 //! write failed.
+//!
+//! Engine-neutral: jobs run on `&mut dyn Storage` (writes) and `&dyn Storage`
+//! (reads), the batch's transaction and savepoints go through [`Engine`].
+//! Trait objects rather than a type parameter: the engine is chosen at run
+//! time from the configuration, and one `StoreHandle` type keeps every
+//! signature that carries it (the server's state, the pollers) free of one;
+//! a virtual call per store operation is nothing next to the query it runs.
 
-use super::{Store, StoreError};
+use super::{Engine, Migrating, Storage, Store, StoreError};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
@@ -39,30 +46,30 @@ type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// A job runs on the writer's connection (None: it cannot run, the batch
 /// failed before it) and says whether it succeeded, and whether it failed on
 /// a database error.
-type Job = Box<dyn FnOnce(Option<&mut Store>) -> (bool, Deliver, bool) + Send>;
+type Job = Box<dyn FnOnce(Option<&mut dyn Storage>) -> (bool, Deliver, bool) + Send>;
 
 /// Read connections: enough for a snapshot rebuild, a pruner pass and pages
 /// at once on a small machine.
 pub const READERS: usize = 3;
 
 struct Readers {
-    pool: Vec<Mutex<Store>>,
+    pool: Vec<Mutex<Box<dyn Storage>>>,
     next: AtomicUsize,
 }
 
 impl Readers {
     /// A free connection if there is one, else wait for one in turn.
-    fn with<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&dyn Storage) -> T) -> T {
         for conn in &self.pool {
             if let Ok(store) = conn.try_lock() {
-                return f(&store);
+                return f(&**store);
             }
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
         let store = self.pool[i]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&store)
+        f(&**store)
     }
 }
 
@@ -143,11 +150,12 @@ pub struct StoreHandle {
     queue: Arc<Queue>,
     _closer: Arc<Closer>,
     readers: Arc<Readers>,
-    path: PathBuf,
+    location: String,
 }
 
 impl StoreHandle {
-    /// Open the database (running migrations) and start the writer thread.
+    /// Open the SQLite database file (running migrations) and start the
+    /// writer thread.
     pub fn start(path: &Path) -> Result<StoreHandle, StoreError> {
         Self::start_reporting(path, &mut |_| {})
     }
@@ -155,12 +163,29 @@ impl StoreHandle {
     /// [`StoreHandle::start`], telling `progress` before each migration.
     pub fn start_reporting(
         path: &Path,
-        progress: &mut dyn FnMut(super::Migrating),
+        progress: &mut dyn FnMut(Migrating),
     ) -> Result<StoreHandle, StoreError> {
-        let mut writer = Store::open_reporting(path, progress)?;
-        let pool = (0..READERS)
-            .map(|_| Store::open(path).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let writer = Store::open_reporting(path, progress)?;
+        let readers = (0..READERS)
+            .map(|_| Ok(Box::new(Store::open(path)?) as Box<dyn Storage>))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Self::start_with(Box::new(writer), readers, path.display().to_string())
+    }
+
+    /// Start the writer thread on `writer` (an open, migrated connection of
+    /// any engine) with `readers` as the read pool ([`READERS`] of them, at
+    /// least one). `location` names the database in the log (never a password).
+    pub fn start_with(
+        mut writer: Box<dyn Engine>,
+        readers: Vec<Box<dyn Storage>>,
+        location: String,
+    ) -> Result<StoreHandle, StoreError> {
+        if readers.is_empty() {
+            return Err(StoreError::Refused(
+                "a store needs a read connection".into(),
+            ));
+        }
+        let pool = readers.into_iter().map(Mutex::new).collect();
         let queue = Arc::new(Queue::default());
         let worker = queue.clone();
         std::thread::Builder::new()
@@ -170,7 +195,7 @@ impl StoreHandle {
                 while worker.next_batch(&mut batch) {
                     // Counted before any job of the transaction learns its
                     // result, so that a caller sees its own failure counted.
-                    run_batch(&mut writer, &mut batch, &mut |failed| {
+                    run_batch(&mut *writer, &mut batch, &mut |failed| {
                         if failed > 0 {
                             worker.errors.fetch_add(failed as u64, Ordering::Relaxed);
                         }
@@ -186,12 +211,13 @@ impl StoreHandle {
                 pool,
                 next: AtomicUsize::new(0),
             }),
-            path: path.to_path_buf(),
+            location,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the database is (a file's path), for the log.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// Writes that failed on a database error since start.
@@ -210,7 +236,7 @@ impl StoreHandle {
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f, false).await
     }
@@ -220,7 +246,7 @@ impl StoreHandle {
     pub async fn write_bulk<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f, true).await
     }
@@ -228,14 +254,14 @@ impl StoreHandle {
     async fn submit<T, F>(&self, f: F, bulk: bool) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         self.queue.push(
-            Box::new(move |store: Option<&mut Store>| {
+            Box::new(move |store: Option<&mut dyn Storage>| {
                 let result = store.map(f);
                 let ok = matches!(result, Some(Ok(_)));
-                let db_error = matches!(result, Some(Err(StoreError::Sqlite(_))));
+                let db_error = matches!(&result, Some(Err(e)) if e.is_database());
                 let deliver: Deliver = Box::new(move |commit| {
                     let _ = tx.send(match (commit, result) {
                         (None, Some(result)) => result,
@@ -258,7 +284,7 @@ impl StoreHandle {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Storage) -> Result<T, StoreError> + Send + 'static,
     {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || readers.with(f))
@@ -273,12 +299,11 @@ impl StoreHandle {
 /// jobs so far fail, the rest run in a new batch. Before the jobs of each
 /// transaction learn their results, `report` is told how many of them failed
 /// on a database error (their own, or the transaction's); returns the total.
-fn run_batch(store: &mut Store, batch: &mut Vec<Job>, report: &mut dyn FnMut(usize)) -> usize {
+fn run_batch(store: &mut dyn Engine, batch: &mut Vec<Job>, report: &mut dyn FnMut(usize)) -> usize {
     let mut failed = 0;
     let mut jobs = batch.drain(..);
     while jobs.len() > 0 {
-        if let Err(e) = store.conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = StoreError::from(e);
+        if let Err(e) = store.begin_batch() {
             tracing::error!(error = %e, "cannot begin the write transaction");
             let delivers: Vec<Deliver> = jobs.by_ref().map(|job| job(None).1).collect();
             failed += delivers.len();
@@ -292,40 +317,33 @@ fn run_batch(store: &mut Store, batch: &mut Vec<Job>, report: &mut dyn FnMut(usi
         let mut own_errors = 0;
         let mut lost = None;
         for job in jobs.by_ref() {
-            if let Err(e) = store.conn.execute_batch("SAVEPOINT job") {
+            if let Err(e) = store.begin_job() {
                 let (_, deliver, _) = job(None);
                 done.push(deliver);
-                lost = Some(StoreError::from(e));
+                lost = Some(e);
                 break;
             }
             let (ok, deliver, db_error) = job(Some(&mut *store));
             own_errors += usize::from(db_error);
             done.push(deliver);
-            if store.conn.is_autocommit() {
+            if !store.in_batch() {
                 lost = Some(StoreError::Refused(
                     "the database rolled the write transaction back".into(),
                 ));
                 break;
             }
-            let end = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            };
-            if let Err(e) = store.conn.execute_batch(end) {
-                lost = Some(StoreError::from(e));
+            if let Err(e) = store.end_job(ok) {
+                lost = Some(e);
                 break;
             }
         }
         let outcome = match lost {
             Some(e) => Err(e),
-            None => store.conn.execute_batch("COMMIT").map_err(StoreError::from),
+            None => store.commit_batch(),
         };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = done.len(), "write transaction failed");
-            if !store.conn.is_autocommit() {
-                let _ = store.conn.execute_batch("ROLLBACK");
-            }
+            store.rollback_batch();
             failed += done.len();
             report(done.len());
         } else {
@@ -343,8 +361,15 @@ fn run_batch(store: &mut Store, batch: &mut Vec<Job>, report: &mut dyn FnMut(usi
 mod tests {
     use super::*;
 
-    fn count(store: &Store) -> i64 {
+    /// The store behind a job's interface (these tests look at its tables).
+    fn sqlite(s: &mut dyn Storage) -> &mut Store {
+        s.sqlite_mut().expect("a SQLite store")
+    }
+
+    fn count(store: &dyn Storage) -> i64 {
         store
+            .sqlite()
+            .expect("a SQLite store")
             .conn
             .query_row("SELECT count(*) FROM meta WHERE key LIKE 'k%'", [], |r| {
                 r.get(0)
@@ -361,7 +386,7 @@ mod tests {
                 let h = handle.clone();
                 tokio::spawn(async move {
                     h.write(move |s| {
-                        s.set_meta(&format!("k{i}"), "v")?;
+                        sqlite(s).set_meta(&format!("k{i}"), "v")?;
                         if i % 10 == 3 {
                             return Err(StoreError::Refused(format!("job {i} fails")));
                         }
@@ -391,7 +416,7 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let log = |name: String| {
             let order = order.clone();
-            move |_: &mut Store| {
+            move |_: &mut dyn Storage| {
                 order.lock().unwrap().push(name);
                 Ok(())
             }
@@ -455,13 +480,16 @@ mod tests {
     async fn failed_writes_are_counted_and_flagged_until_one_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let handle = StoreHandle::start(&dir.path().join("w.db")).unwrap();
-        handle.write(|s| s.set_meta("k0", "v")).await.unwrap();
+        handle
+            .write(|s| sqlite(s).set_meta("k0", "v"))
+            .await
+            .unwrap();
         assert!(!handle.failing());
         // A write the database refuses at commit (a deferred foreign-key
         // violation stands in for a full disk).
         let failed = handle
             .write(|s| {
-                s.conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)")?;
+                sqlite(s).conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)")?;
                 Ok(())
             })
             .await;
@@ -474,8 +502,24 @@ mod tests {
             .await;
         assert!(refused.is_err());
         assert_eq!(handle.write_errors(), 1);
-        handle.write(|s| s.set_meta("k1", "v")).await.unwrap();
+        handle
+            .write(|s| sqlite(s).set_meta("k1", "v"))
+            .await
+            .unwrap();
         assert!(!handle.failing(), "ready again after a good write");
+    }
+
+    #[tokio::test]
+    async fn a_handle_starts_on_any_engine_with_at_least_one_reader() {
+        let writer = || Box::new(Store::open_in_memory().unwrap());
+        let refused = StoreHandle::start_with(writer(), Vec::new(), "memory".into());
+        assert!(refused.is_err(), "no read connection");
+        let readers: Vec<Box<dyn Storage>> = vec![Box::new(Store::open_in_memory().unwrap())];
+        let handle = StoreHandle::start_with(writer(), readers, "memory".into()).unwrap();
+        assert_eq!(handle.location(), "memory");
+        handle.write(|s| s.mark_demo("seed")).await.unwrap();
+        // The reader is another in-memory database: it sees nothing of the writer's.
+        assert!(!handle.read(|s| s.is_demo()).await.unwrap());
     }
 
     #[test]
@@ -485,8 +529,8 @@ mod tests {
         let mut batch: Vec<Job> = Vec::new();
         for i in 0..3 {
             let tx = tx.clone();
-            batch.push(Box::new(move |s: Option<&mut Store>| {
-                let s = s.unwrap();
+            batch.push(Box::new(move |s: Option<&mut dyn Storage>| {
+                let s = sqlite(s.unwrap());
                 s.set_meta(&format!("k{i}"), "v").unwrap();
                 if i == 2 {
                     // Leaves the transaction open with a deferred violation, so COMMIT fails.

@@ -8,9 +8,12 @@
 //! merged. A file where that does not hold (rows added by other tools) is
 //! read with `ORDER BY run`, which SQLite sorts on disk.
 
-use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
+
+/// A value of a Cockpit table as SQLite stores it (loosely typed: a column
+/// may hold a number in one row and text in another).
+pub use rusqlite::types::Value;
 
 /// Why a file cannot be read as a Cockpit database.
 #[derive(Debug, thiserror::Error)]

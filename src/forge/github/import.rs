@@ -20,15 +20,14 @@
 //! number derived from the revision (real PR numbers are positive), and is
 //! merged when its last run finished.
 
-use super::cockpit_db::{RunRow, Source, SourceError, SourceRun, TestRow, real};
+use super::cockpit_db::{RunRow, Source, SourceError, SourceRun, TestRow, Value, real};
 use super::repository;
 use crate::classify::Classifier;
 use crate::ingest::classify_run;
 use crate::model::{NewRun, RawReport, RunState, TestOutcome, TestResult, Trigger};
 use crate::progress::Progress;
-use crate::store::{IngestStatus, Policy, Prepared, Store, StoreError};
+use crate::store::{BulkLoad, IngestStatus, Policy, Prepared, Storage, StoreError};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use rusqlite::types::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -50,12 +49,6 @@ pub enum ImportError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<rusqlite::Error> for ImportError {
-    fn from(e: rusqlite::Error) -> ImportError {
-        ImportError::Source(SourceError::Read(e))
-    }
 }
 
 /// What an import did. Importing the same file again creates nothing.
@@ -89,7 +82,7 @@ pub struct ImportStats {
     /// Changes decided by this import (their outcome counted).
     pub changes_decided: usize,
     /// How the runs were stored: `fresh` (a store that held nothing yet,
-    /// set-based) or `per_run` (`Store::ingest_batch`).
+    /// set-based) or `per_run` (`Storage::ingest_batch`).
     pub path: &'static str,
 }
 
@@ -304,11 +297,12 @@ fn test_results(rows: Vec<TestRow>, stats: &mut ImportStats) -> Vec<TestResult> 
 /// Which way an import stores its runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The fresh path when the store accepts it (`Store::accepts_fresh_load`:
+    /// The fresh path when the store has a bulk load (`Storage::bulk_load`: SQLite)
+    /// and accepts it (`BulkLoad::accepts_fresh_load`:
     /// no run, test, commit or SLO event yet, history loaded on purpose) and the file's
     /// run urls are unique; otherwise the per-run path.
     Auto,
-    /// Always the per-run path (`Store::ingest_batch`).
+    /// Always the per-run path (`Storage::ingest_batch`).
     PerRun,
 }
 
@@ -368,12 +362,12 @@ fn read_runs(
     Ok(())
 }
 
-/// The per-run path: each batch through `Store::ingest_batch`.
+/// The per-run path: each batch through `Storage::ingest_batch`.
 #[allow(clippy::too_many_arguments)]
 fn import_per_run(
     source: &Source,
     label: &str,
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     classifier: &Classifier,
     now: DateTime<Utc>,
@@ -405,7 +399,7 @@ fn import_per_run(
     Ok((stats, changes))
 }
 
-/// The fresh path (`store::fresh`): one transaction, the per-test tables
+/// The fresh path (`BulkLoad::fresh_load`, SQLite's `store::fresh`): one transaction, the per-test tables
 /// built set-based at the end. An error leaves the store as it was. The file
 /// is read, converted and prepared (redaction, content hash, failure
 /// classification) on a second thread while this one stores, handed over in
@@ -415,14 +409,14 @@ fn import_per_run(
 fn import_fresh(
     path: &Path,
     label: &str,
-    store: &mut Store,
+    bulk: &mut dyn BulkLoad,
     policy: &Policy,
     classifier: &Classifier,
     now: DateTime<Utc>,
     shard: crate::shard::Shard,
     batch_runs: usize,
 ) -> Result<(ImportStats, Changes), ImportError> {
-    let mut load = store.fresh_load(policy, now)?;
+    let mut load = bulk.fresh_load(policy, now)?;
     let (send, receive) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, bool)>(0);
     let (mut stats, changes, created) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(ImportStats, Changes), ImportError> {
@@ -489,11 +483,7 @@ fn import_fresh(
 
 /// Whether an error is a uniqueness violation (two runs with one external id).
 fn is_duplicate(e: &ImportError) -> bool {
-    matches!(
-        e,
-        ImportError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
-            if f.code == rusqlite::ErrorCode::ConstraintViolation
-    )
+    matches!(e, ImportError::Store(e) if e.is_constraint_violation())
 }
 
 /// Import a Cockpit database into `store`, only the repositories `shard`
@@ -502,7 +492,7 @@ fn is_duplicate(e: &ImportError) -> bool {
 /// stores [`BATCH_RUNS`] runs per batch; shows progress.
 pub fn import_with(
     path: &Path,
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     classifier: &Classifier,
     now: DateTime<Utc>,
@@ -520,7 +510,7 @@ pub fn import_with(
 #[allow(clippy::too_many_arguments)]
 fn import_in_batches(
     path: &Path,
-    store: &mut Store,
+    store: &mut dyn Storage,
     policy: &Policy,
     classifier: &Classifier,
     now: DateTime<Utc>,
@@ -529,19 +519,28 @@ fn import_in_batches(
     batch_runs: usize,
 ) -> Result<ImportStats, ImportError> {
     let source = Source::open(path)?;
-    store.tune_for_bulk_load(BULK_CACHE_MIB)?;
+    // An engine without a bulk load (`Storage::bulk_load`) stores run by run.
+    if let Some(bulk) = store.bulk_load() {
+        bulk.tune_for_bulk_load(BULK_CACHE_MIB)?;
+    }
     let label = format!("importing {}", path.display());
-    let fresh = mode == Mode::Auto && store.accepts_fresh_load(policy)? && source.urls_unique()?;
-    let per_run = |store: &mut Store| -> Result<(ImportStats, Changes), ImportError> {
+    let fresh = mode == Mode::Auto
+        && match store.bulk_load() {
+            Some(bulk) => bulk.accepts_fresh_load(policy)?,
+            None => false,
+        }
+        && source.urls_unique()?;
+    let per_run = |store: &mut dyn Storage| -> Result<(ImportStats, Changes), ImportError> {
         let (mut stats, changes) = import_per_run(
             &source, &label, store, policy, classifier, now, shard, batch_runs,
         )?;
         stats.path = "per_run";
         Ok((stats, changes))
     };
-    let (mut stats, changes) = if fresh {
+    let bulk = store.bulk_load().filter(|_| fresh);
+    let (mut stats, changes) = if let Some(bulk) = bulk {
         match import_fresh(
-            path, &label, store, policy, classifier, now, shard, batch_runs,
+            path, &label, bulk, policy, classifier, now, shard, batch_runs,
         ) {
             Err(e) if is_duplicate(&e) => {
                 tracing::warn!(
@@ -573,7 +572,7 @@ fn import_in_batches(
         })
         .collect();
     for chunk in merges.chunks(BATCH_RUNS) {
-        store.in_transaction(|s| {
+        store.in_transaction(&mut |s| {
             for (repository, number, revision, merged_at) in chunk {
                 s.record_merge(repository, *number, Some(revision), *merged_at, now)?;
             }
@@ -582,7 +581,9 @@ fn import_in_batches(
     }
     // Everything imported is history: decide the changes now.
     stats.changes_decided = store.settle(policy, now, Some(0))?.changes_decided;
-    store.checkpoint()?;
+    if let Some(bulk) = store.bulk_load() {
+        bulk.checkpoint()?;
+    }
     Ok(stats)
 }
 
@@ -593,6 +594,7 @@ mod generated;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     /// Every row of every table of `store` (sorted by all its columns), and
     /// the schema: what two imports must agree on.
