@@ -1,0 +1,60 @@
+//! ci-slo-store-pg: the PostgreSQL store, in progress (issue 18). What
+//! exists: the connection configuration from `[store] url` ([`connect`]),
+//! the versioned migrations ([`schema`], [`migrate`]) creating SQLite's
+//! schema on PostgreSQL, and the leadership of replicas ([`leader`]): work
+//! that must run once runs on the replica holding a session advisory lock.
+//! The storage itself (ingest, counting, reads) is not here yet: the
+//! exporter serves from SQLite only.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod connect;
+mod error;
+pub mod leader;
+pub mod migrate;
+pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{PgStoreError, describe};
+
+use ci_slo_core::config::database::PostgresTarget;
+use ci_slo_store::Migrating;
+
+/// A connection to a migrated PostgreSQL database.
+pub struct PgStore {
+    client: postgres::Client,
+}
+
+impl PgStore {
+    /// Connect to `target` and migrate its database, telling `progress`
+    /// before each migration of an existing database.
+    pub fn open(
+        target: &PostgresTarget,
+        progress: &mut dyn FnMut(Migrating),
+    ) -> Result<PgStore, PgStoreError> {
+        let config = connect::client_config(target)?;
+        PgStore::open_config(&config, target, progress)
+    }
+
+    /// [`PgStore::open`] with a client configuration; `shown` names the
+    /// database in errors (never with its password).
+    pub fn open_config(
+        config: &postgres::Config,
+        shown: &dyn std::fmt::Display,
+        progress: &mut dyn FnMut(Migrating),
+    ) -> Result<PgStore, PgStoreError> {
+        let mut client = connect::connect(config, shown)?;
+        migrate::migrate(&mut client, progress)?;
+        Ok(PgStore { client })
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&mut self) -> Result<i64, PgStoreError> {
+        migrate::schema_version(&mut self.client)
+    }
+
+    pub fn client(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
