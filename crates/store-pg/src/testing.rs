@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 /// directory, the binaries' directory, the port, then `-c name=value`
 /// settings.
 const SUPERVISOR: &str = r#"
+trap '' INT TERM HUP
 dir=$1; bin=$2; port=$3; shift 3
 ( "$bin/postgres" -D "$dir/data" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 "$@" >"$dir/log" 2>&1
   echo $? >"$dir/exited" ) &
