@@ -3,16 +3,21 @@
 //! the versioned migrations ([`schema`], [`migrate`]) creating SQLite's
 //! schema on PostgreSQL, and the leadership of replicas ([`leader`]): work
 //! that must run once runs on the replica holding a session advisory lock.
-//! The storage itself (ingest, counting, reads) is not here yet: the
-//! exporter serves from SQLite only.
+//! Of the storage itself only first pieces are here, with the SQLite
+//! store's semantics: `meta` ([`PgStore::meta`], `mark_serving`, ...),
+//! counters ([`tally`]) and SLO events counted once ([`counting`]). Run
+//! ingest and the reads are not: the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod connect;
+pub mod counting;
 mod error;
 pub mod leader;
+mod meta;
 pub mod migrate;
 pub mod schema;
+pub mod tally;
 #[cfg(feature = "testing")]
 pub mod testing;
 
