@@ -5,14 +5,17 @@
 //! that must run once runs on the replica holding a session advisory lock.
 //! Of the storage itself only first pieces are here, with the SQLite
 //! store's semantics: `meta` ([`PgStore::meta`], `mark_serving`, ...),
-//! counters ([`tally`]) and SLO events counted once ([`counting`]). Run
-//! ingest and the reads are not: the exporter serves from SQLite only.
+//! counters ([`tally`]), SLO events counted once ([`counting`]) and a first
+//! slice of run ingest ([`PgStore::ingest_run`]: runs without tests,
+//! failures, reports, dependencies or a change). The reads are not here:
+//! the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod connect;
 pub mod counting;
 mod error;
+mod ingest_run;
 pub mod leader;
 mod meta;
 pub mod migrate;

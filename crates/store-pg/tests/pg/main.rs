@@ -4,5 +4,6 @@
 
 mod counting;
 mod harness;
+mod ingest;
 mod leader;
 mod migrations;

@@ -1,0 +1,264 @@
+//! The first slice of run ingest on PostgreSQL, held to the SQLite store's
+//! answers: the same runs through both stores give the same statuses, rows
+//! and counters (histograms, buckets with exemplars, SLO events).
+
+use chrono::{DateTime, Duration, Utc};
+use ci_slo_core::config::Config;
+use ci_slo_core::model::{
+    Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
+};
+use ci_slo_store::{Policy, Store};
+use ci_slo_store_pg::testing::{TestDatabase, TestServer};
+use ci_slo_store_pg::{PgStore, PgStoreError};
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+fn run(
+    path: &str,
+    context: &str,
+    attempt: u32,
+    state: RunState,
+    minutes: [Option<i64>; 3],
+) -> NewRun {
+    let t = |m: Option<i64>| m.map(|m| now() - Duration::minutes(m));
+    NewRun {
+        repository: RepositoryRef {
+            forge: Forge::Github,
+            path: path.into(),
+        },
+        context: context.into(),
+        commit: "abc123".into(),
+        attempt,
+        trigger: Trigger::PullRequest,
+        state,
+        queued_at: t(minutes[0]),
+        started_at: t(minutes[1]),
+        finished_at: t(minutes[2]),
+        source: "api".into(),
+        ..NewRun::default()
+    }
+}
+
+/// Every row of the tables ingest writes, as text, in a fixed order.
+const DUMPS: &[&str] = &[
+    "SELECT id || '|' || repository_id || '|' || context || '|' || attempt || '|' || trigger || '|' || state
+        || '|' || coalesce(queued_at, -1) || '|' || coalesce(started_at, -1) || '|' || coalesce(finished_at, -1)
+        || '|' || content_hash || '|' || queue_counted || '|' || final_counted || '|' || trigger_pending
+     FROM runs ORDER BY id",
+    "SELECT id || '|' || forge || '|' || path FROM repositories ORDER BY id",
+    "SELECT slo || '|' || subject || '|' || repository_id || '|' || at || '|' || good FROM slo_events ORDER BY 1",
+    "SELECT family || '|' || labels || '|' || value FROM metric_counters ORDER BY 1",
+    "SELECT family || '|' || labels || '|' || sum || '|' || count FROM metric_histograms ORDER BY 1",
+    "SELECT family || '|' || labels || '|' || le || '|' || count || '|' || coalesce(exemplar_run_id, -1)
+        || '|' || coalesce(exemplar_value, -1) || '|' || coalesce(exemplar_ts, -1)
+     FROM metric_buckets ORDER BY family, labels, le",
+    "SELECT repository_id || '|' || hour || '|' || slo || '|' || good || '|' || total FROM slo_hourly ORDER BY 1",
+];
+
+fn sqlite_dump(store: &Store, sql: &str) -> Vec<String> {
+    store
+        .connection()
+        .prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn pg_dump(store: &mut PgStore, sql: &str) -> Vec<String> {
+    store
+        .client()
+        .query(sql, &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Both stores after the same runs: same answers, same rows.
+fn same_in_both(
+    hint: &str,
+    policy: &Policy,
+    serving: bool,
+    runs: &[NewRun],
+) -> (Store, PgStore, TestDatabase) {
+    let mut sqlite = Store::open_in_memory().unwrap();
+    let db = TestServer::shared().database(hint).unwrap();
+    let mut pg = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+    if serving {
+        sqlite.mark_serving(now()).unwrap();
+        pg.mark_serving(now()).unwrap();
+    }
+    for (i, r) in runs.iter().enumerate() {
+        let a = sqlite.ingest_run(r, policy, now()).unwrap();
+        let b = pg.ingest_run(r, policy, now()).unwrap();
+        assert_eq!(b, a, "run {i}");
+    }
+    for sql in DUMPS {
+        let lite = sqlite_dump(&sqlite, sql);
+        // SQLite prints floats like 300.0, PostgreSQL like 300: compare numbers as numbers.
+        let norm = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .map(|row| {
+                    row.split('|')
+                        .map(|f| match f.parse::<f64>() {
+                            Ok(x) if x.is_infinite() => "inf".to_string(),
+                            Ok(x) => format!("{x}"),
+                            Err(_) if f == "Inf" || f == "Infinity" => "inf".to_string(),
+                            Err(_) => f.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect()
+        };
+        assert_eq!(norm(pg_dump(&mut pg, sql)), norm(lite), "{sql}");
+    }
+    (sqlite, pg, db)
+}
+
+#[test]
+fn runs_through_their_states_are_stored_and_counted_as_sqlite_does() {
+    let policy = Policy::from_config(&Config::default());
+    let queued = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Pending,
+        [Some(30), None, None],
+    );
+    let started = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Running,
+        [Some(30), Some(20), None],
+    );
+    let done = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Success,
+        [Some(30), Some(20), Some(5)],
+    );
+    let retry = run(
+        "o/a",
+        "ci/test",
+        1,
+        RunState::Failure,
+        [Some(4), Some(3), Some(1)],
+    );
+    let other_repo = run(
+        "o/b",
+        "build",
+        0,
+        RunState::Failure,
+        [Some(90), Some(10), Some(2)],
+    );
+    let mut ahead = run("o/b", "build", 0, RunState::Success, [Some(1), None, None]);
+    ahead.commit = "def456".into();
+    ahead.started_at = Some(now() + Duration::hours(3)); // impossible: dropped, counted
+    let (_, mut pg, _db) = same_in_both(
+        "states",
+        &policy,
+        false,
+        &[
+            queued,
+            started,
+            done.clone(),
+            done.clone(), // identical replay: unchanged
+            retry,
+            other_repo,
+            ahead,
+        ],
+    );
+    // Nothing counted twice: one final state per run.
+    let runs_total: f64 = pg
+        .client()
+        .query_one(
+            "SELECT sum(value) FROM metric_counters WHERE family = 'ci_runs'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(runs_total, 4.0);
+    // The comparison above had something to compare in every table.
+    for sql in DUMPS {
+        assert!(!pg_dump(&mut pg, sql).is_empty(), "{sql} is empty");
+    }
+    let future: f64 = pg
+        .client()
+        .query_one(
+            "SELECT value FROM metric_counters WHERE labels = '[[\"reason\",\"future_time\"]]'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(future, 1.0);
+}
+
+#[test]
+fn history_into_a_database_that_has_served_is_counted_as_backdated_as_sqlite_does() {
+    let mut policy = Policy::from_config(&Config::default());
+    policy.history = true;
+    let done = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Success,
+        [Some(30), Some(20), Some(5)],
+    );
+    let (_, mut pg, _db) = same_in_both("history", &policy, true, &[done]);
+    let backdated: Vec<String> = pg_dump(
+        &mut pg,
+        "SELECT labels || '=' || value FROM metric_counters WHERE family = 'ci_exporter_backdated_events' ORDER BY 1",
+    );
+    assert_eq!(
+        backdated,
+        ["[[\"kind\",\"run\"]]=1", "[[\"kind\",\"slo_event\"]]=2"]
+    );
+}
+
+#[test]
+fn what_the_slice_does_not_store_yet_is_refused_before_anything_is_written() {
+    let policy = Policy::from_config(&Config::default());
+    let db = TestServer::shared().database("not_yet").unwrap();
+    let mut pg = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+    let mut with_tests = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Success,
+        [Some(3), Some(2), Some(1)],
+    );
+    with_tests.tests.push(TestResult {
+        name: "t".into(),
+        outcome: TestOutcome::Passed,
+        duration_seconds: None,
+        retries: 0,
+        retry_reasons: Vec::new(),
+        message: None,
+    });
+    let err = pg.ingest_run(&with_tests, &policy, now()).unwrap_err();
+    assert!(matches!(err, PgStoreError::NotYet(_)), "{err}");
+    assert!(err.to_string().contains("test results"), "{err}");
+    assert_eq!(pg.run_count().unwrap(), 0);
+
+    let done = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Success,
+        [Some(3), Some(2), Some(1)],
+    );
+    pg.ingest_run(&done, &policy, now()).unwrap();
+    let mut changed = done.clone();
+    changed.url = Some("https://ci.example/1".into());
+    let err = pg.ingest_run(&changed, &policy, now()).unwrap_err();
+    assert!(err.to_string().contains("finished run"), "{err}");
+}
