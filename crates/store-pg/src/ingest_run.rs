@@ -4,13 +4,14 @@
 //! repository, else context, commit, attempt group and attempt among runs
 //! without one), created, or updated while it is not finished; an identical
 //! replay changes nothing; its queue time and final state are counted once
-//! (`counting::count_run`), in the same transaction. Not covered yet, and
+//! (`counting::count_run`), in the same transaction, with its failures
+//! (`failures.rs`), reports, dependencies and change. Not covered yet, and
 //! refused with [`PgStoreError::NotYet`] before anything is written: a run
-//! carrying tests, failures, reports, dependencies or a change, and a new
-//! report of a finished run that differs from it (the SQLite store's
-//! `revision.rs`).
+//! carrying test results (the SQLite store's `results.rs`), and a new
+//! report of a finished run that differs from it (`revision.rs`).
 
-use crate::counting::{Counting, count_run, counted_after, data_quality};
+use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms};
+use crate::failures::store_failures;
 use crate::{PgStore, PgStoreError};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, NewRun, RunState, Trigger};
@@ -114,15 +115,7 @@ fn find_existing(
 
 /// What this slice does not store yet, if the run has any of it.
 fn not_yet(run: &NewRun) -> Option<&'static str> {
-    [
-        (!run.tests.is_empty(), "test results"),
-        (!run.failures.is_empty(), "failures"),
-        (!run.reports.is_empty(), "reports"),
-        (!run.dependencies.is_empty(), "dependencies"),
-        (run.change.is_some(), "a change"),
-    ]
-    .into_iter()
-    .find_map(|(has, what)| has.then_some(what))
+    (!run.tests.is_empty()).then_some("test results")
 }
 
 impl PgStore {
@@ -176,6 +169,29 @@ impl PgStore {
             _ => (run.trigger, run.trigger_pending),
         };
         let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+        let change_id: Option<i64> = match &run.change {
+            None => None,
+            Some(change) => {
+                let row = tx.query_one(
+                    "INSERT INTO changes AS c (repository_id, number, merged_at, last_activity)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (repository_id, number) DO UPDATE SET
+                        merged_at = coalesce(c.merged_at, excluded.merged_at),
+                        last_activity = excluded.last_activity
+                     RETURNING id, decided_at IS NOT NULL",
+                    &[
+                        &repository_id,
+                        &change.number,
+                        &ms(change.merged_at),
+                        &now_ms,
+                    ],
+                )?;
+                if row.get::<_, bool>(1) && existing.is_none() {
+                    data_quality(&mut tx, "run_after_change_decided")?;
+                }
+                Some(row.get(0))
+            }
+        };
         let (queued, started, finished) =
             (ms(run.queued_at), ms(run.started_at), ms(run.finished_at));
         let attempt = i64::from(run.attempt);
@@ -186,7 +202,8 @@ impl PgStore {
                     "UPDATE runs SET external_id = coalesce($2, external_id), context = $3,
                         commit_sha = $4, attempt = $5, trigger = $6, state = $7, queued_at = $8,
                         started_at = $9, finished_at = $10, url = $11, log_url = $12, source = $13,
-                        content_hash = $14, updated_at = $15, attempt_group = $16, trigger_pending = $17
+                        content_hash = $14, updated_at = $15, attempt_group = $16, trigger_pending = $17,
+                        change_id = coalesce($18, change_id)
                      WHERE id = $1",
                     &[
                         &e.id,
@@ -206,8 +223,20 @@ impl PgStore {
                         &now_ms,
                         &group,
                         &pending,
+                        &change_id,
                     ],
                 )?;
+                // An update replaces what it carries; a state-only update
+                // keeps the reports and dependencies stored before.
+                if !run.reports.is_empty() {
+                    tx.execute("DELETE FROM reports WHERE run_id = $1", &[&e.id])?;
+                }
+                if !run.dependencies.is_empty() {
+                    tx.execute(
+                        "DELETE FROM dependency_snapshots WHERE run_id = $1",
+                        &[&e.id],
+                    )?;
+                }
                 (
                     e.id,
                     IngestStatus::Updated,
@@ -222,9 +251,10 @@ impl PgStore {
                     .query_one(
                         "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger,
                             state, queued_at, started_at, finished_at, url, log_url, source, content_hash,
-                            created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted)
+                            created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted,
+                            change_id)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16,
-                            $17, $18, $19)
+                            $17, $18, $19, $20)
                          RETURNING id",
                         &[
                             &repository_id,
@@ -246,12 +276,30 @@ impl PgStore {
                             &pending,
                             &i64::from(queue),
                             &i64::from(done),
+                            &change_id,
                         ],
                     )?
                     .get(0);
                 (id, IngestStatus::Created, false, false)
             }
         };
+        for (package, version) in &run.dependencies {
+            tx.execute(
+                "INSERT INTO dependency_snapshots (run_id, package, version) VALUES ($1, $2, $3)",
+                &[&run_id, package, version],
+            )?;
+        }
+        for r in &run.reports {
+            tx.execute(
+                "INSERT INTO reports (run_id, format, name, content) VALUES ($1, $2, $3, $4)",
+                &[&run_id, &r.format, &r.name, &r.content],
+            )?;
+        }
+        // A new run has no failures to replace: only store what it brings.
+        if !run.failures.is_empty() {
+            let at = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
+            store_failures(&mut tx, run_id, &repo.path, &run.failures, at, live)?;
+        }
         if !trigger_pending {
             let row_flags = if status == IngestStatus::Created {
                 counted_after(run.started_at.is_some(), run.state, trigger_pending)

@@ -6,8 +6,8 @@
 //! Of the storage itself only first pieces are here, with the SQLite
 //! store's semantics: `meta` ([`PgStore::meta`], `mark_serving`, ...),
 //! counters ([`tally`]), SLO events counted once ([`counting`]) and a first
-//! slice of run ingest ([`PgStore::ingest_run`]: runs without tests,
-//! failures, reports, dependencies or a change). The reads are not here:
+//! slice of run ingest ([`PgStore::ingest_run`]: runs without test
+//! results, and no revisions of finished runs). The reads are not here:
 //! the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -15,6 +15,7 @@
 pub mod connect;
 pub mod counting;
 mod error;
+mod failures;
 mod ingest_run;
 pub mod leader;
 mod meta;

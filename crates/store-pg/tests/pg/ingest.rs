@@ -1,11 +1,13 @@
 //! The first slice of run ingest on PostgreSQL, held to the SQLite store's
 //! answers: the same runs through both stores give the same statuses, rows
-//! and counters (histograms, buckets with exemplars, SLO events).
+//! (runs, failures, fingerprints, reports, dependencies, changes) and
+//! counters (histograms, buckets with exemplars, SLO events).
 
 use chrono::{DateTime, Duration, Utc};
 use ci_slo_core::config::Config;
 use ci_slo_core::model::{
-    Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
+    ChangeRef, FailureEvidence, Forge, NewRun, RawReport, RepositoryRef, RunState, TestOutcome,
+    TestResult, Trigger,
 };
 use ci_slo_store::{Policy, Store};
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
@@ -57,7 +59,33 @@ const DUMPS: &[&str] = &[
         || '|' || coalesce(exemplar_value, -1) || '|' || coalesce(exemplar_ts, -1)
      FROM metric_buckets ORDER BY family, labels, le",
     "SELECT repository_id || '|' || hour || '|' || slo || '|' || good || '|' || total FROM slo_hourly ORDER BY 1",
+    "SELECT id || '|' || run_id || '|' || coalesce(test_name, '-') || '|' || class || '|' || category || '|'
+        || coalesce(line, -1) || '|' || evidence || '|' || context || '|' || coalesce(fingerprint_id, -1) || '|'
+        || is_new || '|' || coalesce(at, -1) || '|' || coalesce(repository_id, -1) || '|'
+        || coalesce(run_context, '-') || '|' || coalesce(context_before, -1) || '|' || coalesce(candidates, '-')
+     FROM failures ORDER BY id",
+    "SELECT id || '|' || hash || '|' || normalized || '|' || first_seen || '|' || last_seen || '|' || occurrences
+     FROM fingerprints ORDER BY id",
+    "SELECT run_id || '|' || format || '|' || name || '|' || content FROM reports ORDER BY id",
+    "SELECT run_id || '|' || package || '|' || version FROM dependency_snapshots ORDER BY 1",
+    "SELECT id || '|' || repository_id || '|' || number || '|' || coalesce(merged_at, -1) || '|' || last_activity
+     FROM changes ORDER BY id",
+    "SELECT id || '|' || coalesce(change_id, -1) FROM runs ORDER BY id",
 ];
+
+fn failure(class: &str, fingerprint: Option<&str>) -> FailureEvidence {
+    FailureEvidence {
+        class: class.into(),
+        category: "infra".into(),
+        line: Some(12),
+        evidence: format!("fatal: {class} at 0x1234"),
+        context: vec!["before".into(), "after".into()],
+        context_before: Some(1),
+        fingerprint: fingerprint.map(String::from),
+        test_name: None,
+        candidates: Vec::new(),
+    }
+}
 
 fn sqlite_dump(store: &Store, sql: &str) -> Vec<String> {
     store
@@ -160,6 +188,44 @@ fn runs_through_their_states_are_stored_and_counted_as_sqlite_does() {
         RunState::Failure,
         [Some(90), Some(10), Some(2)],
     );
+    // A failed run with failures (two of one class: counted once), a report,
+    // dependencies and its change; then a running one that fails on update
+    // with a fingerprint seen before (not new).
+    let mut red = run(
+        "o/b",
+        "lint",
+        0,
+        RunState::Failure,
+        [Some(50), Some(40), Some(30)],
+    );
+    red.failures = vec![
+        failure("network", Some("fp-1")),
+        failure("network", None),
+        failure("oom", Some("fp-2")),
+    ];
+    red.reports = vec![RawReport {
+        format: "tap".into(),
+        name: "t.tap".into(),
+        content: "ok 1".into(),
+    }];
+    red.dependencies.insert("serde".into(), "1.0".into());
+    red.change = Some(ChangeRef {
+        number: 7,
+        merged_at: None,
+    });
+    let mut later = run(
+        "o/b",
+        "lint",
+        0,
+        RunState::Running,
+        [Some(20), Some(15), None],
+    );
+    later.commit = "fff000".into();
+    let mut later_red = later.clone();
+    later_red.state = RunState::Failure;
+    later_red.finished_at = Some(now() - Duration::minutes(2));
+    later_red.failures = vec![failure("network", Some("fp-1"))];
+    later_red.dependencies.insert("serde".into(), "1.1".into());
     let mut ahead = run("o/b", "build", 0, RunState::Success, [Some(1), None, None]);
     ahead.commit = "def456".into();
     ahead.started_at = Some(now() + Duration::hours(3)); // impossible: dropped, counted
@@ -174,6 +240,10 @@ fn runs_through_their_states_are_stored_and_counted_as_sqlite_does() {
             done.clone(), // identical replay: unchanged
             retry,
             other_repo,
+            red.clone(),
+            red,
+            later,
+            later_red,
             ahead,
         ],
     );
@@ -186,7 +256,7 @@ fn runs_through_their_states_are_stored_and_counted_as_sqlite_does() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(runs_total, 4.0);
+    assert_eq!(runs_total, 6.0);
     // The comparison above had something to compare in every table.
     for sql in DUMPS {
         assert!(!pg_dump(&mut pg, sql).is_empty(), "{sql} is empty");
