@@ -7,7 +7,8 @@
 //! store's semantics: `meta` ([`PgStore::meta`], `mark_serving`, ...),
 //! counters ([`tally`]), SLO events counted once ([`counting`]) and a first
 //! slice of run ingest ([`PgStore::ingest_run`]: runs without test
-//! results, and no revisions of finished runs). The reads are not here:
+//! results, and no revisions of finished runs), and the forges' state
+//! (webhook deliveries, sync cursors, runs by external id). The reads are not here:
 //! the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -16,6 +17,7 @@ pub mod connect;
 pub mod counting;
 mod error;
 mod failures;
+mod forge_state;
 mod ingest_run;
 pub mod leader;
 mod meta;

@@ -13,13 +13,13 @@ use ci_slo_store::{Policy, Store};
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
 use ci_slo_store_pg::{PgStore, PgStoreError};
 
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
         .unwrap()
         .to_utc()
 }
 
-fn run(
+pub(crate) fn run(
     path: &str,
     context: &str,
     attempt: u32,

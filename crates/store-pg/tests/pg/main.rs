@@ -3,6 +3,7 @@
 //! directory (ci_slo_store_pg::testing), a database per test.
 
 mod counting;
+mod forge_state;
 mod harness;
 mod ingest;
 mod leader;
