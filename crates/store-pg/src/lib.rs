@@ -8,7 +8,8 @@
 //! counters ([`tally`]), SLO events counted once ([`counting`]) and a first
 //! slice of run ingest ([`PgStore::ingest_run`]: runs without test
 //! results, and no revisions of finished runs), and the forges' state
-//! (webhook deliveries, sync cursors, runs by external id). The reads are not here:
+//! (webhook deliveries, sync cursors, runs by external id), job logs and
+//! retention (`prune`). The reads are not here:
 //! the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -20,8 +21,10 @@ mod failures;
 mod forge_state;
 mod ingest_run;
 pub mod leader;
+mod logs;
 mod meta;
 pub mod migrate;
+mod prune;
 pub mod schema;
 pub mod tally;
 #[cfg(feature = "testing")]

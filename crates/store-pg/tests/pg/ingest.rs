@@ -46,7 +46,7 @@ pub(crate) fn run(
 }
 
 /// Every row of the tables ingest writes, as text, in a fixed order.
-const DUMPS: &[&str] = &[
+pub(crate) const DUMPS: &[&str] = &[
     "SELECT id || '|' || repository_id || '|' || context || '|' || attempt || '|' || trigger || '|' || state
         || '|' || coalesce(queued_at, -1) || '|' || coalesce(started_at, -1) || '|' || coalesce(finished_at, -1)
         || '|' || content_hash || '|' || queue_counted || '|' || final_counted || '|' || trigger_pending
@@ -73,7 +73,7 @@ const DUMPS: &[&str] = &[
     "SELECT id || '|' || coalesce(change_id, -1) FROM runs ORDER BY id",
 ];
 
-fn failure(class: &str, fingerprint: Option<&str>) -> FailureEvidence {
+pub(crate) fn failure(class: &str, fingerprint: Option<&str>) -> FailureEvidence {
     FailureEvidence {
         class: class.into(),
         category: "infra".into(),
@@ -108,8 +108,32 @@ fn pg_dump(store: &mut PgStore, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every table ingest writes holds the same rows in both stores.
+pub(crate) fn assert_same(sqlite: &Store, pg: &mut PgStore) {
+    for sql in DUMPS {
+        let lite = sqlite_dump(sqlite, sql);
+        // SQLite prints floats like 300.0, PostgreSQL like 300: compare numbers as numbers.
+        let norm = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .map(|row| {
+                    row.split('|')
+                        .map(|f| match f.parse::<f64>() {
+                            Ok(x) if x.is_infinite() => "inf".to_string(),
+                            Ok(x) => format!("{x}"),
+                            Err(_) if f == "Inf" || f == "Infinity" => "inf".to_string(),
+                            Err(_) => f.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect()
+        };
+        assert_eq!(norm(pg_dump(pg, sql)), norm(lite), "{sql}");
+    }
+}
+
 /// Both stores after the same runs: same answers, same rows.
-fn same_in_both(
+pub(crate) fn same_in_both(
     hint: &str,
     policy: &Policy,
     serving: bool,
@@ -127,26 +151,7 @@ fn same_in_both(
         let b = pg.ingest_run(r, policy, now()).unwrap();
         assert_eq!(b, a, "run {i}");
     }
-    for sql in DUMPS {
-        let lite = sqlite_dump(&sqlite, sql);
-        // SQLite prints floats like 300.0, PostgreSQL like 300: compare numbers as numbers.
-        let norm = |v: Vec<String>| -> Vec<String> {
-            v.into_iter()
-                .map(|row| {
-                    row.split('|')
-                        .map(|f| match f.parse::<f64>() {
-                            Ok(x) if x.is_infinite() => "inf".to_string(),
-                            Ok(x) => format!("{x}"),
-                            Err(_) if f == "Inf" || f == "Infinity" => "inf".to_string(),
-                            Err(_) => f.to_string(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join("|")
-                })
-                .collect()
-        };
-        assert_eq!(norm(pg_dump(&mut pg, sql)), norm(lite), "{sql}");
-    }
+    assert_same(&sqlite, &mut pg);
     (sqlite, pg, db)
 }
 

@@ -8,3 +8,4 @@ mod harness;
 mod ingest;
 mod leader;
 mod migrations;
+mod retention;
