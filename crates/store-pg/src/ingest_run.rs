@@ -5,13 +5,14 @@
 //! without one), created, or updated while it is not finished; an identical
 //! replay changes nothing; its queue time and final state are counted once
 //! (`counting::count_run`), in the same transaction, with its failures
-//! (`failures.rs`), reports, dependencies and change. Not covered yet, and
-//! refused with [`PgStoreError::NotYet`] before anything is written: a run
-//! carrying test results (the SQLite store's `results.rs`), and a new
-//! report of a finished run that differs from it (`revision.rs`).
+//! (`failures.rs`), test results and per-test counters (`results.rs`),
+//! reports, dependencies and change. Not covered yet, and refused with
+//! [`PgStoreError::NotYet`] before anything is written: a new report of a
+//! finished run that differs from it (the SQLite store's `revision.rs`).
 
 use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms};
 use crate::failures::store_failures;
+use crate::results::{self, RunOf};
 use crate::{PgStore, PgStoreError};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, NewRun, RunState, Trigger};
@@ -113,11 +114,6 @@ fn find_existing(
     }))
 }
 
-/// What this slice does not store yet, if the run has any of it.
-fn not_yet(run: &NewRun) -> Option<&'static str> {
-    (!run.tests.is_empty()).then_some("test results")
-}
-
 impl PgStore {
     /// Store one run and count what it newly makes known, in one
     /// transaction; as the SQLite store's `Store::ingest_run`, for what this
@@ -128,11 +124,6 @@ impl PgStore {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, PgStoreError> {
-        if let Some(what) = not_yet(run) {
-            return Err(PgStoreError::NotYet(format!(
-                "storing a run with {what} on PostgreSQL"
-            )));
-        }
         let now_ms = now.timestamp_millis();
         // Redaction and impossible future times, as the SQLite store does.
         let redacted = policy.redactor.redact_run(run);
@@ -328,6 +319,23 @@ impl PgStore {
                 now_ms,
             )?;
         }
+        // An update replaces the tests it carries; a state-only update (no
+        // tests) keeps the ones stored before.
+        let of = RunOf {
+            run_id,
+            repository_id,
+            repository: &repo.path,
+            context: &run.context,
+            commit: &run.commit,
+            at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
+        };
+        results::store(
+            &mut tx,
+            &of,
+            &run.tests,
+            status == IngestStatus::Updated,
+            live,
+        )?;
         if future_times {
             data_quality(&mut tx, "future_time")?;
         }

@@ -6,8 +6,8 @@
 //! Of the storage itself only first pieces are here, with the SQLite
 //! store's semantics: `meta` ([`PgStore::meta`], `mark_serving`, ...),
 //! counters ([`tally`]), SLO events counted once ([`counting`]) and a first
-//! slice of run ingest ([`PgStore::ingest_run`]: runs without test
-//! results, and no revisions of finished runs), and the forges' state
+//! slice of run ingest ([`PgStore::ingest_run`]: no revisions of finished
+//! runs yet, no bulk loads), and the forges' state
 //! (webhook deliveries, sync cursors, runs by external id), job logs and
 //! retention (`prune`). The reads are not here:
 //! the exporter serves from SQLite only.
@@ -25,6 +25,7 @@ mod logs;
 mod meta;
 pub mod migrate;
 mod prune;
+mod results;
 pub mod schema;
 pub mod tally;
 #[cfg(feature = "testing")]

@@ -71,7 +71,36 @@ pub(crate) const DUMPS: &[&str] = &[
     "SELECT id || '|' || repository_id || '|' || number || '|' || coalesce(merged_at, -1) || '|' || last_activity
      FROM changes ORDER BY id",
     "SELECT id || '|' || coalesce(change_id, -1) FROM runs ORDER BY id",
+    "SELECT id || '|' || repository_id || '|' || context || '|' || name || '|' || runs || '|' || passes || '|'
+        || failures || '|' || flips || '|' || commits || '|' || flaky_commits || '|' || flaky_failures || '|'
+        || coalesce(last_failed, -1) || '|' || coalesce(first_seen, -1) || '|' || coalesce(last_seen, -1) || '|'
+        || coalesce(last_failure_run_id, -1) || '|' || coalesce(last_failure_at, -1) || '|'
+        || coalesce(first_seen_flaky, -1)
+     FROM tests ORDER BY id",
+    "SELECT id || '|' || repository_id || '|' || sha FROM commits ORDER BY id",
+    "SELECT run_id || '|' || test_id || '|' || outcome || '|' || coalesce(duration_seconds, -1) || '|' || retries
+        || '|' || coalesce(retry_reasons, '-') || '|' || coalesce(message, '-')
+     FROM results ORDER BY run_id, test_id",
+    "SELECT test_id || '|' || commit_id || '|' || flags || '|' || failures FROM test_commits ORDER BY 1",
+    "SELECT test_id || '|' || day || '|' || runs || '|' || passes || '|' || failures || '|' || flips || '|'
+        || commits || '|' || flaky_commits || '|' || flaky_failures FROM test_days ORDER BY 1",
+    "SELECT run_id || '|' || repository_id || '|' || at || '|' || good || '|' || total FROM test_events ORDER BY run_id",
 ];
+
+pub(crate) fn test(name: &str, outcome: TestOutcome, retries: u32) -> TestResult {
+    TestResult {
+        name: name.into(),
+        outcome,
+        duration_seconds: Some(1.5),
+        retries,
+        retry_reasons: if retries > 0 {
+            vec!["timeout".into()]
+        } else {
+            Vec::new()
+        },
+        message: (outcome == TestOutcome::Failed).then(|| "assertion failed".into()),
+    }
+}
 
 pub(crate) fn failure(class: &str, fingerprint: Option<&str>) -> FailureEvidence {
     FailureEvidence {
@@ -231,6 +260,53 @@ fn runs_through_their_states_are_stored_and_counted_as_sqlite_does() {
     later_red.finished_at = Some(now() - Duration::minutes(2));
     later_red.failures = vec![failure("network", Some("fp-1"))];
     later_red.dependencies.insert("serde".into(), "1.1".into());
+    // Test results: a pass, a failure and a flaky pass after a retry; the
+    // retry of the same commit flips one and makes another flaky (a pass and
+    // a failure on one commit); a later commit, a test gone and a skip.
+    let mut tested = run(
+        "o/c",
+        "unit",
+        0,
+        RunState::Failure,
+        [Some(60), Some(50), Some(40)],
+    );
+    tested.tests = vec![
+        test("a", TestOutcome::Passed, 0),
+        test("b", TestOutcome::Failed, 0),
+        test("c", TestOutcome::Passed, 2),
+        test("a", TestOutcome::Failed, 0), // listed twice: counted once
+    ];
+    let mut retried = run(
+        "o/c",
+        "unit",
+        1,
+        RunState::Success,
+        [Some(35), Some(30), Some(25)],
+    );
+    retried.tests = vec![
+        test("a", TestOutcome::Passed, 0),
+        test("b", TestOutcome::Passed, 0),
+        test("c", TestOutcome::Errored, 0),
+    ];
+    let mut next_commit = run(
+        "o/c",
+        "unit",
+        0,
+        RunState::Running,
+        [Some(20), Some(15), None],
+    );
+    next_commit.commit = "0123abc".into();
+    next_commit.tests = vec![
+        test("b", TestOutcome::Failed, 0),
+        test("d", TestOutcome::Skipped, 0),
+    ];
+    let mut next_done = next_commit.clone();
+    next_done.state = RunState::Failure;
+    next_done.finished_at = Some(now() - Duration::minutes(3));
+    next_done.tests = vec![
+        test("b", TestOutcome::Failed, 0),
+        test("e", TestOutcome::Passed, 0),
+    ];
     let mut ahead = run("o/b", "build", 0, RunState::Success, [Some(1), None, None]);
     ahead.commit = "def456".into();
     ahead.started_at = Some(now() + Duration::hours(3)); // impossible: dropped, counted
@@ -249,6 +325,11 @@ fn runs_through_their_states_are_stored_and_counted_as_sqlite_does() {
             red,
             later,
             later_red,
+            tested.clone(),
+            tested,
+            retried,
+            next_commit,
+            next_done,
             ahead,
         ],
     );
@@ -261,7 +342,7 @@ fn runs_through_their_states_are_stored_and_counted_as_sqlite_does() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(runs_total, 6.0);
+    assert_eq!(runs_total, 9.0);
     // The comparison above had something to compare in every table.
     for sql in DUMPS {
         assert!(!pg_dump(&mut pg, sql).is_empty(), "{sql} is empty");
@@ -300,30 +381,10 @@ fn history_into_a_database_that_has_served_is_counted_as_backdated_as_sqlite_doe
 }
 
 #[test]
-fn what_the_slice_does_not_store_yet_is_refused_before_anything_is_written() {
+fn a_differing_report_of_a_finished_run_is_refused_as_not_supported_yet() {
     let policy = Policy::from_config(&Config::default());
     let db = TestServer::shared().database("not_yet").unwrap();
     let mut pg = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
-    let mut with_tests = run(
-        "o/a",
-        "ci/test",
-        0,
-        RunState::Success,
-        [Some(3), Some(2), Some(1)],
-    );
-    with_tests.tests.push(TestResult {
-        name: "t".into(),
-        outcome: TestOutcome::Passed,
-        duration_seconds: None,
-        retries: 0,
-        retry_reasons: Vec::new(),
-        message: None,
-    });
-    let err = pg.ingest_run(&with_tests, &policy, now()).unwrap_err();
-    assert!(matches!(err, PgStoreError::NotYet(_)), "{err}");
-    assert!(err.to_string().contains("test results"), "{err}");
-    assert_eq!(pg.run_count().unwrap(), 0);
-
     let done = run(
         "o/a",
         "ci/test",
@@ -335,5 +396,77 @@ fn what_the_slice_does_not_store_yet_is_refused_before_anything_is_written() {
     let mut changed = done.clone();
     changed.url = Some("https://ci.example/1".into());
     let err = pg.ingest_run(&changed, &policy, now()).unwrap_err();
+    assert!(matches!(err, PgStoreError::NotYet(_)), "{err}");
     assert!(err.to_string().contains("finished run"), "{err}");
+    assert_eq!(pg.run_count().unwrap(), 1);
+}
+
+#[test]
+fn two_replicas_storing_results_of_the_same_tests_at_once_count_each_result_once() {
+    let policy = Policy::from_config(&Config::default());
+    let db = TestServer::shared().database("results_race").unwrap();
+    drop(PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap());
+    const RUNS: u32 = 15;
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for replica in 0..2u32 {
+            let (db, barrier, policy) = (&db, &barrier, &policy);
+            s.spawn(move || {
+                let mut pg = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+                barrier.wait();
+                for i in 0..RUNS {
+                    let mut r = run(
+                        "o/r",
+                        "unit",
+                        0,
+                        RunState::Success,
+                        [Some(9), Some(8), Some(7)],
+                    );
+                    r.external_id = Some(format!("{replica}-{i}"));
+                    r.commit = format!("c{}", i % 4);
+                    r.tests = (0..5)
+                        .map(|t| {
+                            let failed = (i + t + replica) % 3 == 0;
+                            let outcome = if failed {
+                                TestOutcome::Failed
+                            } else {
+                                TestOutcome::Passed
+                            };
+                            test(&format!("t{t}"), outcome, 0)
+                        })
+                        .collect();
+                    pg.ingest_run(&r, policy, now()).unwrap();
+                }
+            });
+        }
+    });
+    let mut client = db.connect().unwrap();
+    let rows = client
+        .query(
+            "SELECT name, runs, passes + failures, commits FROM tests ORDER BY name",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    for r in rows {
+        let (name, runs, outcomes, commits): (String, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(runs, 2 * i64::from(RUNS), "{name}");
+        assert_eq!(outcomes, runs, "{name}");
+        assert_eq!(commits, 4, "{name}: one per commit");
+    }
+    let days: i64 = client
+        .query_one("SELECT sum(runs)::bigint FROM test_days", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(days, 5 * 2 * i64::from(RUNS));
+    let events: f64 = client
+        .query_one(
+            "SELECT sum(value) FROM metric_counters
+             WHERE family = 'ci_slo_events' AND labels LIKE '%test_success%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(events, f64::from(5 * 2 * RUNS));
 }
