@@ -1,16 +1,15 @@
 //! ci-slo-store-pg: the PostgreSQL store, in progress (issue 18). What
 //! exists: the connection configuration from `[store] url` ([`connect`]),
 //! the versioned migrations ([`schema`], [`migrate`]) creating SQLite's
-//! schema on PostgreSQL, and the leadership of replicas ([`leader`]): work
-//! that must run once runs on the replica holding a session advisory lock.
-//! Of the storage itself only first pieces are here, with the SQLite
-//! store's semantics: `meta` ([`PgStore::meta`], `mark_serving`, ...),
-//! counters ([`tally`]), SLO events counted once ([`counting`]) and a first
-//! slice of run ingest ([`PgStore::ingest_run`]: no revisions of finished
-//! runs yet, no bulk loads), and the forges' state
-//! (webhook deliveries, sync cursors, runs by external id), job logs and
-//! retention (`prune`). The reads are not here:
-//! the exporter serves from SQLite only.
+//! schema on PostgreSQL, the leadership of replicas ([`leader`]: work that
+//! must run once runs on the replica holding a session advisory lock), and
+//! part of the storage, with the SQLite store's methods and answers:
+//! [`PgStore::ingest_run`] (a run with its failures, test results and
+//! per-test counters, reports, dependencies and change, counted once; not
+//! yet a differing report of a finished run), `meta`, counters ([`tally`]),
+//! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
+//! cursors), job logs and retention (`prune`). Not here yet: bulk loads,
+//! settling, the reads; the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
