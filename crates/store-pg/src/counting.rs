@@ -5,6 +5,7 @@
 //! insert waits for the first's transaction and then finds the row). The
 //! hourly rollup (`slo_hourly`) is kept by the schema's triggers.
 
+use crate::statements::Sql;
 use crate::{PgStore, PgStoreError, tally};
 use chrono::{DateTime, Utc};
 use ci_slo_core::catalog;
@@ -12,14 +13,13 @@ use ci_slo_core::model::{DataQualityIssue, RunState, Trigger, durations};
 use ci_slo_core::slo::{self, SloId};
 use ci_slo_store::Policy;
 use ci_slo_store::tally::{ExemplarRef, Labels};
-use postgres::GenericClient;
 
 /// Record an SLO event once; count it when it is new (in
 /// `ci_slo_events_total` when `live`, else as backdated). True when new.
 /// As the SQLite store's `counting::slo_event`.
 #[allow(clippy::too_many_arguments)]
 pub fn slo_event(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     slo: SloId,
     subject: &str,
     repository_id: i64,
@@ -63,10 +63,7 @@ pub fn slo_event(
     Ok(inserted)
 }
 
-pub(crate) fn data_quality(
-    tx: &mut impl GenericClient,
-    reason: &str,
-) -> Result<(), postgres::Error> {
+pub(crate) fn data_quality(tx: &mut impl Sql, reason: &str) -> Result<(), postgres::Error> {
     tally::inc(tx, catalog::DATA_QUALITY, &[("reason", reason)], 1.0)
 }
 
@@ -117,7 +114,7 @@ pub(crate) fn counted_after(started: bool, state: RunState, trigger_pending: boo
 /// start is known, its final state when it is terminal. As the SQLite
 /// store's `counting::count_run`.
 pub(crate) fn count_run(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     c: &Counting<'_>,
     policy: &Policy,
     live: bool,
@@ -251,7 +248,7 @@ impl PgStore {
     /// `ci_exporter_data_quality_rejections_total`, as the SQLite store's
     /// `Store::count_rejection`.
     pub fn count_rejection(&mut self, reason: &str) -> Result<(), PgStoreError> {
-        let mut tx = self.client().transaction()?;
+        let mut tx = self.write_tx()?;
         data_quality(&mut tx, reason)?;
         tx.commit()?;
         Ok(())

@@ -3,14 +3,14 @@
 //! first occurrence and counted new once; a failure class counts once per
 //! run, so a replay or an update never counts twice.
 
+use crate::statements::Sql;
 use crate::tally;
 use ci_slo_core::catalog;
 use ci_slo_core::classify::normalize_fingerprint;
 use ci_slo_core::model::FailureEvidence;
-use postgres::GenericClient;
 
 pub(crate) fn store_failures(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     run_id: i64,
     repository: &str,
     failures: &[FailureEvidence],

@@ -13,11 +13,11 @@
 use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms};
 use crate::failures::store_failures;
 use crate::results::{self, RunOf};
+use crate::statements::Sql;
 use crate::{PgStore, PgStoreError};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, NewRun, RunState, Trigger};
 use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared};
-use postgres::GenericClient;
 
 /// The content hash of a run as the store keeps it (as the SQLite store's:
 /// the first 16 bytes of the SHA-256 of its Debug rendering, in hex).
@@ -44,11 +44,7 @@ pub(crate) fn content_hash(run: &NewRun) -> String {
 /// The repository's id, created if new. Looked up first: an insert that
 /// meets a conflict still takes a number from the identity sequence, and
 /// the ids should follow SQLite's (1, 2, 3 in order of first sight).
-fn upsert_repository(
-    tx: &mut impl GenericClient,
-    forge: Forge,
-    path: &str,
-) -> Result<i64, postgres::Error> {
+fn upsert_repository(tx: &mut impl Sql, forge: Forge, path: &str) -> Result<i64, postgres::Error> {
     let select = "SELECT id FROM repositories WHERE forge = $1 AND path = $2";
     if let Some(row) = tx.query_opt(select, &[&forge.as_str(), &path])? {
         return Ok(row.get(0));
@@ -76,24 +72,22 @@ struct Existing {
 }
 
 fn find_existing(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     repository_id: i64,
     run: &NewRun,
     group: &str,
 ) -> Result<Option<Existing>, postgres::Error> {
-    const COLUMNS: &str =
-        "id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted";
     let row = match &run.external_id {
         Some(external_id) => tx.query_opt(
-            &format!("SELECT {COLUMNS} FROM runs WHERE repository_id = $1 AND external_id = $2"),
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted
+             FROM runs WHERE repository_id = $1 AND external_id = $2",
             &[&repository_id, external_id],
         )?,
         None => tx.query_opt(
-            &format!(
-                "SELECT {COLUMNS} FROM runs
-                 WHERE repository_id = $1 AND external_id IS NULL AND context = $2
-                   AND commit_sha = $3 AND attempt_group = $4 AND attempt = $5"
-            ),
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted
+             FROM runs
+             WHERE repository_id = $1 AND external_id IS NULL AND context = $2
+               AND commit_sha = $3 AND attempt_group = $4 AND attempt = $5",
             &[
                 &repository_id,
                 &run.context,
@@ -133,7 +127,7 @@ impl PgStore {
         let run = &prepared.run;
         let hash = content_hash(run);
 
-        let mut tx = self.client().transaction()?;
+        let mut tx = self.write_tx()?;
         let live = !policy.history || {
             let served = tx
                 .query_opt("SELECT 1 FROM meta WHERE key = 'serving_since'", &[])?

@@ -26,11 +26,13 @@ pub mod migrate;
 mod prune;
 mod results;
 pub mod schema;
+mod statements;
 pub mod tally;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{PgStoreError, describe};
+pub use statements::{Sql, Tx};
 
 use ci_slo_core::config::database::PostgresTarget;
 use ci_slo_store::Migrating;
@@ -38,6 +40,7 @@ use ci_slo_store::Migrating;
 /// A connection to a migrated PostgreSQL database.
 pub struct PgStore {
     client: postgres::Client,
+    statements: statements::Statements,
 }
 
 impl PgStore {
@@ -60,7 +63,10 @@ impl PgStore {
     ) -> Result<PgStore, PgStoreError> {
         let mut client = connect::connect(config, shown)?;
         migrate::migrate(&mut client, progress)?;
-        Ok(PgStore { client })
+        Ok(PgStore {
+            client,
+            statements: statements::Statements::default(),
+        })
     }
 
     /// The schema version the database is at.
@@ -70,5 +76,11 @@ impl PgStore {
 
     pub fn client(&mut self) -> &mut postgres::Client {
         &mut self.client
+    }
+
+    /// Begin a write: a transaction whose statements are prepared once per
+    /// connection.
+    pub fn write_tx(&mut self) -> Result<Tx<'_>, PgStoreError> {
+        Ok(Tx::new(self.client.transaction()?, &mut self.statements))
     }
 }

@@ -13,11 +13,11 @@
 //! deadlock; PostgreSQL then aborts one ingest with an error (nothing of it
 //! is stored) and a retry stores it.
 
+use crate::statements::Sql;
 use crate::tally;
 use ci_slo_core::catalog;
 use ci_slo_core::model::{TestOutcome, TestResult};
 use ci_slo_core::slo::SloId;
-use postgres::GenericClient;
 use std::collections::HashSet;
 
 const DAY_MS: i64 = 86_400_000;
@@ -51,7 +51,7 @@ pub(crate) struct RunOf<'a> {
 /// Store `tests` as the results of `run` (an update replaces: results not
 /// in `tests` are deleted) and count the new ones.
 pub(crate) fn store(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     run: &RunOf<'_>,
     tests: &[TestResult],
     replacing: bool,
@@ -132,7 +132,7 @@ pub(crate) fn store(
 
 /// Count a run's new test_success events in the metric counters.
 fn count_test_success(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     repository: &str,
     good: i64,
     total: i64,
@@ -165,11 +165,7 @@ fn count_test_success(
     Ok(())
 }
 
-fn intern_commit(
-    tx: &mut impl GenericClient,
-    repository_id: i64,
-    sha: &str,
-) -> Result<i64, postgres::Error> {
+fn intern_commit(tx: &mut impl Sql, repository_id: i64, sha: &str) -> Result<i64, postgres::Error> {
     let select = "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2";
     if let Some(row) = tx.query_opt(select, &[&repository_id, &sha])? {
         return Ok(row.get(0));
@@ -186,7 +182,7 @@ fn intern_commit(
 /// The test's id and the outcome of its latest counted result (true:
 /// failed), its row locked.
 fn intern_test(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     repository_id: i64,
     context: &str,
     name: &str,
@@ -271,7 +267,7 @@ impl Step {
 
 /// Move a test's counters for one new result.
 fn count(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     run: &RunOf<'_>,
     test_id: i64,
     last_failed: Option<bool>,

@@ -3,13 +3,13 @@
 //! (the labels as `tally::labels_json` encodes them), only ever increased,
 //! in the same transaction as the data that moved them.
 
+use crate::statements::Sql;
 use ci_slo_core::catalog::{self, FamilyDef};
 use ci_slo_store::tally::{ExemplarRef, Labels, labels_json};
-use postgres::GenericClient;
 
 /// Add `by` to a counter series (created at `by` if new).
 pub fn inc(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     family: FamilyDef,
     labels: &Labels<'_>,
     by: f64,
@@ -26,7 +26,7 @@ pub fn inc(
 /// Make sure a counter series exists (at 0 if new), so that Prometheus sees
 /// its first increment as an increase rather than as the series appearing.
 pub fn ensure(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     family: FamilyDef,
     labels: &Labels<'_>,
 ) -> Result<(), postgres::Error> {
@@ -42,7 +42,7 @@ pub fn ensure(
 /// (the +Inf bucket is implicit); the bucket it lands in remembers the
 /// exemplar. As `ci_slo_store::tally::observe`.
 pub fn observe(
-    tx: &mut impl GenericClient,
+    tx: &mut impl Sql,
     family: FamilyDef,
     labels: &Labels<'_>,
     bounds: &[f64],
