@@ -12,8 +12,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Only what the release binary needs (the test suite and fuzz targets stay out;
-# see .dockerignore): the workspace's manifests, the exporter's src/, the core
-# and store crates (crates/), and benches/ because Cargo.toml names the bench
+# see .dockerignore): the workspace's manifests, the exporter's src/, the core,
+# store and store-pg crates (crates/), and benches/ because Cargo.toml names the bench
 # targets and Cargo refuses a manifest whose targets are missing. The example
 # config is compiled into a unit test only, but copying it keeps `cargo build`
 # independent of which module uses it.

@@ -9,6 +9,7 @@ mod import;
 mod ingest;
 mod openmetrics;
 mod pollers;
+mod postgres;
 
 use crate::cli::{BackfillCommand, Cli, Command, ServeArgs};
 use crate::clock::Clock;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
         crate::output::text(config.to_masked_toml(&secrets))?;
         return Ok(());
     }
+    postgres::check(&config, &cli.command)?;
     match cli.command {
         Command::Serve(args) => serve(config, secrets, args),
         Command::Ingest(args) => ingest::ingest(&config, *args),

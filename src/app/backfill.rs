@@ -8,7 +8,6 @@ use crate::config::{Config, Secrets};
 use crate::forge::context::Context;
 use crate::forge::driver::{self, PollError, Source, Summary};
 use crate::forge::{github, gitlab};
-use crate::store::writer::StoreHandle;
 use crate::store::{Policy, SettleStats};
 use anyhow::Result;
 use chrono::Utc;

@@ -38,6 +38,7 @@ mod gitlab_webhooks;
 mod golden;
 mod hardening;
 mod junit_fixtures;
+mod postgres_store;
 mod redaction;
 mod report_ingest;
 mod run_identity;

@@ -5,6 +5,7 @@
 //! shows them all. Secrets are never read from the file itself: only from
 //! environment variables or from files the config names, and they print masked.
 
+pub mod database;
 pub mod github;
 pub mod gitlab;
 
@@ -252,8 +253,17 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// SQLite database file.
+    /// SQLite database file (the default store; unused with `url`).
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the SQLite file:
+    /// `postgres://USER@HOST:PORT/DATABASE`, without the password
+    /// (`password_file`, or the whole URL in `CI_SLO_DATABASE_URL`, which
+    /// wins). See [`database`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The file holding the PostgreSQL password (trailing newline trimmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// Runs older than this are pruned (exported counters are never lowered).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
@@ -267,6 +277,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: DEFAULT_DB_PATH.into(),
+            url: None,
+            password_file: None,
             retention: days(400),
             delivery_retention: days(30),
         }
@@ -672,6 +684,7 @@ impl Config {
                 ));
             }
         }
+        self.store.validate_url()?;
         crate::redact::Redactor::from_config(&self.redact)
             .map_err(|e| invalid("redact.patterns", e.to_string()))?;
         for (key, d) in [

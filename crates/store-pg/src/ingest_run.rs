@@ -1,0 +1,339 @@
+//! Storing a run on PostgreSQL: the first slice of the SQLite store's
+//! `ingest_run.rs`, with the same signature and answers for what it
+//! covers. A run is found by its identity (its external id in its
+//! repository, else context, commit, attempt group and attempt among runs
+//! without one), created, or updated while it is not finished; an identical
+//! replay changes nothing; its queue time and final state are counted once
+//! (`counting::count_run`), in the same transaction, with its failures
+//! (`failures.rs`), test results and per-test counters (`results.rs`),
+//! reports, dependencies and change. Not covered yet, and refused with
+//! [`PgStoreError::NotYet`] before anything is written: a new report of a
+//! finished run that differs from it (the SQLite store's `revision.rs`).
+
+use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms};
+use crate::failures::store_failures;
+use crate::results::{self, RunOf};
+use crate::statements::Sql;
+use crate::{PgStore, PgStoreError};
+use chrono::{DateTime, Utc};
+use ci_slo_core::model::{Forge, NewRun, RunState, Trigger};
+use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared};
+
+/// The content hash of a run as the store keeps it (as the SQLite store's:
+/// the first 16 bytes of the SHA-256 of its Debug rendering, in hex).
+pub(crate) fn content_hash(run: &NewRun) -> String {
+    use sha2::{Digest, Sha256};
+    struct Hashing(Sha256);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.update(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    std::fmt::Write::write_fmt(&mut h, format_args!("{run:?}"))
+        .expect("hashing never fails to take text");
+    let digest = h.0.finalize();
+    let mut hex = String::with_capacity(32);
+    for b in digest.iter().take(16) {
+        let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+    }
+    hex
+}
+
+/// The repository's id, created if new. Looked up first: an insert that
+/// meets a conflict still takes a number from the identity sequence, and
+/// the ids should follow SQLite's (1, 2, 3 in order of first sight).
+fn upsert_repository(tx: &mut impl Sql, forge: Forge, path: &str) -> Result<i64, postgres::Error> {
+    let select = "SELECT id FROM repositories WHERE forge = $1 AND path = $2";
+    if let Some(row) = tx.query_opt(select, &[&forge.as_str(), &path])? {
+        return Ok(row.get(0));
+    }
+    match tx.query_opt(
+        "INSERT INTO repositories (forge, path) VALUES ($1, $2)
+         ON CONFLICT (forge, path) DO NOTHING RETURNING id",
+        &[&forge.as_str(), &path],
+    )? {
+        Some(row) => Ok(row.get(0)),
+        // Another replica created it meanwhile.
+        None => Ok(tx.query_one(select, &[&forge.as_str(), &path])?.get(0)),
+    }
+}
+
+/// The stored run a report is about, with what ingest needs of it.
+struct Existing {
+    id: i64,
+    hash: String,
+    state: String,
+    trigger: Trigger,
+    trigger_pending: bool,
+    queue_counted: bool,
+    final_counted: bool,
+}
+
+fn find_existing(
+    tx: &mut impl Sql,
+    repository_id: i64,
+    run: &NewRun,
+    group: &str,
+) -> Result<Option<Existing>, postgres::Error> {
+    let row = match &run.external_id {
+        Some(external_id) => tx.query_opt(
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted
+             FROM runs WHERE repository_id = $1 AND external_id = $2",
+            &[&repository_id, external_id],
+        )?,
+        None => tx.query_opt(
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted
+             FROM runs
+             WHERE repository_id = $1 AND external_id IS NULL AND context = $2
+               AND commit_sha = $3 AND attempt_group = $4 AND attempt = $5",
+            &[
+                &repository_id,
+                &run.context,
+                &run.commit,
+                &group,
+                &i64::from(run.attempt),
+            ],
+        )?,
+    };
+    Ok(row.map(|r| Existing {
+        id: r.get(0),
+        hash: r.get(1),
+        state: r.get(2),
+        trigger: r.get::<_, String>(3).parse().unwrap_or(Trigger::Other),
+        trigger_pending: r.get::<_, i64>(4) != 0,
+        queue_counted: r.get::<_, i64>(5) != 0,
+        final_counted: r.get::<_, i64>(6) != 0,
+    }))
+}
+
+impl PgStore {
+    /// Store one run and count what it newly makes known, in one
+    /// transaction; as the SQLite store's `Store::ingest_run`, for what this
+    /// slice covers (see the module docs; the rest is refused).
+    pub fn ingest_run(
+        &mut self,
+        run: &NewRun,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, PgStoreError> {
+        let now_ms = now.timestamp_millis();
+        // Redaction and impossible future times, as the SQLite store does.
+        let redacted = policy.redactor.redact_run(run);
+        let redacted = redacted.as_ref().unwrap_or(run);
+        let prepared = Prepared::new(run.clone(), policy, now);
+        let future_times = prepared.run != *redacted;
+        let run = &prepared.run;
+        let hash = content_hash(run);
+
+        let mut tx = self.write_tx()?;
+        let live = !policy.history || {
+            let served = tx
+                .query_opt("SELECT 1 FROM meta WHERE key = 'serving_since'", &[])?
+                .is_some();
+            !served
+        };
+        let repo = &run.repository;
+        let repository_id = upsert_repository(&mut tx, repo.forge, &repo.path)?;
+        let group = run.attempt_group.as_deref().unwrap_or("");
+        let existing = find_existing(&mut tx, repository_id, run, group)?;
+        if let Some(e) = &existing {
+            if e.hash == hash {
+                return Ok(Ingested::new(e.id, IngestStatus::Unchanged));
+            }
+            if e.state.parse().is_ok_and(RunState::is_terminal) {
+                return Err(PgStoreError::NotYet(
+                    "a new report of a finished run on PostgreSQL".to_string(),
+                ));
+            }
+        }
+        // A trigger, once decided, stays.
+        let (trigger, trigger_pending) = match &existing {
+            Some(e) if !e.trigger_pending && run.trigger_pending => (e.trigger, false),
+            _ => (run.trigger, run.trigger_pending),
+        };
+        let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+        let change_id: Option<i64> = match &run.change {
+            None => None,
+            Some(change) => {
+                let row = tx.query_one(
+                    "INSERT INTO changes AS c (repository_id, number, merged_at, last_activity)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (repository_id, number) DO UPDATE SET
+                        merged_at = coalesce(c.merged_at, excluded.merged_at),
+                        last_activity = excluded.last_activity
+                     RETURNING id, decided_at IS NOT NULL",
+                    &[
+                        &repository_id,
+                        &change.number,
+                        &ms(change.merged_at),
+                        &now_ms,
+                    ],
+                )?;
+                if row.get::<_, bool>(1) && existing.is_none() {
+                    data_quality(&mut tx, "run_after_change_decided")?;
+                }
+                Some(row.get(0))
+            }
+        };
+        let (queued, started, finished) =
+            (ms(run.queued_at), ms(run.started_at), ms(run.finished_at));
+        let attempt = i64::from(run.attempt);
+        let pending = i64::from(trigger_pending);
+        let (run_id, status, queue_counted, final_counted) = match &existing {
+            Some(e) => {
+                tx.execute(
+                    "UPDATE runs SET external_id = coalesce($2, external_id), context = $3,
+                        commit_sha = $4, attempt = $5, trigger = $6, state = $7, queued_at = $8,
+                        started_at = $9, finished_at = $10, url = $11, log_url = $12, source = $13,
+                        content_hash = $14, updated_at = $15, attempt_group = $16, trigger_pending = $17,
+                        change_id = coalesce($18, change_id)
+                     WHERE id = $1",
+                    &[
+                        &e.id,
+                        &run.external_id,
+                        &run.context,
+                        &run.commit,
+                        &attempt,
+                        &trigger.as_str(),
+                        &run.state.as_str(),
+                        &queued,
+                        &started,
+                        &finished,
+                        &run.url,
+                        &run.log_url,
+                        &run.source,
+                        &hash,
+                        &now_ms,
+                        &group,
+                        &pending,
+                        &change_id,
+                    ],
+                )?;
+                // An update replaces what it carries; a state-only update
+                // keeps the reports and dependencies stored before.
+                if !run.reports.is_empty() {
+                    tx.execute("DELETE FROM reports WHERE run_id = $1", &[&e.id])?;
+                }
+                if !run.dependencies.is_empty() {
+                    tx.execute(
+                        "DELETE FROM dependency_snapshots WHERE run_id = $1",
+                        &[&e.id],
+                    )?;
+                }
+                (
+                    e.id,
+                    IngestStatus::Updated,
+                    e.queue_counted,
+                    e.final_counted,
+                )
+            }
+            None => {
+                let (queue, done) =
+                    counted_after(run.started_at.is_some(), run.state, trigger_pending);
+                let id: i64 = tx
+                    .query_one(
+                        "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger,
+                            state, queued_at, started_at, finished_at, url, log_url, source, content_hash,
+                            created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted,
+                            change_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16,
+                            $17, $18, $19, $20)
+                         RETURNING id",
+                        &[
+                            &repository_id,
+                            &run.external_id,
+                            &run.context,
+                            &run.commit,
+                            &attempt,
+                            &trigger.as_str(),
+                            &run.state.as_str(),
+                            &queued,
+                            &started,
+                            &finished,
+                            &run.url,
+                            &run.log_url,
+                            &run.source,
+                            &hash,
+                            &now_ms,
+                            &group,
+                            &pending,
+                            &i64::from(queue),
+                            &i64::from(done),
+                            &change_id,
+                        ],
+                    )?
+                    .get(0);
+                (id, IngestStatus::Created, false, false)
+            }
+        };
+        for (package, version) in &run.dependencies {
+            tx.execute(
+                "INSERT INTO dependency_snapshots (run_id, package, version) VALUES ($1, $2, $3)",
+                &[&run_id, package, version],
+            )?;
+        }
+        for r in &run.reports {
+            tx.execute(
+                "INSERT INTO reports (run_id, format, name, content) VALUES ($1, $2, $3, $4)",
+                &[&run_id, &r.format, &r.name, &r.content],
+            )?;
+        }
+        // A new run has no failures to replace: only store what it brings.
+        if !run.failures.is_empty() {
+            let at = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
+            store_failures(&mut tx, run_id, &repo.path, &run.failures, at, live)?;
+        }
+        if !trigger_pending {
+            let row_flags = if status == IngestStatus::Created {
+                counted_after(run.started_at.is_some(), run.state, trigger_pending)
+            } else {
+                (queue_counted, final_counted)
+            };
+            count_run(
+                &mut tx,
+                &Counting {
+                    run_id,
+                    repository_id,
+                    repository: &repo.path,
+                    context: &run.context,
+                    attempt: run.attempt,
+                    trigger,
+                    state: run.state,
+                    queued_at: run.queued_at,
+                    started_at: run.started_at,
+                    finished_at: run.finished_at,
+                    queue_counted,
+                    final_counted,
+                    row_flags,
+                },
+                policy,
+                live,
+                now_ms,
+            )?;
+        }
+        // An update replaces the tests it carries; a state-only update (no
+        // tests) keeps the ones stored before.
+        let of = RunOf {
+            run_id,
+            repository_id,
+            repository: &repo.path,
+            context: &run.context,
+            commit: &run.commit,
+            at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
+        };
+        results::store(
+            &mut tx,
+            &of,
+            &run.tests,
+            status == IngestStatus::Updated,
+            live,
+        )?;
+        if future_times {
+            data_quality(&mut tx, "future_time")?;
+        }
+        tx.commit()?;
+        Ok(Ingested::new(run_id, status))
+    }
+}

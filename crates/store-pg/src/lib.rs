@@ -1,0 +1,86 @@
+//! ci-slo-store-pg: the PostgreSQL store, in progress (issue 18). What
+//! exists: the connection configuration from `[store] url` ([`connect`]),
+//! the versioned migrations ([`schema`], [`migrate`]) creating SQLite's
+//! schema on PostgreSQL, the leadership of replicas ([`leader`]: work that
+//! must run once runs on the replica holding a session advisory lock), and
+//! part of the storage, with the SQLite store's methods and answers:
+//! [`PgStore::ingest_run`] (a run with its failures, test results and
+//! per-test counters, reports, dependencies and change, counted once; not
+//! yet a differing report of a finished run), `meta`, counters ([`tally`]),
+//! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
+//! cursors), job logs and retention (`prune`). Not here yet: bulk loads,
+//! settling, the reads; the exporter serves from SQLite only.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod connect;
+pub mod counting;
+mod error;
+mod failures;
+mod forge_state;
+mod ingest_run;
+pub mod leader;
+mod logs;
+mod meta;
+pub mod migrate;
+mod prune;
+mod results;
+pub mod schema;
+mod statements;
+pub mod tally;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{PgStoreError, describe};
+pub use statements::{Sql, Tx};
+
+use ci_slo_core::config::database::PostgresTarget;
+use ci_slo_store::Migrating;
+
+/// A connection to a migrated PostgreSQL database.
+pub struct PgStore {
+    client: postgres::Client,
+    statements: statements::Statements,
+}
+
+impl PgStore {
+    /// Connect to `target` and migrate its database, telling `progress`
+    /// before each migration of an existing database.
+    pub fn open(
+        target: &PostgresTarget,
+        progress: &mut dyn FnMut(Migrating),
+    ) -> Result<PgStore, PgStoreError> {
+        let config = connect::client_config(target)?;
+        PgStore::open_config(&config, target, progress)
+    }
+
+    /// [`PgStore::open`] with a client configuration; `shown` names the
+    /// database in errors (never with its password).
+    pub fn open_config(
+        config: &postgres::Config,
+        shown: &dyn std::fmt::Display,
+        progress: &mut dyn FnMut(Migrating),
+    ) -> Result<PgStore, PgStoreError> {
+        let mut client = connect::connect(config, shown)?;
+        migrate::migrate(&mut client, progress)?;
+        Ok(PgStore {
+            client,
+            statements: statements::Statements::default(),
+        })
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&mut self) -> Result<i64, PgStoreError> {
+        migrate::schema_version(&mut self.client)
+    }
+
+    pub fn client(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+
+    /// Begin a write: a transaction whose statements are prepared once per
+    /// connection.
+    pub fn write_tx(&mut self) -> Result<Tx<'_>, PgStoreError> {
+        Ok(Tx::new(self.client.transaction()?, &mut self.statements))
+    }
+}

@@ -1,0 +1,385 @@
+//! A real PostgreSQL server for tests (cargo feature `testing`): Debian's
+//! `postgresql` package binaries (`/usr/lib/postgresql/*/bin`, the newest;
+//! or `CI_SLO_PG_BIN`), a cluster `initdb`ed in a temporary directory, the
+//! server listening on 127.0.0.1 on a free port with its unix socket inside
+//! that directory, and a database per test.
+//!
+//! PostgreSQL refuses to run as root: as root (CI), the cluster belongs to
+//! the `postgres` system user the package creates and its programs run
+//! through `runuser -u postgres --`.
+//!
+//! The server is stopped and its directory removed when the [`TestServer`]
+//! is dropped, or, for the one [`TestServer::shared`] by every test of a
+//! test binary (a static, never dropped), when the test process exits: the
+//! server runs under a small shell script that waits on a pipe from this
+//! process and, once the pipe closes (drop or exit, even a crash), stops
+//! the server (`pg_ctl stop -m fast`) and removes the directory.
+//!
+//! Connections over TCP need the password ([`TestServer::password`],
+//! SCRAM), as a real deployment would; `initdb` sets it for the superuser
+//! [`TestServer::USER`].
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The script that owns the server: start it, wait for the pipe from the
+/// test process to close, stop it, remove the directory (kept when the
+/// file `retry` is there: the start failed and is tried again). Arguments: the
+/// directory, the binaries' directory, the port, then `-c name=value`
+/// settings.
+const SUPERVISOR: &str = r#"
+trap '' INT TERM HUP
+dir=$1; bin=$2; port=$3; shift 3
+( "$bin/postgres" -D "$dir/data" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 "$@" >"$dir/log" 2>&1
+  echo $? >"$dir/exited" ) &
+read -r _ || true
+"$bin/pg_ctl" stop -D "$dir/data" -m fast -w >/dev/null 2>&1 || true
+wait
+[ -e "$dir/retry" ] || rm -rf "$dir"
+"#;
+
+/// A running PostgreSQL server of one test process.
+pub struct TestServer {
+    dir: PathBuf,
+    port: u16,
+    password: String,
+    supervisor: Child,
+    /// Closing it stops the server.
+    pipe: Option<ChildStdin>,
+    startup: Duration,
+}
+
+/// One database of a [`TestServer`], dropped (with its connections) when
+/// this is dropped.
+pub struct TestDatabase {
+    name: String,
+    config: postgres::Config,
+    admin: postgres::Config,
+}
+
+impl TestDatabase {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where to connect, password included.
+    pub fn config(&self) -> postgres::Config {
+        self.config.clone()
+    }
+
+    /// A new connection.
+    pub fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        self.config.connect(postgres::NoTls)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = self.admin.connect(postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// The directory of PostgreSQL's programs: `CI_SLO_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/<version>/bin` with an `initdb` (Debian's layout).
+pub fn pg_bin_dir() -> io::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CI_SLO_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "PostgreSQL is not installed: no /usr/lib/postgresql/*/bin/initdb \
+             (install Debian's `postgresql` package, as scripts/test does, or set CI_SLO_PG_BIN)",
+        )
+    })
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `id -u NAME` / `id -g NAME`.
+fn id_of(flag: &str, user: &str) -> io::Result<u32> {
+    let out = Command::new("id").args([flag, user]).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| {
+            io::Error::other(format!(
+                "running as root, PostgreSQL needs the system user {user:?} (Debian's postgresql package creates it)"
+            ))
+        })
+}
+
+/// A command running `program` as the cluster's owner: `runuser -u
+/// postgres --` when this process is root, directly otherwise.
+fn as_owner(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+static DATABASES: AtomicU64 = AtomicU64::new(0);
+
+impl TestServer {
+    /// The superuser, who owns every test database.
+    pub const USER: &'static str = "ci_slo";
+
+    /// The server every test of this process shares (started on first use).
+    pub fn shared() -> &'static TestServer {
+        static SHARED: OnceLock<TestServer> = OnceLock::new();
+        SHARED.get_or_init(|| TestServer::start().expect("start the test PostgreSQL server"))
+    }
+
+    /// Start a server of its own (fsync off: tests need no durability).
+    pub fn start() -> io::Result<TestServer> {
+        TestServer::start_with(&[("fsync", "off"), ("full_page_writes", "off")])
+    }
+
+    /// Start a server with these `postgresql.conf` settings.
+    pub fn start_with(settings: &[(&str, &str)]) -> io::Result<TestServer> {
+        let began = Instant::now();
+        let bin = pg_bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("ci-slo-pg-")
+            .tempdir()?
+            .keep();
+        let password = format!("pw-{:016x}", fastrand_u64());
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n"))?;
+        if is_root() {
+            let (uid, gid) = (id_of("-u", "postgres")?, id_of("-g", "postgres")?);
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))?;
+        }
+        let out = as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-U",
+                TestServer::USER,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(io::Error::other(format!(
+                "initdb failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let mut last_error = String::new();
+        // A free port may be taken between asking and binding: try again.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let mut cmd = as_owner(Path::new("/bin/sh"));
+            cmd.args(["-c", SUPERVISOR, "sh"])
+                .arg(&dir)
+                .arg(&bin)
+                .arg(port.to_string());
+            for (k, v) in settings {
+                cmd.arg("-c").arg(format!("{k}={v}"));
+            }
+            let mut supervisor = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let pipe = supervisor.stdin.take();
+            let mut server = TestServer {
+                dir: dir.clone(),
+                port,
+                password: password.clone(),
+                supervisor,
+                pipe,
+                startup: Duration::ZERO,
+            };
+            match server.wait_ready() {
+                Ok(()) => {
+                    server.startup = began.elapsed();
+                    return Ok(server);
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    // Stop what runs; keep the cluster for the next try.
+                    let _ = std::fs::write(dir.join("retry"), "");
+                    server.stop(false);
+                    let _ = std::fs::remove_file(dir.join("retry"));
+                    let _ = std::fs::remove_file(dir.join("exited"));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(io::Error::other(format!(
+            "PostgreSQL did not start: {last_error}"
+        )))
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.dir.join("exited").exists() {
+                return Err(io::Error::other(format!(
+                    "the server exited: {}",
+                    self.log_tail()
+                )));
+            }
+            match self.admin_config().connect(postgres::NoTls) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(io::Error::other(format!(
+                        "not ready after 60 s ({e}): {}",
+                        self.log_tail()
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+
+    /// Close the pipe (the supervisor stops the server and removes the
+    /// directory) and wait for it; `remove` removes the directory here too,
+    /// in case the supervisor could not.
+    fn stop(&mut self, remove: bool) {
+        if let Some(pipe) = self.pipe.take() {
+            drop(pipe);
+            let _ = self.supervisor.wait();
+        }
+        if remove {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// The temporary directory: the cluster (`data`), the socket, the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser's password (TCP connections need it).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// How long starting took: initdb, the server, until it accepted a
+    /// connection.
+    pub fn startup(&self) -> Duration {
+        self.startup
+    }
+
+    /// `postgres://ci_slo@127.0.0.1:PORT/DATABASE`, without the password.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{database}",
+            TestServer::USER,
+            self.port
+        )
+    }
+
+    /// The maintenance database `postgres`, as the superuser.
+    pub fn admin_config(&self) -> postgres::Config {
+        self.config_for("postgres")
+    }
+
+    fn config_for(&self, database: &str) -> postgres::Config {
+        let mut c = postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.port)
+            .user(TestServer::USER)
+            .password(&self.password)
+            .dbname(database)
+            .connect_timeout(Duration::from_secs(10));
+        c
+    }
+
+    /// A new, empty database (named after `hint` and unique in this server).
+    pub fn database(&self, hint: &str) -> Result<TestDatabase, postgres::Error> {
+        let n = DATABASES.fetch_add(1, Ordering::Relaxed);
+        let clean: String = hint
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        let name = format!("t{}_{n}_{clean}", std::process::id());
+        let admin = self.admin_config();
+        admin
+            .connect(postgres::NoTls)?
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+        Ok(TestDatabase {
+            config: self.config_for(&name),
+            name,
+            admin,
+        })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
+
+/// A random number without a dependency: the std hasher's random keys.
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default(),
+    );
+    h.finish()
+}

@@ -1,0 +1,265 @@
+//! Migrations on PostgreSQL: versioned, forward-only, once per database even
+//! with replicas starting together, refusing a newer database; and the
+//! schema they create is SQLite's (same tables, columns, indexes; triggers
+//! doing the same work).
+
+use ci_slo_store::Store;
+use ci_slo_store_pg::migrate::{migrate, migrate_to, schema_version};
+use ci_slo_store_pg::schema::MIGRATIONS;
+use ci_slo_store_pg::testing::TestServer;
+use ci_slo_store_pg::{PgStore, PgStoreError};
+use std::collections::BTreeSet;
+
+fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+#[test]
+fn a_new_database_is_migrated_to_the_latest_version_and_again_is_a_no_op() {
+    let db = TestServer::shared().database("twice").unwrap();
+    let mut client = db.connect().unwrap();
+    assert_eq!(schema_version(&mut client).unwrap(), 0);
+    let mut steps = Vec::new();
+    assert_eq!(migrate(&mut client, &mut |m| steps.push(m)).unwrap(), 0);
+    assert!(steps.is_empty(), "a new database reports no progress");
+    assert_eq!(schema_version(&mut client).unwrap(), latest());
+    client
+        .batch_execute("INSERT INTO meta (key, value) VALUES ('kept', 'yes')")
+        .unwrap();
+    // Opening again through the store: nothing runs, nothing is lost.
+    let mut store = PgStore::open_config(&db.config(), &"test", &mut |m| steps.push(m)).unwrap();
+    assert!(steps.is_empty());
+    assert_eq!(store.schema_version().unwrap(), latest());
+    let kept: String = store
+        .client()
+        .query_one("SELECT value FROM meta WHERE key = 'kept'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "yes");
+}
+
+#[test]
+fn replicas_starting_at_once_migrate_once() {
+    let db = TestServer::shared().database("concurrent").unwrap();
+    let befores: Vec<i64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut client = db.connect().unwrap();
+                    migrate(&mut client, &mut |_| {}).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Exactly one found the database empty; the others waited and found it done.
+    assert_eq!(
+        befores.iter().filter(|&&v| v == 0).count(),
+        1,
+        "{befores:?}"
+    );
+    assert_eq!(
+        befores.iter().filter(|&&v| v == latest()).count(),
+        3,
+        "{befores:?}"
+    );
+    assert_eq!(
+        schema_version(&mut db.connect().unwrap()).unwrap(),
+        latest()
+    );
+}
+
+#[test]
+fn a_database_newer_than_the_binary_is_refused() {
+    let db = TestServer::shared().database("too_new").unwrap();
+    let mut client = db.connect().unwrap();
+    migrate(&mut client, &mut |_| {}).unwrap();
+    client
+        .execute("UPDATE schema_version SET version = $1", &[&(latest() + 1)])
+        .unwrap();
+    let err = migrate(&mut client, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, PgStoreError::TooNew { found, known, .. } if found == latest() + 1 && known == latest()),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(db.name()) && text.contains("upgrade the exporter"),
+        "{text}"
+    );
+    // Refused without touching it.
+    assert_eq!(schema_version(&mut client).unwrap(), latest() + 1);
+}
+
+#[test]
+fn a_later_migration_reports_progress_and_a_failing_one_leaves_nothing() {
+    let db = TestServer::shared().database("later").unwrap();
+    let mut client = db.connect().unwrap();
+    migrate(&mut client, &mut |_| {}).unwrap();
+    let next = [MIGRATIONS[0], "CREATE TABLE added_later (x BIGINT)"];
+    let mut steps = Vec::new();
+    assert_eq!(
+        migrate_to(&mut client, &next, &mut |m| steps.push(m)).unwrap(),
+        1
+    );
+    assert_eq!(steps.len(), 1);
+    assert_eq!((steps[0].from, steps[0].to, steps[0].latest), (1, 2, 2));
+    assert_eq!(schema_version(&mut client).unwrap(), 2);
+
+    // All pending migrations run in one transaction: a failure keeps none.
+    let fresh = TestServer::shared().database("failing").unwrap();
+    let mut client = fresh.connect().unwrap();
+    let failing = [MIGRATIONS[0], "CREATE TABLE half (x BIGINT); SELECT 1/0"];
+    assert!(migrate_to(&mut client, &failing, &mut |_| {}).is_err());
+    assert_eq!(schema_version(&mut client).unwrap(), 0);
+    let runs: bool = client
+        .query_one("SELECT to_regclass('runs') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!runs, "migration 1 was rolled back with the failing one");
+}
+
+/// (table or view, its columns in order) of every table and view.
+fn sqlite_shape(store: &Store) -> BTreeSet<(String, Vec<String>)> {
+    let conn = store.connection();
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')
+             AND name NOT LIKE 'sqlite_%'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    names
+        .into_iter()
+        .map(|t| {
+            let cols: Vec<String> = conn
+                .prepare(&format!(
+                    "SELECT name FROM pragma_table_info('{t}') ORDER BY cid"
+                ))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            (t, cols)
+        })
+        .collect()
+}
+
+fn pg_shape(client: &mut postgres::Client) -> BTreeSet<(String, Vec<String>)> {
+    client
+        .query(
+            "SELECT c.table_name::text, array_agg(c.column_name::text ORDER BY c.ordinal_position)
+             FROM information_schema.columns c
+             WHERE c.table_schema = 'public' GROUP BY 1",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn the_schema_is_sqlite_s_latest_with_the_same_tables_columns_and_indexes() {
+    let sqlite = Store::open_in_memory().unwrap();
+    let db = TestServer::shared().database("shape").unwrap();
+    let mut client = db.connect().unwrap();
+    migrate(&mut client, &mut |_| {}).unwrap();
+
+    let mut pg = pg_shape(&mut client);
+    // PostgreSQL's own tables.
+    let own: BTreeSet<String> = ["leader_terms", "schema_version"].map(String::from).into();
+    pg.retain(|(t, _)| !own.contains(t));
+    let lite = sqlite_shape(&sqlite);
+    assert_eq!(
+        pg.symmetric_difference(&lite).collect::<Vec<_>>(),
+        Vec::<&(String, Vec<String>)>::new(),
+        "tables or columns differ"
+    );
+
+    let lite_indexes: BTreeSet<String> = sqlite
+        .connection()
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let pg_indexes: BTreeSet<String> = client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<&String> = lite_indexes.difference(&pg_indexes).collect();
+    assert!(
+        missing.is_empty(),
+        "indexes missing on PostgreSQL: {missing:?}"
+    );
+}
+
+/// The same statements on both: the triggers must leave the same rows.
+const WORKLOAD: &str = "
+INSERT INTO repositories (id, forge, path) VALUES (1, 'github', 'o/a'), (2, 'gitlab', 'g/b');
+INSERT INTO runs (id, repository_id, context, commit_sha, attempt, trigger, state, queued_at, source,
+                  content_hash, created_at, updated_at)
+    VALUES (10, 1, 'ci/test', 'abc', 1, 'push', 'success', 7200000, 'api', 'h', 7300000, 7300000),
+           (11, 2, 'build', 'def', 1, 'merge_request', 'failed', NULL, 'api', 'h', 3600500, 3600500);
+INSERT INTO failures (run_id, class, category, evidence, context) VALUES (10, 'c', 'infra', 'e', '[]'),
+                                                                         (11, 'c', 'test', 'e', '[]');
+UPDATE runs SET queued_at = 9000000 WHERE id = 10;
+INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES
+    ('first_attempt_green', 'change:1', 1, 3600001, 1),
+    ('first_attempt_green', 'change:2', 1, 3600002, 0),
+    ('first_attempt_green', 'change:3', 2, 3700000, 1),
+    ('queue_time', 'run:10', 1, 7300000, 1);
+DELETE FROM slo_events WHERE subject = 'change:2';
+DELETE FROM slo_events WHERE subject = 'run:10';
+INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (10, 1, 3600000, 5, 6), (11, 2, 3600000, 1, 1);
+UPDATE test_events SET good = 6 WHERE run_id = 10;
+DELETE FROM test_events WHERE run_id = 11;
+INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
+    VALUES (10, 't1', 'failed', 1.5, 0, '[]', 'boom');
+";
+
+const CHECKS: &[&str] = &[
+    "SELECT repository_id || ',' || hour || ',' || slo || ',' || good || ',' || total FROM slo_hourly ORDER BY 1",
+    "SELECT run_id || ',' || coalesce(at, -1) || ',' || repository_id || ',' || run_context FROM failures ORDER BY 1",
+    "SELECT run_id || ',' || id || ',' || name || ',' || outcome || ',' || retry_reasons || ',' || message FROM test_results",
+    "SELECT repository_id || ',' || context || ',' || name FROM tests",
+];
+
+#[test]
+fn the_triggers_do_what_sqlite_s_do() {
+    let sqlite = Store::open_in_memory().unwrap();
+    sqlite.connection().execute_batch(WORKLOAD).unwrap();
+    let db = TestServer::shared().database("triggers").unwrap();
+    let mut client = db.connect().unwrap();
+    migrate(&mut client, &mut |_| {}).unwrap();
+    client.batch_execute(WORKLOAD).unwrap();
+    for check in CHECKS {
+        let lite: Vec<String> = sqlite
+            .connection()
+            .prepare(check)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let pg: Vec<String> = client
+            .query(*check, &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(!lite.is_empty(), "{check} found nothing");
+        assert_eq!(pg, lite, "{check}");
+    }
+}
