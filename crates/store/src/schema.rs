@@ -541,4 +541,22 @@ END;
     r#"
 CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, good, at);
 "#,
+    // 12: smaller runs and SLO-event indexes (issue 12 §5). A run's url is
+    // stored once when its external id already holds it as
+    // `<prefix>:<url>` (`import cockpit` identifies a run by its log url,
+    // `cockpit:<url>`): `stored_url` is then NULL and `url_in_id` 1, and
+    // `url`, a virtual column (what readers select), gives it back from the
+    // id. Runs stored before move to that form. One repository's bad events
+    // (the only reader of `slo_events_repository`) are indexed alone.
+    r#"
+ALTER TABLE runs RENAME COLUMN url TO stored_url;
+ALTER TABLE runs ADD COLUMN url_in_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN url TEXT GENERATED ALWAYS AS
+    (CASE WHEN url_in_id THEN substr(external_id, instr(external_id, ':') + 1) ELSE stored_url END) VIRTUAL;
+UPDATE runs SET url_in_id = 1, stored_url = NULL
+    WHERE stored_url IS NOT NULL AND instr(external_id, ':') > 0
+      AND substr(external_id, instr(external_id, ':') + 1) = stored_url;
+DROP INDEX slo_events_repository;
+CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, at) WHERE good = 0;
+"#,
 ];

@@ -298,6 +298,103 @@ fn migrating_a_database_with_colliding_runs_keeps_every_run() {
 }
 
 #[test]
+fn a_url_held_by_the_external_id_is_stored_once_and_reads_back() {
+    // A database at schema 11: a run whose url is its external id after the
+    // prefix (as `import cockpit` stores them), one with another url, one
+    // whose id is the url itself (no prefix), one without an id.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v11.db");
+    let url = "https://logs.example/pull-1-abc/log.html";
+    let rows = [
+        (Some(format!("cockpit:{url}")), Some(url), 0),
+        (Some("job-7".to_string()), Some(url), 1),
+        (Some(url.to_string()), Some(url), 2),
+        (None, Some(url), 3),
+        (Some("cockpit:x".to_string()), None, 4),
+    ];
+    {
+        let conn = Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..11] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 11).unwrap();
+        tx.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        for (ext, url, attempt) in &rows {
+            tx.execute(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                    content_hash, created_at, updated_at, url)
+                 VALUES (1, ?1, 'ctx', 'abc', ?2, 'push', 'success', 't', 'h', 0, 0, ?3)",
+                params![ext, attempt, url],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let urls = |store: &Store| -> Vec<(Option<String>, Option<String>, bool)> {
+        store
+            .connection()
+            .prepare("SELECT url, stored_url, url_in_id FROM runs ORDER BY attempt")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut store = Store::open(&path).unwrap();
+    let expected = vec![
+        (Some(url.to_string()), None, true),
+        (Some(url.to_string()), Some(url.to_string()), false),
+        (Some(url.to_string()), Some(url.to_string()), false),
+        (Some(url.to_string()), Some(url.to_string()), false),
+        (None, None, false),
+    ];
+    assert_eq!(urls(&store), expected, "migrated");
+
+    // Ingest applies the same rule, and a replay of a migrated run is unchanged.
+    for (ext, url, attempt) in &rows {
+        let mut r = run("ctx", "def", *attempt, RunState::Success);
+        r.external_id = ext.as_ref().map(|e| format!("new-{e}"));
+        r.url = url.map(str::to_string);
+        store.ingest_run(&r, &policy(), now()).unwrap();
+    }
+    let ingested: Vec<(Option<String>, bool)> = store
+        .connection()
+        .prepare("SELECT url, url_in_id FROM runs WHERE commit_sha = 'def' ORDER BY attempt")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        ingested,
+        vec![
+            // "new-cockpit:<url>": the prefix is "new-cockpit"
+            (Some(url.to_string()), true),
+            (Some(url.to_string()), false),
+            // "new-https://...": "new-https" then "//logs...", not the url
+            (Some(url.to_string()), false),
+            (Some(url.to_string()), false),
+            (None, false),
+        ]
+    );
+    // What the run page reads.
+    let id: i64 = store
+        .connection()
+        .query_row(
+            "SELECT id FROM runs WHERE external_id = ?1",
+            [format!("new-cockpit:{url}")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(store.run(id).unwrap().unwrap().url.as_deref(), Some(url));
+}
+
+#[test]
 fn negative_and_absurd_durations_are_not_exported_but_counted() {
     let mut store = Store::open_in_memory().unwrap();
     let p = policy();
