@@ -90,7 +90,10 @@ pub(crate) fn generate(path: &Path, spec: Spec, now_ms: i64) {
             )
             .unwrap();
         let mut event = conn
-            .prepare("INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .prepare(
+                "INSERT INTO run_events (run_id, repository_id, queue_at, queue_good, run_time_at, run_time_good)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
             .unwrap();
         let mut dep = conn
             .prepare(
@@ -142,20 +145,12 @@ pub(crate) fn generate(path: &Path, spec: Spec, now_ms: i64) {
             .unwrap();
             event
                 .execute(params![
-                    "run_time",
-                    format!("run:{id}"),
-                    repo,
-                    finished,
-                    (finished - started < 3_600_000) as i64
-                ])
-                .unwrap();
-            event
-                .execute(params![
-                    "queue_time",
-                    format!("queue:{id}"),
+                    id,
                     repo,
                     started,
-                    (started - queued < 300_000) as i64
+                    (started - queued < 300_000) as i64,
+                    finished,
+                    (finished - started < 3_600_000) as i64
                 ])
                 .unwrap();
             let with_tests = (repo as usize).is_multiple_of(tests_every);

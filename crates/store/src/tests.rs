@@ -1176,6 +1176,252 @@ fn slo_window_counts_from_the_hourly_rollup_equal_counting_every_event() {
 }
 
 #[test]
+fn a_runs_events_in_one_row_roll_up_and_count_like_separate_events() {
+    // `run_events` rows written, completed, partly cleared (as prune does)
+    // and deleted: the hourly rollup and the window counts equal counting
+    // every event of every row, as they do for `slo_events`.
+    let store = Store::open_in_memory().unwrap();
+    let conn = store.connection();
+    let mut rng = fastrand::Rng::with_seed(13);
+    let base = to_ms(now());
+    let hour = 3_600_000;
+    let columns = [
+        ("queue_time", "queue_at", "queue_good"),
+        ("run_time", "run_time_at", "run_time_good"),
+        ("runs_completed", "completed_at", "completed_good"),
+    ];
+    for run_id in 1..=1500i64 {
+        let at = base - rng.i64(-hour..240 * hour);
+        conn.execute(
+            "INSERT INTO run_events (run_id, repository_id, queue_at, queue_good) VALUES (?1, ?2, ?3, ?4)",
+            params![run_id, rng.i64(1..5), at, rng.bool()],
+        )
+        .unwrap();
+        // Most runs finish later (the upsert of counting: set once).
+        if run_id % 5 != 0 {
+            for (_, at_column, good_column) in &columns[1..] {
+                if rng.bool() || *at_column == "run_time_at" {
+                    conn.execute(
+                        &format!(
+                            "INSERT INTO run_events (run_id, repository_id, {at_column}, {good_column})
+                             VALUES (?1, 0, ?2, ?3)
+                             ON CONFLICT (run_id) DO UPDATE SET {at_column} = excluded.{at_column},
+                                {good_column} = excluded.{good_column} WHERE {good_column} IS NULL"
+                        ),
+                        params![run_id, at + rng.i64(0..3 * hour), rng.bool()],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+    // Set once: a second final event of a run changes nothing.
+    assert_eq!(
+        conn.execute(
+            "INSERT INTO run_events (run_id, repository_id, run_time_at, run_time_good) VALUES (1, 0, 5, 1)
+             ON CONFLICT (run_id) DO UPDATE SET run_time_at = excluded.run_time_at,
+                run_time_good = excluded.run_time_good WHERE run_time_good IS NULL",
+            [],
+        )
+        .unwrap(),
+        0
+    );
+    // Pruned events leave the rollup too: some columns cleared, some rows deleted.
+    conn.execute(
+        "UPDATE run_events SET queue_at = NULL, queue_good = NULL WHERE run_id % 7 = 0",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM run_events WHERE run_id % 11 = 0", [])
+        .unwrap();
+    let raw = |since: i64| -> HashMap<String, EventCounts> {
+        let mut out: HashMap<String, EventCounts> = HashMap::new();
+        for (slo, at, good) in columns {
+            let (good, total): (i64, i64) = conn
+                .query_row(
+                    &format!(
+                        "SELECT coalesce(sum({good}), 0), count(*) FROM run_events WHERE {at} >= ?1"
+                    ),
+                    [since],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            if total > 0 {
+                out.insert(
+                    slo.to_string(),
+                    EventCounts {
+                        good: good as u64,
+                        total: total as u64,
+                    },
+                );
+            }
+        }
+        out
+    };
+    assert_eq!(raw(i64::MIN).len(), 3, "every kind of event is there");
+    let mut sinces = vec![base, base - hour, base - 24 * hour, base - 300 * hour];
+    sinces.extend((0..100).map(|_| base - rng.i64(0..250 * hour)));
+    for since in sinces {
+        assert_eq!(
+            store.slo_counts_since(from_ms(since)).unwrap(),
+            raw(since),
+            "since {since}"
+        );
+    }
+    // The rollup holds nothing else: every hour's row is made of those events.
+    let rollup: i64 = conn
+        .query_row(
+            "SELECT sum(total) FROM slo_hourly WHERE repository_id = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let events: u64 = raw(i64::MIN).values().map(|c| c.total).sum();
+    assert_eq!(rollup as u64, events);
+}
+
+#[test]
+fn upgrading_from_schema_12_moves_a_runs_slo_events_into_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v12.db");
+    let t0 = to_ms(now() - Duration::hours(30));
+    let hour = 3_600_000;
+    {
+        let conn = Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..12] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 12).unwrap();
+        tx.execute_batch(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'o/a'), (2, 'generic', 'o/b'),
+                 (3, 'generic', 'o/c')",
+        )
+        .unwrap();
+        let mut insert = tx
+            .prepare("INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .unwrap();
+        for i in 0..40i64 {
+            let repository = 1 + i % 3;
+            insert
+                .execute(params![
+                    "queue_time",
+                    format!("run:{i}"),
+                    repository,
+                    t0 + i * hour,
+                    i % 4 != 0
+                ])
+                .unwrap();
+            if i % 5 != 0 {
+                insert
+                    .execute(params![
+                        "run_time",
+                        format!("run:{i}"),
+                        repository,
+                        t0 + i * hour + 1000,
+                        i % 3 != 0
+                    ])
+                    .unwrap();
+            }
+            if i % 4 == 1 {
+                insert
+                    .execute(params![
+                        "runs_completed",
+                        format!("run:{i}"),
+                        repository,
+                        t0 + i * hour + 9,
+                        i % 8 == 1
+                    ])
+                    .unwrap();
+            }
+            if i % 6 == 0 {
+                insert
+                    .execute(params![
+                        "first_attempt_green",
+                        format!("change:{i}"),
+                        repository,
+                        t0 + i * hour,
+                        i % 12 == 0
+                    ])
+                    .unwrap();
+            }
+        }
+        drop(insert);
+        tx.commit().unwrap();
+    }
+    let before = {
+        let conn = Connection::open(&path).unwrap();
+        let rollup: Vec<(i64, i64, String, i64, i64)> = conn
+            .prepare("SELECT * FROM slo_hourly ORDER BY 1, 2, 3")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rollup
+    };
+    assert_eq!(
+        before.iter().filter(|r| r.0 == 0).map(|r| r.4).sum::<i64>(),
+        40 + 32 + 10 + 7
+    );
+    let store = Store::open(&path).unwrap();
+    let conn = store.connection();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM run_events"), 40);
+    assert_eq!(
+        count("SELECT count(*) FROM run_events WHERE run_time_good IS NOT NULL"),
+        32
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM run_events WHERE completed_at IS NOT NULL"),
+        10
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM slo_events"),
+        7,
+        "the changes' events stay"
+    );
+    assert_eq!(
+        count("SELECT completed_at - queue_at FROM run_events WHERE run_id = 5"),
+        9,
+        "each event keeps its time"
+    );
+    let after: Vec<(i64, i64, String, i64, i64)> = conn
+        .prepare("SELECT * FROM slo_hourly ORDER BY 1, 2, 3")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(after, before, "the hourly rollup is unchanged");
+    // Window counts, bad events and the prune read the moved events.
+    let counts = store.slo_counts_since(from_ms(t0 - hour)).unwrap();
+    assert_eq!(
+        counts["queue_time"],
+        EventCounts {
+            good: 30,
+            total: 40
+        }
+    );
+    assert_eq!(counts["run_time"].total, 32);
+    let bad = store
+        .slo_bad_events("queue_time", from_ms(t0 - hour), None, 0, 100)
+        .unwrap();
+    assert_eq!(
+        bad.iter().map(|e| e.run_id).collect::<Vec<_>>(),
+        (0..40)
+            .rev()
+            .filter(|i| i % 4 == 0)
+            .map(Some)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn delivery_ids_are_pruned_after_their_retention() {
     let store = Store::open_in_memory().unwrap();
     let now = Utc::now();
