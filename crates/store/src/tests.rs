@@ -1725,3 +1725,56 @@ fn test_runs_in_windows_add_up_whole_days_from_each_first_day() {
     assert_eq!(recent.len(), 1);
     assert!(store.test_runs_in_windows(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn a_fresh_load_that_stops_midway_leaves_the_store_fresh_with_every_index() {
+    // A fresh load drops the secondary indexes of `runs`, `slo_events`,
+    // `run_events` and `test_events` and the rollup triggers inside its one
+    // transaction: until it commits, no other connection sees them missing,
+    // and a load that ends before (an error, a crash) leaves the store as it
+    // was, every index there and still fresh.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let schema = |conn: &Connection| -> Vec<(String, String, Option<String>)> {
+        conn.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut store = Store::open(&path).unwrap();
+    let expected = schema(store.connection());
+    assert!(
+        expected
+            .iter()
+            .any(|(_, name, _)| name == "run_events_queue_at")
+    );
+    let policy = policy();
+    assert!(store.accepts_fresh_load(&policy).unwrap());
+    {
+        let mut load = store.fresh_load(&policy, now()).unwrap();
+        let runs: Vec<Prepared> = (0..20)
+            .map(|i| {
+                let mut r = run("ctx", &format!("c{i}"), 0, RunState::Success);
+                r.external_id = Some(format!("e{i}"));
+                Prepared::new(r, &policy, now())
+            })
+            .collect();
+        load.store_batch(&runs, true).unwrap();
+        assert_eq!(load.stored(), 20);
+        // Another connection meanwhile: every index and trigger, no run.
+        let other = Connection::open(&path).unwrap();
+        assert_eq!(schema(&other), expected);
+        let runs: i64 = other
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 0);
+        // The load ends here without `finish`.
+    }
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(schema(store.connection()), expected);
+    assert_eq!(store.run_count().unwrap(), 0);
+    assert!(store.accepts_fresh_load(&policy).unwrap());
+}
