@@ -548,6 +548,8 @@ CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, good, at);
     // `url`, a virtual column (what readers select), gives it back from the
     // id. Runs stored before move to that form. One repository's bad events
     // (the only reader of `slo_events_repository`) are indexed alone.
+    // `runs_finished` goes: no query reads runs by their bare finish time
+    // (the prune's is `coalesce(finished_at, ...)`).
     r#"
 ALTER TABLE runs RENAME COLUMN url TO stored_url;
 ALTER TABLE runs ADD COLUMN url_in_id INTEGER NOT NULL DEFAULT 0;
@@ -558,6 +560,7 @@ UPDATE runs SET url_in_id = 1, stored_url = NULL
       AND substr(external_id, instr(external_id, ':') + 1) = stored_url;
 DROP INDEX slo_events_repository;
 CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, at) WHERE good = 0;
+DROP INDEX runs_finished;
 "#,
     // 13: the SLO events of a run (queue_time at its start, run_time and
     // runs_completed at its end; subject `run:<id>`) are one `run_events` row
