@@ -73,7 +73,7 @@ pub(crate) fn generate(path: &Path, spec: Spec, now_ms: i64) {
         let mut run = conn
             .prepare(
                 "INSERT INTO runs (id, repository_id, context, commit_sha, attempt, trigger, state, queued_at, started_at,
-                   finished_at, url, log_url, source, content_hash, created_at, updated_at, queue_counted, final_counted)
+                   finished_at, stored_url, log_url, source, content_hash, created_at, updated_at, queue_counted, final_counted)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'bench', 'x', ?9, ?9, 1, 1)",
             )
             .unwrap();
@@ -90,7 +90,10 @@ pub(crate) fn generate(path: &Path, spec: Spec, now_ms: i64) {
             )
             .unwrap();
         let mut event = conn
-            .prepare("INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .prepare(
+                "INSERT INTO run_events (run_id, repository_id, queue_at, queue_good, run_time_at, run_time_good)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
             .unwrap();
         let mut dep = conn
             .prepare(
@@ -142,20 +145,12 @@ pub(crate) fn generate(path: &Path, spec: Spec, now_ms: i64) {
             .unwrap();
             event
                 .execute(params![
-                    "run_time",
-                    format!("run:{id}"),
-                    repo,
-                    finished,
-                    (finished - started < 3_600_000) as i64
-                ])
-                .unwrap();
-            event
-                .execute(params![
-                    "queue_time",
-                    format!("queue:{id}"),
+                    id,
                     repo,
                     started,
-                    (started - queued < 300_000) as i64
+                    (started - queued < 300_000) as i64,
+                    finished,
+                    (finished - started < 3_600_000) as i64
                 ])
                 .unwrap();
             let with_tests = (repo as usize).is_multiple_of(tests_every);

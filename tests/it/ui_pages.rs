@@ -717,11 +717,13 @@ fn hostile_names_and_log_lines_render_as_text_and_only_http_urls_become_links() 
     assert_eq!(status, 201, "{answer}");
     let id = answer["id"].as_i64().unwrap();
     // Ingest refuses non-http URLs; a database may still hold one (older
-    // versions, other writers): the pages must not turn it into a link.
+    // versions, other writers; `runs.url` reads `stored_url` since
+    // migration 12): the pages must not turn it into a link.
     let db = rusqlite::Connection::open(&e.db).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     db.execute(
-        "UPDATE runs SET url = 'javascript:alert(document.cookie)', log_url = 'JavaScript:alert(2)' WHERE id = ?1",
+        "UPDATE runs SET stored_url = 'javascript:alert(document.cookie)', url_in_id = 0, log_url = 'JavaScript:alert(2)'
+         WHERE id = ?1",
         [id],
     )
     .unwrap();

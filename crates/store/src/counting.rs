@@ -22,9 +22,10 @@ fn appends_slo_events() -> bool {
     SLO_EVENTS.with(|f| f.get())
 }
 
-/// While alive, SLO events go to `temp.fresh_slo`: their key (`run:<id>`)
-/// is text, so consecutive runs' events would land all over `slo_events`;
-/// appended there once, sorted, at the end of the load. Reset on drop (a
+/// While alive, SLO events of other subjects than runs (a run's go to its
+/// `run_events` row) go to `temp.fresh_slo`: their key is text, so
+/// consecutive events would land all over `slo_events`; appended there
+/// once, sorted, at the end of the load. Reset on drop (a
 /// failed load rolls the scratch table back with it).
 pub(crate) struct SloEvents;
 
@@ -41,6 +42,17 @@ impl Drop for SloEvents {
     }
 }
 
+/// The `run_events` columns (time, good) of the SLO events a run has
+/// (subject `run:<id>`), None for the SLOs of other subjects.
+pub(crate) fn run_event_columns(slo: SloId) -> Option<(&'static str, &'static str)> {
+    match slo {
+        SloId::QueueTime => Some(("queue_at", "queue_good")),
+        SloId::RunTime => Some(("run_time_at", "run_time_good")),
+        SloId::RunsCompleted => Some(("completed_at", "completed_good")),
+        _ => None,
+    }
+}
+
 /// Record an SLO event once; count it when it is new and live.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn slo_event(
@@ -53,21 +65,37 @@ pub(crate) fn slo_event(
     good: bool,
     live: bool,
 ) -> rusqlite::Result<bool> {
-    // A fresh load appends its events to a scratch table, written into
-    // `slo_events` in key order at its end (`SloEvents`): they are
-    // all new (the store held no event, each subject is a new run).
-    let sql = if appends_slo_events() {
-        "INSERT INTO temp.fresh_slo (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)"
+    let run_id = subject
+        .strip_prefix("run:")
+        .and_then(|id| id.parse::<i64>().ok());
+    let inserted = if let (Some((at, good_column)), Some(run_id)) = (run_event_columns(slo), run_id)
+    {
+        // A run's events are one `run_events` row (migration 13), each set
+        // once: appended in run order by a fresh load too.
+        tx.prepare_cached(&format!(
+            "INSERT INTO run_events (run_id, repository_id, {at}, {good_column}) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (run_id) DO UPDATE SET {at} = excluded.{at}, {good_column} = excluded.{good_column}
+             WHERE {good_column} IS NULL"
+        ))?
+        .execute(params![run_id, repository_id, at_ms, good])?
+            == 1
     } else {
-        "INSERT OR IGNORE INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)"
+        // A fresh load appends its events to a scratch table, written into
+        // `slo_events` in key order at its end (`SloEvents`): they are
+        // all new (the store held no event, each subject is new).
+        let sql = if appends_slo_events() {
+            "INSERT INTO temp.fresh_slo (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)"
+        } else {
+            "INSERT OR IGNORE INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)"
+        };
+        tx.prepare_cached(sql)?.execute(params![
+            slo.as_str(),
+            subject,
+            repository_id,
+            at_ms,
+            good
+        ])? == 1
     };
-    let inserted = tx.prepare_cached(sql)?.execute(params![
-        slo.as_str(),
-        subject,
-        repository_id,
-        at_ms,
-        good
-    ])? == 1;
     if inserted {
         hourly::add(repository_id, at_ms, slo.as_str(), i64::from(good), 1);
         if live {

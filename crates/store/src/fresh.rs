@@ -10,9 +10,10 @@
 //! - nothing is looked up first: the store holds no run this one could be
 //!   (the external ids' uniqueness is checked once, when `runs_external` is
 //!   built again at the end, and a duplicate fails the whole load);
-//! - SLO events are appended to `temp.fresh_slo` and written into
-//!   `slo_events` sorted by its key at the end (the store held none);
-//! - the secondary indexes of `runs`, `slo_events` and `test_events` are
+//! - a run's SLO events go to its `run_events` row (appended in run order),
+//!   other SLO events to `temp.fresh_slo`, written into `slo_events`
+//!   sorted by its key at the end (the store held none);
+//! - the secondary indexes of `runs`, `slo_events`, `run_events` and `test_events` are
 //!   dropped for the load and built once at the end from their stored SQL
 //!   (a sort rather than a random insert per row), the hourly rollup
 //!   triggers suspended for the whole load (`hourly::Suspended`);
@@ -42,7 +43,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Transaction, TransactionBehavior};
 
 /// Tables whose secondary indexes a fresh load builds at the end.
-const INDEXED_AT_THE_END: [&str; 3] = ["runs", "slo_events", "test_events"];
+const INDEXED_AT_THE_END: [&str; 4] = ["runs", "slo_events", "run_events", "test_events"];
 
 /// The page caches of a fresh load (MiB): the store's and the scratch
 /// tables'. Smaller than a per-run bulk load's: SQLite's sorts (the GROUP BYs
@@ -88,6 +89,7 @@ impl Store {
             || any("commits")?
             || any("test_events")?
             || any("slo_events")?
+            || any("run_events")?
         {
             return Ok(false);
         }

@@ -1,6 +1,6 @@
 //! The hourly SLO rollup (`slo_hourly`) during a bulk load.
 //!
-//! Triggers keep `slo_hourly` in step with `slo_events` and `test_events`,
+//! Triggers keep `slo_hourly` in step with `slo_events`, `run_events` and `test_events`,
 //! two upserts for every event row, which doubles the cost of storing an
 //! event. A batch ([`Suspended`]) drops those triggers inside its own
 //! transaction, adds the same increments up in memory ([`add`], called where
@@ -13,11 +13,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// The triggers whose work a batch does itself (schema migrations 5 and 10).
-const TRIGGERS: [&str; 3] = [
+/// The triggers whose work a batch does itself (schema migrations 5, 10 and 13).
+const TRIGGERS: [&str; 7] = [
     "slo_events_hourly_insert",
     "test_events_hourly_insert",
     "test_events_hourly_update",
+    "run_events_hourly_insert",
+    "run_events_hourly_update_queue_time",
+    "run_events_hourly_update_run_time",
+    "run_events_hourly_update_runs_completed",
 ];
 
 /// (repository id (0: all), hour start in Unix ms, SLO) → (good, total).

@@ -71,6 +71,17 @@ pub(crate) fn content_hash(run: &NewRun) -> String {
     hex
 }
 
+/// Whether a run's url is its external id after the id's prefix
+/// (`<prefix>:<url>`, the prefix up to the first ':'): then the url is not
+/// stored again (`runs.url` gives it back from the id, migration 12, whose
+/// UPDATE applies the same rule to runs stored before).
+pub(crate) fn url_in_id(external_id: Option<&str>, url: Option<&str>) -> bool {
+    match (external_id, url) {
+        (Some(id), Some(url)) => id.split_once(':').is_some_and(|(_, rest)| rest == url),
+        _ => false,
+    }
+}
+
 /// A stored run whose identity matched an ingested one.
 pub(crate) struct Existing {
     row: revision::Row,
@@ -266,6 +277,9 @@ pub(crate) fn ingest_checked(
         }
     };
 
+    // The url is stored once when the external id holds it (migration 12).
+    let url_in_id = url_in_id(run.external_id.as_deref(), run.url.as_deref());
+    let stored_url = if url_in_id { None } else { run.url.as_deref() };
     let values = params![
         repository_id,
         run.external_id,
@@ -277,7 +291,7 @@ pub(crate) fn ingest_checked(
         run.queued_at.map(to_ms),
         run.started_at.map(to_ms),
         run.finished_at.map(to_ms),
-        run.url,
+        stored_url,
         run.log_url,
         change_id,
         run.source,
@@ -285,16 +299,17 @@ pub(crate) fn ingest_checked(
         now_ms,
         group,
         trigger_pending,
+        url_in_id,
     ];
     let (run_id, status, queue_counted, final_counted) = match existing {
         Some(e) => {
             tx.prepare_cached(
                 "UPDATE runs SET repository_id = ?1, external_id = coalesce(?2, external_id), context = ?3,
                     commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
-                    finished_at = ?10, url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
+                    finished_at = ?10, stored_url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
                     source = ?14, content_hash = ?15, updated_at = ?16, attempt_group = ?17,
-                    trigger_pending = ?18
-                 WHERE id = ?19",
+                    trigger_pending = ?18, url_in_id = ?19
+                 WHERE id = ?20",
             )?
             .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
@@ -321,10 +336,11 @@ pub(crate) fn ingest_checked(
             let (queue, done) = counted_after(run, trigger_pending);
             tx.prepare_cached(
                 "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
-                    queued_at, started_at, finished_at, url, log_url, change_id, source, content_hash,
-                    created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted)
+                    queued_at, started_at, finished_at, stored_url, log_url, change_id, source, content_hash,
+                    created_at, updated_at, attempt_group, trigger_pending, url_in_id, queue_counted,
+                    final_counted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
-                    ?19, ?20)",
+                    ?19, ?20, ?21)",
             )?
             .execute(rusqlite::params_from_iter(
                 values

@@ -1,7 +1,9 @@
 //! Retention: deleting runs, changes, SLO events, per-test state and
 //! webhook delivery ids older than the configured limits. Counters are not touched.
 
+use crate::counting::run_event_columns;
 use crate::error::StoreError;
+use crate::slo::SloId;
 use crate::{Store, to_ms};
 use chrono::{DateTime, Utc};
 
@@ -41,12 +43,26 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.change_id = changes.id)",
             [to_ms(before)],
         )?;
-        let events = tx.execute(
+        let mut events = tx.execute(
             "DELETE FROM slo_events WHERE at < ?1",
             [to_ms(events_before)],
         )? + tx.execute(
             "DELETE FROM test_events WHERE at < ?1",
             [to_ms(events_before)],
+        )?;
+        // A run's events are the columns of its `run_events` row: each
+        // one older than the limit is cleared, then the rows left empty go.
+        for slo in [SloId::QueueTime, SloId::RunTime, SloId::RunsCompleted] {
+            if let Some((at, good)) = run_event_columns(slo) {
+                events += tx.execute(
+                    &format!("UPDATE run_events SET {at} = NULL, {good} = NULL WHERE {at} < ?1"),
+                    [to_ms(events_before)],
+                )?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM run_events WHERE queue_at IS NULL AND run_time_at IS NULL AND completed_at IS NULL",
+            [],
         )?;
         // Per-test state of what is gone: the days before `before`, and the
         // commits no stored run has any more (their results went with their

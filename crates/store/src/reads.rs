@@ -185,6 +185,24 @@ impl Store {
         while let Some(r) = rows.next()? {
             add(r.get(0)?, r.get(1)?, r.get(2)?);
         }
+        // A run's events are one `run_events` row (migration 13).
+        let mut runs = self.conn.prepare_cached(&format!(
+            "SELECT 'queue_time', coalesce(sum(queue_good), 0), count(*) FROM run_events
+               WHERE queue_at >= ?2 AND queue_at < ?1 {repo}
+             UNION ALL
+             SELECT 'run_time', coalesce(sum(run_time_good), 0), count(*) FROM run_events
+               WHERE run_time_at >= ?2 AND run_time_at < ?1 {repo}
+             UNION ALL
+             SELECT 'runs_completed', coalesce(sum(completed_good), 0), count(*) FROM run_events
+               WHERE completed_at >= ?2 AND completed_at < ?1 {repo}"
+        ))?;
+        let mut rows = runs.query(params)?;
+        while let Some(r) = rows.next()? {
+            let total: i64 = r.get(2)?;
+            if total > 0 {
+                add(r.get(0)?, r.get(1)?, total);
+            }
+        }
         // The test_success events of a run are one row (migration 10).
         let (good, total): (i64, i64) = self
             .conn

@@ -541,4 +541,151 @@ END;
     r#"
 CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, good, at);
 "#,
+    // 12: smaller runs and SLO-event indexes (issue 12 §5). A run's url is
+    // stored once when its external id already holds it as
+    // `<prefix>:<url>` (`import cockpit` identifies a run by its log url,
+    // `cockpit:<url>`): `stored_url` is then NULL and `url_in_id` 1, and
+    // `url`, a virtual column (what readers select), gives it back from the
+    // id. Runs stored before move to that form. One repository's bad events
+    // (the only reader of `slo_events_repository`) are indexed alone.
+    // `runs_finished` goes: no query reads runs by their bare finish time
+    // (the prune's is `coalesce(finished_at, ...)`).
+    r#"
+ALTER TABLE runs RENAME COLUMN url TO stored_url;
+ALTER TABLE runs ADD COLUMN url_in_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN url TEXT GENERATED ALWAYS AS
+    (CASE WHEN url_in_id THEN substr(external_id, instr(external_id, ':') + 1) ELSE stored_url END) VIRTUAL;
+UPDATE runs SET url_in_id = 1, stored_url = NULL
+    WHERE stored_url IS NOT NULL AND instr(external_id, ':') > 0
+      AND substr(external_id, instr(external_id, ':') + 1) = stored_url;
+DROP INDEX slo_events_repository;
+CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, at) WHERE good = 0;
+DROP INDEX runs_finished;
+"#,
+    // 13: the SLO events of a run (queue_time at its start, run_time and
+    // runs_completed at its end; subject `run:<id>`) are one `run_events` row
+    // keyed by the run (issue 12 §5: three `slo_events` rows with two index
+    // entries each were a fifth of an imported store), NULL where the run has
+    // no such event yet; an event is recorded once (set only while NULL).
+    // Rolled up into `slo_hourly` by triggers like `slo_events`. Every stored
+    // event moves; the rollup is unchanged.
+    r#"
+CREATE TABLE run_events (
+    run_id         INTEGER PRIMARY KEY,
+    repository_id  INTEGER NOT NULL,
+    queue_at       INTEGER,
+    queue_good     INTEGER,
+    run_time_at    INTEGER,
+    run_time_good  INTEGER,
+    completed_at   INTEGER,
+    completed_good INTEGER
+);
+INSERT INTO run_events (run_id, repository_id, queue_at, queue_good, run_time_at, run_time_good, completed_at,
+                        completed_good)
+    SELECT CAST(substr(subject, 5) AS INTEGER), max(repository_id),
+           max(CASE WHEN slo = 'queue_time' THEN at END), max(CASE WHEN slo = 'queue_time' THEN good END),
+           max(CASE WHEN slo = 'run_time' THEN at END), max(CASE WHEN slo = 'run_time' THEN good END),
+           max(CASE WHEN slo = 'runs_completed' THEN at END), max(CASE WHEN slo = 'runs_completed' THEN good END)
+    FROM slo_events
+    WHERE slo IN ('queue_time', 'run_time', 'runs_completed') AND subject GLOB 'run:[0-9]*'
+      AND NOT subject GLOB 'run:*[^0-9]*'
+    GROUP BY 1 ORDER BY 1;
+DROP TRIGGER slo_events_hourly_delete;
+DELETE FROM slo_events
+    WHERE slo IN ('queue_time', 'run_time', 'runs_completed') AND subject GLOB 'run:[0-9]*'
+      AND NOT subject GLOB 'run:*[^0-9]*';
+CREATE TRIGGER slo_events_hourly_delete AFTER DELETE ON slo_events BEGIN
+    UPDATE slo_hourly SET good = good - OLD.good, total = total - 1
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = OLD.slo;
+    DELETE FROM slo_hourly
+    WHERE repository_id IN (0, OLD.repository_id) AND hour = OLD.at / 3600000 * 3600000 AND slo = OLD.slo AND total <= 0;
+END;
+-- The events of a period by time (the partial hour of windowed counts, the
+-- bad events newest first), one repository's bad events.
+CREATE INDEX run_events_queue_at ON run_events (queue_at) WHERE queue_at IS NOT NULL;
+CREATE INDEX run_events_run_time_at ON run_events (run_time_at) WHERE run_time_at IS NOT NULL;
+CREATE INDEX run_events_completed_at ON run_events (completed_at) WHERE completed_at IS NOT NULL;
+CREATE INDEX run_events_queue_bad ON run_events (repository_id, queue_at) WHERE queue_good = 0;
+CREATE INDEX run_events_run_time_bad ON run_events (repository_id, run_time_at) WHERE run_time_good = 0;
+CREATE INDEX run_events_completed_bad ON run_events (repository_id, completed_at) WHERE completed_good = 0;
+CREATE TRIGGER run_events_hourly_insert AFTER INSERT ON run_events BEGIN
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+        SELECT repository_id, NEW.queue_at / 3600000 * 3600000, 'queue_time', NEW.queue_good, 1
+        FROM (SELECT 0 AS repository_id UNION ALL SELECT NEW.repository_id)
+        WHERE NEW.queue_good IS NOT NULL
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + 1;
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+        SELECT repository_id, NEW.run_time_at / 3600000 * 3600000, 'run_time', NEW.run_time_good, 1
+        FROM (SELECT 0 AS repository_id UNION ALL SELECT NEW.repository_id)
+        WHERE NEW.run_time_good IS NOT NULL
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + 1;
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+        SELECT repository_id, NEW.completed_at / 3600000 * 3600000, 'runs_completed', NEW.completed_good, 1
+        FROM (SELECT 0 AS repository_id UNION ALL SELECT NEW.repository_id)
+        WHERE NEW.completed_good IS NOT NULL
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + 1;
+END;
+CREATE TRIGGER run_events_hourly_update_queue_time AFTER UPDATE OF queue_at, queue_good ON run_events
+    WHEN OLD.queue_at IS NOT NEW.queue_at OR OLD.queue_good IS NOT NEW.queue_good BEGIN
+    UPDATE slo_hourly SET good = good - OLD.queue_good, total = total - 1
+    WHERE OLD.queue_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.queue_at / 3600000 * 3600000 AND slo = 'queue_time';
+    DELETE FROM slo_hourly
+    WHERE OLD.queue_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.queue_at / 3600000 * 3600000 AND slo = 'queue_time' AND total <= 0;
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+        SELECT repository_id, NEW.queue_at / 3600000 * 3600000, 'queue_time', NEW.queue_good, 1
+        FROM (SELECT 0 AS repository_id UNION ALL SELECT NEW.repository_id)
+        WHERE NEW.queue_good IS NOT NULL
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + 1;
+END;
+CREATE TRIGGER run_events_hourly_update_run_time AFTER UPDATE OF run_time_at, run_time_good ON run_events
+    WHEN OLD.run_time_at IS NOT NEW.run_time_at OR OLD.run_time_good IS NOT NEW.run_time_good BEGIN
+    UPDATE slo_hourly SET good = good - OLD.run_time_good, total = total - 1
+    WHERE OLD.run_time_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.run_time_at / 3600000 * 3600000 AND slo = 'run_time';
+    DELETE FROM slo_hourly
+    WHERE OLD.run_time_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.run_time_at / 3600000 * 3600000 AND slo = 'run_time' AND total <= 0;
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+        SELECT repository_id, NEW.run_time_at / 3600000 * 3600000, 'run_time', NEW.run_time_good, 1
+        FROM (SELECT 0 AS repository_id UNION ALL SELECT NEW.repository_id)
+        WHERE NEW.run_time_good IS NOT NULL
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + 1;
+END;
+CREATE TRIGGER run_events_hourly_update_runs_completed AFTER UPDATE OF completed_at, completed_good ON run_events
+    WHEN OLD.completed_at IS NOT NEW.completed_at OR OLD.completed_good IS NOT NEW.completed_good BEGIN
+    UPDATE slo_hourly SET good = good - OLD.completed_good, total = total - 1
+    WHERE OLD.completed_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.completed_at / 3600000 * 3600000 AND slo = 'runs_completed';
+    DELETE FROM slo_hourly
+    WHERE OLD.completed_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.completed_at / 3600000 * 3600000 AND slo = 'runs_completed' AND total <= 0;
+    INSERT INTO slo_hourly (repository_id, hour, slo, good, total)
+        SELECT repository_id, NEW.completed_at / 3600000 * 3600000, 'runs_completed', NEW.completed_good, 1
+        FROM (SELECT 0 AS repository_id UNION ALL SELECT NEW.repository_id)
+        WHERE NEW.completed_good IS NOT NULL
+    ON CONFLICT (repository_id, hour, slo) DO UPDATE SET good = good + excluded.good, total = total + 1;
+END;
+CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events BEGIN
+    UPDATE slo_hourly SET good = good - OLD.queue_good, total = total - 1
+    WHERE OLD.queue_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.queue_at / 3600000 * 3600000 AND slo = 'queue_time';
+    DELETE FROM slo_hourly
+    WHERE OLD.queue_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.queue_at / 3600000 * 3600000 AND slo = 'queue_time' AND total <= 0;
+    UPDATE slo_hourly SET good = good - OLD.run_time_good, total = total - 1
+    WHERE OLD.run_time_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.run_time_at / 3600000 * 3600000 AND slo = 'run_time';
+    DELETE FROM slo_hourly
+    WHERE OLD.run_time_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.run_time_at / 3600000 * 3600000 AND slo = 'run_time' AND total <= 0;
+    UPDATE slo_hourly SET good = good - OLD.completed_good, total = total - 1
+    WHERE OLD.completed_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.completed_at / 3600000 * 3600000 AND slo = 'runs_completed';
+    DELETE FROM slo_hourly
+    WHERE OLD.completed_good IS NOT NULL AND repository_id IN (0, OLD.repository_id)
+      AND hour = OLD.completed_at / 3600000 * 3600000 AND slo = 'runs_completed' AND total <= 0;
+END;
+"#,
 ];

@@ -233,7 +233,7 @@ pub(crate) fn count_lost_runs(
              FROM runs JOIN repositories r ON r.id = runs.repository_id
              WHERE final_counted = 0 AND trigger = 'schedule'
                AND coalesce(started_at, queued_at, created_at) <= ?1
-               AND NOT EXISTS (SELECT 1 FROM slo_events e WHERE e.slo = 'runs_completed' AND e.subject = 'run:' || runs.id)",
+               AND NOT EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = runs.id AND e.completed_good IS NOT NULL)",
         )?
         .query_map([now_ms - policy.lost_after_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;

@@ -298,6 +298,103 @@ fn migrating_a_database_with_colliding_runs_keeps_every_run() {
 }
 
 #[test]
+fn a_url_held_by_the_external_id_is_stored_once_and_reads_back() {
+    // A database at schema 11: a run whose url is its external id after the
+    // prefix (as `import cockpit` stores them), one with another url, one
+    // whose id is the url itself (no prefix), one without an id.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v11.db");
+    let url = "https://logs.example/pull-1-abc/log.html";
+    let rows = [
+        (Some(format!("cockpit:{url}")), Some(url), 0),
+        (Some("job-7".to_string()), Some(url), 1),
+        (Some(url.to_string()), Some(url), 2),
+        (None, Some(url), 3),
+        (Some("cockpit:x".to_string()), None, 4),
+    ];
+    {
+        let conn = Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..11] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 11).unwrap();
+        tx.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        for (ext, url, attempt) in &rows {
+            tx.execute(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                    content_hash, created_at, updated_at, url)
+                 VALUES (1, ?1, 'ctx', 'abc', ?2, 'push', 'success', 't', 'h', 0, 0, ?3)",
+                params![ext, attempt, url],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let urls = |store: &Store| -> Vec<(Option<String>, Option<String>, bool)> {
+        store
+            .connection()
+            .prepare("SELECT url, stored_url, url_in_id FROM runs ORDER BY attempt")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut store = Store::open(&path).unwrap();
+    let expected = vec![
+        (Some(url.to_string()), None, true),
+        (Some(url.to_string()), Some(url.to_string()), false),
+        (Some(url.to_string()), Some(url.to_string()), false),
+        (Some(url.to_string()), Some(url.to_string()), false),
+        (None, None, false),
+    ];
+    assert_eq!(urls(&store), expected, "migrated");
+
+    // Ingest applies the same rule, and a replay of a migrated run is unchanged.
+    for (ext, url, attempt) in &rows {
+        let mut r = run("ctx", "def", *attempt, RunState::Success);
+        r.external_id = ext.as_ref().map(|e| format!("new-{e}"));
+        r.url = url.map(str::to_string);
+        store.ingest_run(&r, &policy(), now()).unwrap();
+    }
+    let ingested: Vec<(Option<String>, bool)> = store
+        .connection()
+        .prepare("SELECT url, url_in_id FROM runs WHERE commit_sha = 'def' ORDER BY attempt")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        ingested,
+        vec![
+            // "new-cockpit:<url>": the prefix is "new-cockpit"
+            (Some(url.to_string()), true),
+            (Some(url.to_string()), false),
+            // "new-https://...": "new-https" then "//logs...", not the url
+            (Some(url.to_string()), false),
+            (Some(url.to_string()), false),
+            (None, false),
+        ]
+    );
+    // What the run page reads.
+    let id: i64 = store
+        .connection()
+        .query_row(
+            "SELECT id FROM runs WHERE external_id = ?1",
+            [format!("new-cockpit:{url}")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(store.run(id).unwrap().unwrap().url.as_deref(), Some(url));
+}
+
+#[test]
 fn negative_and_absurd_durations_are_not_exported_but_counted() {
     let mut store = Store::open_in_memory().unwrap();
     let p = policy();
@@ -1079,6 +1176,252 @@ fn slo_window_counts_from_the_hourly_rollup_equal_counting_every_event() {
 }
 
 #[test]
+fn a_runs_events_in_one_row_roll_up_and_count_like_separate_events() {
+    // `run_events` rows written, completed, partly cleared (as prune does)
+    // and deleted: the hourly rollup and the window counts equal counting
+    // every event of every row, as they do for `slo_events`.
+    let store = Store::open_in_memory().unwrap();
+    let conn = store.connection();
+    let mut rng = fastrand::Rng::with_seed(13);
+    let base = to_ms(now());
+    let hour = 3_600_000;
+    let columns = [
+        ("queue_time", "queue_at", "queue_good"),
+        ("run_time", "run_time_at", "run_time_good"),
+        ("runs_completed", "completed_at", "completed_good"),
+    ];
+    for run_id in 1..=1500i64 {
+        let at = base - rng.i64(-hour..240 * hour);
+        conn.execute(
+            "INSERT INTO run_events (run_id, repository_id, queue_at, queue_good) VALUES (?1, ?2, ?3, ?4)",
+            params![run_id, rng.i64(1..5), at, rng.bool()],
+        )
+        .unwrap();
+        // Most runs finish later (the upsert of counting: set once).
+        if run_id % 5 != 0 {
+            for (_, at_column, good_column) in &columns[1..] {
+                if rng.bool() || *at_column == "run_time_at" {
+                    conn.execute(
+                        &format!(
+                            "INSERT INTO run_events (run_id, repository_id, {at_column}, {good_column})
+                             VALUES (?1, 0, ?2, ?3)
+                             ON CONFLICT (run_id) DO UPDATE SET {at_column} = excluded.{at_column},
+                                {good_column} = excluded.{good_column} WHERE {good_column} IS NULL"
+                        ),
+                        params![run_id, at + rng.i64(0..3 * hour), rng.bool()],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+    // Set once: a second final event of a run changes nothing.
+    assert_eq!(
+        conn.execute(
+            "INSERT INTO run_events (run_id, repository_id, run_time_at, run_time_good) VALUES (1, 0, 5, 1)
+             ON CONFLICT (run_id) DO UPDATE SET run_time_at = excluded.run_time_at,
+                run_time_good = excluded.run_time_good WHERE run_time_good IS NULL",
+            [],
+        )
+        .unwrap(),
+        0
+    );
+    // Pruned events leave the rollup too: some columns cleared, some rows deleted.
+    conn.execute(
+        "UPDATE run_events SET queue_at = NULL, queue_good = NULL WHERE run_id % 7 = 0",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM run_events WHERE run_id % 11 = 0", [])
+        .unwrap();
+    let raw = |since: i64| -> HashMap<String, EventCounts> {
+        let mut out: HashMap<String, EventCounts> = HashMap::new();
+        for (slo, at, good) in columns {
+            let (good, total): (i64, i64) = conn
+                .query_row(
+                    &format!(
+                        "SELECT coalesce(sum({good}), 0), count(*) FROM run_events WHERE {at} >= ?1"
+                    ),
+                    [since],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            if total > 0 {
+                out.insert(
+                    slo.to_string(),
+                    EventCounts {
+                        good: good as u64,
+                        total: total as u64,
+                    },
+                );
+            }
+        }
+        out
+    };
+    assert_eq!(raw(i64::MIN).len(), 3, "every kind of event is there");
+    let mut sinces = vec![base, base - hour, base - 24 * hour, base - 300 * hour];
+    sinces.extend((0..100).map(|_| base - rng.i64(0..250 * hour)));
+    for since in sinces {
+        assert_eq!(
+            store.slo_counts_since(from_ms(since)).unwrap(),
+            raw(since),
+            "since {since}"
+        );
+    }
+    // The rollup holds nothing else: every hour's row is made of those events.
+    let rollup: i64 = conn
+        .query_row(
+            "SELECT sum(total) FROM slo_hourly WHERE repository_id = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let events: u64 = raw(i64::MIN).values().map(|c| c.total).sum();
+    assert_eq!(rollup as u64, events);
+}
+
+#[test]
+fn upgrading_from_schema_12_moves_a_runs_slo_events_into_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v12.db");
+    let t0 = to_ms(now() - Duration::hours(30));
+    let hour = 3_600_000;
+    {
+        let conn = Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..12] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 12).unwrap();
+        tx.execute_batch(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'o/a'), (2, 'generic', 'o/b'),
+                 (3, 'generic', 'o/c')",
+        )
+        .unwrap();
+        let mut insert = tx
+            .prepare("INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .unwrap();
+        for i in 0..40i64 {
+            let repository = 1 + i % 3;
+            insert
+                .execute(params![
+                    "queue_time",
+                    format!("run:{i}"),
+                    repository,
+                    t0 + i * hour,
+                    i % 4 != 0
+                ])
+                .unwrap();
+            if i % 5 != 0 {
+                insert
+                    .execute(params![
+                        "run_time",
+                        format!("run:{i}"),
+                        repository,
+                        t0 + i * hour + 1000,
+                        i % 3 != 0
+                    ])
+                    .unwrap();
+            }
+            if i % 4 == 1 {
+                insert
+                    .execute(params![
+                        "runs_completed",
+                        format!("run:{i}"),
+                        repository,
+                        t0 + i * hour + 9,
+                        i % 8 == 1
+                    ])
+                    .unwrap();
+            }
+            if i % 6 == 0 {
+                insert
+                    .execute(params![
+                        "first_attempt_green",
+                        format!("change:{i}"),
+                        repository,
+                        t0 + i * hour,
+                        i % 12 == 0
+                    ])
+                    .unwrap();
+            }
+        }
+        drop(insert);
+        tx.commit().unwrap();
+    }
+    let before = {
+        let conn = Connection::open(&path).unwrap();
+        let rollup: Vec<(i64, i64, String, i64, i64)> = conn
+            .prepare("SELECT * FROM slo_hourly ORDER BY 1, 2, 3")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rollup
+    };
+    assert_eq!(
+        before.iter().filter(|r| r.0 == 0).map(|r| r.4).sum::<i64>(),
+        40 + 32 + 10 + 7
+    );
+    let store = Store::open(&path).unwrap();
+    let conn = store.connection();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM run_events"), 40);
+    assert_eq!(
+        count("SELECT count(*) FROM run_events WHERE run_time_good IS NOT NULL"),
+        32
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM run_events WHERE completed_at IS NOT NULL"),
+        10
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM slo_events"),
+        7,
+        "the changes' events stay"
+    );
+    assert_eq!(
+        count("SELECT completed_at - queue_at FROM run_events WHERE run_id = 5"),
+        9,
+        "each event keeps its time"
+    );
+    let after: Vec<(i64, i64, String, i64, i64)> = conn
+        .prepare("SELECT * FROM slo_hourly ORDER BY 1, 2, 3")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(after, before, "the hourly rollup is unchanged");
+    // Window counts, bad events and the prune read the moved events.
+    let counts = store.slo_counts_since(from_ms(t0 - hour)).unwrap();
+    assert_eq!(
+        counts["queue_time"],
+        EventCounts {
+            good: 30,
+            total: 40
+        }
+    );
+    assert_eq!(counts["run_time"].total, 32);
+    let bad = store
+        .slo_bad_events("queue_time", from_ms(t0 - hour), None, 0, 100)
+        .unwrap();
+    assert_eq!(
+        bad.iter().map(|e| e.run_id).collect::<Vec<_>>(),
+        (0..40)
+            .rev()
+            .filter(|i| i % 4 == 0)
+            .map(Some)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn delivery_ids_are_pruned_after_their_retention() {
     let store = Store::open_in_memory().unwrap();
     let now = Utc::now();
@@ -1381,4 +1724,57 @@ fn test_runs_in_windows_add_up_whole_days_from_each_first_day() {
     let recent = store.test_runs_in_windows(&[today - 3]).unwrap();
     assert_eq!(recent.len(), 1);
     assert!(store.test_runs_in_windows(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn a_fresh_load_that_stops_midway_leaves_the_store_fresh_with_every_index() {
+    // A fresh load drops the secondary indexes of `runs`, `slo_events`,
+    // `run_events` and `test_events` and the rollup triggers inside its one
+    // transaction: until it commits, no other connection sees them missing,
+    // and a load that ends before (an error, a crash) leaves the store as it
+    // was, every index there and still fresh.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let schema = |conn: &Connection| -> Vec<(String, String, Option<String>)> {
+        conn.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut store = Store::open(&path).unwrap();
+    let expected = schema(store.connection());
+    assert!(
+        expected
+            .iter()
+            .any(|(_, name, _)| name == "run_events_queue_at")
+    );
+    let policy = policy();
+    assert!(store.accepts_fresh_load(&policy).unwrap());
+    {
+        let mut load = store.fresh_load(&policy, now()).unwrap();
+        let runs: Vec<Prepared> = (0..20)
+            .map(|i| {
+                let mut r = run("ctx", &format!("c{i}"), 0, RunState::Success);
+                r.external_id = Some(format!("e{i}"));
+                Prepared::new(r, &policy, now())
+            })
+            .collect();
+        load.store_batch(&runs, true).unwrap();
+        assert_eq!(load.stored(), 20);
+        // Another connection meanwhile: every index and trigger, no run.
+        let other = Connection::open(&path).unwrap();
+        assert_eq!(schema(&other), expected);
+        let runs: i64 = other
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 0);
+        // The load ends here without `finish`.
+    }
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(schema(store.connection()), expected);
+    assert_eq!(store.run_count().unwrap(), 0);
+    assert!(store.accepts_fresh_load(&policy).unwrap());
 }

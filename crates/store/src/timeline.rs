@@ -271,6 +271,35 @@ impl Store {
                 at,
             ));
         }
+        // A run's own events are one row since migration 13.
+        let mut stmt = self.conn.prepare(
+            "SELECT repo.path, e.queue_at, e.queue_good, e.run_time_at, e.run_time_good, e.completed_at,
+                    e.completed_good
+             FROM run_events e JOIN repositories repo ON repo.id = e.repository_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let repo: String = r.get(0)?;
+            for (slo, column) in [
+                (crate::slo::SloId::QueueTime, 1),
+                (crate::slo::SloId::RunTime, 3),
+                (crate::slo::SloId::RunsCompleted, 5),
+            ] {
+                let (at, good): (Option<i64>, Option<bool>) = (r.get(column)?, r.get(column + 1)?);
+                if let (Some(at), Some(good)) = (at, good) {
+                    let result = if good { "good" } else { "bad" };
+                    emit(counter(
+                        catalog::SLO_EVENTS,
+                        &[
+                            ("slo", slo.as_str()),
+                            ("repository", &repo),
+                            ("result", result),
+                        ],
+                        at,
+                    ));
+                }
+            }
+        }
         // A run's test_success events are one row (good, total) since migration 10.
         let mut stmt = self.conn.prepare(
             "SELECT repo.path, e.good, e.total, e.at FROM test_events e

@@ -166,13 +166,43 @@ const BAD_TEST_EVENTS_SQL: &str =
      ORDER BY e.at DESC, e.run_id DESC, t.name DESC LIMIT ?3 OFFSET ?4";
 
 /// One repository's bad events of one SLO, newest first (index
-/// `slo_events_repository (slo, repository_id, good, at)`, migration 11).
+/// `slo_events_repository (slo, repository_id, at) WHERE good = 0`,
+/// migrations 11 and 12).
 const REPOSITORY_BAD_EVENTS_SQL: &str = "SELECT e.subject, e.at, repo.forge, repo.path
      FROM repositories repo
      CROSS JOIN slo_events e INDEXED BY slo_events_repository
        ON e.slo = ?1 AND e.repository_id = repo.id AND e.good = 0 AND e.at >= ?2
      WHERE repo.path = ?3
      ORDER BY e.at DESC, e.subject DESC LIMIT ?4 OFFSET ?5";
+
+/// A window's bad events of one of a run's SLOs (`run_events` columns `at`
+/// and `good`, migration 13), newest first: its time index walked backwards,
+/// like [`BAD_EVENTS_SQL`] (`?1`, the SLO, is implied by the columns).
+fn bad_run_events_sql(at: &str, good: &str) -> String {
+    format!(
+        "SELECT 'run:' || e.run_id AS subject, e.{at} AS at, repo.forge, repo.path
+         FROM run_events e INDEXED BY run_events_{index}_at
+         CROSS JOIN repositories repo ON repo.id = e.repository_id
+         WHERE e.{at} >= ?2 AND e.{at} IS NOT NULL AND e.{good} = 0 AND ?1 IS NOT NULL
+           AND (?3 IS NULL OR repo.path = ?3)
+         ORDER BY at DESC, subject DESC LIMIT ?4 OFFSET ?5",
+        index = at.trim_end_matches("_at")
+    )
+}
+
+/// One repository's bad events of one of a run's SLOs, newest first (index
+/// `run_events_<slo>_bad (repository_id, at) WHERE good = 0`).
+fn repository_bad_run_events_sql(at: &str, good: &str) -> String {
+    format!(
+        "SELECT 'run:' || e.run_id AS subject, e.{at} AS at, repo.forge, repo.path
+         FROM repositories repo
+         CROSS JOIN run_events e INDEXED BY run_events_{index}_bad
+           ON e.repository_id = repo.id AND e.{good} = 0 AND e.{at} >= ?2
+         WHERE repo.path = ?3 AND ?1 IS NOT NULL
+         ORDER BY at DESC, subject DESC LIMIT ?4 OFFSET ?5",
+        index = at.trim_end_matches("_at")
+    )
+}
 
 /// One SLO's events per repository since an hour (primary key of
 /// `slo_hourly` per repository).
@@ -529,13 +559,18 @@ impl Store {
                 )?
                 .collect::<Result<_, _>>()?
         } else {
-            let sql = if repository.is_some() {
-                REPOSITORY_BAD_EVENTS_SQL
-            } else {
-                BAD_EVENTS_SQL
+            let run_columns = slo
+                .parse::<crate::slo::SloId>()
+                .ok()
+                .and_then(crate::counting::run_event_columns);
+            let sql = match (run_columns, repository.is_some()) {
+                (Some((at, good)), true) => repository_bad_run_events_sql(at, good),
+                (Some((at, good)), false) => bad_run_events_sql(at, good),
+                (None, true) => REPOSITORY_BAD_EVENTS_SQL.to_string(),
+                (None, false) => BAD_EVENTS_SQL.to_string(),
             };
             self.conn
-                .prepare_cached(sql)?
+                .prepare_cached(&sql)?
                 .query_map(
                     params![slo, to_ms(since), repository, limit as i64, offset as i64],
                     row,
@@ -1294,7 +1329,20 @@ mod tests {
         // Sorted after the index range: one repository's bad events of the period.
         let p = plan(REPOSITORY_BAD_EVENTS_SQL);
         assert!(
-            p.contains("COVERING INDEX slo_events_repository (slo=? AND repository_id=? AND good=? AND at>?)"),
+            p.contains("COVERING INDEX slo_events_repository (slo=? AND repository_id=? AND at>?)"),
+            "{p}"
+        );
+        // A run's events (migration 13): its time index backwards, one
+        // repository's from the partial index of bad events.
+        let p = plan(&bad_run_events_sql("queue_at", "queue_good"));
+        assert!(p.contains("INDEX run_events_queue_at"), "{p}");
+        assert!(!p.contains("TEMP B-TREE FOR ORDER BY"), "{p}");
+        let p = plan(&repository_bad_run_events_sql(
+            "run_time_at",
+            "run_time_good",
+        ));
+        assert!(
+            p.contains("INDEX run_events_run_time_bad (repository_id=? AND run_time_at>?)"),
             "{p}"
         );
         let p = plan(SLO_BY_REPOSITORY_SQL);
