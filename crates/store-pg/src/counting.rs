@@ -2,8 +2,12 @@
 //! `counting.rs`. An SLO event is a row keyed by (slo, subject): the insert
 //! that creates it (`ON CONFLICT DO NOTHING`) is the one that counts it, so
 //! two replicas storing the same event at once count it once (the second
-//! insert waits for the first's transaction and then finds the row). The
-//! hourly rollup (`slo_hourly`) is kept by the schema's triggers.
+//! insert waits for the first's transaction and then finds the row). A
+//! run's events (subject `run:<id>`: queue_time, run_time, runs_completed)
+//! are columns of its `run_events` row, set by an upsert only while NULL:
+//! the second replica's upsert waits likewise, then finds the column set and
+//! changes nothing. The hourly rollup (`slo_hourly`) is kept by the
+//! schema's triggers.
 
 use crate::statements::Sql;
 use crate::{PgStore, PgStoreError, tally};
@@ -13,6 +17,34 @@ use ci_slo_core::model::{DataQualityIssue, RunState, Trigger, durations};
 use ci_slo_core::slo::{self, SloId};
 use ci_slo_store::Policy;
 use ci_slo_store::tally::{ExemplarRef, Labels};
+
+/// Setting one event of a run's `run_events` row ($1 run, $2 repository,
+/// $3 time, $4 good) while it has none: one affected row when it is new.
+/// The text of each is a constant (statements are prepared by their text).
+/// As the SQLite store's `counting::slo_event` for the SLOs of
+/// `counting::run_event_columns`.
+fn run_event_upsert(slo: SloId) -> Option<&'static str> {
+    match slo {
+        SloId::QueueTime => Some(
+            "INSERT INTO run_events AS e (run_id, repository_id, queue_at, queue_good) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id) DO UPDATE SET queue_at = excluded.queue_at, queue_good = excluded.queue_good
+             WHERE e.queue_good IS NULL",
+        ),
+        SloId::RunTime => Some(
+            "INSERT INTO run_events AS e (run_id, repository_id, run_time_at, run_time_good) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id) DO UPDATE SET run_time_at = excluded.run_time_at,
+                run_time_good = excluded.run_time_good
+             WHERE e.run_time_good IS NULL",
+        ),
+        SloId::RunsCompleted => Some(
+            "INSERT INTO run_events AS e (run_id, repository_id, completed_at, completed_good) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id) DO UPDATE SET completed_at = excluded.completed_at,
+                completed_good = excluded.completed_good
+             WHERE e.completed_good IS NULL",
+        ),
+        _ => None,
+    }
+}
 
 /// Record an SLO event once; count it when it is new (in
 /// `ci_slo_events_total` when `live`, else as backdated). True when new.
@@ -28,17 +60,27 @@ pub fn slo_event(
     good: bool,
     live: bool,
 ) -> Result<bool, postgres::Error> {
-    let inserted = tx.execute(
-        "INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT DO NOTHING",
-        &[
-            &slo.as_str(),
-            &subject,
-            &repository_id,
-            &at_ms,
-            &i64::from(good),
-        ],
-    )? == 1;
+    let run_id = subject
+        .strip_prefix("run:")
+        .and_then(|id| id.parse::<i64>().ok());
+    let inserted = match (run_event_upsert(slo), run_id) {
+        // A run's events are one `run_events` row (migration 3), each set
+        // once: the upsert that finds it NULL is the one that counts it.
+        (Some(sql), Some(run_id)) => {
+            tx.execute(sql, &[&run_id, &repository_id, &at_ms, &i64::from(good)])?
+        }
+        _ => tx.execute(
+            "INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[
+                &slo.as_str(),
+                &subject,
+                &repository_id,
+                &at_ms,
+                &i64::from(good),
+            ],
+        )?,
+    } == 1;
     if inserted {
         if live {
             let (result, other) = if good {

@@ -41,6 +41,17 @@ pub(crate) fn content_hash(run: &NewRun) -> String {
     hex
 }
 
+/// Whether a run's url is its external id after the id's prefix
+/// (`<prefix>:<url>`, the prefix up to the first ':'): then the url is not
+/// stored again (`runs.url` gives it back from the id, migration 2). As the
+/// SQLite store's `ingest_run::url_in_id`.
+pub(crate) fn url_in_id(external_id: Option<&str>, url: Option<&str>) -> bool {
+    match (external_id, url) {
+        (Some(id), Some(url)) => id.split_once(':').is_some_and(|(_, rest)| rest == url),
+        _ => false,
+    }
+}
+
 /// The repository's id, created if new. Looked up first: an insert that
 /// meets a conflict still takes a number from the identity sequence, and
 /// the ids should follow SQLite's (1, 2, 3 in order of first sight).
@@ -181,14 +192,18 @@ impl PgStore {
             (ms(run.queued_at), ms(run.started_at), ms(run.finished_at));
         let attempt = i64::from(run.attempt);
         let pending = i64::from(trigger_pending);
+        // The url is stored once when the external id holds it (migration 2).
+        let in_id = url_in_id(run.external_id.as_deref(), run.url.as_deref());
+        let stored_url = if in_id { None } else { run.url.as_deref() };
+        let url_in_id = i64::from(in_id);
         let (run_id, status, queue_counted, final_counted) = match &existing {
             Some(e) => {
                 tx.execute(
                     "UPDATE runs SET external_id = coalesce($2, external_id), context = $3,
                         commit_sha = $4, attempt = $5, trigger = $6, state = $7, queued_at = $8,
-                        started_at = $9, finished_at = $10, url = $11, log_url = $12, source = $13,
+                        started_at = $9, finished_at = $10, stored_url = $11, log_url = $12, source = $13,
                         content_hash = $14, updated_at = $15, attempt_group = $16, trigger_pending = $17,
-                        change_id = coalesce($18, change_id)
+                        change_id = coalesce($18, change_id), url_in_id = $19
                      WHERE id = $1",
                     &[
                         &e.id,
@@ -201,7 +216,7 @@ impl PgStore {
                         &queued,
                         &started,
                         &finished,
-                        &run.url,
+                        &stored_url,
                         &run.log_url,
                         &run.source,
                         &hash,
@@ -209,6 +224,7 @@ impl PgStore {
                         &group,
                         &pending,
                         &change_id,
+                        &url_in_id,
                     ],
                 )?;
                 // An update replaces what it carries; a state-only update
@@ -235,11 +251,11 @@ impl PgStore {
                 let id: i64 = tx
                     .query_one(
                         "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger,
-                            state, queued_at, started_at, finished_at, url, log_url, source, content_hash,
+                            state, queued_at, started_at, finished_at, stored_url, log_url, source, content_hash,
                             created_at, updated_at, attempt_group, trigger_pending, queue_counted, final_counted,
-                            change_id)
+                            change_id, url_in_id)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16,
-                            $17, $18, $19, $20)
+                            $17, $18, $19, $20, $21)
                          RETURNING id",
                         &[
                             &repository_id,
@@ -252,7 +268,7 @@ impl PgStore {
                             &queued,
                             &started,
                             &finished,
-                            &run.url,
+                            &stored_url,
                             &run.log_url,
                             &run.source,
                             &hash,
@@ -262,6 +278,7 @@ impl PgStore {
                             &i64::from(queue),
                             &i64::from(done),
                             &change_id,
+                            &url_in_id,
                         ],
                     )?
                     .get(0);

@@ -35,8 +35,21 @@ impl PgStore {
                AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.change_id = changes.id)",
             &[&before],
         )?;
-        let events = tx.execute("DELETE FROM slo_events WHERE at < $1", &[&events_before])?
+        let mut events = tx.execute("DELETE FROM slo_events WHERE at < $1", &[&events_before])?
             + tx.execute("DELETE FROM test_events WHERE at < $1", &[&events_before])?;
+        // A run's events are the columns of its `run_events` row: each one
+        // older than the limit is cleared, then the rows left empty go.
+        for clear in [
+            "UPDATE run_events SET queue_at = NULL, queue_good = NULL WHERE queue_at < $1",
+            "UPDATE run_events SET run_time_at = NULL, run_time_good = NULL WHERE run_time_at < $1",
+            "UPDATE run_events SET completed_at = NULL, completed_good = NULL WHERE completed_at < $1",
+        ] {
+            events += tx.execute(clear, &[&events_before])?;
+        }
+        tx.execute(
+            "DELETE FROM run_events WHERE queue_at IS NULL AND run_time_at IS NULL AND completed_at IS NULL",
+            &[],
+        )?;
         // Per-test state of what is gone: the days before `before`, and the
         // commits no stored run has any more. A test's all-time counters stay.
         tx.execute(

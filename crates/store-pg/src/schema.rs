@@ -11,6 +11,10 @@
 //! PRECISION` for SQLite's `REAL`, partial and expression indexes as they
 //! are. SQLite's triggers are PL/pgSQL trigger functions doing the same
 //! work. One table is PostgreSQL's own: `leader_terms` (crate::leader).
+//!
+//! Migrations 2 and 3 follow SQLite's 12 and 13 (a run's url stored once,
+//! a run's SLO events in one `run_events` row), so the latest PostgreSQL
+//! schema is SQLite's latest.
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: SQLite's schema as its migration 11 leaves it, and leadership.
@@ -405,5 +409,120 @@ CREATE TABLE leader_terms (
     holder     TEXT NOT NULL,
     heartbeat  TIMESTAMPTZ NOT NULL
 );
+"#,
+    // 2: SQLite's migration 12. A run's url is stored once when its
+    // external id holds it as `<prefix>:<url>`: `stored_url` is then NULL,
+    // `url_in_id` 1, and `url` gives it back from the id. SQLite's `url` is
+    // a VIRTUAL generated column; PostgreSQL 15 has only STORED ones, so
+    // here `url` is `GENERATED ALWAYS AS (...) STORED`: the same name, the
+    // same place (last) and the same answer for every reader, written by
+    // the same statements (they set `stored_url` and `url_in_id`). It keeps
+    // the url's bytes in the row on PostgreSQL (as migration 1 did): a view
+    // or a function would change what readers select. Runs stored before
+    // move to that form. One repository's bad events are indexed alone;
+    // `runs_finished` goes (no query reads runs by their bare finish time).
+    r#"
+ALTER TABLE runs RENAME COLUMN url TO stored_url;
+ALTER TABLE runs ADD COLUMN url_in_id BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN url TEXT GENERATED ALWAYS AS
+    (CASE WHEN url_in_id <> 0 THEN substr(external_id, strpos(external_id, ':') + 1) ELSE stored_url END) STORED;
+UPDATE runs SET url_in_id = 1, stored_url = NULL
+    WHERE stored_url IS NOT NULL AND strpos(external_id, ':') > 0
+      AND substr(external_id, strpos(external_id, ':') + 1) = stored_url;
+DROP INDEX slo_events_repository;
+CREATE INDEX slo_events_repository ON slo_events (slo, repository_id, at) WHERE good = 0;
+DROP INDEX runs_finished;
+"#,
+    // 3: SQLite's migration 13. The SLO events of a run (queue_time at its
+    // start, run_time and runs_completed at its end; subject `run:<id>`)
+    // are one `run_events` row keyed by the run, NULL where the run has no
+    // such event yet; an event is recorded once (set only while NULL).
+    // Rolled up into `slo_hourly` by a trigger function like `slo_events`'s
+    // (the same trigger names as SQLite's). Every stored event moves; the
+    // rollup is unchanged (the move runs before the triggers exist, and the
+    // delete from `slo_events` with its rollup trigger disabled).
+    r#"
+CREATE TABLE run_events (
+    run_id         BIGINT PRIMARY KEY,
+    repository_id  BIGINT NOT NULL,
+    queue_at       BIGINT,
+    queue_good     BIGINT,
+    run_time_at    BIGINT,
+    run_time_good  BIGINT,
+    completed_at   BIGINT,
+    completed_good BIGINT
+);
+INSERT INTO run_events (run_id, repository_id, queue_at, queue_good, run_time_at, run_time_good, completed_at,
+                        completed_good)
+    SELECT CAST(substr(subject, 5) AS BIGINT), max(repository_id),
+           max(CASE WHEN slo = 'queue_time' THEN at END), max(CASE WHEN slo = 'queue_time' THEN good END),
+           max(CASE WHEN slo = 'run_time' THEN at END), max(CASE WHEN slo = 'run_time' THEN good END),
+           max(CASE WHEN slo = 'runs_completed' THEN at END), max(CASE WHEN slo = 'runs_completed' THEN good END)
+    FROM slo_events
+    WHERE slo IN ('queue_time', 'run_time', 'runs_completed') AND subject ~ '^run:[0-9]+$'
+    GROUP BY 1 ORDER BY 1;
+ALTER TABLE slo_events DISABLE TRIGGER slo_events_hourly_delete;
+DELETE FROM slo_events
+    WHERE slo IN ('queue_time', 'run_time', 'runs_completed') AND subject ~ '^run:[0-9]+$';
+ALTER TABLE slo_events ENABLE TRIGGER slo_events_hourly_delete;
+-- The events of a period by time (the partial hour of windowed counts, the
+-- bad events newest first), one repository's bad events.
+CREATE INDEX run_events_queue_at ON run_events (queue_at) WHERE queue_at IS NOT NULL;
+CREATE INDEX run_events_run_time_at ON run_events (run_time_at) WHERE run_time_at IS NOT NULL;
+CREATE INDEX run_events_completed_at ON run_events (completed_at) WHERE completed_at IS NOT NULL;
+CREATE INDEX run_events_queue_bad ON run_events (repository_id, queue_at) WHERE queue_good = 0;
+CREATE INDEX run_events_run_time_bad ON run_events (repository_id, run_time_at) WHERE run_time_good = 0;
+CREATE INDEX run_events_completed_bad ON run_events (repository_id, completed_at) WHERE completed_good = 0;
+
+-- Each of a row's three events, taken off the rollup as it was (OLD) and
+-- added as it is (NEW), where there is one: all three on insert and
+-- delete, the one SLO named by the trigger's argument on update.
+CREATE FUNCTION run_events_hourly() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    slo_id   TEXT;
+    old_at   BIGINT;
+    old_good BIGINT;
+    new_at   BIGINT;
+    new_good BIGINT;
+BEGIN
+    FOREACH slo_id IN ARRAY CASE WHEN TG_NARGS > 0 THEN ARRAY[TG_ARGV[0]]
+                                 ELSE ARRAY['queue_time', 'run_time', 'runs_completed'] END LOOP
+        IF TG_OP <> 'INSERT' THEN
+            old_at := CASE slo_id WHEN 'queue_time' THEN OLD.queue_at WHEN 'run_time' THEN OLD.run_time_at
+                                  ELSE OLD.completed_at END;
+            old_good := CASE slo_id WHEN 'queue_time' THEN OLD.queue_good WHEN 'run_time' THEN OLD.run_time_good
+                                    ELSE OLD.completed_good END;
+            IF old_good IS NOT NULL THEN
+                PERFORM slo_hourly_sub(OLD.repository_id, old_at, slo_id, old_good, 1);
+            END IF;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            new_at := CASE slo_id WHEN 'queue_time' THEN NEW.queue_at WHEN 'run_time' THEN NEW.run_time_at
+                                  ELSE NEW.completed_at END;
+            new_good := CASE slo_id WHEN 'queue_time' THEN NEW.queue_good WHEN 'run_time' THEN NEW.run_time_good
+                                    ELSE NEW.completed_good END;
+            IF new_good IS NOT NULL THEN
+                PERFORM slo_hourly_add(NEW.repository_id, new_at, slo_id, new_good, 1);
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER run_events_hourly_insert AFTER INSERT ON run_events
+    FOR EACH ROW EXECUTE FUNCTION run_events_hourly();
+CREATE TRIGGER run_events_hourly_update_queue_time AFTER UPDATE OF queue_at, queue_good ON run_events
+    FOR EACH ROW
+    WHEN (OLD.queue_at IS DISTINCT FROM NEW.queue_at OR OLD.queue_good IS DISTINCT FROM NEW.queue_good)
+    EXECUTE FUNCTION run_events_hourly('queue_time');
+CREATE TRIGGER run_events_hourly_update_run_time AFTER UPDATE OF run_time_at, run_time_good ON run_events
+    FOR EACH ROW
+    WHEN (OLD.run_time_at IS DISTINCT FROM NEW.run_time_at OR OLD.run_time_good IS DISTINCT FROM NEW.run_time_good)
+    EXECUTE FUNCTION run_events_hourly('run_time');
+CREATE TRIGGER run_events_hourly_update_runs_completed AFTER UPDATE OF completed_at, completed_good ON run_events
+    FOR EACH ROW
+    WHEN (OLD.completed_at IS DISTINCT FROM NEW.completed_at OR OLD.completed_good IS DISTINCT FROM NEW.completed_good)
+    EXECUTE FUNCTION run_events_hourly('runs_completed');
+CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events
+    FOR EACH ROW EXECUTE FUNCTION run_events_hourly();
 "#,
 ];

@@ -1,6 +1,6 @@
 //! The first pieces of the storage on PostgreSQL, held to the SQLite
 //! store's answers: counters, SLO events counted once (also when two
-//! replicas store the same event at once), meta.
+//! replicas store the same event, or the events of one run, at once), meta.
 
 use ci_slo_core::slo::SloId;
 use ci_slo_store::Store;
@@ -116,6 +116,97 @@ fn an_slo_event_from_two_replicas_at_once_is_stored_and_counted_once() {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     assert_eq!(hourly, [(0, 40, 60), (1, 40, 60)]);
+}
+
+#[test]
+fn a_run_s_events_from_two_replicas_at_once_are_one_run_events_row_each_counted_once() {
+    let (db, mut store) = open("run_events_once");
+    store
+        .client()
+        .batch_execute("INSERT INTO repositories (id, forge, path) VALUES (1, 'github', 'o/r')")
+        .unwrap();
+    const RUNS: i64 = 30;
+    let barrier = Barrier::new(2);
+    let new_counts: Vec<i64> = std::thread::scope(|s| {
+        let replicas: Vec<_> = (0..2)
+            .map(|replica| {
+                let (db, barrier) = (&db, &barrier);
+                s.spawn(move || {
+                    let mut client = db.connect().unwrap();
+                    barrier.wait();
+                    let mut new = 0;
+                    for i in 0..RUNS {
+                        let subject = format!("run:{i}");
+                        // The replicas store a run's two events in opposite
+                        // orders: the row is created by either.
+                        let mut events = [
+                            (SloId::QueueTime, i % 2 == 0, 3_600_000 + i),
+                            (SloId::RunTime, i % 3 != 0, 7_200_000 + i),
+                        ];
+                        if replica == 1 {
+                            events.reverse();
+                        }
+                        let mut tx = client.transaction().unwrap();
+                        for (slo, good, at) in events {
+                            if slo_event(&mut tx, slo, &subject, 1, "o/r", at, good, true).unwrap()
+                            {
+                                new += 1;
+                            }
+                        }
+                        tx.commit().unwrap();
+                    }
+                    new
+                })
+            })
+            .collect();
+        replicas.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(new_counts.iter().sum::<i64>(), 2 * RUNS, "{new_counts:?}");
+
+    let client = store.client();
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM run_events WHERE queue_good IS NOT NULL AND run_time_good IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, RUNS);
+    let stray: i64 = client
+        .query_one("SELECT count(*) FROM slo_events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stray, 0);
+    let total: f64 = client
+        .query_one(
+            "SELECT sum(value) FROM metric_counters WHERE family = 'ci_slo_events'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(total, (2 * RUNS) as f64);
+    let hourly: Vec<(i64, String, i64, i64)> = client
+        .query(
+            "SELECT repository_id, slo, good, total FROM slo_hourly ORDER BY 1, 2",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let (queue_good, run_good) = (
+        (0..RUNS).filter(|i| i % 2 == 0).count() as i64,
+        (0..RUNS).filter(|i| i % 3 != 0).count() as i64,
+    );
+    assert_eq!(
+        hourly,
+        [
+            (0, "queue_time".into(), queue_good, RUNS),
+            (0, "run_time".into(), run_good, RUNS),
+            (1, "queue_time".into(), queue_good, RUNS),
+            (1, "run_time".into(), run_good, RUNS),
+        ]
+    );
 }
 
 #[test]

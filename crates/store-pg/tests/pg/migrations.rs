@@ -96,15 +96,22 @@ fn a_later_migration_reports_progress_and_a_failing_one_leaves_nothing() {
     let db = TestServer::shared().database("later").unwrap();
     let mut client = db.connect().unwrap();
     migrate(&mut client, &mut |_| {}).unwrap();
-    let next = [MIGRATIONS[0], "CREATE TABLE added_later (x BIGINT)"];
+    let next: Vec<&str> = MIGRATIONS
+        .iter()
+        .copied()
+        .chain(["CREATE TABLE added_later (x BIGINT)"])
+        .collect();
     let mut steps = Vec::new();
     assert_eq!(
         migrate_to(&mut client, &next, &mut |m| steps.push(m)).unwrap(),
-        1
+        latest()
     );
     assert_eq!(steps.len(), 1);
-    assert_eq!((steps[0].from, steps[0].to, steps[0].latest), (1, 2, 2));
-    assert_eq!(schema_version(&mut client).unwrap(), 2);
+    assert_eq!(
+        (steps[0].from, steps[0].to, steps[0].latest),
+        (latest(), latest() + 1, latest() + 1)
+    );
+    assert_eq!(schema_version(&mut client).unwrap(), latest() + 1);
 
     // All pending migrations run in one transaction: a failure keeps none.
     let fresh = TestServer::shared().database("failing").unwrap();
@@ -119,7 +126,8 @@ fn a_later_migration_reports_progress_and_a_failing_one_leaves_nothing() {
     assert!(!runs, "migration 1 was rolled back with the failing one");
 }
 
-/// (table or view, its columns in order) of every table and view.
+/// (table or view, its columns in order) of every table and view, generated
+/// columns too (`runs.url`: `table_xinfo`, as `table_info` leaves them out).
 fn sqlite_shape(store: &Store) -> BTreeSet<(String, Vec<String>)> {
     let conn = store.connection();
     let names: Vec<String> = conn
@@ -137,7 +145,7 @@ fn sqlite_shape(store: &Store) -> BTreeSet<(String, Vec<String>)> {
         .map(|t| {
             let cols: Vec<String> = conn
                 .prepare(&format!(
-                    "SELECT name FROM pragma_table_info('{t}') ORDER BY cid"
+                    "SELECT name FROM pragma_table_xinfo('{t}') ORDER BY cid"
                 ))
                 .unwrap()
                 .query_map([], |r| r.get(0))
@@ -227,6 +235,16 @@ UPDATE test_events SET good = 6 WHERE run_id = 10;
 DELETE FROM test_events WHERE run_id = 11;
 INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
     VALUES (10, 't1', 'failed', 1.5, 0, '[]', 'boom');
+UPDATE runs SET external_id = 'cockpit:https://logs.example/10', url_in_id = 1 WHERE id = 10;
+UPDATE runs SET stored_url = 'https://ci.example/11' WHERE id = 11;
+INSERT INTO run_events (run_id, repository_id, queue_at, queue_good) VALUES (10, 1, 7300000, 1), (11, 2, 3600500, 0);
+UPDATE run_events SET run_time_at = 7400000, run_time_good = 0 WHERE run_id = 10;
+UPDATE run_events SET completed_at = 10900000, completed_good = 1 WHERE run_id = 10;
+UPDATE run_events SET queue_at = NULL, queue_good = NULL WHERE run_id = 10;
+UPDATE run_events SET run_time_good = 1 WHERE run_id = 10;
+UPDATE run_events SET repository_id = 2 WHERE run_id = 11;
+DELETE FROM run_events WHERE run_id = 11;
+INSERT INTO run_events (run_id, repository_id, completed_at, completed_good) VALUES (12, 2, 3700000, 0);
 ";
 
 const CHECKS: &[&str] = &[
@@ -234,6 +252,9 @@ const CHECKS: &[&str] = &[
     "SELECT run_id || ',' || coalesce(at, -1) || ',' || repository_id || ',' || run_context FROM failures ORDER BY 1",
     "SELECT run_id || ',' || id || ',' || name || ',' || outcome || ',' || retry_reasons || ',' || message FROM test_results",
     "SELECT repository_id || ',' || context || ',' || name FROM tests",
+    "SELECT id || ',' || coalesce(url, '-') FROM runs ORDER BY id",
+    "SELECT run_id || ',' || coalesce(queue_at, -1) || ',' || coalesce(run_time_good, -1) || ',' || coalesce(completed_at, -1)
+     FROM run_events ORDER BY run_id",
 ];
 
 #[test]
@@ -262,4 +283,124 @@ fn the_triggers_do_what_sqlite_s_do() {
         assert!(!lite.is_empty(), "{check} found nothing");
         assert_eq!(pg, lite, "{check}");
     }
+}
+
+/// What a database held before SQLite's migrations 12 and 13 (PostgreSQL's
+/// 2 and 3): runs with their urls, and SLO events of runs (and of others).
+const BEFORE_URLS_AND_RUN_EVENTS: &str = "
+INSERT INTO repositories (id, forge, path) VALUES (1, 'github', 'o/a'), (2, 'gitlab', 'g/b');
+INSERT INTO runs (id, repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                  content_hash, created_at, updated_at, url)
+    VALUES (1, 1, 'cockpit:https://logs.example/1', 'c', 'a', 1, 'push', 'success', 'import', 'h', 1, 1,
+            'https://logs.example/1'),
+           (2, 1, 'gh:2', 'c', 'b', 1, 'push', 'success', 'api', 'h', 1, 1, 'https://ci.example/2'),
+           (3, 2, NULL, 'c', 'c', 1, 'push', 'success', 'api', 'h', 1, 1, 'https://ci.example/3'),
+           (4, 2, 'cockpit:https://logs.example/4', 'c', 'd', 1, 'push', 'success', 'import', 'h', 1, 1, NULL);
+INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES
+    ('queue_time', 'run:1', 1, 3600000, 1),
+    ('run_time', 'run:1', 1, 3700000, 0),
+    ('runs_completed', 'run:2', 1, 7300000, 1),
+    ('queue_time', 'run:3', 2, 3600500, 0),
+    ('run_time', 'run:3', 2, 7200000, 1),
+    ('runs_completed', 'run:3', 2, 7200000, 1),
+    ('queue_time', 'run:x1', 2, 3600000, 1),
+    ('first_attempt_green', 'change:1', 1, 3600001, 1);
+";
+
+const MOVED: &[&str] = &[
+    "SELECT id || ',' || coalesce(external_id, '-') || ',' || coalesce(stored_url, '-') || ',' || url_in_id
+        || ',' || coalesce(url, '-') FROM runs ORDER BY id",
+    "SELECT run_id || ',' || repository_id || ',' || coalesce(queue_at, -1) || ',' || coalesce(queue_good, -1)
+        || ',' || coalesce(run_time_at, -1) || ',' || coalesce(run_time_good, -1) || ','
+        || coalesce(completed_at, -1) || ',' || coalesce(completed_good, -1) FROM run_events ORDER BY run_id",
+    "SELECT slo || ',' || subject FROM slo_events ORDER BY 1",
+    "SELECT repository_id || ',' || hour || ',' || slo || ',' || good || ',' || total FROM slo_hourly ORDER BY 1",
+];
+
+#[test]
+fn migrations_2_and_3_move_stored_urls_and_run_events_as_sqlite_s_12_and_13_do() {
+    // SQLite: a file at version 11, filled, then opened (migrated) by the store.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v11.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &ci_slo_store::schema::MIGRATIONS[..11] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 11).unwrap();
+        tx.execute_batch(BEFORE_URLS_AND_RUN_EVENTS).unwrap();
+        tx.commit().unwrap();
+    }
+    let sqlite = Store::open(&path).unwrap();
+
+    let db = TestServer::shared().database("moved").unwrap();
+    let mut client = db.connect().unwrap();
+    migrate_to(&mut client, &MIGRATIONS[..1], &mut |_| {}).unwrap();
+    client.batch_execute(BEFORE_URLS_AND_RUN_EVENTS).unwrap();
+    let rollup = |client: &mut postgres::Client| -> Vec<String> {
+        client
+            .query(MOVED[3], &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let hourly_before = rollup(&mut client);
+    let mut steps = Vec::new();
+    assert_eq!(migrate(&mut client, &mut |m| steps.push(m)).unwrap(), 1);
+    assert_eq!(steps.len(), MIGRATIONS.len() - 1);
+    assert_eq!(
+        rollup(&mut client),
+        hourly_before,
+        "the rollup is unchanged"
+    );
+
+    for check in MOVED {
+        let lite: Vec<String> = sqlite
+            .connection()
+            .prepare(check)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let pg: Vec<String> = client
+            .query(*check, &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(pg, lite, "{check}");
+    }
+    let runs: Vec<String> = client
+        .query(MOVED[0], &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "1,cockpit:https://logs.example/1,-,1,https://logs.example/1",
+            "2,gh:2,https://ci.example/2,0,https://ci.example/2",
+            "3,-,https://ci.example/3,0,https://ci.example/3",
+            "4,cockpit:https://logs.example/4,-,0,-",
+        ]
+    );
+    let left: Vec<String> = client
+        .query(MOVED[2], &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["first_attempt_green,change:1", "queue_time,run:x1"]);
+    // The moved events keep their triggers' work: a prune-like clear of
+    // one takes it off the rollup.
+    client
+        .batch_execute(
+            "UPDATE run_events SET run_time_at = NULL, run_time_good = NULL WHERE run_id = 1",
+        )
+        .unwrap();
+    assert_ne!(rollup(&mut client), hourly_before);
 }

@@ -34,7 +34,17 @@ fn logs_sections_and_pruning_answer_as_in_sqlite() {
         RunState::Running,
         [Some(9000), Some(8990), None],
     );
-    let (mut sqlite, mut pg, _db) = same_in_both("retention", &policy, false, &[old, recent, open]);
+    // Started before the cut (three days ago), finished after: its queue
+    // event goes, its run_time and the run stay (one column of its `run_events` row cleared).
+    let long = run(
+        "o/c",
+        "soak",
+        0,
+        RunState::Success,
+        [Some(4340), Some(4330), Some(4310)],
+    );
+    let (mut sqlite, mut pg, _db) =
+        same_in_both("retention", &policy, false, &[old, recent, open, long]);
 
     for (id, text) in [(1, "log one"), (2, "log two")] {
         assert!(sqlite.store_log(id, text, false, now()).unwrap());
@@ -71,6 +81,18 @@ fn logs_sections_and_pruning_answer_as_in_sqlite() {
     assert_eq!(b.runs, 1, "{b:?}");
     assert!(b.events > 0, "{b:?}");
     assert_same(&sqlite, &mut pg);
+    let cleared: Vec<String> = pg
+        .client()
+        .query(
+            "SELECT run_id || '|' || (queue_at IS NULL) || '|' || (run_time_at IS NULL) FROM run_events
+             ORDER BY run_id",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cleared, ["2|false|false", "4|true|false"], "{cleared:?}");
     // Pruning again finds nothing more.
     assert_eq!(
         pg.prune(cut, cut).unwrap(),
