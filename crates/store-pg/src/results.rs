@@ -18,7 +18,7 @@ use crate::tally;
 use ci_slo_core::catalog;
 use ci_slo_core::model::{TestOutcome, TestResult};
 use ci_slo_core::slo::SloId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -49,7 +49,10 @@ pub(crate) struct RunOf<'a> {
 }
 
 /// Store `tests` as the results of `run` (an update replaces: results not
-/// in `tests` are deleted) and count the new ones.
+/// in `tests` are deleted) and count the new ones. Set-based: one statement
+/// per table for the whole run (arrays bound as parameters, `unnest`), not
+/// one per result. A test named twice in one run keeps the last of its
+/// results and is counted once, by the first (as the SQLite store does).
 pub(crate) fn store(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
@@ -71,66 +74,110 @@ pub(crate) fn store(
     } else {
         HashSet::new()
     };
-    // Lock the run's known tests in one order (see the module docs).
-    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
-    tx.query(
-        "SELECT id FROM tests WHERE repository_id = $1 AND context = $2 AND name = ANY($3)
-         ORDER BY id FOR UPDATE",
-        &[&run.repository_id, &run.context, &names],
-    )?;
+    let ids = intern_tests(tx, run, tests)?;
     let commit_id = intern_commit(tx, run.repository_id, run.commit)?;
-    let mut seen: HashSet<i64> = HashSet::with_capacity(tests.len());
-    let (mut good, mut total) = (0i64, 0i64);
-    for t in tests {
-        let (test_id, last_failed) = intern_test(tx, run.repository_id, run.context, &t.name)?;
-        let reasons = (!t.retry_reasons.is_empty())
-            .then(|| serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into()));
-        tx.execute(
-            "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (run_id, test_id) DO UPDATE SET outcome = excluded.outcome,
-                duration_seconds = excluded.duration_seconds, retries = excluded.retries,
-                retry_reasons = excluded.retry_reasons, message = excluded.message",
-            &[
-                &run.run_id,
-                &test_id,
-                &outcome_code(t.outcome),
-                &t.duration_seconds,
-                &i64::from(t.retries),
-                &reasons,
-                &t.message,
-            ],
-        )?;
-        let new = seen.insert(test_id) && !before.contains(&test_id);
-        if !new || t.outcome == TestOutcome::Skipped {
-            continue;
-        }
-        let failed = matches!(t.outcome, TestOutcome::Failed | TestOutcome::Errored);
-        total += 1;
-        good += i64::from(!failed);
-        count(tx, run, test_id, last_failed, commit_id, failed, t.retries)?;
+
+    // Each test's row once: the last of its results, and the first one,
+    // which is the one counted.
+    let mut rows: HashMap<i64, (usize, usize)> = HashMap::with_capacity(tests.len());
+    let mut order: Vec<i64> = Vec::with_capacity(tests.len());
+    for (i, t) in tests.iter().enumerate() {
+        let (id, _) = *ids
+            .get(t.name.as_str())
+            .expect("every test of the run is interned");
+        rows.entry(id).and_modify(|r| r.1 = i).or_insert_with(|| {
+            order.push(id);
+            (i, i)
+        });
     }
+    upsert_results(tx, run.run_id, tests, &order, &rows)?;
     if replacing {
-        for test_id in before.difference(&seen) {
+        let gone: Vec<i64> = before
+            .iter()
+            .copied()
+            .filter(|id| !rows.contains_key(id))
+            .collect();
+        if !gone.is_empty() {
             tx.execute(
-                "DELETE FROM results WHERE run_id = $1 AND test_id = $2",
-                &[&run.run_id, test_id],
+                "DELETE FROM results WHERE run_id = $1 AND test_id = ANY($2)",
+                &[&run.run_id, &gone],
             )?;
         }
     }
-    if total > 0 {
-        // The row keeps the time it was first written with.
-        tx.execute(
-            "INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total",
-            &[&run.run_id, &run.repository_id, &run.at_ms, &good, &total],
-        )?;
-        count_test_success(tx, run.repository, good, total, live)?;
+
+    // The new results that move counters, in the order of the run.
+    let counted: Vec<(i64, &TestResult)> = order
+        .iter()
+        .map(|id| (*id, &tests[rows[id].0]))
+        .filter(|(id, t)| !before.contains(id) && t.outcome != TestOutcome::Skipped)
+        .collect();
+    if counted.is_empty() {
+        return Ok(());
     }
+    let good = counted
+        .iter()
+        .filter(|(_, t)| !is_failed(t.outcome))
+        .count() as i64;
+    let total = counted.len() as i64;
+    count(tx, run, commit_id, &counted, &ids)?;
+    // The row keeps the time it was first written with.
+    tx.execute(
+        "INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total",
+        &[&run.run_id, &run.repository_id, &run.at_ms, &good, &total],
+    )?;
+    count_test_success(tx, run.repository, good, total, live)?;
     Ok(())
 }
 
-/// Count a run's new test_success events in the metric counters.
+fn is_failed(o: TestOutcome) -> bool {
+    matches!(o, TestOutcome::Failed | TestOutcome::Errored)
+}
+
+/// The run's results, one row per test (`rows`: the index of its first
+/// and of its last result in `tests`; the last one is stored).
+fn upsert_results(
+    tx: &mut impl Sql,
+    run_id: i64,
+    tests: &[TestResult],
+    order: &[i64],
+    rows: &HashMap<i64, (usize, usize)>,
+) -> Result<(), postgres::Error> {
+    let n = order.len();
+    let (mut outcome, mut duration, mut retries, mut reasons, mut message) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for id in order {
+        let t = &tests[rows[id].1];
+        outcome.push(outcome_code(t.outcome));
+        duration.push(t.duration_seconds);
+        retries.push(i64::from(t.retries));
+        reasons.push(
+            (!t.retry_reasons.is_empty())
+                .then(|| serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into())),
+        );
+        message.push(t.message.as_deref());
+    }
+    tx.execute(
+        "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::bigint[], $6::text[], $7::text[])
+         ON CONFLICT (run_id, test_id) DO UPDATE SET outcome = excluded.outcome,
+            duration_seconds = excluded.duration_seconds, retries = excluded.retries,
+            retry_reasons = excluded.retry_reasons, message = excluded.message",
+        &[
+            &run_id, &order, &outcome, &duration, &retries, &reasons, &message,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Count a run's new test_success events in the metric counters: both
+/// series exist from the first event on (at 0 if none of their kind), in
+/// one statement.
 fn count_test_success(
     tx: &mut impl Sql,
     repository: &str,
@@ -141,19 +188,14 @@ fn count_test_success(
     let slo = SloId::TestSuccess.as_str();
     if live {
         let series = |result| [("slo", slo), ("repository", repository), ("result", result)];
-        tally::ensure(tx, catalog::SLO_EVENTS, &series("good"))?;
-        tally::ensure(tx, catalog::SLO_EVENTS, &series("bad"))?;
-        if good > 0 {
-            tally::inc(tx, catalog::SLO_EVENTS, &series("good"), good as f64)?;
-        }
-        if total > good {
-            tally::inc(
-                tx,
-                catalog::SLO_EVENTS,
-                &series("bad"),
-                (total - good) as f64,
-            )?;
-        }
+        tally::add_all(
+            tx,
+            catalog::SLO_EVENTS,
+            &[
+                (&series("good"), good as f64),
+                (&series("bad"), (total - good) as f64),
+            ],
+        )?;
     } else {
         tally::inc(
             tx,
@@ -179,31 +221,62 @@ fn intern_commit(tx: &mut impl Sql, repository_id: i64, sha: &str) -> Result<i64
     }
 }
 
-/// The test's id and the outcome of its latest counted result (true:
-/// failed), its row locked.
-fn intern_test(
+/// Each test of the run by name: its id and the outcome of its latest
+/// counted result (true: failed), its row locked. The known tests are
+/// locked first, in id order (see the module docs); the new ones are then
+/// created in one statement, in the order of the run (their ids follow
+/// SQLite's, in order of first sight).
+fn intern_tests<'t>(
     tx: &mut impl Sql,
-    repository_id: i64,
-    context: &str,
-    name: &str,
-) -> Result<(i64, Option<bool>), postgres::Error> {
-    let select =
-        "SELECT id, last_failed FROM tests WHERE repository_id = $1 AND context = $2 AND name = $3
-                  FOR UPDATE";
-    let read = |r: postgres::Row| (r.get(0), r.get::<_, Option<i64>>(1).map(|f| f != 0));
-    if let Some(row) = tx.query_opt(select, &[&repository_id, &context, &name])? {
-        return Ok(read(row));
+    run: &RunOf<'_>,
+    tests: &'t [TestResult],
+) -> Result<HashMap<&'t str, (i64, Option<bool>)>, postgres::Error> {
+    let mut names: Vec<&str> = Vec::with_capacity(tests.len());
+    let mut unique: HashSet<&str> = HashSet::with_capacity(tests.len());
+    for t in tests {
+        if unique.insert(t.name.as_str()) {
+            names.push(t.name.as_str());
+        }
     }
-    match tx.query_opt(
-        "INSERT INTO tests (repository_id, context, name) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING RETURNING id",
-        &[&repository_id, &context, &name],
-    )? {
-        Some(row) => Ok((row.get(0), None)),
-        None => Ok(read(
-            tx.query_one(select, &[&repository_id, &context, &name])?,
-        )),
+    let lock = "SELECT id, name, last_failed FROM tests
+                WHERE repository_id = $1 AND context = $2 AND name = ANY($3)
+                ORDER BY id FOR UPDATE";
+    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
+    let read = |ids: &mut HashMap<&'t str, (i64, Option<bool>)>, rows: Vec<postgres::Row>| {
+        for r in rows {
+            let name: &str = r.get(1);
+            if let Some(n) = unique.get(name) {
+                ids.insert(n, (r.get(0), r.get::<_, Option<i64>>(2).map(|f| f != 0)));
+            }
+        }
+    };
+    let rows = tx.query(lock, &[&run.repository_id, &run.context, &names])?;
+    read(&mut ids, rows);
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !ids.contains_key(n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(ids);
     }
+    let created = tx.query(
+        "INSERT INTO tests (repository_id, context, name)
+         SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
+         ON CONFLICT DO NOTHING RETURNING id, name, last_failed",
+        &[&run.repository_id, &run.context, &missing],
+    )?;
+    read(&mut ids, created);
+    // Another replica created some of them meanwhile: lock them as well.
+    let raced: Vec<&str> = missing
+        .into_iter()
+        .filter(|n| !ids.contains_key(n))
+        .collect();
+    if !raced.is_empty() {
+        let rows = tx.query(lock, &[&run.repository_id, &run.context, &raced])?;
+        read(&mut ids, rows);
+    }
+    Ok(ids)
 }
 
 /// What one new result does to its test's counters (the SQLite store's
@@ -265,73 +338,108 @@ impl Step {
     }
 }
 
-/// Move a test's counters for one new result.
+/// Move the counters of the run's tests for their new results (`counted`:
+/// one per test, by test id), one statement per table.
 fn count(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
-    test_id: i64,
-    last_failed: Option<bool>,
     commit_id: i64,
-    failed: bool,
-    retries: u32,
+    counted: &[(i64, &TestResult)],
+    ids: &HashMap<&str, (i64, Option<bool>)>,
 ) -> Result<(), postgres::Error> {
-    let stored: Option<(i64, i64)> = tx
-        .query_opt(
-            "SELECT flags, failures FROM test_commits WHERE test_id = $1 AND commit_id = $2",
-            &[&test_id, &commit_id],
+    let test_ids: Vec<i64> = counted.iter().map(|(id, _)| *id).collect();
+    let stored: HashMap<i64, (i64, i64)> = tx
+        .query(
+            "SELECT test_id, flags, failures FROM test_commits WHERE commit_id = $1 AND test_id = ANY($2)",
+            &[&commit_id, &test_ids],
         )?
-        .map(|r| (r.get(0), r.get(1)));
-    let step = Step::of(stored, last_failed, failed, retries);
-    if step.commit_changed {
+        .into_iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let n = counted.len();
+    let (mut changed_ids, mut changed_flags, mut changed_failures) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut u: [Vec<i64>; 7] = Default::default();
+    let mut last_failed: Vec<i64> = Vec::with_capacity(n);
+    for (test_id, t) in counted {
+        let failed = is_failed(t.outcome);
+        let before = ids.get(t.name.as_str()).and_then(|(_, l)| *l);
+        let step = Step::of(stored.get(test_id).copied(), before, failed, t.retries);
+        if step.commit_changed {
+            changed_ids.push(*test_id);
+            changed_flags.push(step.flags);
+            changed_failures.push(step.commit_failures);
+        }
+        for (column, value) in u.iter_mut().zip([
+            *test_id,
+            step.passes,
+            step.failures,
+            step.flip,
+            step.new_commit,
+            i64::from(step.became_flaky),
+            step.flaky_failures,
+        ]) {
+            column.push(value);
+        }
+        last_failed.push(i64::from(failed));
+    }
+    if !changed_ids.is_empty() {
         tx.execute(
-            "INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES ($1, $2, $3, $4)
+            "INSERT INTO test_commits (test_id, commit_id, flags, failures)
+             SELECT u.test_id, $1, u.flags, u.failures
+             FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(test_id, flags, failures)
              ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
-            &[&test_id, &commit_id, &step.flags, &step.commit_failures],
+            &[&commit_id, &changed_ids, &changed_flags, &changed_failures],
         )?;
     }
-    let flaky = i64::from(step.became_flaky);
-    let last_failure = failed.then_some((run.run_id, run.at_ms));
-    let first_flaky = step.became_flaky.then_some(run.at_ms);
+    let [ids, passes, failures, flips, commits, flaky, flaky_failures] = &u;
+    // The rows are locked already (`intern_tests`): no wait here.
     tx.execute(
-        "UPDATE tests SET runs = runs + 1, passes = passes + $2, failures = failures + $3, flips = flips + $4,
-            commits = commits + $5, flaky_commits = flaky_commits + $6, flaky_failures = flaky_failures + $7,
-            last_failed = $8,
-            first_seen = least(coalesce(first_seen, $9), $9), last_seen = greatest(coalesce(last_seen, $9), $9),
-            last_failure_run_id = coalesce($10, last_failure_run_id),
-            last_failure_at = CASE WHEN $10::bigint IS NULL THEN last_failure_at ELSE $11 END,
-            first_seen_flaky = coalesce(first_seen_flaky, $12)
-         WHERE id = $1",
+        "UPDATE tests t SET runs = t.runs + 1, passes = t.passes + u.passes, failures = t.failures + u.failures,
+            flips = t.flips + u.flips, commits = t.commits + u.commits,
+            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
+            last_failed = u.failed,
+            first_seen = least(coalesce(t.first_seen, $1::bigint), $1::bigint),
+            last_seen = greatest(coalesce(t.last_seen, $1::bigint), $1::bigint),
+            last_failure_run_id = CASE WHEN u.failed = 1 THEN $2::bigint ELSE t.last_failure_run_id END,
+            last_failure_at = CASE WHEN u.failed = 1 THEN $1::bigint ELSE t.last_failure_at END,
+            first_seen_flaky = CASE WHEN u.flaky = 1 THEN coalesce(t.first_seen_flaky, $1::bigint)
+                ELSE t.first_seen_flaky END
+         FROM unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+                     $9::bigint[], $10::bigint[])
+            AS u(id, passes, failures, flips, commits, flaky, flaky_failures, failed)
+         WHERE t.id = u.id",
         &[
-            &test_id,
-            &step.passes,
-            &step.failures,
-            &step.flip,
-            &step.new_commit,
-            &flaky,
-            &step.flaky_failures,
-            &i64::from(failed),
             &run.at_ms,
-            &last_failure.map(|f| f.0),
-            &last_failure.map(|f| f.1),
-            &first_flaky,
+            &run.run_id,
+            ids,
+            passes,
+            failures,
+            flips,
+            commits,
+            flaky,
+            flaky_failures,
+            &last_failed,
         ],
     )?;
     tx.execute(
         "INSERT INTO test_days AS d (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
-         VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)
+         SELECT u.id, $1, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures
+         FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+                     $8::bigint[]) AS u(id, passes, failures, flips, commits, flaky, flaky_failures)
          ON CONFLICT (test_id, day) DO UPDATE SET runs = d.runs + excluded.runs, passes = d.passes + excluded.passes,
             failures = d.failures + excluded.failures, flips = d.flips + excluded.flips,
             commits = d.commits + excluded.commits, flaky_commits = d.flaky_commits + excluded.flaky_commits,
             flaky_failures = d.flaky_failures + excluded.flaky_failures",
         &[
-            &test_id,
             &run.at_ms.div_euclid(DAY_MS),
-            &step.passes,
-            &step.failures,
-            &step.flip,
-            &step.new_commit,
-            &flaky,
-            &step.flaky_failures,
+            ids,
+            passes,
+            failures,
+            flips,
+            commits,
+            flaky,
+            flaky_failures,
         ],
     )?;
     Ok(())
