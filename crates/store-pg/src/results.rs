@@ -14,10 +14,11 @@
 //! is stored) and a retry stores it.
 
 use crate::statements::Sql;
-use crate::tally;
 use ci_slo_core::catalog;
 use ci_slo_core::model::{TestOutcome, TestResult};
 use ci_slo_core::slo::SloId;
+use ci_slo_store::tally::labels_json;
+use postgres::types::ToSql;
 use std::collections::{HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
@@ -48,11 +49,86 @@ pub(crate) struct RunOf<'a> {
     pub(crate) at_ms: i64,
 }
 
+/// Storing a run's results, one row per test: `$1` the run, then the
+/// columns as arrays (`$6` test ids, outcomes, durations, retries, retry
+/// reasons, `$11` messages).
+macro_rules! results_upsert {
+    () => {
+        "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+         SELECT $1, * FROM unnest($6::bigint[], $7::bigint[], $8::float8[], $9::bigint[], $10::text[], $11::text[])
+         ON CONFLICT (run_id, test_id) DO UPDATE SET outcome = excluded.outcome,
+            duration_seconds = excluded.duration_seconds, retries = excluded.retries,
+            retry_reasons = excluded.retry_reasons, message = excluded.message"
+    };
+}
+
+/// A run's results without new ones to count ($2 to $5 unused but typed,
+/// so that both statements bind the same first parameters).
+const RESULTS: &str = concat!(
+    "WITH unused AS (SELECT $2::bigint, $3::bigint, $4::bigint, $5::bigint) ",
+    results_upsert!()
+);
+
+/// A run's results and what its new ones count, in one statement: the
+/// results ([`results_upsert`]); `test_commits` ($5 the commit; $12 test
+/// ids, $13 flags, $14 failures, only those that change); the tests'
+/// counters and their day's (`$4`; $15 test ids, $16 passes, $17 failures,
+/// $18 flips, $19 commits, $20 flaky commits, $21 flaky failures, $22 1
+/// when failed; the tests' rows are locked already, by `intern_tests`);
+/// the run's `test_events` row ($2 repository, $3 time, $23 good, $24
+/// total; the row keeps the time it was first written with); then the
+/// metric counters ($25 family, $26 labels, $27 values, in that order; a
+/// value of 0 only makes sure the series exists).
+const RESULTS_COUNTED: &str = concat!(
+    "WITH r AS (",
+    results_upsert!(),
+    "),
+     c AS (
+        INSERT INTO test_commits (test_id, commit_id, flags, failures)
+        SELECT u.test_id, $5, u.flags, u.failures
+        FROM unnest($12::bigint[], $13::bigint[], $14::bigint[]) AS u(test_id, flags, failures)
+        ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures),
+     u AS (SELECT * FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[],
+                               $20::bigint[], $21::bigint[], $22::bigint[])
+           AS u(id, passes, failures, flips, commits, flaky, flaky_failures, failed)),
+     t AS (
+        UPDATE tests t SET runs = t.runs + 1, passes = t.passes + u.passes, failures = t.failures + u.failures,
+            flips = t.flips + u.flips, commits = t.commits + u.commits,
+            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
+            last_failed = u.failed,
+            first_seen = least(coalesce(t.first_seen, $3::bigint), $3::bigint),
+            last_seen = greatest(coalesce(t.last_seen, $3::bigint), $3::bigint),
+            last_failure_run_id = CASE WHEN u.failed = 1 THEN $1::bigint ELSE t.last_failure_run_id END,
+            last_failure_at = CASE WHEN u.failed = 1 THEN $3::bigint ELSE t.last_failure_at END,
+            first_seen_flaky = CASE WHEN u.flaky = 1 THEN coalesce(t.first_seen_flaky, $3::bigint)
+                ELSE t.first_seen_flaky END
+        FROM u WHERE t.id = u.id),
+     d AS (
+        INSERT INTO test_days AS d (test_id, day, runs, passes, failures, flips, commits, flaky_commits,
+                                    flaky_failures)
+        SELECT u.id, $4, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures FROM u
+        ON CONFLICT (test_id, day) DO UPDATE SET runs = d.runs + excluded.runs, passes = d.passes + excluded.passes,
+            failures = d.failures + excluded.failures, flips = d.flips + excluded.flips,
+            commits = d.commits + excluded.commits, flaky_commits = d.flaky_commits + excluded.flaky_commits,
+            flaky_failures = d.flaky_failures + excluded.flaky_failures),
+     e AS (
+        INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $23, $24)
+        ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total)
+     INSERT INTO metric_counters AS m (family, labels, value)
+     SELECT $25::text, u.labels, u.value
+     FROM unnest($26::text[], $27::float8[]) WITH ORDINALITY AS u(labels, value, i) ORDER BY u.i
+     ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value
+     WHERE excluded.value <> 0"
+);
+
 /// Store `tests` as the results of `run` (an update replaces: results not
-/// in `tests` are deleted) and count the new ones. Set-based: one statement
-/// per table for the whole run (arrays bound as parameters, `unnest`), not
-/// one per result. A test named twice in one run keeps the last of its
-/// results and is counted once, by the first (as the SQLite store does).
+/// in `tests` are deleted) and count the new ones. Set-based: the tests'
+/// rows in one or two statements ([`intern_tests`]), the commit and its
+/// per-test rows in one ([`commit_of`]), then the results and every
+/// counter they move in one ([`RESULTS_COUNTED`]): a handful of round
+/// trips for the whole run, not five per result. A test named twice in one
+/// run keeps the last of its results and is counted once, by the first (as
+/// the SQLite store does).
 pub(crate) fn store(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
@@ -75,7 +151,6 @@ pub(crate) fn store(
         HashSet::new()
     };
     let ids = intern_tests(tx, run, tests)?;
-    let commit_id = intern_commit(tx, run.repository_id, run.commit)?;
 
     // Each test's row once: the last of its results, and the first one,
     // which is the one counted.
@@ -90,7 +165,71 @@ pub(crate) fn store(
             (i, i)
         });
     }
-    upsert_results(tx, run.run_id, tests, &order, &rows)?;
+    // The new results that move counters, in the order of the run.
+    let counted: Vec<(i64, &TestResult)> = order
+        .iter()
+        .map(|id| (*id, &tests[rows[id].0]))
+        .filter(|(id, t)| !before.contains(id) && t.outcome != TestOutcome::Skipped)
+        .collect();
+    let counted_ids: Vec<i64> = counted.iter().map(|(id, _)| *id).collect();
+    let (commit_id, stored) = commit_of(tx, run.repository_id, run.commit, &counted_ids)?;
+
+    let (outcome, duration, retries, reasons, message) = result_columns(tests, &order, &rows);
+    let day = run.at_ms.div_euclid(DAY_MS);
+    let head: [&(dyn ToSql + Sync); 11] = [
+        &run.run_id,
+        &run.repository_id,
+        &run.at_ms,
+        &day,
+        &commit_id,
+        &order,
+        &outcome,
+        &duration,
+        &retries,
+        &reasons,
+        &message,
+    ];
+    if counted.is_empty() {
+        tx.execute(RESULTS, &head)?;
+    } else {
+        let steps = Steps::of(&counted, &ids, &stored);
+        let good = counted
+            .iter()
+            .filter(|(_, t)| !is_failed(t.outcome))
+            .count() as i64;
+        let total = counted.len() as i64;
+        let (family, labels, values) = test_success_counters(run.repository, good, total, live);
+        let [
+            ids,
+            passes,
+            failures,
+            flips,
+            commits,
+            flaky,
+            flaky_failures,
+            failed,
+        ] = &steps.tests;
+        let tail: [&(dyn ToSql + Sync); 16] = [
+            &steps.commit_ids,
+            &steps.commit_flags,
+            &steps.commit_failures,
+            ids,
+            passes,
+            failures,
+            flips,
+            commits,
+            flaky,
+            flaky_failures,
+            failed,
+            &good,
+            &total,
+            &family,
+            &labels,
+            &values,
+        ];
+        let params: Vec<&(dyn ToSql + Sync)> = head.iter().chain(tail.iter()).copied().collect();
+        tx.execute(RESULTS_COUNTED, &params)?;
+    }
     if replacing {
         let gone: Vec<i64> = before
             .iter()
@@ -104,29 +243,6 @@ pub(crate) fn store(
             )?;
         }
     }
-
-    // The new results that move counters, in the order of the run.
-    let counted: Vec<(i64, &TestResult)> = order
-        .iter()
-        .map(|id| (*id, &tests[rows[id].0]))
-        .filter(|(id, t)| !before.contains(id) && t.outcome != TestOutcome::Skipped)
-        .collect();
-    if counted.is_empty() {
-        return Ok(());
-    }
-    let good = counted
-        .iter()
-        .filter(|(_, t)| !is_failed(t.outcome))
-        .count() as i64;
-    let total = counted.len() as i64;
-    count(tx, run, commit_id, &counted, &ids)?;
-    // The row keeps the time it was first written with.
-    tx.execute(
-        "INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total",
-        &[&run.run_id, &run.repository_id, &run.at_ms, &good, &total],
-    )?;
-    count_test_success(tx, run.repository, good, total, live)?;
     Ok(())
 }
 
@@ -134,17 +250,24 @@ fn is_failed(o: TestOutcome) -> bool {
     matches!(o, TestOutcome::Failed | TestOutcome::Errored)
 }
 
-/// The run's results, one row per test (`rows`: the index of its first
-/// and of its last result in `tests`; the last one is stored).
-fn upsert_results(
-    tx: &mut impl Sql,
-    run_id: i64,
-    tests: &[TestResult],
+type ResultColumns<'t> = (
+    Vec<i64>,
+    Vec<Option<f64>>,
+    Vec<i64>,
+    Vec<Option<String>>,
+    Vec<Option<&'t str>>,
+);
+
+/// The run's results as columns, one row per test in `order` (`rows`: the
+/// index of its first and of its last result in `tests`; the last one is
+/// stored).
+fn result_columns<'t>(
+    tests: &'t [TestResult],
     order: &[i64],
     rows: &HashMap<i64, (usize, usize)>,
-) -> Result<(), postgres::Error> {
+) -> ResultColumns<'t> {
     let n = order.len();
-    let (mut outcome, mut duration, mut retries, mut reasons, mut message) = (
+    let mut c: ResultColumns<'t> = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -153,72 +276,89 @@ fn upsert_results(
     );
     for id in order {
         let t = &tests[rows[id].1];
-        outcome.push(outcome_code(t.outcome));
-        duration.push(t.duration_seconds);
-        retries.push(i64::from(t.retries));
-        reasons.push(
+        c.0.push(outcome_code(t.outcome));
+        c.1.push(t.duration_seconds);
+        c.2.push(i64::from(t.retries));
+        c.3.push(
             (!t.retry_reasons.is_empty())
                 .then(|| serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into())),
         );
-        message.push(t.message.as_deref());
+        c.4.push(t.message.as_deref());
     }
-    tx.execute(
-        "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
-         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::bigint[], $6::text[], $7::text[])
-         ON CONFLICT (run_id, test_id) DO UPDATE SET outcome = excluded.outcome,
-            duration_seconds = excluded.duration_seconds, retries = excluded.retries,
-            retry_reasons = excluded.retry_reasons, message = excluded.message",
-        &[
-            &run_id, &order, &outcome, &duration, &retries, &reasons, &message,
-        ],
-    )?;
-    Ok(())
+    c
 }
 
-/// Count a run's new test_success events in the metric counters: both
-/// series exist from the first event on (at 0 if none of their kind), in
-/// one statement.
-fn count_test_success(
-    tx: &mut impl Sql,
+/// The counter series a run's new test_success events move: both results'
+/// series exist from the first event on (at 0 if none of their kind); or,
+/// for history, the backdated events.
+fn test_success_counters(
     repository: &str,
     good: i64,
     total: i64,
     live: bool,
-) -> Result<(), postgres::Error> {
+) -> (&'static str, Vec<String>, Vec<f64>) {
     let slo = SloId::TestSuccess.as_str();
     if live {
-        let series = |result| [("slo", slo), ("repository", repository), ("result", result)];
-        tally::add_all(
-            tx,
-            catalog::SLO_EVENTS,
-            &[
-                (&series("good"), good as f64),
-                (&series("bad"), (total - good) as f64),
-            ],
-        )?;
+        let series =
+            |result| labels_json(&[("slo", slo), ("repository", repository), ("result", result)]);
+        (
+            catalog::SLO_EVENTS.name,
+            vec![series("good"), series("bad")],
+            vec![good as f64, (total - good) as f64],
+        )
     } else {
-        tally::inc(
-            tx,
-            catalog::BACKDATED,
-            &[("kind", "slo_event")],
-            total as f64,
-        )?;
+        (
+            catalog::BACKDATED.name,
+            vec![labels_json(&[("kind", "slo_event")])],
+            vec![total as f64],
+        )
     }
-    Ok(())
 }
 
-fn intern_commit(tx: &mut impl Sql, repository_id: i64, sha: &str) -> Result<i64, postgres::Error> {
-    let select = "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2";
-    if let Some(row) = tx.query_opt(select, &[&repository_id, &sha])? {
-        return Ok(row.get(0));
+/// What `test_commits` holds of some tests on one commit: flags, failures.
+type Stored = HashMap<i64, (i64, i64)>;
+
+/// The run's commit (created if new) and what is stored of `test_ids` on
+/// it (`test_commits`: flags, failures), in one statement when the commit
+/// is known. Read after the tests' rows are locked.
+fn commit_of(
+    tx: &mut impl Sql,
+    repository_id: i64,
+    sha: &str,
+    test_ids: &[i64],
+) -> Result<(i64, Stored), postgres::Error> {
+    let rows = tx.query(
+        "SELECT c.id, tc.test_id, tc.flags, tc.failures FROM commits c
+         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3)
+         WHERE c.repository_id = $1 AND c.sha = $2",
+        &[&repository_id, &sha, &test_ids],
+    )?;
+    if let Some(first) = rows.first() {
+        let id: i64 = first.get(0);
+        let stored = rows
+            .iter()
+            .filter_map(|r| {
+                let test_id: Option<i64> = r.get(1);
+                test_id.map(|t| (t, (r.get(2), r.get(3))))
+            })
+            .collect();
+        return Ok((id, stored));
     }
-    match tx.query_opt(
+    let id = match tx.query_opt(
         "INSERT INTO commits (repository_id, sha) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
         &[&repository_id, &sha],
     )? {
-        Some(row) => Ok(row.get(0)),
-        None => Ok(tx.query_one(select, &[&repository_id, &sha])?.get(0)),
-    }
+        Some(row) => row.get(0),
+        // Another replica created it meanwhile: nothing of these tests is
+        // on it yet (their rows are locked here).
+        None => tx
+            .query_one(
+                "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2",
+                &[&repository_id, &sha],
+            )?
+            .get(0),
+    };
+    Ok((id, HashMap::new()))
 }
 
 /// Each test of the run by name: its id and the outcome of its latest
@@ -338,109 +478,52 @@ impl Step {
     }
 }
 
-/// Move the counters of the run's tests for their new results (`counted`:
-/// one per test, by test id), one statement per table.
-fn count(
-    tx: &mut impl Sql,
-    run: &RunOf<'_>,
-    commit_id: i64,
-    counted: &[(i64, &TestResult)],
-    ids: &HashMap<&str, (i64, Option<bool>)>,
-) -> Result<(), postgres::Error> {
-    let test_ids: Vec<i64> = counted.iter().map(|(id, _)| *id).collect();
-    let stored: HashMap<i64, (i64, i64)> = tx
-        .query(
-            "SELECT test_id, flags, failures FROM test_commits WHERE commit_id = $1 AND test_id = ANY($2)",
-            &[&commit_id, &test_ids],
-        )?
-        .into_iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
-    let n = counted.len();
-    let (mut changed_ids, mut changed_flags, mut changed_failures) =
-        (Vec::new(), Vec::new(), Vec::new());
-    let mut u: [Vec<i64>; 7] = Default::default();
-    let mut last_failed: Vec<i64> = Vec::with_capacity(n);
-    for (test_id, t) in counted {
-        let failed = is_failed(t.outcome);
-        let before = ids.get(t.name.as_str()).and_then(|(_, l)| *l);
-        let step = Step::of(stored.get(test_id).copied(), before, failed, t.retries);
-        if step.commit_changed {
-            changed_ids.push(*test_id);
-            changed_flags.push(step.flags);
-            changed_failures.push(step.commit_failures);
+/// What the run's new results do to their tests' counters, as columns (one
+/// row per test, in the order of the run): the `test_commits` rows that
+/// change, and the tests' increments.
+struct Steps {
+    commit_ids: Vec<i64>,
+    commit_flags: Vec<i64>,
+    commit_failures: Vec<i64>,
+    /// Test id, passes, failures, flips, commits, flaky commits, flaky
+    /// failures, 1 when failed.
+    tests: [Vec<i64>; 8],
+}
+
+impl Steps {
+    fn of(
+        counted: &[(i64, &TestResult)],
+        ids: &HashMap<&str, (i64, Option<bool>)>,
+        stored: &Stored,
+    ) -> Steps {
+        let mut s = Steps {
+            commit_ids: Vec::new(),
+            commit_flags: Vec::new(),
+            commit_failures: Vec::new(),
+            tests: Default::default(),
+        };
+        for (test_id, t) in counted {
+            let failed = is_failed(t.outcome);
+            let last_failed = ids.get(t.name.as_str()).and_then(|(_, l)| *l);
+            let step = Step::of(stored.get(test_id).copied(), last_failed, failed, t.retries);
+            if step.commit_changed {
+                s.commit_ids.push(*test_id);
+                s.commit_flags.push(step.flags);
+                s.commit_failures.push(step.commit_failures);
+            }
+            for (column, value) in s.tests.iter_mut().zip([
+                *test_id,
+                step.passes,
+                step.failures,
+                step.flip,
+                step.new_commit,
+                i64::from(step.became_flaky),
+                step.flaky_failures,
+                i64::from(failed),
+            ]) {
+                column.push(value);
+            }
         }
-        for (column, value) in u.iter_mut().zip([
-            *test_id,
-            step.passes,
-            step.failures,
-            step.flip,
-            step.new_commit,
-            i64::from(step.became_flaky),
-            step.flaky_failures,
-        ]) {
-            column.push(value);
-        }
-        last_failed.push(i64::from(failed));
+        s
     }
-    if !changed_ids.is_empty() {
-        tx.execute(
-            "INSERT INTO test_commits (test_id, commit_id, flags, failures)
-             SELECT u.test_id, $1, u.flags, u.failures
-             FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(test_id, flags, failures)
-             ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
-            &[&commit_id, &changed_ids, &changed_flags, &changed_failures],
-        )?;
-    }
-    let [ids, passes, failures, flips, commits, flaky, flaky_failures] = &u;
-    // The rows are locked already (`intern_tests`): no wait here.
-    tx.execute(
-        "UPDATE tests t SET runs = t.runs + 1, passes = t.passes + u.passes, failures = t.failures + u.failures,
-            flips = t.flips + u.flips, commits = t.commits + u.commits,
-            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
-            last_failed = u.failed,
-            first_seen = least(coalesce(t.first_seen, $1::bigint), $1::bigint),
-            last_seen = greatest(coalesce(t.last_seen, $1::bigint), $1::bigint),
-            last_failure_run_id = CASE WHEN u.failed = 1 THEN $2::bigint ELSE t.last_failure_run_id END,
-            last_failure_at = CASE WHEN u.failed = 1 THEN $1::bigint ELSE t.last_failure_at END,
-            first_seen_flaky = CASE WHEN u.flaky = 1 THEN coalesce(t.first_seen_flaky, $1::bigint)
-                ELSE t.first_seen_flaky END
-         FROM unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
-                     $9::bigint[], $10::bigint[])
-            AS u(id, passes, failures, flips, commits, flaky, flaky_failures, failed)
-         WHERE t.id = u.id",
-        &[
-            &run.at_ms,
-            &run.run_id,
-            ids,
-            passes,
-            failures,
-            flips,
-            commits,
-            flaky,
-            flaky_failures,
-            &last_failed,
-        ],
-    )?;
-    tx.execute(
-        "INSERT INTO test_days AS d (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
-         SELECT u.id, $1, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures
-         FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
-                     $8::bigint[]) AS u(id, passes, failures, flips, commits, flaky, flaky_failures)
-         ON CONFLICT (test_id, day) DO UPDATE SET runs = d.runs + excluded.runs, passes = d.passes + excluded.passes,
-            failures = d.failures + excluded.failures, flips = d.flips + excluded.flips,
-            commits = d.commits + excluded.commits, flaky_commits = d.flaky_commits + excluded.flaky_commits,
-            flaky_failures = d.flaky_failures + excluded.flaky_failures",
-        &[
-            &run.at_ms.div_euclid(DAY_MS),
-            ids,
-            passes,
-            failures,
-            flips,
-            commits,
-            flaky,
-            flaky_failures,
-        ],
-    )?;
-    Ok(())
 }

@@ -93,24 +93,3 @@ pub fn observe(
     )?;
     Ok(())
 }
-
-/// Add to several series of one counter family at once (each created at
-/// its value if new, so a value of 0 makes sure the series exists), in
-/// one statement, in the order given.
-pub fn add_all(
-    tx: &mut impl Sql,
-    family: FamilyDef,
-    series: &[(&Labels<'_>, f64)],
-) -> Result<(), postgres::Error> {
-    debug_assert_eq!(family.kind, catalog::Kind::Counter);
-    let labels: Vec<String> = series.iter().map(|(l, _)| labels_json(l)).collect();
-    let values: Vec<f64> = series.iter().map(|(_, v)| *v).collect();
-    tx.execute(
-        "INSERT INTO metric_counters AS m (family, labels, value)
-         SELECT $1, u.labels, u.value FROM unnest($2::text[], $3::float8[]) WITH ORDINALITY AS u(labels, value, i)
-         ORDER BY u.i
-         ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value",
-        &[&family.name, &labels, &values],
-    )?;
-    Ok(())
-}
