@@ -3,7 +3,9 @@
 //! `Store::ingest_run` (SQLite file, WAL, as `serve` opens it) and
 //! `PgStore::ingest_run` (a PostgreSQL server started here on loopback with
 //! its durable defaults: fsync on). Prints runs/s, results/s and bytes per
-//! result for both. `cargo bench -p ci-slo-store-pg --bench ingest`
+//! result for both, and PostgreSQL's runs/s again on a session with
+//! `synchronous_commit = off` (SQLite's synchronous=NORMAL in WAL mode does
+//! not sync at each commit either). `cargo bench -p ci-slo-store-pg --bench ingest`
 //! (`CI_SLO_BENCH_RUNS` runs, 2,000 by default).
 
 use chrono::{DateTime, Duration, Utc};
@@ -110,6 +112,22 @@ fn main() {
             .expect("size")
             .get(0)
     };
+    // The same on a session with `synchronous_commit = off`: a commit
+    // returns before its WAL is flushed (a crash of the machine may lose
+    // the last commits, never corrupts), as SQLite's synchronous=NORMAL in
+    // WAL mode does not sync at each commit either.
+    let relaxed_db = server.database("relaxed").expect("database");
+    let mut relaxed =
+        PgStore::open_config(&relaxed_db.config(), &"bench", &mut |_| {}).expect("pg");
+    relaxed
+        .client()
+        .batch_execute("SET synchronous_commit = off")
+        .expect("synchronous_commit");
+    let began = Instant::now();
+    for r in &runs {
+        relaxed.ingest_run(r, &policy, now).expect("pg ingest");
+    }
+    let relaxed_time = began.elapsed().as_secs_f64();
 
     println!(
         "ingest of {n} runs x {TESTS} test results, one transaction per run, same machine, same run:"
@@ -127,4 +145,13 @@ fn main() {
         (pg_bytes - empty) as f64 / results
     );
     println!("  PostgreSQL / SQLite time: {:.2}x", post / lite);
+    println!(
+        "  PostgreSQL, synchronous_commit off:    {:>8.0} runs/s {:>9.0} results/s",
+        n as f64 / relaxed_time,
+        results / relaxed_time,
+    );
+    println!(
+        "  PostgreSQL (synchronous_commit off) / SQLite time: {:.2}x",
+        relaxed_time / lite
+    );
 }

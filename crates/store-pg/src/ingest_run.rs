@@ -108,15 +108,73 @@ fn find_existing(
             ],
         )?,
     };
-    Ok(row.map(|r| Existing {
-        id: r.get(0),
-        hash: r.get(1),
-        state: r.get(2),
-        trigger: r.get::<_, String>(3).parse().unwrap_or(Trigger::Other),
-        trigger_pending: r.get::<_, i64>(4) != 0,
-        queue_counted: r.get::<_, i64>(5) != 0,
-        final_counted: r.get::<_, i64>(6) != 0,
-    }))
+    Ok(row.map(|r| Existing::read(&r, 0)))
+}
+
+impl Existing {
+    /// From the columns id, content_hash, state, trigger, trigger_pending,
+    /// queue_counted, final_counted of `r`, from column `at` on.
+    fn read(r: &postgres::Row, at: usize) -> Existing {
+        Existing {
+            id: r.get(at),
+            hash: r.get(at + 1),
+            state: r.get(at + 2),
+            trigger: r.get::<_, String>(at + 3).parse().unwrap_or(Trigger::Other),
+            trigger_pending: r.get::<_, i64>(at + 4) != 0,
+            queue_counted: r.get::<_, i64>(at + 5) != 0,
+            final_counted: r.get::<_, i64>(at + 6) != 0,
+        }
+    }
+}
+
+/// The repository's id and the stored run, in one statement when the
+/// repository is known; else the repository created (and the run looked
+/// for, in case another replica stored both meanwhile).
+fn find_run(
+    tx: &mut impl Sql,
+    forge: Forge,
+    path: &str,
+    run: &NewRun,
+    group: &str,
+) -> Result<(i64, Option<Existing>), postgres::Error> {
+    let row = match &run.external_id {
+        Some(external_id) => tx.query_opt(
+            "SELECT r.id, x.id, x.content_hash, x.state, x.trigger, x.trigger_pending, x.queue_counted,
+                x.final_counted
+             FROM repositories r LEFT JOIN runs x ON x.repository_id = r.id AND x.external_id = $3
+             WHERE r.forge = $1 AND r.path = $2",
+            &[&forge.as_str(), &path, external_id],
+        )?,
+        None => tx.query_opt(
+            "SELECT r.id, x.id, x.content_hash, x.state, x.trigger, x.trigger_pending, x.queue_counted,
+                x.final_counted
+             FROM repositories r LEFT JOIN runs x ON x.repository_id = r.id AND x.external_id IS NULL
+                AND x.context = $3 AND x.commit_sha = $4 AND x.attempt_group = $5 AND x.attempt = $6
+             WHERE r.forge = $1 AND r.path = $2",
+            &[
+                &forge.as_str(),
+                &path,
+                &run.context,
+                &run.commit,
+                &group,
+                &i64::from(run.attempt),
+            ],
+        )?,
+    };
+    match row {
+        Some(r) => {
+            let existing = r
+                .get::<_, Option<i64>>(1)
+                .is_some()
+                .then(|| Existing::read(&r, 1));
+            Ok((r.get(0), existing))
+        }
+        None => {
+            let repository_id = upsert_repository(tx, forge, path)?;
+            let existing = find_existing(tx, repository_id, run, group)?;
+            Ok((repository_id, existing))
+        }
+    }
 }
 
 impl PgStore {
@@ -146,9 +204,8 @@ impl PgStore {
             !served
         };
         let repo = &run.repository;
-        let repository_id = upsert_repository(&mut tx, repo.forge, &repo.path)?;
         let group = run.attempt_group.as_deref().unwrap_or("");
-        let existing = find_existing(&mut tx, repository_id, run, group)?;
+        let (repository_id, existing) = find_run(&mut tx, repo.forge, &repo.path, run, group)?;
         if let Some(e) = &existing {
             if e.hash == hash {
                 return Ok(Ingested::new(e.id, IngestStatus::Unchanged));

@@ -14,11 +14,12 @@
 //! is stored) and a retry stores it.
 
 use crate::statements::Sql;
-use crate::tally;
 use ci_slo_core::catalog;
 use ci_slo_core::model::{TestOutcome, TestResult};
 use ci_slo_core::slo::SloId;
-use std::collections::HashSet;
+use ci_slo_store::tally::labels_json;
+use postgres::types::ToSql;
+use std::collections::{HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -48,8 +49,86 @@ pub(crate) struct RunOf<'a> {
     pub(crate) at_ms: i64,
 }
 
+/// Storing a run's results, one row per test: `$1` the run, then the
+/// columns as arrays (`$6` test ids, outcomes, durations, retries, retry
+/// reasons, `$11` messages).
+macro_rules! results_upsert {
+    () => {
+        "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+         SELECT $1, * FROM unnest($6::bigint[], $7::bigint[], $8::float8[], $9::bigint[], $10::text[], $11::text[])
+         ON CONFLICT (run_id, test_id) DO UPDATE SET outcome = excluded.outcome,
+            duration_seconds = excluded.duration_seconds, retries = excluded.retries,
+            retry_reasons = excluded.retry_reasons, message = excluded.message"
+    };
+}
+
+/// A run's results without new ones to count ($2 to $5 unused but typed,
+/// so that both statements bind the same first parameters).
+const RESULTS: &str = concat!(
+    "WITH unused AS (SELECT $2::bigint, $3::bigint, $4::bigint, $5::bigint) ",
+    results_upsert!()
+);
+
+/// A run's results and what its new ones count, in one statement: the
+/// results ([`results_upsert`]); `test_commits` ($5 the commit; $12 test
+/// ids, $13 flags, $14 failures, only those that change); the tests'
+/// counters and their day's (`$4`; $15 test ids, $16 passes, $17 failures,
+/// $18 flips, $19 commits, $20 flaky commits, $21 flaky failures, $22 1
+/// when failed; the tests' rows are locked already, by `intern_tests`);
+/// the run's `test_events` row ($2 repository, $3 time, $23 good, $24
+/// total; the row keeps the time it was first written with); then the
+/// metric counters ($25 family, $26 labels, $27 values, in that order; a
+/// value of 0 only makes sure the series exists).
+const RESULTS_COUNTED: &str = concat!(
+    "WITH r AS (",
+    results_upsert!(),
+    "),
+     c AS (
+        INSERT INTO test_commits (test_id, commit_id, flags, failures)
+        SELECT u.test_id, $5, u.flags, u.failures
+        FROM unnest($12::bigint[], $13::bigint[], $14::bigint[]) AS u(test_id, flags, failures)
+        ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures),
+     u AS (SELECT * FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[],
+                               $20::bigint[], $21::bigint[], $22::bigint[])
+           AS u(id, passes, failures, flips, commits, flaky, flaky_failures, failed)),
+     t AS (
+        UPDATE tests t SET runs = t.runs + 1, passes = t.passes + u.passes, failures = t.failures + u.failures,
+            flips = t.flips + u.flips, commits = t.commits + u.commits,
+            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
+            last_failed = u.failed,
+            first_seen = least(coalesce(t.first_seen, $3::bigint), $3::bigint),
+            last_seen = greatest(coalesce(t.last_seen, $3::bigint), $3::bigint),
+            last_failure_run_id = CASE WHEN u.failed = 1 THEN $1::bigint ELSE t.last_failure_run_id END,
+            last_failure_at = CASE WHEN u.failed = 1 THEN $3::bigint ELSE t.last_failure_at END,
+            first_seen_flaky = CASE WHEN u.flaky = 1 THEN coalesce(t.first_seen_flaky, $3::bigint)
+                ELSE t.first_seen_flaky END
+        FROM u WHERE t.id = u.id),
+     d AS (
+        INSERT INTO test_days AS d (test_id, day, runs, passes, failures, flips, commits, flaky_commits,
+                                    flaky_failures)
+        SELECT u.id, $4, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures FROM u
+        ON CONFLICT (test_id, day) DO UPDATE SET runs = d.runs + excluded.runs, passes = d.passes + excluded.passes,
+            failures = d.failures + excluded.failures, flips = d.flips + excluded.flips,
+            commits = d.commits + excluded.commits, flaky_commits = d.flaky_commits + excluded.flaky_commits,
+            flaky_failures = d.flaky_failures + excluded.flaky_failures),
+     e AS (
+        INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $23, $24)
+        ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total)
+     INSERT INTO metric_counters AS m (family, labels, value)
+     SELECT $25::text, u.labels, u.value
+     FROM unnest($26::text[], $27::float8[]) WITH ORDINALITY AS u(labels, value, i) ORDER BY u.i
+     ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value
+     WHERE excluded.value <> 0"
+);
+
 /// Store `tests` as the results of `run` (an update replaces: results not
-/// in `tests` are deleted) and count the new ones.
+/// in `tests` are deleted) and count the new ones. Set-based: the tests'
+/// rows in one or two statements ([`intern_tests`]), the commit and its
+/// per-test rows in one ([`commit_of`]), then the results and every
+/// counter they move in one ([`RESULTS_COUNTED`]): a handful of round
+/// trips for the whole run, not five per result. A test named twice in one
+/// run keeps the last of its results and is counted once, by the first (as
+/// the SQLite store does).
 pub(crate) fn store(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
@@ -71,139 +150,273 @@ pub(crate) fn store(
     } else {
         HashSet::new()
     };
-    // Lock the run's known tests in one order (see the module docs).
-    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
-    tx.query(
-        "SELECT id FROM tests WHERE repository_id = $1 AND context = $2 AND name = ANY($3)
-         ORDER BY id FOR UPDATE",
-        &[&run.repository_id, &run.context, &names],
-    )?;
-    let commit_id = intern_commit(tx, run.repository_id, run.commit)?;
-    let mut seen: HashSet<i64> = HashSet::with_capacity(tests.len());
-    let (mut good, mut total) = (0i64, 0i64);
-    for t in tests {
-        let (test_id, last_failed) = intern_test(tx, run.repository_id, run.context, &t.name)?;
-        let reasons = (!t.retry_reasons.is_empty())
-            .then(|| serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into()));
-        tx.execute(
-            "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (run_id, test_id) DO UPDATE SET outcome = excluded.outcome,
-                duration_seconds = excluded.duration_seconds, retries = excluded.retries,
-                retry_reasons = excluded.retry_reasons, message = excluded.message",
-            &[
-                &run.run_id,
-                &test_id,
-                &outcome_code(t.outcome),
-                &t.duration_seconds,
-                &i64::from(t.retries),
-                &reasons,
-                &t.message,
-            ],
-        )?;
-        let new = seen.insert(test_id) && !before.contains(&test_id);
-        if !new || t.outcome == TestOutcome::Skipped {
-            continue;
-        }
-        let failed = matches!(t.outcome, TestOutcome::Failed | TestOutcome::Errored);
-        total += 1;
-        good += i64::from(!failed);
-        count(tx, run, test_id, last_failed, commit_id, failed, t.retries)?;
+    let ids = intern_tests(tx, run, tests)?;
+
+    // Each test's row once: the last of its results, and the first one,
+    // which is the one counted.
+    let mut rows: HashMap<i64, (usize, usize)> = HashMap::with_capacity(tests.len());
+    let mut order: Vec<i64> = Vec::with_capacity(tests.len());
+    for (i, t) in tests.iter().enumerate() {
+        let (id, _) = *ids
+            .get(t.name.as_str())
+            .expect("every test of the run is interned");
+        rows.entry(id).and_modify(|r| r.1 = i).or_insert_with(|| {
+            order.push(id);
+            (i, i)
+        });
+    }
+    // The new results that move counters, in the order of the run.
+    let counted: Vec<(i64, &TestResult)> = order
+        .iter()
+        .map(|id| (*id, &tests[rows[id].0]))
+        .filter(|(id, t)| !before.contains(id) && t.outcome != TestOutcome::Skipped)
+        .collect();
+    let counted_ids: Vec<i64> = counted.iter().map(|(id, _)| *id).collect();
+    let (commit_id, stored) = commit_of(tx, run.repository_id, run.commit, &counted_ids)?;
+
+    let (outcome, duration, retries, reasons, message) = result_columns(tests, &order, &rows);
+    let day = run.at_ms.div_euclid(DAY_MS);
+    let head: [&(dyn ToSql + Sync); 11] = [
+        &run.run_id,
+        &run.repository_id,
+        &run.at_ms,
+        &day,
+        &commit_id,
+        &order,
+        &outcome,
+        &duration,
+        &retries,
+        &reasons,
+        &message,
+    ];
+    if counted.is_empty() {
+        tx.execute(RESULTS, &head)?;
+    } else {
+        let steps = Steps::of(&counted, &ids, &stored);
+        let good = counted
+            .iter()
+            .filter(|(_, t)| !is_failed(t.outcome))
+            .count() as i64;
+        let total = counted.len() as i64;
+        let (family, labels, values) = test_success_counters(run.repository, good, total, live);
+        let [
+            ids,
+            passes,
+            failures,
+            flips,
+            commits,
+            flaky,
+            flaky_failures,
+            failed,
+        ] = &steps.tests;
+        let tail: [&(dyn ToSql + Sync); 16] = [
+            &steps.commit_ids,
+            &steps.commit_flags,
+            &steps.commit_failures,
+            ids,
+            passes,
+            failures,
+            flips,
+            commits,
+            flaky,
+            flaky_failures,
+            failed,
+            &good,
+            &total,
+            &family,
+            &labels,
+            &values,
+        ];
+        let params: Vec<&(dyn ToSql + Sync)> = head.iter().chain(tail.iter()).copied().collect();
+        tx.execute(RESULTS_COUNTED, &params)?;
     }
     if replacing {
-        for test_id in before.difference(&seen) {
+        let gone: Vec<i64> = before
+            .iter()
+            .copied()
+            .filter(|id| !rows.contains_key(id))
+            .collect();
+        if !gone.is_empty() {
             tx.execute(
-                "DELETE FROM results WHERE run_id = $1 AND test_id = $2",
-                &[&run.run_id, test_id],
+                "DELETE FROM results WHERE run_id = $1 AND test_id = ANY($2)",
+                &[&run.run_id, &gone],
             )?;
         }
-    }
-    if total > 0 {
-        // The row keeps the time it was first written with.
-        tx.execute(
-            "INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total",
-            &[&run.run_id, &run.repository_id, &run.at_ms, &good, &total],
-        )?;
-        count_test_success(tx, run.repository, good, total, live)?;
     }
     Ok(())
 }
 
-/// Count a run's new test_success events in the metric counters.
-fn count_test_success(
-    tx: &mut impl Sql,
+fn is_failed(o: TestOutcome) -> bool {
+    matches!(o, TestOutcome::Failed | TestOutcome::Errored)
+}
+
+type ResultColumns<'t> = (
+    Vec<i64>,
+    Vec<Option<f64>>,
+    Vec<i64>,
+    Vec<Option<String>>,
+    Vec<Option<&'t str>>,
+);
+
+/// The run's results as columns, one row per test in `order` (`rows`: the
+/// index of its first and of its last result in `tests`; the last one is
+/// stored).
+fn result_columns<'t>(
+    tests: &'t [TestResult],
+    order: &[i64],
+    rows: &HashMap<i64, (usize, usize)>,
+) -> ResultColumns<'t> {
+    let n = order.len();
+    let mut c: ResultColumns<'t> = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for id in order {
+        let t = &tests[rows[id].1];
+        c.0.push(outcome_code(t.outcome));
+        c.1.push(t.duration_seconds);
+        c.2.push(i64::from(t.retries));
+        c.3.push(
+            (!t.retry_reasons.is_empty())
+                .then(|| serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into())),
+        );
+        c.4.push(t.message.as_deref());
+    }
+    c
+}
+
+/// The counter series a run's new test_success events move: both results'
+/// series exist from the first event on (at 0 if none of their kind); or,
+/// for history, the backdated events.
+fn test_success_counters(
     repository: &str,
     good: i64,
     total: i64,
     live: bool,
-) -> Result<(), postgres::Error> {
+) -> (&'static str, Vec<String>, Vec<f64>) {
     let slo = SloId::TestSuccess.as_str();
     if live {
-        let series = |result| [("slo", slo), ("repository", repository), ("result", result)];
-        tally::ensure(tx, catalog::SLO_EVENTS, &series("good"))?;
-        tally::ensure(tx, catalog::SLO_EVENTS, &series("bad"))?;
-        if good > 0 {
-            tally::inc(tx, catalog::SLO_EVENTS, &series("good"), good as f64)?;
-        }
-        if total > good {
-            tally::inc(
-                tx,
-                catalog::SLO_EVENTS,
-                &series("bad"),
-                (total - good) as f64,
-            )?;
-        }
+        let series =
+            |result| labels_json(&[("slo", slo), ("repository", repository), ("result", result)]);
+        (
+            catalog::SLO_EVENTS.name,
+            vec![series("good"), series("bad")],
+            vec![good as f64, (total - good) as f64],
+        )
     } else {
-        tally::inc(
-            tx,
-            catalog::BACKDATED,
-            &[("kind", "slo_event")],
-            total as f64,
-        )?;
+        (
+            catalog::BACKDATED.name,
+            vec![labels_json(&[("kind", "slo_event")])],
+            vec![total as f64],
+        )
     }
-    Ok(())
 }
 
-fn intern_commit(tx: &mut impl Sql, repository_id: i64, sha: &str) -> Result<i64, postgres::Error> {
-    let select = "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2";
-    if let Some(row) = tx.query_opt(select, &[&repository_id, &sha])? {
-        return Ok(row.get(0));
+/// What `test_commits` holds of some tests on one commit: flags, failures.
+type Stored = HashMap<i64, (i64, i64)>;
+
+/// The run's commit (created if new) and what is stored of `test_ids` on
+/// it (`test_commits`: flags, failures), in one statement when the commit
+/// is known. Read after the tests' rows are locked.
+fn commit_of(
+    tx: &mut impl Sql,
+    repository_id: i64,
+    sha: &str,
+    test_ids: &[i64],
+) -> Result<(i64, Stored), postgres::Error> {
+    let rows = tx.query(
+        "SELECT c.id, tc.test_id, tc.flags, tc.failures FROM commits c
+         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3)
+         WHERE c.repository_id = $1 AND c.sha = $2",
+        &[&repository_id, &sha, &test_ids],
+    )?;
+    if let Some(first) = rows.first() {
+        let id: i64 = first.get(0);
+        let stored = rows
+            .iter()
+            .filter_map(|r| {
+                let test_id: Option<i64> = r.get(1);
+                test_id.map(|t| (t, (r.get(2), r.get(3))))
+            })
+            .collect();
+        return Ok((id, stored));
     }
-    match tx.query_opt(
+    let id = match tx.query_opt(
         "INSERT INTO commits (repository_id, sha) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
         &[&repository_id, &sha],
     )? {
-        Some(row) => Ok(row.get(0)),
-        None => Ok(tx.query_one(select, &[&repository_id, &sha])?.get(0)),
-    }
+        Some(row) => row.get(0),
+        // Another replica created it meanwhile: nothing of these tests is
+        // on it yet (their rows are locked here).
+        None => tx
+            .query_one(
+                "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2",
+                &[&repository_id, &sha],
+            )?
+            .get(0),
+    };
+    Ok((id, HashMap::new()))
 }
 
-/// The test's id and the outcome of its latest counted result (true:
-/// failed), its row locked.
-fn intern_test(
+/// Each test of the run by name: its id and the outcome of its latest
+/// counted result (true: failed), its row locked. The known tests are
+/// locked first, in id order (see the module docs); the new ones are then
+/// created in one statement, in the order of the run (their ids follow
+/// SQLite's, in order of first sight).
+fn intern_tests<'t>(
     tx: &mut impl Sql,
-    repository_id: i64,
-    context: &str,
-    name: &str,
-) -> Result<(i64, Option<bool>), postgres::Error> {
-    let select =
-        "SELECT id, last_failed FROM tests WHERE repository_id = $1 AND context = $2 AND name = $3
-                  FOR UPDATE";
-    let read = |r: postgres::Row| (r.get(0), r.get::<_, Option<i64>>(1).map(|f| f != 0));
-    if let Some(row) = tx.query_opt(select, &[&repository_id, &context, &name])? {
-        return Ok(read(row));
+    run: &RunOf<'_>,
+    tests: &'t [TestResult],
+) -> Result<HashMap<&'t str, (i64, Option<bool>)>, postgres::Error> {
+    let mut names: Vec<&str> = Vec::with_capacity(tests.len());
+    let mut unique: HashSet<&str> = HashSet::with_capacity(tests.len());
+    for t in tests {
+        if unique.insert(t.name.as_str()) {
+            names.push(t.name.as_str());
+        }
     }
-    match tx.query_opt(
-        "INSERT INTO tests (repository_id, context, name) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING RETURNING id",
-        &[&repository_id, &context, &name],
-    )? {
-        Some(row) => Ok((row.get(0), None)),
-        None => Ok(read(
-            tx.query_one(select, &[&repository_id, &context, &name])?,
-        )),
+    let lock = "SELECT id, name, last_failed FROM tests
+                WHERE repository_id = $1 AND context = $2 AND name = ANY($3)
+                ORDER BY id FOR UPDATE";
+    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
+    let read = |ids: &mut HashMap<&'t str, (i64, Option<bool>)>, rows: Vec<postgres::Row>| {
+        for r in rows {
+            let name: &str = r.get(1);
+            if let Some(n) = unique.get(name) {
+                ids.insert(n, (r.get(0), r.get::<_, Option<i64>>(2).map(|f| f != 0)));
+            }
+        }
+    };
+    let rows = tx.query(lock, &[&run.repository_id, &run.context, &names])?;
+    read(&mut ids, rows);
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !ids.contains_key(n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(ids);
     }
+    let created = tx.query(
+        "INSERT INTO tests (repository_id, context, name)
+         SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
+         ON CONFLICT DO NOTHING RETURNING id, name, last_failed",
+        &[&run.repository_id, &run.context, &missing],
+    )?;
+    read(&mut ids, created);
+    // Another replica created some of them meanwhile: lock them as well.
+    let raced: Vec<&str> = missing
+        .into_iter()
+        .filter(|n| !ids.contains_key(n))
+        .collect();
+    if !raced.is_empty() {
+        let rows = tx.query(lock, &[&run.repository_id, &run.context, &raced])?;
+        read(&mut ids, rows);
+    }
+    Ok(ids)
 }
 
 /// What one new result does to its test's counters (the SQLite store's
@@ -265,74 +478,52 @@ impl Step {
     }
 }
 
-/// Move a test's counters for one new result.
-fn count(
-    tx: &mut impl Sql,
-    run: &RunOf<'_>,
-    test_id: i64,
-    last_failed: Option<bool>,
-    commit_id: i64,
-    failed: bool,
-    retries: u32,
-) -> Result<(), postgres::Error> {
-    let stored: Option<(i64, i64)> = tx
-        .query_opt(
-            "SELECT flags, failures FROM test_commits WHERE test_id = $1 AND commit_id = $2",
-            &[&test_id, &commit_id],
-        )?
-        .map(|r| (r.get(0), r.get(1)));
-    let step = Step::of(stored, last_failed, failed, retries);
-    if step.commit_changed {
-        tx.execute(
-            "INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
-            &[&test_id, &commit_id, &step.flags, &step.commit_failures],
-        )?;
+/// What the run's new results do to their tests' counters, as columns (one
+/// row per test, in the order of the run): the `test_commits` rows that
+/// change, and the tests' increments.
+struct Steps {
+    commit_ids: Vec<i64>,
+    commit_flags: Vec<i64>,
+    commit_failures: Vec<i64>,
+    /// Test id, passes, failures, flips, commits, flaky commits, flaky
+    /// failures, 1 when failed.
+    tests: [Vec<i64>; 8],
+}
+
+impl Steps {
+    fn of(
+        counted: &[(i64, &TestResult)],
+        ids: &HashMap<&str, (i64, Option<bool>)>,
+        stored: &Stored,
+    ) -> Steps {
+        let mut s = Steps {
+            commit_ids: Vec::new(),
+            commit_flags: Vec::new(),
+            commit_failures: Vec::new(),
+            tests: Default::default(),
+        };
+        for (test_id, t) in counted {
+            let failed = is_failed(t.outcome);
+            let last_failed = ids.get(t.name.as_str()).and_then(|(_, l)| *l);
+            let step = Step::of(stored.get(test_id).copied(), last_failed, failed, t.retries);
+            if step.commit_changed {
+                s.commit_ids.push(*test_id);
+                s.commit_flags.push(step.flags);
+                s.commit_failures.push(step.commit_failures);
+            }
+            for (column, value) in s.tests.iter_mut().zip([
+                *test_id,
+                step.passes,
+                step.failures,
+                step.flip,
+                step.new_commit,
+                i64::from(step.became_flaky),
+                step.flaky_failures,
+                i64::from(failed),
+            ]) {
+                column.push(value);
+            }
+        }
+        s
     }
-    let flaky = i64::from(step.became_flaky);
-    let last_failure = failed.then_some((run.run_id, run.at_ms));
-    let first_flaky = step.became_flaky.then_some(run.at_ms);
-    tx.execute(
-        "UPDATE tests SET runs = runs + 1, passes = passes + $2, failures = failures + $3, flips = flips + $4,
-            commits = commits + $5, flaky_commits = flaky_commits + $6, flaky_failures = flaky_failures + $7,
-            last_failed = $8,
-            first_seen = least(coalesce(first_seen, $9), $9), last_seen = greatest(coalesce(last_seen, $9), $9),
-            last_failure_run_id = coalesce($10, last_failure_run_id),
-            last_failure_at = CASE WHEN $10::bigint IS NULL THEN last_failure_at ELSE $11 END,
-            first_seen_flaky = coalesce(first_seen_flaky, $12)
-         WHERE id = $1",
-        &[
-            &test_id,
-            &step.passes,
-            &step.failures,
-            &step.flip,
-            &step.new_commit,
-            &flaky,
-            &step.flaky_failures,
-            &i64::from(failed),
-            &run.at_ms,
-            &last_failure.map(|f| f.0),
-            &last_failure.map(|f| f.1),
-            &first_flaky,
-        ],
-    )?;
-    tx.execute(
-        "INSERT INTO test_days AS d (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
-         VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (test_id, day) DO UPDATE SET runs = d.runs + excluded.runs, passes = d.passes + excluded.passes,
-            failures = d.failures + excluded.failures, flips = d.flips + excluded.flips,
-            commits = d.commits + excluded.commits, flaky_commits = d.flaky_commits + excluded.flaky_commits,
-            flaky_failures = d.flaky_failures + excluded.flaky_failures",
-        &[
-            &test_id,
-            &run.at_ms.div_euclid(DAY_MS),
-            &step.passes,
-            &step.failures,
-            &step.flip,
-            &step.new_commit,
-            &flaky,
-            &step.flaky_failures,
-        ],
-    )?;
-    Ok(())
 }
