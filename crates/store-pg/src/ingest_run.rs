@@ -17,40 +17,10 @@ use crate::statements::Sql;
 use crate::{PgStore, PgStoreError};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, NewRun, RunState, Trigger};
-use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared};
-
-/// The content hash of a run as the store keeps it (as the SQLite store's:
-/// the first 16 bytes of the SHA-256 of its Debug rendering, in hex).
-pub(crate) fn content_hash(run: &NewRun) -> String {
-    use sha2::{Digest, Sha256};
-    struct Hashing(Sha256);
-    impl std::fmt::Write for Hashing {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.update(s.as_bytes());
-            Ok(())
-        }
-    }
-    let mut h = Hashing(Sha256::new());
-    std::fmt::Write::write_fmt(&mut h, format_args!("{run:?}"))
-        .expect("hashing never fails to take text");
-    let digest = h.0.finalize();
-    let mut hex = String::with_capacity(32);
-    for b in digest.iter().take(16) {
-        let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
-    }
-    hex
-}
-
-/// Whether a run's url is its external id after the id's prefix
-/// (`<prefix>:<url>`, the prefix up to the first ':'): then the url is not
-/// stored again (`runs.url` gives it back from the id, migration 2). As the
-/// SQLite store's `ingest_run::url_in_id`.
-pub(crate) fn url_in_id(external_id: Option<&str>, url: Option<&str>) -> bool {
-    match (external_id, url) {
-        (Some(id), Some(url)) => id.split_once(':').is_some_and(|(_, rest)| rest == url),
-        _ => false,
-    }
-}
+// The content hash and the "url held by the external id" rule are the SQLite
+// store's own functions, so both engines decide a replay and a stored url
+// the same way.
+use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared, content_hash, url_in_id};
 
 /// The repository's id, created if new. Looked up first: an insert that
 /// meets a conflict still takes a number from the identity sequence, and

@@ -48,7 +48,10 @@ impl Ingested {
     }
 }
 
-pub(crate) fn content_hash(run: &NewRun) -> String {
+/// A run's content hash: an identical replay has the same one. Every engine
+/// stores it (the PostgreSQL store calls this one), so both recognise a
+/// replay the same way.
+pub fn content_hash(run: &NewRun) -> String {
     use sha2::{Digest, Sha256};
     /// The Debug text goes straight into the hash, never into a string.
     struct Hashing(Sha256);
@@ -75,7 +78,7 @@ pub(crate) fn content_hash(run: &NewRun) -> String {
 /// (`<prefix>:<url>`, the prefix up to the first ':'): then the url is not
 /// stored again (`runs.url` gives it back from the id, migration 12, whose
 /// UPDATE applies the same rule to runs stored before).
-pub(crate) fn url_in_id(external_id: Option<&str>, url: Option<&str>) -> bool {
+pub fn url_in_id(external_id: Option<&str>, url: Option<&str>) -> bool {
     match (external_id, url) {
         (Some(id), Some(url)) => id.split_once(':').is_some_and(|(_, rest)| rest == url),
         _ => false,

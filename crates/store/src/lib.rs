@@ -57,7 +57,7 @@ use std::path::Path;
 
 pub use error::{ErrorKind, StoreError};
 pub use forge_state::{ExternalRun, SyncState};
-pub use ingest_run::{IngestStatus, Ingested, Prepared};
+pub use ingest_run::{IngestStatus, Ingested, Prepared, content_hash, url_in_id};
 pub use policy::Policy;
 pub use prune::PruneStats;
 pub use reads::{BucketRow, CounterRow, HistogramRow, MetricState};
