@@ -83,7 +83,7 @@ fn run_event_upsert(slo: SloId) -> Option<&'static str> {
 
 /// Record an SLO event once; count it when it is new (in
 /// `ci_slo_events_total` when `live`, else as backdated). True when new.
-/// One statement (see [`event_counted`]). As the SQLite store's
+/// One statement (see `event_counted`). As the SQLite store's
 /// `counting::slo_event`.
 #[allow(clippy::too_many_arguments)]
 pub fn slo_event(
