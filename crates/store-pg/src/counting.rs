@@ -11,11 +11,12 @@
 
 use crate::statements::Sql;
 use crate::{PgStore, PgStoreError, tally};
-use chrono::{DateTime, Utc};
-use ci_slo_core::catalog;
-use ci_slo_core::model::{DataQualityIssue, RunState, Trigger, durations};
-use ci_slo_core::slo::{self, SloId};
+use ci_slo_core::catalog::{self, FamilyDef};
+use ci_slo_core::model::RunState;
+use ci_slo_core::slo::SloId;
 use ci_slo_store::Policy;
+use ci_slo_store::run_counts::{CountSink, count_run_with};
+pub(crate) use ci_slo_store::run_counts::{Counting, event_ms};
 use ci_slo_store::tally::{ExemplarRef, Labels, labels_json};
 
 /// One statement that records an event and, only when it is new, adds to
@@ -168,38 +169,6 @@ pub(crate) fn data_quality(tx: &mut impl Sql, reason: &str) -> Result<(), postgr
     tally::inc(tx, catalog::DATA_QUALITY, &[("reason", reason)], 1.0)
 }
 
-/// When a run happened, for the live window: its latest known time.
-pub(crate) fn event_ms(
-    queued_at: Option<DateTime<Utc>>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    now_ms: i64,
-) -> i64 {
-    finished_at
-        .or(started_at)
-        .or(queued_at)
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(now_ms)
-}
-
-/// What counting a run needs (as the SQLite store's `counting::Counting`).
-pub(crate) struct Counting<'a> {
-    pub(crate) run_id: i64,
-    pub(crate) repository_id: i64,
-    pub(crate) repository: &'a str,
-    pub(crate) context: &'a str,
-    pub(crate) attempt: u32,
-    pub(crate) trigger: Trigger,
-    pub(crate) state: RunState,
-    pub(crate) queued_at: Option<DateTime<Utc>>,
-    pub(crate) started_at: Option<DateTime<Utc>>,
-    pub(crate) finished_at: Option<DateTime<Utc>>,
-    pub(crate) queue_counted: bool,
-    pub(crate) final_counted: bool,
-    /// The (queue_counted, final_counted) flags the stored row has now.
-    pub(crate) row_flags: (bool, bool),
-}
-
 /// The flags [`count_run`] leaves a run with that was counted for nothing
 /// before: the queue once the start is known, the final state once
 /// terminal; nothing while the trigger is pending.
@@ -211,9 +180,56 @@ pub(crate) fn counted_after(started: bool, state: RunState, trigger_pending: boo
     }
 }
 
-/// Count what a run newly makes known, once each: its queue time when its
-/// start is known, its final state when it is terminal. As the SQLite
-/// store's `counting::count_run`.
+/// The PostgreSQL store's [`CountSink`]: the counters and SLO events of the
+/// transaction.
+struct Sink<'t, T: Sql>(&'t mut T);
+
+impl<T: Sql> CountSink for Sink<'_, T> {
+    type Error = postgres::Error;
+    fn inc(
+        &mut self,
+        family: FamilyDef,
+        labels: &Labels<'_>,
+        by: f64,
+    ) -> Result<(), postgres::Error> {
+        tally::inc(self.0, family, labels, by)
+    }
+    fn observe(
+        &mut self,
+        family: FamilyDef,
+        labels: &Labels<'_>,
+        bounds: &[f64],
+        value: f64,
+        exemplar: Option<ExemplarRef>,
+    ) -> Result<(), postgres::Error> {
+        tally::observe(self.0, family, labels, bounds, value, exemplar)
+    }
+    fn slo_event(
+        &mut self,
+        slo: SloId,
+        subject: &str,
+        repository_id: i64,
+        repository: &str,
+        at_ms: i64,
+        good: bool,
+        live: bool,
+    ) -> Result<(), postgres::Error> {
+        slo_event(
+            self.0,
+            slo,
+            subject,
+            repository_id,
+            repository,
+            at_ms,
+            good,
+            live,
+        )
+        .map(drop)
+    }
+}
+
+/// Count what a run newly makes known, once each, by the rules both stores
+/// share (`ci_slo_store::run_counts`), and store the run's counted flags.
 pub(crate) fn count_run(
     tx: &mut impl Sql,
     c: &Counting<'_>,
@@ -221,116 +237,7 @@ pub(crate) fn count_run(
     live: bool,
     now_ms: i64,
 ) -> Result<(), postgres::Error> {
-    let event_ms = event_ms(c.queued_at, c.started_at, c.finished_at, now_ms);
-    let (d, issues) = durations(c.queued_at, c.started_at, c.finished_at, policy.limits);
-    let subject = format!("run:{}", c.run_id);
-    let trigger = c.trigger.as_str();
-    let exemplar = Some(ExemplarRef {
-        run_id: c.run_id,
-        at_ms: event_ms,
-    });
-    let (mut queue_counted, mut final_counted) = (c.queue_counted, c.final_counted);
-
-    if !c.queue_counted && c.started_at.is_some() {
-        for issue in issues.iter().filter(|i| {
-            matches!(
-                i,
-                DataQualityIssue::NegativeQueueTime | DataQualityIssue::AbsurdQueueTime
-            )
-        }) {
-            data_quality(tx, issue.as_str())?;
-        }
-        if let Some(q) = d.queue_seconds {
-            let started_ms = c.started_at.map(|t| t.timestamp_millis()).unwrap_or(now_ms);
-            if live {
-                let labels: &Labels<'_> = &[
-                    ("repository", c.repository),
-                    ("context", c.context),
-                    ("trigger", trigger),
-                ];
-                tally::observe(
-                    tx,
-                    catalog::RUN_QUEUE,
-                    labels,
-                    &policy.queue_buckets,
-                    q,
-                    exemplar,
-                )?;
-            }
-            let (slo, good) = slo::queue_event(q, policy.thresholds);
-            slo_event(
-                tx,
-                slo,
-                &subject,
-                c.repository_id,
-                c.repository,
-                started_ms,
-                good,
-                live,
-            )?;
-        }
-        queue_counted = true;
-    }
-
-    if !c.final_counted && c.state.is_terminal() {
-        for issue in issues.iter().filter(|i| {
-            matches!(
-                i,
-                DataQualityIssue::NegativeRunTime | DataQualityIssue::AbsurdRunTime
-            )
-        }) {
-            data_quality(tx, issue.as_str())?;
-        }
-        let state = c.state.as_str();
-        if live {
-            let attempt = if c.attempt == 0 { "first" } else { "retry" };
-            tally::inc(
-                tx,
-                catalog::RUNS,
-                &[
-                    ("repository", c.repository),
-                    ("context", c.context),
-                    ("trigger", trigger),
-                    ("state", state),
-                    ("attempt", attempt),
-                ],
-                1.0,
-            )?;
-            if let Some(seconds) = d.run_seconds {
-                let labels: &Labels<'_> = &[
-                    ("repository", c.repository),
-                    ("context", c.context),
-                    ("trigger", trigger),
-                    ("state", state),
-                ];
-                tally::observe(
-                    tx,
-                    catalog::RUN_DURATION,
-                    labels,
-                    &policy.run_buckets,
-                    seconds,
-                    exemplar,
-                )?;
-            }
-        } else {
-            tally::inc(tx, catalog::BACKDATED, &[("kind", "run")], 1.0)?;
-        }
-        for (slo, good) in
-            slo::finished_run_events(c.state, c.trigger, d.run_seconds, policy.thresholds)
-        {
-            slo_event(
-                tx,
-                slo,
-                &subject,
-                c.repository_id,
-                c.repository,
-                event_ms,
-                good,
-                live,
-            )?;
-        }
-        final_counted = true;
-    }
+    let (queue_counted, final_counted) = count_run_with(&mut Sink(tx), c, policy, live, now_ms)?;
     if (queue_counted, final_counted) != c.row_flags {
         tx.execute(
             "UPDATE runs SET queue_counted = $2, final_counted = $3 WHERE id = $1",

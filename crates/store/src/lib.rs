@@ -30,6 +30,7 @@ mod prune;
 mod reads;
 mod results;
 mod revision;
+pub mod run_counts;
 mod run_view;
 pub mod schema;
 mod settle;
