@@ -1,6 +1,7 @@
 //! Test results and the per-test counters they move, on PostgreSQL: the
 //! SQLite store's `results.rs` (one-run path; not its bulk `Batch`), with
-//! the same tables, the same step ([`Step`], copied) and the same answers.
+//! the same tables, the same step (`ci_slo_store::test_step::Step`, shared)
+//! and the same answers.
 //! A result new to the store moves its test's counters once, in the run's
 //! transaction; a replay or an update of an unfinished run moves nothing
 //! for results already stored.
@@ -18,16 +19,11 @@ use ci_slo_core::catalog;
 use ci_slo_core::model::{TestOutcome, TestResult};
 use ci_slo_core::slo::SloId;
 use ci_slo_store::tally::labels_json;
+use ci_slo_store::test_step::Step;
 use postgres::types::ToSql;
 use std::collections::{HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
-
-/// `test_commits.flags` bits.
-const PASSED: i64 = 1;
-const FAILED: i64 = 2;
-const RETRY_PASSED: i64 = 4;
-const COUNTED_FLAKY: i64 = 8;
 
 fn outcome_code(o: TestOutcome) -> i64 {
     match o {
@@ -417,65 +413,6 @@ fn intern_tests<'t>(
         read(&mut ids, rows);
     }
     Ok(ids)
-}
-
-/// What one new result does to its test's counters (the SQLite store's
-/// `results::Step`, unchanged).
-#[derive(Debug, Clone, Copy)]
-struct Step {
-    flags: i64,
-    commit_failures: i64,
-    commit_changed: bool,
-    new_commit: i64,
-    flip: i64,
-    passes: i64,
-    failures: i64,
-    became_flaky: bool,
-    flaky_failures: i64,
-}
-
-impl Step {
-    fn of(
-        stored: Option<(i64, i64)>,
-        last_failed: Option<bool>,
-        failed: bool,
-        retries: u32,
-    ) -> Step {
-        let flags = stored.map(|s| s.0);
-        let old = flags.unwrap_or(0);
-        let commit_failures = stored.map_or(0, |s| s.1) + i64::from(failed);
-        let retry_pass = i64::from(!failed && retries > 0);
-        let mut now = old
-            | if failed { FAILED } else { PASSED }
-            | if !failed && retries > 0 {
-                RETRY_PASSED
-            } else {
-                0
-            };
-        let flaky_now = (now & PASSED != 0 && now & FAILED != 0) || now & RETRY_PASSED != 0;
-        let became_flaky = flaky_now && old & COUNTED_FLAKY == 0;
-        if became_flaky {
-            now |= COUNTED_FLAKY;
-        }
-        let flaky_failures = if became_flaky {
-            commit_failures + retry_pass
-        } else if old & COUNTED_FLAKY != 0 {
-            i64::from(failed) + retry_pass
-        } else {
-            0
-        };
-        Step {
-            flags: now,
-            commit_failures,
-            commit_changed: flags != Some(now) || failed,
-            new_commit: i64::from(flags.is_none()),
-            flip: i64::from(last_failed.is_some_and(|l| l != failed)),
-            passes: i64::from(!failed),
-            failures: i64::from(failed),
-            became_flaky,
-            flaky_failures,
-        }
-    }
 }
 
 /// What the run's new results do to their tests' counters, as columns (one

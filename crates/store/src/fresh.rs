@@ -29,7 +29,7 @@
 //!   an outcome differing from the test's previous result in run order, a
 //!   commit becomes flaky at the result that first gives it a pass and a
 //!   failure (or a pass after an in-run retry), and that result's day takes
-//!   the commit's flaky failures so far (`results::Step`).
+//!   the commit's flaky failures so far (`test_step::Step`).
 //!
 //! `import::tests::a_fresh_load_stores_what_the_per_run_path_stores`
 //! compares every table and the metric state with the per-run path.

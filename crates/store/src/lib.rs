@@ -39,6 +39,7 @@ pub mod storage;
 pub mod tally;
 pub mod test_index;
 pub mod test_slo;
+pub mod test_step;
 pub mod timeline;
 pub mod ui;
 pub mod writer;

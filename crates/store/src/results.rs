@@ -21,17 +21,12 @@
 
 use super::{catalog, tally};
 use crate::model::{TestOutcome, TestResult};
+use crate::test_step::Step;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
-
-/// `test_commits.flags` bits.
-const PASSED: i64 = 1;
-const FAILED: i64 = 2;
-const RETRY_PASSED: i64 = 4;
-const COUNTED_FLAKY: i64 = 8;
 
 /// The stored code of an outcome (`results.outcome`).
 pub(crate) fn outcome_code(o: TestOutcome) -> i64 {
@@ -273,71 +268,6 @@ fn intern_test(
     tx.prepare_cached("INSERT INTO tests (repository_id, context, name) VALUES (?1, ?2, ?3)")?
         .execute(params![repository_id, context, name])?;
     Ok((tx.last_insert_rowid(), None))
-}
-
-/// What one new result does to its test's counters, from what its commit
-/// had (`stored`: flags and failures of the `test_commits` row, None when the
-/// test has no row for the commit) and the test's latest counted outcome.
-/// The one-run path and a batch both count through this.
-#[derive(Debug, Clone, Copy)]
-struct Step {
-    /// The commit's flags and failures after this result.
-    flags: i64,
-    commit_failures: i64,
-    /// Whether the `test_commits` row changes (the one-run path writes it then).
-    commit_changed: bool,
-    new_commit: i64,
-    flip: i64,
-    passes: i64,
-    failures: i64,
-    became_flaky: bool,
-    flaky_failures: i64,
-}
-
-impl Step {
-    fn of(
-        stored: Option<(i64, i64)>,
-        last_failed: Option<bool>,
-        failed: bool,
-        retries: u32,
-    ) -> Step {
-        let flags = stored.map(|s| s.0);
-        let old = flags.unwrap_or(0);
-        let commit_failures = stored.map_or(0, |s| s.1) + i64::from(failed);
-        let retry_pass = i64::from(!failed && retries > 0);
-        let mut now = old
-            | if failed { FAILED } else { PASSED }
-            | if !failed && retries > 0 {
-                RETRY_PASSED
-            } else {
-                0
-            };
-        let flaky_now = (now & PASSED != 0 && now & FAILED != 0) || now & RETRY_PASSED != 0;
-        let became_flaky = flaky_now && old & COUNTED_FLAKY == 0;
-        if became_flaky {
-            now |= COUNTED_FLAKY;
-        }
-        // Flaky failures: when the commit becomes flaky, its failures so far
-        // (and this retried pass); once flaky, each further failure or retried pass.
-        let flaky_failures = if became_flaky {
-            commit_failures + retry_pass
-        } else if old & COUNTED_FLAKY != 0 {
-            i64::from(failed) + retry_pass
-        } else {
-            0
-        };
-        Step {
-            flags: now,
-            commit_failures,
-            commit_changed: flags != Some(now) || failed,
-            new_commit: i64::from(flags.is_none()),
-            flip: i64::from(last_failed.is_some_and(|l| l != failed)),
-            passes: i64::from(!failed),
-            failures: i64::from(failed),
-            became_flaky,
-            flaky_failures,
-        }
-    }
 }
 
 /// Move a test's counters for one new result.

@@ -1,0 +1,77 @@
+//! What one new test result does to its test's counters (commits seen,
+//! flips, passes, failures, flaky commits and their failures), from what its
+//! commit had and the test's latest counted outcome: one rule for both
+//! engines (the SQLite store's `results.rs` and the PostgreSQL store's), so
+//! their per-test statistics cannot drift apart.
+
+/// `test_commits.flags` bits.
+const PASSED: i64 = 1;
+const FAILED: i64 = 2;
+const RETRY_PASSED: i64 = 4;
+const COUNTED_FLAKY: i64 = 8;
+
+/// What one new result does to its test's counters, from what its commit
+/// had (`stored`: flags and failures of the `test_commits` row, None when the
+/// test has no row for the commit) and the test's latest counted outcome.
+/// The one-run path and a batch both count through this.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    /// The commit's flags and failures after this result.
+    pub flags: i64,
+    pub commit_failures: i64,
+    /// Whether the `test_commits` row changes (the one-run path writes it then).
+    pub commit_changed: bool,
+    pub new_commit: i64,
+    pub flip: i64,
+    pub passes: i64,
+    pub failures: i64,
+    pub became_flaky: bool,
+    pub flaky_failures: i64,
+}
+
+impl Step {
+    /// The step of one result: `failed` or passed, after `retries` retries.
+    pub fn of(
+        stored: Option<(i64, i64)>,
+        last_failed: Option<bool>,
+        failed: bool,
+        retries: u32,
+    ) -> Step {
+        let flags = stored.map(|s| s.0);
+        let old = flags.unwrap_or(0);
+        let commit_failures = stored.map_or(0, |s| s.1) + i64::from(failed);
+        let retry_pass = i64::from(!failed && retries > 0);
+        let mut now = old
+            | if failed { FAILED } else { PASSED }
+            | if !failed && retries > 0 {
+                RETRY_PASSED
+            } else {
+                0
+            };
+        let flaky_now = (now & PASSED != 0 && now & FAILED != 0) || now & RETRY_PASSED != 0;
+        let became_flaky = flaky_now && old & COUNTED_FLAKY == 0;
+        if became_flaky {
+            now |= COUNTED_FLAKY;
+        }
+        // Flaky failures: when the commit becomes flaky, its failures so far
+        // (and this retried pass); once flaky, each further failure or retried pass.
+        let flaky_failures = if became_flaky {
+            commit_failures + retry_pass
+        } else if old & COUNTED_FLAKY != 0 {
+            i64::from(failed) + retry_pass
+        } else {
+            0
+        };
+        Step {
+            flags: now,
+            commit_failures,
+            commit_changed: flags != Some(now) || failed,
+            new_commit: i64::from(flags.is_none()),
+            flip: i64::from(last_failed.is_some_and(|l| l != failed)),
+            passes: i64::from(!failed),
+            failures: i64::from(failed),
+            became_flaky,
+            flaky_failures,
+        }
+    }
+}
