@@ -35,9 +35,9 @@ impl PgStore {
     }
 
     /// Whether a webhook delivery was recorded before (read-only).
-    pub fn delivery_seen(&mut self, forge: Forge, delivery_id: &str) -> Result<bool, PgStoreError> {
+    pub fn delivery_seen(&self, forge: Forge, delivery_id: &str) -> Result<bool, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_opt(
                 "SELECT 1 FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
                 &[&forge.as_str(), &delivery_id],
@@ -47,13 +47,13 @@ impl PgStore {
 
     /// The sync state of one scope and kind of listing.
     pub fn sync_state(
-        &mut self,
+        &self,
         forge: Forge,
         scope: &str,
         kind: &str,
     ) -> Result<Option<SyncState>, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_opt(
                 "SELECT cursor, etag, last_success FROM sync_state WHERE forge = $1 AND scope = $2 AND kind = $3",
                 &[&forge.as_str(), &scope, &kind],
@@ -89,9 +89,9 @@ impl PgStore {
     }
 
     /// The latest successful sync per (forge, scope), Unix ms.
-    pub fn last_syncs(&mut self) -> Result<Vec<(String, String, i64)>, PgStoreError> {
+    pub fn last_syncs(&self) -> Result<Vec<(String, String, i64)>, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query(
                 "SELECT forge, scope, max(last_success) FROM sync_state WHERE last_success IS NOT NULL
                  GROUP BY forge, scope ORDER BY forge, scope",
@@ -104,12 +104,12 @@ impl PgStore {
 
     /// The stored run with this external id, if any.
     pub fn external_run(
-        &mut self,
+        &self,
         repository: &RepositoryRef,
         external_id: &str,
     ) -> Result<Option<ExternalRun>, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_opt(
                 &format!(
                     "SELECT r.id, r.attempt, r.trigger FROM runs r
@@ -126,12 +126,12 @@ impl PgStore {
 
     /// Whether any run of this commit is stored.
     pub fn has_runs_for_commit(
-        &mut self,
+        &self,
         repository: &RepositoryRef,
         commit: &str,
     ) -> Result<bool, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_opt(
                 &format!(
                     "SELECT 1 FROM runs r

@@ -217,11 +217,7 @@ impl Drop for Leader {
 /// waits; the leader's renewals, plain updates, do not). False: a newer
 /// leader took over; write nothing. The connection must be prepared with
 /// [`work_session`], and the transaction be shorter than a lease.
-pub fn fence(
-    tx: &mut postgres::Transaction<'_>,
-    name: &str,
-    epoch: i64,
-) -> Result<bool, postgres::Error> {
+pub fn fence(tx: &mut impl crate::Sql, name: &str, epoch: i64) -> Result<bool, postgres::Error> {
     Ok(tx
         .query_opt(
             "SELECT 1 FROM leader_terms WHERE name = $1 AND epoch = $2 FOR KEY SHARE",

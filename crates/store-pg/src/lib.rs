@@ -36,11 +36,19 @@ pub use statements::{Sql, Tx};
 
 use ci_slo_core::config::database::PostgresTarget;
 use ci_slo_store::Migrating;
+use std::cell::{RefCell, RefMut};
 
 /// A connection to a migrated PostgreSQL database.
+///
+/// Writes take `&mut self`; reads take `&self` (the storage interface's
+/// read pool shares nothing between readers, so each reader is one store
+/// with its own connection, borrowed per read through [`PgStore::reader`]).
 pub struct PgStore {
-    client: postgres::Client,
+    client: RefCell<postgres::Client>,
     statements: statements::Statements,
+    /// Whether the writer thread holds a batch's transaction open (see the
+    /// `Engine` implementation): writes are then savepoints inside it.
+    in_batch: bool,
 }
 
 impl PgStore {
@@ -64,23 +72,36 @@ impl PgStore {
         let mut client = connect::connect(config, shown)?;
         migrate::migrate(&mut client, progress)?;
         Ok(PgStore {
-            client,
+            client: RefCell::new(client),
             statements: statements::Statements::default(),
+            in_batch: false,
         })
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&mut self) -> Result<i64, PgStoreError> {
-        migrate::schema_version(&mut self.client)
+        migrate::schema_version(self.client.get_mut())
     }
 
+    /// The connection, for tests and benchmarks that look at the tables.
     pub fn client(&mut self) -> &mut postgres::Client {
-        &mut self.client
+        self.client.get_mut()
     }
 
-    /// Begin a write: a transaction whose statements are prepared once per
-    /// connection.
+    /// The connection for one read. Reads never nest, so the borrow is
+    /// always free (a nested borrow would be a bug, and panics).
+    pub fn reader(&self) -> RefMut<'_, postgres::Client> {
+        self.client.borrow_mut()
+    }
+
+    /// Begin a write: a transaction (a savepoint inside the batch's
+    /// transaction when the writer thread has one open) whose statements
+    /// are prepared once per connection.
     pub fn write_tx(&mut self) -> Result<Tx<'_>, PgStoreError> {
-        Ok(Tx::new(self.client.transaction()?, &mut self.statements))
+        Ok(Tx::begin(
+            self.client.get_mut(),
+            &mut self.statements,
+            self.in_batch,
+        )?)
     }
 }

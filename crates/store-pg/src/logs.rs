@@ -1,7 +1,7 @@
 //! A run's downloaded log and its log section timings on PostgreSQL, as the
 //! SQLite store's `logs.rs`: kept once, read by the UI and the API.
 
-use crate::{PgStore, PgStoreError};
+use crate::{PgStore, PgStoreError, Sql};
 use chrono::{DateTime, Utc};
 
 impl PgStore {
@@ -27,17 +27,17 @@ impl PgStore {
         )? == 1)
     }
 
-    pub fn has_log(&mut self, run_id: i64) -> Result<bool, PgStoreError> {
+    pub fn has_log(&self, run_id: i64) -> Result<bool, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_opt("SELECT 1 FROM run_logs WHERE run_id = $1", &[&run_id])?
             .is_some())
     }
 
     /// The stored log of a run: (content, truncated).
-    pub fn log(&mut self, run_id: i64) -> Result<Option<(String, bool)>, PgStoreError> {
+    pub fn log(&self, run_id: i64) -> Result<Option<(String, bool)>, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_opt(
                 "SELECT content, truncated FROM run_logs WHERE run_id = $1",
                 &[&run_id],
@@ -51,7 +51,7 @@ impl PgStore {
         run_id: i64,
         sections: &[(String, u64)],
     ) -> Result<(), PgStoreError> {
-        let mut tx = self.client().transaction()?;
+        let mut tx = self.write_tx()?;
         tx.execute("DELETE FROM run_sections WHERE run_id = $1", &[&run_id])?;
         for (ord, (name, seconds)) in sections.iter().enumerate() {
             tx.execute(
@@ -69,9 +69,9 @@ impl PgStore {
     }
 
     /// A run's log section timings, in the order they ended.
-    pub fn sections(&mut self, run_id: i64) -> Result<Vec<(String, u64)>, PgStoreError> {
+    pub fn sections(&self, run_id: i64) -> Result<Vec<(String, u64)>, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query(
                 "SELECT name, seconds FROM run_sections WHERE run_id = $1 ORDER BY ord",
                 &[&run_id],

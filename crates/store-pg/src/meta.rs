@@ -9,9 +9,9 @@ const META_SERVING_SINCE: &str = "serving_since";
 const META_DEMO: &str = "demo";
 
 impl PgStore {
-    pub fn meta(&mut self, key: &str) -> Result<Option<String>, PgStoreError> {
+    pub fn meta(&self, key: &str) -> Result<Option<String>, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
             .map(|r| r.get(0)))
     }
@@ -35,7 +35,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub fn is_demo(&mut self) -> Result<bool, PgStoreError> {
+    pub fn is_demo(&self) -> Result<bool, PgStoreError> {
         Ok(self.meta(META_DEMO)?.is_some())
     }
 
@@ -43,9 +43,9 @@ impl PgStore {
         self.set_meta(META_DEMO, seed_info)
     }
 
-    pub fn run_count(&mut self) -> Result<i64, PgStoreError> {
+    pub fn run_count(&self) -> Result<i64, PgStoreError> {
         Ok(self
-            .client()
+            .reader()
             .query_one("SELECT count(*) FROM runs", &[])?
             .get(0))
     }

@@ -2,7 +2,7 @@
 //! runs, changes, SLO events, per-test state and webhook delivery ids older
 //! than the configured limits. Counters are not touched.
 
-use crate::{PgStore, PgStoreError};
+use crate::{PgStore, PgStoreError, Sql};
 use chrono::{DateTime, Utc};
 use ci_slo_store::PruneStats;
 
@@ -24,7 +24,7 @@ impl PgStore {
         events_before: DateTime<Utc>,
     ) -> Result<PruneStats, PgStoreError> {
         let (before, events_before) = (before.timestamp_millis(), events_before.timestamp_millis());
-        let mut tx = self.client().transaction()?;
+        let mut tx = self.write_tx()?;
         let runs = tx.execute(
             "DELETE FROM runs WHERE final_counted = 1
                AND coalesce(finished_at, started_at, queued_at, created_at) < $1",

@@ -53,35 +53,78 @@ impl<C: GenericClient> Sql for C {
     }
 }
 
-/// A transaction of the store, preparing each statement once.
+/// A write of the store: a transaction, or, when the writer thread has a
+/// batch's transaction open ([`crate::PgStore`] as an `Engine`), a savepoint
+/// inside it, so every write path is the same code either way. Statements
+/// are prepared once per connection. Dropped without [`Tx::commit`], it
+/// rolls back what it wrote (and only that).
 pub struct Tx<'a> {
-    tx: postgres::Transaction<'a>,
+    client: &'a mut postgres::Client,
     cache: &'a mut Statements,
+    nested: bool,
+    open: bool,
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(tx: postgres::Transaction<'a>, cache: &'a mut Statements) -> Tx<'a> {
-        Tx { tx, cache }
+    /// Begin: `BEGIN`, or a savepoint when `nested` (a transaction is open).
+    pub(crate) fn begin(
+        client: &'a mut postgres::Client,
+        cache: &'a mut Statements,
+        nested: bool,
+    ) -> Result<Tx<'a>, postgres::Error> {
+        client.batch_execute(if nested { "SAVEPOINT tx" } else { "BEGIN" })?;
+        Ok(Tx {
+            client,
+            cache,
+            nested,
+            open: true,
+        })
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(s) = self.cache.0.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.tx.prepare(sql)?;
+        let s = self.client.prepare(sql)?;
         self.cache.0.insert(sql, s.clone());
         Ok(s)
     }
 
-    pub fn commit(self) -> Result<(), postgres::Error> {
-        self.tx.commit()
+    /// Run statements without parameters (and without preparing them).
+    pub fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.client.batch_execute(sql)
+    }
+
+    /// Keep what this write did (`COMMIT`, or release the savepoint: the
+    /// batch's transaction commits it with the rest).
+    pub fn commit(mut self) -> Result<(), postgres::Error> {
+        self.open = false;
+        self.client.batch_execute(if self.nested {
+            "RELEASE SAVEPOINT tx"
+        } else {
+            "COMMIT"
+        })
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // A failure here leaves the connection in a failed transaction,
+            // which the next write's statements report.
+            let _ = self.client.batch_execute(if self.nested {
+                "ROLLBACK TO SAVEPOINT tx; RELEASE SAVEPOINT tx"
+            } else {
+                "ROLLBACK"
+            });
+        }
     }
 }
 
 impl Sql for Tx<'_> {
     fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, postgres::Error> {
         let s = self.statement(sql)?;
-        self.tx.execute(&s, params)
+        self.client.execute(&s, params)
     }
     fn query(
         &mut self,
@@ -89,7 +132,7 @@ impl Sql for Tx<'_> {
         params: Params<'_>,
     ) -> Result<Vec<Row>, postgres::Error> {
         let s = self.statement(sql)?;
-        self.tx.query(&s, params)
+        self.client.query(&s, params)
     }
     fn query_opt(
         &mut self,
@@ -97,10 +140,10 @@ impl Sql for Tx<'_> {
         params: Params<'_>,
     ) -> Result<Option<Row>, postgres::Error> {
         let s = self.statement(sql)?;
-        self.tx.query_opt(&s, params)
+        self.client.query_opt(&s, params)
     }
     fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, postgres::Error> {
         let s = self.statement(sql)?;
-        self.tx.query_one(&s, params)
+        self.client.query_one(&s, params)
     }
 }
