@@ -28,6 +28,34 @@ pub(crate) fn run(args: &[&str], dir: &Path) -> Output {
         .expect("binary runs")
 }
 
+/// Whether the integration tests run the exporter on PostgreSQL
+/// (`CI_SLO_TEST_ENGINE=postgres`, see README "Tests") instead of its
+/// SQLite default: each `serve` then gets `CI_SLO_DATABASE_URL` of a
+/// database of the shared test server (ci_slo_store_pg::testing), one per
+/// `--db` path, so a restart on the same path finds the same data.
+pub(crate) fn on_postgres() -> bool {
+    std::env::var("CI_SLO_TEST_ENGINE").is_ok_and(|v| v == "postgres")
+}
+
+/// The PostgreSQL database standing in for the SQLite file `db`, as a URL
+/// with the password (the form `CI_SLO_DATABASE_URL` takes).
+pub(crate) fn database_url(db: &Path) -> String {
+    use ci_slo_store_pg::testing::{TestDatabase, TestServer};
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    static DATABASES: LazyLock<Mutex<HashMap<PathBuf, TestDatabase>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let server = TestServer::shared();
+    let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    let database = databases.entry(db.to_path_buf()).or_insert_with(|| {
+        let hint = db.file_stem().and_then(|s| s.to_str()).unwrap_or("db");
+        server.database(hint).expect("a test database")
+    });
+    server
+        .url(database.name())
+        .replacen("@", &format!(":{}@", server.password()), 1)
+}
+
 pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -82,6 +110,9 @@ impl Exporter {
             .env("CI_SLO_LOG", "info")
             .stdout(Stdio::null())
             .stderr(stderr);
+        if on_postgres() {
+            cmd.env("CI_SLO_DATABASE_URL", database_url(db));
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
