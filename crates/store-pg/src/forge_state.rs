@@ -6,17 +6,10 @@
 //! replay for every other: the insert that creates its row is the one that
 //! answers true.
 
-use crate::{PgStore, PgStoreError};
-use chrono::{DateTime, TimeZone, Utc};
+use crate::{PgStore, PgStoreError, REPOSITORY_ID};
+use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, RepositoryRef, Trigger};
-use ci_slo_store::{ExternalRun, SyncState};
-
-/// The id of repository (forge $1, path $2), for queries by repository.
-const REPOSITORY_ID: &str = "(SELECT id FROM repositories WHERE forge = $1 AND path = $2)";
-
-fn from_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
+use ci_slo_store::{ExternalRun, SyncState, from_ms};
 
 impl PgStore {
     /// Remember a webhook delivery; false when it was seen before (a replay).

@@ -8,8 +8,13 @@
 //! per-test counters, reports, dependencies and change, counted once; not
 //! yet a differing report of a finished run), `meta`, counters ([`tally`]),
 //! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
-//! cursors), job logs and retention (`prune`). Not here yet: bulk loads,
-//! settling, the reads; the exporter serves from SQLite only.
+//! cursors), job logs and retention (`prune`), and the reads of `/metrics`,
+//! the history backfill and the forge adapters ([`PgStore::metric_state`],
+//! [`PgStore::counted_events`], [`PgStore::slo_counts_in_windows`], the
+//! per-test statistics, [`PgStore::run_by_external_id`],
+//! [`PgStore::run_attempt`], [`PgStore::workflow_run`], ...). Not here yet:
+//! bulk loads, settling, the UI's reads; the exporter serves from SQLite
+//! only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -18,18 +23,22 @@ pub mod counting;
 mod error;
 mod failures;
 mod forge_state;
+mod github;
 mod ingest_run;
 pub mod leader;
 mod logs;
 mod meta;
 pub mod migrate;
 mod prune;
+mod reads;
 mod results;
 pub mod schema;
 mod statements;
 pub mod tally;
+mod test_slo;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timeline;
 
 pub use error::{PgStoreError, describe};
 pub use statements::{Sql, Tx};
@@ -37,6 +46,10 @@ pub use statements::{Sql, Tx};
 use ci_slo_core::config::database::PostgresTarget;
 use ci_slo_store::Migrating;
 use std::cell::{RefCell, RefMut};
+
+/// The id of repository (forge $1, path $2), for queries by repository.
+pub(crate) const REPOSITORY_ID: &str =
+    "(SELECT id FROM repositories WHERE forge = $1 AND path = $2)";
 
 /// A connection to a migrated PostgreSQL database.
 ///
