@@ -510,3 +510,46 @@ fn the_forge_adapters_lookups_answer_as_sqlite_does() {
     );
     assert!(pg.has_log(3).unwrap() && !pg.has_log(2).unwrap());
 }
+
+/// The reads have the store interface's signatures (`Storage`'s, with
+/// `PgStoreError`), so `impl Storage for PgStore` is one line a method.
+/// The function types spelled out are the interface's signatures.
+#[test]
+#[allow(clippy::type_complexity)]
+fn the_reads_have_the_store_interfaces_signatures() {
+    use ci_slo_core::flaky::TestStats;
+    use ci_slo_core::slo::EventCounts;
+    use ci_slo_store::github::{RunBrief, WorkflowRunInfo};
+    use ci_slo_store::test_slo::TestWindowRuns;
+    use ci_slo_store::timeline::{TestDays, TimedEvent};
+    use ci_slo_store::{MetricState, SyncState};
+    use ci_slo_store_pg::PgStoreError;
+    use std::collections::HashMap;
+    type R<T> = Result<T, PgStoreError>;
+    let _: fn(&PgStore) -> R<MetricState> = PgStore::metric_state;
+    let _: fn(&PgStore, DurationLimits, &mut dyn FnMut(TimedEvent)) -> R<()> =
+        PgStore::counted_events;
+    let _: fn(
+        &PgStore,
+        DateTime<Utc>,
+        &[std::time::Duration],
+        Option<&str>,
+    ) -> R<Vec<HashMap<String, EventCounts>>> = PgStore::slo_counts_in_windows;
+    let _: fn(&PgStore, DateTime<Utc>, u64) -> R<Vec<(String, String, String, TestStats)>> =
+        PgStore::test_stats;
+    let _: fn(&PgStore, i64, i64) -> R<Vec<TestDays>> = PgStore::test_day_counts;
+    let _: fn(&PgStore, &[i64]) -> R<Vec<TestWindowRuns>> = PgStore::test_runs_in_windows;
+    let _: fn(&PgStore) -> R<Vec<(String, String, i64)>> = PgStore::last_syncs;
+    let _: fn(&PgStore) -> R<i64> = PgStore::run_count;
+    let _: fn(&PgStore) -> R<bool> = PgStore::is_demo;
+    let _: fn(&PgStore, &RepositoryRef, &str) -> R<Option<RunBrief>> = PgStore::run_by_external_id;
+    let _: fn(&PgStore, &RepositoryRef, &str, &str, Option<u32>) -> R<Option<RunBrief>> =
+        PgStore::run_attempt;
+    let _: fn(&PgStore, &RepositoryRef, &str, &str) -> R<Option<(u32, RunState)>> =
+        PgStore::latest_attempt;
+    let _: fn(&PgStore, &str, u64, u32) -> R<Option<WorkflowRunInfo>> = PgStore::workflow_run;
+    let _: fn(&PgStore, &str, u64) -> R<Option<String>> = PgStore::workflow_run_event;
+    let _: fn(&PgStore, i64) -> R<bool> = PgStore::has_log;
+    let _: fn(&PgStore, &RepositoryRef, &str) -> R<bool> = PgStore::has_runs_for_commit;
+    let _: fn(&PgStore, Forge, &str, &str) -> R<Option<SyncState>> = PgStore::sync_state;
+}
