@@ -13,7 +13,6 @@ use ci_slo_core::slo::{EventCounts, SloId};
 use ci_slo_store::{
     BucketRow, MetricState, add_counts, counts_from_columns, first_whole_hour, window_start,
 };
-use postgres::types::ToSql;
 use std::collections::HashMap;
 
 /// Six `bigint` columns of `row` from `first` on, as test counters.
@@ -103,79 +102,68 @@ impl PgStore {
         let since_ms = since.timestamp_millis();
         let whole = first_whole_hour(since_ms);
         let mut out: HashMap<String, EventCounts> = HashMap::new();
-        let mut client = self.reader();
-        // Repository 0 of the rollup is every repository. Each text names
-        // only the parameters it binds (PostgreSQL types every one).
-        let (hourly, edge, runs, tests) = match repository {
-            Some(_) => (
-                "SELECT slo, sum(good)::bigint, sum(total)::bigint FROM slo_hourly
-                 WHERE repository_id IN (SELECT id FROM repositories WHERE path = $2) AND hour >= $1
-                 GROUP BY slo",
-                "SELECT slo, coalesce(sum(good), 0)::bigint, count(*) FROM slo_events
-                 WHERE at >= $1 AND at < $2
-                   AND repository_id IN (SELECT id FROM repositories WHERE path = $3)
-                 GROUP BY slo",
-                "SELECT 'queue_time', coalesce(sum(queue_good), 0)::bigint, count(*) FROM run_events
-                   WHERE queue_at >= $1 AND queue_at < $2
+        // One statement, one round trip: the whole hours from the rollup
+        // (repository 0 is every repository; each of its rows counts), the
+        // edge of the first hour from the events, run events and test
+        // events (each part counted when it has events, as in SQLite).
+        let rows = match repository {
+            Some(path) => self.reader().query(
+                "SELECT slo, sum(good)::bigint, sum(total)::bigint, true FROM slo_hourly
+                   WHERE repository_id IN (SELECT id FROM repositories WHERE path = $3) AND hour >= $1
+                   GROUP BY slo
+                 UNION ALL
+                 SELECT slo, coalesce(sum(good), 0)::bigint, count(*), true FROM slo_events
+                   WHERE at >= $2 AND at < $1
+                     AND repository_id IN (SELECT id FROM repositories WHERE path = $3)
+                   GROUP BY slo
+                 UNION ALL
+                 SELECT 'queue_time', coalesce(sum(queue_good), 0)::bigint, count(*), false FROM run_events
+                   WHERE queue_at >= $2 AND queue_at < $1
                      AND repository_id IN (SELECT id FROM repositories WHERE path = $3)
                  UNION ALL
-                 SELECT 'run_time', coalesce(sum(run_time_good), 0)::bigint, count(*) FROM run_events
-                   WHERE run_time_at >= $1 AND run_time_at < $2
+                 SELECT 'run_time', coalesce(sum(run_time_good), 0)::bigint, count(*), false FROM run_events
+                   WHERE run_time_at >= $2 AND run_time_at < $1
                      AND repository_id IN (SELECT id FROM repositories WHERE path = $3)
                  UNION ALL
-                 SELECT 'runs_completed', coalesce(sum(completed_good), 0)::bigint, count(*) FROM run_events
-                   WHERE completed_at >= $1 AND completed_at < $2
+                 SELECT 'runs_completed', coalesce(sum(completed_good), 0)::bigint, count(*), false
+                   FROM run_events
+                   WHERE completed_at >= $2 AND completed_at < $1
+                     AND repository_id IN (SELECT id FROM repositories WHERE path = $3)
+                 UNION ALL
+                 SELECT $4, coalesce(sum(good), 0)::bigint, coalesce(sum(total), 0)::bigint, false
+                   FROM test_events
+                   WHERE at >= $2 AND at < $1
                      AND repository_id IN (SELECT id FROM repositories WHERE path = $3)",
-                "SELECT coalesce(sum(good), 0)::bigint, coalesce(sum(total), 0)::bigint FROM test_events
-                 WHERE at >= $1 AND at < $2
-                   AND repository_id IN (SELECT id FROM repositories WHERE path = $3)",
-            ),
-            None => (
-                "SELECT slo, sum(good)::bigint, sum(total)::bigint FROM slo_hourly
-                 WHERE repository_id = 0 AND hour >= $1 GROUP BY slo",
-                "SELECT slo, coalesce(sum(good), 0)::bigint, count(*) FROM slo_events
-                 WHERE at >= $1 AND at < $2 GROUP BY slo",
-                "SELECT 'queue_time', coalesce(sum(queue_good), 0)::bigint, count(*) FROM run_events
-                   WHERE queue_at >= $1 AND queue_at < $2
+                &[&whole, &since_ms, &path, &SloId::TestSuccess.as_str()],
+            )?,
+            None => self.reader().query(
+                "SELECT slo, sum(good)::bigint, sum(total)::bigint, true FROM slo_hourly
+                   WHERE repository_id = 0 AND hour >= $1 GROUP BY slo
                  UNION ALL
-                 SELECT 'run_time', coalesce(sum(run_time_good), 0)::bigint, count(*) FROM run_events
-                   WHERE run_time_at >= $1 AND run_time_at < $2
+                 SELECT slo, coalesce(sum(good), 0)::bigint, count(*), true FROM slo_events
+                   WHERE at >= $2 AND at < $1 GROUP BY slo
                  UNION ALL
-                 SELECT 'runs_completed', coalesce(sum(completed_good), 0)::bigint, count(*) FROM run_events
-                   WHERE completed_at >= $1 AND completed_at < $2",
-                "SELECT coalesce(sum(good), 0)::bigint, coalesce(sum(total), 0)::bigint FROM test_events
-                 WHERE at >= $1 AND at < $2",
-            ),
+                 SELECT 'queue_time', coalesce(sum(queue_good), 0)::bigint, count(*), false FROM run_events
+                   WHERE queue_at >= $2 AND queue_at < $1
+                 UNION ALL
+                 SELECT 'run_time', coalesce(sum(run_time_good), 0)::bigint, count(*), false FROM run_events
+                   WHERE run_time_at >= $2 AND run_time_at < $1
+                 UNION ALL
+                 SELECT 'runs_completed', coalesce(sum(completed_good), 0)::bigint, count(*), false
+                   FROM run_events
+                   WHERE completed_at >= $2 AND completed_at < $1
+                 UNION ALL
+                 SELECT $3, coalesce(sum(good), 0)::bigint, coalesce(sum(total), 0)::bigint, false
+                   FROM test_events
+                   WHERE at >= $2 AND at < $1",
+                &[&whole, &since_ms, &SloId::TestSuccess.as_str()],
+            )?,
         };
-        let hour_params: Vec<&(dyn ToSql + Sync)> = match &repository {
-            Some(path) => vec![&whole, path],
-            None => vec![&whole],
-        };
-        for r in client.query(hourly, &hour_params)? {
-            add_counts(&mut out, r.get(0), r.get(1), r.get(2));
-        }
-        let edge_params: Vec<&(dyn ToSql + Sync)> = match &repository {
-            Some(path) => vec![&since_ms, &whole, path],
-            None => vec![&since_ms, &whole],
-        };
-        for r in client.query(edge, &edge_params)? {
-            add_counts(&mut out, r.get(0), r.get(1), r.get(2));
-        }
-        for r in client.query(runs, &edge_params)? {
-            let total: i64 = r.get(2);
-            if total > 0 {
+        for r in &rows {
+            let (total, always): (i64, bool) = (r.get(2), r.get(3));
+            if always || total > 0 {
                 add_counts(&mut out, r.get(0), r.get(1), total);
             }
-        }
-        let r = client.query_one(tests, &edge_params)?;
-        let (good, total): (i64, i64) = (r.get(0), r.get(1));
-        if total > 0 {
-            add_counts(
-                &mut out,
-                SloId::TestSuccess.as_str().to_string(),
-                good,
-                total,
-            );
         }
         Ok(out)
     }
