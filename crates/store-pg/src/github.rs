@@ -2,13 +2,22 @@
 //! `github.rs`: the latest known state of a run (by the source's id, or by
 //! context, commit and attempt) and workflow-run metadata.
 
-use crate::{PgStore, PgStoreError, REPOSITORY_ID};
+use crate::{PgStore, PgStoreError, Sql};
 use ci_slo_core::model::{RepositoryRef, RunState, Trigger};
 use ci_slo_store::from_ms;
 use ci_slo_store::github::{RunBrief, WorkflowRunInfo};
 
-const BRIEF_COLUMNS: &str = "r.id, r.external_id, r.attempt, r.state, r.trigger, r.queued_at, r.started_at, \
-     r.finished_at, r.url, r.log_url, r.trigger_pending";
+/// What a [`RunBrief`] reads, of the runs of repository (forge $1, path $2).
+macro_rules! brief_of_repository {
+    () => {
+        concat!(
+            "SELECT r.id, r.external_id, r.attempt, r.state, r.trigger, r.queued_at, r.started_at,
+                    r.finished_at, r.url, r.log_url, r.trigger_pending
+             FROM runs r WHERE r.repository_id = ",
+            repository_id!()
+        )
+    };
+}
 
 fn brief(r: &postgres::Row) -> RunBrief {
     RunBrief {
@@ -34,12 +43,9 @@ impl PgStore {
         external_id: &str,
     ) -> Result<Option<RunBrief>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
-                &format!(
-                    "SELECT {BRIEF_COLUMNS} FROM runs r
-                     WHERE r.repository_id = {REPOSITORY_ID} AND r.external_id = $3"
-                ),
+                concat!(brief_of_repository!(), " AND r.external_id = $3"),
                 &[&repository.forge.as_str(), &repository.path, &external_id],
             )?
             .as_ref()
@@ -57,11 +63,11 @@ impl PgStore {
         attempt: Option<u32>,
     ) -> Result<Option<RunBrief>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
-                &format!(
-                    "SELECT {BRIEF_COLUMNS} FROM runs r
-                     WHERE r.repository_id = {REPOSITORY_ID} AND r.context = $3 AND r.commit_sha = $4
+                concat!(
+                    brief_of_repository!(),
+                    " AND r.context = $3 AND r.commit_sha = $4
                        AND r.attempt_group = '' AND ($5::bigint IS NULL OR r.attempt = $5)
                      ORDER BY r.attempt DESC, r.id LIMIT 1"
                 ),
@@ -85,7 +91,7 @@ impl PgStore {
         run_attempt: u32,
     ) -> Result<Option<WorkflowRunInfo>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
                 "SELECT event, run_started_at FROM github_workflow_runs
                  WHERE repository = $1 AND run_id = $2 AND run_attempt = $3",
@@ -105,7 +111,7 @@ impl PgStore {
         run_id: u64,
     ) -> Result<Option<String>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
                 "SELECT event FROM github_workflow_runs
                  WHERE repository = $1 AND run_id = $2 AND event IS NOT NULL

@@ -18,6 +18,15 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// The id of repository (forge $1, path $2), for queries by repository: a
+/// literal, so that statements built on it with `concat!` are `&'static
+/// str` (prepared once per connection).
+macro_rules! repository_id {
+    () => {
+        "(SELECT id FROM repositories WHERE forge = $1 AND path = $2)"
+    };
+}
+
 pub mod connect;
 pub mod counting;
 mod error;
@@ -41,15 +50,14 @@ pub mod testing;
 mod timeline;
 
 pub use error::{PgStoreError, describe};
-pub use statements::{Sql, Tx};
+pub use statements::{Read, Sql, Tx};
 
 use ci_slo_core::config::database::PostgresTarget;
 use ci_slo_store::Migrating;
 use std::cell::{RefCell, RefMut};
 
 /// The id of repository (forge $1, path $2), for queries by repository.
-pub(crate) const REPOSITORY_ID: &str =
-    "(SELECT id FROM repositories WHERE forge = $1 AND path = $2)";
+pub(crate) const REPOSITORY_ID: &str = repository_id!();
 
 /// A connection to a migrated PostgreSQL database.
 ///
@@ -58,7 +66,8 @@ pub(crate) const REPOSITORY_ID: &str =
 /// with its own connection, borrowed per read through [`PgStore::reader`]).
 pub struct PgStore {
     client: RefCell<postgres::Client>,
-    statements: statements::Statements,
+    /// Statements prepared on `client`, for writes and reads alike.
+    statements: RefCell<statements::Statements>,
     /// Whether the writer thread holds a batch's transaction open (see the
     /// `Engine` implementation): writes are then savepoints inside it.
     in_batch: bool,
@@ -86,7 +95,7 @@ impl PgStore {
         migrate::migrate(&mut client, progress)?;
         Ok(PgStore {
             client: RefCell::new(client),
-            statements: statements::Statements::default(),
+            statements: RefCell::default(),
             in_batch: false,
         })
     }
@@ -107,13 +116,23 @@ impl PgStore {
         self.client.borrow_mut()
     }
 
+    /// The connection for one read with the statements prepared on it
+    /// ([`Sql`] with `&'static str` SQL: each prepared once per connection).
+    /// As [`PgStore::reader`], reads never nest.
+    pub fn read(&self) -> Read<'_> {
+        Read {
+            client: self.client.borrow_mut(),
+            cache: self.statements.borrow_mut(),
+        }
+    }
+
     /// Begin a write: a transaction (a savepoint inside the batch's
     /// transaction when the writer thread has one open) whose statements
     /// are prepared once per connection.
     pub fn write_tx(&mut self) -> Result<Tx<'_>, PgStoreError> {
         Ok(Tx::begin(
             self.client.get_mut(),
-            &mut self.statements,
+            self.statements.get_mut(),
             self.in_batch,
         )?)
     }

@@ -5,7 +5,7 @@
 //! grouping of buckets into histograms, test statistics) is the SQLite
 //! store's own code.
 
-use crate::{PgStore, PgStoreError, REPOSITORY_ID};
+use crate::{PgStore, PgStoreError, Sql};
 use chrono::{DateTime, Utc};
 use ci_slo_core::flaky::{self, TestStats};
 use ci_slo_core::model::{RepositoryRef, RunState};
@@ -29,7 +29,7 @@ impl PgStore {
         since: DateTime<Utc>,
         min_runs: u64,
     ) -> Result<Vec<(String, String, String, TestStats)>, PgStoreError> {
-        let rows = self.reader().query(
+        let rows = self.read().query(
             "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips,
                     d.flaky_failures
              FROM (SELECT test_id, sum(runs)::bigint AS runs, sum(failures)::bigint AS failures,
@@ -60,13 +60,18 @@ impl PgStore {
         Ok(self
             .reader()
             .query_opt(
-                &format!(
-                    "SELECT r.attempt, r.state FROM runs r
-                     WHERE r.repository_id = {REPOSITORY_ID} AND r.context = $3 AND r.commit_sha = $4
-                       AND r.attempt_group = ''
+                concat!(
+                    "SELECT r.attempt, r.state FROM runs r WHERE r.repository_id = ",
+                    repository_id!(),
+                    " AND r.context = $3 AND r.commit_sha = $4 AND r.attempt_group = ''
                      ORDER BY r.attempt DESC, r.id LIMIT 1"
                 ),
-                &[&repository.forge.as_str(), &repository.path, &context, &commit],
+                &[
+                    &repository.forge.as_str(),
+                    &repository.path,
+                    &context,
+                    &commit,
+                ],
             )?
             .map(|r| {
                 (
@@ -107,7 +112,7 @@ impl PgStore {
         // edge of the first hour from the events, run events and test
         // events (each part counted when it has events, as in SQLite).
         let rows = match repository {
-            Some(path) => self.reader().query(
+            Some(path) => self.read().query(
                 "SELECT slo, sum(good)::bigint, sum(total)::bigint, true FROM slo_hourly
                    WHERE repository_id IN (SELECT id FROM repositories WHERE path = $3) AND hour >= $1
                    GROUP BY slo
@@ -136,7 +141,7 @@ impl PgStore {
                      AND repository_id IN (SELECT id FROM repositories WHERE path = $3)",
                 &[&whole, &since_ms, &path, &SloId::TestSuccess.as_str()],
             )?,
-            None => self.reader().query(
+            None => self.read().query(
                 "SELECT slo, sum(good)::bigint, sum(total)::bigint, true FROM slo_hourly
                    WHERE repository_id = 0 AND hour >= $1 GROUP BY slo
                  UNION ALL
@@ -171,7 +176,7 @@ impl PgStore {
     /// Every persisted counter and histogram, in (family, labels) order as
     /// SQLite sorts text (bytewise: `COLLATE "C"`), buckets by bound.
     pub fn metric_state(&self) -> Result<MetricState, PgStoreError> {
-        let mut client = self.reader();
+        let mut client = self.read();
         let mut state = MetricState::default();
         for r in client.query(
             r#"SELECT family, labels, value FROM metric_counters

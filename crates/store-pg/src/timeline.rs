@@ -5,7 +5,7 @@
 //! row makes is the SQLite store's code (`ci_slo_store::timeline`).
 
 use crate::reads::counts_at;
-use crate::{PgStore, PgStoreError};
+use crate::{PgStore, PgStoreError, Sql};
 use ci_slo_core::model::DurationLimits;
 use ci_slo_store::timeline::{
     FailureClasses, RunRow, TestDays, TimedEvent, change_events, fingerprint_event, run_slo_events,
@@ -21,7 +21,7 @@ impl PgStore {
         limits: DurationLimits,
         emit: &mut dyn FnMut(TimedEvent),
     ) -> Result<(), PgStoreError> {
-        let mut client = self.reader();
+        let mut client = self.read();
         for r in client.query(
             "SELECT repo.path, r.context, r.trigger, r.state, r.attempt, r.queued_at, r.started_at,
                     r.finished_at, r.created_at, r.queue_counted, r.final_counted
@@ -110,7 +110,7 @@ impl PgStore {
         since_day: i64,
         until_day: i64,
     ) -> Result<Vec<TestDays>, PgStoreError> {
-        let rows = self.reader().query(
+        let rows = self.read().query(
             r#"SELECT repo.path, t.context, t.name, d.day, d.runs, d.failures, d.commits, d.flaky_commits,
                       d.flips, d.flaky_failures
                FROM test_days d JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id
