@@ -63,7 +63,8 @@ pub(crate) const REPOSITORY_ID: &str = repository_id!();
 ///
 /// Writes take `&mut self`; reads take `&self` (the storage interface's
 /// read pool shares nothing between readers, so each reader is one store
-/// with its own connection, borrowed per read through [`PgStore::reader`]).
+/// with its own connection, borrowed per read through [`PgStore::read`],
+/// with the statements prepared on it, or [`PgStore::reader`]).
 pub struct PgStore {
     client: RefCell<postgres::Client>,
     /// Statements prepared on `client`, for writes and reads alike.
