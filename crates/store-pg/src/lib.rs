@@ -56,9 +56,6 @@ use ci_slo_core::config::database::PostgresTarget;
 use ci_slo_store::Migrating;
 use std::cell::{RefCell, RefMut};
 
-/// The id of repository (forge $1, path $2), for queries by repository.
-pub(crate) const REPOSITORY_ID: &str = repository_id!();
-
 /// A connection to a migrated PostgreSQL database.
 ///
 /// Writes take `&mut self`; reads take `&self` (the storage interface's
