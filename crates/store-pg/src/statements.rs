@@ -132,32 +132,49 @@ impl Drop for Tx<'_> {
     }
 }
 
-impl Sql for Tx<'_> {
-    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.execute(&s, params)
-    }
-    fn query(
-        &mut self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<Vec<Row>, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.query(&s, params)
-    }
-    fn query_opt(
-        &mut self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<Option<Row>, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.query_opt(&s, params)
-    }
-    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.query_one(&s, params)
-    }
+/// [`Sql`] for a type with a connection (`self.client`) and a
+/// `statement(sql)` that prepares once: [`Tx`] and [`Read`].
+macro_rules! prepared_sql {
+    ($ty:ty) => {
+        impl Sql for $ty {
+            fn execute(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<u64, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.execute(&s, params)
+            }
+            fn query(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<Vec<Row>, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.query(&s, params)
+            }
+            fn query_opt(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<Option<Row>, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.query_opt(&s, params)
+            }
+            fn query_one(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<Row, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.query_one(&s, params)
+            }
+        }
+    };
 }
+
+prepared_sql!(Tx<'_>);
+prepared_sql!(Read<'_>);
 
 /// One read of the store ([`crate::PgStore::read`]): its connection and
 /// the store's prepared statements, borrowed for the read; a statement is
@@ -168,29 +185,8 @@ pub struct Read<'a> {
     pub(crate) cache: std::cell::RefMut<'a, Statements>,
 }
 
-impl Sql for Read<'_> {
-    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, postgres::Error> {
-        let s = self.cache.get(&mut self.client, sql)?;
-        self.client.execute(&s, params)
-    }
-    fn query(
-        &mut self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<Vec<Row>, postgres::Error> {
-        let s = self.cache.get(&mut self.client, sql)?;
-        self.client.query(&s, params)
-    }
-    fn query_opt(
-        &mut self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<Option<Row>, postgres::Error> {
-        let s = self.cache.get(&mut self.client, sql)?;
-        self.client.query_opt(&s, params)
-    }
-    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, postgres::Error> {
-        let s = self.cache.get(&mut self.client, sql)?;
-        self.client.query_one(&s, params)
+impl Read<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        self.cache.get(&mut self.client, sql)
     }
 }
