@@ -8,63 +8,15 @@
 //! not sync at each commit either). `cargo bench -p ci-slo-store-pg --bench ingest`
 //! (`CI_SLO_BENCH_RUNS` runs, 2,000 by default).
 
-use chrono::{DateTime, Duration, Utc};
+mod common;
+
+use chrono::Utc;
 use ci_slo_core::config::Config;
-use ci_slo_core::model::{
-    Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
-};
 use ci_slo_store::{Policy, Store};
 use ci_slo_store_pg::PgStore;
 use ci_slo_store_pg::testing::TestServer;
+use common::{TESTS, runs};
 use std::time::Instant;
-
-const TESTS: usize = 50;
-
-fn runs(n: usize) -> Vec<NewRun> {
-    let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
-        .expect("time")
-        .to_utc();
-    (0..n)
-        .map(|i| {
-            let at = now - Duration::minutes((n - i) as i64);
-            NewRun {
-                repository: RepositoryRef {
-                    forge: Forge::Github,
-                    path: format!("org/repo{}", i % 20),
-                },
-                context: format!("ci/job{}", i % 5),
-                commit: format!("{:040x}", i / 3),
-                external_id: Some(format!("job-{i}")),
-                attempt: 0,
-                trigger: Trigger::PullRequest,
-                state: if i % 7 == 0 {
-                    RunState::Failure
-                } else {
-                    RunState::Success
-                },
-                queued_at: Some(at - Duration::seconds(90)),
-                started_at: Some(at - Duration::seconds(60)),
-                finished_at: Some(at),
-                source: "bench".into(),
-                tests: (0..TESTS)
-                    .map(|t| TestResult {
-                        name: format!("suite::test_{t}"),
-                        outcome: if (i + t) % 31 == 0 {
-                            TestOutcome::Failed
-                        } else {
-                            TestOutcome::Passed
-                        },
-                        duration_seconds: Some(0.25),
-                        retries: 0,
-                        retry_reasons: Vec::new(),
-                        message: None,
-                    })
-                    .collect(),
-                ..NewRun::default()
-            }
-        })
-        .collect()
-}
 
 fn main() {
     let n: usize = std::env::var("CI_SLO_BENCH_RUNS")

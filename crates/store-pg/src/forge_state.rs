@@ -6,17 +6,10 @@
 //! replay for every other: the insert that creates its row is the one that
 //! answers true.
 
-use crate::{PgStore, PgStoreError};
-use chrono::{DateTime, TimeZone, Utc};
+use crate::{PgStore, PgStoreError, Sql};
+use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, RepositoryRef, Trigger};
-use ci_slo_store::{ExternalRun, SyncState};
-
-/// The id of repository (forge $1, path $2), for queries by repository.
-const REPOSITORY_ID: &str = "(SELECT id FROM repositories WHERE forge = $1 AND path = $2)";
-
-fn from_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
+use ci_slo_store::{ExternalRun, SyncState, from_ms};
 
 impl PgStore {
     /// Remember a webhook delivery; false when it was seen before (a replay).
@@ -37,7 +30,7 @@ impl PgStore {
     /// Whether a webhook delivery was recorded before (read-only).
     pub fn delivery_seen(&self, forge: Forge, delivery_id: &str) -> Result<bool, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
                 "SELECT 1 FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
                 &[&forge.as_str(), &delivery_id],
@@ -53,7 +46,7 @@ impl PgStore {
         kind: &str,
     ) -> Result<Option<SyncState>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
                 "SELECT cursor, etag, last_success FROM sync_state WHERE forge = $1 AND scope = $2 AND kind = $3",
                 &[&forge.as_str(), &scope, &kind],
@@ -91,7 +84,7 @@ impl PgStore {
     /// The latest successful sync per (forge, scope), Unix ms.
     pub fn last_syncs(&self) -> Result<Vec<(String, String, i64)>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query(
                 "SELECT forge, scope, max(last_success) FROM sync_state WHERE last_success IS NOT NULL
                  GROUP BY forge, scope ORDER BY forge, scope",
@@ -109,11 +102,12 @@ impl PgStore {
         external_id: &str,
     ) -> Result<Option<ExternalRun>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
-                &format!(
-                    "SELECT r.id, r.attempt, r.trigger FROM runs r
-                     WHERE r.repository_id = {REPOSITORY_ID} AND r.external_id = $3"
+                concat!(
+                    "SELECT r.id, r.attempt, r.trigger FROM runs r WHERE r.repository_id = ",
+                    repository_id!(),
+                    " AND r.external_id = $3"
                 ),
                 &[&repository.forge.as_str(), &repository.path, &external_id],
             )?
@@ -131,11 +125,12 @@ impl PgStore {
         commit: &str,
     ) -> Result<bool, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
-                &format!(
-                    "SELECT 1 FROM runs r
-                     WHERE r.repository_id = {REPOSITORY_ID} AND r.commit_sha = $3 LIMIT 1"
+                concat!(
+                    "SELECT 1 FROM runs r WHERE r.repository_id = ",
+                    repository_id!(),
+                    " AND r.commit_sha = $3 LIMIT 1"
                 ),
                 &[&repository.forge.as_str(), &repository.path, &commit],
             )?

@@ -8,31 +8,49 @@
 //! per-test counters, reports, dependencies and change, counted once; not
 //! yet a differing report of a finished run), `meta`, counters ([`tally`]),
 //! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
-//! cursors), job logs and retention (`prune`). Not here yet: bulk loads,
-//! settling, the reads; the exporter serves from SQLite only.
+//! cursors), job logs and retention (`prune`), and the reads of `/metrics`,
+//! the history backfill and the forge adapters ([`PgStore::metric_state`],
+//! [`PgStore::counted_events`], [`PgStore::slo_counts_in_windows`], the
+//! per-test statistics, [`PgStore::run_by_external_id`],
+//! [`PgStore::run_attempt`], [`PgStore::workflow_run`], ...). Not here yet:
+//! bulk loads, settling, the UI's reads; the exporter serves from SQLite
+//! only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+/// The id of repository (forge $1, path $2), for queries by repository: a
+/// literal, so that statements built on it with `concat!` are `&'static
+/// str` (prepared once per connection).
+macro_rules! repository_id {
+    () => {
+        "(SELECT id FROM repositories WHERE forge = $1 AND path = $2)"
+    };
+}
 
 pub mod connect;
 pub mod counting;
 mod error;
 mod failures;
 mod forge_state;
+mod github;
 mod ingest_run;
 pub mod leader;
 mod logs;
 mod meta;
 pub mod migrate;
 mod prune;
+mod reads;
 mod results;
 pub mod schema;
 mod statements;
 pub mod tally;
+mod test_slo;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timeline;
 
 pub use error::{PgStoreError, describe};
-pub use statements::{Sql, Tx};
+pub use statements::{Read, Sql, Tx};
 
 use ci_slo_core::config::database::PostgresTarget;
 use ci_slo_store::Migrating;
@@ -42,10 +60,12 @@ use std::cell::{RefCell, RefMut};
 ///
 /// Writes take `&mut self`; reads take `&self` (the storage interface's
 /// read pool shares nothing between readers, so each reader is one store
-/// with its own connection, borrowed per read through [`PgStore::reader`]).
+/// with its own connection, borrowed per read through [`PgStore::read`],
+/// with the statements prepared on it, or [`PgStore::reader`]).
 pub struct PgStore {
     client: RefCell<postgres::Client>,
-    statements: statements::Statements,
+    /// Statements prepared on `client`, for writes and reads alike.
+    statements: RefCell<statements::Statements>,
     /// Whether the writer thread holds a batch's transaction open (see the
     /// `Engine` implementation): writes are then savepoints inside it.
     in_batch: bool,
@@ -73,7 +93,7 @@ impl PgStore {
         migrate::migrate(&mut client, progress)?;
         Ok(PgStore {
             client: RefCell::new(client),
-            statements: statements::Statements::default(),
+            statements: RefCell::default(),
             in_batch: false,
         })
     }
@@ -94,13 +114,23 @@ impl PgStore {
         self.client.borrow_mut()
     }
 
+    /// The connection for one read with the statements prepared on it
+    /// ([`Sql`] with `&'static str` SQL: each prepared once per connection).
+    /// As [`PgStore::reader`], reads never nest.
+    pub fn read(&self) -> Read<'_> {
+        Read {
+            client: self.client.borrow_mut(),
+            cache: self.statements.borrow_mut(),
+        }
+    }
+
     /// Begin a write: a transaction (a savepoint inside the batch's
     /// transaction when the writer thread has one open) whose statements
     /// are prepared once per connection.
     pub fn write_tx(&mut self) -> Result<Tx<'_>, PgStoreError> {
         Ok(Tx::begin(
             self.client.get_mut(),
-            &mut self.statements,
+            self.statements.get_mut(),
             self.in_batch,
         )?)
     }

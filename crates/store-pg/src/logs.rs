@@ -29,7 +29,7 @@ impl PgStore {
 
     pub fn has_log(&self, run_id: i64) -> Result<bool, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt("SELECT 1 FROM run_logs WHERE run_id = $1", &[&run_id])?
             .is_some())
     }
@@ -37,7 +37,7 @@ impl PgStore {
     /// The stored log of a run: (content, truncated).
     pub fn log(&self, run_id: i64) -> Result<Option<(String, bool)>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt(
                 "SELECT content, truncated FROM run_logs WHERE run_id = $1",
                 &[&run_id],
@@ -71,7 +71,7 @@ impl PgStore {
     /// A run's log section timings, in the order they ended.
     pub fn sections(&self, run_id: i64) -> Result<Vec<(String, u64)>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query(
                 "SELECT name, seconds FROM run_sections WHERE run_id = $1 ORDER BY ord",
                 &[&run_id],

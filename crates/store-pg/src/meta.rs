@@ -2,7 +2,7 @@
 //! first served from the database, whether it holds the demo history), with
 //! the same keys and methods.
 
-use crate::{PgStore, PgStoreError};
+use crate::{PgStore, PgStoreError, Sql};
 use chrono::{DateTime, Utc};
 
 const META_SERVING_SINCE: &str = "serving_since";
@@ -11,7 +11,7 @@ const META_DEMO: &str = "demo";
 impl PgStore {
     pub fn meta(&self, key: &str) -> Result<Option<String>, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
             .map(|r| r.get(0)))
     }
@@ -45,7 +45,7 @@ impl PgStore {
 
     pub fn run_count(&self) -> Result<i64, PgStoreError> {
         Ok(self
-            .reader()
+            .read()
             .query_one("SELECT count(*) FROM runs", &[])?
             .get(0))
     }

@@ -15,6 +15,22 @@ use std::collections::HashMap;
 #[derive(Default)]
 pub(crate) struct Statements(HashMap<&'static str, Statement>);
 
+impl Statements {
+    /// `sql` prepared on `client` (the first time only).
+    fn get(
+        &mut self,
+        client: &mut postgres::Client,
+        sql: &'static str,
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = client.prepare(sql)?;
+        self.0.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 /// Running SQL in a write.
@@ -82,12 +98,7 @@ impl<'a> Tx<'a> {
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
-        if let Some(s) = self.cache.0.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self.client.prepare(sql)?;
-        self.cache.0.insert(sql, s.clone());
-        Ok(s)
+        self.cache.get(self.client, sql)
     }
 
     /// Run statements without parameters (and without preparing them).
@@ -121,29 +132,61 @@ impl Drop for Tx<'_> {
     }
 }
 
-impl Sql for Tx<'_> {
-    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.execute(&s, params)
-    }
-    fn query(
-        &mut self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<Vec<Row>, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.query(&s, params)
-    }
-    fn query_opt(
-        &mut self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<Option<Row>, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.query_opt(&s, params)
-    }
-    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, postgres::Error> {
-        let s = self.statement(sql)?;
-        self.client.query_one(&s, params)
+/// [`Sql`] for a type with a connection (`self.client`) and a
+/// `statement(sql)` that prepares once: [`Tx`] and [`Read`].
+macro_rules! prepared_sql {
+    ($ty:ty) => {
+        impl Sql for $ty {
+            fn execute(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<u64, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.execute(&s, params)
+            }
+            fn query(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<Vec<Row>, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.query(&s, params)
+            }
+            fn query_opt(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<Option<Row>, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.query_opt(&s, params)
+            }
+            fn query_one(
+                &mut self,
+                sql: &'static str,
+                params: Params<'_>,
+            ) -> Result<Row, postgres::Error> {
+                let s = self.statement(sql)?;
+                self.client.query_one(&s, params)
+            }
+        }
+    };
+}
+
+prepared_sql!(Tx<'_>);
+prepared_sql!(Read<'_>);
+
+/// One read of the store ([`crate::PgStore::read`]): its connection and
+/// the store's prepared statements, borrowed for the read; a statement is
+/// prepared the first time it runs on the connection, so a read is one
+/// round trip (not a parse, then a bind and execute).
+pub struct Read<'a> {
+    pub(crate) client: std::cell::RefMut<'a, postgres::Client>,
+    pub(crate) cache: std::cell::RefMut<'a, Statements>,
+}
+
+impl Read<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        self.cache.get(&mut self.client, sql)
     }
 }

@@ -62,7 +62,10 @@ pub use forge_state::{ExternalRun, SyncState};
 pub use ingest_run::{IngestStatus, Ingested, Prepared, content_hash, url_in_id};
 pub use policy::Policy;
 pub use prune::PruneStats;
-pub use reads::{BucketRow, CounterRow, HistogramRow, MetricState};
+pub use reads::{
+    BucketRow, CounterRow, HistogramRow, MetricState, add_counts, first_whole_hour, window_start,
+};
+pub use results::counts_from_columns;
 pub use run_view::{ChangeView, ReportView, RunView, TestSlice, TestView};
 pub use settle::SettleStats;
 pub use storage::{BulkLoad, Engine, FreshLoading, Storage};

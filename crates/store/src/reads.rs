@@ -42,6 +42,96 @@ pub struct MetricState {
     pub histograms: Vec<HistogramRow>,
 }
 
+impl BucketRow {
+    /// A bucket as stored: its bound, count and exemplar columns (an
+    /// exemplar only when all three are set).
+    pub fn from_columns(
+        le: f64,
+        count: i64,
+        exemplar_run_id: Option<i64>,
+        exemplar_value: Option<f64>,
+        exemplar_ts: Option<i64>,
+    ) -> BucketRow {
+        BucketRow {
+            le,
+            count: count as u64,
+            exemplar: match (exemplar_run_id, exemplar_value, exemplar_ts) {
+                (Some(run_id), Some(value), Some(at_ms)) => Some((run_id, value, at_ms)),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl MetricState {
+    /// Add a counter row as stored (labels as [`tally::labels_json`]
+    /// encodes them), in (family, labels) order.
+    pub fn push_counter(&mut self, family: String, labels_json: &str, value: f64) {
+        self.counters.push(CounterRow {
+            family,
+            labels: tally::parse_labels(labels_json),
+            value,
+        });
+    }
+
+    /// Add a bucket of the histogram series (family, labels as
+    /// [`tally::labels_json`] encodes them) with its sum and count: rows in
+    /// (family, labels, le) order, so a series' buckets come together.
+    pub fn push_bucket(
+        &mut self,
+        family: String,
+        labels_json: String,
+        sum: f64,
+        count: i64,
+        bucket: BucketRow,
+    ) {
+        let same = self
+            .histograms
+            .last()
+            .is_some_and(|h| h.family == family && h.labels_json == labels_json);
+        if !same {
+            self.histograms.push(HistogramRow {
+                family,
+                labels: tally::parse_labels(&labels_json),
+                labels_json,
+                sum,
+                count: count as u64,
+                buckets: Vec::new(),
+            });
+        }
+        if let Some(h) = self.histograms.last_mut() {
+            h.buckets.push(bucket);
+        }
+    }
+}
+
+/// Where an SLO window of length `window` ending at `now` begins (the
+/// earliest time there is, for a window longer than history).
+pub fn window_start(now: DateTime<Utc>, window: std::time::Duration) -> DateTime<Utc> {
+    let w = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    now.checked_sub_signed(w)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The first whole hour (Unix ms) at or after `since_ms`: a window's whole
+/// hours come from the hourly rollup, the part before from the events.
+pub fn first_whole_hour(since_ms: i64) -> i64 {
+    const HOUR_MS: i64 = 3_600_000;
+    since_ms.div_euclid(HOUR_MS) * HOUR_MS
+        + if since_ms.rem_euclid(HOUR_MS) == 0 {
+            0
+        } else {
+            HOUR_MS
+        }
+}
+
+/// Add (good, total) events to an SLO's counts.
+pub fn add_counts(out: &mut HashMap<String, EventCounts>, slo: String, good: i64, total: i64) {
+    let c = out.entry(slo).or_default();
+    c.good += good as u64;
+    c.total += total as u64;
+}
+
 impl Store {
     /// Each test's statistics since `since` (whole UTC days: the day of
     /// `since` counts whole), from the per-day counters kept at ingest
@@ -119,13 +209,7 @@ impl Store {
     ) -> Result<Vec<HashMap<String, EventCounts>>, StoreError> {
         windows
             .iter()
-            .map(|w| {
-                let w = chrono::Duration::from_std(*w).unwrap_or(chrono::Duration::MAX);
-                let since = now
-                    .checked_sub_signed(w)
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
-                self.slo_counts_in(since, repository)
-            })
+            .map(|w| self.slo_counts_in(window_start(now, *w), repository))
             .collect()
     }
 
@@ -143,20 +227,10 @@ impl Store {
         since: DateTime<Utc>,
         repository: Option<&str>,
     ) -> Result<HashMap<String, EventCounts>, StoreError> {
-        const HOUR_MS: i64 = 3_600_000;
         let since_ms = to_ms(since);
-        let first_whole_hour = since_ms.div_euclid(HOUR_MS) * HOUR_MS
-            + if since_ms.rem_euclid(HOUR_MS) == 0 {
-                0
-            } else {
-                HOUR_MS
-            };
+        let first_whole_hour = first_whole_hour(since_ms);
         let mut out: HashMap<String, EventCounts> = HashMap::new();
-        let mut add = |slo: String, good: i64, total: i64| {
-            let c = out.entry(slo).or_default();
-            c.good += good as u64;
-            c.total += total as u64;
-        };
+        let mut add = |slo: String, good: i64, total: i64| add_counts(&mut out, slo, good, total);
         // Repository 0 of the rollup is every repository; `?3` is the path
         // (NULL: all). Two texts rather than `?3 IS NULL OR ...`, so that each
         // uses its index (the rollup's primary key, `slo_events_at`).
@@ -219,26 +293,14 @@ impl Store {
 
     /// Every persisted counter and histogram.
     pub fn metric_state(&self) -> Result<MetricState, StoreError> {
-        let mut counters = Vec::new();
+        let mut state = MetricState::default();
         let mut stmt = self.conn.prepare_cached(
             "SELECT family, labels, value FROM metric_counters ORDER BY family, labels",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, f64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (family, labels, value) = row?;
-            counters.push(CounterRow {
-                family,
-                labels: tally::parse_labels(&labels),
-                value,
-            });
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            state.push_counter(r.get(0)?, &r.get::<_, String>(1)?, r.get(2)?);
         }
-        let mut histograms: Vec<HistogramRow> = Vec::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT h.family, h.labels, h.sum, h.count, b.le, b.count, b.exemplar_run_id, b.exemplar_value, b.exemplar_ts
              FROM metric_histograms h JOIN metric_buckets b ON b.family = h.family AND b.labels = h.labels
@@ -246,42 +308,10 @@ impl Store {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let family: String = r.get(0)?;
-            let labels: String = r.get(1)?;
-            let bucket = BucketRow {
-                le: r.get(4)?,
-                count: r.get::<_, i64>(5)? as u64,
-                exemplar: match (
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<f64>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                ) {
-                    (Some(run_id), Some(value), Some(at_ms)) => Some((run_id, value, at_ms)),
-                    _ => None,
-                },
-            };
-            let same = histograms
-                .last()
-                .is_some_and(|h| h.family == family && h.labels_json == labels);
-            if !same {
-                histograms.push(HistogramRow {
-                    family,
-                    labels: tally::parse_labels(&labels),
-                    labels_json: labels,
-                    sum: r.get(2)?,
-                    count: r.get::<_, i64>(3)? as u64,
-                    buckets: Vec::new(),
-                });
-            }
-            histograms
-                .last_mut()
-                .expect("pushed above")
-                .buckets
-                .push(bucket);
+            let bucket =
+                BucketRow::from_columns(r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?);
+            state.push_bucket(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, bucket);
         }
-        Ok(MetricState {
-            counters,
-            histograms,
-        })
+        Ok(state)
     }
 }

@@ -38,22 +38,31 @@ pub(crate) fn outcome_code(o: TestOutcome) -> i64 {
     }
 }
 
-/// A test's counters read from six columns of `row` starting at `first`,
-/// in the order `runs, failures, commits, flaky_commits, flips,
-/// flaky_failures` (as `tests` and `test_days` name them).
+/// A test's counters from six columns, in the order `runs, failures,
+/// commits, flaky_commits, flips, flaky_failures` (as `tests` and
+/// `test_days` name them); a negative count reads as 0.
+pub fn counts_from_columns(c: [i64; 6]) -> crate::flaky::Counts {
+    let n = |i: usize| c[i].max(0) as u64;
+    crate::flaky::Counts {
+        executions: n(0),
+        failures: n(1),
+        commits: n(2),
+        flaky_commits: n(3),
+        flips: n(4),
+        flaky_failures: n(5),
+    }
+}
+
+/// [`counts_from_columns`] of six columns of `row` starting at `first`.
 pub(crate) fn counts_at(
     row: &rusqlite::Row<'_>,
     first: usize,
 ) -> rusqlite::Result<crate::flaky::Counts> {
-    let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(first + i)?.max(0) as u64) };
-    Ok(crate::flaky::Counts {
-        executions: n(0)?,
-        failures: n(1)?,
-        commits: n(2)?,
-        flaky_commits: n(3)?,
-        flips: n(4)?,
-        flaky_failures: n(5)?,
-    })
+    let mut c = [0i64; 6];
+    for (i, v) in c.iter_mut().enumerate() {
+        *v = row.get(first + i)?;
+    }
+    Ok(counts_from_columns(c))
 }
 
 /// The outcome of a stored code.
