@@ -57,12 +57,14 @@ use ci_slo_core::slo;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 
+pub use counting::run_event_columns;
 pub use error::{ErrorKind, StoreError};
 pub use forge_state::{ExternalRun, SyncState};
 pub use ingest_run::{IngestStatus, Ingested, Prepared, content_hash, url_in_id};
 pub use policy::Policy;
 pub use prune::PruneStats;
 pub use reads::{BucketRow, CounterRow, HistogramRow, MetricState};
+pub use results::outcome_from_code;
 pub use run_view::{ChangeView, ReportView, RunView, TestSlice, TestView};
 pub use settle::SettleStats;
 pub use storage::{BulkLoad, Engine, FreshLoading, Storage};
