@@ -8,8 +8,12 @@
 //! per-test counters, reports, dependencies and change, counted once; not
 //! yet a differing report of a finished run), `meta`, counters ([`tally`]),
 //! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
-//! cursors), job logs and retention (`prune`). Not here yet: bulk loads,
-//! settling, the reads; the exporter serves from SQLite only.
+//! cursors), job logs and retention (`prune`), and the reads of the web UI
+//! and the JSON API (repositories, SLO events per hour and per repository,
+//! bad events, the test index, strip and history, a run with a slice of
+//! its tests, its attempts and last green run, failures, fingerprints, the
+//! nightly grid, dependencies since green). Not here yet: bulk loads,
+//! settling, the metrics' reads; the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -25,11 +29,14 @@ mod meta;
 pub mod migrate;
 mod prune;
 mod results;
+mod run_view;
 pub mod schema;
 mod statements;
 pub mod tally;
+mod test_index;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ui;
 
 pub use error::{PgStoreError, describe};
 pub use statements::{Sql, Tx};

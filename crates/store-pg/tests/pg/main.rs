@@ -8,4 +8,5 @@ mod harness;
 mod ingest;
 mod leader;
 mod migrations;
+mod reads_ui;
 mod retention;
