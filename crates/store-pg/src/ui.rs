@@ -274,30 +274,59 @@ impl PgStore {
                 (None, None) => client.query(BAD_EVENTS_SQL, &[&slo, &since, &n, &skip])?,
             }
         };
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (mut e, change_id) = bad_event_of(r.get(0), r.get(1), r.get(2), r.get(3));
-            if let Some(id) = change_id {
-                if let Some(c) = client.query_opt(
-                    "SELECT c.number, c.outcome,
+        // The page's runs and changes in one query each (not one per event).
+        let events: Vec<(BadEvent, Option<i64>)> = rows
+            .iter()
+            .map(|r| bad_event_of(r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let change_ids: Vec<i64> = events.iter().filter_map(|(_, c)| *c).collect();
+        let run_ids: Vec<i64> = events
+            .iter()
+            .filter(|(e, c)| c.is_none() && e.kind != "change")
+            .filter_map(|(e, _)| e.run_id)
+            .collect();
+        let changes: HashMap<i64, (i64, Option<String>, Option<i64>)> = if change_ids.is_empty() {
+            HashMap::new()
+        } else {
+            client
+                .query(
+                    "SELECT c.id, c.number, c.outcome,
                         coalesce((SELECT max(r.id) FROM runs r WHERE r.change_id = c.id AND r.state != 'success'),
                                  (SELECT max(r.id) FROM runs r WHERE r.change_id = c.id))
-                     FROM changes c WHERE c.id = $1",
-                    &[&id],
-                )? {
-                    e.change_number = Some(c.get(0));
-                    e.change_outcome = c.get(1);
-                    e.run_id = c.get(2);
-                }
-            } else if let Some(id) = e.run_id
-                && let Some(run) = client.query_opt(
-                    "SELECT context, state, commit_sha FROM runs WHERE id = $1",
-                    &[&id],
+                     FROM changes c WHERE c.id = ANY($1)",
+                    &[&change_ids],
                 )?
+                .iter()
+                .map(|c| (c.get(0), (c.get(1), c.get(2), c.get(3))))
+                .collect()
+        };
+        let runs: HashMap<i64, (String, String, String)> = if run_ids.is_empty() {
+            HashMap::new()
+        } else {
+            client
+                .query(
+                    "SELECT id, context, state, commit_sha FROM runs WHERE id = ANY($1)",
+                    &[&run_ids],
+                )?
+                .iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for (mut e, change_id) in events {
+            if let Some(id) = change_id {
+                if let Some((number, outcome, run_id)) = changes.get(&id) {
+                    e.change_number = Some(*number);
+                    e.change_outcome = outcome.clone();
+                    e.run_id = *run_id;
+                }
+            } else if e.kind != "change"
+                && let Some(id) = e.run_id
+                && let Some((context, state, commit)) = runs.get(&id)
             {
-                e.context = Some(run.get(0));
-                e.state = Some(run.get(1));
-                e.commit = Some(run.get(2));
+                e.context = Some(context.clone());
+                e.state = Some(state.clone());
+                e.commit = Some(commit.clone());
             }
             out.push(e);
         }

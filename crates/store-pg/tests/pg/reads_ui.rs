@@ -497,3 +497,78 @@ fn an_empty_store_reads_as_an_empty_sqlite_store() {
         sqlite.dependencies_since_green(1).unwrap()
     );
 }
+
+/// What a page's reads cost on each engine, printed next to SQLite's (the
+/// baseline of the same run; no timed assertion): each read many times
+/// over the week, answers still equal.
+#[test]
+fn each_read_s_time_is_printed_next_to_sqlite_s() {
+    let (sqlite, pg, _db) = stores("ui_timing");
+    let since = now() - Duration::days(7);
+    let all = RunFilter::default();
+    let time = |f: &dyn Fn() -> String| {
+        let start = std::time::Instant::now();
+        let mut last = String::new();
+        for _ in 0..20 {
+            last = f();
+        }
+        (start.elapsed().as_secs_f64() * 1000.0 / 20.0, last)
+    };
+    type Read<'a> = Box<dyn Fn() -> String + 'a>;
+    let reads: Vec<(&str, Read<'_>, Read<'_>)> = vec![
+        (
+            "slo_hourly",
+            Box::new(|| format!("{:?}", sqlite.slo_hourly(since, None).unwrap())),
+            Box::new(|| format!("{:?}", pg.slo_hourly(since, None).unwrap())),
+        ),
+        (
+            "slo_bad_events",
+            Box::new(|| {
+                format!(
+                    "{:?}",
+                    sqlite
+                        .slo_bad_events("test_success", since, None, 0, 50)
+                        .unwrap()
+                )
+            }),
+            Box::new(|| {
+                format!(
+                    "{:?}",
+                    pg.slo_bad_events("test_success", since, None, 0, 50)
+                        .unwrap()
+                )
+            }),
+        ),
+        (
+            "test_index",
+            Box::new(|| format!("{:?}", sqlite.test_index(since, 1, None, None).unwrap())),
+            Box::new(|| format!("{:?}", pg.test_index(since, 1, None, None).unwrap())),
+        ),
+        (
+            "run_slice",
+            Box::new(|| format!("{:?}", sqlite.run_slice(25, TestSlice::ALL).unwrap())),
+            Box::new(|| format!("{:?}", pg.run_slice(25, TestSlice::ALL).unwrap())),
+        ),
+        (
+            "failure_keys_between",
+            Box::new(|| {
+                format!(
+                    "{:?}",
+                    sqlite.failure_keys_between(since, now(), &all).unwrap()
+                )
+            }),
+            Box::new(|| format!("{:?}", pg.failure_keys_between(since, now(), &all).unwrap())),
+        ),
+        (
+            "nightly_runs",
+            Box::new(|| format!("{:?}", sqlite.nightly_runs(since, now(), &all).unwrap())),
+            Box::new(|| format!("{:?}", pg.nightly_runs(since, now(), &all).unwrap())),
+        ),
+    ];
+    for (name, lite, post) in &reads {
+        let (lite_ms, lite_answer) = time(lite.as_ref());
+        let (pg_ms, pg_answer) = time(post.as_ref());
+        assert_eq!(pg_answer, lite_answer, "{name}");
+        eprintln!("{name}: PostgreSQL {pg_ms:.2} ms, SQLite {lite_ms:.2} ms (baseline, same run)");
+    }
+}
