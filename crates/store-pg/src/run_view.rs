@@ -8,10 +8,15 @@ use ci_slo_core::model::{DurationLimits, FailureEvidence, TestOutcome, durations
 use ci_slo_store::{ChangeView, ReportView, RunView, TestSlice, TestView, from_ms};
 use std::collections::BTreeMap;
 
-/// The run's row ($1).
+/// The run's row ($1) with its change (when it has one) and how many tests
+/// it has: one round trip.
 const RUN_SQL: &str = "SELECT r.id, repo.forge, repo.path, r.context, r.commit_sha, r.external_id, r.attempt,
-        r.trigger, r.state, r.queued_at, r.started_at, r.finished_at, r.url, r.log_url, r.source, r.change_id
-     FROM runs r JOIN repositories repo ON repo.id = r.repository_id WHERE r.id = $1";
+        r.trigger, r.state, r.queued_at, r.started_at, r.finished_at, r.url, r.log_url, r.source, c.id,
+        c.number, c.merged_at, c.outcome, c.retries,
+        (SELECT count(*) FROM test_results tr WHERE tr.run_id = r.id)
+     FROM runs r JOIN repositories repo ON repo.id = r.repository_id
+     LEFT JOIN changes c ON c.id = r.change_id
+     WHERE r.id = $1";
 
 /// A slice of the run's tests in report order ($1 run, $2 limit, $3
 /// offset, $4 longest message in characters).
@@ -55,28 +60,15 @@ impl PgStore {
                 finished_at,
                 DurationLimits::default(),
             );
-            let change = match r.get::<_, Option<i64>>(15) {
-                Some(change_id) => client
-                    .query_opt(
-                        "SELECT number, merged_at, outcome, retries FROM changes WHERE id = $1",
-                        &[&change_id],
-                    )?
-                    .map(|c| ChangeView {
-                        number: c.get(0),
-                        merged_at: c.get::<_, Option<i64>>(1).map(from_ms),
-                        outcome: c.get(2),
-                        retries: c
-                            .get::<_, Option<i64>>(3)
-                            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-                    }),
-                None => None,
-            };
-            let tests_total: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM test_results WHERE run_id = $1",
-                    &[&id],
-                )?
-                .get(0);
+            let change = r.get::<_, Option<i64>>(15).map(|_| ChangeView {
+                number: r.get(16),
+                merged_at: r.get::<_, Option<i64>>(17).map(from_ms),
+                outcome: r.get(18),
+                retries: r
+                    .get::<_, Option<i64>>(19)
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            });
+            let tests_total: i64 = r.get(20);
             let message_chars = i32::try_from(slice.message_chars.min(1 << 30)).unwrap_or(1 << 30);
             let tests = client
                 .query(
