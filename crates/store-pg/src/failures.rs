@@ -30,14 +30,28 @@ pub(crate) fn store_failures(
         let mut fingerprint_id: Option<i64> = None;
         let mut is_new = false;
         if let Some(hash) = &f.fingerprint {
-            let row = tx.query_one(
+            // An update first: an insert that meets the hash's row would
+            // still take a number of the id sequence, and ids would no
+            // longer be SQLite's (1, 2, 3, ... in order of first sight).
+            // The insert's own conflict clause is for a replica storing
+            // the same new fingerprint at once.
+            let updated = tx.query_opt(
+                "UPDATE fingerprints SET first_seen = least(first_seen, $2),
+                    last_seen = greatest(last_seen, $2), occurrences = occurrences + 1
+                 WHERE hash = $1 RETURNING id, occurrences",
+                &[hash, &event_ms],
+            )?;
+            let row = match updated {
+                Some(row) => row,
+                None => tx.query_one(
                 "INSERT INTO fingerprints AS p (hash, normalized, first_seen, last_seen, occurrences)
                  VALUES ($1, $2, $3, $3, 1)
                  ON CONFLICT (hash) DO UPDATE SET first_seen = least(p.first_seen, excluded.first_seen),
                     last_seen = greatest(p.last_seen, excluded.last_seen), occurrences = p.occurrences + 1
                  RETURNING id, occurrences",
                 &[hash, &normalize_fingerprint(&f.evidence), &event_ms],
-            )?;
+            )?,
+            };
             is_new = row.get::<_, i64>(1) == 1;
             if is_new && live {
                 tally::inc(

@@ -195,12 +195,13 @@ impl PgStore {
         let change_id: Option<i64> = match &run.change {
             None => None,
             Some(change) => {
-                let row = tx.query_one(
-                    "INSERT INTO changes AS c (repository_id, number, merged_at, last_activity)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (repository_id, number) DO UPDATE SET
-                        merged_at = coalesce(c.merged_at, excluded.merged_at),
-                        last_activity = excluded.last_activity
+                // An update first, as for fingerprints: an insert meeting
+                // the row would take a number of the id sequence (ids then
+                // differ from SQLite's); its conflict clause is for a
+                // replica creating the change at once.
+                let updated = tx.query_opt(
+                    "UPDATE changes SET merged_at = coalesce(merged_at, $3), last_activity = $4
+                     WHERE repository_id = $1 AND number = $2
                      RETURNING id, decided_at IS NOT NULL",
                     &[
                         &repository_id,
@@ -209,6 +210,23 @@ impl PgStore {
                         &now_ms,
                     ],
                 )?;
+                let row = match updated {
+                    Some(row) => row,
+                    None => tx.query_one(
+                        "INSERT INTO changes AS c (repository_id, number, merged_at, last_activity)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (repository_id, number) DO UPDATE SET
+                        merged_at = coalesce(c.merged_at, excluded.merged_at),
+                        last_activity = excluded.last_activity
+                     RETURNING id, decided_at IS NOT NULL",
+                        &[
+                            &repository_id,
+                            &change.number,
+                            &ms(change.merged_at),
+                            &now_ms,
+                        ],
+                    )?,
+                };
                 if row.get::<_, bool>(1) && existing.is_none() {
                     data_quality(&mut tx, "run_after_change_decided")?;
                 }

@@ -15,6 +15,12 @@
 //! [`PgStore::run_attempt`], [`PgStore::workflow_run`], ...). Not here yet:
 //! bulk loads, settling, the UI's reads; the exporter serves from SQLite
 //! only.
+//! cursors), job logs and retention (`prune`), and the reads of the web UI
+//! and the JSON API (repositories, SLO events per hour and per repository,
+//! bad events, the test index, strip and history, a run with a slice of
+//! its tests, its attempts and last green run, failures, fingerprints, the
+//! nightly grid, dependencies since green). Not here yet: bulk loads,
+//! settling, the metrics' reads; the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -41,6 +47,7 @@ pub mod migrate;
 mod prune;
 mod reads;
 mod results;
+mod run_view;
 pub mod schema;
 mod statements;
 pub mod tally;
@@ -48,6 +55,8 @@ mod test_slo;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timeline;
+mod test_index;
+mod ui;
 
 pub use error::{PgStoreError, describe};
 pub use statements::{Read, Sql, Tx};

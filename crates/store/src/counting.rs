@@ -47,8 +47,9 @@ impl Drop for SloEvents {
 }
 
 /// The `run_events` columns (time, good) of the SLO events a run has
-/// (subject `run:<id>`), None for the SLOs of other subjects.
-pub(crate) fn run_event_columns(slo: SloId) -> Option<(&'static str, &'static str)> {
+/// (subject `run:<id>`), None for the SLOs of other subjects (both stores'
+/// schema).
+pub fn run_event_columns(slo: SloId) -> Option<(&'static str, &'static str)> {
     match slo {
         SloId::QueueTime => Some(("queue_at", "queue_good")),
         SloId::RunTime => Some(("run_time_at", "run_time_good")),

@@ -57,6 +57,7 @@ use ci_slo_core::slo;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 
+pub use counting::run_event_columns;
 pub use error::{ErrorKind, StoreError};
 pub use forge_state::{ExternalRun, SyncState};
 pub use ingest_run::{IngestStatus, Ingested, Prepared, content_hash, url_in_id};
@@ -65,7 +66,7 @@ pub use prune::PruneStats;
 pub use reads::{
     BucketRow, CounterRow, HistogramRow, MetricState, add_counts, first_whole_hour, window_start,
 };
-pub use results::counts_from_columns;
+pub use results::{counts_from_columns, outcome_from_code};
 pub use run_view::{ChangeView, ReportView, RunView, TestSlice, TestView};
 pub use settle::SettleStats;
 pub use storage::{BulkLoad, Engine, FreshLoading, Storage};

@@ -65,8 +65,8 @@ pub(crate) fn counts_at(
     Ok(counts_from_columns(c))
 }
 
-/// The outcome of a stored code.
-pub(crate) fn outcome_from_code(code: i64) -> TestOutcome {
+/// The outcome of a stored code (`results.outcome`; both stores' code).
+pub fn outcome_from_code(code: i64) -> TestOutcome {
     match code {
         0 => TestOutcome::Passed,
         1 => TestOutcome::Failed,

@@ -239,7 +239,7 @@ pub(crate) fn run_view(
                  WHERE p.repository_id = r.repository_id AND p.context = r.context AND p.id != r.id
                    AND coalesce(p.started_at, p.queued_at, p.created_at) < coalesce(r.started_at, r.queued_at, r.created_at)
                    AND EXISTS (SELECT 1 FROM dependency_snapshots d WHERE d.run_id = p.id)
-                 ORDER BY coalesce(p.started_at, p.queued_at, p.created_at) DESC LIMIT 1",
+                 ORDER BY coalesce(p.started_at, p.queued_at, p.created_at) DESC, p.id DESC LIMIT 1",
             )?
             .query_row([id], |r| r.get(0))
             .optional()?;

@@ -85,7 +85,7 @@ impl Store {
                 (SELECT r.id, coalesce(r.queued_at, r.started_at, r.created_at) AS at FROM runs r
                  WHERE r.repository_id = (SELECT repository_id FROM tests WHERE id = ?1)
                    AND r.context = (SELECT context FROM tests WHERE id = ?1)
-                 ORDER BY coalesce(r.queued_at, r.started_at, r.created_at) DESC LIMIT 500) r
+                 ORDER BY coalesce(r.queued_at, r.started_at, r.created_at) DESC, r.id DESC LIMIT 500) r
              JOIN results res ON res.run_id = r.id AND res.test_id = ?1
              ORDER BY r.at DESC, r.id DESC LIMIT ?2",
         )?;

@@ -286,6 +286,53 @@ fn test_history_sql() -> String {
     )
 }
 
+/// A bad event as its subject names it (`run:<id>`, `test:<run>:<name>`,
+/// `change:<id>`), before its run or change is looked up: the event, and
+/// the change's id when it is about one. The engine then fills in the
+/// change's number, outcome and run (`change_number`, `change_outcome`,
+/// `run_id`) or, for a run or a test, the run's context, state and commit.
+/// Shared by both stores' `slo_bad_events`.
+pub fn bad_event_of(
+    subject: &str,
+    at_ms: i64,
+    forge: String,
+    path: String,
+) -> (BadEvent, Option<i64>) {
+    let mut e = BadEvent {
+        at: from_ms(at_ms),
+        forge,
+        repository: path,
+        kind: String::new(),
+        run_id: None,
+        context: None,
+        state: None,
+        commit: None,
+        test: None,
+        change_number: None,
+        change_outcome: None,
+    };
+    let mut change_id = None;
+    let (kind, rest) = subject.split_once(':').unwrap_or((subject, ""));
+    match kind {
+        "change" => {
+            e.kind = "change".into();
+            change_id = rest.parse::<i64>().ok();
+        }
+        "test" => {
+            e.kind = "test".into();
+            if let Some((id, name)) = rest.split_once(':') {
+                e.run_id = id.parse().ok();
+                e.test = Some(name.to_string());
+            }
+        }
+        _ => {
+            e.kind = "run".into();
+            e.run_id = rest.parse().ok();
+        }
+    }
+    (e, change_id)
+}
+
 impl Store {
     /// Every repository, by path.
     pub fn repositories(&self) -> Result<Vec<RepositoryRow>, StoreError> {
@@ -475,7 +522,7 @@ impl Store {
                    ON p.repository_id = r.repository_id AND p.context = r.context
                  WHERE r.id = ?1 AND p.id != r.id AND p.state = 'success'
                    AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
-                 ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1",
+                 ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC, p.id DESC LIMIT 1",
             )?
             .query_row([run_id], |r| r.get(0))
             .optional()?;
@@ -588,46 +635,17 @@ impl Store {
         )?;
         let mut out = Vec::with_capacity(raw.len());
         for (subject, at, forge, path) in raw {
-            let mut e = BadEvent {
-                at: from_ms(at),
-                forge,
-                repository: path,
-                kind: String::new(),
-                run_id: None,
-                context: None,
-                state: None,
-                commit: None,
-                test: None,
-                change_number: None,
-                change_outcome: None,
-            };
-            let (kind, rest) = subject.split_once(':').unwrap_or((subject.as_str(), ""));
-            match kind {
-                "change" => {
-                    e.kind = "change".into();
-                    if let Ok(id) = rest.parse::<i64>()
-                        && let Some((number, outcome, run_id)) = change
-                            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                            .optional()?
-                    {
-                        e.change_number = Some(number);
-                        e.change_outcome = outcome;
-                        e.run_id = run_id;
-                    }
+            let (mut e, change_id) = bad_event_of(&subject, at, forge, path);
+            if let Some(id) = change_id {
+                if let Some((number, outcome, run_id)) = change
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?
+                {
+                    e.change_number = Some(number);
+                    e.change_outcome = outcome;
+                    e.run_id = run_id;
                 }
-                "test" => {
-                    e.kind = "test".into();
-                    if let Some((id, name)) = rest.split_once(':') {
-                        e.run_id = id.parse().ok();
-                        e.test = Some(name.to_string());
-                    }
-                }
-                _ => {
-                    e.kind = "run".into();
-                    e.run_id = rest.parse().ok();
-                }
-            }
-            if e.kind != "change"
+            } else if e.kind != "change"
                 && let Some(id) = e.run_id
                 && let Some((context, state, commit)) = run
                     .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -702,7 +720,7 @@ impl Store {
                 WHERE r.id = ?1 AND p.id != r.id AND p.state = 'success'
                   AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
                   AND EXISTS (SELECT 1 FROM dependency_snapshots d WHERE d.run_id = p.id)
-                ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1";
+                ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC, p.id DESC LIMIT 1";
         let green: Option<i64> = self
             .conn
             .prepare_cached(sql)?
@@ -1352,7 +1370,7 @@ mod tests {
                ON p.repository_id = r.repository_id AND p.context = r.context
              WHERE r.id = 1 AND p.id != r.id AND p.state = 'success'
                AND coalesce(p.queued_at, p.started_at, p.created_at) < coalesce(r.queued_at, r.started_at, r.created_at)
-             ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC LIMIT 1",
+             ORDER BY coalesce(p.queued_at, p.started_at, p.created_at) DESC, p.id DESC LIMIT 1",
         );
         assert!(p.contains("runs_repo_context_at"), "{p}");
         let p = plan(NIGHTLY_RUNS_SQL);

@@ -9,4 +9,5 @@ mod ingest;
 mod leader;
 mod migrations;
 mod reads_metrics;
+mod reads_ui;
 mod retention;
