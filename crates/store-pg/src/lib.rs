@@ -25,6 +25,7 @@ mod meta;
 pub mod migrate;
 mod prune;
 mod results;
+mod revision;
 pub mod schema;
 mod statements;
 pub mod tally;

@@ -9,3 +9,4 @@ mod ingest;
 mod leader;
 mod migrations;
 mod retention;
+mod writes;

@@ -1,0 +1,224 @@
+//! The PostgreSQL store's remaining writes, held to the SQLite store's
+//! answers: new reports of finished runs (the revision rules), batches and
+//! transactions, merged changes and settling, triggers decided late, lost
+//! scheduled runs, workflow runs and stale events. The same calls on both
+//! stores give the same answers, rows and counters.
+
+use crate::ingest::{assert_same, failure, now, pg_dump, run, sqlite_dump, test};
+use chrono::{DateTime, Duration, Utc};
+use ci_slo_core::config::Config;
+use ci_slo_core::model::{
+    ChangeRef, Completeness, NewRun, RawReport, RunState, TestOutcome, Trigger,
+};
+use ci_slo_store::{IngestStatus, Ingested, Policy, Store};
+use ci_slo_store_pg::PgStore;
+use ci_slo_store_pg::testing::{TestDatabase, TestServer};
+
+/// What the writes here touch beyond ingest's tables (`ingest::DUMPS`).
+const MORE: &[&str] = &[
+    "SELECT id || '|' || repository_id || '|' || number || '|' || coalesce(head_sha, '-') || '|'
+        || coalesce(merged_at, -1) || '|' || last_activity || '|' || coalesce(outcome, '-') || '|'
+        || coalesce(retries, -1) || '|' || coalesce(missing, '-') || '|' || coalesce(decided_at, -1)
+     FROM changes ORDER BY id",
+    "SELECT repository || '|' || run_id || '|' || run_attempt || '|' || coalesce(event, '-') || '|'
+        || coalesce(run_started_at, -1)
+     FROM github_workflow_runs ORDER BY repository, run_id, run_attempt",
+    "SELECT id || '|' || trigger || '|' || trigger_pending || '|' || updated_at FROM runs ORDER BY id",
+];
+
+/// Both stores hold the same rows: ingest's tables and [`MORE`].
+fn assert_all_same(sqlite: &Store, pg: &mut PgStore) {
+    assert_same(sqlite, pg);
+    for sql in MORE {
+        assert_eq!(pg_dump(pg, sql), sqlite_dump(sqlite, sql), "{sql}");
+    }
+}
+
+fn stores(hint: &str) -> (Store, PgStore, TestDatabase) {
+    let sqlite = Store::open_in_memory().unwrap();
+    let db = TestServer::shared().database(hint).unwrap();
+    let pg = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+    (sqlite, pg, db)
+}
+
+/// The same run into both stores: the same answer, which is returned.
+fn ingest_both(
+    sqlite: &mut Store,
+    pg: &mut PgStore,
+    r: &NewRun,
+    policy: &Policy,
+    at: DateTime<Utc>,
+) -> Ingested {
+    let a = sqlite.ingest_run(r, policy, at).unwrap();
+    let b = pg.ingest_run(r, policy, at).unwrap();
+    assert_eq!(b, a, "{r:?}");
+    a
+}
+
+fn counter(pg: &mut PgStore, family: &str, labels: &str) -> f64 {
+    pg.client()
+        .query_opt(
+            "SELECT value FROM metric_counters WHERE family = $1 AND labels = $2",
+            &[&family, &labels],
+        )
+        .unwrap()
+        .map_or(0.0, |r| r.get(0))
+}
+
+const FINISHED_RUN_CHANGED: &str = "[[\"reason\",\"finished_run_changed\"]]";
+const REJECTIONS: &str = "ci_exporter_data_quality_rejections";
+
+#[test]
+fn new_reports_of_finished_runs_are_judged_by_the_sqlite_store_s_rules() {
+    let policy = Policy::from_config(&Config::default());
+    let (mut sqlite, mut pg, _db) = stores("revisions");
+    let mut both = |r: &NewRun| ingest_both(&mut sqlite, &mut pg, r, &policy, now());
+
+    // A forge's finished run, told in parts: its tests known, no link yet.
+    let mut part = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Failure,
+        [Some(30), Some(20), Some(10)],
+    );
+    part.external_id = Some("gh:101".into());
+    part.tests = vec![
+        test("a", TestOutcome::Failed, 0),
+        test("b", TestOutcome::Passed, 1),
+    ];
+    let id = both(&part).id;
+    let unchanged = Ingested::new(id, IngestStatus::Unchanged);
+    assert_eq!(both(&part), unchanged, "an identical replay");
+
+    // A later part adds a link, failure evidence from the log and the
+    // dependencies, and repeats the tests: an update, nothing counted twice.
+    let mut more = part.clone();
+    more.url = Some("https://ci.example/101".into());
+    more.log_url = Some("https://ci.example/101/log".into());
+    more.failures = vec![failure("oom", Some("fp-oom"))];
+    more.dependencies.insert("libc".into(), "2.36".into());
+    assert_eq!(both(&more), Ingested::new(id, IngestStatus::Updated));
+    // The same evidence again adds nothing.
+    let mut again = more.clone();
+    again.source = "webhook".into();
+    assert_eq!(both(&again), unchanged);
+
+    // A "running" event delivered after the end is older news; a time
+    // within the tolerance (whole seconds against ms) is the same time.
+    let mut late = part.clone();
+    late.state = RunState::Running;
+    late.finished_at = None;
+    assert_eq!(both(&late), unchanged);
+    let mut precise = part.clone();
+    precise.finished_at = precise.finished_at.map(|f| f + Duration::milliseconds(400));
+    assert_eq!(both(&precise), unchanged);
+
+    // A part that contradicts it: a conflict naming the fields, counted.
+    let mut flipped = part.clone();
+    flipped.state = RunState::Success;
+    flipped.finished_at = flipped.finished_at.map(|f| f + Duration::minutes(5));
+    flipped.tests[0].outcome = TestOutcome::Passed;
+    let conflict = both(&flipped);
+    assert_eq!(conflict.status, IngestStatus::Conflict);
+    assert_eq!(conflict.differing, ["state", "finished_at", "tests"]);
+
+    // A whole report (API) must repeat the run: reports, trigger, times.
+    let mut whole = run(
+        "o/b",
+        "build",
+        2,
+        RunState::Success,
+        [Some(300), Some(290), Some(200)],
+    );
+    whole.completeness = Completeness::Whole;
+    whole.tests = vec![test("c", TestOutcome::Passed, 0)];
+    whole.reports = vec![RawReport {
+        format: "junit".into(),
+        name: "junit.xml".into(),
+        content: "<testsuite/>".into(),
+    }];
+    whole.change = Some(ChangeRef {
+        number: 7,
+        merged_at: None,
+    });
+    let whole_id = both(&whole).id;
+    let mut reordered = whole.clone();
+    reordered.source = "cli".into();
+    assert_eq!(
+        both(&reordered),
+        Ingested::new(whole_id, IngestStatus::Unchanged),
+        "a whole report repeating the run, from another source"
+    );
+    let mut changed = whole.clone();
+    changed.trigger = Trigger::Other;
+    changed.queued_at = None;
+    changed.reports[0].content = "<testsuite tests=\"2\"/>".into();
+    changed.change = Some(ChangeRef {
+        number: 8,
+        merged_at: None,
+    });
+    let conflict = both(&changed);
+    assert_eq!(conflict.status, IngestStatus::Conflict);
+    assert_eq!(
+        conflict.differing,
+        ["trigger", "queued_at", "change", "reports"]
+    );
+    let mut fewer_tests = whole.clone();
+    fewer_tests.tests.clear();
+    assert_eq!(both(&fewer_tests).differing, ["tests"]);
+
+    // A finished run stored without tests, times or change: a part adds them
+    // (the test counters move once).
+    let mut bare = run("o/a", "lint", 0, RunState::Success, [None, None, Some(5)]);
+    bare.external_id = Some("gh:202".into());
+    let bare_id = both(&bare).id;
+    let mut full = bare.clone();
+    full.queued_at = Some(now() - Duration::minutes(9));
+    full.started_at = Some(now() - Duration::minutes(8));
+    full.tests = vec![
+        test("a", TestOutcome::Passed, 0),
+        test("d", TestOutcome::Skipped, 0),
+    ];
+    full.change = Some(ChangeRef {
+        number: 9,
+        merged_at: None,
+    });
+    assert_eq!(both(&full), Ingested::new(bare_id, IngestStatus::Updated));
+    assert_eq!(both(&full), Ingested::new(bare_id, IngestStatus::Unchanged));
+
+    // A finished run that waited for its trigger takes it from a later part
+    // (and is counted then); a part still without it decides nothing.
+    let mut waiting = run(
+        "o/c",
+        "deploy",
+        0,
+        RunState::Error,
+        [Some(50), Some(40), Some(30)],
+    );
+    waiting.external_id = Some("gh:303".into());
+    waiting.trigger = Trigger::Other;
+    waiting.trigger_pending = true;
+    let waiting_id = both(&waiting).id;
+    let mut still = waiting.clone();
+    still.log_url = None;
+    still.source = "poll".into();
+    assert_eq!(
+        both(&still),
+        Ingested::new(waiting_id, IngestStatus::Unchanged)
+    );
+    let mut decided = waiting.clone();
+    decided.trigger = Trigger::Push;
+    decided.trigger_pending = false;
+    assert_eq!(
+        both(&decided),
+        Ingested::new(waiting_id, IngestStatus::Updated)
+    );
+    let mut contradicting = decided.clone();
+    contradicting.trigger = Trigger::Schedule;
+    assert_eq!(both(&contradicting).differing, ["trigger"]);
+
+    assert_all_same(&sqlite, &mut pg);
+    // Four conflicts, each counted once.
+    assert_eq!(counter(&mut pg, REJECTIONS, FINISHED_RUN_CHANGED), 4.0);
+}
