@@ -27,6 +27,7 @@ mod prune;
 mod results;
 mod revision;
 pub mod schema;
+mod settle;
 mod statements;
 pub mod tally;
 #[cfg(feature = "testing")]

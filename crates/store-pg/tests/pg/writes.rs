@@ -8,7 +8,8 @@ use crate::ingest::{assert_same, failure, now, pg_dump, run, sqlite_dump, test};
 use chrono::{DateTime, Duration, Utc};
 use ci_slo_core::config::Config;
 use ci_slo_core::model::{
-    ChangeRef, Completeness, NewRun, RawReport, RunState, TestOutcome, Trigger,
+    ChangeRef, Completeness, Forge, NewRun, RawReport, RepositoryRef, RunState, TestOutcome,
+    Trigger,
 };
 use ci_slo_store::{IngestStatus, Ingested, Policy, Store};
 use ci_slo_store_pg::PgStore;
@@ -221,4 +222,238 @@ fn new_reports_of_finished_runs_are_judged_by_the_sqlite_store_s_rules() {
     assert_all_same(&sqlite, &mut pg);
     // Four conflicts, each counted once.
     assert_eq!(counter(&mut pg, REJECTIONS, FINISHED_RUN_CHANGED), 4.0);
+}
+
+#[test]
+fn merged_changes_settle_as_in_sqlite() {
+    let mut policy = Policy::from_config(&Config::default());
+    policy.required.insert(
+        (Forge::Github, "o/a".into()),
+        vec!["ci/test".into(), "lint".into()],
+    );
+    let (mut sqlite, mut pg, _db) = stores("settle");
+    let repo = |path: &str| RepositoryRef {
+        forge: Forge::Github,
+        path: path.into(),
+    };
+    let merged = now() - Duration::hours(3);
+    let change_run = |path: &str, context: &str, commit: &str, attempt, state, number| {
+        let mut r = run(
+            path,
+            context,
+            attempt,
+            state,
+            [Some(300), Some(290), Some(280)],
+        );
+        r.commit = commit.into();
+        r.change = Some(ChangeRef {
+            number,
+            merged_at: None,
+        });
+        r
+    };
+    let runs = [
+        // Change 1 of o/a: green after a retry of one required context.
+        change_run("o/a", "ci/test", "h1", 0, RunState::Failure, 1),
+        change_run("o/a", "ci/test", "h1", 1, RunState::Success, 1),
+        change_run("o/a", "lint", "h1", 0, RunState::Success, 1),
+        // Change 2 of o/a: a required context missing, merged red.
+        change_run("o/a", "ci/test", "h2", 0, RunState::Failure, 2),
+        // Change 3 of o/b: every context seen green at once; head from its runs.
+        change_run("o/b", "build", "h3", 0, RunState::Success, 3),
+        change_run("o/b", "docs", "h3", 0, RunState::Success, 3),
+    ];
+    for r in &runs {
+        ingest_both(&mut sqlite, &mut pg, r, &policy, now());
+    }
+    let merges = [
+        (repo("o/a"), 1, Some("h1")),
+        (repo("o/a"), 2, Some("h2")),
+        (repo("o/b"), 3, None),
+        // Merged without a run: decided with no outcome, counted as a data problem.
+        (repo("o/c"), 4, Some("h4")),
+    ];
+    for (r, n, h) in &merges {
+        let activity = now() - Duration::hours(2);
+        sqlite.record_merge(r, *n, *h, merged, activity).unwrap();
+        pg.record_merge(r, *n, *h, merged, activity).unwrap();
+    }
+    // A second merge event keeps the first merge time and head.
+    sqlite
+        .record_merge(&repo("o/a"), 1, None, now(), now() - Duration::hours(2))
+        .unwrap();
+    pg.record_merge(&repo("o/a"), 1, None, now(), now() - Duration::hours(2))
+        .unwrap();
+    assert_all_same(&sqlite, &mut pg);
+
+    // Not yet: the settle time has not passed since the last activity.
+    let early = now() - Duration::hours(2) + Duration::minutes(1);
+    let a = sqlite.settle(&policy, early, None).unwrap();
+    let b = pg.settle(&policy, early, None).unwrap();
+    assert_eq!(b, a);
+    assert_eq!(b.changes_decided, 0);
+    for at in [now(), now() + Duration::hours(1)] {
+        let a = sqlite.settle(&policy, at, None).unwrap();
+        let b = pg.settle(&policy, at, None).unwrap();
+        assert_eq!(b, a);
+        assert_all_same(&sqlite, &mut pg);
+    }
+    let decided: Vec<String> = pg_dump(
+        &mut pg,
+        "SELECT number || ':' || coalesce(outcome, '-') FROM changes ORDER BY number",
+    );
+    assert_eq!(decided.len(), 4);
+    let undecided: Vec<_> = decided.iter().filter(|d| d.ends_with(":-")).collect();
+    assert_eq!(undecided, ["4:-"], "{decided:?}");
+    // A run after its change was decided is counted as a data problem.
+    let late = change_run("o/a", "lint", "h1", 1, RunState::Success, 1);
+    ingest_both(&mut sqlite, &mut pg, &late, &policy, now());
+    assert_all_same(&sqlite, &mut pg);
+}
+
+#[test]
+fn settle_with_no_wait_after_a_bulk_load_and_into_a_served_database_as_in_sqlite() {
+    let mut policy = Policy::from_config(&Config::default());
+    let (mut sqlite, mut pg, _db) = stores("settle_history");
+    let repo = RepositoryRef {
+        forge: Forge::Github,
+        path: "o/a".into(),
+    };
+    // Empty: nothing to do.
+    assert_eq!(
+        pg.settle(&policy, now(), None).unwrap(),
+        sqlite.settle(&policy, now(), None).unwrap()
+    );
+    sqlite.mark_serving(now()).unwrap();
+    pg.mark_serving(now()).unwrap();
+    policy.history = true;
+    let mut r = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Success,
+        [Some(30), Some(20), Some(10)],
+    );
+    r.change = Some(ChangeRef {
+        number: 5,
+        merged_at: Some(now() - Duration::minutes(5)),
+    });
+    ingest_both(&mut sqlite, &mut pg, &r, &policy, now());
+    sqlite
+        .record_merge(&repo, 5, Some("abc123"), now(), now())
+        .unwrap();
+    pg.record_merge(&repo, 5, Some("abc123"), now(), now())
+        .unwrap();
+    let a = sqlite.settle(&policy, now(), Some(0)).unwrap();
+    let b = pg.settle(&policy, now(), Some(0)).unwrap();
+    assert_eq!(b, a);
+    assert_eq!(b.changes_decided, 1);
+    assert_all_same(&sqlite, &mut pg);
+}
+
+#[test]
+fn triggers_decided_late_or_never_and_lost_scheduled_runs_as_in_sqlite() {
+    let policy = Policy::from_config(&Config::default());
+    let (mut sqlite, mut pg, _db) = stores("triggers");
+    let repo = |path: &str| RepositoryRef {
+        forge: Forge::Github,
+        path: path.into(),
+    };
+    let waiting = |path: &str, context: &str, group: &str, state, minutes: [Option<i64>; 3]| {
+        let mut r = run(path, context, 0, state, minutes);
+        r.attempt_group = Some(group.into());
+        r.trigger = Trigger::Other;
+        r.trigger_pending = true;
+        r
+    };
+    let runs = [
+        waiting(
+            "o/a",
+            "ci/test",
+            "g1",
+            RunState::Success,
+            [Some(30), Some(20), Some(10)],
+        ),
+        waiting(
+            "o/a",
+            "lint",
+            "g1",
+            RunState::Running,
+            [Some(30), Some(25), None],
+        ),
+        waiting(
+            "o/a",
+            "ci/test",
+            "g2",
+            RunState::Failure,
+            [Some(60), Some(50), Some(40)],
+        ),
+        waiting(
+            "o/b",
+            "ci/test",
+            "g1",
+            RunState::Success,
+            [Some(60), Some(50), Some(40)],
+        ),
+    ];
+    let early = now() - Duration::hours(1);
+    for r in &runs {
+        ingest_both(&mut sqlite, &mut pg, r, &policy, early);
+    }
+    // Scheduled runs: one never finishes (lost), one finishes.
+    let mut nightly = run(
+        "o/c",
+        "nightly",
+        0,
+        RunState::Running,
+        [Some(3000), Some(2990), None],
+    );
+    nightly.trigger = Trigger::Schedule;
+    let mut done = run(
+        "o/c",
+        "nightly",
+        1,
+        RunState::Success,
+        [Some(3000), Some(2990), Some(2900)],
+    );
+    done.trigger = Trigger::Schedule;
+    for r in [&nightly, &done] {
+        ingest_both(&mut sqlite, &mut pg, r, &policy, now() - Duration::days(2));
+    }
+    assert_all_same(&sqlite, &mut pg);
+
+    // A group's trigger becomes known: its waiting runs of that repository.
+    let a = sqlite
+        .decide_trigger(&repo("o/a"), "g1", Trigger::PullRequest, &policy, now())
+        .unwrap();
+    let b = pg
+        .decide_trigger(&repo("o/a"), "g1", Trigger::PullRequest, &policy, now())
+        .unwrap();
+    assert_eq!(b, a);
+    assert_eq!(b.len(), 2);
+    // Again, or an unknown group: nothing waits.
+    for (r, g) in [("o/a", "g1"), ("o/a", "nope"), ("o/x", "g1")] {
+        let a = sqlite
+            .decide_trigger(&repo(r), g, Trigger::Push, &policy, now())
+            .unwrap();
+        let b = pg
+            .decide_trigger(&repo(r), g, Trigger::Push, &policy, now())
+            .unwrap();
+        assert_eq!((b.clone(), a.is_empty()), (a, true));
+    }
+    assert_all_same(&sqlite, &mut pg);
+
+    // The rest waited too long: counted with the trigger they have; the
+    // scheduled run that never finished is lost.
+    let later = now() + Duration::days(1);
+    let a = sqlite.settle(&policy, later, None).unwrap();
+    let b = pg.settle(&policy, later, None).unwrap();
+    assert_eq!(b, a);
+    assert_eq!((b.triggers_expired, b.runs_lost), (2, 1));
+    assert_all_same(&sqlite, &mut pg);
+    // Settling again counts nothing twice.
+    let a = sqlite.settle(&policy, later, None).unwrap();
+    let b = pg.settle(&policy, later, None).unwrap();
+    assert_eq!(b, a);
+    assert_all_same(&sqlite, &mut pg);
 }
