@@ -17,6 +17,7 @@ pub mod connect;
 pub mod counting;
 mod error;
 mod failures;
+mod forge_events;
 mod forge_state;
 mod ingest_run;
 pub mod leader;

@@ -11,6 +11,7 @@ use ci_slo_core::model::{
     ChangeRef, Completeness, Forge, NewRun, RawReport, RepositoryRef, RunState, TestOutcome,
     Trigger,
 };
+use ci_slo_store::github::WorkflowRunInfo;
 use ci_slo_store::{IngestStatus, Ingested, Policy, Store};
 use ci_slo_store_pg::PgStore;
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
@@ -456,4 +457,48 @@ fn triggers_decided_late_or_never_and_lost_scheduled_runs_as_in_sqlite() {
     let b = pg.settle(&policy, later, None).unwrap();
     assert_eq!(b, a);
     assert_all_same(&sqlite, &mut pg);
+}
+
+#[test]
+fn workflow_runs_and_stale_events_are_recorded_as_in_sqlite() {
+    let (sqlite, mut pg, _db) = stores("workflow_runs");
+    let t = |m| Some(now() - Duration::minutes(m));
+    let calls = [
+        ("o/a", 1, 1, None, t(10)),
+        ("o/a", 1, 1, Some("push"), None),
+        ("o/a", 1, 2, Some("push"), t(5)),
+        ("o/a", 1, 2, None, None),
+        ("o/b", u64::from(u32::MAX) + 7, 1, Some("schedule"), t(1)),
+    ];
+    for (repository, id, attempt, event, started) in calls {
+        let info = WorkflowRunInfo {
+            event: event.map(String::from),
+            run_started_at: started,
+        };
+        sqlite
+            .record_workflow_run(repository, id, attempt, &info)
+            .unwrap();
+        pg.record_workflow_run(repository, id, attempt, &info)
+            .unwrap();
+    }
+    for _ in 0..3 {
+        sqlite.count_stale_event().unwrap();
+        pg.count_stale_event().unwrap();
+    }
+    assert_all_same(&sqlite, &mut pg);
+    assert_eq!(
+        counter(&mut pg, REJECTIONS, "[[\"reason\",\"stale_event\"]]"),
+        3.0
+    );
+    assert_eq!(
+        pg_dump(
+            &mut pg,
+            "SELECT coalesce(event, '-') || '|' || coalesce(run_started_at, -1) FROM github_workflow_runs
+             WHERE repository = 'o/a' ORDER BY run_attempt"
+        ),
+        [
+            format!("push|{}", (now() - Duration::minutes(10)).timestamp_millis()),
+            format!("push|{}", (now() - Duration::minutes(5)).timestamp_millis()),
+        ]
+    );
 }
