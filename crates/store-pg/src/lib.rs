@@ -13,6 +13,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod batch;
 pub mod connect;
 pub mod counting;
 mod error;

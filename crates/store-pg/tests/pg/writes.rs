@@ -13,8 +13,8 @@ use ci_slo_core::model::{
 };
 use ci_slo_store::github::WorkflowRunInfo;
 use ci_slo_store::{IngestStatus, Ingested, Policy, Store};
-use ci_slo_store_pg::PgStore;
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
+use ci_slo_store_pg::{PgStore, PgStoreError};
 
 /// What the writes here touch beyond ingest's tables (`ingest::DUMPS`).
 const MORE: &[&str] = &[
@@ -223,6 +223,144 @@ fn new_reports_of_finished_runs_are_judged_by_the_sqlite_store_s_rules() {
     assert_all_same(&sqlite, &mut pg);
     // Four conflicts, each counted once.
     assert_eq!(counter(&mut pg, REJECTIONS, FINISHED_RUN_CHANGED), 4.0);
+}
+
+#[test]
+fn a_batch_is_stored_as_sqlite_stores_it_and_all_or_nothing() {
+    let policy = Policy::from_config(&Config::default());
+    let (mut sqlite, mut pg, _db) = stores("batch");
+    let mut runs = Vec::new();
+    for (i, path) in ["o/a", "o/b", "o/a", "o/c"].iter().enumerate() {
+        let i = i as i64;
+        let mut r = run(
+            path,
+            if i % 2 == 0 { "ci/test" } else { "build" },
+            0,
+            if i == 1 {
+                RunState::Failure
+            } else {
+                RunState::Success
+            },
+            [
+                Some(2000 - i * 300),
+                Some(1990 - i * 300),
+                Some(1900 - i * 300),
+            ],
+        );
+        r.commit = format!("c{i}");
+        r.tests = vec![
+            test("a", TestOutcome::Passed, 0),
+            test("b", TestOutcome::Failed, 0),
+        ];
+        if i == 1 {
+            r.failures = vec![failure("network", Some("fp-net"))];
+        }
+        runs.push(r);
+    }
+    // A run twice in one batch: the second is its replay.
+    runs.push(runs[0].clone());
+    let a = sqlite.ingest_batch(&runs, &policy, now()).unwrap();
+    let b = pg.ingest_batch(&runs, &policy, now()).unwrap();
+    assert_eq!(b, a);
+    assert_eq!(b[4].status, IngestStatus::Unchanged);
+    assert_eq!(pg.ingest_batch(&[], &policy, now()).unwrap(), []);
+    assert_all_same(&sqlite, &mut pg);
+
+    // A batch that fails stores none of its runs, counts nothing.
+    let before: Vec<String> = pg_dump(
+        &mut pg,
+        "SELECT family || labels || value FROM metric_counters ORDER BY 1",
+    );
+    let good = run(
+        "o/d",
+        "ci/test",
+        0,
+        RunState::Success,
+        [Some(9), Some(8), Some(7)],
+    );
+    let mut bad = run(
+        "o/d",
+        "ci/test",
+        1,
+        RunState::Success,
+        [Some(9), Some(8), Some(7)],
+    );
+    bad.context = "nul\u{0}byte".into();
+    let err = pg.ingest_batch(&[good.clone(), bad], &policy, now());
+    assert!(err.is_err(), "PostgreSQL refuses a NUL in text");
+    assert_eq!(pg.run_count().unwrap(), 4);
+    assert_eq!(
+        pg_dump(
+            &mut pg,
+            "SELECT family || labels || value FROM metric_counters ORDER BY 1"
+        ),
+        before
+    );
+    // And the store goes on.
+    assert_eq!(
+        pg.ingest_batch(&[good], &policy, now()).unwrap()[0].status,
+        IngestStatus::Created
+    );
+}
+
+#[test]
+fn in_transaction_commits_together_or_not_at_all_and_nests() {
+    let policy = Policy::from_config(&Config::default());
+    let (_sqlite, mut pg, _db) = stores("transaction");
+    let first = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Success,
+        [Some(9), Some(8), Some(7)],
+    );
+    let second = run(
+        "o/a",
+        "ci/test",
+        1,
+        RunState::Success,
+        [Some(6), Some(5), Some(4)],
+    );
+
+    // A failure after two writes: neither stays. (The closure's error is
+    // the caller's, as the storage interface's `StoreError` will be.)
+    #[derive(Debug)]
+    enum Failed {
+        Store(#[allow(dead_code)] PgStoreError),
+        Refused,
+    }
+    impl From<PgStoreError> for Failed {
+        fn from(e: PgStoreError) -> Failed {
+            Failed::Store(e)
+        }
+    }
+    let out: Result<(), Failed> = pg.in_transaction(|s| {
+        s.ingest_run(&first, &policy, now())?;
+        s.count_stale_event()?;
+        Err(Failed::Refused)
+    });
+    assert!(matches!(out, Err(Failed::Refused)), "{out:?}");
+    assert_eq!(pg.run_count().unwrap(), 0);
+    assert_eq!(
+        counter(&mut pg, REJECTIONS, "[[\"reason\",\"stale_event\"]]"),
+        0.0
+    );
+
+    // Nested: the inner one runs in the outer one, which commits both; a
+    // write that fails inside rolls back alone (its savepoint).
+    let ids = pg
+        .in_transaction(|s| -> Result<_, PgStoreError> {
+            let a = s.ingest_run(&first, &policy, now())?.id;
+            let b = s
+                .in_transaction(|s| s.ingest_run(&second, &policy, now()))?
+                .id;
+            assert!(s.store_sections(a, &[("x\u{0}".into(), 1)]).is_err());
+            s.store_sections(a, &[("build".into(), 3)])?;
+            Ok((a, b))
+        })
+        .unwrap();
+    assert_eq!(pg.run_count().unwrap(), 2);
+    assert_eq!(pg.sections(ids.0).unwrap(), [("build".to_string(), 3)]);
 }
 
 #[test]
