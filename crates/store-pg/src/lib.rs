@@ -3,13 +3,17 @@
 //! the versioned migrations ([`schema`], [`migrate`]) creating SQLite's
 //! schema on PostgreSQL, the leadership of replicas ([`leader`]: work that
 //! must run once runs on the replica holding a session advisory lock), and
-//! part of the storage, with the SQLite store's methods and answers:
+//! the storage's writes, with the SQLite store's methods and answers:
 //! [`PgStore::ingest_run`] (a run with its failures, test results and
-//! per-test counters, reports, dependencies and change, counted once; not
-//! yet a differing report of a finished run), `meta`, counters ([`tally`]),
-//! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
-//! cursors), job logs and retention (`prune`). Not here yet: bulk loads,
-//! settling, the reads; the exporter serves from SQLite only.
+//! per-test counters, reports, dependencies and change, counted once; a new
+//! report of a finished run judged by the SQLite store's revision rules),
+//! [`PgStore::ingest_batch`] and [`PgStore::in_transaction`] (many writes,
+//! one commit), settling merged changes, late and expired triggers and lost
+//! runs ([`PgStore::settle`], [`PgStore::decide_trigger`],
+//! [`PgStore::record_merge`]), workflow runs and stale events, `meta`,
+//! counters ([`tally`]), SLO events ([`counting`]), the forges' state
+//! (webhook deliveries, sync cursors), job logs and retention (`prune`).
+//! Not here yet: bulk loads, the reads; the exporter serves from SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
