@@ -27,6 +27,12 @@ enum Waiting<'a> {
 /// Decide the trigger of the waiting runs `which` chooses and count them,
 /// in the order they were stored. `trigger` None keeps the stored one
 /// (`other`). Their ids.
+///
+/// Each run is decided by an update that still finds it waiting, and is
+/// counted from the row that update returns: two replicas deciding the
+/// same runs at once (two settlers, or a settler and a webhook) decide and
+/// count each once (the second update waits for the first's transaction,
+/// then finds the run decided and leaves it).
 fn decide_pending(
     tx: &mut impl Sql,
     which: Waiting<'_>,
@@ -35,49 +41,51 @@ fn decide_pending(
     now_ms: i64,
 ) -> Result<Vec<i64>, postgres::Error> {
     let live = moves_live_counters(tx, policy)?;
-    let rows = match which {
+    let waiting = match which {
         Waiting::StoredBy(ms) => tx.query(
-            "SELECT r.id, r.repository_id, p.path, r.context, r.attempt, r.trigger, r.state,
-                    r.queued_at, r.started_at, r.finished_at, r.queue_counted, r.final_counted
-             FROM runs r JOIN repositories p ON p.id = r.repository_id
-             WHERE r.trigger_pending = 1 AND r.created_at <= $1 ORDER BY r.id",
+            "SELECT id FROM runs WHERE trigger_pending = 1 AND created_at <= $1 ORDER BY id",
             &[&ms],
         )?,
         Waiting::Group(repository, group) => tx.query(
-            "SELECT r.id, r.repository_id, p.path, r.context, r.attempt, r.trigger, r.state,
-                    r.queued_at, r.started_at, r.finished_at, r.queue_counted, r.final_counted
-             FROM runs r JOIN repositories p ON p.id = r.repository_id
+            "SELECT r.id FROM runs r JOIN repositories p ON p.id = r.repository_id
              WHERE r.trigger_pending = 1 AND p.forge = $1 AND p.path = $2 AND r.attempt_group = $3
              ORDER BY r.id",
             &[&repository.forge.as_str(), &repository.path, &group],
         )?,
     };
-    let mut ids = Vec::with_capacity(rows.len());
-    for r in rows {
-        let id: i64 = r.get(0);
-        let stored: String = r.get(5);
-        let trigger = trigger.unwrap_or_else(|| stored.parse().unwrap_or(Trigger::Other));
-        tx.execute(
-            "UPDATE runs SET trigger = $2, trigger_pending = 0, updated_at = $3 WHERE id = $1",
-            &[&id, &trigger.as_str(), &now_ms],
-        )?;
+    let decided = trigger.map(Trigger::as_str);
+    let mut ids = Vec::with_capacity(waiting.len());
+    for w in waiting {
+        let id: i64 = w.get(0);
+        let Some(r) = tx.query_opt(
+            "UPDATE runs r SET trigger = coalesce($2, r.trigger), trigger_pending = 0, updated_at = $3
+             FROM repositories p
+             WHERE r.id = $1 AND r.trigger_pending = 1 AND p.id = r.repository_id
+             RETURNING r.repository_id, p.path, r.context, r.attempt, r.trigger, r.state,
+                r.queued_at, r.started_at, r.finished_at, r.queue_counted, r.final_counted",
+            &[&id, &decided, &now_ms],
+        )?
+        else {
+            // Decided meanwhile, by another replica.
+            continue;
+        };
         let time = |i: usize| r.get::<_, Option<i64>>(i).map(from_ms);
-        let (qc, fc) = (r.get::<_, i64>(10) != 0, r.get::<_, i64>(11) != 0);
-        let path: String = r.get(2);
-        let context: String = r.get(3);
+        let (qc, fc) = (r.get::<_, i64>(9) != 0, r.get::<_, i64>(10) != 0);
+        let path: String = r.get(1);
+        let context: String = r.get(2);
         count_run(
             tx,
             &Counting {
                 run_id: id,
-                repository_id: r.get(1),
+                repository_id: r.get(0),
                 repository: &path,
                 context: &context,
-                attempt: u32::try_from(r.get::<_, i64>(4)).unwrap_or_default(),
-                trigger,
-                state: r.get::<_, String>(6).parse().unwrap_or(RunState::Error),
-                queued_at: time(7),
-                started_at: time(8),
-                finished_at: time(9),
+                attempt: u32::try_from(r.get::<_, i64>(3)).unwrap_or_default(),
+                trigger: r.get::<_, String>(4).parse().unwrap_or(Trigger::Other),
+                state: r.get::<_, String>(5).parse().unwrap_or(RunState::Error),
+                queued_at: time(6),
+                started_at: time(7),
+                finished_at: time(8),
                 queue_counted: qc,
                 final_counted: fc,
                 row_flags: (qc, fc),
@@ -92,7 +100,7 @@ fn decide_pending(
 }
 
 /// Decide the merged changes whose settle time has passed (since the merge
-/// and since their last run arrived); how many.
+/// and since their last run arrived); how many were decided here.
 fn decide_changes(
     tx: &mut impl Sql,
     policy: &Policy,
@@ -108,6 +116,7 @@ fn decide_changes(
          ORDER BY c.id",
         &[&(now_ms - settle_ms)],
     )?;
+    let mut decided = 0;
     for row in &due {
         let (change_id, repository_id): (i64, i64) = (row.get(0), row.get(1));
         let forge: Forge = row.get::<_, String>(2).parse().unwrap_or(Forge::Generic);
@@ -138,17 +147,22 @@ fn decide_changes(
                 });
             }
         }
+        // Each change is decided by an update that still finds it undecided:
+        // two replicas settling at once decide and count it once.
         let Some(e) = slo::evaluate_merge(policy.required_contexts(forge, &path), &runs) else {
-            tx.execute(
-                "UPDATE changes SET decided_at = $2, head_sha = $3 WHERE id = $1",
+            if tx.execute(
+                "UPDATE changes SET decided_at = $2, head_sha = $3 WHERE id = $1 AND decided_at IS NULL",
                 &[&change_id, &now_ms, &head],
-            )?;
-            data_quality(tx, "merged_change_without_runs")?;
+            )? == 1
+            {
+                data_quality(tx, "merged_change_without_runs")?;
+                decided += 1;
+            }
             continue;
         };
-        tx.execute(
+        let updated = tx.execute(
             "UPDATE changes SET decided_at = $2, head_sha = $3, outcome = $4, retries = $5, missing = $6
-             WHERE id = $1",
+             WHERE id = $1 AND decided_at IS NULL",
             &[
                 &change_id,
                 &now_ms,
@@ -158,6 +172,10 @@ fn decide_changes(
                 &serde_json::to_string(&e.missing_contexts).unwrap_or_default(),
             ],
         )?;
+        if updated == 0 {
+            continue;
+        }
+        decided += 1;
         count_merge_with(
             &mut Sink(tx),
             &DecidedChange {
@@ -170,11 +188,11 @@ fn decide_changes(
             live,
         )?;
     }
-    Ok(due.len())
+    Ok(decided)
 }
 
 /// Count scheduled runs that never finished within `lost_after` as lost
-/// (a bad `runs_completed` event); how many.
+/// (a bad `runs_completed` event); how many were counted here.
 fn count_lost_runs(
     tx: &mut impl Sql,
     policy: &Policy,
@@ -190,10 +208,13 @@ fn count_lost_runs(
          ORDER BY runs.id",
         &[&(now_ms - policy.lost_after_ms)],
     )?;
+    // Counted when its event is recorded now: not by another replica
+    // settling at the same time (the event is a `run_events` column, set once).
+    let mut counted = 0;
     for r in &lost {
         let run_id: i64 = r.get(0);
         let since_ms: i64 = r.get(3);
-        slo_event(
+        counted += usize::from(slo_event(
             tx,
             SloId::RunsCompleted,
             &format!("run:{run_id}"),
@@ -202,9 +223,9 @@ fn count_lost_runs(
             since_ms + policy.lost_after_ms,
             false,
             live,
-        )?;
+        )?);
     }
-    Ok(lost.len())
+    Ok(counted)
 }
 
 impl PgStore {

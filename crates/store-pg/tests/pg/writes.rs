@@ -12,7 +12,7 @@ use ci_slo_core::model::{
     Trigger,
 };
 use ci_slo_store::github::WorkflowRunInfo;
-use ci_slo_store::{IngestStatus, Ingested, Policy, Store};
+use ci_slo_store::{IngestStatus, Ingested, Policy, SettleStats, Store};
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
 use ci_slo_store_pg::{PgStore, PgStoreError};
 
@@ -639,4 +639,137 @@ fn workflow_runs_and_stale_events_are_recorded_as_in_sqlite() {
             format!("push|{}", (now() - Duration::minutes(5)).timestamp_millis()),
         ]
     );
+}
+
+/// Two replicas settle at once: `a` settles inside a transaction, `b`
+/// starts settling, and `a` commits only once `b` waits for one of its
+/// locks. Their answers.
+fn settle_race(
+    db: &TestDatabase,
+    policy: &Policy,
+    at: DateTime<Utc>,
+) -> (SettleStats, SettleStats) {
+    let open = || PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+    let (mut a, mut b) = (open(), open());
+    let mut watch = db.connect().unwrap();
+    let (settled, go) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let other = s.spawn(move || {
+            go.recv().unwrap();
+            b.settle(policy, at, None).unwrap()
+        });
+        let first = a
+            .in_transaction(|a| -> Result<_, PgStoreError> {
+                let stats = a.settle(policy, at, None)?;
+                settled.send(()).unwrap();
+                // Not a timing assertion: how long to wait for `b` to block
+                // before calling the test hung.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    let waiting: i64 = watch
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity
+                             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                            &[],
+                        )
+                        .unwrap()
+                        .get(0);
+                    if waiting > 0 {
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the other replica never waited"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Ok(stats)
+            })
+            .unwrap();
+        (first, other.join().unwrap())
+    })
+}
+
+#[test]
+fn two_replicas_settling_at_once_decide_and_count_everything_once() {
+    let mut policy = Policy::from_config(&Config::default());
+    policy
+        .required
+        .insert((Forge::Github, "o/a".into()), vec!["ci/test".into()]);
+    let later = now() + Duration::days(1);
+    let repo = RepositoryRef {
+        forge: Forge::Github,
+        path: "o/a".into(),
+    };
+    // What each round leaves to settle: runs waiting for their trigger;
+    // merged changes; scheduled runs that never finished.
+    type Round = fn(&mut NewRun, u32);
+    let rounds: [(&str, Round); 3] = [
+        ("race_triggers", |r, i| {
+            r.attempt_group = Some(format!("g{i}"));
+            r.trigger = Trigger::Other;
+            r.trigger_pending = true;
+        }),
+        ("race_changes", |r, i| {
+            r.change = Some(ChangeRef {
+                number: i64::from(i),
+                merged_at: Some(now() - Duration::hours(5)),
+            });
+        }),
+        ("race_lost", |r, _| {
+            r.trigger = Trigger::Schedule;
+            r.state = RunState::Running;
+            r.finished_at = None;
+        }),
+    ];
+    for (hint, shape) in rounds {
+        let mut sqlite = Store::open_in_memory().unwrap();
+        let db = TestServer::shared().database(hint).unwrap();
+        let mut pg = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+        for i in 0..6u32 {
+            let mut r = run(
+                "o/a",
+                "ci/test",
+                i % 2,
+                if i % 3 == 0 {
+                    RunState::Failure
+                } else {
+                    RunState::Success
+                },
+                [Some(600), Some(590), Some(500)],
+            );
+            r.commit = format!("c{}", i / 2);
+            shape(&mut r, i / 2);
+            ingest_both(
+                &mut sqlite,
+                &mut pg,
+                &r,
+                &policy,
+                now() - Duration::hours(4),
+            );
+        }
+        if hint == "race_changes" {
+            for n in 0..3 {
+                sqlite
+                    .record_merge(&repo, n, None, now() - Duration::hours(5), now())
+                    .unwrap();
+                pg.record_merge(&repo, n, None, now() - Duration::hours(5), now())
+                    .unwrap();
+            }
+        }
+        let expected = sqlite.settle(&policy, later, None).unwrap();
+        assert_ne!(
+            expected,
+            SettleStats::default(),
+            "{hint}: something to settle"
+        );
+        let (first, second) = settle_race(&db, &policy, later);
+        assert_eq!(first, expected, "{hint}");
+        assert_eq!(
+            second,
+            SettleStats::default(),
+            "{hint}: nothing left, nothing twice"
+        );
+        assert_all_same(&sqlite, &mut pg);
+    }
 }
