@@ -84,6 +84,23 @@ fn find_existing(
     Ok(row.map(|r| Existing::read(&r, 0)))
 }
 
+/// The stored run `id` again, locked for the rest of the transaction: a
+/// report that changes a stored run is judged and counted against what the
+/// run is once no other replica is changing it (the second of two replicas
+/// storing the same news waits for the first, then finds it stored).
+/// None when it was deleted meanwhile (retention).
+fn lock_existing(tx: &mut impl Sql, id: i64) -> Result<Option<Existing>, postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted, context,
+                commit_sha, attempt_group, attempt, queued_at, started_at, finished_at, url, log_url,
+                (SELECT number FROM changes c WHERE c.id = change_id)
+             FROM runs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?
+        .map(|r| Existing::read(&r, 0)))
+}
+
 /// The repository's id and the stored run, in one statement when the
 /// repository is known; else the repository created (and the run looked
 /// for, in case another replica stored both meanwhile).
@@ -159,6 +176,17 @@ impl PgStore {
         let repo = &run.repository;
         let group = run.attempt_group.as_deref().unwrap_or("");
         let (repository_id, existing) = find_run(&mut tx, repo.forge, &repo.path, run, group)?;
+        if let Some(e) = &existing
+            && e.hash == hash
+        {
+            return Ok(Ingested::new(e.id, IngestStatus::Unchanged));
+        }
+        // News of a stored run: judged and counted against it as it is once
+        // locked (another replica may have stored the same news meanwhile).
+        let existing = match existing {
+            Some(e) => lock_existing(&mut tx, e.id)?,
+            None => None,
+        };
         if let Some(e) = &existing
             && e.hash == hash
         {

@@ -641,29 +641,29 @@ fn workflow_runs_and_stale_events_are_recorded_as_in_sqlite() {
     );
 }
 
-/// Two replicas settle at once: `a` settles inside a transaction, `b`
-/// starts settling, and `a` commits only once `b` waits for one of its
-/// locks. Their answers.
-fn settle_race(
+/// Two replicas write at once: `first` runs on one inside a transaction,
+/// `second` starts on the other, and the first commits only once the
+/// second waits for one of its locks. Their answers.
+fn race<A, B: Send>(
     db: &TestDatabase,
-    policy: &Policy,
-    at: DateTime<Utc>,
-) -> (SettleStats, SettleStats) {
+    first: impl FnOnce(&mut PgStore) -> A,
+    second: impl FnOnce(&mut PgStore) -> B + Send,
+) -> (A, B) {
     let open = || PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
     let (mut a, mut b) = (open(), open());
     let mut watch = db.connect().unwrap();
-    let (settled, go) = std::sync::mpsc::channel();
+    let (done, go) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let other = s.spawn(move || {
             go.recv().unwrap();
-            b.settle(policy, at, None).unwrap()
+            second(&mut b)
         });
-        let first = a
+        let out = a
             .in_transaction(|a| -> Result<_, PgStoreError> {
-                let stats = a.settle(policy, at, None)?;
-                settled.send(()).unwrap();
-                // Not a timing assertion: how long to wait for `b` to block
-                // before calling the test hung.
+                let out = first(a);
+                done.send(()).unwrap();
+                // Not a timing assertion: how long to wait for the other
+                // replica to block before calling the test hung.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                 loop {
                     let waiting: i64 = watch
@@ -683,11 +683,24 @@ fn settle_race(
                     );
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                Ok(stats)
+                Ok(out)
             })
             .unwrap();
-        (first, other.join().unwrap())
+        (out, other.join().unwrap())
     })
+}
+
+/// Two replicas settle at once ([`race`]).
+fn settle_race(
+    db: &TestDatabase,
+    policy: &Policy,
+    at: DateTime<Utc>,
+) -> (SettleStats, SettleStats) {
+    race(
+        db,
+        |a| a.settle(policy, at, None).unwrap(),
+        |b| b.settle(policy, at, None).unwrap(),
+    )
 }
 
 #[test]
@@ -770,6 +783,44 @@ fn two_replicas_settling_at_once_decide_and_count_everything_once() {
             SettleStats::default(),
             "{hint}: nothing left, nothing twice"
         );
+        assert_all_same(&sqlite, &mut pg);
+    }
+}
+
+#[test]
+fn two_replicas_storing_the_same_news_of_a_run_at_once_store_and_count_it_once() {
+    let policy = Policy::from_config(&Config::default());
+    let (mut sqlite, mut pg, db) = stores("news_race");
+    let mut running = run(
+        "o/a",
+        "ci/test",
+        0,
+        RunState::Running,
+        [Some(30), Some(20), None],
+    );
+    running.external_id = Some("gh:1".into());
+    ingest_both(&mut sqlite, &mut pg, &running, &policy, now());
+    // The end of the run, from a webhook and a poller at once.
+    let mut finished = running.clone();
+    finished.state = RunState::Failure;
+    finished.finished_at = Some(now() - Duration::minutes(10));
+    finished.tests = vec![
+        test("a", TestOutcome::Failed, 0),
+        test("b", TestOutcome::Passed, 0),
+    ];
+    // Then failure evidence from its log, found by two replicas at once.
+    let mut evidence = finished.clone();
+    evidence.failures = vec![failure("oom", Some("fp-oom"))];
+    for news in [&finished, &evidence] {
+        let expected = sqlite.ingest_run(news, &policy, now()).unwrap();
+        assert_eq!(expected.status, IngestStatus::Updated);
+        let (first, second) = race(
+            &db,
+            |a| a.ingest_run(news, &policy, now()).unwrap(),
+            |b| b.ingest_run(news, &policy, now()).unwrap(),
+        );
+        assert_eq!(first, expected);
+        assert_eq!(second, Ingested::new(expected.id, IngestStatus::Unchanged));
         assert_all_same(&sqlite, &mut pg);
     }
 }
