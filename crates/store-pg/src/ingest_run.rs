@@ -1,6 +1,5 @@
-//! Storing a run on PostgreSQL: the first slice of the SQLite store's
-//! `ingest_run.rs`, with the same signature and answers for what it
-//! covers. A run is found by its identity (its external id in its
+//! Storing a run on PostgreSQL: the SQLite store's `ingest_run.rs`, with
+//! the same signature and answers. A run is found by its identity (its external id in its
 //! repository, else context, commit, attempt group and attempt among runs
 //! without one), created, or updated while it is not finished; an identical
 //! replay changes nothing; its queue time and final state are counted once
@@ -11,6 +10,9 @@
 //! stored run loaded by `revision.rs`): a part may add what the run did not
 //! know, a contradiction is a `Conflict` naming the fields and counted as a
 //! data-quality rejection (`finished_run_changed`), and nothing else changes.
+//! A report that changes a stored run is judged and counted against the
+//! run locked (`FOR UPDATE`): two replicas storing the same news at once
+//! store and count it once.
 
 use crate::counting::{
     Counting, count_run, counted_after, data_quality, event_ms, moves_live_counters,
