@@ -165,6 +165,22 @@ pub fn slo_event(
     Ok(!counted.is_empty())
 }
 
+/// Whether what this write newly stores moves the live counters: always,
+/// except history loaded on purpose (`policy.history`) into a database that
+/// has served. As the SQLite store's `policy::moves_live_counters`.
+pub(crate) fn moves_live_counters(
+    tx: &mut impl Sql,
+    policy: &Policy,
+) -> Result<bool, postgres::Error> {
+    if !policy.history {
+        return Ok(true);
+    }
+    let served = tx
+        .query_opt("SELECT 1 FROM meta WHERE key = 'serving_since'", &[])?
+        .is_some();
+    Ok(!served)
+}
+
 pub(crate) fn data_quality(tx: &mut impl Sql, reason: &str) -> Result<(), postgres::Error> {
     tally::inc(tx, catalog::DATA_QUALITY, &[("reason", reason)], 1.0)
 }
@@ -182,7 +198,7 @@ pub(crate) fn counted_after(started: bool, state: RunState, trigger_pending: boo
 
 /// The PostgreSQL store's [`CountSink`]: the counters and SLO events of the
 /// transaction.
-struct Sink<'t, T: Sql>(&'t mut T);
+pub(crate) struct Sink<'t, T: Sql>(pub(crate) &'t mut T);
 
 impl<T: Sql> CountSink for Sink<'_, T> {
     type Error = postgres::Error;

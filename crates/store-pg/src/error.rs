@@ -14,9 +14,6 @@ pub enum PgStoreError {
     },
     #[error("invalid PostgreSQL URL from {key}: {reason}")]
     Url { key: String, reason: String },
-    /// Something the PostgreSQL store does not do yet (it is in progress).
-    #[error("not supported yet: {0}")]
-    NotYet(String),
     #[error(
         "PostgreSQL database {database} has schema version {found}, newer than this exporter knows ({known}); upgrade the exporter"
     )]

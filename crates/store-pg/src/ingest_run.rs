@@ -1,31 +1,43 @@
-//! Storing a run on PostgreSQL: the first slice of the SQLite store's
-//! `ingest_run.rs`, with the same signature and answers for what it
-//! covers. A run is found by its identity (its external id in its
+//! Storing a run on PostgreSQL: the SQLite store's `ingest_run.rs`, with
+//! the same signature and answers. A run is found by its identity (its external id in its
 //! repository, else context, commit, attempt group and attempt among runs
 //! without one), created, or updated while it is not finished; an identical
 //! replay changes nothing; its queue time and final state are counted once
 //! (`counting::count_run`), in the same transaction, with its failures
 //! (`failures.rs`), test results and per-test counters (`results.rs`),
-//! reports, dependencies and change. Not covered yet, and refused with
-//! [`PgStoreError::NotYet`] before anything is written: a new report of a
-//! finished run that differs from it (the SQLite store's `revision.rs`).
+//! reports, dependencies and change. A new report of a finished run is
+//! judged by the SQLite store's own rules (`ci_slo_store::revision`, the
+//! stored run loaded by `revision.rs`): a part may add what the run did not
+//! know, a contradiction is a `Conflict` naming the fields and counted as a
+//! data-quality rejection (`finished_run_changed`), and nothing else changes.
+//! A report that changes a stored run is judged and counted against the
+//! run locked (`FOR UPDATE`): two replicas storing the same news at once
+//! store and count it once.
 
-use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms};
+use crate::counting::{
+    Counting, count_run, counted_after, data_quality, event_ms, moves_live_counters,
+};
 use crate::failures::store_failures;
 use crate::results::{self, RunOf};
+use crate::revision::{self, Existing};
 use crate::statements::Sql;
 use crate::{PgStore, PgStoreError};
 use chrono::{DateTime, Utc};
-use ci_slo_core::model::{Forge, NewRun, RunState, Trigger};
+use ci_slo_core::model::{Forge, NewRun, RunState};
 // The content hash and the "url held by the external id" rule are the SQLite
 // store's own functions, so both engines decide a replay and a stored url
 // the same way.
+use ci_slo_store::revision::{Verdict, judge};
 use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared, content_hash, url_in_id};
 
 /// The repository's id, created if new. Looked up first: an insert that
 /// meets a conflict still takes a number from the identity sequence, and
 /// the ids should follow SQLite's (1, 2, 3 in order of first sight).
-fn upsert_repository(tx: &mut impl Sql, forge: Forge, path: &str) -> Result<i64, postgres::Error> {
+pub(crate) fn upsert_repository(
+    tx: &mut impl Sql,
+    forge: Forge,
+    path: &str,
+) -> Result<i64, postgres::Error> {
     let select = "SELECT id FROM repositories WHERE forge = $1 AND path = $2";
     if let Some(row) = tx.query_opt(select, &[&forge.as_str(), &path])? {
         return Ok(row.get(0));
@@ -41,17 +53,6 @@ fn upsert_repository(tx: &mut impl Sql, forge: Forge, path: &str) -> Result<i64,
     }
 }
 
-/// The stored run a report is about, with what ingest needs of it.
-struct Existing {
-    id: i64,
-    hash: String,
-    state: String,
-    trigger: Trigger,
-    trigger_pending: bool,
-    queue_counted: bool,
-    final_counted: bool,
-}
-
 fn find_existing(
     tx: &mut impl Sql,
     repository_id: i64,
@@ -60,12 +61,16 @@ fn find_existing(
 ) -> Result<Option<Existing>, postgres::Error> {
     let row = match &run.external_id {
         Some(external_id) => tx.query_opt(
-            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted, context,
+                commit_sha, attempt_group, attempt, queued_at, started_at, finished_at, url, log_url,
+                (SELECT number FROM changes c WHERE c.id = change_id)
              FROM runs WHERE repository_id = $1 AND external_id = $2",
             &[&repository_id, external_id],
         )?,
         None => tx.query_opt(
-            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted, context,
+                commit_sha, attempt_group, attempt, queued_at, started_at, finished_at, url, log_url,
+                (SELECT number FROM changes c WHERE c.id = change_id)
              FROM runs
              WHERE repository_id = $1 AND external_id IS NULL AND context = $2
                AND commit_sha = $3 AND attempt_group = $4 AND attempt = $5",
@@ -81,20 +86,21 @@ fn find_existing(
     Ok(row.map(|r| Existing::read(&r, 0)))
 }
 
-impl Existing {
-    /// From the columns id, content_hash, state, trigger, trigger_pending,
-    /// queue_counted, final_counted of `r`, from column `at` on.
-    fn read(r: &postgres::Row, at: usize) -> Existing {
-        Existing {
-            id: r.get(at),
-            hash: r.get(at + 1),
-            state: r.get(at + 2),
-            trigger: r.get::<_, String>(at + 3).parse().unwrap_or(Trigger::Other),
-            trigger_pending: r.get::<_, i64>(at + 4) != 0,
-            queue_counted: r.get::<_, i64>(at + 5) != 0,
-            final_counted: r.get::<_, i64>(at + 6) != 0,
-        }
-    }
+/// The stored run `id` again, locked for the rest of the transaction: a
+/// report that changes a stored run is judged and counted against what the
+/// run is once no other replica is changing it (the second of two replicas
+/// storing the same news waits for the first, then finds it stored).
+/// None when it was deleted meanwhile (retention).
+fn lock_existing(tx: &mut impl Sql, id: i64) -> Result<Option<Existing>, postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT id, content_hash, state, trigger, trigger_pending, queue_counted, final_counted, context,
+                commit_sha, attempt_group, attempt, queued_at, started_at, finished_at, url, log_url,
+                (SELECT number FROM changes c WHERE c.id = change_id)
+             FROM runs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?
+        .map(|r| Existing::read(&r, 0)))
 }
 
 /// The repository's id and the stored run, in one statement when the
@@ -110,14 +116,16 @@ fn find_run(
     let row = match &run.external_id {
         Some(external_id) => tx.query_opt(
             "SELECT r.id, x.id, x.content_hash, x.state, x.trigger, x.trigger_pending, x.queue_counted,
-                x.final_counted
+                x.final_counted, x.context, x.commit_sha, x.attempt_group, x.attempt, x.queued_at, x.started_at,
+                x.finished_at, x.url, x.log_url, (SELECT number FROM changes c WHERE c.id = x.change_id)
              FROM repositories r LEFT JOIN runs x ON x.repository_id = r.id AND x.external_id = $3
              WHERE r.forge = $1 AND r.path = $2",
             &[&forge.as_str(), &path, external_id],
         )?,
         None => tx.query_opt(
             "SELECT r.id, x.id, x.content_hash, x.state, x.trigger, x.trigger_pending, x.queue_counted,
-                x.final_counted
+                x.final_counted, x.context, x.commit_sha, x.attempt_group, x.attempt, x.queued_at, x.started_at,
+                x.finished_at, x.url, x.log_url, (SELECT number FROM changes c WHERE c.id = x.change_id)
              FROM repositories r LEFT JOIN runs x ON x.repository_id = r.id AND x.external_id IS NULL
                 AND x.context = $3 AND x.commit_sha = $4 AND x.attempt_group = $5 AND x.attempt = $6
              WHERE r.forge = $1 AND r.path = $2",
@@ -149,8 +157,7 @@ fn find_run(
 
 impl PgStore {
     /// Store one run and count what it newly makes known, in one
-    /// transaction; as the SQLite store's `Store::ingest_run`, for what this
-    /// slice covers (see the module docs; the rest is refused).
+    /// transaction; as the SQLite store's `Store::ingest_run`.
     pub fn ingest_run(
         &mut self,
         run: &NewRun,
@@ -167,25 +174,61 @@ impl PgStore {
         let hash = content_hash(run);
 
         let mut tx = self.write_tx()?;
-        let live = !policy.history || {
-            let served = tx
-                .query_opt("SELECT 1 FROM meta WHERE key = 'serving_since'", &[])?
-                .is_some();
-            !served
-        };
+        let live = moves_live_counters(&mut tx, policy)?;
         let repo = &run.repository;
         let group = run.attempt_group.as_deref().unwrap_or("");
         let (repository_id, existing) = find_run(&mut tx, repo.forge, &repo.path, run, group)?;
-        if let Some(e) = &existing {
-            if e.hash == hash {
-                return Ok(Ingested::new(e.id, IngestStatus::Unchanged));
-            }
-            if e.state.parse().is_ok_and(RunState::is_terminal) {
-                return Err(PgStoreError::NotYet(
-                    "a new report of a finished run on PostgreSQL".to_string(),
-                ));
-            }
+        if let Some(e) = &existing
+            && e.hash == hash
+        {
+            return Ok(Ingested::new(e.id, IngestStatus::Unchanged));
         }
+        // News of a stored run: judged and counted against it as it is once
+        // locked (another replica may have stored the same news meanwhile).
+        let existing = match existing {
+            Some(e) => lock_existing(&mut tx, e.id)?,
+            None => None,
+        };
+        if let Some(e) = &existing
+            && e.hash == hash
+        {
+            return Ok(Ingested::new(e.id, IngestStatus::Unchanged));
+        }
+        // A finished run is immutable: what the report may still add, by
+        // the SQLite store's rules (ci_slo_store::revision).
+        let merged;
+        let run = match &existing {
+            Some(e) if e.state.parse().is_ok_and(RunState::is_terminal) => {
+                let stored = revision::load(&mut tx, e, run)?;
+                match judge(&stored, run) {
+                    Verdict::Unchanged => {
+                        return Ok(Ingested::new(e.id, IngestStatus::Unchanged));
+                    }
+                    Verdict::Conflict(fields) => {
+                        tracing::warn!(
+                            run = e.id,
+                            repository = %repo.path,
+                            external_id = run.external_id.as_deref().unwrap_or(""),
+                            source = %run.source,
+                            differing = %fields.join(","),
+                            "a report contradicts a finished run: kept as stored"
+                        );
+                        data_quality(&mut tx, "finished_run_changed")?;
+                        tx.commit()?;
+                        return Ok(Ingested {
+                            id: e.id,
+                            status: IngestStatus::Conflict,
+                            differing: fields,
+                        });
+                    }
+                    Verdict::Update(m) => {
+                        merged = *m;
+                        &merged
+                    }
+                }
+            }
+            _ => run,
+        };
         // A trigger, once decided, stays.
         let (trigger, trigger_pending) = match &existing {
             Some(e) if !e.trigger_pending && run.trigger_pending => (e.trigger, false),
@@ -195,36 +238,30 @@ impl PgStore {
         let change_id: Option<i64> = match &run.change {
             None => None,
             Some(change) => {
-                // An update first, as for fingerprints: an insert meeting
-                // the row would take a number of the id sequence (ids then
-                // differ from SQLite's); its conflict clause is for a
-                // replica creating the change at once.
-                let updated = tx.query_opt(
-                    "UPDATE changes SET merged_at = coalesce(merged_at, $3), last_activity = $4
+                let values: [&(dyn postgres::types::ToSql + Sync); 4] = [
+                    &repository_id,
+                    &change.number,
+                    &ms(change.merged_at),
+                    &now_ms,
+                ];
+                // Updated first: an insert that meets a conflict still takes
+                // a number from the identity sequence, and the ids should
+                // follow SQLite's.
+                let row = match tx.query_opt(
+                    "UPDATE changes AS c SET merged_at = coalesce(c.merged_at, $3), last_activity = $4
                      WHERE repository_id = $1 AND number = $2
                      RETURNING id, decided_at IS NOT NULL",
-                    &[
-                        &repository_id,
-                        &change.number,
-                        &ms(change.merged_at),
-                        &now_ms,
-                    ],
-                )?;
-                let row = match updated {
+                    &values,
+                )? {
                     Some(row) => row,
                     None => tx.query_one(
                         "INSERT INTO changes AS c (repository_id, number, merged_at, last_activity)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (repository_id, number) DO UPDATE SET
-                        merged_at = coalesce(c.merged_at, excluded.merged_at),
-                        last_activity = excluded.last_activity
-                     RETURNING id, decided_at IS NOT NULL",
-                        &[
-                            &repository_id,
-                            &change.number,
-                            &ms(change.merged_at),
-                            &now_ms,
-                        ],
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (repository_id, number) DO UPDATE SET
+                            merged_at = coalesce(c.merged_at, excluded.merged_at),
+                            last_activity = excluded.last_activity
+                         RETURNING id, decided_at IS NOT NULL",
+                        &values,
                     )?,
                 };
                 if row.get::<_, bool>(1) && existing.is_none() {

@@ -1,26 +1,27 @@
-//! ci-slo-store-pg: the PostgreSQL store, in progress (issue 18). What
-//! exists: the connection configuration from `[store] url` ([`connect`]),
-//! the versioned migrations ([`schema`], [`migrate`]) creating SQLite's
-//! schema on PostgreSQL, the leadership of replicas ([`leader`]: work that
-//! must run once runs on the replica holding a session advisory lock), and
-//! part of the storage, with the SQLite store's methods and answers:
-//! [`PgStore::ingest_run`] (a run with its failures, test results and
-//! per-test counters, reports, dependencies and change, counted once; not
-//! yet a differing report of a finished run), `meta`, counters ([`tally`]),
-//! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
-//! cursors), job logs and retention (`prune`), and the reads of `/metrics`,
-//! the history backfill and the forge adapters ([`PgStore::metric_state`],
-//! [`PgStore::counted_events`], [`PgStore::slo_counts_in_windows`], the
-//! per-test statistics, [`PgStore::run_by_external_id`],
-//! [`PgStore::run_attempt`], [`PgStore::workflow_run`], ...). Not here yet:
-//! bulk loads, settling, the UI's reads; the exporter serves from SQLite
-//! only.
-//! cursors), job logs and retention (`prune`), and the reads of the web UI
-//! and the JSON API (repositories, SLO events per hour and per repository,
-//! bad events, the test index, strip and history, a run with a slice of
-//! its tests, its attempts and last green run, failures, fingerprints, the
-//! nightly grid, dependencies since green). Not here yet: bulk loads,
-//! settling, the metrics' reads; the exporter serves from SQLite only.
+//! ci-slo-store-pg: the PostgreSQL store (issue 18), the second engine
+//! behind the exporter's storage interface (`ci_slo_store::Storage`, in
+//! [`storage`]), with the SQLite store's methods and answers (its tests feed
+//! the same data to both engines and compare).
+//!
+//! - Connection and schema: the configuration from `[store] url`
+//!   ([`connect`]), versioned migrations ([`schema`], [`migrate`]) creating
+//!   SQLite's schema on PostgreSQL.
+//! - Writes: [`PgStore::ingest_run`] (a run with its failures, test results
+//!   and per-test counters, reports, dependencies and change, counted once;
+//!   a new report of a finished run judged by the SQLite store's revision
+//!   rules), [`PgStore::ingest_batch`] and [`PgStore::in_transaction`],
+//!   settling merged changes, late and expired triggers and lost runs,
+//!   workflow runs and stale events, `meta`, counters ([`tally`]), SLO
+//!   events ([`counting`]), the forges' state, job logs and retention.
+//!   Several replicas write at once.
+//! - Reads: `/metrics`, the history backfill and the forge adapters' lookups
+//!   (`reads`, `timeline`, `test_slo`, `github`), the web UI and JSON API
+//!   (`ui`, `run_view`, `test_index`), through statements prepared once per
+//!   connection ([`PgStore::read`]).
+//! - Leadership of replicas ([`leader`]): work that must run once runs on
+//!   the replica holding a session advisory lock.
+//!
+//! Not here: a bulk load (`import cockpit` stores run by run).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -33,10 +34,12 @@ macro_rules! repository_id {
     };
 }
 
+mod batch;
 pub mod connect;
 pub mod counting;
 mod error;
 mod failures;
+mod forge_events;
 mod forge_state;
 mod github;
 mod ingest_run;
@@ -48,7 +51,9 @@ mod prune;
 mod reads;
 mod results;
 mod run_view;
+mod revision;
 pub mod schema;
+mod settle;
 mod statements;
 pub mod tally;
 mod test_slo;

@@ -144,7 +144,7 @@ pub(crate) fn counted_after(run: &NewRun, trigger_pending: bool) -> (bool, bool)
 
 /// The SQLite store's [`CountSink`]: the counters and SLO events of the
 /// transaction's connection.
-struct Sink<'c>(&'c Connection);
+pub(crate) struct Sink<'c>(pub(crate) &'c Connection);
 
 impl CountSink for Sink<'_> {
     type Error = rusqlite::Error;

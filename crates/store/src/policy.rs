@@ -57,7 +57,10 @@ impl Policy {
         }
     }
 
-    pub(crate) fn required_contexts(&self, forge: Forge, path: &str) -> &[String] {
+    /// The contexts a change of repository `path` must pass before it merges
+    /// (`repositories[].required_contexts`; a `generic` entry covers every
+    /// forge): what settling a merged change judges it by, in every engine.
+    pub fn required_contexts(&self, forge: Forge, path: &str) -> &[String] {
         self.required
             .get(&(forge, path.to_string()))
             .or_else(|| self.required.get(&(Forge::Generic, path.to_string())))

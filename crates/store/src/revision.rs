@@ -12,8 +12,10 @@
 //! run simply takes each report as its progress (decided by the caller, not
 //! here).
 //!
-//! [`judge`] is pure: the caller loads the stored run ([`load`]) and writes
-//! what the verdict says.
+//! [`judge`] is pure and engine-neutral (public, so the PostgreSQL store
+//! decides by the same rules): the caller loads the stored run into a
+//! [`StoredRun`] (SQLite: this module's `load`) and writes what the
+//! [`Verdict`] says.
 
 use crate::model::{
     Completeness, FailureEvidence, NewRun, RawReport, RunState, TestOutcome, TestResult, Trigger,
@@ -28,7 +30,7 @@ pub(crate) const PART_TIME_TOLERANCE_MS: i64 = 1000;
 
 /// A stored, finished run as the comparison needs it. Times are Unix ms.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct StoredRun {
+pub struct StoredRun {
     pub context: String,
     pub commit: String,
     pub attempt_group: String,
@@ -53,7 +55,7 @@ pub(crate) struct StoredRun {
 
 /// What to do with a report of a finished run.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Nothing new: the stored run stays as it is.
     Unchanged,
     /// Write this run: the stored one with what the report added. Empty
@@ -72,7 +74,7 @@ fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
 }
 
 /// The decision for a report of a finished run (`stored.state` terminal).
-pub(crate) fn judge(stored: &StoredRun, report: &NewRun) -> Verdict {
+pub fn judge(stored: &StoredRun, report: &NewRun) -> Verdict {
     match report.completeness {
         Completeness::Whole => judge_whole(stored, report),
         Completeness::Partial => judge_part(stored, report),

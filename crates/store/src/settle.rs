@@ -2,12 +2,13 @@
 //! settle time has passed, counting scheduled runs that never finished as
 //! lost, and deciding the trigger of runs that waited for it.
 
-use crate::counting::{Counting, count_run, data_quality, slo_event};
+use crate::counting::{Counting, Sink, count_run, data_quality, slo_event};
 use crate::error::StoreError;
+use crate::merge_counts::{DecidedChange, count_merge_with};
 use crate::policy::{Policy, moves_live_counters};
-use crate::{REPOSITORY_ID, Store, catalog, from_ms, tally, to_ms, upsert_repository};
+use crate::{REPOSITORY_ID, Store, from_ms, to_ms, upsert_repository};
 use chrono::{DateTime, Utc};
-use ci_slo_core::model::{Forge, MergeOutcome, RepositoryRef, RunState, Trigger};
+use ci_slo_core::model::{Forge, RepositoryRef, RunState, Trigger};
 use ci_slo_core::slo::{self, ContextAttempt, SloId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -184,39 +185,17 @@ pub(crate) fn decide_changes(
                 serde_json::to_string(&e.missing_contexts).unwrap_or_default()
             ],
         )?;
-        if live {
-            tally::inc(
-                tx,
-                catalog::MERGED_CHANGES,
-                &[("repository", path), ("outcome", e.outcome.as_str())],
-                1.0,
-            )?;
-            if e.outcome != MergeOutcome::MergedRed {
-                tally::observe(
-                    tx,
-                    catalog::RETRIES_TO_GREEN,
-                    &[("repository", path)],
-                    catalog::RETRIES_BUCKETS,
-                    e.retries as f64,
-                    None,
-                )?;
-            }
-        } else {
-            tally::inc(tx, catalog::BACKDATED, &[("kind", "merged_change")], 1.0)?;
-        }
-        let subject = format!("change:{change_id}");
-        for (slo, good) in slo::merge_events(e.outcome) {
-            slo_event(
-                tx,
-                slo,
-                &subject,
-                *repository_id,
-                path,
-                *merged_at,
-                good,
-                live,
-            )?;
-        }
+        count_merge_with(
+            &mut Sink(tx),
+            &DecidedChange {
+                change_id: *change_id,
+                repository_id: *repository_id,
+                repository: path,
+                merged_at_ms: *merged_at,
+            },
+            &e,
+            live,
+        )?;
     }
     Ok(due.len())
 }

@@ -10,8 +10,8 @@ use ci_slo_core::model::{
     TestResult, Trigger,
 };
 use ci_slo_store::{Policy, Store};
+use ci_slo_store_pg::PgStore;
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
-use ci_slo_store_pg::{PgStore, PgStoreError};
 
 pub(crate) fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
@@ -123,7 +123,7 @@ pub(crate) fn failure(class: &str, fingerprint: Option<&str>) -> FailureEvidence
     }
 }
 
-fn sqlite_dump(store: &Store, sql: &str) -> Vec<String> {
+pub(crate) fn sqlite_dump(store: &Store, sql: &str) -> Vec<String> {
     store
         .connection()
         .prepare(sql)
@@ -134,7 +134,7 @@ fn sqlite_dump(store: &Store, sql: &str) -> Vec<String> {
         .collect()
 }
 
-fn pg_dump(store: &mut PgStore, sql: &str) -> Vec<String> {
+pub(crate) fn pg_dump(store: &mut PgStore, sql: &str) -> Vec<String> {
     store
         .client()
         .query(sql, &[])
@@ -409,27 +409,6 @@ fn history_into_a_database_that_has_served_is_counted_as_backdated_as_sqlite_doe
         backdated,
         ["[[\"kind\",\"run\"]]=1", "[[\"kind\",\"slo_event\"]]=2"]
     );
-}
-
-#[test]
-fn a_differing_report_of_a_finished_run_is_refused_as_not_supported_yet() {
-    let policy = Policy::from_config(&Config::default());
-    let db = TestServer::shared().database("not_yet").unwrap();
-    let mut pg = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
-    let done = run(
-        "o/a",
-        "ci/test",
-        0,
-        RunState::Success,
-        [Some(3), Some(2), Some(1)],
-    );
-    pg.ingest_run(&done, &policy, now()).unwrap();
-    let mut changed = done.clone();
-    changed.url = Some("https://ci.example/1".into());
-    let err = pg.ingest_run(&changed, &policy, now()).unwrap_err();
-    assert!(matches!(err, PgStoreError::NotYet(_)), "{err}");
-    assert!(err.to_string().contains("finished run"), "{err}");
-    assert_eq!(pg.run_count().unwrap(), 1);
 }
 
 #[test]

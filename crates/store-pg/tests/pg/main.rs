@@ -11,3 +11,4 @@ mod migrations;
 mod reads_metrics;
 mod reads_ui;
 mod retention;
+mod writes;
