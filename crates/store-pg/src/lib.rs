@@ -31,7 +31,7 @@ pub mod tally;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{PgStoreError, describe};
+pub use error::{PgStoreError, describe, kind_of_code};
 pub use statements::{Sql, Tx};
 
 use ci_slo_core::config::database::PostgresTarget;
