@@ -10,6 +10,7 @@
 //! [`PgStoreError::NotYet`] before anything is written: a new report of a
 //! finished run that differs from it (the SQLite store's `revision.rs`).
 
+use crate::concurrent::lock_run;
 use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms};
 use crate::failures::store_failures;
 use crate::results::{self, RunOf};
@@ -151,7 +152,18 @@ impl PgStore {
     /// Store one run and count what it newly makes known, in one
     /// transaction; as the SQLite store's `Store::ingest_run`, for what this
     /// slice covers (see the module docs; the rest is refused).
+    /// Replicas: see `concurrent.rs` (the run's identity locked first; run
+    /// again when it loses a conflict).
     pub fn ingest_run(
+        &mut self,
+        run: &NewRun,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, PgStoreError> {
+        self.retrying(|store| store.ingest_once(run, policy, now))
+    }
+
+    fn ingest_once(
         &mut self,
         run: &NewRun,
         policy: &Policy,
@@ -166,15 +178,16 @@ impl PgStore {
         let run = &prepared.run;
         let hash = content_hash(run);
 
+        let repo = &run.repository;
+        let group = run.attempt_group.as_deref().unwrap_or("");
         let mut tx = self.write_tx()?;
+        lock_run(&mut tx, repo.forge, &repo.path, run, group)?;
         let live = !policy.history || {
             let served = tx
                 .query_opt("SELECT 1 FROM meta WHERE key = 'serving_since'", &[])?
                 .is_some();
             !served
         };
-        let repo = &run.repository;
-        let group = run.attempt_group.as_deref().unwrap_or("");
         let (repository_id, existing) = find_run(&mut tx, repo.forge, &repo.path, run, group)?;
         if let Some(e) = &existing {
             if e.hash == hash {

@@ -8,11 +8,16 @@
 //! per-test counters, reports, dependencies and change, counted once; not
 //! yet a differing report of a finished run), `meta`, counters ([`tally`]),
 //! SLO events ([`counting`]), the forges' state (webhook deliveries, sync
-//! cursors), job logs and retention (`prune`). Not here yet: bulk loads,
-//! settling, the reads; the exporter serves from SQLite only.
+//! cursors), job logs and retention (`prune`). Several replicas write to
+//! one database at once ([`concurrent`]: the locks a write takes, in one
+//! order, and the retry of a write that lost a conflict); errors carry the
+//! kind the exporter acts on (`From<PgStoreError> for StoreError`). Not
+//! here yet: bulk loads, settling, the reads; the exporter serves from
+//! SQLite only.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod concurrent;
 pub mod connect;
 pub mod counting;
 mod error;
@@ -49,6 +54,8 @@ pub struct PgStore {
     /// Whether the writer thread holds a batch's transaction open (see the
     /// `Engine` implementation): writes are then savepoints inside it.
     in_batch: bool,
+    /// Writes run again after a conflict, since opened (`concurrent.rs`).
+    retried: u64,
 }
 
 impl PgStore {
@@ -75,12 +82,19 @@ impl PgStore {
             client: RefCell::new(client),
             statements: statements::Statements::default(),
             in_batch: false,
+            retried: 0,
         })
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&mut self) -> Result<i64, PgStoreError> {
         migrate::schema_version(self.client.get_mut())
+    }
+
+    /// How many times a write of this store was run again after losing a
+    /// conflict (a deadlock, a serialization failure) since it was opened.
+    pub fn retried(&self) -> u64 {
+        self.retried
     }
 
     /// The connection, for tests and benchmarks that look at the tables.

@@ -1,0 +1,550 @@
+//! Several replicas writing to one database at once (issue 18): the same
+//! runs stored through several `PgStore`s (each its own connection, on its
+//! own thread) at the same moment are stored and counted exactly once, as
+//! the SQLite store counts them stored one by one; webhook deliveries are
+//! recorded once; and the errors the exporter acts on have their kinds,
+//! provoked on a real server.
+
+use crate::ingest::{failure, now, run, test};
+use ci_slo_core::config::Config;
+use ci_slo_core::model::{Forge, NewRun, RunState, TestOutcome};
+use ci_slo_store::{ErrorKind, IngestStatus, Policy, Store, StoreError};
+use ci_slo_store_pg::migrate::migrate;
+use ci_slo_store_pg::testing::{TestDatabase, TestServer};
+use ci_slo_store_pg::{PgStore, PgStoreError, kind_of_code};
+use postgres::error::SqlState;
+use std::sync::Barrier;
+
+fn open(db: &TestDatabase) -> PgStore {
+    PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap()
+}
+
+fn pg_error(e: postgres::Error) -> (ErrorKind, Option<ErrorKind>, String) {
+    let pg = PgStoreError::from(e);
+    let kind = pg.kind();
+    let text = pg.to_string();
+    (kind, StoreError::from(pg).kind(), text)
+}
+
+#[test]
+fn errors_from_a_real_server_have_the_kinds_the_exporter_acts_on() {
+    let db = TestServer::shared().database("error_kinds").unwrap();
+    drop(open(&db));
+    let mut a = db.connect().unwrap();
+    let mut b = db.connect().unwrap();
+
+    // A unique constraint.
+    a.execute(
+        "INSERT INTO repositories (forge, path) VALUES ('github', 'o/dup')",
+        &[],
+    )
+    .unwrap();
+    let err = a
+        .execute(
+            "INSERT INTO repositories (forge, path) VALUES ('github', 'o/dup')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    let (kind, store_kind, text) = pg_error(err);
+    assert_eq!(kind, ErrorKind::Constraint);
+    assert_eq!(store_kind, Some(ErrorKind::Constraint));
+    assert!(text.contains("duplicate key"), "{text}");
+
+    // A serialization failure: a repeatable-read transaction updating a row
+    // another one changed since its snapshot.
+    a.execute("INSERT INTO meta (key, value) VALUES ('k', 'v0')", &[])
+        .unwrap();
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    a.query_one("SELECT value FROM meta WHERE key = 'k'", &[])
+        .unwrap();
+    b.execute("UPDATE meta SET value = 'v1' WHERE key = 'k'", &[])
+        .unwrap();
+    let err = a
+        .execute("UPDATE meta SET value = 'v2' WHERE key = 'k'", &[])
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::T_R_SERIALIZATION_FAILURE));
+    assert_eq!(pg_error(err).1, Some(ErrorKind::Conflict));
+    a.batch_execute("ROLLBACK").unwrap();
+
+    // A deadlock: two transactions each waiting for the other's row.
+    a.batch_execute("INSERT INTO meta (key, value) VALUES ('k2', 'v0')")
+        .unwrap();
+    let barrier = Barrier::new(2);
+    let errors: Vec<postgres::Error> = std::thread::scope(|s| {
+        let handles: Vec<_> = [(&mut a, "k", "k2"), (&mut b, "k2", "k")]
+            .into_iter()
+            .map(|(c, first, second)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    c.batch_execute("BEGIN").unwrap();
+                    c.execute("UPDATE meta SET value = 'x' WHERE key = $1", &[&first])
+                        .unwrap();
+                    barrier.wait();
+                    let r = c.execute("UPDATE meta SET value = 'y' WHERE key = $1", &[&second]);
+                    // The survivor waits for the victim's rollback here.
+                    c.batch_execute("ROLLBACK").unwrap();
+                    r.err()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(errors.len(), 1, "one victim: {errors:?}");
+    let err = errors.into_iter().next().unwrap();
+    assert_eq!(err.code(), Some(&SqlState::T_R_DEADLOCK_DETECTED));
+    assert_eq!(pg_error(err).1, Some(ErrorKind::Conflict));
+
+    // The connection ended by the server (57P01), then closed.
+    let pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    b.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let first = a.execute("SELECT 1", &[]).unwrap_err();
+    // The server's FATAL 57P01, or the reset connection, as it arrives.
+    let io = std::error::Error::source(&first).is_some_and(|s| s.is::<std::io::Error>());
+    assert!(
+        first.code() == Some(&SqlState::ADMIN_SHUTDOWN) || first.is_closed() || io,
+        "{first:?}"
+    );
+    assert_eq!(pg_error(first).1, Some(ErrorKind::Unavailable));
+    let again = a.execute("SELECT 1", &[]).unwrap_err();
+    assert!(again.is_closed(), "{again:?}");
+    assert_eq!(pg_error(again).1, Some(ErrorKind::Unavailable));
+
+    // No server listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut nowhere = postgres::Config::new();
+    nowhere
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname(db.name());
+    let err = PgStore::open_config(&nowhere, &"nowhere", &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(matches!(err, PgStoreError::Connect { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+    assert_eq!(StoreError::from(err).kind(), Some(ErrorKind::Unavailable));
+
+    // Anything else: a syntax error.
+    let err = b.execute("SELEC 1", &[]).unwrap_err();
+    assert_eq!(pg_error(err).1, Some(ErrorKind::Other));
+
+    // A database newer than the exporter.
+    b.execute("UPDATE schema_version SET version = version + 1", &[])
+        .unwrap();
+    let err = migrate(&mut b, &mut |_| {}).unwrap_err();
+    match StoreError::from(err) {
+        StoreError::TooNew { path, found, known } => {
+            assert_eq!(path, db.name());
+            assert_eq!(found, known + 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // What the store does not do yet is its refusal, not a database error.
+    let refused = StoreError::from(PgStoreError::NotYet("x".into()));
+    assert!(!refused.is_database(), "{refused:?}");
+}
+
+#[test]
+fn sqlstates_the_server_sends_on_failing_connections_are_unavailable() {
+    for code in [
+        SqlState::CONNECTION_EXCEPTION,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::CONNECTION_DOES_NOT_EXIST,
+        SqlState::PROTOCOL_VIOLATION,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ] {
+        assert_eq!(kind_of_code(&code), ErrorKind::Unavailable, "{code:?}");
+    }
+    for (code, kind) in [
+        (SqlState::FOREIGN_KEY_VIOLATION, ErrorKind::Constraint),
+        (SqlState::NOT_NULL_VIOLATION, ErrorKind::Constraint),
+        (SqlState::T_R_SERIALIZATION_FAILURE, ErrorKind::Conflict),
+        (SqlState::T_R_DEADLOCK_DETECTED, ErrorKind::Conflict),
+        (SqlState::QUERY_CANCELED, ErrorKind::Other),
+        (SqlState::DISK_FULL, ErrorKind::Other),
+    ] {
+        assert_eq!(kind_of_code(&code), kind, "{code:?}");
+    }
+}
+
+/// Distinct runs of three new repositories, two contexts each, sharing
+/// their tests (several runs of one test, on several commits and days)
+/// and their failures' fingerprints (in different orders); some without
+/// an external id.
+fn shared_runs(n: usize) -> Vec<NewRun> {
+    (0..n)
+        .map(|i| {
+            let state = if i % 5 == 0 {
+                RunState::Failure
+            } else {
+                RunState::Success
+            };
+            let mut r = run(
+                &format!("o/r{}", i % 3),
+                if i % 2 == 0 { "unit" } else { "e2e" },
+                0,
+                state,
+                [
+                    Some(60 * (i as i64 % 4) + 30),
+                    Some(60 * (i as i64 % 4) + 20),
+                    Some(60 * (i as i64 % 4) + 5),
+                ],
+            );
+            r.commit = format!("c{}", i % 7);
+            if i % 4 == 3 {
+                r.attempt = (i / 4) as u32;
+            } else {
+                r.external_id = Some(format!("gh:{i}"));
+            }
+            r.tests = (0..30)
+                .map(|t| {
+                    let name = format!("suite::t{}", (t * 7 + i) % 40);
+                    let outcome = match (i * 31 + t * 17) % 11 {
+                        0 => TestOutcome::Failed,
+                        1 => TestOutcome::Skipped,
+                        _ => TestOutcome::Passed,
+                    };
+                    test(&name, outcome, (t % 9 == 0) as u32)
+                })
+                .collect();
+            if state == RunState::Failure {
+                // Shared within a repository (the repository that sees a
+                // fingerprint first counts it new: per repository, that
+                // does not depend on which run came first).
+                let repo = i % 3;
+                let fps = [
+                    format!("fp-a{repo}"),
+                    format!("fp-b{repo}"),
+                    format!("fp-c{repo}"),
+                    format!("fp-{i}"),
+                ];
+                let k = i % 3;
+                r.failures = (0..3)
+                    .map(|j| {
+                        failure(
+                            if j == 0 { "oom" } else { "network" },
+                            Some(fps[(k + j) % 4].as_str()),
+                        )
+                    })
+                    .collect();
+            }
+            r
+        })
+        .collect()
+}
+
+/// What ingest stores, without the ids that depend on which writer came
+/// first: per table, rows keyed by repository path, context, test name,
+/// commit and external id, with the columns that do not depend on the
+/// order the runs arrived in.
+const UNORDERED: &[&str] = &[
+    "SELECT family || '|' || labels || '|' || value FROM metric_counters ORDER BY 1",
+    "SELECT family || '|' || labels || '|' || sum || '|' || count FROM metric_histograms ORDER BY 1",
+    "SELECT family || '|' || labels || '|' || le || '|' || count FROM metric_buckets ORDER BY 1",
+    "SELECT p.path || '|' || h.hour || '|' || h.slo || '|' || h.good || '|' || h.total
+     FROM slo_hourly h JOIN repositories p ON p.id = h.repository_id ORDER BY 1",
+    "SELECT forge || '|' || path FROM repositories ORDER BY 1",
+    "SELECT p.path || '|' || r.context || '|' || r.commit_sha || '|' || r.attempt || '|' || coalesce(r.external_id, '-')
+        || '|' || r.state || '|' || r.content_hash || '|' || r.queue_counted || '|' || r.final_counted
+        || '|' || (SELECT count(*) FROM failures f WHERE f.run_id = r.id)
+        || '|' || (SELECT count(*) FROM results x WHERE x.run_id = r.id)
+     FROM runs r JOIN repositories p ON p.id = r.repository_id ORDER BY 1",
+    "SELECT hash || '|' || occurrences || '|' || first_seen || '|' || last_seen FROM fingerprints ORDER BY 1",
+    "SELECT p.path || '|' || t.context || '|' || t.name || '|' || t.runs || '|' || t.passes || '|' || t.failures
+        || '|' || t.commits || '|' || t.flaky_commits || '|' || coalesce(t.first_seen, -1) || '|'
+        || coalesce(t.last_seen, -1)
+     FROM tests t JOIN repositories p ON p.id = t.repository_id ORDER BY 1",
+    "SELECT p.path || '|' || t.context || '|' || t.name || '|' || d.day || '|' || d.runs || '|' || d.passes
+        || '|' || d.failures || '|' || d.commits
+     FROM test_days d JOIN tests t ON t.id = d.test_id JOIN repositories p ON p.id = t.repository_id ORDER BY 1",
+    "SELECT p.path || '|' || t.context || '|' || t.name || '|' || c.sha || '|' || tc.flags || '|' || tc.failures
+     FROM test_commits tc JOIN tests t ON t.id = tc.test_id JOIN commits c ON c.id = tc.commit_id
+        JOIN repositories p ON p.id = t.repository_id ORDER BY 1",
+    "SELECT p.path || '|' || e.at || '|' || e.good || '|' || e.total
+     FROM test_events e JOIN repositories p ON p.id = e.repository_id ORDER BY 1",
+    "SELECT p.path || '|' || coalesce(e.queue_at, -1) || '|' || coalesce(e.queue_good, -1) || '|'
+        || coalesce(e.run_time_good, -1) || '|' || coalesce(e.completed_good, -1)
+     FROM run_events e JOIN repositories p ON p.id = e.repository_id ORDER BY 1",
+];
+
+fn normalized(rows: Vec<String>) -> Vec<String> {
+    // SQLite prints floats like 300.0, PostgreSQL like 300.
+    rows.into_iter()
+        .map(|row| {
+            row.split('|')
+                .map(|f| match f.parse::<f64>() {
+                    Ok(x) if x.is_infinite() => "inf".to_string(),
+                    Ok(x) => format!("{x}"),
+                    Err(_) if f == "Inf" || f == "Infinity" => "inf".to_string(),
+                    Err(_) => f.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+fn assert_same_unordered(sqlite: &Store, pg: &mut PgStore) {
+    for sql in UNORDERED {
+        let lite: Vec<String> = sqlite
+            .connection()
+            .prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let ours: Vec<String> = pg
+            .client()
+            .query(*sql, &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        // Sorted here: the engines' text orders differ (collations).
+        let (mut ours, mut lite) = (normalized(ours), normalized(lite));
+        ours.sort();
+        lite.sort();
+        if ours != lite {
+            let only_pg: Vec<&String> = ours.iter().filter(|r| !lite.contains(r)).collect();
+            let only_sqlite: Vec<&String> = lite.iter().filter(|r| !ours.contains(r)).collect();
+            panic!("{sql}\nonly on PostgreSQL: {only_pg:#?}\nonly on SQLite: {only_sqlite:#?}");
+        }
+    }
+}
+
+#[test]
+fn the_same_runs_through_four_replicas_at_once_are_stored_and_counted_once() {
+    const WRITERS: usize = 4;
+    let policy = Policy::from_config(&Config::default());
+    let runs = shared_runs(48);
+    let db = TestServer::shared().database("concurrent_same").unwrap();
+    let mut pg = open(&db);
+    pg.mark_serving(now()).unwrap();
+    let barrier = Barrier::new(WRITERS);
+    // Each writer stores every run, starting at a different one.
+    let statuses: Vec<Vec<(usize, IngestStatus)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (db, barrier, policy, runs) = (&db, &barrier, &policy, &runs);
+                s.spawn(move || {
+                    let mut store = open(db);
+                    barrier.wait();
+                    let statuses: Vec<(usize, IngestStatus)> = (0..runs.len())
+                        .map(|k| {
+                            let i = (k + w * runs.len() / WRITERS) % runs.len();
+                            let got = store.ingest_run(&runs[i], policy, now()).unwrap();
+                            (i, got.status)
+                        })
+                        .collect();
+                    // The locks are taken in one order: no write lost a
+                    // deadlock and had to run again.
+                    assert_eq!(store.retried(), 0);
+                    statuses
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for i in 0..runs.len() {
+        let of_run: Vec<IngestStatus> = statuses
+            .iter()
+            .flatten()
+            .filter(|(r, _)| *r == i)
+            .map(|(_, s)| *s)
+            .collect();
+        let created = of_run
+            .iter()
+            .filter(|s| **s == IngestStatus::Created)
+            .count();
+        let unchanged = of_run
+            .iter()
+            .filter(|s| **s == IngestStatus::Unchanged)
+            .count();
+        assert_eq!(
+            (created, unchanged),
+            (1, WRITERS - 1),
+            "run {i}: {of_run:?}"
+        );
+    }
+    let mut sqlite = Store::open_in_memory().unwrap();
+    sqlite.mark_serving(now()).unwrap();
+    for r in &runs {
+        sqlite.ingest_run(r, &policy, now()).unwrap();
+    }
+    assert_eq!(pg.run_count().unwrap(), runs.len() as i64);
+    assert_same_unordered(&sqlite, &mut pg);
+}
+
+#[test]
+fn distinct_runs_of_new_repositories_through_four_replicas_at_once_are_counted_as_sqlite_does() {
+    const WRITERS: usize = 4;
+    let policy = Policy::from_config(&Config::default());
+    let runs = shared_runs(60);
+    let db = TestServer::shared()
+        .database("concurrent_distinct")
+        .unwrap();
+    let mut pg = open(&db);
+    pg.mark_serving(now()).unwrap();
+    let barrier = Barrier::new(WRITERS);
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let (db, barrier, policy, runs) = (&db, &barrier, &policy, &runs);
+            s.spawn(move || {
+                let mut store = open(db);
+                barrier.wait();
+                for r in runs.iter().skip(w).step_by(WRITERS) {
+                    let got = store.ingest_run(r, policy, now()).unwrap();
+                    assert_eq!(got.status, IngestStatus::Created);
+                }
+                assert_eq!(store.retried(), 0);
+            });
+        }
+    });
+    let mut sqlite = Store::open_in_memory().unwrap();
+    sqlite.mark_serving(now()).unwrap();
+    for r in &runs {
+        sqlite.ingest_run(r, &policy, now()).unwrap();
+    }
+    assert_same_unordered(&sqlite, &mut pg);
+    // One row per repository, per test, per commit.
+    let dups: i64 = pg
+        .client()
+        .query_one(
+            "SELECT (SELECT count(*) FROM repositories) - (SELECT count(DISTINCT path) FROM repositories)
+                + (SELECT count(*) FROM tests) - (SELECT count(DISTINCT (repository_id, context, name)) FROM tests)
+                + (SELECT count(*) FROM commits) - (SELECT count(DISTINCT (repository_id, sha)) FROM commits)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(dups, 0);
+}
+
+#[test]
+fn a_webhook_delivery_sent_to_four_replicas_at_once_is_recorded_by_one() {
+    const WRITERS: usize = 4;
+    const DELIVERIES: usize = 50;
+    let db = TestServer::shared()
+        .database("concurrent_deliveries")
+        .unwrap();
+    drop(open(&db));
+    let barrier = Barrier::new(WRITERS);
+    let firsts: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (db, barrier) = (&db, &barrier);
+                s.spawn(move || {
+                    let mut store = open(db);
+                    barrier.wait();
+                    (0..DELIVERIES)
+                        .filter(|d| {
+                            store
+                                .record_delivery(
+                                    Forge::Github,
+                                    &format!("d-{d}"),
+                                    "workflow_job",
+                                    now(),
+                                )
+                                .unwrap()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(firsts, DELIVERIES);
+    let stored: i64 = open(&db)
+        .client()
+        .query_one("SELECT count(*) FROM webhook_deliveries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, DELIVERIES as i64);
+}
+
+#[test]
+fn runs_of_one_repository_in_many_contexts_at_once_never_wait_for_each_other_in_a_cycle() {
+    // The same counter series (per repository and result) moved by every
+    // run, good and bad alternating, with nothing else in common that
+    // would serialise the writers earlier (a context per run).
+    const WRITERS: usize = 4;
+    const RUNS: usize = 60;
+    let policy = Policy::from_config(&Config::default());
+    let runs: Vec<NewRun> = (0..WRITERS * RUNS)
+        .map(|i| {
+            let bad = i % 2 == 0;
+            // An hour of its own: no hourly rollup row in common either.
+            let hour = 60 * i as i64;
+            let mut r = run(
+                "o/hot",
+                &format!("ctx-{i}"),
+                0,
+                if bad {
+                    RunState::Failure
+                } else {
+                    RunState::Success
+                },
+                [
+                    Some(hour + if bad { 50 } else { 11 }),
+                    Some(hour + 10),
+                    Some(hour + 1),
+                ],
+            );
+            r.external_id = Some(format!("hot-{i}"));
+            // Failures of two classes, in either order.
+            let classes = if bad {
+                ["oom", "network"]
+            } else {
+                ["network", "oom"]
+            };
+            r.failures = classes.iter().map(|c| failure(c, None)).collect();
+            r.tests = (0..3)
+                .map(|t| {
+                    let outcome = if (i + t) % 2 == 0 {
+                        TestOutcome::Failed
+                    } else {
+                        TestOutcome::Passed
+                    };
+                    test(&format!("t{t}"), outcome, 0)
+                })
+                .collect();
+            r
+        })
+        .collect();
+    let db = TestServer::shared().database("concurrent_hot").unwrap();
+    let mut pg = open(&db);
+    pg.mark_serving(now()).unwrap();
+    let barrier = Barrier::new(WRITERS);
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let (db, barrier, policy, runs) = (&db, &barrier, &policy, &runs);
+            s.spawn(move || {
+                let mut store = open(db);
+                barrier.wait();
+                for r in runs.iter().skip(w).step_by(WRITERS) {
+                    store.ingest_run(r, policy, now()).unwrap();
+                }
+                assert_eq!(store.retried(), 0);
+            });
+        }
+    });
+    let mut sqlite = Store::open_in_memory().unwrap();
+    sqlite.mark_serving(now()).unwrap();
+    for r in &runs {
+        sqlite.ingest_run(r, &policy, now()).unwrap();
+    }
+    assert_same_unordered(&sqlite, &mut pg);
+}
