@@ -14,11 +14,14 @@
 //! 3. the creation of fingerprints (`lock_new_fingerprints`, only when
 //!    the run shows new ones), then the run's fingerprints' rows, in hash
 //!    order (`failures.rs`);
-//! 4. the run's histograms and SLO events (`counting.rs`, in the fixed
-//!    order of `ci_slo_store::run_counts`, one series per family);
-//! 5. the creation of tests of the run's repository and context
+//! 4. the creation of tests of the run's repository and context
 //!    (`lock_new_tests`, only when the run has new ones), then all the
-//!    run's tests' rows, in id order (`results.rs`), then its commit;
+//!    run's tests' rows, in id order, then its commit, then its
+//!    `test_events` row and the hourly rollup row it moves (`results.rs`);
+//! 5. the run's histograms and SLO events, with the hourly rollup rows
+//!    they move (`counting.rs`, in the fixed order of
+//!    `ci_slo_store::run_counts`, one series per family): shared by every
+//!    run of the repository (and hour), so taken late, held briefly;
 //! 6. the counters (`metric_counters`), last, at commit, in the order of
 //!    family and labels (`statements.rs`).
 //!
@@ -27,9 +30,11 @@
 //! serialization failure can still come from writes outside this order
 //! (several runs in one batch's transaction; retention and other writers
 //! touching the same rows): `PgStore::retrying` runs such a write again,
-//! up to [`ATTEMPTS`] times in all, when it is its own transaction; inside
-//! a batch the error goes to the caller (its kind `Conflict`), whose whole
-//! batch rolled back.
+//! up to [`ATTEMPTS`] times in all, when it is its own transaction. Inside
+//! a batch the error goes to the caller (its kind `Conflict`): only the
+//! write's savepoint rolled back, and the batch's transaction still holds
+//! the locks of its earlier writes, so running the write again there could
+//! meet the same cycle.
 
 use crate::statements::Sql;
 use crate::{PgStore, PgStoreError};

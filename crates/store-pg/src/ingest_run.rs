@@ -342,6 +342,26 @@ impl PgStore {
             let at = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
             store_failures(&mut tx, run_id, &repo.path, &run.failures, at, live)?;
         }
+        // An update replaces the tests it carries; a state-only update (no
+        // tests) keeps the ones stored before.
+        let of = RunOf {
+            run_id,
+            repository_id,
+            repository: &repo.path,
+            context: &run.context,
+            commit: &run.commit,
+            at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
+        };
+        results::store(
+            &mut tx,
+            &of,
+            &run.tests,
+            status == IngestStatus::Updated,
+            live,
+        )?;
+        // The run's own counting after its results: the hourly rollup rows
+        // it moves are shared by every run of its repository and hour, so
+        // they are locked last, for the shortest time (`concurrent.rs`).
         if !trigger_pending {
             let row_flags = if status == IngestStatus::Created {
                 counted_after(run.started_at.is_some(), run.state, trigger_pending)
@@ -370,23 +390,6 @@ impl PgStore {
                 now_ms,
             )?;
         }
-        // An update replaces the tests it carries; a state-only update (no
-        // tests) keeps the ones stored before.
-        let of = RunOf {
-            run_id,
-            repository_id,
-            repository: &repo.path,
-            context: &run.context,
-            commit: &run.commit,
-            at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
-        };
-        results::store(
-            &mut tx,
-            &of,
-            &run.tests,
-            status == IngestStatus::Updated,
-            live,
-        )?;
         if future_times {
             data_quality(&mut tx, "future_time")?;
         }

@@ -313,7 +313,8 @@ fn assert_same_unordered(sqlite: &Store, pg: &mut PgStore) {
             .into_iter()
             .map(|r| r.get(0))
             .collect();
-        // Sorted here: the engines' text orders differ (collations).
+        // Sorted here, after normalizing: the engines print numbers
+        // differently (300.0, 300), so the orders of their texts differ.
         let (mut ours, mut lite) = (normalized(ours), normalized(lite));
         ours.sort();
         lite.sort();
@@ -547,4 +548,176 @@ fn runs_of_one_repository_in_many_contexts_at_once_never_wait_for_each_other_in_
         sqlite.ingest_run(r, &policy, now()).unwrap();
     }
     assert_same_unordered(&sqlite, &mut pg);
+}
+
+/// Distinct finished runs shaped like real ones: 8 repositories, 4
+/// contexts, each run 100 to 500 results out of its repository and
+/// context's 2,000 tests (about one in 40 failing, some retried), a
+/// failure with a fingerprint now and then; `offset` keeps the sets of
+/// several calls apart.
+fn realistic_runs(n: usize, offset: usize) -> Vec<NewRun> {
+    (offset..offset + n)
+        .map(|i| {
+            let results = 100 + (i * 37) % 401;
+            let first = (i * 97) % 2000;
+            let state = if i % 9 == 0 {
+                RunState::Failure
+            } else {
+                RunState::Success
+            };
+            let mut r = run(
+                &format!("org/repo{}", i % 8),
+                &format!("ci/job{}", (i / 8) % 4),
+                0,
+                state,
+                [
+                    Some((i % 600) as i64 + 12),
+                    Some((i % 600) as i64 + 10),
+                    Some((i % 600) as i64),
+                ],
+            );
+            r.external_id = Some(format!("job-{i}"));
+            r.commit = format!("{:040x}", i / 5);
+            r.tests = (0..results)
+                .map(|k| {
+                    let t = (first + k) % 2000;
+                    let outcome = match (i * 31 + t * 7) % 40 {
+                        0 => TestOutcome::Failed,
+                        1 => TestOutcome::Skipped,
+                        _ => TestOutcome::Passed,
+                    };
+                    test(
+                        &format!("tests/module_{}.py::test_case_{t}", t / 50),
+                        outcome,
+                        u32::from((i + t) % 97 == 0),
+                    )
+                })
+                .collect();
+            if state == RunState::Failure {
+                r.failures = vec![failure("test", Some(&format!("fp-{}", i % 13)))];
+            }
+            r
+        })
+        .collect()
+}
+
+/// Throughput of 1, 2 and 4 writers (each its own `PgStore`, as replicas
+/// are) storing distinct runs, on a server of its own with PostgreSQL's
+/// durable defaults (fsync on), each count on a fresh database whose tests
+/// already exist (a run per repository and context with all 2,000 first,
+/// not timed). Prints figures; asserts only that every run was stored.
+/// `cargo test -p ci-slo-store-pg --features testing --test pg --release
+/// -- --ignored --nocapture writers_throughput` (`CI_SLO_CONC_RUNS` runs
+/// per count, 240 by default).
+#[test]
+#[ignore = "a measurement: prints figures"]
+fn writers_throughput() {
+    let n: usize = std::env::var("CI_SLO_CONC_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    let policy = Policy::from_config(&Config::default());
+    let server = TestServer::start_with(&[]).unwrap();
+    let warm: Vec<NewRun> = (0..32)
+        .map(|k| {
+            let mut r = realistic_runs(1, 1_000_000 + k).remove(0);
+            r.repository.path = format!("org/repo{}", k % 8);
+            r.context = format!("ci/job{}", k / 8);
+            r.tests = (0..2000)
+                .map(|t| {
+                    test(
+                        &format!("tests/module_{}.py::test_case_{t}", t / 50),
+                        TestOutcome::Passed,
+                        0,
+                    )
+                })
+                .collect();
+            r
+        })
+        .collect();
+    let runs = realistic_runs(n, 0);
+    let results: usize = runs.iter().map(|r| r.tests.len()).sum();
+    let mut baseline = 0.0;
+    for writers in [1usize, 2, 4] {
+        let db = server.database(&format!("throughput{writers}")).unwrap();
+        let mut store = open(&db);
+        store.mark_serving(now()).unwrap();
+        for r in &warm {
+            store.ingest_run(r, &policy, now()).unwrap();
+        }
+        let barrier = Barrier::new(writers + 1);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (elapsed, retried) = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let (db, barrier, policy, runs) = (&db, &barrier, &policy, &runs);
+                    s.spawn(move || {
+                        let mut store = open(db);
+                        barrier.wait();
+                        for r in runs.iter().skip(w).step_by(writers) {
+                            let got = store.ingest_run(r, policy, now()).unwrap();
+                            assert_eq!(got.status, IngestStatus::Created);
+                        }
+                        store.retried()
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let began = std::time::Instant::now();
+            // What the writers' backends do meanwhile, sampled.
+            let (db, done) = (&db, &done);
+            let sampler = s.spawn(move || sample_backends(db, done));
+            let retried: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            let elapsed = began.elapsed().as_secs_f64();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "  {writers} writer(s), backends sampled: {}",
+                sampler.join().unwrap()
+            );
+            (elapsed, retried)
+        });
+        assert_eq!(store.run_count().unwrap(), (n + warm.len()) as i64);
+        let rate = n as f64 / elapsed;
+        if writers == 1 {
+            baseline = rate;
+        }
+        eprintln!(
+            "PostgreSQL ingest, {writers} writer(s): {n} runs ({results} results) in {elapsed:.2} s: \
+             {rate:.0} runs/s, {:.0} results/s, {:.2}x one writer ({baseline:.0} runs/s); {retried} retried",
+            results as f64 / elapsed,
+            rate / baseline,
+        );
+    }
+}
+
+/// How the other backends of `db` spent their time until `done`: the mean
+/// number running, waiting for a lock, and waiting otherwise (I/O, the
+/// client), sampled every 10 ms.
+fn sample_backends(db: &TestDatabase, done: &std::sync::atomic::AtomicBool) -> String {
+    let mut client = db.connect().unwrap();
+    let (mut samples, mut running, mut lock, mut other) = (0u32, 0i64, 0i64, 0i64);
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'active' AND wait_event IS NULL),
+                        count(*) FILTER (WHERE wait_event_type = 'Lock'),
+                        count(*) FILTER (WHERE wait_event_type IS DISTINCT FROM 'Lock' AND wait_event IS NOT NULL
+                                         AND state = 'active')
+                 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        samples += 1;
+        running += row.get::<_, i64>(0);
+        lock += row.get::<_, i64>(1);
+        other += row.get::<_, i64>(2);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mean = |x: i64| x as f64 / f64::from(samples.max(1));
+    format!(
+        "{samples} samples, mean {:.2} running, {:.2} waiting for a lock, {:.2} waiting on I/O or else",
+        mean(running),
+        mean(lock),
+        mean(other)
+    )
 }
