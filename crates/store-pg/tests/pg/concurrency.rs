@@ -5,7 +5,7 @@
 //! recorded once; and the errors the exporter acts on have their kinds,
 //! provoked on a real server.
 
-use crate::ingest::{failure, now, run, test};
+use crate::ingest::{failure, normalized, now, pg_dump, run, sqlite_dump, test};
 use ci_slo_core::config::Config;
 use ci_slo_core::model::{Forge, NewRun, RunState, TestOutcome};
 use ci_slo_store::{ErrorKind, IngestStatus, Policy, Store, StoreError};
@@ -279,40 +279,10 @@ const UNORDERED: &[&str] = &[
      FROM run_events e JOIN repositories p ON p.id = e.repository_id ORDER BY 1",
 ];
 
-fn normalized(rows: Vec<String>) -> Vec<String> {
-    // SQLite prints floats like 300.0, PostgreSQL like 300.
-    rows.into_iter()
-        .map(|row| {
-            row.split('|')
-                .map(|f| match f.parse::<f64>() {
-                    Ok(x) if x.is_infinite() => "inf".to_string(),
-                    Ok(x) => format!("{x}"),
-                    Err(_) if f == "Inf" || f == "Infinity" => "inf".to_string(),
-                    Err(_) => f.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect()
-}
-
 fn assert_same_unordered(sqlite: &Store, pg: &mut PgStore) {
     for sql in UNORDERED {
-        let lite: Vec<String> = sqlite
-            .connection()
-            .prepare(sql)
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let ours: Vec<String> = pg
-            .client()
-            .query(*sql, &[])
-            .unwrap()
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
+        let lite = sqlite_dump(sqlite, sql);
+        let ours = pg_dump(pg, sql);
         // Sorted here, after normalizing: the engines print numbers
         // differently (300.0, 300), so the orders of their texts differ.
         let (mut ours, mut lite) = (normalized(ours), normalized(lite));
@@ -326,38 +296,67 @@ fn assert_same_unordered(sqlite: &Store, pg: &mut PgStore) {
     }
 }
 
+/// `WRITERS` stores on `db`, each on a thread of its own, doing `work`
+/// (given its number) at the same moment; what each returned, in order.
+/// No write of any was run again: the locks are taken in one order, so
+/// none lost a deadlock.
+fn at_once<T: Send>(db: &TestDatabase, work: impl Fn(usize, &mut PgStore) -> T + Sync) -> Vec<T> {
+    let barrier = Barrier::new(WRITERS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (barrier, work) = (&barrier, &work);
+                s.spawn(move || {
+                    let mut store = open(db);
+                    barrier.wait();
+                    let out = work(w, &mut store);
+                    assert_eq!(store.retried(), 0);
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The SQLite store after `runs`, each stored once, in order (serving).
+fn sqlite_after(runs: &[NewRun], policy: &Policy) -> Store {
+    let mut sqlite = Store::open_in_memory().unwrap();
+    sqlite.mark_serving(now()).unwrap();
+    for r in runs {
+        sqlite.ingest_run(r, policy, now()).unwrap();
+    }
+    sqlite
+}
+
+/// Each writer's share of distinct runs, all stored as new.
+fn store_shares(store: &mut PgStore, w: usize, runs: &[NewRun], policy: &Policy) {
+    for r in runs.iter().skip(w).step_by(WRITERS) {
+        let got = store.ingest_run(r, policy, now()).unwrap();
+        assert_eq!(got.status, IngestStatus::Created);
+    }
+}
+
+const WRITERS: usize = 4;
+
 #[test]
 fn the_same_runs_through_four_replicas_at_once_are_stored_and_counted_once() {
-    const WRITERS: usize = 4;
     let policy = Policy::from_config(&Config::default());
     let runs = shared_runs(48);
     let db = TestServer::shared().database("concurrent_same").unwrap();
     let mut pg = open(&db);
     pg.mark_serving(now()).unwrap();
-    let barrier = Barrier::new(WRITERS);
     // Each writer stores every run, starting at a different one.
-    let statuses: Vec<Vec<(usize, IngestStatus)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let (db, barrier, policy, runs) = (&db, &barrier, &policy, &runs);
-                s.spawn(move || {
-                    let mut store = open(db);
-                    barrier.wait();
-                    let statuses: Vec<(usize, IngestStatus)> = (0..runs.len())
-                        .map(|k| {
-                            let i = (k + w * runs.len() / WRITERS) % runs.len();
-                            let got = store.ingest_run(&runs[i], policy, now()).unwrap();
-                            (i, got.status)
-                        })
-                        .collect();
-                    // The locks are taken in one order: no write lost a
-                    // deadlock and had to run again.
-                    assert_eq!(store.retried(), 0);
-                    statuses
-                })
+    let statuses: Vec<Vec<(usize, IngestStatus)>> = at_once(&db, |w, store| {
+        (0..runs.len())
+            .map(|k| {
+                let i = (k + w * runs.len() / WRITERS) % runs.len();
+                (
+                    i,
+                    store.ingest_run(&runs[i], &policy, now()).unwrap().status,
+                )
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+            .collect()
     });
     for i in 0..runs.len() {
         let of_run: Vec<IngestStatus> = statuses
@@ -380,18 +379,13 @@ fn the_same_runs_through_four_replicas_at_once_are_stored_and_counted_once() {
             "run {i}: {of_run:?}"
         );
     }
-    let mut sqlite = Store::open_in_memory().unwrap();
-    sqlite.mark_serving(now()).unwrap();
-    for r in &runs {
-        sqlite.ingest_run(r, &policy, now()).unwrap();
-    }
+    let sqlite = sqlite_after(&runs, &policy);
     assert_eq!(pg.run_count().unwrap(), runs.len() as i64);
     assert_same_unordered(&sqlite, &mut pg);
 }
 
 #[test]
 fn distinct_runs_of_new_repositories_through_four_replicas_at_once_are_counted_as_sqlite_does() {
-    const WRITERS: usize = 4;
     let policy = Policy::from_config(&Config::default());
     let runs = shared_runs(60);
     let db = TestServer::shared()
@@ -399,26 +393,8 @@ fn distinct_runs_of_new_repositories_through_four_replicas_at_once_are_counted_a
         .unwrap();
     let mut pg = open(&db);
     pg.mark_serving(now()).unwrap();
-    let barrier = Barrier::new(WRITERS);
-    std::thread::scope(|s| {
-        for w in 0..WRITERS {
-            let (db, barrier, policy, runs) = (&db, &barrier, &policy, &runs);
-            s.spawn(move || {
-                let mut store = open(db);
-                barrier.wait();
-                for r in runs.iter().skip(w).step_by(WRITERS) {
-                    let got = store.ingest_run(r, policy, now()).unwrap();
-                    assert_eq!(got.status, IngestStatus::Created);
-                }
-                assert_eq!(store.retried(), 0);
-            });
-        }
-    });
-    let mut sqlite = Store::open_in_memory().unwrap();
-    sqlite.mark_serving(now()).unwrap();
-    for r in &runs {
-        sqlite.ingest_run(r, &policy, now()).unwrap();
-    }
+    at_once(&db, |w, store| store_shares(store, w, &runs, &policy));
+    let sqlite = sqlite_after(&runs, &policy);
     assert_same_unordered(&sqlite, &mut pg);
     // One row per repository, per test, per commit.
     let dups: i64 = pg
@@ -436,37 +412,23 @@ fn distinct_runs_of_new_repositories_through_four_replicas_at_once_are_counted_a
 
 #[test]
 fn a_webhook_delivery_sent_to_four_replicas_at_once_is_recorded_by_one() {
-    const WRITERS: usize = 4;
     const DELIVERIES: usize = 50;
     let db = TestServer::shared()
         .database("concurrent_deliveries")
         .unwrap();
     drop(open(&db));
-    let barrier = Barrier::new(WRITERS);
-    let firsts: usize = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..WRITERS)
-            .map(|_| {
-                let (db, barrier) = (&db, &barrier);
-                s.spawn(move || {
-                    let mut store = open(db);
-                    barrier.wait();
-                    (0..DELIVERIES)
-                        .filter(|d| {
-                            store
-                                .record_delivery(
-                                    Forge::Github,
-                                    &format!("d-{d}"),
-                                    "workflow_job",
-                                    now(),
-                                )
-                                .unwrap()
-                        })
-                        .count()
-                })
+    let firsts: usize = at_once(&db, |_, store| {
+        (0..DELIVERIES)
+            .filter(|d| {
+                let id = format!("d-{d}");
+                store
+                    .record_delivery(Forge::Github, &id, "workflow_job", now())
+                    .unwrap()
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    });
+            .count()
+    })
+    .into_iter()
+    .sum();
     assert_eq!(firsts, DELIVERIES);
     let stored: i64 = open(&db)
         .client()
@@ -481,7 +443,6 @@ fn runs_of_one_repository_in_many_contexts_at_once_never_wait_for_each_other_in_
     // The same counter series (per repository and result) moved by every
     // run, good and bad alternating, with nothing else in common that
     // would serialise the writers earlier (a context per run).
-    const WRITERS: usize = 4;
     const RUNS: usize = 60;
     let policy = Policy::from_config(&Config::default());
     let runs: Vec<NewRun> = (0..WRITERS * RUNS)
@@ -528,25 +489,8 @@ fn runs_of_one_repository_in_many_contexts_at_once_never_wait_for_each_other_in_
     let db = TestServer::shared().database("concurrent_hot").unwrap();
     let mut pg = open(&db);
     pg.mark_serving(now()).unwrap();
-    let barrier = Barrier::new(WRITERS);
-    std::thread::scope(|s| {
-        for w in 0..WRITERS {
-            let (db, barrier, policy, runs) = (&db, &barrier, &policy, &runs);
-            s.spawn(move || {
-                let mut store = open(db);
-                barrier.wait();
-                for r in runs.iter().skip(w).step_by(WRITERS) {
-                    store.ingest_run(r, policy, now()).unwrap();
-                }
-                assert_eq!(store.retried(), 0);
-            });
-        }
-    });
-    let mut sqlite = Store::open_in_memory().unwrap();
-    sqlite.mark_serving(now()).unwrap();
-    for r in &runs {
-        sqlite.ingest_run(r, &policy, now()).unwrap();
-    }
+    at_once(&db, |w, store| store_shares(store, w, &runs, &policy));
+    let sqlite = sqlite_after(&runs, &policy);
     assert_same_unordered(&sqlite, &mut pg);
 }
 
