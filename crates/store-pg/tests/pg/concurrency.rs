@@ -665,3 +665,75 @@ fn sample_backends(db: &TestDatabase, done: &std::sync::atomic::AtomicBool) -> S
         mean(other)
     )
 }
+
+#[test]
+fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
+    // Another session (not a store: outside the stores' lock order) holds
+    // a test's row and then waits for the run the store is writing, while
+    // the store waits for that row: the store's write is the deadlock's
+    // victim (its session checks first), rolls back, and runs again.
+    let policy = Policy::from_config(&Config::default());
+    let db = TestServer::shared().database("deadlock_retry").unwrap();
+    let mut store = open(&db);
+    store.mark_serving(now()).unwrap();
+    let mut seed = run(
+        "o/a",
+        "unit",
+        0,
+        RunState::Success,
+        [Some(9), Some(8), Some(7)],
+    );
+    seed.external_id = Some("gh:1".into());
+    seed.tests = vec![test("t1", TestOutcome::Passed, 0)];
+    store.ingest_run(&seed, &policy, now()).unwrap();
+    // The store checks for a deadlock 5 s into a wait, the other session
+    // only after 60 s: the store is the one that finds it.
+    store
+        .client()
+        .batch_execute("SET deadlock_timeout = '5s'")
+        .unwrap();
+    let mut other = db.connect().unwrap();
+    other
+        .batch_execute(
+            "SET deadlock_timeout = '60s'; BEGIN;
+             SELECT id FROM tests WHERE name = 't1' FOR UPDATE",
+        )
+        .unwrap();
+    let mut next = seed.clone();
+    next.external_id = Some("gh:2".into());
+    next.commit = "def456".into();
+    let mut watch = db.connect().unwrap();
+    let (got, retried) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let got = store.ingest_run(&next, &policy, now());
+            (got, store.retried())
+        });
+        // The store waits for the test's row (its run's row written)...
+        while watch
+            .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // ...and the other session for the store's run (the same external
+        // id): a cycle. Once the store's write is rolled back, this goes
+        // through; rolled back in turn, it lets the store's second attempt on.
+        other
+            .execute(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
+                    source, content_hash, created_at, updated_at)
+                 SELECT id, 'gh:2', 'unit', 'x', 0, 'push', 'success', 'test', 'x', 0, 0
+                 FROM repositories WHERE path = 'o/a'",
+                &[],
+            )
+            .unwrap();
+        other.batch_execute("ROLLBACK").unwrap();
+        writer.join().unwrap()
+    });
+    assert_eq!(got.unwrap().status, IngestStatus::Created);
+    assert_eq!(retried, 1);
+    let sqlite = sqlite_after(&[seed, next], &policy);
+    assert_same_unordered(&sqlite, &mut store);
+}
