@@ -6,8 +6,10 @@
 //! run's events (subject `run:<id>`: queue_time, run_time, runs_completed)
 //! are columns of its `run_events` row, set by an upsert only while NULL:
 //! the second replica's upsert waits likewise, then finds the column set and
-//! changes nothing. The hourly rollup (`slo_hourly`) is kept by the
-//! schema's triggers.
+//! changes nothing. The counter series an event moves are the
+//! transaction's, added at its commit (`statements.rs`), only when the
+//! event was new. The hourly rollup (`slo_hourly`) is kept by the schema's
+//! triggers.
 
 use crate::statements::Sql;
 use crate::{PgStore, PgStoreError, tally};
