@@ -6,8 +6,10 @@
 //! run's events (subject `run:<id>`: queue_time, run_time, runs_completed)
 //! are columns of its `run_events` row, set by an upsert only while NULL:
 //! the second replica's upsert waits likewise, then finds the column set and
-//! changes nothing. The hourly rollup (`slo_hourly`) is kept by the
-//! schema's triggers.
+//! changes nothing. The counter series an event moves are the
+//! transaction's, added at its commit (`statements.rs`), only when the
+//! event was new. The hourly rollup (`slo_hourly`) is kept by the schema's
+//! triggers.
 
 use crate::statements::Sql;
 use crate::{PgStore, PgStoreError, tally};
@@ -19,73 +21,40 @@ use ci_slo_store::run_counts::{CountSink, count_run_with};
 pub(crate) use ci_slo_store::run_counts::{Counting, event_ms};
 use ci_slo_store::tally::{ExemplarRef, Labels, labels_json};
 
-/// One statement that records an event and, only when it is new, adds to
-/// the counter series it moves: `$e`, the event's insert (one row back
-/// when it is new), then the series `$labels` of family `$family` with
-/// `$values` (in that order; a value of 0 only makes sure the series
-/// exists). A row back when the event is new.
-macro_rules! event_counted {
-    ($e:literal, $family:literal, $labels:literal, $values:literal) => {
-        concat!(
-            "WITH e AS (",
-            $e,
-            " RETURNING 1)
-             INSERT INTO metric_counters AS m (family, labels, value)
-             SELECT ",
-            $family,
-            "::text, u.labels, u.value FROM e, unnest(",
-            $labels,
-            "::text[], ",
-            $values,
-            "::float8[]) WITH ORDINALITY AS u(labels, value, i) ORDER BY u.i
-             ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value
-             WHERE excluded.value <> 0
-             RETURNING 1"
-        )
-    };
-}
-
 /// Setting one event of a run's `run_events` row ($1 run, $2 repository,
-/// $3 time, $4 good) while it has none, counted as [`event_counted`] says
-/// ($5 family, $6 labels, $7 values). The text of each is a constant
-/// (statements are prepared by their text). As the SQLite store's
-/// `counting::slo_event` for the SLOs of `counting::run_event_columns`.
+/// $3 time, $4 good) while it has none; a row back when it was set. The
+/// text of each is a constant (statements are prepared by their text). As
+/// the SQLite store's `counting::slo_event` for the SLOs of
+/// `counting::run_event_columns`.
 fn run_event_upsert(slo: SloId) -> Option<&'static str> {
     match slo {
-        SloId::QueueTime => Some(event_counted!(
+        SloId::QueueTime => Some(
             "INSERT INTO run_events AS e (run_id, repository_id, queue_at, queue_good) VALUES ($1, $2, $3, $4)
              ON CONFLICT (run_id) DO UPDATE SET queue_at = excluded.queue_at, queue_good = excluded.queue_good
-             WHERE e.queue_good IS NULL",
-            "$5",
-            "$6",
-            "$7"
-        )),
-        SloId::RunTime => Some(event_counted!(
+             WHERE e.queue_good IS NULL
+             RETURNING 1",
+        ),
+        SloId::RunTime => Some(
             "INSERT INTO run_events AS e (run_id, repository_id, run_time_at, run_time_good) VALUES ($1, $2, $3, $4)
              ON CONFLICT (run_id) DO UPDATE SET run_time_at = excluded.run_time_at,
                 run_time_good = excluded.run_time_good
-             WHERE e.run_time_good IS NULL",
-            "$5",
-            "$6",
-            "$7"
-        )),
-        SloId::RunsCompleted => Some(event_counted!(
+             WHERE e.run_time_good IS NULL
+             RETURNING 1",
+        ),
+        SloId::RunsCompleted => Some(
             "INSERT INTO run_events AS e (run_id, repository_id, completed_at, completed_good) VALUES ($1, $2, $3, $4)
              ON CONFLICT (run_id) DO UPDATE SET completed_at = excluded.completed_at,
                 completed_good = excluded.completed_good
-             WHERE e.completed_good IS NULL",
-            "$5",
-            "$6",
-            "$7"
-        )),
+             WHERE e.completed_good IS NULL
+             RETURNING 1",
+        ),
         _ => None,
     }
 }
 
 /// Record an SLO event once; count it when it is new (in
 /// `ci_slo_events_total` when `live`, else as backdated). True when new.
-/// One statement (see `event_counted`). As the SQLite store's
-/// `counting::slo_event`.
+/// As the SQLite store's `counting::slo_event`.
 #[allow(clippy::too_many_arguments)]
 pub fn slo_event(
     tx: &mut impl Sql,
@@ -102,7 +71,7 @@ pub fn slo_event(
         .and_then(|id| id.parse::<i64>().ok());
     // Both results exist from the first event on (as in SQLite): the other
     // result's series first, at 0 if new, then this one's.
-    let (family, labels, values): (&str, Vec<String>, Vec<f64>) = if live {
+    let (family, labels, values): (&'static str, Vec<String>, Vec<f64>) = if live {
         let (result, other) = if good {
             ("good", "bad")
         } else {
@@ -132,36 +101,26 @@ pub fn slo_event(
         // once: the upsert that finds it NULL is the one that counts it.
         (Some(sql), Some(run_id)) => tx.query(
             sql,
-            &[
-                &run_id,
-                &repository_id,
-                &at_ms,
-                &i64::from(good),
-                &family,
-                &labels,
-                &values,
-            ],
+            &[&run_id, &repository_id, &at_ms, &i64::from(good)],
         )?,
         _ => tx.query(
-            event_counted!(
-                "INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT DO NOTHING",
-                "$6",
-                "$7",
-                "$8"
-            ),
+            "INSERT INTO slo_events (slo, subject, repository_id, at, good) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING
+             RETURNING 1",
             &[
                 &slo.as_str(),
                 &subject,
                 &repository_id,
                 &at_ms,
                 &i64::from(good),
-                &family,
-                &labels,
-                &values,
             ],
         )?,
     };
+    if !counted.is_empty() {
+        for (labels, value) in labels.into_iter().zip(values) {
+            tx.count(family, labels, value)?;
+        }
+    }
     Ok(!counted.is_empty())
 }
 

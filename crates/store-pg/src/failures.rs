@@ -2,6 +2,11 @@
 //! (counting.rs): replaced as a whole; a fingerprint is stored with its
 //! first occurrence and counted new once; a failure class counts once per
 //! run, so a replay or an update never counts twice.
+//!
+//! Replicas: a fingerprint's row is shared by every run that shows it. The
+//! run's fingerprints are locked before any is written, in hash order, and
+//! new ones are created under one lock (`concurrent::lock_new_fingerprints`)
+//! taken before that, so writers wait for each other in one order.
 
 use crate::statements::Sql;
 use crate::tally;
@@ -26,6 +31,7 @@ pub(crate) fn store_failures(
         .map(|r| r.get(0))
         .collect();
     tx.execute("DELETE FROM failures WHERE run_id = $1", &[&run_id])?;
+    lock_fingerprints(tx, failures)?;
     for f in failures {
         let mut fingerprint_id: Option<i64> = None;
         let mut is_new = false;
@@ -99,6 +105,39 @@ pub(crate) fn store_failures(
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Lock the rows of the fingerprints `failures` show, in hash order, after
+/// taking the lock for creating fingerprints when some are new.
+fn lock_fingerprints(
+    tx: &mut impl Sql,
+    failures: &[FailureEvidence],
+) -> Result<(), postgres::Error> {
+    let mut hashes: Vec<&str> = failures
+        .iter()
+        .filter_map(|f| f.fingerprint.as_deref())
+        .collect();
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    hashes.sort_unstable();
+    hashes.dedup();
+    let known: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM fingerprints WHERE hash = ANY($1)",
+            &[&hashes],
+        )?
+        .get(0);
+    if known < hashes.len() as i64 {
+        crate::concurrent::lock_new_fingerprints(tx)?;
+    }
+    if known > 0 {
+        tx.execute(
+            "SELECT 1 FROM fingerprints WHERE hash = ANY($1) ORDER BY hash FOR UPDATE",
+            &[&hashes],
+        )?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! run locked (`FOR UPDATE`): two replicas storing the same news at once
 //! store and count it once.
 
+use crate::concurrent::lock_run;
 use crate::counting::{
     Counting, count_run, counted_after, data_quality, event_ms, moves_live_counters,
 };
@@ -158,7 +159,18 @@ fn find_run(
 impl PgStore {
     /// Store one run and count what it newly makes known, in one
     /// transaction; as the SQLite store's `Store::ingest_run`.
+    /// Replicas: see `concurrent.rs` (the run's identity locked first; run
+    /// again when it loses a conflict).
     pub fn ingest_run(
+        &mut self,
+        run: &NewRun,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, PgStoreError> {
+        self.retrying(|store| store.ingest_once(run, policy, now))
+    }
+
+    fn ingest_once(
         &mut self,
         run: &NewRun,
         policy: &Policy,
@@ -173,10 +185,11 @@ impl PgStore {
         let run = &prepared.run;
         let hash = content_hash(run);
 
-        let mut tx = self.write_tx()?;
-        let live = moves_live_counters(&mut tx, policy)?;
         let repo = &run.repository;
         let group = run.attempt_group.as_deref().unwrap_or("");
+        let mut tx = self.write_tx()?;
+        lock_run(&mut tx, repo.forge, &repo.path, run, group)?;
+        let live = moves_live_counters(&mut tx, policy)?;
         let (repository_id, existing) = find_run(&mut tx, repo.forge, &repo.path, run, group)?;
         if let Some(e) = &existing
             && e.hash == hash
@@ -384,6 +397,26 @@ impl PgStore {
             let at = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
             store_failures(&mut tx, run_id, &repo.path, &run.failures, at, live)?;
         }
+        // An update replaces the tests it carries; a state-only update (no
+        // tests) keeps the ones stored before.
+        let of = RunOf {
+            run_id,
+            repository_id,
+            repository: &repo.path,
+            context: &run.context,
+            commit: &run.commit,
+            at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
+        };
+        results::store(
+            &mut tx,
+            &of,
+            &run.tests,
+            status == IngestStatus::Updated,
+            live,
+        )?;
+        // The run's own counting after its results: the hourly rollup rows
+        // it moves are shared by every run of its repository and hour, so
+        // they are locked last, for the shortest time (`concurrent.rs`).
         if !trigger_pending {
             let row_flags = if status == IngestStatus::Created {
                 counted_after(run.started_at.is_some(), run.state, trigger_pending)
@@ -412,23 +445,6 @@ impl PgStore {
                 now_ms,
             )?;
         }
-        // An update replaces the tests it carries; a state-only update (no
-        // tests) keeps the ones stored before.
-        let of = RunOf {
-            run_id,
-            repository_id,
-            repository: &repo.path,
-            context: &run.context,
-            commit: &run.commit,
-            at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
-        };
-        results::store(
-            &mut tx,
-            &of,
-            &run.tests,
-            status == IngestStatus::Updated,
-            live,
-        )?;
         if future_times {
             data_quality(&mut tx, "future_time")?;
         }

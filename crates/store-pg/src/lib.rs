@@ -13,7 +13,10 @@
 //!   settling merged changes, late and expired triggers and lost runs,
 //!   workflow runs and stale events, `meta`, counters ([`tally`]), SLO
 //!   events ([`counting`]), the forges' state, job logs and retention.
-//!   Several replicas write at once.
+//!   Several replicas write at once ([`concurrent`]: the locks a write
+//!   takes, in one order, and the retry of a write that lost a conflict);
+//!   errors carry the kind the exporter acts on (`From<PgStoreError> for
+//!   StoreError`).
 //! - Reads: `/metrics`, the history backfill and the forge adapters' lookups
 //!   (`reads`, `timeline`, `test_slo`, `github`), the web UI and JSON API
 //!   (`ui`, `run_view`, `test_index`), through statements prepared once per
@@ -35,6 +38,7 @@ macro_rules! repository_id {
 }
 
 mod batch;
+pub mod concurrent;
 pub mod connect;
 pub mod counting;
 mod error;
@@ -63,7 +67,7 @@ mod timeline;
 mod test_index;
 mod ui;
 
-pub use error::{PgStoreError, describe};
+pub use error::{PgStoreError, describe, kind_of_code};
 pub use statements::{Read, Sql, Tx};
 
 use ci_slo_core::config::database::PostgresTarget;
@@ -83,6 +87,8 @@ pub struct PgStore {
     /// Whether the writer thread holds a batch's transaction open (see the
     /// `Engine` implementation): writes are then savepoints inside it.
     in_batch: bool,
+    /// Writes run again after a conflict, since opened (`concurrent.rs`).
+    retried: u64,
 }
 
 impl PgStore {
@@ -109,12 +115,19 @@ impl PgStore {
             client: RefCell::new(client),
             statements: RefCell::default(),
             in_batch: false,
+            retried: 0,
         })
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&mut self) -> Result<i64, PgStoreError> {
         migrate::schema_version(self.client.get_mut())
+    }
+
+    /// How many times a write of this store was run again after losing a
+    /// conflict (a deadlock, a serialization failure) since it was opened.
+    pub fn retried(&self) -> u64 {
+        self.retried
     }
 
     /// The connection, for tests and benchmarks that look at the tables.

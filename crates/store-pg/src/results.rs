@@ -7,12 +7,11 @@
 //! for results already stored.
 //!
 //! Replicas: the counters of one test are read and written under the lock
-//! of its `tests` row (`FOR UPDATE`, taken for the run's known tests in id
-//! order before any is counted), so two replicas storing results of one
-//! test at once count them one after the other. Two runs that first
-//! introduce the same new tests in different orders at the same moment can
-//! deadlock; PostgreSQL then aborts one ingest with an error (nothing of it
-//! is stored) and a retry stores it.
+//! of its `tests` row (`FOR UPDATE`, taken for all the run's tests at once,
+//! in id order, before any is counted), so two replicas storing results of
+//! one test at once count them one after the other; new tests are created
+//! under a lock of their repository and context, before any test row is
+//! locked (see `intern_tests` and `concurrent.rs`).
 
 use crate::statements::Sql;
 use ci_slo_core::catalog;
@@ -72,9 +71,8 @@ const RESULTS: &str = concat!(
 /// $18 flips, $19 commits, $20 flaky commits, $21 flaky failures, $22 1
 /// when failed; the tests' rows are locked already, by `intern_tests`);
 /// the run's `test_events` row ($2 repository, $3 time, $23 good, $24
-/// total; the row keeps the time it was first written with); then the
-/// metric counters ($25 family, $26 labels, $27 values, in that order; a
-/// value of 0 only makes sure the series exists).
+/// total; the row keeps the time it was first written with). The metric
+/// counters they move are the transaction's, added at its commit.
 const RESULTS_COUNTED: &str = concat!(
     "WITH r AS (",
     results_upsert!(),
@@ -106,15 +104,9 @@ const RESULTS_COUNTED: &str = concat!(
         ON CONFLICT (test_id, day) DO UPDATE SET runs = d.runs + excluded.runs, passes = d.passes + excluded.passes,
             failures = d.failures + excluded.failures, flips = d.flips + excluded.flips,
             commits = d.commits + excluded.commits, flaky_commits = d.flaky_commits + excluded.flaky_commits,
-            flaky_failures = d.flaky_failures + excluded.flaky_failures),
-     e AS (
-        INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $23, $24)
-        ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total)
-     INSERT INTO metric_counters AS m (family, labels, value)
-     SELECT $25::text, u.labels, u.value
-     FROM unnest($26::text[], $27::float8[]) WITH ORDINALITY AS u(labels, value, i) ORDER BY u.i
-     ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value
-     WHERE excluded.value <> 0"
+            flaky_failures = d.flaky_failures + excluded.flaky_failures)
+     INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $23, $24)
+     ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total"
 );
 
 /// Store `tests` as the results of `run` (an update replaces: results not
@@ -205,7 +197,7 @@ pub(crate) fn store(
             flaky_failures,
             failed,
         ] = &steps.tests;
-        let tail: [&(dyn ToSql + Sync); 16] = [
+        let tail: [&(dyn ToSql + Sync); 13] = [
             &steps.commit_ids,
             &steps.commit_flags,
             &steps.commit_failures,
@@ -219,12 +211,12 @@ pub(crate) fn store(
             failed,
             &good,
             &total,
-            &family,
-            &labels,
-            &values,
         ];
         let params: Vec<&(dyn ToSql + Sync)> = head.iter().chain(tail.iter()).copied().collect();
         tx.execute(RESULTS_COUNTED, &params)?;
+        for (labels, value) in labels.into_iter().zip(values) {
+            tx.count(family, labels, value)?;
+        }
     }
     if replacing {
         let gone: Vec<i64> = before
@@ -358,10 +350,13 @@ fn commit_of(
 }
 
 /// Each test of the run by name: its id and the outcome of its latest
-/// counted result (true: failed), its row locked. The known tests are
-/// locked first, in id order (see the module docs); the new ones are then
-/// created in one statement, in the order of the run (their ids follow
-/// SQLite's, in order of first sight).
+/// counted result (true: failed), its row locked. Tests new to the store
+/// are created first, in one statement, in the order of the run (their ids
+/// follow SQLite's, in order of first sight), under the lock of their
+/// repository and context's new tests (`concurrent::lock_new_tests`); then
+/// every test of the run is locked, in id order, in one statement. No row
+/// of a test is locked before that lock is taken, so writers wait for each
+/// other in one order (see `concurrent.rs`).
 fn intern_tests<'t>(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
@@ -374,43 +369,40 @@ fn intern_tests<'t>(
             names.push(t.name.as_str());
         }
     }
-    let lock = "SELECT id, name, last_failed FROM tests
-                WHERE repository_id = $1 AND context = $2 AND name = ANY($3)
-                ORDER BY id FOR UPDATE";
-    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
-    let read = |ids: &mut HashMap<&'t str, (i64, Option<bool>)>, rows: Vec<postgres::Row>| {
-        for r in rows {
-            let name: &str = r.get(1);
-            if let Some(n) = unique.get(name) {
-                ids.insert(n, (r.get(0), r.get::<_, Option<i64>>(2).map(|f| f != 0)));
-            }
-        }
-    };
-    let rows = tx.query(lock, &[&run.repository_id, &run.context, &names])?;
-    read(&mut ids, rows);
+    let known: HashSet<String> = tx
+        .query(
+            "SELECT name FROM tests WHERE repository_id = $1 AND context = $2 AND name = ANY($3)",
+            &[&run.repository_id, &run.context, &names],
+        )?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
     let missing: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| !ids.contains_key(n))
+        .filter(|n| !known.contains(*n))
         .collect();
-    if missing.is_empty() {
-        return Ok(ids);
+    if !missing.is_empty() {
+        crate::concurrent::lock_new_tests(tx, run.repository_id, run.context)?;
+        // Tests another writer created since are conflicts, left as they are.
+        tx.execute(
+            "INSERT INTO tests (repository_id, context, name)
+             SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
+             ON CONFLICT DO NOTHING",
+            &[&run.repository_id, &run.context, &missing],
+        )?;
     }
-    let created = tx.query(
-        "INSERT INTO tests (repository_id, context, name)
-         SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
-         ON CONFLICT DO NOTHING RETURNING id, name, last_failed",
-        &[&run.repository_id, &run.context, &missing],
-    )?;
-    read(&mut ids, created);
-    // Another replica created some of them meanwhile: lock them as well.
-    let raced: Vec<&str> = missing
-        .into_iter()
-        .filter(|n| !ids.contains_key(n))
-        .collect();
-    if !raced.is_empty() {
-        let rows = tx.query(lock, &[&run.repository_id, &run.context, &raced])?;
-        read(&mut ids, rows);
+    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
+    for r in tx.query(
+        "SELECT id, name, last_failed FROM tests
+         WHERE repository_id = $1 AND context = $2 AND name = ANY($3)
+         ORDER BY id FOR UPDATE",
+        &[&run.repository_id, &run.context, &names],
+    )? {
+        let name: &str = r.get(1);
+        if let Some(n) = unique.get(name) {
+            ids.insert(n, (r.get(0), r.get::<_, Option<i64>>(2).map(|f| f != 0)));
+        }
     }
     Ok(ids)
 }

@@ -6,10 +6,17 @@
 //! statements, or any `postgres` client or transaction as it is (tests).
 //! Statements are keyed by their text, so each SQL string is a `&'static
 //! str` constant.
+//!
+//! Counter increments ([`Sql::count`]) are the exception to "run it now": a
+//! [`Tx`] keeps them and adds them all at [`Tx::commit`], in one statement,
+//! in the order of (family, labels). Every write moves `metric_counters`
+//! rows that other writes move too (one series per repository and result),
+//! each locked until its transaction ends; taken in one fixed order, last,
+//! two replicas' writes cannot deadlock on them (see `concurrent.rs`).
 
 use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Statement};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The prepared statements of one connection, by their text.
 #[derive(Default)]
@@ -44,7 +51,34 @@ pub trait Sql {
         params: Params<'_>,
     ) -> Result<Option<Row>, postgres::Error>;
     fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, postgres::Error>;
+
+    /// Add `by` to the counter series `labels` (as `tally::labels_json`
+    /// encodes them) of `family`, created at `by` if new (`by` 0 only makes
+    /// sure it exists). Run now by a client; kept until commit by a [`Tx`].
+    fn count(
+        &mut self,
+        family: &'static str,
+        labels: String,
+        by: f64,
+    ) -> Result<(), postgres::Error> {
+        self.execute(COUNT, &[&family, &labels, &by]).map(drop)
+    }
 }
+
+/// One counter increment ([`Sql::count`] outside a [`Tx`]).
+const COUNT: &str = "INSERT INTO metric_counters AS m (family, labels, value) VALUES ($1, $2, $3)
+     ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value";
+
+/// A transaction's counter increments, in the order of its `$1`, `$2`
+/// arrays (family, labels; sorted), `$3` the values. An increment of 0
+/// changes nothing of an existing row (it only makes sure the series
+/// exists), but locks it like any other.
+const COUNT_ALL: &str = "INSERT INTO metric_counters AS m (family, labels, value)
+     SELECT u.family, u.labels, u.value
+     FROM unnest($1::text[], $2::text[], $3::float8[]) WITH ORDINALITY AS u(family, labels, value, i)
+     ORDER BY u.i
+     ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value
+     WHERE excluded.value <> 0";
 
 impl<C: GenericClient> Sql for C {
     fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, postgres::Error> {
@@ -79,6 +113,8 @@ pub struct Tx<'a> {
     cache: &'a mut Statements,
     nested: bool,
     open: bool,
+    /// The counter increments kept until commit, by family and labels.
+    counters: BTreeMap<(&'static str, String), f64>,
 }
 
 impl<'a> Tx<'a> {
@@ -94,6 +130,7 @@ impl<'a> Tx<'a> {
             cache,
             nested,
             open: true,
+            counters: BTreeMap::new(),
         })
     }
 
@@ -106,9 +143,25 @@ impl<'a> Tx<'a> {
         self.client.batch_execute(sql)
     }
 
-    /// Keep what this write did (`COMMIT`, or release the savepoint: the
+    /// Keep what this write did: its counter increments, in the order of
+    /// (family, labels), then `COMMIT` (or release the savepoint: the
     /// batch's transaction commits it with the rest).
     pub fn commit(mut self) -> Result<(), postgres::Error> {
+        if !self.counters.is_empty() {
+            let counters = std::mem::take(&mut self.counters);
+            let n = counters.len();
+            let (mut families, mut labels, mut values) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for ((family, l), v) in counters {
+                families.push(family);
+                labels.push(l);
+                values.push(v);
+            }
+            Sql::execute(&mut self, COUNT_ALL, &[&families, &labels, &values])?;
+        }
         self.open = false;
         self.client.batch_execute(if self.nested {
             "RELEASE SAVEPOINT tx"
@@ -135,7 +188,7 @@ impl Drop for Tx<'_> {
 /// [`Sql`] for a type with a connection (`self.client`) and a
 /// `statement(sql)` that prepares once: [`Tx`] and [`Read`].
 macro_rules! prepared_sql {
-    ($ty:ty) => {
+    ($ty:ty $(; $($extra:tt)*)?) => {
         impl Sql for $ty {
             fn execute(
                 &mut self,
@@ -169,11 +222,22 @@ macro_rules! prepared_sql {
                 let s = self.statement(sql)?;
                 self.client.query_one(&s, params)
             }
+            $($($extra)*)?
         }
     };
 }
 
-prepared_sql!(Tx<'_>);
+prepared_sql!(Tx<'_>;
+    fn count(
+        &mut self,
+        family: &'static str,
+        labels: String,
+        by: f64,
+    ) -> Result<(), postgres::Error> {
+        *self.counters.entry((family, labels)).or_insert(0.0) += by;
+        Ok(())
+    }
+);
 prepared_sql!(Read<'_>);
 
 /// One read of the store ([`crate::PgStore::read`]): its connection and

@@ -1,7 +1,8 @@
 //! Counters inside the write transaction, as the SQLite store keeps them
 //! (`ci_slo_store::tally`): one `metric_counters` row per family and labels
 //! (the labels as `tally::labels_json` encodes them), only ever increased,
-//! in the same transaction as the data that moved them.
+//! in the same transaction as the data that moved them (added at its
+//! commit, in a fixed order: `statements.rs`).
 
 use crate::statements::Sql;
 use ci_slo_core::catalog::{self, FamilyDef};
@@ -15,12 +16,7 @@ pub fn inc(
     by: f64,
 ) -> Result<(), postgres::Error> {
     debug_assert_eq!(family.kind, catalog::Kind::Counter);
-    tx.execute(
-        "INSERT INTO metric_counters AS m (family, labels, value) VALUES ($1, $2, $3)
-         ON CONFLICT (family, labels) DO UPDATE SET value = m.value + excluded.value",
-        &[&family.name, &labels_json(labels), &by],
-    )?;
-    Ok(())
+    tx.count(family.name, labels_json(labels), by)
 }
 
 /// Make sure a counter series exists (at 0 if new), so that Prometheus sees
@@ -30,12 +26,7 @@ pub fn ensure(
     family: FamilyDef,
     labels: &Labels<'_>,
 ) -> Result<(), postgres::Error> {
-    tx.execute(
-        "INSERT INTO metric_counters (family, labels, value) VALUES ($1, $2, 0)
-         ON CONFLICT DO NOTHING",
-        &[&family.name, &labels_json(labels)],
-    )?;
-    Ok(())
+    tx.count(family.name, labels_json(labels), 0.0)
 }
 
 /// Observe `value` into the histogram series `labels` with the given bounds

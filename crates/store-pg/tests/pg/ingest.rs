@@ -144,27 +144,29 @@ pub(crate) fn pg_dump(store: &mut PgStore, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// Rows of `|`-separated fields with numbers as numbers: SQLite prints
+/// floats like 300.0, PostgreSQL like 300.
+pub(crate) fn normalized(rows: Vec<String>) -> Vec<String> {
+    rows.into_iter()
+        .map(|row| {
+            row.split('|')
+                .map(|f| match f.parse::<f64>() {
+                    Ok(x) if x.is_infinite() => "inf".to_string(),
+                    Ok(x) => format!("{x}"),
+                    Err(_) if f == "Inf" || f == "Infinity" => "inf".to_string(),
+                    Err(_) => f.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
 /// Every table ingest writes holds the same rows in both stores.
 pub(crate) fn assert_same(sqlite: &Store, pg: &mut PgStore) {
     for sql in DUMPS {
         let lite = sqlite_dump(sqlite, sql);
-        // SQLite prints floats like 300.0, PostgreSQL like 300: compare numbers as numbers.
-        let norm = |v: Vec<String>| -> Vec<String> {
-            v.into_iter()
-                .map(|row| {
-                    row.split('|')
-                        .map(|f| match f.parse::<f64>() {
-                            Ok(x) if x.is_infinite() => "inf".to_string(),
-                            Ok(x) => format!("{x}"),
-                            Err(_) if f == "Inf" || f == "Infinity" => "inf".to_string(),
-                            Err(_) => f.to_string(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join("|")
-                })
-                .collect()
-        };
-        assert_eq!(norm(pg_dump(pg, sql)), norm(lite), "{sql}");
+        assert_eq!(normalized(pg_dump(pg, sql)), normalized(lite), "{sql}");
     }
 }
 

@@ -1,0 +1,123 @@
+//! Several replicas writing to one database at once: the locks a write
+//! takes, their order, and the retry of a write that lost a conflict.
+//!
+//! Every write runs at PostgreSQL's default isolation (read committed):
+//! each statement sees what other transactions committed before it began,
+//! and an `INSERT .. ON CONFLICT` that meets a row another transaction is
+//! still writing waits for that transaction, then sees its outcome. What a
+//! write reads and then writes on is locked first:
+//!
+//! 1. the run's identity (`lock_run`, an advisory transaction lock): two
+//!    reports of one run are stored one after the other, so the second sees
+//!    the first's row (`Unchanged` for a replay, an update otherwise);
+//! 2. the repository and the change (upserts, one row each);
+//! 3. the creation of fingerprints (`lock_new_fingerprints`, only when
+//!    the run shows new ones), then the run's fingerprints' rows, in hash
+//!    order (`failures.rs`);
+//! 4. the creation of tests of the run's repository and context
+//!    (`lock_new_tests`, only when the run has new ones), then all the
+//!    run's tests' rows, in id order, then its commit, then its
+//!    `test_events` row and the hourly rollup row it moves (`results.rs`);
+//! 5. the run's histograms and SLO events, with the hourly rollup rows
+//!    they move (`counting.rs`, in the fixed order of
+//!    `ci_slo_store::run_counts`, one series per family): shared by every
+//!    run of the repository (and hour), so taken late, held briefly;
+//! 6. the counters (`metric_counters`), last, at commit, in the order of
+//!    family and labels (`statements.rs`).
+//!
+//! Each write takes these in this order, and within a step in a fixed one,
+//! so two writes cannot wait for each other in a cycle. A deadlock or a
+//! serialization failure can still come from writes outside this order
+//! (several runs in one batch's transaction; retention and other writers
+//! touching the same rows): `PgStore::retrying` runs such a write again,
+//! up to [`ATTEMPTS`] times in all, when it is its own transaction. Inside
+//! a batch the error goes to the caller (its kind `Conflict`): only the
+//! write's savepoint rolled back, and the batch's transaction still holds
+//! the locks of its earlier writes, so running the write again there could
+//! meet the same cycle.
+
+use crate::statements::Sql;
+use crate::{PgStore, PgStoreError};
+use ci_slo_core::model::{Forge, NewRun};
+use ci_slo_store::ErrorKind;
+
+/// The advisory locks' first key (the two-key form, apart from the
+/// single-key locks of migrations and leadership): what the second key,
+/// a hash, names.
+const RUN: i32 = 0x6369_0001;
+const NEW_TESTS: i32 = 0x6369_0002;
+const NEW_FINGERPRINTS: i32 = 0x6369_0003;
+
+/// How many times a write is run in all when it keeps losing conflicts.
+pub const ATTEMPTS: u32 = 5;
+
+/// Take the transaction's lock on a run's identity (as `ingest_run` finds
+/// it: its external id in its repository, else context, commit, attempt
+/// group and attempt). Two identities with the same hash only wait for
+/// each other.
+pub(crate) fn lock_run(
+    tx: &mut impl Sql,
+    forge: Forge,
+    path: &str,
+    run: &NewRun,
+    group: &str,
+) -> Result<(), postgres::Error> {
+    let key = match &run.external_id {
+        Some(id) => format!("{}\u{1f}{path}\u{1f}e\u{1f}{id}", forge.as_str()),
+        None => format!(
+            "{}\u{1f}{path}\u{1f}i\u{1f}{}\u{1f}{}\u{1f}{group}\u{1f}{}",
+            forge.as_str(),
+            run.context,
+            run.commit,
+            run.attempt
+        ),
+    };
+    advisory(tx, RUN, &key)
+}
+
+/// Take the transaction's lock on creating tests of one repository and
+/// context.
+pub(crate) fn lock_new_tests(
+    tx: &mut impl Sql,
+    repository_id: i64,
+    context: &str,
+) -> Result<(), postgres::Error> {
+    advisory(tx, NEW_TESTS, &format!("{repository_id}\u{1f}{context}"))
+}
+
+/// Take the transaction's lock on creating fingerprints.
+pub(crate) fn lock_new_fingerprints(tx: &mut impl Sql) -> Result<(), postgres::Error> {
+    advisory(tx, NEW_FINGERPRINTS, "")
+}
+
+fn advisory(tx: &mut impl Sql, space: i32, key: &str) -> Result<(), postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&space, &key],
+    )?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Run `write` (one transaction of its own) again when it fails with a
+    /// conflict (a deadlock, a serialization failure: nothing of it was
+    /// kept), up to [`ATTEMPTS`] times in all; inside a batch, once.
+    pub(crate) fn retrying<T>(
+        &mut self,
+        mut write: impl FnMut(&mut PgStore) -> Result<T, PgStoreError>,
+    ) -> Result<T, PgStoreError> {
+        let mut attempt = 1;
+        loop {
+            match write(self) {
+                Err(e)
+                    if e.kind() == ErrorKind::Conflict && !self.in_batch && attempt < ATTEMPTS =>
+                {
+                    tracing::debug!(attempt, error = %e, "PostgreSQL write conflicted; running it again");
+                    attempt += 1;
+                    self.retried += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+}
