@@ -204,6 +204,9 @@ pub(crate) fn count_run(
 
 /// Replace a run's failures. Failure counters move only for classes the run
 /// did not have before, so a replay or an update never counts twice.
+/// `replaces`: the run was stored before and may have failures to replace;
+/// a new run has none, so nothing is looked up or deleted (a fresh load
+/// builds the `failures` indexes only at its end: `fresh.rs`).
 pub(crate) fn store_failures(
     tx: &Connection,
     run_id: i64,
@@ -211,14 +214,17 @@ pub(crate) fn store_failures(
     failures: &[FailureEvidence],
     event_ms: i64,
     live: bool,
+    replaces: bool,
 ) -> rusqlite::Result<()> {
-    let before: Vec<String> = tx
-        .prepare_cached("SELECT DISTINCT class FROM failures WHERE run_id = ?1")?
-        .query_map([run_id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    tx.prepare_cached("DELETE FROM failures WHERE run_id = ?1")?
-        .execute([run_id])?;
-    let mut counted = before.clone();
+    let mut counted: Vec<String> = Vec::new();
+    if replaces {
+        counted = tx
+            .prepare_cached("SELECT DISTINCT class FROM failures WHERE run_id = ?1")?
+            .query_map([run_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.prepare_cached("DELETE FROM failures WHERE run_id = ?1")?
+            .execute([run_id])?;
+    }
     for f in failures {
         let mut fingerprint_id = None;
         let mut is_new = false;

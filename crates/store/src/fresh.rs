@@ -13,8 +13,8 @@
 //! - a run's SLO events go to its `run_events` row (appended in run order),
 //!   other SLO events to `temp.fresh_slo`, written into `slo_events`
 //!   sorted by its key at the end (the store held none);
-//! - the secondary indexes of `runs`, `slo_events`, `run_events` and `test_events` are
-//!   dropped for the load and built once at the end from their stored SQL
+//! - the secondary indexes of `runs`, `slo_events`, `run_events`, `test_events` and
+//!   `failures` are dropped for the load and built once at the end from their stored SQL
 //!   (a sort rather than a random insert per row), the hourly rollup
 //!   triggers suspended for the whole load (`hourly::Suspended`);
 //! - tests and commits are interned in memory (`Staging`): a new one gets
@@ -43,7 +43,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Transaction, TransactionBehavior};
 
 /// Tables whose secondary indexes a fresh load builds at the end.
-const INDEXED_AT_THE_END: [&str; 4] = ["runs", "slo_events", "run_events", "test_events"];
+const INDEXED_AT_THE_END: [&str; 5] = [
+    "runs",
+    "slo_events",
+    "run_events",
+    "test_events",
+    "failures",
+];
 
 /// The page caches of a fresh load (MiB): the store's and the scratch
 /// tables'. Smaller than a per-run bulk load's: SQLite's sorts (the GROUP BYs

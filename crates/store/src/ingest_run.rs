@@ -373,7 +373,15 @@ pub(crate) fn ingest_checked(
     let event_ms = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
     // A new run has no failures to replace: only store what it brings.
     if !run.failures.is_empty() {
-        store_failures(tx, run_id, &repo.path, &run.failures, event_ms, live)?;
+        store_failures(
+            tx,
+            run_id,
+            &repo.path,
+            &run.failures,
+            event_ms,
+            live,
+            status == IngestStatus::Updated,
+        )?;
     }
 
     // Counters carry the trigger as a label: a run whose trigger is not
