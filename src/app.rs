@@ -1,12 +1,14 @@
 //! Wiring: turns parsed command-line arguments into a running server or a
 //! finished command. `serve` and its long-running parts are here (the
-//! snapshot refresher, the settler: merge decisions, lost runs, and pruning);
+//! snapshot refresher, the settler: merge decisions, lost runs, and pruning;
+//! the work that must run once runs while this replica leads: `leadership`);
 //! each other command has its own submodule.
 
 mod backfill;
 mod files;
 mod import;
 mod ingest;
+pub mod leadership;
 mod openmetrics;
 mod pollers;
 mod postgres;
@@ -25,7 +27,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
@@ -105,7 +108,8 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         let app = Arc::new(OnceLock::new());
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
         tracing::info!(address = %address, db = %config.store.path.display(), max_connections = limits.max_connections, "listening; preparing: opening the database (migrating it if needed)");
-        // The shutdown signal also stops the pollers (`forge::poll_forever`).
+        // The shutdown signal also stops the work that runs once (the
+        // pollers: `forge::poll_forever`; the settler; the pruner).
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(http::serve::serve(
             listener,
@@ -152,6 +156,10 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
             "preparing: database open; building the first metrics snapshot (/readyz answers 503 until then)"
         );
         let _ = app.set(http::router(state.clone()));
+        // SQLite: one process serves the file, so it always leads (the
+        // work starts now, and ci_exporter_leader is 1 from the first
+        // scrape).
+        let once = run_once_only(&state, leadership::Leadership::always(), stopping)?;
         let tests = Arc::new(Mutex::new(TestStatsCache::default()));
         {
             let state = state.clone();
@@ -165,19 +173,14 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
                 refresher(state, tests).await;
             });
         }
-        tokio::spawn(settler(state.clone()));
-        tokio::spawn(pruner(state.clone()));
-        let pollers = pollers::spawn(&state, &stopping)?;
 
         tracing::info!(address = %address, db = %state.store.location(), "serving");
         server.await??;
-        // The pollers stopped at the signal (or when the server ended); a
-        // write one submitted before it stopped still runs on the writer,
-        // and this empty one, queued after it, is acknowledged once it is
-        // committed.
-        for poller in pollers {
-            let _ = poller.await;
-        }
+        // The work that runs once stopped at the signal (or when the server
+        // ended); a write a poller submitted before it stopped still runs on
+        // the writer, and this empty one, queued after it, is acknowledged
+        // once it is committed.
+        let _ = once.await;
         state.store.write(|_| Ok(())).await?;
         tracing::info!("stopped");
         Ok(())
@@ -300,13 +303,52 @@ async fn refresher(state: AppState, tests: Arc<Mutex<TestStatsCache>>) {
     }
 }
 
-/// Decide merged changes and count lost scheduled runs as their time comes.
-async fn settler(state: AppState) {
+/// The work that must run once among the replicas of a database, run while
+/// `leadership` says this replica leads (`leadership::run`), until `stop`:
+/// the settler, the pruner and the forge pollers. Fails when a poller
+/// cannot be built from the configuration.
+pub fn run_once_only(
+    state: &AppState,
+    leadership: leadership::Leadership,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>> {
+    let mut pollers = pollers::Pollers::new(state)?;
+    let state = state.clone();
+    Ok(leadership::run(
+        leadership,
+        stop,
+        state.hub.clone(),
+        move |stop| {
+            let mut tasks = vec![
+                tokio::spawn(settler(state.clone(), stop.clone())),
+                tokio::spawn(pruner(state.clone(), stop.clone())),
+            ];
+            tasks.extend(pollers.spawn(&stop));
+            tasks
+        },
+    ))
+}
+
+/// Until the next tick, or None once `stop` turns true (or its sender is
+/// gone): the settler and the pruner stop between two writes.
+async fn next_tick(
+    tick: &mut tokio::time::Interval,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<()> {
+    tokio::select! {
+        biased;
+        _ = crate::forge::stopped(stop) => None,
+        _ = tick.tick() => Some(()),
+    }
+}
+
+/// Decide merged changes and count lost scheduled runs as their time comes,
+/// until `stop`.
+async fn settler(state: AppState, mut stop: watch::Receiver<bool>) {
     let settle = state.config.slo.merge_settle;
     let every = (settle / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
     let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
+    while next_tick(&mut tick, &mut stop).await.is_some() {
         let policy = state.policy.clone();
         let now = state.clock.now();
         match state
@@ -324,11 +366,11 @@ async fn settler(state: AppState) {
     }
 }
 
-/// Prune runs past the retention once an hour; counters are untouched.
-async fn pruner(state: AppState) {
+/// Prune runs past the retention once an hour (the first time at once);
+/// counters are untouched. Until `stop`.
+async fn pruner(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
+    while next_tick(&mut tick, &mut stop).await.is_some() {
         let retention = chrono::Duration::from_std(state.config.store.retention)
             .unwrap_or(chrono::Duration::MAX);
         let keep_events = chrono::Duration::from_std(

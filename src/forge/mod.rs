@@ -80,7 +80,7 @@ fn jittered(interval: Duration, unit: f64) -> Duration {
 }
 
 /// Until `stop` is true, or its sender is gone.
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 

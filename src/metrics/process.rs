@@ -125,6 +125,7 @@ pub struct SelfMetrics {
     auth_rejections: Live,
     store_write_errors: Live,
     series_dropped: Live,
+    leader: Live,
 }
 
 impl Default for SelfMetrics {
@@ -234,6 +235,12 @@ impl SelfMetrics {
                 &[],
                 "Series left out of /metrics snapshots because the repository-labelled families exceeded metrics.max_series; grows at each snapshot rebuild while the cap is hit.",
             ),
+            leader: Live::new(
+                "leader",
+                Gauge,
+                &[],
+                "1 while this replica runs the work that must run once (forge polling, settling merged changes, pruning): always with the SQLite store, while it holds the leadership with PostgreSQL; 0 otherwise.",
+            ),
         }
     }
 
@@ -329,6 +336,17 @@ impl SelfMetrics {
         self.series_dropped.get(&[])
     }
 
+    /// Whether this replica runs the work that must run once
+    /// (`app::leadership`).
+    pub fn set_leader(&self, running: bool) {
+        self.leader.set(&[], if running { 1.0 } else { 0.0 });
+    }
+
+    /// The `ci_exporter_leader` gauge (for tests and logs).
+    pub fn leader(&self) -> f64 {
+        self.leader.get(&[])
+    }
+
     /// Every family, for encoding.
     pub fn families(&self) -> Vec<Family> {
         [
@@ -349,6 +367,7 @@ impl SelfMetrics {
             &self.auth_rejections,
             &self.store_write_errors,
             &self.series_dropped,
+            &self.leader,
         ]
         .into_iter()
         .map(Live::family)

@@ -38,6 +38,7 @@ mod gitlab_webhooks;
 mod golden;
 mod hardening;
 mod junit_fixtures;
+mod leadership;
 mod postgres_store;
 mod redaction;
 mod report_ingest;
