@@ -107,7 +107,7 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         let readiness = Arc::new(Readiness::preparing("opening the database"));
         let app = Arc::new(OnceLock::new());
         let hub = Arc::new(MetricsHub::new(SelfMetrics::new()));
-        tracing::info!(address = %address, db = %config.store.path.display(), max_connections = limits.max_connections, "listening; preparing: opening the database (migrating it if needed)");
+        tracing::info!(address = %address, db = %crate::store_open::location(&config.store), max_connections = limits.max_connections, "listening; preparing: opening the database (migrating it if needed)");
         // The shutdown signal also stops the work that runs once (the
         // pollers: `forge::poll_forever`; the settler; the pruner).
         let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -158,8 +158,10 @@ fn serve(mut config: Config, secrets: Secrets, args: ServeArgs) -> Result<()> {
         let _ = app.set(http::router(state.clone()));
         // SQLite: one process serves the file, so it always leads (the
         // work starts now, and ci_exporter_leader is 1 from the first
-        // scrape).
-        let once = run_once_only(&state, leadership::Leadership::always(), stopping)?;
+        // scrape). PostgreSQL: the replica holding the database's
+        // leadership, kept while `_leader` lives.
+        let (leading, _leader) = postgres::leadership(&state.config)?;
+        let once = run_once_only(&state, leading, stopping)?;
         let tests = Arc::new(Mutex::new(TestStatsCache::default()));
         {
             let state = state.clone();

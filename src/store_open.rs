@@ -2,15 +2,35 @@
 //! Everything else reaches the store through the interface
 //! `ci_slo_store::Storage`: a command through the store this module opens,
 //! the server through `StoreHandle` (the writer thread and the read pool).
-//! Today the engine is SQLite (`[store] path`); a second one (PostgreSQL,
-//! issue 18) is chosen here from the configuration, and nothing else changes.
-//! `scripts/check-store-interface` fails when another file of `src/` names
-//! the SQLite store or its raw connection.
+//! The engine is chosen from the configuration: SQLite at `[store] path`,
+//! or PostgreSQL when `[store] url` or `CI_SLO_DATABASE_URL` names one
+//! (docs/configuration.md, docs/scaling.md). Nothing falls back from one to
+//! the other silently. `scripts/check-store-interface` fails when another
+//! file of `src/` names the SQLite store or its raw connection.
 
 use crate::config::StoreConfig;
-use crate::store::writer::StoreHandle;
+use crate::config::database::{PostgresTarget, StoreBackend};
+use crate::store::writer::{READERS, StoreHandle};
 use crate::store::{Migrating, Storage, Store, StoreError};
+use ci_slo_store_pg::PgStore;
 use std::path::Path;
+
+/// Which engine `config` selects (the environment's `CI_SLO_DATABASE_URL`
+/// first).
+pub fn backend(config: &StoreConfig) -> Result<StoreBackend, StoreError> {
+    config
+        .backend(|k| std::env::var(k).ok())
+        .map_err(|e| StoreError::Refused(e.to_string()))
+}
+
+/// Where the store `config` selects is, for the log: the SQLite file's
+/// path, or the PostgreSQL URL with its password masked.
+pub fn location(config: &StoreConfig) -> String {
+    match backend(config) {
+        Ok(StoreBackend::Postgres(target)) => target.to_string(),
+        _ => config.path.display().to_string(),
+    }
+}
 
 /// Open (creating and migrating if needed) the store `config` names.
 pub fn open(config: &StoreConfig) -> Result<Box<dyn Storage>, StoreError> {
@@ -22,13 +42,33 @@ pub fn open_reporting(
     config: &StoreConfig,
     progress: &mut dyn FnMut(Migrating),
 ) -> Result<Box<dyn Storage>, StoreError> {
-    Ok(Box::new(Store::open_reporting(&config.path, progress)?))
+    Ok(match backend(config)? {
+        StoreBackend::Sqlite(path) => Box::new(Store::open_reporting(&path, progress)?),
+        StoreBackend::Postgres(target) => Box::new(open_postgres(&target, progress)?),
+    })
+}
+
+fn open_postgres(
+    target: &PostgresTarget,
+    progress: &mut dyn FnMut(Migrating),
+) -> Result<PgStore, StoreError> {
+    Ok(PgStore::open(target, progress)?)
 }
 
 /// Open the store and start its writer thread and read pool (`serve`, the
-/// backfills).
+/// backfills). PostgreSQL: one connection for the writer and one for each
+/// of the [`READERS`].
 pub fn start(config: &StoreConfig) -> Result<StoreHandle, StoreError> {
-    StoreHandle::start(&config.path)
+    match backend(config)? {
+        StoreBackend::Sqlite(path) => StoreHandle::start(&path),
+        StoreBackend::Postgres(target) => {
+            let writer = open_postgres(&target, &mut |_| {})?;
+            let readers = (0..READERS)
+                .map(|_| Ok(Box::new(open_postgres(&target, &mut |_| {})?) as Box<dyn Storage>))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            StoreHandle::start_with(Box::new(writer), readers, target.to_string())
+        }
+    }
 }
 
 /// `config` with the database a command's `--db` names.

@@ -10,13 +10,18 @@ pub(super) fn backfill_openmetrics(
     args: crate::cli::BackfillOpenmetricsArgs,
 ) -> Result<()> {
     let db = args.db.unwrap_or_else(|| config.store.path.clone());
-    anyhow::ensure!(db.exists(), "database {} does not exist", db.display());
+    let store_config = crate::store_open::with_db(&config.store, &db);
+    if let crate::config::database::StoreBackend::Sqlite(path) =
+        crate::store_open::backend(&store_config)?
+    {
+        anyhow::ensure!(path.exists(), "database {} does not exist", path.display());
+    }
     anyhow::ensure!(args.step.as_secs() >= 1, "--step must be at least 1s");
     anyhow::ensure!(
         !args.job.is_empty() && !args.instance.is_empty(),
         "--job and --instance must not be empty: they are the labels Prometheus gives the scraped series"
     );
-    let store = crate::store_open::open(&crate::store_open::with_db(&config.store, &db))?;
+    let store = crate::store_open::open(&store_config)?;
     let until = args.until.unwrap_or_else(Utc::now);
     let range = crate::metrics::history::HistoryRange {
         since: until - chrono::Duration::from_std(args.since).context("--since is too long")?,

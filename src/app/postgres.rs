@@ -1,49 +1,58 @@
 //! The PostgreSQL store, selected by `[store] url` or `CI_SLO_DATABASE_URL`
-//! (docs/configuration.md). It is in progress (crates/store-pg,
-//! docs/scaling.md): `serve` connects, migrates the database (so the
-//! connection settings and the password are checked end to end) and then
-//! stops with an error saying that serving from PostgreSQL is not built
-//! yet; the other commands that open the store refuse before touching
-//! anything. Nothing falls back to the SQLite file silently. The database
-//! prints with its password masked (`***`), in the log and in errors.
+//! (docs/configuration.md, docs/scaling.md): what changes for the commands
+//! when the store is shared by several replicas. Every command reaches it
+//! through `store_open` as it does the SQLite file; sharding is refused
+//! (replicas on one database replace it), and `serve` runs the work that
+//! must run once only while it holds the database's leadership
+//! (`ci_slo_store_pg::leader`). The database prints with its password
+//! masked (`***`), in the log and in errors.
 
+use super::leadership::Leadership;
 use crate::cli::Command;
 use crate::config::Config;
 use crate::config::database::StoreBackend;
 use anyhow::{Result, bail};
+use ci_slo_store_pg::leader::{Leader, LeaderConfig};
+use std::sync::Arc;
 
-/// Ok when the command may go on (the store is SQLite, or the command
-/// opens no store); otherwise what happened, as an error.
+/// The name of the leadership every replica of one database contends for.
+pub(super) const LEADERSHIP: &str = "ci-slo-exporter";
+
+/// Ok when the command may go on; with PostgreSQL, logs which database
+/// it uses, and refuses a sharded configuration.
 pub(super) fn check(config: &Config, command: &Command) -> Result<()> {
     let StoreBackend::Postgres(target) = config.store.backend(|k| std::env::var(k).ok())? else {
         return Ok(());
     };
-    match command {
-        Command::Classify(_) | Command::Report(_) => Ok(()),
-        Command::Serve(_) => {
-            tracing::info!(database = %target, from = target.source(), "PostgreSQL store selected: connecting and migrating");
-            let mut store = ci_slo_store_pg::PgStore::open(&target, &mut |step| {
-                tracing::info!(
-                    from = step.from,
-                    to = step.latest,
-                    migration = step.to,
-                    "migrating the PostgreSQL database"
-                );
-            })?;
-            let version = store.schema_version()?;
-            bail!(
-                "PostgreSQL store selected ({target}, from {}): the database is reachable and migrated \
-                 (schema version {version}), but this build does not serve from PostgreSQL yet; \
-                 unset {} to serve from the SQLite file store.path",
-                target.source(),
-                target.source()
-            )
-        }
-        _ => bail!(
-            "PostgreSQL store selected ({target}, from {}), which this command does not support yet; \
-             unset {} to use the SQLite file",
-            target.source(),
-            target.source()
-        ),
+    if matches!(command, Command::Classify(_) | Command::Report(_)) {
+        return Ok(());
     }
+    if config.shard.is_sharded() {
+        bail!(
+            "shard = \"{}\" is for SQLite stores: with PostgreSQL ({target}, from {}) run replicas \
+             on the one database instead (docs/scaling.md); remove `shard` and `shard_urls`",
+            config.shard,
+            target.source()
+        );
+    }
+    tracing::info!(database = %target, from = target.source(), "PostgreSQL store selected");
+    Ok(())
+}
+
+/// Who runs the work that must run once: with SQLite this process always
+/// does; with PostgreSQL the replica holding the database's leadership,
+/// kept while the returned `Leader` lives (dropping it gives it up).
+pub(super) fn leadership(config: &Config) -> Result<(Leadership, Option<Arc<Leader>>)> {
+    let StoreBackend::Postgres(target) = config.store.backend(|k| std::env::var(k).ok())? else {
+        return Ok((Leadership::always(), None));
+    };
+    let base = ci_slo_store_pg::connect::client_config(&target)?;
+    let holder = format!(
+        "{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into()),
+        std::process::id()
+    );
+    let leader = Arc::new(Leader::start(&base, LeaderConfig::new(LEADERSHIP, &holder)));
+    tracing::info!(holder = %holder, "contending for the leadership of the once-only work");
+    Ok((Leadership::of(&leader), Some(leader)))
 }

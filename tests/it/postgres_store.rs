@@ -1,12 +1,14 @@
-//! `[store] url` / `CI_SLO_DATABASE_URL` select the PostgreSQL store, which is
-//! in progress: `serve` connects to a real PostgreSQL (started by the test,
-//! ci_slo_store_pg::testing), migrates it and stops with a clear error; the
-//! password is never printed; without a URL nothing changes (SQLite).
+//! `[store] url` / `CI_SLO_DATABASE_URL` select the PostgreSQL store: `serve`
+//! on a real PostgreSQL (started by the test, ci_slo_store_pg::testing)
+//! migrates it, stores and counts runs there, never prints the password and
+//! never falls back to a SQLite file; several replicas on one database serve
+//! the same counters and one of them leads the once-only work.
 
-use crate::common;
+use crate::common::{self, Exporter, TOKEN};
 
 use ci_slo_store_pg::testing::TestServer;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 fn serve(dir: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Output {
     let path = dir.join("c.toml");
@@ -34,39 +36,103 @@ fn text(out: &Output) -> String {
     )
 }
 
+fn api_run(commit: &str) -> Vec<u8> {
+    static NOW: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> =
+        std::sync::LazyLock::new(chrono::Utc::now);
+    let at = |m: i64| (*NOW - chrono::Duration::minutes(m)).to_rfc3339();
+    serde_json::to_vec(&serde_json::json!({
+        "repository": "acme/api",
+        "context": "unit",
+        "commit": commit,
+        "trigger": "push",
+        "state": "success",
+        "queued_at": at(30),
+        "started_at": at(25),
+        "finished_at": at(2),
+        "tests": [{"name": "t1", "outcome": "passed", "duration_seconds": 1.5}],
+    }))
+    .unwrap()
+}
+
+/// The value of an unlabelled gauge in a scrape.
+fn gauge(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
 #[test]
-fn serve_with_a_postgres_url_and_password_file_migrates_and_says_it_cannot_serve_yet() {
+fn serve_on_postgres_with_a_password_file_stores_and_counts_runs_there() {
     let server = TestServer::shared();
     let db = server.database("serve_file").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("pw");
+    let d = dir.path();
+    let pw = d.join("pw");
     std::fs::write(&pw, format!("{}\n", server.password())).unwrap();
-    let config = format!(
-        "[store]\nurl = {:?}\npassword_file = {:?}\n",
-        server.url(db.name()),
-        pw.to_str().unwrap()
+    let config = d.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = {:?}\npassword_file = {:?}\n",
+            server.url(db.name()),
+            pw.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let file = d.join("ci-slo-exporter.db");
+    // An empty CI_SLO_DATABASE_URL is unset: the file's URL is used.
+    let e = Exporter::start(
+        d,
+        &file,
+        &["--config", config.to_str().unwrap()],
+        &[("CI_SLO_API_TOKEN", TOKEN), ("CI_SLO_DATABASE_URL", "")],
     );
-    let out = serve(dir.path(), &config, &[]);
-    let all = text(&out);
-    assert!(!out.status.success(), "{all}");
-    assert!(all.contains("PostgreSQL store selected"), "{all}");
-    let latest = ci_slo_store_pg::schema::MIGRATIONS.len() as i64;
-    assert!(all.contains(&format!("schema version {latest})")), "{all}");
+    for commit in ["a1", "b2", "c3"] {
+        let (status, reply) = e.post("/api/v1/runs", Some(TOKEN), &api_run(commit));
+        assert!(status == 200 || status == 201, "{status} {reply}");
+    }
+    // A replay of a stored run changes nothing.
+    let (status, reply) = e.post("/api/v1/runs", Some(TOKEN), &api_run("a1"));
+    assert_eq!(status, 200, "{reply}");
+    let scrape = e.wait_for("three stored runs", |s| {
+        gauge(s, "ci_exporter_stored_runs") == Some(3.0)
+    });
     assert!(
-        !all.contains(server.password()),
-        "the password was printed: {all}"
+        scrape.contains("ci_runs_total{") && scrape.contains("state=\"success\""),
+        "{scrape}"
     );
-    assert!(
-        !dir.path().join("ci-slo-exporter.db").exists(),
-        "no SQLite file as a silent fallback"
-    );
-    let version: i64 = db
-        .connect()
+    assert_eq!(gauge(&scrape, "ci_exporter_leader"), Some(1.0), "{scrape}");
+    let (status, run) = e.get("/api/v1/runs/1");
+    assert_eq!(status, 200, "{run}");
+    let log = e.log();
+    e.stop();
+    let mut client = db.connect().unwrap();
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM runs", &[])
         .unwrap()
+        .get(0);
+    assert_eq!(runs, 3);
+    let version: i64 = client
         .query_one("SELECT version FROM schema_version", &[])
         .unwrap()
         .get(0);
-    assert_eq!(version, latest);
+    assert_eq!(version, ci_slo_store_pg::schema::MIGRATIONS.len() as i64);
+    assert!(log.contains("PostgreSQL store selected"), "{log}");
+    assert!(
+        !log.contains(server.password()),
+        "the password was printed: {log}"
+    );
+    assert!(!file.exists(), "no SQLite file as a silent fallback");
 }
 
 #[test]
@@ -103,18 +169,25 @@ fn the_environment_url_wins_and_a_wrong_password_is_reported_masked() {
         server.port(),
         db.name()
     );
-    let out = serve(dir.path(), config, &[("CI_SLO_DATABASE_URL", &good)]);
-    let all = text(&out);
-    assert!(all.contains("PostgreSQL store selected"), "{all}");
-    assert!(all.contains("from CI_SLO_DATABASE_URL"), "{all}");
+    let path = dir.path().join("c.toml");
+    let e = Exporter::start(
+        dir.path(),
+        &dir.path().join("unused.db"),
+        &["--config", path.to_str().unwrap()],
+        &[("CI_SLO_DATABASE_URL", &good)],
+    );
+    let log = e.log();
+    e.stop();
+    assert!(log.contains("PostgreSQL store selected"), "{log}");
+    assert!(log.contains("CI_SLO_DATABASE_URL"), "{log}");
     assert!(
-        !all.contains(server.password()),
-        "the password was printed: {all}"
+        !log.contains(server.password()),
+        "the password was printed: {log}"
     );
 }
 
 #[test]
-fn other_commands_refuse_a_postgres_store_instead_of_using_the_sqlite_file() {
+fn a_command_on_an_unreachable_postgres_store_fails_clearly_and_writes_no_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "[store]\nurl = \"postgres://u@127.0.0.1:1/db\"\n").unwrap();
@@ -130,5 +203,79 @@ fn other_commands_refuse_a_postgres_store_instead_of_using_the_sqlite_file() {
     );
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
-    assert!(all.contains("does not support yet"), "{all}");
+    assert!(
+        all.contains("cannot connect to PostgreSQL postgres://u@127.0.0.1:1/db"),
+        "{all}"
+    );
+    assert!(!dir.path().join("ci-slo-exporter.db").exists());
+}
+
+#[test]
+fn a_sharded_configuration_is_refused_with_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "shard = \"1/2\"\n[store]\nurl = \"postgres://u@127.0.0.1:1/db\"\n",
+    )
+    .unwrap();
+    let out = serve(dir.path(), &std::fs::read_to_string(&path).unwrap(), &[]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("is for SQLite stores"), "{all}");
+}
+
+#[test]
+fn two_replicas_on_one_database_serve_the_same_counters_and_one_of_them_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = common::database_url(&d.join("replicas.db"));
+    let env = [
+        ("CI_SLO_API_TOKEN", TOKEN),
+        ("CI_SLO_DATABASE_URL", url.as_str()),
+    ];
+    let start = |name: &str| Exporter::start(d, &d.join(name), &[], &env);
+    let (a, b) = (start("a.db"), start("b.db"));
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let (status, reply) = replica.post("/api/v1/runs", Some(TOKEN), &api_run(&format!("c{i}")));
+        assert!(status == 200 || status == 201, "{status} {reply}");
+    }
+    for replica in [&a, &b] {
+        replica.wait_for("ten stored runs on each replica", |s| {
+            gauge(s, "ci_exporter_stored_runs") == Some(10.0)
+        });
+    }
+    let leaders = |rs: &[&Exporter]| -> f64 {
+        rs.iter()
+            .map(|r| gauge(&r.scrape(false), "ci_exporter_leader").unwrap_or(0.0))
+            .sum()
+    };
+    let took = wait_until("exactly one leader", Duration::from_secs(60), || {
+        leaders(&[&a, &b]) == 1.0
+    });
+    eprintln!("one leader of two replicas after {took:?}");
+    // The counters come from the database: the same on both.
+    let series = |r: &Exporter| -> Vec<String> {
+        r.scrape(false)
+            .lines()
+            .filter(|l| l.starts_with("ci_runs_total{") || l.starts_with("ci_slo_events_total{"))
+            .map(String::from)
+            .collect()
+    };
+    assert!(!series(&a).is_empty());
+    assert_eq!(series(&a), series(&b));
+    // The leader dies: the other takes the work over.
+    let a_leads = gauge(&a.scrape(false), "ci_exporter_leader") == Some(1.0);
+    let (dead, survivor) = if a_leads { (a, b) } else { (b, a) };
+    dead.crash();
+    let took = wait_until("the survivor leads", Duration::from_secs(60), || {
+        gauge(&survivor.scrape(false), "ci_exporter_leader") == Some(1.0)
+    });
+    eprintln!("survivor leads {took:?} after the leader was SIGKILLed");
+    assert!(
+        survivor.log().contains("leadership gained"),
+        "{}",
+        survivor.log()
+    );
 }

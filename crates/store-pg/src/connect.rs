@@ -23,6 +23,11 @@ pub fn client_config(target: &PostgresTarget) -> Result<postgres::Config, PgStor
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    // The server's NOTICEs (e.g. "relation already exists, skipping" of a
+    // migration run again) are not news for the exporter's log.
+    if config.get_options().is_none() {
+        config.options("-c client_min_messages=warning");
+    }
     if config.get_application_name().is_none() {
         config.application_name("ci-slo-exporter");
     }

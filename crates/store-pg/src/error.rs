@@ -57,9 +57,7 @@ impl PgStoreError {
             PgStoreError::Postgres(e) | PgStoreError::Connect { source: e, .. } => {
                 kind_of_client_error(e)
             }
-            PgStoreError::Url { .. } | PgStoreError::TooNew { .. } => {
-                ErrorKind::Other
-            }
+            PgStoreError::Url { .. } | PgStoreError::TooNew { .. } => ErrorKind::Other,
         }
     }
 }

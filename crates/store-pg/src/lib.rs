@@ -54,17 +54,18 @@ pub mod migrate;
 mod prune;
 mod reads;
 mod results;
-mod run_view;
 mod revision;
+mod run_view;
 pub mod schema;
 mod settle;
 mod statements;
+pub mod storage;
 pub mod tally;
+mod test_index;
 mod test_slo;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timeline;
-mod test_index;
 mod ui;
 
 pub use error::{PgStoreError, describe, kind_of_code};
