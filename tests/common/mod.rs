@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ci-slo-exporter");
@@ -17,15 +18,36 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// Run a one-shot command of the binary.
+/// Run a one-shot command of the binary (on PostgreSQL, see
+/// [`on_postgres`], the database standing in for its `--db`).
 pub(crate) fn run(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .current_dir(dir)
         .env_remove("CI_SLO_API_TOKEN")
-        .env("CI_SLO_LOG", "warn")
-        .output()
-        .expect("binary runs")
+        .env("CI_SLO_LOG", "warn");
+    if on_postgres()
+        && let Some(i) = args.iter().position(|a| *a == "--db")
+        && let Some(db) = args.get(i + 1)
+    {
+        cmd.env("CI_SLO_DATABASE_URL", database_url(&dir.join(db)));
+    }
+    cmd.output().expect("binary runs")
+}
+
+/// The store the exporter of `db` writes, opened by the test: the SQLite
+/// file, or on PostgreSQL ([`on_postgres`]) the database standing in for it.
+pub(crate) fn store(db: &Path) -> Box<dyn ci_slo_exporter::store::Storage> {
+    if on_postgres() {
+        let mut config = postgres::Config::from_str(&database_url(db)).expect("a URL");
+        config.options("-c client_min_messages=warning");
+        Box::new(
+            ci_slo_store_pg::PgStore::open_config(&config, &"test database", &mut |_| {})
+                .expect("the test database"),
+        )
+    } else {
+        Box::new(ci_slo_exporter::store::Store::open(db).expect("the SQLite file"))
+    }
 }
 
 /// Whether the integration tests run the exporter on PostgreSQL

@@ -84,7 +84,7 @@ fn run(e: &Exporter, id: &Value) -> Value {
 }
 
 fn run_count(e: &Exporter) -> i64 {
-    Store::open(&e.db).unwrap().run_count().unwrap()
+    common::store(&e.db).run_count().unwrap()
 }
 
 #[test]
@@ -527,7 +527,7 @@ fn a_job_delivered_before_its_workflow_run_is_counted_once_under_the_runs_trigge
 
 /// The persisted ci_runs_total of the job fixture's context: (trigger, value).
 fn stored_runs_total(e: &Exporter) -> Vec<(String, f64)> {
-    let state = Store::open(&e.db).unwrap().metric_state().unwrap();
+    let state = common::store(&e.db).metric_state().unwrap();
     let label = |labels: &[(String, String)], k: &str| {
         labels
             .iter()

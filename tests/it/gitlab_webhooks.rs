@@ -305,7 +305,7 @@ fn the_webhook_ladder() {
         (401, Some("invalid X-Gitlab-Token"))
     );
     assert_eq!(
-        Store::open(&e.db).unwrap().run_count().unwrap(),
+        common::store(&e.db).run_count().unwrap(),
         0,
         "nothing stored without the token"
     );
@@ -318,7 +318,7 @@ fn the_webhook_ladder() {
     // A redelivery with a new UUID is absorbed by the job id.
     let (code, _) = post(&e, "Job Hook", Some(HOOK_TOKEN), Some("ev-10"), &body);
     assert_eq!(code, 200);
-    assert_eq!(Store::open(&e.db).unwrap().run_count().unwrap(), 1);
+    assert_eq!(common::store(&e.db).run_count().unwrap(), 1);
 
     let (code, a) = post(
         &e,
@@ -351,7 +351,7 @@ fn the_webhook_ladder() {
 
     let (code, a) = post(&e, "Push Hook", Some(HOOK_TOKEN), Some("push"), b"{}");
     assert_eq!((code, a["status"].as_str()), (202, Some("ignored")));
-    assert_eq!(Store::open(&e.db).unwrap().run_count().unwrap(), 1);
+    assert_eq!(common::store(&e.db).run_count().unwrap(), 1);
 
     let text = e.scrape(false);
     let m = |event: &str, result: &str| {
