@@ -58,7 +58,7 @@ impl Context {
         let policy = self.policy.clone();
         let applied = self
             .store
-            .write(move |s| apply(s, &policy, events, Utc::now()))
+            .write(move |s| apply(s, &policy, events.clone(), Utc::now()))
             .await?;
         if applied.changed() {
             self.notify();

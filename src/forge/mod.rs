@@ -182,14 +182,14 @@ mod tests {
                 stopping,
                 move || {
                     rounds.fetch_add(1, Ordering::SeqCst);
-                    let entered = entered_tx.lock().unwrap().take();
+                    let mut entered = entered_tx.lock().unwrap().take();
                     let (store, released) = (store.clone(), released.clone());
                     async move {
                         // The round's one write: two rows, held open on the
                         // writer until the test releases it.
                         let _ = store
                             .write(move |s| {
-                                if let Some(e) = entered {
+                                if let Some(e) = entered.take() {
                                     let _ = e.send(());
                                 }
                                 let _ = released.lock().unwrap().recv();

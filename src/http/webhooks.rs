@@ -135,7 +135,7 @@ impl<'a> Delivery<'a> {
                 {
                     return Ok(None);
                 }
-                crate::forge::event::apply(store, &policy, events, now).map(Some)
+                crate::forge::event::apply(store, &policy, events.clone(), now).map(Some)
             })
             .await;
         let applied = match result {

@@ -18,6 +18,12 @@
 //! time, alone in its batch, only when no small job waits: small writes wait
 //! for at most the bulk job already running, never for the bulk queue.
 //!
+//! A job that a concurrent transaction conflicted with (with PostgreSQL,
+//! another replica's batch that took the same rows in another order) is
+//! rolled back alone and run again in the next transaction, after the rest
+//! of its batch commits, up to [`MAX_ATTEMPTS`] times: its function may
+//! therefore run more than once, and only its last run is kept.
+//!
 //! Every failed commit (and every job that failed on a database error) is
 //! counted, and [`StoreHandle::failing`] tells `/readyz` while the last
 //! write failed.
@@ -29,7 +35,7 @@
 //! signature that carries it (the server's state, the pollers) free of one;
 //! a virtual call per store operation is nothing next to the query it runs.
 
-use super::{Engine, Migrating, Storage, Store, StoreError};
+use super::{Engine, ErrorKind, Migrating, Storage, Store, StoreError};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,14 +45,82 @@ use tokio::sync::oneshot;
 /// Most jobs committed together.
 pub const MAX_BATCH: usize = 64;
 
-/// Hands a job's result to its caller once the batch's commit is known
-/// (None: committed).
-type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A write waiting for the writer: run (again, after a conflict) on the
+/// writer's connection, then told the outcome of its transaction.
+trait Job: Send {
+    /// Run once; `None`: it cannot run, the batch failed before it.
+    fn run(&mut self, store: Option<&mut dyn Storage>) -> Ran;
+    /// Hand the result to the caller once the transaction's commit is known
+    /// (`None`: committed).
+    fn deliver(self: Box<Self>, commit: Option<&StoreError>);
+}
 
-/// A job runs on the writer's connection (None: it cannot run, the batch
-/// failed before it) and says whether it succeeded, and whether it failed on
-/// a database error.
-type Job = Box<dyn FnOnce(Option<&mut dyn Storage>) -> (bool, Deliver, bool) + Send>;
+/// What one run of a job said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It succeeded: keep what it wrote.
+    Ok,
+    /// It failed (on a database error, or refused on its own).
+    Failed { db_error: bool },
+    /// A concurrent transaction of another process conflicted with it (a
+    /// deadlock, a serialization failure): roll it back and run it again in
+    /// a new transaction, after the rest of this batch commits.
+    Again,
+}
+
+/// Most times a write is run when concurrent transactions keep conflicting
+/// with it (PostgreSQL replicas writing the same rows).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// A caller's write: its function, which may run more than once (a
+/// conflict rolls it back and runs it again), and where its result goes.
+struct Pending<T, F> {
+    f: F,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    attempts: u32,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(&mut self, store: Option<&mut dyn Storage>) -> Ran {
+        let Some(store) = store else {
+            self.result = None;
+            return Ran::Failed { db_error: false };
+        };
+        self.attempts += 1;
+        let result = (self.f)(store);
+        let ran = match &result {
+            Ok(_) => Ran::Ok,
+            Err(e) if e.kind() == Some(ErrorKind::Conflict) && self.attempts < MAX_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt = self.attempts, "a write conflicted with a concurrent transaction; running it again");
+                Ran::Again
+            }
+            Err(e) => Ran::Failed {
+                db_error: e.is_database(),
+            },
+        };
+        self.result = Some(result);
+        ran
+    }
+
+    fn deliver(self: Box<Self>, commit: Option<&StoreError>) {
+        let _ = self.reply.send(match (commit, self.result) {
+            (None, Some(result)) => result,
+            // Its own error says more than the batch's.
+            (Some(_), Some(Err(own))) => Err(own),
+            (Some(e), _) => Err(StoreError::Refused(format!(
+                "the write was not committed: {e}"
+            ))),
+            (None, None) => Err(StoreError::WriterGone),
+        });
+    }
+}
+
+type BoxedJob = Box<dyn Job>;
 
 /// Read connections: enough for a snapshot rebuild, a pruner pass and pages
 /// at once on a small machine.
@@ -76,8 +150,8 @@ impl Readers {
 /// The writer's two lanes.
 #[derive(Default)]
 struct Lanes {
-    small: VecDeque<Job>,
-    bulk: VecDeque<Job>,
+    small: VecDeque<BoxedJob>,
+    bulk: VecDeque<BoxedJob>,
     closed: bool,
 }
 
@@ -93,7 +167,7 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&self, job: Job, bulk: bool) -> Result<(), StoreError> {
+    fn push(&self, job: BoxedJob, bulk: bool) -> Result<(), StoreError> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         if lanes.closed {
             return Err(StoreError::WriterGone);
@@ -110,7 +184,7 @@ impl Queue {
 
     /// The next batch: up to MAX_BATCH small jobs, else one bulk job; None
     /// once every handle is gone and nothing is left.
-    fn next_batch(&self, batch: &mut Vec<Job>) -> bool {
+    fn next_batch(&self, batch: &mut Vec<BoxedJob>) -> bool {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if !lanes.small.is_empty() {
@@ -220,6 +294,13 @@ impl StoreHandle {
         &self.location
     }
 
+    /// Writes waiting for the writer (both lanes), not counting the batch
+    /// it is running.
+    pub fn queued(&self) -> usize {
+        let lanes = self.queue.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes.small.len() + lanes.bulk.len()
+    }
+
     /// Writes that failed on a database error since start.
     pub fn write_errors(&self) -> u64 {
         self.queue.errors.load(Ordering::Relaxed)
@@ -233,10 +314,12 @@ impl StoreHandle {
 
     /// Run `f` on the writer thread and wait for its result. When this returns
     /// Ok, whatever `f` wrote is committed; when `f` fails, nothing it wrote is.
+    /// `f` runs again (its earlier run rolled back) when a concurrent
+    /// transaction conflicted with it: see the module's docs.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f, false).await
     }
@@ -246,7 +329,7 @@ impl StoreHandle {
     pub async fn write_bulk<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f, true).await
     }
@@ -254,29 +337,16 @@ impl StoreHandle {
     async fn submit<T, F>(&self, f: F, bulk: bool) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        self.queue.push(
-            Box::new(move |store: Option<&mut dyn Storage>| {
-                let result = store.map(f);
-                let ok = matches!(result, Some(Ok(_)));
-                let db_error = matches!(&result, Some(Err(e)) if e.is_database());
-                let deliver: Deliver = Box::new(move |commit| {
-                    let _ = tx.send(match (commit, result) {
-                        (None, Some(result)) => result,
-                        // Its own error says more than the batch's.
-                        (Some(_), Some(Err(own))) => Err(own),
-                        (Some(e), _) => Err(StoreError::Refused(format!(
-                            "the write was not committed: {e}"
-                        ))),
-                        (None, None) => Err(StoreError::WriterGone),
-                    });
-                });
-                (ok, deliver, db_error)
-            }),
-            bulk,
-        )?;
+        let (reply, rx) = oneshot::channel();
+        let job = Pending {
+            f,
+            result: None,
+            reply,
+            attempts: 0,
+        };
+        self.queue.push(Box::new(job), bulk)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -296,43 +366,71 @@ impl StoreHandle {
 /// Run the jobs of `batch` (emptying it) in one transaction, then tell each
 /// its result. A job that leaves the connection outside a transaction (SQLite
 /// rolled the whole transaction back, e.g. on a full disk) ends the batch: the
-/// jobs so far fail, the rest run in a new batch. Before the jobs of each
-/// transaction learn their results, `report` is told how many of them failed
-/// on a database error (their own, or the transaction's); returns the total.
-fn run_batch(store: &mut dyn Engine, batch: &mut Vec<Job>, report: &mut dyn FnMut(usize)) -> usize {
+/// jobs so far fail, the rest run in a new batch. A job a concurrent
+/// transaction conflicted with (another PostgreSQL replica's: a deadlock
+/// between two batches that took the same rows in different orders) is
+/// rolled back alone and runs again in the next transaction, after the others
+/// commit and release their locks, up to [`MAX_ATTEMPTS`] times. Before the
+/// jobs of each transaction learn their results, `report` is told how many of
+/// them failed on a database error (their own, or the transaction's);
+/// returns the total.
+fn run_batch(
+    store: &mut dyn Engine,
+    batch: &mut Vec<BoxedJob>,
+    report: &mut dyn FnMut(usize),
+) -> usize {
     let mut failed = 0;
-    let mut jobs = batch.drain(..);
-    while jobs.len() > 0 {
+    let mut jobs: VecDeque<BoxedJob> = batch.drain(..).collect();
+    let mut again: Vec<BoxedJob> = Vec::new();
+    let mut retried = 0u32;
+    while !jobs.is_empty() || !again.is_empty() {
+        if jobs.is_empty() {
+            // Give the transaction that won the conflict time to commit.
+            retried += 1;
+            std::thread::sleep(backoff(retried));
+            jobs.extend(again.drain(..));
+        }
         if let Err(e) = store.begin_batch() {
             tracing::error!(error = %e, "cannot begin the write transaction");
-            let delivers: Vec<Deliver> = jobs.by_ref().map(|job| job(None).1).collect();
-            failed += delivers.len();
-            report(delivers.len());
-            for deliver in delivers {
-                deliver(Some(&e));
+            let mut cannot: Vec<BoxedJob> = jobs.drain(..).chain(again.drain(..)).collect();
+            for job in &mut cannot {
+                job.run(None);
+            }
+            failed += cannot.len();
+            report(cannot.len());
+            for job in cannot {
+                job.deliver(Some(&e));
             }
             return failed;
         }
-        let mut done: Vec<Deliver> = Vec::new();
+        let mut done: Vec<BoxedJob> = Vec::new();
         let mut own_errors = 0;
         let mut lost = None;
-        for job in jobs.by_ref() {
+        while let Some(mut job) = jobs.pop_front() {
             if let Err(e) = store.begin_job() {
-                let (_, deliver, _) = job(None);
-                done.push(deliver);
+                job.run(None);
+                done.push(job);
                 lost = Some(e);
                 break;
             }
-            let (ok, deliver, db_error) = job(Some(&mut *store));
-            own_errors += usize::from(db_error);
-            done.push(deliver);
+            let ran = job.run(Some(&mut *store));
             if !store.in_batch() {
+                done.push(job);
                 lost = Some(StoreError::Refused(
                     "the database rolled the write transaction back".into(),
                 ));
                 break;
             }
-            if let Err(e) = store.end_job(ok) {
+            let ended = store.end_job(ran == Ran::Ok);
+            match ran {
+                Ran::Again => again.push(job),
+                Ran::Ok => done.push(job),
+                Ran::Failed { db_error } => {
+                    own_errors += usize::from(db_error);
+                    done.push(job);
+                }
+            }
+            if let Err(e) = ended {
                 lost = Some(e);
                 break;
             }
@@ -350,11 +448,22 @@ fn run_batch(store: &mut dyn Engine, batch: &mut Vec<Job>, report: &mut dyn FnMu
             failed += own_errors;
             report(own_errors);
         }
-        for deliver in done {
-            deliver(outcome.as_ref().err());
+        for job in done {
+            job.deliver(outcome.as_ref().err());
         }
     }
     failed
+}
+
+/// How long the writer waits before running conflicted writes again: a few
+/// milliseconds, growing with each round, spread so that two replicas that
+/// conflicted do not meet again in step.
+fn backoff(round: u32) -> std::time::Duration {
+    let spread = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 5_000_000);
+    std::time::Duration::from_millis(5 * u64::from(round.min(MAX_ATTEMPTS)))
+        + std::time::Duration::from_nanos(u64::from(spread))
 }
 
 #[cfg(test)]
@@ -417,7 +526,7 @@ mod tests {
         let log = |name: String| {
             let order = order.clone();
             move |_: &mut dyn Storage| {
-                order.lock().unwrap().push(name);
+                order.lock().unwrap().push(name.clone());
                 Ok(())
             }
         };
@@ -522,25 +631,46 @@ mod tests {
         assert!(!handle.read(|s| s.is_demo()).await.unwrap());
     }
 
+    /// A job of `run_batch`'s tests, and where its result arrives.
+    fn job<T, F>(f: F) -> (BoxedJob, oneshot::Receiver<Result<T, StoreError>>)
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Pending {
+            f,
+            result: None,
+            reply,
+            attempts: 0,
+        };
+        (Box::new(job), rx)
+    }
+
+    fn conflict() -> StoreError {
+        StoreError::Engine {
+            kind: ErrorKind::Conflict,
+            source: "deadlock detected".into(),
+        }
+    }
+
     #[test]
     fn a_failed_commit_fails_every_job_of_the_batch() {
         let mut store = Store::open_in_memory().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut batch: Vec<Job> = Vec::new();
+        let mut batch = Vec::new();
+        let mut results = Vec::new();
         for i in 0..3 {
-            let tx = tx.clone();
-            batch.push(Box::new(move |s: Option<&mut dyn Storage>| {
-                let s = sqlite(s.unwrap());
+            let (job, rx) = job(move |s| {
+                let s = sqlite(s);
                 s.set_meta(&format!("k{i}"), "v").unwrap();
                 if i == 2 {
                     // Leaves the transaction open with a deferred violation, so COMMIT fails.
                     s.conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)").unwrap();
                 }
-                let deliver: Deliver = Box::new(move |commit| {
-                    tx.send(commit.map(|e| e.to_string())).unwrap();
-                });
-                (true, deliver, false)
-            }));
+                Ok(())
+            });
+            batch.push(job);
+            results.push(rx);
         }
         let mut reported = 0;
         assert_eq!(
@@ -549,10 +679,77 @@ mod tests {
             "three failed writes"
         );
         assert_eq!(reported, 3);
-        let results: Vec<Option<String>> = rx.try_iter().collect();
-        assert_eq!(results.len(), 3);
-        assert!(results.iter().all(Option::is_some), "{results:?}");
+        for mut rx in results {
+            assert!(rx.try_recv().unwrap().is_err());
+        }
         assert_eq!(count(&store), 0, "nothing of the batch is stored");
+        assert!(store.conn.is_autocommit());
+    }
+
+    #[test]
+    fn a_conflicted_write_is_rolled_back_and_runs_again_after_the_others_commit() {
+        let mut store = Store::open_in_memory().unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut batch = Vec::new();
+        let mut results = Vec::new();
+        for i in 0..3 {
+            let order = order.clone();
+            let mut attempt = 0;
+            let (job, rx) = job(move |s| {
+                attempt += 1;
+                order.lock().unwrap().push(format!("k{i}#{attempt}"));
+                sqlite(s).set_meta(&format!("k{i}-{attempt}"), "v")?;
+                // The middle write loses to a concurrent transaction twice.
+                if i == 1 && attempt < 3 {
+                    return Err(conflict());
+                }
+                Ok(attempt)
+            });
+            batch.push(job);
+            results.push(rx);
+        }
+        let mut reported = Vec::new();
+        let failed = run_batch(&mut store, &mut batch, &mut |n| reported.push(n));
+        assert_eq!(failed, 0);
+        assert_eq!(reported, vec![0, 0, 0], "three transactions, no failure");
+        let attempts: Vec<u32> = results
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(attempts, vec![1, 3, 1]);
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["k0#1", "k1#1", "k2#1", "k1#2", "k1#3"],
+            "the others are not held back by the conflicted one"
+        );
+        let s = &store;
+        let stored = |k: &str| s.meta(k).unwrap().is_some();
+        assert!(stored("k0-1") && stored("k2-1") && stored("k1-3"));
+        assert!(
+            !stored("k1-1") && !stored("k1-2"),
+            "what a conflicted attempt wrote is rolled back"
+        );
+    }
+
+    #[test]
+    fn a_write_that_keeps_conflicting_fails_after_the_last_attempt() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut attempts = 0;
+        let (always, mut rx) = job(move |s| {
+            attempts += 1;
+            sqlite(s).set_meta(&format!("k{attempts}"), "v")?;
+            Err::<(), _>(conflict())
+        });
+        let (fine, mut fine_rx) = job(|s| sqlite(s).set_meta("other", "v"));
+        let mut batch = vec![always, fine];
+        let mut reported = 0;
+        assert_eq!(run_batch(&mut store, &mut batch, &mut |n| reported += n), 1);
+        assert_eq!(reported, 1, "counted once, as a database failure");
+        let e = rx.try_recv().unwrap().unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::Conflict), "{e}");
+        fine_rx.try_recv().unwrap().unwrap();
+        assert_eq!(count(&store), 0, "no attempt's write is kept");
+        assert!(store.meta("other").unwrap().is_some());
         assert!(store.conn.is_autocommit());
     }
 }

@@ -12,4 +12,5 @@ mod migrations;
 mod reads_metrics;
 mod reads_ui;
 mod retention;
+mod writer;
 mod writes;

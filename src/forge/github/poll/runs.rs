@@ -221,13 +221,16 @@ impl Poller {
             let failures = classify_run(&self.ctx.classifier, Some(&text), &run.tests);
             let dependencies = self.ctx.deps.extract(&text);
             let policy = self.ctx.policy.clone();
+            let found = !failures.is_empty() || !dependencies.is_empty();
+            let mut run = run;
+            if found {
+                run.failures = failures;
+                run.dependencies = dependencies;
+            }
             self.ctx
                 .store
                 .write(move |s| {
-                    let mut run = run;
-                    if !failures.is_empty() || !dependencies.is_empty() {
-                        run.failures = failures;
-                        run.dependencies = dependencies;
+                    if found {
                         s.ingest_run(&run, &policy, Utc::now())?;
                     }
                     s.store_log(id, &text, truncated, Utc::now())

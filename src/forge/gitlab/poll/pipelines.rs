@@ -224,7 +224,7 @@ impl Poller {
             .store
             .write(move |s| {
                 let now = Utc::now();
-                apply(s, &policy, vec![event], now)?;
+                apply(s, &policy, vec![event.clone()], now)?;
                 s.store_log(run_id, &log, truncated, now)?;
                 s.store_sections(run_id, &sections)?;
                 Ok(())
