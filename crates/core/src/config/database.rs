@@ -101,13 +101,10 @@ impl StoreConfig {
     /// Check `store.url` as written in the config file: a PostgreSQL URL
     /// without a password (that is a secret: see the module docs).
     pub(super) fn validate_url(&self) -> Result<(), ConfigError> {
+        // `password_file` without `url` is checked by `backend`: the URL
+        // may come from CI_SLO_DATABASE_URL (a Kubernetes Secret mounted as
+        // a file next to a URL in the environment).
         let Some(text) = &self.url else {
-            if self.password_file.is_some() {
-                return Err(invalid(
-                    "store.password_file",
-                    "is for PostgreSQL only: set store.url (or CI_SLO_DATABASE_URL) too",
-                ));
-            }
             return Ok(());
         };
         let url = parse_url("store.url", text)?;
@@ -135,6 +132,12 @@ impl StoreConfig {
             Some(v) => (DATABASE_URL_ENV, v),
             None => match &self.url {
                 Some(u) => ("store.url", u.clone()),
+                None if self.password_file.is_some() => {
+                    return Err(invalid(
+                        "store.password_file",
+                        format!("is for PostgreSQL only: set store.url or {DATABASE_URL_ENV} too"),
+                    ));
+                }
                 None => return Ok(StoreBackend::Sqlite(self.path.clone())),
             },
         };
@@ -223,6 +226,20 @@ mod tests {
         );
         let printed = c.to_masked_toml(&crate::config::Secrets::default());
         assert!(!printed.contains("s3cr"), "{printed}");
+
+        // The URL from the environment without its password, the password
+        // from the file (a Secret mounted as a file).
+        let text = format!(
+            "[store]\npassword_file = {:?}\n",
+            file.display().to_string()
+        );
+        let c = Config::parse(&text).unwrap();
+        let env = |k: &str| (k == DATABASE_URL_ENV).then(|| "postgres://svc@env-host/prod".into());
+        let StoreBackend::Postgres(pg) = c.store.backend(env).unwrap() else {
+            panic!("not postgres")
+        };
+        assert_eq!(pg.password().unwrap().expose(), "s3cr:t/pw");
+        assert_eq!(pg.source(), DATABASE_URL_ENV);
     }
 
     #[test]
@@ -265,15 +282,18 @@ mod tests {
                 "[store]\nurl = \"postgres://u:hunter2@h/db\"\n",
                 "store.url: must not hold the password",
             ),
-            (
-                "[store]\npassword_file = \"/x\"\n",
-                "store.password_file: is for PostgreSQL only",
-            ),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
+        // A password file needs a URL, from the file or the environment.
+        let c = Config::parse("[store]\npassword_file = \"/x\"\n").unwrap();
+        let err = c.store.backend(no_env).unwrap_err().to_string();
+        assert!(
+            err.contains("store.password_file: is for PostgreSQL only"),
+            "{err}"
+        );
         let env = |_: &str| Some("http://u:hunter2@h/db".to_string());
         let err = Config::parse("")
             .unwrap()
