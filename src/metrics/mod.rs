@@ -417,17 +417,32 @@ pub fn build_snapshot(
     tests: &mut TestStatsCache,
 ) -> Result<Snapshot, StoreError> {
     let started = Instant::now();
-    let mut families = persisted_families(store)?;
-    families.extend(slo_families(store, config, now)?);
-    families.extend(tests.get(store, config, now)?);
+    // Every figure from one snapshot of the database: read statement by
+    // statement, a rebuild during another replica's commit could serve
+    // counters of before it next to windows of after it.
+    let mut read = None;
+    store.read_consistent(&mut |store| {
+        let mut families = persisted_families(store)?;
+        families.extend(slo_families(store, config, now)?);
+        families.extend(tests.get(store, config, now)?);
+        read = Some((
+            families,
+            store.is_demo()?,
+            store.run_count()?,
+            store.last_syncs()?,
+        ));
+        Ok(())
+    })?;
+    let (mut families, is_demo, run_count, syncs) =
+        read.expect("read_consistent runs its reads once when it succeeds");
 
     let mut demo = family(catalog::DEMO_DATA);
     demo.samples
-        .push(gauge(vec![], if store.is_demo()? { 1.0 } else { 0.0 }));
+        .push(gauge(vec![], if is_demo { 1.0 } else { 0.0 }));
     let mut runs = family(catalog::STORED_ROWS);
-    runs.samples.push(gauge(vec![], store.run_count()? as f64));
+    runs.samples.push(gauge(vec![], run_count as f64));
     let mut sync = family(catalog::LAST_SYNC);
-    for (forge, scope, at_ms) in store.last_syncs()? {
+    for (forge, scope, at_ms) in syncs {
         sync.samples.push(gauge(
             vec![label("forge", forge), label("repository", scope)],
             at_ms as f64 / 1000.0,

@@ -110,6 +110,28 @@ impl Storage for PgStore {
     ) -> Result<(), StoreError> {
         PgStore::in_transaction(self, |s| f(s))
     }
+
+    fn read_consistent(
+        &self,
+        f: &mut dyn FnMut(&dyn Storage) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.in_batch {
+            return f(self);
+        }
+        // Repeatable read: every statement of the transaction sees the
+        // snapshot its first statement took.
+        self.client
+            .borrow_mut()
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .map_err(PgStoreError::from)?;
+        let out = f(self);
+        let end =
+            self.client
+                .borrow_mut()
+                .batch_execute(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        out?;
+        Ok(end.map_err(PgStoreError::from)?)
+    }
 }
 
 impl PgStore {

@@ -34,7 +34,8 @@
 //!   and [`in_transaction`](Storage::in_transaction) (many writes, one commit).
 //!
 //! Reads (`StoreHandle::read`, any read connection):
-//! - `/metrics` and `backfill-openmetrics`: [`metric_state`](Storage::metric_state),
+//! - `/metrics` and `backfill-openmetrics`: [`read_consistent`](Storage::read_consistent)
+//!   (the reads of one rebuild on one snapshot), [`metric_state`](Storage::metric_state),
 //!   [`counted_events`](Storage::counted_events),
 //!   [`slo_counts_in_windows`](Storage::slo_counts_in_windows),
 //!   [`test_stats`](Storage::test_stats), [`test_day_counts`](Storage::test_day_counts),
@@ -228,6 +229,17 @@ pub trait Storage: Send + Any {
     ) -> Result<(), StoreError>;
 
     // --- reads: /metrics and the history backfill ---
+
+    /// Run the reads of `f` on one snapshot of the database: none of them
+    /// sees a write committed after the first of them began, so figures read
+    /// by separate calls (the counters, the windows, the run count of one
+    /// `/metrics` rebuild) agree with each other even while other
+    /// connections or replicas commit. Inside a transaction already (a
+    /// writer's job), `f` reads in that one.
+    fn read_consistent(
+        &self,
+        f: &mut dyn FnMut(&dyn Storage) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 
     /// Every persisted counter and histogram.
     fn metric_state(&self) -> Result<MetricState, StoreError>;

@@ -1778,3 +1778,45 @@ fn a_fresh_load_that_stops_midway_leaves_the_store_fresh_with_every_index() {
     assert_eq!(store.run_count().unwrap(), 0);
     assert!(store.accepts_fresh_load(&policy).unwrap());
 }
+
+#[test]
+fn read_consistent_reads_one_snapshot_while_another_connection_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ci.db");
+    let mut writer = Store::open(&path).unwrap();
+    writer
+        .ingest_run(&run("ctx", "a", 0, RunState::Success), &policy(), now())
+        .unwrap();
+    let reader = Store::open(&path).unwrap();
+    let mut seen = Vec::new();
+    Storage::read_consistent(&reader, &mut |store| {
+        seen.push((store.run_count()?, store.metric_state()?));
+        // Another connection commits a run between two reads of the snapshot.
+        writer
+            .ingest_run(&run("ctx", "b", 0, RunState::Failure), &policy(), now())
+            .unwrap();
+        seen.push((store.run_count()?, store.metric_state()?));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen[0].0, 1);
+    assert_eq!(
+        seen[1], seen[0],
+        "a read inside the snapshot saw a later commit"
+    );
+    assert_ne!(
+        reader.metric_state().unwrap(),
+        seen[0].1,
+        "the commit moved counters"
+    );
+    // Outside it, the next read sees the commit; so would statement-by-statement reads.
+    assert_eq!(reader.run_count().unwrap(), 2);
+    // A failing read ends the snapshot too: the connection reads afresh after it.
+    let failed =
+        Storage::read_consistent(&reader, &mut |_| Err(StoreError::Refused("stop".into())));
+    assert!(failed.is_err());
+    writer
+        .ingest_run(&run("ctx", "c", 0, RunState::Success), &policy(), now())
+        .unwrap();
+    assert_eq!(reader.run_count().unwrap(), 3);
+}

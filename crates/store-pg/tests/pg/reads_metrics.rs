@@ -553,3 +553,38 @@ fn the_reads_have_the_store_interfaces_signatures() {
     let _: fn(&PgStore, &RepositoryRef, &str) -> R<bool> = PgStore::has_runs_for_commit;
     let _: fn(&PgStore, Forge, &str, &str) -> R<Option<SyncState>> = PgStore::sync_state;
 }
+
+/// `/metrics` is rebuilt from several reads; in `read_consistent` they all
+/// see one snapshot, while another connection (a replica's writer) commits.
+#[test]
+fn read_consistent_reads_one_snapshot_while_another_replica_commits() {
+    use ci_slo_store::Storage;
+    let db = TestServer::shared().database("read_consistent").unwrap();
+    let open = || PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+    let (mut writer, reader) = (open(), open());
+    let policy = Policy::from_config(&Config::default());
+    let at = |m| [Some(m + 10), Some(m + 5), Some(m)];
+    writer
+        .ingest_run(
+            &run("o/a", "ci/test", 0, RunState::Success, at(30)),
+            &policy,
+            now(),
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    Storage::read_consistent(&reader, &mut |store| {
+        seen.push((store.run_count()?, store.metric_state()?));
+        let late = run("o/a", "ci/test", 1, RunState::Failure, at(20));
+        writer.ingest_run(&late, &policy, now()).unwrap();
+        seen.push((store.run_count()?, store.metric_state()?));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen[0].0, 1);
+    assert_eq!(
+        seen[1], seen[0],
+        "a read inside the snapshot saw a later commit"
+    );
+    assert_eq!(Storage::run_count(&reader).unwrap(), 2);
+    assert_ne!(Storage::metric_state(&reader).unwrap(), seen[0].1);
+}

@@ -156,6 +156,24 @@ impl Storage for Store {
         Store::in_transaction(self, |store| f(store))
     }
 
+    fn read_consistent(
+        &self,
+        f: &mut dyn FnMut(&dyn Storage) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
+        // A deferred transaction: its snapshot of the WAL is taken at its
+        // first read and kept until it ends.
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        let out = f(self);
+        let end = self
+            .conn
+            .execute_batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        out?;
+        Ok(end?)
+    }
+
     fn metric_state(&self) -> Result<MetricState, StoreError> {
         Store::metric_state(self)
     }
