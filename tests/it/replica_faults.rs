@@ -422,11 +422,69 @@ impl Replica {
 
 /// A scrape, or None when the replica does not answer.
 fn try_scrape(e: &Exporter) -> Option<String> {
+    scrape_at(&e.base)
+}
+
+fn scrape_at(base: &str) -> Option<String> {
     let mut r = common::agent()
-        .get(&format!("{}/metrics", e.base))
+        .get(&format!("{base}/metrics"))
         .call()
         .ok()?;
     (r.status() == 200).then(|| r.body_mut().read_to_string().ok())?
+}
+
+/// What the scraper saw during the traffic.
+#[derive(Default)]
+struct Scrapes {
+    count: usize,
+    /// A series lower than in an earlier scrape of the same address (a
+    /// counter reset to Prometheus).
+    went_back: Vec<String>,
+    /// Scrapes whose `ci_exporter_stored_runs` is not the runs counted in
+    /// `ci_runs_total` (every run sent is finished and its trigger known
+    /// when it is stored: in one state of the database they are equal).
+    inconsistent: Vec<String>,
+}
+
+/// Scrape both addresses until `stop`, killed and restarted processes
+/// alike (each process reads the one database, so what one address
+/// serves only grows).
+fn scraper(targets: &Targets, stop: &AtomicBool) -> Scrapes {
+    let mut seen = Scrapes::default();
+    let mut last: [BTreeMap<String, f64>; 2] = Default::default();
+    while !stop.load(Ordering::SeqCst) {
+        for (i, base) in targets.bases.iter().enumerate() {
+            let Some(text) = scrape_at(base) else {
+                continue;
+            };
+            seen.count += 1;
+            let now: BTreeMap<String, f64> = counter_series(&text)
+                .iter()
+                .filter_map(|l| {
+                    let (series, value) = l.rsplit_once(' ')?;
+                    Some((series.to_string(), value.parse().ok()?))
+                })
+                .collect();
+            for (series, value) in &now {
+                if let Some(before) = last[i].get(series)
+                    && value < before
+                {
+                    seen.went_back
+                        .push(format!("{base}: {series} {before} then {value}"));
+                }
+            }
+            let stored = common::sample(&text, "ci_exporter_stored_runs");
+            let counted = runs_counted(&counter_series(&text));
+            if stored.is_some_and(|s| s != counted) {
+                seen.inconsistent.push(format!(
+                    "{base}: ci_exporter_stored_runs {stored:?}, ci_runs_total adds up to {counted}"
+                ));
+            }
+            last[i].extend(now);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seen
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
@@ -528,6 +586,10 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
     let tally = Arc::new(Mutex::new(Tally::default()));
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let scraping = {
+        let (targets, stop) = (targets.clone(), stop.clone());
+        std::thread::spawn(move || scraper(&targets, &stop))
+    };
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
             let (next, stop, targets, tally) =
@@ -600,6 +662,12 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
         c.join().unwrap();
     }
     let traffic_took = began.elapsed();
+    let scrapes = scraping.join().unwrap();
+    assert!(
+        scrapes.went_back.is_empty(),
+        "a counter went back on one address: {:?}",
+        scrapes.went_back
+    );
 
     // Every merged pull request's run polled once into the store.
     let mut db = postgres::Client::connect(&setup.url, postgres::NoTls).unwrap();
@@ -749,8 +817,8 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
          events) acknowledged by {CLIENTS} clients; {} connections refused and {} requests broken, \
          each sent again to the other replica ({already} of them found already stored); {} 503 from a replica still starting; {server_errors} other 5xx; {} acknowledged requests sent \
          again (all unchanged/duplicate); {} pull requests polled by {} pollers in turn ({} requests); \
-         takeovers {takeovers:?}; counters equal {settled:?} after the traffic; traffic {:.1} s, \
-         whole test {:.1} s",
+         takeovers {takeovers:?}; counters equal {settled:?} after the traffic; {} scrapes during \
+         the traffic, none going back, {} of them inconsistent; traffic {:.1} s, whole test {:.1} s",
         t.acked_runs.len(),
         t.acked_deliveries.len(),
         acked_jobs.len(),
@@ -761,11 +829,16 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
         pulls,
         spans.len(),
         calls.len(),
+        scrapes.count,
+        scrapes.inconsistent.len(),
         traffic_took.as_secs_f64(),
         began.elapsed().as_secs_f64()
     );
     for e in &t.server_errors {
         eprintln!("5xx: {e}");
+    }
+    for e in scrapes.inconsistent.iter().take(5) {
+        eprintln!("inconsistent scrape: {e}");
     }
     assert_eq!(server_errors, 0, "5xx answers: {:?}", t.server_errors);
 }
