@@ -684,6 +684,10 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
     wait_until("every merged pull request polled", || {
         polled(&mut db).len() == pulls as usize
     });
+    let want: BTreeMap<String, i64> = (1..=pulls)
+        .map(|p| (format!("job:{}", POLLED_JOBS + p), 1))
+        .collect();
+    assert_eq!(polled(&mut db), want, "each polled job stored once");
 
     let t = tally.lock().unwrap();
     let r = |n: usize| -> &Exporter { replicas[n].exporter() };
