@@ -4,16 +4,23 @@
 //! (`POST /api/v1/runs`) and signed GitHub webhooks (real recorded payloads
 //! of tests/fixtures/github) spread over both by client threads, while the
 //! leader is SIGKILLed and restarted, [`CYCLES`] times. A request that gets
-//! no answer (connection refused or reset by a kill) or a `5xx` is sent again
-//! to the other replica, as a proxy would; an acknowledged one is sometimes
-//! sent again on purpose, and must be `unchanged` / `duplicate`.
+//! no answer (connection refused or reset by a kill) or a `503` from a
+//! replica still starting is sent again to the other replica, as a proxy
+//! would; an acknowledged one is sometimes sent again on purpose, and must
+//! be `unchanged` / `duplicate`; every fifth event is sent to both replicas
+//! at once, and at most one of them may store it anew.
 //!
-//! Checked at the end, against the database and both replicas' `/metrics`:
+//! Checked during the traffic: no `ci_runs_total` or `ci_slo_events_total`
+//! series ever goes back on one address, across kills and restarts (both
+//! addresses scraped every 100 ms). Checked at the end, against the
+//! database and both replicas' `/metrics`:
 //!
 //! - every acknowledged run and delivery is stored exactly once, and nothing
 //!   else is stored (the runs are the acknowledged ones plus the polled ones);
+//!   no answer was another 5xx or a 4xx;
 //! - both replicas serve the same `ci_runs_total` and `ci_slo_events_total`
-//!   series, whose runs add up to the runs stored (counted once each);
+//!   series (two scrapes in a row), whose runs add up to the runs stored
+//!   (counted once each);
 //! - the GitHub pollers (each process with a token of its own, so the fake
 //!   GitHub knows who asked) never poll at once: the spans from each
 //!   process's first to its last request are disjoint; after each kill the
@@ -178,6 +185,11 @@ struct Tally {
     /// Acknowledged events sent again on purpose, and their answers.
     replays: usize,
     bad_replays: Vec<String>,
+    /// Events sent to both replicas at once (runs as `run N`, deliveries by
+    /// id), how many both answered, and the pairs both storing it anew.
+    raced: BTreeSet<String>,
+    races: usize,
+    bad_races: Vec<String>,
 }
 
 /// The two replicas' addresses, fixed across restarts.
@@ -326,16 +338,38 @@ fn client(
             replay,
         } in requests
         {
-            let Some((at, status)) =
-                deliver_once(&agent, tally, targets, first, path, &headers, &body)
-            else {
-                tally
-                    .lock()
-                    .unwrap()
-                    .lost
-                    .push(delivery.unwrap_or_else(|| format!("run {n}")));
+            let key = delivery.clone().unwrap_or_else(|| format!("run {n}"));
+            // Every fifth event is also sent to the other replica at the
+            // same moment (a proxy's retry racing the original): one of
+            // them stores it, the other finds it there.
+            let racing = n % 5 == 3;
+            let (delivered, rival) = std::thread::scope(|scope| {
+                let rival = racing.then(|| {
+                    let url = format!("{}{path}", targets.bases[1 - first]);
+                    let (agent, headers, body) = (&agent, &headers, &body);
+                    scope.spawn(move || send(agent, tally, &url, headers, body))
+                });
+                let delivered = deliver_once(&agent, tally, targets, first, path, &headers, &body);
+                (delivered, rival.map(|r| r.join().unwrap()))
+            });
+            let Some((at, status)) = delivered else {
+                tally.lock().unwrap().lost.push(key);
                 continue;
             };
+            if let Some(Outcome::Acked(other)) = rival {
+                let mut t = tally.lock().unwrap();
+                t.races += 1;
+                let new = [&status, &other]
+                    .into_iter()
+                    .filter(|s| *s == "201 created" || *s == "200 accepted")
+                    .count();
+                if new > 1 {
+                    t.bad_races.push(format!("{key}: {status} and {other}"));
+                }
+            }
+            if racing {
+                tally.lock().unwrap().raced.insert(key);
+            }
             {
                 let mut t = tally.lock().unwrap();
                 match &delivery {
@@ -761,6 +795,12 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
     assert!(t.lost.is_empty(), "never acknowledged: {:?}", t.lost);
     assert!(t.wrong.is_empty(), "refused requests: {:?}", t.wrong);
     assert!(t.bad_replays.is_empty(), "replays: {:?}", t.bad_replays);
+    assert!(
+        t.bad_races.is_empty(),
+        "stored twice anew: {:?}",
+        t.bad_races
+    );
+    assert!(t.races > 0, "no race was answered by both replicas");
     for (what, status) in t
         .acked_runs
         .values()
@@ -812,15 +852,19 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
     // replica killed before it answered (or a concurrent retry won).
     let already = t
         .acked_runs
-        .values()
-        .chain(t.acked_deliveries.values())
-        .filter(|s| *s == "200 unchanged" || *s == "200 duplicate")
+        .iter()
+        .map(|(n, s)| (format!("run {n}"), s))
+        .chain(t.acked_deliveries.iter().map(|(d, s)| (d.clone(), s)))
+        .filter(|(key, s)| {
+            !t.raced.contains(key) && (*s == "200 unchanged" || *s == "200 duplicate")
+        })
         .count();
     eprintln!(
         "replica faults: {CYCLES} leader kills; {} runs ingested and {} webhook deliveries ({} job \
          events) acknowledged by {CLIENTS} clients; {} connections refused and {} requests broken, \
          each sent again to the other replica ({already} of them found already stored); {} 503 from a replica still starting; {server_errors} other 5xx; {} acknowledged requests sent \
-         again (all unchanged/duplicate); {} pull requests polled by {} pollers in turn ({} requests); \
+         again (all unchanged/duplicate); {} events sent to both replicas at once, both answering, \
+         never both storing; {} pull requests polled by {} pollers in turn ({} requests); \
          takeovers {takeovers:?}; counters equal {settled:?} after the traffic; {} scrapes during \
          the traffic, none going back, {} of them inconsistent; traffic {:.1} s, whole test {:.1} s",
         t.acked_runs.len(),
@@ -830,6 +874,7 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
         t.broken,
         t.starting,
         t.replays,
+        t.races,
         pulls,
         spans.len(),
         calls.len(),
