@@ -50,6 +50,19 @@ pub(crate) struct Fake {
     repos: Mutex<BTreeMap<String, Repo>>,
     pub requests: AtomicU64,
     pub log_downloads: Mutex<BTreeMap<u64, u64>>,
+    /// Every request answered, when started with [`start_recording`].
+    pub calls: Mutex<Vec<Call>>,
+}
+
+/// One request the fake answered: who sent it (its `Authorization` header,
+/// e.g. a token per exporter process), what, and when it arrived and was
+/// answered.
+#[derive(Clone, Debug)]
+pub(crate) struct Call {
+    pub authorization: Option<String>,
+    pub path: String,
+    pub arrived: std::time::Instant,
+    pub answered: std::time::Instant,
 }
 
 pub(crate) struct Running {
@@ -128,6 +141,47 @@ pub(crate) fn start(fake: Fake) -> Running {
         fake,
         addr: rx.recv().unwrap(),
     }
+}
+
+/// [`start`], recording every request in [`Fake::calls`]: for tests that
+/// check who polled when (two replicas never polling at once).
+pub(crate) fn start_recording(fake: Fake) -> Running {
+    let fake = Arc::new(fake);
+    let app = Router::new().fallback(recorded).with_state(fake.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    Running {
+        fake,
+        addr: rx.recv().unwrap(),
+    }
+}
+
+async fn recorded(State(fake): State<Arc<Fake>>, req: Request) -> Response {
+    let arrived = std::time::Instant::now();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let path = req.uri().path().to_string();
+    let response = handle(State(fake.clone()), req).await;
+    fake.calls.lock().unwrap().push(Call {
+        authorization,
+        path,
+        arrived,
+        answered: std::time::Instant::now(),
+    });
+    response
 }
 
 fn query(req: &Request) -> BTreeMap<String, String> {

@@ -41,6 +41,7 @@ mod junit_fixtures;
 mod leadership;
 mod postgres_store;
 mod redaction;
+mod replica_faults;
 mod report_ingest;
 mod run_identity;
 mod security;
