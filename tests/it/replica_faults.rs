@@ -894,4 +894,12 @@ fn two_replicas_under_leader_kills_store_every_acknowledged_event_once_and_poll_
         eprintln!("inconsistent scrape: {e}");
     }
     assert_eq!(server_errors, 0, "5xx answers: {:?}", t.server_errors);
+    // Each /metrics rebuild reads one snapshot (Storage::read_consistent):
+    // the runs it says are stored are the runs its counters count.
+    assert!(
+        scrapes.inconsistent.is_empty(),
+        "{} scrapes whose stored runs differ from the runs counted: {:?}",
+        scrapes.inconsistent.len(),
+        &scrapes.inconsistent[..scrapes.inconsistent.len().min(5)]
+    );
 }
