@@ -148,6 +148,13 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // Before the first snapshot there is nothing true to serve: a 200 with
+    // no `ci_*` series would be a successful scrape saying every series is
+    // gone (a replica just restarted behind a load balancer). A 503 is a
+    // failed scrape (`up` 0), which says what happened.
+    if let Some(phase) = state.readiness.phase() {
+        return readiness::starting(&phase);
+    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let openmetrics = expo::wants_openmetrics(accept);
     // The writer counts its failures; the counter catches up at each scrape.
@@ -237,5 +244,85 @@ impl From<StoreError> for ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             "storage unavailable; retry later (the reason is in the exporter's log)",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::metrics::SelfMetrics;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn scrape(router: &Router) -> (StatusCode, Option<String>, String) {
+        let response = router
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        (status, retry, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// The app takes requests while the first snapshot is built (webhooks
+    /// and ingests are stored), but a scrape then gets a 503, not a 200
+    /// without the `ci_*` series; once the snapshot is in, the series.
+    #[tokio::test]
+    async fn metrics_answers_503_until_the_first_snapshot_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let store = StoreHandle::start(&dir.path().join("ci.db")).unwrap();
+        let state = AppState {
+            policy: Arc::new(Policy::from_config(&config)),
+            classifier: Arc::new(config.classifier().unwrap()),
+            deps: Arc::new(config.dependency_extractor().unwrap()),
+            config: Arc::new(config),
+            secrets: Arc::new(Secrets::default()),
+            store,
+            hub: Arc::new(MetricsHub::new(SelfMetrics::new())),
+            refresh: Default::default(),
+            readiness: Arc::new(readiness::Readiness::preparing(
+                "building the first metrics snapshot",
+            )),
+            shards: Arc::new(forward::ShardRouter::new(crate::shard::Shard::ALL, &[]).unwrap()),
+            bodies: Arc::new(guard::BodyBudget::new(1 << 20)),
+            clock: Clock::system(),
+        };
+        let app = router(state.clone());
+
+        let (status, retry, body) = scrape(&app).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("5"));
+        assert!(
+            body.contains("building the first metrics snapshot"),
+            "{body}"
+        );
+
+        let config = state.config.clone();
+        let snapshot = state
+            .store
+            .read(move |s| {
+                crate::metrics::build_snapshot(
+                    s,
+                    &config,
+                    chrono::Utc::now(),
+                    &mut Default::default(),
+                )
+            })
+            .await
+            .unwrap();
+        state.hub.replace(snapshot);
+        state.readiness.set_ready();
+        let (status, _, body) = scrape(&app).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\nci_slo_objective_ratio{"), "{body}");
     }
 }

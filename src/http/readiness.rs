@@ -53,6 +53,20 @@ impl Readiness {
     }
 }
 
+/// The answer to a request the server cannot serve yet: 503, what it is
+/// preparing, and `Retry-After`.
+pub fn starting(phase: &str) -> Response {
+    let mut answer = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("starting: {phase}; retry shortly"),
+    )
+    .into_response();
+    answer
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    answer
+}
+
 /// A router that answers for the server until `app` is set (the database is
 /// open), then hands every request to `app`.
 pub fn gate(readiness: Arc<Readiness>, app: Arc<OnceLock<Router>>) -> Router {
@@ -70,18 +84,7 @@ pub fn gate(readiness: Arc<Readiness>, app: Arc<OnceLock<Router>>) -> Router {
                 "/readyz" => readiness
                     .not_ready()
                     .unwrap_or_else(|| "ready\n".into_response()),
-                _ => {
-                    let phase = readiness.phase().unwrap_or_default();
-                    let mut answer = ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("starting: {phase}; retry shortly"),
-                    )
-                    .into_response();
-                    answer
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                    answer
-                }
+                _ => starting(&readiness.phase().unwrap_or_default()),
             }
         }
     })
