@@ -329,6 +329,12 @@ async fn with_sqlite_the_replica_always_leads_from_the_start() {
     assert_eq!(leader_gauge(&state.hub), 0.0);
 }
 
+/// A store for work that does not write (an in-memory SQLite database).
+fn memory_store() -> StoreHandle {
+    let open = || Box::new(ci_slo_exporter::store::Store::open_in_memory().unwrap());
+    StoreHandle::start_with(open(), vec![open()], "memory".into()).unwrap()
+}
+
 /// One replica of the PostgreSQL test: its `Leader` and its gate, whose work
 /// is one task that marks itself running in `running` (shared by the
 /// replicas) until told to stop.
@@ -367,7 +373,8 @@ impl Replica {
                 Leadership::of(&leader),
                 stopping,
                 hub.clone(),
-                move |mut stop| {
+                memory_store(),
+                move |mut stop, _store| {
                     terms.fetch_add(1, Ordering::SeqCst);
                     let running = running.clone();
                     vec![tokio::spawn(async move {
