@@ -709,6 +709,99 @@ mod tests {
         (Box::new(job), rx)
     }
 
+    fn a_fence() -> Fence {
+        Fence {
+            name: "main".into(),
+            epoch: 7,
+            lease: std::time::Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fenced_handle_fences_its_writes_only_and_on_sqlite_the_fence_always_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::start(&dir.path().join("w.db")).unwrap();
+        let fenced = handle.fenced(a_fence());
+        assert_eq!(fenced.fence(), Some(&a_fence()));
+        assert_eq!(
+            handle.fence(),
+            None,
+            "the handle it came from is not fenced"
+        );
+        assert_eq!(
+            fenced.clone().fence(),
+            Some(&a_fence()),
+            "clones keep the fence"
+        );
+        fenced
+            .write(|s| sqlite(s).set_meta("k0", "v"))
+            .await
+            .unwrap();
+        fenced
+            .write_bulk(|s| sqlite(s).set_meta("k1", "v"))
+            .await
+            .unwrap();
+        assert_eq!(handle.read(|s| Ok(count(s))).await.unwrap(), 2);
+    }
+
+    #[test]
+    fn a_fenced_write_that_conflicted_runs_again_and_a_fence_refusal_is_neither_counted_nor_run_again()
+     {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut attempts = 0;
+        let (retried, mut retried_rx) = fenced_job(move |s| {
+            attempts += 1;
+            sqlite(s).set_meta(&format!("k{attempts}"), "v")?;
+            if attempts == 1 {
+                return Err(conflict());
+            }
+            Ok(attempts)
+        });
+        // SQLite's fence always holds: this job fails with the error the
+        // writer gives a job whose fence does not hold (the real refusal,
+        // on PostgreSQL: crates/store-pg/tests/pg/fencing.rs).
+        let mut runs = 0;
+        let (refused, mut refused_rx) = fenced_job(move |_| {
+            runs += 1;
+            assert_eq!(runs, 1, "a refusal is not run again");
+            Err::<u32, _>(StoreError::Fenced {
+                name: "main".into(),
+                epoch: 7,
+            })
+        });
+        let mut batch = vec![retried, refused];
+        let mut reported = Vec::new();
+        assert_eq!(
+            run_batch(&mut store, &mut batch, &mut |n| reported.push(n)),
+            0
+        );
+        assert_eq!(
+            reported,
+            vec![0, 0],
+            "nothing counted as a database failure"
+        );
+        assert_eq!(retried_rx.try_recv().unwrap().unwrap(), 2);
+        assert!(refused_rx.try_recv().unwrap().unwrap_err().is_fenced());
+        assert!(store.meta("k2").unwrap().is_some() && store.meta("k1").unwrap().is_none());
+    }
+
+    /// [`job`] fenced by [`a_fence`].
+    fn fenced_job<T, F>(f: F) -> (BoxedJob, oneshot::Receiver<Result<T, StoreError>>)
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Pending {
+            f,
+            fence: Some(a_fence()),
+            result: None,
+            reply,
+            attempts: 0,
+        };
+        (Box::new(job), rx)
+    }
+
     fn conflict() -> StoreError {
         StoreError::Engine {
             kind: ErrorKind::Conflict,
