@@ -230,7 +230,9 @@ impl Drop for Leader {
 /// (the term's row is locked `FOR KEY SHARE`: a new term deletes it, which
 /// waits; the leader's renewals, plain updates, do not). False: a newer
 /// leader took over; write nothing. The connection must be prepared with
-/// [`work_session`], and the transaction be shorter than a lease.
+/// [`work_session`] (or the transaction bounded by `SET LOCAL` timeouts of
+/// a lease, as the exporter's writer does: `PgStore`'s `Engine::fence`),
+/// and the transaction be shorter than a lease.
 pub fn fence(tx: &mut impl crate::Sql, name: &str, epoch: i64) -> Result<bool, postgres::Error> {
     Ok(tx
         .query_opt(

@@ -68,7 +68,8 @@
 //! stores run by run ([`Storage::ingest_batch`]), with the same result.
 //!
 //! The writer thread needs one thing more of its connection, the transaction
-//! control of group commit: [`Engine`].
+//! control of group commit and the fence of leader work's writes:
+//! [`Engine`].
 
 mod sqlite;
 
