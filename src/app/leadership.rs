@@ -182,7 +182,8 @@ impl Term {
         W: FnMut(watch::Receiver<bool>, StoreHandle) -> Vec<JoinHandle<()>>,
     {
         let fence = leadership.fence();
-        let epoch = fence.as_ref().map(|f| f.epoch);
+        // Epoch 0: the term ended before its work began (nothing to name).
+        let epoch = fence.as_ref().map(|f| f.epoch).filter(|e| *e > 0);
         match (&leadership.source, epoch) {
             (Source::Always, _) => {}
             (_, Some(epoch)) => tracing::info!(
