@@ -307,8 +307,9 @@ async fn refresher(state: AppState, tests: Arc<Mutex<TestStatsCache>>) {
 
 /// The work that must run once among the replicas of a database, run while
 /// `leadership` says this replica leads (`leadership::run`), until `stop`:
-/// the settler, the pruner and the forge pollers. Fails when a poller
-/// cannot be built from the configuration.
+/// the settler, the pruner and the forge pollers, writing through the
+/// store fenced by the term (`leadership`). Fails when a poller cannot be
+/// built from the configuration.
 pub fn run_once_only(
     state: &AppState,
     leadership: leadership::Leadership,
@@ -320,12 +321,13 @@ pub fn run_once_only(
         leadership,
         stop,
         state.hub.clone(),
-        move |stop| {
+        state.store.clone(),
+        move |stop, store| {
             let mut tasks = vec![
-                tokio::spawn(settler(state.clone(), stop.clone())),
-                tokio::spawn(pruner(state.clone(), stop.clone())),
+                tokio::spawn(settler(state.clone(), store.clone(), stop.clone())),
+                tokio::spawn(pruner(state.clone(), store.clone(), stop.clone())),
             ];
-            tasks.extend(pollers.spawn(&stop));
+            tasks.extend(pollers.spawn(&stop, &store));
             tasks
         },
     ))
@@ -344,33 +346,41 @@ async fn next_tick(
     }
 }
 
+/// A write of the work that runs once failed: at info when its term of
+/// leadership had ended (the fence refused it: not a failure of this
+/// replica), else as an error.
+fn log_failed(e: &crate::store::StoreError, what: &str) {
+    if e.is_fenced() {
+        tracing::info!(error = %e, "{what}: not written, leadership lost");
+    } else {
+        tracing::error!(error = %e, "{what}");
+    }
+}
+
 /// Decide merged changes and count lost scheduled runs as their time comes,
-/// until `stop`.
-async fn settler(state: AppState, mut stop: watch::Receiver<bool>) {
+/// writing through `store` (fenced by the term), until `stop`.
+async fn settler(state: AppState, store: StoreHandle, mut stop: watch::Receiver<bool>) {
     let settle = state.config.slo.merge_settle;
     let every = (settle / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
     let mut tick = tokio::time::interval(every);
     while next_tick(&mut tick, &mut stop).await.is_some() {
         let policy = state.policy.clone();
         let now = state.clock.now();
-        match state
-            .store
-            .write(move |s| s.settle(&policy, now, None))
-            .await
-        {
+        match store.write(move |s| s.settle(&policy, now, None)).await {
             Ok(stats) if stats.changes_decided + stats.runs_lost > 0 => {
                 tracing::debug!(?stats, "settled");
                 state.refresh.notify_one();
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "cannot settle merged changes"),
+            Err(e) => log_failed(&e, "cannot settle merged changes"),
         }
     }
 }
 
 /// Prune runs past the retention once an hour (the first time at once);
-/// counters are untouched. Until `stop`.
-async fn pruner(state: AppState, mut stop: watch::Receiver<bool>) {
+/// counters are untouched. Writes through `store` (fenced by the term),
+/// until `stop`.
+async fn pruner(state: AppState, store: StoreHandle, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     while next_tick(&mut tick, &mut stop).await.is_some() {
         let retention = chrono::Duration::from_std(state.config.store.retention)
@@ -386,25 +396,23 @@ async fn pruner(state: AppState, mut stop: watch::Receiver<bool>) {
         )
         .unwrap_or(chrono::Duration::MAX);
         let now = state.clock.now();
-        match state
-            .store
+        match store
             .write(move |s| s.prune(now - retention, now - keep_events))
             .await
         {
             Ok(stats) if stats.runs > 0 => tracing::info!(?stats, "pruned"),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "cannot prune"),
+            Err(e) => log_failed(&e, "cannot prune"),
         }
         let deliveries = chrono::Duration::from_std(state.config.store.delivery_retention)
             .unwrap_or(chrono::Duration::MAX);
-        match state
-            .store
+        match store
             .write(move |s| s.prune_deliveries(now - deliveries))
             .await
         {
             Ok(n) if n > 0 => tracing::info!(deliveries = n, "pruned webhook delivery ids"),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "cannot prune webhook delivery ids"),
+            Err(e) => log_failed(&e, "cannot prune webhook delivery ids"),
         }
     }
 }

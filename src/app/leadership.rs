@@ -9,6 +9,14 @@
 //! writer finishes). It starts the work again, afresh, when leadership is
 //! regained. `ci_exporter_leader` is 1 while the work runs, 0 otherwise.
 //!
+//! Each term's work gets the store fenced by the term
+//! ([`StoreHandle::fenced`] with [`Leader::term_fence`]): a write it
+//! submitted just before the term ended (and that the writer runs after) is
+//! not run once a newer term began, it fails with `StoreError::Fenced`
+//! instead. Stopping the tasks alone cannot promise that: the write may
+//! still be queued when the term ends, or be run while a newer leader
+//! already works.
+//!
 //! Where "this replica leads" comes from is a [`Leadership`]:
 //!
 //! * [`Leadership::always`]: the SQLite store, a file only one process
@@ -16,12 +24,15 @@
 //!   [`run`] returns).
 //! * [`Leadership::of`]: a PostgreSQL [`Leader`] (session advisory lock,
 //!   heartbeat lease, epochs; `ci_slo_store_pg::leader`): the work follows
-//!   [`Leader::watch`], and the log names the epoch of each term.
+//!   [`Leader::watch`], the log names the epoch of each term, and the
+//!   term's writes are fenced by it.
 //! * [`Leadership::follow`]: any watch of "leading" (tests drive one by
 //!   hand).
 
 use crate::forge::stopped;
 use crate::metrics::MetricsHub;
+use crate::store::Fence;
+use crate::store::writer::StoreHandle;
 use ci_slo_store_pg::leader::Leader;
 use std::sync::{Arc, Weak};
 use tokio::sync::watch;
@@ -41,8 +52,10 @@ enum Source {
     /// A hand-driven watch: no epochs.
     Watch,
     /// A PostgreSQL leader, not kept alive by this (whoever started it
-    /// holds it; dropping it gives leadership up).
-    Leader(Weak<Leader>),
+    /// holds it; dropping it gives leadership up), and a fence of its
+    /// leadership that never holds (epochs begin at 1), for work that
+    /// begins after the term already ended.
+    Leader { leader: Weak<Leader>, ended: Fence },
 }
 
 impl Leadership {
@@ -66,25 +79,40 @@ impl Leadership {
     /// `Leader` for as long as the replica serves: dropping it gives the
     /// leadership up (the work stops), and lets another replica take it.
     pub fn of(leader: &Arc<Leader>) -> Leadership {
+        let config = leader.config();
         Leadership {
             leading: leader.watch(),
-            source: Source::Leader(Arc::downgrade(leader)),
+            source: Source::Leader {
+                leader: Arc::downgrade(leader),
+                ended: Fence {
+                    name: config.name.clone(),
+                    epoch: 0,
+                    lease: config.lease,
+                },
+            },
         }
     }
 
-    /// The epoch of the term this replica leads, when there are terms.
-    fn epoch(&self) -> Option<i64> {
+    /// The fence of the term this replica leads, when there are terms (a
+    /// fence that never holds if the term already ended).
+    fn fence(&self) -> Option<Fence> {
         match &self.source {
-            Source::Leader(leader) => leader.upgrade().and_then(|l| l.epoch()),
+            Source::Leader { leader, ended } => Some(
+                leader
+                    .upgrade()
+                    .and_then(|l| l.term_fence())
+                    .unwrap_or_else(|| ended.clone()),
+            ),
             Source::Always | Source::Watch => None,
         }
     }
 }
 
 /// Run the work that must run once while this replica leads, until `stop`
-/// turns true (or its sender is gone): `work(stop)` spawns the tasks of one
-/// term, each of which ends when its `stop` turns true (or its sender is
-/// gone). When leadership is lost, the term's tasks are told to stop and
+/// turns true (or its sender is gone): `work(stop, store)` spawns the tasks
+/// of one term, each of which ends when its `stop` turns true (or its
+/// sender is gone) and writes through `store`, fenced by the term when
+/// there are terms (PostgreSQL). When leadership is lost, the term's tasks are told to stop and
 /// awaited before `ci_exporter_leader` turns 0; when it is regained, `work`
 /// is called again. If this replica leads already, the first term starts
 /// before this returns. The returned task ends after the last term's tasks
@@ -93,15 +121,16 @@ pub fn run<W>(
     leadership: Leadership,
     mut stop: watch::Receiver<bool>,
     hub: Arc<MetricsHub>,
+    store: StoreHandle,
     mut work: W,
 ) -> JoinHandle<()>
 where
-    W: FnMut(watch::Receiver<bool>) -> Vec<JoinHandle<()>> + Send + 'static,
+    W: FnMut(watch::Receiver<bool>, StoreHandle) -> Vec<JoinHandle<()>> + Send + 'static,
 {
     hub.self_metrics.set_leader(false);
     let mut leading = leadership.leading.clone();
     let leads_now = *leading.borrow_and_update() && !*stop.borrow();
-    let mut term = leads_now.then(|| Term::begin(&leadership, &hub, &mut work));
+    let mut term = leads_now.then(|| Term::begin(&leadership, &hub, &store, &mut work));
     tokio::spawn(async move {
         loop {
             match term.take() {
@@ -120,7 +149,7 @@ where
                         _ = stopped(&mut stop) => return,
                         _ = turns(&mut leading, true) => {}
                     }
-                    term = Some(Term::begin(&leadership, &hub, &mut work));
+                    term = Some(Term::begin(&leadership, &hub, &store, &mut work));
                 }
             }
         }
@@ -143,11 +172,18 @@ struct Term {
 }
 
 impl Term {
-    fn begin<W>(leadership: &Leadership, hub: &MetricsHub, work: &mut W) -> Term
+    fn begin<W>(
+        leadership: &Leadership,
+        hub: &MetricsHub,
+        store: &StoreHandle,
+        work: &mut W,
+    ) -> Term
     where
-        W: FnMut(watch::Receiver<bool>) -> Vec<JoinHandle<()>>,
+        W: FnMut(watch::Receiver<bool>, StoreHandle) -> Vec<JoinHandle<()>>,
     {
-        let epoch = leadership.epoch();
+        let fence = leadership.fence();
+        // Epoch 0: the term ended before its work began (nothing to name).
+        let epoch = fence.as_ref().map(|f| f.epoch).filter(|e| *e > 0);
         match (&leadership.source, epoch) {
             (Source::Always, _) => {}
             (_, Some(epoch)) => tracing::info!(
@@ -159,7 +195,11 @@ impl Term {
             ),
         }
         let (stop, stopping) = watch::channel(false);
-        let tasks = work(stopping);
+        let store = match fence {
+            Some(fence) => store.fenced(fence),
+            None => store.clone(),
+        };
+        let tasks = work(stopping, store);
         hub.self_metrics.set_leader(true);
         Term { stop, tasks, epoch }
     }

@@ -60,6 +60,14 @@ pub enum PollError {
     Store(#[from] crate::store::StoreError),
 }
 
+impl PollError {
+    /// A write of a term of leadership that ended (the writer's fence
+    /// refused it): a newer leader polls now; not this replica's failure.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PollError::Store(e) if e.is_fenced())
+    }
+}
+
 /// A forge's side of a round.
 pub trait Source: Sync {
     /// The forge, for the log (`GitHub`).
@@ -122,6 +130,10 @@ pub async fn round<S: Source>(
     for (done, scope) in scopes.iter().enumerate() {
         let tick = |s: &Summary| progress(done, total, s);
         if let Err(e) = source.sync(scope, since, &mut summary, &tick).await {
+            if e.is_fenced() {
+                tracing::info!(scope, error = %e, "{} sync stopped: leadership lost", S::SCOPE);
+                return Err(e);
+            }
             tracing::warn!(
                 scope,
                 error = %e,
@@ -186,6 +198,9 @@ pub async fn serve<S: Source>(source: S, stop: tokio::sync::watch::Receiver<bool
                 "{} poll done",
                 S::NAME
             ),
+            Err(e) if e.is_fenced() => {
+                tracing::info!(error = %e, "{} poll stopped: leadership lost", S::NAME)
+            }
             Err(e) => tracing::warn!(error = %e, "{} poll failed", S::NAME),
         }
     })

@@ -63,13 +63,18 @@ fn leader_gauge(hub: &MetricsHub) -> f64 {
 
 /// What `serve` builds, on the SQLite file `db`, with `config` and `clock`.
 fn state(db: &std::path::Path, config: Config, clock: Clock) -> AppState {
+    state_on(StoreHandle::start(db).unwrap(), config, clock)
+}
+
+/// What `serve` builds, on `store`.
+fn state_on(store: StoreHandle, config: Config, clock: Clock) -> AppState {
     AppState {
         policy: Arc::new(Policy::from_config(&config)),
         classifier: Arc::new(config.classifier().unwrap()),
         deps: Arc::new(config.dependency_extractor().unwrap()),
         config: Arc::new(config),
         secrets: Arc::new(Secrets::default()),
-        store: StoreHandle::start(db).unwrap(),
+        store,
         hub: Arc::new(MetricsHub::new(SelfMetrics::new())),
         refresh: Default::default(),
         readiness: Arc::new(ci_slo_exporter::http::readiness::Readiness::preparing(
@@ -329,6 +334,12 @@ async fn with_sqlite_the_replica_always_leads_from_the_start() {
     assert_eq!(leader_gauge(&state.hub), 0.0);
 }
 
+/// A store for work that does not write (an in-memory SQLite database).
+fn memory_store() -> StoreHandle {
+    let open = || Box::new(ci_slo_exporter::store::Store::open_in_memory().unwrap());
+    StoreHandle::start_with(open(), vec![open()], "memory".into()).unwrap()
+}
+
 /// One replica of the PostgreSQL test: its `Leader` and its gate, whose work
 /// is one task that marks itself running in `running` (shared by the
 /// replicas) until told to stop.
@@ -367,7 +378,8 @@ impl Replica {
                 Leadership::of(&leader),
                 stopping,
                 hub.clone(),
-                move |mut stop| {
+                memory_store(),
+                move |mut stop, _store| {
                     terms.fetch_add(1, Ordering::SeqCst);
                     let running = running.clone();
                     vec![tokio::spawn(async move {
@@ -479,4 +491,138 @@ impl<T: Send + 'static> Drop for OffRuntime<T> {
             let _ = std::thread::spawn(move || drop(value)).join();
         }
     }
+}
+
+/// A replica's store on the PostgreSQL test database: its writer and one
+/// reader (opened off the test's runtime: the synchronous client runs one
+/// of its own).
+fn pg_store(db: &ci_slo_store_pg::testing::TestDatabase) -> StoreHandle {
+    let open = || {
+        Box::new(ci_slo_store_pg::PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap())
+    };
+    StoreHandle::start_with(open(), vec![open()], "test".into()).unwrap()
+}
+
+/// Rows of the tables a GitHub poller writes (runs, merged changes, workflow
+/// runs, logs, sync state, repositories), in all.
+async fn written(db: &ci_slo_store_pg::testing::TestDatabase) -> i64 {
+    let config = db.config();
+    tokio::task::spawn_blocking(move || {
+        let mut client = config.connect(postgres::NoTls).unwrap();
+        client
+            .query_one(
+                "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM changes)
+                      + (SELECT count(*) FROM github_workflow_runs) + (SELECT count(*) FROM run_logs)
+                      + (SELECT count(*) FROM sync_state) + (SELECT count(*) FROM repositories)",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    })
+    .await
+    .unwrap()
+}
+
+/// Hold `store`'s writer (inside a transaction, unfenced) until the
+/// returned sender is used: the writes submitted meanwhile wait in its queue.
+async fn hold_writer(store: &StoreHandle) -> std::sync::mpsc::Sender<()> {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let s = store.clone();
+    tokio::spawn(async move {
+        s.write(move |_| {
+            let _ = started_tx.send(());
+            let _ = wait.recv();
+            Ok(())
+        })
+        .await
+    });
+    tokio::task::spawn_blocking(move || started.recv().unwrap())
+        .await
+        .unwrap();
+    release
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_leaders_poller_write_is_refused_once_a_newer_term_began() {
+    let gh = fake_github::start(fake_github::Fake::default());
+    let repo = "acme/app";
+    gh.fake.merge_pull(
+        repo,
+        1,
+        1001,
+        vec![fake_github::job(11, "build", "success")],
+    );
+    let config = Config {
+        github: GithubConfig {
+            api_url: format!("http://{}", gh.addr),
+            repositories: vec![repo.to_string()],
+            poll_interval: Duration::from_millis(200),
+            retry_base: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // Two replicas' stores on one database, opened (and dropped) off this
+    // runtime; the database outlives them.
+    let (db, stores) = tokio::task::spawn_blocking(|| {
+        let db = TestServer::shared().database("leadership_fenced").unwrap();
+        ci_slo_store_pg::migrate::migrate(&mut db.connect().unwrap(), &mut |_| {}).unwrap();
+        let stores = (pg_store(&db), pg_store(&db));
+        (OffRuntime(Some(db)), OffRuntime(Some(stores)))
+    })
+    .await
+    .unwrap();
+    let db = db.0.as_ref().unwrap();
+    let (store_a, store_b) = stores.0.clone().unwrap();
+    let leader = |name: &str| {
+        let mut c = LeaderConfig::new("main", name);
+        c.lease = Duration::from_secs(2);
+        c.check_interval = Duration::from_millis(100);
+        Arc::new(Leader::start(&db.config(), c))
+    };
+
+    // A leads; its writer is held, so its poller's first write (of pull
+    // request 1's runs) waits in the queue, submitted in A's term.
+    let a = leader("a");
+    until("A leads", || a.is_leader()).await;
+    let release = hold_writer(&store_a).await;
+    let state_a = state_on(store_a.clone(), config.clone(), Clock::system());
+    let (stop_a, stopping_a) = watch::channel(false);
+    let gate_a = run_once_only(&state_a, Leadership::of(&a), stopping_a).unwrap();
+    // Queued: the settler's and the pruner's first rounds (at once) and the
+    // poller's first write, once it has listed the pull request's runs.
+    until("A's poller submitted a write", || store_a.queued() == 3).await;
+
+    // A's term ends (its leadership connection closes), B begins a newer
+    // one; then A's writer gets to the poller's write.
+    let b = leader("b");
+    tokio::task::spawn_blocking(move || drop(a)).await.unwrap();
+    until("B leads", || b.is_leader()).await;
+    release.send(()).unwrap();
+    until("A's work stopped", || leader_gauge(&state_a.hub) == 0.0).await;
+    // Queued after the poller's write: once this is answered, that one ran.
+    store_a.write(|_| Ok(())).await.unwrap();
+    assert_eq!(
+        written(db).await,
+        0,
+        "nothing of the stale term's poller write is committed"
+    );
+    assert_eq!(store_a.write_errors(), 0, "a fenced write is no failure");
+    assert!(!store_a.failing(), "A's /readyz stays ready");
+
+    // B's poller, in B's term, stores the run.
+    let state_b = state_on(store_b.clone(), config, Clock::system());
+    let (stop_b, stopping_b) = watch::channel(false);
+    let gate_b = run_once_only(&state_b, Leadership::of(&b), stopping_b).unwrap();
+    until_stored(&store_b, "B's poller stores the run", |s| {
+        s.run_count().unwrap() == 1
+    })
+    .await;
+    assert!(written(db).await > 1);
+    stop_b.send(true).unwrap();
+    gate_b.await.unwrap();
+    stop_a.send(true).unwrap();
+    gate_a.await.unwrap();
+    tokio::task::spawn_blocking(move || drop(b)).await.unwrap();
 }

@@ -22,7 +22,8 @@
 //!   `tcp_user_timeout` on the connection (client side and, through
 //!   `SET`, server side) make a dead peer's socket fail instead of hanging.
 //! * Each term has an `epoch` (one more than the last). Work that writes
-//!   can fence itself with [`fence`]: in its transaction, the term's row is
+//!   can fence itself with [`fence`] (the exporter's writer does, for every
+//!   write submitted with the term's [`Leader::term_fence`]): in its transaction, the term's row is
 //!   locked `FOR KEY SHARE` while the epoch is still the one it led with, so a
 //!   new term cannot begin until that transaction ends, and a stale
 //!   leader's transaction finds no row and writes nothing. A work
@@ -33,6 +34,7 @@
 //! The worst-case takeover time is [`LeaderConfig::takeover_bound`].
 
 use crate::PgStoreError;
+use ci_slo_store::Fence;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -189,6 +191,18 @@ impl Leader {
         self.shared.current().map(|t| t.epoch)
     }
 
+    /// The fence of the term this replica leads, if it leads: the writes
+    /// of the term's work are submitted fenced by it
+    /// (`StoreHandle::fenced`), so that a write this replica queued before
+    /// its term ended does not commit after a newer term began.
+    pub fn term_fence(&self) -> Option<Fence> {
+        self.shared.current().map(|t| Fence {
+            name: self.config.name.clone(),
+            epoch: t.epoch,
+            lease: self.config.lease,
+        })
+    }
+
     /// A watch of "leading": true while this replica leads. It follows
     /// [`Leader::is_leader`] within a `check_interval`; check `is_leader`
     /// (or [`fence`] a write) before each unit of work.
@@ -216,7 +230,9 @@ impl Drop for Leader {
 /// (the term's row is locked `FOR KEY SHARE`: a new term deletes it, which
 /// waits; the leader's renewals, plain updates, do not). False: a newer
 /// leader took over; write nothing. The connection must be prepared with
-/// [`work_session`], and the transaction be shorter than a lease.
+/// [`work_session`] (or the transaction bounded by `SET LOCAL` timeouts of
+/// a lease, as the exporter's writer does: `PgStore`'s `Engine::fence`),
+/// and the transaction be shorter than a lease.
 pub fn fence(tx: &mut impl crate::Sql, name: &str, epoch: i64) -> Result<bool, postgres::Error> {
     Ok(tx
         .query_opt(

@@ -20,8 +20,8 @@ use ci_slo_store::ui::{
     SinceGreen, SloBucket, SloRepositoryCounts, TestExecutionRow,
 };
 use ci_slo_store::{
-    Engine, Ingested, MetricState, Policy, PruneStats, RunView, SettleStats, Storage, StoreError,
-    SyncState, TestSlice,
+    Engine, Fence, Ingested, MetricState, Policy, PruneStats, RunView, SettleStats, Storage,
+    StoreError, SyncState, TestSlice,
 };
 use std::collections::HashMap;
 
@@ -184,5 +184,22 @@ impl Engine for PgStore {
             self.in_batch = false;
             let _ = self.control("ROLLBACK");
         }
+    }
+
+    /// [`crate::leader::fence`] in the job's savepoint, after bounding the
+    /// rest of the transaction by the lease (`SET LOCAL`: the server ends
+    /// the transaction when it stays idle for a lease, e.g. its process was
+    /// stopped, or a statement runs longer; a newer term waits for it at
+    /// most that long). Kept when the job is kept; a job rolled back takes
+    /// both the settings and the row lock with it.
+    fn fence(&mut self, fence: &Fence) -> Result<bool, StoreError> {
+        let ms = fence.lease.as_millis().max(1);
+        self.control(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
+        ))?;
+        Ok(
+            crate::leader::fence(self.client.get_mut(), &fence.name, fence.epoch)
+                .map_err(PgStoreError::from)?,
+        )
     }
 }

@@ -31,6 +31,14 @@ pub enum StoreError {
     Refused(String),
     #[error("the store's writer thread has stopped")]
     WriterGone,
+    /// A write fenced by a term of leadership (`StoreHandle::fenced`) that
+    /// ended before the write ran: a newer leader does the work now, so it
+    /// wrote nothing. Not a database failure (not counted, `/readyz` stays
+    /// ready) and not run again.
+    #[error(
+        "not written: term {epoch} of the leadership {name:?} ended (a newer leader does the work)"
+    )]
+    Fenced { name: String, epoch: i64 },
 }
 
 /// What kind of database failure an engine's error is, as far as a caller
@@ -70,6 +78,11 @@ impl StoreError {
             StoreError::Engine { kind, .. } => Some(*kind),
             _ => None,
         }
+    }
+
+    /// Whether a fence refused the write: its term of leadership ended.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
     }
 
     /// Whether a constraint refused the write (e.g. a duplicate key).

@@ -70,7 +70,7 @@ pub use reads::{
 pub use results::{counts_from_columns, outcome_from_code};
 pub use run_view::{ChangeView, ReportView, RunView, TestSlice, TestView};
 pub use settle::SettleStats;
-pub use storage::{BulkLoad, Engine, FreshLoading, Storage};
+pub use storage::{BulkLoad, Engine, Fence, FreshLoading, Storage};
 
 pub fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

@@ -69,7 +69,8 @@
 //! stores run by run ([`Storage::ingest_batch`]), with the same result.
 //!
 //! The writer thread needs one thing more of its connection, the transaction
-//! control of group commit: [`Engine`].
+//! control of group commit and the fence of leader work's writes:
+//! [`Engine`].
 
 mod sqlite;
 
@@ -518,4 +519,29 @@ pub trait Engine: Storage {
     fn commit_batch(&mut self) -> Result<(), StoreError>;
     /// Roll the batch back, if it is still open.
     fn rollback_batch(&mut self);
+    /// Inside the job begun last: whether `fence` still holds, and if it
+    /// does, keep it holding until the batch's transaction ends (see
+    /// [`Fence`]). False: the term ended; the job must write nothing.
+    /// SQLite: always true (one process owns the file, and it always leads).
+    fn fence(&mut self, fence: &Fence) -> Result<bool, StoreError>;
+}
+
+/// A term of leadership that a write of the work that runs once is fenced
+/// by (`StoreHandle::fenced`): the writer runs the write only while the
+/// term is still the current one, checked inside the write's savepoint, in
+/// the transaction that commits it ([`Engine::fence`]). With PostgreSQL the
+/// check locks the term's row (`FOR KEY SHARE`) until that transaction
+/// ends, so a newer term cannot begin before the write is committed or
+/// rolled back, and the transaction is bounded by `lease` (the server ends
+/// it when it is idle or a statement runs for longer), so a writer stopped
+/// in the middle of one holds the next term back for at most a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The leadership's name (`leader_terms.name`).
+    pub name: String,
+    /// The term's epoch.
+    pub epoch: i64,
+    /// The leader's lease: the longest a fenced transaction may stay idle,
+    /// or run one statement.
+    pub lease: std::time::Duration,
 }

@@ -24,6 +24,15 @@
 //! of its batch commits, up to [`MAX_ATTEMPTS`] times: its function may
 //! therefore run more than once, and only its last run is kept.
 //!
+//! A write of the work that runs once (pollers, settler, pruner) is fenced
+//! by its term of leadership ([`StoreHandle::fenced`]): before each run,
+//! inside its savepoint, the writer checks that the term still holds
+//! ([`Engine::fence`]; with PostgreSQL this also keeps a newer term from
+//! beginning until the transaction ends). A write whose term ended runs
+//! not at all and fails with [`StoreError::Fenced`], which is not a
+//! database failure; a fenced write run again after a conflict checks its
+//! fence again.
+//!
 //! Every failed commit (and every job that failed on a database error) is
 //! counted, and [`StoreHandle::failing`] tells `/readyz` while the last
 //! write failed.
@@ -35,7 +44,7 @@
 //! signature that carries it (the server's state, the pollers) free of one;
 //! a virtual call per store operation is nothing next to the query it runs.
 
-use super::{Engine, ErrorKind, Migrating, Storage, Store, StoreError};
+use super::{Engine, ErrorKind, Fence, Migrating, Storage, Store, StoreError};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -48,8 +57,9 @@ pub const MAX_BATCH: usize = 64;
 /// A write waiting for the writer: run (again, after a conflict) on the
 /// writer's connection, then told the outcome of its transaction.
 trait Job: Send {
-    /// Run once; `None`: it cannot run, the batch failed before it.
-    fn run(&mut self, store: Option<&mut dyn Storage>) -> Ran;
+    /// Run once, inside its savepoint (its fence checked first); `None`: it
+    /// cannot run, the batch failed before it.
+    fn run(&mut self, store: Option<&mut dyn Engine>) -> Ran;
     /// Hand the result to the caller once the transaction's commit is known
     /// (`None`: committed).
     fn deliver(self: Box<Self>, commit: Option<&StoreError>);
@@ -73,12 +83,36 @@ enum Ran {
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// A caller's write: its function, which may run more than once (a
-/// conflict rolls it back and runs it again), and where its result goes.
+/// conflict rolls it back and runs it again), the term it is fenced by, if
+/// any, and where its result goes.
 struct Pending<T, F> {
     f: F,
+    fence: Option<Fence>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
     attempts: u32,
+}
+
+impl<T, F> Pending<T, F> {
+    /// Ok when the job may write: it has no fence, or its fence holds (and,
+    /// with PostgreSQL, now keeps holding until the transaction ends).
+    fn fence_holds(&self, store: &mut dyn Engine) -> Result<(), StoreError> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        if store.fence(fence)? {
+            return Ok(());
+        }
+        tracing::info!(
+            name = %fence.name,
+            epoch = fence.epoch,
+            "a write of an ended term of leadership was not run (fenced): a newer leader does the work"
+        );
+        Err(StoreError::Fenced {
+            name: fence.name.clone(),
+            epoch: fence.epoch,
+        })
+    }
 }
 
 impl<T, F> Job for Pending<T, F>
@@ -86,13 +120,16 @@ where
     T: Send + 'static,
     F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
 {
-    fn run(&mut self, store: Option<&mut dyn Storage>) -> Ran {
+    fn run(&mut self, store: Option<&mut dyn Engine>) -> Ran {
         let Some(store) = store else {
             self.result = None;
             return Ran::Failed { db_error: false };
         };
         self.attempts += 1;
-        let result = (self.f)(store);
+        let result = match self.fence_holds(store) {
+            Ok(()) => (self.f)(store),
+            Err(e) => Err(e),
+        };
         let ran = match &result {
             Ok(_) => Ran::Ok,
             Err(e) if e.kind() == Some(ErrorKind::Conflict) && self.attempts < MAX_ATTEMPTS => {
@@ -225,6 +262,9 @@ pub struct StoreHandle {
     _closer: Arc<Closer>,
     readers: Arc<Readers>,
     location: String,
+    /// The term every write of this handle is fenced by
+    /// ([`StoreHandle::fenced`]).
+    fence: Option<Fence>,
 }
 
 impl StoreHandle {
@@ -286,7 +326,25 @@ impl StoreHandle {
                 next: AtomicUsize::new(0),
             }),
             location,
+            fence: None,
         })
+    }
+
+    /// This handle (same writer, same readers) with every write fenced by
+    /// `fence`: run only while that term of leadership holds, checked in the
+    /// write's own transaction; else it fails with [`StoreError::Fenced`]
+    /// and writes nothing. For the work that runs once, which gets such a
+    /// handle for each term it runs in (`app::leadership`).
+    pub fn fenced(&self, fence: Fence) -> StoreHandle {
+        StoreHandle {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
+    /// The term this handle's writes are fenced by, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// Where the database is (a file's path), for the log.
@@ -315,7 +373,9 @@ impl StoreHandle {
     /// Run `f` on the writer thread and wait for its result. When this returns
     /// Ok, whatever `f` wrote is committed; when `f` fails, nothing it wrote is.
     /// `f` runs again (its earlier run rolled back) when a concurrent
-    /// transaction conflicted with it: see the module's docs.
+    /// transaction conflicted with it: see the module's docs. On a
+    /// [`fenced`](StoreHandle::fenced) handle, `f` runs only while the
+    /// fence holds.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -342,6 +402,7 @@ impl StoreHandle {
         let (reply, rx) = oneshot::channel();
         let job = Pending {
             f,
+            fence: self.fence.clone(),
             result: None,
             reply,
             attempts: 0,
@@ -640,6 +701,100 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         let job = Pending {
             f,
+            fence: None,
+            result: None,
+            reply,
+            attempts: 0,
+        };
+        (Box::new(job), rx)
+    }
+
+    fn a_fence() -> Fence {
+        Fence {
+            name: "main".into(),
+            epoch: 7,
+            lease: std::time::Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fenced_handle_fences_its_writes_only_and_on_sqlite_the_fence_always_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::start(&dir.path().join("w.db")).unwrap();
+        let fenced = handle.fenced(a_fence());
+        assert_eq!(fenced.fence(), Some(&a_fence()));
+        assert_eq!(
+            handle.fence(),
+            None,
+            "the handle it came from is not fenced"
+        );
+        assert_eq!(
+            fenced.clone().fence(),
+            Some(&a_fence()),
+            "clones keep the fence"
+        );
+        fenced
+            .write(|s| sqlite(s).set_meta("k0", "v"))
+            .await
+            .unwrap();
+        fenced
+            .write_bulk(|s| sqlite(s).set_meta("k1", "v"))
+            .await
+            .unwrap();
+        assert_eq!(handle.read(|s| Ok(count(s))).await.unwrap(), 2);
+    }
+
+    #[test]
+    fn a_fenced_write_that_conflicted_runs_again_and_a_fence_refusal_is_neither_counted_nor_run_again()
+     {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut attempts = 0;
+        let (retried, mut retried_rx) = fenced_job(move |s| {
+            attempts += 1;
+            sqlite(s).set_meta(&format!("k{attempts}"), "v")?;
+            if attempts == 1 {
+                return Err(conflict());
+            }
+            Ok(attempts)
+        });
+        // SQLite's fence always holds: this job fails with the error the
+        // writer gives a job whose fence does not hold (the real refusal,
+        // on PostgreSQL: crates/store-pg/tests/pg/fencing.rs).
+        let mut runs = 0;
+        let (refused, mut refused_rx) = fenced_job(move |_| {
+            runs += 1;
+            assert_eq!(runs, 1, "a refusal is not run again");
+            Err::<u32, _>(StoreError::Fenced {
+                name: "main".into(),
+                epoch: 7,
+            })
+        });
+        let mut batch = vec![retried, refused];
+        let mut reported = Vec::new();
+        assert_eq!(
+            run_batch(&mut store, &mut batch, &mut |n| reported.push(n)),
+            0
+        );
+        assert_eq!(
+            reported,
+            vec![0, 0],
+            "nothing counted as a database failure"
+        );
+        assert_eq!(retried_rx.try_recv().unwrap().unwrap(), 2);
+        assert!(refused_rx.try_recv().unwrap().unwrap_err().is_fenced());
+        assert!(store.meta("k2").unwrap().is_some() && store.meta("k1").unwrap().is_none());
+    }
+
+    /// [`job`] fenced by [`a_fence`].
+    fn fenced_job<T, F>(f: F) -> (BoxedJob, oneshot::Receiver<Result<T, StoreError>>)
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Pending {
+            f,
+            fence: Some(a_fence()),
             result: None,
             reply,
             attempts: 0,

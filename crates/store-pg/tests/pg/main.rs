@@ -4,6 +4,7 @@
 
 mod concurrency;
 mod counting;
+mod fencing;
 mod forge_state;
 mod harness;
 mod ingest;
