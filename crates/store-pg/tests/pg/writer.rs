@@ -86,6 +86,11 @@ async fn deadlock(x: StoreHandle, y: StoreHandle) {
             })
             .await
         }));
+        // Queued in this order: spawned tasks may push in either order, and
+        // a batch that took `second` first would never meet the barrier.
+        while handle.queued() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let (h, attempts) = (handle.clone(), attempts.clone());
         writes.push(tokio::spawn(async move {
             h.write(move |s| {
