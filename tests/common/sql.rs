@@ -6,7 +6,9 @@
 //! flags as integers: write queries both accept, with values inlined
 //! ([`quote`] for text). Results come back as text, as PostgreSQL's simple
 //! protocol gives them, so that `count(*)`, `sum(..)` (numeric on
-//! PostgreSQL) and text columns read the same way on both.
+//! PostgreSQL) and text columns read the same way on both. Call them from
+//! a test's thread, not from async code: PostgreSQL's synchronous client
+//! runs a runtime of its own.
 
 use std::path::Path;
 use std::process::Command;
