@@ -36,11 +36,13 @@ fn backfill<P: Source>(
         ..Policy::from_config(&config)
     });
     let classifier = Arc::new(config.classifier()?);
+    // Opened outside the runtime: PostgreSQL's synchronous client runs a
+    // runtime of its own, which cannot start inside another one.
+    let store = crate::store_open::start(&config.store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = crate::store_open::start(&config.store)?;
         let ctx = Context {
             deps: Arc::new(config.dependency_extractor()?),
             shard: config.shard,

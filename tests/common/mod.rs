@@ -392,3 +392,6 @@ pub(crate) fn self_metric(
         .map(|s| s.value)
         .sum()
 }
+
+/// SQL on the store behind a test's exporter, on either engine.
+pub(crate) mod sql;

@@ -187,7 +187,7 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
     let until_text = chrono::DateTime::from_timestamp(until, 0)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let out = Command::new(common::BIN)
+    let out = common::sql::on_engine(&mut Command::new(common::BIN), &db)
         .args([
             "backfill-openmetrics",
             "--db",
@@ -205,7 +205,7 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
         String::from_utf8_lossy(&out.stderr)
     );
     let history = String::from_utf8(out.stdout).unwrap();
-    let without = Command::new(common::BIN)
+    let without = common::sql::on_engine(&mut Command::new(common::BIN), &db)
         .args(["backfill-openmetrics", "--db", db.to_str().unwrap()])
         .output()
         .unwrap();
@@ -303,16 +303,20 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
     // --- scripts/prometheus-init: blocks and recording rules, once ---------------
     let data = d.join("prometheus");
     let init = |data: &Path| {
-        let out = Command::new(Path::new(ROOT).join("scripts/prometheus-init"))
-            .env("CI_SLO_DB", &db)
-            .env("PROMETHEUS_DATA", data)
-            .env(
-                "PROMETHEUS_RULES",
-                Path::new(ROOT).join("prometheus/rules/*.yml"),
-            )
-            .env("CI_SLO_EXPORTER", common::BIN)
-            .output()
-            .expect("sh runs");
+        // On PostgreSQL with CI_SLO_DATABASE_URL, as the exporter had it.
+        let out = common::sql::on_engine(
+            &mut Command::new(Path::new(ROOT).join("scripts/prometheus-init")),
+            &db,
+        )
+        .env("CI_SLO_DB", &db)
+        .env("PROMETHEUS_DATA", data)
+        .env(
+            "PROMETHEUS_RULES",
+            Path::new(ROOT).join("prometheus/rules/*.yml"),
+        )
+        .env("CI_SLO_EXPORTER", common::BIN)
+        .output()
+        .expect("sh runs");
         let log = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "prometheus-init failed:\n{log}");
         log
@@ -323,6 +327,11 @@ fn backfill_writes_every_stored_family_the_dashboards_use_and_prometheus_init_lo
         t0.elapsed().as_secs_f64()
     );
     assert!(log.contains("backfill-rules: 47 recording rules"), "{log}");
+    assert_eq!(
+        log.contains("the history of the PostgreSQL database"),
+        common::on_postgres(),
+        "{log}"
+    );
     let blocks = |data: &Path| -> BTreeSet<String> {
         std::fs::read_dir(data)
             .unwrap()

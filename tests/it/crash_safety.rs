@@ -126,33 +126,29 @@ fn acknowledged_runs_survive_sigkill_exactly_once_and_counters_stay_monotonic() 
         "enough traffic to mean something: {} runs acknowledged",
         ack.len()
     );
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored_runs: std::collections::HashMap<String, (i64, i64)> = common::sql::rows(
+        &db,
+        "SELECT r.external_id, count(DISTINCT r.id), count(t.id)
+         FROM runs r LEFT JOIN test_results t ON t.run_id = r.id GROUP BY r.external_id",
+    )
+    .into_iter()
+    .map(|r| (r.text(0), (r.int(1), r.int(2))))
+    .collect();
     for n in &ack {
-        let (runs, tests): (i64, i64) = conn
-            .query_row(
-                "SELECT count(DISTINCT r.id), count(t.id) FROM runs r LEFT JOIN test_results t ON t.run_id = r.id
-                 WHERE r.external_id = ?1",
-                [format!("ext-{n}")],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
         assert_eq!(
-            (runs, tests),
-            (1, TESTS_PER_RUN as i64),
+            stored_runs.get(&format!("ext-{n}")),
+            Some(&(1, TESTS_PER_RUN as i64)),
             "run {n}: stored once and whole"
         );
     }
-    let half_written: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM runs r WHERE (SELECT count(*) FROM test_results t WHERE t.run_id = r.id) != ?1",
-            [TESTS_PER_RUN as i64],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let half_written = common::sql::count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM runs r WHERE (SELECT count(*) FROM test_results t WHERE t.run_id = r.id) != {TESTS_PER_RUN}"
+        ),
+    );
     assert_eq!(half_written, 0, "no run without all its tests");
-    let stored: i64 = conn
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
-        .unwrap();
+    let stored = common::sql::count(&db, "SELECT count(*) FROM runs");
     assert_eq!(
         stored as usize,
         ack.len(),

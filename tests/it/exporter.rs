@@ -324,12 +324,7 @@ fn the_ingest_api_authenticates_validates_stores_once_and_answers_after_commit()
     assert_eq!(status, 201, "{reply}");
     let id = reply["id"].as_i64().unwrap();
     // Acknowledged means committed: another connection sees it right away.
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: i64 = conn
-        .query_row("SELECT count(*) FROM runs WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let stored = common::sql::count(&db, &format!("SELECT count(*) FROM runs WHERE id = {id}"));
     assert_eq!(stored, 1);
     let (status, reply) = e.post("/api/v1/runs", Some(TOKEN), &body);
     assert_eq!(

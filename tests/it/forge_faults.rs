@@ -115,33 +115,38 @@ fn tail(log: &str) -> String {
 
 /// External ids of the stored runs, with how often each is stored.
 fn stored(db: &Path) -> Vec<(String, i64)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT coalesce(external_id, context), count(*) FROM runs GROUP BY 1 ORDER BY 1")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let mut rows: Vec<(String, i64)> = common::sql::rows(
+        db,
+        "SELECT coalesce(external_id, context), count(*) FROM runs GROUP BY 1",
+    )
+    .into_iter()
+    .map(|r| (r.text(0), r.int(1)))
+    .collect();
+    rows.sort();
+    rows
 }
 
 fn stored_ids(db: &Path) -> BTreeSet<String> {
     stored(db).into_iter().map(|(id, _)| id).collect()
 }
 
+/// The logs stored, by the external id of their run.
+fn logs(db: &Path) -> std::collections::HashMap<String, String> {
+    common::sql::rows(
+        db,
+        "SELECT r.external_id, l.content FROM run_logs l JOIN runs r ON r.id = l.run_id
+         WHERE r.external_id IS NOT NULL",
+    )
+    .into_iter()
+    .map(|r| (r.text(0), r.text(1)))
+    .collect()
+}
+
 /// The external ids among `ids` that have a stored log.
 fn logs_of(db: &Path, ids: &[String]) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let logs = logs(db);
     ids.iter()
-        .filter(|id| {
-            conn.query_row(
-                "SELECT count(*) FROM run_logs l JOIN runs r ON r.id = l.run_id WHERE r.external_id = ?1",
-                [id],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-                > 0
-        })
+        .filter(|id| logs.contains_key(*id))
         .cloned()
         .collect()
 }
@@ -153,15 +158,11 @@ fn assert_exactly_once(db: &Path, expected: &BTreeSet<String>, failed: &[String]
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let got: BTreeSet<String> = rows.into_iter().map(|(id, _)| id).collect();
     assert_eq!(&got, expected, "stored runs differ from the forge's");
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let logs = logs(db);
     for id in failed {
-        let content: String = conn
-            .query_row(
-                "SELECT l.content FROM run_logs l JOIN runs r ON r.id = l.run_id WHERE r.external_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("no log for the failed job {id}: {e}"));
+        let content = logs
+            .get(id)
+            .unwrap_or_else(|| panic!("no log for the failed job {id}"));
         assert!(
             content.contains(log_line),
             "the log of {id} is whole: {content:?}"

@@ -6,7 +6,7 @@ use crate::common;
 
 use ci_slo_exporter::forge::github::import::synthetic_change_number;
 use ci_slo_exporter::model::{Forge, RepositoryRef};
-use ci_slo_exporter::store::Store;
+use ci_slo_exporter::store::{Storage, TestSlice};
 use rusqlite::{Connection, params};
 
 const A: &str = "aaaa1111bbbb2222cccc3333dddd4444eeee5555";
@@ -108,11 +108,14 @@ fn a_cockpit_database_imports_once_with_the_right_slis() {
         (Some(2), Some(2))
     );
 
-    let store = Store::open(&db).unwrap();
-    let slis = |store: &Store| {
+    let store = common::store(&db);
+    let slis = |store: &dyn Storage| {
+        // Every event (a window back to before the Cockpit runs).
+        let all = std::time::Duration::from_secs(100 * 365 * 86_400);
         let counts = store
-            .slo_counts_since(chrono::DateTime::UNIX_EPOCH)
-            .unwrap();
+            .slo_counts_in_windows(chrono::Utc::now(), &[all], None)
+            .unwrap()
+            .remove(0);
         let mut v: Vec<(String, u64, u64)> = counts
             .into_iter()
             .map(|(slo, c)| (slo, c.good, c.total))
@@ -120,7 +123,7 @@ fn a_cockpit_database_imports_once_with_the_right_slis() {
         v.sort();
         v
     };
-    let before = slis(&store);
+    let before = slis(&*store);
     let get = |name: &str| {
         before
             .iter()
@@ -140,28 +143,29 @@ fn a_cockpit_database_imports_once_with_the_right_slis() {
         forge: Forge::Github,
         path: "cockpit-project/cockpit".into(),
     };
+    let outcome = |commit: &str| {
+        common::sql::row(
+            &db,
+            &format!(
+                "SELECT c.outcome, c.retries FROM changes c JOIN repositories r ON r.id = c.repository_id
+                 WHERE r.forge = 'github' AND r.path = 'cockpit-project/cockpit' AND c.number = {}",
+                synthetic_change_number(commit)
+            ),
+        )
+        .map(|r| (r.opt_text(0), r.opt_int(1)))
+    };
     assert_eq!(
-        store
-            .change_outcome(&repo, synthetic_change_number(A))
-            .unwrap(),
+        outcome(A),
         Some((Some("green_after_one_retry".into()), Some(1)))
     );
-    assert_eq!(
-        store
-            .change_outcome(&repo, synthetic_change_number(B))
-            .unwrap()
-            .unwrap()
-            .0
-            .as_deref(),
-        Some("merged_red")
-    );
+    assert_eq!(outcome(B).unwrap().0.as_deref(), Some("merged_red"));
 
     // Tests with their retries, reasons and durations; coverage kept with its run.
     let first = store
         .run_by_external_id(&repo, "cockpit:https://logs.example.org/pull-0/log.html")
         .unwrap()
         .unwrap();
-    let view = store.run(first.id).unwrap().unwrap();
+    let view = store.run_slice(first.id, TestSlice::ALL).unwrap().unwrap();
     assert_eq!(
         (view.queue_seconds, view.run_seconds, view.attempt),
         (Some(60.0), Some(1200.0), 0)
@@ -189,7 +193,7 @@ fn a_cockpit_database_imports_once_with_the_right_slis() {
         .run_by_external_id(&repo, "cockpit:https://logs.example.org/pull-1/log.html")
         .unwrap()
         .unwrap();
-    let retry_view = store.run(retry.id).unwrap().unwrap();
+    let retry_view = store.run_slice(retry.id, TestSlice::ALL).unwrap().unwrap();
     assert_eq!(retry_view.attempt, 1);
     assert_eq!(retry_view.reports.len(), 1);
     assert_eq!(retry_view.reports[0].format, "coverage");
@@ -207,8 +211,8 @@ fn a_cockpit_database_imports_once_with_the_right_slis() {
         (Some(0), Some(5))
     );
     assert_eq!(stats["changes_decided"], 0);
-    let store = Store::open(&db).unwrap();
-    assert_eq!(slis(&store), before);
+    let store = common::store(&db);
+    assert_eq!(slis(&*store), before);
     assert_eq!(store.run_count().unwrap(), 5);
 }
 
@@ -294,7 +298,7 @@ fn overlapping_db(path: &std::path::Path) {
 }
 
 fn import_logged(cockpit: &std::path::Path, db: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(common::BIN)
+    common::sql::on_engine(&mut std::process::Command::new(common::BIN), db)
         .args(["import", "cockpit"])
         .arg(cockpit)
         .arg("--db")
@@ -306,22 +310,17 @@ fn import_logged(cockpit: &std::path::Path, db: &std::path::Path) -> std::proces
 
 /// (runs, test results, changes by outcome) in the store.
 fn stored(db: &std::path::Path) -> (i64, i64, Vec<(String, i64)>) {
-    let store = Store::open(db).unwrap();
-    let conn = store.connection();
-    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-    let mut outcomes = conn
-        .prepare(
-            "SELECT coalesce(outcome, 'undecided'), count(*) FROM changes GROUP BY 1 ORDER BY 1",
-        )
-        .unwrap();
-    let outcomes = outcomes
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let mut outcomes: Vec<(String, i64)> = common::sql::rows(
+        db,
+        "SELECT coalesce(outcome, 'undecided'), count(*) FROM changes GROUP BY 1",
+    )
+    .into_iter()
+    .map(|r| (r.text(0), r.int(1)))
+    .collect();
+    outcomes.sort();
     (
-        count("SELECT count(*) FROM runs"),
-        count("SELECT count(*) FROM test_results"),
+        common::sql::count(db, "SELECT count(*) FROM runs"),
+        common::sql::count(db, "SELECT count(*) FROM test_results"),
         outcomes,
     )
 }
@@ -362,7 +361,7 @@ fn one_revision_in_two_projects_keeps_every_run_and_importing_again_changes_noth
     assert_eq!(first.0, 4);
     assert_eq!(first.1, 4);
     assert_eq!(first.2, vec![("green_after_one_retry".to_string(), 1)]);
-    let store = Store::open(&db).unwrap();
+    let store = common::store(&db);
     let repo = RepositoryRef {
         forge: Forge::Github,
         path: "cockpit-project/cockpit".into(),
@@ -399,7 +398,7 @@ fn one_revision_in_two_projects_keeps_every_run_and_importing_again_changes_noth
         "{again}"
     );
     assert_eq!(stored(&db), first);
-    assert_eq!(Store::open(&db).unwrap().metric_state().unwrap(), counters);
+    assert_eq!(common::store(&db).metric_state().unwrap(), counters);
 }
 
 #[test]
@@ -450,6 +449,16 @@ fn the_cockpit_file_itself_or_another_file_is_refused_and_left_alone() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{err}");
         assert!(!ours.exists(), "no store created for a bad source");
+        if common::on_postgres() {
+            assert_eq!(
+                common::sql::count(
+                    &ours,
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+                ),
+                0,
+                "no store created for a bad source"
+            );
+        }
     }
 }
 
@@ -466,7 +475,7 @@ fn on_a_terminal_the_import_shows_a_progress_bar() {
         cockpit.display(),
         db.display()
     );
-    let out = std::process::Command::new("script")
+    let out = common::sql::on_engine(&mut std::process::Command::new("script"), &db)
         .args(["-qec", &command, "/dev/null"])
         .env("CI_SLO_LOG", "warn")
         .output()
@@ -487,7 +496,7 @@ fn on_a_terminal_the_import_shows_a_progress_bar() {
 /// The counters a store persisted, summed per family.
 fn family_totals(db: &std::path::Path) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
-    for c in Store::open(db).unwrap().metric_state().unwrap().counters {
+    for c in common::store(db).metric_state().unwrap().counters {
         *out.entry(c.family).or_insert(0.0) += c.value;
     }
     out
@@ -551,7 +560,7 @@ fn a_scheduled_import_counts_new_runs_live_and_history_loaded_on_purpose_does_no
             params![A],
         )
         .unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = common::sql::on_engine(&mut std::process::Command::new(common::BIN), &db)
         .args(["import", "cockpit"])
         .arg(&history)
         .arg("--db")

@@ -20,7 +20,7 @@ fn backfill(
     config: &str,
     db: &std::path::Path,
 ) -> (bool, serde_json::Value, String) {
-    let out = Command::new(common::BIN)
+    let out = common::sql::on_engine(&mut Command::new(common::BIN), db)
         .args([
             "--config", config, "backfill", "gitlab", "--days", "30", "--db",
         ])
@@ -43,14 +43,13 @@ fn backfill(
 }
 
 fn runs(db: &std::path::Path) -> Vec<(String, u32, String)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT context, attempt, state FROM runs ORDER BY context, attempt")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let mut runs: Vec<(String, u32, String)> =
+        common::sql::rows(db, "SELECT context, attempt, state FROM runs")
+            .into_iter()
+            .map(|r| (r.text(0), r.int(1) as u32, r.text(2)))
+            .collect();
+    runs.sort();
+    runs
 }
 
 #[test]
@@ -125,15 +124,15 @@ fn backfill_gitlab_fails_loudly_resumes_completely_and_never_downloads_twice() {
         ],
         "every job once, the retry as attempt 1: {stored:?}"
     );
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let class: String = conn
-        .query_row(
-            "SELECT f.class FROM failures f JOIN runs r ON r.id = f.run_id WHERE r.context = 'build / compile'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(class, "disk-full", "the downloaded trace was classified");
+    let class = common::sql::text(
+        &db,
+        "SELECT f.class FROM failures f JOIN runs r ON r.id = f.run_id WHERE r.context = 'build / compile'",
+    );
+    assert_eq!(
+        class.as_deref(),
+        Some("disk-full"),
+        "the downloaded trace was classified"
+    );
 
     let (ok, summary, stderr) = backfill(d, config, &db);
     assert!(ok, "{stderr}");

@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use ci_slo_exporter::store::Store;
 use common::{Exporter, agent, sample};
 use serde_json::Value;
 use std::path::Path;
@@ -48,7 +47,10 @@ fn start(dir: &Path, token: bool) -> Exporter {
     let config = dir.join("c.toml");
     std::fs::write(
         &config,
-        "[server]\nmax_body_bytes = 16384\n[slo]\nmerge_settle = \"1s\"\n",
+        // The fixtures are years old: kept, whenever the first prune comes
+        // (at once on SQLite; on PostgreSQL once leadership is gained, while
+        // a test may already be posting).
+        "[server]\nmax_body_bytes = 16384\n[slo]\nmerge_settle = \"1s\"\n[store]\nretention = \"100years\"\n",
     )
     .unwrap();
     let env: Vec<(&str, &str)> = if token {
@@ -213,6 +215,17 @@ fn an_mr_merge_fixes_the_change_outcome_from_its_head_commits_jobs() {
     job.as_object_mut().unwrap().remove("retries_count");
     job["sha"] = head.into();
     job["project"] = serde_json::json!({"path_with_namespace": "gitlabhq/gitlab-test"});
+    // Recent, as GitLab writes times: the fixture's are past the retention,
+    // and the first prune (at once on SQLite, once leadership is gained on
+    // PostgreSQL) may come after these are stored.
+    let ago = |minutes: i64| {
+        (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
+    };
+    job["build_created_at"] = ago(30).into();
+    job["build_started_at"] = ago(29).into();
+    job["build_finished_at"] = ago(25).into();
     for (id, status) in [(501, "failed"), (502, "success")] {
         job["build_id"] = id.into();
         job["build_status"] = status.into();
@@ -238,6 +251,7 @@ fn an_mr_merge_fixes_the_change_outcome_from_its_head_commits_jobs() {
     // The same MR, merged (as GitLab sends it: action merge, state merged).
     mr["object_attributes"]["action"] = "merge".into();
     mr["object_attributes"]["state"] = "merged".into();
+    mr["object_attributes"]["updated_at"] = ago(5).into();
     let (code, a) = post(
         &e,
         "Merge Request Hook",
@@ -249,20 +263,20 @@ fn an_mr_merge_fixes_the_change_outcome_from_its_head_commits_jobs() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let outcome = loop {
-        let store = Store::open(&e.db).unwrap();
-        let got: Option<(Option<String>, Option<i64>, Option<String>)> = store
-            .connection()
-            .query_row(
-                "SELECT c.outcome, c.retries, c.head_sha FROM changes c JOIN repositories r ON r.id = c.repository_id
-                 WHERE r.path = 'gitlabhq/gitlab-test' AND c.number = 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .ok();
+        let got = common::sql::row(
+            &e.db,
+            "SELECT c.outcome, c.retries, c.head_sha FROM changes c JOIN repositories r ON r.id = c.repository_id
+             WHERE r.path = 'gitlabhq/gitlab-test' AND c.number = 1",
+        )
+        .map(|r| (r.opt_text(0), r.opt_int(1), r.opt_text(2)));
         if let Some((Some(o), retries, sha)) = got {
             break (o, retries, sha);
         }
-        assert!(Instant::now() < deadline, "the merge was not decided");
+        assert!(
+            Instant::now() < deadline,
+            "the merge was not decided: {got:?}; exporter log:\n{}",
+            e.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(
@@ -271,7 +285,13 @@ fn an_mr_merge_fixes_the_change_outcome_from_its_head_commits_jobs() {
             "green_after_one_retry".to_string(),
             Some(1),
             Some(head.to_string())
-        )
+        ),
+        "runs: {:?}; exporter log:\n{}",
+        common::sql::rows(
+            &e.db,
+            "SELECT id, external_id, context, commit_sha, attempt, attempt_group, state FROM runs ORDER BY id"
+        ),
+        e.log()
     );
 }
 

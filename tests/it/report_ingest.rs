@@ -52,16 +52,15 @@ fn ingest(file: &str, db: &Path, dir: &Path, commit: &str) -> Vec<(String, i64)>
     );
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = answer["id"].as_i64().unwrap();
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT outcome, count(*) FROM test_results WHERE run_id = ?1 GROUP BY outcome ORDER BY outcome",
-        )
-        .unwrap();
-    stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let mut stored: Vec<(String, i64)> = common::sql::rows(
+        db,
+        &format!("SELECT outcome, count(*) FROM test_results WHERE run_id = {id} GROUP BY outcome"),
+    )
+    .into_iter()
+    .map(|r| (r.text(0), r.int(1)))
+    .collect();
+    stored.sort();
+    stored
 }
 
 fn counted(report: &serde_json::Value) -> Vec<(String, i64)> {
@@ -101,23 +100,16 @@ fn report_and_ingest_count_the_same_tests_in_real_files() {
         assert_eq!(Some(total), r["tests"].as_i64(), "{file}");
     }
     // The repeated titles are stored under their own names.
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let renamed: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM test_results t JOIN runs r ON r.id = t.run_id
-             WHERE r.commit_sha = 'c2' AND t.name LIKE '% [2]'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let renamed = common::sql::count(
+        &db,
+        "SELECT count(*) FROM test_results t JOIN runs r ON r.id = t.run_id
+         WHERE r.commit_sha = 'c2' AND t.name LIKE '% [2]'",
+    );
     assert!(renamed > 0, "no `name [2]` among the Jest tests");
-    let errored: String = conn
-        .query_row(
-            "SELECT t.name FROM test_results t JOIN runs r ON r.id = t.run_id
-             WHERE r.commit_sha = 'c0' AND t.outcome = 'errored'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(errored, "com.example.InventoryTest");
+    let errored = common::sql::text(
+        &db,
+        "SELECT t.name FROM test_results t JOIN runs r ON r.id = t.run_id
+         WHERE r.commit_sha = 'c0' AND t.outcome = 'errored'",
+    );
+    assert_eq!(errored.as_deref(), Some("com.example.InventoryTest"));
 }

@@ -719,14 +719,14 @@ fn hostile_names_and_log_lines_render_as_text_and_only_http_urls_become_links() 
     // Ingest refuses non-http URLs; a database may still hold one (older
     // versions, other writers; `runs.url` reads `stored_url` since
     // migration 12): the pages must not turn it into a link.
-    let db = rusqlite::Connection::open(&e.db).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute(
-        "UPDATE runs SET stored_url = 'javascript:alert(document.cookie)', url_in_id = 0, log_url = 'JavaScript:alert(2)'
-         WHERE id = ?1",
-        [id],
-    )
-    .unwrap();
+    let changed = common::sql::execute(
+        &e.db,
+        &format!(
+            "UPDATE runs SET stored_url = 'javascript:alert(document.cookie)', url_in_id = 0, log_url = 'JavaScript:alert(2)'
+             WHERE id = {id}"
+        ),
+    );
+    assert_eq!(changed, 1);
 
     let check = |path: &str| {
         let page = ok(&e, path);
