@@ -46,7 +46,7 @@ pub(super) fn leadership(config: &Config) -> Result<(Leadership, Option<Arc<Lead
     let StoreBackend::Postgres(target) = config.store.backend(|k| std::env::var(k).ok())? else {
         return Ok((Leadership::always(), None));
     };
-    let base = ci_slo_store_pg::connect::client_config(&target)?;
+    let base = ci_slo_store_pg::connect::ConnectConfig::from_target(&target)?;
     let holder = format!(
         "{}:{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into()),

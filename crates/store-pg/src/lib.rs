@@ -99,18 +99,20 @@ impl PgStore {
         target: &PostgresTarget,
         progress: &mut dyn FnMut(Migrating),
     ) -> Result<PgStore, PgStoreError> {
-        let config = connect::client_config(target)?;
+        let config = connect::ConnectConfig::from_target(target)?;
         PgStore::open_config(&config, target, progress)
     }
 
-    /// [`PgStore::open`] with a client configuration; `shown` names the
-    /// database in errors (never with its password).
+    /// [`PgStore::open`] with a connection configuration built once (a
+    /// [`connect::ConnectConfig`], or a `postgres::Config` whose `sslmode`
+    /// the `postgres` crate parsed); `shown` names the database in errors
+    /// (never with its password).
     pub fn open_config(
-        config: &postgres::Config,
+        config: impl Into<connect::ConnectConfig>,
         shown: &dyn std::fmt::Display,
         progress: &mut dyn FnMut(Migrating),
     ) -> Result<PgStore, PgStoreError> {
-        let mut client = connect::connect(config, shown)?;
+        let mut client = config.into().connect_named(shown)?;
         migrate::migrate(&mut client, progress)?;
         Ok(PgStore {
             client: RefCell::new(client),
