@@ -66,7 +66,7 @@ pub fn start(config: &StoreConfig) -> Result<StoreHandle, StoreError> {
         StoreBackend::Postgres(target) => {
             let connect = ConnectConfig::from_target(&target)?;
             let open = || -> Result<PgStore, StoreError> {
-                Ok(PgStore::open_config(&connect, &target, &mut |_| {})?)
+                Ok(PgStore::open_with(&connect, &target, &mut |_| {})?)
             };
             let writer = open()?;
             let readers = (0..READERS)

@@ -52,7 +52,10 @@ pub(super) fn leadership(config: &Config) -> Result<(Leadership, Option<Arc<Lead
         std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into()),
         std::process::id()
     );
-    let leader = Arc::new(Leader::start(&base, LeaderConfig::new(LEADERSHIP, &holder)));
+    let leader = Arc::new(Leader::start_with(
+        &base,
+        LeaderConfig::new(LEADERSHIP, &holder),
+    ));
     tracing::info!(holder = %holder, "contending for the leadership of the once-only work");
     Ok((Leadership::of(&leader), Some(leader)))
 }

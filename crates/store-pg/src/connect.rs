@@ -353,6 +353,16 @@ impl ConnectConfig {
             config.application_name("ci-slo-exporter");
         }
         config.ssl_mode(mode.wire());
+        // libpq ignores sslmode on a unix socket (the server offers no TLS
+        // there, and nothing leaves the machine).
+        let hosts = config.get_hosts();
+        if !hosts.is_empty()
+            && hosts
+                .iter()
+                .all(|h| matches!(h, postgres::config::Host::Unix(_)))
+        {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+        }
         let tls = match mode {
             SslMode::Disable => None,
             _ => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
@@ -496,13 +506,6 @@ impl From<&ConnectConfig> for ConnectConfig {
     fn from(config: &ConnectConfig) -> ConnectConfig {
         config.clone()
     }
-}
-
-/// The client configuration for `target` (TLS settings taken out: the
-/// `postgres` crate does not know them). Prefer [`ConnectConfig`], which
-/// connects with them.
-pub fn client_config(target: &PostgresTarget) -> Result<postgres::Config, PgStoreError> {
-    Ok(ConnectConfig::from_target(target)?.pg)
 }
 
 /// `require` and `prefer` without a CA: any certificate, but the
@@ -716,6 +719,18 @@ mod tests {
         assert_eq!(
             c.client_config().get_ssl_mode(),
             postgres::config::SslMode::Require
+        );
+        // Not on a unix socket, as libpq.
+        let c = ConnectConfig::build(
+            "postgres://u@%2Frun%2Fpostgresql/db?sslmode=require",
+            None,
+            "store.url",
+            Some(home.path()),
+        )
+        .unwrap();
+        assert_eq!(
+            c.client_config().get_ssl_mode(),
+            postgres::config::SslMode::Disable
         );
     }
 }

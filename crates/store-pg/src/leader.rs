@@ -156,17 +156,23 @@ pub struct Leader {
 
 impl Leader {
     /// Start contending, connecting with `base` (the settings of
-    /// [`LeaderConfig::client_config`] added; TLS as `base` says: a
-    /// [`ConnectConfig`], or a `postgres::Config`). The database must be
-    /// migrated (`leader_terms`).
-    pub fn start(base: impl Into<ConnectConfig>, config: LeaderConfig) -> Leader {
+    /// [`LeaderConfig::client_config`] added; TLS as its `sslmode` says to
+    /// the `postgres` crate, see [`ConnectConfig::from_client_config`]). The
+    /// database must be migrated (`leader_terms`).
+    pub fn start(base: &postgres::Config, config: LeaderConfig) -> Leader {
+        Leader::start_with(&ConnectConfig::from(base), config)
+    }
+
+    /// [`Leader::start`] with the exporter's connection configuration
+    /// (the same TLS settings as the store's connections).
+    pub fn start_with(base: &ConnectConfig, config: LeaderConfig) -> Leader {
         let (watch, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             term: Mutex::new(None),
             stop: AtomicBool::new(false),
             watch,
         });
-        let mut client_config: ConnectConfig = base.into();
+        let mut client_config = base.clone();
         *client_config.client_config_mut() = config.client_config(client_config.client_config());
         let thread = {
             let (shared, config) = (shared.clone(), config.clone());

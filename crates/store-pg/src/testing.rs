@@ -44,6 +44,10 @@ wait
 [ -e "$dir/retry" ] || rm -rf "$dir"
 "#;
 
+/// What runs after `initdb`, given the server's directory: more
+/// `postgresql.conf` settings (name, value).
+type Prepare<'a> = dyn Fn(&Path) -> io::Result<Vec<(String, String)>> + 'a;
+
 /// A running PostgreSQL server of one test process.
 pub struct TestServer {
     dir: PathBuf,
@@ -216,10 +220,7 @@ impl TestServer {
 
     /// Start a server: `prepare` runs after `initdb` (given the directory)
     /// and returns more settings.
-    fn start_prepared(
-        settings: &[(&str, &str)],
-        prepare: &dyn Fn(&Path) -> io::Result<Vec<(String, String)>>,
-    ) -> io::Result<TestServer> {
+    fn start_prepared(settings: &[(&str, &str)], prepare: &Prepare<'_>) -> io::Result<TestServer> {
         let began = Instant::now();
         let bin = pg_bin_dir()?;
         let dir = tempfile::Builder::new()

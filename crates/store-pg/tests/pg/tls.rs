@@ -73,7 +73,7 @@ fn require_connects_over_tls_without_checking_the_certificate() {
     let mut client = config.connect().unwrap();
     assert!(is_tls(&mut client));
     // The store migrates and writes over it.
-    let mut store = PgStore::open_config(&config, &"tls", &mut |_| {}).unwrap();
+    let mut store = PgStore::open_with(&config, &"tls", &mut |_| {}).unwrap();
     assert!(store.schema_version().unwrap() > 0);
     assert!(is_tls(store.client()));
 }
