@@ -211,3 +211,19 @@ fn verify_modes_without_a_ca_or_with_a_bad_one_are_refused_before_connecting() {
     .to_string();
     assert!(err.contains("use sslmode=verify-full"), "{err}");
 }
+
+#[test]
+fn sslrootcert_system_checks_against_the_operating_systems_cas() {
+    // The test CA is in no system store: the system's CAs were loaded (or
+    // the error would say none were found) and none signed the server's.
+    let t = tls();
+    let db = t.server.database("tls_system").unwrap();
+    let url = url(&t.server, "127.0.0.1", db.name(), "sslrootcert=system");
+    let config = ConnectConfig::parse(&url).unwrap();
+    assert_eq!(config.ssl_mode(), SslMode::VerifyFull);
+    let err = connect(&url).err().expect("refused");
+    assert!(
+        err.contains("not signed by a CA of sslrootcert system"),
+        "{err}"
+    );
+}
