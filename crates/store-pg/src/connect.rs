@@ -4,8 +4,9 @@
 //! meanings of `sslmode` and `sslrootcert` (which the `postgres` crate does
 //! not know: they are taken out of the URL here). Every connection of the
 //! exporter (the store's writer and readers, the leadership's, the
-//! migrations') is made by [`ConnectConfig::connect`] on one configuration
-//! built once from the URL, so they all speak TLS or none does.
+//! migrations') is made by [`ConnectConfig::connect`] on a configuration
+//! built from the URL (the store's writer and readers share one), so they
+//! all speak TLS with the same checks or none does.
 //!
 //! TLS is rustls (the `ring` provider, as the forge client) through
 //! `tokio-postgres-rustls`:
