@@ -45,7 +45,8 @@ ENTRYPOINT ["prometheus-init"]
 
 # --- runtime (the default target) ------------------------------------------------
 FROM debian:bookworm-slim
-# ca-certificates: HTTPS to GitHub / GitLab APIs. curl: the HEALTHCHECK only.
+# ca-certificates: HTTPS to GitHub / GitLab APIs, and PostgreSQL with
+# sslrootcert=system. curl: the HEALTHCHECK only.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \

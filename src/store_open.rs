@@ -13,6 +13,7 @@ use crate::config::database::{PostgresTarget, StoreBackend};
 use crate::store::writer::{READERS, StoreHandle};
 use crate::store::{Migrating, Storage, Store, StoreError};
 use ci_slo_store_pg::PgStore;
+use ci_slo_store_pg::connect::ConnectConfig;
 use std::path::Path;
 
 /// Which engine `config` selects (the environment's `CI_SLO_DATABASE_URL`
@@ -57,14 +58,19 @@ fn open_postgres(
 
 /// Open the store and start its writer thread and read pool (`serve`, the
 /// backfills). PostgreSQL: one connection for the writer and one for each
-/// of the [`READERS`].
+/// of the [`READERS`], all from one connection configuration (TLS and its
+/// CA file read once).
 pub fn start(config: &StoreConfig) -> Result<StoreHandle, StoreError> {
     match backend(config)? {
         StoreBackend::Sqlite(path) => StoreHandle::start(&path),
         StoreBackend::Postgres(target) => {
-            let writer = open_postgres(&target, &mut |_| {})?;
+            let connect = ConnectConfig::from_target(&target)?;
+            let open = || -> Result<PgStore, StoreError> {
+                Ok(PgStore::open_with(&connect, &target, &mut |_| {})?)
+            };
+            let writer = open()?;
             let readers = (0..READERS)
-                .map(|_| Ok(Box::new(open_postgres(&target, &mut |_| {})?) as Box<dyn Storage>))
+                .map(|_| Ok(Box::new(open()?) as Box<dyn Storage>))
                 .collect::<Result<Vec<_>, StoreError>>()?;
             StoreHandle::start_with(Box::new(writer), readers, target.to_string())
         }

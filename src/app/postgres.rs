@@ -46,13 +46,16 @@ pub(super) fn leadership(config: &Config) -> Result<(Leadership, Option<Arc<Lead
     let StoreBackend::Postgres(target) = config.store.backend(|k| std::env::var(k).ok())? else {
         return Ok((Leadership::always(), None));
     };
-    let base = ci_slo_store_pg::connect::client_config(&target)?;
+    let base = ci_slo_store_pg::connect::ConnectConfig::from_target(&target)?;
     let holder = format!(
         "{}:{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into()),
         std::process::id()
     );
-    let leader = Arc::new(Leader::start(&base, LeaderConfig::new(LEADERSHIP, &holder)));
+    let leader = Arc::new(Leader::start_with(
+        &base,
+        LeaderConfig::new(LEADERSHIP, &holder),
+    ));
     tracing::info!(holder = %holder, "contending for the leadership of the once-only work");
     Ok((Leadership::of(&leader), Some(leader)))
 }

@@ -40,6 +40,7 @@ mod hardening;
 mod junit_fixtures;
 mod leadership;
 mod postgres_store;
+mod postgres_tls;
 mod redaction;
 mod replica_faults;
 mod report_ingest;

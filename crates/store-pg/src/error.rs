@@ -9,10 +9,13 @@ use postgres::error::SqlState;
 pub enum PgStoreError {
     #[error("PostgreSQL error: {}", describe(.0))]
     Postgres(#[from] postgres::Error),
-    #[error("cannot connect to PostgreSQL {target}: {}", describe(.source))]
+    #[error("cannot connect to PostgreSQL {target}: {}{hint}", describe(.source))]
     Connect {
         /// The URL with the password masked.
         target: String,
+        /// What the TLS settings have to do with it, when they do (empty
+        /// otherwise; starts with a space).
+        hint: String,
         source: postgres::Error,
     },
     #[error("invalid PostgreSQL URL from {key}: {reason}")]

@@ -34,6 +34,7 @@
 //! The worst-case takeover time is [`LeaderConfig::takeover_bound`].
 
 use crate::PgStoreError;
+use crate::connect::ConnectConfig;
 use ci_slo_store::Fence;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,16 +158,24 @@ pub struct Leader {
 
 impl Leader {
     /// Start contending, connecting with `base` (the settings of
-    /// [`LeaderConfig::client_config`] added). The database must be
-    /// migrated (`leader_terms`).
+    /// [`LeaderConfig::client_config`] added; TLS as its `sslmode` says to
+    /// the `postgres` crate, see [`ConnectConfig::from_client_config`]). The
+    /// database must be migrated (`leader_terms`).
     pub fn start(base: &postgres::Config, config: LeaderConfig) -> Leader {
+        Leader::start_with(&ConnectConfig::from(base), config)
+    }
+
+    /// [`Leader::start`] with the exporter's connection configuration
+    /// (the same TLS settings as the store's connections).
+    pub fn start_with(base: &ConnectConfig, config: LeaderConfig) -> Leader {
         let (watch, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             term: Mutex::new(None),
             stop: AtomicBool::new(false),
             watch,
         });
-        let client_config = config.client_config(base);
+        let mut client_config = base.clone();
+        *client_config.client_config_mut() = config.client_config(client_config.client_config());
         let thread = {
             let (shared, config) = (shared.clone(), config.clone());
             std::thread::Builder::new()
@@ -258,7 +267,7 @@ pub fn work_session(
 
 /// The thread: one connection at a time; on any error, drop it (which
 /// releases the lock if held), step down and try again.
-fn contend(client_config: &postgres::Config, config: &LeaderConfig, shared: &Shared) {
+fn contend(client_config: &ConnectConfig, config: &LeaderConfig, shared: &Shared) {
     let mut conn: Option<postgres::Client> = None;
     let mut epoch: Option<i64> = None;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -307,7 +316,7 @@ fn contend(client_config: &postgres::Config, config: &LeaderConfig, shared: &Sha
 /// One try: renew the term we lead, or take the lock (evicting a hung
 /// holder first). Returns the epoch we lead, if any.
 fn step(
-    client_config: &postgres::Config,
+    client_config: &ConnectConfig,
     config: &LeaderConfig,
     conn: &mut Option<postgres::Client>,
     epoch: Option<i64>,
@@ -349,10 +358,10 @@ fn step(
 /// Connect and set the server side's keepalives too (an idle backend whose
 /// client vanished notices within about half a lease).
 fn open(
-    client_config: &postgres::Config,
+    client_config: &ConnectConfig,
     config: &LeaderConfig,
 ) -> Result<postgres::Client, PgStoreError> {
-    let mut client = client_config.connect(postgres::NoTls)?;
+    let mut client = client_config.connect()?;
     let half = (config.lease / 2).max(Duration::from_secs(1));
     // No statement may keep the thread waiting past a lease (taking a new
     // term waits for fenced work transactions: see work_session).

@@ -99,18 +99,31 @@ impl PgStore {
         target: &PostgresTarget,
         progress: &mut dyn FnMut(Migrating),
     ) -> Result<PgStore, PgStoreError> {
-        let config = connect::client_config(target)?;
-        PgStore::open_config(&config, target, progress)
+        let config = connect::ConnectConfig::from_target(target)?;
+        PgStore::open_with(&config, target, progress)
     }
 
-    /// [`PgStore::open`] with a client configuration; `shown` names the
-    /// database in errors (never with its password).
+    /// [`PgStore::open`] with a client configuration (TLS as its `sslmode`
+    /// says to the `postgres` crate: disable, prefer or require, the
+    /// certificate not checked; see [`connect::ConnectConfig::from_client_config`]);
+    /// `shown` names the database in errors (never with its password).
     pub fn open_config(
         config: &postgres::Config,
         shown: &dyn std::fmt::Display,
         progress: &mut dyn FnMut(Migrating),
     ) -> Result<PgStore, PgStoreError> {
-        let mut client = connect::connect(config, shown)?;
+        PgStore::open_with(&connect::ConnectConfig::from(config), shown, progress)
+    }
+
+    /// [`PgStore::open`] with a connection configuration built once (the
+    /// exporter's: every connection with the same TLS settings); `shown`
+    /// names the database in errors (never with its password).
+    pub fn open_with(
+        config: &connect::ConnectConfig,
+        shown: &dyn std::fmt::Display,
+        progress: &mut dyn FnMut(Migrating),
+    ) -> Result<PgStore, PgStoreError> {
+        let mut client = config.connect_named(shown)?;
         migrate::migrate(&mut client, progress)?;
         Ok(PgStore {
             client: RefCell::new(client),

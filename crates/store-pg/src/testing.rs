@@ -19,6 +19,7 @@
 //! SCRAM), as a real deployment would; `initdb` sets it for the superuser
 //! [`TestServer::USER`].
 
+use crate::connect::ConnectConfig;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ read -r _ || true
 wait
 [ -e "$dir/retry" ] || rm -rf "$dir"
 "#;
+
+/// What runs after `initdb`, given the server's directory: more
+/// `postgresql.conf` settings (name, value).
+type Prepare<'a> = dyn Fn(&Path) -> io::Result<Vec<(String, String)>> + 'a;
 
 /// A running PostgreSQL server of one test process.
 pub struct TestServer {
@@ -72,15 +77,16 @@ impl TestDatabase {
         self.config.clone()
     }
 
-    /// A new connection.
+    /// A new connection (TLS when the server offers it, the certificate
+    /// not checked: `sslmode=prefer`).
     pub fn connect(&self) -> Result<postgres::Client, postgres::Error> {
-        self.config.connect(postgres::NoTls)
+        ConnectConfig::from(&self.config).connect()
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Ok(mut admin) = self.admin.connect(postgres::NoTls) {
+        if let Ok(mut admin) = ConnectConfig::from(&self.admin).connect() {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                 self.name
@@ -169,6 +175,52 @@ impl TestServer {
 
     /// Start a server with these `postgresql.conf` settings.
     pub fn start_with(settings: &[(&str, &str)]) -> io::Result<TestServer> {
+        TestServer::start_prepared(settings, &|_| Ok(Vec::new()))
+    }
+
+    /// Start a server with TLS on (`ssl=on`), presenting the certificate
+    /// chain `cert_pem` (PEM, the server's first) with the private key
+    /// `key_pem`. With `require_tls`, TCP connections without TLS are
+    /// refused (`hostssl` in `pg_hba.conf`); otherwise both are accepted.
+    pub fn start_tls(cert_pem: &str, key_pem: &str, require_tls: bool) -> io::Result<TestServer> {
+        let prepare = |dir: &Path| -> io::Result<Vec<(String, String)>> {
+            let cert = dir.join("server.crt");
+            let key = dir.join("server.key");
+            std::fs::write(&cert, cert_pem)?;
+            std::fs::write(&key, key_pem)?;
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if is_root() {
+                let (uid, gid) = (id_of("-u", "postgres")?, id_of("-g", "postgres")?);
+                for f in [&cert, &key] {
+                    std::os::unix::fs::chown(f, Some(uid), Some(gid))?;
+                }
+            }
+            if require_tls {
+                let hba = dir.join("data").join("pg_hba.conf");
+                let text = std::fs::read_to_string(&hba)?;
+                let text: String = text
+                    .lines()
+                    .map(|l| match l.strip_prefix("host ") {
+                        Some(rest) => format!("hostssl {rest}\n"),
+                        None => format!("{l}\n"),
+                    })
+                    .collect();
+                std::fs::write(&hba, text)?;
+            }
+            Ok(vec![
+                ("ssl".into(), "on".into()),
+                ("ssl_cert_file".into(), cert.display().to_string()),
+                ("ssl_key_file".into(), key.display().to_string()),
+                ("fsync".into(), "off".into()),
+            ])
+        };
+        TestServer::start_prepared(&[], &prepare)
+    }
+
+    /// Start a server: `prepare` runs after `initdb` (given the directory)
+    /// and returns more settings.
+    fn start_prepared(settings: &[(&str, &str)], prepare: &Prepare<'_>) -> io::Result<TestServer> {
         let began = Instant::now();
         let bin = pg_bin_dir()?;
         let dir = tempfile::Builder::new()
@@ -205,6 +257,13 @@ impl TestServer {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        let extra = match prepare(&dir) {
+            Ok(extra) => extra,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         let mut last_error = String::new();
         // A free port may be taken between asking and binding: try again.
         for _ in 0..3 {
@@ -215,6 +274,9 @@ impl TestServer {
                 .arg(&bin)
                 .arg(port.to_string());
             for (k, v) in settings {
+                cmd.arg("-c").arg(format!("{k}={v}"));
+            }
+            for (k, v) in &extra {
                 cmd.arg("-c").arg(format!("{k}={v}"));
             }
             let mut supervisor = cmd
@@ -261,7 +323,7 @@ impl TestServer {
                     self.log_tail()
                 )));
             }
-            match self.admin_config().connect(postgres::NoTls) {
+            match ConnectConfig::from(self.admin_config()).connect() {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => {
                     return Err(io::Error::other(format!(
@@ -354,8 +416,8 @@ impl TestServer {
             .collect();
         let name = format!("t{}_{n}_{clean}", std::process::id());
         let admin = self.admin_config();
-        admin
-            .connect(postgres::NoTls)?
+        ConnectConfig::from(&admin)
+            .connect()?
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
         Ok(TestDatabase {
             config: self.config_for(&name),
@@ -368,6 +430,69 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop(true);
+    }
+}
+
+/// A certificate authority made for a test, and a server certificate it
+/// signed (rcgen, ECDSA P-256), all PEM.
+pub struct TestCerts {
+    /// The CA's certificate: what `sslrootcert` names.
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+}
+
+impl TestCerts {
+    /// A new CA, and a certificate for `names` (DNS names or IP
+    /// addresses, e.g. `127.0.0.1`) signed by it.
+    pub fn new(names: &[&str]) -> TestCerts {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: two test CAs are two issuers.
+        static CAS: AtomicU64 = AtomicU64::new(0);
+        ca.distinguished_name.push(
+            DnType::CommonName,
+            format!(
+                "ci-slo-exporter test CA {} {}",
+                std::process::id(),
+                CAS.fetch_add(1, Ordering::Relaxed)
+            ),
+        );
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_pem = ca.self_signed(&ca_key).expect("the CA certificate").pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("a server key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut server = CertificateParams::new(names).expect("server parameters");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "ci-slo-exporter test server");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert_pem = server
+            .signed_by(&key, &issuer)
+            .expect("the server certificate")
+            .pem();
+        TestCerts {
+            ca_pem,
+            server_cert_pem,
+            server_key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// Write the CA certificate to `dir/name`, for `sslrootcert`.
+    pub fn write_ca(&self, dir: &Path, name: &str) -> io::Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, &self.ca_pem)?;
+        Ok(path)
     }
 }
 

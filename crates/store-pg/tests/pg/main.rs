@@ -13,5 +13,6 @@ mod migrations;
 mod reads_metrics;
 mod reads_ui;
 mod retention;
+mod tls;
 mod writer;
 mod writes;
