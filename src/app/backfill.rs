@@ -36,11 +36,14 @@ fn backfill<P: Source>(
         ..Policy::from_config(&config)
     });
     let classifier = Arc::new(config.classifier()?);
+    // Opened before the runtime starts: PostgreSQL's synchronous client
+    // connects by blocking on a runtime of its own, which panics on a thread
+    // of another runtime.
+    let store = crate::store_open::start(&config.store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = crate::store_open::start(&config.store)?;
         let ctx = Context {
             deps: Arc::new(config.dependency_extractor()?),
             shard: config.shard,
