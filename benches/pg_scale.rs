@@ -321,6 +321,32 @@ fn serving(
     );
 }
 
+/// What the load's updates did to the per-test counters' tables: rows
+/// updated, of them HOT (in the same page, no new index entries), dead
+/// versions left for vacuum, as `pg_stat_user_tables` counts them.
+fn pg_updates(db: &TestDatabase) -> String {
+    let mut c = db.connect().unwrap();
+    // The statistics collector flushes at the end of a transaction, with
+    // a delay of up to a second.
+    std::thread::sleep(Duration::from_secs(2));
+    c.query(
+        "SELECT relname::text, n_tup_upd, n_tup_hot_upd, n_dead_tup FROM pg_stat_user_tables
+         WHERE relname IN ('tests', 'test_days', 'test_commits', 'results') ORDER BY relname",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| {
+        let (t, upd, hot, dead): (String, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        format!(
+            "{t} {upd} updated, {hot} HOT ({:.0} %), {dead} dead",
+            100.0 * hot as f64 / (upd.max(1)) as f64
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("; ")
+}
+
 fn pg_bytes(db: &TestDatabase) -> (i64, i64) {
     let mut c = db.connect().unwrap();
     c.batch_execute("VACUUM (ANALYZE)").unwrap();
@@ -425,6 +451,7 @@ fn main() {
             (tests, runs, now_ms),
         );
         println!("{label}: {:.0} results/s", f.load);
+        println!("{label}: after the load: {}", pg_updates(&db));
         let (db_size, tables) = pg_bytes(&db);
         f.bytes = (db_size - empty_size) as f64 / stored as f64;
         println!(
