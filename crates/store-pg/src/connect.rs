@@ -1,7 +1,7 @@
 //! From the configuration's [`PostgresTarget`] to a client configuration:
 //! the URL (which the `postgres` crate parses) plus the password kept
 //! apart, and the settings every connection of the exporter shares; and a
-//! store's connection, which closes off any async runtime ([`Connection`]).
+//! store's connection, which closes off any async runtime (`Connection`).
 
 use crate::PgStoreError;
 use ci_slo_core::config::database::PostgresTarget;
