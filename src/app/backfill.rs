@@ -36,8 +36,9 @@ fn backfill<P: Source>(
         ..Policy::from_config(&config)
     });
     let classifier = Arc::new(config.classifier()?);
-    // Opened outside the runtime: PostgreSQL's synchronous client runs a
-    // runtime of its own, which cannot start inside another one.
+    // Opened before the runtime starts: PostgreSQL's synchronous client
+    // connects by blocking on a runtime of its own, which panics on a thread
+    // of another runtime.
     let store = crate::store_open::start(&config.store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -233,7 +233,13 @@ impl Exporter {
 
     /// Stop with SIGTERM and wait.
     pub(crate) fn stop(mut self) {
-        self.terminate();
+        let _ = self.terminate();
+    }
+
+    /// Stop with SIGTERM; how the process exited (None: still running
+    /// after 10 s, then killed).
+    pub(crate) fn stop_status(mut self) -> Option<std::process::ExitStatus> {
+        self.terminate()
     }
 
     /// Kill with SIGKILL (no chance to clean up) and wait.
@@ -242,7 +248,7 @@ impl Exporter {
         let _ = self.child.wait();
     }
 
-    fn terminate(&mut self) {
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let pid = self.child.id() as i32;
         // SAFETY-free: use the kill command to send SIGTERM.
         let _ = Command::new("kill")
@@ -251,20 +257,21 @@ impl Exporter {
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        None
     }
 }
 
 impl Drop for Exporter {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            self.terminate();
+            let _ = self.terminate();
         }
     }
 }

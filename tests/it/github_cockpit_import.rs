@@ -13,7 +13,7 @@ const A: &str = "aaaa1111bbbb2222cccc3333dddd4444eeee5555";
 const B: &str = "bbbb1111bbbb2222cccc3333dddd4444eeee5555";
 const T0: f64 = 1_790_000_000.0; // 2026-09-21
 
-fn cockpit_db(path: &std::path::Path) {
+pub(crate) fn cockpit_db(path: &std::path::Path) {
     let c = Connection::open(path).unwrap();
     c.execute_batch(
         "CREATE TABLE if not exists TestRuns

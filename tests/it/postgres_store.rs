@@ -279,3 +279,137 @@ fn two_replicas_on_one_database_serve_the_same_counters_and_one_of_them_leads() 
         survivor.log()
     );
 }
+
+/// The synchronous PostgreSQL clients each drive a tokio runtime of their
+/// own: one dropped on a thread of `serve`'s runtime (the read pool's, when
+/// the last handle to the store went at shutdown) panicked with "Cannot
+/// start a runtime from within a runtime" and the process exited with 101
+/// instead of 0. `serve` stopped by SIGTERM, and the one-shot commands, end
+/// cleanly on PostgreSQL.
+#[test]
+fn serve_at_sigterm_and_the_one_shot_commands_exit_cleanly_on_postgres() {
+    use crate::fake_gitlab::{self, Fake, Project, job, pipeline};
+    let server = TestServer::shared();
+    let db = server.database("clean_exit").unwrap();
+    let url = server
+        .url(db.name())
+        .replacen("@", &format!(":{}@", server.password()), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let e = Exporter::start(
+        d,
+        &d.join("unused.db"),
+        &[],
+        &[("CI_SLO_API_TOKEN", TOKEN), ("CI_SLO_DATABASE_URL", &url)],
+    );
+    let (status, reply) = e.post("/api/v1/runs", Some(TOKEN), &api_run("e1"));
+    assert_eq!(status, 201, "{reply}");
+    // The readers and the writer have each served (a scrape, a UI page).
+    e.wait_for("the run on /metrics", |s| {
+        gauge(s, "ci_exporter_stored_runs") == Some(1.0)
+    });
+    assert_eq!(e.get("/api/v1/runs/1").0, 200);
+    let log_path = e.stderr_path.clone();
+    let exit = e.stop_status();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(exit.and_then(|s| s.code()), Some(0), "{exit:?}: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+
+    // The one-shot commands on the same database.
+    let one_shot = |args: &[&str], env: &[(&str, &str)]| -> Output {
+        let mut cmd = Command::new(common::BIN);
+        cmd.args(args)
+            .current_dir(d)
+            .env_remove("CI_SLO_API_TOKEN")
+            .env("CI_SLO_DATABASE_URL", &url)
+            .env("CI_SLO_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let junit = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/junit/mikepenz/mocha/mocha.xml"
+    );
+    let ingest = one_shot(
+        &[
+            "ingest",
+            "--db",
+            "x.db",
+            "--repository",
+            "acme/api",
+            "--context",
+            "junit",
+            "--commit",
+            "e2",
+            "--junit",
+            junit,
+        ],
+        &[],
+    );
+    let cockpit = d.join("test-results.db");
+    crate::github_cockpit_import::cockpit_db(&cockpit);
+    let import = one_shot(
+        &[
+            "import",
+            "cockpit",
+            cockpit.to_str().unwrap(),
+            "--db",
+            "x.db",
+        ],
+        &[],
+    );
+    let fake = Fake::default();
+    let mut p = Project::default();
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    p.pipelines
+        .push(pipeline(7, "feed01", "success", "push", &at));
+    p.jobs
+        .insert(7, vec![job(71, "test", "unit", "success", &at)]);
+    fake.projects.lock().unwrap().insert("g/p".into(), p);
+    let fake = fake_gitlab::start(fake);
+    let config = d.join("gitlab.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gitlab]\napi_url = \"{}\"\nprojects = [\"g/p\"]\n",
+            fake.api_url
+        ),
+    )
+    .unwrap();
+    let backfill = one_shot(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "backfill",
+            "gitlab",
+            "--days",
+            "30",
+            "--db",
+            "x.db",
+        ],
+        &[("CI_SLO_GITLAB_TOKEN", "glpat-clean-exit")],
+    );
+    for (name, out) in [
+        ("ingest", &ingest),
+        ("import cockpit", &import),
+        ("backfill gitlab", &backfill),
+    ] {
+        let all = text(out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {all}");
+        assert!(!all.contains("panicked"), "{name}: {all}");
+    }
+    // Each wrote to PostgreSQL: the API's run, ingest's, the import's five,
+    // the backfill's pipeline and job.
+    let runs: i64 = db
+        .connect()
+        .unwrap()
+        .query_one("SELECT count(*) FROM runs", &[])
+        .unwrap()
+        .get(0);
+    assert!(runs >= 1 + 1 + 5 + 2, "{runs} runs");
+}

@@ -6,7 +6,8 @@
 //! exporter (the store's writer and readers, the leadership's, the
 //! migrations') is made by [`ConnectConfig::connect`] on a configuration
 //! built from the URL (the store's writer and readers share one), so they
-//! all speak TLS with the same checks or none does.
+//! all speak TLS with the same checks or none does. A store's connection
+//! closes off any async runtime ([`Connection`]).
 //!
 //! TLS is rustls (the `ring` provider, as the forge client) through
 //! `tokio-postgres-rustls`:
@@ -600,6 +601,76 @@ impl ServerCertVerifier for NoNameCheck {
     }
 }
 
+/// A connection that closes outside any async runtime. The synchronous
+/// `postgres::Client` drives its connection on a tokio runtime of its own:
+/// closing it (its `Drop`) blocks on that runtime, and dropping it drops
+/// that runtime, both of which panic on a thread of another runtime ("Cannot
+/// start a runtime from within a runtime"). The exporter's stores are
+/// dropped wherever their last handle goes, an async task of `serve`'s
+/// runtime at shutdown included, so a connection dropped inside a runtime's
+/// context is closed on a plain thread of its own (waited for: the server
+/// has seen it close when the drop returns).
+pub(crate) struct Connection(Option<postgres::Client>);
+
+impl Connection {
+    pub(crate) fn new(client: postgres::Client) -> Connection {
+        Connection(Some(client))
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = postgres::Client;
+
+    fn deref(&self) -> &postgres::Client {
+        self.0.as_ref().expect("a connection is open until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0.as_mut().expect("a connection is open until dropped")
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            close(client);
+        }
+    }
+}
+
+/// Close `client`: here, or on a plain thread when this thread is in a
+/// tokio runtime's context (see [`Connection`]).
+fn close(client: postgres::Client) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        drop(client);
+        return;
+    }
+    // Shared with the thread, so that when no thread can start the client
+    // is taken back here rather than dropped with the failed spawn's closure.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(client)));
+    let theirs = slot.clone();
+    let closing = std::thread::Builder::new()
+        .name("pg-close".into())
+        .spawn(move || {
+            let client = theirs.lock().ok().and_then(|mut c| c.take());
+            drop(client);
+        });
+    match closing {
+        Ok(thread) => {
+            let _ = thread.join();
+        }
+        Err(e) => {
+            // Left open: it closes when the process exits.
+            if let Some(client) = slot.lock().ok().and_then(|mut c| c.take()) {
+                std::mem::forget(client);
+            }
+            tracing::warn!(error = %e, "cannot start a thread to close a PostgreSQL connection; left open");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,5 +804,75 @@ mod tests {
             c.client_config().get_ssl_mode(),
             postgres::config::SslMode::Disable
         );
+    }
+}
+
+/// A connection that closes outside any async runtime. The synchronous
+/// `postgres::Client` drives its connection on a tokio runtime of its own:
+/// closing it (its `Drop`) blocks on that runtime, and dropping it drops
+/// that runtime, both of which panic on a thread of another runtime ("Cannot
+/// start a runtime from within a runtime"). The exporter's stores are
+/// dropped wherever their last handle goes, an async task of `serve`'s
+/// runtime at shutdown included, so a connection dropped inside a runtime's
+/// context is closed on a plain thread of its own (waited for: the server
+/// has seen it close when the drop returns).
+pub(crate) struct Connection(Option<postgres::Client>);
+
+impl Connection {
+    pub(crate) fn new(client: postgres::Client) -> Connection {
+        Connection(Some(client))
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = postgres::Client;
+
+    fn deref(&self) -> &postgres::Client {
+        self.0.as_ref().expect("a connection is open until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0.as_mut().expect("a connection is open until dropped")
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            close(client);
+        }
+    }
+}
+
+/// Close `client`: here, or on a plain thread when this thread is in a
+/// tokio runtime's context (see [`Connection`]).
+fn close(client: postgres::Client) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        drop(client);
+        return;
+    }
+    // Shared with the thread, so that when no thread can start the client
+    // is taken back here rather than dropped with the failed spawn's closure.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(client)));
+    let theirs = slot.clone();
+    let closing = std::thread::Builder::new()
+        .name("pg-close".into())
+        .spawn(move || {
+            let client = theirs.lock().ok().and_then(|mut c| c.take());
+            drop(client);
+        });
+    match closing {
+        Ok(thread) => {
+            let _ = thread.join();
+        }
+        Err(e) => {
+            // Left open: it closes when the process exits.
+            if let Some(client) = slot.lock().ok().and_then(|mut c| c.take()) {
+                std::mem::forget(client);
+            }
+            tracing::warn!(error = %e, "cannot start a thread to close a PostgreSQL connection; left open");
+        }
     }
 }

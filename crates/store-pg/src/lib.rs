@@ -82,7 +82,7 @@ use std::cell::{RefCell, RefMut};
 /// with its own connection, borrowed per read through [`PgStore::read`],
 /// with the statements prepared on it, or [`PgStore::reader`]).
 pub struct PgStore {
-    client: RefCell<postgres::Client>,
+    client: RefCell<connect::Connection>,
     /// Statements prepared on `client`, for writes and reads alike.
     statements: RefCell<statements::Statements>,
     /// Whether the writer thread holds a batch's transaction open (see the
@@ -126,7 +126,7 @@ impl PgStore {
         let mut client = config.connect_named(shown)?;
         migrate::migrate(&mut client, progress)?;
         Ok(PgStore {
-            client: RefCell::new(client),
+            client: RefCell::new(connect::Connection::new(client)),
             statements: RefCell::default(),
             in_batch: false,
             retried: 0,
@@ -135,7 +135,7 @@ impl PgStore {
 
     /// The schema version the database is at.
     pub fn schema_version(&mut self) -> Result<i64, PgStoreError> {
-        migrate::schema_version(self.client.get_mut())
+        migrate::schema_version(&mut **self.client.get_mut())
     }
 
     /// How many times a write of this store was run again after losing a
@@ -152,7 +152,7 @@ impl PgStore {
     /// The connection for one read. Reads never nest, so the borrow is
     /// always free (a nested borrow would be a bug, and panics).
     pub fn reader(&self) -> RefMut<'_, postgres::Client> {
-        self.client.borrow_mut()
+        RefMut::map(self.client.borrow_mut(), |c| &mut **c)
     }
 
     /// The connection for one read with the statements prepared on it
@@ -160,7 +160,7 @@ impl PgStore {
     /// As [`PgStore::reader`], reads never nest.
     pub fn read(&self) -> Read<'_> {
         Read {
-            client: self.client.borrow_mut(),
+            client: RefMut::map(self.client.borrow_mut(), |c| &mut **c),
             cache: self.statements.borrow_mut(),
         }
     }

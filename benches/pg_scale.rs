@@ -1,0 +1,555 @@
+//! PostgreSQL next to SQLite at scale (issue 18 item 5):
+//! `cargo bench --bench pg_scale` (scripts/bench runs it too).
+//!
+//! The same history, RESULTS test results (default 10 M) in runs of TESTS
+//! distinct tests (default 8,000, names as in `benches/test_stats.rs`: 1%
+//! flaky, 0.5% broken, two runs per commit), is stored through the storage
+//! interface's batched ingest (5 runs a transaction) into a SQLite file and
+//! into a PostgreSQL database of a server started here on loopback (Debian's
+//! `postgresql` package, in a temporary data directory, as the tests do:
+//! `ci_slo_store_pg::testing`; its durable defaults, fsync on). Then, each
+//! figure for both engines in the same run, with the ratio PostgreSQL /
+//! SQLite:
+//!
+//! 1. bytes per stored result: SQLite's file (and WAL) after a checkpoint;
+//!    PostgreSQL's `pg_database_size` after `VACUUM (ANALYZE)`, less the
+//!    size of an empty migrated database, and the tables' own
+//!    `pg_total_relation_size` (tables, indexes, TOAST);
+//! 2. seconds from starting the release binary's `serve` to `/readyz` 200;
+//! 3. `/metrics` p50 and p99 over SCRAPES sequential scrapes (default 300);
+//! 4. `POST /api/v1/runs` results/s: INGEST_RUNS runs (default 20) of TESTS
+//!    results with 1 client, then with 2; on PostgreSQL also with a second
+//!    replica on the same database (2 replicas × 2 clients against 1 × 2).
+//!
+//! With PG_SCALE_VARIANT_SQL (e.g. `ALTER TABLE tests SET (fillfactor =
+//! 50)`), a second PostgreSQL database, where that SQL ran after the
+//! migrations, is loaded and served the same way: a column of its own, to
+//! try a change of the schema against the one of this build in one run.
+//!
+//! Knobs: PG_SCALE_RESULTS (10000000), PG_SCALE_TESTS (8000),
+//! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300), PG_SCALE_VARIANT_SQL.
+//! A quick run:
+//! `PG_SCALE_RESULTS=400000 PG_SCALE_INGEST_RUNS=4 cargo bench --bench pg_scale`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use ci_slo_exporter::config::Config;
+use ci_slo_exporter::model::{
+    Completeness, Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
+};
+use ci_slo_exporter::store::{Policy, Storage, Store};
+use ci_slo_store_pg::PgStore;
+use ci_slo_store_pg::testing::{TestDatabase, TestServer};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::{BIN, env_num, get, percentile};
+
+const TOKEN: &str = "pg-scale-bench-token";
+const REPO: &str = "bench/suite";
+/// Runs per transaction while storing the history.
+const BATCH: usize = 5;
+
+fn outcome(t: usize, i: usize) -> TestOutcome {
+    let broken = t % 200 == 7;
+    let flaky_failure = t % 100 == 3 && (i * 7919 + t * 104_729).is_multiple_of(20);
+    if broken || flaky_failure {
+        TestOutcome::Failed
+    } else {
+        TestOutcome::Passed
+    }
+}
+
+fn name(t: usize) -> String {
+    format!(
+        "org.example.module{}.service.Component{}Test.test_case_{t}",
+        t % 39,
+        t % 250
+    )
+}
+
+/// Run `i` of `runs`, two minutes apart, ending at `now_ms`.
+fn new_run(i: usize, tests: usize, now_ms: i64, runs: usize) -> NewRun {
+    let finished =
+        chrono::DateTime::from_timestamp_millis(now_ms - (runs.saturating_sub(i)) as i64 * 120_000)
+            .unwrap();
+    NewRun {
+        repository: RepositoryRef {
+            forge: Forge::Generic,
+            path: REPO.into(),
+        },
+        context: "unit".into(),
+        commit: format!("{:040x}", (i / 2) as u128 * 0x9e37_79b9_7f4a_7c15),
+        external_id: Some(format!("job-{i}")),
+        attempt_group: None,
+        attempt: 0,
+        trigger: Trigger::Push,
+        trigger_pending: false,
+        state: RunState::Success,
+        queued_at: Some(finished - chrono::Duration::minutes(10)),
+        started_at: Some(finished - chrono::Duration::minutes(9)),
+        finished_at: Some(finished),
+        url: None,
+        log_url: None,
+        change: None,
+        tests: (0..tests)
+            .map(|t| TestResult {
+                name: name(t),
+                outcome: outcome(t, i),
+                duration_seconds: Some(0.01 + (t % 97) as f64 / 10.0),
+                retries: 0,
+                retry_reasons: vec![],
+                message: None,
+            })
+            .collect(),
+        reports: vec![],
+        failures: vec![],
+        dependencies: Default::default(),
+        source: "bench".into(),
+        completeness: Completeness::Whole,
+    }
+}
+
+fn body(run: &NewRun) -> String {
+    serde_json::json!({
+        "repository": REPO,
+        "context": run.context,
+        "commit": run.commit,
+        "external_id": run.external_id,
+        "trigger": "push",
+        "queued_at": run.queued_at.unwrap().to_rfc3339(),
+        "started_at": run.started_at.unwrap().to_rfc3339(),
+        "finished_at": run.finished_at.unwrap().to_rfc3339(),
+        "tests": run.tests.iter().map(|t| serde_json::json!({
+            "name": t.name, "outcome": t.outcome.as_str(), "duration_seconds": t.duration_seconds,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// Store `runs` runs of `tests` tests through the batched ingest of the
+/// store `open` gives, a new one (connection) every `reopen_every` runs
+/// when not 0; results/s.
+fn load(
+    label: &str,
+    open: &mut dyn FnMut() -> Box<dyn Storage>,
+    reopen_every: usize,
+    (tests, runs, now_ms): (usize, usize, i64),
+) -> f64 {
+    let policy = Policy::from_config(&Config::default());
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut store = open();
+    for first in (0..runs).step_by(BATCH) {
+        if reopen_every > 0 && first > 0 && first % reopen_every == 0 {
+            drop(store);
+            store = open();
+        }
+        let chunk: Vec<NewRun> = (first..(first + BATCH).min(runs))
+            .map(|i| new_run(i, tests, now_ms, runs))
+            .collect();
+        store
+            .ingest_batch(&chunk, &policy, chrono::Utc::now())
+            .unwrap();
+        if last.elapsed() > Duration::from_secs(60) {
+            last = Instant::now();
+            eprintln!(
+                "  {label}: {} of {runs} runs stored, {:.0} results/s",
+                first + chunk.len(),
+                ((first + chunk.len()) * tests) as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    (runs * tests) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// How the exporter finds its store.
+#[derive(Clone)]
+enum Engine {
+    Sqlite(std::path::PathBuf),
+    /// `CI_SLO_DATABASE_URL`, password included.
+    Postgres(String),
+}
+
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `serve` on `engine`; it and the seconds until `/readyz` was 200.
+fn serve(engine: &Engine, dir: &Path) -> (Served, f64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .env("CI_SLO_LOG", "warn")
+        .env("CI_SLO_API_TOKEN", TOKEN)
+        .env_remove("CI_SLO_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    match engine {
+        Engine::Sqlite(path) => cmd.arg("--db").arg(path),
+        Engine::Postgres(url) => cmd.env("CI_SLO_DATABASE_URL", url),
+    };
+    let t0 = Instant::now();
+    let child = cmd.spawn().expect("start the exporter");
+    let served = Served {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    while get(&served.base, "/readyz").0 != 200 {
+        assert!(t0.elapsed() < Duration::from_secs(600), "not ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ready = t0.elapsed().as_secs_f64();
+    (served, ready)
+}
+
+/// p50 and p99 of `n` sequential scrapes after 10 untimed, in ms.
+fn scrapes(base: &str, n: usize) -> (f64, f64) {
+    for _ in 0..10 {
+        assert_eq!(get(base, "/metrics").0, 200);
+    }
+    let mut ms: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(get(base, "/metrics").0, 200);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&ms, 0.5), percentile(&ms, 0.99))
+}
+
+/// Post `bodies` to the replicas at `bases`, `clients` clients per replica
+/// taking the next body in turn; results/s.
+fn ingest(bases: &[&str], clients: usize, bodies: Vec<String>, tests: usize) -> f64 {
+    let n = bodies.len();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = bases
+        .iter()
+        .flat_map(|base| std::iter::repeat_n(base.to_string(), clients))
+        .map(|base| {
+            let (bodies, next) = (bodies.clone(), next.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(600)))
+                    .build()
+                    .into();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= bodies.len() {
+                        break;
+                    }
+                    let status = agent
+                        .post(&format!("{base}/api/v1/runs"))
+                        .header("Authorization", &format!("Bearer {TOKEN}"))
+                        .header("Content-Type", "application/json")
+                        .send(bodies[i].as_str())
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    assert_eq!(status, 201, "run {i} not created");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    (n * tests) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The figures of one engine.
+#[derive(Default)]
+struct Figures {
+    load: f64,
+    bytes: f64,
+    ready: f64,
+    p50: f64,
+    p99: f64,
+    one_client: f64,
+    two_clients: f64,
+}
+
+/// Serve `engine`, measure readiness, scrapes and ingest; the next run
+/// index to post is `*next` (advanced).
+fn serving(
+    label: &str,
+    engine: &Engine,
+    dir: &Path,
+    f: &mut Figures,
+    (tests, ingest_runs, n_scrapes): (usize, usize, usize),
+    next: &mut usize,
+) {
+    let (served, ready) = serve(engine, dir);
+    f.ready = ready;
+    (f.p50, f.p99) = scrapes(&served.base, n_scrapes);
+    let mut batch = |n: usize| -> Vec<String> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let first = *next;
+        *next += n;
+        (first..first + n)
+            .map(|i| body(&new_run(i, tests, now_ms, first + n)))
+            .collect()
+    };
+    f.one_client = ingest(&[&served.base], 1, batch(ingest_runs), tests);
+    f.two_clients = ingest(&[&served.base], 2, batch(ingest_runs), tests);
+    println!(
+        "{label}: ready after {:.2} s; /metrics p50 {:.2} ms, p99 {:.2} ms; POST /api/v1/runs {:.0} results/s with 1 client, {:.0} with 2",
+        f.ready, f.p50, f.p99, f.one_client, f.two_clients
+    );
+}
+
+/// What the load's updates did to the per-test counters' tables: rows
+/// updated, of them HOT (in the same page, no new index entries), dead
+/// versions left for vacuum, as `pg_stat_user_tables` counts them.
+fn pg_updates(db: &TestDatabase) -> String {
+    let mut c = db.connect().unwrap();
+    // The statistics collector flushes at the end of a transaction, with
+    // a delay of up to a second.
+    std::thread::sleep(Duration::from_secs(2));
+    c.query(
+        "SELECT relname::text, n_tup_upd, n_tup_hot_upd, n_dead_tup FROM pg_stat_user_tables
+         WHERE relname IN ('tests', 'test_days', 'test_commits', 'results') ORDER BY relname",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| {
+        let (t, upd, hot, dead): (String, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        format!(
+            "{t} {upd} updated, {hot} HOT ({:.0} %), {dead} dead",
+            100.0 * hot as f64 / (upd.max(1)) as f64
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("; ")
+}
+
+fn pg_bytes(db: &TestDatabase) -> (i64, i64) {
+    let mut c = db.connect().unwrap();
+    c.batch_execute("VACUUM (ANALYZE)").unwrap();
+    let database: i64 = c
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .unwrap()
+        .get(0);
+    let tables: i64 = c
+        .query_one(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (database, tables)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("pg_scale: run with `cargo bench --bench pg_scale`");
+        return;
+    }
+    let tests = env_num("PG_SCALE_TESTS", 8000usize);
+    let results = env_num("PG_SCALE_RESULTS", 10_000_000usize);
+    let ingest_runs = env_num("PG_SCALE_INGEST_RUNS", 20usize);
+    let n_scrapes = env_num("PG_SCALE_SCRAPES", 300usize);
+    let variant = std::env::var("PG_SCALE_VARIANT_SQL").unwrap_or_default();
+    let runs = (results / tests).max(1);
+    let stored = runs * tests;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    println!(
+        "machine: {} cores; {tests} tests × {runs} runs = {:.1} M results on each engine",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        stored as f64 / 1e6
+    );
+    let server = TestServer::start_with(&[]).expect("start PostgreSQL");
+    let version: String = server
+        .admin_config()
+        .connect(postgres::NoTls)
+        .unwrap()
+        .query_one("SHOW server_version", &[])
+        .unwrap()
+        .get(0);
+    println!(
+        "PostgreSQL {version} on 127.0.0.1:{} (its defaults: fsync on, synchronous_commit on, shared_buffers 128 MB), started in {:.1} s",
+        server.port(),
+        server.startup().as_secs_f64()
+    );
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut sq = Figures::default();
+
+    println!("\n== storing the history (batched ingest, {BATCH} runs a transaction)");
+    let file = dir.join("history.sqlite");
+    sq.load = load(
+        "SQLite",
+        &mut || {
+            let store = Store::open(&file).unwrap();
+            store.tune_for_bulk_load(64).unwrap();
+            Box::new(store)
+        },
+        0,
+        (tests, runs, now_ms),
+    );
+    Store::open(&file).unwrap().checkpoint().unwrap();
+    let wal = file.with_extension("sqlite-wal");
+    let sqlite_bytes = std::fs::metadata(&file).map_or(0, |m| m.len())
+        + std::fs::metadata(&wal).map_or(0, |m| m.len());
+    sq.bytes = sqlite_bytes as f64 / stored as f64;
+    println!("SQLite: {:.0} results/s", sq.load);
+
+    let empty = server.database("pg_scale_empty").unwrap();
+    PgStore::open_config(&empty.config(), &empty.name(), &mut |_| {}).unwrap();
+    let (empty_size, _) = pg_bytes(&empty);
+    // The database as this build migrates it; with PG_SCALE_VARIANT_SQL
+    // also one where that SQL ran after the migrations (e.g. a table
+    // setting to try), loaded and served the same way in the same run.
+    let mut variants = vec![("PostgreSQL", "", Figures::default())];
+    if !variant.is_empty() {
+        variants.push((
+            "PostgreSQL + PG_SCALE_VARIANT_SQL",
+            variant.as_str(),
+            Figures::default(),
+        ));
+    }
+    let mut databases = Vec::new();
+    for (label, undo, f) in &mut variants {
+        let db = server.database("pg_scale").unwrap();
+        let mut store = PgStore::open_config(&db.config(), &db.name(), &mut |_| {}).unwrap();
+        if !undo.is_empty() {
+            store.client().batch_execute(undo).unwrap();
+        }
+        drop(store);
+        // A new connection every 100 runs: a connection prepares its
+        // statements once, and plans made on the first, empty tables stay.
+        f.load = load(
+            label,
+            &mut || Box::new(PgStore::open_config(&db.config(), &db.name(), &mut |_| {}).unwrap()),
+            100,
+            (tests, runs, now_ms),
+        );
+        println!("{label}: {:.0} results/s", f.load);
+        println!("{label}: after the load: {}", pg_updates(&db));
+        let (db_size, tables) = pg_bytes(&db);
+        f.bytes = (db_size - empty_size) as f64 / stored as f64;
+        println!(
+            "{label}: {:.1} bytes per result (database {} MB less {} MB empty, after VACUUM), its tables with their indexes {:.1}",
+            f.bytes,
+            db_size / 1_000_000,
+            empty_size / 1_000_000,
+            tables as f64 / stored as f64
+        );
+        databases.push(db);
+    }
+    println!(
+        "SQLite: {:.1} bytes per result ({} MB after a checkpoint)",
+        sq.bytes,
+        sqlite_bytes / 1_000_000,
+    );
+
+    println!(
+        "\n== serving: /readyz, {n_scrapes} scrapes, POST /api/v1/runs of {ingest_runs} runs × {tests} results"
+    );
+    let url = |db: &TestDatabase| {
+        Engine::Postgres(server.url(db.name()).replacen(
+            '@',
+            &format!(":{}@", server.password()),
+            1,
+        ))
+    };
+    let shape = (tests, ingest_runs, n_scrapes);
+    let mut next = runs;
+    serving(
+        "SQLite",
+        &Engine::Sqlite(file.clone()),
+        dir,
+        &mut sq,
+        shape,
+        &mut next,
+    );
+    let mut next_pg = runs;
+    for ((label, _, f), db) in variants.iter_mut().zip(&databases) {
+        next_pg = runs;
+        serving(label, &url(db), dir, f, shape, &mut next_pg);
+    }
+    // A second replica on the same database: each replica takes as many
+    // clients as the one replica did.
+    let pg_engine = url(&databases[0]);
+    let (a, _) = serve(&pg_engine, dir);
+    let (b, _) = serve(&pg_engine, dir);
+    let bodies = |first: usize, n: usize| -> Vec<String> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        (first..first + n)
+            .map(|i| body(&new_run(i, tests, now_ms, first + n)))
+            .collect()
+    };
+    let one_replica = ingest(&[&a.base], 2, bodies(next_pg, ingest_runs), tests);
+    next_pg += ingest_runs;
+    let two_replicas = ingest(
+        &[&a.base, &b.base],
+        2,
+        bodies(next_pg, 2 * ingest_runs),
+        tests,
+    );
+    drop((a, b));
+
+    let mut head = String::from("| figure | SQLite |");
+    let mut rule = String::from("|---|---:|");
+    for (label, _, _) in &variants {
+        head += &format!(" {label} | / SQLite |");
+        rule += "---:|---:|";
+    }
+    println!("\n{head}\n{rule}");
+    let row = |what: &str, get: &dyn Fn(&Figures) -> f64, unit: &str, digits: usize| {
+        let s = get(&sq);
+        let mut line = format!("| {what} | {s:.digits$}{unit} |");
+        for (_, _, f) in &variants {
+            let p = get(f);
+            line += &format!(" {p:.digits$}{unit} | {:.2} |", p / s);
+        }
+        println!("{line}");
+    };
+    row("batched load of the history, results/s", &|f| f.load, "", 0);
+    row("bytes per stored result", &|f| f.bytes, "", 1);
+    row("start to `/readyz` 200", &|f| f.ready, " s", 2);
+    row("`/metrics` p50", &|f| f.p50, " ms", 2);
+    row("`/metrics` p99", &|f| f.p99, " ms", 2);
+    row(
+        "`POST /api/v1/runs`, 1 client, results/s",
+        &|f| f.one_client,
+        "",
+        0,
+    );
+    row(
+        "`POST /api/v1/runs`, 2 clients, results/s",
+        &|f| f.two_clients,
+        "",
+        0,
+    );
+    println!(
+        "PostgreSQL, a second replica on the same database: 2 replicas × 2 clients {two_replicas:.0} results/s against 1 replica × 2 clients {one_replica:.0} (same run): × {:.2}",
+        two_replicas / one_replica
+    );
+}
