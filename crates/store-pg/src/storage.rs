@@ -198,7 +198,7 @@ impl Engine for PgStore {
             "SET LOCAL idle_in_transaction_session_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
         ))?;
         Ok(
-            crate::leader::fence(self.client.get_mut(), &fence.name, fence.epoch)
+            crate::leader::fence(&mut **self.client.get_mut(), &fence.name, fence.epoch)
                 .map_err(PgStoreError::from)?,
         )
     }
