@@ -74,6 +74,79 @@ pub fn content_hash(run: &NewRun) -> String {
     hex
 }
 
+/// A run's external id as the SQLite store indexes it (`runs.external_key`,
+/// migration 14): the first 8 bytes of the SHA-256 of the id's UTF-8 bytes,
+/// read as a big-endian signed 64-bit integer. The unique index
+/// `runs_external` holds (repository, key) instead of the id itself (a
+/// Cockpit id, `cockpit:<log url>`, is ~130 bytes), and every lookup compares
+/// the id too. Two different ids of one repository with the same key (odds
+/// about n²/2⁶⁵ for n runs: 3·10⁻⁸ at a million) cannot both be stored: the
+/// second is refused with an error naming both ids ([`key_collision`]).
+/// Fixed: changing it needs a migration that computes every stored key again.
+pub fn external_key(external_id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(external_id.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+/// A content hash as `runs.content_digest` keeps it (migration 14): the 32
+/// lowercase hex digits of [`content_hash`] as their 16 bytes, any other
+/// text as it is (`runs.content_hash` gives back the text either way).
+pub(crate) fn stored_digest(hash: &str) -> rusqlite::types::Value {
+    let hex = hash.as_bytes();
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if hex.len() == 32 {
+        let bytes: Option<Vec<u8>> = hex
+            .chunks(2)
+            .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+            .collect();
+        if let Some(bytes) = bytes {
+            return rusqlite::types::Value::Blob(bytes);
+        }
+    }
+    rusqlite::types::Value::Text(hash.to_string())
+}
+
+/// A run with an external id could not be inserted: when another run of its
+/// repository holds a different id with the same [`external_key`], the error
+/// says so (the database's own error names only the key's columns).
+fn key_collision(
+    tx: &Connection,
+    repository_id: i64,
+    external_id: &str,
+    error: rusqlite::Error,
+) -> StoreError {
+    let is_constraint = matches!(&error, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::ConstraintViolation);
+    if is_constraint {
+        let other: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, external_id FROM runs WHERE repository_id = ?1 AND external_key = ?2",
+                params![repository_id, external_key(external_id)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        if let Some((id, other)) = other
+            && other != external_id
+        {
+            return StoreError::Refused(format!(
+                "external id {external_id:?} has the same 64-bit key as the id {other:?} of stored run {id} \
+                 in its repository (runs.external_key, a hash collision): not stored; send the run under \
+                 another id"
+            ));
+        }
+    }
+    StoreError::Sqlite(error)
+}
+
 /// Whether a run's url is its external id after the id's prefix
 /// (`<prefix>:<url>`, the prefix up to the first ':'): then the url is not
 /// stored again (`runs.url` gives it back from the id, migration 12, whose
@@ -134,9 +207,13 @@ pub(crate) fn find_existing(
     match &run.external_id {
         Some(external_id) => tx
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs r WHERE r.repository_id = ?1 AND r.external_id = ?2"
+                "SELECT {COLUMNS} FROM runs r
+                 WHERE r.repository_id = ?1 AND r.external_key = ?3 AND r.external_id = ?2"
             ))?
-            .query_row(params![repository_id, external_id], read)
+            .query_row(
+                params![repository_id, external_id, external_key(external_id)],
+                read,
+            )
             .optional(),
         None => tx
             .prepare_cached(&format!(
@@ -283,6 +360,9 @@ pub(crate) fn ingest_checked(
     // The url is stored once when the external id holds it (migration 12).
     let url_in_id = url_in_id(run.external_id.as_deref(), run.url.as_deref());
     let stored_url = if url_in_id { None } else { run.url.as_deref() };
+    // The id's key and the hash's bytes (migration 14).
+    let key = run.external_id.as_deref().map(external_key);
+    let digest = stored_digest(hash);
     let values = params![
         repository_id,
         run.external_id,
@@ -298,11 +378,12 @@ pub(crate) fn ingest_checked(
         run.log_url,
         change_id,
         run.source,
-        hash,
+        digest,
         now_ms,
         group,
         trigger_pending,
         url_in_id,
+        key,
     ];
     let (run_id, status, queue_counted, final_counted) = match existing {
         Some(e) => {
@@ -310,9 +391,9 @@ pub(crate) fn ingest_checked(
                 "UPDATE runs SET repository_id = ?1, external_id = coalesce(?2, external_id), context = ?3,
                     commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
                     finished_at = ?10, stored_url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
-                    source = ?14, content_hash = ?15, updated_at = ?16, attempt_group = ?17,
-                    trigger_pending = ?18, url_in_id = ?19
-                 WHERE id = ?20",
+                    source = ?14, content_digest = ?15, updated_at = ?16, attempt_group = ?17,
+                    trigger_pending = ?18, url_in_id = ?19, external_key = coalesce(?20, external_key)
+                 WHERE id = ?21",
             )?
             .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
@@ -339,18 +420,22 @@ pub(crate) fn ingest_checked(
             let (queue, done) = counted_after(run, trigger_pending);
             tx.prepare_cached(
                 "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
-                    queued_at, started_at, finished_at, stored_url, log_url, change_id, source, content_hash,
-                    created_at, updated_at, attempt_group, trigger_pending, url_in_id, queue_counted,
-                    final_counted)
+                    queued_at, started_at, finished_at, stored_url, log_url, change_id, source, content_digest,
+                    created_at, updated_at, attempt_group, trigger_pending, url_in_id, external_key,
+                    queue_counted, final_counted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
-                    ?19, ?20, ?21)",
+                    ?19, ?20, ?21, ?22)",
             )?
             .execute(rusqlite::params_from_iter(
                 values
                     .iter()
                     .copied()
                     .chain([&queue as &dyn rusqlite::ToSql, &done]),
-            ))?;
+            ))
+            .map_err(|e| match &run.external_id {
+                Some(id) => key_collision(tx, repository_id, id, e),
+                None => StoreError::Sqlite(e),
+            })?;
             (tx.last_insert_rowid(), IngestStatus::Created, false, false)
         }
     };

@@ -688,4 +688,27 @@ CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events BEGIN
       AND hour = OLD.completed_at / 3600000 * 3600000 AND slo = 'runs_completed' AND total <= 0;
 END;
 "#,
+    // 14: smaller run identities (issue 12 §5: an imported run's ~130-byte
+    // Cockpit id was stored again in `runs_external`). A run with an external
+    // id also stores `external_key`, a 64-bit hash of the id computed in Rust
+    // (`ingest_run::external_key`: the first 8 bytes of its SHA-256; the
+    // `run_external_key` SQL function gives it here), and the unique index
+    // `runs_external` holds (repository, key): a lookup compares the id as
+    // well, and a second id with an equal key in one repository is refused
+    // (a hash collision: odds about n²/2⁶⁵ for n runs of a repository). The
+    // content hash is kept as its 16 bytes (`content_digest`; text that is
+    // not 32 lowercase hex digits stays as it is) and `content_hash`, a
+    // virtual column (what readers select), gives the hex text back. Every
+    // stored run is kept, with its key and its hash.
+    r#"
+ALTER TABLE runs ADD COLUMN external_key INTEGER;
+UPDATE runs SET external_key = run_external_key(external_id) WHERE external_id IS NOT NULL;
+DROP INDEX runs_external;
+CREATE UNIQUE INDEX runs_external ON runs (repository_id, external_key) WHERE external_key IS NOT NULL;
+ALTER TABLE runs RENAME COLUMN content_hash TO content_digest;
+UPDATE runs SET content_digest = unhex(content_digest)
+    WHERE length(content_digest) = 32 AND NOT content_digest GLOB '*[^0-9a-f]*';
+ALTER TABLE runs ADD COLUMN content_hash TEXT GENERATED ALWAYS AS
+    (CASE WHEN typeof(content_digest) = 'blob' THEN lower(hex(content_digest)) ELSE content_digest END) VIRTUAL;
+"#,
 ];

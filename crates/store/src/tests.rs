@@ -1820,3 +1820,259 @@ fn read_consistent_reads_one_snapshot_while_another_connection_commits() {
         .unwrap();
     assert_eq!(reader.run_count().unwrap(), 3);
 }
+
+#[test]
+fn an_external_id_is_indexed_by_its_fixed_64_bit_key() {
+    // The first 8 bytes of the id's SHA-256, big-endian (computed
+    // independently: Python's hashlib).
+    assert_eq!(
+        external_key("cockpit:https://logs.example/pull-1-abc/log.html"),
+        0x38ef_2256_0bec_7092
+    );
+    assert_eq!(external_key("job-7"), 0xc37b_d1a8_462d_7ad6_u64 as i64);
+    let store = Store::open_in_memory().unwrap();
+    let sql: i64 = store
+        .connection()
+        .query_row("SELECT run_external_key('job-7')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        sql,
+        external_key("job-7"),
+        "the SQL function is the same hash"
+    );
+
+    // Every lookup of a run by its id goes through the key's index.
+    for sql in [
+        "SELECT id FROM runs r WHERE r.repository_id = 1 AND r.external_key = ?1 AND r.external_id = ?2",
+    ] {
+        let plan: Vec<String> = store
+            .connection()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params![1, "x"], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("INDEX runs_external (repository_id=? AND external_key=?)"),
+            "{plan}"
+        );
+    }
+}
+
+#[test]
+fn runs_are_found_by_key_and_id_and_a_key_collision_is_refused_clearly() {
+    let mut store = Store::open_in_memory().unwrap();
+    let repository = RepositoryRef {
+        forge: Forge::Generic,
+        path: "acme/shop".into(),
+    };
+    let mut first = run("ctx", "abc", 1, RunState::Success);
+    first.external_id = Some("job-1".into());
+    let id = store.ingest_run(&first, &policy(), now()).unwrap().id;
+    let stored: (i64, Vec<u8>, String) = store
+        .connection()
+        .query_row(
+            "SELECT external_key, content_digest, content_hash FROM runs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(stored.0, external_key("job-1"));
+    assert_eq!(stored.1.len(), 16, "the hash as its bytes");
+    assert_eq!(stored.2, content_hash(&first), "and read back as text");
+    assert_eq!(
+        store
+            .run_by_external_id(&repository, "job-1")
+            .unwrap()
+            .map(|r| r.id),
+        Some(id)
+    );
+    assert_eq!(
+        store
+            .external_run(&repository, "job-1")
+            .unwrap()
+            .map(|r| r.id),
+        Some(id)
+    );
+    assert_eq!(
+        store.ingest_run(&first, &policy(), now()).unwrap().status,
+        IngestStatus::Unchanged
+    );
+
+    // A stored run whose key equals another id's (what a collision of two
+    // ids would leave): the lookup compares the id, so neither is the
+    // other, and the second id is refused with both named.
+    store
+        .connection()
+        .execute(
+            "UPDATE runs SET external_key = ?1 WHERE id = ?2",
+            params![external_key("job-2"), id],
+        )
+        .unwrap();
+    assert_eq!(
+        store.run_by_external_id(&repository, "job-2").unwrap(),
+        None
+    );
+    assert!(store.external_run(&repository, "job-2").unwrap().is_none());
+    let mut second = run("ctx", "abc", 2, RunState::Success);
+    second.external_id = Some("job-2".into());
+    let err = store.ingest_run(&second, &policy(), now()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("\"job-2\"") && text.contains("\"job-1\"") && text.contains("collision"),
+        "{text}"
+    );
+    assert_eq!(store.run_count().unwrap(), 1, "nothing stored");
+    // In another repository the same key is another run.
+    second.repository.path = "acme/other".into();
+    assert_eq!(
+        store.ingest_run(&second, &policy(), now()).unwrap().status,
+        IngestStatus::Created
+    );
+}
+
+#[test]
+fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
+    // A database at schema 13 with runs as that version stored them: ids
+    // (a Cockpit one holding its url), one without, the hex content hash
+    // ingest computed, and a hand-written hash that is not hex.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v13.db");
+    let url = "https://logs.example/pull-1-abc/log.html";
+    let mut runs = Vec::new();
+    for (i, ext) in [Some(format!("cockpit:{url}")), Some("job-7".into()), None]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = run("ctx", "abc", i as u32, RunState::Success);
+        r.url = ext.as_ref().map(|_| url.to_string());
+        r.external_id = ext;
+        runs.push(r);
+    }
+    {
+        let conn = Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..13] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 13).unwrap();
+        tx.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        for r in &runs {
+            let in_id = url_in_id(r.external_id.as_deref(), r.url.as_deref());
+            tx.execute(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                    content_hash, created_at, updated_at, stored_url, url_in_id, queued_at, started_at,
+                    finished_at, queue_counted, final_counted)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 0, ?9, ?10, ?11, ?12, ?13, 1, 1)",
+                params![
+                    r.external_id,
+                    r.context,
+                    r.commit,
+                    r.attempt,
+                    r.trigger.as_str(),
+                    r.state.as_str(),
+                    r.source,
+                    content_hash(r),
+                    if in_id { None } else { r.url.as_deref() },
+                    in_id,
+                    r.queued_at.map(to_ms),
+                    r.started_at.map(to_ms),
+                    r.finished_at.map(to_ms),
+                ],
+            )
+            .unwrap();
+        }
+        tx.execute(
+            "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                content_hash, created_at, updated_at)
+             VALUES (1, 'by-hand', 'ctx', 'def', 0, 'push', 'success', 't', 'h', 0, 0)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    let rows: Vec<(Option<String>, Option<i64>, String, String, Option<String>)> = store
+        .connection()
+        .prepare(
+            "SELECT external_id, external_key, typeof(content_digest), content_hash, url FROM runs ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 4, "every run kept");
+    for (r, row) in runs.iter().zip(&rows) {
+        assert_eq!(row.0, r.external_id);
+        assert_eq!(row.1, r.external_id.as_deref().map(external_key), "{row:?}");
+        assert_eq!((row.2.as_str(), row.3.clone()), ("blob", content_hash(r)));
+        assert_eq!(row.4, r.url);
+    }
+    assert_eq!(
+        rows[3],
+        (
+            Some("by-hand".into()),
+            Some(external_key("by-hand")),
+            "text".into(),
+            "h".into(),
+            None
+        )
+    );
+    // The runs stored before are found again: a replay changes nothing, a
+    // new id is a new run.
+    for r in &runs {
+        assert_eq!(
+            store.ingest_run(r, &policy(), now()).unwrap().status,
+            IngestStatus::Unchanged,
+            "{:?}",
+            r.external_id
+        );
+    }
+    let repository = runs[0].repository.clone();
+    assert_eq!(
+        store
+            .run_by_external_id(&repository, &format!("cockpit:{url}"))
+            .unwrap()
+            .map(|r| r.id),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .run_by_external_id(&repository, "by-hand")
+            .unwrap()
+            .map(|r| r.id),
+        Some(4)
+    );
+    let mut other = runs[1].clone();
+    other.external_id = Some("job-8".into());
+    assert_eq!(
+        store.ingest_run(&other, &policy(), now()).unwrap().status,
+        IngestStatus::Created
+    );
+    assert_eq!(store.run_count().unwrap(), 5);
+    // The index holds the key, and still refuses a second run with one id.
+    let index: String = store
+        .connection()
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'runs_external'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("(repository_id, external_key)"), "{index}");
+    let duplicate = store.connection().execute(
+        "INSERT INTO runs (repository_id, external_id, external_key, context, commit_sha, attempt, trigger, state,
+            source, content_digest, created_at, updated_at)
+         SELECT repository_id, external_id, external_key, context, 'zzz', attempt, trigger, state, source,
+            content_digest, 0, 0 FROM runs WHERE id = 2",
+        [],
+    );
+    assert!(duplicate.is_err());
+}
