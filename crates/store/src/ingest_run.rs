@@ -91,6 +91,26 @@ pub fn external_key(external_id: &str) -> i64 {
     i64::from_be_bytes(key)
 }
 
+/// The start every id of [`stored_external_id`]'s forms 1 and 2 has: `import
+/// cockpit`'s `cockpit:<log url>` on Cockpit's log host. Migration 14 spells
+/// the same text.
+const COCKPIT_LOG_ID: &str = "cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/";
+const LOG_HTML: &str = "/log.html";
+
+/// An external id as `runs` keeps it (migration 14): (`id_form`,
+/// `stored_external_id`). Form 1 is [`COCKPIT_LOG_ID`]`<path>/log.html`
+/// stored as `<path>`, form 2 [`COCKPIT_LOG_ID`]`<rest>` as `<rest>`, form 0
+/// any other id, whole. `runs.external_id` gives the id back.
+pub(crate) fn stored_external_id(external_id: &str) -> (i64, &str) {
+    match external_id.strip_prefix(COCKPIT_LOG_ID) {
+        Some(rest) => match rest.strip_suffix(LOG_HTML) {
+            Some(path) => (1, path),
+            None => (2, rest),
+        },
+        None => (0, external_id),
+    }
+}
+
 /// A content hash as `runs.content_digest` keeps it (migration 14): the 32
 /// lowercase hex digits of [`content_hash`] as their 16 bytes, any other
 /// text as it is (`runs.content_hash` gives back the text either way).
@@ -218,7 +238,7 @@ pub(crate) fn find_existing(
         None => tx
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM runs r
-                 WHERE r.repository_id = ?1 AND r.external_id IS NULL AND r.context = ?2
+                 WHERE r.repository_id = ?1 AND r.external_key IS NULL AND r.context = ?2
                    AND r.commit_sha = ?3 AND r.attempt_group = ?4 AND r.attempt = ?5"
             ))?
             .query_row(
@@ -362,10 +382,14 @@ pub(crate) fn ingest_checked(
     let stored_url = if url_in_id { None } else { run.url.as_deref() };
     // The id's key and the hash's bytes (migration 14).
     let key = run.external_id.as_deref().map(external_key);
+    let (id_form, stored_id) = match run.external_id.as_deref().map(stored_external_id) {
+        Some((form, id)) => (form, Some(id)),
+        None => (0, None),
+    };
     let digest = stored_digest(hash);
     let values = params![
         repository_id,
-        run.external_id,
+        stored_id,
         run.context,
         run.commit,
         run.attempt,
@@ -384,16 +408,19 @@ pub(crate) fn ingest_checked(
         trigger_pending,
         url_in_id,
         key,
+        id_form,
     ];
     let (run_id, status, queue_counted, final_counted) = match existing {
         Some(e) => {
             tx.prepare_cached(
-                "UPDATE runs SET repository_id = ?1, external_id = coalesce(?2, external_id), context = ?3,
+                "UPDATE runs SET repository_id = ?1,
+                    stored_external_id = CASE WHEN ?2 IS NULL THEN stored_external_id ELSE ?2 END,
+                    id_form = CASE WHEN ?2 IS NULL THEN id_form ELSE ?21 END, context = ?3,
                     commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
                     finished_at = ?10, stored_url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
                     source = ?14, content_digest = ?15, updated_at = ?16, attempt_group = ?17,
                     trigger_pending = ?18, url_in_id = ?19, external_key = coalesce(?20, external_key)
-                 WHERE id = ?21",
+                 WHERE id = ?22",
             )?
             .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
@@ -419,12 +446,12 @@ pub(crate) fn ingest_checked(
             // so the row is written once.
             let (queue, done) = counted_after(run, trigger_pending);
             tx.prepare_cached(
-                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
-                    queued_at, started_at, finished_at, stored_url, log_url, change_id, source, content_digest,
-                    created_at, updated_at, attempt_group, trigger_pending, url_in_id, external_key,
-                    queue_counted, final_counted)
+                "INSERT INTO runs (repository_id, stored_external_id, context, commit_sha, attempt, trigger,
+                    state, queued_at, started_at, finished_at, stored_url, log_url, change_id, source,
+                    content_digest, created_at, updated_at, attempt_group, trigger_pending, url_in_id,
+                    external_key, id_form, queue_counted, final_counted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
-                    ?19, ?20, ?21, ?22)",
+                    ?19, ?20, ?21, ?22, ?23)",
             )?
             .execute(rusqlite::params_from_iter(
                 values

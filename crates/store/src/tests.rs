@@ -1940,7 +1940,7 @@ fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
     // ingest computed, and a hand-written hash that is not hex.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v13.db");
-    let url = "https://logs.example/pull-1-abc/log.html";
+    let url = "https://cockpit-logs.us-east-1.linodeobjects.com/pull-1-abc/log.html";
     let mut runs = Vec::new();
     for (i, ext) in [Some(format!("cockpit:{url}")), Some("job-7".into()), None]
         .into_iter()
@@ -2009,6 +2009,24 @@ fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(rows.len(), 4, "every run kept");
+    let forms: Vec<(i64, Option<String>)> = store
+        .connection()
+        .prepare("SELECT id_form, stored_external_id FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        forms,
+        [
+            (1, Some("pull-1-abc".into())),
+            (0, Some("job-7".into())),
+            (0, None),
+            (0, Some("by-hand".into()))
+        ],
+        "a Cockpit log id without its host"
+    );
     for (r, row) in runs.iter().zip(&rows) {
         assert_eq!(row.0, r.external_id);
         assert_eq!(row.1, r.external_id.as_deref().map(external_key), "{row:?}");
@@ -2075,4 +2093,72 @@ fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
         [],
     );
     assert!(duplicate.is_err());
+}
+
+#[test]
+fn a_cockpit_log_id_is_stored_without_its_host_and_reads_back_whole() {
+    let mut store = Store::open_in_memory().unwrap();
+    let host = "cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/";
+    let ids = [
+        (
+            format!("{host}pull-1-abc-fedora-42/log.html"),
+            1,
+            "pull-1-abc-fedora-42",
+        ),
+        (format!("{host}/log.html"), 1, ""),
+        (format!("{host}pull-2/log.txt"), 2, "pull-2/log.txt"),
+        (format!("{host}log.html"), 2, "log.html"),
+        (host.to_string(), 2, ""),
+        (
+            "cockpit:https://logs.example/a/log.html".to_string(),
+            0,
+            "cockpit:https://logs.example/a/log.html",
+        ),
+        ("job-9".to_string(), 0, "job-9"),
+    ];
+    for (i, (id, _, _)) in ids.iter().enumerate() {
+        let mut r = run("ctx", "abc", i as u32, RunState::Success);
+        r.external_id = Some(id.clone());
+        r.url = id.split_once(':').map(|(_, url)| url.to_string());
+        store.ingest_run(&r, &policy(), now()).unwrap();
+        // A replay finds it (by key and the id read back).
+        assert_eq!(
+            store.ingest_run(&r, &policy(), now()).unwrap().status,
+            IngestStatus::Unchanged,
+            "{id}"
+        );
+    }
+    let rows: Vec<(String, i64, String, Option<String>)> = store
+        .connection()
+        .prepare("SELECT external_id, id_form, stored_external_id, url FROM runs ORDER BY attempt")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for ((id, form, stored), row) in ids.iter().zip(&rows) {
+        assert_eq!(
+            (row.0.as_str(), row.1, row.2.as_str()),
+            (id.as_str(), *form, *stored)
+        );
+        assert_eq!(row.3.as_deref(), id.split_once(':').map(|(_, url)| url));
+    }
+    // Migration 14 applies the same rule to the ids stored before it.
+    let conn = store.connection();
+    conn.execute_batch("UPDATE runs SET stored_external_id = external_id, id_form = 0;")
+        .unwrap();
+    let migration = schema::MIGRATIONS[13];
+    let forms = &migration[migration.find("UPDATE runs SET id_form = 1").unwrap()
+        ..migration
+            .find("ALTER TABLE runs ADD COLUMN external_id")
+            .unwrap()];
+    conn.execute_batch(forms).unwrap();
+    let again: Vec<(String, i64, String, Option<String>)> = conn
+        .prepare("SELECT external_id, id_form, stored_external_id, url FROM runs ORDER BY attempt")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(again, rows);
 }
