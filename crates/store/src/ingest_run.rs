@@ -78,7 +78,7 @@ pub fn content_hash(run: &NewRun) -> String {
 /// migration 14): the first 8 bytes of the SHA-256 of the id's UTF-8 bytes,
 /// read as a big-endian signed 64-bit integer. The unique index
 /// `runs_external` holds (repository, key) instead of the id itself (a
-/// Cockpit id, `cockpit:<log url>`, is ~130 bytes), and every lookup compares
+/// Cockpit id, `cockpit:<log url>`, is ~110 bytes), and every lookup compares
 /// the id too. Two different ids of one repository with the same key (odds
 /// about n²/2⁶⁵ for n runs: 3·10⁻⁸ at a million) cannot both be stored: the
 /// second is refused with an error naming both ids ([`key_collision`]).

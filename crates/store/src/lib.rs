@@ -277,7 +277,7 @@ impl Store {
 /// The SQL functions the store's migrations use: `run_external_key(id)`,
 /// [`external_key`] of a text (NULL for NULL; migration 14 computes the key of
 /// every stored run with it). Registered on every connection the store opens.
-pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     conn.create_scalar_function(
         "run_external_key",

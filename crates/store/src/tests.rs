@@ -1831,34 +1831,31 @@ fn an_external_id_is_indexed_by_its_fixed_64_bit_key() {
     );
     assert_eq!(external_key("job-7"), 0xc37b_d1a8_462d_7ad6_u64 as i64);
     let store = Store::open_in_memory().unwrap();
-    let sql: i64 = store
+    let in_sql: i64 = store
         .connection()
         .query_row("SELECT run_external_key('job-7')", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        sql,
+        in_sql,
         external_key("job-7"),
         "the SQL function is the same hash"
     );
 
     // Every lookup of a run by its id goes through the key's index.
-    for sql in [
-        "SELECT id FROM runs r WHERE r.repository_id = 1 AND r.external_key = ?1 AND r.external_id = ?2",
-    ] {
-        let plan: Vec<String> = store
-            .connection()
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(params![1, "x"], |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("\n");
-        assert!(
-            plan.contains("INDEX runs_external (repository_id=? AND external_key=?)"),
-            "{plan}"
-        );
-    }
+    let sql = "SELECT id FROM runs r WHERE r.repository_id = 1 AND r.external_key = ?1 AND r.external_id = ?2";
+    let plan: Vec<String> = store
+        .connection()
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(params![1, "x"], |r| r.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("INDEX runs_external (repository_id=? AND external_key=?)"),
+        "{plan}"
+    );
 }
 
 #[test]
@@ -1998,7 +1995,8 @@ fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
         tx.commit().unwrap();
     }
     let mut store = Store::open(&path).unwrap();
-    let rows: Vec<(Option<String>, Option<i64>, String, String, Option<String>)> = store
+    type Row = (Option<String>, Option<i64>, String, String, Option<String>);
+    let rows: Vec<Row> = store
         .connection()
         .prepare(
             "SELECT external_id, external_key, typeof(content_digest), content_hash, url FROM runs ORDER BY id",
