@@ -111,6 +111,31 @@ pub(crate) fn stored_external_id(external_id: &str) -> (i64, &str) {
     }
 }
 
+/// The texts `runs.trigger`, `state` and `source` store as a small integer
+/// code, their position here (migration 15, whose virtual columns give them
+/// back; any other text is stored as it is).
+pub(crate) const TRIGGER_CODES: [&str; 5] = ["pull_request", "push", "schedule", "manual", "other"];
+pub(crate) const STATE_CODES: [&str; 8] = [
+    "success",
+    "failure",
+    "error",
+    "cancelled",
+    "timed_out",
+    "skipped",
+    "pending",
+    "running",
+];
+pub(crate) const SOURCE_CODES: [&str; 6] =
+    ["cockpit-import", "github", "gitlab", "api", "cli", "demo"];
+
+/// A text as a `*_code` column keeps it: its code in `codes`, or itself.
+pub(crate) fn coded(text: &str, codes: &[&str]) -> rusqlite::types::Value {
+    match codes.iter().position(|c| *c == text) {
+        Some(i) => rusqlite::types::Value::Integer(i as i64),
+        None => rusqlite::types::Value::Text(text.to_string()),
+    }
+}
+
 /// A content hash as `runs.content_digest` keeps it (migration 14): the 32
 /// lowercase hex digits of [`content_hash`] as their 16 bytes, any other
 /// text as it is (`runs.content_hash` gives back the text either way).
@@ -387,21 +412,26 @@ pub(crate) fn ingest_checked(
         None => (0, None),
     };
     let digest = stored_digest(hash);
+    let (trigger_code, state_code, source_code) = (
+        coded(trigger.as_str(), &TRIGGER_CODES),
+        coded(run.state.as_str(), &STATE_CODES),
+        coded(&run.source, &SOURCE_CODES),
+    );
     let values = params![
         repository_id,
         stored_id,
         run.context,
         run.commit,
         run.attempt,
-        trigger.as_str(),
-        run.state.as_str(),
+        trigger_code,
+        state_code,
         run.queued_at.map(to_ms),
         run.started_at.map(to_ms),
         run.finished_at.map(to_ms),
         stored_url,
         run.log_url,
         change_id,
-        run.source,
+        source_code,
         digest,
         now_ms,
         group,
@@ -416,9 +446,9 @@ pub(crate) fn ingest_checked(
                 "UPDATE runs SET repository_id = ?1,
                     stored_external_id = CASE WHEN ?2 IS NULL THEN stored_external_id ELSE ?2 END,
                     id_form = CASE WHEN ?2 IS NULL THEN id_form ELSE ?21 END, context = ?3,
-                    commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
-                    finished_at = ?10, stored_url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
-                    source = ?14, content_digest = ?15, updated_at = ?16, attempt_group = ?17,
+                    commit_sha = ?4, attempt = ?5, trigger_code = ?6, state_code = ?7, queued_at = ?8,
+                    started_at = ?9, finished_at = ?10, stored_url = ?11, log_url = ?12,
+                    change_id = coalesce(?13, change_id), source_code = ?14, content_digest = ?15, updated_at = ?16, attempt_group = ?17,
                     trigger_pending = ?18, url_in_id = ?19, external_key = coalesce(?20, external_key)
                  WHERE id = ?22",
             )?
@@ -446,8 +476,8 @@ pub(crate) fn ingest_checked(
             // so the row is written once.
             let (queue, done) = counted_after(run, trigger_pending);
             tx.prepare_cached(
-                "INSERT INTO runs (repository_id, stored_external_id, context, commit_sha, attempt, trigger,
-                    state, queued_at, started_at, finished_at, stored_url, log_url, change_id, source,
+                "INSERT INTO runs (repository_id, stored_external_id, context, commit_sha, attempt, trigger_code,
+                    state_code, queued_at, started_at, finished_at, stored_url, log_url, change_id, source_code,
                     content_digest, created_at, updated_at, attempt_group, trigger_pending, url_in_id,
                     external_key, id_form, queue_counted, final_counted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,

@@ -740,4 +740,42 @@ UPDATE runs SET content_digest = unhex(content_digest)
 ALTER TABLE runs ADD COLUMN content_hash TEXT GENERATED ALWAYS AS
     (CASE WHEN typeof(content_digest) = 'blob' THEN lower(hex(content_digest)) ELSE content_digest END) VIRTUAL;
 "#,
+    // 15: a run's trigger, state and source as small integer codes (issue 12
+    // §5: 33 bytes of text in every imported run). `trigger_code`,
+    // `state_code` and `source_code` (no type: kept as written) hold the
+    // code of a known text (`ingest_run::TRIGGER_CODES`, `STATE_CODES`,
+    // `SOURCE_CODES`: the position in the list) or any other text as it is;
+    // `trigger`, `state` and `source` are virtual columns (what readers
+    // select) giving the text back. The indexes on the trigger are built
+    // again over the virtual column. Every stored run keeps its texts.
+    r#"
+DROP INDEX runs_trigger_at;
+DROP INDEX runs_open;
+ALTER TABLE runs ADD COLUMN trigger_code;
+ALTER TABLE runs ADD COLUMN state_code;
+ALTER TABLE runs ADD COLUMN source_code;
+UPDATE runs SET
+    trigger_code = CASE trigger WHEN 'pull_request' THEN 0 WHEN 'push' THEN 1 WHEN 'schedule' THEN 2
+        WHEN 'manual' THEN 3 WHEN 'other' THEN 4 ELSE trigger END,
+    state_code = CASE state WHEN 'success' THEN 0 WHEN 'failure' THEN 1 WHEN 'error' THEN 2 WHEN 'cancelled' THEN 3
+        WHEN 'timed_out' THEN 4 WHEN 'skipped' THEN 5 WHEN 'pending' THEN 6
+        WHEN 'running' THEN 7 ELSE state END,
+    source_code = CASE source WHEN 'cockpit-import' THEN 0 WHEN 'github' THEN 1 WHEN 'gitlab' THEN 2 WHEN 'api' THEN 3
+        WHEN 'cli' THEN 4 WHEN 'demo' THEN 5 ELSE source END;
+ALTER TABLE runs DROP COLUMN trigger;
+ALTER TABLE runs DROP COLUMN state;
+ALTER TABLE runs DROP COLUMN source;
+ALTER TABLE runs ADD COLUMN trigger TEXT GENERATED ALWAYS AS
+    (CASE trigger_code WHEN 0 THEN 'pull_request' WHEN 1 THEN 'push' WHEN 2 THEN 'schedule'
+        WHEN 3 THEN 'manual' WHEN 4 THEN 'other' ELSE trigger_code END) VIRTUAL;
+ALTER TABLE runs ADD COLUMN state TEXT GENERATED ALWAYS AS
+    (CASE state_code WHEN 0 THEN 'success' WHEN 1 THEN 'failure' WHEN 2 THEN 'error'
+        WHEN 3 THEN 'cancelled' WHEN 4 THEN 'timed_out' WHEN 5 THEN 'skipped' WHEN 6 THEN 'pending'
+        WHEN 7 THEN 'running' ELSE state_code END) VIRTUAL;
+ALTER TABLE runs ADD COLUMN source TEXT GENERATED ALWAYS AS
+    (CASE source_code WHEN 0 THEN 'cockpit-import' WHEN 1 THEN 'github' WHEN 2 THEN 'gitlab'
+        WHEN 3 THEN 'api' WHEN 4 THEN 'cli' WHEN 5 THEN 'demo' ELSE source_code END) VIRTUAL;
+CREATE INDEX runs_trigger_at ON runs (trigger, coalesce(queued_at, started_at, created_at));
+CREATE INDEX runs_open ON runs (trigger, queued_at) WHERE final_counted = 0;
+"#,
 ];

@@ -2160,3 +2160,172 @@ fn a_cockpit_log_id_is_stored_without_its_host_and_reads_back_whole() {
         .unwrap();
     assert_eq!(again, rows);
 }
+
+#[test]
+fn triggers_states_and_sources_are_stored_as_codes_and_read_back_as_text() {
+    let mut store = Store::open_in_memory().unwrap();
+    let triggers = [
+        Trigger::PullRequest,
+        Trigger::Push,
+        Trigger::Schedule,
+        Trigger::Manual,
+        Trigger::Other,
+    ];
+    let states = [
+        RunState::Success,
+        RunState::Failure,
+        RunState::Error,
+        RunState::Cancelled,
+        RunState::TimedOut,
+        RunState::Skipped,
+        RunState::Pending,
+        RunState::Running,
+    ];
+    let sources = [
+        "cockpit-import",
+        "github",
+        "gitlab",
+        "api",
+        "cli",
+        "demo",
+        "custom",
+        "3",
+    ];
+    let mut expected = Vec::new();
+    for i in 0..8 {
+        let mut r = run("ctx", &format!("c{i}"), 0, states[i]);
+        r.trigger = triggers[i % triggers.len()];
+        r.source = sources[i].into();
+        store.ingest_run(&r, &policy(), now()).unwrap();
+        assert_eq!(
+            store.ingest_run(&r, &policy(), now()).unwrap().status,
+            IngestStatus::Unchanged
+        );
+        expected.push((
+            r.trigger.as_str().to_string(),
+            states[i].as_str().to_string(),
+            sources[i].to_string(),
+            // known texts are integers, others text as they are
+            if i < 6 { "integer" } else { "text" }.to_string(),
+        ));
+    }
+    let rows: Vec<(String, String, String, String)> = store
+        .connection()
+        .prepare("SELECT trigger, state, source, typeof(source_code) FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, expected);
+    let codes: Vec<(i64, i64)> = store
+        .connection()
+        .prepare("SELECT trigger_code, state_code FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        codes,
+        (0..8)
+            .map(|i| ((i % 5) as i64, i as i64))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn upgrading_from_schema_14_codes_every_trigger_state_and_source_and_keeps_their_texts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v14.db");
+    let mut r = run("ctx", "abc", 0, RunState::Failure);
+    r.trigger = Trigger::Schedule;
+    r.source = "cockpit-import".into();
+    r.external_id = Some("job-1".into());
+    {
+        let conn = Connection::open(&path).unwrap();
+        register_functions(&conn).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..14] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 14).unwrap();
+        tx.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO runs (repository_id, stored_external_id, external_key, context, commit_sha, attempt,
+                trigger, state, source, content_digest, created_at, updated_at, queued_at, started_at,
+                finished_at, queue_counted, final_counted)
+             VALUES (1, 'job-1', ?1, 'ctx', 'abc', 0, 'schedule', 'failure', 'cockpit-import', ?2, 0, 0, ?3, ?4,
+                ?5, 1, 1)",
+            params![
+                external_key("job-1"),
+                crate::ingest_run::stored_digest(&content_hash(&r)),
+                r.queued_at.map(to_ms),
+                r.started_at.map(to_ms),
+                r.finished_at.map(to_ms),
+            ],
+        )
+        .unwrap();
+        // Texts without a code: kept as they are.
+        tx.execute(
+            "INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source,
+                content_digest, created_at, updated_at)
+             VALUES (1, 'ctx', 'def', 0, 'merge_request', 'failed', '3', 'h', 0, 0)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    let rows: Vec<(String, String, String, String, String)> = store
+        .connection()
+        .prepare(
+            "SELECT trigger, state, source, typeof(trigger_code), typeof(source_code) FROM runs ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                "schedule".into(),
+                "failure".into(),
+                "cockpit-import".into(),
+                "integer".into(),
+                "integer".into()
+            ),
+            (
+                "merge_request".into(),
+                "failed".into(),
+                "3".into(),
+                "text".into(),
+                "text".into()
+            ),
+        ]
+    );
+    // The run stored before is the same run, and the trigger's index serves
+    // the nightly grid's query.
+    assert_eq!(
+        store.ingest_run(&r, &policy(), now()).unwrap().status,
+        IngestStatus::Unchanged
+    );
+    let plan: String = store
+        .connection()
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM runs r WHERE r.trigger = 'schedule'
+               AND coalesce(r.queued_at, r.started_at, r.created_at) >= 1",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("runs_trigger_at"), "{plan}");
+}

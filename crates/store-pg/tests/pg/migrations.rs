@@ -171,16 +171,19 @@ fn pg_shape(client: &mut postgres::Client) -> BTreeSet<(String, Vec<String>)> {
         .collect()
 }
 
-/// The columns in which SQLite's migration 14 keeps a run's id and content
-/// hash in smaller forms (read back by virtual columns with PostgreSQL's
-/// names, `external_id` and `content_hash`), which PostgreSQL does not
+/// The columns in which SQLite's migrations 14 and 15 keep a run's id,
+/// content hash, trigger, state and source in smaller forms (read back by
+/// virtual columns with PostgreSQL's names), which PostgreSQL does not
 /// follow yet: left out of SQLite's `runs`, whose columns are then compared
 /// by name (the virtual ones come last on SQLite).
-const SQLITE_ONLY_RUN_COLUMNS: [&str; 4] = [
+const SQLITE_ONLY_RUN_COLUMNS: [&str; 7] = [
     "stored_external_id",
     "content_digest",
     "external_key",
     "id_form",
+    "trigger_code",
+    "state_code",
+    "source_code",
 ];
 
 fn runs_by_name(shape: BTreeSet<(String, Vec<String>)>) -> BTreeSet<(String, Vec<String>)> {
@@ -286,12 +289,19 @@ const CHECKS: &[&str] = &[
 #[test]
 fn the_triggers_do_what_sqlite_s_do() {
     let sqlite = Store::open_in_memory().unwrap();
-    // SQLite writes a run's id and hash in its own columns (migration 14).
-    let lite_workload = WORKLOAD.replace("content_hash", "content_digest").replace(
-        "SET external_id = 'cockpit:https://logs.example/10'",
-        "SET stored_external_id = 'cockpit:https://logs.example/10', \
+    // SQLite writes a run's id, hash, trigger, state and source in its own
+    // columns (migrations 14 and 15; texts it has no code for as they are).
+    let lite_workload = WORKLOAD
+        .replace("content_hash", "content_digest")
+        .replace(
+            "attempt, trigger, state, queued_at, source,",
+            "attempt, trigger_code, state_code, queued_at, source_code,",
+        )
+        .replace(
+            "SET external_id = 'cockpit:https://logs.example/10'",
+            "SET stored_external_id = 'cockpit:https://logs.example/10', \
              external_key = run_external_key('cockpit:https://logs.example/10')",
-    );
+        );
     assert_ne!(lite_workload, WORKLOAD);
     sqlite.connection().execute_batch(&lite_workload).unwrap();
     let db = TestServer::shared().database("triggers").unwrap();
