@@ -117,8 +117,8 @@ fn ingest_sqlite(runs: usize, tests: usize) -> f64 {
         {
             let mut run = tx
                 .prepare_cached(
-                    "INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, queued_at,
-                       started_at, finished_at, source, content_hash, created_at, updated_at, queue_counted, final_counted)
+                    "INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger_code, state_code, queued_at,
+                       started_at, finished_at, source_code, content_digest, created_at, updated_at, queue_counted, final_counted)
                      VALUES (?1, ?2, ?3, 0, 'pull_request', 'success', ?4, ?5, ?6, 'api', 'x', ?6, ?6, 1, 1)",
                 )
                 .unwrap();

@@ -72,8 +72,8 @@ pub(crate) fn generate(path: &Path, spec: Spec, now_ms: i64) {
         }
         let mut run = conn
             .prepare(
-                "INSERT INTO runs (id, repository_id, context, commit_sha, attempt, trigger, state, queued_at, started_at,
-                   finished_at, stored_url, log_url, source, content_hash, created_at, updated_at, queue_counted, final_counted)
+                "INSERT INTO runs (id, repository_id, context, commit_sha, attempt, trigger_code, state_code, queued_at, started_at,
+                   finished_at, stored_url, log_url, source_code, content_digest, created_at, updated_at, queue_counted, final_counted)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 'bench', 'x', ?9, ?9, 1, 1)",
             )
             .unwrap();

@@ -115,10 +115,15 @@ impl Store {
             .conn
             .prepare_cached(&format!(
                 "SELECT r.id, r.attempt, r.trigger FROM runs r
-                 WHERE r.repository_id = {REPOSITORY_ID} AND r.external_id = ?3"
+                 WHERE r.repository_id = {REPOSITORY_ID} AND r.external_key = ?4 AND r.external_id = ?3"
             ))?
             .query_row(
-                params![repository.forge.as_str(), repository.path, external_id],
+                params![
+                    repository.forge.as_str(),
+                    repository.path,
+                    external_id,
+                    crate::external_key(external_id)
+                ],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,

@@ -8,8 +8,9 @@
 //! added up per batch of the same size), but
 //!
 //! - nothing is looked up first: the store holds no run this one could be
-//!   (the external ids' uniqueness is checked once, when `runs_external` is
-//!   built again at the end, and a duplicate fails the whole load);
+//!   (the external ids' uniqueness is checked once, when `runs_external`, the
+//!   unique index of their 64-bit keys, is built again at the end, and a
+//!   duplicate fails the whole load);
 //! - a run's SLO events go to its `run_events` row (appended in run order),
 //!   other SLO events to `temp.fresh_slo`, written into `slo_events`
 //!   sorted by its key at the end (the store held none);

@@ -79,13 +79,18 @@ impl Store {
     ) -> Result<Option<RunBrief>, StoreError> {
         let sql = format!(
             "SELECT {BRIEF_COLUMNS} FROM runs r
-             WHERE r.repository_id = {REPOSITORY_ID} AND r.external_id = ?3"
+             WHERE r.repository_id = {REPOSITORY_ID} AND r.external_key = ?4 AND r.external_id = ?3"
         );
         Ok(self
             .conn
             .prepare_cached(&sql)?
             .query_row(
-                params![repository.forge.as_str(), repository.path, external_id],
+                params![
+                    repository.forge.as_str(),
+                    repository.path,
+                    external_id,
+                    crate::external_key(external_id)
+                ],
                 brief,
             )
             .optional()?)

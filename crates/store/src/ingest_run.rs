@@ -74,6 +74,124 @@ pub fn content_hash(run: &NewRun) -> String {
     hex
 }
 
+/// A run's external id as the SQLite store indexes it (`runs.external_key`,
+/// migration 14): the first 8 bytes of the SHA-256 of the id's UTF-8 bytes,
+/// read as a big-endian signed 64-bit integer. The unique index
+/// `runs_external` holds (repository, key) instead of the id itself (a
+/// Cockpit id, `cockpit:<log url>`, is ~110 bytes), and every lookup compares
+/// the id too. Two different ids of one repository with the same key (odds
+/// about n²/2⁶⁵ for n runs: 3·10⁻⁸ at a million) cannot both be stored: the
+/// second is refused with an error naming both ids ([`key_collision`]).
+/// Fixed: changing it needs a migration that computes every stored key again.
+pub fn external_key(external_id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(external_id.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+/// The start every id of [`stored_external_id`]'s forms 1 and 2 has: `import
+/// cockpit`'s `cockpit:<log url>` on Cockpit's log host. Migration 14 spells
+/// the same text.
+const COCKPIT_LOG_ID: &str = "cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/";
+const LOG_HTML: &str = "/log.html";
+
+/// An external id as `runs` keeps it (migration 14): (`id_form`,
+/// `stored_external_id`). Form 1 is [`COCKPIT_LOG_ID`]`<path>/log.html`
+/// stored as `<path>`, form 2 [`COCKPIT_LOG_ID`]`<rest>` as `<rest>`, form 0
+/// any other id, whole. `runs.external_id` gives the id back.
+pub(crate) fn stored_external_id(external_id: &str) -> (i64, &str) {
+    match external_id.strip_prefix(COCKPIT_LOG_ID) {
+        Some(rest) => match rest.strip_suffix(LOG_HTML) {
+            Some(path) => (1, path),
+            None => (2, rest),
+        },
+        None => (0, external_id),
+    }
+}
+
+/// The texts `runs.trigger`, `state` and `source` store as a small integer
+/// code, their position here (migration 15, whose virtual columns give them
+/// back; any other text is stored as it is).
+pub(crate) const TRIGGER_CODES: [&str; 5] = ["pull_request", "push", "schedule", "manual", "other"];
+pub(crate) const STATE_CODES: [&str; 8] = [
+    "success",
+    "failure",
+    "error",
+    "cancelled",
+    "timed_out",
+    "skipped",
+    "pending",
+    "running",
+];
+pub(crate) const SOURCE_CODES: [&str; 6] =
+    ["cockpit-import", "github", "gitlab", "api", "cli", "demo"];
+
+/// A text as a `*_code` column keeps it: its code in `codes`, or itself.
+pub(crate) fn coded(text: &str, codes: &[&str]) -> rusqlite::types::Value {
+    match codes.iter().position(|c| *c == text) {
+        Some(i) => rusqlite::types::Value::Integer(i as i64),
+        None => rusqlite::types::Value::Text(text.to_string()),
+    }
+}
+
+/// A content hash as `runs.content_digest` keeps it (migration 14): the 32
+/// lowercase hex digits of [`content_hash`] as their 16 bytes, any other
+/// text as it is (`runs.content_hash` gives back the text either way).
+pub(crate) fn stored_digest(hash: &str) -> rusqlite::types::Value {
+    let hex = hash.as_bytes();
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if hex.len() == 32 {
+        let bytes: Option<Vec<u8>> = hex
+            .chunks(2)
+            .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+            .collect();
+        if let Some(bytes) = bytes {
+            return rusqlite::types::Value::Blob(bytes);
+        }
+    }
+    rusqlite::types::Value::Text(hash.to_string())
+}
+
+/// A run with an external id could not be inserted: when another run of its
+/// repository holds a different id with the same [`external_key`], the error
+/// says so (the database's own error names only the key's columns).
+fn key_collision(
+    tx: &Connection,
+    repository_id: i64,
+    external_id: &str,
+    error: rusqlite::Error,
+) -> StoreError {
+    let is_constraint = matches!(&error, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::ConstraintViolation);
+    if is_constraint {
+        let other: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, external_id FROM runs WHERE repository_id = ?1 AND external_key = ?2",
+                params![repository_id, external_key(external_id)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        if let Some((id, other)) = other
+            && other != external_id
+        {
+            return StoreError::Refused(format!(
+                "external id {external_id:?} has the same 64-bit key as the id {other:?} of stored run {id} \
+                 in its repository (runs.external_key, a hash collision): not stored; send the run under \
+                 another id"
+            ));
+        }
+    }
+    StoreError::Sqlite(error)
+}
+
 /// Whether a run's url is its external id after the id's prefix
 /// (`<prefix>:<url>`, the prefix up to the first ':'): then the url is not
 /// stored again (`runs.url` gives it back from the id, migration 12, whose
@@ -134,14 +252,18 @@ pub(crate) fn find_existing(
     match &run.external_id {
         Some(external_id) => tx
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs r WHERE r.repository_id = ?1 AND r.external_id = ?2"
+                "SELECT {COLUMNS} FROM runs r
+                 WHERE r.repository_id = ?1 AND r.external_key = ?3 AND r.external_id = ?2"
             ))?
-            .query_row(params![repository_id, external_id], read)
+            .query_row(
+                params![repository_id, external_id, external_key(external_id)],
+                read,
+            )
             .optional(),
         None => tx
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM runs r
-                 WHERE r.repository_id = ?1 AND r.external_id IS NULL AND r.context = ?2
+                 WHERE r.repository_id = ?1 AND r.external_key IS NULL AND r.context = ?2
                    AND r.commit_sha = ?3 AND r.attempt_group = ?4 AND r.attempt = ?5"
             ))?
             .query_row(
@@ -283,36 +405,52 @@ pub(crate) fn ingest_checked(
     // The url is stored once when the external id holds it (migration 12).
     let url_in_id = url_in_id(run.external_id.as_deref(), run.url.as_deref());
     let stored_url = if url_in_id { None } else { run.url.as_deref() };
+    // The id's key and the hash's bytes (migration 14).
+    let key = run.external_id.as_deref().map(external_key);
+    let (id_form, stored_id) = match run.external_id.as_deref().map(stored_external_id) {
+        Some((form, id)) => (form, Some(id)),
+        None => (0, None),
+    };
+    let digest = stored_digest(hash);
+    let (trigger_code, state_code, source_code) = (
+        coded(trigger.as_str(), &TRIGGER_CODES),
+        coded(run.state.as_str(), &STATE_CODES),
+        coded(&run.source, &SOURCE_CODES),
+    );
     let values = params![
         repository_id,
-        run.external_id,
+        stored_id,
         run.context,
         run.commit,
         run.attempt,
-        trigger.as_str(),
-        run.state.as_str(),
+        trigger_code,
+        state_code,
         run.queued_at.map(to_ms),
         run.started_at.map(to_ms),
         run.finished_at.map(to_ms),
         stored_url,
         run.log_url,
         change_id,
-        run.source,
-        hash,
+        source_code,
+        digest,
         now_ms,
         group,
         trigger_pending,
         url_in_id,
+        key,
+        id_form,
     ];
     let (run_id, status, queue_counted, final_counted) = match existing {
         Some(e) => {
             tx.prepare_cached(
-                "UPDATE runs SET repository_id = ?1, external_id = coalesce(?2, external_id), context = ?3,
-                    commit_sha = ?4, attempt = ?5, trigger = ?6, state = ?7, queued_at = ?8, started_at = ?9,
-                    finished_at = ?10, stored_url = ?11, log_url = ?12, change_id = coalesce(?13, change_id),
-                    source = ?14, content_hash = ?15, updated_at = ?16, attempt_group = ?17,
-                    trigger_pending = ?18, url_in_id = ?19
-                 WHERE id = ?20",
+                "UPDATE runs SET repository_id = ?1,
+                    stored_external_id = CASE WHEN ?2 IS NULL THEN stored_external_id ELSE ?2 END,
+                    id_form = CASE WHEN ?2 IS NULL THEN id_form ELSE ?21 END, context = ?3,
+                    commit_sha = ?4, attempt = ?5, trigger_code = ?6, state_code = ?7, queued_at = ?8,
+                    started_at = ?9, finished_at = ?10, stored_url = ?11, log_url = ?12,
+                    change_id = coalesce(?13, change_id), source_code = ?14, content_digest = ?15, updated_at = ?16, attempt_group = ?17,
+                    trigger_pending = ?18, url_in_id = ?19, external_key = coalesce(?20, external_key)
+                 WHERE id = ?22",
             )?
             .execute(rusqlite::params_from_iter(values.iter().copied().chain([&e.row.id as &dyn rusqlite::ToSql])))?;
             // An update replaces what it carries; a state-only update (a
@@ -338,19 +476,23 @@ pub(crate) fn ingest_checked(
             // so the row is written once.
             let (queue, done) = counted_after(run, trigger_pending);
             tx.prepare_cached(
-                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state,
-                    queued_at, started_at, finished_at, stored_url, log_url, change_id, source, content_hash,
-                    created_at, updated_at, attempt_group, trigger_pending, url_in_id, queue_counted,
-                    final_counted)
+                "INSERT INTO runs (repository_id, stored_external_id, context, commit_sha, attempt, trigger_code,
+                    state_code, queued_at, started_at, finished_at, stored_url, log_url, change_id, source_code,
+                    content_digest, created_at, updated_at, attempt_group, trigger_pending, url_in_id,
+                    external_key, id_form, queue_counted, final_counted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
-                    ?19, ?20, ?21)",
+                    ?19, ?20, ?21, ?22, ?23)",
             )?
             .execute(rusqlite::params_from_iter(
                 values
                     .iter()
                     .copied()
                     .chain([&queue as &dyn rusqlite::ToSql, &done]),
-            ))?;
+            ))
+            .map_err(|e| match &run.external_id {
+                Some(id) => key_collision(tx, repository_id, id, e),
+                None => StoreError::Sqlite(e),
+            })?;
             (tx.last_insert_rowid(), IngestStatus::Created, false, false)
         }
     };

@@ -61,7 +61,7 @@ use std::path::Path;
 pub use counting::run_event_columns;
 pub use error::{ErrorKind, StoreError};
 pub use forge_state::{ExternalRun, SyncState};
-pub use ingest_run::{IngestStatus, Ingested, Prepared, content_hash, url_in_id};
+pub use ingest_run::{IngestStatus, Ingested, Prepared, content_hash, external_key, url_in_id};
 pub use policy::Policy;
 pub use prune::PruneStats;
 pub use reads::{
@@ -180,6 +180,7 @@ impl Store {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        register_functions(&self.conn)?;
         Ok(())
     }
 
@@ -271,6 +272,19 @@ impl Store {
             .conn
             .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?)
     }
+}
+
+/// The SQL functions the store's migrations use: `run_external_key(id)`,
+/// [`external_key`] of a text (NULL for NULL; migration 14 computes the key of
+/// every stored run with it). Registered on every connection the store opens.
+pub(crate) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "run_external_key",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|id| external_key(&id))),
+    )
 }
 
 fn upsert_repository(tx: &Connection, forge: Forge, path: &str) -> rusqlite::Result<i64> {

@@ -688,4 +688,94 @@ CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events BEGIN
       AND hour = OLD.completed_at / 3600000 * 3600000 AND slo = 'runs_completed' AND total <= 0;
 END;
 "#,
+    // 14: smaller run identities (issue 12 §5: an imported run's ~110-byte
+    // Cockpit id was a third of its row and stored again in `runs_external`).
+    // - A run with an external id also stores `external_key`, a 64-bit hash
+    //   of the id computed in Rust (`ingest_run::external_key`: the first 8
+    //   bytes of its SHA-256; the `run_external_key` SQL function gives it
+    //   here), and the unique index `runs_external` holds (repository, key):
+    //   a lookup compares the id as well, and a second id with an equal key
+    //   in one repository is refused (a hash collision: odds about n²/2⁶⁵
+    //   for n runs of a repository). `runs_identity` (runs without an id)
+    //   is partial on the key's absence.
+    // - An id of the form `import cockpit` gives runs whose logs are on
+    //   Cockpit's log host, `cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/<path>/log.html`,
+    //   keeps only `<path>` in `stored_external_id` (`id_form` 1; 2 without
+    //   the `/log.html`; 0 any other id, stored whole), and `external_id`, a
+    //   virtual column (what readers select), gives the id back
+    //   (`ingest_run::stored_external_id` applies the same rule). `url`, which
+    //   reads the id, is defined again over it.
+    // - The content hash is kept as its 16 bytes (`content_digest`; text that
+    //   is not 32 lowercase hex digits stays as it is) and `content_hash`, a
+    //   virtual column, gives the hex text back.
+    // Every stored run is kept, with its id, url and hash.
+    r#"
+ALTER TABLE runs ADD COLUMN external_key INTEGER;
+UPDATE runs SET external_key = run_external_key(external_id) WHERE external_id IS NOT NULL;
+DROP INDEX runs_external;
+DROP INDEX runs_identity;
+ALTER TABLE runs DROP COLUMN url;
+ALTER TABLE runs RENAME COLUMN external_id TO stored_external_id;
+ALTER TABLE runs ADD COLUMN id_form INTEGER NOT NULL DEFAULT 0;
+UPDATE runs SET id_form = 1, stored_external_id = substr(stored_external_id, 58, length(stored_external_id) - 66)
+    WHERE length(stored_external_id) >= 66
+      AND substr(stored_external_id, 1, 57) = 'cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/'
+      AND substr(stored_external_id, -9) = '/log.html';
+UPDATE runs SET id_form = 2, stored_external_id = substr(stored_external_id, 58)
+    WHERE id_form = 0 AND length(stored_external_id) >= 57
+      AND substr(stored_external_id, 1, 57) = 'cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/';
+ALTER TABLE runs ADD COLUMN external_id TEXT GENERATED ALWAYS AS
+    (CASE id_form
+         WHEN 1 THEN 'cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/' || stored_external_id || '/log.html'
+         WHEN 2 THEN 'cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/' || stored_external_id
+         ELSE stored_external_id END) VIRTUAL;
+ALTER TABLE runs ADD COLUMN url TEXT GENERATED ALWAYS AS
+    (CASE WHEN url_in_id THEN substr(external_id, instr(external_id, ':') + 1) ELSE stored_url END) VIRTUAL;
+CREATE UNIQUE INDEX runs_identity ON runs (repository_id, context, commit_sha, attempt_group, attempt)
+    WHERE external_key IS NULL;
+CREATE UNIQUE INDEX runs_external ON runs (repository_id, external_key) WHERE external_key IS NOT NULL;
+ALTER TABLE runs RENAME COLUMN content_hash TO content_digest;
+UPDATE runs SET content_digest = unhex(content_digest)
+    WHERE length(content_digest) = 32 AND NOT content_digest GLOB '*[^0-9a-f]*';
+ALTER TABLE runs ADD COLUMN content_hash TEXT GENERATED ALWAYS AS
+    (CASE WHEN typeof(content_digest) = 'blob' THEN lower(hex(content_digest)) ELSE content_digest END) VIRTUAL;
+"#,
+    // 15: a run's trigger, state and source as small integer codes (issue 12
+    // §5: 33 bytes of text in every imported run). `trigger_code`,
+    // `state_code` and `source_code` (no type: kept as written) hold the
+    // code of a known text (`ingest_run::TRIGGER_CODES`, `STATE_CODES`,
+    // `SOURCE_CODES`: the position in the list) or any other text as it is;
+    // `trigger`, `state` and `source` are virtual columns (what readers
+    // select) giving the text back. The indexes on the trigger are built
+    // again over the virtual column. Every stored run keeps its texts.
+    r#"
+DROP INDEX runs_trigger_at;
+DROP INDEX runs_open;
+ALTER TABLE runs ADD COLUMN trigger_code;
+ALTER TABLE runs ADD COLUMN state_code;
+ALTER TABLE runs ADD COLUMN source_code;
+UPDATE runs SET
+    trigger_code = CASE trigger WHEN 'pull_request' THEN 0 WHEN 'push' THEN 1 WHEN 'schedule' THEN 2
+        WHEN 'manual' THEN 3 WHEN 'other' THEN 4 ELSE trigger END,
+    state_code = CASE state WHEN 'success' THEN 0 WHEN 'failure' THEN 1 WHEN 'error' THEN 2 WHEN 'cancelled' THEN 3
+        WHEN 'timed_out' THEN 4 WHEN 'skipped' THEN 5 WHEN 'pending' THEN 6
+        WHEN 'running' THEN 7 ELSE state END,
+    source_code = CASE source WHEN 'cockpit-import' THEN 0 WHEN 'github' THEN 1 WHEN 'gitlab' THEN 2 WHEN 'api' THEN 3
+        WHEN 'cli' THEN 4 WHEN 'demo' THEN 5 ELSE source END;
+ALTER TABLE runs DROP COLUMN trigger;
+ALTER TABLE runs DROP COLUMN state;
+ALTER TABLE runs DROP COLUMN source;
+ALTER TABLE runs ADD COLUMN trigger TEXT GENERATED ALWAYS AS
+    (CASE trigger_code WHEN 0 THEN 'pull_request' WHEN 1 THEN 'push' WHEN 2 THEN 'schedule'
+        WHEN 3 THEN 'manual' WHEN 4 THEN 'other' ELSE trigger_code END) VIRTUAL;
+ALTER TABLE runs ADD COLUMN state TEXT GENERATED ALWAYS AS
+    (CASE state_code WHEN 0 THEN 'success' WHEN 1 THEN 'failure' WHEN 2 THEN 'error'
+        WHEN 3 THEN 'cancelled' WHEN 4 THEN 'timed_out' WHEN 5 THEN 'skipped' WHEN 6 THEN 'pending'
+        WHEN 7 THEN 'running' ELSE state_code END) VIRTUAL;
+ALTER TABLE runs ADD COLUMN source TEXT GENERATED ALWAYS AS
+    (CASE source_code WHEN 0 THEN 'cockpit-import' WHEN 1 THEN 'github' WHEN 2 THEN 'gitlab'
+        WHEN 3 THEN 'api' WHEN 4 THEN 'cli' WHEN 5 THEN 'demo' ELSE source_code END) VIRTUAL;
+CREATE INDEX runs_trigger_at ON runs (trigger, coalesce(queued_at, started_at, created_at));
+CREATE INDEX runs_open ON runs (trigger, queued_at) WHERE final_counted = 0;
+"#,
 ];

@@ -73,9 +73,13 @@ pub(crate) fn decide_pending(
     for (id, repository_id, path, context, attempt, stored, state, times, qc, fc) in rows {
         let trigger = trigger.unwrap_or_else(|| stored.parse().unwrap_or(Trigger::Other));
         tx.prepare_cached(
-            "UPDATE runs SET trigger = ?2, trigger_pending = 0, updated_at = ?3 WHERE id = ?1",
+            "UPDATE runs SET trigger_code = ?2, trigger_pending = 0, updated_at = ?3 WHERE id = ?1",
         )?
-        .execute(params![id, trigger.as_str(), now_ms])?;
+        .execute(params![
+            id,
+            crate::ingest_run::coded(trigger.as_str(), &crate::ingest_run::TRIGGER_CODES),
+            now_ms
+        ])?;
         let [queued_at, started_at, finished_at] = times.map(|t| t.map(from_ms));
         count_run(
             tx,

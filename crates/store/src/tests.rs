@@ -1820,3 +1820,512 @@ fn read_consistent_reads_one_snapshot_while_another_connection_commits() {
         .unwrap();
     assert_eq!(reader.run_count().unwrap(), 3);
 }
+
+#[test]
+fn an_external_id_is_indexed_by_its_fixed_64_bit_key() {
+    // The first 8 bytes of the id's SHA-256, big-endian (computed
+    // independently: Python's hashlib).
+    assert_eq!(
+        external_key("cockpit:https://logs.example/pull-1-abc/log.html"),
+        0x38ef_2256_0bec_7092
+    );
+    assert_eq!(external_key("job-7"), 0xc37b_d1a8_462d_7ad6_u64 as i64);
+    let store = Store::open_in_memory().unwrap();
+    let in_sql: i64 = store
+        .connection()
+        .query_row("SELECT run_external_key('job-7')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        in_sql,
+        external_key("job-7"),
+        "the SQL function is the same hash"
+    );
+
+    // Every lookup of a run by its id goes through the key's index.
+    let sql = "SELECT id FROM runs r WHERE r.repository_id = 1 AND r.external_key = ?1 AND r.external_id = ?2";
+    let plan: Vec<String> = store
+        .connection()
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(params![1, "x"], |r| r.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("INDEX runs_external (repository_id=? AND external_key=?)"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn runs_are_found_by_key_and_id_and_a_key_collision_is_refused_clearly() {
+    let mut store = Store::open_in_memory().unwrap();
+    let repository = RepositoryRef {
+        forge: Forge::Generic,
+        path: "acme/shop".into(),
+    };
+    let mut first = run("ctx", "abc", 1, RunState::Success);
+    first.external_id = Some("job-1".into());
+    let id = store.ingest_run(&first, &policy(), now()).unwrap().id;
+    let stored: (i64, Vec<u8>, String) = store
+        .connection()
+        .query_row(
+            "SELECT external_key, content_digest, content_hash FROM runs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(stored.0, external_key("job-1"));
+    assert_eq!(stored.1.len(), 16, "the hash as its bytes");
+    assert_eq!(stored.2, content_hash(&first), "and read back as text");
+    assert_eq!(
+        store
+            .run_by_external_id(&repository, "job-1")
+            .unwrap()
+            .map(|r| r.id),
+        Some(id)
+    );
+    assert_eq!(
+        store
+            .external_run(&repository, "job-1")
+            .unwrap()
+            .map(|r| r.id),
+        Some(id)
+    );
+    assert_eq!(
+        store.ingest_run(&first, &policy(), now()).unwrap().status,
+        IngestStatus::Unchanged
+    );
+
+    // A stored run whose key equals another id's (what a collision of two
+    // ids would leave): the lookup compares the id, so neither is the
+    // other, and the second id is refused with both named.
+    store
+        .connection()
+        .execute(
+            "UPDATE runs SET external_key = ?1 WHERE id = ?2",
+            params![external_key("job-2"), id],
+        )
+        .unwrap();
+    assert_eq!(
+        store.run_by_external_id(&repository, "job-2").unwrap(),
+        None
+    );
+    assert!(store.external_run(&repository, "job-2").unwrap().is_none());
+    let mut second = run("ctx", "abc", 2, RunState::Success);
+    second.external_id = Some("job-2".into());
+    let err = store.ingest_run(&second, &policy(), now()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("\"job-2\"") && text.contains("\"job-1\"") && text.contains("collision"),
+        "{text}"
+    );
+    assert_eq!(store.run_count().unwrap(), 1, "nothing stored");
+    // In another repository the same key is another run.
+    second.repository.path = "acme/other".into();
+    assert_eq!(
+        store.ingest_run(&second, &policy(), now()).unwrap().status,
+        IngestStatus::Created
+    );
+}
+
+#[test]
+fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
+    // A database at schema 13 with runs as that version stored them: ids
+    // (a Cockpit one holding its url), one without, the hex content hash
+    // ingest computed, and a hand-written hash that is not hex.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v13.db");
+    let url = "https://cockpit-logs.us-east-1.linodeobjects.com/pull-1-abc/log.html";
+    let mut runs = Vec::new();
+    for (i, ext) in [Some(format!("cockpit:{url}")), Some("job-7".into()), None]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = run("ctx", "abc", i as u32, RunState::Success);
+        r.url = ext.as_ref().map(|_| url.to_string());
+        r.external_id = ext;
+        runs.push(r);
+    }
+    {
+        let conn = Connection::open(&path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..13] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 13).unwrap();
+        tx.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        for r in &runs {
+            let in_id = url_in_id(r.external_id.as_deref(), r.url.as_deref());
+            tx.execute(
+                "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                    content_hash, created_at, updated_at, stored_url, url_in_id, queued_at, started_at,
+                    finished_at, queue_counted, final_counted)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 0, ?9, ?10, ?11, ?12, ?13, 1, 1)",
+                params![
+                    r.external_id,
+                    r.context,
+                    r.commit,
+                    r.attempt,
+                    r.trigger.as_str(),
+                    r.state.as_str(),
+                    r.source,
+                    content_hash(r),
+                    if in_id { None } else { r.url.as_deref() },
+                    in_id,
+                    r.queued_at.map(to_ms),
+                    r.started_at.map(to_ms),
+                    r.finished_at.map(to_ms),
+                ],
+            )
+            .unwrap();
+        }
+        tx.execute(
+            "INSERT INTO runs (repository_id, external_id, context, commit_sha, attempt, trigger, state, source,
+                content_hash, created_at, updated_at)
+             VALUES (1, 'by-hand', 'ctx', 'def', 0, 'push', 'success', 't', 'h', 0, 0)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    type Row = (Option<String>, Option<i64>, String, String, Option<String>);
+    let rows: Vec<Row> = store
+        .connection()
+        .prepare(
+            "SELECT external_id, external_key, typeof(content_digest), content_hash, url FROM runs ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 4, "every run kept");
+    let forms: Vec<(i64, Option<String>)> = store
+        .connection()
+        .prepare("SELECT id_form, stored_external_id FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        forms,
+        [
+            (1, Some("pull-1-abc".into())),
+            (0, Some("job-7".into())),
+            (0, None),
+            (0, Some("by-hand".into()))
+        ],
+        "a Cockpit log id without its host"
+    );
+    for (r, row) in runs.iter().zip(&rows) {
+        assert_eq!(row.0, r.external_id);
+        assert_eq!(row.1, r.external_id.as_deref().map(external_key), "{row:?}");
+        assert_eq!((row.2.as_str(), row.3.clone()), ("blob", content_hash(r)));
+        assert_eq!(row.4, r.url);
+    }
+    assert_eq!(
+        rows[3],
+        (
+            Some("by-hand".into()),
+            Some(external_key("by-hand")),
+            "text".into(),
+            "h".into(),
+            None
+        )
+    );
+    // The runs stored before are found again: a replay changes nothing, a
+    // new id is a new run.
+    for r in &runs {
+        assert_eq!(
+            store.ingest_run(r, &policy(), now()).unwrap().status,
+            IngestStatus::Unchanged,
+            "{:?}",
+            r.external_id
+        );
+    }
+    let repository = runs[0].repository.clone();
+    assert_eq!(
+        store
+            .run_by_external_id(&repository, &format!("cockpit:{url}"))
+            .unwrap()
+            .map(|r| r.id),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .run_by_external_id(&repository, "by-hand")
+            .unwrap()
+            .map(|r| r.id),
+        Some(4)
+    );
+    let mut other = runs[1].clone();
+    other.external_id = Some("job-8".into());
+    assert_eq!(
+        store.ingest_run(&other, &policy(), now()).unwrap().status,
+        IngestStatus::Created
+    );
+    assert_eq!(store.run_count().unwrap(), 5);
+    // The index holds the key, and still refuses a second run with one id.
+    let index: String = store
+        .connection()
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'runs_external'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("(repository_id, external_key)"), "{index}");
+    let duplicate = store.connection().execute(
+        "INSERT INTO runs (repository_id, external_id, external_key, context, commit_sha, attempt, trigger, state,
+            source, content_digest, created_at, updated_at)
+         SELECT repository_id, external_id, external_key, context, 'zzz', attempt, trigger, state, source,
+            content_digest, 0, 0 FROM runs WHERE id = 2",
+        [],
+    );
+    assert!(duplicate.is_err());
+}
+
+#[test]
+fn a_cockpit_log_id_is_stored_without_its_host_and_reads_back_whole() {
+    let mut store = Store::open_in_memory().unwrap();
+    let host = "cockpit:https://cockpit-logs.us-east-1.linodeobjects.com/";
+    let ids = [
+        (
+            format!("{host}pull-1-abc-fedora-42/log.html"),
+            1,
+            "pull-1-abc-fedora-42",
+        ),
+        (format!("{host}/log.html"), 1, ""),
+        (format!("{host}pull-2/log.txt"), 2, "pull-2/log.txt"),
+        (format!("{host}log.html"), 2, "log.html"),
+        (host.to_string(), 2, ""),
+        (
+            "cockpit:https://logs.example/a/log.html".to_string(),
+            0,
+            "cockpit:https://logs.example/a/log.html",
+        ),
+        ("job-9".to_string(), 0, "job-9"),
+    ];
+    for (i, (id, _, _)) in ids.iter().enumerate() {
+        let mut r = run("ctx", "abc", i as u32, RunState::Success);
+        r.external_id = Some(id.clone());
+        r.url = id.split_once(':').map(|(_, url)| url.to_string());
+        store.ingest_run(&r, &policy(), now()).unwrap();
+        // A replay finds it (by key and the id read back).
+        assert_eq!(
+            store.ingest_run(&r, &policy(), now()).unwrap().status,
+            IngestStatus::Unchanged,
+            "{id}"
+        );
+    }
+    let rows: Vec<(String, i64, String, Option<String>)> = store
+        .connection()
+        .prepare("SELECT external_id, id_form, stored_external_id, url FROM runs ORDER BY attempt")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for ((id, form, stored), row) in ids.iter().zip(&rows) {
+        assert_eq!(
+            (row.0.as_str(), row.1, row.2.as_str()),
+            (id.as_str(), *form, *stored)
+        );
+        assert_eq!(row.3.as_deref(), id.split_once(':').map(|(_, url)| url));
+    }
+    // Migration 14 applies the same rule to the ids stored before it.
+    let conn = store.connection();
+    conn.execute_batch("UPDATE runs SET stored_external_id = external_id, id_form = 0;")
+        .unwrap();
+    let migration = schema::MIGRATIONS[13];
+    let forms = &migration[migration.find("UPDATE runs SET id_form = 1").unwrap()
+        ..migration
+            .find("ALTER TABLE runs ADD COLUMN external_id")
+            .unwrap()];
+    conn.execute_batch(forms).unwrap();
+    let again: Vec<(String, i64, String, Option<String>)> = conn
+        .prepare("SELECT external_id, id_form, stored_external_id, url FROM runs ORDER BY attempt")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(again, rows);
+}
+
+#[test]
+fn triggers_states_and_sources_are_stored_as_codes_and_read_back_as_text() {
+    let mut store = Store::open_in_memory().unwrap();
+    let triggers = [
+        Trigger::PullRequest,
+        Trigger::Push,
+        Trigger::Schedule,
+        Trigger::Manual,
+        Trigger::Other,
+    ];
+    let states = [
+        RunState::Success,
+        RunState::Failure,
+        RunState::Error,
+        RunState::Cancelled,
+        RunState::TimedOut,
+        RunState::Skipped,
+        RunState::Pending,
+        RunState::Running,
+    ];
+    let sources = [
+        "cockpit-import",
+        "github",
+        "gitlab",
+        "api",
+        "cli",
+        "demo",
+        "custom",
+        "3",
+    ];
+    let mut expected = Vec::new();
+    for i in 0..8 {
+        let mut r = run("ctx", &format!("c{i}"), 0, states[i]);
+        r.trigger = triggers[i % triggers.len()];
+        r.source = sources[i].into();
+        store.ingest_run(&r, &policy(), now()).unwrap();
+        assert_eq!(
+            store.ingest_run(&r, &policy(), now()).unwrap().status,
+            IngestStatus::Unchanged
+        );
+        expected.push((
+            r.trigger.as_str().to_string(),
+            states[i].as_str().to_string(),
+            sources[i].to_string(),
+            // known texts are integers, others text as they are
+            if i < 6 { "integer" } else { "text" }.to_string(),
+        ));
+    }
+    let rows: Vec<(String, String, String, String)> = store
+        .connection()
+        .prepare("SELECT trigger, state, source, typeof(source_code) FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, expected);
+    let codes: Vec<(i64, i64)> = store
+        .connection()
+        .prepare("SELECT trigger_code, state_code FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        codes,
+        (0..8)
+            .map(|i| ((i % 5) as i64, i as i64))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn upgrading_from_schema_14_codes_every_trigger_state_and_source_and_keeps_their_texts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v14.db");
+    let mut r = run("ctx", "abc", 0, RunState::Failure);
+    r.trigger = Trigger::Schedule;
+    r.source = "cockpit-import".into();
+    r.external_id = Some("job-1".into());
+    {
+        let conn = Connection::open(&path).unwrap();
+        register_functions(&conn).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..14] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 14).unwrap();
+        tx.execute(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
+            [],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO runs (repository_id, stored_external_id, external_key, context, commit_sha, attempt,
+                trigger, state, source, content_digest, created_at, updated_at, queued_at, started_at,
+                finished_at, queue_counted, final_counted)
+             VALUES (1, 'job-1', ?1, 'ctx', 'abc', 0, 'schedule', 'failure', 'cockpit-import', ?2, 0, 0, ?3, ?4,
+                ?5, 1, 1)",
+            params![
+                external_key("job-1"),
+                crate::ingest_run::stored_digest(&content_hash(&r)),
+                r.queued_at.map(to_ms),
+                r.started_at.map(to_ms),
+                r.finished_at.map(to_ms),
+            ],
+        )
+        .unwrap();
+        // Texts without a code: kept as they are.
+        tx.execute(
+            "INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source,
+                content_digest, created_at, updated_at)
+             VALUES (1, 'ctx', 'def', 0, 'merge_request', 'failed', '3', 'h', 0, 0)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    let rows: Vec<(String, String, String, String, String)> = store
+        .connection()
+        .prepare(
+            "SELECT trigger, state, source, typeof(trigger_code), typeof(source_code) FROM runs ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                "schedule".into(),
+                "failure".into(),
+                "cockpit-import".into(),
+                "integer".into(),
+                "integer".into()
+            ),
+            (
+                "merge_request".into(),
+                "failed".into(),
+                "3".into(),
+                "text".into(),
+                "text".into()
+            ),
+        ]
+    );
+    // The run stored before is the same run, and the trigger's index serves
+    // the nightly grid's query.
+    assert_eq!(
+        store.ingest_run(&r, &policy(), now()).unwrap().status,
+        IngestStatus::Unchanged
+    );
+    let plan: String = store
+        .connection()
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM runs r WHERE r.trigger = 'schedule'
+               AND coalesce(r.queued_at, r.started_at, r.created_at) >= 1",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("runs_trigger_at"), "{plan}");
+}

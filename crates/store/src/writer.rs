@@ -659,7 +659,7 @@ mod tests {
         // violation stands in for a full disk).
         let failed = handle
             .write(|s| {
-                sqlite(s).conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)")?;
+                sqlite(s).conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger_code, state_code, source_code, content_digest, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)")?;
                 Ok(())
             })
             .await;
@@ -820,7 +820,7 @@ mod tests {
                 s.set_meta(&format!("k{i}"), "v").unwrap();
                 if i == 2 {
                     // Leaves the transaction open with a deferred violation, so COMMIT fails.
-                    s.conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger, state, source, content_hash, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)").unwrap();
+                    s.conn.execute_batch("PRAGMA defer_foreign_keys = ON; INSERT INTO runs (repository_id, context, commit_sha, attempt, trigger_code, state_code, source_code, content_digest, created_at, updated_at) VALUES (999, 'c', 's', 0, 'other', 'pending', 't', 'h', 0, 0)").unwrap();
                 }
                 Ok(())
             });

@@ -171,6 +171,34 @@ fn pg_shape(client: &mut postgres::Client) -> BTreeSet<(String, Vec<String>)> {
         .collect()
 }
 
+/// The columns in which SQLite's migrations 14 and 15 keep a run's id,
+/// content hash, trigger, state and source in smaller forms (read back by
+/// virtual columns with PostgreSQL's names), which PostgreSQL does not
+/// follow yet: left out of SQLite's `runs`, whose columns are then compared
+/// by name (the virtual ones come last on SQLite).
+const SQLITE_ONLY_RUN_COLUMNS: [&str; 7] = [
+    "stored_external_id",
+    "content_digest",
+    "external_key",
+    "id_form",
+    "trigger_code",
+    "state_code",
+    "source_code",
+];
+
+fn runs_by_name(shape: BTreeSet<(String, Vec<String>)>) -> BTreeSet<(String, Vec<String>)> {
+    shape
+        .into_iter()
+        .map(|(t, mut cols)| {
+            if t == "runs" {
+                cols.retain(|c| !SQLITE_ONLY_RUN_COLUMNS.contains(&c.as_str()));
+                cols.sort();
+            }
+            (t, cols)
+        })
+        .collect()
+}
+
 #[test]
 fn the_schema_is_sqlite_s_latest_with_the_same_tables_columns_and_indexes() {
     let sqlite = Store::open_in_memory().unwrap();
@@ -182,7 +210,8 @@ fn the_schema_is_sqlite_s_latest_with_the_same_tables_columns_and_indexes() {
     // PostgreSQL's own tables.
     let own: BTreeSet<String> = ["leader_terms", "schema_version"].map(String::from).into();
     pg.retain(|(t, _)| !own.contains(t));
-    let lite = sqlite_shape(&sqlite);
+    let pg = runs_by_name(pg);
+    let lite = runs_by_name(sqlite_shape(&sqlite));
     assert_eq!(
         pg.symmetric_difference(&lite).collect::<Vec<_>>(),
         Vec::<&(String, Vec<String>)>::new(),
@@ -260,7 +289,21 @@ const CHECKS: &[&str] = &[
 #[test]
 fn the_triggers_do_what_sqlite_s_do() {
     let sqlite = Store::open_in_memory().unwrap();
-    sqlite.connection().execute_batch(WORKLOAD).unwrap();
+    // SQLite writes a run's id, hash, trigger, state and source in its own
+    // columns (migrations 14 and 15; texts it has no code for as they are).
+    let lite_workload = WORKLOAD
+        .replace("content_hash", "content_digest")
+        .replace(
+            "attempt, trigger, state, queued_at, source,",
+            "attempt, trigger_code, state_code, queued_at, source_code,",
+        )
+        .replace(
+            "SET external_id = 'cockpit:https://logs.example/10'",
+            "SET stored_external_id = 'cockpit:https://logs.example/10', \
+             external_key = run_external_key('cockpit:https://logs.example/10')",
+        );
+    assert_ne!(lite_workload, WORKLOAD);
+    sqlite.connection().execute_batch(&lite_workload).unwrap();
     let db = TestServer::shared().database("triggers").unwrap();
     let mut client = db.connect().unwrap();
     migrate(&mut client, &mut |_| {}).unwrap();
