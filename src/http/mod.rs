@@ -252,25 +252,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::metrics::SelfMetrics;
-    use axum::body::Body;
-    use tower::ServiceExt;
-
-    async fn scrape(router: &Router) -> (StatusCode, Option<String>, String) {
-        let response = router
-            .clone()
-            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let retry = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_string());
-        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
-            .await
-            .unwrap();
-        (status, retry, String::from_utf8(body.to_vec()).unwrap())
-    }
+    use readiness::tests::call;
 
     /// The app takes requests while the first snapshot is built (webhooks
     /// and ingests are stored), but a scrape then gets a 503, not a 200
@@ -298,7 +280,7 @@ mod tests {
         };
         let app = router(state.clone());
 
-        let (status, retry, body) = scrape(&app).await;
+        let (status, body, retry) = call(&app, "/metrics").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("5"));
         assert!(
@@ -321,7 +303,7 @@ mod tests {
             .unwrap();
         state.hub.replace(snapshot);
         state.readiness.set_ready();
-        let (status, _, body) = scrape(&app).await;
+        let (status, body, _) = call(&app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("\nci_slo_objective_ratio{"), "{body}");
     }

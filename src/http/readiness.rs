@@ -91,12 +91,13 @@ pub fn gate(readiness: Arc<Readiness>, app: Arc<OnceLock<Router>>) -> Router {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use axum::body::Body;
     use axum::routing::get;
 
-    async fn call(router: &Router, path: &str) -> (StatusCode, String, Option<String>) {
+    /// `GET path` of `router`: its status, body and `Retry-After`.
+    pub(crate) async fn call(router: &Router, path: &str) -> (StatusCode, String, Option<String>) {
         let response = router
             .clone()
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
