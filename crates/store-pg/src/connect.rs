@@ -7,7 +7,7 @@
 //! migrations') is made by [`ConnectConfig::connect`] on a configuration
 //! built from the URL (the store's writer and readers share one), so they
 //! all speak TLS with the same checks or none does. A store's connection
-//! closes off any async runtime ([`Connection`]).
+//! closes off any async runtime (`Connection`).
 //!
 //! TLS is rustls (the `ring` provider, as the forge client) through
 //! `tokio-postgres-rustls`:
