@@ -3,7 +3,8 @@
 //! operation: reads and writes work again, on statements prepared again;
 //! the write that met the loss fails and is not run again; while the
 //! server refuses connections, operations fail (kind `Unavailable`) without
-//! trying more than once per backoff, and work once it accepts them.
+//! trying more than once per backoff, and work once it accepts them; after
+//! the server itself was stopped and started again likewise.
 
 use crate::ingest::{now, run};
 use ci_slo_core::config::Config;
@@ -239,4 +240,62 @@ fn terminate_from(admin: &mut postgres::Client, database: &str) -> i64 {
         .get(0);
     std::thread::sleep(Duration::from_millis(100));
     n
+}
+
+#[test]
+fn a_store_whose_server_was_stopped_fails_while_it_is_down_and_works_once_it_is_back() {
+    let server = TestServer::start().unwrap();
+    let db = server.database("restarted").unwrap();
+    let policy = Policy::from_config(&Config::default());
+    let mut store = open(&db);
+    let done = |n: u32| {
+        run(
+            "o/r",
+            "ci",
+            n,
+            RunState::Success,
+            [Some(9), Some(8), Some(1)],
+        )
+    };
+    Storage::ingest_run(&mut store, &done(1), &policy, now()).unwrap();
+
+    server.pause().unwrap();
+    let down = Instant::now();
+    // While it is down: writes and reads fail, kind Unavailable.
+    let e = Storage::ingest_run(&mut store, &done(2), &policy, now()).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
+    let e = Storage::run_count(&store).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
+    std::thread::sleep(RECONNECT_BACKOFF);
+    let e = Storage::run_count(&store).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
+    assert!(e.to_string().contains("cannot connect"), "{e}");
+
+    server.resume().unwrap();
+    let up = Instant::now();
+    eprintln!(
+        "server down for {:.0} ms",
+        (up - down).as_secs_f64() * 1000.0
+    );
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match Storage::ingest_run(&mut store, &done(2), &policy, now()) {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
+                assert!(up.elapsed() < RECONNECT_BACKOFF * 3, "{e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    eprintln!(
+        "stored {:.0} ms after the server was back ({tries} tries)",
+        up.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(Storage::run_count(&store).unwrap(), 2);
+    assert_eq!(runs_in_table(&db), 2);
+    assert_eq!(store.reconnects(), 1);
+    drop(store);
+    drop(db);
 }
