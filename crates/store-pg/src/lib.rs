@@ -193,7 +193,7 @@ impl PgStore {
     ///
     /// Outside a batch, a lost connection is made again first, and a
     /// `BEGIN` that finds it lost (nothing written yet) runs once more on a
-    /// new one ([`PgStore::begin`]).
+    /// new one (`PgStore::begin`, in `reconnect.rs`).
     pub fn write_tx(&mut self) -> Result<Tx<'_>, PgStoreError> {
         if self.in_batch {
             let saved = self.client.get_mut().batch_execute("SAVEPOINT tx");

@@ -4,7 +4,7 @@
 //! it, or when the server ends a fenced transaction that stayed idle for a
 //! lease (`leader.rs`, `storage.rs`). The client then says it is closed
 //! (`postgres::Client::is_closed`), or an operation fails with an error of
-//! kind `Unavailable`: the store notes it ([`PgStore::lose`]), and before
+//! kind `Unavailable`: the store notes it (`PgStore::lose`), and before
 //! its next operation (a read, `write_tx`, a batch's or a consistent
 //! read's `BEGIN`) connects again with the same [`ConnectConfig`], forgets
 //! the statements prepared on the old connection (each is prepared again
@@ -17,7 +17,7 @@
 //!   here (the writer runs again only writes that lost a conflict, which
 //!   the server rolled back). Two exceptions run once more on a new
 //!   connection, because nothing was written: a `BEGIN` that finds the
-//!   connection lost ([`PgStore::begin`]: after an idle connection was
+//!   connection lost (`PgStore::begin`: after an idle connection was
 //!   cut, the next write or consistent read succeeds), and a read
 //!   (`storage.rs`) outside any transaction.
 //! - Nothing is made again inside a transaction (a writer's batch, an

@@ -214,7 +214,7 @@ fn a_store_that_cannot_connect_again_fails_once_per_backoff_and_recovers() {
             Ok(n) => break n,
             Err(e) => {
                 assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
-                assert!(back.elapsed() < RECONNECT_BACKOFF * 3, "{e}");
+                assert!(back.elapsed() < Duration::from_secs(20), "{e}");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -284,7 +284,7 @@ fn a_store_whose_server_was_stopped_fails_while_it_is_down_and_works_once_it_is_
             Ok(_) => break,
             Err(e) => {
                 assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
-                assert!(up.elapsed() < RECONNECT_BACKOFF * 3, "{e}");
+                assert!(up.elapsed() < Duration::from_secs(20), "{e}");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
