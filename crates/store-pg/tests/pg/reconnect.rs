@@ -194,10 +194,9 @@ fn a_store_that_cannot_connect_again_fails_once_per_backoff_and_recovers() {
     let e = Storage::run_count(&store).unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
     assert!(e.to_string().contains("57P01"), "{e}");
-    // Within the backoff nothing is tried: it fails at once, saying so.
-    let t = Instant::now();
+    // Within the backoff nothing is tried: it fails at once, saying when
+    // the next attempt is (only a refusal without an attempt says that).
     let e = Storage::run_count(&store).unwrap_err();
-    assert!(t.elapsed() < RECONNECT_BACKOFF);
     assert_eq!(e.kind(), Some(ErrorKind::Unavailable), "{e}");
     assert!(e.to_string().contains("next attempt in"), "{e}");
     let e = store.write_tx().err().expect("no connection");
