@@ -39,6 +39,7 @@ mod golden;
 mod hardening;
 mod junit_fixtures;
 mod leadership;
+mod postgres_reconnect;
 mod postgres_store;
 mod postgres_tls;
 mod redaction;

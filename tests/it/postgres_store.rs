@@ -36,7 +36,7 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn api_run(commit: &str) -> Vec<u8> {
+pub(crate) fn api_run(commit: &str) -> Vec<u8> {
     static NOW: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> =
         std::sync::LazyLock::new(chrono::Utc::now);
     let at = |m: i64| (*NOW - chrono::Duration::minutes(m)).to_rfc3339();
@@ -55,7 +55,7 @@ fn api_run(commit: &str) -> Vec<u8> {
 }
 
 /// The value of an unlabelled gauge in a scrape.
-fn gauge(scrape: &str, name: &str) -> Option<f64> {
+pub(crate) fn gauge(scrape: &str, name: &str) -> Option<f64> {
     scrape
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))

@@ -24,17 +24,14 @@ impl PgStore {
         if self.in_batch {
             return f(self);
         }
-        self.client
-            .get_mut()
-            .batch_execute("BEGIN")
-            .map_err(|e| E::from(e.into()))?;
+        self.begin("BEGIN").map_err(E::from)?;
         self.in_batch = true;
         let out = f(self);
         self.in_batch = false;
         let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = self.client.get_mut().batch_execute(end);
         let v = out?;
-        ended.map_err(|e| E::from(e.into()))?;
+        ended.map_err(|e| E::from(self.lose(e.into())))?;
         Ok(v)
     }
 

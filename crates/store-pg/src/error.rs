@@ -18,6 +18,18 @@ pub enum PgStoreError {
         hint: String,
         source: postgres::Error,
     },
+    #[error(
+        "the connection to PostgreSQL {target} was lost and could not be made again ({reason}); next attempt in {} ms",
+        retry_in.as_millis()
+    )]
+    Lost {
+        /// The URL with the password masked.
+        target: String,
+        /// Why the last attempt failed.
+        reason: String,
+        /// When the next attempt may be made.
+        retry_in: std::time::Duration,
+    },
     #[error("invalid PostgreSQL URL from {key}: {reason}")]
     Url { key: String, reason: String },
     #[error(
@@ -53,13 +65,15 @@ impl PgStoreError {
     /// What kind of database failure this is, as the exporter acts on it
     /// ([`ci_slo_store::ErrorKind`]): by the server's SQLSTATE when it sent
     /// one (see [`kind_of_code`]), else `Unavailable` for a connection that
-    /// closed or failed underneath (an I/O error), else `Other`. The
+    /// closed or failed underneath (an I/O error) or was lost and not made
+    /// again yet ([`PgStoreError::Lost`]), else `Other`. The
     /// store's own refusals and settings are `Other` too.
     pub fn kind(&self) -> ErrorKind {
         match self {
             PgStoreError::Postgres(e) | PgStoreError::Connect { source: e, .. } => {
                 kind_of_client_error(e)
             }
+            PgStoreError::Lost { .. } => ErrorKind::Unavailable,
             PgStoreError::Url { .. } | PgStoreError::TooNew { .. } => ErrorKind::Other,
         }
     }

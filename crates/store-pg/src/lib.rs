@@ -23,6 +23,9 @@
 //!   connection ([`PgStore::read`]).
 //! - Leadership of replicas ([`leader`]): work that must run once runs on
 //!   the replica holding a session advisory lock.
+//! - A lost connection (the server restarted, failed over, or ended the
+//!   session) is made again before the store's next operation
+//!   ([`reconnect`]).
 //!
 //! Not here: a bulk load (`import cockpit` stores run by run).
 
@@ -53,6 +56,7 @@ mod meta;
 pub mod migrate;
 mod prune;
 mod reads;
+pub mod reconnect;
 mod results;
 mod revision;
 mod run_view;
@@ -73,7 +77,7 @@ pub use statements::{Read, Sql, Tx};
 
 use ci_slo_core::config::database::PostgresTarget;
 use ci_slo_store::Migrating;
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
 
 /// A connection to a migrated PostgreSQL database.
 ///
@@ -90,6 +94,15 @@ pub struct PgStore {
     in_batch: bool,
     /// Writes run again after a conflict, since opened (`concurrent.rs`).
     retried: u64,
+    /// How the connection is made again when it is lost, and what errors
+    /// call the database (never with its password).
+    config: connect::ConnectConfig,
+    shown: String,
+    /// The connection's state as [`reconnect`] tracks it.
+    link: reconnect::Link,
+    /// Whether `read_consistent` holds a transaction open on the
+    /// connection (never made again inside one).
+    pinned: Cell<bool>,
 }
 
 impl PgStore {
@@ -130,6 +143,10 @@ impl PgStore {
             statements: RefCell::default(),
             in_batch: false,
             retried: 0,
+            config: config.clone(),
+            shown: shown.to_string(),
+            link: reconnect::Link::default(),
+            pinned: Cell::new(false),
         })
     }
 
@@ -144,14 +161,18 @@ impl PgStore {
         self.retried
     }
 
-    /// The connection, for tests and benchmarks that look at the tables.
+    /// The connection, for tests and benchmarks that look at the tables
+    /// (made again first if it was lost: see [`PgStore::reconnect`]).
     pub fn client(&mut self) -> &mut postgres::Client {
+        let _ = self.reconnect();
         self.client.get_mut()
     }
 
-    /// The connection for one read. Reads never nest, so the borrow is
-    /// always free (a nested borrow would be a bug, and panics).
+    /// The connection for one read (made again first if it was lost). Reads
+    /// never nest, so the borrow is always free (a nested borrow would be a
+    /// bug, and panics).
     pub fn reader(&self) -> RefMut<'_, postgres::Client> {
+        let _ = self.reconnect();
         RefMut::map(self.client.borrow_mut(), |c| &mut **c)
     }
 
@@ -159,6 +180,7 @@ impl PgStore {
     /// ([`Sql`] with `&'static str` SQL: each prepared once per connection).
     /// As [`PgStore::reader`], reads never nest.
     pub fn read(&self) -> Read<'_> {
+        let _ = self.reconnect();
         Read {
             client: RefMut::map(self.client.borrow_mut(), |c| &mut **c),
             cache: self.statements.borrow_mut(),
@@ -168,11 +190,21 @@ impl PgStore {
     /// Begin a write: a transaction (a savepoint inside the batch's
     /// transaction when the writer thread has one open) whose statements
     /// are prepared once per connection.
+    ///
+    /// Outside a batch, a lost connection is made again first, and a
+    /// `BEGIN` that finds it lost (nothing written yet) runs once more on a
+    /// new one (`PgStore::begin`, in `reconnect.rs`).
     pub fn write_tx(&mut self) -> Result<Tx<'_>, PgStoreError> {
-        Ok(Tx::begin(
+        if self.in_batch {
+            let saved = self.client.get_mut().batch_execute("SAVEPOINT tx");
+            saved.map_err(|e| self.lose(e.into()))?;
+        } else {
+            self.begin("BEGIN")?;
+        }
+        Ok(Tx::begun(
             self.client.get_mut(),
             self.statements.get_mut(),
             self.in_batch,
-        )?)
+        ))
     }
 }

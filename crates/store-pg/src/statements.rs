@@ -23,6 +23,11 @@ use std::collections::{BTreeMap, HashMap};
 pub(crate) struct Statements(HashMap<&'static str, Statement>);
 
 impl Statements {
+    /// Forget them all (the connection they were prepared on is gone).
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
     /// `sql` prepared on `client` (the first time only).
     fn get(
         &mut self,
@@ -118,20 +123,20 @@ pub struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
-    /// Begin: `BEGIN`, or a savepoint when `nested` (a transaction is open).
-    pub(crate) fn begin(
+    /// The write whose `BEGIN` (or savepoint, when `nested`: a transaction
+    /// is open) the caller ran ([`crate::PgStore::write_tx`]).
+    pub(crate) fn begun(
         client: &'a mut postgres::Client,
         cache: &'a mut Statements,
         nested: bool,
-    ) -> Result<Tx<'a>, postgres::Error> {
-        client.batch_execute(if nested { "SAVEPOINT tx" } else { "BEGIN" })?;
-        Ok(Tx {
+    ) -> Tx<'a> {
+        Tx {
             client,
             cache,
             nested,
             open: true,
             counters: BTreeMap::new(),
-        })
+        }
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {

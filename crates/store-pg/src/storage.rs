@@ -4,7 +4,7 @@
 //! writer thread's group commit (`ci_slo_store::Engine`): one transaction
 //! per batch of jobs, a savepoint per job, so a failed job rolls back alone.
 
-use crate::{PgStore, PgStoreError};
+use crate::PgStore;
 use chrono::{DateTime, Utc};
 use ci_slo_core::flaky::TestStats;
 use ci_slo_core::model::{
@@ -26,17 +26,26 @@ use ci_slo_store::{
 use std::collections::HashMap;
 
 /// `fn name(&mut self, args) -> T` (writes) or `fn name(&self, args) -> T`
-/// (reads) of the trait, as `PgStore::name`
-/// with its error converted.
+/// (reads) of the trait, as `PgStore::name` with its error converted, the
+/// connection made again first if it was lost (`reconnect.rs`). A read that
+/// meets a lost connection outside a transaction runs once more on a new
+/// one (it wrote nothing); a write does not (its commit may be unknown).
 macro_rules! forward {
     (writes: $(fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
         $(fn $name(&mut self $(, $arg: $ty)*) -> Result<$out, StoreError> {
-            Ok(PgStore::$name(self $(, $arg)*)?)
+            self.reconnect()?;
+            let out = PgStore::$name(self $(, $arg)*);
+            Ok(out.map_err(|e| self.lose(e))?)
         })*
     };
     (reads: $(fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
         $(fn $name(&self $(, $arg: $ty)*) -> Result<$out, StoreError> {
-            Ok(PgStore::$name(self $(, $arg)*)?)
+            self.reconnect()?;
+            let out = match PgStore::$name(self $(, $arg)*) {
+                Err(e) if self.read_again(&e) => PgStore::$name(self $(, $arg)*),
+                out => out,
+            };
+            Ok(out.map_err(|e| self.lose(e))?)
         })*
     };
 }
@@ -101,7 +110,9 @@ impl Storage for PgStore {
         limits: DurationLimits,
         emit: &mut dyn FnMut(TimedEvent),
     ) -> Result<(), StoreError> {
-        Ok(PgStore::counted_events(self, limits, emit)?)
+        self.reconnect()?;
+        let out = PgStore::counted_events(self, limits, emit);
+        Ok(out.map_err(|e| self.lose(e))?)
     }
 
     fn in_transaction(
@@ -119,35 +130,35 @@ impl Storage for PgStore {
             return f(self);
         }
         // Repeatable read: every statement of the transaction sees the
-        // snapshot its first statement took.
-        self.client
-            .borrow_mut()
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .map_err(PgStoreError::from)?;
+        // snapshot its first statement took (on one connection: it is not
+        // made again until the transaction ends).
+        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        self.pinned.set(true);
         let out = f(self);
+        self.pinned.set(false);
         let end =
             self.client
                 .borrow_mut()
                 .batch_execute(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
         out?;
-        Ok(end.map_err(PgStoreError::from)?)
+        Ok(end.map_err(|e| self.lose(e.into()))?)
     }
 }
 
 impl PgStore {
     /// Run `sql` (transaction control) on the connection.
     fn control(&mut self, sql: &str) -> Result<(), StoreError> {
-        Ok(self
-            .client
-            .get_mut()
-            .batch_execute(sql)
-            .map_err(PgStoreError::from)?)
+        let out = self.client.get_mut().batch_execute(sql);
+        Ok(out.map_err(|e| self.lose(e.into()))?)
     }
 }
 
 impl Engine for PgStore {
+    /// The connection is made again first if it was lost (here, between
+    /// batches: a batch that met the loss failed whole, and the writer
+    /// rolled it back).
     fn begin_batch(&mut self) -> Result<(), StoreError> {
-        self.control("BEGIN")?;
+        self.begin("BEGIN")?;
         self.in_batch = true;
         Ok(())
     }
@@ -197,9 +208,7 @@ impl Engine for PgStore {
         self.control(&format!(
             "SET LOCAL idle_in_transaction_session_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
         ))?;
-        Ok(
-            crate::leader::fence(&mut **self.client.get_mut(), &fence.name, fence.epoch)
-                .map_err(PgStoreError::from)?,
-        )
+        let held = crate::leader::fence(&mut **self.client.get_mut(), &fence.name, fence.epoch);
+        Ok(held.map_err(|e| self.lose(e.into()))?)
     }
 }

@@ -355,6 +355,61 @@ impl TestServer {
         }
     }
 
+    /// Stop the server (`pg_ctl stop -m fast`: its connections end, new
+    /// ones are refused) until [`TestServer::resume`], as a restart or a
+    /// failover of a real one does. For a server of a test's own
+    /// ([`TestServer::start`]), not the shared one.
+    pub fn pause(&self) -> io::Result<()> {
+        let bin = pg_bin_dir()?;
+        let out = as_owner(&bin.join("pg_ctl"))
+            .arg("stop")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w"])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "pg_ctl stop failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Start the server [`TestServer::pause`] stopped, on the same port and
+    /// directory (settings given at start are not given again), and wait
+    /// until it accepts connections. Stopped as before when this is
+    /// dropped.
+    pub fn resume(&self) -> io::Result<()> {
+        let bin = pg_bin_dir()?;
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let out = as_owner(&bin.join("pg_ctl"))
+            .arg("start")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-o")
+            .arg(options)
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .arg("-w")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !out.success() {
+            return Err(io::Error::other(format!(
+                "pg_ctl start failed ({out}): {}",
+                self.log_tail()
+            )));
+        }
+        Ok(())
+    }
+
     /// The temporary directory: the cluster (`data`), the socket, the log.
     pub fn dir(&self) -> &Path {
         &self.dir

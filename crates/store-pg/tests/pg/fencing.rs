@@ -281,6 +281,20 @@ fn a_new_term_waits_about_a_lease_at_most_for_a_fenced_writer_stopped_mid_transa
         .query("SELECT 1 FROM sync_state WHERE scope = 'x'", &[])
         .unwrap();
     assert!(rows.is_empty(), "nothing of the stopped write is committed");
+    // The server ended the writer's connection with the transaction: the
+    // next write connects again and commits, and /readyz would be 200.
+    assert!(handle.failing(), "/readyz would answer 503");
+    rt.block_on(handle.write(|s| s.set_sync_state(Forge::Github, "y", "k", &cursor("after"))))
+        .unwrap();
+    assert!(!handle.failing());
+    let rows = check
+        .query("SELECT 1 FROM sync_state WHERE scope = 'y'", &[])
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the write after the lost connection is committed"
+    );
     drop(rt);
     drop(b);
     drop(handle);

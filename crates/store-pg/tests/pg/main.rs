@@ -12,6 +12,7 @@ mod leader;
 mod migrations;
 mod reads_metrics;
 mod reads_ui;
+mod reconnect;
 mod retention;
 mod tls;
 mod writer;
