@@ -81,7 +81,7 @@ pub fn content_hash(run: &NewRun) -> String {
 /// Cockpit id, `cockpit:<log url>`, is ~110 bytes), and every lookup compares
 /// the id too. Two different ids of one repository with the same key (odds
 /// about n²/2⁶⁵ for n runs: 3·10⁻⁸ at a million) cannot both be stored: the
-/// second is refused with an error naming both ids ([`key_collision`]).
+/// second is refused with an error naming both ids (`key_collision`).
 /// Fixed: changing it needs a migration that computes every stored key again.
 pub fn external_key(external_id: &str) -> i64 {
     use sha2::{Digest, Sha256};
