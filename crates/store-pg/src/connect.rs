@@ -45,6 +45,15 @@ use std::time::Duration;
 /// (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TCP keepalives of every connection, unless the URL sets its own
+/// (`keepalives_idle`, ...): a database host that went away without a word
+/// (a network cut, a failover that moved the address) is seen after about
+/// a minute of silence, its connection closed and made again
+/// (reconnect.rs), instead of after the kernel's two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// libpq's `sslmode` values this exporter implements (`allow` is not one:
 /// plain first, TLS only if refused, is what nobody wants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +362,13 @@ impl ConnectConfig {
         }
         if config.get_application_name().is_none() {
             config.application_name("ci-slo-exporter");
+        }
+        if !url.contains("keepalives") {
+            config
+                .keepalives(true)
+                .keepalives_idle(KEEPALIVE_IDLE)
+                .keepalives_interval(KEEPALIVE_INTERVAL)
+                .keepalives_retries(KEEPALIVE_RETRIES);
         }
         config.ssl_mode(mode.wire());
         // libpq ignores sslmode on a unix socket (the server offers no TLS
@@ -674,6 +690,23 @@ fn close(client: postgres::Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_has_keepalives_of_a_minute_unless_the_url_sets_its_own() {
+        let ours = ConnectConfig::parse("postgres://u@db.example/ci?sslmode=disable").unwrap();
+        let c = ours.client_config();
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(c.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(c.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        let theirs =
+            ConnectConfig::parse("postgres://u@db.example/ci?sslmode=disable&keepalives_idle=7")
+                .unwrap();
+        assert_eq!(
+            theirs.client_config().get_keepalives_idle(),
+            Duration::from_secs(7)
+        );
+    }
 
     fn params(mode: Option<&str>, root: Option<&str>) -> TlsParams {
         TlsParams {
