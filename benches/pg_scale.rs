@@ -35,9 +35,7 @@
 mod support;
 
 use ci_slo_exporter::config::Config;
-use ci_slo_exporter::model::{
-    Completeness, Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
-};
+use ci_slo_exporter::model::NewRun;
 use ci_slo_exporter::store::{Policy, Storage, Store};
 use ci_slo_store_pg::PgStore;
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
@@ -46,72 +44,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::test_history::{REPO, new_run};
 use support::{BIN, env_num, get, percentile};
 
 const TOKEN: &str = "pg-scale-bench-token";
-const REPO: &str = "bench/suite";
 /// Runs per transaction while storing the history.
 const BATCH: usize = 5;
-
-fn outcome(t: usize, i: usize) -> TestOutcome {
-    let broken = t % 200 == 7;
-    let flaky_failure = t % 100 == 3 && (i * 7919 + t * 104_729).is_multiple_of(20);
-    if broken || flaky_failure {
-        TestOutcome::Failed
-    } else {
-        TestOutcome::Passed
-    }
-}
-
-fn name(t: usize) -> String {
-    format!(
-        "org.example.module{}.service.Component{}Test.test_case_{t}",
-        t % 39,
-        t % 250
-    )
-}
-
-/// Run `i` of `runs`, two minutes apart, ending at `now_ms`.
-fn new_run(i: usize, tests: usize, now_ms: i64, runs: usize) -> NewRun {
-    let finished =
-        chrono::DateTime::from_timestamp_millis(now_ms - (runs.saturating_sub(i)) as i64 * 120_000)
-            .unwrap();
-    NewRun {
-        repository: RepositoryRef {
-            forge: Forge::Generic,
-            path: REPO.into(),
-        },
-        context: "unit".into(),
-        commit: format!("{:040x}", (i / 2) as u128 * 0x9e37_79b9_7f4a_7c15),
-        external_id: Some(format!("job-{i}")),
-        attempt_group: None,
-        attempt: 0,
-        trigger: Trigger::Push,
-        trigger_pending: false,
-        state: RunState::Success,
-        queued_at: Some(finished - chrono::Duration::minutes(10)),
-        started_at: Some(finished - chrono::Duration::minutes(9)),
-        finished_at: Some(finished),
-        url: None,
-        log_url: None,
-        change: None,
-        tests: (0..tests)
-            .map(|t| TestResult {
-                name: name(t),
-                outcome: outcome(t, i),
-                duration_seconds: Some(0.01 + (t % 97) as f64 / 10.0),
-                retries: 0,
-                retry_reasons: vec![],
-                message: None,
-            })
-            .collect(),
-        reports: vec![],
-        failures: vec![],
-        dependencies: Default::default(),
-        source: "bench".into(),
-        completeness: Completeness::Whole,
-    }
-}
 
 fn body(run: &NewRun) -> String {
     serde_json::json!({

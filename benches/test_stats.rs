@@ -24,9 +24,7 @@
 mod support;
 
 use ci_slo_exporter::config::Config;
-use ci_slo_exporter::model::{
-    Completeness, Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
-};
+use ci_slo_exporter::model::{NewRun, TestOutcome};
 use ci_slo_exporter::store::{Policy, Store};
 use rusqlite::params;
 use std::path::Path;
@@ -34,70 +32,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::test_history::{REPO, name, new_run, outcome};
 use support::{BIN, env_num, status_kb};
 
 const TOKEN: &str = "test-stats-bench-token";
-const REPO: &str = "bench/suite";
-
-/// The outcome of test `t` in run `i`: 1% flaky (fail 5% of runs), 0.5% broken.
-fn outcome(t: usize, i: usize) -> TestOutcome {
-    let broken = t % 200 == 7;
-    let flaky_failure = t % 100 == 3 && (i * 7919 + t * 104_729).is_multiple_of(20);
-    if broken || flaky_failure {
-        TestOutcome::Failed
-    } else {
-        TestOutcome::Passed
-    }
-}
-
-fn name(t: usize) -> String {
-    format!(
-        "org.example.module{}.service.Component{}Test.test_case_{t}",
-        t % 39,
-        t % 250
-    )
-}
-
-fn new_run(i: usize, tests: usize, now_ms: i64, runs: usize) -> NewRun {
-    let finished =
-        chrono::DateTime::from_timestamp_millis(now_ms - (runs.saturating_sub(i)) as i64 * 120_000)
-            .unwrap();
-    NewRun {
-        repository: RepositoryRef {
-            forge: Forge::Generic,
-            path: REPO.into(),
-        },
-        context: "unit".into(),
-        commit: format!("{:040x}", (i / 2) as u128 * 0x9e37_79b9_7f4a_7c15),
-        external_id: Some(format!("job-{i}")),
-        attempt_group: None,
-        attempt: 0,
-        trigger: Trigger::Push,
-        trigger_pending: false,
-        state: RunState::Success,
-        queued_at: Some(finished - chrono::Duration::minutes(10)),
-        started_at: Some(finished - chrono::Duration::minutes(9)),
-        finished_at: Some(finished),
-        url: None,
-        log_url: None,
-        change: None,
-        tests: (0..tests)
-            .map(|t| TestResult {
-                name: name(t),
-                outcome: outcome(t, i),
-                duration_seconds: Some(0.01 + (t % 97) as f64 / 10.0),
-                retries: 0,
-                retry_reasons: vec![],
-                message: None,
-            })
-            .collect(),
-        reports: vec![],
-        failures: vec![],
-        dependencies: Default::default(),
-        source: "bench".into(),
-        completeness: Completeness::Whole,
-    }
-}
 
 /// Store `runs` runs of `tests` tests; results/s of the batched ingest.
 fn generate(db: &Path, tests: usize, runs: usize, now_ms: i64) -> f64 {

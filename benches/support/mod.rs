@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod cockpit;
+pub(crate) mod test_history;
 
 use ci_slo_exporter::store::Store;
 use rusqlite::params;
