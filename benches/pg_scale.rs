@@ -42,7 +42,6 @@ use ci_slo_store_pg::testing::{TestDatabase, TestServer};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::test_history::{REPO, new_run};
 use support::{BIN, env_num, get, percentile};
@@ -181,40 +180,8 @@ fn scrapes(base: &str, n: usize) -> (f64, f64) {
 /// taking the next body in turn; results/s.
 fn ingest(bases: &[&str], clients: usize, bodies: Vec<String>, tests: usize) -> f64 {
     let n = bodies.len();
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = bases
-        .iter()
-        .flat_map(|base| std::iter::repeat_n(base.to_string(), clients))
-        .map(|base| {
-            let (bodies, next) = (bodies.clone(), next.clone());
-            std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(600)))
-                    .build()
-                    .into();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= bodies.len() {
-                        break;
-                    }
-                    let status = agent
-                        .post(&format!("{base}/api/v1/runs"))
-                        .header("Authorization", &format!("Bearer {TOKEN}"))
-                        .header("Content-Type", "application/json")
-                        .send(bodies[i].as_str())
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0);
-                    assert_eq!(status, 201, "run {i} not created");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
+    support::post_runs(bases, clients, Arc::new(bodies), TOKEN);
     (n * tests) as f64 / started.elapsed().as_secs_f64()
 }
 

@@ -25,8 +25,7 @@ use ci_slo_exporter::store::Store;
 use rusqlite::params;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use support::{Spec, env_num, generate, get, percentile, serve, status_kb};
 
 const TOKEN: &str = "scale-bench-token";
@@ -63,37 +62,8 @@ fn ingest_http(runs: usize, tests: usize, clients: usize) -> (f64, f64) {
     let db = dir.path().join("ingest.db");
     let server = serve(&db, &[("CI_SLO_API_TOKEN", TOKEN)]);
     let bodies: Arc<Vec<String>> = Arc::new((0..runs).map(|i| run_body(i, tests)).collect());
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let (bodies, next, base) = (bodies.clone(), next.clone(), server.base.clone());
-            std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(60)))
-                    .build()
-                    .into();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= bodies.len() {
-                        break;
-                    }
-                    let status = agent
-                        .post(&format!("{base}/api/v1/runs"))
-                        .header("Authorization", &format!("Bearer {TOKEN}"))
-                        .header("Content-Type", "application/json")
-                        .send(bodies[i].as_str())
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0);
-                    assert_eq!(status, 201, "run {i} not created");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
+    support::post_runs(&[server.base.as_str()], clients, bodies, TOKEN);
     let secs = started.elapsed().as_secs_f64();
     (runs as f64 / secs, (runs * (1 + tests)) as f64 / secs)
 }

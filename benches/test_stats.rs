@@ -30,7 +30,7 @@ use rusqlite::params;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::test_history::{REPO, name, new_run, outcome};
 use support::{BIN, env_num, status_kb};
@@ -236,33 +236,8 @@ fn serve_and_ingest(db: &Path, tests: usize, ingest_runs: usize, first_run: usiz
             })
             .collect(),
     );
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let (bodies, next, base) = (bodies.clone(), next.clone(), base.clone());
-            std::thread::spawn(move || {
-                let agent = agent();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= bodies.len() {
-                        break;
-                    }
-                    let status = agent
-                        .post(&format!("{base}/api/v1/runs"))
-                        .header("Authorization", &format!("Bearer {TOKEN}"))
-                        .header("Content-Type", "application/json")
-                        .send(bodies[i].as_str())
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0);
-                    assert_eq!(status, 201, "run {i} not created");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
+    support::post_runs(&[base.as_str()], 2, bodies, TOKEN);
     let acked = Instant::now();
     let results_s = (ingest_runs * tests) as f64 / started.elapsed().as_secs_f64();
     let want = runs_before + ingest_runs as f64;

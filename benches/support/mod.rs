@@ -313,3 +313,47 @@ pub(crate) fn status_kb(pid: u32, field: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// POST every one of `bodies` to `/api/v1/runs` of the servers at `bases`
+/// with `token`, `clients` threads per server, each taking the next body in
+/// turn; panics on any answer but 201. Returns once all are answered.
+pub(crate) fn post_runs(
+    bases: &[&str],
+    clients: usize,
+    bodies: std::sync::Arc<Vec<String>>,
+    token: &str,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = bases
+        .iter()
+        .flat_map(|base| std::iter::repeat_n(base.to_string(), clients))
+        .map(|base| {
+            let (bodies, next, auth) = (bodies.clone(), next.clone(), format!("Bearer {token}"));
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(600)))
+                    .build()
+                    .into();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= bodies.len() {
+                        break;
+                    }
+                    let status = agent
+                        .post(&format!("{base}/api/v1/runs"))
+                        .header("Authorization", &auth)
+                        .header("Content-Type", "application/json")
+                        .send(bodies[i].as_str())
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    assert_eq!(status, 201, "run {i} not created");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
