@@ -123,31 +123,24 @@ pub(crate) fn job(id: u64, name: &str, conclusion: &str) -> Job {
 }
 
 pub(crate) fn start(fake: Fake) -> Running {
-    let fake = Arc::new(fake);
-    let app = Router::new().fallback(handle).with_state(fake.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    Running {
-        fake,
-        addr: rx.recv().unwrap(),
-    }
+    serve(fake, false)
 }
 
 /// [`start`], recording every request in [`Fake::calls`]: for tests that
 /// check who polled when (two replicas never polling at once).
 pub(crate) fn start_recording(fake: Fake) -> Running {
+    serve(fake, true)
+}
+
+/// Serve `fake` on a free loopback port, recording the requests if `record`.
+fn serve(fake: Fake, record: bool) -> Running {
     let fake = Arc::new(fake);
-    let app = Router::new().fallback(recorded).with_state(fake.clone());
+    let app = if record {
+        Router::new().fallback(recorded)
+    } else {
+        Router::new().fallback(handle)
+    }
+    .with_state(fake.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
