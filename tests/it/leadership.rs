@@ -245,13 +245,12 @@ async fn the_settler_and_the_pruner_run_only_while_leading_and_restart_when_lead
     assert_eq!(leader_gauge(&state.hub), 0.0, "stopped: the work ended");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_poller_polls_only_while_leading_and_resumes_when_leadership_returns() {
-    let dir = tempfile::tempdir().unwrap();
+/// A fake GitHub with one merged pull request of `acme/app` (job 11), and a
+/// configuration polling it every 200 ms.
+fn polled_github() -> (fake_github::Running, Config) {
     let gh = fake_github::start(fake_github::Fake::default());
-    let repo = "acme/app";
     gh.fake.merge_pull(
-        repo,
+        "acme/app",
         1,
         1001,
         vec![fake_github::job(11, "build", "success")],
@@ -259,13 +258,20 @@ async fn the_poller_polls_only_while_leading_and_resumes_when_leadership_returns
     let config = Config {
         github: GithubConfig {
             api_url: format!("http://{}", gh.addr),
-            repositories: vec![repo.to_string()],
+            repositories: vec!["acme/app".to_string()],
             poll_interval: Duration::from_millis(200),
             retry_base: Duration::from_millis(10),
             ..Default::default()
         },
         ..Default::default()
     };
+    (gh, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_polls_only_while_leading_and_resumes_when_leadership_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gh, config) = polled_github();
     let state = state(&dir.path().join("p.db"), config, Clock::system());
     let store = state.store.clone();
     let requests = || gh.fake.requests.load(Ordering::SeqCst);
@@ -290,7 +296,7 @@ async fn the_poller_polls_only_while_leading_and_resumes_when_leadership_returns
     .await;
     let after = requests();
     gh.fake.merge_pull(
-        repo,
+        "acme/app",
         2,
         1002,
         vec![fake_github::job(12, "build", "success")],
@@ -545,24 +551,7 @@ async fn hold_writer(store: &StoreHandle) -> std::sync::mpsc::Sender<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_leaders_poller_write_is_refused_once_a_newer_term_began() {
-    let gh = fake_github::start(fake_github::Fake::default());
-    let repo = "acme/app";
-    gh.fake.merge_pull(
-        repo,
-        1,
-        1001,
-        vec![fake_github::job(11, "build", "success")],
-    );
-    let config = Config {
-        github: GithubConfig {
-            api_url: format!("http://{}", gh.addr),
-            repositories: vec![repo.to_string()],
-            poll_interval: Duration::from_millis(200),
-            retry_base: Duration::from_millis(10),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let (_gh, config) = polled_github();
     // Two replicas' stores on one database, opened (and dropped) off this
     // runtime; the database outlives them.
     let (db, stores) = tokio::task::spawn_blocking(|| {
