@@ -5,7 +5,7 @@
 //! certificate it refuses to start, saying why.
 
 use crate::common::{Exporter, TOKEN};
-use ci_slo_store_pg::testing::{TestCerts, TestServer};
+use ci_slo_store_pg::testing::{TestCerts, TestDatabase, TestServer};
 use std::time::{Duration, Instant};
 
 fn run(commit: &str) -> Vec<u8> {
@@ -32,6 +32,18 @@ fn gauge(scrape: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The URL of `db` on `server` with `sslmode=verify-full` and `ca` as root.
+fn verify_full_url(server: &TestServer, db: &TestDatabase, ca: &std::path::Path) -> String {
+    format!(
+        "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={}",
+        TestServer::USER,
+        server.password(),
+        server.port(),
+        db.name(),
+        ca.display()
+    )
+}
+
 #[test]
 fn serve_with_sslmode_verify_full_stores_a_run_over_tls_only() {
     let certs = TestCerts::new(&["127.0.0.1"]);
@@ -41,14 +53,7 @@ fn serve_with_sslmode_verify_full_stores_a_run_over_tls_only() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = certs.write_ca(d, "ca.pem").unwrap();
-    let url = format!(
-        "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={}",
-        TestServer::USER,
-        server.password(),
-        server.port(),
-        db.name(),
-        ca.display()
-    );
+    let url = verify_full_url(&server, &db, &ca);
     let e = Exporter::start(
         d,
         &d.join("ci-slo-exporter.db"),
@@ -107,14 +112,7 @@ fn serve_with_sslmode_verify_full_and_the_wrong_ca_refuses_to_start_saying_why()
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = other.write_ca(d, "other-ca.pem").unwrap();
-    let url = format!(
-        "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={}",
-        TestServer::USER,
-        server.password(),
-        server.port(),
-        db.name(),
-        ca.display()
-    );
+    let url = verify_full_url(&server, &db, &ca);
     let err = Exporter::try_start(
         d,
         &d.join("ci-slo-exporter.db"),
