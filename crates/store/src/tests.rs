@@ -20,6 +20,26 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap()
 }
 
+/// A database file at `path` at schema `version` (the migrations of that
+/// time, run on a connection as the store opens it), `fill` writing its rows
+/// in the same transaction.
+fn database_at(
+    path: &std::path::Path,
+    version: usize,
+    fill: impl FnOnce(&rusqlite::Transaction<'_>),
+) {
+    let conn = Connection::open(path).unwrap();
+    register_functions(&conn).unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    for sql in &schema::MIGRATIONS[..version] {
+        tx.execute_batch(sql).unwrap();
+    }
+    tx.pragma_update(None, "user_version", version as i64)
+        .unwrap();
+    fill(&tx);
+    tx.commit().unwrap();
+}
+
 fn run(context: &str, commit: &str, attempt: u32, state: RunState) -> NewRun {
     let queued = now() - Duration::minutes(30);
     NewRun {
@@ -258,13 +278,7 @@ fn migrating_a_database_with_colliding_runs_keeps_every_run() {
     // of key are checked by the new indexes).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    {
-        let conn = Connection::open(&path).unwrap();
-        let tx = conn.unchecked_transaction().unwrap();
-        for sql in &schema::MIGRATIONS[..7] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 7).unwrap();
+    database_at(&path, 7, |tx| {
         tx.execute(
             "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
             [],
@@ -278,8 +292,7 @@ fn migrating_a_database_with_colliding_runs_keeps_every_run() {
             )
             .unwrap();
         }
-        tx.commit().unwrap();
-    }
+    });
     let mut store = Store::open(&path).unwrap();
     assert_eq!(store.run_count().unwrap(), 3);
     // Now a second run with attempt 0 and another id is a run of its own.
@@ -312,13 +325,7 @@ fn a_url_held_by_the_external_id_is_stored_once_and_reads_back() {
         (None, Some(url), 3),
         (Some("cockpit:x".to_string()), None, 4),
     ];
-    {
-        let conn = Connection::open(&path).unwrap();
-        let tx = conn.unchecked_transaction().unwrap();
-        for sql in &schema::MIGRATIONS[..11] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 11).unwrap();
+    database_at(&path, 11, |tx| {
         tx.execute(
             "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
             [],
@@ -333,8 +340,7 @@ fn a_url_held_by_the_external_id_is_stored_once_and_reads_back() {
             )
             .unwrap();
         }
-        tx.commit().unwrap();
-    }
+    });
     let urls = |store: &Store| -> Vec<(Option<String>, Option<String>, bool)> {
         store
             .connection()
@@ -1286,13 +1292,7 @@ fn upgrading_from_schema_12_moves_a_runs_slo_events_into_one_row() {
     let path = dir.path().join("v12.db");
     let t0 = to_ms(now() - Duration::hours(30));
     let hour = 3_600_000;
-    {
-        let conn = Connection::open(&path).unwrap();
-        let tx = conn.unchecked_transaction().unwrap();
-        for sql in &schema::MIGRATIONS[..12] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 12).unwrap();
+    database_at(&path, 12, |tx| {
         tx.execute_batch(
             "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'o/a'), (2, 'generic', 'o/b'),
                  (3, 'generic', 'o/c')",
@@ -1347,8 +1347,7 @@ fn upgrading_from_schema_12_moves_a_runs_slo_events_into_one_row() {
             }
         }
         drop(insert);
-        tx.commit().unwrap();
-    }
+    });
     let before = {
         let conn = Connection::open(&path).unwrap();
         let rollup: Vec<(i64, i64, String, i64, i64)> = conn
@@ -1948,13 +1947,7 @@ fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
         r.external_id = ext;
         runs.push(r);
     }
-    {
-        let conn = Connection::open(&path).unwrap();
-        let tx = conn.unchecked_transaction().unwrap();
-        for sql in &schema::MIGRATIONS[..13] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 13).unwrap();
+    database_at(&path, 13, |tx| {
         tx.execute(
             "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
             [],
@@ -1992,8 +1985,7 @@ fn upgrading_from_schema_13_keys_every_external_id_and_keeps_every_run() {
             [],
         )
         .unwrap();
-        tx.commit().unwrap();
-    }
+    });
     let mut store = Store::open(&path).unwrap();
     type Row = (Option<String>, Option<i64>, String, String, Option<String>);
     let rows: Vec<Row> = store
@@ -2242,14 +2234,7 @@ fn upgrading_from_schema_14_codes_every_trigger_state_and_source_and_keeps_their
     r.trigger = Trigger::Schedule;
     r.source = "cockpit-import".into();
     r.external_id = Some("job-1".into());
-    {
-        let conn = Connection::open(&path).unwrap();
-        register_functions(&conn).unwrap();
-        let tx = conn.unchecked_transaction().unwrap();
-        for sql in &schema::MIGRATIONS[..14] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 14).unwrap();
+    database_at(&path, 14, |tx| {
         tx.execute(
             "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop')",
             [],
@@ -2278,8 +2263,7 @@ fn upgrading_from_schema_14_codes_every_trigger_state_and_source_and_keeps_their
             [],
         )
         .unwrap();
-        tx.commit().unwrap();
-    }
+    });
     let mut store = Store::open(&path).unwrap();
     let rows: Vec<(String, String, String, String, String)> = store
         .connection()
