@@ -43,29 +43,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::test_history::{REPO, new_run};
+use support::test_history::{REPO, body, new_run};
 use support::{BIN, env_num, get, percentile};
 
 const TOKEN: &str = "pg-scale-bench-token";
 /// Runs per transaction while storing the history.
 const BATCH: usize = 5;
-
-fn body(run: &NewRun) -> String {
-    serde_json::json!({
-        "repository": REPO,
-        "context": run.context,
-        "commit": run.commit,
-        "external_id": run.external_id,
-        "trigger": "push",
-        "queued_at": run.queued_at.unwrap().to_rfc3339(),
-        "started_at": run.started_at.unwrap().to_rfc3339(),
-        "finished_at": run.finished_at.unwrap().to_rfc3339(),
-        "tests": run.tests.iter().map(|t| serde_json::json!({
-            "name": t.name, "outcome": t.outcome.as_str(), "duration_seconds": t.duration_seconds,
-        })).collect::<Vec<_>>(),
-    })
-    .to_string()
-}
 
 /// Store `runs` runs of `tests` tests through the batched ingest of the
 /// store `open` gives, a new one (connection) every `reopen_every` runs

@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::test_history::{REPO, name, new_run, outcome};
+use support::test_history::{body, name, new_run, outcome};
 use support::{BIN, env_num, status_kb};
 
 const TOKEN: &str = "test-stats-bench-token";
@@ -218,21 +218,12 @@ fn serve_and_ingest(db: &Path, tests: usize, ingest_runs: usize, first_run: usiz
     let bodies: Arc<Vec<String>> = Arc::new(
         (0..ingest_runs)
             .map(|k| {
-                let run = new_run(first_run + k, tests, now_ms, first_run + ingest_runs);
-                serde_json::json!({
-                    "repository": REPO,
-                    "context": run.context,
-                    "commit": run.commit,
-                    "external_id": run.external_id,
-                    "trigger": "push",
-                    "queued_at": run.queued_at.unwrap().to_rfc3339(),
-                    "started_at": run.started_at.unwrap().to_rfc3339(),
-                    "finished_at": run.finished_at.unwrap().to_rfc3339(),
-                    "tests": run.tests.iter().map(|t| serde_json::json!({
-                        "name": t.name, "outcome": t.outcome.as_str(), "duration_seconds": t.duration_seconds,
-                    })).collect::<Vec<_>>(),
-                })
-                .to_string()
+                body(&new_run(
+                    first_run + k,
+                    tests,
+                    now_ms,
+                    first_run + ingest_runs,
+                ))
             })
             .collect(),
     );

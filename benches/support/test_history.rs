@@ -71,3 +71,21 @@ pub(crate) fn new_run(i: usize, tests: usize, now_ms: i64, runs: usize) -> NewRu
         completeness: Completeness::Whole,
     }
 }
+
+/// `run` as the body of `POST /api/v1/runs`.
+pub(crate) fn body(run: &NewRun) -> String {
+    serde_json::json!({
+        "repository": REPO,
+        "context": run.context,
+        "commit": run.commit,
+        "external_id": run.external_id,
+        "trigger": "push",
+        "queued_at": run.queued_at.unwrap().to_rfc3339(),
+        "started_at": run.started_at.unwrap().to_rfc3339(),
+        "finished_at": run.finished_at.unwrap().to_rfc3339(),
+        "tests": run.tests.iter().map(|t| serde_json::json!({
+            "name": t.name, "outcome": t.outcome.as_str(), "duration_seconds": t.duration_seconds,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
