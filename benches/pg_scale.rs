@@ -43,7 +43,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::test_history::{REPO, body, new_run};
+use support::test_history::{body, new_run};
 use support::{BIN, env_num, get, percentile};
 
 const TOKEN: &str = "pg-scale-bench-token";
