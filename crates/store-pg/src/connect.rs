@@ -26,6 +26,14 @@
 //! `verify-full` without any refuse to start. As libpq 16, `sslrootcert=system`
 //! makes `verify-full` the default and refuses a weaker `sslmode` (any
 //! public CA can sign a certificate for any name).
+//!
+//! A server that authenticates clients by certificate (`cert` in its
+//! `pg_hba.conf`, or `clientcert=verify-full`) gets the certificate chain
+//! of `sslcert` and the key of `sslkey` (PEM; unset, libpq's
+//! `~/.postgresql/postgresql.crt` and `.key` when the certificate file
+//! exists). As libpq, a key file others can read is refused. As libpq, the
+//! variables `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY` stand
+//! in for a parameter the URL does not give.
 
 use crate::PgStoreError;
 use ci_slo_core::config::database::PostgresTarget;
@@ -33,7 +41,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -135,6 +143,25 @@ impl fmt::Display for RootCerts {
     }
 }
 
+/// The certificate the client shows, for servers that authenticate
+/// clients by certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// None is shown.
+    None,
+    /// The chain of `cert` (PEM, the client's first) with the key of `key`.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+impl fmt::Display for ClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientCert::None => f.write_str("none"),
+            ClientCert::Files { cert, .. } => write!(f, "{}", cert.display()),
+        }
+    }
+}
+
 /// Everything a connection needs: the client configuration (without the
 /// TLS parameters it does not know) and the TLS connector, built once (the
 /// CA file is read when this is built, not per connection). Cheap to clone.
@@ -143,6 +170,7 @@ pub struct ConnectConfig {
     pg: postgres::Config,
     mode: SslMode,
     roots: RootCerts,
+    client: ClientCert,
     /// `None` with `sslmode=disable`.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
@@ -154,6 +182,7 @@ impl fmt::Debug for ConnectConfig {
             .field("pg", &self.pg)
             .field("sslmode", &self.mode)
             .field("sslrootcert", &self.roots)
+            .field("sslcert", &self.client)
             .finish()
     }
 }
@@ -163,11 +192,36 @@ impl fmt::Debug for ConnectConfig {
 struct TlsParams {
     sslmode: Option<String>,
     sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
 }
 
-/// Take `sslmode` and `sslrootcert` out of a `postgres://` URL's query (the
-/// `postgres` crate refuses `verify-*` and does not know `sslrootcert`);
-/// the rest is left as written.
+impl TlsParams {
+    /// Each parameter the URL does not give from libpq's variable for it
+    /// (`PGSSLMODE`, ...), as `var` finds them.
+    fn or_env(mut self, var: &dyn Fn(&str) -> Option<String>) -> TlsParams {
+        for (field, name) in [
+            (&mut self.sslmode, "PGSSLMODE"),
+            (&mut self.sslrootcert, "PGSSLROOTCERT"),
+            (&mut self.sslcert, "PGSSLCERT"),
+            (&mut self.sslkey, "PGSSLKEY"),
+        ] {
+            if field.is_none() {
+                *field = var(name);
+            }
+        }
+        self
+    }
+}
+
+/// The process's environment, for [`TlsParams::or_env`].
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Take `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a
+/// `postgres://` URL's query (the `postgres` crate refuses `verify-*` and
+/// knows none of the others); the rest is left as written.
 fn split_tls_params(url: &str) -> Result<(String, TlsParams), String> {
     let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
     let mut params = TlsParams::default();
@@ -176,10 +230,18 @@ fn split_tls_params(url: &str) -> Result<(String, TlsParams), String> {
         match &*k {
             "sslmode" => params.sslmode = Some(v.into_owned()),
             "sslrootcert" => params.sslrootcert = Some(v.into_owned()),
-            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+            "sslcert" => params.sslcert = Some(v.into_owned()),
+            "sslkey" => params.sslkey = Some(v.into_owned()),
+            "sslpassword" => {
+                return Err(
+                    "sslpassword is not supported (encrypted client keys are not \
+                            implemented): give sslkey a key file that is not encrypted"
+                        .to_string(),
+                );
+            }
+            "sslcrl" | "sslcrldir" => {
                 return Err(format!(
-                    "{k} is not supported (client certificates and CRLs are not implemented; \
-                     the server is checked with sslmode and sslrootcert)"
+                    "{k} is not supported (certificate revocation lists are not implemented)"
                 ));
             }
             _ => kept.push((k.into_owned(), v.into_owned())),
@@ -200,6 +262,91 @@ fn split_tls_params(url: &str) -> Result<(String, TlsParams), String> {
 /// `home` is known.
 fn default_root_file(home: Option<&Path>) -> Option<PathBuf> {
     home.map(|h| h.join(".postgresql").join("root.crt"))
+}
+
+/// The client certificate libpq would show for these parameters: `sslcert`
+/// and `sslkey`, each defaulting to `~/.postgresql/postgresql.crt` and
+/// `.key`; none when no certificate is named and the default file does not
+/// exist. Unlike libpq, a certificate file named and missing is an error
+/// (libpq then silently shows none).
+fn resolve_client(params: &TlsParams, home: Option<&Path>) -> Result<ClientCert, String> {
+    let default = |name: &str| home.map(|h| h.join(".postgresql").join(name));
+    let cert = match params.sslcert.as_deref() {
+        Some("") => return Err("sslcert is empty: a PEM file of the client's certificate".into()),
+        Some(file) => PathBuf::from(file),
+        None => match default("postgresql.crt") {
+            Some(file) if file.exists() => file,
+            _ if params.sslkey.is_some() => {
+                return Err(
+                    "sslkey is given without sslcert: give the client's certificate \
+                            too (or neither)"
+                        .into(),
+                );
+            }
+            _ => return Ok(ClientCert::None),
+        },
+    };
+    let key = match params.sslkey.as_deref() {
+        Some("") => return Err("sslkey is empty: a PEM file of the client's private key".into()),
+        Some(file) => PathBuf::from(file),
+        None => default("postgresql.key").ok_or_else(|| {
+            "sslcert is given without sslkey, and HOME is not set for the default \
+             ~/.postgresql/postgresql.key: give sslkey"
+                .to_string()
+        })?,
+    };
+    Ok(ClientCert::Files { cert, key })
+}
+
+/// libpq's rule for a private key file: not readable by group or others
+/// (0600 or less), or, owned by root, readable by its group at most
+/// (0640), so that a key others can read is noticed rather than used.
+fn check_key_permissions(key: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(key).map_err(|e| format!("sslkey {}: {e}", key.display()))?;
+    let mode = meta.mode() & 0o777;
+    let allowed = if meta.uid() == 0 { 0o640 } else { 0o600 };
+    if mode & !allowed != 0 {
+        return Err(format!(
+            "sslkey {}: others can read it (permissions {mode:04o}); allow u=rw (0600) or less, \
+             or u=rw,g=r (0640) or less for a file owned by root, as libpq does",
+            key.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The client's certificate chain and private key, read and checked.
+fn load_client(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "sslcert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+            cert.display()
+        ));
+    }
+    check_key_permissions(key)?;
+    let text =
+        std::fs::read_to_string(key).map_err(|e| format!("sslkey {}: {e}", key.display()))?;
+    if text.contains("ENCRYPTED") {
+        return Err(format!(
+            "sslkey {}: the key is encrypted, which is not supported (no sslpassword): \
+             store it decrypted, readable by the exporter's user only",
+            key.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| {
+        format!(
+            "sslkey {}: no PEM private key (PKCS#8, RSA or EC) in it ({e})",
+            key.display()
+        )
+    })?;
+    Ok((chain, private))
 }
 
 /// The mode and the roots libpq would use for these parameters; `home` is
@@ -296,8 +443,13 @@ fn load_roots(roots: &RootCerts) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// The rustls configuration for `mode` and the trusted `roots` (ring).
-fn tls_config(mode: SslMode, roots: &RootCerts) -> Result<rustls::ClientConfig, String> {
+/// The rustls configuration for `mode`, the trusted `roots` and the
+/// certificate the client shows (ring).
+fn tls_config(
+    mode: SslMode,
+    roots: &RootCerts,
+    client: &ClientCert,
+) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -317,10 +469,22 @@ fn tls_config(mode: SslMode, roots: &RootCerts) -> Result<rustls::ClientConfig, 
             Arc::new(NoNameCheck(webpki))
         }
     };
-    Ok(builder
+    let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
+        .with_custom_certificate_verifier(verifier);
+    match client {
+        ClientCert::None => Ok(builder.with_no_client_auth()),
+        ClientCert::Files { cert, key } => {
+            let (chain, private) = load_client(cert, key)?;
+            builder.with_client_auth_cert(chain, private).map_err(|e| {
+                format!(
+                    "sslcert {} with sslkey {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })
+        }
+    }
 }
 
 impl ConnectConfig {
@@ -334,6 +498,7 @@ impl ConnectConfig {
             target.password().map(|p| p.expose()),
             target.source(),
             home.as_deref(),
+            &process_env,
         )
     }
 
@@ -341,7 +506,7 @@ impl ConnectConfig {
     /// [`ConnectConfig::from_target`]; errors name the URL as `url`.
     pub fn parse(url: &str) -> Result<ConnectConfig, PgStoreError> {
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        ConnectConfig::build(url, None, "url", home.as_deref())
+        ConnectConfig::build(url, None, "url", home.as_deref(), &process_env)
     }
 
     fn build(
@@ -349,13 +514,20 @@ impl ConnectConfig {
         password: Option<&str>,
         key: &str,
         home: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ConnectConfig, PgStoreError> {
         let invalid = |reason: String| PgStoreError::Url {
             key: key.to_string(),
             reason,
         };
         let (url, params) = split_tls_params(url).map_err(invalid)?;
+        let params = params.or_env(env);
         let (mode, roots) = resolve(&params, home).map_err(invalid)?;
+        let client = if mode == SslMode::Disable {
+            ClientCert::None
+        } else {
+            resolve_client(&params, home).map_err(invalid)?
+        };
         let mut config = postgres::Config::from_str(&url).map_err(|e| invalid(e.to_string()))?;
         if let Some(password) = password {
             config.password(password);
@@ -395,13 +567,14 @@ impl ConnectConfig {
         let tls = match mode {
             SslMode::Disable => None,
             _ => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
-                tls_config(mode, &roots).map_err(invalid)?,
+                tls_config(mode, &roots, &client).map_err(invalid)?,
             )),
         };
         Ok(ConnectConfig {
             pg: config,
             mode,
             roots,
+            client,
             tls,
         })
     }
@@ -417,13 +590,15 @@ impl ConnectConfig {
         };
         let tls = (mode != SslMode::Disable).then(|| {
             tokio_postgres_rustls::MakeRustlsConnect::new(
-                tls_config(mode, &RootCerts::None).expect("TLS without roots needs no file"),
+                tls_config(mode, &RootCerts::None, &ClientCert::None)
+                    .expect("TLS without roots or a client certificate needs no file"),
             )
         });
         ConnectConfig {
             pg: config.clone(),
             mode,
             roots: RootCerts::None,
+            client: ClientCert::None,
             tls,
         }
     }
@@ -445,6 +620,10 @@ impl ConnectConfig {
 
     pub fn root_certs(&self) -> &RootCerts {
         &self.roots
+    }
+
+    pub fn client_cert(&self) -> &ClientCert {
+        &self.client
     }
 
     /// A new connection.
@@ -510,6 +689,27 @@ impl ConnectConfig {
                  {}: connect by a name the certificate holds, or use sslmode=verify-ca to check \
                  only the CA)",
                 hosts()
+            );
+        }
+        if text.contains("requires a valid client certificate") {
+            return format!(
+                " (the server authenticates this user by certificate and sslcert is {}: give \
+                 sslcert and sslkey, a certificate signed by a CA of the server's ssl_ca_file)",
+                self.client
+            );
+        }
+        if text.contains("received fatal alert") && self.client != ClientCert::None {
+            return format!(
+                " (the server refused the client certificate of sslcert {}: it must be signed \
+                 by a CA of the server's ssl_ca_file, and be valid now)",
+                self.client
+            );
+        }
+        if text.contains("certificate authentication failed") {
+            return format!(
+                " (the server checked the certificate of sslcert {} and it is not this user's: \
+                 its common name (CN) must be the user name, or the server's pg_ident.conf map it)",
+                self.client
             );
         }
         if text.contains("TLS") || text.contains("certificate") {
@@ -739,7 +939,13 @@ mod tests {
         TlsParams {
             sslmode: mode.map(str::to_string),
             sslrootcert: root.map(str::to_string),
+            ..TlsParams::default()
         }
+    }
+
+    /// No environment: only the URL says.
+    fn no_env(_: &str) -> Option<String> {
+        None
     }
 
     #[test]
@@ -756,8 +962,14 @@ mod tests {
         let (url, p) = split_tls_params("postgres://u@h/db?application_name=x").unwrap();
         assert_eq!(url, "postgres://u@h/db?application_name=x");
         assert_eq!(p, TlsParams::default());
-        let err = split_tls_params("postgres://u@h/db?sslcert=c.pem").unwrap_err();
-        assert!(err.contains("sslcert is not supported"), "{err}");
+        let (url, p) = split_tls_params("postgres://u@h/db?sslcert=c.pem&sslkey=k.pem").unwrap();
+        assert_eq!(url, "postgres://u@h/db");
+        assert_eq!(p.sslcert.as_deref(), Some("c.pem"));
+        assert_eq!(p.sslkey.as_deref(), Some("k.pem"));
+        let err = split_tls_params("postgres://u@h/db?sslpassword=x").unwrap_err();
+        assert!(err.contains("sslpassword is not supported"), "{err}");
+        let err = split_tls_params("postgres://u@h/db?sslcrl=c.pem").unwrap_err();
+        assert!(err.contains("sslcrl is not supported"), "{err}");
     }
 
     #[test]
@@ -820,7 +1032,7 @@ mod tests {
             "postgres://u@127.0.0.1/db?sslmode=verify-full&sslrootcert={}",
             missing.display()
         );
-        let err = ConnectConfig::build(&url, None, "store.url", Some(home.path()))
+        let err = ConnectConfig::build(&url, None, "store.url", Some(home.path()), &no_env)
             .unwrap_err()
             .to_string();
         assert!(err.contains("store.url"), "{err}");
@@ -831,7 +1043,7 @@ mod tests {
             "postgres://u@127.0.0.1/db?sslmode=verify-ca&sslrootcert={}",
             empty.display()
         );
-        let err = ConnectConfig::build(&url, None, "store.url", Some(home.path()))
+        let err = ConnectConfig::build(&url, None, "store.url", Some(home.path()), &no_env)
             .unwrap_err()
             .to_string();
         assert!(err.contains("no PEM certificate"), "{err}");
@@ -841,6 +1053,7 @@ mod tests {
             None,
             "store.url",
             Some(home.path()),
+            &no_env,
         )
         .unwrap();
         assert_eq!(c.ssl_mode(), SslMode::Require);
@@ -858,11 +1071,143 @@ mod tests {
             None,
             "store.url",
             Some(home.path()),
+            &no_env,
         )
         .unwrap();
         assert_eq!(
             c.client_config().get_ssl_mode(),
             postgres::config::SslMode::Disable
         );
+    }
+
+    #[test]
+    fn libpqs_variables_stand_in_for_parameters_the_url_does_not_give() {
+        let env = |name: &str| match name {
+            "PGSSLMODE" => Some("require".to_string()),
+            "PGSSLROOTCERT" => Some("/from/env.pem".to_string()),
+            _ => None,
+        };
+        let p = params(None, None).or_env(&env);
+        assert_eq!(p, params(Some("require"), Some("/from/env.pem")));
+        // The URL's own value wins.
+        let p = params(Some("verify-full"), None).or_env(&env);
+        assert_eq!(p, params(Some("verify-full"), Some("/from/env.pem")));
+        let home = tempfile::tempdir().unwrap();
+        let c = ConnectConfig::build(
+            "postgres://u@127.0.0.1/db?sslmode=disable",
+            None,
+            "store.url",
+            Some(home.path()),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode(), SslMode::Disable);
+        let env = |name: &str| (name == "PGSSLMODE").then(|| "verify-ca".to_string());
+        let err = ConnectConfig::build(
+            "postgres://u@127.0.0.1/db",
+            None,
+            "store.url",
+            Some(home.path()),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sslmode=verify-ca checks"), "{err}");
+    }
+
+    #[test]
+    fn the_client_certificate_is_sslcert_and_sslkey_or_libpqs_default_files() {
+        let home = tempfile::tempdir().unwrap();
+        let h = Some(home.path());
+        let with = |cert: Option<&str>, key: Option<&str>| TlsParams {
+            sslcert: cert.map(str::to_string),
+            sslkey: key.map(str::to_string),
+            ..TlsParams::default()
+        };
+        assert_eq!(
+            resolve_client(&with(None, None), h).unwrap(),
+            ClientCert::None
+        );
+        assert_eq!(
+            resolve_client(&with(Some("/c.pem"), Some("/k.pem")), h).unwrap(),
+            ClientCert::Files {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            }
+        );
+        let err = resolve_client(&with(None, Some("/k.pem")), h).unwrap_err();
+        assert!(err.contains("sslkey is given without sslcert"), "{err}");
+        // ~/.postgresql/postgresql.crt, when there, with its .key.
+        let dir = home.path().join(".postgresql");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("postgresql.crt"), "").unwrap();
+        assert_eq!(
+            resolve_client(&with(None, None), h).unwrap(),
+            ClientCert::Files {
+                cert: dir.join("postgresql.crt"),
+                key: dir.join("postgresql.key")
+            }
+        );
+    }
+
+    #[test]
+    fn a_client_key_others_can_read_or_an_encrypted_one_is_refused_when_built() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_file = dir.path().join("client.crt");
+        let key_file = dir.path().join("client.key");
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let url = format!(
+            "postgres://u@127.0.0.1/db?sslmode=require&sslcert={}&sslkey={}",
+            cert_file.display(),
+            key_file.display()
+        );
+        let build = || ConnectConfig::build(&url, None, "store.url", Some(dir.path()), &no_env);
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let owner_is_root = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&key_file).unwrap().uid() == 0
+        };
+        let err = build().unwrap_err().to_string();
+        assert!(
+            err.contains("others can read it (permissions 0644)"),
+            "{err}"
+        );
+        if owner_is_root {
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert!(build().is_ok());
+        }
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = build().unwrap();
+        assert_eq!(
+            c.client_cert(),
+            &ClientCert::Files {
+                cert: cert_file.clone(),
+                key: key_file.clone()
+            }
+        );
+        // Encrypted keys need sslpassword, which is not supported.
+        std::fs::write(
+            &key_file,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = build().unwrap_err().to_string();
+        assert!(err.contains("the key is encrypted"), "{err}");
+        // A certificate file without a certificate.
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        std::fs::write(&cert_file, "nothing\n").unwrap();
+        let err = build().unwrap_err().to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+        // sslmode=disable shows no certificate, whatever is named.
+        let url = url.replace("sslmode=require", "sslmode=disable");
+        let c = ConnectConfig::build(&url, None, "store.url", Some(dir.path()), &no_env).unwrap();
+        assert_eq!(c.client_cert(), &ClientCert::None);
     }
 }

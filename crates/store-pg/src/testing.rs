@@ -183,6 +183,29 @@ impl TestServer {
     /// `key_pem`. With `require_tls`, TCP connections without TLS are
     /// refused (`hostssl` in `pg_hba.conf`); otherwise both are accepted.
     pub fn start_tls(cert_pem: &str, key_pem: &str, require_tls: bool) -> io::Result<TestServer> {
+        TestServer::start_tls_for(cert_pem, key_pem, require_tls, None)
+    }
+
+    /// Start a server as [`TestServer::start_tls`] with TLS required, which
+    /// also authenticates the role `cert_user` by a client certificate
+    /// signed by `certs`' CA (`hostssl all USER 127.0.0.1/32 cert` before
+    /// the other lines; `ssl_ca_file` the CA). The role is not created:
+    /// create it as [`TestServer::USER`].
+    pub fn start_tls_cert_auth(certs: &TestCerts, cert_user: &str) -> io::Result<TestServer> {
+        TestServer::start_tls_for(
+            &certs.server_cert_pem,
+            &certs.server_key_pem,
+            true,
+            Some((&certs.ca_pem, cert_user)),
+        )
+    }
+
+    fn start_tls_for(
+        cert_pem: &str,
+        key_pem: &str,
+        require_tls: bool,
+        cert_auth: Option<(&str, &str)>,
+    ) -> io::Result<TestServer> {
         let prepare = |dir: &Path| -> io::Result<Vec<(String, String)>> {
             let cert = dir.join("server.crt");
             let key = dir.join("server.key");
@@ -199,21 +222,35 @@ impl TestServer {
             if require_tls {
                 let hba = dir.join("data").join("pg_hba.conf");
                 let text = std::fs::read_to_string(&hba)?;
-                let text: String = text
+                let mut text: String = text
                     .lines()
                     .map(|l| match l.strip_prefix("host ") {
                         Some(rest) => format!("hostssl {rest}\n"),
                         None => format!("{l}\n"),
                     })
                     .collect();
+                if let Some((_, user)) = cert_auth {
+                    // The first matching line decides: this one before the rest.
+                    text = format!("hostssl all {user} 127.0.0.1/32 cert\n{text}");
+                }
                 std::fs::write(&hba, text)?;
             }
-            Ok(vec![
+            let mut settings = vec![
                 ("ssl".into(), "on".into()),
                 ("ssl_cert_file".into(), cert.display().to_string()),
                 ("ssl_key_file".into(), key.display().to_string()),
                 ("fsync".into(), "off".into()),
-            ])
+            ];
+            if let Some((ca_pem, _)) = cert_auth {
+                let ca = dir.join("client-ca.crt");
+                std::fs::write(&ca, ca_pem)?;
+                if is_root() {
+                    let (uid, gid) = (id_of("-u", "postgres")?, id_of("-g", "postgres")?);
+                    std::os::unix::fs::chown(&ca, Some(uid), Some(gid))?;
+                }
+                settings.push(("ssl_ca_file".into(), ca.display().to_string()));
+            }
+            Ok(settings)
         };
         TestServer::start_prepared(&[], &prepare)
     }
@@ -495,6 +532,8 @@ pub struct TestCerts {
     pub ca_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
+    /// The CA, to sign clients' certificates.
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCerts {
@@ -540,7 +579,23 @@ impl TestCerts {
             ca_pem,
             server_cert_pem,
             server_key_pem: key.serialize_pem(),
+            issuer,
         }
+    }
+
+    /// A client certificate for the user `user` (its common name, which a
+    /// server's `cert` authentication compares with the user name) signed
+    /// by this CA, and its key: (certificate, key), PEM.
+    pub fn client(&self, user: &str) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().expect("a client key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client parameters");
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("the client certificate");
+        (cert.pem(), key.serialize_pem())
     }
 
     /// Write the CA certificate to `dir/name`, for `sslrootcert`.

@@ -227,3 +227,99 @@ fn sslrootcert_system_checks_against_the_operating_systems_cas() {
         "{err}"
     );
 }
+
+/// Write `text` to `dir/name`, readable by its owner only (as a key must be).
+fn private_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+#[test]
+fn a_server_that_authenticates_by_certificate_takes_sslcert_and_sslkey_and_says_what_is_wrong() {
+    const USER: &str = "ci_cert";
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let other = TestCerts::new(&["127.0.0.1"]);
+    let server = TestServer::start_tls_cert_auth(&certs, USER).unwrap();
+    let db = server.database("tls_cert_auth").unwrap();
+    db.connect()
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE ROLE {USER} LOGIN; GRANT ALL ON SCHEMA public TO {USER}"
+        ))
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    let ca = certs.write_ca(dir, "ca.pem").unwrap();
+    let (cert, key) = certs.client(USER);
+    let (cert, key) = (
+        private_file(dir, "client.crt", &cert),
+        private_file(dir, "client.key", &key),
+    );
+    let (someone, someones_key) = certs.client("someone_else");
+    let (someone, someones_key) = (
+        private_file(dir, "someone.crt", &someone),
+        private_file(dir, "someone.key", &someones_key),
+    );
+    let (stranger, strangers_key) = other.client(USER);
+    let (stranger, strangers_key) = (
+        private_file(dir, "stranger.crt", &stranger),
+        private_file(dir, "stranger.key", &strangers_key),
+    );
+    let url_of = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "postgres://{USER}@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            server.port(),
+            db.name(),
+            ca.display(),
+            cert.display(),
+            key.display()
+        )
+    };
+
+    // The user's certificate: in, over TLS, as that user, no password; the
+    // store migrates and writes over it.
+    let config = ConnectConfig::parse(&url_of(&cert, &key)).unwrap();
+    let mut client = config.connect_named(&"the test database").unwrap();
+    assert!(is_tls(&mut client));
+    let user: String = client
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(user, USER);
+    let mut store = PgStore::open_with(&config, &"cert", &mut |_| {}).unwrap();
+    assert!(store.schema_version().unwrap() > 0);
+    assert!(is_tls(store.client()));
+
+    // No certificate: the server's refusal, and what to give.
+    let bare = format!(
+        "postgres://{USER}@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={}",
+        server.port(),
+        db.name(),
+        ca.display()
+    );
+    let err = connect(&bare).err().expect("refused");
+    assert!(err.contains("give sslcert and sslkey"), "{err}");
+
+    // Another user's certificate, signed by the right CA.
+    let err = connect(&url_of(&someone, &someones_key))
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("its common name (CN) must be the user name"),
+        "{err}"
+    );
+
+    // The user's name, signed by a CA the server does not trust: the
+    // handshake fails.
+    let err = connect(&url_of(&stranger, &strangers_key))
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("refused the client certificate of sslcert"),
+        "{err}"
+    );
+    assert!(connect(&url_of(&cert, &key)).is_ok());
+}
