@@ -53,7 +53,8 @@ pub(crate) struct RunOf<'a> {
 /// past `INTEGER` is an error ("integer out of range"), never wrapped.
 /// One row per run is what keeps one result per (run, test): the columns
 /// hold each distinct test of the run once; two writers of one run are
-/// serialized by its primary key (and the run's row, locked first).
+/// serialized by its primary key, and before that by the run's row, which
+/// `ingest_run` locks (`FOR UPDATE`) before it reads what the run had.
 macro_rules! results_upsert {
     () => {
         "INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
@@ -118,13 +119,13 @@ const RESULTS_COUNTED: &str = concat!(
 );
 
 /// Store `tests` as the results of `run` (an update replaces: the run's
-/// row is written again with `tests` only) and count the new ones. Set-based: the tests'
-/// rows in one or two statements ([`intern_tests`]), the commit and its
-/// per-test rows in one ([`commit_of`]), then the results and every
-/// counter they move in one ([`RESULTS_COUNTED`]): a handful of round
-/// trips for the whole run, not five per result. A test named twice in one
-/// run keeps the last of its results and is counted once, by the first (as
-/// the SQLite store does).
+/// row is written again with `tests` only) and count the new ones.
+/// Set-based: the tests' rows in one or two statements ([`intern_tests`]),
+/// the commit and its per-test rows in one ([`commit_of`]), then the
+/// results and every counter they move in one ([`RESULTS_COUNTED`]): a
+/// handful of round trips for the whole run, not five per result. A test
+/// named twice in one run keeps the last of its results and is counted
+/// once, by the first (as the SQLite store does).
 pub(crate) fn store(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
