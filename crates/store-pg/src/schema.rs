@@ -545,6 +545,8 @@ CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events
     // with the new result in its place. One row per run keeps one result
     // per (run, test): the writer builds the row from the run's distinct
     // tests. Stored results move, each run's in test id order.
+    // `run_failed_tests` gives a run's failed tests without unnesting all
+    // of its results (the bad test events, page by page).
     r#"
 CREATE TABLE run_results (
     run_id        BIGINT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
@@ -574,6 +576,19 @@ CREATE VIEW results AS
     FROM run_results rr,
          unnest(rr.test_ids, rr.outcomes, rr.durations, rr.retries, rr.retry_reasons, rr.messages)
              AS u(test_id, outcome, duration_seconds, retries, retry_reasons, message);
+
+-- The tests that failed or errored in a run: what the bad test events
+-- list, a few of a run's thousands of results, found without unnesting
+-- them all (the arrays are read once, into variables).
+CREATE FUNCTION run_failed_tests(run BIGINT) RETURNS SETOF BIGINT LANGUAGE plpgsql STABLE ROWS 20 AS $$
+DECLARE
+    ids   INTEGER[];
+    codes SMALLINT[];
+BEGIN
+    SELECT test_ids, outcomes INTO ids, codes FROM run_results WHERE run_id = run;
+    RETURN QUERY SELECT ids[i]::bigint
+        FROM unnest(array_positions(codes, 1::smallint) || array_positions(codes, 2::smallint)) AS i;
+END $$;
 
 CREATE VIEW test_results AS
     SELECT res.run_id, res.test_id AS id, t.name,
