@@ -88,7 +88,7 @@ const RESULTS_COUNTED: &str = concat!(
     "),
      c AS (
         INSERT INTO test_commits (test_id, commit_id, flags, failures)
-        SELECT u.test_id, $5, u.flags, u.failures
+        SELECT u.test_id, $5::bigint, u.flags, u.failures
         FROM unnest($12::bigint[], $13::bigint[], $14::bigint[]) AS u(test_id, flags, failures)
         ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures),
      u AS (SELECT * FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[],
@@ -322,8 +322,8 @@ fn commit_of(
     test_ids: &[i64],
 ) -> Result<(i64, Stored), postgres::Error> {
     let rows = tx.query(
-        "SELECT c.id, tc.test_id, tc.flags, tc.failures FROM commits c
-         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3)
+        "SELECT c.id, tc.test_id::bigint, tc.flags::bigint, tc.failures::bigint FROM commits c
+         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3::bigint[])
          WHERE c.repository_id = $1 AND c.sha = $2",
         &[&repository_id, &sha, &test_ids],
     )?;

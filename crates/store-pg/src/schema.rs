@@ -546,7 +546,10 @@ CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events
     // per (run, test): the writer builds the row from the run's distinct
     // tests. Stored results move, each run's in test id order.
     // `run_failed_tests` gives a run's failed tests without unnesting all
-    // of its results (the bad test events, page by page).
+    // of its results (the bad test events, page by page). `test_commits`
+    // (half a row per result in runs of two per commit) keeps its columns
+    // as INTEGER and SMALLINT (the writer's values are cast on the way in,
+    // read back as BIGINT).
     r#"
 CREATE TABLE run_results (
     run_id        BIGINT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
@@ -558,6 +561,13 @@ CREATE TABLE run_results (
     messages      TEXT[]
 );
 ALTER TABLE tests ALTER COLUMN id SET MAXVALUE 2147483647;
+-- A test's flags on a commit, 0.5 rows per result in runs of two per
+-- commit: 40 bytes a row instead of 56 (its header and four 4- or 2-byte
+-- numbers, 16 bytes, where four BIGINTs were 32), 16 in its primary key's
+-- index instead of 24. Commit ids stop at 2^31 - 1 as test ids do.
+ALTER TABLE commits ALTER COLUMN id SET MAXVALUE 2147483647;
+ALTER TABLE test_commits ALTER COLUMN test_id TYPE INTEGER, ALTER COLUMN commit_id TYPE INTEGER,
+    ALTER COLUMN flags TYPE SMALLINT, ALTER COLUMN failures TYPE INTEGER;
 INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
     SELECT run_id, array_agg(test_id::integer ORDER BY test_id), array_agg(outcome::smallint ORDER BY test_id),
            CASE WHEN bool_or(duration_seconds IS NOT NULL) THEN array_agg(duration_seconds ORDER BY test_id) END,

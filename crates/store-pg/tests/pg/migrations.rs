@@ -496,6 +496,8 @@ INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_
     (1, 3, 0, 0.1, 0, NULL, NULL), (1, 1, 0, 2.5, 0, NULL, NULL), (1, 2, 3, NULL, 0, NULL, NULL),
     (2, 2, 1, 1.25, 2, '["timeout","exit 137"]', 'boom'), (2, 1, 2, NULL, 0, NULL, 'crash'),
     (3, 1, 0, NULL, 0, NULL, NULL);
+INSERT INTO commits (repository_id, sha) VALUES (1, 'a'), (1, 'b');
+INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (1, 1, 1, 0), (2, 1, 11, 3), (1, 2, 2, 1);
 "#;
 
 /// Every result as the views give them, in (run, test) order.
@@ -506,6 +508,7 @@ const RESULT_ROWS: &[&str] = &[
     "SELECT run_id || ',' || id || ',' || name || ',' || outcome || ',' || coalesce(duration_seconds::text, '-')
         || ',' || retries || ',' || retry_reasons || ',' || coalesce(message, '-')
      FROM test_results ORDER BY run_id, id",
+    "SELECT test_id || ',' || commit_id || ',' || flags || ',' || failures FROM test_commits ORDER BY 1",
 ];
 
 fn rows(client: &mut postgres::Client, sql: &str) -> Vec<String> {
@@ -529,6 +532,13 @@ fn migration_4_moves_every_stored_result_into_one_row_per_run() {
 
     let after: Vec<Vec<String>> = RESULT_ROWS.iter().map(|q| rows(&mut client, q)).collect();
     assert_eq!(after, before, "every result kept, as it was");
+    assert_eq!(before[2].len(), 3);
+    let types = rows(
+        &mut client,
+        "SELECT string_agg(data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns
+         WHERE table_name = 'test_commits'",
+    );
+    assert_eq!(types, ["integer,integer,smallint,integer"]);
     // One row per run, its tests in id order, an array of defaults NULL.
     let stored = rows(
         &mut client,
