@@ -548,8 +548,8 @@ CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events
     // `run_failed_tests` gives a run's failed tests without unnesting all
     // of its results (the bad test events, page by page). `test_commits`
     // (half a row per result in runs of two per commit) keeps its columns
-    // as INTEGER and SMALLINT (the writer's values are cast on the way in,
-    // read back as BIGINT).
+    // as INTEGER and SMALLINT, `test_days` its counters as INTEGER (the
+    // writer's values are cast on the way in, read back as BIGINT).
     r#"
 CREATE TABLE run_results (
     run_id        BIGINT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
@@ -568,6 +568,12 @@ ALTER TABLE tests ALTER COLUMN id SET MAXVALUE 2147483647;
 ALTER TABLE commits ALTER COLUMN id SET MAXVALUE 2147483647;
 ALTER TABLE test_commits ALTER COLUMN test_id TYPE INTEGER, ALTER COLUMN commit_id TYPE INTEGER,
     ALTER COLUMN flags TYPE SMALLINT, ALTER COLUMN failures TYPE INTEGER;
+-- A test's counters of a day: INTEGER (a day's count of one test), the
+-- day a BIGINT as every reader binds it; 72 bytes a row instead of 96.
+ALTER TABLE test_days ALTER COLUMN test_id TYPE INTEGER, ALTER COLUMN runs TYPE INTEGER,
+    ALTER COLUMN passes TYPE INTEGER, ALTER COLUMN failures TYPE INTEGER, ALTER COLUMN flips TYPE INTEGER,
+    ALTER COLUMN commits TYPE INTEGER, ALTER COLUMN flaky_commits TYPE INTEGER,
+    ALTER COLUMN flaky_failures TYPE INTEGER;
 INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
     SELECT run_id, array_agg(test_id::integer ORDER BY test_id), array_agg(outcome::smallint ORDER BY test_id),
            CASE WHEN bool_or(duration_seconds IS NOT NULL) THEN array_agg(duration_seconds ORDER BY test_id) END,

@@ -498,6 +498,8 @@ INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_
     (3, 1, 0, NULL, 0, NULL, NULL);
 INSERT INTO commits (repository_id, sha) VALUES (1, 'a'), (1, 'b');
 INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (1, 1, 1, 0), (2, 1, 11, 3), (1, 2, 2, 1);
+INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+    VALUES (1, 20500, 3, 1, 2, 1, 2, 1, 1), (2, 20501, 1, 0, 1, 0, 1, 0, 0);
 "#;
 
 /// Every result as the views give them, in (run, test) order.
@@ -509,6 +511,8 @@ const RESULT_ROWS: &[&str] = &[
         || ',' || retries || ',' || retry_reasons || ',' || coalesce(message, '-')
      FROM test_results ORDER BY run_id, id",
     "SELECT test_id || ',' || commit_id || ',' || flags || ',' || failures FROM test_commits ORDER BY 1",
+    "SELECT test_id || ',' || day || ',' || runs || ',' || passes || ',' || failures || ',' || flips || ','
+        || commits || ',' || flaky_commits || ',' || flaky_failures FROM test_days ORDER BY 1",
 ];
 
 fn rows(client: &mut postgres::Client, sql: &str) -> Vec<String> {
@@ -532,13 +536,22 @@ fn migration_4_moves_every_stored_result_into_one_row_per_run() {
 
     let after: Vec<Vec<String>> = RESULT_ROWS.iter().map(|q| rows(&mut client, q)).collect();
     assert_eq!(after, before, "every result kept, as it was");
-    assert_eq!(before[2].len(), 3);
+    assert_eq!((before[2].len(), before[3].len()), (3, 2));
     let types = rows(
         &mut client,
         "SELECT string_agg(data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns
          WHERE table_name = 'test_commits'",
     );
     assert_eq!(types, ["integer,integer,smallint,integer"]);
+    let types = rows(
+        &mut client,
+        "SELECT string_agg(data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns
+         WHERE table_name = 'test_days'",
+    );
+    assert_eq!(
+        types,
+        ["integer,bigint,integer,integer,integer,integer,integer,integer,integer"]
+    );
     // One row per run, its tests in id order, an array of defaults NULL.
     let stored = rows(
         &mut client,
