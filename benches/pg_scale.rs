@@ -254,6 +254,25 @@ fn pg_bytes(db: &TestDatabase) -> (i64, i64) {
     (database, tables)
 }
 
+/// The largest tables (with their indexes and TOAST) in bytes per result.
+fn pg_largest(db: &TestDatabase, stored: usize) -> String {
+    let mut c = db.connect().unwrap();
+    c.query(
+        "SELECT c.relname::text, pg_total_relation_size(c.oid) FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC LIMIT 6",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| {
+        let (t, size): (String, i64) = (r.get(0), r.get(1));
+        format!("{t} {:.1}", size as f64 / stored as f64)
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("pg_scale: run with `cargo bench --bench pg_scale`");
@@ -348,6 +367,10 @@ fn main() {
             db_size / 1_000_000,
             empty_size / 1_000_000,
             tables as f64 / stored as f64
+        );
+        println!(
+            "{label}: the largest tables, bytes per result: {}",
+            pg_largest(&db, stored)
         );
         databases.push(db);
     }

@@ -44,16 +44,25 @@ pub(crate) struct RunOf<'a> {
     pub(crate) at_ms: i64,
 }
 
-/// Storing a run's results, one row per test: `$1` the run, then the
-/// columns as arrays (`$6` test ids, outcomes, durations, retries, retry
-/// reasons, `$11` messages).
+/// Storing a run's results as its one `run_results` row (schema migration
+/// 4): `$1` the run, then the columns as arrays in test id order (`$6`
+/// test ids, outcomes, durations, retries, retry reasons, `$11` messages;
+/// NULL for an array of defaults, see [`result_columns`]). The row is the
+/// run's whole set of results: an update of the run replaces it (results
+/// left out of the update are gone, as SQLite deletes them). A test id
+/// past `INTEGER` is an error ("integer out of range"), never wrapped.
+/// One row per run is what keeps one result per (run, test): the columns
+/// hold each distinct test of the run once; two writers of one run are
+/// serialized by its primary key, and before that by the run's row, which
+/// `ingest_run` locks (`FOR UPDATE`) before it reads what the run had.
 macro_rules! results_upsert {
     () => {
-        "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
-         SELECT $1, * FROM unnest($6::bigint[], $7::bigint[], $8::float8[], $9::bigint[], $10::text[], $11::text[])
-         ON CONFLICT (run_id, test_id) DO UPDATE SET outcome = excluded.outcome,
-            duration_seconds = excluded.duration_seconds, retries = excluded.retries,
-            retry_reasons = excluded.retry_reasons, message = excluded.message"
+        "INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
+         VALUES ($1, $6::bigint[]::integer[], $7::bigint[]::smallint[], $8::float8[], $9::bigint[], $10::text[],
+                 $11::text[])
+         ON CONFLICT (run_id) DO UPDATE SET test_ids = excluded.test_ids, outcomes = excluded.outcomes,
+            durations = excluded.durations, retries = excluded.retries,
+            retry_reasons = excluded.retry_reasons, messages = excluded.messages"
     };
 }
 
@@ -79,7 +88,7 @@ const RESULTS_COUNTED: &str = concat!(
     "),
      c AS (
         INSERT INTO test_commits (test_id, commit_id, flags, failures)
-        SELECT u.test_id, $5, u.flags, u.failures
+        SELECT u.test_id, $5::bigint, u.flags, u.failures
         FROM unnest($12::bigint[], $13::bigint[], $14::bigint[]) AS u(test_id, flags, failures)
         ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures),
      u AS (SELECT * FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[],
@@ -109,14 +118,14 @@ const RESULTS_COUNTED: &str = concat!(
      ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total"
 );
 
-/// Store `tests` as the results of `run` (an update replaces: results not
-/// in `tests` are deleted) and count the new ones. Set-based: the tests'
-/// rows in one or two statements ([`intern_tests`]), the commit and its
-/// per-test rows in one ([`commit_of`]), then the results and every
-/// counter they move in one ([`RESULTS_COUNTED`]): a handful of round
-/// trips for the whole run, not five per result. A test named twice in one
-/// run keeps the last of its results and is counted once, by the first (as
-/// the SQLite store does).
+/// Store `tests` as the results of `run` (an update replaces: the run's
+/// row is written again with `tests` only) and count the new ones.
+/// Set-based: the tests' rows in one or two statements ([`intern_tests`]),
+/// the commit and its per-test rows in one ([`commit_of`]), then the
+/// results and every counter they move in one ([`RESULTS_COUNTED`]): a
+/// handful of round trips for the whole run, not five per result. A test
+/// named twice in one run keeps the last of its results and is counted
+/// once, by the first (as the SQLite store does).
 pub(crate) fn store(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
@@ -129,7 +138,7 @@ pub(crate) fn store(
     }
     let before: HashSet<i64> = if replacing {
         tx.query(
-            "SELECT test_id FROM results WHERE run_id = $1",
+            "SELECT unnest(test_ids)::bigint FROM run_results WHERE run_id = $1",
             &[&run.run_id],
         )?
         .into_iter()
@@ -162,7 +171,11 @@ pub(crate) fn store(
     let counted_ids: Vec<i64> = counted.iter().map(|(id, _)| *id).collect();
     let (commit_id, stored) = commit_of(tx, run.repository_id, run.commit, &counted_ids)?;
 
-    let (outcome, duration, retries, reasons, message) = result_columns(tests, &order, &rows);
+    // Stored in test id order (as SQLite's and the former table's primary
+    // key keep them).
+    let mut stored_ids = order.clone();
+    stored_ids.sort_unstable();
+    let (outcome, duration, retries, reasons, message) = result_columns(tests, &stored_ids, &rows);
     let day = run.at_ms.div_euclid(DAY_MS);
     let head: [&(dyn ToSql + Sync); 11] = [
         &run.run_id,
@@ -170,7 +183,7 @@ pub(crate) fn store(
         &run.at_ms,
         &day,
         &commit_id,
-        &order,
+        &stored_ids,
         &outcome,
         &duration,
         &retries,
@@ -218,19 +231,6 @@ pub(crate) fn store(
             tx.count(family, labels, value)?;
         }
     }
-    if replacing {
-        let gone: Vec<i64> = before
-            .iter()
-            .copied()
-            .filter(|id| !rows.contains_key(id))
-            .collect();
-        if !gone.is_empty() {
-            tx.execute(
-                "DELETE FROM results WHERE run_id = $1 AND test_id = ANY($2)",
-                &[&run.run_id, &gone],
-            )?;
-        }
-    }
     Ok(())
 }
 
@@ -240,40 +240,46 @@ fn is_failed(o: TestOutcome) -> bool {
 
 type ResultColumns<'t> = (
     Vec<i64>,
-    Vec<Option<f64>>,
-    Vec<i64>,
-    Vec<Option<String>>,
-    Vec<Option<&'t str>>,
+    Option<Vec<Option<f64>>>,
+    Option<Vec<i64>>,
+    Option<Vec<Option<String>>>,
+    Option<Vec<Option<&'t str>>>,
 );
 
 /// The run's results as columns, one row per test in `order` (`rows`: the
 /// index of its first and of its last result in `tests`; the last one is
-/// stored).
+/// stored). A column of defaults only (no duration, no retry, no retry
+/// reason, no message) is None: stored as NULL, read back as the defaults
+/// by the `results` view.
 fn result_columns<'t>(
     tests: &'t [TestResult],
     order: &[i64],
     rows: &HashMap<i64, (usize, usize)>,
 ) -> ResultColumns<'t> {
     let n = order.len();
-    let mut c: ResultColumns<'t> = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let mut outcome = Vec::with_capacity(n);
+    let mut duration = Vec::with_capacity(n);
+    let mut retries = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    let mut message = Vec::with_capacity(n);
     for id in order {
         let t = &tests[rows[id].1];
-        c.0.push(outcome_code(t.outcome));
-        c.1.push(t.duration_seconds);
-        c.2.push(i64::from(t.retries));
-        c.3.push(
+        outcome.push(outcome_code(t.outcome));
+        duration.push(t.duration_seconds);
+        retries.push(i64::from(t.retries));
+        reasons.push(
             (!t.retry_reasons.is_empty())
                 .then(|| serde_json::to_string(&t.retry_reasons).unwrap_or_else(|_| "[]".into())),
         );
-        c.4.push(t.message.as_deref());
+        message.push(t.message.as_deref());
     }
-    c
+    (
+        outcome,
+        duration.iter().any(Option::is_some).then_some(duration),
+        retries.iter().any(|r| *r != 0).then_some(retries),
+        reasons.iter().any(Option::is_some).then_some(reasons),
+        message.iter().any(Option::is_some).then_some(message),
+    )
 }
 
 /// The counter series a run's new test_success events move: both results'
@@ -316,8 +322,8 @@ fn commit_of(
     test_ids: &[i64],
 ) -> Result<(i64, Stored), postgres::Error> {
     let rows = tx.query(
-        "SELECT c.id, tc.test_id, tc.flags, tc.failures FROM commits c
-         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3)
+        "SELECT c.id, tc.test_id::bigint, tc.flags::bigint, tc.failures::bigint FROM commits c
+         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3::bigint[])
          WHERE c.repository_id = $1 AND c.sha = $2",
         &[&repository_id, &sha, &test_ids],
     )?;

@@ -9,27 +9,44 @@ use ci_slo_store::{ChangeView, ReportView, RunView, TestSlice, TestView, from_ms
 use std::collections::BTreeMap;
 
 /// The run's row ($1) with its change (when it has one) and how many tests
-/// it has: one round trip.
+/// it has (the length of its `run_results` row: schema migration 4): one
+/// round trip.
 const RUN_SQL: &str = "SELECT r.id, repo.forge, repo.path, r.context, r.commit_sha, r.external_id, r.attempt,
         r.trigger, r.state, r.queued_at, r.started_at, r.finished_at, r.url, r.log_url, r.source, c.id,
         c.number, c.merged_at, c.outcome, c.retries,
-        (SELECT count(*) FROM test_results tr WHERE tr.run_id = r.id)
+        coalesce((SELECT cardinality(rr.test_ids)::bigint FROM run_results rr WHERE rr.run_id = r.id), 0)
      FROM runs r JOIN repositories repo ON repo.id = r.repository_id
      LEFT JOIN changes c ON c.id = r.change_id
      WHERE r.id = $1";
 
-/// A slice of the run's tests in report order ($1 run, $2 limit, $3
-/// offset, $4 longest message in characters).
-const TESTS_SQL: &str =
-    "SELECT name, outcome, duration_seconds, retries, retry_reasons, substr(message, 1, $4)
-     FROM test_results WHERE run_id = $1 ORDER BY id LIMIT $2 OFFSET $3";
+/// A slice of the run's tests in an order ($1 run, $2 limit, $3 offset, $4
+/// longest message in characters): the `test_results` view's columns, the
+/// slice taken from the run's results (`results`, one `run_results` row:
+/// schema migration 4) before their tests' names are joined, so a page
+/// joins its own rows only. `$inner` orders `results`, `$outer` the slice.
+macro_rules! tests_slice {
+    ($inner:literal, $outer:literal) => {
+        concat!(
+            "SELECT t.name,
+                CASE p.outcome WHEN 0 THEN 'passed' WHEN 1 THEN 'failed' WHEN 2 THEN 'errored' ELSE 'skipped' END,
+                p.duration_seconds, p.retries, coalesce(p.retry_reasons, '[]'), substr(p.message, 1, $4)
+             FROM (SELECT * FROM results WHERE run_id = $1 ORDER BY ",
+            $inner,
+            " LIMIT $2 OFFSET $3) p
+             JOIN tests t ON t.id = p.test_id ORDER BY ",
+            $outer
+        )
+    };
+}
+
+/// A slice of the run's tests in report order.
+const TESTS_SQL: &str = tests_slice!("test_id", "p.test_id");
 
 /// [`TESTS_SQL`], failed and errored tests first.
-const TESTS_FAILURES_FIRST_SQL: &str =
-    "SELECT name, outcome, duration_seconds, retries, retry_reasons,
-        substr(message, 1, $4)
-     FROM test_results WHERE run_id = $1
-     ORDER BY CASE WHEN outcome IN ('failed', 'errored') THEN 0 ELSE 1 END, id LIMIT $2 OFFSET $3";
+const TESTS_FAILURES_FIRST_SQL: &str = tests_slice!(
+    "CASE WHEN outcome IN (1, 2) THEN 0 ELSE 1 END, test_id",
+    "CASE WHEN p.outcome IN (1, 2) THEN 0 ELSE 1 END, p.test_id"
+);
 
 /// The previous run of the same repository and context that recorded its
 /// dependencies (by started, else queued, else stored time).

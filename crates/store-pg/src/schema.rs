@@ -14,7 +14,9 @@
 //!
 //! Migrations 2 and 3 follow SQLite's 12 and 13 (a run's url stored once,
 //! a run's SLO events in one `run_events` row), so the latest PostgreSQL
-//! schema is SQLite's latest.
+//! schema is SQLite's latest, but for migration 4 (PostgreSQL's own): a
+//! run's results in one `run_results` row of arrays, read through a
+//! `results` view with the columns of SQLite's `results` table.
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: SQLite's schema as its migration 11 leaves it, and leadership.
@@ -524,5 +526,130 @@ CREATE TRIGGER run_events_hourly_update_runs_completed AFTER UPDATE OF completed
     EXECUTE FUNCTION run_events_hourly('runs_completed');
 CREATE TRIGGER run_events_hourly_delete AFTER DELETE ON run_events
     FOR EACH ROW EXECUTE FUNCTION run_events_hourly();
+"#,
+    // 4: PostgreSQL only (issue 18: bytes per result within 2× of
+    // SQLite's). A run's results are one `run_results` row of columns as
+    // arrays, in test id order: a row of `results` cost 68 bytes (a 24-byte
+    // header, 4 for its line pointer, five 8-byte numbers) and 31 of its
+    // primary key's index, where SQLite's row without rowid is ~20; as
+    // arrays a result is its test id (4 bytes: INTEGER; `tests.id` stops
+    // at 2^31 - 1 with an error, never wraps), its outcome (SMALLINT) and
+    // its duration (DOUBLE PRECISION: SQLite's REAL is 8 bytes too, and a
+    // 4-byte `real` would change the durations read back), before TOAST's
+    // compression. An array that would hold only its default is NULL:
+    // `durations` when no test has one, `retries` when all are 0,
+    // `retry_reasons` and `messages` when none has one. `results` becomes a
+    // view with its columns, types and order (every reader unchanged; by
+    // run it reads one row through the primary key), `test_results` is
+    // recreated on it, and its INSERT trigger writes the run's row again
+    // with the new result in its place. One row per run keeps one result
+    // per (run, test): the writer builds the row from the run's distinct
+    // tests. Stored results move, each run's in test id order.
+    // `run_failed_tests` gives a run's failed tests without unnesting all
+    // of its results (the bad test events, page by page). `test_commits`
+    // (half a row per result in runs of two per commit) keeps its columns
+    // as INTEGER and SMALLINT, `test_days` its counters as INTEGER (the
+    // writer's values are cast on the way in, read back as BIGINT).
+    r#"
+CREATE TABLE run_results (
+    run_id        BIGINT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    test_ids      INTEGER[] NOT NULL,
+    outcomes      SMALLINT[] NOT NULL,
+    durations     DOUBLE PRECISION[],
+    retries       BIGINT[],
+    retry_reasons TEXT[],
+    messages      TEXT[]
+);
+ALTER TABLE tests ALTER COLUMN id SET MAXVALUE 2147483647;
+-- A test's flags on a commit, 0.5 rows per result in runs of two per
+-- commit: 40 bytes a row instead of 56 (its header and four 4- or 2-byte
+-- numbers, 16 bytes, where four BIGINTs were 32), 16 in its primary key's
+-- index instead of 24. Commit ids stop at 2^31 - 1 as test ids do.
+ALTER TABLE commits ALTER COLUMN id SET MAXVALUE 2147483647;
+ALTER TABLE test_commits ALTER COLUMN test_id TYPE INTEGER, ALTER COLUMN commit_id TYPE INTEGER,
+    ALTER COLUMN flags TYPE SMALLINT, ALTER COLUMN failures TYPE INTEGER;
+-- A test's counters of a day: INTEGER (a day's count of one test), the
+-- day a BIGINT as every reader binds it; 72 bytes a row instead of 96.
+ALTER TABLE test_days ALTER COLUMN test_id TYPE INTEGER, ALTER COLUMN runs TYPE INTEGER,
+    ALTER COLUMN passes TYPE INTEGER, ALTER COLUMN failures TYPE INTEGER, ALTER COLUMN flips TYPE INTEGER,
+    ALTER COLUMN commits TYPE INTEGER, ALTER COLUMN flaky_commits TYPE INTEGER,
+    ALTER COLUMN flaky_failures TYPE INTEGER;
+INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
+    SELECT run_id, array_agg(test_id::integer ORDER BY test_id), array_agg(outcome::smallint ORDER BY test_id),
+           CASE WHEN bool_or(duration_seconds IS NOT NULL) THEN array_agg(duration_seconds ORDER BY test_id) END,
+           CASE WHEN bool_or(retries <> 0) THEN array_agg(retries ORDER BY test_id) END,
+           CASE WHEN bool_or(retry_reasons IS NOT NULL) THEN array_agg(retry_reasons ORDER BY test_id) END,
+           CASE WHEN bool_or(message IS NOT NULL) THEN array_agg(message ORDER BY test_id) END
+    FROM results GROUP BY run_id ORDER BY run_id;
+DROP VIEW test_results;
+DROP TABLE results;
+
+-- One row per result, as the table was (a NULL array gives NULLs; the
+-- query's conditions on `run_id` read one row by the primary key).
+CREATE VIEW results AS
+    SELECT rr.run_id, u.test_id::bigint AS test_id, u.outcome::bigint AS outcome, u.duration_seconds,
+           coalesce(u.retries, 0) AS retries, u.retry_reasons, u.message
+    FROM run_results rr,
+         unnest(rr.test_ids, rr.outcomes, rr.durations, rr.retries, rr.retry_reasons, rr.messages)
+             AS u(test_id, outcome, duration_seconds, retries, retry_reasons, message);
+
+-- The tests that failed or errored in a run: what the bad test events
+-- list, a few of a run's thousands of results, found without unnesting
+-- them all (the arrays are read once, into variables).
+CREATE FUNCTION run_failed_tests(run BIGINT) RETURNS SETOF BIGINT LANGUAGE plpgsql STABLE ROWS 20 AS $$
+DECLARE
+    ids   INTEGER[];
+    codes SMALLINT[];
+BEGIN
+    SELECT test_ids, outcomes INTO ids, codes FROM run_results WHERE run_id = run;
+    RETURN QUERY SELECT ids[i]::bigint
+        FROM unnest(array_positions(codes, 1::smallint) || array_positions(codes, 2::smallint)) AS i;
+END $$;
+
+CREATE VIEW test_results AS
+    SELECT res.run_id, res.test_id AS id, t.name,
+           CASE res.outcome WHEN 0 THEN 'passed' WHEN 1 THEN 'failed' WHEN 2 THEN 'errored' ELSE 'skipped' END
+               AS outcome,
+           res.duration_seconds, res.retries, coalesce(res.retry_reasons, '[]') AS retry_reasons, res.message
+    FROM results res JOIN tests t ON t.id = res.test_id;
+
+-- A row written into the view: the run's row written again with it (in
+-- test id order, arrays of defaults NULL); a second result of one test
+-- in a run is refused, as the primary key of `results` refused it.
+CREATE OR REPLACE FUNCTION test_results_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    new_test BIGINT;
+BEGIN
+    INSERT INTO tests (repository_id, context, name)
+        SELECT repository_id, context, NEW.name FROM runs WHERE id = NEW.run_id
+        ON CONFLICT DO NOTHING;
+    SELECT t.id INTO new_test
+        FROM runs r JOIN tests t ON t.repository_id = r.repository_id AND t.context = r.context AND t.name = NEW.name
+        WHERE r.id = NEW.run_id;
+    IF new_test IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF EXISTS (SELECT 1 FROM results WHERE run_id = NEW.run_id AND test_id = new_test) THEN
+        RAISE unique_violation USING MESSAGE = format('run %s has a result of test %s already', NEW.run_id, new_test);
+    END IF;
+    INSERT INTO run_results AS rr (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
+        SELECT NEW.run_id, array_agg(test_id::integer ORDER BY test_id), array_agg(outcome::smallint ORDER BY test_id),
+               CASE WHEN bool_or(duration_seconds IS NOT NULL) THEN array_agg(duration_seconds ORDER BY test_id) END,
+               CASE WHEN bool_or(retries <> 0) THEN array_agg(retries ORDER BY test_id) END,
+               CASE WHEN bool_or(retry_reasons IS NOT NULL) THEN array_agg(retry_reasons ORDER BY test_id) END,
+               CASE WHEN bool_or(message IS NOT NULL) THEN array_agg(message ORDER BY test_id) END
+        FROM (SELECT test_id, outcome, duration_seconds, retries, retry_reasons, message
+              FROM results WHERE run_id = NEW.run_id
+              UNION ALL
+              SELECT new_test,
+                     CASE NEW.outcome WHEN 'passed' THEN 0 WHEN 'failed' THEN 1 WHEN 'skipped' THEN 3 ELSE 2 END,
+                     NEW.duration_seconds, coalesce(NEW.retries, 0), nullif(NEW.retry_reasons, '[]'), NEW.message) x
+        ON CONFLICT (run_id) DO UPDATE SET test_ids = excluded.test_ids, outcomes = excluded.outcomes,
+            durations = excluded.durations, retries = excluded.retries, retry_reasons = excluded.retry_reasons,
+            messages = excluded.messages;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_results_insert INSTEAD OF INSERT ON test_results
+    FOR EACH ROW EXECUTE FUNCTION test_results_insert();
 "#,
 ];

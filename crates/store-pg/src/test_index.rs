@@ -77,15 +77,20 @@ impl PgStore {
         test_id: i64,
         n: usize,
     ) -> Result<Vec<(TestOutcome, i64)>, PgStoreError> {
+        // Each run's row of results (`run_results`), the test's outcome by
+        // its place in the row's test ids (no id past INTEGER is stored).
         let mut out: Vec<(TestOutcome, i64)> = self
             .reader()
             .query(
-                "SELECT res.outcome, r.id FROM
+                "SELECT res.outcomes[p.i]::bigint, r.id FROM
                     (SELECT r.id, coalesce(r.queued_at, r.started_at, r.created_at) AS at FROM runs r
                      WHERE r.repository_id = (SELECT repository_id FROM tests WHERE id = $1)
                        AND r.context = (SELECT context FROM tests WHERE id = $1)
                      ORDER BY coalesce(r.queued_at, r.started_at, r.created_at) DESC, r.id DESC LIMIT 500) r
-                 JOIN results res ON res.run_id = r.id AND res.test_id = $1
+                 JOIN run_results res ON res.run_id = r.id
+                 CROSS JOIN LATERAL (SELECT array_position(res.test_ids,
+                     CASE WHEN $1 <= 2147483647 THEN $1::integer END) AS i) p
+                 WHERE p.i IS NOT NULL
                  ORDER BY r.at DESC, r.id DESC LIMIT $2",
                 &[&test_id, &i64::try_from(n).unwrap_or(i64::MAX)],
             )?

@@ -111,8 +111,8 @@ impl PgStore {
         until_day: i64,
     ) -> Result<Vec<TestDays>, PgStoreError> {
         let rows = self.read().query(
-            r#"SELECT repo.path, t.context, t.name, d.day, d.runs, d.failures, d.commits, d.flaky_commits,
-                      d.flips, d.flaky_failures
+            r#"SELECT repo.path, t.context, t.name, d.day, d.runs::bigint, d.failures::bigint, d.commits::bigint,
+                      d.flaky_commits::bigint, d.flips::bigint, d.flaky_failures::bigint
                FROM test_days d JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id
                WHERE d.day >= $1 AND d.day <= $2
                ORDER BY repo.path COLLATE "C", t.context COLLATE "C", t.name COLLATE "C", d.day"#,

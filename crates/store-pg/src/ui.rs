@@ -38,10 +38,13 @@ const REPOSITORY_BAD_EVENTS_SQL: &str = r#"SELECT e.subject, e.at, repo.forge, r
 
 /// The failed test results of the runs counted by test_success since $1,
 /// optionally of one repository ($2), newest first ($3 limit, $4 offset).
+/// A run's failed tests come from `run_failed_tests` (schema migration 4),
+/// run by run in the order of the page: a page reads the runs it shows, not
+/// every result of the period.
 const BAD_TEST_EVENTS_SQL: &str = r#"SELECT 'test:' || e.run_id || ':' || t.name, e.at, repo.forge, repo.path
      FROM test_events e
      JOIN repositories repo ON repo.id = e.repository_id
-     JOIN results r ON r.run_id = e.run_id AND r.outcome IN (1, 2)
+     CROSS JOIN LATERAL run_failed_tests(e.run_id) AS r(test_id)
      JOIN tests t ON t.id = r.test_id
      WHERE e.at >= $1 AND e.good < e.total
        AND ($2::text IS NULL OR repo.path = $2)

@@ -207,8 +207,12 @@ fn the_schema_is_sqlite_s_latest_with_the_same_tables_columns_and_indexes() {
     migrate(&mut client, &mut |_| {}).unwrap();
 
     let mut pg = pg_shape(&mut client);
-    // PostgreSQL's own tables.
-    let own: BTreeSet<String> = ["leader_terms", "schema_version"].map(String::from).into();
+    // PostgreSQL's own tables: leadership, the version, and a run's results
+    // as one row of arrays (migration 4: its `results` is a view of it with
+    // the columns of SQLite's `results` table, compared below).
+    let own: BTreeSet<String> = ["leader_terms", "schema_version", "run_results"]
+        .map(String::from)
+        .into();
     pg.retain(|(t, _)| !own.contains(t));
     let pg = runs_by_name(pg);
     let lite = runs_by_name(sqlite_shape(&sqlite));
@@ -217,6 +221,35 @@ fn the_schema_is_sqlite_s_latest_with_the_same_tables_columns_and_indexes() {
         Vec::<&(String, Vec<String>)>::new(),
         "tables or columns differ"
     );
+
+    // Where SQLite's `results` is a table, PostgreSQL's is a view of
+    // `run_results` (smaller on disk: arrays of INTEGER test ids and
+    // SMALLINT outcomes), giving every reader the types the table had.
+    let results: Vec<(String, String, String)> = client
+        .query(
+            "SELECT c.column_name::text, c.data_type::text, t.table_type::text
+             FROM information_schema.columns c
+             JOIN information_schema.tables t USING (table_schema, table_name)
+             WHERE c.table_schema = 'public' AND c.table_name = 'results' ORDER BY c.ordinal_position",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let bigint = "bigint";
+    let expected: Vec<(String, String, String)> = [
+        ("run_id", bigint),
+        ("test_id", bigint),
+        ("outcome", bigint),
+        ("duration_seconds", "double precision"),
+        ("retries", bigint),
+        ("retry_reasons", "text"),
+        ("message", "text"),
+    ]
+    .map(|(c, t)| (c.to_string(), t.to_string(), "VIEW".to_string()))
+    .into();
+    assert_eq!(results, expected);
 
     let lite_indexes: BTreeSet<String> = sqlite
         .connection()
@@ -446,4 +479,187 @@ fn migrations_2_and_3_move_stored_urls_and_run_events_as_sqlite_s_12_and_13_do()
         )
         .unwrap();
     assert_ne!(rollup(&mut client), hourly_before);
+}
+
+/// What a database held before migration 4: results of every shape
+/// (durations or none, retries and their reasons, messages; a run with
+/// only defaults), stored in no particular order.
+const BEFORE_RUN_RESULTS: &str = r#"
+INSERT INTO repositories (id, forge, path) VALUES (1, 'github', 'o/a');
+INSERT INTO runs (id, repository_id, context, commit_sha, attempt, trigger, state, source, content_hash,
+                  created_at, updated_at)
+    VALUES (1, 1, 'c', 'a', 1, 'push', 'success', 'api', 'h', 1, 1),
+           (2, 1, 'c', 'b', 1, 'push', 'failure', 'api', 'h', 2, 2),
+           (3, 1, 'c', 'c', 1, 'push', 'success', 'api', 'h', 3, 3);
+INSERT INTO tests (repository_id, context, name) VALUES (1, 'c', 't1'), (1, 'c', 't2'), (1, 'c', 't3');
+INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message) VALUES
+    (1, 3, 0, 0.1, 0, NULL, NULL), (1, 1, 0, 2.5, 0, NULL, NULL), (1, 2, 3, NULL, 0, NULL, NULL),
+    (2, 2, 1, 1.25, 2, '["timeout","exit 137"]', 'boom'), (2, 1, 2, NULL, 0, NULL, 'crash'),
+    (3, 1, 0, NULL, 0, NULL, NULL);
+INSERT INTO commits (repository_id, sha) VALUES (1, 'a'), (1, 'b');
+INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (1, 1, 1, 0), (2, 1, 11, 3), (1, 2, 2, 1);
+INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+    VALUES (1, 20500, 3, 1, 2, 1, 2, 1, 1), (2, 20501, 1, 0, 1, 0, 1, 0, 0);
+"#;
+
+/// Every result as the views give them, in (run, test) order.
+const RESULT_ROWS: &[&str] = &[
+    "SELECT run_id || ',' || test_id || ',' || outcome || ',' || coalesce(duration_seconds::text, '-') || ','
+        || retries || ',' || coalesce(retry_reasons, '-') || ',' || coalesce(message, '-')
+     FROM results ORDER BY run_id, test_id",
+    "SELECT run_id || ',' || id || ',' || name || ',' || outcome || ',' || coalesce(duration_seconds::text, '-')
+        || ',' || retries || ',' || retry_reasons || ',' || coalesce(message, '-')
+     FROM test_results ORDER BY run_id, id",
+    "SELECT test_id || ',' || commit_id || ',' || flags || ',' || failures FROM test_commits ORDER BY 1",
+    "SELECT test_id || ',' || day || ',' || runs || ',' || passes || ',' || failures || ',' || flips || ','
+        || commits || ',' || flaky_commits || ',' || flaky_failures FROM test_days ORDER BY 1",
+];
+
+fn rows(client: &mut postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn migration_4_moves_every_stored_result_into_one_row_per_run() {
+    let db = TestServer::shared().database("run_results").unwrap();
+    let mut client = db.connect().unwrap();
+    migrate_to(&mut client, &MIGRATIONS[..3], &mut |_| {}).unwrap();
+    client.batch_execute(BEFORE_RUN_RESULTS).unwrap();
+    let before: Vec<Vec<String>> = RESULT_ROWS.iter().map(|q| rows(&mut client, q)).collect();
+    assert_eq!(before[0].len(), 6);
+    assert_eq!(migrate(&mut client, &mut |_| {}).unwrap(), 3);
+
+    let after: Vec<Vec<String>> = RESULT_ROWS.iter().map(|q| rows(&mut client, q)).collect();
+    assert_eq!(after, before, "every result kept, as it was");
+    assert_eq!((before[2].len(), before[3].len()), (3, 2));
+    let types = rows(
+        &mut client,
+        "SELECT string_agg(data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns
+         WHERE table_name = 'test_commits'",
+    );
+    assert_eq!(types, ["integer,integer,smallint,integer"]);
+    let types = rows(
+        &mut client,
+        "SELECT string_agg(data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns
+         WHERE table_name = 'test_days'",
+    );
+    assert_eq!(
+        types,
+        ["integer,bigint,integer,integer,integer,integer,integer,integer,integer"]
+    );
+    // One row per run, its tests in id order, an array of defaults NULL.
+    let stored = rows(
+        &mut client,
+        "SELECT run_id || ':' || test_ids::text || ':' || outcomes::text || ':'
+            || coalesce(durations::text, 'NULL') || ':' || coalesce(retries::text, 'NULL') || ':'
+            || coalesce(retry_reasons::text, 'NULL') || ':' || coalesce(messages::text, 'NULL')
+         FROM run_results ORDER BY run_id",
+    );
+    assert_eq!(
+        stored,
+        [
+            "1:{1,2,3}:{0,3,0}:{2.5,NULL,0.1}:NULL:NULL:NULL",
+            r#"2:{1,2}:{2,1}:{NULL,1.25}:{0,2}:{NULL,"[\"timeout\",\"exit 137\"]"}:{crash,boom}"#,
+            "3:{1}:{0}:NULL:NULL:NULL:NULL",
+        ]
+    );
+
+    // Written through the view after: in its place; a second result of a
+    // test in a run is refused, as the table's primary key refused it.
+    client
+        .batch_execute(
+            "INSERT INTO test_results (run_id, name, outcome, duration_seconds, retries, retry_reasons, message)
+                 VALUES (3, 't0', 'failed', 4.0, 1, '[\"flaky\"]', 'late')",
+        )
+        .unwrap();
+    assert_eq!(
+        rows(
+            &mut client,
+            &RESULT_ROWS[1].replace("ORDER BY", "WHERE run_id = 3 ORDER BY")
+        ),
+        [
+            "3,1,t1,passed,-,0,[],-",
+            r#"3,4,t0,failed,4,1,["flaky"],late"#
+        ]
+    );
+    let err = client
+        .batch_execute(
+            "INSERT INTO test_results (run_id, name, outcome) VALUES (3, 't1', 'failed')",
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+        "{err}"
+    );
+    // A run's results go with it.
+    client
+        .batch_execute("DELETE FROM runs WHERE id = 2")
+        .unwrap();
+    assert_eq!(
+        rows(
+            &mut client,
+            "SELECT run_id::text FROM run_results ORDER BY 1"
+        ),
+        ["1", "3"]
+    );
+}
+
+#[test]
+fn a_test_id_past_integer_is_an_error_never_a_wrapped_id() {
+    let db = TestServer::shared().database("test_id_range").unwrap();
+    let mut store = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+    let policy = ci_slo_store::Policy::from_config(&ci_slo_core::config::Config::default());
+    let run = |n: u32, tests: &[&str]| ci_slo_core::model::NewRun {
+        external_id: Some(format!("job-{n}")),
+        tests: tests
+            .iter()
+            .map(|t| crate::ingest::test(t, ci_slo_core::model::TestOutcome::Passed, 0))
+            .collect(),
+        ..crate::ingest::run(
+            "o/a",
+            "ci",
+            1,
+            ci_slo_core::model::RunState::Success,
+            [Some(3), Some(2), Some(1)],
+        )
+    };
+    store
+        .ingest_run(&run(1, &["first"]), &policy, crate::ingest::now())
+        .unwrap();
+    // New tests' ids stop at 2^31 - 1: the last one is made, the next is refused.
+    store
+        .client()
+        .batch_execute("ALTER TABLE tests ALTER COLUMN id RESTART WITH 2147483647")
+        .unwrap();
+    let err = store
+        .ingest_run(&run(2, &["last", "past"]), &policy, crate::ingest::now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("maximum value"), "{err}");
+    // A test row given an id past INTEGER by hand: its results are refused.
+    store
+        .client()
+        .batch_execute(
+            "INSERT INTO tests (id, repository_id, context, name)
+                 SELECT 2147483648, repository_id, context, 'huge' FROM tests WHERE name = 'first'",
+        )
+        .unwrap();
+    let err = store
+        .ingest_run(&run(3, &["huge"]), &policy, crate::ingest::now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("out of range"), "{err}");
+    // Neither stored anything: the first run's result only.
+    let stored: i64 = store
+        .client()
+        .query_one("SELECT count(*) FROM results", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
 }
