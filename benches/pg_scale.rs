@@ -26,8 +26,15 @@
 //! migrations, is loaded and served the same way: a column of its own, to
 //! try a change of the schema against the one of this build in one run.
 //!
+//! With PG_SCALE_STATEMENTS=1 the server loads `pg_stat_statements`
+//! (statements inside trigger functions tracked too) and, after each
+//! PostgreSQL database's ingest through the API, the bench prints the
+//! statements that took the most server time while it was served: where
+//! the time of a run goes.
+//!
 //! Knobs: PG_SCALE_RESULTS (10000000), PG_SCALE_TESTS (8000),
-//! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300), PG_SCALE_VARIANT_SQL.
+//! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300), PG_SCALE_VARIANT_SQL,
+//! PG_SCALE_STATEMENTS.
 //! A quick run:
 //! `PG_SCALE_RESULTS=400000 PG_SCALE_INGEST_RUNS=4 cargo bench --bench pg_scale`.
 
@@ -235,6 +242,51 @@ fn pg_updates(db: &TestDatabase) -> String {
     .join("; ")
 }
 
+/// With `report` (a label and the runs posted), print the statements that
+/// took the most server time since the last call, per posted run; reset
+/// the counts.
+fn top_statements(db: &TestDatabase, report: Option<(&str, usize)>) {
+    let mut c = db.connect().unwrap();
+    if c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .is_err()
+    {
+        return;
+    }
+    if let Some((label, runs)) = report {
+        let rows = c
+            .query(
+                "SELECT s.calls, s.total_exec_time, s.rows, s.shared_blks_hit + s.shared_blks_read,
+                        s.shared_blks_dirtied, s.wal_bytes::float8, s.toplevel,
+                        left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110)
+                 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                 WHERE d.datname = current_database()
+                 ORDER BY s.total_exec_time DESC LIMIT 14",
+                &[],
+            )
+            .unwrap();
+        println!("{label}: server time per posted run ({runs} runs), by statement (pg_stat_statements; nested: inside a function or trigger):");
+        println!("| ms per run | calls per run | rows per run | blocks per run | dirtied per run | WAL kB per run | statement |\n|---:|---:|---:|---:|---:|---:|---|");
+        let per = |v: f64| v / runs as f64;
+        for r in rows {
+            let (calls, ms, n, blocks, dirtied, wal, top, q): (i64, f64, i64, i64, i64, f64, bool, String) = (
+                r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7),
+            );
+            println!(
+                "| {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {}`{}` |",
+                per(ms),
+                per(calls as f64),
+                per(n as f64),
+                per(blocks as f64),
+                per(dirtied as f64),
+                per(wal) / 1024.0,
+                if top { "" } else { "nested: " },
+                q.replace('|', "\\|")
+            );
+        }
+    }
+    c.batch_execute("SELECT pg_stat_statements_reset()").unwrap();
+}
+
 fn pg_bytes(db: &TestDatabase) -> (i64, i64) {
     let mut c = db.connect().unwrap();
     c.batch_execute("VACUUM (ANALYZE)").unwrap();
@@ -273,7 +325,14 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         stored as f64 / 1e6
     );
-    let server = TestServer::start_with(&[]).expect("start PostgreSQL");
+    let statements = std::env::var("PG_SCALE_STATEMENTS").is_ok_and(|v| v == "1");
+    let tracking: &[(&str, &str)] = &[
+        ("shared_preload_libraries", "pg_stat_statements"),
+        ("pg_stat_statements.track", "all"),
+        ("track_io_timing", "on"),
+    ];
+    let server = TestServer::start_with(if statements { tracking } else { &[] })
+        .expect("start PostgreSQL");
     let version: String = server
         .admin_config()
         .connect(postgres::NoTls)
@@ -380,7 +439,13 @@ fn main() {
     let mut next_pg = runs;
     for ((label, _, f), db) in variants.iter_mut().zip(&databases) {
         next_pg = runs;
+        if statements {
+            top_statements(db, None);
+        }
         serving(label, &url(db), dir, f, shape, &mut next_pg);
+        if statements {
+            top_statements(db, Some((label, 2 * ingest_runs)));
+        }
     }
     // A second replica on the same database: each replica takes as many
     // clients as the one replica did.
