@@ -216,10 +216,11 @@ fn serving(
     );
 }
 
-/// What the load's updates did to the per-test counters' tables: rows
-/// updated, of them HOT (in the same page, no new index entries), dead
-/// versions left for vacuum, as `pg_stat_user_tables` counts them.
-fn pg_updates(db: &TestDatabase) -> String {
+/// Rows updated, of them HOT, and dead versions, of each per-test
+/// counters' table, as `pg_stat_user_tables` counts them.
+type Updates = Vec<(String, i64, i64, i64)>;
+
+fn pg_update_counts(db: &TestDatabase) -> Updates {
     let mut c = db.connect().unwrap();
     // The statistics collector flushes at the end of a transaction, with
     // a delay of up to a second.
@@ -231,15 +232,27 @@ fn pg_updates(db: &TestDatabase) -> String {
     )
     .unwrap()
     .iter()
-    .map(|r| {
-        let (t, upd, hot, dead): (String, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
-        format!(
-            "{t} {upd} updated, {hot} HOT ({:.0} %), {dead} dead",
-            100.0 * hot as f64 / (upd.max(1)) as f64
-        )
-    })
-    .collect::<Vec<_>>()
-    .join("; ")
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+/// What the updates since `before` (none: since the start) did to the
+/// per-test counters' tables: rows updated, of them HOT (in the same page,
+/// no new index entries), dead versions left for vacuum.
+fn pg_updates(now: &Updates, before: Option<&Updates>) -> String {
+    now.iter()
+        .map(|(t, upd, hot, dead)| {
+            let (upd0, hot0) = before
+                .and_then(|b| b.iter().find(|r| &r.0 == t))
+                .map_or((0, 0), |r| (r.1, r.2));
+            let (upd, hot) = (upd - upd0, hot - hot0);
+            format!(
+                "{t} {upd} updated, {hot} HOT ({:.0} %), {dead} dead",
+                100.0 * hot as f64 / (upd.max(1)) as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// With `report` (a label and the runs posted), print the statements that
@@ -264,12 +277,32 @@ fn top_statements(db: &TestDatabase, report: Option<(&str, usize)>) {
                 &[],
             )
             .unwrap();
-        println!("{label}: server time per posted run ({runs} runs), by statement (pg_stat_statements; nested: inside a function or trigger):");
-        println!("| ms per run | calls per run | rows per run | blocks per run | dirtied per run | WAL kB per run | statement |\n|---:|---:|---:|---:|---:|---:|---|");
+        println!(
+            "{label}: server time per posted run ({runs} runs), by statement (pg_stat_statements; nested: inside a function or trigger):"
+        );
+        println!(
+            "| ms per run | calls per run | rows per run | blocks per run | dirtied per run | WAL kB per run | statement |\n|---:|---:|---:|---:|---:|---:|---|"
+        );
         let per = |v: f64| v / runs as f64;
         for r in rows {
-            let (calls, ms, n, blocks, dirtied, wal, top, q): (i64, f64, i64, i64, i64, f64, bool, String) = (
-                r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7),
+            let (calls, ms, n, blocks, dirtied, wal, top, q): (
+                i64,
+                f64,
+                i64,
+                i64,
+                i64,
+                f64,
+                bool,
+                String,
+            ) = (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
             );
             println!(
                 "| {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {}`{}` |",
@@ -284,7 +317,30 @@ fn top_statements(db: &TestDatabase, report: Option<(&str, usize)>) {
             );
         }
     }
-    c.batch_execute("SELECT pg_stat_statements_reset()").unwrap();
+    c.batch_execute("SELECT pg_stat_statements_reset()")
+        .unwrap();
+}
+
+/// The per-test tables' sizes with their indexes (MB), after the load.
+fn pg_table_sizes(db: &TestDatabase) -> String {
+    let mut c = db.connect().unwrap();
+    c.query(
+        "SELECT relname::text, pg_relation_size(oid), pg_total_relation_size(oid) FROM pg_class
+         WHERE relname IN ('tests', 'test_days', 'test_commits', 'results') ORDER BY relname",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| {
+        let (t, heap, total): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        format!(
+            "{t} {:.1} MB ({:.1} MB with its indexes)",
+            heap as f64 / 1e6,
+            total as f64 / 1e6
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("; ")
 }
 
 fn pg_bytes(db: &TestDatabase) -> (i64, i64) {
@@ -331,8 +387,8 @@ fn main() {
         ("pg_stat_statements.track", "all"),
         ("track_io_timing", "on"),
     ];
-    let server = TestServer::start_with(if statements { tracking } else { &[] })
-        .expect("start PostgreSQL");
+    let server =
+        TestServer::start_with(if statements { tracking } else { &[] }).expect("start PostgreSQL");
     let version: String = server
         .admin_config()
         .connect(postgres::NoTls)
@@ -398,7 +454,10 @@ fn main() {
             (tests, runs, now_ms),
         );
         println!("{label}: {:.0} results/s", f.load);
-        println!("{label}: after the load: {}", pg_updates(&db));
+        println!(
+            "{label}: after the load: {}",
+            pg_updates(&pg_update_counts(&db), None)
+        );
         let (db_size, tables) = pg_bytes(&db);
         f.bytes = (db_size - empty_size) as f64 / stored as f64;
         println!(
@@ -408,6 +467,7 @@ fn main() {
             empty_size / 1_000_000,
             tables as f64 / stored as f64
         );
+        println!("{label}: {}", pg_table_sizes(&db));
         databases.push(db);
     }
     println!(
@@ -442,7 +502,12 @@ fn main() {
         if statements {
             top_statements(db, None);
         }
+        let before = pg_update_counts(db);
         serving(label, &url(db), dir, f, shape, &mut next_pg);
+        println!(
+            "{label}: while serving: {}",
+            pg_updates(&pg_update_counts(db), Some(&before))
+        );
         if statements {
             top_statements(db, Some((label, 2 * ingest_runs)));
         }
