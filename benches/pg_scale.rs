@@ -26,8 +26,15 @@
 //! migrations, is loaded and served the same way: a column of its own, to
 //! try a change of the schema against the one of this build in one run.
 //!
+//! With PG_SCALE_STATEMENTS=1 the server loads `pg_stat_statements`
+//! (statements inside trigger functions tracked too) and, after each
+//! PostgreSQL database's ingest through the API, the bench prints the
+//! statements that took the most server time while it was served: where
+//! the time of a run goes.
+//!
 //! Knobs: PG_SCALE_RESULTS (10000000), PG_SCALE_TESTS (8000),
-//! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300), PG_SCALE_VARIANT_SQL.
+//! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300), PG_SCALE_VARIANT_SQL,
+//! PG_SCALE_STATEMENTS.
 //! A quick run:
 //! `PG_SCALE_RESULTS=400000 PG_SCALE_INGEST_RUNS=4 cargo bench --bench pg_scale`.
 
@@ -209,10 +216,11 @@ fn serving(
     );
 }
 
-/// What the load's updates did to the per-test counters' tables: rows
-/// updated, of them HOT (in the same page, no new index entries), dead
-/// versions left for vacuum, as `pg_stat_user_tables` counts them.
-fn pg_updates(db: &TestDatabase) -> String {
+/// Rows updated, of them HOT, and dead versions, of each per-test
+/// counters' table, as `pg_stat_user_tables` counts them.
+type Updates = Vec<(String, i64, i64, i64)>;
+
+fn pg_update_counts(db: &TestDatabase) -> Updates {
     let mut c = db.connect().unwrap();
     // The statistics collector flushes at the end of a transaction, with
     // a delay of up to a second.
@@ -224,11 +232,111 @@ fn pg_updates(db: &TestDatabase) -> String {
     )
     .unwrap()
     .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+/// What the updates since `before` (none: since the start) did to the
+/// per-test counters' tables: rows updated, of them HOT (in the same page,
+/// no new index entries), dead versions left for vacuum.
+fn pg_updates(now: &Updates, before: Option<&Updates>) -> String {
+    now.iter()
+        .map(|(t, upd, hot, dead)| {
+            let (upd0, hot0) = before
+                .and_then(|b| b.iter().find(|r| &r.0 == t))
+                .map_or((0, 0), |r| (r.1, r.2));
+            let (upd, hot) = (upd - upd0, hot - hot0);
+            format!(
+                "{t} {upd} updated, {hot} HOT ({:.0} %), {dead} dead",
+                100.0 * hot as f64 / (upd.max(1)) as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// With `report` (a label and the runs posted), print the statements that
+/// took the most server time since the last call, per posted run; reset
+/// the counts.
+fn top_statements(db: &TestDatabase, report: Option<(&str, usize)>) {
+    let mut c = db.connect().unwrap();
+    if c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .is_err()
+    {
+        return;
+    }
+    if let Some((label, runs)) = report {
+        let rows = c
+            .query(
+                "SELECT s.calls, s.total_exec_time, s.rows, s.shared_blks_hit + s.shared_blks_read,
+                        s.shared_blks_dirtied, s.wal_bytes::float8, s.toplevel,
+                        left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110)
+                 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                 WHERE d.datname = current_database()
+                 ORDER BY s.total_exec_time DESC LIMIT 14",
+                &[],
+            )
+            .unwrap();
+        println!(
+            "{label}: server time per posted run ({runs} runs), by statement (pg_stat_statements; nested: inside a function or trigger):"
+        );
+        println!(
+            "| ms per run | calls per run | rows per run | blocks per run | dirtied per run | WAL kB per run | statement |\n|---:|---:|---:|---:|---:|---:|---|"
+        );
+        let per = |v: f64| v / runs as f64;
+        for r in rows {
+            let (calls, ms, n, blocks, dirtied, wal, top, q): (
+                i64,
+                f64,
+                i64,
+                i64,
+                i64,
+                f64,
+                bool,
+                String,
+            ) = (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+            );
+            println!(
+                "| {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {}`{}` |",
+                per(ms),
+                per(calls as f64),
+                per(n as f64),
+                per(blocks as f64),
+                per(dirtied as f64),
+                per(wal) / 1024.0,
+                if top { "" } else { "nested: " },
+                q.replace('|', "\\|")
+            );
+        }
+    }
+    c.batch_execute("SELECT pg_stat_statements_reset()")
+        .unwrap();
+}
+
+/// The per-test tables' sizes with their indexes (MB), after the load.
+fn pg_table_sizes(db: &TestDatabase) -> String {
+    let mut c = db.connect().unwrap();
+    c.query(
+        "SELECT relname::text, pg_relation_size(oid), pg_total_relation_size(oid) FROM pg_class
+         WHERE relname IN ('tests', 'test_days', 'test_commits', 'results') ORDER BY relname",
+        &[],
+    )
+    .unwrap()
+    .iter()
     .map(|r| {
-        let (t, upd, hot, dead): (String, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (t, heap, total): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
         format!(
-            "{t} {upd} updated, {hot} HOT ({:.0} %), {dead} dead",
-            100.0 * hot as f64 / (upd.max(1)) as f64
+            "{t} {:.1} MB ({:.1} MB with its indexes)",
+            heap as f64 / 1e6,
+            total as f64 / 1e6
         )
     })
     .collect::<Vec<_>>()
@@ -292,7 +400,14 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         stored as f64 / 1e6
     );
-    let server = TestServer::start_with(&[]).expect("start PostgreSQL");
+    let statements = std::env::var("PG_SCALE_STATEMENTS").is_ok_and(|v| v == "1");
+    let tracking: &[(&str, &str)] = &[
+        ("shared_preload_libraries", "pg_stat_statements"),
+        ("pg_stat_statements.track", "all"),
+        ("track_io_timing", "on"),
+    ];
+    let server =
+        TestServer::start_with(if statements { tracking } else { &[] }).expect("start PostgreSQL");
     let version: String = server
         .admin_config()
         .connect(postgres::NoTls)
@@ -358,7 +473,10 @@ fn main() {
             (tests, runs, now_ms),
         );
         println!("{label}: {:.0} results/s", f.load);
-        println!("{label}: after the load: {}", pg_updates(&db));
+        println!(
+            "{label}: after the load: {}",
+            pg_updates(&pg_update_counts(&db), None)
+        );
         let (db_size, tables) = pg_bytes(&db);
         f.bytes = (db_size - empty_size) as f64 / stored as f64;
         println!(
@@ -372,6 +490,7 @@ fn main() {
             "{label}: the largest tables, bytes per result: {}",
             pg_largest(&db, stored)
         );
+        println!("{label}: {}", pg_table_sizes(&db));
         databases.push(db);
     }
     println!(
@@ -403,7 +522,18 @@ fn main() {
     let mut next_pg = runs;
     for ((label, _, f), db) in variants.iter_mut().zip(&databases) {
         next_pg = runs;
+        if statements {
+            top_statements(db, None);
+        }
+        let before = pg_update_counts(db);
         serving(label, &url(db), dir, f, shape, &mut next_pg);
+        println!(
+            "{label}: while serving: {}",
+            pg_updates(&pg_update_counts(db), Some(&before))
+        );
+        if statements {
+            top_statements(db, Some((label, 2 * ingest_runs)));
+        }
     }
     // A second replica on the same database: each replica takes as many
     // clients as the one replica did.

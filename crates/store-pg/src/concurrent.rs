@@ -14,9 +14,10 @@
 //! 3. the creation of fingerprints (`lock_new_fingerprints`, only when
 //!    the run shows new ones), then the run's fingerprints' rows, in hash
 //!    order (`failures.rs`);
-//! 4. the creation of tests of the run's repository and context
-//!    (`lock_new_tests`, only when the run has new ones), then all the
-//!    run's tests' rows, in id order, then its commit, then its
+//! 4. the tests of the run's repository and context (`lock_tests`, when
+//!    the run has test results): their creation and every counter of them
+//!    (`tests`, `test_days`, `test_commits`: written only under this lock,
+//!    so their rows are not locked one by one), then its commit, then its
 //!    `test_events` row and the hourly rollup row it moves (`results.rs`);
 //! 5. the run's histograms and SLO events, with the hourly rollup rows
 //!    they move (`counting.rs`, in the fixed order of
@@ -45,7 +46,7 @@ use ci_slo_store::ErrorKind;
 /// single-key locks of migrations and leadership): what the second key,
 /// a hash, names.
 const RUN: i32 = 0x6369_0001;
-const NEW_TESTS: i32 = 0x6369_0002;
+const TESTS: i32 = 0x6369_0002;
 const NEW_FINGERPRINTS: i32 = 0x6369_0003;
 
 /// How many times a write is run in all when it keeps losing conflicts.
@@ -75,14 +76,19 @@ pub(crate) fn lock_run(
     advisory(tx, RUN, &key)
 }
 
-/// Take the transaction's lock on creating tests of one repository and
-/// context.
-pub(crate) fn lock_new_tests(
+/// Take the transaction's lock on the tests of one repository and
+/// context: creating them, reading and writing their counters (the rows of
+/// `tests`, `test_days` and `test_commits`; `results.rs` is their only
+/// writer; retention deletes past days and commits no stored run has
+/// without it, as it did without the tests' row locks). Two writes of one repository and context count one after
+/// the other, as the locks of all their tests' rows made them before, at
+/// the cost of one lock instead of a row lock per test.
+pub(crate) fn lock_tests(
     tx: &mut impl Sql,
     repository_id: i64,
     context: &str,
 ) -> Result<(), postgres::Error> {
-    advisory(tx, NEW_TESTS, &format!("{repository_id}\u{1f}{context}"))
+    advisory(tx, TESTS, &format!("{repository_id}\u{1f}{context}"))
 }
 
 /// Take the transaction's lock on creating fingerprints.

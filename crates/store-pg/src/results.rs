@@ -6,12 +6,13 @@
 //! transaction; a replay or an update of an unfinished run moves nothing
 //! for results already stored.
 //!
-//! Replicas: the counters of one test are read and written under the lock
-//! of its `tests` row (`FOR UPDATE`, taken for all the run's tests at once,
-//! in id order, before any is counted), so two replicas storing results of
-//! one test at once count them one after the other; new tests are created
-//! under a lock of their repository and context, before any test row is
-//! locked (see `intern_tests` and `concurrent.rs`).
+//! Replicas: the counters of a repository and context's tests (`tests`,
+//! `test_days`, `test_commits`) are read and written under one lock of
+//! that repository and context (`concurrent::lock_tests`, an advisory
+//! transaction lock taken before any of them is read), so two replicas
+//! storing results of one test at once count them one after the other;
+//! new tests are created under the same lock (see `intern_tests` and
+//! `concurrent.rs`).
 
 use crate::statements::Sql;
 use ci_slo_core::catalog;
@@ -78,7 +79,9 @@ const RESULTS: &str = concat!(
 /// ids, $13 flags, $14 failures, only those that change); the tests'
 /// counters and their day's (`$4`; $15 test ids, $16 passes, $17 failures,
 /// $18 flips, $19 commits, $20 flaky commits, $21 flaky failures, $22 1
-/// when failed; the tests' rows are locked already, by `intern_tests`);
+/// when failed; under the lock of the tests' counters, taken by
+/// `intern_tests`, so the day's rows are updated where they exist and
+/// inserted where not, without an upsert's conflict check and row lock);
 /// the run's `test_events` row ($2 repository, $3 time, $23 good, $24
 /// total; the row keeps the time it was first written with). The metric
 /// counters they move are the transaction's, added at its commit.
@@ -107,13 +110,15 @@ const RESULTS_COUNTED: &str = concat!(
                 ELSE t.first_seen_flaky END
         FROM u WHERE t.id = u.id),
      d AS (
-        INSERT INTO test_days AS d (test_id, day, runs, passes, failures, flips, commits, flaky_commits,
-                                    flaky_failures)
+        UPDATE test_days d SET runs = d.runs + 1, passes = d.passes + u.passes, failures = d.failures + u.failures,
+            flips = d.flips + u.flips, commits = d.commits + u.commits, flaky_commits = d.flaky_commits + u.flaky,
+            flaky_failures = d.flaky_failures + u.flaky_failures
+        FROM u WHERE d.test_id = u.id AND d.day = $4
+        RETURNING d.test_id),
+     n AS (
+        INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
         SELECT u.id, $4, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures FROM u
-        ON CONFLICT (test_id, day) DO UPDATE SET runs = d.runs + excluded.runs, passes = d.passes + excluded.passes,
-            failures = d.failures + excluded.failures, flips = d.flips + excluded.flips,
-            commits = d.commits + excluded.commits, flaky_commits = d.flaky_commits + excluded.flaky_commits,
-            flaky_failures = d.flaky_failures + excluded.flaky_failures)
+        WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = u.id))
      INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $23, $24)
      ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total"
 );
@@ -314,7 +319,7 @@ type Stored = HashMap<i64, (i64, i64)>;
 
 /// The run's commit (created if new) and what is stored of `test_ids` on
 /// it (`test_commits`: flags, failures), in one statement when the commit
-/// is known. Read after the tests' rows are locked.
+/// is known. Read under the lock of the tests' counters.
 fn commit_of(
     tx: &mut impl Sql,
     repository_id: i64,
@@ -344,7 +349,7 @@ fn commit_of(
     )? {
         Some(row) => row.get(0),
         // Another replica created it meanwhile: nothing of these tests is
-        // on it yet (their rows are locked here).
+        // on it yet (their counters' lock is held here).
         None => tx
             .query_one(
                 "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2",
@@ -356,13 +361,14 @@ fn commit_of(
 }
 
 /// Each test of the run by name: its id and the outcome of its latest
-/// counted result (true: failed), its row locked. Tests new to the store
-/// are created first, in one statement, in the order of the run (their ids
-/// follow SQLite's, in order of first sight), under the lock of their
-/// repository and context's new tests (`concurrent::lock_new_tests`); then
-/// every test of the run is locked, in id order, in one statement. No row
-/// of a test is locked before that lock is taken, so writers wait for each
-/// other in one order (see `concurrent.rs`).
+/// counted result (true: failed), read under the lock of the counters of
+/// its repository and context (`concurrent::lock_tests`, taken first: the
+/// counters of a test are only written under it). Tests new to the store
+/// are created under the same lock, in one statement, in the order of the
+/// run (their ids follow SQLite's, in order of first sight). No row is
+/// locked here: a run's tests' rows were locked `FOR UPDATE` before, a
+/// second write of each of 8,000 rows per run that the counters' update
+/// then wrote again.
 fn intern_tests<'t>(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
@@ -375,39 +381,53 @@ fn intern_tests<'t>(
             names.push(t.name.as_str());
         }
     }
-    let known: HashSet<String> = tx
-        .query(
-            "SELECT name FROM tests WHERE repository_id = $1 AND context = $2 AND name = ANY($3)",
-            &[&run.repository_id, &run.context, &names],
-        )?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    crate::concurrent::lock_tests(tx, run.repository_id, run.context)?;
+    // A join with the names, not `name = ANY($3)`: a plan made while the
+    // table was small may scan the repository and context's index range
+    // and test each name against the whole array (8,000 × 8,000).
+    let select = "SELECT t.id, t.name, t.last_failed FROM unnest($3::text[]) AS n(name)
+         JOIN tests t ON t.repository_id = $1 AND t.context = $2 AND t.name = n.name";
+    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
+    let found = |ids: &mut HashMap<&'t str, (i64, Option<bool>)>, rows: Vec<postgres::Row>| {
+        for r in rows {
+            let name: &str = r.get(1);
+            if let Some(n) = unique.get(name) {
+                ids.insert(n, (r.get(0), r.get::<_, Option<i64>>(2).map(|f| f != 0)));
+            }
+        }
+    };
+    found(
+        &mut ids,
+        tx.query(select, &[&run.repository_id, &run.context, &names])?,
+    );
     let missing: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| !known.contains(*n))
+        .filter(|n| !ids.contains_key(n))
         .collect();
     if !missing.is_empty() {
-        crate::concurrent::lock_new_tests(tx, run.repository_id, run.context)?;
-        // Tests another writer created since are conflicts, left as they are.
-        tx.execute(
-            "INSERT INTO tests (repository_id, context, name)
-             SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
-             ON CONFLICT DO NOTHING",
-            &[&run.repository_id, &run.context, &missing],
-        )?;
-    }
-    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
-    for r in tx.query(
-        "SELECT id, name, last_failed FROM tests
-         WHERE repository_id = $1 AND context = $2 AND name = ANY($3)
-         ORDER BY id FOR UPDATE",
-        &[&run.repository_id, &run.context, &names],
-    )? {
-        let name: &str = r.get(1);
-        if let Some(n) = unique.get(name) {
-            ids.insert(n, (r.get(0), r.get::<_, Option<i64>>(2).map(|f| f != 0)));
+        // A test created since by a writer outside the lock (a row written
+        // into the `test_results` view) is a conflict, read after.
+        found(
+            &mut ids,
+            tx.query(
+                "INSERT INTO tests (repository_id, context, name)
+                 SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
+                 ON CONFLICT DO NOTHING
+                 RETURNING id, name, last_failed",
+                &[&run.repository_id, &run.context, &missing],
+            )?,
+        );
+        if ids.len() < names.len() {
+            let rest: Vec<&str> = missing
+                .iter()
+                .copied()
+                .filter(|n| !ids.contains_key(n))
+                .collect();
+            found(
+                &mut ids,
+                tx.query(select, &[&run.repository_id, &run.context, &rest])?,
+            );
         }
     }
     Ok(ids)

@@ -14,9 +14,11 @@
 //!
 //! Migrations 2 and 3 follow SQLite's 12 and 13 (a run's url stored once,
 //! a run's SLO events in one `run_events` row), so the latest PostgreSQL
-//! schema is SQLite's latest, but for migration 4 (PostgreSQL's own): a
-//! run's results in one `run_results` row of arrays, read through a
-//! `results` view with the columns of SQLite's `results` table.
+//! schema is SQLite's latest, but for migrations 4 and 5 (PostgreSQL's
+//! own): a run's results in one `run_results` row of arrays, read through
+//! a `results` view with the columns of SQLite's `results` table, and
+//! narrower per-test tables (4); storage settings of the per-test
+//! counters' tables, no change to their columns (5).
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: SQLite's schema as its migration 11 leaves it, and leadership.
@@ -651,5 +653,25 @@ BEGIN
 END $$;
 CREATE TRIGGER test_results_insert INSTEAD OF INSERT ON test_results
     FOR EACH ROW EXECUTE FUNCTION test_results_insert();
+"#,
+    // 5: PostgreSQL only. Every run of N tests updates N rows of `tests`
+    // (its counters) and N of `test_days` (the day's), each a new row
+    // version: on a full page (fillfactor 100) it goes to another page,
+    // with a new entry in each index of the table and a dead version left
+    // for vacuum (0 % of these updates were HOT, in the page, without new
+    // index entries: docs/benchmarks.md). Their indexed columns never
+    // change, so with room in the page for a second version of each row
+    // (fillfactor 40: the page pruned of the previous run's versions on
+    // the next read holds 40 % rows, 60 % room) the updates are HOT. Pages
+    // written from now on keep that room (a table's existing full pages
+    // empty as their rows move); `test_days` rows of past days keep it
+    // unused until retention deletes them. Versions a transaction cannot
+    // prune (several runs of the same tests in one batch) go to other
+    // pages, dead once it commits: autovacuum runs on these two small,
+    // hot tables without its cost delay, so that it frees them as fast as
+    // runs write them and the tables do not spread over many pages.
+    r#"
+ALTER TABLE tests SET (fillfactor = 40, autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE test_days SET (fillfactor = 40, autovacuum_vacuum_cost_delay = 0);
 "#,
 ];
