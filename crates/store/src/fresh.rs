@@ -60,7 +60,7 @@ const MAIN_CACHE_MIB: i64 = 48;
 const TEMP_CACHE_MIB: i64 = 16;
 const HEAP_MIB: i64 = 96;
 const BUILD_CACHE_MIB: i64 = 16;
-const TESTS_CACHE_MIB: i64 = 64;
+const TESTS_CACHE_MIB: i64 = 48;
 
 /// A fresh bulk load in progress (see the module documentation). Dropped
 /// without [`FreshLoad::finish`], it rolls back: the store stays fresh.
@@ -108,7 +108,6 @@ impl Store {
         policy: &'a Policy,
         now: DateTime<Utc>,
     ) -> Result<FreshLoad<'a>, StoreError> {
-        // The scratch tables' own page cache (temporary tables have one).
         self.conn
             .pragma_update(None, "cache_size", -(MAIN_CACHE_MIB * 1024))?;
         // And all of SQLite's memory (caches, sorters) kept near a bound:
@@ -118,6 +117,7 @@ impl Store {
             [],
             |_| Ok(()),
         )?;
+        // The scratch tables' own page cache (temporary tables have one).
         self.conn
             .pragma_update(Some("temp"), "cache_size", -(TEMP_CACHE_MIB * 1024))?;
         let tx = self
@@ -222,6 +222,8 @@ impl FreshLoad<'_> {
             buffer.flush(&self.tx)?;
         }
         self.slo_events.take();
+        // What interning needed goes before the sorts below take memory.
+        self.staging.stop_interning();
         let tx = &self.tx;
         // SQLite's sorts (the ORDER BYs below, the index builds) each keep
         // up to a page cache's worth in memory: a smaller cache keeps their
@@ -286,6 +288,10 @@ impl FreshLoad<'_> {
             done += 1;
         }
         step(done, "commit");
+        // What follows the load on this connection (recording the merges,
+        // settling: writes all over `changes`, `slo_events`, `slo_hourly`)
+        // gets the load's cache back.
+        tx.pragma_update(None, "cache_size", -(MAIN_CACHE_MIB * 1024))?;
         self.tx.commit()?;
         Ok(())
     }

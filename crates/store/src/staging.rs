@@ -254,6 +254,15 @@ struct Totals {
 type Day = [i64; 7];
 
 impl Staging {
+    /// Free what only interning needs (the load stored its last run):
+    /// [`Staging::write_tests`] needs the interned tests' names only.
+    pub(crate) fn stop_interning(&mut self) {
+        self.names = HashMap::new();
+        self.contexts = HashMap::new();
+        self.tests = Vec::new();
+        self.commits = HashMap::new();
+    }
+
     /// Write every test interned by the load with its counters, its
     /// `test_days` rows and (into `temp.fresh_commits`, for a sort by the
     /// table's key) its `test_commits` rows, from the counted results in
@@ -262,12 +271,7 @@ impl Staging {
     /// ([`Step`], as `results::count` applies it), so the rows are the ones
     /// counting run by run gives. Tests in id order (`tests` appended),
     /// days in (test, day) order (`test_days` appended).
-    pub(crate) fn write_tests(&mut self, tx: &Connection) -> rusqlite::Result<()> {
-        // What interning needed goes before SQLite's cache grows for this step.
-        self.names = HashMap::new();
-        self.contexts = HashMap::new();
-        self.tests = Vec::new();
-        self.commits = HashMap::new();
+    pub(crate) fn write_tests(&self, tx: &Connection) -> rusqlite::Result<()> {
         let mut exec = tx.prepare(
             "SELECT test_id, run_id, commit_id, at, failed, retry_pass FROM temp.fresh_exec
              ORDER BY test_id, run_id",
