@@ -19,19 +19,20 @@
 //!   `failures` are dropped for the load and built once at the end from their stored SQL
 //!   (a sort rather than a random insert per row), the hourly rollup
 //!   triggers suspended for the whole load (`hourly::Suspended`);
-//! - tests and commits are interned in memory (`Staging`): a new one gets
-//!   its row and id at once, each result goes straight into `results` with
-//!   its test id, and what the per-test counters need (integers: test, run,
-//!   commit, time, outcome, flip) is appended to scratch tables
-//!   (`temp.fresh_counted`, `temp.fresh_runs`) with plain prepared INSERTs;
-//!   the per-test tables (`test_commits`, `test_days`, `test_events`, the
-//!   counters of `tests`) are built from them at the end with INSERT…SELECT
-//!   and GROUP BY, as migration 10 builds them from `test_results`, but in the
-//!   order the per-run path counts (run id order, not time order): a flip is
-//!   an outcome differing from the test's previous result in run order, a
-//!   commit becomes flaky at the result that first gives it a pass and a
-//!   failure (or a pass after an in-run retry), and that result's day takes
-//!   the commit's flaky failures so far (`test_step::Step`).
+//! - tests and commits are interned in memory (`Staging`): a new commit
+//!   gets its row and id at once, a new test its id (its row is written at
+//!   the end, with its counters: no random insert into the tests' text index
+//!   while runs are stored); each result goes straight into `results` with
+//!   its test id, a run's test_success events into its `test_events` row,
+//!   and what the per-test counters need (integers: test, run, commit, time,
+//!   failed, passed after a retry) is appended to `temp.fresh_counted` with
+//!   plain prepared INSERTs;
+//! - at the end those are sorted by (test, run) and read once: each result
+//!   moves its test's counters, its day and its commit by the per-run path's
+//!   own rule (`test_step::Step`, in run order as the per-run path counts),
+//!   and each test's `tests` row (with its counters), `test_days` rows (in
+//!   key order) and `test_commits` rows (sorted by their key afterwards) are
+//!   written once (`Staging::write_tests`).
 //!
 //! `import::tests::a_fresh_load_stores_what_the_per_run_path_stores`
 //! compares every table and the metric state with the per-run path.
