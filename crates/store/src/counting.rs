@@ -285,15 +285,20 @@ pub(crate) fn count_run(
 /// `replaces`: the run was stored before and may have failures to replace;
 /// a new run has none, so nothing is looked up or deleted (a fresh load
 /// builds the `failures` indexes only at its end: `fresh.rs`).
+/// `normalized`: the normalized texts of the failures with a fingerprint,
+/// in order, when computed already (`Prepared`); else computed here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn store_failures(
     tx: &Connection,
     run_id: i64,
     repository: &str,
     failures: &[FailureEvidence],
+    normalized: Option<&[String]>,
     event_ms: i64,
     live: bool,
     replaces: bool,
 ) -> rusqlite::Result<()> {
+    let mut normalized = normalized.map(|n| n.iter());
     let mut counted: Vec<String> = Vec::new();
     if replaces {
         counted = tx
@@ -318,7 +323,14 @@ pub(crate) fn store_failures(
                      RETURNING id, occurrences",
                 )?
                 .query_row(
-                    params![hash, crate::classify::normalize_fingerprint(&f.evidence), event_ms],
+                    params![
+                        hash,
+                        match normalized.as_mut().and_then(Iterator::next) {
+                            Some(n) => n.clone(),
+                            None => crate::classify::normalize_fingerprint(&f.evidence),
+                        },
+                        event_ms
+                    ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
             is_new = occurrences == 1;

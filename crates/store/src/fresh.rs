@@ -191,6 +191,7 @@ impl FreshLoad<'_> {
                 &p.run,
                 &p.hash,
                 p.future_times,
+                Some(&p.normalized),
                 self.policy,
                 self.now_ms,
                 Some(&mut self.staging),
