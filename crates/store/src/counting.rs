@@ -40,10 +40,79 @@ impl SloEvents {
     }
 }
 
+impl SloEvents {
+    /// Write the `run_events` rows of the runs stored since the last call:
+    /// during a fresh load a run's events (each set once) are gathered in
+    /// memory and its row is appended once, in run order, rather than
+    /// inserted and updated once per event.
+    pub(crate) fn write_run_events(&self, tx: &Connection) -> rusqlite::Result<()> {
+        const ROWS: usize = 32;
+        let rows = RUN_EVENTS.with(|r| std::mem::take(&mut *r.borrow_mut()));
+        let single =
+            "INSERT INTO run_events (run_id, repository_id, queue_at, queue_good, run_time_at,
+             run_time_good, completed_at, completed_good) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+        let many = format!("{single}{}", ", (?, ?, ?, ?, ?, ?, ?, ?)".repeat(ROWS - 1));
+        let values = |row: &RunEventsRow| {
+            let mut v: Vec<rusqlite::types::Value> =
+                vec![row.run_id.into(), row.repository_id.into()];
+            for event in row.events {
+                v.push(event.map(|e| e.0).into());
+                v.push(event.map(|e| e.1).into());
+            }
+            v
+        };
+        let mut chunks = rows.chunks_exact(ROWS);
+        for chunk in chunks.by_ref() {
+            tx.prepare_cached(&many)?
+                .execute(rusqlite::params_from_iter(chunk.iter().flat_map(values)))?;
+        }
+        let mut one = tx.prepare_cached(single)?;
+        for row in chunks.remainder() {
+            one.execute(rusqlite::params_from_iter(values(row)))?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for SloEvents {
     fn drop(&mut self) {
         SLO_EVENTS.with(|f| f.set(false));
+        RUN_EVENTS.with(|r| r.borrow_mut().clear());
     }
+}
+
+/// A run's `run_events` row gathered during a fresh load: (time, good) of
+/// queue_time, run_time and runs_completed.
+struct RunEventsRow {
+    run_id: i64,
+    repository_id: i64,
+    events: [Option<(i64, bool)>; 3],
+}
+
+thread_local! {
+    /// The `run_events` rows of a fresh load not written yet (`SloEvents`).
+    static RUN_EVENTS: std::cell::RefCell<Vec<RunEventsRow>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// During a fresh load, set the event `slot` of run `run_id`'s row in memory
+/// (once, as the upsert's `WHERE <good> IS NULL` does); whether it was set.
+fn gather_run_event(run_id: i64, repository_id: i64, slot: usize, at_ms: i64, good: bool) -> bool {
+    RUN_EVENTS.with(|r| {
+        let mut rows = r.borrow_mut();
+        if rows.last().is_none_or(|row| row.run_id != run_id) {
+            rows.push(RunEventsRow {
+                run_id,
+                repository_id,
+                events: [None; 3],
+            });
+        }
+        let row = rows.last_mut().expect("pushed above");
+        if row.events[slot].is_some() {
+            return false;
+        }
+        row.events[slot] = Some((at_ms, good));
+        true
+    })
 }
 
 /// The `run_events` columns (time, good) of the SLO events a run has
@@ -73,8 +142,17 @@ pub(crate) fn slo_event(
     let run_id = subject
         .strip_prefix("run:")
         .and_then(|id| id.parse::<i64>().ok());
-    let inserted = if let (Some((at, good_column)), Some(run_id)) = (run_event_columns(slo), run_id)
+    let slot = match slo {
+        SloId::QueueTime => 0,
+        SloId::RunTime => 1,
+        _ => 2,
+    };
+    let inserted = if let (true, Some(_), Some(run_id)) =
+        (appends_slo_events(), run_event_columns(slo), run_id)
     {
+        // A fresh load: the run is new, its row written once (`SloEvents`).
+        gather_run_event(run_id, repository_id, slot, at_ms, good)
+    } else if let (Some((at, good_column)), Some(run_id)) = (run_event_columns(slo), run_id) {
         // A run's events are one `run_events` row (migration 13), each set
         // once: appended in run order by a fresh load too.
         tx.prepare_cached(&format!(
@@ -207,15 +285,20 @@ pub(crate) fn count_run(
 /// `replaces`: the run was stored before and may have failures to replace;
 /// a new run has none, so nothing is looked up or deleted (a fresh load
 /// builds the `failures` indexes only at its end: `fresh.rs`).
+/// `normalized`: the normalized texts of the failures with a fingerprint,
+/// in order, when computed already (`Prepared`); else computed here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn store_failures(
     tx: &Connection,
     run_id: i64,
     repository: &str,
     failures: &[FailureEvidence],
+    normalized: Option<&[String]>,
     event_ms: i64,
     live: bool,
     replaces: bool,
 ) -> rusqlite::Result<()> {
+    let mut normalized = normalized.map(|n| n.iter());
     let mut counted: Vec<String> = Vec::new();
     if replaces {
         counted = tx
@@ -240,7 +323,14 @@ pub(crate) fn store_failures(
                      RETURNING id, occurrences",
                 )?
                 .query_row(
-                    params![hash, crate::classify::normalize_fingerprint(&f.evidence), event_ms],
+                    params![
+                        hash,
+                        match normalized.as_mut().and_then(Iterator::next) {
+                            Some(n) => n.clone(),
+                            None => crate::classify::normalize_fingerprint(&f.evidence),
+                        },
+                        event_ms
+                    ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
             is_new = occurrences == 1;

@@ -11,26 +11,28 @@
 //!   (the external ids' uniqueness is checked once, when `runs_external`, the
 //!   unique index of their 64-bit keys, is built again at the end, and a
 //!   duplicate fails the whole load);
-//! - a run's SLO events go to its `run_events` row (appended in run order),
+//! - a run's SLO events go to its `run_events` row (gathered in memory and
+//!   appended once per run, in run order),
 //!   other SLO events to `temp.fresh_slo`, written into `slo_events`
 //!   sorted by its key at the end (the store held none);
 //! - the secondary indexes of `runs`, `slo_events`, `run_events`, `test_events` and
 //!   `failures` are dropped for the load and built once at the end from their stored SQL
 //!   (a sort rather than a random insert per row), the hourly rollup
 //!   triggers suspended for the whole load (`hourly::Suspended`);
-//! - tests and commits are interned in memory (`Staging`): a new one gets
-//!   its row and id at once, each result goes straight into `results` with
-//!   its test id, and what the per-test counters need (integers: test, run,
-//!   commit, time, outcome, flip) is appended to scratch tables
-//!   (`temp.fresh_counted`, `temp.fresh_runs`) with plain prepared INSERTs;
-//!   the per-test tables (`test_commits`, `test_days`, `test_events`, the
-//!   counters of `tests`) are built from them at the end with INSERT…SELECT
-//!   and GROUP BY, as migration 10 builds them from `test_results`, but in the
-//!   order the per-run path counts (run id order, not time order): a flip is
-//!   an outcome differing from the test's previous result in run order, a
-//!   commit becomes flaky at the result that first gives it a pass and a
-//!   failure (or a pass after an in-run retry), and that result's day takes
-//!   the commit's flaky failures so far (`test_step::Step`).
+//! - tests and commits are interned in memory (`Staging`): a new commit
+//!   gets its row and id at once, a new test its id (its row is written at
+//!   the end, with its counters: no random insert into the tests' text index
+//!   while runs are stored); each result goes straight into `results` with
+//!   its test id, a run's test_success events into its `test_events` row,
+//!   and what the per-test counters need (integers: test, run, commit, time,
+//!   failed, passed after a retry) is appended to `temp.fresh_counted` with
+//!   plain prepared INSERTs;
+//! - at the end those are sorted by (test, run) and read once: each result
+//!   moves its test's counters, its day and its commit by the per-run path's
+//!   own rule (`test_step::Step`, in run order as the per-run path counts),
+//!   and each test's `tests` row (with its counters), `test_days` rows (in
+//!   key order) and `test_commits` rows (sorted by their key afterwards) are
+//!   written once (`Staging::write_tests`).
 //!
 //! `import::tests::a_fresh_load_stores_what_the_per_run_path_stores`
 //! compares every table and the metric state with the per-run path.
@@ -59,9 +61,7 @@ const MAIN_CACHE_MIB: i64 = 48;
 const TEMP_CACHE_MIB: i64 = 16;
 const HEAP_MIB: i64 = 96;
 const BUILD_CACHE_MIB: i64 = 16;
-
-/// UTC day of a Unix ms time in SQL, as `i64::div_euclid` gives it.
-const DAY: &str = "((at - ((at % 86400000) + 86400000) % 86400000) / 86400000)";
+const TESTS_CACHE_MIB: i64 = 48;
 
 /// A fresh bulk load in progress (see the module documentation). Dropped
 /// without [`FreshLoad::finish`], it rolls back: the store stays fresh.
@@ -109,7 +109,6 @@ impl Store {
         policy: &'a Policy,
         now: DateTime<Utc>,
     ) -> Result<FreshLoad<'a>, StoreError> {
-        // The scratch tables' own page cache (temporary tables have one).
         self.conn
             .pragma_update(None, "cache_size", -(MAIN_CACHE_MIB * 1024))?;
         // And all of SQLite's memory (caches, sorters) kept near a bound:
@@ -119,6 +118,7 @@ impl Store {
             [],
             |_| Ok(()),
         )?;
+        // The scratch tables' own page cache (temporary tables have one).
         self.conn
             .pragma_update(Some("temp"), "cache_size", -(TEMP_CACHE_MIB * 1024))?;
         let tx = self
@@ -131,8 +131,7 @@ impl Store {
                  commit_id  INTEGER NOT NULL,
                  at         INTEGER NOT NULL,
                  failed     INTEGER NOT NULL,
-                 retry_pass INTEGER NOT NULL,
-                 flip       INTEGER NOT NULL
+                 retry_pass INTEGER NOT NULL
              );
              CREATE TEMP TABLE fresh_slo (
                  slo           TEXT NOT NULL,
@@ -140,14 +139,6 @@ impl Store {
                  repository_id INTEGER NOT NULL,
                  at            INTEGER NOT NULL,
                  good          INTEGER NOT NULL
-             );
-             CREATE TEMP TABLE fresh_runs (
-                 run_id        INTEGER PRIMARY KEY,
-                 repository_id INTEGER NOT NULL,
-                 at            INTEGER NOT NULL,
-                 good          INTEGER NOT NULL,
-                 total         INTEGER NOT NULL,
-                 commit_id     INTEGER
              );",
         )?;
         let mut indexes = Vec::new();
@@ -200,10 +191,14 @@ impl FreshLoad<'_> {
                 &p.run,
                 &p.hash,
                 p.future_times,
+                Some(&p.normalized),
                 self.policy,
                 self.now_ms,
                 Some(&mut self.staging),
             )?);
+        }
+        if let Some(events) = &self.slo_events {
+            events.write_run_events(&self.tx)?;
         }
         if closes_batch {
             if let Some(buffer) = self.buffer.take() {
@@ -219,7 +214,7 @@ impl FreshLoad<'_> {
 
     /// The steps of [`FreshLoad::finish`], for progress.
     pub fn steps(&self) -> usize {
-        BUILD.len() + self.indexes.len() + 3
+        3 + self.indexes.len() + 3
     }
 
     /// Build the per-test tables from the staged results, the dropped
@@ -229,17 +224,54 @@ impl FreshLoad<'_> {
             buffer.flush(&self.tx)?;
         }
         self.slo_events.take();
+        // What interning needed goes before the sorts below take memory.
+        self.staging.stop_interning();
         let tx = &self.tx;
-        // SQLite's sorts (the GROUP BYs and ORDER BYs below, the index
-        // builds) each keep up to a page cache's worth in memory: a smaller
-        // cache keeps their sum (and peak RSS) down.
+        // SQLite's sorts (the ORDER BYs below, the index builds) each keep
+        // up to a page cache's worth in memory: a smaller cache keeps their
+        // sum (and peak RSS) down.
         tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
         let mut done = 0;
-        for (what, sql) in BUILD {
-            step(done, what);
-            tx.execute_batch(&sql.replace("{DAY}", DAY))?;
-            done += 1;
-        }
+        // The counted results in (test, run) order: the order each test's
+        // counters move in.
+        step(done, "executions");
+        tx.execute_batch(
+            "CREATE TEMP TABLE fresh_exec (
+                 test_id    INTEGER NOT NULL,
+                 run_id     INTEGER NOT NULL,
+                 commit_id  INTEGER NOT NULL,
+                 at         INTEGER NOT NULL,
+                 failed     INTEGER NOT NULL,
+                 retry_pass INTEGER NOT NULL,
+                 PRIMARY KEY (test_id, run_id)
+             ) WITHOUT ROWID;
+             INSERT INTO temp.fresh_exec (test_id, run_id, commit_id, at, failed, retry_pass)
+                 SELECT test_id, run_id, commit_id, at, failed, retry_pass FROM temp.fresh_counted
+                 ORDER BY test_id, run_id;
+             DROP TABLE temp.fresh_counted;
+             CREATE TEMP TABLE fresh_commits (
+                 commit_id INTEGER NOT NULL,
+                 test_id   INTEGER NOT NULL,
+                 flags     INTEGER NOT NULL,
+                 failures  INTEGER NOT NULL
+             );",
+        )?;
+        done += 1;
+        step(done, "tests and test_days");
+        // No sort runs while the tests are written: the cache holds as much
+        // of their text index (a random insert per test) as it can.
+        tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))?;
+        self.staging.write_tests(tx)?;
+        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
+        done += 1;
+        step(done, "test_commits");
+        tx.execute_batch(
+            "DROP TABLE temp.fresh_exec;
+             INSERT INTO test_commits (test_id, commit_id, flags, failures)
+                 SELECT test_id, commit_id, flags, failures FROM temp.fresh_commits ORDER BY commit_id, test_id;
+             DROP TABLE temp.fresh_commits;",
+        )?;
+        done += 1;
         step(done, "slo_events");
         tx.execute_batch(
             "INSERT INTO slo_events (slo, subject, repository_id, at, good)
@@ -258,7 +290,10 @@ impl FreshLoad<'_> {
             done += 1;
         }
         step(done, "commit");
-        tx.execute_batch("DROP TABLE temp.fresh_runs;")?;
+        // What follows the load on this connection (recording the merges,
+        // settling: writes all over `changes`, `slo_events`, `slo_hourly`)
+        // gets the load's cache back.
+        tx.pragma_update(None, "cache_size", -(MAIN_CACHE_MIB * 1024))?;
         self.tx.commit()?;
         Ok(())
     }
@@ -273,117 +308,3 @@ impl FreshLoad<'_> {
         self.staging.staged
     }
 }
-
-/// The set-based build of the per-test tables, in order (`{DAY}`: the UTC
-/// day of `at`). `fresh_exec` holds each counted result (`failed`,
-/// `retry_pass`, and `flip`: the outcome differs from the test's previous
-/// result in run order); `fresh_commits` each test's results on one commit:
-/// the first run, the first pass, failure and pass after a retry, and
-/// `flaky_run`, the run whose result made the commit flaky.
-const BUILD: &[(&str, &str)] = &[
-    (
-        "executions",
-        "CREATE TEMP TABLE fresh_exec (
-             test_id    INTEGER NOT NULL,
-             run_id     INTEGER NOT NULL,
-             commit_id  INTEGER NOT NULL,
-             at         INTEGER NOT NULL,
-             failed     INTEGER NOT NULL,
-             retry_pass INTEGER NOT NULL,
-             flip       INTEGER NOT NULL,
-             PRIMARY KEY (test_id, run_id)
-         ) WITHOUT ROWID;
-         INSERT INTO temp.fresh_exec (test_id, run_id, commit_id, at, failed, retry_pass, flip)
-             SELECT test_id, run_id, commit_id, at, failed, retry_pass, flip FROM temp.fresh_counted
-             ORDER BY test_id, run_id;
-         DROP TABLE temp.fresh_counted;",
-    ),
-    (
-        "test_commits",
-        "CREATE TEMP TABLE fresh_commits (
-             test_id      INTEGER NOT NULL,
-             commit_id    INTEGER NOT NULL,
-             first_run    INTEGER NOT NULL,
-             pass_run     INTEGER,
-             fail_run     INTEGER,
-             retry_run    INTEGER,
-             fail_count   INTEGER NOT NULL,
-             flaky_run    INTEGER,
-             PRIMARY KEY (test_id, commit_id)
-         ) WITHOUT ROWID;
-         INSERT INTO temp.fresh_commits
-             SELECT test_id, commit_id, first_run, pass_run, fail_run, retry_run, fail_count,
-                    CASE WHEN retry_run IS NOT NULL AND (pass_run IS NULL OR fail_run IS NULL) THEN retry_run
-                         WHEN pass_run IS NOT NULL AND fail_run IS NOT NULL AND retry_run IS NULL
-                             THEN max(pass_run, fail_run)
-                         WHEN pass_run IS NOT NULL AND fail_run IS NOT NULL
-                             THEN min(retry_run, max(pass_run, fail_run))
-                    END
-             FROM (SELECT test_id, commit_id, min(run_id) AS first_run, sum(failed) AS fail_count,
-                          min(CASE WHEN failed = 0 THEN run_id END) AS pass_run,
-                          min(CASE WHEN failed = 1 THEN run_id END) AS fail_run,
-                          min(CASE WHEN retry_pass = 1 THEN run_id END) AS retry_run
-                   FROM temp.fresh_exec GROUP BY test_id, commit_id);
-         INSERT INTO test_commits (test_id, commit_id, flags, failures)
-             SELECT test_id, commit_id,
-                    (pass_run IS NOT NULL) | ((fail_run IS NOT NULL) << 1) | ((retry_run IS NOT NULL) << 2)
-                        | ((flaky_run IS NOT NULL) << 3),
-                    fail_count
-             FROM temp.fresh_commits ORDER BY commit_id, test_id;",
-    ),
-    (
-        "test_days",
-        "INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
-             SELECT test_id, day, sum(runs), sum(passes), sum(failures), sum(flips), sum(commits), sum(flaky),
-                    sum(flaky_failures)
-             FROM (SELECT test_id, {DAY} AS day, 1 AS runs, 1 - failed AS passes, failed AS failures,
-                          flip AS flips, 0 AS commits, 0 AS flaky, 0 AS flaky_failures
-                   FROM temp.fresh_exec
-                   UNION ALL
-                   SELECT c.test_id, {DAY}, 0, 0, 0, 0, 1, 0, 0
-                   FROM temp.fresh_commits c JOIN temp.fresh_runs f ON f.run_id = c.first_run
-                   UNION ALL
-                   SELECT c.test_id, {DAY}, 0, 0, 0, 0, 0, 1, 0
-                   FROM temp.fresh_commits c JOIN temp.fresh_runs f ON f.run_id = c.flaky_run
-                   UNION ALL
-                   SELECT test_id, {DAY}, 0, 0, 0, 0, 0, 0, 1
-                   FROM (SELECT e.test_id, CASE WHEN e.run_id <= c.flaky_run THEN f.at ELSE e.at END AS at
-                         FROM temp.fresh_exec e
-                         JOIN temp.fresh_commits c ON c.test_id = e.test_id AND c.commit_id = e.commit_id
-                         JOIN temp.fresh_runs f ON f.run_id = c.flaky_run
-                         WHERE e.failed = 1 OR e.retry_pass = 1))
-             GROUP BY test_id, day;",
-    ),
-    (
-        "per-test counters",
-        "CREATE TEMP TABLE fresh_tests AS
-             SELECT test_id, min(at) AS first_seen, max(at) AS last_seen, max(run_id) AS last_run,
-                    max(CASE WHEN failed = 1 THEN run_id END) AS last_failure_run
-             FROM temp.fresh_exec GROUP BY test_id;
-         CREATE TEMP TABLE fresh_test_days AS
-             SELECT test_id, sum(runs) AS runs, sum(passes) AS passes, sum(failures) AS failures,
-                    sum(flips) AS flips, sum(commits) AS commits, sum(flaky_commits) AS flaky_commits,
-                    sum(flaky_failures) AS flaky_failures
-             FROM test_days WHERE test_id IN (SELECT test_id FROM temp.fresh_tests) GROUP BY test_id;
-         UPDATE tests SET (runs, passes, failures, flips, commits, flaky_commits, flaky_failures,
-                           last_failed, first_seen, last_seen, last_failure_run_id, last_failure_at,
-                           first_seen_flaky) =
-             (d.runs, d.passes, d.failures, d.flips, d.commits, d.flaky_commits, d.flaky_failures,
-              (SELECT failed FROM temp.fresh_exec e WHERE e.test_id = x.test_id AND e.run_id = x.last_run),
-              x.first_seen, x.last_seen, x.last_failure_run,
-              (SELECT at FROM temp.fresh_runs f WHERE f.run_id = x.last_failure_run),
-              (SELECT f.at FROM temp.fresh_runs f WHERE f.run_id =
-                  (SELECT min(flaky_run) FROM temp.fresh_commits c WHERE c.test_id = x.test_id)))
-             FROM temp.fresh_tests x JOIN temp.fresh_test_days d ON d.test_id = x.test_id
-             WHERE tests.id = x.test_id;
-         DROP TABLE temp.fresh_tests;
-         DROP TABLE temp.fresh_test_days;
-         DROP TABLE temp.fresh_exec;
-         DROP TABLE temp.fresh_commits;",
-    ),
-    (
-        "test_events",
-        "INSERT INTO test_events (run_id, repository_id, at, good, total)
-             SELECT run_id, repository_id, at, good, total FROM temp.fresh_runs WHERE total > 0 ORDER BY run_id;",
-    ),
-];

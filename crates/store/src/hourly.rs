@@ -85,6 +85,17 @@ impl Suspended {
     }
 }
 
+/// [`Suspended::flush`] for code that does not hold the batch's
+/// [`Suspended`]: write the increments added up so far, if a batch on this
+/// thread is adding them up.
+pub(crate) fn flush_suspended(tx: &Connection) -> rusqlite::Result<()> {
+    let rollup = ROLLUP.with(|r| r.borrow_mut().as_mut().map(std::mem::take));
+    match rollup {
+        Some(rollup) => write(tx, rollup),
+        None => Ok(()),
+    }
+}
+
 fn write(tx: &Connection, rollup: Rollup) -> rusqlite::Result<()> {
     {
         let mut rows: Vec<_> = rollup.into_iter().collect();

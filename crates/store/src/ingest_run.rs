@@ -281,6 +281,10 @@ pub struct Prepared {
     pub run: NewRun,
     pub(crate) hash: String,
     pub(crate) future_times: bool,
+    /// The normalized text of each of the run's failures with a
+    /// fingerprint, in order (`fingerprints.normalized`): computed on the
+    /// preparing thread rather than while the run is stored.
+    pub(crate) normalized: Vec<String>,
 }
 
 impl Prepared {
@@ -291,10 +295,17 @@ impl Prepared {
             plausible::without_future_times(&report, to_ms(now) + policy.max_future_skew_ms);
         let future_times = plausible.is_some();
         let run = plausible.unwrap_or(report);
+        let normalized = run
+            .failures
+            .iter()
+            .filter_map(|f| f.fingerprint.as_ref().map(|_| f))
+            .map(|f| crate::classify::normalize_fingerprint(&f.evidence))
+            .collect();
         Prepared {
             hash: content_hash(&run),
             run,
             future_times,
+            normalized,
         }
     }
 }
@@ -312,18 +323,21 @@ pub(crate) fn ingest_in(
     let future_times = plausible.is_some();
     let report = plausible.as_ref().unwrap_or(report);
     let hash = content_hash(report);
-    ingest_checked(tx, report, &hash, future_times, policy, now_ms, None)
+    ingest_checked(tx, report, &hash, future_times, None, policy, now_ms, None)
 }
 
 /// [`ingest_in`] of a run already redacted and checked (`hash` its content
-/// hash). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
+/// hash; `normalized`: its failures' normalized texts, [`Prepared`], when
+/// already computed). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
 /// this one could be, and its test results are staged for the load's
 /// set-based counting instead of counted here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest_checked(
     tx: &Connection,
     report: &NewRun,
     hash: &str,
     future_times: bool,
+    normalized: Option<&[String]>,
     policy: &Policy,
     now_ms: i64,
     fresh: Option<&mut Staging>,
@@ -520,6 +534,8 @@ pub(crate) fn ingest_checked(
             run_id,
             &repo.path,
             &run.failures,
+            // A merged update stores other failures than the report's.
+            normalized.filter(|_| std::ptr::eq(run, report)),
             event_ms,
             live,
             status == IngestStatus::Updated,

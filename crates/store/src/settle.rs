@@ -6,7 +6,7 @@ use crate::counting::{Counting, Sink, count_run, data_quality, slo_event};
 use crate::error::StoreError;
 use crate::merge_counts::{DecidedChange, count_merge_with};
 use crate::policy::{Policy, moves_live_counters};
-use crate::{REPOSITORY_ID, Store, from_ms, to_ms, upsert_repository};
+use crate::{REPOSITORY_ID, Store, from_ms, hourly, tally, to_ms, upsert_repository};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, RepositoryRef, RunState, Trigger};
 use ci_slo_core::slo::{self, ContextAttempt, SloId};
@@ -107,6 +107,10 @@ pub(crate) fn decide_pending(
     Ok(ids)
 }
 
+/// From this many changes due on, [`Store::settle`] adds their counters and
+/// hourly rollup up in memory (`tally::Buffered`, `hourly::Suspended`).
+const MANY_CHANGES: i64 = 1_000;
+
 pub(crate) fn decide_changes(
     tx: &Connection,
     policy: &Policy,
@@ -132,7 +136,13 @@ pub(crate) fn decide_changes(
             ))
         })?
         .collect::<Result<_, _>>()?;
-    for (change_id, repository_id, forge, path, head_sha, merged_at) in &due {
+    for (i, (change_id, repository_id, forge, path, head_sha, merged_at)) in due.iter().enumerate()
+    {
+        // The hourly increments added up in memory (many changes, see
+        // `Store::settle`) are written now and then: memory stays flat.
+        if i % MANY_CHANGES as usize == MANY_CHANGES as usize - 1 {
+            hourly::flush_suspended(tx)?;
+        }
         let forge: Forge = forge.parse().unwrap_or(Forge::Generic);
         let head = match head_sha {
             Some(h) => Some(h.clone()),
@@ -274,6 +284,22 @@ impl Store {
         let tx = self.write_tx()?;
         let now_ms = to_ms(now);
         let settle = settle_ms.unwrap_or(policy.merge_settle_ms);
+        // Many changes to decide at once (after a bulk import: 70 k for a
+        // 1 M-run Cockpit file): their counters and hourly rollup are added
+        // up in memory and written once, as a batch of runs does (three SLO
+        // events per change would otherwise cost two rollup upserts and a
+        // counter upsert or two each).
+        let due: i64 = tx.query_row(
+            "SELECT count(*) FROM changes WHERE decided_at IS NULL AND merged_at IS NOT NULL
+               AND merged_at <= ?1 AND last_activity <= ?1",
+            [now_ms - settle],
+            |r| r.get(0),
+        )?;
+        let (rollup, buffer) = if due >= MANY_CHANGES {
+            (hourly::Suspended::start(&tx)?, tally::Buffered::start())
+        } else {
+            (None, None)
+        };
         // Runs that waited long enough for their trigger are counted as they are.
         let expired = decide_pending(
             &tx,
@@ -291,6 +317,12 @@ impl Store {
             runs_lost: count_lost_runs(&tx, policy, now_ms)?,
             triggers_expired: expired.len(),
         };
+        if let Some(buffer) = buffer {
+            buffer.flush(&tx)?;
+        }
+        if let Some(rollup) = rollup {
+            rollup.finish(&tx)?;
+        }
         tx.commit()?;
         Ok(stats)
     }

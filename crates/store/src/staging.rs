@@ -1,36 +1,46 @@
-//! Where a fresh load's test results wait for the set-based counting
+//! Where a fresh load's test results wait for the per-test counting
 //! ([`Staging`]): tests and commits interned in memory, results written
 //! straight into `results`, the integers the per-test counters need appended
-//! to scratch tables (see `fresh.rs`).
+//! to a scratch table, and at the end one pass over them in (test, run) order
+//! that writes every `tests`, `test_days` and `test_commits` row once
+//! ([`Staging::write_tests`], see `fresh.rs`).
 
 use crate::model::{TestOutcome, TestResult};
+use crate::test_step::Step;
 use crate::{hourly, results};
 use rusqlite::{Connection, params};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// Where a fresh load's test results wait for the set-based counting.
+/// Where a fresh load's test results wait for the per-test counting.
 ///
 /// Tests and commits are interned here, in memory, in the order the per-run
 /// path interns them (a run's tests in order of first appearance, runs in id
-/// order): a new (repository, context, name) gets the next `tests` id and its
-/// row at once, so each result is written straight into `results` with its
-/// test id (a run's results sorted by test id: appended in key order), and
-/// only integers wait in a scratch table for the per-test counting.
+/// order): a new (repository, context, name) gets the next `tests` id at
+/// once (its row is written at the end, with its counters: no random insert
+/// into the tests' text index per new test while runs are stored), so each
+/// result is written straight into `results` with its test id (a run's
+/// results sorted by test id: appended in key order), and only integers wait
+/// in a scratch table for the per-test counting.
 pub(crate) struct Staging {
     pub(crate) staged: usize,
     /// Test names, interned once whatever their context.
     names: HashMap<String, u32>,
+    /// Name key → name.
+    name_texts: Vec<String>,
     /// repository id → context → index into `tests`.
     contexts: HashMap<i64, HashMap<String, u32>>,
+    /// Context index → (repository id, context).
+    context_texts: Vec<(i64, String)>,
     /// Per (repository, context): name index → test id.
     tests: Vec<HashMap<u32, i64>>,
+    /// Per test interned here (ids from `first_test` on): (context index,
+    /// name key).
+    test_rows: Vec<(u32, u32)>,
+    first_test: i64,
     next_test: i64,
     /// repository id → sha → commit id.
     commits: HashMap<i64, HashMap<String, i64>>,
     next_commit: i64,
-    /// Per test id: whether its latest counted result (in run order) failed,
-    /// for the flips (0 none yet, 1 passed, 2 failed).
-    last: Vec<u8>,
 }
 
 impl Staging {
@@ -42,46 +52,43 @@ impl Staging {
                 |r| r.get(0),
             )
         };
+        let first_test = next("tests")?;
         Ok(Staging {
             staged: 0,
             names: HashMap::new(),
+            name_texts: Vec::new(),
             contexts: HashMap::new(),
+            context_texts: Vec::new(),
             tests: Vec::new(),
-            next_test: next("tests")?,
+            test_rows: Vec::new(),
+            first_test,
+            next_test: first_test,
             commits: HashMap::new(),
             next_commit: next("commits")?,
-            last: Vec::new(),
         })
     }
 
-    /// The id of the test `name` of `run`'s repository and context (`context`
-    /// its index), its `tests` row written when it is new.
-    fn test(
-        &mut self,
-        tx: &Connection,
-        run: &results::RunOf<'_>,
-        context: usize,
-        name: &str,
-    ) -> rusqlite::Result<i64> {
+    /// The id of the test `name` of the repository and context `context`
+    /// (its index), interned now when it is new (its row is written by
+    /// [`Staging::write_tests`]).
+    fn test(&mut self, context: usize, name: &str) -> i64 {
         let next_name = self.names.len() as u32;
         let name_key = match self.names.get(name) {
             Some(k) => *k,
             None => {
                 self.names.insert(name.to_owned(), next_name);
+                self.name_texts.push(name.to_owned());
                 next_name
             }
         };
         if let Some(id) = self.tests[context].get(&name_key) {
-            return Ok(*id);
+            return *id;
         }
         let id = self.next_test;
-        tx.prepare_cached(
-            "INSERT INTO tests (id, repository_id, context, name) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![id, run.repository_id, run.context, name])?;
         self.tests[context].insert(name_key, id);
+        self.test_rows.push((context as u32, name_key));
         self.next_test += 1;
-        Ok(id)
+        id
     }
 
     /// The index of `run`'s (repository, context) into `tests`.
@@ -92,6 +99,8 @@ impl Staging {
             Some(k) => *k,
             None => {
                 of_repository.insert(run.context.to_owned(), next);
+                self.context_texts
+                    .push((run.repository_id, run.context.to_owned()));
                 self.tests.push(HashMap::new());
                 next
             }
@@ -134,7 +143,7 @@ impl Staging {
         let mut unique: Vec<(i64, &TestResult, &TestResult)> = Vec::with_capacity(tests.len());
         let mut index: HashMap<i64, usize> = HashMap::new();
         for t in tests {
-            let id = self.test(tx, run, context, &t.name)?;
+            let id = self.test(context, &t.name);
             let found = if tests.len() <= 16 {
                 unique.iter().position(|(i, _, _)| *i == id)
             } else {
@@ -151,8 +160,8 @@ impl Staging {
         let (mut good, mut total) = (0i64, 0i64);
         {
             let mut counted_row = tx.prepare_cached(
-                "INSERT INTO temp.fresh_counted (test_id, run_id, commit_id, at, failed, retry_pass, flip)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO temp.fresh_counted (test_id, run_id, commit_id, at, failed, retry_pass)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (id, first, _) in &unique {
                 // What the first result counts as; skipped counts nothing.
@@ -163,14 +172,8 @@ impl Staging {
                 };
                 total += 1;
                 good += i64::from(!failed);
-                let slot = (*id - 1) as usize;
-                if self.last.len() <= slot {
-                    self.last.resize(slot + 1, 0);
-                }
-                let flip = self.last[slot] != 0 && (self.last[slot] == 2) != failed;
-                self.last[slot] = if failed { 2 } else { 1 };
                 counted_row.execute(params![
-                    id, run.run_id, commit_id, run.at_ms, failed, retry_pass, flip
+                    id, run.run_id, commit_id, run.at_ms, failed, retry_pass
                 ])?;
             }
         }
@@ -197,18 +200,14 @@ impl Staging {
             ])?;
             self.staged += 1;
         }
-        tx.prepare_cached(
-            "INSERT INTO temp.fresh_runs (run_id, repository_id, at, good, total, commit_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            run.run_id,
-            run.repository_id,
-            run.at_ms,
-            good,
-            total,
-            commit_id
-        ])?;
+        // The run's test_success events: its `test_events` row, appended in
+        // run order (its index is built at the end of the load).
+        if total > 0 {
+            tx.prepare_cached(
+                "INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![run.run_id, run.repository_id, run.at_ms, good, total])?;
+        }
         if total > 0 {
             hourly::add(
                 run.repository_id,
@@ -222,3 +221,163 @@ impl Staging {
         Ok(())
     }
 }
+
+/// A counted result as `temp.fresh_exec` holds it, in (test, run) order.
+struct Execution {
+    test_id: i64,
+    run_id: i64,
+    commit_id: i64,
+    at: i64,
+    failed: bool,
+    retry_pass: bool,
+}
+
+/// What a test's counted results add up to (`tests`' counters).
+#[derive(Default)]
+struct Totals {
+    runs: i64,
+    passes: i64,
+    failures: i64,
+    flips: i64,
+    commits: i64,
+    flaky_commits: i64,
+    flaky_failures: i64,
+    last_failed: Option<bool>,
+    first_seen: Option<i64>,
+    last_seen: Option<i64>,
+    last_failure: Option<(i64, i64)>,
+    first_flaky: Option<i64>,
+}
+
+/// A `test_days` row's counters: runs, passes, failures, flips, commits,
+/// flaky commits, flaky failures.
+type Day = [i64; 7];
+
+impl Staging {
+    /// Free what only interning needs (the load stored its last run):
+    /// [`Staging::write_tests`] needs the interned tests' names only.
+    pub(crate) fn stop_interning(&mut self) {
+        self.names = HashMap::new();
+        self.contexts = HashMap::new();
+        self.tests = Vec::new();
+        self.commits = HashMap::new();
+    }
+
+    /// Write every test interned by the load with its counters, its
+    /// `test_days` rows and (into `temp.fresh_commits`, for a sort by the
+    /// table's key) its `test_commits` rows, from the counted results in
+    /// `temp.fresh_exec`: one pass in (test, run) order, each result moving
+    /// its test's counters, day and commit by the per-run path's own rule
+    /// ([`Step`], as `results::count` applies it), so the rows are the ones
+    /// counting run by run gives. Tests in id order (`tests` appended),
+    /// days in (test, day) order (`test_days` appended).
+    pub(crate) fn write_tests(&self, tx: &Connection) -> rusqlite::Result<()> {
+        let mut exec = tx.prepare(
+            "SELECT test_id, run_id, commit_id, at, failed, retry_pass FROM temp.fresh_exec
+             ORDER BY test_id, run_id",
+        )?;
+        let mut rows = exec.query([])?;
+        let mut next = || -> rusqlite::Result<Option<Execution>> {
+            Ok(match rows.next()? {
+                Some(r) => Some(Execution {
+                    test_id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    commit_id: r.get(2)?,
+                    at: r.get(3)?,
+                    failed: r.get(4)?,
+                    retry_pass: r.get(5)?,
+                }),
+                None => None,
+            })
+        };
+        let mut insert_test = tx.prepare(
+            "INSERT INTO tests (id, repository_id, context, name, runs, passes, failures, flips, commits,
+                 flaky_commits, flaky_failures, last_failed, first_seen, last_seen, last_failure_run_id,
+                 last_failure_at, first_seen_flaky)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )?;
+        let mut insert_day = tx.prepare(
+            "INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits,
+                 flaky_failures)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut insert_commit = tx.prepare(
+            "INSERT INTO temp.fresh_commits (commit_id, test_id, flags, failures) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        // A test's commits (flags, failures) and days, emptied per test.
+        let mut commits: HashMap<i64, (i64, i64)> = HashMap::new();
+        let mut days: BTreeMap<i64, Day> = BTreeMap::new();
+        let mut pending = next()?;
+        for (i, (context, name)) in self.test_rows.iter().enumerate() {
+            let id = self.first_test + i as i64;
+            let mut t = Totals::default();
+            commits.clear();
+            days.clear();
+            while let Some(e) = pending.as_ref().filter(|e| e.test_id == id) {
+                let stored = commits.get(&e.commit_id).copied();
+                let step = Step::of(stored, t.last_failed, e.failed, u32::from(e.retry_pass));
+                commits.insert(e.commit_id, (step.flags, step.commit_failures));
+                let flaky = i64::from(step.became_flaky);
+                t.runs += 1;
+                t.passes += step.passes;
+                t.failures += step.failures;
+                t.flips += step.flip;
+                t.commits += step.new_commit;
+                t.flaky_commits += flaky;
+                t.flaky_failures += step.flaky_failures;
+                t.last_failed = Some(e.failed);
+                t.first_seen = Some(t.first_seen.map_or(e.at, |f| f.min(e.at)));
+                t.last_seen = Some(t.last_seen.map_or(e.at, |l| l.max(e.at)));
+                if e.failed {
+                    t.last_failure = Some((e.run_id, e.at));
+                }
+                if step.became_flaky && t.first_flaky.is_none() {
+                    t.first_flaky = Some(e.at);
+                }
+                let day = days.entry(e.at.div_euclid(DAY_MS)).or_default();
+                for (v, by) in day.iter_mut().zip([
+                    1,
+                    step.passes,
+                    step.failures,
+                    step.flip,
+                    step.new_commit,
+                    flaky,
+                    step.flaky_failures,
+                ]) {
+                    *v += by;
+                }
+                pending = next()?;
+            }
+            let (repository_id, context) = &self.context_texts[*context as usize];
+            insert_test.execute(params![
+                id,
+                repository_id,
+                context,
+                self.name_texts[*name as usize],
+                t.runs,
+                t.passes,
+                t.failures,
+                t.flips,
+                t.commits,
+                t.flaky_commits,
+                t.flaky_failures,
+                t.last_failed,
+                t.first_seen,
+                t.last_seen,
+                t.last_failure.map(|f| f.0),
+                t.last_failure.map(|f| f.1),
+                t.first_flaky,
+            ])?;
+            for (day, c) in &days {
+                insert_day.execute(params![id, day, c[0], c[1], c[2], c[3], c[4], c[5], c[6]])?;
+            }
+            for (commit_id, (flags, failures)) in &commits {
+                insert_commit.execute(params![commit_id, id, flags, failures])?;
+            }
+        }
+        debug_assert!(pending.is_none(), "a counted result of a test not interned");
+        Ok(())
+    }
+}
+
+const DAY_MS: i64 = 86_400_000;

@@ -2313,3 +2313,99 @@ fn upgrading_from_schema_14_codes_every_trigger_state_and_source_and_keeps_their
         .unwrap();
     assert!(plan.contains("runs_trigger_at"), "{plan}");
 }
+
+/// Settling many changes at once (after a bulk import) adds their counters
+/// and hourly rollup up in memory: the same rows and metric state as
+/// settling them a few hundred at a time, which goes through the triggers.
+#[test]
+fn settling_many_changes_at_once_stores_and_counts_what_settling_a_few_at_a_time_does() {
+    let p = policy();
+    let changes = 1_100;
+    let repository = RepositoryRef {
+        forge: Forge::Generic,
+        path: "acme/shop".into(),
+    };
+    let mut at_once = Store::open_in_memory().unwrap();
+    let mut a_few = Store::open_in_memory().unwrap();
+    for store in [&mut at_once, &mut a_few] {
+        for i in 0..changes {
+            let commit = format!("c{i}");
+            let state = if i % 3 == 0 {
+                RunState::Failure
+            } else {
+                RunState::Success
+            };
+            store
+                .ingest_run(&run("ci", &commit, 0, state), &p, now())
+                .unwrap();
+            if i % 3 == 0 && i % 2 == 0 {
+                store
+                    .ingest_run(&run("ci", &commit, 1, RunState::Success), &p, now())
+                    .unwrap();
+            }
+        }
+    }
+    let merge = |store: &mut Store, i: i64| {
+        store
+            .record_merge(
+                &repository,
+                i + 1,
+                Some(&format!("c{i}")),
+                now() - Duration::minutes(17 * i),
+                now(),
+            )
+            .unwrap();
+    };
+    for i in 0..changes {
+        merge(&mut at_once, i);
+    }
+    assert_eq!(
+        at_once.settle(&p, now(), Some(0)).unwrap().changes_decided,
+        changes as usize
+    );
+    let mut decided = 0;
+    for chunk in (0..changes).collect::<Vec<_>>().chunks(300) {
+        for i in chunk {
+            merge(&mut a_few, *i);
+        }
+        decided += a_few.settle(&p, now(), Some(0)).unwrap().changes_decided;
+    }
+    assert_eq!(decided, changes as usize);
+    let rows = |store: &Store, sql: &str| -> Vec<String> {
+        let conn = store.connection();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            Ok((0..n)
+                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join(" "))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    for sql in [
+        "SELECT * FROM slo_hourly ORDER BY 1, 2, 3",
+        "SELECT * FROM slo_events ORDER BY 1, 2",
+        "SELECT * FROM changes ORDER BY id",
+        "SELECT name, sql FROM sqlite_master ORDER BY name",
+    ] {
+        let (got, want) = (rows(&at_once, sql), rows(&a_few, sql));
+        assert!(got.len() > 3, "{sql}: {got:?}");
+        assert_eq!(got, want, "{sql}");
+    }
+    assert_eq!(
+        at_once.metric_state().unwrap(),
+        a_few.metric_state().unwrap()
+    );
+    // The rollup holds every change's events.
+    assert_eq!(
+        rows(
+            &at_once,
+            "SELECT sum(total) FROM slo_hourly WHERE repository_id = 0 AND slo IN
+                 (SELECT DISTINCT slo FROM slo_events)"
+        ),
+        rows(&at_once, "SELECT count(*) FROM slo_events")
+    );
+}

@@ -571,6 +571,7 @@ fn import_in_batches(
             )
         })
         .collect();
+    tracing::debug!(merges = merges.len(), "recording the merges");
     for chunk in merges.chunks(BATCH_RUNS) {
         store.in_transaction(&mut |s| {
             for (repository, number, revision, merged_at) in chunk {
@@ -580,8 +581,10 @@ fn import_in_batches(
         })?;
     }
     // Everything imported is history: decide the changes now.
+    tracing::debug!("settling");
     stats.changes_decided = store.settle(policy, now, Some(0))?.changes_decided;
     if let Some(bulk) = store.bulk_load() {
+        tracing::debug!("checkpoint");
         bulk.checkpoint()?;
     }
     Ok(stats)
