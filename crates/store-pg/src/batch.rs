@@ -32,6 +32,7 @@ impl PgStore {
         let ended = self.client.get_mut().batch_execute(end);
         let v = out?;
         ended.map_err(|e| E::from(self.lose(e.into())))?;
+        self.vacuum_if_due();
         Ok(v)
     }
 

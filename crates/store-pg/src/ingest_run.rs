@@ -167,7 +167,12 @@ impl PgStore {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, PgStoreError> {
-        self.retrying(|store| store.ingest_once(run, policy, now))
+        let out = self.retrying(|store| store.ingest_once(run, policy, now))?;
+        if matches!(out.status, IngestStatus::Created | IngestStatus::Updated) {
+            self.counter_rows_moved(run.tests.len() as u64);
+        }
+        self.vacuum_if_due();
+        Ok(out)
     }
 
     fn ingest_once(

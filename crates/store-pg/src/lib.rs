@@ -71,6 +71,7 @@ mod test_slo;
 pub mod testing;
 mod timeline;
 mod ui;
+pub mod vacuum;
 
 pub use error::{PgStoreError, describe, kind_of_code};
 pub use statements::{Read, Sql, Tx};
@@ -103,6 +104,8 @@ pub struct PgStore {
     /// Whether `read_consistent` holds a transaction open on the
     /// connection (never made again inside one).
     pinned: Cell<bool>,
+    /// The counter tables' own vacuum (`vacuum.rs`).
+    vacuum: vacuum::CounterVacuum,
 }
 
 impl PgStore {
@@ -147,6 +150,7 @@ impl PgStore {
             shown: shown.to_string(),
             link: reconnect::Link::default(),
             pinned: Cell::new(false),
+            vacuum: vacuum::CounterVacuum::default(),
         })
     }
 

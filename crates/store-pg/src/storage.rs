@@ -187,7 +187,9 @@ impl Engine for PgStore {
 
     fn commit_batch(&mut self) -> Result<(), StoreError> {
         self.in_batch = false;
-        self.control("COMMIT")
+        self.control("COMMIT")?;
+        self.vacuum_if_due();
+        Ok(())
     }
 
     fn rollback_batch(&mut self) {

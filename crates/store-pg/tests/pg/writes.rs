@@ -824,3 +824,79 @@ fn two_replicas_storing_the_same_news_of_a_run_at_once_store_and_count_it_once()
         assert_all_same(&sqlite, &mut pg);
     }
 }
+
+/// How many times the counter tables were vacuumed by hand (not by
+/// autovacuum), as the server counts it.
+fn manual_vacuums(pg: &mut PgStore) -> i64 {
+    pg.client()
+        .query_one(
+            "SELECT coalesce(sum(vacuum_count), 0)::bigint FROM pg_stat_user_tables
+             WHERE relname IN ('tests', 'test_days')",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn the_counter_tables_are_vacuumed_after_a_commit_once_enough_rows_moved_and_answers_stay() {
+    let policy = Policy::from_config(&Config::default());
+    let (mut sqlite, mut pg, _db) = stores("counter_vacuum");
+    // Runs of 40 tests: due after 100 moved rows, i.e. within the third run.
+    pg.set_counter_vacuum_every(100);
+    let runs: Vec<NewRun> = (0..5i64)
+        .map(|i| {
+            // Two attempts of each commit: its second run moves `test_commits`.
+            let mut r = run(
+                "o/a",
+                "ci/test",
+                (i % 2) as u32,
+                RunState::Success,
+                [
+                    Some(2000 - i * 100),
+                    Some(1990 - i * 100),
+                    Some(1900 - i * 100),
+                ],
+            );
+            r.commit = format!("c{}", i / 2);
+            r.tests = (0..40)
+                .map(|t| {
+                    let failed = (t + i) % 7 == 0;
+                    test(
+                        &format!("t{t}"),
+                        if failed {
+                            TestOutcome::Failed
+                        } else {
+                            TestOutcome::Passed
+                        },
+                        0,
+                    )
+                })
+                .collect();
+            r
+        })
+        .collect();
+    // Two runs one by one: 80 rows moved, nothing due yet.
+    for r in &runs[..2] {
+        ingest_both(&mut sqlite, &mut pg, r, &policy, now());
+    }
+    assert_eq!(pg.counter_vacuums(), 0);
+    // Inside a batch nothing is vacuumed (VACUUM cannot run in a
+    // transaction); after its commit the tables are.
+    let a = sqlite.ingest_batch(&runs[2..], &policy, now()).unwrap();
+    let b = pg.ingest_batch(&runs[2..], &policy, now()).unwrap();
+    assert_eq!(b, a);
+    assert_eq!(pg.counter_vacuums(), 1);
+    assert!(manual_vacuums(&mut pg) >= 2, "both tables vacuumed");
+    // Every counter as SQLite's.
+    assert_all_same(&sqlite, &mut pg);
+    // A replay moves nothing, and 0 turns it off.
+    pg.set_counter_vacuum_every(0);
+    for r in &runs {
+        assert_eq!(
+            pg.ingest_run(r, &policy, now()).unwrap().status,
+            IngestStatus::Unchanged
+        );
+    }
+    assert_eq!(pg.counter_vacuums(), 1);
+}
