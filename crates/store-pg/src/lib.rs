@@ -65,6 +65,7 @@ mod settle;
 mod statements;
 pub mod storage;
 pub mod tally;
+mod test_identity;
 mod test_index;
 mod test_slo;
 #[cfg(feature = "testing")]
@@ -103,6 +104,9 @@ pub struct PgStore {
     /// Whether `read_consistent` holds a transaction open on the
     /// connection (never made again inside one).
     pinned: Cell<bool>,
+    /// The identities of the tests the snapshot's reads have named
+    /// (`test_identity.rs`).
+    identities: RefCell<test_identity::Identities>,
 }
 
 impl PgStore {
@@ -147,6 +151,7 @@ impl PgStore {
             shown: shown.to_string(),
             link: reconnect::Link::default(),
             pinned: Cell::new(false),
+            identities: RefCell::default(),
         })
     }
 
