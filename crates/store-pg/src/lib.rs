@@ -65,6 +65,7 @@ mod settle;
 mod statements;
 pub mod storage;
 pub mod tally;
+mod test_identity;
 mod test_index;
 mod test_slo;
 #[cfg(feature = "testing")]
@@ -106,6 +107,9 @@ pub struct PgStore {
     pinned: Cell<bool>,
     /// The counter tables' own vacuum (`vacuum.rs`).
     vacuum: vacuum::CounterVacuum,
+    /// The identities of the tests the snapshot's reads have named
+    /// (`test_identity.rs`).
+    identities: RefCell<test_identity::Identities>,
 }
 
 impl PgStore {
@@ -151,6 +155,7 @@ impl PgStore {
             link: reconnect::Link::default(),
             pinned: Cell::new(false),
             vacuum: vacuum::CounterVacuum::default(),
+            identities: RefCell::default(),
         })
     }
 

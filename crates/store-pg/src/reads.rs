@@ -29,22 +29,34 @@ impl PgStore {
         since: DateTime<Utc>,
         min_runs: u64,
     ) -> Result<Vec<(String, String, String, TestStats)>, PgStoreError> {
-        let rows = self.read().query(
-            "SELECT repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits, d.flips,
-                    d.flaky_failures
-             FROM (SELECT test_id, sum(runs)::bigint AS runs, sum(failures)::bigint AS failures,
-                          sum(commits)::bigint AS commits, sum(flaky_commits)::bigint AS flaky_commits,
-                          sum(flips)::bigint AS flips, sum(flaky_failures)::bigint AS flaky_failures
-                   FROM test_days WHERE day >= $1 GROUP BY test_id) d
-             JOIN tests t ON t.id = d.test_id JOIN repositories repo ON repo.id = t.repository_id
-             ORDER BY d.test_id",
+        // The counters first, then the tests' names from the cache
+        // (`test_identity.rs`): joining `tests` read its every page.
+        let mut client = self.reader();
+        let rows = client.query(
+            "SELECT test_id::bigint, sum(runs)::bigint, sum(failures)::bigint, sum(commits)::bigint,
+                    sum(flaky_commits)::bigint, sum(flips)::bigint, sum(flaky_failures)::bigint
+             FROM test_days WHERE day >= $1 GROUP BY test_id ORDER BY test_id",
             &[&since.timestamp_millis().div_euclid(86_400_000)],
         )?;
+        let repos: HashMap<i64, String> = client
+            .query("SELECT id, path FROM repositories", &[])?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let names = self.test_identities(&mut client, &ids)?;
         Ok(rows
             .iter()
             .filter_map(|r| {
-                flaky::from_counts(counts_at(r, 3), min_runs)
-                    .map(|stats| (r.get(0), r.get(1), r.get(2), stats))
+                let test = names.get(&r.get::<_, i64>(0))?;
+                flaky::from_counts(counts_at(r, 1), min_runs).map(|stats| {
+                    (
+                        repos.get(&test.repository_id).cloned().unwrap_or_default(),
+                        test.context.clone(),
+                        test.name.clone(),
+                        stats,
+                    )
+                })
             })
             .collect())
     }

@@ -588,3 +588,77 @@ fn read_consistent_reads_one_snapshot_while_another_replica_commits() {
     assert_eq!(Storage::run_count(&reader).unwrap(), 2);
     assert_ne!(Storage::metric_state(&reader).unwrap(), seen[0].1);
 }
+
+/// The snapshot's per-test reads name tests from a cache of each store
+/// (`test_identity.rs`): a test another replica creates after a store has
+/// read is named in that store's next reads, with its repository and
+/// context, as SQLite names it.
+#[test]
+fn the_per_test_reads_name_tests_created_since_by_another_replica() {
+    let policy = Policy::from_config(&Config::default());
+    let (mut sqlite, mut pg, db) = empty("identities");
+    let first = |name: &str| {
+        let mut r = run(
+            "o/a",
+            "ci",
+            1,
+            RunState::Success,
+            [Some(30), Some(20), Some(10)],
+        );
+        r.tests = vec![test(name, TestOutcome::Passed, 0)];
+        r
+    };
+    sqlite.ingest_run(&first("t::one"), &policy, now()).unwrap();
+    pg.ingest_run(&first("t::one"), &policy, now()).unwrap();
+    let since = now() - Duration::days(7);
+    let today = now().timestamp_millis().div_euclid(86_400_000);
+    let read = |pg: &PgStore| {
+        (
+            pg.test_stats(since, 0).unwrap(),
+            pg.test_runs_in_windows(&[today - 1]).unwrap(),
+        )
+    };
+    let (stats, windows) = read(&pg);
+    assert_eq!(stats.len(), 1);
+    assert_eq!(windows.len(), 1);
+
+    // Another replica: a test of another repository and context.
+    let mut other = PgStore::open_config(&db.config(), &"test", &mut |_| {}).unwrap();
+    let mut second = run(
+        "g/c",
+        "nightly",
+        1,
+        RunState::Failure,
+        [Some(9), Some(8), Some(7)],
+    );
+    second.repository = repo("g/c");
+    second.tests = vec![
+        test("t::one", TestOutcome::Failed, 0),
+        test("t::two", TestOutcome::Passed, 0),
+    ];
+    sqlite.ingest_run(&second, &policy, now()).unwrap();
+    other.ingest_run(&second, &policy, now()).unwrap();
+
+    let (stats, windows) = read(&pg);
+    assert_eq!(stats, sqlite.test_stats(since, 0).unwrap());
+    assert_eq!(windows, sqlite.test_runs_in_windows(&[today - 1]).unwrap());
+    let named: Vec<(&str, &str, &str)> = stats
+        .iter()
+        .map(|(r, c, t, _)| (r.as_str(), c.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("o/a", "ci", "t::one"),
+            ("g/c", "nightly", "t::one"),
+            ("g/c", "nightly", "t::two")
+        ]
+    );
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| w.repository.as_str())
+            .collect::<Vec<_>>(),
+        ["o/a", "g/c", "g/c"]
+    );
+}
