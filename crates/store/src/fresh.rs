@@ -22,7 +22,7 @@
 //! - tests and commits are interned in memory (`Staging`): a new commit
 //!   gets its row and id at once, a new test its id (its row is written at
 //!   the end, with its counters: no random insert into the tests' text index
-//!   while runs are stored); each result goes into `results` with
+//!   while runs are stored); each result goes straight into `results` with
 //!   its test id, a run's test_success events into its `test_events` row,
 //!   and what the per-test counters need (integers: test, run, commit, time,
 //!   failed, passed after a retry) is appended to `temp.fresh_counted` with

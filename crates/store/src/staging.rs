@@ -1,8 +1,7 @@
 //! Where a fresh load's test results wait for the per-test counting
 //! ([`Staging`]): tests and commits interned in memory, results written
-//! into `results` with their test ids (by INSERTs of [`ROWS_PER_INSERT`] rows),
-//! the integers the per-test counters need appended to a scratch table (the
-//! same way), and at the end one pass over them in (test, run) order
+//! straight into `results`, the integers the per-test counters need appended
+//! to a scratch table, and at the end one pass over them in (test, run) order
 //! that writes every `tests`, `test_days` and `test_commits` row once
 //! ([`Staging::write_tests`], see `fresh.rs`).
 
@@ -19,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 /// order): a new (repository, context, name) gets the next `tests` id at
 /// once (its row is written at the end, with its counters: no random insert
 /// into the tests' text index per new test while runs are stored), so each
-/// result is written into `results` with its test id (a run's
+/// result is written straight into `results` with its test id (a run's
 /// results sorted by test id: appended in key order), and only integers wait
 /// in a scratch table for the per-test counting.
 pub(crate) struct Staging {
