@@ -316,20 +316,27 @@ fn check_key_permissions(key: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The PEM certificates of the file `path` names (for the parameter
+/// `param`): at least one, or an error naming both.
+fn read_certs(param: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{param} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{param} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
 /// The client's certificate chain and private key, read and checked.
 fn load_client(
     cert: &Path,
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "sslcert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-            cert.display()
-        ));
-    }
+    let chain = read_certs("sslcert", cert)?;
     check_key_permissions(key)?;
     let text =
         std::fs::read_to_string(key).map_err(|e| format!("sslkey {}: {e}", key.display()))?;
@@ -409,15 +416,7 @@ fn load_roots(roots: &RootCerts) -> Result<RootCertStore, String> {
     match roots {
         RootCerts::None => {}
         RootCerts::File(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "sslrootcert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                    path.display()
-                ));
-            }
+            let certs = read_certs("sslrootcert", path)?;
             for cert in certs {
                 store
                     .add(cert)
