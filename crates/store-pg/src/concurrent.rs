@@ -10,19 +10,27 @@
 //! 1. the run's identity (`lock_run`, an advisory transaction lock): two
 //!    reports of one run are stored one after the other, so the second sees
 //!    the first's row (`Unchanged` for a replay, an update otherwise);
-//! 2. the repository and the change (upserts, one row each);
-//! 3. the creation of fingerprints (`lock_new_fingerprints`, only when
-//!    the run shows new ones), then the run's fingerprints' rows, in hash
-//!    order (`failures.rs`);
-//! 4. the tests of the run's repository and context (`lock_tests`, when
+//! 2. the repository, and the change when it is new (upserts, one row
+//!    each; a known change is only read here);
+//! 3. the tests of the run's repository and context (`lock_tests`, when
 //!    the run has test results): their creation and every counter of them
 //!    (`tests`, `test_days`, `test_commits`: written only under this lock,
-//!    so their rows are not locked one by one), then its commit, then its
-//!    `test_events` row and the hourly rollup row it moves (`results.rs`);
-//! 5. the run's histograms and SLO events, with the hourly rollup rows
-//!    they move (`counting.rs`, in the fixed order of
-//!    `ci_slo_store::run_counts`, one series per family): shared by every
-//!    run of the repository (and hour), so taken late, held briefly;
+//!    so their rows are not locked one by one), then its commit
+//!    (`results.rs`);
+//! 4. the creation of fingerprints (`lock_new_fingerprints`, only when
+//!    the run shows new ones), then the run's fingerprints' rows, in hash
+//!    order (`failures.rs`);
+//! 5. the known change's row (its last activity), then the run's
+//!    `test_events` row and its histograms and SLO events, with the hourly
+//!    rollup rows they move (`results.rs`, then `counting.rs` in the fixed
+//!    order of `ci_slo_store::run_counts`, one series per family).
+//!
+//!    Steps 4 and 5 take rows that runs of other contexts share (a failure
+//!    seen in every job of a commit, one pull request's jobs, one
+//!    repository's hour), each locked until the transaction ends: taken
+//!    after the run's results, so that such runs, stored at once by two
+//!    replicas, wait for each other only for their last statements and the
+//!    commit, not for the whole of the other's results;
 //! 6. the counters (`metric_counters`), last, at commit, in the order of
 //!    family and labels (`statements.rs`).
 //!

@@ -34,6 +34,31 @@ use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared, content_hash, url_i
 /// The repository's id, created if new. Looked up first: an insert that
 /// meets a conflict still takes a number from the identity sequence, and
 /// the ids should follow SQLite's (1, 2, 3 in order of first sight).
+/// A known change's row moved by a run of it: its merge time (kept once
+/// known) and its last activity (what settling waits on). A run new to the
+/// store that arrives after the change was decided is a data-quality event.
+fn touch_change(
+    tx: &mut impl Sql,
+    change_id: i64,
+    merged_at: Option<i64>,
+    now_ms: i64,
+    new_run: bool,
+) -> Result<(), postgres::Error> {
+    // The run's row references the change (a key-share lock on it, which
+    // retention's delete would wait for): the row is there.
+    let decided: bool = tx
+        .query_one(
+            "UPDATE changes SET merged_at = coalesce(merged_at, $2), last_activity = $3
+             WHERE id = $1 RETURNING decided_at IS NOT NULL",
+            &[&change_id, &merged_at, &now_ms],
+        )?
+        .get(0);
+    if decided && new_run {
+        data_quality(tx, "run_after_change_decided")?;
+    }
+    Ok(())
+}
+
 pub(crate) fn upsert_repository(
     tx: &mut impl Sql,
     forge: Forge,
@@ -253,39 +278,50 @@ impl PgStore {
             _ => (run.trigger, run.trigger_pending),
         };
         let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+        // A change known to the store is only read here; its row (shared
+        // by every run of the change, in every context) is updated late,
+        // after the run's results (`touch_change`), so that concurrent runs
+        // of one pull request wait for each other only at their end
+        // (`concurrent.rs`). A new change is created now.
+        let mut touch: Option<(i64, Option<i64>)> = None;
         let change_id: Option<i64> = match &run.change {
             None => None,
             Some(change) => {
-                let values: [&(dyn postgres::types::ToSql + Sync); 4] = [
-                    &repository_id,
-                    &change.number,
-                    &ms(change.merged_at),
-                    &now_ms,
-                ];
-                // Updated first: an insert that meets a conflict still takes
-                // a number from the identity sequence, and the ids should
-                // follow SQLite's.
-                let row = match tx.query_opt(
-                    "UPDATE changes AS c SET merged_at = coalesce(c.merged_at, $3), last_activity = $4
-                     WHERE repository_id = $1 AND number = $2
-                     RETURNING id, decided_at IS NOT NULL",
-                    &values,
-                )? {
-                    Some(row) => row,
-                    None => tx.query_one(
-                        "INSERT INTO changes AS c (repository_id, number, merged_at, last_activity)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (repository_id, number) DO UPDATE SET
-                            merged_at = coalesce(c.merged_at, excluded.merged_at),
-                            last_activity = excluded.last_activity
-                         RETURNING id, decided_at IS NOT NULL",
-                        &values,
-                    )?,
-                };
-                if row.get::<_, bool>(1) && existing.is_none() {
-                    data_quality(&mut tx, "run_after_change_decided")?;
+                let known = tx.query_opt(
+                    "SELECT id FROM changes WHERE repository_id = $1 AND number = $2",
+                    &[&repository_id, &change.number],
+                )?;
+                match known {
+                    Some(row) => {
+                        let id: i64 = row.get(0);
+                        touch = Some((id, ms(change.merged_at)));
+                        Some(id)
+                    }
+                    None => {
+                        // An insert that meets a conflict (another replica
+                        // created it meanwhile) still takes a number from
+                        // the identity sequence: rare, and only then do ids
+                        // stop following SQLite's.
+                        let row = tx.query_one(
+                            "INSERT INTO changes AS c (repository_id, number, merged_at, last_activity)
+                             VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (repository_id, number) DO UPDATE SET
+                                merged_at = coalesce(c.merged_at, excluded.merged_at),
+                                last_activity = excluded.last_activity
+                             RETURNING id, decided_at IS NOT NULL",
+                            &[
+                                &repository_id,
+                                &change.number,
+                                &ms(change.merged_at),
+                                &now_ms,
+                            ],
+                        )?;
+                        if row.get::<_, bool>(1) && existing.is_none() {
+                            data_quality(&mut tx, "run_after_change_decided")?;
+                        }
+                        Some(row.get(0))
+                    }
                 }
-                Some(row.get(0))
             }
         };
         let (queued, started, finished) =
@@ -397,11 +433,6 @@ impl PgStore {
                 &[&run_id, &r.format, &r.name, &r.content],
             )?;
         }
-        // A new run has no failures to replace: only store what it brings.
-        if !run.failures.is_empty() {
-            let at = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
-            store_failures(&mut tx, run_id, &repo.path, &run.failures, at, live)?;
-        }
         // An update replaces the tests it carries; a state-only update (no
         // tests) keeps the ones stored before.
         let of = RunOf {
@@ -412,13 +443,25 @@ impl PgStore {
             commit: &run.commit,
             at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
         };
-        results::store(
+        let test_events = results::store(
             &mut tx,
             &of,
             &run.tests,
             status == IngestStatus::Updated,
             live,
         )?;
+        // Its failures after its results: their fingerprints' rows are
+        // shared by every run that shows them, in any context, and locked
+        // until the transaction ends (`concurrent.rs`). A new run has no
+        // failures to replace: only store what it brings.
+        if !run.failures.is_empty() {
+            let at = event_ms(run.queued_at, run.started_at, run.finished_at, now_ms);
+            store_failures(&mut tx, run_id, &repo.path, &run.failures, at, live)?;
+        }
+        if let Some((change_id, merged_at)) = touch {
+            touch_change(&mut tx, change_id, merged_at, now_ms, existing.is_none())?;
+        }
+        test_events.write(&mut tx, &of)?;
         // The run's own counting after its results: the hourly rollup rows
         // it moves are shared by every run of its repository and hour, so
         // they are locked last, for the shortest time (`concurrent.rs`).

@@ -81,12 +81,11 @@ const RESULTS: &str = concat!(
 /// $18 flips, $19 commits, $20 flaky commits, $21 flaky failures, $22 1
 /// when failed; under the lock of the tests' counters, taken by
 /// `intern_tests`, so the day's rows are updated where they exist and
-/// inserted where not, without an upsert's conflict check and row lock);
-/// the run's `test_events` row ($2 repository, $3 time, $23 good, $24
-/// total; the row keeps the time it was first written with). The metric
-/// counters they move are the transaction's, added at its commit.
+/// inserted where not, without an upsert's conflict check and row lock).
+/// The run's `test_events` row is written later ([`TEST_EVENTS`]); the
+/// metric counters they move are the transaction's, added at its commit.
 const RESULTS_COUNTED: &str = concat!(
-    "WITH r AS (",
+    "WITH unused AS (SELECT $2::bigint), r AS (",
     results_upsert!(),
     "),
      c AS (
@@ -114,14 +113,39 @@ const RESULTS_COUNTED: &str = concat!(
             flips = d.flips + u.flips, commits = d.commits + u.commits, flaky_commits = d.flaky_commits + u.flaky,
             flaky_failures = d.flaky_failures + u.flaky_failures
         FROM u WHERE d.test_id = u.id AND d.day = $4
-        RETURNING d.test_id),
-     n AS (
-        INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
-        SELECT u.id, $4, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures FROM u
-        WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = u.id))
-     INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $23, $24)
-     ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total"
+        RETURNING d.test_id)
+     INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+     SELECT u.id, $4, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures FROM u
+     WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = u.id)"
 );
+
+/// The test_success events of a run's new results, its `test_events` row
+/// ($1 run, $2 repository, $3 time, $4 good, $5 total; the row keeps the
+/// time it was first written with): its trigger moves the repository's
+/// hourly rollup row, which every run of the repository and hour moves,
+/// locked until the transaction ends. So it is written with the run's
+/// other SLO events, after the results (`concurrent.rs`).
+const TEST_EVENTS: &str =
+    "INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total";
+
+/// The test_success events that [`store`] left to write: good, total.
+#[must_use = "a run's test events are written by `TestEvents::write`"]
+pub(crate) struct TestEvents(Option<(i64, i64)>);
+
+impl TestEvents {
+    /// Write them as `run`'s `test_events` row (nothing when the run
+    /// counted no new result).
+    pub(crate) fn write(self, tx: &mut impl Sql, run: &RunOf<'_>) -> Result<(), postgres::Error> {
+        if let Some((good, total)) = self.0 {
+            tx.execute(
+                TEST_EVENTS,
+                &[&run.run_id, &run.repository_id, &run.at_ms, &good, &total],
+            )?;
+        }
+        Ok(())
+    }
+}
 
 /// Store `tests` as the results of `run` (an update replaces: the run's
 /// row is written again with `tests` only) and count the new ones.
@@ -130,16 +154,18 @@ const RESULTS_COUNTED: &str = concat!(
 /// results and every counter they move in one ([`RESULTS_COUNTED`]): a
 /// handful of round trips for the whole run, not five per result. A test
 /// named twice in one run keeps the last of its results and is counted
-/// once, by the first (as the SQLite store does).
+/// once, by the first (as the SQLite store does). The run's test_success
+/// events are left to the caller ([`TestEvents`]), to write with its other
+/// SLO events.
 pub(crate) fn store(
     tx: &mut impl Sql,
     run: &RunOf<'_>,
     tests: &[TestResult],
     replacing: bool,
     live: bool,
-) -> Result<(), postgres::Error> {
+) -> Result<TestEvents, postgres::Error> {
     if tests.is_empty() {
-        return Ok(());
+        return Ok(TestEvents(None));
     }
     let before: HashSet<i64> = if replacing {
         tx.query(
@@ -215,7 +241,7 @@ pub(crate) fn store(
             flaky_failures,
             failed,
         ] = &steps.tests;
-        let tail: [&(dyn ToSql + Sync); 13] = [
+        let tail: [&(dyn ToSql + Sync); 11] = [
             &steps.commit_ids,
             &steps.commit_flags,
             &steps.commit_failures,
@@ -227,16 +253,15 @@ pub(crate) fn store(
             flaky,
             flaky_failures,
             failed,
-            &good,
-            &total,
         ];
         let params: Vec<&(dyn ToSql + Sync)> = head.iter().chain(tail.iter()).copied().collect();
         tx.execute(RESULTS_COUNTED, &params)?;
         for (labels, value) in labels.into_iter().zip(values) {
             tx.count(family, labels, value)?;
         }
+        return Ok(TestEvents(Some((good, total))));
     }
-    Ok(())
+    Ok(TestEvents(None))
 }
 
 fn is_failed(o: TestOutcome) -> bool {

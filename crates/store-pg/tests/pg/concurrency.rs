@@ -700,6 +700,13 @@ fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
     next.external_id = Some("gh:2".into());
     next.commit = "def456".into();
     let mut watch = db.connect().unwrap();
+    // The store's own session (the server's other databases, other tests'
+    // sessions, wait on locks of their own).
+    let store_pid: i32 = store
+        .client()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     let (got, retried) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
             let got = store.ingest_run(&next, &policy, now());
@@ -707,7 +714,10 @@ fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
         });
         // The store waits for the test's row (its run's row written)...
         while watch
-            .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
+                &[&store_pid],
+            )
             .unwrap()
             .get::<_, i64>(0)
             == 0
@@ -733,4 +743,107 @@ fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
     assert_eq!(retried, 1);
     let sqlite = sqlite_after(&[seed, next], &policy);
     assert_same_unordered(&sqlite, &mut store);
+}
+
+#[test]
+fn runs_of_one_pull_request_in_two_contexts_wait_for_each_other_only_after_their_results() {
+    // Every job of a pull request's push ends at about the same time, each
+    // its own context, often with the same failure: the change's row and
+    // the fingerprint's are shared by all of them. A run stored while
+    // another replica's transaction holds those rows must store its
+    // results before it waits (for that transaction's end), not wait
+    // first and then do all of its work.
+    let policy = Policy::from_config(&Config::default());
+    let db = TestServer::shared().database("late_shared_rows").unwrap();
+    let job = |context: &str, id: &str| {
+        let mut r = run(
+            "o/pr",
+            context,
+            0,
+            RunState::Failure,
+            [Some(9), Some(8), Some(7)],
+        );
+        r.external_id = Some(id.into());
+        r.change = Some(ci_slo_core::model::ChangeRef {
+            number: 42,
+            merged_at: None,
+        });
+        r.failures = vec![failure("oom", Some("fp-oom"))];
+        r.tests = (0..20)
+            .map(|t| {
+                let outcome = if t == 3 {
+                    TestOutcome::Failed
+                } else {
+                    TestOutcome::Passed
+                };
+                test(&format!("t{t}"), outcome, 0)
+            })
+            .collect();
+        r
+    };
+    // The change and the fingerprint exist before.
+    let seed = job("lint", "gh:1");
+    let (a_run, b_run) = (job("unit", "gh:2"), job("integration", "gh:3"));
+    let mut a = open(&db);
+    a.mark_serving(now()).unwrap();
+    a.ingest_run(&seed, &policy, now()).unwrap();
+    let mut b = open(&db);
+    let b_pid: i32 = b
+        .client()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let mut watch = db.connect().unwrap();
+    let (stored, release) = (Barrier::new(2), Barrier::new(2));
+    let (b_got, b_held) = std::thread::scope(|s| {
+        s.spawn(|| {
+            a.in_transaction(|store| -> Result<(), PgStoreError> {
+                store.ingest_run(&a_run, &policy, now())?;
+                stored.wait();
+                release.wait();
+                Ok(())
+            })
+            .unwrap();
+        });
+        stored.wait();
+        let writer = s.spawn(|| b.ingest_run(&b_run, &policy, now()));
+        // B ends up waiting for A's transaction...
+        let mut waits = 0;
+        while watch
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
+                &[&b_pid],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            waits += 1;
+            assert!(waits < 3000, "B never waited for A's shared rows");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // ...with its results and their counters written already.
+        let held: Vec<String> = watch
+            .query(
+                "SELECT DISTINCT relation::regclass::text FROM pg_locks
+                 WHERE pid = $1 AND granted AND mode = 'RowExclusiveLock'
+                   AND relation::regclass::text IN ('run_results', 'tests', 'test_days', 'test_commits')
+                 ORDER BY 1",
+                &[&b_pid],
+            )
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        release.wait();
+        (writer.join().unwrap(), held)
+    });
+    assert_eq!(
+        b_held,
+        ["run_results", "test_commits", "test_days", "tests"],
+        "B waited before storing its results"
+    );
+    assert_eq!(b_got.unwrap().status, IngestStatus::Created);
+    let sqlite = sqlite_after(&[seed, a_run, b_run], &policy);
+    assert_same_unordered(&sqlite, &mut b);
 }
