@@ -19,7 +19,10 @@
 //! 3. `/metrics` p50 and p99 over SCRAPES sequential scrapes (default 300);
 //! 4. `POST /api/v1/runs` results/s: INGEST_RUNS runs (default 20) of TESTS
 //!    results with 1 client, then with 2; on PostgreSQL also with a second
-//!    replica on the same database (2 replicas × 2 clients against 1 × 2).
+//!    replica on the same database (2 replicas × 2 clients against 1 × 2),
+//!    with the runs of one context and again with the runs spread over
+//!    PG_SCALE_REPLICA_CONTEXTS contexts (default 4; each context's first
+//!    run, which creates its tests, posted first and not timed).
 //!
 //! With PG_SCALE_VARIANT_SQL (e.g. `ALTER TABLE tests SET (fillfactor =
 //! 50)`), a second PostgreSQL database, where that SQL ran after the
@@ -33,8 +36,11 @@
 //! the time of a run goes.
 //!
 //! Knobs: PG_SCALE_RESULTS (10000000), PG_SCALE_TESTS (8000),
-//! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300), PG_SCALE_VARIANT_SQL,
-//! PG_SCALE_STATEMENTS.
+//! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300),
+//! PG_SCALE_REPLICA_CONTEXTS (4; 1 leaves that measurement out),
+//! PG_SCALE_VARIANT_SQL, PG_SCALE_STATEMENTS, PG_SCALE_WAITS (1: what
+//! busy sessions wait on during the replica measurements, sampled from
+//! `pg_stat_activity`).
 //! A quick run:
 //! `PG_SCALE_RESULTS=400000 PG_SCALE_INGEST_RUNS=4 cargo bench --bench pg_scale`.
 
@@ -214,6 +220,56 @@ fn serving(
         "{label}: ready after {:.2} s; /metrics p50 {:.2} ms, p99 {:.2} ms; POST /api/v1/runs {:.0} results/s with 1 client, {:.0} with 2",
         f.ready, f.p50, f.p99, f.one_client, f.two_clients
     );
+}
+
+/// With PG_SCALE_WAITS=1: what the database's busy sessions wait on while
+/// `f` runs, sampled every 10 ms from `pg_stat_activity` (a wait on a
+/// `Lock` is a session held up by another transaction; `transactionid` or
+/// `tuple`: a row that transaction wrote), printed as the share of samples
+/// per wait and statement.
+fn sampling_waits<T>(db: &TestDatabase, label: &str, f: impl FnOnce() -> T) -> T {
+    if !std::env::var("PG_SCALE_WAITS").is_ok_and(|v| v == "1") {
+        return f();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut c = db.connect().unwrap();
+    let name = db.name().to_string();
+    let flag = stop.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        let mut samples = 0usize;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            samples += 1;
+            for r in c
+                .query(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'on CPU'),
+                            left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
+                     FROM pg_stat_activity
+                     WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .unwrap()
+            {
+                let (wait, query): (String, String) = (r.get(0), r.get(1));
+                *seen.entry(format!("{wait} | {query}")).or_default() += 1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (seen, samples)
+    });
+    let out = f();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (seen, samples) = sampler.join().unwrap();
+    let mut seen: Vec<_> = seen.into_iter().collect();
+    seen.sort_by(|a, b| b.1.cmp(&a.1));
+    println!("{label}: busy sessions in {samples} samples (share of samples: wait | statement):");
+    for (what, n) in seen.iter().take(10) {
+        println!(
+            "  {:5.1} % {what}",
+            100.0 * *n as f64 / samples.max(1) as f64
+        );
+    }
+    out
 }
 
 /// Rows updated, of them HOT, and dead versions, of each per-test
@@ -546,14 +602,55 @@ fn main() {
             .map(|i| body(&new_run(i, tests, now_ms, first + n)))
             .collect()
     };
-    let one_replica = ingest(&[&a.base], 2, bodies(next_pg, ingest_runs), tests);
+    let one_replica = sampling_waits(&databases[0], "1 replica", || {
+        ingest(&[&a.base], 2, bodies(next_pg, ingest_runs), tests)
+    });
     next_pg += ingest_runs;
-    let two_replicas = ingest(
-        &[&a.base, &b.base],
-        2,
-        bodies(next_pg, 2 * ingest_runs),
-        tests,
-    );
+    let two_replicas = sampling_waits(&databases[0], "2 replicas", || {
+        ingest(
+            &[&a.base, &b.base],
+            2,
+            bodies(next_pg, 2 * ingest_runs),
+            tests,
+        )
+    });
+    next_pg += 2 * ingest_runs;
+    // The same with the runs spread over several contexts (a suite split
+    // into jobs, or several teams' suites): the runs of one context are
+    // counted one after the other under their lock, so only runs of
+    // different contexts can go on at once on two replicas. Each context's
+    // first run (which creates its tests) is posted first, not timed.
+    let contexts = env_num("PG_SCALE_REPLICA_CONTEXTS", 4usize);
+    let spread = if contexts > 1 {
+        let spread_bodies = |first: usize, n: usize| -> Vec<String> {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            (first..first + n)
+                .map(|i| {
+                    let mut run = new_run(i, tests, now_ms, first + n);
+                    run.context = format!("unit-{}", i % contexts);
+                    body(&run)
+                })
+                .collect()
+        };
+        ingest(&[&a.base], 1, spread_bodies(next_pg, contexts), tests);
+        next_pg += contexts;
+        let db = &databases[0];
+        let one = sampling_waits(db, "1 replica, spread", || {
+            ingest(&[&a.base], 2, spread_bodies(next_pg, ingest_runs), tests)
+        });
+        next_pg += ingest_runs;
+        let two = sampling_waits(db, "2 replicas, spread", || {
+            ingest(
+                &[&a.base, &b.base],
+                2,
+                spread_bodies(next_pg, 2 * ingest_runs),
+                tests,
+            )
+        });
+        Some((one, two))
+    } else {
+        None
+    };
     drop((a, b));
 
     let mut head = String::from("| figure | SQLite |");
@@ -593,4 +690,10 @@ fn main() {
         "PostgreSQL, a second replica on the same database: 2 replicas × 2 clients {two_replicas:.0} results/s against 1 replica × 2 clients {one_replica:.0} (same run): × {:.2}",
         two_replicas / one_replica
     );
+    if let Some((one, two)) = spread {
+        println!(
+            "PostgreSQL, the same with the runs spread over {contexts} contexts: 2 replicas × 2 clients {two:.0} results/s against 1 replica × 2 clients {one:.0} (same run): × {:.2}",
+            two / one
+        );
+    }
 }
