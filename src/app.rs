@@ -289,19 +289,55 @@ fn count_refresh(state: &AppState, result: &str) {
     state.hub.self_metrics.count_refresh(result);
 }
 
-/// Rebuild on the configured interval, and shortly after writes (coalesced).
+/// How long after a write its snapshot rebuild starts: long enough for a
+/// burst of writes to land first.
+const AFTER_WRITE: Duration = Duration::from_millis(100);
+
+/// Under sustained writes, the least time from the start of one rebuild to
+/// the start of the next: the larger of this and [`REBUILD_SPACING`] times
+/// the last rebuild's duration (never more than `metrics.refresh_interval`).
+const MIN_REBUILD_GAP: Duration = Duration::from_millis(500);
+
+/// A rebuild (which reads every test's per-day counters, on the database
+/// server with PostgreSQL) takes at most about a fifth of the time while
+/// writes keep coming.
+const REBUILD_SPACING: u32 = 5;
+
+/// When the rebuild after a write may start: [`AFTER_WRITE`] after it, and
+/// not before the gap since the last rebuild began has passed.
+fn next_rebuild_after_write(
+    now: std::time::Instant,
+    last: Option<(std::time::Instant, Duration)>,
+    interval: Duration,
+) -> std::time::Instant {
+    let soonest = now + AFTER_WRITE;
+    match last {
+        None => soonest,
+        Some((started, took)) => {
+            let gap = MIN_REBUILD_GAP.max(took * REBUILD_SPACING).min(interval);
+            soonest.max(started + gap)
+        }
+    }
+}
+
+/// Rebuild on the configured interval, and shortly after writes (coalesced;
+/// under sustained writes, spaced by [`next_rebuild_after_write`]).
 async fn refresher(state: AppState, tests: Arc<Mutex<TestStatsCache>>) {
-    let mut tick = tokio::time::interval(state.config.metrics.refresh_interval);
+    let interval = state.config.metrics.refresh_interval;
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<(std::time::Instant, Duration)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = state.refresh.notified() => {
-                // Let a burst of writes land before rebuilding.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let at = next_rebuild_after_write(std::time::Instant::now(), last, interval);
+                tokio::time::sleep_until(at.into()).await;
             }
         }
+        let started = std::time::Instant::now();
         refresh_snapshot(&state, &tests).await;
+        last = Some((started, started.elapsed()));
     }
 }
 
@@ -414,5 +450,41 @@ async fn pruner(state: AppState, store: StoreHandle, mut stop: watch::Receiver<b
             Ok(_) => {}
             Err(e) => log_failed(&e, "cannot prune webhook delivery ids"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_rebuild_follows_a_lone_write_shortly_and_sustained_writes_are_spaced() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(15);
+        let ms = |m: u64| Duration::from_millis(m);
+        // The first write, and a write long after the last rebuild.
+        assert_eq!(next_rebuild_after_write(t0, None, interval), t0 + ms(100));
+        let long_ago = Some((t0, ms(20)));
+        let later = t0 + ms(5000);
+        assert_eq!(
+            next_rebuild_after_write(later, long_ago, interval),
+            later + ms(100)
+        );
+        // A write right after a quick rebuild waits for the 500 ms gap.
+        assert_eq!(
+            next_rebuild_after_write(t0 + ms(30), Some((t0, ms(20))), interval),
+            t0 + ms(500)
+        );
+        // After a slow one, five times its duration.
+        assert_eq!(
+            next_rebuild_after_write(t0 + ms(300), Some((t0, ms(300))), interval),
+            t0 + ms(1500)
+        );
+        // Never later than the interval's own rebuild would be.
+        assert_eq!(
+            next_rebuild_after_write(t0 + ms(300), Some((t0, ms(300))), ms(800)),
+            t0 + ms(800)
+        );
     }
 }
