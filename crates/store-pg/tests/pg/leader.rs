@@ -78,6 +78,16 @@ fn check_log(db: &TestDatabase) -> Vec<(String, i64)> {
     terms
 }
 
+/// The owners of successive terms, a run of terms of one owner once: on a
+/// loaded machine a leader's lease may run out between two of its
+/// heartbeats and be taken again by the same process, a new term of the
+/// same owner, which is not a takeover.
+fn owners_in_turn(terms: &[(String, i64)]) -> Vec<&str> {
+    let mut owners: Vec<&str> = terms.iter().map(|(o, _)| o.as_str()).collect();
+    owners.dedup();
+    owners
+}
+
 /// How long a test waits for a takeover whose design bound is `bound`: the
 /// bound assumes the contenders' checks run on time, which a loaded CI
 /// machine does not promise, so the tests wait well past it (a takeover that
@@ -313,7 +323,7 @@ fn a_killed_leader_process_is_replaced() {
         bound.as_secs_f64()
     );
     let terms = check_log(&db);
-    let owners: Vec<&str> = terms.iter().map(|(o, _)| o.as_str()).collect();
+    let owners = owners_in_turn(&terms);
     assert_eq!(owners, ["child", "parent"], "{terms:?}");
 }
 
@@ -344,6 +354,6 @@ fn a_hung_leader_is_evicted_and_gets_nothing_through_when_it_wakes() {
         bound.as_secs_f64()
     );
     let terms = check_log(&db);
-    let owners: Vec<&str> = terms.iter().map(|(o, _)| o.as_str()).collect();
+    let owners = owners_in_turn(&terms);
     assert_eq!(owners, ["child", "parent"], "{terms:?}");
 }
