@@ -329,8 +329,9 @@ pub(crate) fn ingest_in(
 /// [`ingest_in`] of a run already redacted and checked (`hash` its content
 /// hash; `normalized`: its failures' normalized texts, [`Prepared`], when
 /// already computed). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
-/// this one could be, and its test results are staged for the load's
-/// set-based counting instead of counted here.
+/// this one could be, what the load wrote before is remembered (`fresh_runs.rs`:
+/// the live flag, repositories, changes), and its test results are staged
+/// for the load's set-based counting instead of counted here.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest_checked(
     tx: &Connection,
