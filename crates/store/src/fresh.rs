@@ -7,6 +7,8 @@
 //! counters, exactly as `Store::ingest_batch` stores a new run, the counters
 //! added up per batch of the same size), but
 //!
+//! - nothing is looked up that the load already knows (`FreshRuns`): whether
+//!   counters move live, the repositories' ids, the changes it wrote;
 //! - nothing is looked up first: the store holds no run this one could be
 //!   (the external ids' uniqueness is checked once, when `runs_external`, the
 //!   unique index of their 64-bit keys, is built again at the end, and a
@@ -40,8 +42,8 @@
 use super::{Ingested, Policy};
 use super::{Prepared, Store, StoreError, hourly, tally, to_ms};
 use crate::counting::SloEvents;
+use crate::fresh_runs::FreshRuns;
 use crate::ingest_run::ingest_checked;
-use crate::staging::Staging;
 use chrono::{DateTime, Utc};
 use rusqlite::{Transaction, TransactionBehavior};
 
@@ -69,7 +71,7 @@ pub struct FreshLoad<'a> {
     tx: Transaction<'a>,
     policy: &'a Policy,
     now_ms: i64,
-    staging: Staging,
+    runs: FreshRuns,
     /// (name, SQL) of the indexes dropped for the load.
     indexes: Vec<(String, String)>,
     rollup: Option<hourly::Suspended>,
@@ -156,12 +158,12 @@ impl Store {
             tx.execute_batch(&format!("DROP INDEX \"{name}\""))?;
         }
         let rollup = hourly::Suspended::start(&tx)?;
-        let staging = Staging::new(&tx)?;
+        let runs = FreshRuns::new(&tx, policy)?;
         Ok(FreshLoad {
             tx,
             policy,
             now_ms: to_ms(now),
-            staging,
+            runs,
             indexes,
             rollup,
             buffer: None,
@@ -194,7 +196,7 @@ impl FreshLoad<'_> {
                 Some(&p.normalized),
                 self.policy,
                 self.now_ms,
-                Some(&mut self.staging),
+                Some(&mut self.runs),
             )?);
         }
         if let Some(events) = &self.slo_events {
@@ -214,7 +216,7 @@ impl FreshLoad<'_> {
 
     /// The steps of [`FreshLoad::finish`], for progress.
     pub fn steps(&self) -> usize {
-        3 + self.indexes.len() + 3
+        2 + self.indexes.len() + 3
     }
 
     /// Build the per-test tables from the staged results, the dropped
@@ -225,48 +227,34 @@ impl FreshLoad<'_> {
         }
         self.slo_events.take();
         // What interning needed goes before the sorts below take memory.
-        self.staging.stop_interning();
+        self.runs.staging.stop_interning();
         let tx = &self.tx;
         // SQLite's sorts (the ORDER BYs below, the index builds) each keep
         // up to a page cache's worth in memory: a smaller cache keeps their
         // sum (and peak RSS) down.
         tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
         let mut done = 0;
-        // The counted results in (test, run) order: the order each test's
-        // counters move in.
-        step(done, "executions");
+        step(done, "tests and test_days");
         tx.execute_batch(
-            "CREATE TEMP TABLE fresh_exec (
-                 test_id    INTEGER NOT NULL,
-                 run_id     INTEGER NOT NULL,
-                 commit_id  INTEGER NOT NULL,
-                 at         INTEGER NOT NULL,
-                 failed     INTEGER NOT NULL,
-                 retry_pass INTEGER NOT NULL,
-                 PRIMARY KEY (test_id, run_id)
-             ) WITHOUT ROWID;
-             INSERT INTO temp.fresh_exec (test_id, run_id, commit_id, at, failed, retry_pass)
-                 SELECT test_id, run_id, commit_id, at, failed, retry_pass FROM temp.fresh_counted
-                 ORDER BY test_id, run_id;
-             DROP TABLE temp.fresh_counted;
-             CREATE TEMP TABLE fresh_commits (
+            "CREATE TEMP TABLE fresh_commits (
                  commit_id INTEGER NOT NULL,
                  test_id   INTEGER NOT NULL,
                  flags     INTEGER NOT NULL,
                  failures  INTEGER NOT NULL
              );",
         )?;
-        done += 1;
-        step(done, "tests and test_days");
-        // No sort runs while the tests are written: the cache holds as much
-        // of their text index (a random insert per test) as it can.
-        tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))?;
-        self.staging.write_tests(tx)?;
+        // The counted results are read in (test, run) order (the order each
+        // test's counters move in), sorted with this cache's bound; once
+        // sorted, no sort runs while the tests are written: the cache holds
+        // as much of their text index (a random insert per test) as it can.
+        self.runs.staging.write_tests(tx, &mut || {
+            tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))
+        })?;
         tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
         done += 1;
         step(done, "test_commits");
         tx.execute_batch(
-            "DROP TABLE temp.fresh_exec;
+            "DROP TABLE temp.fresh_counted;
              INSERT INTO test_commits (test_id, commit_id, flags, failures)
                  SELECT test_id, commit_id, flags, failures FROM temp.fresh_commits ORDER BY commit_id, test_id;
              DROP TABLE temp.fresh_commits;",
@@ -305,6 +293,6 @@ impl FreshLoad<'_> {
 
     /// Test results staged so far.
     pub fn staged(&self) -> usize {
-        self.staging.staged
+        self.runs.staging.staged
     }
 }

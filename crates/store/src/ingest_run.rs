@@ -6,8 +6,8 @@
 
 use crate::counting::{Counting, count_run, counted_after, data_quality, event_ms, store_failures};
 use crate::error::StoreError;
+use crate::fresh_runs::FreshRuns;
 use crate::policy::{Policy, moves_live_counters};
-use crate::staging::Staging;
 use crate::{Store, plausible, results, revision, to_ms, upsert_repository};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{NewRun, RunState, Trigger};
@@ -329,8 +329,9 @@ pub(crate) fn ingest_in(
 /// [`ingest_in`] of a run already redacted and checked (`hash` its content
 /// hash; `normalized`: its failures' normalized texts, [`Prepared`], when
 /// already computed). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
-/// this one could be, and its test results are staged for the load's
-/// set-based counting instead of counted here.
+/// this one could be, what the load wrote before is remembered (`fresh_runs.rs`:
+/// the live flag, repositories, changes), and its test results are staged
+/// for the load's set-based counting instead of counted here.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest_checked(
     tx: &Connection,
@@ -340,11 +341,17 @@ pub(crate) fn ingest_checked(
     normalized: Option<&[String]>,
     policy: &Policy,
     now_ms: i64,
-    fresh: Option<&mut Staging>,
+    mut fresh: Option<&mut FreshRuns>,
 ) -> Result<Ingested, StoreError> {
-    let live = moves_live_counters(tx, policy)?;
     let repo = &report.repository;
-    let repository_id = upsert_repository(tx, repo.forge, &repo.path)?;
+    // A fresh load knows these without asking (`fresh_runs.rs`).
+    let (live, repository_id) = match fresh.as_deref_mut() {
+        Some(f) => (f.live, f.repository(tx, repo.forge, &repo.path)?),
+        None => (
+            moves_live_counters(tx, policy)?,
+            upsert_repository(tx, repo.forge, &repo.path)?,
+        ),
+    };
     let group = report.attempt_group.as_deref().unwrap_or("");
 
     let existing = if fresh.is_some() {
@@ -399,16 +406,29 @@ pub(crate) fn ingest_checked(
     let change_id = match &run.change {
         None => None,
         Some(change) => {
-            tx.prepare_cached(
-                "INSERT INTO changes (repository_id, number, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (repository_id, number) DO UPDATE SET
-                    merged_at = coalesce(changes.merged_at, excluded.merged_at),
-                    last_activity = excluded.last_activity",
-            )?
-            .execute(params![repository_id, change.number, change.merged_at.map(to_ms), now_ms])?;
-            let (id, decided): (i64, bool) = tx
-                .prepare_cached("SELECT id, decided_at IS NOT NULL FROM changes WHERE repository_id = ?1 AND number = ?2")?
-                .query_row(params![repository_id, change.number], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let upsert = |tx: &Connection| -> rusqlite::Result<(i64, bool, bool)> {
+                tx.prepare_cached(
+                    "INSERT INTO changes (repository_id, number, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (repository_id, number) DO UPDATE SET
+                        merged_at = coalesce(changes.merged_at, excluded.merged_at),
+                        last_activity = excluded.last_activity",
+                )?
+                .execute(params![repository_id, change.number, change.merged_at.map(to_ms), now_ms])?;
+                tx.prepare_cached(
+                    "SELECT id, decided_at IS NOT NULL, merged_at IS NOT NULL FROM changes
+                     WHERE repository_id = ?1 AND number = ?2",
+                )?
+                .query_row(params![repository_id, change.number], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+            };
+            let (id, decided) = match fresh.as_deref_mut() {
+                Some(f) => f.change(tx, repository_id, change, upsert)?,
+                None => {
+                    let (id, decided, _) = upsert(tx)?;
+                    (id, decided)
+                }
+            };
             if decided && existing.is_none() {
                 data_quality(tx, "run_after_change_decided")?;
             }
@@ -583,7 +603,7 @@ pub(crate) fn ingest_checked(
         at_ms: event_ms,
     };
     match fresh {
-        Some(staging) => staging.stage(tx, &of, &run.tests, live)?,
+        Some(f) => f.staging.stage(tx, &of, &run.tests, live)?,
         None => results::store(tx, &of, &run.tests, status == IngestStatus::Updated, live)?,
     }
 

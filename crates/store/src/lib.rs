@@ -20,6 +20,7 @@ mod counting;
 mod error;
 mod forge_state;
 mod fresh;
+mod fresh_runs;
 pub mod github;
 mod hourly;
 mod ingest_run;

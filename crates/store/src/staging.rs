@@ -222,7 +222,7 @@ impl Staging {
     }
 }
 
-/// A counted result as `temp.fresh_exec` holds it, in (test, run) order.
+/// A counted result as `temp.fresh_counted` holds it, read in (test, run) order.
 struct Execution {
     test_id: i64,
     run_id: i64,
@@ -266,14 +266,19 @@ impl Staging {
     /// Write every test interned by the load with its counters, its
     /// `test_days` rows and (into `temp.fresh_commits`, for a sort by the
     /// table's key) its `test_commits` rows, from the counted results in
-    /// `temp.fresh_exec`: one pass in (test, run) order, each result moving
+    /// `temp.fresh_counted` sorted by (test, run) (`sorted` is called once
+    /// the sort is done, before any row is written): one pass in that order, each result moving
     /// its test's counters, day and commit by the per-run path's own rule
     /// ([`Step`], as `results::count` applies it), so the rows are the ones
     /// counting run by run gives. Tests in id order (`tests` appended),
     /// days in (test, day) order (`test_days` appended).
-    pub(crate) fn write_tests(&self, tx: &Connection) -> rusqlite::Result<()> {
+    pub(crate) fn write_tests(
+        &self,
+        tx: &Connection,
+        sorted: &mut dyn FnMut() -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
         let mut exec = tx.prepare(
-            "SELECT test_id, run_id, commit_id, at, failed, retry_pass FROM temp.fresh_exec
+            "SELECT test_id, run_id, commit_id, at, failed, retry_pass FROM temp.fresh_counted
              ORDER BY test_id, run_id",
         )?;
         let mut rows = exec.query([])?;
@@ -307,7 +312,9 @@ impl Staging {
         // A test's commits (flags, failures) and days, emptied per test.
         let mut commits: HashMap<i64, (i64, i64)> = HashMap::new();
         let mut days: BTreeMap<i64, Day> = BTreeMap::new();
+        // The first row comes once the sort is done.
         let mut pending = next()?;
+        sorted()?;
         for (i, (context, name)) in self.test_rows.iter().enumerate() {
             let id = self.first_test + i as i64;
             let mut t = Totals::default();

@@ -1779,6 +1779,90 @@ fn a_fresh_load_that_stops_midway_leaves_the_store_fresh_with_every_index() {
 }
 
 #[test]
+fn a_fresh_load_stores_changes_and_repositories_as_the_per_run_path_does() {
+    // A fresh load remembers the repositories and changes it wrote
+    // (`fresh_runs.rs`) instead of asking per run: a change seen again, with
+    // a merge time it lacked, one it has, or none, and runs of two
+    // repositories, stored in two batches, give the rows run-by-run
+    // ingest gives.
+    let merged = |minutes: i64| Some(now() - Duration::minutes(minutes));
+    let changes = [
+        ("acme/shop", 1, None),
+        ("acme/shop", 1, merged(50)),
+        ("acme/shop", 1, merged(40)),
+        ("acme/shop", 2, merged(30)),
+        ("acme/web", 1, None),
+        ("acme/shop", 2, None),
+        ("acme/web", 1, None),
+        ("acme/web", 2, None),
+        ("acme/web", 1, merged(20)),
+        ("acme/shop", 1, None),
+    ];
+    let runs: Vec<NewRun> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, (path, number, merged_at))| {
+            let mut r = run("ctx", &format!("c{i}"), 0, RunState::Success);
+            r.repository.path = (*path).into();
+            r.external_id = Some(format!("e{i}"));
+            r.change = Some(ChangeRef {
+                number: *number,
+                merged_at: *merged_at,
+            });
+            r
+        })
+        .collect();
+    let policy = policy();
+    let rows = |store: &Store| -> Vec<String> {
+        let conn = store.connection();
+        let mut out = Vec::new();
+        for sql in [
+            "SELECT id, forge, path FROM repositories ORDER BY id",
+            "SELECT id, repository_id, number, merged_at, last_activity, decided_at FROM changes ORDER BY id",
+            "SELECT id, repository_id, change_id FROM runs ORDER BY id",
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(r) = q.next().unwrap() {
+                let values: Vec<rusqlite::types::Value> =
+                    (0..n).map(|i| r.get(i).unwrap()).collect();
+                out.push(format!("{values:?}"));
+            }
+        }
+        out
+    };
+    let mut per_run = Store::open_in_memory().unwrap();
+    for r in &runs {
+        per_run.ingest_run(r, &policy, now()).unwrap();
+    }
+    let mut fresh = Store::open_in_memory().unwrap();
+    assert!(fresh.accepts_fresh_load(&policy).unwrap());
+    let mut load = fresh.fresh_load(&policy, now()).unwrap();
+    let prepared: Vec<Prepared> = runs
+        .iter()
+        .map(|r| Prepared::new(r.clone(), &policy, now()))
+        .collect();
+    load.store_batch(&prepared[..4], true).unwrap();
+    load.store_batch(&prepared[4..], true).unwrap();
+    load.finish(&mut |_, _| {}).unwrap();
+    let (got, want) = (rows(&fresh), rows(&per_run));
+    assert_eq!(got, want);
+    // What the comparison covers: two repositories, four changes, the
+    // merge times the first runs lacked set, the first ones kept.
+    assert_eq!(want.len(), 2 + 4 + runs.len(), "{want:?}");
+    let merged_changes: i64 = fresh
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM changes WHERE merged_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(merged_changes, 3);
+}
+
+#[test]
 fn read_consistent_reads_one_snapshot_while_another_connection_commits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ci.db");
