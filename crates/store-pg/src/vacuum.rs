@@ -43,16 +43,15 @@ impl Default for CounterVacuum {
 }
 
 impl PgStore {
-    /// A run that moved `rows` counter rows was stored (perhaps inside a
-    /// transaction still open).
-    pub(crate) fn counter_rows_moved(&mut self, rows: u64) {
-        self.vacuum.moved = self.vacuum.moved.saturating_add(rows);
-    }
-
     /// After a transaction committed (never inside one): vacuum the
     /// counter tables if they are due.
     pub(crate) fn vacuum_if_due(&mut self) {
+        // The rows moved: the `tests` rows the committed transactions
+        // wrote (each with its day's row; `pending.rs` writes each once per
+        // transaction).
+        let moved = self.pending.take_flushed();
         let v = &mut self.vacuum;
+        v.moved = v.moved.saturating_add(moved);
         if v.disabled || v.moved < v.every || self.in_batch || self.pinned.get() {
             return;
         }
