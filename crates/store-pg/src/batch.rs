@@ -6,7 +6,7 @@
 //! a transaction already (a writer's batch, or an outer `in_transaction`),
 //! the work runs in that one.
 
-use crate::statements::Prepared;
+use crate::statements::{Prepared, Sql};
 use crate::{PgStore, PgStoreError};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::NewRun;
@@ -51,7 +51,7 @@ impl PgStore {
             client: self.client.get_mut(),
             cache: self.statements.get_mut(),
         };
-        let out = self.pending.flush(&mut sql);
+        let out = self.pending.flush(|q, params| sql.execute(q, params));
         out.map_err(|e| self.lose(e.into()))
     }
 

@@ -18,7 +18,10 @@
 //!    the run has test results): their creation and every counter of them
 //!    (`tests`, `test_days`, `test_commits`: written only under this lock,
 //!    so their rows are not locked one by one), then its commit, then its
-//!    `test_events` row and the hourly rollup row it moves (`results.rs`);
+//!    `test_events` row and the hourly rollup row it moves (`results.rs`).
+//!    The rows of `tests` and `test_days` are written at the transaction's
+//!    commit (`pending.rs`), after the steps below, still under this lock,
+//!    held to the commit: no other writer takes them without it;
 //! 5. the run's histograms and SLO events, with the hourly rollup rows
 //!    they move (`counting.rs`, in the fixed order of
 //!    `ci_slo_store::run_counts`, one series per family): shared by every
@@ -78,9 +81,10 @@ pub(crate) fn lock_run(
 
 /// Take the transaction's lock on the tests of one repository and
 /// context: creating them, reading and writing their counters (the rows of
-/// `tests`, `test_days` and `test_commits`; `results.rs` is their only
-/// writer; retention deletes past days and commits no stored run has
-/// without it, as it did without the tests' row locks). Two writes of one repository and context count one after
+/// `tests`, `test_days` and `test_commits`; `results.rs` and, at the
+/// commit, `pending.rs` are their only writers; retention deletes past
+/// days and commits no stored run has without it, as it did without the
+/// tests' row locks). Two writes of one repository and context count one after
 /// the other, as the locks of all their tests' rows made them before, at
 /// the cost of one lock instead of a row lock per test.
 pub(crate) fn lock_tests(

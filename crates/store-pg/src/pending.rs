@@ -10,7 +10,9 @@
 //! test and its day, a later run stepping from that pending state, and
 //! [`Pending::flush`] writes each row once, just before `COMMIT`. The
 //! lock of the tests' counters (`concurrent::lock_tests`) is held to the
-//! commit anyway, so no other writer sees or moves them meanwhile.
+//! commit anyway, so no other writer sees or moves them meanwhile. What
+//! the transaction itself reads of those rows before its commit (a read on
+//! the writing connection inside a batch) is what was there before it.
 //!
 //! Savepoints: what a write or a writer's job adds is a layer of its own
 //! ([`Pending::open`]); kept, it is merged into the layer below
@@ -24,7 +26,7 @@
 //! transaction committed (learned in a layer, kept with it, remembered at
 //! the commit: an id created by a rolled-back write is forgotten with it).
 
-use crate::statements::Sql;
+use postgres::types::ToSql;
 use std::collections::HashMap;
 
 /// What runs add to one test's counters (or its day's).
@@ -284,8 +286,13 @@ impl Pending {
     }
 
     /// Write what is pending (the transaction's only layer left, just
-    /// before its `COMMIT`): each test's row and each day's row once.
-    pub(crate) fn flush(&mut self, tx: &mut impl Sql) -> Result<(), postgres::Error> {
+    /// before its `COMMIT`): each test's row and each day's row once, in
+    /// one statement that `execute` runs (on the transaction's connection,
+    /// prepared).
+    pub(crate) fn flush(
+        &mut self,
+        execute: impl FnOnce(&'static str, &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>,
+    ) -> Result<(), postgres::Error> {
         debug_assert!(self.layers.len() <= 1, "flushed inside a savepoint");
         let Some(layer) = self.layers.last() else {
             return Ok(());
@@ -335,28 +342,13 @@ impl Pending {
             d(|(_, c)| c.flaky_commits),
             d(|(_, c)| c.flaky_failures),
         ];
-        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&ids];
-        params.extend(
-            columns
-                .iter()
-                .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
-        );
-        params.extend(
-            optional
-                .iter()
-                .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
-        );
-        params.extend(
-            seen.iter()
-                .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
-        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+        params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.extend(optional.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.extend(seen.iter().map(|c| c as &(dyn ToSql + Sync)));
         params.push(&first_flaky);
-        params.extend(
-            day_columns
-                .iter()
-                .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
-        );
-        tx.execute(FLUSH, &params)?;
+        params.extend(day_columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        execute(FLUSH, &params)?;
         self.flushed += ids.len() as u64;
         Ok(())
     }

@@ -3,8 +3,9 @@
 //! the same tables, the same step (`ci_slo_store::test_step::Step`, shared)
 //! and the same answers.
 //! A result new to the store moves its test's counters once, in the run's
-//! transaction; a replay or an update of an unfinished run moves nothing
-//! for results already stored.
+//! transaction (the rows of `tests` and `test_days` written at its commit,
+//! once for all its runs: `pending.rs`); a replay or an update of an
+//! unfinished run moves nothing for results already stored.
 //!
 //! Replicas: the counters of a repository and context's tests (`tests`,
 //! `test_days`, `test_commits`) are read and written under one lock of

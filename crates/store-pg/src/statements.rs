@@ -171,12 +171,11 @@ impl<'a> Tx<'a> {
     /// it with the rest).
     pub fn commit(mut self) -> Result<(), postgres::Error> {
         if !self.nested {
-            let pending = &mut *self.pending;
             let mut sql = Prepared {
                 client: &mut *self.client,
                 cache: &mut *self.cache,
             };
-            pending.flush(&mut sql)?;
+            self.pending.flush(|q, params| sql.execute(q, params))?;
         }
         if !self.counters.is_empty() {
             let counters = std::mem::take(&mut self.counters);
