@@ -16,7 +16,10 @@
 //!    the run has test results): their creation and every counter of them
 //!    (`tests`, `test_days`, `test_commits`: written only under this lock,
 //!    so their rows are not locked one by one), then its commit
-//!    (`results.rs`);
+//!    (`results.rs`). The rows of `tests` and `test_days` are written at
+//!    the transaction's commit (`pending.rs`), after the steps below, still
+//!    under this lock, held to the commit: no other writer takes them
+//!    without it;
 //! 4. the creation of fingerprints (`lock_new_fingerprints`, only when
 //!    the run shows new ones), then the run's fingerprints' rows, in hash
 //!    order (`failures.rs`);
@@ -86,9 +89,10 @@ pub(crate) fn lock_run(
 
 /// Take the transaction's lock on the tests of one repository and
 /// context: creating them, reading and writing their counters (the rows of
-/// `tests`, `test_days` and `test_commits`; `results.rs` is their only
-/// writer; retention deletes past days and commits no stored run has
-/// without it, as it did without the tests' row locks). Two writes of one repository and context count one after
+/// `tests`, `test_days` and `test_commits`; `results.rs` and, at the
+/// commit, `pending.rs` are their only writers; retention deletes past
+/// days and commits no stored run has without it, as it did without the
+/// tests' row locks). Two writes of one repository and context count one after
 /// the other, as the locks of all their tests' rows made them before, at
 /// the cost of one lock instead of a row lock per test.
 pub(crate) fn lock_tests(

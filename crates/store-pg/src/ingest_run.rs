@@ -193,9 +193,6 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<Ingested, PgStoreError> {
         let out = self.retrying(|store| store.ingest_once(run, policy, now))?;
-        if matches!(out.status, IngestStatus::Created | IngestStatus::Updated) {
-            self.counter_rows_moved(run.tests.len() as u64);
-        }
         self.vacuum_if_due();
         Ok(out)
     }

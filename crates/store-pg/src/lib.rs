@@ -54,6 +54,7 @@ pub mod leader;
 mod logs;
 mod meta;
 pub mod migrate;
+mod pending;
 mod prune;
 mod reads;
 pub mod reconnect;
@@ -110,6 +111,9 @@ pub struct PgStore {
     /// The identities of the tests the snapshot's reads have named
     /// (`test_identity.rs`).
     identities: RefCell<test_identity::Identities>,
+    /// The per-test counters of the open transaction, kept until its
+    /// commit, and the test ids learned (`pending.rs`).
+    pending: pending::Pending,
 }
 
 impl PgStore {
@@ -156,6 +160,7 @@ impl PgStore {
             pinned: Cell::new(false),
             vacuum: vacuum::CounterVacuum::default(),
             identities: RefCell::default(),
+            pending: pending::Pending::default(),
         })
     }
 
@@ -213,6 +218,7 @@ impl PgStore {
         Ok(Tx::begun(
             self.client.get_mut(),
             self.statements.get_mut(),
+            &mut self.pending,
             self.in_batch,
         ))
     }

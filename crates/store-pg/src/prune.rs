@@ -52,10 +52,10 @@ impl PgStore {
         )?;
         // Per-test state of what is gone: the days before `before`, and the
         // commits no stored run has any more. A test's all-time counters stay.
-        tx.execute(
-            "DELETE FROM test_days WHERE day < $1",
-            &[&before.div_euclid(86_400_000)],
-        )?;
+        let first_day = before.div_euclid(86_400_000);
+        tx.execute("DELETE FROM test_days WHERE day < $1", &[&first_day])?;
+        // Nor what this transaction's earlier runs keep pending of them.
+        tx.pending().forget_days_before(first_day);
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS gone_commits (id BIGINT PRIMARY KEY) ON COMMIT DELETE ROWS;
              INSERT INTO gone_commits SELECT c.id FROM commits c

@@ -3,8 +3,9 @@
 //! the same tables, the same step (`ci_slo_store::test_step::Step`, shared)
 //! and the same answers.
 //! A result new to the store moves its test's counters once, in the run's
-//! transaction; a replay or an update of an unfinished run moves nothing
-//! for results already stored.
+//! transaction (the rows of `tests` and `test_days` written at its commit,
+//! once for all its runs: `pending.rs`); a replay or an update of an
+//! unfinished run moves nothing for results already stored.
 //!
 //! Replicas: the counters of a repository and context's tests (`tests`,
 //! `test_days`, `test_commits`) are read and written under one lock of
@@ -14,7 +15,8 @@
 //! new tests are created under the same lock (see `intern_tests` and
 //! `concurrent.rs`).
 
-use crate::statements::Sql;
+use crate::pending::{Counted, Counts, Pending};
+use crate::statements::{Sql, Tx};
 use ci_slo_core::catalog;
 use ci_slo_core::model::{TestOutcome, TestResult};
 use ci_slo_core::slo::SloId;
@@ -46,8 +48,8 @@ pub(crate) struct RunOf<'a> {
 }
 
 /// Storing a run's results as its one `run_results` row (schema migration
-/// 4): `$1` the run, then the columns as arrays in test id order (`$6`
-/// test ids, outcomes, durations, retries, retry reasons, `$11` messages;
+/// 4): `$1` the run, then the columns as arrays in test id order (`$5`
+/// test ids, outcomes, durations, retries, retry reasons, `$10` messages;
 /// NULL for an array of defaults, see [`result_columns`]). The row is the
 /// run's whole set of results: an update of the run replaces it (results
 /// left out of the update are gone, as SQLite deletes them). A test id
@@ -59,64 +61,37 @@ pub(crate) struct RunOf<'a> {
 macro_rules! results_upsert {
     () => {
         "INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
-         VALUES ($1, $6::bigint[]::integer[], $7::bigint[]::smallint[], $8::float8[], $9::bigint[], $10::text[],
-                 $11::text[])
+         VALUES ($1, $5::bigint[]::integer[], $6::bigint[]::smallint[], $7::float8[], $8::bigint[], $9::text[],
+                 $10::text[])
          ON CONFLICT (run_id) DO UPDATE SET test_ids = excluded.test_ids, outcomes = excluded.outcomes,
             durations = excluded.durations, retries = excluded.retries,
             retry_reasons = excluded.retry_reasons, messages = excluded.messages"
     };
 }
 
-/// A run's results without new ones to count ($2 to $5 unused but typed,
+/// A run's results without new ones to count ($2 to $4 unused but typed,
 /// so that both statements bind the same first parameters).
 const RESULTS: &str = concat!(
-    "WITH unused AS (SELECT $2::bigint, $3::bigint, $4::bigint, $5::bigint) ",
+    "WITH unused AS (SELECT $2::bigint, $3::bigint, $4::bigint) ",
     results_upsert!()
 );
 
 /// A run's results and what its new ones count, in one statement: the
-/// results ([`results_upsert`]); `test_commits` ($5 the commit; $12 test
-/// ids, $13 flags, $14 failures, only those that change); the tests'
-/// counters and their day's (`$4`; $15 test ids, $16 passes, $17 failures,
-/// $18 flips, $19 commits, $20 flaky commits, $21 flaky failures, $22 1
-/// when failed; under the lock of the tests' counters, taken by
-/// `intern_tests`, so the day's rows are updated where they exist and
-/// inserted where not, without an upsert's conflict check and row lock).
-/// The run's `test_events` row is written later ([`TEST_EVENTS`]); the
-/// metric counters they move are the transaction's, added at its commit.
+/// results ([`results_upsert`]); `test_commits` ($4 the commit; $11 test
+/// ids, $12 flags, $13 failures, only those that change; written now, so
+/// that a later run of the commit in the same transaction reads them). The
+/// tests' counters and their day's are kept pending until the transaction
+/// commits (`pending.rs`); the run's `test_events` row is written later
+/// ([`TEST_EVENTS`]); the metric counters they move are the transaction's,
+/// added at its commit.
 const RESULTS_COUNTED: &str = concat!(
-    "WITH unused AS (SELECT $2::bigint), r AS (",
+    "WITH unused AS (SELECT $2::bigint, $3::bigint), r AS (",
     results_upsert!(),
-    "),
-     c AS (
-        INSERT INTO test_commits (test_id, commit_id, flags, failures)
-        SELECT u.test_id, $5::bigint, u.flags, u.failures
-        FROM unnest($12::bigint[], $13::bigint[], $14::bigint[]) AS u(test_id, flags, failures)
-        ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures),
-     u AS (SELECT * FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[],
-                               $20::bigint[], $21::bigint[], $22::bigint[])
-           AS u(id, passes, failures, flips, commits, flaky, flaky_failures, failed)),
-     t AS (
-        UPDATE tests t SET runs = t.runs + 1, passes = t.passes + u.passes, failures = t.failures + u.failures,
-            flips = t.flips + u.flips, commits = t.commits + u.commits,
-            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
-            last_failed = u.failed,
-            first_seen = least(coalesce(t.first_seen, $3::bigint), $3::bigint),
-            last_seen = greatest(coalesce(t.last_seen, $3::bigint), $3::bigint),
-            last_failure_run_id = CASE WHEN u.failed = 1 THEN $1::bigint ELSE t.last_failure_run_id END,
-            last_failure_at = CASE WHEN u.failed = 1 THEN $3::bigint ELSE t.last_failure_at END,
-            first_seen_flaky = CASE WHEN u.flaky = 1 THEN coalesce(t.first_seen_flaky, $3::bigint)
-                ELSE t.first_seen_flaky END
-        FROM u WHERE t.id = u.id),
-     d AS (
-        UPDATE test_days d SET runs = d.runs + 1, passes = d.passes + u.passes, failures = d.failures + u.failures,
-            flips = d.flips + u.flips, commits = d.commits + u.commits, flaky_commits = d.flaky_commits + u.flaky,
-            flaky_failures = d.flaky_failures + u.flaky_failures
-        FROM u WHERE d.test_id = u.id AND d.day = $4
-        RETURNING d.test_id)
-     INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
-     SELECT u.id, $4, 1, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures FROM u
-     WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = u.id)"
+    ")
+     INSERT INTO test_commits (test_id, commit_id, flags, failures)
+     SELECT u.test_id, $4::bigint, u.flags, u.failures
+     FROM unnest($11::bigint[], $12::bigint[], $13::bigint[]) AS u(test_id, flags, failures)
+     ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures"
 );
 
 /// The test_success events of a run's new results, its `test_events` row
@@ -151,14 +126,16 @@ impl TestEvents {
 /// row is written again with `tests` only) and count the new ones.
 /// Set-based: the tests' rows in one or two statements ([`intern_tests`]),
 /// the commit and its per-test rows in one ([`commit_of`]), then the
-/// results and every counter they move in one ([`RESULTS_COUNTED`]): a
-/// handful of round trips for the whole run, not five per result. A test
+/// results and what they count in one ([`RESULTS_COUNTED`]): a handful of
+/// round trips for the whole run, not five per result. The tests' counters
+/// are stepped from what the transaction has pending for them (its earlier
+/// runs) and kept pending (`pending.rs`). A test
 /// named twice in one run keeps the last of its results and is counted
 /// once, by the first (as the SQLite store does). The run's test_success
 /// events are left to the caller ([`TestEvents`]), to write with its other
 /// SLO events.
 pub(crate) fn store(
-    tx: &mut impl Sql,
+    tx: &mut Tx<'_>,
     run: &RunOf<'_>,
     tests: &[TestResult],
     replacing: bool,
@@ -208,11 +185,10 @@ pub(crate) fn store(
     stored_ids.sort_unstable();
     let (outcome, duration, retries, reasons, message) = result_columns(tests, &stored_ids, &rows);
     let day = run.at_ms.div_euclid(DAY_MS);
-    let head: [&(dyn ToSql + Sync); 11] = [
+    let head: [&(dyn ToSql + Sync); 10] = [
         &run.run_id,
         &run.repository_id,
         &run.at_ms,
-        &day,
         &commit_id,
         &stored_ids,
         &outcome,
@@ -224,35 +200,19 @@ pub(crate) fn store(
     if counted.is_empty() {
         tx.execute(RESULTS, &head)?;
     } else {
-        let steps = Steps::of(&counted, &ids, &stored);
+        let steps = Steps::of(&counted, &ids, &stored, tx.pending());
+        tx.pending()
+            .add_run(run.run_id, run.at_ms, day, &steps.counted);
         let good = counted
             .iter()
             .filter(|(_, t)| !is_failed(t.outcome))
             .count() as i64;
         let total = counted.len() as i64;
         let (family, labels, values) = test_success_counters(run.repository, good, total, live);
-        let [
-            ids,
-            passes,
-            failures,
-            flips,
-            commits,
-            flaky,
-            flaky_failures,
-            failed,
-        ] = &steps.tests;
-        let tail: [&(dyn ToSql + Sync); 11] = [
+        let tail: [&(dyn ToSql + Sync); 3] = [
             &steps.commit_ids,
             &steps.commit_flags,
             &steps.commit_failures,
-            ids,
-            passes,
-            failures,
-            flips,
-            commits,
-            flaky,
-            flaky_failures,
-            failed,
         ];
         let params: Vec<&(dyn ToSql + Sync)> = head.iter().chain(tail.iter()).copied().collect();
         tx.execute(RESULTS_COUNTED, &params)?;
@@ -386,20 +346,26 @@ fn commit_of(
 }
 
 /// Each test of the run by name: its id and the outcome of its latest
-/// counted result (true: failed), read under the lock of the counters of
-/// its repository and context (`concurrent::lock_tests`, taken first: the
-/// counters of a test are only written under it). Tests new to the store
-/// are created under the same lock, in one statement, in the order of the
-/// run (their ids follow SQLite's, in order of first sight). No row is
-/// locked here: a run's tests' rows were locked `FOR UPDATE` before, a
-/// second write of each of 8,000 rows per run that the counters' update
-/// then wrote again.
+/// counted result as its row has it (true: failed), read under the lock of
+/// the counters of its repository and context (`concurrent::lock_tests`,
+/// taken first: the counters of a test are only written under it).
+///
+/// Ids the store knows (`pending.rs`: an id never changes) are not looked
+/// up by name: only their `last_failed` is read, fresh, by the context's
+/// index range when the run names at least half of the tests known of its
+/// context, else by id (and not at all for tests the transaction already
+/// counted: their pending state is the latest). The others are looked up
+/// by name, and tests new to the store are created under the same lock,
+/// in one statement, in the order of the run (their ids follow SQLite's,
+/// in order of first sight). No row is locked here: a run's tests' rows
+/// were locked `FOR UPDATE` before, a second write of each of 8,000 rows
+/// per run that the counters' update then wrote again.
 fn intern_tests<'t>(
-    tx: &mut impl Sql,
+    tx: &mut Tx<'_>,
     run: &RunOf<'_>,
     tests: &'t [TestResult],
 ) -> Result<HashMap<&'t str, (i64, Option<bool>)>, postgres::Error> {
-    let mut names: Vec<&str> = Vec::with_capacity(tests.len());
+    let mut names: Vec<&'t str> = Vec::with_capacity(tests.len());
     let mut unique: HashSet<&str> = HashSet::with_capacity(tests.len());
     for t in tests {
         if unique.insert(t.name.as_str()) {
@@ -407,25 +373,65 @@ fn intern_tests<'t>(
         }
     }
     crate::concurrent::lock_tests(tx, run.repository_id, run.context)?;
+    let (known, in_context) = tx
+        .pending()
+        .known_ids(run.repository_id, run.context, &names);
+    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
+    let mut unread: HashMap<i64, &'t str> = HashMap::new();
+    for (name, id) in known {
+        ids.insert(name, (id, None));
+        if tx.pending().last_failed(id).is_none() {
+            unread.insert(id, name);
+        }
+    }
+    if !unread.is_empty() {
+        let rows = if unread.len() * 2 >= in_context {
+            tx.query(
+                "SELECT id, last_failed FROM tests WHERE repository_id = $1 AND context = $2",
+                &[&run.repository_id, &run.context],
+            )?
+        } else {
+            let wanted: Vec<i64> = unread.keys().copied().collect();
+            tx.query(
+                "SELECT id, last_failed FROM tests WHERE id = ANY($1::bigint[])",
+                &[&wanted],
+            )?
+        };
+        for r in rows {
+            if let Some(name) = unread.get(&r.get::<_, i64>(0)) {
+                let last_failed = r.get::<_, Option<i64>>(1).map(|f| f != 0);
+                ids.entry(name).and_modify(|e| e.1 = last_failed);
+            }
+        }
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !ids.contains_key(n))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(ids);
+    }
     // A join with the names, not `name = ANY($3)`: a plan made while the
     // table was small may scan the repository and context's index range
     // and test each name against the whole array (8,000 × 8,000).
     let select = "SELECT t.id, t.name, t.last_failed FROM unnest($3::text[]) AS n(name)
          JOIN tests t ON t.repository_id = $1 AND t.context = $2 AND t.name = n.name";
-    let mut ids: HashMap<&'t str, (i64, Option<bool>)> = HashMap::with_capacity(names.len());
-    let found = |ids: &mut HashMap<&'t str, (i64, Option<bool>)>, rows: Vec<postgres::Row>| {
+    let found = |tx: &mut Tx<'_>,
+                 ids: &mut HashMap<&'t str, (i64, Option<bool>)>,
+                 rows: Vec<postgres::Row>| {
         for r in rows {
             let name: &str = r.get(1);
             if let Some(n) = unique.get(name) {
-                ids.insert(n, (r.get(0), r.get::<_, Option<i64>>(2).map(|f| f != 0)));
+                let id: i64 = r.get(0);
+                tx.pending().learn(run.repository_id, run.context, n, id);
+                ids.insert(n, (id, r.get::<_, Option<i64>>(2).map(|f| f != 0)));
             }
         }
     };
-    found(
-        &mut ids,
-        tx.query(select, &[&run.repository_id, &run.context, &names])?,
-    );
-    let missing: Vec<&str> = names
+    let rows = tx.query(select, &[&run.repository_id, &run.context, &unknown])?;
+    found(tx, &mut ids, rows);
+    let missing: Vec<&str> = unknown
         .iter()
         .copied()
         .filter(|n| !ids.contains_key(n))
@@ -433,76 +439,78 @@ fn intern_tests<'t>(
     if !missing.is_empty() {
         // A test created since by a writer outside the lock (a row written
         // into the `test_results` view) is a conflict, read after.
-        found(
-            &mut ids,
-            tx.query(
-                "INSERT INTO tests (repository_id, context, name)
-                 SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
-                 ON CONFLICT DO NOTHING
-                 RETURNING id, name, last_failed",
-                &[&run.repository_id, &run.context, &missing],
-            )?,
-        );
+        let rows = tx.query(
+            "INSERT INTO tests (repository_id, context, name)
+             SELECT $1, $2, n FROM unnest($3::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i
+             ON CONFLICT DO NOTHING
+             RETURNING id, name, last_failed",
+            &[&run.repository_id, &run.context, &missing],
+        )?;
+        found(tx, &mut ids, rows);
         if ids.len() < names.len() {
             let rest: Vec<&str> = missing
                 .iter()
                 .copied()
                 .filter(|n| !ids.contains_key(n))
                 .collect();
-            found(
-                &mut ids,
-                tx.query(select, &[&run.repository_id, &run.context, &rest])?,
-            );
+            let rows = tx.query(select, &[&run.repository_id, &run.context, &rest])?;
+            found(tx, &mut ids, rows);
         }
     }
     Ok(ids)
 }
 
-/// What the run's new results do to their tests' counters, as columns (one
-/// row per test, in the order of the run): the `test_commits` rows that
-/// change, and the tests' increments.
+/// What the run's new results do to their tests' counters (one row per
+/// test, in the order of the run): the `test_commits` rows that change, as
+/// columns, and the tests' increments.
 struct Steps {
     commit_ids: Vec<i64>,
     commit_flags: Vec<i64>,
     commit_failures: Vec<i64>,
-    /// Test id, passes, failures, flips, commits, flaky commits, flaky
-    /// failures, 1 when failed.
-    tests: [Vec<i64>; 8],
+    counted: Vec<Counted>,
 }
 
 impl Steps {
+    /// Each step from the test's latest counted result: pending in the
+    /// transaction, else as its row has it (`ids`).
     fn of(
         counted: &[(i64, &TestResult)],
         ids: &HashMap<&str, (i64, Option<bool>)>,
         stored: &Stored,
+        pending: &Pending,
     ) -> Steps {
         let mut s = Steps {
             commit_ids: Vec::new(),
             commit_flags: Vec::new(),
             commit_failures: Vec::new(),
-            tests: Default::default(),
+            counted: Vec::with_capacity(counted.len()),
         };
         for (test_id, t) in counted {
             let failed = is_failed(t.outcome);
-            let last_failed = ids.get(t.name.as_str()).and_then(|(_, l)| *l);
+            let last_failed = match pending.last_failed(*test_id) {
+                Some(l) => Some(l),
+                None => ids.get(t.name.as_str()).and_then(|(_, l)| *l),
+            };
             let step = Step::of(stored.get(test_id).copied(), last_failed, failed, t.retries);
             if step.commit_changed {
                 s.commit_ids.push(*test_id);
                 s.commit_flags.push(step.flags);
                 s.commit_failures.push(step.commit_failures);
             }
-            for (column, value) in s.tests.iter_mut().zip([
-                *test_id,
-                step.passes,
-                step.failures,
-                step.flip,
-                step.new_commit,
-                i64::from(step.became_flaky),
-                step.flaky_failures,
-                i64::from(failed),
-            ]) {
-                column.push(value);
-            }
+            s.counted.push(Counted {
+                test_id: *test_id,
+                counts: Counts {
+                    runs: 1,
+                    passes: step.passes,
+                    failures: step.failures,
+                    flips: step.flip,
+                    commits: step.new_commit,
+                    flaky_commits: i64::from(step.became_flaky),
+                    flaky_failures: step.flaky_failures,
+                },
+                failed,
+                became_flaky: step.became_flaky,
+            });
         }
         s
     }

@@ -14,6 +14,7 @@
 //! each locked until its transaction ends; taken in one fixed order, last,
 //! two replicas' writes cannot deadlock on them (see `concurrent.rs`).
 
+use crate::pending::Pending;
 use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Statement};
 use std::collections::{BTreeMap, HashMap};
@@ -120,6 +121,9 @@ pub struct Tx<'a> {
     open: bool,
     /// The counter increments kept until commit, by family and labels.
     counters: BTreeMap<(&'static str, String), f64>,
+    /// The per-test counters kept until the transaction's commit, this
+    /// write's own in a layer of its own (`pending.rs`).
+    pending: &'a mut Pending,
 }
 
 impl<'a> Tx<'a> {
@@ -128,15 +132,27 @@ impl<'a> Tx<'a> {
     pub(crate) fn begun(
         client: &'a mut postgres::Client,
         cache: &'a mut Statements,
+        pending: &'a mut Pending,
         nested: bool,
     ) -> Tx<'a> {
+        if nested {
+            pending.open();
+        } else {
+            pending.begin();
+        }
         Tx {
             client,
             cache,
             nested,
             open: true,
             counters: BTreeMap::new(),
+            pending,
         }
+    }
+
+    /// The per-test counters pending in the transaction.
+    pub(crate) fn pending(&mut self) -> &mut Pending {
+        self.pending
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
@@ -148,10 +164,19 @@ impl<'a> Tx<'a> {
         self.client.batch_execute(sql)
     }
 
-    /// Keep what this write did: its counter increments, in the order of
-    /// (family, labels), then `COMMIT` (or release the savepoint: the
-    /// batch's transaction commits it with the rest).
+    /// Keep what this write did: its per-test counters (written now when
+    /// this write is the transaction, else kept pending for its commit),
+    /// its counter increments, in the order of (family, labels), then
+    /// `COMMIT` (or release the savepoint: the batch's transaction commits
+    /// it with the rest).
     pub fn commit(mut self) -> Result<(), postgres::Error> {
+        if !self.nested {
+            let mut sql = Prepared {
+                client: &mut *self.client,
+                cache: &mut *self.cache,
+            };
+            self.pending.flush(|q, params| sql.execute(q, params))?;
+        }
         if !self.counters.is_empty() {
             let counters = std::mem::take(&mut self.counters);
             let n = counters.len();
@@ -168,17 +193,28 @@ impl<'a> Tx<'a> {
             Sql::execute(&mut self, COUNT_ALL, &[&families, &labels, &values])?;
         }
         self.open = false;
-        self.client.batch_execute(if self.nested {
-            "RELEASE SAVEPOINT tx"
+        if self.nested {
+            self.pending.release();
+            return self.client.batch_execute("RELEASE SAVEPOINT tx");
+        }
+        let out = self.client.batch_execute("COMMIT");
+        if out.is_ok() {
+            self.pending.committed();
         } else {
-            "COMMIT"
-        })
+            self.pending.clear();
+        }
+        out
     }
 }
 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if self.open {
+            if self.nested {
+                self.pending.discard();
+            } else {
+                self.pending.clear();
+            }
             // A failure here leaves the connection in a failed transaction,
             // which the next write's statements report.
             let _ = self.client.batch_execute(if self.nested {
@@ -244,6 +280,19 @@ prepared_sql!(Tx<'_>;
     }
 );
 prepared_sql!(Read<'_>);
+prepared_sql!(Prepared<'_>);
+
+/// A connection and its prepared statements, borrowed as they are.
+pub(crate) struct Prepared<'a> {
+    pub(crate) client: &'a mut postgres::Client,
+    pub(crate) cache: &'a mut Statements,
+}
+
+impl Prepared<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        self.cache.get(self.client, sql)
+    }
+}
 
 /// One read of the store ([`crate::PgStore::read`]): its connection and
 /// the store's prepared statements, borrowed for the read; a statement is

@@ -160,14 +160,23 @@ impl Engine for PgStore {
     fn begin_batch(&mut self) -> Result<(), StoreError> {
         self.begin("BEGIN")?;
         self.in_batch = true;
+        self.pending.begin();
         Ok(())
     }
 
     fn begin_job(&mut self) -> Result<(), StoreError> {
-        self.control("SAVEPOINT job")
+        self.control("SAVEPOINT job")?;
+        self.pending.open();
+        Ok(())
     }
 
+    /// A job rolled back takes its pending per-test counters with it.
     fn end_job(&mut self, keep: bool) -> Result<(), StoreError> {
+        if keep {
+            self.pending.release();
+        } else {
+            self.pending.discard();
+        }
         let ended = self.control(if keep {
             "RELEASE SAVEPOINT job"
         } else {
@@ -185,14 +194,24 @@ impl Engine for PgStore {
         self.in_batch
     }
 
+    /// The per-test counters the batch's jobs kept pending are written
+    /// first (a failure there fails the batch, which the writer rolls back).
     fn commit_batch(&mut self) -> Result<(), StoreError> {
+        self.flush_pending()?;
         self.in_batch = false;
-        self.control("COMMIT")?;
+        let committed = self.control("COMMIT");
+        if committed.is_ok() {
+            self.pending.committed();
+        } else {
+            self.pending.clear();
+        }
+        committed?;
         self.vacuum_if_due();
         Ok(())
     }
 
     fn rollback_batch(&mut self) {
+        self.pending.clear();
         if self.in_batch {
             self.in_batch = false;
             let _ = self.control("ROLLBACK");

@@ -1,11 +1,12 @@
 //! Vacuuming the per-test counter tables as the store writes them.
 //!
-//! Every stored run of N tests updates N rows of `tests` and N of
-//! `test_days` (the same few thousand rows, run after run). With room in
-//! their pages (schema migration 5) a run's update is HOT and prunes the
-//! previous run's version, but a transaction that stores several runs (the
-//! writer's batch under load, a history load) leaves versions it cannot
-//! prune, and autovacuum wakes only once a minute (`autovacuum_naptime`):
+//! Every transaction that stores runs of N tests updates N rows of
+//! `tests` and N of `test_days` (the same few thousand rows, transaction
+//! after transaction; once each per transaction, `pending.rs`). With room
+//! in their pages (schema migration 5) an update is HOT and prunes the
+//! previous version, but versions still visible to an open snapshot
+//! cannot be pruned, and autovacuum wakes only once a minute
+//! (`autovacuum_naptime`):
 //! a load of 30,000 results a second spread these 8,000-row tables over
 //! 350 MB before it came (docs/benchmarks.md). So the store vacuums them
 //! itself, after a transaction that brings the rows it moved since the last
@@ -18,7 +19,8 @@
 
 use crate::PgStore;
 
-/// Counter rows moved between two vacuums: 25 runs of 8,000 tests.
+/// Counter rows moved between two vacuums (`tests` rows written, each with
+/// its day's): 25 transactions of 8,000 tests.
 pub const VACUUM_EVERY: u64 = 200_000;
 
 /// What is due: rows moved since the last vacuum, and whether vacuuming
@@ -43,16 +45,15 @@ impl Default for CounterVacuum {
 }
 
 impl PgStore {
-    /// A run that moved `rows` counter rows was stored (perhaps inside a
-    /// transaction still open).
-    pub(crate) fn counter_rows_moved(&mut self, rows: u64) {
-        self.vacuum.moved = self.vacuum.moved.saturating_add(rows);
-    }
-
     /// After a transaction committed (never inside one): vacuum the
     /// counter tables if they are due.
     pub(crate) fn vacuum_if_due(&mut self) {
+        // The rows moved: the `tests` rows the committed transactions
+        // wrote (each with its day's row; `pending.rs` writes each once per
+        // transaction).
+        let moved = self.pending.take_flushed();
         let v = &mut self.vacuum;
+        v.moved = v.moved.saturating_add(moved);
         if v.disabled || v.moved < v.every || self.in_batch || self.pinned.get() {
             return;
         }

@@ -822,7 +822,8 @@ fn runs_of_one_pull_request_in_two_contexts_wait_for_each_other_only_after_their
             assert!(waits < 3000, "B never waited for A's shared rows");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        // ...with its results and their counters written already.
+        // ...with its results written already (the tests' counters are
+        // written at its commit: pending.rs).
         let held: Vec<String> = watch
             .query(
                 "SELECT DISTINCT relation::regclass::text FROM pg_locks
@@ -838,11 +839,12 @@ fn runs_of_one_pull_request_in_two_contexts_wait_for_each_other_only_after_their
         release.wait();
         (writer.join().unwrap(), held)
     });
-    assert_eq!(
-        b_held,
-        ["run_results", "test_commits", "test_days", "tests"],
-        "B waited before storing its results"
-    );
+    for table in ["run_results", "test_commits"] {
+        assert!(
+            b_held.iter().any(|t| t == table),
+            "B waited before writing {table}: it had written {b_held:?}"
+        );
+    }
     assert_eq!(b_got.unwrap().status, IngestStatus::Created);
     let sqlite = sqlite_after(&[seed, a_run, b_run], &policy);
     assert_same_unordered(&sqlite, &mut b);

@@ -2,6 +2,7 @@
 //! package, started once for this test binary on 127.0.0.1 in a temporary
 //! directory (ci_slo_store_pg::testing), a database per test.
 
+mod aggregation;
 mod concurrency;
 mod counting;
 mod fencing;

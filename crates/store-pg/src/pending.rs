@@ -1,0 +1,452 @@
+//! The per-test counters a transaction moves, kept in memory until its
+//! commit, and the test ids the store has learned.
+//!
+//! Every stored run of N tests moves N rows of `tests` and N of
+//! `test_days`. A transaction that stores several runs of one repository
+//! and context (the writer's batch under load, `ingest_batch`) would write
+//! each of those rows once per run; here each run's increments (and the
+//! latest `last_failed`, last failure, first and last seen, first seen
+//! flaky) are added to what the transaction already has pending for the
+//! test and its day, a later run stepping from that pending state, and
+//! [`Pending::flush`] writes each row once, just before `COMMIT`. The
+//! lock of the tests' counters (`concurrent::lock_tests`) is held to the
+//! commit anyway, so no other writer sees or moves them meanwhile. What
+//! the transaction itself reads of those rows before its commit (a read on
+//! the writing connection inside a batch) is what was there before it.
+//!
+//! Savepoints: what a write or a writer's job adds is a layer of its own
+//! ([`Pending::open`]); kept, it is merged into the layer below
+//! ([`Pending::release`]); rolled back, it is dropped whole
+//! ([`Pending::discard`]), as its rows would be. A layer holds each test it
+//! moved as its whole pending state (not as a difference), so merging is
+//! overwriting and dropping is forgetting.
+//!
+//! Test ids: a test's id never changes and its row is never deleted, so
+//! the store remembers the ids of (repository, context, name) once their
+//! transaction committed (learned in a layer, kept with it, remembered at
+//! the commit: an id created by a rolled-back write is forgotten with it).
+
+use postgres::types::ToSql;
+use std::collections::HashMap;
+
+/// What runs add to one test's counters (or its day's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) runs: i64,
+    pub(crate) passes: i64,
+    pub(crate) failures: i64,
+    pub(crate) flips: i64,
+    pub(crate) commits: i64,
+    pub(crate) flaky_commits: i64,
+    pub(crate) flaky_failures: i64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.runs += o.runs;
+        self.passes += o.passes;
+        self.failures += o.failures;
+        self.flips += o.flips;
+        self.commits += o.commits;
+        self.flaky_commits += o.flaky_commits;
+        self.flaky_failures += o.flaky_failures;
+    }
+}
+
+/// One counted result of a run: its test, what it adds, whether it failed
+/// and whether its test became flaky on its commit.
+pub(crate) struct Counted {
+    pub(crate) test_id: i64,
+    pub(crate) counts: Counts,
+    pub(crate) failed: bool,
+    pub(crate) became_flaky: bool,
+}
+
+/// A test's pending state: its increments and what its row is set to.
+#[derive(Clone, Debug)]
+struct TestPending {
+    counts: Counts,
+    last_failed: bool,
+    /// The latest failed run and its time.
+    last_failure: Option<(i64, i64)>,
+    first_seen: i64,
+    last_seen: i64,
+    /// The time of the first run that made it flaky.
+    first_seen_flaky: Option<i64>,
+}
+
+/// Names to ids, by repository and context.
+type Ids = HashMap<i64, HashMap<String, HashMap<String, i64>>>;
+
+#[derive(Default)]
+struct Layer {
+    tests: HashMap<i64, TestPending>,
+    /// By (test, day); None: the day's rows were deleted (retention) after
+    /// what the layers below have pending, so nothing of it is written.
+    days: HashMap<(i64, i64), Option<Counts>>,
+    learned: Ids,
+}
+
+/// See the module's documentation.
+#[derive(Default)]
+pub(crate) struct Pending {
+    layers: Vec<Layer>,
+    known: Ids,
+    /// `tests` rows written since [`Pending::take_flushed`].
+    flushed: u64,
+}
+
+/// Writing what is pending: `tests` ($1 ids, $2 runs, passes, failures,
+/// flips, commits, flaky commits, $8 flaky failures, $9 1 when last
+/// failed, $10 the last failed run, $11 its time, $12 first seen, $13 last
+/// seen, $14 first seen flaky) and `test_days` ($15 test ids, $16 days,
+/// $17 runs to $23 flaky failures; updated where the row exists, inserted
+/// where not, without an upsert's conflict check: under the lock of the
+/// tests' counters).
+const FLUSH: &str = "WITH u AS (
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                             $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])
+        AS u(id, runs, passes, failures, flips, commits, flaky, flaky_failures, failed, failure_run,
+             failure_at, first_seen, last_seen, first_flaky)),
+     t AS (
+        UPDATE tests t SET runs = t.runs + u.runs, passes = t.passes + u.passes,
+            failures = t.failures + u.failures, flips = t.flips + u.flips, commits = t.commits + u.commits,
+            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
+            last_failed = u.failed,
+            first_seen = least(coalesce(t.first_seen, u.first_seen), u.first_seen),
+            last_seen = greatest(coalesce(t.last_seen, u.last_seen), u.last_seen),
+            last_failure_run_id = coalesce(u.failure_run, t.last_failure_run_id),
+            last_failure_at = CASE WHEN u.failure_run IS NULL THEN t.last_failure_at ELSE u.failure_at END,
+            first_seen_flaky = coalesce(t.first_seen_flaky, u.first_flaky)
+        FROM u WHERE t.id = u.id),
+     v AS (
+        SELECT * FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[],
+                             $20::bigint[], $21::bigint[], $22::bigint[], $23::bigint[])
+        AS v(id, day, runs, passes, failures, flips, commits, flaky, flaky_failures)),
+     d AS (
+        UPDATE test_days d SET runs = d.runs + v.runs, passes = d.passes + v.passes,
+            failures = d.failures + v.failures, flips = d.flips + v.flips, commits = d.commits + v.commits,
+            flaky_commits = d.flaky_commits + v.flaky, flaky_failures = d.flaky_failures + v.flaky_failures
+        FROM v WHERE d.test_id = v.id AND d.day = v.day
+        RETURNING d.test_id, d.day)
+     INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+     SELECT v.id, v.day, v.runs, v.passes, v.failures, v.flips, v.commits, v.flaky, v.flaky_failures FROM v
+     WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = v.id AND d.day = v.day)";
+
+impl Pending {
+    /// A transaction begins: nothing is pending.
+    pub(crate) fn begin(&mut self) {
+        self.layers.clear();
+        self.layers.push(Layer::default());
+    }
+
+    /// A savepoint (a write, a writer's job) begins.
+    pub(crate) fn open(&mut self) {
+        self.layers.push(Layer::default());
+    }
+
+    /// The latest savepoint is kept: what it added is the transaction's.
+    pub(crate) fn release(&mut self) {
+        let Some(top) = self.layers.pop() else {
+            return;
+        };
+        let Some(below) = self.layers.last_mut() else {
+            return;
+        };
+        below.tests.extend(top.tests);
+        below.days.extend(top.days);
+        merge_ids(&mut below.learned, top.learned);
+    }
+
+    /// The latest savepoint is rolled back: what it added is gone.
+    pub(crate) fn discard(&mut self) {
+        self.layers.pop();
+    }
+
+    /// The transaction is rolled back (or lost): nothing is pending.
+    pub(crate) fn clear(&mut self) {
+        self.layers.clear();
+    }
+
+    /// The transaction committed: the ids it learned are known.
+    pub(crate) fn committed(&mut self) {
+        for layer in std::mem::take(&mut self.layers) {
+            merge_ids(&mut self.known, layer.learned);
+        }
+    }
+
+    fn test(&self, id: i64) -> Option<&TestPending> {
+        self.layers.iter().rev().find_map(|l| l.tests.get(&id))
+    }
+
+    fn day(&self, key: (i64, i64)) -> Option<Counts> {
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|l| l.days.get(&key))
+            .copied()
+            .flatten()
+    }
+
+    /// Whether test `id`'s latest counted result in this transaction
+    /// failed; None when it has none.
+    pub(crate) fn last_failed(&self, id: i64) -> Option<bool> {
+        self.test(id).map(|t| t.last_failed)
+    }
+
+    /// Add a run's counted results (`run_id`, at `at_ms`, of UTC day
+    /// `day`) to what is pending.
+    pub(crate) fn add_run(&mut self, run_id: i64, at_ms: i64, day: i64, counted: &[Counted]) {
+        for c in counted {
+            let mut t = self.test(c.test_id).cloned().unwrap_or(TestPending {
+                counts: Counts::default(),
+                last_failed: c.failed,
+                last_failure: None,
+                first_seen: at_ms,
+                last_seen: at_ms,
+                first_seen_flaky: None,
+            });
+            t.counts.add(&c.counts);
+            t.last_failed = c.failed;
+            if c.failed {
+                t.last_failure = Some((run_id, at_ms));
+            }
+            t.first_seen = t.first_seen.min(at_ms);
+            t.last_seen = t.last_seen.max(at_ms);
+            if c.became_flaky && t.first_seen_flaky.is_none() {
+                t.first_seen_flaky = Some(at_ms);
+            }
+            let mut d = self.day((c.test_id, day)).unwrap_or_default();
+            d.add(&c.counts);
+            let top = self.top();
+            top.tests.insert(c.test_id, t);
+            top.days.insert((c.test_id, day), Some(d));
+        }
+    }
+
+    /// The rows of `test_days` before `day` were deleted: nothing pending
+    /// of them is written.
+    pub(crate) fn forget_days_before(&mut self, day: i64) {
+        let gone: Vec<(i64, i64)> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.days.keys())
+            .filter(|k| k.1 < day)
+            .copied()
+            .collect();
+        let top = self.top();
+        for k in gone {
+            top.days.insert(k, None);
+        }
+    }
+
+    fn top(&mut self) -> &mut Layer {
+        if self.layers.is_empty() {
+            self.layers.push(Layer::default());
+        }
+        self.layers.last_mut().expect("a layer")
+    }
+
+    /// The ids of `names` of one repository and context that are known
+    /// (committed, or learned by this transaction), and how many tests of
+    /// it the store has committed ids of.
+    pub(crate) fn known_ids<'n>(
+        &self,
+        repository_id: i64,
+        context: &str,
+        names: &[&'n str],
+    ) -> (HashMap<&'n str, i64>, usize) {
+        let maps: Vec<&HashMap<String, i64>> = std::iter::once(&self.known)
+            .chain(self.layers.iter().map(|l| &l.learned))
+            .filter_map(|ids| ids.get(&repository_id)?.get(context))
+            .collect();
+        let known = names
+            .iter()
+            .filter_map(|n| Some((*n, maps.iter().find_map(|m| m.get(*n)).copied()?)))
+            .collect();
+        let committed = self
+            .known
+            .get(&repository_id)
+            .and_then(|c| c.get(context))
+            .map_or(0, HashMap::len);
+        (known, committed)
+    }
+
+    /// Test `id` is (repository, context, name): remembered once the
+    /// transaction commits.
+    pub(crate) fn learn(&mut self, repository_id: i64, context: &str, name: &str, id: i64) {
+        let top = self.top();
+        top.learned
+            .entry(repository_id)
+            .or_default()
+            .entry(context.to_string())
+            .or_default()
+            .insert(name.to_string(), id);
+    }
+
+    /// Write what is pending (the transaction's only layer left, just
+    /// before its `COMMIT`): each test's row and each day's row once, in
+    /// one statement that `execute` runs (on the transaction's connection,
+    /// prepared).
+    pub(crate) fn flush(
+        &mut self,
+        execute: impl FnOnce(&'static str, &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>,
+    ) -> Result<(), postgres::Error> {
+        debug_assert!(self.layers.len() <= 1, "flushed inside a savepoint");
+        let Some(layer) = self.layers.last() else {
+            return Ok(());
+        };
+        if layer.tests.is_empty() {
+            return Ok(());
+        }
+        let mut tests: Vec<(&i64, &TestPending)> = layer.tests.iter().collect();
+        tests.sort_unstable_by_key(|(id, _)| **id);
+        let mut days: Vec<((i64, i64), Counts)> = layer
+            .days
+            .iter()
+            .filter_map(|(k, d)| Some((*k, (*d)?)))
+            .collect();
+        days.sort_unstable_by_key(|(k, _)| *k);
+        let t =
+            |f: fn(&TestPending) -> i64| -> Vec<i64> { tests.iter().map(|(_, p)| f(p)).collect() };
+        let to = |f: fn(&TestPending) -> Option<i64>| -> Vec<Option<i64>> {
+            tests.iter().map(|(_, p)| f(p)).collect()
+        };
+        let d = |f: fn(&((i64, i64), Counts)) -> i64| -> Vec<i64> { days.iter().map(f).collect() };
+        let columns = [
+            t(|p| p.counts.runs),
+            t(|p| p.counts.passes),
+            t(|p| p.counts.failures),
+            t(|p| p.counts.flips),
+            t(|p| p.counts.commits),
+            t(|p| p.counts.flaky_commits),
+            t(|p| p.counts.flaky_failures),
+            t(|p| i64::from(p.last_failed)),
+        ];
+        let ids: Vec<i64> = tests.iter().map(|(id, _)| **id).collect();
+        let optional = [
+            to(|p| p.last_failure.map(|f| f.0)),
+            to(|p| p.last_failure.map(|f| f.1)),
+        ];
+        let seen = [t(|p| p.first_seen), t(|p| p.last_seen)];
+        let first_flaky = to(|p| p.first_seen_flaky);
+        let day_columns = [
+            d(|(k, _)| k.0),
+            d(|(k, _)| k.1),
+            d(|(_, c)| c.runs),
+            d(|(_, c)| c.passes),
+            d(|(_, c)| c.failures),
+            d(|(_, c)| c.flips),
+            d(|(_, c)| c.commits),
+            d(|(_, c)| c.flaky_commits),
+            d(|(_, c)| c.flaky_failures),
+        ];
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+        params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.extend(optional.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.extend(seen.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.push(&first_flaky);
+        params.extend(day_columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        execute(FLUSH, &params)?;
+        self.flushed += ids.len() as u64;
+        Ok(())
+    }
+
+    /// `tests` rows written since the last call.
+    pub(crate) fn take_flushed(&mut self) -> u64 {
+        std::mem::take(&mut self.flushed)
+    }
+}
+
+fn merge_ids(into: &mut Ids, from: Ids) {
+    for (repository, contexts) in from {
+        let into = into.entry(repository).or_default();
+        for (context, names) in contexts {
+            into.entry(context).or_default().extend(names);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(test_id: i64, failed: bool) -> Counted {
+        Counted {
+            test_id,
+            counts: Counts {
+                runs: 1,
+                passes: i64::from(!failed),
+                failures: i64::from(failed),
+                ..Counts::default()
+            },
+            failed,
+            became_flaky: false,
+        }
+    }
+
+    #[test]
+    fn a_kept_savepoint_adds_to_the_transaction_and_a_rolled_back_one_adds_nothing() {
+        let mut p = Pending::default();
+        p.begin();
+        p.open();
+        p.add_run(1, 10, 0, &[counted(7, true)]);
+        p.release();
+        p.open();
+        p.add_run(2, 20, 0, &[counted(7, false), counted(8, false)]);
+        assert_eq!(p.last_failed(7), Some(false));
+        p.discard();
+        assert_eq!(p.last_failed(7), Some(true));
+        assert_eq!(p.last_failed(8), None);
+        assert_eq!(p.day((7, 0)).map(|c| c.runs), Some(1));
+        p.open();
+        p.add_run(3, 5, 0, &[counted(7, false)]);
+        p.release();
+        let t = p.test(7).unwrap();
+        assert_eq!(
+            (t.counts.runs, t.counts.failures, t.counts.passes),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            (t.first_seen, t.last_seen, t.last_failure),
+            (5, 10, Some((1, 10)))
+        );
+    }
+
+    #[test]
+    fn ids_learned_are_known_once_committed_and_forgotten_when_rolled_back() {
+        let mut p = Pending::default();
+        p.begin();
+        p.open();
+        p.learn(1, "ci", "a", 5);
+        assert_eq!(p.known_ids(1, "ci", &["a"]).0.get("a"), Some(&5));
+        p.discard();
+        assert!(p.known_ids(1, "ci", &["a"]).0.is_empty());
+        p.open();
+        p.learn(1, "ci", "b", 6);
+        p.release();
+        assert_eq!(p.known_ids(1, "ci", &["b"]).1, 0, "not committed yet");
+        p.committed();
+        let (ids, committed) = p.known_ids(1, "ci", &["a", "b"]);
+        assert_eq!((ids.len(), ids.get("b"), committed), (1, Some(&6), 1));
+        p.begin();
+        p.learn(1, "ci", "c", 7);
+        p.clear();
+        assert_eq!(p.known_ids(1, "ci", &["c"]).0.len(), 0);
+    }
+
+    #[test]
+    fn days_deleted_by_retention_are_not_written_and_start_again() {
+        let mut p = Pending::default();
+        p.begin();
+        p.add_run(1, 10, 3, &[counted(7, false)]);
+        p.open();
+        p.forget_days_before(4);
+        p.release();
+        assert_eq!(p.day((7, 3)), None);
+        p.add_run(2, 11, 3, &[counted(7, false)]);
+        assert_eq!(p.day((7, 3)).map(|c| c.runs), Some(1));
+        assert_eq!(p.test(7).map(|t| t.counts.runs), Some(2));
+    }
+}
