@@ -15,22 +15,25 @@
 //! 3. the tests of the run's repository and context (`lock_tests`, when
 //!    the run has test results): their creation and every counter of them
 //!    (`tests`, `test_days`, `test_commits`: written only under this lock,
-//!    so their rows are not locked one by one), then its commit
-//!    (`results.rs`). The rows of `tests` and `test_days` are written at
+//!    so their rows are not locked one by one), then its commit when the
+//!    store knows it, with the tests' rows on it (`results.rs`). The rows of `tests` and `test_days` are written at
 //!    the transaction's commit (`pending.rs`), after the steps below, still
 //!    under this lock, held to the commit: no other writer takes them
 //!    without it;
 //! 4. the creation of fingerprints (`lock_new_fingerprints`, only when
 //!    the run shows new ones), then the run's fingerprints' rows, in hash
 //!    order (`failures.rs`);
-//! 5. the known change's row (its last activity), then the run's
+//! 5. the known change's row (its last activity), then the run's commit
+//!    when it is new to the store (its row, whose key every job of the
+//!    commit inserts, and its `test_commits` rows), then the run's
 //!    `test_events` row and its histograms and SLO events, with the hourly
 //!    rollup rows they move (`results.rs`, then `counting.rs` in the fixed
 //!    order of `ci_slo_store::run_counts`, one series per family).
 //!
 //!    Steps 4 and 5 take rows that runs of other contexts share (a failure
-//!    seen in every job of a commit, one pull request's jobs, one
-//!    repository's hour), each locked until the transaction ends: taken
+//!    seen in every job of a commit, one pull request's jobs, a new
+//!    commit's key, one repository's hour), each locked until the
+//!    transaction ends: taken
 //!    after the run's results, so that such runs, stored at once by two
 //!    replicas, wait for each other only for their last statements and the
 //!    commit, not for the whole of the other's results;

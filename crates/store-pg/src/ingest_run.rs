@@ -440,7 +440,7 @@ impl PgStore {
             commit: &run.commit,
             at_ms: event_ms(run.queued_at, run.started_at, run.finished_at, now_ms),
         };
-        let test_events = results::store(
+        let late = results::store(
             &mut tx,
             &of,
             &run.tests,
@@ -458,7 +458,7 @@ impl PgStore {
         if let Some((change_id, merged_at)) = touch {
             touch_change(&mut tx, change_id, merged_at, now_ms, existing.is_none())?;
         }
-        test_events.write(&mut tx, &of)?;
+        late.write(&mut tx, &of)?;
         // The run's own counting after its results: the hourly rollup rows
         // it moves are shared by every run of its repository and hour, so
         // they are locked last, for the shortest time (`concurrent.rs`).

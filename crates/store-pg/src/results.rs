@@ -104,15 +104,46 @@ const TEST_EVENTS: &str =
     "INSERT INTO test_events AS e (run_id, repository_id, at, good, total) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (run_id) DO UPDATE SET good = e.good + excluded.good, total = e.total + excluded.total";
 
-/// The test_success events that [`store`] left to write: good, total.
-#[must_use = "a run's test events are written by `TestEvents::write`"]
-pub(crate) struct TestEvents(Option<(i64, i64)>);
+/// A run's commit when it is new to the store (`commits` row and
+/// `test_commits` rows), created late ([`Late::write`]): its unique key is
+/// shared by every job of the commit, in every context, and a second
+/// transaction inserting the same key waits for the first to end.
+const NEW_COMMIT: &str =
+    "INSERT INTO commits (repository_id, sha) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id";
+const COMMIT_ID: &str = "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2";
+const COMMIT_ROWS: &str = "INSERT INTO test_commits (test_id, commit_id, flags, failures)
+     SELECT u.test_id, $1::bigint, u.flags, u.failures
+     FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(test_id, flags, failures)
+     ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures";
 
-impl TestEvents {
-    /// Write them as `run`'s `test_events` row (nothing when the run
-    /// counted no new result).
+/// What [`store`] left to write with the run's other shared rows, after
+/// its failures (`concurrent.rs`): the run's commit when it is new to the
+/// store, with the `test_commits` rows of its tests (none of them can be
+/// there: the tests' lock is held), and the test_success events (good,
+/// total) of its new results.
+#[must_use = "what a run's results leave to write is written by `Late::write`"]
+#[derive(Default)]
+pub(crate) struct Late {
+    new_commit: Option<[Vec<i64>; 3]>,
+    events: Option<(i64, i64)>,
+}
+
+impl Late {
+    /// Write them for `run`.
     pub(crate) fn write(self, tx: &mut impl Sql, run: &RunOf<'_>) -> Result<(), postgres::Error> {
-        if let Some((good, total)) = self.0 {
+        if let Some([ids, flags, failures]) = &self.new_commit {
+            let key: [&(dyn ToSql + Sync); 2] = [&run.repository_id, &run.commit];
+            let id: i64 = match tx.query_opt(NEW_COMMIT, &key)? {
+                Some(row) => row.get(0),
+                // Another replica created it meanwhile: nothing of these
+                // tests is on it (their counters' lock is held here).
+                None => tx.query_one(COMMIT_ID, &key)?.get(0),
+            };
+            if !ids.is_empty() {
+                tx.execute(COMMIT_ROWS, &[&id, ids, flags, failures])?;
+            }
+        }
+        if let Some((good, total)) = self.events {
             tx.execute(
                 TEST_EVENTS,
                 &[&run.run_id, &run.repository_id, &run.at_ms, &good, &total],
@@ -125,24 +156,24 @@ impl TestEvents {
 /// Store `tests` as the results of `run` (an update replaces: the run's
 /// row is written again with `tests` only) and count the new ones.
 /// Set-based: the tests' rows in one or two statements ([`intern_tests`]),
-/// the commit and its per-test rows in one ([`commit_of`]), then the
+/// the commit and its per-test rows in one ([`known_commit`]), then the
 /// results and what they count in one ([`RESULTS_COUNTED`]): a handful of
 /// round trips for the whole run, not five per result. The tests' counters
 /// are stepped from what the transaction has pending for them (its earlier
 /// runs) and kept pending (`pending.rs`). A test
 /// named twice in one run keeps the last of its results and is counted
-/// once, by the first (as the SQLite store does). The run's test_success
-/// events are left to the caller ([`TestEvents`]), to write with its other
-/// SLO events.
+/// once, by the first (as the SQLite store does). The run's commit when
+/// new, and its test_success events, are left to the caller ([`Late`]), to
+/// write with its other shared rows.
 pub(crate) fn store(
     tx: &mut Tx<'_>,
     run: &RunOf<'_>,
     tests: &[TestResult],
     replacing: bool,
     live: bool,
-) -> Result<TestEvents, postgres::Error> {
+) -> Result<Late, postgres::Error> {
     if tests.is_empty() {
-        return Ok(TestEvents(None));
+        return Ok(Late::default());
     }
     let before: HashSet<i64> = if replacing {
         tx.query(
@@ -177,7 +208,10 @@ pub(crate) fn store(
         .filter(|(id, t)| !before.contains(id) && t.outcome != TestOutcome::Skipped)
         .collect();
     let counted_ids: Vec<i64> = counted.iter().map(|(id, _)| *id).collect();
-    let (commit_id, stored) = commit_of(tx, run.repository_id, run.commit, &counted_ids)?;
+    let (commit_id, stored) = match known_commit(tx, run.repository_id, run.commit, &counted_ids)? {
+        Some((id, stored)) => (Some(id), stored),
+        None => (None, HashMap::new()),
+    };
 
     // Stored in test id order (as SQLite's and the former table's primary
     // key keep them).
@@ -209,19 +243,34 @@ pub(crate) fn store(
             .count() as i64;
         let total = counted.len() as i64;
         let (family, labels, values) = test_success_counters(run.repository, good, total, live);
-        let tail: [&(dyn ToSql + Sync); 3] = [
-            &steps.commit_ids,
-            &steps.commit_flags,
-            &steps.commit_failures,
-        ];
+        // Rows on a commit new to the store are written with it, late.
+        let none: Vec<i64> = Vec::new();
+        let known = commit_id.is_some();
+        let tail: [&(dyn ToSql + Sync); 3] = if known {
+            [
+                &steps.commit_ids,
+                &steps.commit_flags,
+                &steps.commit_failures,
+            ]
+        } else {
+            [&none, &none, &none]
+        };
         let params: Vec<&(dyn ToSql + Sync)> = head.iter().chain(tail.iter()).copied().collect();
         tx.execute(RESULTS_COUNTED, &params)?;
         for (labels, value) in labels.into_iter().zip(values) {
             tx.count(family, labels, value)?;
         }
-        return Ok(TestEvents(Some((good, total))));
+        return Ok(Late {
+            new_commit: commit_id
+                .is_none()
+                .then(|| [steps.commit_ids, steps.commit_flags, steps.commit_failures]),
+            events: Some((good, total)),
+        });
     }
-    Ok(TestEvents(None))
+    Ok(Late {
+        new_commit: commit_id.is_none().then(Default::default),
+        events: None,
+    })
 }
 
 fn is_failed(o: TestOutcome) -> bool {
@@ -302,47 +351,33 @@ fn test_success_counters(
 /// What `test_commits` holds of some tests on one commit: flags, failures.
 type Stored = HashMap<i64, (i64, i64)>;
 
-/// The run's commit (created if new) and what is stored of `test_ids` on
-/// it (`test_commits`: flags, failures), in one statement when the commit
-/// is known. Read under the lock of the tests' counters.
-fn commit_of(
+/// The run's commit, when the store knows it, and what is stored of
+/// `test_ids` on it (`test_commits`: flags, failures), in one statement.
+/// Read under the lock of the tests' counters. A new commit is created
+/// later ([`Late`]).
+fn known_commit(
     tx: &mut impl Sql,
     repository_id: i64,
     sha: &str,
     test_ids: &[i64],
-) -> Result<(i64, Stored), postgres::Error> {
+) -> Result<Option<(i64, Stored)>, postgres::Error> {
     let rows = tx.query(
         "SELECT c.id, tc.test_id::bigint, tc.flags::bigint, tc.failures::bigint FROM commits c
          LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3::bigint[])
          WHERE c.repository_id = $1 AND c.sha = $2",
         &[&repository_id, &sha, &test_ids],
     )?;
-    if let Some(first) = rows.first() {
-        let id: i64 = first.get(0);
-        let stored = rows
-            .iter()
-            .filter_map(|r| {
-                let test_id: Option<i64> = r.get(1);
-                test_id.map(|t| (t, (r.get(2), r.get(3))))
-            })
-            .collect();
-        return Ok((id, stored));
-    }
-    let id = match tx.query_opt(
-        "INSERT INTO commits (repository_id, sha) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
-        &[&repository_id, &sha],
-    )? {
-        Some(row) => row.get(0),
-        // Another replica created it meanwhile: nothing of these tests is
-        // on it yet (their counters' lock is held here).
-        None => tx
-            .query_one(
-                "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2",
-                &[&repository_id, &sha],
-            )?
-            .get(0),
+    let Some(first) = rows.first() else {
+        return Ok(None);
     };
-    Ok((id, HashMap::new()))
+    let stored = rows
+        .iter()
+        .filter_map(|r| {
+            let test_id: Option<i64> = r.get(1);
+            test_id.map(|t| (t, (r.get(2), r.get(3))))
+        })
+        .collect();
+    Ok(Some((first.get(0), stored)))
 }
 
 /// Each test of the run by name: its id and the outcome of its latest

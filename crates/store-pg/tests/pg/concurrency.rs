@@ -748,13 +748,20 @@ fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
 #[test]
 fn runs_of_one_pull_request_in_two_contexts_wait_for_each_other_only_after_their_results() {
     // Every job of a pull request's push ends at about the same time, each
-    // its own context, often with the same failure: the change's row and
-    // the fingerprint's are shared by all of them. A run stored while
-    // another replica's transaction holds those rows must store its
-    // results before it waits (for that transaction's end), not wait
-    // first and then do all of its work.
+    // its own context, often with the same failure: the change's row, the
+    // fingerprint's and the commit's are shared by all of them. A run
+    // stored while another replica's transaction holds those rows must
+    // store its results before it waits (for that transaction's end), not
+    // wait first and then do all of its work. On a commit the store knows,
+    // its rows of `test_commits` are written before too; on a new one they
+    // are written with the commit.
+    one_pull_request_in_two_contexts("late_shared_rows", false);
+    one_pull_request_in_two_contexts("late_new_commit", true);
+}
+
+fn one_pull_request_in_two_contexts(name: &str, new_commit: bool) {
     let policy = Policy::from_config(&Config::default());
-    let db = TestServer::shared().database("late_shared_rows").unwrap();
+    let db = TestServer::shared().database(name).unwrap();
     let job = |context: &str, id: &str| {
         let mut r = run(
             "o/pr",
@@ -781,9 +788,14 @@ fn runs_of_one_pull_request_in_two_contexts_wait_for_each_other_only_after_their
             .collect();
         r
     };
-    // The change and the fingerprint exist before.
+    // The change and the fingerprint exist before (and the commit, unless
+    // `new_commit`).
     let seed = job("lint", "gh:1");
-    let (a_run, b_run) = (job("unit", "gh:2"), job("integration", "gh:3"));
+    let (mut a_run, mut b_run) = (job("unit", "gh:2"), job("integration", "gh:3"));
+    if new_commit {
+        a_run.commit = "f00d".into();
+        b_run.commit = "f00d".into();
+    }
     let mut a = open(&db);
     a.mark_serving(now()).unwrap();
     a.ingest_run(&seed, &policy, now()).unwrap();
@@ -839,7 +851,12 @@ fn runs_of_one_pull_request_in_two_contexts_wait_for_each_other_only_after_their
         release.wait();
         (writer.join().unwrap(), held)
     });
-    for table in ["run_results", "test_commits"] {
+    let written: &[&str] = if new_commit {
+        &["run_results"]
+    } else {
+        &["run_results", "test_commits"]
+    };
+    for table in written {
         assert!(
             b_held.iter().any(|t| t == table),
             "B waited before writing {table}: it had written {b_held:?}"
