@@ -261,7 +261,7 @@ fn sampling_waits<T>(db: &TestDatabase, label: &str, f: impl FnOnce() -> T) -> T
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (seen, samples) = sampler.join().unwrap();
     let mut seen: Vec<_> = seen.into_iter().collect();
-    seen.sort_by(|a, b| b.1.cmp(&a.1));
+    seen.sort_by_key(|s| std::cmp::Reverse(s.1));
     println!("{label}: busy sessions in {samples} samples (share of samples: wait | statement):");
     for (what, n) in seen.iter().take(10) {
         println!(

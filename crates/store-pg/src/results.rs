@@ -261,9 +261,11 @@ pub(crate) fn store(
             tx.count(family, labels, value)?;
         }
         return Ok(Late {
-            new_commit: commit_id
-                .is_none()
-                .then(|| [steps.commit_ids, steps.commit_flags, steps.commit_failures]),
+            new_commit: commit_id.is_none().then_some([
+                steps.commit_ids,
+                steps.commit_flags,
+                steps.commit_failures,
+            ]),
             events: Some((good, total)),
         });
     }
