@@ -31,9 +31,6 @@ use ci_slo_core::model::{Forge, NewRun, RunState};
 use ci_slo_store::revision::{Verdict, judge};
 use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared, content_hash, url_in_id};
 
-/// The repository's id, created if new. Looked up first: an insert that
-/// meets a conflict still takes a number from the identity sequence, and
-/// the ids should follow SQLite's (1, 2, 3 in order of first sight).
 /// A known change's row moved by a run of it: its merge time (kept once
 /// known) and its last activity (what settling waits on). A run new to the
 /// store that arrives after the change was decided is a data-quality event.
@@ -59,6 +56,9 @@ fn touch_change(
     Ok(())
 }
 
+/// The repository's id, created if new. Looked up first: an insert that
+/// meets a conflict still takes a number from the identity sequence, and
+/// the ids should follow SQLite's (1, 2, 3 in order of first sight).
 pub(crate) fn upsert_repository(
     tx: &mut impl Sql,
     forge: Forge,
