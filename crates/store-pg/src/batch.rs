@@ -58,17 +58,22 @@ impl PgStore {
     /// Store `runs` in one transaction (or in the caller's): all of them,
     /// with their counters, or none. As the SQLite store's
     /// `Store::ingest_batch`, without its in-memory buffering (each run is
-    /// `ingest_run`, a savepoint of the batch).
+    /// `ingest_run`, a savepoint of the batch). The runs' per-test
+    /// counters are added up and written once, at the commit
+    /// (`pending.rs`).
     pub fn ingest_batch(
         &mut self,
         runs: &[NewRun],
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Vec<Ingested>, PgStoreError> {
-        self.in_transaction(|store| {
+        let outer = std::mem::replace(&mut self.aggregating, runs.len() > 1);
+        let out = self.in_transaction(|store| {
             runs.iter()
                 .map(|run| store.ingest_run(run, policy, now))
                 .collect()
-        })
+        });
+        self.aggregating = outer;
+        out
     }
 }

@@ -95,6 +95,10 @@ pub struct PgStore {
     /// Whether the writer thread holds a batch's transaction open (see the
     /// `Engine` implementation): writes are then savepoints inside it.
     in_batch: bool,
+    /// Whether an `ingest_batch` is storing several runs in its
+    /// transaction: their per-test counters are then written once, at its
+    /// commit (`pending.rs`); else each run's are written after its results.
+    aggregating: bool,
     /// Writes run again after a conflict, since opened (`concurrent.rs`).
     retried: u64,
     /// How the connection is made again when it is lost, and what errors
@@ -153,6 +157,7 @@ impl PgStore {
             client: RefCell::new(connect::Connection::new(client)),
             statements: RefCell::default(),
             in_batch: false,
+            aggregating: false,
             retried: 0,
             config: config.clone(),
             shown: shown.to_string(),

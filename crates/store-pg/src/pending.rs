@@ -297,59 +297,34 @@ impl Pending {
         let Some(layer) = self.layers.last() else {
             return Ok(());
         };
-        if layer.tests.is_empty() {
+        self.flushed += write(layer, execute)?;
+        Ok(())
+    }
+
+    /// Write now what the latest layer (a write's savepoint) has pending,
+    /// and keep it no longer pending: a run's own counters, written before
+    /// its transaction takes the rows that other runs share
+    /// (`concurrent.rs`), when no later run of the transaction would step
+    /// from them. Only when nothing is pending below it: a layer holds each
+    /// test's whole pending state, so it cannot be written apart from the
+    /// layers below (left for the commit then). Rolled back, the savepoint
+    /// takes the rows written with it.
+    pub(crate) fn flush_latest(
+        &mut self,
+        execute: impl FnOnce(&'static str, &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>,
+    ) -> Result<(), postgres::Error> {
+        let Some((latest, below)) = self.layers.split_last_mut() else {
+            return Ok(());
+        };
+        if below
+            .iter()
+            .any(|l| !l.tests.is_empty() || !l.days.is_empty())
+        {
             return Ok(());
         }
-        let mut tests: Vec<(&i64, &TestPending)> = layer.tests.iter().collect();
-        tests.sort_unstable_by_key(|(id, _)| **id);
-        let mut days: Vec<((i64, i64), Counts)> = layer
-            .days
-            .iter()
-            .filter_map(|(k, d)| Some((*k, (*d)?)))
-            .collect();
-        days.sort_unstable_by_key(|(k, _)| *k);
-        let t =
-            |f: fn(&TestPending) -> i64| -> Vec<i64> { tests.iter().map(|(_, p)| f(p)).collect() };
-        let to = |f: fn(&TestPending) -> Option<i64>| -> Vec<Option<i64>> {
-            tests.iter().map(|(_, p)| f(p)).collect()
-        };
-        let d = |f: fn(&((i64, i64), Counts)) -> i64| -> Vec<i64> { days.iter().map(f).collect() };
-        let columns = [
-            t(|p| p.counts.runs),
-            t(|p| p.counts.passes),
-            t(|p| p.counts.failures),
-            t(|p| p.counts.flips),
-            t(|p| p.counts.commits),
-            t(|p| p.counts.flaky_commits),
-            t(|p| p.counts.flaky_failures),
-            t(|p| i64::from(p.last_failed)),
-        ];
-        let ids: Vec<i64> = tests.iter().map(|(id, _)| **id).collect();
-        let optional = [
-            to(|p| p.last_failure.map(|f| f.0)),
-            to(|p| p.last_failure.map(|f| f.1)),
-        ];
-        let seen = [t(|p| p.first_seen), t(|p| p.last_seen)];
-        let first_flaky = to(|p| p.first_seen_flaky);
-        let day_columns = [
-            d(|(k, _)| k.0),
-            d(|(k, _)| k.1),
-            d(|(_, c)| c.runs),
-            d(|(_, c)| c.passes),
-            d(|(_, c)| c.failures),
-            d(|(_, c)| c.flips),
-            d(|(_, c)| c.commits),
-            d(|(_, c)| c.flaky_commits),
-            d(|(_, c)| c.flaky_failures),
-        ];
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
-        params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-        params.extend(optional.iter().map(|c| c as &(dyn ToSql + Sync)));
-        params.extend(seen.iter().map(|c| c as &(dyn ToSql + Sync)));
-        params.push(&first_flaky);
-        params.extend(day_columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-        execute(FLUSH, &params)?;
-        self.flushed += ids.len() as u64;
+        self.flushed += write(latest, execute)?;
+        latest.tests.clear();
+        latest.days.clear();
         Ok(())
     }
 
@@ -366,6 +341,66 @@ fn merge_ids(into: &mut Ids, from: Ids) {
             into.entry(context).or_default().extend(names);
         }
     }
+}
+
+/// Write `layer`'s pending rows in one statement ([`FLUSH`]); how many
+/// `tests` rows it wrote.
+fn write(
+    layer: &Layer,
+    execute: impl FnOnce(&'static str, &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>,
+) -> Result<u64, postgres::Error> {
+    if layer.tests.is_empty() {
+        return Ok(0);
+    }
+    let mut tests: Vec<(&i64, &TestPending)> = layer.tests.iter().collect();
+    tests.sort_unstable_by_key(|(id, _)| **id);
+    let mut days: Vec<((i64, i64), Counts)> = layer
+        .days
+        .iter()
+        .filter_map(|(k, d)| Some((*k, (*d)?)))
+        .collect();
+    days.sort_unstable_by_key(|(k, _)| *k);
+    let t = |f: fn(&TestPending) -> i64| -> Vec<i64> { tests.iter().map(|(_, p)| f(p)).collect() };
+    let to = |f: fn(&TestPending) -> Option<i64>| -> Vec<Option<i64>> {
+        tests.iter().map(|(_, p)| f(p)).collect()
+    };
+    let d = |f: fn(&((i64, i64), Counts)) -> i64| -> Vec<i64> { days.iter().map(f).collect() };
+    let columns = [
+        t(|p| p.counts.runs),
+        t(|p| p.counts.passes),
+        t(|p| p.counts.failures),
+        t(|p| p.counts.flips),
+        t(|p| p.counts.commits),
+        t(|p| p.counts.flaky_commits),
+        t(|p| p.counts.flaky_failures),
+        t(|p| i64::from(p.last_failed)),
+    ];
+    let ids: Vec<i64> = tests.iter().map(|(id, _)| **id).collect();
+    let optional = [
+        to(|p| p.last_failure.map(|f| f.0)),
+        to(|p| p.last_failure.map(|f| f.1)),
+    ];
+    let seen = [t(|p| p.first_seen), t(|p| p.last_seen)];
+    let first_flaky = to(|p| p.first_seen_flaky);
+    let day_columns = [
+        d(|(k, _)| k.0),
+        d(|(k, _)| k.1),
+        d(|(_, c)| c.runs),
+        d(|(_, c)| c.passes),
+        d(|(_, c)| c.failures),
+        d(|(_, c)| c.flips),
+        d(|(_, c)| c.commits),
+        d(|(_, c)| c.flaky_commits),
+        d(|(_, c)| c.flaky_failures),
+    ];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+    params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+    params.extend(optional.iter().map(|c| c as &(dyn ToSql + Sync)));
+    params.extend(seen.iter().map(|c| c as &(dyn ToSql + Sync)));
+    params.push(&first_flaky);
+    params.extend(day_columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+    execute(FLUSH, &params)?;
+    Ok(ids.len() as u64)
 }
 
 #[cfg(test)]

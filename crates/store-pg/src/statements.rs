@@ -155,6 +155,17 @@ impl<'a> Tx<'a> {
         self.pending
     }
 
+    /// Write this write's pending per-test counters now (see
+    /// `Pending::flush_latest`).
+    pub(crate) fn write_pending(&mut self) -> Result<(), postgres::Error> {
+        let mut sql = Prepared {
+            client: &mut *self.client,
+            cache: &mut *self.cache,
+        };
+        self.pending
+            .flush_latest(|q, params| sql.execute(q, params))
+    }
+
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         self.cache.get(self.client, sql)
     }
