@@ -16,10 +16,11 @@
 //!    the run has test results): their creation and every counter of them
 //!    (`tests`, `test_days`, `test_commits`: written only under this lock,
 //!    so their rows are not locked one by one), then its commit when the
-//!    store knows it, with the tests' rows on it (`results.rs`). The rows of `tests` and `test_days` are written at
-//!    the transaction's commit (`pending.rs`), after the steps below, still
-//!    under this lock, held to the commit: no other writer takes them
-//!    without it;
+//!    store knows it, with the tests' rows on it (`results.rs`), then the
+//!    rows of `tests` and `test_days` (`pending.rs`; for the runs of an
+//!    `ingest_batch` of several, once, at the transaction's commit, after
+//!    the steps below, still under this lock, held to the commit: no other
+//!    writer takes them without it);
 //! 4. the creation of fingerprints (`lock_new_fingerprints`, only when
 //!    the run shows new ones), then the run's fingerprints' rows, in hash
 //!    order (`failures.rs`);

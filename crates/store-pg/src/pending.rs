@@ -10,7 +10,12 @@
 //! test and its day, a later run stepping from that pending state, and
 //! [`Pending::flush`] writes each row once, just before `COMMIT`. The
 //! lock of the tests' counters (`concurrent::lock_tests`) is held to the
-//! commit anyway, so no other writer sees or moves them meanwhile. What
+//! commit anyway, so no other writer sees or moves them meanwhile. A run
+//! stored on its own (not one of an `ingest_batch` of several: a posted
+//! run, a webhook's) has its rows written right after its results
+//! ([`Pending::flush_latest`]), before its transaction takes the rows that
+//! runs of other contexts share (`concurrent.rs`): written at the commit,
+//! they were the longest statement held inside those rows' locks. What
 //! the transaction itself reads of those rows before its commit (a read on
 //! the writing connection inside a batch) is what was there before it.
 //!
