@@ -48,8 +48,8 @@ pub(crate) struct RunOf<'a> {
 }
 
 /// Storing a run's results as its one `run_results` row (schema migration
-/// 4): `$1` the run, then the columns as arrays in test id order (`$5`
-/// test ids, outcomes, durations, retries, retry reasons, `$10` messages;
+/// 4): `$1` the run, then the columns as arrays in test id order (`$2`
+/// test ids, outcomes, durations, retries, retry reasons, `$7` messages;
 /// NULL for an array of defaults, see [`result_columns`]). The row is the
 /// run's whole set of results: an update of the run replaces it (results
 /// left out of the update are gone, as SQLite deletes them). A test id
@@ -58,41 +58,16 @@ pub(crate) struct RunOf<'a> {
 /// hold each distinct test of the run once; two writers of one run are
 /// serialized by its primary key, and before that by the run's row, which
 /// `ingest_run` locks (`FOR UPDATE`) before it reads what the run had.
-macro_rules! results_upsert {
-    () => {
-        "INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
-         VALUES ($1, $5::bigint[]::integer[], $6::bigint[]::smallint[], $7::float8[], $8::bigint[], $9::text[],
-                 $10::text[])
-         ON CONFLICT (run_id) DO UPDATE SET test_ids = excluded.test_ids, outcomes = excluded.outcomes,
-            durations = excluded.durations, retries = excluded.retries,
-            retry_reasons = excluded.retry_reasons, messages = excluded.messages"
-    };
-}
-
-/// A run's results without new ones to count ($2 to $4 unused but typed,
-/// so that both statements bind the same first parameters).
-const RESULTS: &str = concat!(
-    "WITH unused AS (SELECT $2::bigint, $3::bigint, $4::bigint) ",
-    results_upsert!()
-);
-
-/// A run's results and what its new ones count, in one statement: the
-/// results ([`results_upsert`]); `test_commits` ($4 the commit; $11 test
-/// ids, $12 flags, $13 failures, only those that change; written now, so
-/// that a later run of the commit in the same transaction reads them). The
-/// tests' counters and their day's are kept pending until the transaction
-/// commits (`pending.rs`); the run's `test_events` row is written later
-/// ([`TEST_EVENTS`]); the metric counters they move are the transaction's,
-/// added at its commit.
-const RESULTS_COUNTED: &str = concat!(
-    "WITH unused AS (SELECT $2::bigint, $3::bigint), r AS (",
-    results_upsert!(),
-    ")
-     INSERT INTO test_commits (test_id, commit_id, flags, failures)
-     SELECT u.test_id, $4::bigint, u.flags, u.failures
-     FROM unnest($11::bigint[], $12::bigint[], $13::bigint[]) AS u(test_id, flags, failures)
-     ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures"
-);
+/// The tests' counters and their day's are kept pending (`pending.rs`);
+/// the metric counters they move are the transaction's, added at its
+/// commit.
+const RESULTS: &str =
+    "INSERT INTO run_results (run_id, test_ids, outcomes, durations, retries, retry_reasons, messages)
+     VALUES ($1, $2::bigint[]::integer[], $3::bigint[]::smallint[], $4::float8[], $5::bigint[], $6::text[],
+             $7::text[])
+     ON CONFLICT (run_id) DO UPDATE SET test_ids = excluded.test_ids, outcomes = excluded.outcomes,
+        durations = excluded.durations, retries = excluded.retries,
+        retry_reasons = excluded.retry_reasons, messages = excluded.messages";
 
 /// The test_success events of a run's new results, its `test_events` row
 /// ($1 run, $2 repository, $3 time, $4 good, $5 total; the row keeps the
@@ -111,10 +86,31 @@ const TEST_EVENTS: &str =
 const NEW_COMMIT: &str =
     "INSERT INTO commits (repository_id, sha) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id";
 const COMMIT_ID: &str = "SELECT id FROM commits WHERE repository_id = $1 AND sha = $2";
-const COMMIT_ROWS: &str = "INSERT INTO test_commits (test_id, commit_id, flags, failures)
-     SELECT u.test_id, $1::bigint, u.flags, u.failures
-     FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(test_id, flags, failures)
-     ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures";
+
+/// What the run's new results change of its tests on its commit
+/// (`test_commits`): test ids, flags, failures, only those that change.
+type CommitRows = [Vec<i64>; 3];
+
+/// Write `rows` on commit `commit_id`: at once on a commit the store
+/// knows (so that a later run of the commit in the same transaction reads
+/// them), with the commit on a new one ([`Late`]).
+fn write_commit_rows(
+    tx: &mut impl Sql,
+    commit_id: i64,
+    [ids, flags, failures]: &CommitRows,
+) -> Result<(), postgres::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO test_commits (test_id, commit_id, flags, failures)
+         SELECT u.test_id, $1::bigint, u.flags, u.failures
+         FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(test_id, flags, failures)
+         ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
+        &[&commit_id, ids, flags, failures],
+    )?;
+    Ok(())
+}
 
 /// What [`store`] left to write with the run's other shared rows, after
 /// its failures (`concurrent.rs`): the run's commit when it is new to the
@@ -124,14 +120,14 @@ const COMMIT_ROWS: &str = "INSERT INTO test_commits (test_id, commit_id, flags, 
 #[must_use = "what a run's results leave to write is written by `Late::write`"]
 #[derive(Default)]
 pub(crate) struct Late {
-    new_commit: Option<[Vec<i64>; 3]>,
+    new_commit: Option<CommitRows>,
     events: Option<(i64, i64)>,
 }
 
 impl Late {
     /// Write them for `run`.
     pub(crate) fn write(self, tx: &mut impl Sql, run: &RunOf<'_>) -> Result<(), postgres::Error> {
-        if let Some([ids, flags, failures]) = &self.new_commit {
+        if let Some(rows) = &self.new_commit {
             let key: [&(dyn ToSql + Sync); 2] = [&run.repository_id, &run.commit];
             let id: i64 = match tx.query_opt(NEW_COMMIT, &key)? {
                 Some(row) => row.get(0),
@@ -139,9 +135,7 @@ impl Late {
                 // tests is on it (their counters' lock is held here).
                 None => tx.query_one(COMMIT_ID, &key)?.get(0),
             };
-            if !ids.is_empty() {
-                tx.execute(COMMIT_ROWS, &[&id, ids, flags, failures])?;
-            }
+            write_commit_rows(tx, id, rows)?;
         }
         if let Some((good, total)) = self.events {
             tx.execute(
@@ -157,8 +151,9 @@ impl Late {
 /// row is written again with `tests` only) and count the new ones.
 /// Set-based: the tests' rows in one or two statements ([`intern_tests`]),
 /// the commit and its per-test rows in one ([`known_commit`]), then the
-/// results and what they count in one ([`RESULTS_COUNTED`]): a handful of
-/// round trips for the whole run, not five per result. The tests' counters
+/// results in one ([`RESULTS`]) and the rows on the commit in one
+/// ([`write_commit_rows`]): a handful of round trips for the whole run, not
+/// five per result. The tests' counters
 /// are stepped from what the transaction has pending for them (its earlier
 /// runs) and kept pending (`pending.rs`). A test
 /// named twice in one run keeps the last of its results and is counted
@@ -219,60 +214,44 @@ pub(crate) fn store(
     stored_ids.sort_unstable();
     let (outcome, duration, retries, reasons, message) = result_columns(tests, &stored_ids, &rows);
     let day = run.at_ms.div_euclid(DAY_MS);
-    let head: [&(dyn ToSql + Sync); 10] = [
-        &run.run_id,
-        &run.repository_id,
-        &run.at_ms,
-        &commit_id,
-        &stored_ids,
-        &outcome,
-        &duration,
-        &retries,
-        &reasons,
-        &message,
-    ];
-    if counted.is_empty() {
-        tx.execute(RESULTS, &head)?;
-    } else {
-        let steps = Steps::of(&counted, &ids, &stored, tx.pending());
-        tx.pending()
-            .add_run(run.run_id, run.at_ms, day, &steps.counted);
-        let good = counted
-            .iter()
-            .filter(|(_, t)| !is_failed(t.outcome))
-            .count() as i64;
-        let total = counted.len() as i64;
-        let (family, labels, values) = test_success_counters(run.repository, good, total, live);
-        // Rows on a commit new to the store are written with it, late.
-        let none: Vec<i64> = Vec::new();
-        let known = commit_id.is_some();
-        let tail: [&(dyn ToSql + Sync); 3] = if known {
-            [
-                &steps.commit_ids,
-                &steps.commit_flags,
-                &steps.commit_failures,
-            ]
-        } else {
-            [&none, &none, &none]
-        };
-        let params: Vec<&(dyn ToSql + Sync)> = head.iter().chain(tail.iter()).copied().collect();
-        tx.execute(RESULTS_COUNTED, &params)?;
-        for (labels, value) in labels.into_iter().zip(values) {
-            tx.count(family, labels, value)?;
-        }
-        return Ok(Late {
-            new_commit: commit_id.is_none().then_some([
-                steps.commit_ids,
-                steps.commit_flags,
-                steps.commit_failures,
-            ]),
-            events: Some((good, total)),
-        });
-    }
-    Ok(Late {
-        new_commit: commit_id.is_none().then(Default::default),
+    tx.execute(
+        RESULTS,
+        &[
+            &run.run_id,
+            &stored_ids,
+            &outcome,
+            &duration,
+            &retries,
+            &reasons,
+            &message,
+        ],
+    )?;
+    let mut late = Late {
+        new_commit: commit_id.is_none().then(CommitRows::default),
         events: None,
-    })
+    };
+    if counted.is_empty() {
+        return Ok(late);
+    }
+    let steps = Steps::of(&counted, &ids, &stored, tx.pending());
+    tx.pending()
+        .add_run(run.run_id, run.at_ms, day, &steps.counted);
+    let rows = [steps.commit_ids, steps.commit_flags, steps.commit_failures];
+    match commit_id {
+        Some(id) => write_commit_rows(tx, id, &rows)?,
+        None => late.new_commit = Some(rows),
+    }
+    let good = counted
+        .iter()
+        .filter(|(_, t)| !is_failed(t.outcome))
+        .count() as i64;
+    let total = counted.len() as i64;
+    let (family, labels, values) = test_success_counters(run.repository, good, total, live);
+    for (labels, value) in labels.into_iter().zip(values) {
+        tx.count(family, labels, value)?;
+    }
+    late.events = Some((good, total));
+    Ok(late)
 }
 
 fn is_failed(o: TestOutcome) -> bool {
