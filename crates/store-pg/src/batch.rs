@@ -33,11 +33,7 @@ impl PgStore {
         self.in_batch = false;
         let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = self.client.get_mut().batch_execute(end);
-        if out.is_ok() && ended.is_ok() {
-            self.pending.committed();
-        } else {
-            self.pending.clear();
-        }
+        self.pending.ended(out.is_ok() && ended.is_ok());
         let v = out?;
         ended.map_err(|e| E::from(self.lose(e.into())))?;
         self.vacuum_if_due();

@@ -174,6 +174,16 @@ impl Pending {
         self.layers.clear();
     }
 
+    /// The transaction ended: committed, the ids it learned are known
+    /// ([`Pending::committed`]); else nothing of it stays ([`Pending::clear`]).
+    pub(crate) fn ended(&mut self, committed: bool) {
+        if committed {
+            self.committed();
+        } else {
+            self.clear();
+        }
+    }
+
     /// The transaction committed: the ids it learned are known.
     pub(crate) fn committed(&mut self) {
         for layer in std::mem::take(&mut self.layers) {

@@ -158,12 +158,19 @@ impl<'a> Tx<'a> {
     /// Write this write's pending per-test counters now (see
     /// `Pending::flush_latest`).
     pub(crate) fn write_pending(&mut self) -> Result<(), postgres::Error> {
-        let mut sql = Prepared {
-            client: &mut *self.client,
-            cache: &mut *self.cache,
-        };
-        self.pending
-            .flush_latest(|q, params| sql.execute(q, params))
+        let (pending, mut sql) = self.pending_and_sql();
+        pending.flush_latest(|q, params| sql.execute(q, params))
+    }
+
+    /// The pending counters and the connection to write them on.
+    fn pending_and_sql(&mut self) -> (&mut Pending, Prepared<'_>) {
+        (
+            &mut *self.pending,
+            Prepared {
+                client: &mut *self.client,
+                cache: &mut *self.cache,
+            },
+        )
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
@@ -182,11 +189,8 @@ impl<'a> Tx<'a> {
     /// it with the rest).
     pub fn commit(mut self) -> Result<(), postgres::Error> {
         if !self.nested {
-            let mut sql = Prepared {
-                client: &mut *self.client,
-                cache: &mut *self.cache,
-            };
-            self.pending.flush(|q, params| sql.execute(q, params))?;
+            let (pending, mut sql) = self.pending_and_sql();
+            pending.flush(|q, params| sql.execute(q, params))?;
         }
         if !self.counters.is_empty() {
             let counters = std::mem::take(&mut self.counters);
@@ -209,11 +213,7 @@ impl<'a> Tx<'a> {
             return self.client.batch_execute("RELEASE SAVEPOINT tx");
         }
         let out = self.client.batch_execute("COMMIT");
-        if out.is_ok() {
-            self.pending.committed();
-        } else {
-            self.pending.clear();
-        }
+        self.pending.ended(out.is_ok());
         out
     }
 }

@@ -200,11 +200,7 @@ impl Engine for PgStore {
         self.flush_pending()?;
         self.in_batch = false;
         let committed = self.control("COMMIT");
-        if committed.is_ok() {
-            self.pending.committed();
-        } else {
-            self.pending.clear();
-        }
+        self.pending.ended(committed.is_ok());
         committed?;
         self.vacuum_if_due();
         Ok(())
