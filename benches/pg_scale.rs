@@ -596,61 +596,52 @@ fn main() {
     let pg_engine = url(&databases[0]);
     let (a, _) = serve(&pg_engine, dir);
     let (b, _) = serve(&pg_engine, dir);
-    let bodies = |first: usize, n: usize| -> Vec<String> {
+    // Runs `first..first + n` posted as `contexts` contexts of the
+    // repository, in turn (one: the history's own).
+    let bodies = |first: usize, n: usize, contexts: usize| -> Vec<String> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         (first..first + n)
-            .map(|i| body(&new_run(i, tests, now_ms, first + n)))
+            .map(|i| {
+                let mut run = new_run(i, tests, now_ms, first + n);
+                if contexts > 1 {
+                    run.context = format!("unit-{}", i % contexts);
+                }
+                body(&run)
+            })
             .collect()
     };
-    let one_replica = sampling_waits(&databases[0], "1 replica", || {
-        ingest(&[&a.base], 2, bodies(next_pg, ingest_runs), tests)
-    });
-    next_pg += ingest_runs;
-    let two_replicas = sampling_waits(&databases[0], "2 replicas", || {
-        ingest(
-            &[&a.base, &b.base],
-            2,
-            bodies(next_pg, 2 * ingest_runs),
-            tests,
-        )
-    });
-    next_pg += 2 * ingest_runs;
-    // The same with the runs spread over several contexts (a suite split
-    // into jobs, or several teams' suites): the runs of one context are
-    // counted one after the other under their lock, so only runs of
-    // different contexts can go on at once on two replicas. Each context's
-    // first run (which creates its tests) is posted first, not timed.
-    let contexts = env_num("PG_SCALE_REPLICA_CONTEXTS", 4usize);
-    let spread = if contexts > 1 {
-        let spread_bodies = |first: usize, n: usize| -> Vec<String> {
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            (first..first + n)
-                .map(|i| {
-                    let mut run = new_run(i, tests, now_ms, first + n);
-                    run.context = format!("unit-{}", i % contexts);
-                    body(&run)
-                })
-                .collect()
-        };
-        ingest(&[&a.base], 1, spread_bodies(next_pg, contexts), tests);
-        next_pg += contexts;
-        let db = &databases[0];
-        let one = sampling_waits(db, "1 replica, spread", || {
-            ingest(&[&a.base], 2, spread_bodies(next_pg, ingest_runs), tests)
+    // 1 replica × 2 clients, then 2 replicas × 2 clients, with the runs
+    // over `contexts` contexts: results/s of each. With several contexts
+    // (a suite split into jobs, or several teams' suites): the runs of one
+    // context are counted one after the other under their lock, so only
+    // runs of different contexts can go on at once on two replicas. Each
+    // new context's first run (which creates its tests) is posted first,
+    // not timed.
+    let db = &databases[0];
+    let mut replicas = |contexts: usize| -> (f64, f64) {
+        let label = if contexts > 1 { ", spread" } else { "" };
+        if contexts > 1 {
+            ingest(&[&a.base], 1, bodies(next_pg, contexts, contexts), tests);
+            next_pg += contexts;
+        }
+        let one = sampling_waits(db, &format!("1 replica{label}"), || {
+            ingest(&[&a.base], 2, bodies(next_pg, ingest_runs, contexts), tests)
         });
         next_pg += ingest_runs;
-        let two = sampling_waits(db, "2 replicas, spread", || {
+        let two = sampling_waits(db, &format!("2 replicas{label}"), || {
             ingest(
                 &[&a.base, &b.base],
                 2,
-                spread_bodies(next_pg, 2 * ingest_runs),
+                bodies(next_pg, 2 * ingest_runs, contexts),
                 tests,
             )
         });
-        Some((one, two))
-    } else {
-        None
+        next_pg += 2 * ingest_runs;
+        (one, two)
     };
+    let (one_replica, two_replicas) = replicas(1);
+    let contexts = env_num("PG_SCALE_REPLICA_CONTEXTS", 4usize);
+    let spread = (contexts > 1).then(|| replicas(contexts));
     drop((a, b));
 
     let mut head = String::from("| figure | SQLite |");
