@@ -336,26 +336,42 @@ type Stored = HashMap<i64, (i64, i64)>;
 /// `test_ids` on it (`test_commits`: flags, failures), in one statement.
 /// Read under the lock of the tests' counters. A new commit is created
 /// later ([`Late`]).
+///
+/// The rows are read as one range of the primary key (commit, test), from
+/// the least to the greatest of `test_ids`, and those of other tests left
+/// out here: a context's tests are created together, so their ids are
+/// mostly one range, and one index range scan reads a run of 8,000 tests
+/// in a fraction of the time of 8,000 index lookups (`= ANY` of the ids,
+/// before: 20 ms of server time per posted run at 2 M results, the
+/// second run of each commit 40 ms).
 fn known_commit(
     tx: &mut impl Sql,
     repository_id: i64,
     sha: &str,
     test_ids: &[i64],
 ) -> Result<Option<(i64, Stored)>, postgres::Error> {
+    let (low, high) = match (test_ids.iter().min(), test_ids.iter().max()) {
+        (Some(low), Some(high)) => (*low, *high),
+        // No test: the commit only (an empty range).
+        _ => (1, 0),
+    };
     let rows = tx.query(
         "SELECT c.id, tc.test_id::bigint, tc.flags::bigint, tc.failures::bigint FROM commits c
-         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id = ANY($3::bigint[])
+         LEFT JOIN test_commits tc ON tc.commit_id = c.id AND tc.test_id BETWEEN $3::bigint AND $4::bigint
          WHERE c.repository_id = $1 AND c.sha = $2",
-        &[&repository_id, &sha, &test_ids],
+        &[&repository_id, &sha, &low, &high],
     )?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
+    let wanted: HashSet<i64> = test_ids.iter().copied().collect();
     let stored = rows
         .iter()
         .filter_map(|r| {
-            let test_id: Option<i64> = r.get(1);
-            test_id.map(|t| (t, (r.get(2), r.get(3))))
+            let test_id: i64 = r.get::<_, Option<i64>>(1)?;
+            wanted
+                .contains(&test_id)
+                .then(|| (test_id, (r.get(2), r.get(3))))
         })
         .collect();
     Ok(Some((first.get(0), stored)))
