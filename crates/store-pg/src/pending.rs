@@ -139,6 +139,39 @@ const FLUSH: &str = "WITH u AS (
      SELECT v.id, v.day, v.runs, v.passes, v.failures, v.flips, v.commits, v.flaky, v.flaky_failures FROM v
      WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = v.id AND d.day = v.day)";
 
+/// Writing what is pending when it is one day's: every pending test has
+/// one pending day, the same for all, whose increments are the test's own
+/// (a run stored on its own, or runs of one UTC day). `tests` as in
+/// [`FLUSH`] ($1 to $14), and the rows of day $15 of `test_days` from the
+/// same rows: 14 arrays to send and unnest instead of 23 (at 8,000 tests a
+/// run, 8 % of the statement's time measured on its own).
+const FLUSH_ONE_DAY: &str = "WITH u AS (
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                             $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])
+        AS u(id, runs, passes, failures, flips, commits, flaky, flaky_failures, failed, failure_run,
+             failure_at, first_seen, last_seen, first_flaky)),
+     t AS (
+        UPDATE tests t SET runs = t.runs + u.runs, passes = t.passes + u.passes,
+            failures = t.failures + u.failures, flips = t.flips + u.flips, commits = t.commits + u.commits,
+            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
+            last_failed = u.failed,
+            first_seen = least(coalesce(t.first_seen, u.first_seen), u.first_seen),
+            last_seen = greatest(coalesce(t.last_seen, u.last_seen), u.last_seen),
+            last_failure_run_id = coalesce(u.failure_run, t.last_failure_run_id),
+            last_failure_at = CASE WHEN u.failure_run IS NULL THEN t.last_failure_at ELSE u.failure_at END,
+            first_seen_flaky = coalesce(t.first_seen_flaky, u.first_flaky)
+        FROM u WHERE t.id = u.id),
+     d AS (
+        UPDATE test_days d SET runs = d.runs + u.runs, passes = d.passes + u.passes,
+            failures = d.failures + u.failures, flips = d.flips + u.flips, commits = d.commits + u.commits,
+            flaky_commits = d.flaky_commits + u.flaky, flaky_failures = d.flaky_failures + u.flaky_failures
+        FROM u WHERE d.test_id = u.id AND d.day = $15::bigint
+        RETURNING d.test_id)
+     INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
+     SELECT u.id, $15::bigint, u.runs, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures
+     FROM u WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = u.id)";
+
 impl Pending {
     /// A transaction begins: nothing is pending.
     pub(crate) fn begin(&mut self) {
@@ -358,8 +391,22 @@ fn merge_ids(into: &mut Ids, from: Ids) {
     }
 }
 
-/// Write `layer`'s pending rows in one statement ([`FLUSH`]); how many
-/// `tests` rows it wrote.
+/// The day of `layer`'s pending days when they are one day's
+/// ([`FLUSH_ONE_DAY`]): each pending test has that day pending, with the
+/// test's own increments, and nothing else is pending of `test_days`.
+fn one_day(layer: &Layer) -> Option<i64> {
+    let mut day = None;
+    let same = layer.days.len() == layer.tests.len()
+        && layer.days.iter().all(|((id, d), counts)| {
+            *day.get_or_insert(*d) == *d
+                && counts.is_some_and(|c| layer.tests.get(id).is_some_and(|t| t.counts == c))
+        });
+    if same { day } else { None }
+}
+
+/// Write `layer`'s pending rows in one statement ([`FLUSH`], or
+/// [`FLUSH_ONE_DAY`] when they are one day's); how many `tests` rows it
+/// wrote.
 fn write(
     layer: &Layer,
     execute: impl FnOnce(&'static str, &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>,
@@ -369,17 +416,10 @@ fn write(
     }
     let mut tests: Vec<(&i64, &TestPending)> = layer.tests.iter().collect();
     tests.sort_unstable_by_key(|(id, _)| **id);
-    let mut days: Vec<((i64, i64), Counts)> = layer
-        .days
-        .iter()
-        .filter_map(|(k, d)| Some((*k, (*d)?)))
-        .collect();
-    days.sort_unstable_by_key(|(k, _)| *k);
     let t = |f: fn(&TestPending) -> i64| -> Vec<i64> { tests.iter().map(|(_, p)| f(p)).collect() };
     let to = |f: fn(&TestPending) -> Option<i64>| -> Vec<Option<i64>> {
         tests.iter().map(|(_, p)| f(p)).collect()
     };
-    let d = |f: fn(&((i64, i64), Counts)) -> i64| -> Vec<i64> { days.iter().map(f).collect() };
     let columns = [
         t(|p| p.counts.runs),
         t(|p| p.counts.passes),
@@ -397,6 +437,24 @@ fn write(
     ];
     let seen = [t(|p| p.first_seen), t(|p| p.last_seen)];
     let first_flaky = to(|p| p.first_seen_flaky);
+    let day = one_day(layer);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+    params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+    params.extend(optional.iter().map(|c| c as &(dyn ToSql + Sync)));
+    params.extend(seen.iter().map(|c| c as &(dyn ToSql + Sync)));
+    params.push(&first_flaky);
+    if let Some(day) = &day {
+        params.push(day);
+        execute(FLUSH_ONE_DAY, &params)?;
+        return Ok(ids.len() as u64);
+    }
+    let mut days: Vec<((i64, i64), Counts)> = layer
+        .days
+        .iter()
+        .filter_map(|(k, d)| Some((*k, (*d)?)))
+        .collect();
+    days.sort_unstable_by_key(|(k, _)| *k);
+    let d = |f: fn(&((i64, i64), Counts)) -> i64| -> Vec<i64> { days.iter().map(f).collect() };
     let day_columns = [
         d(|(k, _)| k.0),
         d(|(k, _)| k.1),
@@ -408,11 +466,6 @@ fn write(
         d(|(_, c)| c.flaky_commits),
         d(|(_, c)| c.flaky_failures),
     ];
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
-    params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-    params.extend(optional.iter().map(|c| c as &(dyn ToSql + Sync)));
-    params.extend(seen.iter().map(|c| c as &(dyn ToSql + Sync)));
-    params.push(&first_flaky);
     params.extend(day_columns.iter().map(|c| c as &(dyn ToSql + Sync)));
     execute(FLUSH, &params)?;
     Ok(ids.len() as u64)
@@ -484,6 +537,34 @@ mod tests {
         p.learn(1, "ci", "c", 7);
         p.clear();
         assert_eq!(p.known_ids(1, "ci", &["c"]).0.len(), 0);
+    }
+
+    #[test]
+    fn pending_rows_are_one_days_only_when_each_test_has_that_day_alone_with_its_own_counts() {
+        let mut p = Pending::default();
+        p.begin();
+        p.add_run(1, 10, 3, &[counted(7, true), counted(8, false)]);
+        p.add_run(2, 11, 3, &[counted(7, false)]);
+        assert_eq!(one_day(p.top()), Some(3), "two runs of one day");
+        p.add_run(3, 12, 4, &[counted(8, false)]);
+        assert_eq!(one_day(p.top()), None, "test 8 on days 3 and 4");
+        p.begin();
+        p.add_run(1, 10, 3, &[counted(7, false)]);
+        p.add_run(2, 11, 4, &[counted(8, false)]);
+        assert_eq!(one_day(p.top()), None, "two days, one per test");
+        p.begin();
+        p.add_run(1, 10, 3, &[counted(7, false)]);
+        p.forget_days_before(4);
+        p.add_run(2, 11, 4, &[counted(7, false)]);
+        assert_eq!(
+            one_day(p.top()),
+            None,
+            "day 4 holds one of the test's two runs"
+        );
+        p.begin();
+        p.open();
+        p.add_run(1, 10, 3, &[counted(7, false)]);
+        assert_eq!(one_day(p.top()), Some(3), "a savepoint's own run");
     }
 
     #[test]
