@@ -25,11 +25,12 @@
 //!   gets its row and id at once, a new test its id (its row is written at
 //!   the end, with its counters: no random insert into the tests' text index
 //!   while runs are stored); each result goes straight into `results` with
-//!   its test id, a run's test_success events into its `test_events` row,
-//!   and what the per-test counters need (integers: test, run, commit, time,
-//!   failed, passed after a retry) is appended to `temp.fresh_counted` with
-//!   plain prepared INSERTs;
-//! - at the end those are sorted by (test, run) and read once: each result
+//!   its test id, a run's test_success events into its `test_events` row;
+//!   what the per-test counters need besides the stored results is kept in
+//!   memory: each run's commit and time (12 bytes a run), and the few
+//!   results whose stored row (a name's last result in its run) does not
+//!   say what counts (its first);
+//! - at the end the results are read sorted by (test, run), once: each result
 //!   moves its test's counters, its day and its commit by the per-run path's
 //!   own rule (`test_step::Step`, in run order as the per-run path counts),
 //!   and each test's `tests` row (with its counters), `test_days` rows (in
@@ -127,15 +128,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(
-            "CREATE TEMP TABLE fresh_counted (
-                 test_id    INTEGER NOT NULL,
-                 run_id     INTEGER NOT NULL,
-                 commit_id  INTEGER NOT NULL,
-                 at         INTEGER NOT NULL,
-                 failed     INTEGER NOT NULL,
-                 retry_pass INTEGER NOT NULL
-             );
-             CREATE TEMP TABLE fresh_slo (
+            "CREATE TEMP TABLE fresh_slo (
                  slo           TEXT NOT NULL,
                  subject       TEXT NOT NULL,
                  repository_id INTEGER NOT NULL,
@@ -254,8 +247,7 @@ impl FreshLoad<'_> {
         done += 1;
         step(done, "test_commits");
         tx.execute_batch(
-            "DROP TABLE temp.fresh_counted;
-             INSERT INTO test_commits (test_id, commit_id, flags, failures)
+            "INSERT INTO test_commits (test_id, commit_id, flags, failures)
                  SELECT test_id, commit_id, flags, failures FROM temp.fresh_commits ORDER BY commit_id, test_id;
              DROP TABLE temp.fresh_commits;",
         )?;

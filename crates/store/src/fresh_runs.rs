@@ -14,8 +14,8 @@ use crate::policy::{Policy, moves_live_counters};
 use crate::staging::Staging;
 use crate::{to_ms, upsert_repository};
 use ci_slo_core::model::{ChangeRef, Forge};
+use foldhash::HashMap;
 use rusqlite::{Connection, params};
-use std::collections::HashMap;
 
 /// A change as the load left its row: its id, whether `merged_at` is set,
 /// whether it was decided (before the load: nothing decides one during it).
@@ -44,8 +44,8 @@ impl FreshRuns {
         Ok(FreshRuns {
             staging: Staging::new(tx)?,
             live: moves_live_counters(tx, policy)?,
-            repositories: HashMap::new(),
-            changes: HashMap::new(),
+            repositories: HashMap::default(),
+            changes: HashMap::default(),
         })
     }
 

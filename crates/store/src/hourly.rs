@@ -9,9 +9,9 @@
 //! batch commits. Other connections only ever see the triggers in place; a
 //! batch that fails rolls back with them restored.
 
+use foldhash::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// The triggers whose work a batch does itself (schema migrations 5, 10 and 13).
 const TRIGGERS: [&str; 7] = [
@@ -62,7 +62,7 @@ impl Suspended {
         for name in TRIGGERS {
             tx.execute_batch(&format!("DROP TRIGGER {name}"))?;
         }
-        ROLLUP.with(|r| *r.borrow_mut() = Some(Rollup::new()));
+        ROLLUP.with(|r| *r.borrow_mut() = Some(Rollup::default()));
         Ok(Some(Suspended { sql }))
     }
 

@@ -1,15 +1,16 @@
 //! Where a fresh load's test results wait for the per-test counting
 //! ([`Staging`]): tests and commits interned in memory, results written
-//! straight into `results`, the integers the per-test counters need appended
-//! to a scratch table, and at the end one pass over them in (test, run) order
+//! straight into `results`, each run's commit and time kept in memory, and
+//! at the end one pass over the results in (test, run) order
 //! that writes every `tests`, `test_days` and `test_commits` row once
 //! ([`Staging::write_tests`], see `fresh.rs`).
 
-use crate::model::{TestOutcome, TestResult};
+use crate::model::TestResult;
 use crate::test_step::Step;
 use crate::{hourly, results};
+use foldhash::HashMap;
 use rusqlite::{Connection, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Where a fresh load's test results wait for the per-test counting.
 ///
@@ -19,8 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 /// once (its row is written at the end, with its counters: no random insert
 /// into the tests' text index per new test while runs are stored), so each
 /// result is written straight into `results` with its test id (a run's
-/// results sorted by test id: appended in key order), and only integers wait
-/// in a scratch table for the per-test counting.
+/// results sorted by test id: appended in key order); what the per-test
+/// counting at the end needs besides them (each run's commit and time, the
+/// results that do not count as stored) waits in memory.
 pub(crate) struct Staging {
     pub(crate) staged: usize,
     /// Test names, interned once whatever their context.
@@ -40,8 +42,36 @@ pub(crate) struct Staging {
     next_test: i64,
     /// repository id → sha → commit id.
     commits: HashMap<i64, HashMap<String, i64>>,
+    first_commit: i64,
     next_commit: i64,
+    /// What the counting at the end needs of each run with results, by
+    /// `run id - first_run`: its commit (`commit id - first_commit`) and
+    /// its time. Its counted results are read back from `results`.
+    first_run: Option<i64>,
+    run_commits: Vec<u32>,
+    run_times: Vec<i64>,
+    /// The results whose stored row (a name's last result in its run) does
+    /// not say what is counted (its first result, see `stage`): (test id,
+    /// run id) → what the first counts as (None: nothing, it was skipped).
+    counted_otherwise: HashMap<(i64, i64), Option<Counted>>,
 }
+
+/// What a counted result is to the per-test counters: (failed, passed after
+/// a retry).
+type Counted = (bool, bool);
+
+/// What a result counts as (None: nothing, a skipped one), from its outcome
+/// and retries: the stored row's and the reported result's rule alike.
+fn counted(outcome: i64, retries: i64) -> Option<Counted> {
+    match outcome {
+        SKIPPED => None,
+        PASSED => Some((false, retries > 0)),
+        _ => Some((true, false)),
+    }
+}
+
+const PASSED: i64 = 0;
+const SKIPPED: i64 = 3;
 
 impl Staging {
     pub(crate) fn new(tx: &Connection) -> rusqlite::Result<Staging> {
@@ -53,18 +83,24 @@ impl Staging {
             )
         };
         let first_test = next("tests")?;
+        let first_commit = next("commits")?;
         Ok(Staging {
             staged: 0,
-            names: HashMap::new(),
+            names: HashMap::default(),
             name_texts: Vec::new(),
-            contexts: HashMap::new(),
+            contexts: HashMap::default(),
             context_texts: Vec::new(),
             tests: Vec::new(),
             test_rows: Vec::new(),
             first_test,
             next_test: first_test,
-            commits: HashMap::new(),
-            next_commit: next("commits")?,
+            commits: HashMap::default(),
+            first_commit,
+            next_commit: first_commit,
+            first_run: None,
+            run_commits: Vec::new(),
+            run_times: Vec::new(),
+            counted_otherwise: HashMap::default(),
         })
     }
 
@@ -101,7 +137,7 @@ impl Staging {
                 of_repository.insert(run.context.to_owned(), next);
                 self.context_texts
                     .push((run.repository_id, run.context.to_owned()));
-                self.tests.push(HashMap::new());
+                self.tests.push(HashMap::default());
                 next
             }
         };
@@ -120,6 +156,26 @@ impl Staging {
         of_repository.insert(run.commit.to_owned(), id);
         self.next_commit += 1;
         Ok(id)
+    }
+
+    /// Remember `run`'s commit and time for the counting at the end (runs
+    /// come in id order; ids the load did not give a result to stay unused).
+    fn remember_run(&mut self, run_id: i64, commit_id: i64, at: i64) -> rusqlite::Result<()> {
+        let first = *self.first_run.get_or_insert(run_id);
+        let too_many = || {
+            rusqlite::Error::ToSqlConversionFailure(
+                "a fresh load's runs or commits outgrew its in-memory index".into(),
+            )
+        };
+        let slot = usize::try_from(run_id - first).map_err(|_| too_many())?;
+        let commit = u32::try_from(commit_id - self.first_commit).map_err(|_| too_many())?;
+        if slot >= self.run_times.len() {
+            self.run_commits.resize(slot + 1, 0);
+            self.run_times.resize(slot + 1, 0);
+        }
+        self.run_commits[slot] = commit;
+        self.run_times[slot] = at;
+        Ok(())
     }
 
     /// Store `tests` as the results of `run` (a new run: nothing to replace)
@@ -141,7 +197,7 @@ impl Staging {
         // (test id, first, last) of each name, in order of first appearance
         // (the order the per-run path interns them in).
         let mut unique: Vec<(i64, &TestResult, &TestResult)> = Vec::with_capacity(tests.len());
-        let mut index: HashMap<i64, usize> = HashMap::new();
+        let mut index: HashMap<i64, usize> = HashMap::default();
         for t in tests {
             let id = self.test(context, &t.name);
             let found = if tests.len() <= 16 {
@@ -158,25 +214,27 @@ impl Staging {
             }
         }
         let (mut good, mut total) = (0i64, 0i64);
-        {
-            let mut counted_row = tx.prepare_cached(
-                "INSERT INTO temp.fresh_counted (test_id, run_id, commit_id, at, failed, retry_pass)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for (id, first, _) in &unique {
-                // What the first result counts as; skipped counts nothing.
-                let (failed, retry_pass) = match first.outcome {
-                    TestOutcome::Skipped => continue,
-                    TestOutcome::Failed | TestOutcome::Errored => (true, false),
-                    TestOutcome::Passed => (false, first.retries > 0),
-                };
+        for (id, first, last) in &unique {
+            // What the first result counts as; skipped counts nothing.
+            let first_counts = counted(
+                results::outcome_code(first.outcome),
+                i64::from(first.retries),
+            );
+            if let Some((failed, _)) = first_counts {
                 total += 1;
                 good += i64::from(!failed);
-                counted_row.execute(params![
-                    id, run.run_id, commit_id, run.at_ms, failed, retry_pass
-                ])?;
+            }
+            // The stored row is the last result: what counts is read back
+            // from it at the end, unless the first says otherwise.
+            if !std::ptr::eq(*first, *last)
+                && counted(results::outcome_code(last.outcome), i64::from(last.retries))
+                    != first_counts
+            {
+                self.counted_otherwise
+                    .insert((*id, run.run_id), first_counts);
             }
         }
+        self.remember_run(run.run_id, commit_id, run.at_ms)?;
         // Appended in (run, test) order: the key order of `results`.
         unique.sort_unstable_by_key(|(id, _, _)| *id);
         let mut insert = tx.prepare_cached(
@@ -222,7 +280,7 @@ impl Staging {
     }
 }
 
-/// A counted result as `temp.fresh_counted` holds it, read in (test, run) order.
+/// A counted result, read in (test, run) order.
 struct Execution {
     test_id: i64,
     run_id: i64,
@@ -257,16 +315,17 @@ impl Staging {
     /// Free what only interning needs (the load stored its last run):
     /// [`Staging::write_tests`] needs the interned tests' names only.
     pub(crate) fn stop_interning(&mut self) {
-        self.names = HashMap::new();
-        self.contexts = HashMap::new();
+        self.names = HashMap::default();
+        self.contexts = HashMap::default();
         self.tests = Vec::new();
-        self.commits = HashMap::new();
+        self.commits = HashMap::default();
     }
 
     /// Write every test interned by the load with its counters, its
     /// `test_days` rows and (into `temp.fresh_commits`, for a sort by the
-    /// table's key) its `test_commits` rows, from the counted results in
-    /// `temp.fresh_counted` sorted by (test, run) (`sorted` is called once
+    /// table's key) its `test_commits` rows, from the load's results read
+    /// sorted by (test, run), each as its run's first result of that name
+    /// counts, with its run's commit and time (`sorted` is called once
     /// the sort is done, before any row is written): one pass in that order, each result moving
     /// its test's counters, day and commit by the per-run path's own rule
     /// ([`Step`], as `results::count` applies it), so the rows are the ones
@@ -277,23 +336,43 @@ impl Staging {
         tx: &Connection,
         sorted: &mut dyn FnMut() -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()> {
+        // The results in (test, run) order, each read as its run's first
+        // result of that name counts (`counted_otherwise`), with its run's
+        // commit and time (`run_commits`, `run_times`).
         let mut exec = tx.prepare(
-            "SELECT test_id, run_id, commit_id, at, failed, retry_pass FROM temp.fresh_counted
-             ORDER BY test_id, run_id",
+            "SELECT test_id, run_id, outcome, retries FROM results ORDER BY test_id, run_id",
         )?;
         let mut rows = exec.query([])?;
+        let first_run = self.first_run.unwrap_or(0);
         let mut next = || -> rusqlite::Result<Option<Execution>> {
-            Ok(match rows.next()? {
-                Some(r) => Some(Execution {
-                    test_id: r.get(0)?,
-                    run_id: r.get(1)?,
-                    commit_id: r.get(2)?,
-                    at: r.get(3)?,
-                    failed: r.get(4)?,
-                    retry_pass: r.get(5)?,
-                }),
-                None => None,
-            })
+            while let Some(r) = rows.next()? {
+                let (test_id, run_id): (i64, i64) = (r.get(0)?, r.get(1)?);
+                let stored = counted(r.get(2)?, r.get(3)?);
+                let counts = if self.counted_otherwise.is_empty() {
+                    stored
+                } else {
+                    match self.counted_otherwise.get(&(test_id, run_id)) {
+                        Some(first) => *first,
+                        None => stored,
+                    }
+                };
+                let Some((failed, retry_pass)) = counts else {
+                    continue;
+                };
+                let slot = usize::try_from(run_id - first_run)
+                    .ok()
+                    .filter(|s| *s < self.run_times.len())
+                    .ok_or(rusqlite::Error::InvalidQuery)?;
+                return Ok(Some(Execution {
+                    test_id,
+                    run_id,
+                    commit_id: self.first_commit + i64::from(self.run_commits[slot]),
+                    at: self.run_times[slot],
+                    failed,
+                    retry_pass,
+                }));
+            }
+            Ok(None)
         };
         let mut insert_test = tx.prepare(
             "INSERT INTO tests (id, repository_id, context, name, runs, passes, failures, flips, commits,
@@ -310,7 +389,7 @@ impl Staging {
             "INSERT INTO temp.fresh_commits (commit_id, test_id, flags, failures) VALUES (?1, ?2, ?3, ?4)",
         )?;
         // A test's commits (flags, failures) and days, emptied per test.
-        let mut commits: HashMap<i64, (i64, i64)> = HashMap::new();
+        let mut commits: HashMap<i64, (i64, i64)> = HashMap::default();
         let mut days: BTreeMap<i64, Day> = BTreeMap::new();
         // The first row comes once the sort is done.
         let mut pending = next()?;

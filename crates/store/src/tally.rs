@@ -9,9 +9,9 @@
 //! values, in the same transaction, without a statement per event.
 
 use crate::catalog::{self, FamilyDef};
+use foldhash::HashMap;
 use rusqlite::{Connection, params};
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// The latest exemplar of a bucket: (run id, observed value, Unix ms).
 type Exemplar = (i64, f64, i64);

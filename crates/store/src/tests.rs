@@ -1863,6 +1863,117 @@ fn a_fresh_load_stores_changes_and_repositories_as_the_per_run_path_does() {
 }
 
 #[test]
+fn a_fresh_load_counts_a_repeated_name_by_its_first_result_and_stores_its_last() {
+    // A name given twice in one run counts once, by its first result, and
+    // stores its last. A fresh load reads what counts back from the stored
+    // rows at its end, and keeps in memory only the results whose first
+    // counts otherwise than their last: every pair of outcomes (skipped
+    // first or last, a pass after retries), runs of two commits over two
+    // days, stored in three batches, must give the per-test rows run-by-run
+    // ingest gives.
+    use TestOutcome::{Errored, Failed, Passed, Skipped};
+    let outcomes = [
+        (Passed, 0),
+        (Passed, 2),
+        (Failed, 0),
+        (Errored, 0),
+        (Skipped, 0),
+    ];
+    let mut runs = Vec::new();
+    for (i, first) in outcomes.iter().enumerate() {
+        for (j, last) in outcomes.iter().enumerate() {
+            let mut r = run("ctx", &format!("c{}", (i + j) % 2), 0, RunState::Failure);
+            r.external_id = Some(format!("e{i}-{j}"));
+            // Two days apart, in run order.
+            for t in [&mut r.queued_at, &mut r.started_at, &mut r.finished_at] {
+                *t = t.map(|t| t - Duration::days(2) + Duration::hours((i * 5 + j) as i64 * 2));
+            }
+            r.tests = vec![
+                test_result("t::shared", Passed, 0),
+                test_result("t::repeated", first.0, first.1),
+                test_result(&format!("t::only{i}"), Failed, 0),
+                test_result("t::repeated", Failed, 0),
+                test_result("t::repeated", last.0, last.1),
+                test_result("t::skipped", Skipped, 0),
+            ];
+            r.tests[4].message = Some(format!("last of {i} {j}"));
+            runs.push(r);
+        }
+    }
+    let policy = policy();
+    let rows = |store: &Store| -> Vec<String> {
+        let conn = store.connection();
+        let mut out = Vec::new();
+        for table in [
+            "tests",
+            "test_days",
+            "test_commits",
+            "results",
+            "test_events",
+        ] {
+            let stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let n = stmt.column_count();
+            drop(stmt);
+            let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT * FROM {table} ORDER BY {}",
+                    order.join(", ")
+                ))
+                .unwrap();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(r) = q.next().unwrap() {
+                let values: Vec<rusqlite::types::Value> =
+                    (0..n).map(|i| r.get(i).unwrap()).collect();
+                out.push(format!("{table} {values:?}"));
+            }
+        }
+        out
+    };
+    let mut per_run = Store::open_in_memory().unwrap();
+    for r in &runs {
+        per_run.ingest_run(r, &policy, now()).unwrap();
+    }
+    let mut fresh = Store::open_in_memory().unwrap();
+    assert!(fresh.accepts_fresh_load(&policy).unwrap());
+    let mut load = fresh.fresh_load(&policy, now()).unwrap();
+    let prepared: Vec<Prepared> = runs
+        .iter()
+        .map(|r| Prepared::new(r.clone(), &policy, now()))
+        .collect();
+    load.store_batch(&prepared[..7], true).unwrap();
+    load.store_batch(&prepared[7..16], true).unwrap();
+    load.store_batch(&prepared[16..], true).unwrap();
+    load.finish(&mut |_, _| {}).unwrap();
+    let (got, want) = (rows(&fresh), rows(&per_run));
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "the first row that differs");
+    }
+    assert_eq!(got.len(), want.len());
+    // What the comparison covers: the repeated test counted 20 times (25
+    // runs, 5 of them skipped first), failed by 10 first results
+    // (failed and errored), though its stored last results say otherwise.
+    let one = |sql: &str| -> i64 { fresh.connection().query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(one("SELECT runs FROM tests WHERE name = 't::repeated'"), 20);
+    assert_eq!(
+        one("SELECT failures FROM tests WHERE name = 't::repeated'"),
+        10
+    );
+    assert_eq!(
+        one(
+            "SELECT count(*) FROM results r JOIN tests t ON t.id = r.test_id
+             WHERE t.name = 't::repeated' AND r.message LIKE 'last of %'"
+        ),
+        25
+    );
+    assert!(
+        one(
+            "SELECT count(*) FROM test_days WHERE test_id = (SELECT id FROM tests WHERE name = 't::repeated')"
+        ) >= 2
+    );
+}
+
+#[test]
 fn read_consistent_reads_one_snapshot_while_another_connection_commits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ci.db");
