@@ -362,7 +362,12 @@ impl Staging {
                 let slot = usize::try_from(run_id - first_run)
                     .ok()
                     .filter(|s| *s < self.run_times.len())
-                    .ok_or(rusqlite::Error::InvalidQuery)?;
+                    .ok_or_else(|| {
+                        rusqlite::Error::ToSqlConversionFailure(
+                            format!("result of run {run_id}, which the load did not remember")
+                                .into(),
+                        )
+                    })?;
                 return Ok(Some(Execution {
                     test_id,
                     run_id,
