@@ -1812,40 +1812,17 @@ fn a_fresh_load_stores_changes_and_repositories_as_the_per_run_path_does() {
             r
         })
         .collect();
-    let policy = policy();
-    let rows = |store: &Store| -> Vec<String> {
-        let conn = store.connection();
-        let mut out = Vec::new();
-        for sql in [
-            "SELECT id, forge, path FROM repositories ORDER BY id",
-            "SELECT id, repository_id, number, merged_at, last_activity, decided_at FROM changes ORDER BY id",
-            "SELECT id, repository_id, change_id FROM runs ORDER BY id",
-        ] {
-            let mut stmt = conn.prepare(sql).unwrap();
-            let n = stmt.column_count();
-            let mut q = stmt.query([]).unwrap();
-            while let Some(r) = q.next().unwrap() {
-                let values: Vec<rusqlite::types::Value> =
-                    (0..n).map(|i| r.get(i).unwrap()).collect();
-                out.push(format!("{values:?}"));
-            }
-        }
-        out
+    let (fresh, per_run) = stored_both_ways(&runs, &[4]);
+    let rows = |store: &Store| {
+        query_rows(
+            store,
+            &[
+                "SELECT id, forge, path FROM repositories ORDER BY id",
+                "SELECT id, repository_id, number, merged_at, last_activity, decided_at FROM changes ORDER BY id",
+                "SELECT id, repository_id, change_id FROM runs ORDER BY id",
+            ],
+        )
     };
-    let mut per_run = Store::open_in_memory().unwrap();
-    for r in &runs {
-        per_run.ingest_run(r, &policy, now()).unwrap();
-    }
-    let mut fresh = Store::open_in_memory().unwrap();
-    assert!(fresh.accepts_fresh_load(&policy).unwrap());
-    let mut load = fresh.fresh_load(&policy, now()).unwrap();
-    let prepared: Vec<Prepared> = runs
-        .iter()
-        .map(|r| Prepared::new(r.clone(), &policy, now()))
-        .collect();
-    load.store_batch(&prepared[..4], true).unwrap();
-    load.store_batch(&prepared[4..], true).unwrap();
-    load.finish(&mut |_, _| {}).unwrap();
     let (got, want) = (rows(&fresh), rows(&per_run));
     assert_eq!(got, want);
     // What the comparison covers: two repositories, four changes, the
@@ -1860,6 +1837,46 @@ fn a_fresh_load_stores_changes_and_repositories_as_the_per_run_path_does() {
         )
         .unwrap();
     assert_eq!(merged_changes, 3);
+}
+
+/// `runs` stored run by run (`ingest_run`) and, into another store, by a
+/// fresh load in batches cut at `cuts` (indexes into `runs`): (fresh, per run).
+fn stored_both_ways(runs: &[NewRun], cuts: &[usize]) -> (Store, Store) {
+    let policy = policy();
+    let mut per_run = Store::open_in_memory().unwrap();
+    for r in runs {
+        per_run.ingest_run(r, &policy, now()).unwrap();
+    }
+    let mut fresh = Store::open_in_memory().unwrap();
+    assert!(fresh.accepts_fresh_load(&policy).unwrap());
+    let mut load = fresh.fresh_load(&policy, now()).unwrap();
+    let prepared: Vec<Prepared> = runs
+        .iter()
+        .map(|r| Prepared::new(r.clone(), &policy, now()))
+        .collect();
+    let mut from = 0;
+    for to in cuts.iter().copied().chain([prepared.len()]) {
+        load.store_batch(&prepared[from..to], true).unwrap();
+        from = to;
+    }
+    load.finish(&mut |_, _| {}).unwrap();
+    (fresh, per_run)
+}
+
+/// Every row the queries `sql` give, each as the Debug text of its values.
+fn query_rows(store: &Store, sql: &[&str]) -> Vec<String> {
+    let conn = store.connection();
+    let mut out = Vec::new();
+    for sql in sql {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        let mut q = stmt.query([]).unwrap();
+        while let Some(r) = q.next().unwrap() {
+            let values: Vec<rusqlite::types::Value> = (0..n).map(|i| r.get(i).unwrap()).collect();
+            out.push(format!("{values:?}"));
+        }
+    }
+    out
 }
 
 #[test]
@@ -1900,51 +1917,34 @@ fn a_fresh_load_counts_a_repeated_name_by_its_first_result_and_stores_its_last()
             runs.push(r);
         }
     }
-    let policy = policy();
-    let rows = |store: &Store| -> Vec<String> {
+    let (fresh, per_run) = stored_both_ways(&runs, &[7, 16]);
+    let rows = |store: &Store| {
         let conn = store.connection();
-        let mut out = Vec::new();
-        for table in [
+        // Every column of each table, rows in the order of all their columns.
+        let sql: Vec<String> = [
             "tests",
             "test_days",
             "test_commits",
             "results",
             "test_events",
-        ] {
-            let stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
-            let n = stmt.column_count();
-            drop(stmt);
-            let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT * FROM {table} ORDER BY {}",
-                    order.join(", ")
-                ))
-                .unwrap();
-            let mut q = stmt.query([]).unwrap();
-            while let Some(r) = q.next().unwrap() {
-                let values: Vec<rusqlite::types::Value> =
-                    (0..n).map(|i| r.get(i).unwrap()).collect();
-                out.push(format!("{table} {values:?}"));
-            }
-        }
-        out
-    };
-    let mut per_run = Store::open_in_memory().unwrap();
-    for r in &runs {
-        per_run.ingest_run(r, &policy, now()).unwrap();
-    }
-    let mut fresh = Store::open_in_memory().unwrap();
-    assert!(fresh.accepts_fresh_load(&policy).unwrap());
-    let mut load = fresh.fresh_load(&policy, now()).unwrap();
-    let prepared: Vec<Prepared> = runs
+        ]
         .iter()
-        .map(|r| Prepared::new(r.clone(), &policy, now()))
+        .map(|table| {
+            let n = conn
+                .prepare(&format!("SELECT * FROM {table}"))
+                .unwrap()
+                .column_count();
+            // The table's name is the first column; its own come after it.
+            let order: Vec<String> = (2..=n + 1).map(|i| i.to_string()).collect();
+            format!(
+                "SELECT '{table}', * FROM {table} ORDER BY {}",
+                order.join(", ")
+            )
+        })
         .collect();
-    load.store_batch(&prepared[..7], true).unwrap();
-    load.store_batch(&prepared[7..16], true).unwrap();
-    load.store_batch(&prepared[16..], true).unwrap();
-    load.finish(&mut |_, _| {}).unwrap();
+        let sql: Vec<&str> = sql.iter().map(String::as_str).collect();
+        query_rows(store, &sql)
+    };
     let (got, want) = (rows(&fresh), rows(&per_run));
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g, w, "the first row that differs");
