@@ -101,14 +101,12 @@ pub(crate) struct Pending {
     flushed: u64,
 }
 
-/// Writing what is pending: `tests` ($1 ids, $2 runs, passes, failures,
-/// flips, commits, flaky commits, $8 flaky failures, $9 1 when last
-/// failed, $10 the last failed run, $11 its time, $12 first seen, $13 last
-/// seen, $14 first seen flaky) and `test_days` ($15 test ids, $16 days,
-/// $17 runs to $23 flaky failures; updated where the row exists, inserted
-/// where not, without an upsert's conflict check: under the lock of the
-/// tests' counters).
-const FLUSH: &str = "WITH u AS (
+/// The start of both statements that write what is pending: the pending
+/// tests unnested as `u` ($1 to $14, see [`FLUSH`]) and their `tests` rows
+/// updated (`t`).
+macro_rules! update_tests {
+    () => {
+        "WITH u AS (
         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                              $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
                              $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])
@@ -124,7 +122,20 @@ const FLUSH: &str = "WITH u AS (
             last_failure_run_id = coalesce(u.failure_run, t.last_failure_run_id),
             last_failure_at = CASE WHEN u.failure_run IS NULL THEN t.last_failure_at ELSE u.failure_at END,
             first_seen_flaky = coalesce(t.first_seen_flaky, u.first_flaky)
-        FROM u WHERE t.id = u.id),
+        FROM u WHERE t.id = u.id)"
+    };
+}
+
+/// Writing what is pending: `tests` ($1 ids, $2 runs, passes, failures,
+/// flips, commits, flaky commits, $8 flaky failures, $9 1 when last
+/// failed, $10 the last failed run, $11 its time, $12 first seen, $13 last
+/// seen, $14 first seen flaky) and `test_days` ($15 test ids, $16 days,
+/// $17 runs to $23 flaky failures; updated where the row exists, inserted
+/// where not, without an upsert's conflict check: under the lock of the
+/// tests' counters).
+const FLUSH: &str = concat!(
+    update_tests!(),
+    ",
      v AS (
         SELECT * FROM unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[],
                              $20::bigint[], $21::bigint[], $22::bigint[], $23::bigint[])
@@ -137,7 +148,8 @@ const FLUSH: &str = "WITH u AS (
         RETURNING d.test_id, d.day)
      INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
      SELECT v.id, v.day, v.runs, v.passes, v.failures, v.flips, v.commits, v.flaky, v.flaky_failures FROM v
-     WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = v.id AND d.day = v.day)";
+     WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = v.id AND d.day = v.day)"
+);
 
 /// Writing what is pending when it is one day's: every pending test has
 /// one pending day, the same for all, whose increments are the test's own
@@ -145,23 +157,9 @@ const FLUSH: &str = "WITH u AS (
 /// [`FLUSH`] ($1 to $14), and the rows of day $15 of `test_days` from the
 /// same rows: 14 arrays to send and unnest instead of 23 (at 8,000 tests a
 /// run, 8 % of the statement's time measured on its own).
-const FLUSH_ONE_DAY: &str = "WITH u AS (
-        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                             $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])
-        AS u(id, runs, passes, failures, flips, commits, flaky, flaky_failures, failed, failure_run,
-             failure_at, first_seen, last_seen, first_flaky)),
-     t AS (
-        UPDATE tests t SET runs = t.runs + u.runs, passes = t.passes + u.passes,
-            failures = t.failures + u.failures, flips = t.flips + u.flips, commits = t.commits + u.commits,
-            flaky_commits = t.flaky_commits + u.flaky, flaky_failures = t.flaky_failures + u.flaky_failures,
-            last_failed = u.failed,
-            first_seen = least(coalesce(t.first_seen, u.first_seen), u.first_seen),
-            last_seen = greatest(coalesce(t.last_seen, u.last_seen), u.last_seen),
-            last_failure_run_id = coalesce(u.failure_run, t.last_failure_run_id),
-            last_failure_at = CASE WHEN u.failure_run IS NULL THEN t.last_failure_at ELSE u.failure_at END,
-            first_seen_flaky = coalesce(t.first_seen_flaky, u.first_flaky)
-        FROM u WHERE t.id = u.id),
+const FLUSH_ONE_DAY: &str = concat!(
+    update_tests!(),
+    ",
      d AS (
         UPDATE test_days d SET runs = d.runs + u.runs, passes = d.passes + u.passes,
             failures = d.failures + u.failures, flips = d.flips + u.flips, commits = d.commits + u.commits,
@@ -170,7 +168,8 @@ const FLUSH_ONE_DAY: &str = "WITH u AS (
         RETURNING d.test_id)
      INSERT INTO test_days (test_id, day, runs, passes, failures, flips, commits, flaky_commits, flaky_failures)
      SELECT u.id, $15::bigint, u.runs, u.passes, u.failures, u.flips, u.commits, u.flaky, u.flaky_failures
-     FROM u WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = u.id)";
+     FROM u WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.test_id = u.id)"
+);
 
 impl Pending {
     /// A transaction begins: nothing is pending.
