@@ -5,7 +5,7 @@
 //! that writes every `tests`, `test_days` and `test_commits` row once
 //! ([`Staging::write_tests`], see `fresh.rs`).
 
-use crate::model::TestResult;
+use crate::model::{TestOutcome, TestResult};
 use crate::test_step::Step;
 use crate::{hourly, results};
 use foldhash::HashMap;
@@ -61,17 +61,15 @@ pub(crate) struct Staging {
 type Counted = (bool, bool);
 
 /// What a result counts as (None: nothing, a skipped one), from its outcome
-/// and retries: the stored row's and the reported result's rule alike.
-fn counted(outcome: i64, retries: i64) -> Option<Counted> {
+/// and retries: the stored row's (its code read back with
+/// `results::outcome_from_code`) and the reported result's rule alike.
+fn counted(outcome: TestOutcome, retries: i64) -> Option<Counted> {
     match outcome {
-        SKIPPED => None,
-        PASSED => Some((false, retries > 0)),
-        _ => Some((true, false)),
+        TestOutcome::Skipped => None,
+        TestOutcome::Passed => Some((false, retries > 0)),
+        TestOutcome::Failed | TestOutcome::Errored => Some((true, false)),
     }
 }
-
-const PASSED: i64 = 0;
-const SKIPPED: i64 = 3;
 
 impl Staging {
     pub(crate) fn new(tx: &Connection) -> rusqlite::Result<Staging> {
@@ -216,10 +214,7 @@ impl Staging {
         let (mut good, mut total) = (0i64, 0i64);
         for (id, first, last) in &unique {
             // What the first result counts as; skipped counts nothing.
-            let first_counts = counted(
-                results::outcome_code(first.outcome),
-                i64::from(first.retries),
-            );
+            let first_counts = counted(first.outcome, i64::from(first.retries));
             if let Some((failed, _)) = first_counts {
                 total += 1;
                 good += i64::from(!failed);
@@ -227,8 +222,7 @@ impl Staging {
             // The stored row is the last result: what counts is read back
             // from it at the end, unless the first says otherwise.
             if !std::ptr::eq(*first, *last)
-                && counted(results::outcome_code(last.outcome), i64::from(last.retries))
-                    != first_counts
+                && counted(last.outcome, i64::from(last.retries)) != first_counts
             {
                 self.counted_otherwise
                     .insert((*id, run.run_id), first_counts);
@@ -347,7 +341,7 @@ impl Staging {
         let mut next = || -> rusqlite::Result<Option<Execution>> {
             while let Some(r) = rows.next()? {
                 let (test_id, run_id): (i64, i64) = (r.get(0)?, r.get(1)?);
-                let stored = counted(r.get(2)?, r.get(3)?);
+                let stored = counted(results::outcome_from_code(r.get(2)?), r.get(3)?);
                 let counts = if self.counted_otherwise.is_empty() {
                     stored
                 } else {
