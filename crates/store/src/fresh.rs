@@ -80,6 +80,10 @@ pub struct FreshLoad<'a> {
     buffer: Option<tally::Buffered>,
     stored: usize,
     slo_events: Option<SloEvents>,
+    /// The store's write-ahead log was switched off for the load (a
+    /// rollback journal, see [`Store::fresh_load`]): switched on again when
+    /// the load ends, committed or not.
+    journal_switched: bool,
 }
 
 impl Store {
@@ -124,6 +128,7 @@ impl Store {
         // The scratch tables' own page cache (temporary tables have one).
         self.conn
             .pragma_update(Some("temp"), "cache_size", -(TEMP_CACHE_MIB * 1024))?;
+        let journal_switched = rollback_journal(&self.conn)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -162,6 +167,7 @@ impl Store {
             buffer: None,
             stored: 0,
             slo_events: Some(SloEvents::start()),
+            journal_switched,
         })
     }
 }
@@ -274,7 +280,8 @@ impl FreshLoad<'_> {
         // settling: writes all over `changes`, `slo_events`, `slo_hourly`)
         // gets the load's cache back.
         tx.pragma_update(None, "cache_size", -(MAIN_CACHE_MIB * 1024))?;
-        self.tx.commit()?;
+        // Committed here; the write-ahead log is switched on again on drop.
+        self.tx.execute_batch("COMMIT")?;
         Ok(())
     }
 
@@ -286,5 +293,50 @@ impl FreshLoad<'_> {
     /// Test results staged so far.
     pub fn staged(&self) -> usize {
         self.runs.staging.staged
+    }
+}
+
+/// Switch `conn` from its write-ahead log to a rollback journal for a fresh
+/// load; whether it was switched (only from WAL, and only when no other
+/// connection has the file open: SQLite refuses otherwise and the load
+/// keeps the log). Every page a fresh load writes lies past the end of the
+/// file as it was, and SQLite journals no such page: the journal holds the
+/// few pages the store had (its schema), each new page is written once, into
+/// the file, instead of into the log and again into the file when the log
+/// is checkpointed. A crash rolls the journal back (the store stays fresh).
+fn rollback_journal(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Ok(false);
+    }
+    match conn.query_row("PRAGMA journal_mode = DELETE", [], |r| {
+        r.get::<_, String>(0)
+    }) {
+        Ok(mode) => Ok(mode.eq_ignore_ascii_case("delete")),
+        // Another connection has the file open.
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Drop for FreshLoad<'_> {
+    fn drop(&mut self) {
+        if self.journal_switched {
+            // A load that did not finish rolls back first (the mode changes
+            // only outside a transaction); the store is in WAL mode again
+            // either way (every `Store::open` sets it too).
+            if !self.tx.is_autocommit() {
+                let _ = self.tx.execute_batch("ROLLBACK");
+            }
+            if let Err(e) = self.tx.pragma_update(None, "journal_mode", "WAL") {
+                tracing::warn!(
+                    "the store's write-ahead log could not be switched on again after a fresh load: {e}"
+                );
+            }
+        }
     }
 }

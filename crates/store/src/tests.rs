@@ -1779,6 +1779,81 @@ fn a_fresh_load_that_stops_midway_leaves_the_store_fresh_with_every_index() {
 }
 
 #[test]
+fn a_fresh_load_writes_through_a_rollback_journal_and_leaves_the_store_in_wal_mode() {
+    // A fresh load switches the store's write-ahead log off for its
+    // transaction (`fresh::rollback_journal`: each new page is written once,
+    // into the file) and on again when it ends, finished or not. With
+    // another connection open, SQLite refuses the switch and the load keeps
+    // the log.
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |conn: &Connection| -> String {
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    };
+    let policy = policy();
+    let runs: Vec<Prepared> = (0..20)
+        .map(|i| {
+            let mut r = run("ctx", &format!("c{i}"), 0, RunState::Success);
+            r.external_id = Some(format!("e{i}"));
+            Prepared::new(r, &policy, now())
+        })
+        .collect();
+    let path = dir.path().join("alone.db");
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(mode(store.connection()), "wal");
+    {
+        let mut load = store.fresh_load(&policy, now()).unwrap();
+        load.store_batch(&runs, true).unwrap();
+        // The file says so to a connection opened now.
+        let other = Connection::open(&path).unwrap();
+        assert_eq!(mode(&other), "delete");
+        // The load ends here without `finish`.
+    }
+    assert_eq!(mode(store.connection()), "wal", "after a load that stopped");
+    assert_eq!(store.run_count().unwrap(), 0);
+    assert!(store.accepts_fresh_load(&policy).unwrap());
+    let load = {
+        let mut load = store.fresh_load(&policy, now()).unwrap();
+        load.store_batch(&runs, true).unwrap();
+        load
+    };
+    load.finish(&mut |_, _| {}).unwrap();
+    assert_eq!(mode(store.connection()), "wal", "after a finished load");
+    assert_eq!(store.run_count().unwrap(), 20);
+    drop(store);
+    let other = Connection::open(&path).unwrap();
+    assert_eq!(mode(&other), "wal", "in the file");
+    assert_eq!(
+        other
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        20
+    );
+
+    // Another connection has the store open: the load keeps the log.
+    let path = dir.path().join("shared.db");
+    let mut store = Store::open(&path).unwrap();
+    let reader = Connection::open(&path).unwrap();
+    assert_eq!(
+        reader
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        0
+    );
+    let mut load = store.fresh_load(&policy, now()).unwrap();
+    load.store_batch(&runs, true).unwrap();
+    assert_eq!(mode(&reader), "wal");
+    load.finish(&mut |_, _| {}).unwrap();
+    assert_eq!(mode(store.connection()), "wal");
+    assert_eq!(
+        reader
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        20
+    );
+}
+
+#[test]
 fn a_fresh_load_stores_changes_and_repositories_as_the_per_run_path_does() {
     // A fresh load remembers the repositories and changes it wrote
     // (`fresh_runs.rs`) instead of asking per run: a change seen again, with
