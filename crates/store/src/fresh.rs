@@ -2,7 +2,12 @@
 //! that holds no run, test, commit or SLO event yet (the first `import cockpit`).
 //!
 //! The whole load is one transaction (a crash leaves the store as it was,
-//! still fresh). Each run is stored and counted by the per-run ingest code
+//! still fresh), written through a rollback journal rather than the
+//! store's write-ahead log when no other connection has the file open
+//! (`rollback_journal`: SQLite journals no page past the file's end as it
+//! was, so each new page is written once, into the file, instead of into
+//! the log and again when the log is checkpointed; the store is in WAL mode
+//! again when the load ends, finished or not). Each run is stored and counted by the per-run ingest code
 //! (`ingest_checked`: its row, reports, failures, SLO events and metric
 //! counters, exactly as `Store::ingest_batch` stores a new run, the counters
 //! added up per batch of the same size), but
@@ -17,14 +22,15 @@
 //!   appended once per run, in run order),
 //!   other SLO events to `temp.fresh_slo`, written into `slo_events`
 //!   sorted by its key at the end (the store held none);
-//! - the secondary indexes of `runs`, `slo_events`, `run_events`, `test_events` and
+//! - the secondary indexes of `tests` (`tests_name`, its unique text index:
+//!   migration 16), `runs`, `slo_events`, `run_events`, `test_events` and
 //!   `failures` are dropped for the load and built once at the end from their stored SQL
 //!   (a sort rather than a random insert per row), the hourly rollup
 //!   triggers suspended for the whole load (`hourly::Suspended`);
 //! - tests and commits are interned in memory (`Staging`): a new commit
 //!   gets its row and id at once, a new test its id (its row is written at
-//!   the end, with its counters: no random insert into the tests' text index
-//!   while runs are stored); each result goes straight into `results` with
+//!   the end, with its counters, and its unique text index is built after
+//!   them: no random insert into it); each result goes straight into `results` with
 //!   its test id, a run's test_success events into its `test_events` row;
 //!   what the per-test counters need besides the stored results is kept in
 //!   memory: each run's commit and time (12 bytes a run), and the few
@@ -49,7 +55,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Transaction, TransactionBehavior};
 
 /// Tables whose secondary indexes a fresh load builds at the end.
-const INDEXED_AT_THE_END: [&str; 5] = [
+const INDEXED_AT_THE_END: [&str; 6] = [
+    "tests",
     "runs",
     "slo_events",
     "run_events",
@@ -245,7 +252,8 @@ impl FreshLoad<'_> {
         // The counted results are read in (test, run) order (the order each
         // test's counters move in), sorted with this cache's bound; once
         // sorted, no sort runs while the tests are written: the cache holds
-        // as much of their text index (a random insert per test) as it can.
+        // as many of the pages written as it can (the tests' text index is
+        // dropped for the load and built after them, from sorted keys).
         self.runs.staging.write_tests(tx, &mut || {
             tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))
         })?;

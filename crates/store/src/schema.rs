@@ -778,4 +778,60 @@ ALTER TABLE runs ADD COLUMN source TEXT GENERATED ALWAYS AS
 CREATE INDEX runs_trigger_at ON runs (trigger, coalesce(queued_at, started_at, created_at));
 CREATE INDEX runs_open ON runs (trigger, queued_at) WHERE final_counted = 0;
 "#,
+    // 16: the tests' uniqueness (repository, context, name) as a named index,
+    // `tests_name`, instead of the table's inline UNIQUE constraint (issue
+    // 12 §5): a fresh load (`fresh.rs`) drops it with the other secondary
+    // indexes and builds it once at its end (a sort) instead of inserting
+    // each new test into it at random. SQLite cannot drop a constraint: the
+    // table is copied into one without it (every row, with its id), and the
+    // view and trigger over it are created again as they were.
+    r#"
+DROP TRIGGER test_results_insert;
+DROP VIEW test_results;
+CREATE TABLE tests_v16 (
+    id                  INTEGER PRIMARY KEY,
+    repository_id       INTEGER NOT NULL REFERENCES repositories(id),
+    context             TEXT NOT NULL,
+    name                TEXT NOT NULL,
+    runs                INTEGER NOT NULL DEFAULT 0,
+    passes              INTEGER NOT NULL DEFAULT 0,
+    failures            INTEGER NOT NULL DEFAULT 0,
+    flips               INTEGER NOT NULL DEFAULT 0,
+    commits             INTEGER NOT NULL DEFAULT 0,
+    flaky_commits       INTEGER NOT NULL DEFAULT 0,
+    flaky_failures      INTEGER NOT NULL DEFAULT 0,
+    last_failed         INTEGER,
+    first_seen          INTEGER,
+    last_seen           INTEGER,
+    last_failure_run_id INTEGER,
+    last_failure_at     INTEGER,
+    first_seen_flaky    INTEGER
+);
+INSERT INTO tests_v16 (id, repository_id, context, name, runs, passes, failures, flips, commits, flaky_commits,
+                       flaky_failures, last_failed, first_seen, last_seen, last_failure_run_id, last_failure_at,
+                       first_seen_flaky)
+    SELECT id, repository_id, context, name, runs, passes, failures, flips, commits, flaky_commits,
+           flaky_failures, last_failed, first_seen, last_seen, last_failure_run_id, last_failure_at,
+           first_seen_flaky
+    FROM tests ORDER BY id;
+DROP TABLE tests;
+ALTER TABLE tests_v16 RENAME TO tests;
+CREATE UNIQUE INDEX tests_name ON tests (repository_id, context, name);
+CREATE VIEW test_results AS
+    SELECT res.run_id, res.test_id AS id, t.name,
+           CASE res.outcome WHEN 0 THEN 'passed' WHEN 1 THEN 'failed' WHEN 2 THEN 'errored' ELSE 'skipped' END
+               AS outcome,
+           res.duration_seconds, res.retries, coalesce(res.retry_reasons, '[]') AS retry_reasons, res.message
+    FROM results res JOIN tests t ON t.id = res.test_id;
+CREATE TRIGGER test_results_insert INSTEAD OF INSERT ON test_results BEGIN
+    INSERT OR IGNORE INTO tests (repository_id, context, name)
+        SELECT repository_id, context, NEW.name FROM runs WHERE id = NEW.run_id;
+    INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
+        SELECT NEW.run_id, t.id,
+               CASE NEW.outcome WHEN 'passed' THEN 0 WHEN 'failed' THEN 1 WHEN 'skipped' THEN 3 ELSE 2 END,
+               NEW.duration_seconds, coalesce(NEW.retries, 0), nullif(NEW.retry_reasons, '[]'), NEW.message
+        FROM runs r JOIN tests t ON t.repository_id = r.repository_id AND t.context = r.context AND t.name = NEW.name
+        WHERE r.id = NEW.run_id;
+END;
+"#,
 ];

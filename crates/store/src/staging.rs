@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 /// Tests and commits are interned here, in memory, in the order the per-run
 /// path interns them (a run's tests in order of first appearance, runs in id
 /// order): a new (repository, context, name) gets the next `tests` id at
-/// once (its row is written at the end, with its counters: no random insert
-/// into the tests' text index per new test while runs are stored), so each
+/// once (its row is written at the end, with its counters; the tests' text
+/// index is built after them: no random insert into it), so each
 /// result is written straight into `results` with its test id (a run's
 /// results sorted by test id: appended in key order); what the per-test
 /// counting at the end needs besides them (each run's commit and time, the

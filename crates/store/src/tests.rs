@@ -1809,7 +1809,18 @@ fn a_fresh_load_writes_through_a_rollback_journal_and_leaves_the_store_in_wal_mo
         assert_eq!(mode(&other), "delete");
         // The load ends here without `finish`.
     }
+    // The index a fresh load drops and builds at its end (`tests_name`, as
+    // those of `runs`): there after a load that stopped and one that finished.
+    let test_indexes = |conn: &Connection| -> Vec<String> {
+        conn.prepare("SELECT name FROM pragma_index_list('tests') WHERE \"unique\"")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
     assert_eq!(mode(store.connection()), "wal", "after a load that stopped");
+    assert_eq!(test_indexes(store.connection()), ["tests_name"]);
     assert_eq!(store.run_count().unwrap(), 0);
     assert!(store.accepts_fresh_load(&policy).unwrap());
     let load = {
@@ -1819,6 +1830,7 @@ fn a_fresh_load_writes_through_a_rollback_journal_and_leaves_the_store_in_wal_mo
     };
     load.finish(&mut |_, _| {}).unwrap();
     assert_eq!(mode(store.connection()), "wal", "after a finished load");
+    assert_eq!(test_indexes(store.connection()), ["tests_name"]);
     assert_eq!(store.run_count().unwrap(), 20);
     drop(store);
     let other = Connection::open(&path).unwrap();
@@ -2494,6 +2506,97 @@ fn triggers_states_and_sources_are_stored_as_codes_and_read_back_as_text() {
             .map(|i| ((i % 5) as i64, i as i64))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn upgrading_from_schema_15_keeps_every_test_and_makes_their_uniqueness_a_named_index() {
+    // Migration 16: `tests` without its inline UNIQUE constraint, the same
+    // rule kept by the index `tests_name` (which a fresh load drops and
+    // builds again); every row kept with its id and counters.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v15.db");
+    database_at(&path, 15, |tx| {
+        tx.execute_batch(
+            "INSERT INTO repositories (id, forge, path) VALUES (1, 'generic', 'acme/shop');
+             INSERT INTO tests (id, repository_id, context, name, runs, passes, failures, flips, commits,
+                 flaky_commits, flaky_failures, last_failed, first_seen, last_seen, last_failure_run_id,
+                 last_failure_at, first_seen_flaky)
+             VALUES (3, 1, 'ctx', 'a', 5, 4, 1, 2, 3, 1, 1, 0, 10, 20, 7, 15, 12),
+                    (7, 1, 'ctx', 'b', 1, 1, 0, 0, 1, 0, 0, 0, 11, 11, NULL, NULL, NULL),
+                    (9, 1, 'other', 'a', 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL);",
+        )
+        .unwrap();
+    });
+    let rows = |conn: &Connection| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = conn.prepare("SELECT * FROM tests ORDER BY id").unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = rows(&Connection::open(&path).unwrap());
+    assert_eq!(before.len(), 3);
+    let mut store = Store::open(&path).unwrap();
+    let conn = store.connection();
+    assert_eq!(rows(conn), before);
+    let indexes: Vec<(String, bool)> = conn
+        .prepare("SELECT name, \"unique\" FROM pragma_index_list('tests') ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, [("tests_name".to_string(), true)]);
+    let duplicate = conn.execute(
+        "INSERT INTO tests (repository_id, context, name) VALUES (1, 'ctx', 'b')",
+        [],
+    );
+    assert!(duplicate.is_err(), "{duplicate:?}");
+    // The per-run path finds a stored test by its name and adds new ones.
+    let mut r = run("ctx", "abc", 0, RunState::Success);
+    r.repository.path = "acme/shop".into();
+    r.tests = vec![
+        TestResult {
+            name: "b".into(),
+            outcome: TestOutcome::Passed,
+            duration_seconds: None,
+            retries: 0,
+            retry_reasons: Vec::new(),
+            message: None,
+        },
+        TestResult {
+            name: "c".into(),
+            outcome: TestOutcome::Failed,
+            duration_seconds: None,
+            retries: 0,
+            retry_reasons: Vec::new(),
+            message: None,
+        },
+    ];
+    store.ingest_run(&r, &policy(), now()).unwrap();
+    let tests: Vec<(i64, String, i64)> = store
+        .connection()
+        .prepare("SELECT id, name, runs FROM tests WHERE context = 'ctx' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        tests,
+        [(3, "a".into(), 5), (7, "b".into(), 2), (10, "c".into(), 1)]
+    );
+    // The view over the results reads through the new table.
+    let names: Vec<String> = store
+        .connection()
+        .prepare("SELECT name FROM test_results ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["b", "c"]);
 }
 
 #[test]
