@@ -192,9 +192,7 @@ impl PgStore {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, PgStoreError> {
-        let out = self.retrying(|store| store.ingest_once(run, policy, now))?;
-        self.vacuum_if_due();
-        Ok(out)
+        self.retrying(|store| store.ingest_once(run, policy, now))
     }
 
     fn ingest_once(
@@ -214,7 +212,6 @@ impl PgStore {
 
         let repo = &run.repository;
         let group = run.attempt_group.as_deref().unwrap_or("");
-        let aggregating = self.aggregating;
         let mut tx = self.write_tx()?;
         lock_run(&mut tx, repo.forge, &repo.path, run, group)?;
         let live = moves_live_counters(&mut tx, policy)?;
@@ -448,11 +445,6 @@ impl PgStore {
             status == IngestStatus::Updated,
             live,
         )?;
-        // Its tests' counters now, before the rows other runs share, unless
-        // more runs of its batch will step from them (`pending.rs`).
-        if !aggregating {
-            tx.write_pending()?;
-        }
         // Its failures after its results: their fingerprints' rows are
         // shared by every run that shows them, in any context, and locked
         // until the transaction ends (`concurrent.rs`). A new run has no
