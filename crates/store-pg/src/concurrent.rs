@@ -102,7 +102,6 @@ pub(crate) fn lock_run(
 /// and context (`results.rs`): two runs that name some of the same new
 /// tests, in different orders, create them one after the other instead of
 /// each waiting for the other's rows.
-
 pub(crate) fn lock_tests(
     tx: &mut impl Sql,
     repository_id: i64,
