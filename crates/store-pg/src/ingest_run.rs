@@ -4,8 +4,9 @@
 //! without one), created, or updated while it is not finished; an identical
 //! replay changes nothing; its queue time and final state are counted once
 //! (`counting::count_run`), in the same transaction, with its failures
-//! (`failures.rs`), test results and per-test counters (`results.rs`),
-//! reports, dependencies and change. A new report of a finished run is
+//! (`failures.rs`), test results and the mark of the new ones
+//! (`results.rs`; their per-test counters are folded after the run,
+//! `fold.rs`), reports, dependencies and change. A new report of a finished run is
 //! judged by the SQLite store's own rules (`ci_slo_store::revision`, the
 //! stored run loaded by `revision.rs`): a part may add what the run did not
 //! know, a contradiction is a `Conflict` naming the fields and counted as a
