@@ -81,6 +81,16 @@ fn counted(db: &TestDatabase) -> i64 {
         .get(0)
 }
 
+/// A SQLite store and a PostgreSQL one (on a database of its own), both
+/// after `n` of [`runs`], and the policy they were stored with.
+fn stored(hint: &str, n: usize) -> (Store, PgStore, TestDatabase, Policy) {
+    let policy = Policy::from_config(&Config::default());
+    let db = TestServer::shared().database(hint).unwrap();
+    let (mut sqlite, mut pg) = (Store::open_in_memory().unwrap(), open(&db));
+    store_both(&mut sqlite, &mut pg, &runs(n), &policy);
+    (sqlite, pg, db, policy)
+}
+
 /// The same runs into a SQLite store and `pg`, each created.
 fn store_both(sqlite: &mut Store, pg: &mut PgStore, runs: &[NewRun], policy: &Policy) {
     for r in runs {
@@ -92,11 +102,8 @@ fn store_both(sqlite: &mut Store, pg: &mut PgStore, runs: &[NewRun], policy: &Po
 
 #[test]
 fn a_stored_run_leaves_a_mark_of_its_counted_results_that_a_fold_counts_and_removes() {
-    let policy = Policy::from_config(&Config::default());
-    let db = TestServer::shared().database("fold_marks").unwrap();
-    let (mut sqlite, mut pg) = (Store::open_in_memory().unwrap(), open(&db));
+    let (sqlite, mut pg, db, policy) = stored("fold_marks", 6);
     let runs = runs(6);
-    store_both(&mut sqlite, &mut pg, &runs, &policy);
     // 29 counted results a run: 30 names, one skipped; t0's second result
     // is not counted.
     assert_eq!(marks(&db), vec![29; 6]);
@@ -150,11 +157,7 @@ fn a_read_of_the_counters_folds_first_and_answers_as_sqlite() {
 
 #[test]
 fn a_fold_that_does_not_commit_leaves_its_marks_for_the_next_which_counts_them_once() {
-    let policy = Policy::from_config(&Config::default());
-    let db = TestServer::shared().database("fold_interrupted").unwrap();
-    let (mut sqlite, mut pg) = (Store::open_in_memory().unwrap(), open(&db));
-    let runs = runs(6);
-    store_both(&mut sqlite, &mut pg, &runs, &policy);
+    let (sqlite, mut pg, db, _) = stored("fold_interrupted", 6);
     // Rolled back: nothing of it stays.
     let mut client = db.connect().unwrap();
     let mut tx = client.transaction().unwrap();
@@ -185,11 +188,7 @@ fn a_fold_that_does_not_commit_leaves_its_marks_for_the_next_which_counts_them_o
 
 #[test]
 fn two_folds_at_once_on_two_stores_count_each_mark_once() {
-    let policy = Policy::from_config(&Config::default());
-    let db = TestServer::shared().database("fold_at_once").unwrap();
-    let (mut sqlite, mut pg) = (Store::open_in_memory().unwrap(), open(&db));
-    let runs = runs(12);
-    store_both(&mut sqlite, &mut pg, &runs, &policy);
+    let (sqlite, mut pg, db, _) = stored("fold_at_once", 12);
     assert_eq!(marks(&db).len(), 12);
     let barrier = Barrier::new(2);
     let folded: Vec<u64> = std::thread::scope(|s| {
