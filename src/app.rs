@@ -343,7 +343,7 @@ async fn refresher(state: AppState, tests: Arc<Mutex<TestStatsCache>>) {
 
 /// The work that must run once among the replicas of a database, run while
 /// `leadership` says this replica leads (`leadership::run`), until `stop`:
-/// the settler, the pruner and the forge pollers, writing through the
+/// the settler, the pruner, the folder and the forge pollers, writing through the
 /// store fenced by the term (`leadership`). Fails when a poller cannot be
 /// built from the configuration.
 pub fn run_once_only(
@@ -362,6 +362,7 @@ pub fn run_once_only(
             let mut tasks = vec![
                 tokio::spawn(settler(state.clone(), store.clone(), stop.clone())),
                 tokio::spawn(pruner(state.clone(), store.clone(), stop.clone())),
+                tokio::spawn(folder(store.clone(), stop.clone())),
             ];
             tasks.extend(pollers.spawn(&stop, &store));
             tasks
@@ -409,6 +410,28 @@ async fn settler(state: AppState, store: StoreHandle, mut stop: watch::Receiver<
             }
             Ok(_) => {}
             Err(e) => log_failed(&e, "cannot settle merged changes"),
+        }
+    }
+}
+
+/// How often the leader folds the runs the replicas stored into the
+/// per-test counters (`Storage::fold`): often enough that a read, which
+/// folds first, seldom meets more than a few runs to fold (a posted run of
+/// 8,000 tests is about 200 ms of server time), seldom enough that an idle
+/// store costs one `EXISTS` a period.
+const FOLD_EVERY: Duration = Duration::from_millis(250);
+
+/// Fold the runs the replicas stored into the per-test counters every
+/// [`FOLD_EVERY`], on a read connection (PostgreSQL counts them after the
+/// run, crates/store-pg/src/fold.rs; its reads of them fold first anyway,
+/// so this keeps the backlog a read would meet short; SQLite has nothing
+/// to fold), until `stop`.
+async fn folder(store: StoreHandle, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(FOLD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while next_tick(&mut tick, &mut stop).await.is_some() {
+        if let Err(e) = store.read(|s| s.fold()).await {
+            tracing::warn!(error = %e, "cannot fold the stored runs into the per-test counters");
         }
     }
 }

@@ -6,7 +6,6 @@
 //! a transaction already (a writer's batch, or an outer `in_transaction`),
 //! the work runs in that one.
 
-use crate::statements::{Prepared, Sql};
 use crate::{PgStore, PgStoreError};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::NewRun;
@@ -28,48 +27,32 @@ impl PgStore {
         self.begin("BEGIN").map_err(E::from)?;
         self.in_batch = true;
         self.pending.begin();
-        // The per-test counters its writes kept pending, written last.
-        let out = f(self).and_then(|v| self.flush_pending().map(|()| v).map_err(E::from));
+        let out = f(self);
         self.in_batch = false;
         let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = self.client.get_mut().batch_execute(end);
         self.pending.ended(out.is_ok() && ended.is_ok());
         let v = out?;
         ended.map_err(|e| E::from(self.lose(e.into())))?;
-        self.vacuum_if_due();
         Ok(v)
-    }
-
-    /// Write the per-test counters the open transaction kept pending
-    /// (`pending.rs`), just before its `COMMIT`.
-    pub(crate) fn flush_pending(&mut self) -> Result<(), PgStoreError> {
-        let mut sql = Prepared {
-            client: self.client.get_mut(),
-            cache: self.statements.get_mut(),
-        };
-        let out = self.pending.flush(|q, params| sql.execute(q, params));
-        out.map_err(|e| self.lose(e.into()))
     }
 
     /// Store `runs` in one transaction (or in the caller's): all of them,
     /// with their counters, or none. As the SQLite store's
     /// `Store::ingest_batch`, without its in-memory buffering (each run is
     /// `ingest_run`, a savepoint of the batch). The runs' per-test
-    /// counters are added up and written once, at the commit
-    /// (`pending.rs`).
+    /// counters are folded after (`fold.rs`), several runs of one context
+    /// at once.
     pub fn ingest_batch(
         &mut self,
         runs: &[NewRun],
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Vec<Ingested>, PgStoreError> {
-        let outer = std::mem::replace(&mut self.aggregating, runs.len() > 1);
-        let out = self.in_transaction(|store| {
+        self.in_transaction(|store| {
             runs.iter()
                 .map(|run| store.ingest_run(run, policy, now))
                 .collect()
-        });
-        self.aggregating = outer;
-        out
+        })
     }
 }

@@ -12,21 +12,20 @@
 //!    the first's row (`Unchanged` for a replay, an update otherwise);
 //! 2. the repository, and the change when it is new (upserts, one row
 //!    each; a known change is only read here);
-//! 3. the tests of the run's repository and context (`lock_tests`, when
-//!    the run has test results): their creation and every counter of them
-//!    (`tests`, `test_days`, `test_commits`: written only under this lock,
-//!    so their rows are not locked one by one), then its commit when the
-//!    store knows it, with the tests' rows on it (`results.rs`), then the
-//!    rows of `tests` and `test_days` (`pending.rs`; for the runs of an
-//!    `ingest_batch` of several, once, at the transaction's commit, after
-//!    the steps below, still under this lock, held to the commit: no other
-//!    writer takes them without it);
+//! 3. the creation of the tests of the run's repository and context
+//!    (`lock_tests`, only when the run names tests new to the store), then
+//!    the run's results and the mark of its new ones (`results.rs`). The
+//!    run reads and writes none of its tests' counters (`tests`,
+//!    `test_days`, `test_commits`): a fold steps them after, from the
+//!    marks (`fold.rs`), under one lock of its own (`lock_fold`, taken
+//!    first, held to its commit: only folds write those rows, and
+//!    retention, which takes it before it deletes any of them);
 //! 4. the creation of fingerprints (`lock_new_fingerprints`, only when
 //!    the run shows new ones), then the run's fingerprints' rows, in hash
 //!    order (`failures.rs`);
 //! 5. the known change's row (its last activity), then the run's commit
 //!    when it is new to the store (its row, whose key every job of the
-//!    commit inserts, and its `test_commits` rows), then the run's
+//!    commit inserts; its `test_commits` rows are the fold's), then the run's
 //!    `test_events` row and its histograms and SLO events, with the hourly
 //!    rollup rows they move (`results.rs`, then `counting.rs` in the fixed
 //!    order of `ci_slo_store::run_counts`, one series per family).
@@ -40,6 +39,13 @@
 //!    commit, not for the whole of the other's results;
 //! 6. the counters (`metric_counters`), last, at commit, in the order of
 //!    family and labels (`statements.rs`).
+//!
+//! A fold (`fold.rs`) takes `lock_fold` first, then, mark after mark, the
+//! mark's commit (created again only if retention deleted it) and its
+//! tests' rows on it, then the rows of `tests` and `test_days`, then it
+//! deletes its marks. A run's write takes none of these rows but a new
+//! commit's key, and waits for no fold; retention takes `lock_fold`
+//! before the rows it deletes.
 //!
 //! Each write takes these in this order, and within a step in a fixed one,
 //! so two writes cannot wait for each other in a cycle. A deadlock or a
@@ -63,6 +69,7 @@ use ci_slo_store::ErrorKind;
 const RUN: i32 = 0x6369_0001;
 const TESTS: i32 = 0x6369_0002;
 const NEW_FINGERPRINTS: i32 = 0x6369_0003;
+const FOLD: i32 = 0x6369_0004;
 
 /// How many times a write is run in all when it keeps losing conflicts.
 pub const ATTEMPTS: u32 = 5;
@@ -91,20 +98,23 @@ pub(crate) fn lock_run(
     advisory(tx, RUN, &key)
 }
 
-/// Take the transaction's lock on the tests of one repository and
-/// context: creating them, reading and writing their counters (the rows of
-/// `tests`, `test_days` and `test_commits`; `results.rs` and, at the
-/// commit, `pending.rs` are their only writers; retention deletes past
-/// days and commits no stored run has without it, as it did without the
-/// tests' row locks). Two writes of one repository and context count one after
-/// the other, as the locks of all their tests' rows made them before, at
-/// the cost of one lock instead of a row lock per test.
+/// Take the transaction's lock on creating the tests of one repository
+/// and context (`results.rs`): two runs that name some of the same new
+/// tests, in different orders, create them one after the other instead of
+/// each waiting for the other's rows.
 pub(crate) fn lock_tests(
     tx: &mut impl Sql,
     repository_id: i64,
     context: &str,
 ) -> Result<(), postgres::Error> {
     advisory(tx, TESTS, &format!("{repository_id}\u{1f}{context}"))
+}
+
+/// Take the transaction's lock on folding the marks of stored runs into
+/// the per-test counters (`fold.rs`): one fold at a time, among all
+/// replicas; retention takes it before it deletes counters' rows.
+pub(crate) fn lock_fold(tx: &mut impl Sql) -> Result<(), postgres::Error> {
+    advisory(tx, FOLD, "")
 }
 
 /// Take the transaction's lock on creating fingerprints.

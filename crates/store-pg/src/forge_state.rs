@@ -20,7 +20,7 @@ impl PgStore {
         event: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, PgStoreError> {
-        Ok(self.client().execute(
+        Ok(self.connection().execute(
             "INSERT INTO webhook_deliveries (forge, delivery_id, event, received_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
             &[&forge.as_str(), &delivery_id, &event, &now.timestamp_millis()],
@@ -65,7 +65,7 @@ impl PgStore {
         kind: &str,
         state: &SyncState,
     ) -> Result<(), PgStoreError> {
-        self.client().execute(
+        self.connection().execute(
             "INSERT INTO sync_state (forge, scope, kind, cursor, etag, last_success) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (forge, scope, kind) DO UPDATE SET cursor = excluded.cursor, etag = excluded.etag,
                 last_success = excluded.last_success",

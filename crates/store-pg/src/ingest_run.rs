@@ -4,8 +4,9 @@
 //! without one), created, or updated while it is not finished; an identical
 //! replay changes nothing; its queue time and final state are counted once
 //! (`counting::count_run`), in the same transaction, with its failures
-//! (`failures.rs`), test results and per-test counters (`results.rs`),
-//! reports, dependencies and change. A new report of a finished run is
+//! (`failures.rs`), test results and the mark of the new ones
+//! (`results.rs`; their per-test counters are folded after the run,
+//! `fold.rs`), reports, dependencies and change. A new report of a finished run is
 //! judged by the SQLite store's own rules (`ci_slo_store::revision`, the
 //! stored run loaded by `revision.rs`): a part may add what the run did not
 //! know, a contradiction is a `Conflict` naming the fields and counted as a
@@ -192,9 +193,7 @@ impl PgStore {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, PgStoreError> {
-        let out = self.retrying(|store| store.ingest_once(run, policy, now))?;
-        self.vacuum_if_due();
-        Ok(out)
+        self.retrying(|store| store.ingest_once(run, policy, now))
     }
 
     fn ingest_once(
@@ -214,7 +213,6 @@ impl PgStore {
 
         let repo = &run.repository;
         let group = run.attempt_group.as_deref().unwrap_or("");
-        let aggregating = self.aggregating;
         let mut tx = self.write_tx()?;
         lock_run(&mut tx, repo.forge, &repo.path, run, group)?;
         let live = moves_live_counters(&mut tx, policy)?;
@@ -448,11 +446,6 @@ impl PgStore {
             status == IngestStatus::Updated,
             live,
         )?;
-        // Its tests' counters now, before the rows other runs share, unless
-        // more runs of its batch will step from them (`pending.rs`).
-        if !aggregating {
-            tx.write_pending()?;
-        }
         // Its failures after its results: their fingerprints' rows are
         // shared by every run that shows them, in any context, and locked
         // until the transaction ends (`concurrent.rs`). A new run has no

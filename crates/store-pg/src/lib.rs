@@ -7,7 +7,8 @@
 //!   ([`connect`]), versioned migrations ([`schema`], [`migrate`]) creating
 //!   SQLite's schema on PostgreSQL.
 //! - Writes: [`PgStore::ingest_run`] (a run with its failures, test results
-//!   and per-test counters, reports, dependencies and change, counted once;
+//!   and the mark of its new ones, whose per-test counters are folded after
+//!   the run, [`fold`], reports, dependencies and change, counted once;
 //!   a new report of a finished run judged by the SQLite store's revision
 //!   rules), [`PgStore::ingest_batch`] and [`PgStore::in_transaction`],
 //!   settling merged changes, late and expired triggers and lost runs,
@@ -46,6 +47,7 @@ pub mod connect;
 pub mod counting;
 mod error;
 mod failures;
+pub mod fold;
 mod forge_events;
 mod forge_state;
 mod github;
@@ -95,10 +97,6 @@ pub struct PgStore {
     /// Whether the writer thread holds a batch's transaction open (see the
     /// `Engine` implementation): writes are then savepoints inside it.
     in_batch: bool,
-    /// Whether an `ingest_batch` is storing several runs in its
-    /// transaction: their per-test counters are then written once, at its
-    /// commit (`pending.rs`); else each run's are written after its results.
-    aggregating: bool,
     /// Writes run again after a conflict, since opened (`concurrent.rs`).
     retried: u64,
     /// How the connection is made again when it is lost, and what errors
@@ -111,12 +109,12 @@ pub struct PgStore {
     /// connection (never made again inside one).
     pinned: Cell<bool>,
     /// The counter tables' own vacuum (`vacuum.rs`).
-    vacuum: vacuum::CounterVacuum,
+    vacuum: RefCell<vacuum::CounterVacuum>,
     /// The identities of the tests the snapshot's reads have named
     /// (`test_identity.rs`).
     identities: RefCell<test_identity::Identities>,
-    /// The per-test counters of the open transaction, kept until its
-    /// commit, and the test ids learned (`pending.rs`).
+    /// The test ids known, and learned by the open transaction
+    /// (`pending.rs`).
     pending: pending::Pending,
 }
 
@@ -157,13 +155,12 @@ impl PgStore {
             client: RefCell::new(connect::Connection::new(client)),
             statements: RefCell::default(),
             in_batch: false,
-            aggregating: false,
             retried: 0,
             config: config.clone(),
             shown: shown.to_string(),
             link: reconnect::Link::default(),
             pinned: Cell::new(false),
-            vacuum: vacuum::CounterVacuum::default(),
+            vacuum: RefCell::default(),
             identities: RefCell::default(),
             pending: pending::Pending::default(),
         })
@@ -181,8 +178,19 @@ impl PgStore {
     }
 
     /// The connection, for tests and benchmarks that look at the tables
-    /// (made again first if it was lost: see [`PgStore::reconnect`]).
+    /// (made again first if it was lost: see [`PgStore::reconnect`]), the
+    /// runs stored so far folded into the per-test counters first, as the
+    /// store's reads see them (`fold.rs`; a fold that fails is left to the
+    /// next).
     pub fn client(&mut self) -> &mut postgres::Client {
+        let _ = self.reconnect();
+        let _ = self.fold();
+        self.client.get_mut()
+    }
+
+    /// The connection, for the store's own writes outside a [`Tx`] (made
+    /// again first if it was lost).
+    pub(crate) fn connection(&mut self) -> &mut postgres::Client {
         let _ = self.reconnect();
         self.client.get_mut()
     }

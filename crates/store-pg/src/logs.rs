@@ -14,7 +14,7 @@ impl PgStore {
         truncated: bool,
         now: DateTime<Utc>,
     ) -> Result<bool, PgStoreError> {
-        Ok(self.client().execute(
+        Ok(self.connection().execute(
             "INSERT INTO run_logs (run_id, fetched_at, bytes, truncated, content) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
             &[

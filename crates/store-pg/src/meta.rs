@@ -17,7 +17,7 @@ impl PgStore {
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), PgStoreError> {
-        self.client().execute(
+        self.connection().execute(
             "INSERT INTO meta (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             &[&key, &value],
@@ -28,7 +28,7 @@ impl PgStore {
     /// Record that a server started on this database (the first time only:
     /// `ON CONFLICT DO NOTHING`, so replicas starting together agree).
     pub fn mark_serving(&mut self, now: DateTime<Utc>) -> Result<(), PgStoreError> {
-        self.client().execute(
+        self.connection().execute(
             "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&META_SERVING_SINCE, &now.to_rfc3339()],
         )?;

@@ -1,23 +1,16 @@
-//! The per-test counters a transaction moves, kept in memory until its
-//! commit, and the test ids the store has learned.
+//! The per-test counters a fold moves, kept in memory until it writes
+//! them, and the test ids the store has learned.
 //!
-//! Every stored run of N tests moves N rows of `tests` and N of
-//! `test_days`. A transaction that stores several runs of one repository
-//! and context (the writer's batch under load, `ingest_batch`) would write
-//! each of those rows once per run; here each run's increments (and the
-//! latest `last_failed`, last failure, first and last seen, first seen
-//! flaky) are added to what the transaction already has pending for the
-//! test and its day, a later run stepping from that pending state, and
-//! [`Pending::flush`] writes each row once, just before `COMMIT`. The
-//! lock of the tests' counters (`concurrent::lock_tests`) is held to the
-//! commit anyway, so no other writer sees or moves them meanwhile. A run
-//! stored on its own (not one of an `ingest_batch` of several: a posted
-//! run, a webhook's) has its rows written right after its results
-//! ([`Pending::flush_latest`]), before its transaction takes the rows that
-//! runs of other contexts share (`concurrent.rs`): written at the commit,
-//! they were the longest statement held inside those rows' locks. What
-//! the transaction itself reads of those rows before its commit (a read on
-//! the writing connection inside a batch) is what was there before it.
+//! Every counted run of N tests moves N rows of `tests` and N of
+//! `test_days`. A fold of several runs of one repository and context
+//! (`fold.rs`: the marks the runs left) would write each of those rows once
+//! per run; here each run's increments (and the latest `last_failed`, last
+//! failure, first and last seen, first seen flaky) are added to what the
+//! fold already has pending for the test and its day, a later run
+//! stepping from that pending state, and [`Pending::flush`] writes each row
+//! once, just before the fold deletes its marks and commits. Folds hold
+//! one lock (`concurrent::lock_fold`) to their commit, so no other writer
+//! moves these rows meanwhile.
 //!
 //! Savepoints: what a write or a writer's job adds is a layer of its own
 //! ([`Pending::open`]); kept, it is merged into the layer below
@@ -86,9 +79,8 @@ type Ids = HashMap<i64, HashMap<String, HashMap<String, i64>>>;
 #[derive(Default)]
 struct Layer {
     tests: HashMap<i64, TestPending>,
-    /// By (test, day); None: the day's rows were deleted (retention) after
-    /// what the layers below have pending, so nothing of it is written.
-    days: HashMap<(i64, i64), Option<Counts>>,
+    /// By (test, day).
+    days: HashMap<(i64, i64), Counts>,
     learned: Ids,
 }
 
@@ -131,8 +123,8 @@ macro_rules! update_tests {
 /// failed, $10 the last failed run, $11 its time, $12 first seen, $13 last
 /// seen, $14 first seen flaky) and `test_days` ($15 test ids, $16 days,
 /// $17 runs to $23 flaky failures; updated where the row exists, inserted
-/// where not, without an upsert's conflict check: under the lock of the
-/// tests' counters).
+/// where not, without an upsert's conflict check: under the fold's lock,
+/// `concurrent::lock_fold`).
 const FLUSH: &str = concat!(
     update_tests!(),
     ",
@@ -233,7 +225,6 @@ impl Pending {
             .rev()
             .find_map(|l| l.days.get(&key))
             .copied()
-            .flatten()
     }
 
     /// Whether test `id`'s latest counted result in this transaction
@@ -268,23 +259,7 @@ impl Pending {
             d.add(&c.counts);
             let top = self.top();
             top.tests.insert(c.test_id, t);
-            top.days.insert((c.test_id, day), Some(d));
-        }
-    }
-
-    /// The rows of `test_days` before `day` were deleted: nothing pending
-    /// of them is written.
-    pub(crate) fn forget_days_before(&mut self, day: i64) {
-        let gone: Vec<(i64, i64)> = self
-            .layers
-            .iter()
-            .flat_map(|l| l.days.keys())
-            .filter(|k| k.1 < day)
-            .copied()
-            .collect();
-        let top = self.top();
-        for k in gone {
-            top.days.insert(k, None);
+            top.days.insert((c.test_id, day), d);
         }
     }
 
@@ -296,28 +271,21 @@ impl Pending {
     }
 
     /// The ids of `names` of one repository and context that are known
-    /// (committed, or learned by this transaction), and how many tests of
-    /// it the store has committed ids of.
+    /// (committed, or learned by this transaction).
     pub(crate) fn known_ids<'n>(
         &self,
         repository_id: i64,
         context: &str,
         names: &[&'n str],
-    ) -> (HashMap<&'n str, i64>, usize) {
+    ) -> HashMap<&'n str, i64> {
         let maps: Vec<&HashMap<String, i64>> = std::iter::once(&self.known)
             .chain(self.layers.iter().map(|l| &l.learned))
             .filter_map(|ids| ids.get(&repository_id)?.get(context))
             .collect();
-        let known = names
+        names
             .iter()
             .filter_map(|n| Some((*n, maps.iter().find_map(|m| m.get(*n)).copied()?)))
-            .collect();
-        let committed = self
-            .known
-            .get(&repository_id)
-            .and_then(|c| c.get(context))
-            .map_or(0, HashMap::len);
-        (known, committed)
+            .collect()
     }
 
     /// Test `id` is (repository, context, name): remembered once the
@@ -348,33 +316,6 @@ impl Pending {
         Ok(())
     }
 
-    /// Write now what the latest layer (a write's savepoint) has pending,
-    /// and keep it no longer pending: a run's own counters, written before
-    /// its transaction takes the rows that other runs share
-    /// (`concurrent.rs`), when no later run of the transaction would step
-    /// from them. Only when nothing is pending below it: a layer holds each
-    /// test's whole pending state, so it cannot be written apart from the
-    /// layers below (left for the commit then). Rolled back, the savepoint
-    /// takes the rows written with it.
-    pub(crate) fn flush_latest(
-        &mut self,
-        execute: impl FnOnce(&'static str, &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>,
-    ) -> Result<(), postgres::Error> {
-        let Some((latest, below)) = self.layers.split_last_mut() else {
-            return Ok(());
-        };
-        if below
-            .iter()
-            .any(|l| !l.tests.is_empty() || !l.days.is_empty())
-        {
-            return Ok(());
-        }
-        self.flushed += write(latest, execute)?;
-        latest.tests.clear();
-        latest.days.clear();
-        Ok(())
-    }
-
     /// `tests` rows written since the last call.
     pub(crate) fn take_flushed(&mut self) -> u64 {
         std::mem::take(&mut self.flushed)
@@ -397,8 +338,7 @@ fn one_day(layer: &Layer) -> Option<i64> {
     let mut day = None;
     let same = layer.days.len() == layer.tests.len()
         && layer.days.iter().all(|((id, d), counts)| {
-            *day.get_or_insert(*d) == *d
-                && counts.is_some_and(|c| layer.tests.get(id).is_some_and(|t| t.counts == c))
+            *day.get_or_insert(*d) == *d && layer.tests.get(id).is_some_and(|t| t.counts == *counts)
         });
     if same { day } else { None }
 }
@@ -447,11 +387,7 @@ fn write(
         execute(FLUSH_ONE_DAY, &params)?;
         return Ok(ids.len() as u64);
     }
-    let mut days: Vec<((i64, i64), Counts)> = layer
-        .days
-        .iter()
-        .filter_map(|(k, d)| Some((*k, (*d)?)))
-        .collect();
+    let mut days: Vec<((i64, i64), Counts)> = layer.days.iter().map(|(k, d)| (*k, *d)).collect();
     days.sort_unstable_by_key(|(k, _)| *k);
     let d = |f: fn(&((i64, i64), Counts)) -> i64| -> Vec<i64> { days.iter().map(f).collect() };
     let day_columns = [
@@ -522,20 +458,24 @@ mod tests {
         p.begin();
         p.open();
         p.learn(1, "ci", "a", 5);
-        assert_eq!(p.known_ids(1, "ci", &["a"]).0.get("a"), Some(&5));
+        assert_eq!(p.known_ids(1, "ci", &["a"]).get("a"), Some(&5));
         p.discard();
-        assert!(p.known_ids(1, "ci", &["a"]).0.is_empty());
+        assert!(p.known_ids(1, "ci", &["a"]).is_empty());
         p.open();
         p.learn(1, "ci", "b", 6);
         p.release();
-        assert_eq!(p.known_ids(1, "ci", &["b"]).1, 0, "not committed yet");
+        assert_eq!(
+            p.known_ids(1, "ci", &["b"]).get("b"),
+            Some(&6),
+            "learned by the transaction"
+        );
         p.committed();
-        let (ids, committed) = p.known_ids(1, "ci", &["a", "b"]);
-        assert_eq!((ids.len(), ids.get("b"), committed), (1, Some(&6), 1));
+        let ids = p.known_ids(1, "ci", &["a", "b"]);
+        assert_eq!((ids.len(), ids.get("b")), (1, Some(&6)));
         p.begin();
         p.learn(1, "ci", "c", 7);
         p.clear();
-        assert_eq!(p.known_ids(1, "ci", &["c"]).0.len(), 0);
+        assert_eq!(p.known_ids(1, "ci", &["c"]).len(), 0);
     }
 
     #[test]
@@ -552,31 +492,8 @@ mod tests {
         p.add_run(2, 11, 4, &[counted(8, false)]);
         assert_eq!(one_day(p.top()), None, "two days, one per test");
         p.begin();
-        p.add_run(1, 10, 3, &[counted(7, false)]);
-        p.forget_days_before(4);
-        p.add_run(2, 11, 4, &[counted(7, false)]);
-        assert_eq!(
-            one_day(p.top()),
-            None,
-            "day 4 holds one of the test's two runs"
-        );
-        p.begin();
         p.open();
         p.add_run(1, 10, 3, &[counted(7, false)]);
         assert_eq!(one_day(p.top()), Some(3), "a savepoint's own run");
-    }
-
-    #[test]
-    fn days_deleted_by_retention_are_not_written_and_start_again() {
-        let mut p = Pending::default();
-        p.begin();
-        p.add_run(1, 10, 3, &[counted(7, false)]);
-        p.open();
-        p.forget_days_before(4);
-        p.release();
-        assert_eq!(p.day((7, 3)), None);
-        p.add_run(2, 11, 3, &[counted(7, false)]);
-        assert_eq!(p.day((7, 3)).map(|c| c.runs), Some(1));
-        assert_eq!(p.test(7).map(|t| t.counts.runs), Some(2));
     }
 }

@@ -9,7 +9,7 @@ use ci_slo_store::PruneStats;
 impl PgStore {
     /// Forget webhook delivery ids received before `before`.
     pub fn prune_deliveries(&mut self, before: DateTime<Utc>) -> Result<usize, PgStoreError> {
-        Ok(self.client().execute(
+        Ok(self.connection().execute(
             "DELETE FROM webhook_deliveries WHERE received_at < $1",
             &[&before.timestamp_millis()],
         )? as usize)
@@ -52,10 +52,12 @@ impl PgStore {
         )?;
         // Per-test state of what is gone: the days before `before`, and the
         // commits no stored run has any more. A test's all-time counters stay.
+        // The runs stored before are folded first, in this transaction (under
+        // the fold's lock to its end: no fold writes a day or a commit
+        // deleted here after; `fold.rs`).
+        crate::fold::fold_all(&mut tx)?;
         let first_day = before.div_euclid(86_400_000);
         tx.execute("DELETE FROM test_days WHERE day < $1", &[&first_day])?;
-        // Nor what this transaction's earlier runs keep pending of them.
-        tx.pending().forget_days_before(first_day);
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS gone_commits (id BIGINT PRIMARY KEY) ON COMMIT DELETE ROWS;
              INSERT INTO gone_commits SELECT c.id FROM commits c

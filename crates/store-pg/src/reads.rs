@@ -29,8 +29,10 @@ impl PgStore {
         since: DateTime<Utc>,
         min_runs: u64,
     ) -> Result<Vec<(String, String, String, TestStats)>, PgStoreError> {
-        // The counters first, then the tests' names from the cache
-        // (`test_identity.rs`): joining `tests` read its every page.
+        // The runs stored so far folded first (`fold.rs`); the counters,
+        // then the tests' names from the cache (`test_identity.rs`):
+        // joining `tests` read its every page.
+        self.fold_for_read()?;
         let mut client = self.reader();
         let rows = client.query(
             "SELECT test_id::bigint, sum(runs)::bigint, sum(failures)::bigint, sum(commits)::bigint,

@@ -121,8 +121,8 @@ pub struct Tx<'a> {
     open: bool,
     /// The counter increments kept until commit, by family and labels.
     counters: BTreeMap<(&'static str, String), f64>,
-    /// The per-test counters kept until the transaction's commit, this
-    /// write's own in a layer of its own (`pending.rs`).
+    /// The test ids the transaction learns, this write's own in a layer
+    /// of its own (`pending.rs`).
     pending: &'a mut Pending,
 }
 
@@ -150,27 +150,9 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// The per-test counters pending in the transaction.
+    /// The test ids known and learned (`pending.rs`).
     pub(crate) fn pending(&mut self) -> &mut Pending {
         self.pending
-    }
-
-    /// Write this write's pending per-test counters now (see
-    /// `Pending::flush_latest`).
-    pub(crate) fn write_pending(&mut self) -> Result<(), postgres::Error> {
-        let (pending, mut sql) = self.pending_and_sql();
-        pending.flush_latest(|q, params| sql.execute(q, params))
-    }
-
-    /// The pending counters and the connection to write them on.
-    fn pending_and_sql(&mut self) -> (&mut Pending, Prepared<'_>) {
-        (
-            &mut *self.pending,
-            Prepared {
-                client: &mut *self.client,
-                cache: &mut *self.cache,
-            },
-        )
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
@@ -182,16 +164,10 @@ impl<'a> Tx<'a> {
         self.client.batch_execute(sql)
     }
 
-    /// Keep what this write did: its per-test counters (written now when
-    /// this write is the transaction, else kept pending for its commit),
-    /// its counter increments, in the order of (family, labels), then
-    /// `COMMIT` (or release the savepoint: the batch's transaction commits
-    /// it with the rest).
+    /// Keep what this write did: its counter increments, in the order of
+    /// (family, labels), then `COMMIT` (or release the savepoint: the
+    /// batch's transaction commits it with the rest).
     pub fn commit(mut self) -> Result<(), postgres::Error> {
-        if !self.nested {
-            let (pending, mut sql) = self.pending_and_sql();
-            pending.flush(|q, params| sql.execute(q, params))?;
-        }
         if !self.counters.is_empty() {
             let counters = std::mem::take(&mut self.counters);
             let n = counters.len();
@@ -291,19 +267,6 @@ prepared_sql!(Tx<'_>;
     }
 );
 prepared_sql!(Read<'_>);
-prepared_sql!(Prepared<'_>);
-
-/// A connection and its prepared statements, borrowed as they are.
-pub(crate) struct Prepared<'a> {
-    pub(crate) client: &'a mut postgres::Client,
-    pub(crate) cache: &'a mut Statements,
-}
-
-impl Prepared<'_> {
-    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
-        self.cache.get(self.client, sql)
-    }
-}
 
 /// One read of the store ([`crate::PgStore::read`]): its connection and
 /// the store's prepared statements, borrowed for the read; a statement is

@@ -103,6 +103,7 @@ impl Storage for PgStore {
         fn has_log(run_id: i64) -> bool;
         fn has_runs_for_commit(repository: &RepositoryRef, commit: &str) -> bool;
         fn sync_state(forge: Forge, scope: &str, kind: &str) -> Option<SyncState>;
+        fn fold() -> u64;
     }
 
     fn counted_events(
@@ -129,6 +130,14 @@ impl Storage for PgStore {
         if self.in_batch {
             return f(self);
         }
+        // The marks of runs stored so far folded first, outside the
+        // snapshot (`fold.rs`): its reads of the per-test counters do not
+        // fold. Once more on a new connection when it was lost, as a read.
+        let folded = match self.fold_for_read() {
+            Err(e) if self.read_again(&e) => self.fold_for_read(),
+            folded => folded,
+        };
+        folded.map_err(|e| self.lose(e))?;
         // Repeatable read: every statement of the transaction sees the
         // snapshot its first statement took (on one connection: it is not
         // made again until the transaction ends).
@@ -170,7 +179,7 @@ impl Engine for PgStore {
         Ok(())
     }
 
-    /// A job rolled back takes its pending per-test counters with it.
+    /// A job rolled back takes the test ids it learned with it.
     fn end_job(&mut self, keep: bool) -> Result<(), StoreError> {
         if keep {
             self.pending.release();
@@ -194,15 +203,11 @@ impl Engine for PgStore {
         self.in_batch
     }
 
-    /// The per-test counters the batch's jobs kept pending are written
-    /// first (a failure there fails the batch, which the writer rolls back).
     fn commit_batch(&mut self) -> Result<(), StoreError> {
-        self.flush_pending()?;
         self.in_batch = false;
         let committed = self.control("COMMIT");
         self.pending.ended(committed.is_ok());
         committed?;
-        self.vacuum_if_due();
         Ok(())
     }
 

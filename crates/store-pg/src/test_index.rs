@@ -24,6 +24,7 @@ impl PgStore {
         repository: Option<&str>,
         context: Option<&str>,
     ) -> Result<Vec<TestIndexRow>, PgStoreError> {
+        self.fold_for_read()?;
         let rows = self.reader().query(
             "SELECT t.id, repo.path, t.context, t.name, d.runs, d.failures, d.commits, d.flaky_commits,
                     d.flips, d.flaky_failures, t.last_seen, t.first_seen_flaky, t.last_failure_run_id,

@@ -19,6 +19,7 @@ impl PgStore {
         let Some(earliest) = first_days.iter().min().copied() else {
             return Ok(Vec::new());
         };
+        self.fold_for_read()?;
         let mut client = self.reader();
         let repos: HashMap<i64, String> = client
             .query("SELECT id, path FROM repositories", &[])?

@@ -110,6 +110,7 @@ impl PgStore {
         since_day: i64,
         until_day: i64,
     ) -> Result<Vec<TestDays>, PgStoreError> {
+        self.fold_for_read()?;
         let rows = self.read().query(
             r#"SELECT repo.path, t.context, t.name, d.day, d.runs::bigint, d.failures::bigint, d.commits::bigint,
                       d.flaky_commits::bigint, d.flips::bigint, d.flaky_failures::bigint

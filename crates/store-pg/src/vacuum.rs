@@ -1,16 +1,16 @@
 //! Vacuuming the per-test counter tables as the store writes them.
 //!
-//! Every transaction that stores runs of N tests updates N rows of
-//! `tests` and N of `test_days` (the same few thousand rows, transaction
-//! after transaction; once each per transaction, `pending.rs`). With room
+//! Every fold of runs of N tests updates N rows of `tests` and N of
+//! `test_days` (the same few thousand rows, fold after fold; once each per
+//! fold, `fold.rs`). With room
 //! in their pages (schema migration 5) an update is HOT and prunes the
 //! previous version, but versions still visible to an open snapshot
 //! cannot be pruned, and autovacuum wakes only once a minute
 //! (`autovacuum_naptime`):
 //! a load of 30,000 results a second spread these 8,000-row tables over
 //! 350 MB before it came (docs/benchmarks.md). So the store vacuums them
-//! itself, after a transaction that brings the rows it moved since the last
-//! time past [`VACUUM_EVERY`]: `VACUUM (SKIP_LOCKED)`, which never waits
+//! itself, after a fold that brings the rows its folds moved since the
+//! last time past [`VACUUM_EVERY`]: `VACUUM (SKIP_LOCKED)`, which never waits
 //! for another replica's lock and does not block writes; a vacuum of
 //! tables this small costs milliseconds, and their space is reused by the
 //! next runs instead of growing. A vacuum that fails (e.g. the store's
@@ -20,7 +20,7 @@
 use crate::PgStore;
 
 /// Counter rows moved between two vacuums (`tests` rows written, each with
-/// its day's): 25 transactions of 8,000 tests.
+/// its day's): 25 folds of 8,000 tests.
 pub const VACUUM_EVERY: u64 = 200_000;
 
 /// What is due: rows moved since the last vacuum, and whether vacuuming
@@ -45,29 +45,28 @@ impl Default for CounterVacuum {
 }
 
 impl PgStore {
-    /// After a transaction committed (never inside one): vacuum the
-    /// counter tables if they are due.
-    pub(crate) fn vacuum_if_due(&mut self) {
-        // The rows moved: the `tests` rows the committed transactions
-        // wrote (each with its day's row; `pending.rs` writes each once per
-        // transaction).
-        let moved = self.pending.take_flushed();
-        let v = &mut self.vacuum;
-        v.moved = v.moved.saturating_add(moved);
-        if v.disabled || v.moved < v.every || self.in_batch || self.pinned.get() {
-            return;
+    /// After a fold committed `rows` rows of `tests` (each with its day's
+    /// row; never inside a transaction): vacuum the counter tables if they
+    /// are due.
+    pub(crate) fn counter_rows_moved(&self, rows: u64) {
+        {
+            let mut v = self.vacuum.borrow_mut();
+            v.moved = v.moved.saturating_add(rows);
+            if v.disabled || v.moved < v.every || self.in_batch || self.pinned.get() {
+                return;
+            }
+            v.moved = 0;
         }
-        v.moved = 0;
         let out = self
             .client
-            .get_mut()
+            .borrow_mut()
             .batch_execute("VACUUM (SKIP_LOCKED) tests, test_days");
         match out {
-            Ok(()) => self.vacuum.done += 1,
+            Ok(()) => self.vacuum.borrow_mut().done += 1,
             Err(e) => {
                 let e = self.lose(e.into());
                 tracing::warn!(error = %e, "cannot vacuum the per-test counter tables; left to autovacuum");
-                self.vacuum.disabled = true;
+                self.vacuum.borrow_mut().disabled = true;
             }
         }
     }
@@ -75,11 +74,11 @@ impl PgStore {
     /// Vacuum the counter tables after every `rows` moved rows (tests and
     /// benchmarks; the default is [`VACUUM_EVERY`]; 0: never).
     pub fn set_counter_vacuum_every(&mut self, rows: u64) {
-        self.vacuum.every = if rows == 0 { u64::MAX } else { rows };
+        self.vacuum.get_mut().every = if rows == 0 { u64::MAX } else { rows };
     }
 
     /// How many times this store vacuumed the counter tables.
     pub fn counter_vacuums(&self) -> u64 {
-        self.vacuum.done
+        self.vacuum.borrow().done
     }
 }

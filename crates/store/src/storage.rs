@@ -443,6 +443,15 @@ pub trait Storage: Send + Any {
     fn bulk_load(&mut self) -> Option<&mut dyn BulkLoad> {
         None
     }
+
+    /// Fold the runs stored so far into the per-test counters, when the
+    /// engine counts them after the run (PostgreSQL: its reads of those
+    /// counters fold first anyway, so this only keeps the backlog short);
+    /// how many stored runs it folded. SQLite counts them in the run's
+    /// transaction: nothing to fold.
+    fn fold(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 impl dyn Storage {

@@ -1,6 +1,6 @@
-//! The per-test counters a transaction moves are kept pending until its
-//! commit (`pending.rs`): runs of one repository and context stored in one
-//! transaction (`ingest_batch`, the writer's batch of jobs) count exactly
+//! The per-test counters are folded after the runs, several runs of a
+//! context at once (`fold.rs`, `pending.rs`): runs of one repository and
+//! context stored in one transaction (`ingest_batch`, the writer's batch of jobs) count exactly
 //! what they count one transaction each, and as SQLite counts them; a job
 //! rolled back to its savepoint leaves nothing of its counters, nor of the
 //! test ids it created.

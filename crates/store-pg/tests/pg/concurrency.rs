@@ -7,7 +7,7 @@
 
 use crate::ingest::{failure, normalized, now, pg_dump, run, sqlite_dump, test};
 use ci_slo_core::config::Config;
-use ci_slo_core::model::{Forge, NewRun, RunState, TestOutcome};
+use ci_slo_core::model::{ChangeRef, Forge, NewRun, RunState, TestOutcome};
 use ci_slo_store::{ErrorKind, IngestStatus, Policy, Store, StoreError};
 use ci_slo_store_pg::migrate::migrate;
 use ci_slo_store_pg::testing::{TestDatabase, TestServer};
@@ -666,9 +666,11 @@ fn sample_backends(db: &TestDatabase, done: &std::sync::atomic::AtomicBool) -> S
 #[test]
 fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
     // Another session (not a store: outside the stores' lock order) holds
-    // a test's row and then waits for the run the store is writing, while
-    // the store waits for that row: the store's write is the deadlock's
-    // victim (its session checks first), rolls back, and runs again.
+    // the change's row and then waits for the run the store is writing,
+    // while the store waits for that row (a run's transaction moves its
+    // known change's last activity; it no longer writes its tests' rows,
+    // which the fold does): the store's write is the deadlock's victim (its
+    // session checks first), rolls back, and runs again.
     let policy = Policy::from_config(&Config::default());
     let db = TestServer::shared().database("deadlock_retry").unwrap();
     let mut store = open(&db);
@@ -682,6 +684,10 @@ fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
     );
     seed.external_id = Some("gh:1".into());
     seed.tests = vec![test("t1", TestOutcome::Passed, 0)];
+    seed.change = Some(ChangeRef {
+        number: 7,
+        merged_at: None,
+    });
     store.ingest_run(&seed, &policy, now()).unwrap();
     // The store checks for a deadlock 5 s into a wait, the other session
     // only after 60 s: the store is the one that finds it.
@@ -693,7 +699,7 @@ fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
     other
         .batch_execute(
             "SET deadlock_timeout = '60s'; BEGIN;
-             SELECT id FROM tests WHERE name = 't1' FOR UPDATE",
+             SELECT id FROM changes WHERE number = 7 FOR UPDATE",
         )
         .unwrap();
     let mut next = seed.clone();
@@ -712,7 +718,7 @@ fn a_write_that_loses_a_deadlock_is_run_again_and_stored_once() {
             let got = store.ingest_run(&next, &policy, now());
             (got, store.retried())
         });
-        // The store waits for the test's row (its run's row written)...
+        // The store waits for the change's row (its run's row written)...
         while watch
             .query_one(
                 "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
@@ -752,9 +758,10 @@ fn runs_of_one_pull_request_in_two_contexts_wait_for_each_other_only_after_their
     // fingerprint's and the commit's are shared by all of them. A run
     // stored while another replica's transaction holds those rows must
     // store its results before it waits (for that transaction's end), not
-    // wait first and then do all of its work. On a commit the store knows,
-    // its rows of `test_commits` are written before too; on a new one they
-    // are written with the commit.
+    // wait first and then do all of its work: its results and the mark of
+    // them (its tests' counters, `test_commits` among them, are folded
+    // after the run, `fold.rs`), on a commit the store knows and on a new
+    // one.
     one_pull_request_in_two_contexts("late_shared_rows", false);
     one_pull_request_in_two_contexts("late_new_commit", true);
 }
@@ -834,13 +841,14 @@ fn one_pull_request_in_two_contexts(name: &str, new_commit: bool) {
             assert!(waits < 3000, "B never waited for A's shared rows");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        // ...with its results written already (the tests' counters are
-        // written at its commit: pending.rs).
+        // ...with its results and their mark written already (the tests'
+        // counters are folded after the run: fold.rs).
         let held: Vec<String> = watch
             .query(
                 "SELECT DISTINCT relation::regclass::text FROM pg_locks
                  WHERE pid = $1 AND granted AND mode = 'RowExclusiveLock'
-                   AND relation::regclass::text IN ('run_results', 'tests', 'test_days', 'test_commits')
+                   AND relation::regclass::text IN ('run_results', 'unfolded_results', 'tests', 'test_days',
+                                                    'test_commits')
                  ORDER BY 1",
                 &[&b_pid],
             )
@@ -851,17 +859,18 @@ fn one_pull_request_in_two_contexts(name: &str, new_commit: bool) {
         release.wait();
         (writer.join().unwrap(), held)
     });
-    let written: &[&str] = if new_commit {
-        &["run_results"]
-    } else {
-        &["run_results", "test_commits"]
-    };
-    for table in written {
+    for table in ["run_results", "unfolded_results"] {
         assert!(
             b_held.iter().any(|t| t == table),
             "B waited before writing {table}: it had written {b_held:?}"
         );
     }
+    assert!(
+        !b_held
+            .iter()
+            .any(|t| t == "test_days" || t == "test_commits"),
+        "B wrote counters in its transaction: {b_held:?}"
+    );
     assert_eq!(b_got.unwrap().status, IngestStatus::Created);
     let sqlite = sqlite_after(&[seed, a_run, b_run], &policy);
     assert_same_unordered(&sqlite, &mut b);

@@ -452,6 +452,11 @@ fn two_replicas_storing_results_of_the_same_tests_at_once_count_each_result_once
             });
         }
     });
+    // The runs' counters folded (`fold.rs`) before the tables are read.
+    PgStore::open_config(&db.config(), &"test", &mut |_| {})
+        .unwrap()
+        .fold()
+        .unwrap();
     let mut client = db.connect().unwrap();
     let rows = client
         .query(

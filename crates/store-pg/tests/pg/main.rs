@@ -6,6 +6,7 @@ mod aggregation;
 mod concurrency;
 mod counting;
 mod fencing;
+mod folding;
 mod forge_state;
 mod harness;
 mod ingest;
