@@ -42,6 +42,7 @@
 //! Knobs: PG_SCALE_RESULTS (10000000), PG_SCALE_TESTS (8000),
 //! PG_SCALE_INGEST_RUNS (20), PG_SCALE_SCRAPES (300),
 //! PG_SCALE_REPLICA_CONTEXTS (4; 1 leaves that measurement out),
+//! PG_SCALE_LOG (the served exporters' log level, `CI_SLO_LOG`: warn),
 //! PG_SCALE_VARIANT_SQL, PG_SCALE_STATEMENTS, PG_SCALE_WAITS (1: what
 //! busy sessions wait on during the replica measurements, sampled from
 //! `pg_stat_activity`).
@@ -143,7 +144,10 @@ fn serve(engine: &Engine, dir: &Path) -> (Served, f64) {
     cmd.arg("serve")
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
         .current_dir(dir)
-        .env("CI_SLO_LOG", "warn")
+        .env(
+            "CI_SLO_LOG",
+            std::env::var("PG_SCALE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("CI_SLO_API_TOKEN", TOKEN)
         .env_remove("CI_SLO_DATABASE_URL")
         .stdout(Stdio::null())
