@@ -1,7 +1,7 @@
 //! The per-test counters folded after the run: a run's transaction does
 //! not step the counters of its tests (`tests`, `test_days`,
 //! `test_commits`); it writes one mark (`unfolded_results`, schema
-//! migration 6: [`mark`]) holding what counting needs of its counted
+//! migration 6: `mark`) holding what counting needs of its counted
 //! results (those new to the store, the first of a name repeated in the
 //! run, not skipped: `results.rs`). A fold ([`fold_batch`]) takes the marks
 //! in their order (`seq`), steps each one's results from its tests' latest
@@ -19,7 +19,7 @@
 //! Who folds (`PgStore::fold`, a transaction of its own, on any of the
 //! store's connections): the leader every 250 ms (`Storage::fold`, from
 //! the exporter's work that runs once: `FOLD_EVERY` in src/app.rs), every read
-//! of the counters first when a mark is there ([`PgStore::fold_for_read`]:
+//! of the counters first when a mark is there (`PgStore::fold_for_read`:
 //! `test_stats`, `test_day_counts`, `test_runs_in_windows`, `test_index`
 //! and `read_consistent` before its snapshot begins), so that every answer
 //! counts every run stored before it, as SQLite's does; and retention,
