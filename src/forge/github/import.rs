@@ -309,12 +309,15 @@ pub enum Mode {
 /// (repository, revision) → merged at (the last finish of its runs)
 type Changes = BTreeMap<(String, String), DateTime<Utc>>;
 
-/// Stores one batch of converted runs, counting in the stats.
-type StoreBatch<'a> = dyn FnMut(Vec<NewRun>, &mut ImportStats) -> Result<(), ImportError> + 'a;
+/// Stores one piece of converted runs (`true`: the piece closes a batch),
+/// counting in the stats.
+type StoreBatch<'a> =
+    dyn FnMut(Vec<NewRun>, bool, &mut ImportStats) -> Result<(), ImportError> + 'a;
 
 /// Read every run of `source`, convert it and hand the importable ones of
 /// `shard` to `store` in batches of `batch_runs` ([`BATCH_RUNS`] but in
-/// tests; the last one smaller).
+/// tests; the last one smaller), each in pieces of at most `piece_runs`
+/// as they are converted (the last piece of a batch says it closes it).
 #[allow(clippy::too_many_arguments)]
 fn read_runs(
     source: &Source,
@@ -324,12 +327,17 @@ fn read_runs(
     stats: &mut ImportStats,
     changes: &mut Changes,
     batch_runs: usize,
+    piece_runs: usize,
     store: &mut StoreBatch<'_>,
 ) -> Result<(), ImportError> {
     let total = source.run_count()?;
     let mut progress = Progress::new(label, "runs", total);
     progress.set(0);
-    let mut batch: Vec<NewRun> = Vec::with_capacity(batch_runs);
+    let batch_runs = batch_runs.max(1);
+    let piece_runs = piece_runs.clamp(1, batch_runs);
+    let mut piece: Vec<NewRun> = Vec::with_capacity(piece_runs);
+    // Runs of the batch being handed over, its pieces already stored included.
+    let mut in_batch = 0;
     let read = source.for_each_run(|row| -> Result<(), ImportError> {
         stats.rows += 1;
         let test_rows = row.tests.len();
@@ -344,19 +352,28 @@ fn read_runs(
                     let e = changes.entry((path, run.commit.clone())).or_insert(end);
                     *e = (*e).max(end);
                 }
-                batch.push(run);
-                if batch.len() >= batch_runs {
+                piece.push(run);
+                in_batch += 1;
+                let closes = in_batch >= batch_runs;
+                if closes || piece.len() >= piece_runs {
                     store(
-                        std::mem::replace(&mut batch, Vec::with_capacity(batch_runs)),
+                        std::mem::replace(&mut piece, Vec::with_capacity(piece_runs)),
+                        closes,
                         stats,
                     )?;
+                    if closes {
+                        in_batch = 0;
+                    }
                 }
             }
         }
         progress.set(stats.rows as u64);
         Ok(())
     })?;
-    store(batch, stats)?;
+    // The last batch (its runs not all handed over yet, or none of it closed).
+    if in_batch > 0 {
+        store(piece, true, stats)?;
+    }
     stats.test_rows_skipped += read.orphan_tests;
     progress.finish(stats.rows as u64);
     Ok(())
@@ -384,7 +401,8 @@ fn import_per_run(
         &mut stats,
         &mut changes,
         batch_runs,
-        &mut |batch, stats| {
+        batch_runs,
+        &mut |batch, _, stats| {
             for ingested in store.ingest_batch(&batch, policy, now)? {
                 match ingested.status {
                     IngestStatus::Created => stats.runs_created += 1,
@@ -403,8 +421,9 @@ fn import_per_run(
 /// built set-based at the end. An error leaves the store as it was. The file
 /// is read, converted and prepared (redaction, content hash, failure
 /// classification) on a second thread while this one stores, handed over in
-/// pieces of [`PIECE_RUNS`] (memory stays flat; the counters are still added
-/// up and written per batch of `batch_runs`, as the per-run path does).
+/// pieces of [`PIECE_RUNS`] as they are read (memory stays flat: at most
+/// three pieces between the two threads; the counters are still added up
+/// and written per batch of `batch_runs`, as the per-run path does).
 #[allow(clippy::too_many_arguments)]
 fn import_fresh(
     path: &Path,
@@ -417,7 +436,9 @@ fn import_fresh(
     batch_runs: usize,
 ) -> Result<(ImportStats, Changes), ImportError> {
     let mut load = bulk.fresh_load(policy, now)?;
-    let (send, receive) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, bool)>(0);
+    // One piece waits while one is stored and the next is read: the reading
+    // thread hands over each piece as soon as it is prepared and goes on.
+    let (send, receive) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, bool)>(1);
     let (mut stats, changes, created) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(ImportStats, Changes), ImportError> {
             let source = Source::open(path)?;
@@ -431,21 +452,15 @@ fn import_fresh(
                 &mut stats,
                 &mut changes,
                 batch_runs,
-                &mut |batch, _| {
-                    // In pieces (memory), the last one closing the batch.
-                    let mut runs = batch.into_iter().peekable();
-                    while runs.peek().is_some() {
-                        let prepared: Vec<Prepared> = runs
-                            .by_ref()
-                            .take(PIECE_RUNS)
-                            .map(|run| Prepared::new(run, policy, now))
-                            .collect();
-                        let last = runs.peek().is_none();
-                        // Fails only when the storing side stopped (its error is the one reported).
-                        send.send((prepared, last))
-                            .map_err(|_| ImportError::Store(StoreError::WriterGone))?;
-                    }
-                    Ok(())
+                PIECE_RUNS,
+                &mut |piece, closes_batch, _| {
+                    let prepared: Vec<Prepared> = piece
+                        .into_iter()
+                        .map(|run| Prepared::new(run, policy, now))
+                        .collect();
+                    // Fails only when the storing side stopped (its error is the one reported).
+                    send.send((prepared, closes_batch))
+                        .map_err(|_| ImportError::Store(StoreError::WriterGone))
                 },
             )?;
             Ok((stats, changes))
@@ -777,6 +792,78 @@ mod tests {
             assert_eq!(again.runs_unchanged, a.runs_created);
         }
         assert_eq!(everything(&fresh), everything(&per_run));
+    }
+
+    /// The reading side hands runs over in pieces as they are converted:
+    /// every piece at most `piece_runs`, a batch closed after exactly
+    /// `batch_runs` runs and at the end, and the runs those of one batch at
+    /// a time, in order.
+    #[test]
+    fn runs_are_handed_over_in_pieces_that_close_each_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("test-results.db");
+        generated::generate(&source, 1_000, 2.0, 5);
+        let source = Source::open(&source).unwrap();
+        let classifier = Classifier::new(&Classifier::default_rules()).unwrap();
+        // (runs' external ids, closes the batch) of each piece handed over.
+        let read = |batch_runs: usize, piece_runs: usize| {
+            let (mut stats, mut changes) = (ImportStats::default(), Changes::new());
+            let mut pieces: Vec<(Vec<String>, bool)> = Vec::new();
+            read_runs(
+                &source,
+                "test",
+                &classifier,
+                crate::shard::Shard::ALL,
+                &mut stats,
+                &mut changes,
+                batch_runs,
+                piece_runs,
+                &mut |piece, closes, _| {
+                    let ids = piece.into_iter().map(|r| r.external_id.unwrap());
+                    pieces.push((ids.collect(), closes));
+                    Ok(())
+                },
+            )
+            .unwrap();
+            pieces
+        };
+        let whole = read(70, 70);
+        let pieces = read(70, 30);
+        let ids = |p: &[(Vec<String>, bool)]| -> Vec<String> {
+            p.iter().flat_map(|(ids, _)| ids.clone()).collect()
+        };
+        assert!(ids(&whole).len() > 900, "{}", ids(&whole).len());
+        assert_eq!(ids(&pieces), ids(&whole));
+        // Whole batches: each closes, 70 runs but the last.
+        assert!(whole.iter().all(|(ids, closes)| *closes && ids.len() <= 70));
+        assert!(
+            whole[..whole.len() - 1]
+                .iter()
+                .all(|(ids, _)| ids.len() == 70)
+        );
+        // In pieces: 30, 30, 10 (closes), ..., each batch's runs the same.
+        assert!(
+            pieces
+                .iter()
+                .all(|(ids, _)| ids.len() <= 30 && !ids.is_empty())
+        );
+        let mut batches: Vec<Vec<String>> = vec![Vec::new()];
+        for (ids, closes) in &pieces {
+            batches.last_mut().unwrap().extend(ids.iter().cloned());
+            if *closes {
+                batches.push(Vec::new());
+            }
+        }
+        assert_eq!(batches.pop(), Some(Vec::new()), "the last piece closes");
+        let whole_batches: Vec<Vec<String>> = whole.into_iter().map(|(ids, _)| ids).collect();
+        assert_eq!(batches, whole_batches);
+        assert_eq!(
+            pieces[..3]
+                .iter()
+                .map(|(ids, c)| (ids.len(), *c))
+                .collect::<Vec<_>>(),
+            [(30, false), (30, false), (10, true)]
+        );
     }
 
     #[test]
