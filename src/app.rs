@@ -237,10 +237,55 @@ fn open_for_serving(
             tracing::info!("demo history already present; nothing added");
         }
     }
+    fold_backlog(&*store, readiness)?;
     store.mark_serving(clock.now())?;
     drop(store);
     Ok(crate::store_open::start(config)?)
 }
+
+/// Fold the runs stored and not folded yet into the per-test counters
+/// (PostgreSQL: a backlog of marks, e.g. runs stored by a replica that
+/// stopped before it folded them, or a bulk load), before the first
+/// snapshot reads them: /readyz and the log say how many, and how far the
+/// fold got. Without it the first snapshot's read folded them without a
+/// word (19.6 s for 2 M results in a benchmark).
+fn fold_backlog(store: &dyn crate::store::Storage, readiness: &Readiness) -> Result<()> {
+    let (marks, results) = store.unfolded()?;
+    if marks == 0 {
+        return Ok(());
+    }
+    let what =
+        format!("folding {marks} stored runs ({results} results) into the per-test counters");
+    tracing::info!(
+        runs = marks,
+        results,
+        "preparing: {what} (/readyz answers 503 until ready)"
+    );
+    readiness.set(format!("{what}: 0 of {marks} runs folded"));
+    let started = std::time::Instant::now();
+    let mut said = started;
+    let folded = store.fold_reporting(&mut |done| {
+        readiness.set(format!("{what}: {done} of {marks} runs folded"));
+        if said.elapsed() >= FOLD_PROGRESS_EVERY {
+            said = std::time::Instant::now();
+            tracing::info!(
+                folded = done,
+                runs = marks,
+                seconds = started.elapsed().as_secs_f64(),
+                "preparing: folding the stored runs into the per-test counters"
+            );
+        }
+    })?;
+    tracing::info!(
+        folded,
+        seconds = started.elapsed().as_secs_f64(),
+        "preparing: stored runs folded into the per-test counters"
+    );
+    Ok(())
+}
+
+/// How often a long fold at start says how far it got.
+const FOLD_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -388,6 +388,13 @@ impl PgStore {
     /// hold the fold's lock, and the rows it writes, until that one ends.
     /// The counter tables are vacuumed after when due (`vacuum.rs`).
     pub fn fold(&self) -> Result<u64, PgStoreError> {
+        self.fold_reporting(&mut |_| {})
+    }
+
+    /// [`PgStore::fold`], calling `progress` with the marks folded so far
+    /// after each transaction (each batch of at most [`FOLD_BATCH`]
+    /// results).
+    pub fn fold_reporting(&self, progress: &mut dyn FnMut(u64)) -> Result<u64, PgStoreError> {
         if self.in_batch || self.pinned.get() {
             return Ok(0);
         }
@@ -412,7 +419,18 @@ impl PgStore {
             if marks == 0 {
                 return Ok(folded);
             }
+            progress(folded);
         }
+    }
+
+    /// The marks not folded yet, and their results: the backlog a fold
+    /// would take.
+    pub fn unfolded(&self) -> Result<(u64, u64), PgStoreError> {
+        let row = self.read().query_one(
+            "SELECT count(*), coalesce(sum(cardinality(test_ids)), 0)::bigint FROM unfolded_results",
+            &[],
+        )?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
     }
 
     /// Before a read of the per-test counters: fold when a mark is there
