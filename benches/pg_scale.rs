@@ -285,11 +285,18 @@ fn serving(
 /// nothing posted.
 fn compare(other: &str, sqlite: &Engine, pg: &Engine, dir: &Path, n_scrapes: usize) {
     println!("\n== {other} (other) against {BIN} (this), start to /readyz and {n_scrapes} scrapes");
-    println!("| round, build (load) | SQLite ready / p50 / p99 | PostgreSQL ready / p50 / p99 | ready, p99 / SQLite |");
+    println!(
+        "| round, build (load) | SQLite ready / p50 / p99 | PostgreSQL ready / p50 / p99 | ready, p99 / SQLite |"
+    );
     println!("|---|---|---|---|");
-    for (round, (label, bin)) in [("other", other), ("this", BIN), ("this", BIN), ("other", other)]
-        .into_iter()
-        .enumerate()
+    for (round, (label, bin)) in [
+        ("other", other),
+        ("this", BIN),
+        ("this", BIN),
+        ("other", other),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let load = std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()

@@ -794,12 +794,15 @@ impl Config {
     /// was validated when the configuration was loaded; checking it again
     /// would compile the classifier's rules once more, about 0.1 s).
     pub fn validate_listen_address(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.listen_address.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "server.listen_address",
-                format!("{e} (expected HOST:PORT, e.g. {DEFAULT_LISTEN_ADDRESS})"),
-            )
-        })
+        self.server
+            .listen_address
+            .parse::<SocketAddr>()
+            .map_err(|e| {
+                invalid(
+                    "server.listen_address",
+                    format!("{e} (expected HOST:PORT, e.g. {DEFAULT_LISTEN_ADDRESS})"),
+                )
+            })
     }
 
     /// The compiled failure classifier: the default rules (unless disabled) and then the configured ones.
