@@ -45,7 +45,9 @@
 //! PG_SCALE_LOG (the served exporters' log level, `CI_SLO_LOG`: warn),
 //! PG_SCALE_VARIANT_SQL, PG_SCALE_STATEMENTS, PG_SCALE_WAITS (1: what
 //! busy sessions wait on during the replica measurements, sampled from
-//! `pg_stat_activity`).
+//! `pg_stat_activity`), PG_SCALE_COMPARE_BIN (another build's exporter
+//! binary: after the load, only start to `/readyz` and the scrapes, that
+//! binary and this build's alternately, nothing posted).
 //! A quick run:
 //! `PG_SCALE_RESULTS=400000 PG_SCALE_INGEST_RUNS=4 cargo bench --bench pg_scale`.
 
@@ -135,12 +137,17 @@ impl Drop for Served {
 
 /// Start `serve` on `engine`; it and the seconds until `/readyz` was 200.
 fn serve(engine: &Engine, dir: &Path) -> (Served, f64) {
+    serve_bin(BIN, engine, dir)
+}
+
+/// [`serve`] with the exporter binary `bin`.
+fn serve_bin(bin: &str, engine: &Engine, dir: &Path) -> (Served, f64) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
         .current_dir(dir)
@@ -270,6 +277,52 @@ fn serving(
         "{label}: ready after {:.2} s; /metrics p50 {:.2} ms, p99 {:.2} ms; POST /api/v1/runs {:.0} results/s with 1 client, {:.0} with 2 ({:.0} and {:.0} until counted)",
         f.ready, f.p50, f.p99, f.one_client, f.two_clients, f.one_counted, f.two_counted
     );
+}
+
+/// With PG_SCALE_COMPARE_BIN: start to `/readyz` and the scrapes' p50 /
+/// p99 of that binary ("other") and of this build's, alternately (other,
+/// this, this, other) on the same loaded databases, each engine in turn;
+/// nothing posted.
+fn compare(other: &str, sqlite: &Engine, pg: &Engine, dir: &Path, n_scrapes: usize) {
+    println!("\n== {other} (other) against {BIN} (this), start to /readyz and {n_scrapes} scrapes");
+    println!(
+        "| round, build (load) | SQLite ready / p50 / p99 | PostgreSQL ready / p50 / p99 | ready, p99 / SQLite |"
+    );
+    println!("|---|---|---|---|");
+    for (round, (label, bin)) in [
+        ("other", other),
+        ("this", BIN),
+        ("this", BIN),
+        ("other", other),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string();
+        let mut f = [(0.0, 0.0, 0.0); 2];
+        for (i, engine) in [sqlite, pg].into_iter().enumerate() {
+            let (served, ready) = serve_bin(bin, engine, dir);
+            let (p50, p99) = scrapes(&served.base, n_scrapes);
+            f[i] = (ready, p50, p99);
+        }
+        println!(
+            "| {}, {label} ({load}) | {:.3} s / {:.2} / {:.2} ms | {:.3} s / {:.2} / {:.2} ms | {:.2}, {:.2} |",
+            round + 1,
+            f[0].0,
+            f[0].1,
+            f[0].2,
+            f[1].0,
+            f[1].1,
+            f[1].2,
+            f[1].0 / f[0].0,
+            f[1].2 / f[0].2
+        );
+    }
 }
 
 /// With PG_SCALE_WAITS=1: what the database's busy sessions wait on while
@@ -605,6 +658,15 @@ fn main() {
         sqlite_bytes / 1_000_000,
     );
 
+    if let Ok(other) = std::env::var("PG_SCALE_COMPARE_BIN") {
+        let pg = Engine::Postgres(server.url(databases[0].name()).replacen(
+            '@',
+            &format!(":{}@", server.password()),
+            1,
+        ));
+        compare(&other, &Engine::Sqlite(file.clone()), &pg, dir, n_scrapes);
+        return;
+    }
     println!(
         "\n== serving: /readyz, {n_scrapes} scrapes, POST /api/v1/runs of {ingest_runs} runs × {tests} results"
     );

@@ -68,10 +68,28 @@ pub fn start(config: &StoreConfig) -> Result<StoreHandle, StoreError> {
             let open = || -> Result<PgStore, StoreError> {
                 Ok(PgStore::open_with(&connect, &target, &mut |_| {})?)
             };
-            let writer = open()?;
-            let readers = (0..READERS)
-                .map(|_| Ok(Box::new(open()?) as Box<dyn Storage>))
-                .collect::<Result<Vec<_>, StoreError>>()?;
+            // The connections are made at once, each on its own thread:
+            // each is a TCP connect, a SCRAM exchange (CPU on both sides) and
+            // the check that the schema is current, a few round trips that
+            // one after the other were most of opening (serve's start).
+            let mut opened = std::thread::scope(|scope| {
+                let opening: Vec<_> = (0..=READERS).map(|_| scope.spawn(open)).collect();
+                opening
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(StoreError::Refused(
+                                "opening a PostgreSQL connection panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<PgStore>, StoreError>>()
+            })?;
+            let writer = opened.remove(0);
+            let readers = opened
+                .into_iter()
+                .map(|s| Box::new(s) as Box<dyn Storage>)
+                .collect();
             StoreHandle::start_with(Box::new(writer), readers, target.to_string())
         }
     }

@@ -413,3 +413,110 @@ fn serve_at_sigterm_and_the_one_shot_commands_exit_cleanly_on_postgres() {
         .get(0);
     assert!(runs >= 1 + 1 + 5 + 2, "{runs} runs");
 }
+
+/// Runs stored while no exporter served (here: a batched ingest that does
+/// not fold, as a replica that stopped before its fold leaves them) are a
+/// backlog of marks; `serve` folds it before its first snapshot and says so:
+/// the log (and /readyz while it lasts) names how many runs and results,
+/// and the counters count every run once it is ready.
+#[test]
+fn serve_folds_a_backlog_of_stored_runs_at_start_and_says_so() {
+    use ci_slo_exporter::model::{
+        Completeness, Forge, NewRun, RepositoryRef, RunState, TestOutcome, TestResult, Trigger,
+    };
+    use ci_slo_exporter::store::{Policy, Storage};
+    let server = TestServer::shared();
+    let db = server.database("backlog").unwrap();
+    let url = server
+        .url(db.name())
+        .replacen('@', &format!(":{}@", server.password()), 1);
+    let now = chrono::Utc::now();
+    let run = |i: usize| NewRun {
+        repository: RepositoryRef {
+            forge: Forge::Generic,
+            path: "acme/backlog".into(),
+        },
+        context: "unit".into(),
+        commit: format!("{i:040x}"),
+        external_id: Some(format!("job-{i}")),
+        attempt_group: None,
+        attempt: 0,
+        trigger: Trigger::Push,
+        trigger_pending: false,
+        state: RunState::Success,
+        queued_at: Some(now - chrono::Duration::minutes(30)),
+        started_at: Some(now - chrono::Duration::minutes(29)),
+        finished_at: Some(now - chrono::Duration::minutes(20)),
+        url: None,
+        log_url: None,
+        change: None,
+        tests: (0..50)
+            .map(|t| TestResult {
+                name: format!("suite.test_{t}"),
+                outcome: if t == 7 && i.is_multiple_of(2) {
+                    TestOutcome::Failed
+                } else {
+                    TestOutcome::Passed
+                },
+                duration_seconds: Some(0.1),
+                retries: 0,
+                retry_reasons: vec![],
+                message: None,
+            })
+            .collect(),
+        reports: vec![],
+        failures: vec![],
+        dependencies: Default::default(),
+        source: "test".into(),
+        completeness: Completeness::Whole,
+    };
+    let store =
+        ci_slo_store_pg::PgStore::open_config(&db.config(), &db.name(), &mut |_| {}).unwrap();
+    let policy = Policy::from_config(&ci_slo_exporter::config::Config::default());
+    let runs: Vec<NewRun> = (0..6).map(run).collect();
+    let mut store: Box<dyn Storage> = Box::new(store);
+    store.ingest_batch(&runs, &policy, now).unwrap();
+    assert_eq!(
+        store.unfolded().unwrap(),
+        (6, 300),
+        "a backlog of 6 runs' marks"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let exporter = Exporter::start(
+        d,
+        &d.join("backlog.db"),
+        &[],
+        &[("CI_SLO_DATABASE_URL", url.as_str())],
+    );
+    // The log's fields are coloured: without the escapes.
+    let mut log = String::new();
+    let mut escaped = false;
+    for c in exporter.log().chars() {
+        match c {
+            '\u{1b}' => escaped = true,
+            'm' if escaped => escaped = false,
+            _ if escaped => {}
+            _ => log.push(c),
+        }
+    }
+    assert!(
+        log.contains("preparing: folding 6 stored runs (300 results) into the per-test counters"),
+        "{log}"
+    );
+    assert!(
+        log.contains("preparing: stored runs folded into the per-test counters")
+            && log.contains("folded=6"),
+        "{log}"
+    );
+    // Folded before the first snapshot: the exporter folded them, not a
+    // later read, and its counters count every run.
+    assert_eq!(store.unfolded().unwrap(), (0, 0));
+    let scrape = exporter.scrape(false);
+    assert_eq!(
+        gauge(&scrape, "ci_exporter_stored_runs"),
+        Some(6.0),
+        "{scrape}"
+    );
+}

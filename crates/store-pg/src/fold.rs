@@ -6,9 +6,11 @@
 //! run, not skipped: `results.rs`). A fold ([`fold_batch`]) takes the marks
 //! in their order (`seq`), steps each one's results from its tests' latest
 //! state with the step both stores share (`ci_slo_store::test_step::Step`:
-//! the commit's rows read and written at once, the tests' state kept in a
-//! `pending::Pending` so that a later mark of the same tests steps from it),
-//! writes each test's row and each day's row once (`pending::FLUSH`), and
+//! the commit's rows read at once, the tests' state kept in a
+//! `pending::Pending` and the commit's changed rows by commit so that a
+//! later mark of the same tests, or of the same commit, steps from them),
+//! writes each test's row, each day's row (`pending::FLUSH`) and each
+//! (commit, test) row of `test_commits` once, and
 //! deletes the marks it folded, in one transaction: a mark is counted
 //! exactly once, a fold that does not commit (rolled back, its connection
 //! lost, its process killed) leaving its marks for the next one. Folds are
@@ -161,15 +163,21 @@ pub fn fold_batch(sql: &mut impl Sql) -> Result<(u64, u64), postgres::Error> {
     let fresh = last_failed(sql, &ids)?;
     let mut pending = Pending::default();
     pending.begin();
+    // The `test_commits` rows the fold changed, by commit: a later mark of
+    // the same commit steps from them (they are written once, at the end).
+    let mut commit_rows: HashMap<i64, Stored> = HashMap::new();
     for m in &marks {
         let test_ids: Vec<i64> = m.results.iter().map(|r| r.test_id).collect();
-        let (commit_id, stored) = match known_commit(sql, m.repository_id, &m.sha, &test_ids)? {
+        let (commit_id, mut stored) = match known_commit(sql, m.repository_id, &m.sha, &test_ids)? {
             Some(known) => known,
             // Retention deleted it (its runs are gone): created again, as
             // storing the run made it, to be deleted with its rows by the
             // next retention.
             None => (new_commit(sql, m.repository_id, &m.sha)?, Stored::new()),
         };
+        if let Some(changed) = commit_rows.get(&commit_id) {
+            stored.extend(changed.iter().map(|(t, row)| (*t, *row)));
+        }
         let steps = Steps::of(&m.results, &fresh, &stored, &pending);
         pending.add_run(
             m.run_id,
@@ -177,12 +185,12 @@ pub fn fold_batch(sql: &mut impl Sql) -> Result<(u64, u64), postgres::Error> {
             m.at_ms.div_euclid(DAY_MS),
             &steps.counted,
         );
-        write_commit_rows(
-            sql,
-            commit_id,
-            &[steps.commit_ids, steps.commit_flags, steps.commit_failures],
-        )?;
+        let changed = commit_rows.entry(commit_id).or_default();
+        for (i, test_id) in steps.commit_ids.iter().enumerate() {
+            changed.insert(*test_id, (steps.commit_flags[i], steps.commit_failures[i]));
+        }
     }
+    write_commit_rows(sql, &commit_rows)?;
     pending.flush(|q, params| sql.execute(q, params))?;
     let seqs: Vec<i64> = marks.iter().map(|m| m.seq).collect();
     sql.execute(
@@ -251,26 +259,38 @@ pub(crate) fn new_commit(
     })
 }
 
-/// What the run's new results change of its tests on its commit
-/// (`test_commits`): test ids, flags, failures, only those that change.
-type CommitRows = [Vec<i64>; 3];
-
-/// Write `rows` on commit `commit_id`, at once (so that a later mark of the
-/// commit in the same fold reads them).
+/// Write the `test_commits` rows a fold changed (`rows`: by commit, each
+/// test's flags and failures), each once, in one statement, in the order
+/// of their key.
 fn write_commit_rows(
     sql: &mut impl Sql,
-    commit_id: i64,
-    [ids, flags, failures]: &CommitRows,
+    rows: &HashMap<i64, Stored>,
 ) -> Result<(), postgres::Error> {
-    if ids.is_empty() {
+    let mut all: Vec<(i64, i64, i64, i64)> = rows
+        .iter()
+        .flat_map(|(commit, tests)| {
+            tests
+                .iter()
+                .map(move |(test, (flags, failures))| (*commit, *test, *flags, *failures))
+        })
+        .collect();
+    if all.is_empty() {
         return Ok(());
     }
+    all.sort_unstable();
+    let column = |f: fn(&(i64, i64, i64, i64)) -> i64| all.iter().map(f).collect::<Vec<i64>>();
+    let (commits, tests, flags, failures) = (
+        column(|r| r.0),
+        column(|r| r.1),
+        column(|r| r.2),
+        column(|r| r.3),
+    );
     sql.execute(
         "INSERT INTO test_commits (test_id, commit_id, flags, failures)
-         SELECT u.test_id, $1::bigint, u.flags, u.failures
-         FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(test_id, flags, failures)
+         SELECT u.test_id, u.commit_id, u.flags, u.failures
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(commit_id, test_id, flags, failures)
          ON CONFLICT (commit_id, test_id) DO UPDATE SET flags = excluded.flags, failures = excluded.failures",
-        &[&commit_id, ids, flags, failures],
+        &[&commits, &tests, &flags, &failures],
     )?;
     Ok(())
 }
@@ -388,6 +408,13 @@ impl PgStore {
     /// hold the fold's lock, and the rows it writes, until that one ends.
     /// The counter tables are vacuumed after when due (`vacuum.rs`).
     pub fn fold(&self) -> Result<u64, PgStoreError> {
+        self.fold_reporting(&mut |_| {})
+    }
+
+    /// [`PgStore::fold`], calling `progress` with the marks folded so far
+    /// after each transaction (each batch of at most [`FOLD_BATCH`]
+    /// results).
+    pub fn fold_reporting(&self, progress: &mut dyn FnMut(u64)) -> Result<u64, PgStoreError> {
         if self.in_batch || self.pinned.get() {
             return Ok(0);
         }
@@ -412,7 +439,18 @@ impl PgStore {
             if marks == 0 {
                 return Ok(folded);
             }
+            progress(folded);
         }
+    }
+
+    /// The marks not folded yet, and their results: the backlog a fold
+    /// would take.
+    pub fn unfolded(&self) -> Result<(u64, u64), PgStoreError> {
+        let row = self.read().query_one(
+            "SELECT count(*), coalesce(sum(cardinality(test_ids)), 0)::bigint FROM unfolded_results",
+            &[],
+        )?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
     }
 
     /// Before a read of the per-test counters: fold when a mark is there

@@ -104,6 +104,8 @@ impl Storage for PgStore {
         fn has_runs_for_commit(repository: &RepositoryRef, commit: &str) -> bool;
         fn sync_state(forge: Forge, scope: &str, kind: &str) -> Option<SyncState>;
         fn fold() -> u64;
+        fn fold_reporting(progress: &mut dyn FnMut(u64)) -> u64;
+        fn unfolded() -> (u64, u64);
     }
 
     fn counted_events(

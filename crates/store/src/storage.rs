@@ -452,6 +452,20 @@ pub trait Storage: Send + Any {
     fn fold(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+
+    /// [`Storage::fold`], calling `progress` with the stored runs folded so
+    /// far after each transaction of the fold (a backlog is folded in
+    /// several: `serve` says how far it got while it folds one at start).
+    fn fold_reporting(&self, progress: &mut dyn FnMut(u64)) -> Result<u64, StoreError> {
+        let _ = progress;
+        self.fold()
+    }
+
+    /// The stored runs not folded yet into the per-test counters, and their
+    /// results (PostgreSQL's backlog of marks; SQLite has none).
+    fn unfolded(&self) -> Result<(u64, u64), StoreError> {
+        Ok((0, 0))
+    }
 }
 
 impl dyn Storage {
