@@ -30,7 +30,7 @@ use ci_slo_core::model::{Forge, NewRun, RunState};
 // store's own functions, so both engines decide a replay and a stored url
 // the same way.
 use ci_slo_store::revision::{Verdict, judge};
-use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared, content_hash, url_in_id};
+use ci_slo_store::{IngestStatus, Ingested, Policy, Prepared, url_in_id};
 
 /// A known change's row moved by a run of it: its merge time (kept once
 /// known) and its last activity (what settling waits on). A run new to the
@@ -193,23 +193,22 @@ impl PgStore {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, PgStoreError> {
-        self.retrying(|store| store.ingest_once(run, policy, now))
+        // Redaction, impossible future times and the content hash, as the
+        // SQLite store does: once, whatever number of attempts it takes.
+        let prepared = Prepared::new(run.clone(), policy, now);
+        self.retrying(|store| store.ingest_once(&prepared, policy, now))
     }
 
     fn ingest_once(
         &mut self,
-        run: &NewRun,
+        prepared: &Prepared,
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<Ingested, PgStoreError> {
         let now_ms = now.timestamp_millis();
-        // Redaction and impossible future times, as the SQLite store does.
-        let redacted = policy.redactor.redact_run(run);
-        let redacted = redacted.as_ref().unwrap_or(run);
-        let prepared = Prepared::new(run.clone(), policy, now);
-        let future_times = prepared.run != *redacted;
+        let future_times = prepared.future_times();
         let run = &prepared.run;
-        let hash = content_hash(run);
+        let hash = prepared.hash().to_owned();
 
         let repo = &run.repository;
         let group = run.attempt_group.as_deref().unwrap_or("");

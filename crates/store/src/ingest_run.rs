@@ -288,6 +288,17 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Its content hash ([`content_hash`] of the run as stored).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether impossible future times were removed from the report (a
+    /// data-quality count).
+    pub fn future_times(&self) -> bool {
+        self.future_times
+    }
+
     pub fn new(report: NewRun, policy: &Policy, now: DateTime<Utc>) -> Prepared {
         // Nothing a run carries is stored with a credential in it (src/redact.rs).
         let report = policy.redactor.redact_run(&report).unwrap_or(report);
