@@ -314,7 +314,8 @@ enum Stmt {
 }
 
 impl Stmt {
-    const COUNT: usize = 6;
+    /// How many there are: one past the last.
+    const COUNT: usize = Stmt::WriteDay as usize + 1;
 }
 
 impl<'c> Statements<'c> {

@@ -82,7 +82,8 @@ fn counted(db: &TestDatabase) -> i64 {
 }
 
 /// A SQLite store and a PostgreSQL one (on a database of its own), both
-/// after `n` of [`runs`], and the policy they were stored with.
+/// after `n` of [`runs`] (none: both empty), and the policy they were
+/// stored with.
 fn stored(hint: &str, n: usize) -> (Store, PgStore, TestDatabase, Policy) {
     let policy = Policy::from_config(&Config::default());
     let db = TestServer::shared().database(hint).unwrap();
@@ -123,9 +124,7 @@ fn a_stored_run_leaves_a_mark_of_its_counted_results_that_a_fold_counts_and_remo
 
 #[test]
 fn a_read_of_the_counters_folds_first_and_answers_as_sqlite() {
-    let policy = Policy::from_config(&Config::default());
-    let db = TestServer::shared().database("fold_on_read").unwrap();
-    let (mut sqlite, mut pg) = (Store::open_in_memory().unwrap(), open(&db));
+    let (mut sqlite, mut pg, db, policy) = stored("fold_on_read", 0);
     let runs = runs(6);
     let since = now() - Duration::days(30);
     store_both(&mut sqlite, &mut pg, &runs[..3], &policy);
@@ -212,9 +211,7 @@ fn two_folds_at_once_on_two_stores_count_each_mark_once() {
 
 #[test]
 fn an_update_of_an_unfinished_run_marks_only_its_new_results() {
-    let policy = Policy::from_config(&Config::default());
-    let db = TestServer::shared().database("fold_update").unwrap();
-    let (mut sqlite, mut pg) = (Store::open_in_memory().unwrap(), open(&db));
+    let (mut sqlite, mut pg, db, policy) = stored("fold_update", 0);
     let mut running = run(
         "o/a",
         "ci/test",
