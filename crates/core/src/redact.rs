@@ -334,6 +334,16 @@ impl Redactor {
             return None;
         }
         let mut run = run.clone();
+        self.redact_every_text(&mut run).then_some(run)
+    }
+
+    /// Redact every stored text of `run` in place (no copy of the run: a
+    /// bulk import owns each run it redacts); true when something changed.
+    pub fn redact_run_in_place(&self, run: &mut NewRun) -> bool {
+        self.run_may_match(run) && self.redact_every_text(run)
+    }
+
+    fn redact_every_text(&self, run: &mut NewRun) -> bool {
         let mut changed = false;
         for url in [&mut run.url, &mut run.log_url].into_iter().flatten() {
             changed |= self.redact_string(url);
@@ -346,10 +356,8 @@ impl Redactor {
                 .map(|n| n as usize)
                 .unwrap_or(0)
                 .min(f.context.len());
-            let mut lines: Vec<String> = Vec::with_capacity(f.context.len() + 1);
-            lines.extend(f.context[..before].iter().cloned());
-            lines.push(std::mem::take(&mut f.evidence));
-            lines.extend(f.context[before..].iter().cloned());
+            let mut lines = std::mem::take(&mut f.context);
+            lines.insert(before, std::mem::take(&mut f.evidence));
             if self.redact_lines(&mut lines) {
                 changed = true;
             }
@@ -383,7 +391,7 @@ impl Redactor {
         for r in &mut run.reports {
             changed |= self.redact_string(&mut r.content);
         }
-        changed.then_some(run)
+        changed
     }
 }
 
@@ -618,5 +626,23 @@ mod tests {
         assert!(!out.dependencies["pkg"].contains("p4ssw0rd"));
         let clean = NewRun::default();
         assert!(r.redact_run(&clean).is_none());
+
+        // In place: the same run, and a clean one left as it was.
+        let mut in_place = run.clone();
+        assert!(r.redact_run_in_place(&mut in_place));
+        assert_eq!(in_place, out);
+        let mut evidence_only = run.clone();
+        evidence_only.failures[0].context = vec!["a".into(), "password=hunter2pass".into()];
+        evidence_only.failures[0].context_before = Some(2);
+        evidence_only.failures[0].candidates.clear();
+        evidence_only.dependencies.clear();
+        let want = r.redact_run(&evidence_only).expect("redacted");
+        assert!(r.redact_run_in_place(&mut evidence_only));
+        assert_eq!(evidence_only, want);
+        assert_eq!(evidence_only.failures[0].context[0], "a");
+        assert_eq!(evidence_only.failures[0].evidence, "fatal: clone failed");
+        let mut untouched = clean.clone();
+        assert!(!r.redact_run_in_place(&mut untouched));
+        assert_eq!(untouched, clean);
     }
 }

@@ -6,6 +6,7 @@
 //! events to a scratch table instead.
 
 use crate::catalog::FamilyDef;
+use crate::fingerprints::Fingerprints;
 use crate::policy::Policy;
 use crate::run_counts::{CountSink, count_run_with};
 use crate::{catalog, hourly, tally};
@@ -285,20 +286,19 @@ pub(crate) fn count_run(
 /// `replaces`: the run was stored before and may have failures to replace;
 /// a new run has none, so nothing is looked up or deleted (a fresh load
 /// builds the `failures` indexes only at its end: `fresh.rs`).
-/// `normalized`: the normalized texts of the failures with a fingerprint,
-/// in order, when computed already (`Prepared`); else computed here.
+/// `fingerprints`: a fresh load's, moved in memory (`fingerprints.rs`): a
+/// failure's normalized text is computed only for a fingerprint it stores.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn store_failures(
     tx: &Connection,
     run_id: i64,
     repository: &str,
     failures: &[FailureEvidence],
-    normalized: Option<&[String]>,
     event_ms: i64,
     live: bool,
     replaces: bool,
+    mut fingerprints: Option<&mut Fingerprints>,
 ) -> rusqlite::Result<()> {
-    let mut normalized = normalized.map(|n| n.iter());
     let mut counted: Vec<String> = Vec::new();
     if replaces {
         counted = tx
@@ -312,28 +312,14 @@ pub(crate) fn store_failures(
         let mut fingerprint_id = None;
         let mut is_new = false;
         if let Some(hash) = &f.fingerprint {
-            // One statement: a new fingerprint is stored with its first
-            // occurrence (occurrences = 1), a known one moves on.
-            let (id, occurrences): (i64, i64) = tx
-                .prepare_cached(
-                    "INSERT INTO fingerprints (hash, normalized, first_seen, last_seen, occurrences)
-                     VALUES (?1, ?2, ?3, ?3, 1)
-                     ON CONFLICT (hash) DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),
-                        last_seen = max(last_seen, excluded.last_seen), occurrences = occurrences + 1
-                     RETURNING id, occurrences",
-                )?
-                .query_row(
-                    params![
-                        hash,
-                        match normalized.as_mut().and_then(Iterator::next) {
-                            Some(n) => n.clone(),
-                            None => crate::classify::normalize_fingerprint(&f.evidence),
-                        },
-                        event_ms
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-            is_new = occurrences == 1;
+            // A new fingerprint is stored with its first occurrence, a known
+            // one moves on (a fresh load's in memory).
+            let normalized = || crate::classify::normalize_fingerprint(&f.evidence);
+            let (id, new) = match fingerprints.as_deref_mut() {
+                Some(cached) => cached.see(tx, hash, normalized, event_ms)?,
+                None => crate::fingerprints::upsert(tx, hash, normalized, event_ms)?,
+            };
+            is_new = new;
             if is_new && live {
                 tally::inc(
                     tx,

@@ -199,7 +199,6 @@ impl FreshLoad<'_> {
                 &p.run,
                 &p.hash,
                 p.future_times,
-                Some(&p.normalized),
                 self.policy,
                 self.now_ms,
                 Some(&mut self.runs),
@@ -231,6 +230,7 @@ impl FreshLoad<'_> {
         if let Some(buffer) = self.buffer.take() {
             buffer.flush(&self.tx)?;
         }
+        self.runs.fingerprints.write(&self.tx)?;
         self.slo_events.take();
         // What interning needed goes before the sorts below take memory.
         self.runs.staging.stop_interning();

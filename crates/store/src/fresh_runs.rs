@@ -1,8 +1,9 @@
 //! What a fresh bulk load (`fresh.rs`) remembers while it stores runs, so
 //! that `ingest_checked` asks the database only what it cannot know
 //! ([`FreshRuns`]): whether counters move live (fixed for the whole load),
-//! the repositories' ids and the changes the load has written, and where
-//! the runs' test results wait (`Staging`).
+//! the repositories' ids and the changes the load has written, the
+//! fingerprints its failures move (`Fingerprints`), and where the runs'
+//! test results wait (`Staging`).
 //!
 //! Each answer is the one the per-run path's statement would give inside the
 //! load's transaction: nothing else writes `meta`, `repositories` or
@@ -10,6 +11,7 @@
 //! written here (its first time in the load by the per-run path's own
 //! upsert; after that only when the upsert would still change it).
 
+use crate::fingerprints::Fingerprints;
 use crate::policy::{Policy, moves_live_counters};
 use crate::staging::Staging;
 use crate::{to_ms, upsert_repository};
@@ -30,6 +32,8 @@ struct ChangeRow {
 /// documentation).
 pub(crate) struct FreshRuns {
     pub(crate) staging: Staging,
+    /// The fingerprints the load's failures move (written by `FreshLoad::finish`).
+    pub(crate) fingerprints: Fingerprints,
     /// Whether the load's counters move live (`moves_live_counters`, read
     /// once: `meta` does not change during the load).
     pub(crate) live: bool,
@@ -43,6 +47,7 @@ impl FreshRuns {
     pub(crate) fn new(tx: &Connection, policy: &Policy) -> rusqlite::Result<FreshRuns> {
         Ok(FreshRuns {
             staging: Staging::new(tx)?,
+            fingerprints: Fingerprints::default(),
             live: moves_live_counters(tx, policy)?,
             repositories: HashMap::default(),
             changes: HashMap::default(),

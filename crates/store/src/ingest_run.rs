@@ -48,31 +48,7 @@ impl Ingested {
     }
 }
 
-/// A run's content hash: an identical replay has the same one. Every engine
-/// stores it (the PostgreSQL store calls this one), so both recognise a
-/// replay the same way.
-pub fn content_hash(run: &NewRun) -> String {
-    use sha2::{Digest, Sha256};
-    /// The Debug text goes straight into the hash, never into a string.
-    struct Hashing(Sha256);
-    impl std::fmt::Write for Hashing {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.update(s.as_bytes());
-            Ok(())
-        }
-    }
-    let mut h = Hashing(Sha256::new());
-    // Debug output of the plain data types is a stable, complete rendering of
-    // the content (field order is fixed by the struct definitions).
-    std::fmt::Write::write_fmt(&mut h, format_args!("{run:?}"))
-        .expect("hashing never fails to take text");
-    let digest = h.0.finalize();
-    let mut hex = String::with_capacity(32);
-    for b in digest.iter().take(16) {
-        let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
-    }
-    hex
-}
+pub use crate::content_hash::content_hash;
 
 /// A run's external id as the SQLite store indexes it (`runs.external_key`,
 /// migration 14): the first 8 bytes of the SHA-256 of the id's UTF-8 bytes,
@@ -281,10 +257,6 @@ pub struct Prepared {
     pub run: NewRun,
     pub(crate) hash: String,
     pub(crate) future_times: bool,
-    /// The normalized text of each of the run's failures with a
-    /// fingerprint, in order (`fingerprints.normalized`): computed on the
-    /// preparing thread rather than while the run is stored.
-    pub(crate) normalized: Vec<String>,
 }
 
 impl Prepared {
@@ -301,22 +273,16 @@ impl Prepared {
 
     pub fn new(report: NewRun, policy: &Policy, now: DateTime<Utc>) -> Prepared {
         // Nothing a run carries is stored with a credential in it (src/redact.rs).
-        let report = policy.redactor.redact_run(&report).unwrap_or(report);
+        let mut report = report;
+        policy.redactor.redact_run_in_place(&mut report);
         let plausible =
             plausible::without_future_times(&report, to_ms(now) + policy.max_future_skew_ms);
         let future_times = plausible.is_some();
         let run = plausible.unwrap_or(report);
-        let normalized = run
-            .failures
-            .iter()
-            .filter_map(|f| f.fingerprint.as_ref().map(|_| f))
-            .map(|f| crate::classify::normalize_fingerprint(&f.evidence))
-            .collect();
         Prepared {
             hash: content_hash(&run),
             run,
             future_times,
-            normalized,
         }
     }
 }
@@ -334,12 +300,11 @@ pub(crate) fn ingest_in(
     let future_times = plausible.is_some();
     let report = plausible.as_ref().unwrap_or(report);
     let hash = content_hash(report);
-    ingest_checked(tx, report, &hash, future_times, None, policy, now_ms, None)
+    ingest_checked(tx, report, &hash, future_times, policy, now_ms, None)
 }
 
 /// [`ingest_in`] of a run already redacted and checked (`hash` its content
-/// hash; `normalized`: its failures' normalized texts, [`Prepared`], when
-/// already computed). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
+/// hash). `fresh`: a fresh bulk load (`fresh.rs`) — the store holds no run
 /// this one could be, what the load wrote before is remembered (`fresh_runs.rs`:
 /// the live flag, repositories, changes), and its test results are staged
 /// for the load's set-based counting instead of counted here.
@@ -349,7 +314,6 @@ pub(crate) fn ingest_checked(
     report: &NewRun,
     hash: &str,
     future_times: bool,
-    normalized: Option<&[String]>,
     policy: &Policy,
     now_ms: i64,
     mut fresh: Option<&mut FreshRuns>,
@@ -566,10 +530,10 @@ pub(crate) fn ingest_checked(
             &repo.path,
             &run.failures,
             // A merged update stores other failures than the report's.
-            normalized.filter(|_| std::ptr::eq(run, report)),
             event_ms,
             live,
             status == IngestStatus::Updated,
+            fresh.as_deref_mut().map(|f| &mut f.fingerprints),
         )?;
     }
 

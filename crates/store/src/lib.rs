@@ -16,8 +16,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod bulk;
+mod content_hash;
 mod counting;
 mod error;
+mod fingerprints;
 mod forge_state;
 mod fresh;
 mod fresh_runs;
