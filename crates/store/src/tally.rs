@@ -25,10 +25,63 @@ struct HistogramDelta {
     buckets: Vec<(u64, Option<Exemplar>)>,
 }
 
+/// Series are keyed by `family \0 labels` ([`Buffer::key`]).
 #[derive(Default)]
 struct Buffer {
-    counters: HashMap<(&'static str, String), f64>,
-    histograms: HashMap<(&'static str, String), HistogramDelta>,
+    counters: HashMap<String, f64>,
+    histograms: HashMap<String, HistogramDelta>,
+    /// The key of the series being moved: written here, looked up as a
+    /// `&str`, copied only for a series new to the buffer (a bulk load
+    /// moves a dozen series per run, nearly all of them known).
+    key: String,
+}
+
+impl Buffer {
+    /// The key of `family`'s series `labels`, in `self.key`.
+    fn key(&mut self, family: &str, labels: &Labels<'_>) {
+        self.key.clear();
+        self.key.push_str(family);
+        self.key.push('\0');
+        write_labels_json(&mut self.key, labels);
+    }
+
+    fn add(&mut self, family: &str, labels: &Labels<'_>, by: f64) {
+        self.key(family, labels);
+        match self.counters.get_mut(self.key.as_str()) {
+            Some(value) => *value += by,
+            None => {
+                self.counters.insert(self.key.clone(), by);
+            }
+        }
+    }
+
+    fn histogram(
+        &mut self,
+        family: &str,
+        labels: &Labels<'_>,
+        bounds: &[f64],
+    ) -> &mut HistogramDelta {
+        self.key(family, labels);
+        if !self.histograms.contains_key(self.key.as_str()) {
+            self.histograms.insert(
+                self.key.clone(),
+                HistogramDelta {
+                    bounds: bounds.to_vec(),
+                    sum: 0.0,
+                    count: 0,
+                    buckets: vec![(0, None); bounds.len() + 1],
+                },
+            );
+        }
+        self.histograms
+            .get_mut(self.key.as_str())
+            .expect("inserted above")
+    }
+}
+
+/// (family, labels) of a buffered series' key.
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('\0').unwrap_or((key, ""))
 }
 
 thread_local! {
@@ -64,10 +117,12 @@ impl Buffered {
             "INSERT INTO metric_counters (family, labels, value) VALUES (?1, ?2, ?3)
              ON CONFLICT (family, labels) DO UPDATE SET value = value + excluded.value",
         )?;
-        for ((family, labels), by) in &buffer.counters {
+        for (key, by) in &buffer.counters {
+            let (family, labels) = split_key(key);
             counter.execute(params![family, labels, by])?;
         }
-        for ((family, labels), h) in &buffer.histograms {
+        for (key, h) in &buffer.histograms {
+            let (family, labels) = split_key(key);
             write_histogram(conn, family, labels, h)?;
         }
         Ok(())
@@ -80,15 +135,15 @@ impl Drop for Buffered {
     }
 }
 
-/// Add `value` to the active buffer with `f`; gives `value` back when no
-/// buffer is active (the caller writes it itself).
-fn buffered<T>(value: T, f: impl FnOnce(&mut Buffer, T)) -> Option<T> {
+/// Apply `f` to the active buffer; false when no buffer is active (the
+/// caller writes the increment itself).
+fn buffered(f: impl FnOnce(&mut Buffer)) -> bool {
     BUFFER.with(|b| match b.borrow_mut().as_mut() {
         Some(buffer) => {
-            f(buffer, value);
-            None
+            f(buffer);
+            true
         }
-        None => Some(value),
+        None => false,
     })
 }
 
@@ -156,17 +211,23 @@ fn zero_buckets(
 pub type Labels<'a> = [(&'static str, &'a str)];
 
 pub fn labels_json(labels: &Labels<'_>) -> String {
+    let mut out = String::with_capacity(
+        2 + labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>(),
+    );
+    write_labels_json(&mut out, labels);
+    out
+}
+
+/// Append [`labels_json`] to `out`.
+fn write_labels_json(out: &mut String, labels: &Labels<'_>) {
     // Texts JSON needs no escape in are written as they are (what
     // serde_json writes for them, without its machinery: a bulk load
     // encodes a dozen label sets per run); any other goes through serde_json.
     let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
     if labels.iter().all(|(k, v)| plain(k) && plain(v)) {
-        let mut out = String::with_capacity(
-            2 + labels
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 8)
-                .sum::<usize>(),
-        );
         out.push('[');
         for (i, (k, v)) in labels.iter().enumerate() {
             if i > 0 {
@@ -179,10 +240,10 @@ pub fn labels_json(labels: &Labels<'_>) -> String {
             out.push_str("\"]");
         }
         out.push(']');
-        return out;
+        return;
     }
     let pairs: Vec<[&str; 2]> = labels.iter().map(|(k, v)| [*k, *v]).collect();
-    serde_json::to_string(&pairs).expect("string pairs always serialise")
+    out.push_str(&serde_json::to_string(&pairs).expect("string pairs always serialise"));
 }
 
 pub fn parse_labels(json: &str) -> Vec<(String, String)> {
@@ -198,11 +259,10 @@ pub fn inc(
     by: f64,
 ) -> rusqlite::Result<()> {
     debug_assert_eq!(family.kind, catalog::Kind::Counter);
-    let Some(labels) = buffered(labels_json(labels), |b, labels| {
-        *b.counters.entry((family.name, labels)).or_insert(0.0) += by;
-    }) else {
+    if buffered(|b| b.add(family.name, labels, by)) {
         return Ok(());
-    };
+    }
+    let labels = labels_json(labels);
     conn.prepare_cached(
         "INSERT INTO metric_counters (family, labels, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (family, labels) DO UPDATE SET value = value + excluded.value",
@@ -214,11 +274,10 @@ pub fn inc(
 /// Make sure a counter series exists (at 0 if new), so that Prometheus sees
 /// its first increment as an increase rather than as the series appearing.
 pub fn ensure(conn: &Connection, family: FamilyDef, labels: &Labels<'_>) -> rusqlite::Result<()> {
-    let Some(labels) = buffered(labels_json(labels), |b, labels| {
-        b.counters.entry((family.name, labels)).or_insert(0.0);
-    }) else {
+    if buffered(|b| b.add(family.name, labels, 0.0)) {
         return Ok(());
-    };
+    }
+    let labels = labels_json(labels);
     conn.prepare_cached(
         "INSERT OR IGNORE INTO metric_counters (family, labels, value) VALUES (?1, ?2, 0)",
     )?
@@ -244,21 +303,12 @@ pub fn observe(
     exemplar: Option<ExemplarRef>,
 ) -> rusqlite::Result<()> {
     debug_assert_eq!(family.kind, catalog::Kind::Histogram);
-    let labels = labels_json(labels);
     let index = bounds
         .iter()
         .position(|b| value <= *b)
         .unwrap_or(bounds.len());
-    let Some(labels) = buffered(labels, |buffer, labels| {
-        let h = buffer
-            .histograms
-            .entry((family.name, labels))
-            .or_insert_with(|| HistogramDelta {
-                bounds: bounds.to_vec(),
-                sum: 0.0,
-                count: 0,
-                buckets: vec![(0, None); bounds.len() + 1],
-            });
+    if buffered(|buffer| {
+        let h = buffer.histogram(family.name, labels, bounds);
         h.sum += value;
         h.count += 1;
         if let Some(bucket) = h.buckets.get_mut(index) {
@@ -267,9 +317,10 @@ pub fn observe(
                 bucket.1 = Some((e.run_id, value, e.at_ms));
             }
         }
-    }) else {
+    }) {
         return Ok(());
-    };
+    }
+    let labels = labels_json(labels);
     conn.prepare_cached(
         "INSERT INTO metric_histograms (family, labels, sum, count) VALUES (?1, ?2, ?3, 1)
          ON CONFLICT (family, labels) DO UPDATE SET sum = sum + excluded.sum, count = count + 1",
