@@ -65,8 +65,11 @@ const INDEXED_AT_THE_END: [&str; 6] = [
 ];
 
 /// The page caches of a fresh load (MiB): the store's and the scratch
-/// tables'. Smaller than a per-run bulk load's: SQLite's sorts (the GROUP BYs
-/// and index builds at the end) take memory of their own.
+/// tables'; while the per-test rows are written; while the rest is built.
+/// Smaller than a per-run bulk load's: SQLite's sorts (the ORDER BY of
+/// `slo_events` and the index builds at the end) each keep up to a page
+/// cache's worth in memory of their own, and the per-test counting keeps
+/// its sorted results in memory.
 const MAIN_CACHE_MIB: i64 = 48;
 const TEMP_CACHE_MIB: i64 = 16;
 const HEAP_MIB: i64 = 96;
@@ -235,36 +238,19 @@ impl FreshLoad<'_> {
         // What interning needed goes before the sorts below take memory.
         self.runs.staging.stop_interning();
         let tx = &self.tx;
-        // SQLite's sorts (the ORDER BYs below, the index builds) each keep
-        // up to a page cache's worth in memory: a smaller cache keeps their
-        // sum (and peak RSS) down.
-        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
         let mut done = 0;
         step(done, "tests and test_days");
-        tx.execute_batch(
-            "CREATE TEMP TABLE fresh_commits (
-                 commit_id INTEGER NOT NULL,
-                 test_id   INTEGER NOT NULL,
-                 flags     INTEGER NOT NULL,
-                 failures  INTEGER NOT NULL
-             );",
-        )?;
-        // The counted results are read in (test, run) order (the order each
-        // test's counters move in), sorted with this cache's bound; once
-        // sorted, no sort runs while the tests are written: the cache holds
-        // as many of the pages written as it can (the tests' text index is
-        // dropped for the load and built after them, from sorted keys).
-        self.runs.staging.write_tests(tx, &mut || {
-            tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))
-        })?;
-        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
+        // No sort of SQLite's runs while the per-test rows are written (the
+        // counted results are sorted in memory, see `Staging`): the cache
+        // holds as many of the pages written as it can (the tests' text
+        // index is dropped for the load and built after them, from sorted
+        // keys).
+        tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))?;
+        self.runs.staging.write_tests(tx)?;
         done += 1;
         step(done, "test_commits");
-        tx.execute_batch(
-            "INSERT INTO test_commits (test_id, commit_id, flags, failures)
-                 SELECT test_id, commit_id, flags, failures FROM temp.fresh_commits ORDER BY commit_id, test_id;
-             DROP TABLE temp.fresh_commits;",
-        )?;
+        self.runs.staging.write_test_commits(tx)?;
+        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
         done += 1;
         step(done, "slo_events");
         tx.execute_batch(
