@@ -32,16 +32,21 @@
 //!   the end, with its counters, and its unique text index is built after
 //!   them: no random insert into it); each result goes straight into `results` with
 //!   its test id, a run's test_success events into its `test_events` row;
-//!   what the per-test counters need besides the stored results is kept in
-//!   memory: each run's commit and time (12 bytes a run), and the few
-//!   results whose stored row (a name's last result in its run) does not
-//!   say what counts (its first);
-//! - at the end the results are read sorted by (test, run), once: each result
-//!   moves its test's counters, its day and its commit by the per-run path's
-//!   own rule (`test_step::Step`, in run order as the per-run path counts),
-//!   and each test's `tests` row (with its counters), `test_days` rows (in
-//!   key order) and `test_commits` rows (sorted by their key afterwards) are
-//!   written once (`Staging::write_tests`).
+//!   what the per-test counters need of the results is kept in memory as
+//!   they are staged: each run's commit and time (16 bytes a run with the
+//!   end of its results), and each counted result as its run's first result
+//!   of that name counts (4 bytes: its test and whether it failed or passed
+//!   after a retry);
+//! - at the end nothing is read back from `results`: a counting sort in
+//!   memory gives each test's counted results in run order (in ranges of
+//!   tests, a small copy at a time), and each result moves its test's
+//!   counters, its day and its commit by the per-run path's own rule
+//!   (`test_step::Step`, in run order as the per-run path counts); each
+//!   test's `tests` row (with its counters) and `test_days` rows (in key
+//!   order) are written once (`Staging::write_tests`); then a counting sort
+//!   by commit gives the `test_commits` rows in their key order (commit,
+//!   test), appended (`Staging::write_test_commits`): no temporary table, no
+//!   SQL sort.
 //!
 //! `import::tests::a_fresh_load_stores_what_the_per_run_path_stores`
 //! compares every table and the metric state with the per-run path.

@@ -1,9 +1,13 @@
 //! Where a fresh load's test results wait for the per-test counting
 //! ([`Staging`]): tests and commits interned in memory, results written
-//! straight into `results`, each run's commit and time kept in memory, and
-//! at the end one pass over the results in (test, run) order
-//! that writes every `tests`, `test_days` and `test_commits` row once
-//! ([`Staging::write_tests`], see `fresh.rs`).
+//! straight into `results`, and what the counting needs of them kept in
+//! memory as they are staged (each run's commit and time, one `u32` per
+//! counted result: its test and how it counts). At the end no result is
+//! read back: a counting sort in memory gives each test's counted results
+//! in run order, one pass over them writes every `tests` and `test_days`
+//! row once ([`Staging::write_tests`]), and a counting sort by commit gives
+//! the `test_commits` rows in their key order, appended
+//! ([`Staging::write_test_commits`]; see `fresh.rs`).
 
 use crate::model::{TestOutcome, TestResult};
 use crate::test_step::Step;
@@ -21,8 +25,9 @@ use std::collections::BTreeMap;
 /// index is built after them: no random insert into it), so each
 /// result is written straight into `results` with its test id (a run's
 /// results sorted by test id: appended in key order); what the per-test
-/// counting at the end needs besides them (each run's commit and time, the
-/// results that do not count as stored) waits in memory.
+/// counting at the end needs of them (each run's commit and time, and each
+/// counted result as its run's first result of that name counts: 4 bytes a
+/// result) waits in memory.
 pub(crate) struct Staging {
     pub(crate) staged: usize,
     /// Test names, interned once whatever their context.
@@ -308,6 +313,10 @@ impl Staging {
 const MAX_TESTS: u32 = 1 << 30;
 const MAX_SLOTS: usize = 1 << 30;
 
+/// How many counted results [`Staging::grouped`] sorts at a time (4 bytes
+/// each): a pass over all of them per range.
+const GROUPED_AT_ONCE: usize = 1 << 19;
+
 /// What a test's counted results add up to (`tests`' counters).
 #[derive(Default)]
 struct Totals {
@@ -337,17 +346,27 @@ impl Staging {
         self.contexts = HashMap::default();
         self.tests = Vec::new();
         self.commits = HashMap::default();
+        // Nothing is staged any more: what the vectors grew by goes too.
+        self.counted.shrink_to_fit();
+        self.run_ends.shrink_to_fit();
+        self.run_commits.shrink_to_fit();
+        self.run_times.shrink_to_fit();
     }
 
-    /// `counted` sorted by `key` of each entry's run slot (a counting sort,
-    /// stable: each key's entries in slot order): (where each key's entries
-    /// end, by key; the entries, `value(slot, entry)` each).
-    fn counting_sort(
+    /// Call `f` with each key below `keys`, in key order, and the entries
+    /// of `counted` whose run slot and entry give that key (`key(slot,
+    /// entry)`), in slot order, as `value(slot, entry)` each: a counting
+    /// sort, stable, done in ranges of keys with at most `at_once` entries
+    /// (or one key) at a time, so that the sorted copy stays small (one
+    /// pass over `counted` per range).
+    fn grouped(
         &self,
         keys: usize,
+        at_once: usize,
         key: impl Fn(usize, u32) -> usize,
         value: impl Fn(usize, u32) -> u32,
-    ) -> (Vec<u32>, Vec<u32>) {
+        mut f: impl FnMut(usize, &mut [u32]) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
         let slots = || {
             let mut begin = 0usize;
             self.run_ends.iter().enumerate().map(move |(slot, end)| {
@@ -356,29 +375,45 @@ impl Staging {
                 (slot, &self.counted[range])
             })
         };
-        // Each key's count, then where each key's entries start.
+        // Each key's count.
         let mut next = vec![0u32; keys];
         for (slot, entries) in slots() {
             for e in entries {
                 next[key(slot, *e)] += 1;
             }
         }
-        let mut at = 0u32;
-        for n in next.iter_mut() {
-            let count = *n;
-            *n = at;
-            at += count;
-        }
-        let mut sorted = vec![0u32; self.counted.len()];
-        for (slot, entries) in slots() {
-            for e in entries {
-                let n = &mut next[key(slot, *e)];
-                sorted[*n as usize] = value(slot, *e);
-                *n += 1;
+        let mut sorted: Vec<u32> = Vec::new();
+        let mut lo = 0usize;
+        while lo < keys {
+            // The range [lo, hi): where each of its keys' entries start.
+            let (mut hi, mut at) = (lo, 0usize);
+            while hi < keys && (hi == lo || at + next[hi] as usize <= at_once) {
+                let count = next[hi] as usize;
+                next[hi] = at as u32;
+                at += count;
+                hi += 1;
             }
+            sorted.clear();
+            sorted.resize(at, 0);
+            for (slot, entries) in slots() {
+                for e in entries {
+                    let k = key(slot, *e);
+                    if (lo..hi).contains(&k) {
+                        let n = &mut next[k];
+                        sorted[*n as usize] = value(slot, *e);
+                        *n += 1;
+                    }
+                }
+            }
+            // Each key's next position is now where its entries end.
+            let mut begin = 0usize;
+            for (k, end) in next.iter().enumerate().take(hi).skip(lo) {
+                f(k, &mut sorted[begin..*end as usize])?;
+                begin = *end as usize;
+            }
+            lo = hi;
         }
-        // Each key's next position is now where its entries end.
-        (next, sorted)
+        Ok(())
     }
 
     /// Write every test interned by the load with its counters and its
@@ -391,12 +426,6 @@ impl Staging {
     /// by run gives. Tests in id order (`tests` appended), days in (test,
     /// day) order (`test_days` appended).
     pub(crate) fn write_tests(&self, tx: &Connection) -> rusqlite::Result<()> {
-        // Each test's results: `run slot << 2 | failed << 1 | retry pass`.
-        let (test_ends, sorted) = self.counting_sort(
-            self.test_rows.len(),
-            |_, e| (e >> 2) as usize,
-            |slot, e| (slot as u32) << 2 | (e & 3),
-        );
         let commits = usize::try_from(self.next_commit - self.first_commit).unwrap_or(0);
         // Per commit: the last test that had it (`owner`) and its flags and
         // failures for that test (`state`).
@@ -415,89 +444,96 @@ impl Staging {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let first_run = self.first_run.unwrap_or(0);
-        let mut begin = 0usize;
-        for (i, (context, name)) in self.test_rows.iter().enumerate() {
-            let id = self.first_test + i as i64;
-            let mut t = Totals::default();
-            days.clear();
-            let end = test_ends[i] as usize;
-            for e in &sorted[begin..end] {
-                let slot = (e >> 2) as usize;
-                let (failed, retry_pass) = (e & 2 != 0, e & 1 != 0);
-                let c = self.run_commits[slot] as usize;
-                let at = self.run_times[slot];
-                let stored = if owner[c] == i as u32 {
-                    Some(state[c])
-                } else {
-                    owner[c] = i as u32;
-                    None
-                };
-                let step = Step::of(stored, t.last_failed, failed, u32::from(retry_pass));
-                state[c] = (step.flags, step.commit_failures);
-                let flaky = i64::from(step.became_flaky);
-                t.runs += 1;
-                t.passes += step.passes;
-                t.failures += step.failures;
-                t.flips += step.flip;
-                t.commits += step.new_commit;
-                t.flaky_commits += flaky;
-                t.flaky_failures += step.flaky_failures;
-                t.last_failed = Some(failed);
-                t.first_seen = Some(t.first_seen.map_or(at, |f| f.min(at)));
-                t.last_seen = Some(t.last_seen.map_or(at, |l| l.max(at)));
-                if failed {
-                    t.last_failure = Some((first_run + slot as i64, at));
+        // Each test's results: `run slot << 2 | failed << 1 | retry pass`.
+        let key = |_, e: u32| (e >> 2) as usize;
+        let value = |slot, e: u32| (slot as u32) << 2 | (e & 3);
+        self.grouped(
+            self.test_rows.len(),
+            GROUPED_AT_ONCE,
+            key,
+            value,
+            |i, results| {
+                let (context, name) = self.test_rows[i];
+                let id = self.first_test + i as i64;
+                let mut t = Totals::default();
+                days.clear();
+                for e in results.iter() {
+                    let slot = (e >> 2) as usize;
+                    let (failed, retry_pass) = (e & 2 != 0, e & 1 != 0);
+                    let c = self.run_commits[slot] as usize;
+                    let at = self.run_times[slot];
+                    let stored = if owner[c] == i as u32 {
+                        Some(state[c])
+                    } else {
+                        owner[c] = i as u32;
+                        None
+                    };
+                    let step = Step::of(stored, t.last_failed, failed, u32::from(retry_pass));
+                    state[c] = (step.flags, step.commit_failures);
+                    let flaky = i64::from(step.became_flaky);
+                    t.runs += 1;
+                    t.passes += step.passes;
+                    t.failures += step.failures;
+                    t.flips += step.flip;
+                    t.commits += step.new_commit;
+                    t.flaky_commits += flaky;
+                    t.flaky_failures += step.flaky_failures;
+                    t.last_failed = Some(failed);
+                    t.first_seen = Some(t.first_seen.map_or(at, |f| f.min(at)));
+                    t.last_seen = Some(t.last_seen.map_or(at, |l| l.max(at)));
+                    if failed {
+                        t.last_failure = Some((first_run + slot as i64, at));
+                    }
+                    if step.became_flaky && t.first_flaky.is_none() {
+                        t.first_flaky = Some(at);
+                    }
+                    let day = days.entry(at.div_euclid(DAY_MS)).or_default();
+                    for (v, by) in day.iter_mut().zip([
+                        1,
+                        step.passes,
+                        step.failures,
+                        step.flip,
+                        step.new_commit,
+                        flaky,
+                        step.flaky_failures,
+                    ]) {
+                        *v += by;
+                    }
                 }
-                if step.became_flaky && t.first_flaky.is_none() {
-                    t.first_flaky = Some(at);
-                }
-                let day = days.entry(at.div_euclid(DAY_MS)).or_default();
-                for (v, by) in day.iter_mut().zip([
-                    1,
-                    step.passes,
-                    step.failures,
-                    step.flip,
-                    step.new_commit,
-                    flaky,
-                    step.flaky_failures,
-                ]) {
-                    *v += by;
-                }
-            }
-            begin = end;
-            let (repository_id, context) = &self.context_texts[*context as usize];
-            // Bound one by one (`raw_bind_parameter`): no slice of
-            // `dyn ToSql` built and counted per row.
-            let s = &mut insert_test;
-            s.raw_bind_parameter(1, id)?;
-            s.raw_bind_parameter(2, repository_id)?;
-            s.raw_bind_parameter(3, context)?;
-            s.raw_bind_parameter(4, &self.name_texts[*name as usize])?;
-            s.raw_bind_parameter(5, t.runs)?;
-            s.raw_bind_parameter(6, t.passes)?;
-            s.raw_bind_parameter(7, t.failures)?;
-            s.raw_bind_parameter(8, t.flips)?;
-            s.raw_bind_parameter(9, t.commits)?;
-            s.raw_bind_parameter(10, t.flaky_commits)?;
-            s.raw_bind_parameter(11, t.flaky_failures)?;
-            s.raw_bind_parameter(12, t.last_failed)?;
-            s.raw_bind_parameter(13, t.first_seen)?;
-            s.raw_bind_parameter(14, t.last_seen)?;
-            s.raw_bind_parameter(15, t.last_failure.map(|f| f.0))?;
-            s.raw_bind_parameter(16, t.last_failure.map(|f| f.1))?;
-            s.raw_bind_parameter(17, t.first_flaky)?;
-            s.raw_execute()?;
-            for (day, c) in &days {
-                let s = &mut insert_day;
+                let (repository_id, context) = &self.context_texts[context as usize];
+                // Bound one by one (`raw_bind_parameter`): no slice of
+                // `dyn ToSql` built and counted per row.
+                let s = &mut insert_test;
                 s.raw_bind_parameter(1, id)?;
-                s.raw_bind_parameter(2, day)?;
-                for (k, v) in c.iter().enumerate() {
-                    s.raw_bind_parameter(3 + k, v)?;
-                }
+                s.raw_bind_parameter(2, repository_id)?;
+                s.raw_bind_parameter(3, context)?;
+                s.raw_bind_parameter(4, &self.name_texts[name as usize])?;
+                s.raw_bind_parameter(5, t.runs)?;
+                s.raw_bind_parameter(6, t.passes)?;
+                s.raw_bind_parameter(7, t.failures)?;
+                s.raw_bind_parameter(8, t.flips)?;
+                s.raw_bind_parameter(9, t.commits)?;
+                s.raw_bind_parameter(10, t.flaky_commits)?;
+                s.raw_bind_parameter(11, t.flaky_failures)?;
+                s.raw_bind_parameter(12, t.last_failed)?;
+                s.raw_bind_parameter(13, t.first_seen)?;
+                s.raw_bind_parameter(14, t.last_seen)?;
+                s.raw_bind_parameter(15, t.last_failure.map(|f| f.0))?;
+                s.raw_bind_parameter(16, t.last_failure.map(|f| f.1))?;
+                s.raw_bind_parameter(17, t.first_flaky)?;
                 s.raw_execute()?;
-            }
-        }
-        Ok(())
+                for (day, c) in &days {
+                    let s = &mut insert_day;
+                    s.raw_bind_parameter(1, id)?;
+                    s.raw_bind_parameter(2, day)?;
+                    for (k, v) in c.iter().enumerate() {
+                        s.raw_bind_parameter(3 + k, v)?;
+                    }
+                    s.raw_execute()?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Write every `test_commits` row of the load, in key order (commit,
@@ -509,39 +545,127 @@ impl Staging {
     /// counting run by run give. Frees what the counting needed.
     pub(crate) fn write_test_commits(&mut self, tx: &Connection) -> rusqlite::Result<()> {
         let commits = usize::try_from(self.next_commit - self.first_commit).unwrap_or(0);
-        // Each commit's results: `test index << 2 | failed << 1 | retry pass`.
-        let (commit_ends, mut sorted) =
-            self.counting_sort(commits, |slot, _| self.run_commits[slot] as usize, |_, e| e);
-        self.counted = Vec::new();
-        self.run_ends = Vec::new();
         let mut insert = tx.prepare(
             "INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        let mut begin = 0usize;
-        for (c, end) in commit_ends.iter().enumerate() {
-            let end = *end as usize;
-            let commit_id = self.first_commit + c as i64;
-            let results = &mut sorted[begin..end];
-            results.sort_unstable();
-            for of_test in results.chunk_by(|a, b| a >> 2 == b >> 2) {
-                let mut stored = None;
-                for e in of_test {
-                    let step = Step::of(stored, None, e & 2 != 0, e & 1);
-                    stored = Some((step.flags, step.commit_failures));
+        // Each commit's results: `test index << 2 | failed << 1 | retry pass`.
+        let key = |slot, _| self.run_commits[slot] as usize;
+        self.grouped(
+            commits,
+            GROUPED_AT_ONCE,
+            key,
+            |_, e| e,
+            |c, results| {
+                let commit_id = self.first_commit + c as i64;
+                results.sort_unstable();
+                for of_test in results.chunk_by(|a, b| a >> 2 == b >> 2) {
+                    let mut stored = None;
+                    for e in of_test {
+                        let step = Step::of(stored, None, e & 2 != 0, e & 1);
+                        stored = Some((step.flags, step.commit_failures));
+                    }
+                    let Some((flags, failures)) = stored else {
+                        continue;
+                    };
+                    insert.raw_bind_parameter(1, self.first_test + i64::from(of_test[0] >> 2))?;
+                    insert.raw_bind_parameter(2, commit_id)?;
+                    insert.raw_bind_parameter(3, flags)?;
+                    insert.raw_bind_parameter(4, failures)?;
+                    insert.raw_execute()?;
                 }
-                let Some((flags, failures)) = stored else {
-                    continue;
-                };
-                insert.raw_bind_parameter(1, self.first_test + i64::from(of_test[0] >> 2))?;
-                insert.raw_bind_parameter(2, commit_id)?;
-                insert.raw_bind_parameter(3, flags)?;
-                insert.raw_bind_parameter(4, failures)?;
-                insert.raw_execute()?;
-            }
-            begin = end;
-        }
+                Ok(())
+            },
+        )?;
+        self.counted = Vec::new();
+        self.run_ends = Vec::new();
         Ok(())
     }
 }
 
 const DAY_MS: i64 = 86_400_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `counted` of `runs` (each run's entries; an empty run: a slot the
+    /// load gave no counted result to), nothing else staged.
+    fn staged(runs: &[Vec<u32>]) -> Staging {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE tests (id INTEGER); CREATE TABLE commits (id INTEGER);")
+            .unwrap();
+        let mut staging = Staging::new(&conn).unwrap();
+        for entries in runs {
+            staging.counted.extend(entries);
+            staging.run_ends.push(staging.counted.len() as u32);
+        }
+        staging
+    }
+
+    /// Each key's values as `grouped` gives them, at most `at_once` sorted at a time.
+    fn grouped(
+        staging: &Staging,
+        keys: usize,
+        at_once: usize,
+        key: impl Fn(usize, u32) -> usize,
+    ) -> Vec<(usize, Vec<u32>)> {
+        let mut out = Vec::new();
+        let value = |slot: usize, e: u32| (slot as u32) << 8 | e;
+        staging
+            .grouped(keys, at_once, key, value, |k, values| {
+                out.push((k, values.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn grouped_gives_every_key_its_entries_in_slot_order_whatever_the_ranges() {
+        // 300 runs of up to 6 entries (test index << 2 | flags) of 41 tests,
+        // some runs without any; tests 39 and 40 without results.
+        let mut x = 7u32;
+        let mut random = |n: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) % n
+        };
+        let runs: Vec<Vec<u32>> = (0..300)
+            .map(|_| {
+                let mut tests: Vec<u32> = (0..random(7)).map(|_| random(39)).collect();
+                tests.sort_unstable();
+                tests.dedup();
+                tests.into_iter().map(|t| t << 2 | random(4)).collect()
+            })
+            .collect();
+        let staging = staged(&runs);
+        for (keys, key) in [
+            (
+                41,
+                &(|_, e: u32| (e >> 2) as usize) as &dyn Fn(usize, u32) -> usize,
+            ),
+            (13, &|slot, _| slot % 13),
+        ] {
+            // Each key's entries, in run order, the slot with each.
+            let want: Vec<(usize, Vec<u32>)> = (0..keys)
+                .map(|k| {
+                    let values = runs
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(slot, entries)| entries.iter().map(move |e| (slot, *e)))
+                        .filter(|(slot, e)| key(*slot, *e) == k)
+                        .map(|(slot, e)| (slot as u32) << 8 | e)
+                        .collect();
+                    (k, values)
+                })
+                .collect();
+            assert!(want.iter().filter(|(_, v)| v.len() > 1).count() > 10);
+            for at_once in [0, 1, 5, 40, 1 << 20] {
+                assert_eq!(
+                    grouped(&staging, keys, at_once, key),
+                    want,
+                    "{at_once} at once"
+                );
+            }
+        }
+    }
+}
