@@ -340,7 +340,8 @@ type Day = [i64; 7];
 
 impl Staging {
     /// Free what only interning needs (the load stored its last run):
-    /// [`Staging::write_tests`] needs the interned tests' names only.
+    /// [`Staging::write_tests`] needs the interned tests' names only (and
+    /// the staged runs and counted results, trimmed to their length here).
     pub(crate) fn stop_interning(&mut self) {
         self.names = HashMap::default();
         self.contexts = HashMap::default();
