@@ -32,16 +32,21 @@
 //!   the end, with its counters, and its unique text index is built after
 //!   them: no random insert into it); each result goes straight into `results` with
 //!   its test id, a run's test_success events into its `test_events` row;
-//!   what the per-test counters need besides the stored results is kept in
-//!   memory: each run's commit and time (12 bytes a run), and the few
-//!   results whose stored row (a name's last result in its run) does not
-//!   say what counts (its first);
-//! - at the end the results are read sorted by (test, run), once: each result
-//!   moves its test's counters, its day and its commit by the per-run path's
-//!   own rule (`test_step::Step`, in run order as the per-run path counts),
-//!   and each test's `tests` row (with its counters), `test_days` rows (in
-//!   key order) and `test_commits` rows (sorted by their key afterwards) are
-//!   written once (`Staging::write_tests`).
+//!   what the per-test counters need of the results is kept in memory as
+//!   they are staged: each run's commit and time (16 bytes a run with the
+//!   end of its results), and each counted result as its run's first result
+//!   of that name counts (4 bytes: its test and whether it failed or passed
+//!   after a retry);
+//! - at the end nothing is read back from `results`: a counting sort in
+//!   memory gives each test's counted results in run order (in ranges of
+//!   tests, a small copy at a time), and each result moves its test's
+//!   counters, its day and its commit by the per-run path's own rule
+//!   (`test_step::Step`, in run order as the per-run path counts); each
+//!   test's `tests` row (with its counters) and `test_days` rows (in key
+//!   order) are written once (`Staging::write_tests`); then a counting sort
+//!   by commit gives the `test_commits` rows in their key order (commit,
+//!   test), appended (`Staging::write_test_commits`): no temporary table, no
+//!   SQL sort.
 //!
 //! `import::tests::a_fresh_load_stores_what_the_per_run_path_stores`
 //! compares every table and the metric state with the per-run path.
@@ -65,8 +70,11 @@ const INDEXED_AT_THE_END: [&str; 6] = [
 ];
 
 /// The page caches of a fresh load (MiB): the store's and the scratch
-/// tables'. Smaller than a per-run bulk load's: SQLite's sorts (the GROUP BYs
-/// and index builds at the end) take memory of their own.
+/// tables'; while the per-test rows are written; while the rest is built.
+/// Smaller than a per-run bulk load's: SQLite's sorts (the ORDER BY of
+/// `slo_events` and the index builds at the end) each keep up to a page
+/// cache's worth in memory of their own, and the per-test counting keeps
+/// its sorted results in memory.
 const MAIN_CACHE_MIB: i64 = 48;
 const TEMP_CACHE_MIB: i64 = 16;
 const HEAP_MIB: i64 = 96;
@@ -235,36 +243,19 @@ impl FreshLoad<'_> {
         // What interning needed goes before the sorts below take memory.
         self.runs.staging.stop_interning();
         let tx = &self.tx;
-        // SQLite's sorts (the ORDER BYs below, the index builds) each keep
-        // up to a page cache's worth in memory: a smaller cache keeps their
-        // sum (and peak RSS) down.
-        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
         let mut done = 0;
         step(done, "tests and test_days");
-        tx.execute_batch(
-            "CREATE TEMP TABLE fresh_commits (
-                 commit_id INTEGER NOT NULL,
-                 test_id   INTEGER NOT NULL,
-                 flags     INTEGER NOT NULL,
-                 failures  INTEGER NOT NULL
-             );",
-        )?;
-        // The counted results are read in (test, run) order (the order each
-        // test's counters move in), sorted with this cache's bound; once
-        // sorted, no sort runs while the tests are written: the cache holds
-        // as many of the pages written as it can (the tests' text index is
-        // dropped for the load and built after them, from sorted keys).
-        self.runs.staging.write_tests(tx, &mut || {
-            tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))
-        })?;
-        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
+        // No sort of SQLite's runs while the per-test rows are written (the
+        // counted results are sorted in memory, see `Staging`): the cache
+        // holds as many of the pages written as it can (the tests' text
+        // index is dropped for the load and built after them, from sorted
+        // keys).
+        tx.pragma_update(None, "cache_size", -(TESTS_CACHE_MIB * 1024))?;
+        self.runs.staging.write_tests(tx)?;
         done += 1;
         step(done, "test_commits");
-        tx.execute_batch(
-            "INSERT INTO test_commits (test_id, commit_id, flags, failures)
-                 SELECT test_id, commit_id, flags, failures FROM temp.fresh_commits ORDER BY commit_id, test_id;
-             DROP TABLE temp.fresh_commits;",
-        )?;
+        self.runs.staging.write_test_commits(tx)?;
+        tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
         done += 1;
         step(done, "slo_events");
         tx.execute_batch(

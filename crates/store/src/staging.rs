@@ -1,9 +1,13 @@
 //! Where a fresh load's test results wait for the per-test counting
 //! ([`Staging`]): tests and commits interned in memory, results written
-//! straight into `results`, each run's commit and time kept in memory, and
-//! at the end one pass over the results in (test, run) order
-//! that writes every `tests`, `test_days` and `test_commits` row once
-//! ([`Staging::write_tests`], see `fresh.rs`).
+//! straight into `results`, and what the counting needs of them kept in
+//! memory as they are staged (each run's commit and time, one `u32` per
+//! counted result: its test and how it counts). At the end no result is
+//! read back: a counting sort in memory gives each test's counted results
+//! in run order, one pass over them writes every `tests` and `test_days`
+//! row once ([`Staging::write_tests`]), and a counting sort by commit gives
+//! the `test_commits` rows in their key order, appended
+//! ([`Staging::write_test_commits`]; see `fresh.rs`).
 
 use crate::model::{TestOutcome, TestResult};
 use crate::test_step::Step;
@@ -21,8 +25,9 @@ use std::collections::BTreeMap;
 /// index is built after them: no random insert into it), so each
 /// result is written straight into `results` with its test id (a run's
 /// results sorted by test id: appended in key order); what the per-test
-/// counting at the end needs besides them (each run's commit and time, the
-/// results that do not count as stored) waits in memory.
+/// counting at the end needs of them (each run's commit and time, and each
+/// counted result as its run's first result of that name counts: 4 bytes a
+/// result) waits in memory.
 pub(crate) struct Staging {
     pub(crate) staged: usize,
     /// Test names, interned once whatever their context.
@@ -45,15 +50,18 @@ pub(crate) struct Staging {
     first_commit: i64,
     next_commit: i64,
     /// What the counting at the end needs of each run with results, by
-    /// `run id - first_run`: its commit (`commit id - first_commit`) and
-    /// its time. Its counted results are read back from `results`.
+    /// its slot (`run id - first_run`): its commit (`commit id -
+    /// first_commit`), its time, and where its counted results end in
+    /// `counted` (they start where the previous slot's end).
     first_run: Option<i64>,
     run_commits: Vec<u32>,
     run_times: Vec<i64>,
-    /// The results whose stored row (a name's last result in its run) does
-    /// not say what is counted (its first result, see `stage`): (test id,
-    /// run id) → what the first counts as (None: nothing, it was skipped).
-    counted_otherwise: HashMap<(i64, i64), Option<Counted>>,
+    run_ends: Vec<u32>,
+    /// Every counted result of the load, as its run's first result of that
+    /// name counts (see `stage`), runs in slot order, a run's results in
+    /// test order: `test index << 2 | failed << 1 | passed after a retry`
+    /// (test index: `test id - first_test`). Skipped results are not here.
+    counted: Vec<u32>,
 }
 
 /// What a counted result is to the per-test counters: (failed, passed after
@@ -98,7 +106,8 @@ impl Staging {
             first_run: None,
             run_commits: Vec::new(),
             run_times: Vec::new(),
-            counted_otherwise: HashMap::default(),
+            run_ends: Vec::new(),
+            counted: Vec::new(),
         })
     }
 
@@ -157,23 +166,42 @@ impl Staging {
     }
 
     /// Remember `run`'s commit and time for the counting at the end (runs
-    /// come in id order; ids the load did not give a result to stay unused).
-    fn remember_run(&mut self, run_id: i64, commit_id: i64, at: i64) -> rusqlite::Result<()> {
+    /// come in id order; ids the load did not give a result to stay unused):
+    /// its slot.
+    fn remember_run(&mut self, run_id: i64, commit_id: i64, at: i64) -> rusqlite::Result<usize> {
         let first = *self.first_run.get_or_insert(run_id);
         let too_many = || {
             rusqlite::Error::ToSqlConversionFailure(
                 "a fresh load's runs or commits outgrew its in-memory index".into(),
             )
         };
-        let slot = usize::try_from(run_id - first).map_err(|_| too_many())?;
+        let slot = usize::try_from(run_id - first)
+            .ok()
+            .filter(|s| *s < MAX_SLOTS)
+            .ok_or_else(too_many)?;
         let commit = u32::try_from(commit_id - self.first_commit).map_err(|_| too_many())?;
-        if slot >= self.run_times.len() {
-            self.run_commits.resize(slot + 1, 0);
-            self.run_times.resize(slot + 1, 0);
+        if slot < self.run_times.len() {
+            // The counting at the end finds a run's results by its slot.
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                format!("a fresh load's run {run_id} came after a run of a greater id").into(),
+            ));
         }
+        let end = self.counted_len()?;
+        self.run_commits.resize(slot + 1, 0);
+        self.run_times.resize(slot + 1, 0);
+        self.run_ends.resize(slot + 1, end);
         self.run_commits[slot] = commit;
         self.run_times[slot] = at;
-        Ok(())
+        Ok(slot)
+    }
+
+    /// How many counted results are staged, as a `run_ends` entry.
+    fn counted_len(&self) -> rusqlite::Result<u32> {
+        u32::try_from(self.counted.len()).map_err(|_| {
+            rusqlite::Error::ToSqlConversionFailure(
+                "a fresh load's counted results outgrew its in-memory index".into(),
+            )
+        })
     }
 
     /// Store `tests` as the results of `run` (a new run: nothing to replace)
@@ -211,26 +239,32 @@ impl Staging {
                 }
             }
         }
-        let (mut good, mut total) = (0i64, 0i64);
-        for (id, first, last) in &unique {
-            // What the first result counts as; skipped counts nothing.
-            let first_counts = counted(first.outcome, i64::from(first.retries));
-            if let Some((failed, _)) = first_counts {
-                total += 1;
-                good += i64::from(!failed);
-            }
-            // The stored row is the last result: what counts is read back
-            // from it at the end, unless the first says otherwise.
-            if !std::ptr::eq(*first, *last)
-                && counted(last.outcome, i64::from(last.retries)) != first_counts
-            {
-                self.counted_otherwise
-                    .insert((*id, run.run_id), first_counts);
-            }
-        }
         self.remember_run(run.run_id, commit_id, run.at_ms)?;
         // Appended in (run, test) order: the key order of `results`.
         unique.sort_unstable_by_key(|(id, _, _)| *id);
+        let (mut good, mut total) = (0i64, 0i64);
+        for (id, first, _) in &unique {
+            // What the first result counts as (the stored row is the
+            // last); skipped counts nothing.
+            if let Some((failed, retry_pass)) = counted(first.outcome, i64::from(first.retries)) {
+                total += 1;
+                good += i64::from(!failed);
+                let index = u32::try_from(id - self.first_test)
+                    .ok()
+                    .filter(|i| *i < MAX_TESTS)
+                    .ok_or_else(|| {
+                        rusqlite::Error::ToSqlConversionFailure(
+                            "a fresh load's tests outgrew its in-memory index".into(),
+                        )
+                    })?;
+                self.counted
+                    .push(index << 2 | u32::from(failed) << 1 | u32::from(retry_pass));
+            }
+        }
+        let end = self.counted_len()?;
+        if let Some(e) = self.run_ends.last_mut() {
+            *e = end;
+        }
         let mut insert = tx.prepare_cached(
             "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -274,15 +308,14 @@ impl Staging {
     }
 }
 
-/// A counted result, read in (test, run) order.
-struct Execution {
-    test_id: i64,
-    run_id: i64,
-    commit_id: i64,
-    at: i64,
-    failed: bool,
-    retry_pass: bool,
-}
+/// Bounds of the packed entries of `Staging::counted` and of the
+/// counting's own: test indexes (30 bits), run slots (30 bits).
+const MAX_TESTS: u32 = 1 << 30;
+const MAX_SLOTS: usize = 1 << 30;
+
+/// How many counted results [`Staging::grouped`] sorts at a time (4 bytes
+/// each): a pass over all of them per range.
+const GROUPED_AT_ONCE: usize = 1 << 19;
 
 /// What a test's counted results add up to (`tests`' counters).
 #[derive(Default)]
@@ -307,72 +340,99 @@ type Day = [i64; 7];
 
 impl Staging {
     /// Free what only interning needs (the load stored its last run):
-    /// [`Staging::write_tests`] needs the interned tests' names only.
+    /// [`Staging::write_tests`] needs the interned tests' names only (and
+    /// the staged runs and counted results, trimmed to their length here).
     pub(crate) fn stop_interning(&mut self) {
         self.names = HashMap::default();
         self.contexts = HashMap::default();
         self.tests = Vec::new();
         self.commits = HashMap::default();
+        // Nothing is staged any more: what the vectors grew by goes too.
+        self.counted.shrink_to_fit();
+        self.run_ends.shrink_to_fit();
+        self.run_commits.shrink_to_fit();
+        self.run_times.shrink_to_fit();
     }
 
-    /// Write every test interned by the load with its counters, its
-    /// `test_days` rows and (into `temp.fresh_commits`, for a sort by the
-    /// table's key) its `test_commits` rows, from the load's results read
-    /// sorted by (test, run), each as its run's first result of that name
-    /// counts, with its run's commit and time (`sorted` is called once
-    /// the sort is done, before any row is written): one pass in that order, each result moving
-    /// its test's counters, day and commit by the per-run path's own rule
-    /// ([`Step`], as `results::count` applies it), so the rows are the ones
-    /// counting run by run gives. Tests in id order (`tests` appended),
-    /// days in (test, day) order (`test_days` appended).
-    pub(crate) fn write_tests(
+    /// Call `f` with each key below `keys`, in key order, and the entries
+    /// of `counted` whose run slot and entry give that key (`key(slot,
+    /// entry)`), in slot order, as `value(slot, entry)` each: a counting
+    /// sort, stable, done in ranges of keys with at most `at_once` entries
+    /// (or one key) at a time, so that the sorted copy stays small (one
+    /// pass over `counted` per range).
+    fn grouped(
         &self,
-        tx: &Connection,
-        sorted: &mut dyn FnMut() -> rusqlite::Result<()>,
+        keys: usize,
+        at_once: usize,
+        key: impl Fn(usize, u32) -> usize,
+        value: impl Fn(usize, u32) -> u32,
+        mut f: impl FnMut(usize, &mut [u32]) -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()> {
-        // The results in (test, run) order, each read as its run's first
-        // result of that name counts (`counted_otherwise`), with its run's
-        // commit and time (`run_commits`, `run_times`).
-        let mut exec = tx.prepare(
-            "SELECT test_id, run_id, outcome, retries FROM results ORDER BY test_id, run_id",
-        )?;
-        let mut rows = exec.query([])?;
-        let first_run = self.first_run.unwrap_or(0);
-        let mut next = || -> rusqlite::Result<Option<Execution>> {
-            while let Some(r) = rows.next()? {
-                let (test_id, run_id): (i64, i64) = (r.get(0)?, r.get(1)?);
-                let stored = counted(results::outcome_from_code(r.get(2)?), r.get(3)?);
-                let counts = if self.counted_otherwise.is_empty() {
-                    stored
-                } else {
-                    match self.counted_otherwise.get(&(test_id, run_id)) {
-                        Some(first) => *first,
-                        None => stored,
-                    }
-                };
-                let Some((failed, retry_pass)) = counts else {
-                    continue;
-                };
-                let slot = usize::try_from(run_id - first_run)
-                    .ok()
-                    .filter(|s| *s < self.run_times.len())
-                    .ok_or_else(|| {
-                        rusqlite::Error::ToSqlConversionFailure(
-                            format!("result of run {run_id}, which the load did not remember")
-                                .into(),
-                        )
-                    })?;
-                return Ok(Some(Execution {
-                    test_id,
-                    run_id,
-                    commit_id: self.first_commit + i64::from(self.run_commits[slot]),
-                    at: self.run_times[slot],
-                    failed,
-                    retry_pass,
-                }));
-            }
-            Ok(None)
+        let slots = || {
+            let mut begin = 0usize;
+            self.run_ends.iter().enumerate().map(move |(slot, end)| {
+                let range = begin..*end as usize;
+                begin = *end as usize;
+                (slot, &self.counted[range])
+            })
         };
+        // Each key's count.
+        let mut next = vec![0u32; keys];
+        for (slot, entries) in slots() {
+            for e in entries {
+                next[key(slot, *e)] += 1;
+            }
+        }
+        let mut sorted: Vec<u32> = Vec::new();
+        let mut lo = 0usize;
+        while lo < keys {
+            // The range [lo, hi): where each of its keys' entries start.
+            let (mut hi, mut at) = (lo, 0usize);
+            while hi < keys && (hi == lo || at + next[hi] as usize <= at_once) {
+                let count = next[hi] as usize;
+                next[hi] = at as u32;
+                at += count;
+                hi += 1;
+            }
+            sorted.clear();
+            sorted.resize(at, 0);
+            for (slot, entries) in slots() {
+                for e in entries {
+                    let k = key(slot, *e);
+                    if (lo..hi).contains(&k) {
+                        let n = &mut next[k];
+                        sorted[*n as usize] = value(slot, *e);
+                        *n += 1;
+                    }
+                }
+            }
+            // Each key's next position is now where its entries end.
+            let mut begin = 0usize;
+            for (k, end) in next.iter().enumerate().take(hi).skip(lo) {
+                f(k, &mut sorted[begin..*end as usize])?;
+                begin = *end as usize;
+            }
+            lo = hi;
+        }
+        Ok(())
+    }
+
+    /// Write every test interned by the load with its counters and its
+    /// `test_days` rows. Each test's counted results (as its run's first
+    /// result of that name counts, see `stage`) are taken in run order with
+    /// their run's commit and time (a counting sort of what `stage` kept in
+    /// memory, no read of `results`), each moving its test's counters, day
+    /// and commit by the per-run path's own rule ([`Step`], as
+    /// `results::count` applies it), so the rows are the ones counting run
+    /// by run gives. Tests in id order (`tests` appended), days in (test,
+    /// day) order (`test_days` appended).
+    pub(crate) fn write_tests(&self, tx: &Connection) -> rusqlite::Result<()> {
+        let commits = usize::try_from(self.next_commit - self.first_commit).unwrap_or(0);
+        // Per commit: the last test that had it (`owner`) and its flags and
+        // failures for that test (`state`).
+        let mut owner = vec![u32::MAX; commits];
+        let mut state = vec![(0i64, 0i64); commits];
+        let mut days: BTreeMap<i64, Day> = BTreeMap::new();
         let mut insert_test = tx.prepare(
             "INSERT INTO tests (id, repository_id, context, name, runs, passes, failures, flips, commits,
                  flaky_commits, flaky_failures, last_failed, first_seen, last_seen, last_failure_run_id,
@@ -384,85 +444,229 @@ impl Staging {
                  flaky_failures)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        let mut insert_commit = tx.prepare(
-            "INSERT INTO temp.fresh_commits (commit_id, test_id, flags, failures) VALUES (?1, ?2, ?3, ?4)",
+        let first_run = self.first_run.unwrap_or(0);
+        // Each test's results: `run slot << 2 | failed << 1 | retry pass`.
+        let key = |_, e: u32| (e >> 2) as usize;
+        let value = |slot, e: u32| (slot as u32) << 2 | (e & 3);
+        self.grouped(
+            self.test_rows.len(),
+            GROUPED_AT_ONCE,
+            key,
+            value,
+            |i, results| {
+                let (context, name) = self.test_rows[i];
+                let id = self.first_test + i as i64;
+                let mut t = Totals::default();
+                days.clear();
+                for e in results.iter() {
+                    let slot = (e >> 2) as usize;
+                    let (failed, retry_pass) = (e & 2 != 0, e & 1 != 0);
+                    let c = self.run_commits[slot] as usize;
+                    let at = self.run_times[slot];
+                    let stored = if owner[c] == i as u32 {
+                        Some(state[c])
+                    } else {
+                        owner[c] = i as u32;
+                        None
+                    };
+                    let step = Step::of(stored, t.last_failed, failed, u32::from(retry_pass));
+                    state[c] = (step.flags, step.commit_failures);
+                    let flaky = i64::from(step.became_flaky);
+                    t.runs += 1;
+                    t.passes += step.passes;
+                    t.failures += step.failures;
+                    t.flips += step.flip;
+                    t.commits += step.new_commit;
+                    t.flaky_commits += flaky;
+                    t.flaky_failures += step.flaky_failures;
+                    t.last_failed = Some(failed);
+                    t.first_seen = Some(t.first_seen.map_or(at, |f| f.min(at)));
+                    t.last_seen = Some(t.last_seen.map_or(at, |l| l.max(at)));
+                    if failed {
+                        t.last_failure = Some((first_run + slot as i64, at));
+                    }
+                    if step.became_flaky && t.first_flaky.is_none() {
+                        t.first_flaky = Some(at);
+                    }
+                    let day = days.entry(at.div_euclid(DAY_MS)).or_default();
+                    for (v, by) in day.iter_mut().zip([
+                        1,
+                        step.passes,
+                        step.failures,
+                        step.flip,
+                        step.new_commit,
+                        flaky,
+                        step.flaky_failures,
+                    ]) {
+                        *v += by;
+                    }
+                }
+                let (repository_id, context) = &self.context_texts[context as usize];
+                // Bound one by one (`raw_bind_parameter`): no slice of
+                // `dyn ToSql` built and counted per row.
+                let s = &mut insert_test;
+                s.raw_bind_parameter(1, id)?;
+                s.raw_bind_parameter(2, repository_id)?;
+                s.raw_bind_parameter(3, context)?;
+                s.raw_bind_parameter(4, &self.name_texts[name as usize])?;
+                s.raw_bind_parameter(5, t.runs)?;
+                s.raw_bind_parameter(6, t.passes)?;
+                s.raw_bind_parameter(7, t.failures)?;
+                s.raw_bind_parameter(8, t.flips)?;
+                s.raw_bind_parameter(9, t.commits)?;
+                s.raw_bind_parameter(10, t.flaky_commits)?;
+                s.raw_bind_parameter(11, t.flaky_failures)?;
+                s.raw_bind_parameter(12, t.last_failed)?;
+                s.raw_bind_parameter(13, t.first_seen)?;
+                s.raw_bind_parameter(14, t.last_seen)?;
+                s.raw_bind_parameter(15, t.last_failure.map(|f| f.0))?;
+                s.raw_bind_parameter(16, t.last_failure.map(|f| f.1))?;
+                s.raw_bind_parameter(17, t.first_flaky)?;
+                s.raw_execute()?;
+                for (day, c) in &days {
+                    let s = &mut insert_day;
+                    s.raw_bind_parameter(1, id)?;
+                    s.raw_bind_parameter(2, day)?;
+                    for (k, v) in c.iter().enumerate() {
+                        s.raw_bind_parameter(3 + k, v)?;
+                    }
+                    s.raw_execute()?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Write every `test_commits` row of the load, in key order (commit,
+    /// test: the table appended), from the counted results sorted by commit
+    /// (a counting sort of what `stage` kept in memory), each commit's then
+    /// by test. A row's flags and failures do not depend on the order its
+    /// results are counted in ([`Step`] only adds flags and failures), so
+    /// they are the ones the per-test pass of [`Staging::write_tests`] and
+    /// counting run by run give. Frees what the counting needed.
+    pub(crate) fn write_test_commits(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        let commits = usize::try_from(self.next_commit - self.first_commit).unwrap_or(0);
+        let mut insert = tx.prepare(
+            "INSERT INTO test_commits (test_id, commit_id, flags, failures) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        // A test's commits (flags, failures) and days, emptied per test.
-        let mut commits: HashMap<i64, (i64, i64)> = HashMap::default();
-        let mut days: BTreeMap<i64, Day> = BTreeMap::new();
-        // The first row comes once the sort is done.
-        let mut pending = next()?;
-        sorted()?;
-        for (i, (context, name)) in self.test_rows.iter().enumerate() {
-            let id = self.first_test + i as i64;
-            let mut t = Totals::default();
-            commits.clear();
-            days.clear();
-            while let Some(e) = pending.as_ref().filter(|e| e.test_id == id) {
-                let stored = commits.get(&e.commit_id).copied();
-                let step = Step::of(stored, t.last_failed, e.failed, u32::from(e.retry_pass));
-                commits.insert(e.commit_id, (step.flags, step.commit_failures));
-                let flaky = i64::from(step.became_flaky);
-                t.runs += 1;
-                t.passes += step.passes;
-                t.failures += step.failures;
-                t.flips += step.flip;
-                t.commits += step.new_commit;
-                t.flaky_commits += flaky;
-                t.flaky_failures += step.flaky_failures;
-                t.last_failed = Some(e.failed);
-                t.first_seen = Some(t.first_seen.map_or(e.at, |f| f.min(e.at)));
-                t.last_seen = Some(t.last_seen.map_or(e.at, |l| l.max(e.at)));
-                if e.failed {
-                    t.last_failure = Some((e.run_id, e.at));
+        // Each commit's results: `test index << 2 | failed << 1 | retry pass`.
+        let key = |slot, _| self.run_commits[slot] as usize;
+        self.grouped(
+            commits,
+            GROUPED_AT_ONCE,
+            key,
+            |_, e| e,
+            |c, results| {
+                let commit_id = self.first_commit + c as i64;
+                results.sort_unstable();
+                for of_test in results.chunk_by(|a, b| a >> 2 == b >> 2) {
+                    let mut stored = None;
+                    for e in of_test {
+                        let step = Step::of(stored, None, e & 2 != 0, e & 1);
+                        stored = Some((step.flags, step.commit_failures));
+                    }
+                    let Some((flags, failures)) = stored else {
+                        continue;
+                    };
+                    insert.raw_bind_parameter(1, self.first_test + i64::from(of_test[0] >> 2))?;
+                    insert.raw_bind_parameter(2, commit_id)?;
+                    insert.raw_bind_parameter(3, flags)?;
+                    insert.raw_bind_parameter(4, failures)?;
+                    insert.raw_execute()?;
                 }
-                if step.became_flaky && t.first_flaky.is_none() {
-                    t.first_flaky = Some(e.at);
-                }
-                let day = days.entry(e.at.div_euclid(DAY_MS)).or_default();
-                for (v, by) in day.iter_mut().zip([
-                    1,
-                    step.passes,
-                    step.failures,
-                    step.flip,
-                    step.new_commit,
-                    flaky,
-                    step.flaky_failures,
-                ]) {
-                    *v += by;
-                }
-                pending = next()?;
-            }
-            let (repository_id, context) = &self.context_texts[*context as usize];
-            insert_test.execute(params![
-                id,
-                repository_id,
-                context,
-                self.name_texts[*name as usize],
-                t.runs,
-                t.passes,
-                t.failures,
-                t.flips,
-                t.commits,
-                t.flaky_commits,
-                t.flaky_failures,
-                t.last_failed,
-                t.first_seen,
-                t.last_seen,
-                t.last_failure.map(|f| f.0),
-                t.last_failure.map(|f| f.1),
-                t.first_flaky,
-            ])?;
-            for (day, c) in &days {
-                insert_day.execute(params![id, day, c[0], c[1], c[2], c[3], c[4], c[5], c[6]])?;
-            }
-            for (commit_id, (flags, failures)) in &commits {
-                insert_commit.execute(params![commit_id, id, flags, failures])?;
-            }
-        }
-        debug_assert!(pending.is_none(), "a counted result of a test not interned");
+                Ok(())
+            },
+        )?;
+        self.counted = Vec::new();
+        self.run_ends = Vec::new();
         Ok(())
     }
 }
 
 const DAY_MS: i64 = 86_400_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `counted` of `runs` (each run's entries; an empty run: a slot the
+    /// load gave no counted result to), nothing else staged.
+    fn staged(runs: &[Vec<u32>]) -> Staging {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE tests (id INTEGER); CREATE TABLE commits (id INTEGER);")
+            .unwrap();
+        let mut staging = Staging::new(&conn).unwrap();
+        for entries in runs {
+            staging.counted.extend(entries);
+            staging.run_ends.push(staging.counted.len() as u32);
+        }
+        staging
+    }
+
+    /// Each key's values as `grouped` gives them, at most `at_once` sorted at a time.
+    fn grouped(
+        staging: &Staging,
+        keys: usize,
+        at_once: usize,
+        key: impl Fn(usize, u32) -> usize,
+    ) -> Vec<(usize, Vec<u32>)> {
+        let mut out = Vec::new();
+        let value = |slot: usize, e: u32| (slot as u32) << 8 | e;
+        staging
+            .grouped(keys, at_once, key, value, |k, values| {
+                out.push((k, values.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn grouped_gives_every_key_its_entries_in_slot_order_whatever_the_ranges() {
+        // 300 runs of up to 6 entries (test index << 2 | flags) of 41 tests,
+        // some runs without any; tests 39 and 40 without results.
+        let mut x = 7u32;
+        let mut random = |n: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) % n
+        };
+        let runs: Vec<Vec<u32>> = (0..300)
+            .map(|_| {
+                let mut tests: Vec<u32> = (0..random(7)).map(|_| random(39)).collect();
+                tests.sort_unstable();
+                tests.dedup();
+                tests.into_iter().map(|t| t << 2 | random(4)).collect()
+            })
+            .collect();
+        let staging = staged(&runs);
+        for (keys, key) in [
+            (
+                41,
+                &(|_, e: u32| (e >> 2) as usize) as &dyn Fn(usize, u32) -> usize,
+            ),
+            (13, &|slot, _| slot % 13),
+        ] {
+            // Each key's entries, in run order, the slot with each.
+            let want: Vec<(usize, Vec<u32>)> = (0..keys)
+                .map(|k| {
+                    let values = runs
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(slot, entries)| entries.iter().map(move |e| (slot, *e)))
+                        .filter(|(slot, e)| key(*slot, *e) == k)
+                        .map(|(slot, e)| (slot as u32) << 8 | e)
+                        .collect();
+                    (k, values)
+                })
+                .collect();
+            assert!(want.iter().filter(|(_, v)| v.len() > 1).count() > 10);
+            for at_once in [0, 1, 5, 40, 1 << 20] {
+                assert_eq!(
+                    grouped(&staging, keys, at_once, key),
+                    want,
+                    "{at_once} at once"
+                );
+            }
+        }
+    }
+}
