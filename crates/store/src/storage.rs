@@ -146,6 +146,21 @@ pub trait Storage: Send + Any {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
+    /// [`Storage::record_merge`] for each of `merges` (repository, number,
+    /// head commit, merge time), in one transaction (an import's merges).
+    fn record_merges(
+        &mut self,
+        merges: &[(RepositoryRef, i64, Option<String>, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.in_transaction(&mut |s| {
+            for (repository, number, head_sha, merged_at) in merges {
+                s.record_merge(repository, *number, head_sha.as_deref(), *merged_at, now)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Remember a workflow run attempt's trigger event and request time.
     fn record_workflow_run(
         &mut self,
