@@ -155,7 +155,7 @@ struct HeadRuns {
 impl HeadRuns {
     /// Read the runs of `heads` (repository id, head commit; a head may be
     /// the head of several changes) in one pass over `runs`.
-    fn scan(tx: &Connection, heads: &[(i64, &str)]) -> rusqlite::Result<HeadRuns> {
+    fn scan(tx: &Connection, heads: &[(i64, &str)], runs: i64) -> rusqlite::Result<HeadRuns> {
         type Map<K, V> = foldhash::HashMap<K, V>;
         let mut index: Map<i64, Map<&str, u32>> = Map::default();
         for (h, (repository_id, sha)) in heads.iter().enumerate() {
@@ -174,7 +174,9 @@ impl HeadRuns {
                 id
             }
         };
-        let mut runs = Vec::new();
+        // At most `runs` (the highest run id): room reserved at once, never
+        // copied while growing; only what is written to takes memory.
+        let mut runs = Vec::with_capacity(usize::try_from(runs).unwrap_or(0));
         let mut stmt = tx.prepare_cached(
             "SELECT repository_id, commit_sha, context, attempt_group, attempt, state FROM runs
              WHERE trigger != 'schedule'",
@@ -232,14 +234,14 @@ impl HeadRuns {
 
 /// A decided change's SLO event, written after all changes are decided:
 /// (SLO, subject, index of the change in `due`, time, good, live).
-type Event = (SloId, String, usize, i64, bool, bool);
+type Event = (SloId, Box<str>, u32, i64, bool, bool);
 
 /// The store's [`Sink`], but the SLO events are kept in `events`, to be
 /// written in key order.
 struct Deferred<'c, 'e> {
     tx: &'c Connection,
     events: &'e mut Vec<Event>,
-    change: usize,
+    change: u32,
 }
 
 impl CountSink for Deferred<'_, '_> {
@@ -268,7 +270,7 @@ impl CountSink for Deferred<'_, '_> {
         live: bool,
     ) -> rusqlite::Result<()> {
         self.events
-            .push((slo, subject.to_string(), self.change, at_ms, good, live));
+            .push((slo, subject.into(), self.change, at_ms, good, live));
         Ok(())
     }
 }
@@ -312,10 +314,14 @@ pub(crate) fn decide_changes(
                 .optional()?,
         });
     }
-    let scanned = if due.len() as i64 >= MANY_CHANGES && {
-        let runs: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM runs", [], |r| r.get(0))?;
-        due.len() as i64 * RUNS_PER_CHANGE_FOR_SCAN >= runs
-    } {
+    let runs: i64 = if due.len() as i64 >= MANY_CHANGES {
+        tx.query_row("SELECT coalesce(max(id), 0) FROM runs", [], |r| r.get(0))?
+    } else {
+        i64::MAX
+    };
+    let scanned = if due.len() as i64 >= MANY_CHANGES
+        && due.len() as i64 * RUNS_PER_CHANGE_FOR_SCAN >= runs
+    {
         // Each distinct (repository, head) once, numbered; per change its number.
         let mut numbers: foldhash::HashMap<(i64, &str), u32> = Default::default();
         let mut distinct = Vec::new();
@@ -331,7 +337,7 @@ pub(crate) fn decide_changes(
                 })
             })
             .collect();
-        Some((HeadRuns::scan(tx, &distinct)?, of_change))
+        Some((HeadRuns::scan(tx, &distinct, runs)?, of_change))
     } else {
         None
     };
@@ -340,7 +346,8 @@ pub(crate) fn decide_changes(
     let mut decided = tx.prepare_cached(
         "UPDATE changes SET decided_at = ?2, head_sha = ?3, outcome = ?4, retries = ?5, missing = ?6 WHERE id = ?1",
     )?;
-    let mut events = Vec::new();
+    // Three events a change (`slo::merge_events`): room for them at once.
+    let mut events = Vec::with_capacity(due.len() * 3);
     for (i, ((change_id, repository_id, forge, path, _, merged_at), head)) in
         due.iter().zip(&heads).enumerate()
     {
@@ -380,7 +387,7 @@ pub(crate) fn decide_changes(
             &mut Deferred {
                 tx,
                 events: &mut events,
-                change: i,
+                change: i as u32,
             },
             &DecidedChange {
                 change_id: *change_id,
@@ -404,7 +411,7 @@ pub(crate) fn decide_changes(
         if i % 1024 == 1023 {
             hourly::flush_suspended_beyond(tx, ROLLUP_ROWS)?;
         }
-        let (_, repository_id, _, path, ..) = &due[change];
+        let (_, repository_id, _, path, ..) = &due[change as usize];
         slo_event(tx, slo, &subject, *repository_id, path, at_ms, good, live)?;
     }
     Ok(due.len())

@@ -2850,7 +2850,7 @@ fn settling_many_changes_in_one_pass_decides_what_settling_them_few_at_a_time_de
             if k % 13 == 5 {
                 continue; // no run at all
             }
-            let change = (k % 7 == 2).then(|| ChangeRef {
+            let change = (k % 7 == 2).then_some(ChangeRef {
                 number: k,
                 merged_at: None,
             });
