@@ -86,10 +86,17 @@ impl Suspended {
 }
 
 /// [`Suspended::flush`] for code that does not hold the batch's
-/// [`Suspended`]: write the increments added up so far, if a batch on this
-/// thread is adding them up.
-pub(crate) fn flush_suspended(tx: &Connection) -> rusqlite::Result<()> {
-    let rollup = ROLLUP.with(|r| r.borrow_mut().as_mut().map(std::mem::take));
+/// [`Suspended`]: write the increments added up so far once they are more
+/// than `rows` hourly rows, if a batch on this thread is adding them up
+/// (memory stays flat; rows are written once for as many events as fall in
+/// their hour meanwhile, not once for every few events).
+pub(crate) fn flush_suspended_beyond(tx: &Connection, rows: usize) -> rusqlite::Result<()> {
+    let rollup = ROLLUP.with(|r| {
+        r.borrow_mut()
+            .as_mut()
+            .filter(|rollup| rollup.len() > rows)
+            .map(std::mem::take)
+    });
     match rollup {
         Some(rollup) => write(tx, rollup),
         None => Ok(()),

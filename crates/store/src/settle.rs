@@ -2,10 +2,13 @@
 //! settle time has passed, counting scheduled runs that never finished as
 //! lost, and deciding the trigger of runs that waited for it.
 
+use crate::catalog::FamilyDef;
 use crate::counting::{Counting, Sink, count_run, data_quality, slo_event};
 use crate::error::StoreError;
 use crate::merge_counts::{DecidedChange, count_merge_with};
 use crate::policy::{Policy, moves_live_counters};
+use crate::run_counts::CountSink;
+use crate::tally::{ExemplarRef, Labels};
 use crate::{REPOSITORY_ID, Store, from_ms, hourly, tally, to_ms, upsert_repository};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{Forge, RepositoryRef, RunState, Trigger};
@@ -107,9 +110,170 @@ pub(crate) fn decide_pending(
     Ok(ids)
 }
 
+/// A merged change recorded: inserted, or its head and merge time completed
+/// and its activity moved.
+const RECORD_MERGE: &str = "INSERT INTO changes (repository_id, number, head_sha, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (repository_id, number) DO UPDATE SET
+                head_sha = coalesce(excluded.head_sha, changes.head_sha),
+                merged_at = coalesce(changes.merged_at, excluded.merged_at),
+                last_activity = excluded.last_activity";
+
 /// From this many changes due on, [`Store::settle`] adds their counters and
 /// hourly rollup up in memory (`tally::Buffered`, `hourly::Suspended`).
-const MANY_CHANGES: i64 = 1_000;
+pub(crate) const MANY_CHANGES: i64 = 1_000;
+
+/// Many changes due and at least one for every this many stored runs (a
+/// bulk import: 70 k changes on 1 M runs): their heads' runs are read in one
+/// pass over `runs` ([`HeadRuns::scan`]) rather than looked up change by
+/// change (an index seek and ~14 row fetches scattered over the table each).
+/// At 1 M runs a pass took ~1 µs a run, a change's lookup ~50 µs (a shared
+/// machine, docs/benchmarks.md, issue 12): the pass pays from about one
+/// change due for every 50 runs.
+pub(crate) const RUNS_PER_CHANGE_FOR_SCAN: i64 = 48;
+
+/// The hourly rollup rows settling many changes holds in memory at most
+/// (~60 bytes each) before it writes them.
+const ROLLUP_ROWS: usize = 200_000;
+
+/// The runs `decide_changes` reads for a head: `(context, attempt group,
+/// attempt, state)` of the head commit's runs not triggered by a schedule.
+const HEAD_RUNS: &str = "SELECT context, attempt_group, attempt, state FROM runs
+                 WHERE repository_id = ?1 AND commit_sha = ?2 AND trigger != 'schedule'";
+
+/// The runs of the heads of many changes, read in one pass over `runs`:
+/// each run once, with its context and attempt group interned (20 bytes a
+/// run of a due head; the runs of other commits are skipped).
+struct HeadRuns {
+    contexts: Vec<String>,
+    groups: Vec<String>,
+    /// (head, context, group, attempt, state), sorted by head.
+    runs: Vec<(u32, u32, u32, u32, RunState)>,
+    /// Where the runs of head `h` start in `runs` (`h + 1`: where they end).
+    starts: Vec<usize>,
+}
+
+impl HeadRuns {
+    /// Read the runs of `heads` (repository id, head commit; a head may be
+    /// the head of several changes) in one pass over `runs`.
+    fn scan(tx: &Connection, heads: &[(i64, &str)], runs: i64) -> rusqlite::Result<HeadRuns> {
+        type Map<K, V> = foldhash::HashMap<K, V>;
+        let mut index: Map<i64, Map<&str, u32>> = Map::default();
+        for (h, (repository_id, sha)) in heads.iter().enumerate() {
+            index
+                .entry(*repository_id)
+                .or_default()
+                .insert(sha, h as u32);
+        }
+        let mut contexts: Map<String, u32> = Map::default();
+        let mut groups: Map<String, u32> = Map::default();
+        let intern = |names: &mut Map<String, u32>, name: &str| match names.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = names.len() as u32;
+                names.insert(name.to_string(), id);
+                id
+            }
+        };
+        // At most `runs` (the highest run id): room reserved at once, never
+        // copied while growing; only what is written to takes memory.
+        let mut runs = Vec::with_capacity(usize::try_from(runs).unwrap_or(0));
+        let mut stmt = tx.prepare_cached(
+            "SELECT repository_id, commit_sha, context, attempt_group, attempt, state FROM runs
+             WHERE trigger != 'schedule'",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let Some(shas) = index.get(&r.get::<_, i64>(0)?) else {
+                continue;
+            };
+            let Some(&head) = shas.get(r.get_ref(1)?.as_str()?) else {
+                continue;
+            };
+            let context = intern(&mut contexts, r.get_ref(2)?.as_str()?);
+            let group = intern(&mut groups, r.get_ref(3)?.as_str()?);
+            let state = r.get_ref(5)?.as_str()?.parse().unwrap_or(RunState::Error);
+            runs.push((head, context, group, r.get::<_, u32>(4)?, state));
+        }
+        runs.sort_unstable_by_key(|r| r.0);
+        let mut starts = Vec::with_capacity(heads.len() + 1);
+        let mut at = 0;
+        for h in 0..=heads.len() as u32 {
+            while at < runs.len() && runs[at].0 < h {
+                at += 1;
+            }
+            starts.push(at);
+        }
+        let names = |map: Map<String, u32>| {
+            let mut names = vec![String::new(); map.len()];
+            for (name, id) in map {
+                names[id as usize] = name;
+            }
+            names
+        };
+        Ok(HeadRuns {
+            contexts: names(contexts),
+            groups: names(groups),
+            runs,
+            starts,
+        })
+    }
+
+    fn of(&self, head: u32) -> Vec<ContextAttempt> {
+        let h = head as usize;
+        self.runs[self.starts[h]..self.starts[h + 1]]
+            .iter()
+            .map(|&(_, context, group, attempt, state)| ContextAttempt {
+                context: self.contexts[context as usize].clone(),
+                group: self.groups[group as usize].clone(),
+                attempt,
+                state,
+            })
+            .collect()
+    }
+}
+
+/// A decided change's SLO event, written after all changes are decided:
+/// (SLO, subject, index of the change in `due`, time, good, live).
+type Event = (SloId, Box<str>, u32, i64, bool, bool);
+
+/// The store's [`Sink`], but the SLO events are kept in `events`, to be
+/// written in key order.
+struct Deferred<'c, 'e> {
+    tx: &'c Connection,
+    events: &'e mut Vec<Event>,
+    change: u32,
+}
+
+impl CountSink for Deferred<'_, '_> {
+    type Error = rusqlite::Error;
+    fn inc(&mut self, family: FamilyDef, labels: &Labels<'_>, by: f64) -> rusqlite::Result<()> {
+        Sink(self.tx).inc(family, labels, by)
+    }
+    fn observe(
+        &mut self,
+        family: FamilyDef,
+        labels: &Labels<'_>,
+        bounds: &[f64],
+        value: f64,
+        exemplar: Option<ExemplarRef>,
+    ) -> rusqlite::Result<()> {
+        Sink(self.tx).observe(family, labels, bounds, value, exemplar)
+    }
+    fn slo_event(
+        &mut self,
+        slo: SloId,
+        subject: &str,
+        _repository_id: i64,
+        _repository: &str,
+        at_ms: i64,
+        good: bool,
+        live: bool,
+    ) -> rusqlite::Result<()> {
+        self.events
+            .push((slo, subject.into(), self.change, at_ms, good, live));
+        Ok(())
+    }
+}
 
 pub(crate) fn decide_changes(
     tx: &Connection,
@@ -136,71 +300,95 @@ pub(crate) fn decide_changes(
             ))
         })?
         .collect::<Result<_, _>>()?;
-    for (i, (change_id, repository_id, forge, path, head_sha, merged_at)) in due.iter().enumerate()
-    {
-        // The hourly increments added up in memory (many changes, see
-        // `Store::settle`) are written now and then: memory stays flat.
-        if i % MANY_CHANGES as usize == MANY_CHANGES as usize - 1 {
-            hourly::flush_suspended(tx)?;
-        }
-        let forge: Forge = forge.parse().unwrap_or(Forge::Generic);
-        let head = match head_sha {
+    // A change without a head commit: the commit of its latest run.
+    let mut heads = Vec::with_capacity(due.len());
+    for (change_id, _, _, _, head_sha, _) in &due {
+        heads.push(match head_sha {
             Some(h) => Some(h.clone()),
             None => tx
                 .prepare_cached(
                     "SELECT commit_sha FROM runs WHERE change_id = ?1
                      ORDER BY coalesce(queued_at, started_at, finished_at, created_at) DESC, id DESC LIMIT 1",
                 )?
-                .query_row([change_id], |r| r.get(0))
+                .query_row([*change_id], |r| r.get(0))
                 .optional()?,
-        };
-        let mut runs = Vec::new();
-        if let Some(head) = &head {
-            let mut stmt = tx.prepare_cached(
-                "SELECT context, attempt_group, attempt, state FROM runs
-                 WHERE repository_id = ?1 AND commit_sha = ?2 AND trigger != 'schedule'",
-            )?;
-            let rows = stmt.query_map(params![repository_id, head], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (context, group, attempt, state) = row?;
-                let state = state.parse().unwrap_or(RunState::Error);
-                runs.push(ContextAttempt {
-                    context,
-                    group,
-                    attempt,
-                    state,
-                });
+        });
+    }
+    let runs: i64 = if due.len() as i64 >= MANY_CHANGES {
+        tx.query_row("SELECT coalesce(max(id), 0) FROM runs", [], |r| r.get(0))?
+    } else {
+        i64::MAX
+    };
+    let scanned = if due.len() as i64 >= MANY_CHANGES
+        && due.len() as i64 * RUNS_PER_CHANGE_FOR_SCAN >= runs
+    {
+        // Each distinct (repository, head) once, numbered; per change its number.
+        let mut numbers: foldhash::HashMap<(i64, &str), u32> = Default::default();
+        let mut distinct = Vec::new();
+        let of_change: Vec<Option<u32>> = due
+            .iter()
+            .zip(&heads)
+            .map(|((_, repository_id, ..), head)| {
+                head.as_deref().map(|head| {
+                    *numbers.entry((*repository_id, head)).or_insert_with(|| {
+                        distinct.push((*repository_id, head));
+                        distinct.len() as u32 - 1
+                    })
+                })
+            })
+            .collect();
+        Some((HeadRuns::scan(tx, &distinct, runs)?, of_change))
+    } else {
+        None
+    };
+    let mut undecided =
+        tx.prepare_cached("UPDATE changes SET decided_at = ?2, head_sha = ?3 WHERE id = ?1")?;
+    let mut decided = tx.prepare_cached(
+        "UPDATE changes SET decided_at = ?2, head_sha = ?3, outcome = ?4, retries = ?5, missing = ?6 WHERE id = ?1",
+    )?;
+    // Three events a change (`slo::merge_events`): room for them at once.
+    let mut events = Vec::with_capacity(due.len() * 3);
+    for (i, ((change_id, repository_id, forge, path, _, merged_at), head)) in
+        due.iter().zip(&heads).enumerate()
+    {
+        let forge: Forge = forge.parse().unwrap_or(Forge::Generic);
+        let runs = match (&scanned, head) {
+            (Some((scanned, of_change)), _) => {
+                of_change[i].map(|h| scanned.of(h)).unwrap_or_default()
             }
-        }
+            (None, Some(head)) => tx
+                .prepare_cached(HEAD_RUNS)?
+                .query_map(params![repository_id, head], |r| {
+                    Ok(ContextAttempt {
+                        context: r.get(0)?,
+                        group: r.get(1)?,
+                        attempt: r.get(2)?,
+                        state: r.get_ref(3)?.as_str()?.parse().unwrap_or(RunState::Error),
+                    })
+                })?
+                .collect::<Result<_, _>>()?,
+            (None, None) => Vec::new(),
+        };
         let evaluation = slo::evaluate_merge(policy.required_contexts(forge, path), &runs);
         let Some(e) = evaluation else {
-            tx.execute(
-                "UPDATE changes SET decided_at = ?2, head_sha = ?3 WHERE id = ?1",
-                params![change_id, now_ms, head],
-            )?;
+            undecided.execute(params![change_id, now_ms, head])?;
             data_quality(tx, "merged_change_without_runs")?;
             continue;
         };
-        tx.execute(
-            "UPDATE changes SET decided_at = ?2, head_sha = ?3, outcome = ?4, retries = ?5, missing = ?6 WHERE id = ?1",
-            params![
-                change_id,
-                now_ms,
-                head,
-                e.outcome.as_str(),
-                e.retries,
-                serde_json::to_string(&e.missing_contexts).unwrap_or_default()
-            ],
-        )?;
+        decided.execute(params![
+            change_id,
+            now_ms,
+            head,
+            e.outcome.as_str(),
+            e.retries,
+            serde_json::to_string(&e.missing_contexts).unwrap_or_default()
+        ])?;
         count_merge_with(
-            &mut Sink(tx),
+            &mut Deferred {
+                tx,
+                events: &mut events,
+                change: i as u32,
+            },
             &DecidedChange {
                 change_id: *change_id,
                 repository_id: *repository_id,
@@ -210,6 +398,21 @@ pub(crate) fn decide_changes(
             &e,
             live,
         )?;
+    }
+    drop((undecided, decided));
+    // The SLO events in key order: each lands next to the one before in
+    // `slo_events` rather than at three places across it per change.
+    events.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    for (i, (slo, subject, change, at_ms, good, live)) in events.into_iter().enumerate() {
+        // The hourly increments added up in memory (many changes, see
+        // `Store::settle`) are written when they are many: memory stays
+        // flat. (Written every 1,000 changes, each hourly row was written
+        // for the ~1 event of the 1,000 changes in its hour.)
+        if i % 1024 == 1023 {
+            hourly::flush_suspended_beyond(tx, ROLLUP_ROWS)?;
+        }
+        let (_, repository_id, _, path, ..) = &due[change as usize];
+        slo_event(tx, slo, &subject, *repository_id, path, at_ms, good, live)?;
     }
     Ok(due.len())
 }
@@ -259,14 +462,47 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.write_tx()?;
         let repository_id = upsert_repository(&tx, repository.forge, &repository.path)?;
-        tx.execute(
-            "INSERT INTO changes (repository_id, number, head_sha, merged_at, last_activity) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (repository_id, number) DO UPDATE SET
-                head_sha = coalesce(excluded.head_sha, changes.head_sha),
-                merged_at = coalesce(changes.merged_at, excluded.merged_at),
-                last_activity = excluded.last_activity",
-            params![repository_id, number, head_sha, to_ms(merged_at), to_ms(now)],
-        )?;
+        tx.prepare_cached(RECORD_MERGE)?.execute(params![
+            repository_id,
+            number,
+            head_sha,
+            to_ms(merged_at),
+            to_ms(now)
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`Store::record_merge`] for each of `merges` (repository, number,
+    /// head commit, merge time), in one write: one statement, each
+    /// repository looked up once (an import's 70 k merges at 1 M runs).
+    pub fn record_merges(
+        &mut self,
+        merges: &[(RepositoryRef, i64, Option<String>, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self.write_tx()?;
+        {
+            let mut ids: Vec<(&RepositoryRef, i64)> = Vec::new();
+            let mut insert = tx.prepare_cached(RECORD_MERGE)?;
+            for (repository, number, head_sha, merged_at) in merges {
+                let repository_id = match ids.iter().find(|(r, _)| *r == repository) {
+                    Some((_, id)) => *id,
+                    None => {
+                        let id = upsert_repository(&tx, repository.forge, &repository.path)?;
+                        ids.push((repository, id));
+                        id
+                    }
+                };
+                insert.execute(params![
+                    repository_id,
+                    number,
+                    head_sha,
+                    to_ms(*merged_at),
+                    to_ms(now)
+                ])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }

@@ -11,7 +11,7 @@
 //!
 //! # What the exporter calls (the inventory this trait was cut from)
 //!
-//! 51 of the store's public methods (the others open a store, or serve its
+//! 52 of the store's public methods (the others open a store, or serve its
 //! own tests and the benchmarks), found by reading every call in the non-test
 //! code of `src/`.
 //!
@@ -22,7 +22,8 @@
 //!   ingest API and command, the demo), [`ingest_batch`](Storage::ingest_batch)
 //!   (`import cockpit`, per run), [`count_rejection`](Storage::count_rejection);
 //! - forge events (`forge::event`): [`decide_trigger`](Storage::decide_trigger),
-//!   [`record_merge`](Storage::record_merge),
+//!   [`record_merge`](Storage::record_merge) (and `import cockpit`'s merges,
+//!   [`record_merges`](Storage::record_merges)),
 //!   [`record_workflow_run`](Storage::record_workflow_run),
 //!   [`count_stale_event`](Storage::count_stale_event);
 //! - webhooks and pollers: [`record_delivery`](Storage::record_delivery),
@@ -145,6 +146,21 @@ pub trait Storage: Send + Any {
         merged_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// [`Storage::record_merge`] for each of `merges` (repository, number,
+    /// head commit, merge time), in one transaction (an import's merges).
+    fn record_merges(
+        &mut self,
+        merges: &[(RepositoryRef, i64, Option<String>, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.in_transaction(&mut |s| {
+            for (repository, number, head_sha, merged_at) in merges {
+                s.record_merge(repository, *number, head_sha.as_deref(), *merged_at, now)?;
+            }
+            Ok(())
+        })
+    }
 
     /// Remember a workflow run attempt's trigger event and request time.
     fn record_workflow_run(

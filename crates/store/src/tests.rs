@@ -2782,3 +2782,192 @@ fn settling_many_changes_at_once_stores_and_counts_what_settling_a_few_at_a_time
         rows(&at_once, "SELECT count(*) FROM slo_events")
     );
 }
+
+/// Every row of every table of `store`, sorted, `changes.decided_at` left
+/// out (the time of the settle that decided it).
+fn rows_but_decision_times(store: &Store) -> Vec<String> {
+    let conn = store.connection();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut out = Vec::new();
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let names: Vec<String> = stmt.column_names().map(|n| n.to_string()).collect();
+        let mut rows = stmt.query([]).unwrap();
+        let mut table_rows = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            let values: Vec<String> = (0..names.len())
+                .filter(|&i| !(table == "changes" && names[i] == "decided_at"))
+                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect();
+            table_rows.push(format!("{table} {}", values.join(" ")));
+        }
+        table_rows.sort();
+        out.extend(table_rows);
+    }
+    out
+}
+
+#[test]
+fn settling_many_changes_in_one_pass_decides_what_settling_them_few_at_a_time_decides() {
+    // 1,200 changes: settled at once, their heads' runs are read in one pass
+    // over `runs` (and their counters added up in memory); settled 100 at a
+    // time, each head's runs are looked up. Heads known or not (then the
+    // commit of the change's latest run), shared by two changes, with
+    // scheduled runs (not counted), without runs, missing a required context.
+    let changes = 1_200_i64;
+    let mut p = policy();
+    p.required.insert(
+        (Forge::Generic, "acme/strict".into()),
+        vec!["a".into(), "must".into()],
+    );
+    let base = now() - Duration::days(30);
+    let merged = |k: i64| base + Duration::minutes(k);
+    let repo = |k: i64| RepositoryRef {
+        forge: Forge::Generic,
+        path: if k % 4 == 3 {
+            "acme/strict"
+        } else {
+            "acme/shop"
+        }
+        .into(),
+    };
+    let head = |k: i64| {
+        if k % 10 == 9 {
+            format!("h{}", k - 1) // the head of the change before (same repository only if it is)
+        } else {
+            format!("h{k}")
+        }
+    };
+    let fill = |store: &mut Store| {
+        let mut runs = Vec::new();
+        for k in 0..changes {
+            if k % 13 == 5 {
+                continue; // no run at all
+            }
+            let change = (k % 7 == 2).then_some(ChangeRef {
+                number: k,
+                merged_at: None,
+            });
+            let states = [
+                RunState::Failure,
+                RunState::Success,
+                RunState::Error,
+                RunState::Cancelled,
+            ];
+            for attempt in 0..=(k % 3) as u32 {
+                let state = if attempt == (k % 3) as u32 && k % 5 != 0 {
+                    RunState::Success
+                } else {
+                    states[(k * 7 + i64::from(attempt) * 3 + k / 3) as usize % 4]
+                };
+                let mut r = run("a", &head(k), attempt, state);
+                r.repository = repo(k);
+                r.change = change.clone();
+                runs.push(r);
+            }
+            if k % 2 == 0 {
+                let mut r = run("b", &head(k), 0, RunState::Success);
+                r.repository = repo(k);
+                r.attempt_group = Some(format!("g{}", k % 3));
+                r.change = change.clone();
+                runs.push(r);
+            }
+            // A nightly run of the head that failed: not the change's.
+            let mut nightly = run("a", &head(k), 7, RunState::Failure);
+            nightly.repository = repo(k);
+            nightly.trigger = Trigger::Schedule;
+            runs.push(nightly);
+            if k % 7 == 2 {
+                // An earlier commit of the change: not its head.
+                let mut old = run("a", &format!("old{k}"), 0, RunState::Failure);
+                old.repository = repo(k);
+                old.change = change.clone();
+                for t in [
+                    &mut old.queued_at,
+                    &mut old.started_at,
+                    &mut old.finished_at,
+                ] {
+                    *t = t.map(|t| t - Duration::hours(1));
+                }
+                runs.push(old);
+            }
+        }
+        for batch in runs.chunks(500) {
+            store.ingest_batch(batch, &p, now()).unwrap();
+        }
+        for k in 0..changes {
+            // Changes whose runs name them have no head recorded: the
+            // commit of their latest run is taken.
+            let head = (k % 7 != 2).then(|| head(k));
+            store
+                .record_merge(&repo(k), k, head.as_deref(), merged(k), merged(k))
+                .unwrap();
+        }
+    };
+    let mut at_once = Store::open_in_memory().unwrap();
+    fill(&mut at_once);
+    let runs = at_once.run_count().unwrap();
+    assert!(changes >= settle::MANY_CHANGES);
+    assert!(
+        changes * settle::RUNS_PER_CHANGE_FOR_SCAN >= runs,
+        "one pass"
+    );
+    let done = merged(changes);
+    let stats = at_once.settle(&p, done, Some(0)).unwrap();
+    assert_eq!(stats.changes_decided, changes as usize);
+
+    let mut few = Store::open_in_memory().unwrap();
+    fill(&mut few);
+    let mut decided = 0;
+    for step in 1..=changes / 100 {
+        decided += few
+            .settle(&p, merged(step * 100 - 1), Some(0))
+            .unwrap()
+            .changes_decided;
+    }
+    assert_eq!(decided, changes as usize);
+
+    // What the changes came to, so that the comparison compares something.
+    let outcomes: HashMap<Option<String>, i64> = at_once
+        .connection()
+        .prepare("SELECT outcome, count(*) FROM changes GROUP BY outcome")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(outcomes.len() >= 4, "{outcomes:?}");
+    assert!(outcomes[&None] > 0, "changes without runs: {outcomes:?}");
+    assert!(outcomes[&Some("merged_red".into())] > 0, "{outcomes:?}");
+    let missing: i64 = at_once
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM changes WHERE missing = '[\"must\"]'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(missing > 0);
+    let headless: i64 = at_once
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM changes WHERE head_sha LIKE 'h%' AND number % 7 = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(headless > 0, "the heads of changes recorded without one");
+
+    let a = rows_but_decision_times(&at_once);
+    let b = rows_but_decision_times(&few);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    assert_eq!(a.len(), b.len());
+}

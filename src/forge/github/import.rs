@@ -604,19 +604,14 @@ fn import_in_batches(
             (
                 repository(&path),
                 synthetic_change_number(&revision),
-                revision,
+                Some(revision),
                 merged_at,
             )
         })
         .collect();
     tracing::debug!(merges = merges.len(), "recording the merges");
     for chunk in merges.chunks(BATCH_RUNS) {
-        store.in_transaction(&mut |s| {
-            for (repository, number, revision, merged_at) in chunk {
-                s.record_merge(repository, *number, Some(revision), *merged_at, now)?;
-            }
-            Ok(())
-        })?;
+        store.record_merges(chunk, now)?;
     }
     // Everything imported is history: decide the changes now.
     tracing::debug!("settling");

@@ -68,6 +68,14 @@ impl Storage for Store {
         Store::record_merge(self, repository, number, head_sha, merged_at, now)
     }
 
+    fn record_merges(
+        &mut self,
+        merges: &[(RepositoryRef, i64, Option<String>, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Store::record_merges(self, merges, now)
+    }
+
     fn record_workflow_run(
         &mut self,
         repository: &str,
