@@ -133,7 +133,7 @@ pub(crate) const RUNS_PER_CHANGE_FOR_SCAN: i64 = 48;
 
 /// The hourly rollup rows settling many changes holds in memory at most
 /// (~60 bytes each) before it writes them.
-const ROLLUP_ROWS: usize = 200_000;
+const ROLLUP_ROWS: usize = 25_000;
 
 /// The runs `decide_changes` reads for a head: `(context, attempt group,
 /// attempt, state)` of the head commit's runs not triggered by a schedule.

@@ -43,6 +43,10 @@ const PIECE_RUNS: usize = 2_500;
 /// importer's memory, well under the 200 MB it may take.
 pub const BULK_CACHE_MIB: u32 = 96;
 
+/// The page cache while the imported changes are settled (MiB): settling
+/// reads `runs` once, front to back, and keeps what it needs in memory.
+const SETTLE_CACHE_MIB: u32 = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error(transparent)]
@@ -613,7 +617,12 @@ fn import_in_batches(
     for chunk in merges.chunks(BATCH_RUNS) {
         store.record_merges(chunk, now)?;
     }
-    // Everything imported is history: decide the changes now.
+    // Everything imported is history: decide the changes now. Deciding
+    // many at once holds their heads' runs and SLO events in memory
+    // (settle.rs): the page cache gives up what the load left in it.
+    if let Some(bulk) = store.bulk_load() {
+        bulk.tune_for_bulk_load(SETTLE_CACHE_MIB)?;
+    }
     tracing::debug!("settling");
     stats.changes_decided = store.settle(policy, now, Some(0))?.changes_decided;
     if let Some(bulk) = store.bulk_load() {
