@@ -14,6 +14,9 @@
 //!
 //! - nothing is looked up that the load already knows (`FreshRuns`): whether
 //!   counters move live, the repositories' ids, the changes it wrote;
+//! - a failure fingerprint is upserted once, at its first occurrence in the
+//!   load; the others move its row in memory, written once at the end
+//!   (`fingerprints.rs`);
 //! - nothing is looked up first: the store holds no run this one could be
 //!   (the external ids' uniqueness is checked once, when `runs_external`, the
 //!   unique index of their 64-bit keys, is built again at the end, and a
