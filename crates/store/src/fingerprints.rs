@@ -102,20 +102,9 @@ impl Fingerprints {
 mod tests {
     use super::*;
 
-    fn store() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE fingerprints (
-                 id          INTEGER PRIMARY KEY,
-                 hash        TEXT NOT NULL UNIQUE,
-                 normalized  TEXT NOT NULL,
-                 first_seen  INTEGER NOT NULL,
-                 last_seen   INTEGER NOT NULL,
-                 occurrences INTEGER NOT NULL
-             );",
-        )
-        .unwrap();
-        conn
+    /// A store: its `fingerprints` table as the migrations make it.
+    fn store() -> crate::Store {
+        crate::Store::open_in_memory().unwrap()
     }
 
     fn rows(conn: &Connection) -> Vec<(i64, String, String, i64, i64, i64)> {
@@ -149,25 +138,22 @@ mod tests {
             ("a", 5),
         ];
         let (each, cached) = (store(), store());
-        for conn in [&each, &cached] {
+        let (each, cached) = (each.connection(), cached.connection());
+        for conn in [each, cached] {
             upsert(conn, "a", || "A".into(), 20).unwrap();
         }
         let mut fingerprints = Fingerprints::default();
         for (hash, at) in occurrences {
             let normalized = || hash.to_uppercase();
-            let want = upsert(&each, hash, normalized, at).unwrap();
-            let got = fingerprints.see(&cached, hash, normalized, at).unwrap();
+            let want = upsert(each, hash, normalized, at).unwrap();
+            let got = fingerprints.see(cached, hash, normalized, at).unwrap();
             assert_eq!(got, want, "{hash} at {at}");
         }
-        assert_ne!(
-            rows(&cached),
-            rows(&each),
-            "moved in memory, not written yet"
-        );
-        fingerprints.write(&cached).unwrap();
-        assert_eq!(rows(&cached), rows(&each));
+        assert_ne!(rows(cached), rows(each), "moved in memory, not written yet");
+        fingerprints.write(cached).unwrap();
+        assert_eq!(rows(cached), rows(each));
         assert_eq!(
-            rows(&each)[0],
+            rows(each)[0],
             (1, "a".into(), "A".into(), 5, 90, 4),
             "what the comparison covers happened"
         );
@@ -175,7 +161,7 @@ mod tests {
         cached
             .execute("UPDATE fingerprints SET occurrences = 0", [])
             .unwrap();
-        fingerprints.write(&cached).unwrap();
-        assert!(rows(&cached).iter().all(|r| r.5 == 0));
+        fingerprints.write(cached).unwrap();
+        assert!(rows(cached).iter().all(|r| r.5 == 0));
     }
 }
