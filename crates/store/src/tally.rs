@@ -25,96 +25,63 @@ struct HistogramDelta {
     buckets: Vec<(u64, Option<Exemplar>)>,
 }
 
-/// A buffered series: its family, its labels and what it adds up.
-struct Series<T> {
-    family: &'static str,
-    labels: Box<[(&'static str, Box<str>)]>,
-    value: T,
-}
-
-impl<T> Series<T> {
-    fn is(&self, family: &str, labels: &Labels<'_>) -> bool {
-        self.family == family
-            && self.labels.len() == labels.len()
-            && self
-                .labels
-                .iter()
-                .zip(labels)
-                .all(|((k, v), (k2, v2))| k == k2 && **v == **v2)
-    }
-}
-
-/// Series by a hash of their family and labels (a bulk load moves a dozen
-/// series per run, nearly all of them known: found without writing their
-/// labels out; a series new to the buffer takes a copy of them).
-type SeriesMap<T> = HashMap<u64, Vec<Series<T>>>;
-
+/// Series are keyed by `family \0 labels` ([`Buffer::key`]).
 #[derive(Default)]
 struct Buffer {
-    counters: SeriesMap<f64>,
-    histograms: SeriesMap<HistogramDelta>,
-}
-
-/// The hash a series is found by.
-fn series_hash(family: &str, labels: &Labels<'_>) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = foldhash::fast::FixedState::default().build_hasher();
-    family.hash(&mut h);
-    for (k, v) in labels {
-        k.hash(&mut h);
-        v.hash(&mut h);
-    }
-    h.finish()
-}
-
-/// `family`'s series `labels` in `map`, `new()` its value when it is new.
-fn series<'m, T>(
-    map: &'m mut SeriesMap<T>,
-    family: &'static str,
-    labels: &Labels<'_>,
-    new: impl FnOnce() -> T,
-) -> &'m mut T {
-    let found = map.entry(series_hash(family, labels)).or_default();
-    let at = match found.iter().position(|s| s.is(family, labels)) {
-        Some(at) => at,
-        None => {
-            found.push(Series {
-                family,
-                labels: labels.iter().map(|(k, v)| (*k, Box::from(*v))).collect(),
-                value: new(),
-            });
-            found.len() - 1
-        }
-    };
-    &mut found[at].value
-}
-
-/// Every series of `map`: (family, labels as stored, value).
-fn all_series<T>(map: &SeriesMap<T>) -> impl Iterator<Item = (&'static str, String, &T)> {
-    map.values().flatten().map(|s| {
-        let labels: Vec<(&'static str, &str)> = s.labels.iter().map(|(k, v)| (*k, &**v)).collect();
-        (s.family, labels_json(&labels), &s.value)
-    })
+    counters: HashMap<String, f64>,
+    histograms: HashMap<String, HistogramDelta>,
+    /// The key of the series being moved: written here, looked up as a
+    /// `&str`, copied only for a series new to the buffer (a bulk load
+    /// moves a dozen series per run, nearly all of them known).
+    key: String,
 }
 
 impl Buffer {
-    fn add(&mut self, family: &'static str, labels: &Labels<'_>, by: f64) {
-        *series(&mut self.counters, family, labels, || 0.0) += by;
+    /// The key of `family`'s series `labels`, in `self.key`.
+    fn key(&mut self, family: &str, labels: &Labels<'_>) {
+        self.key.clear();
+        self.key.push_str(family);
+        self.key.push('\0');
+        write_labels_json(&mut self.key, labels);
+    }
+
+    fn add(&mut self, family: &str, labels: &Labels<'_>, by: f64) {
+        self.key(family, labels);
+        match self.counters.get_mut(self.key.as_str()) {
+            Some(value) => *value += by,
+            None => {
+                self.counters.insert(self.key.clone(), by);
+            }
+        }
     }
 
     fn histogram(
         &mut self,
-        family: &'static str,
+        family: &str,
         labels: &Labels<'_>,
         bounds: &[f64],
     ) -> &mut HistogramDelta {
-        series(&mut self.histograms, family, labels, || HistogramDelta {
-            bounds: bounds.to_vec(),
-            sum: 0.0,
-            count: 0,
-            buckets: vec![(0, None); bounds.len() + 1],
-        })
+        self.key(family, labels);
+        if !self.histograms.contains_key(self.key.as_str()) {
+            self.histograms.insert(
+                self.key.clone(),
+                HistogramDelta {
+                    bounds: bounds.to_vec(),
+                    sum: 0.0,
+                    count: 0,
+                    buckets: vec![(0, None); bounds.len() + 1],
+                },
+            );
+        }
+        self.histograms
+            .get_mut(self.key.as_str())
+            .expect("inserted above")
     }
+}
+
+/// (family, labels) of a buffered series' key.
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('\0').unwrap_or((key, ""))
 }
 
 thread_local! {
@@ -150,11 +117,13 @@ impl Buffered {
             "INSERT INTO metric_counters (family, labels, value) VALUES (?1, ?2, ?3)
              ON CONFLICT (family, labels) DO UPDATE SET value = value + excluded.value",
         )?;
-        for (family, labels, by) in all_series(&buffer.counters) {
+        for (key, by) in &buffer.counters {
+            let (family, labels) = split_key(key);
             counter.execute(params![family, labels, by])?;
         }
-        for (family, labels, h) in all_series(&buffer.histograms) {
-            write_histogram(conn, family, &labels, h)?;
+        for (key, h) in &buffer.histograms {
+            let (family, labels) = split_key(key);
+            write_histogram(conn, family, labels, h)?;
         }
         Ok(())
     }
