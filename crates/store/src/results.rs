@@ -26,7 +26,9 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-const DAY_MS: i64 = 86_400_000;
+/// A day in milliseconds: a `test_days` row is the UTC day `at_ms.div_euclid(DAY_MS)`
+/// (the per-run path here and a fresh load's `staging.rs` alike).
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// The stored code of an outcome (`results.outcome`).
 pub(crate) fn outcome_code(o: TestOutcome) -> i64 {

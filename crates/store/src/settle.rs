@@ -314,13 +314,15 @@ pub(crate) fn decide_changes(
                 .optional()?,
         });
     }
-    let runs: i64 = if due.len() as i64 >= MANY_CHANGES {
-        tx.query_row("SELECT coalesce(max(id), 0) FROM runs", [], |r| r.get(0))?
+    // The highest run id (as many runs at most), asked only when many
+    // changes are due.
+    let runs: Option<i64> = if due.len() as i64 >= MANY_CHANGES {
+        Some(tx.query_row("SELECT coalesce(max(id), 0) FROM runs", [], |r| r.get(0))?)
     } else {
-        i64::MAX
+        None
     };
-    let scanned = if due.len() as i64 >= MANY_CHANGES
-        && due.len() as i64 * RUNS_PER_CHANGE_FOR_SCAN >= runs
+    let scanned = if let Some(runs) =
+        runs.filter(|runs| due.len() as i64 * RUNS_PER_CHANGE_FOR_SCAN >= *runs)
     {
         // Each distinct (repository, head) once, numbered; per change its number.
         let mut numbers: foldhash::HashMap<(i64, &str), u32> = Default::default();

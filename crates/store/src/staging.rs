@@ -488,7 +488,7 @@ impl Staging {
                     if step.became_flaky && t.first_flaky.is_none() {
                         t.first_flaky = Some(at);
                     }
-                    let day = days.entry(at.div_euclid(DAY_MS)).or_default();
+                    let day = days.entry(at.div_euclid(results::DAY_MS)).or_default();
                     for (v, by) in day.iter_mut().zip([
                         1,
                         step.passes,
@@ -582,8 +582,6 @@ impl Staging {
         Ok(())
     }
 }
-
-const DAY_MS: i64 = 86_400_000;
 
 #[cfg(test)]
 mod tests {
