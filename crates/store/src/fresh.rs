@@ -17,6 +17,13 @@
 //! - a failure fingerprint is upserted once, at its first occurrence in the
 //!   load; the others move its row in memory, written once at the end
 //!   (`fingerprints.rs`);
+//! - no foreign key is checked row by row (`PRAGMA foreign_keys` is off for
+//!   the load's transaction and on again when it ends, finished or not):
+//!   every reference a load writes is an id it wrote itself just before (a
+//!   run's repository and change, a result's, failure's or event's run), and
+//!   the checks were a parent lookup for each of millions of rows (about a
+//!   sixth of a 1 M-run load). The tests run `PRAGMA foreign_key_check` on
+//!   what a load wrote;
 //! - nothing is looked up first: the store holds no run this one could be
 //!   (the external ids' uniqueness is checked once, when `runs_external`, the
 //!   unique index of their 64-bit keys, is built again at the end, and a
@@ -102,6 +109,9 @@ pub struct FreshLoad<'a> {
     /// rollback journal, see [`Store::fresh_load`]): switched on again when
     /// the load ends, committed or not.
     journal_switched: bool,
+    /// Foreign keys were enforced before the load (see the module
+    /// documentation): enforced again when it ends, committed or not.
+    foreign_keys_switched: bool,
 }
 
 impl Store {
@@ -147,6 +157,13 @@ impl Store {
         self.conn
             .pragma_update(Some("temp"), "cache_size", -(TEMP_CACHE_MIB * 1024))?;
         let journal_switched = rollback_journal(&self.conn)?;
+        // The setting changes only outside a transaction.
+        let foreign_keys_switched: bool = self
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+        if foreign_keys_switched {
+            self.conn.pragma_update(None, "foreign_keys", false)?;
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -186,6 +203,7 @@ impl Store {
             stored: 0,
             slo_events: Some(SloEvents::start()),
             journal_switched,
+            foreign_keys_switched,
         })
     }
 }
@@ -327,13 +345,21 @@ fn rollback_journal(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
 
 impl Drop for FreshLoad<'_> {
     fn drop(&mut self) {
-        if self.journal_switched {
-            // A load that did not finish rolls back first (the mode changes
-            // only outside a transaction); the store is in WAL mode again
-            // either way (every `Store::open` sets it too).
-            if !self.tx.is_autocommit() {
-                let _ = self.tx.execute_batch("ROLLBACK");
+        // A load that did not finish rolls back first (the journal mode and
+        // the foreign keys change only outside a transaction); the store is
+        // in WAL mode and enforces foreign keys again either way (every
+        // `Store::open` sets both too).
+        if (self.journal_switched || self.foreign_keys_switched) && !self.tx.is_autocommit() {
+            let _ = self.tx.execute_batch("ROLLBACK");
+        }
+        if self.foreign_keys_switched {
+            if let Err(e) = self.tx.pragma_update(None, "foreign_keys", true) {
+                tracing::warn!(
+                    "the store's foreign keys could not be enforced again after a fresh load: {e}"
+                );
             }
+        }
+        if self.journal_switched {
             if let Err(e) = self.tx.pragma_update(None, "journal_mode", "WAL") {
                 tracing::warn!(
                     "the store's write-ahead log could not be switched on again after a fresh load: {e}"

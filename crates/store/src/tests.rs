@@ -1866,6 +1866,96 @@ fn a_fresh_load_writes_through_a_rollback_journal_and_leaves_the_store_in_wal_mo
 }
 
 #[test]
+fn a_fresh_load_checks_no_foreign_key_row_by_row_and_enforces_them_again_when_it_ends() {
+    let policy = policy();
+    let enforced = |store: &Store| -> bool {
+        store
+            .connection()
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap()
+    };
+    let dangling = |store: &Store| -> i64 {
+        store
+            .connection()
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let runs: Vec<Prepared> = (0..20)
+        .map(|i| {
+            let state = if i % 3 == 0 {
+                RunState::Failure
+            } else {
+                RunState::Success
+            };
+            let mut r = run("ctx", &format!("c{i}"), 0, state);
+            r.external_id = Some(format!("e{i}"));
+            r.change = Some(ChangeRef {
+                number: i % 4,
+                merged_at: None,
+            });
+            let test = |name: &str, outcome| TestResult {
+                name: name.into(),
+                outcome,
+                duration_seconds: Some(1.0),
+                retries: 0,
+                retry_reasons: Vec::new(),
+                message: None,
+            };
+            r.tests = vec![
+                test("t1", TestOutcome::Passed),
+                test("t2", TestOutcome::Failed),
+            ];
+            if state == RunState::Failure {
+                r.failures = vec![FailureEvidence {
+                    class: "oom".into(),
+                    category: "infra".into(),
+                    line: Some(3),
+                    evidence: "Out of memory".into(),
+                    context: vec!["Killed".into()],
+                    context_before: Some(0),
+                    fingerprint: Some("f1".into()),
+                    test_name: None,
+                    candidates: Vec::new(),
+                }];
+            }
+            Prepared::new(r, &policy, now())
+        })
+        .collect();
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(enforced(&store));
+    {
+        let mut load = store.fresh_load(&policy, now()).unwrap();
+        load.store_batch(&runs, true).unwrap();
+        // The load ends here without `finish`.
+    }
+    assert!(enforced(&store), "after a load that stopped");
+    assert_eq!(store.run_count().unwrap(), 0);
+    let mut load = store.fresh_load(&policy, now()).unwrap();
+    load.store_batch(&runs, true).unwrap();
+    load.finish(&mut |_, _| {}).unwrap();
+    assert!(enforced(&store), "after a finished load");
+    assert_eq!(store.run_count().unwrap(), 20);
+    let one = |sql: &str| -> i64 { store.connection().query_row(sql, [], |r| r.get(0)).unwrap() };
+    // What references a run, a change and a repository was written.
+    assert!(one("SELECT count(*) FROM results") >= 40);
+    assert!(one("SELECT count(*) FROM runs WHERE change_id IS NOT NULL") > 0);
+    assert!(one("SELECT count(*) FROM failures WHERE fingerprint_id IS NOT NULL") > 0);
+    assert_eq!(dangling(&store), 0);
+    // Enforced again: a dangling reference is refused.
+    assert!(
+        store
+            .connection()
+            .execute(
+                "INSERT INTO results (run_id, test_id, outcome, retries) VALUES (999999, 1, 0, 0)",
+                [],
+            )
+            .is_err()
+    );
+}
+
+#[test]
 fn a_fresh_load_stores_changes_and_repositories_as_the_per_run_path_does() {
     // A fresh load remembers the repositories and changes it wrote
     // (`fresh_runs.rs`) instead of asking per run: a change seen again, with

@@ -785,6 +785,10 @@ mod tests {
         );
         let one =
             |sql: &str| -> i64 { fresh.connection().query_row(sql, [], |r| r.get(0)).unwrap() };
+        // The fresh load checks no foreign key row by row: every reference
+        // it wrote has its row, and the store enforces them again.
+        assert_eq!(one("SELECT count(*) FROM pragma_foreign_key_check"), 0);
+        assert_eq!(one("PRAGMA foreign_keys"), 1);
         assert!(one("SELECT count(*) FROM failures") > 10);
         assert!(one("SELECT count(*) FROM runs WHERE url IS NULL") > 3);
         assert_eq!(
