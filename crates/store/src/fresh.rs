@@ -65,7 +65,7 @@ use super::{Ingested, Policy};
 use super::{Prepared, Store, StoreError, hourly, tally, to_ms};
 use crate::counting::SloEvents;
 use crate::fresh_runs::FreshRuns;
-use crate::ingest_run::ingest_checked;
+use crate::ingest_run::{Fresh, Inserts, ingest_checked};
 use chrono::{DateTime, Utc};
 use rusqlite::{Transaction, TransactionBehavior};
 
@@ -222,6 +222,7 @@ impl FreshLoad<'_> {
             self.buffer = tally::Buffered::start();
         }
         let mut out = Vec::with_capacity(runs.len());
+        let mut inserts = Inserts::prepare(&self.tx)?;
         for p in runs {
             out.push(ingest_checked(
                 &self.tx,
@@ -230,9 +231,14 @@ impl FreshLoad<'_> {
                 p.future_times,
                 self.policy,
                 self.now_ms,
-                Some(&mut self.runs),
+                Some(Fresh {
+                    runs: &mut self.runs,
+                    inserts: &mut inserts,
+                    external_key: p.external_key,
+                }),
             )?);
         }
+        drop(inserts);
         if let Some(events) = &self.slo_events {
             events.write_run_events(&self.tx)?;
         }
@@ -352,19 +358,19 @@ impl Drop for FreshLoad<'_> {
         if (self.journal_switched || self.foreign_keys_switched) && !self.tx.is_autocommit() {
             let _ = self.tx.execute_batch("ROLLBACK");
         }
-        if self.foreign_keys_switched {
-            if let Err(e) = self.tx.pragma_update(None, "foreign_keys", true) {
-                tracing::warn!(
-                    "the store's foreign keys could not be enforced again after a fresh load: {e}"
-                );
-            }
+        if self.foreign_keys_switched
+            && let Err(e) = self.tx.pragma_update(None, "foreign_keys", true)
+        {
+            tracing::warn!(
+                "the store's foreign keys could not be enforced again after a fresh load: {e}"
+            );
         }
-        if self.journal_switched {
-            if let Err(e) = self.tx.pragma_update(None, "journal_mode", "WAL") {
-                tracing::warn!(
-                    "the store's write-ahead log could not be switched on again after a fresh load: {e}"
-                );
-            }
+        if self.journal_switched
+            && let Err(e) = self.tx.pragma_update(None, "journal_mode", "WAL")
+        {
+            tracing::warn!(
+                "the store's write-ahead log could not be switched on again after a fresh load: {e}"
+            );
         }
     }
 }

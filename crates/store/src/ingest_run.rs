@@ -11,7 +11,7 @@ use crate::policy::{Policy, moves_live_counters};
 use crate::{Store, plausible, results, revision, to_ms, upsert_repository};
 use chrono::{DateTime, Utc};
 use ci_slo_core::model::{NewRun, RunState, Trigger};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// What an ingest did.
@@ -49,6 +49,46 @@ impl Ingested {
 }
 
 pub use crate::content_hash::content_hash;
+
+/// A new run's row (the flags counting sets go in with it: see `counted_after`).
+pub(crate) const INSERT_RUN: &str = "INSERT INTO runs (repository_id, stored_external_id, context, commit_sha,
+        attempt, trigger_code, state_code, queued_at, started_at, finished_at, stored_url, log_url, change_id,
+        source_code, content_digest, created_at, updated_at, attempt_group, trigger_pending, url_in_id,
+        external_key, id_form, queue_counted, final_counted)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18, ?19, ?20, ?21,
+        ?22, ?23)";
+
+/// The statements a fresh load runs for each run and each test result,
+/// prepared once per batch of runs (a statement taken from the connection's
+/// cache for each run would hash its SQL text twice, to look it up and to
+/// put it back: a few percent of a 1 M-run load's storing thread).
+pub(crate) struct Inserts<'c> {
+    /// [`INSERT_RUN`].
+    pub(crate) run: CachedStatement<'c>,
+    /// `staging::INSERT_RESULT`.
+    pub(crate) result: CachedStatement<'c>,
+    /// `staging::INSERT_TEST_EVENT`.
+    pub(crate) test_event: CachedStatement<'c>,
+}
+
+impl<'c> Inserts<'c> {
+    pub(crate) fn prepare(tx: &'c Connection) -> rusqlite::Result<Inserts<'c>> {
+        Ok(Inserts {
+            run: tx.prepare_cached(INSERT_RUN)?,
+            result: tx.prepare_cached(crate::staging::INSERT_RESULT)?,
+            test_event: tx.prepare_cached(crate::staging::INSERT_TEST_EVENT)?,
+        })
+    }
+}
+
+/// A fresh load as `ingest_checked` sees it: what it remembers, and the
+/// statements of the batch being stored.
+pub(crate) struct Fresh<'r, 'c> {
+    pub(crate) runs: &'r mut FreshRuns,
+    pub(crate) inserts: &'r mut Inserts<'c>,
+    /// The run's [`Prepared::external_key`].
+    pub(crate) external_key: Option<i64>,
+}
 
 /// A run's external id as the SQLite store indexes it (`runs.external_key`,
 /// migration 14): the first 8 bytes of the SHA-256 of the id's UTF-8 bytes,
@@ -257,6 +297,9 @@ pub struct Prepared {
     pub run: NewRun,
     pub(crate) hash: String,
     pub(crate) future_times: bool,
+    /// [`external_key`] of the run's external id (a hash: computed here, on
+    /// the preparing thread, rather than by the storing one).
+    pub(crate) external_key: Option<i64>,
 }
 
 impl Prepared {
@@ -281,6 +324,7 @@ impl Prepared {
         let run = plausible.unwrap_or(report);
         Prepared {
             hash: content_hash(&run),
+            external_key: run.external_id.as_deref().map(external_key),
             run,
             future_times,
         }
@@ -316,12 +360,12 @@ pub(crate) fn ingest_checked(
     future_times: bool,
     policy: &Policy,
     now_ms: i64,
-    mut fresh: Option<&mut FreshRuns>,
+    mut fresh: Option<Fresh<'_, '_>>,
 ) -> Result<Ingested, StoreError> {
     let repo = &report.repository;
     // A fresh load knows these without asking (`fresh_runs.rs`).
-    let (live, repository_id) = match fresh.as_deref_mut() {
-        Some(f) => (f.live, f.repository(tx, repo.forge, &repo.path)?),
+    let (live, repository_id) = match fresh.as_mut() {
+        Some(f) => (f.runs.live, f.runs.repository(tx, repo.forge, &repo.path)?),
         None => (
             moves_live_counters(tx, policy)?,
             upsert_repository(tx, repo.forge, &repo.path)?,
@@ -397,8 +441,8 @@ pub(crate) fn ingest_checked(
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
             };
-            let (id, decided) = match fresh.as_deref_mut() {
-                Some(f) => f.change(tx, repository_id, change, upsert)?,
+            let (id, decided) = match fresh.as_mut() {
+                Some(f) => f.runs.change(tx, repository_id, change, upsert)?,
                 None => {
                     let (id, decided, _) = upsert(tx)?;
                     (id, decided)
@@ -415,7 +459,11 @@ pub(crate) fn ingest_checked(
     let url_in_id = url_in_id(run.external_id.as_deref(), run.url.as_deref());
     let stored_url = if url_in_id { None } else { run.url.as_deref() };
     // The id's key and the hash's bytes (migration 14).
-    let key = run.external_id.as_deref().map(external_key);
+    // A fresh load's run is the report as prepared (no stored run to merge).
+    let key = match &fresh {
+        Some(f) => f.external_key,
+        None => run.external_id.as_deref().map(external_key),
+    };
     let (id_form, stored_id) = match run.external_id.as_deref().map(stored_external_id) {
         Some((form, id)) => (form, Some(id)),
         None => (0, None),
@@ -484,20 +532,18 @@ pub(crate) fn ingest_checked(
             // Stored with the flags counting sets below (see `counted_after`),
             // so the row is written once.
             let (queue, done) = counted_after(run, trigger_pending);
-            tx.prepare_cached(
-                "INSERT INTO runs (repository_id, stored_external_id, context, commit_sha, attempt, trigger_code,
-                    state_code, queued_at, started_at, finished_at, stored_url, log_url, change_id, source_code,
-                    content_digest, created_at, updated_at, attempt_group, trigger_pending, url_in_id,
-                    external_key, id_form, queue_counted, final_counted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18,
-                    ?19, ?20, ?21, ?22, ?23)",
-            )?
-            .execute(rusqlite::params_from_iter(
-                values
-                    .iter()
-                    .copied()
-                    .chain([&queue as &dyn rusqlite::ToSql, &done]),
-            ))
+            let row = || {
+                rusqlite::params_from_iter(
+                    values
+                        .iter()
+                        .copied()
+                        .chain([&queue as &dyn rusqlite::ToSql, &done]),
+                )
+            };
+            match fresh.as_mut() {
+                Some(f) => f.inserts.run.execute(row()),
+                None => tx.prepare_cached(INSERT_RUN)?.execute(row()),
+            }
             .map_err(|e| match &run.external_id {
                 Some(id) => key_collision(tx, repository_id, id, e),
                 None => StoreError::Sqlite(e),
@@ -533,7 +579,7 @@ pub(crate) fn ingest_checked(
             event_ms,
             live,
             status == IngestStatus::Updated,
-            fresh.as_deref_mut().map(|f| &mut f.fingerprints),
+            fresh.as_mut().map(|f| &mut f.runs.fingerprints),
         )?;
     }
 
@@ -578,7 +624,14 @@ pub(crate) fn ingest_checked(
         at_ms: event_ms,
     };
     match fresh {
-        Some(f) => f.staging.stage(tx, &of, &run.tests, live)?,
+        Some(f) => f.runs.staging.stage(
+            tx,
+            &mut f.inserts.result,
+            &mut f.inserts.test_event,
+            &of,
+            &run.tests,
+            live,
+        )?,
         None => results::store(tx, &of, &run.tests, status == IngestStatus::Updated, live)?,
     }
 

@@ -13,7 +13,7 @@ use crate::model::{TestOutcome, TestResult};
 use crate::test_step::Step;
 use crate::{hourly, results};
 use foldhash::HashMap;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Statement, params};
 use std::collections::BTreeMap;
 
 /// Where a fresh load's test results wait for the per-test counting.
@@ -211,6 +211,8 @@ impl Staging {
     pub(super) fn stage(
         &mut self,
         tx: &Connection,
+        insert_result: &mut Statement<'_>,
+        insert_test_event: &mut Statement<'_>,
         run: &results::RunOf<'_>,
         tests: &[TestResult],
         live: bool,
@@ -265,34 +267,35 @@ impl Staging {
         if let Some(e) = self.run_ends.last_mut() {
             *e = end;
         }
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries, retry_reasons, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+        // Bound one by one (`raw_bind_parameter`): no slice of `dyn ToSql`
+        // per result.
+        let insert = insert_result;
         for (id, _, last) in &unique {
             let reasons = if last.retry_reasons.is_empty() {
                 None
             } else {
                 Some(serde_json::to_string(&last.retry_reasons).unwrap_or_else(|_| "[]".into()))
             };
-            insert.execute(params![
-                run.run_id,
-                id,
-                results::outcome_code(last.outcome),
-                last.duration_seconds,
-                last.retries,
-                reasons,
-                last.message,
-            ])?;
+            insert.raw_bind_parameter(1, run.run_id)?;
+            insert.raw_bind_parameter(2, id)?;
+            insert.raw_bind_parameter(3, results::outcome_code(last.outcome))?;
+            insert.raw_bind_parameter(4, last.duration_seconds)?;
+            insert.raw_bind_parameter(5, last.retries)?;
+            insert.raw_bind_parameter(6, &reasons)?;
+            insert.raw_bind_parameter(7, &last.message)?;
+            insert.raw_execute()?;
             self.staged += 1;
         }
         // The run's test_success events: its `test_events` row, appended in
         // run order (its index is built at the end of the load).
         if total > 0 {
-            tx.prepare_cached(
-                "INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![run.run_id, run.repository_id, run.at_ms, good, total])?;
+            insert_test_event.execute(params![
+                run.run_id,
+                run.repository_id,
+                run.at_ms,
+                good,
+                total
+            ])?;
         }
         if total > 0 {
             hourly::add(
@@ -307,6 +310,16 @@ impl Staging {
         Ok(())
     }
 }
+
+/// A test result of a run (`results`: the last result of its name).
+pub(crate) const INSERT_RESULT: &str =
+    "INSERT INTO results (run_id, test_id, outcome, duration_seconds, retries,
+        retry_reasons, message)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// A run's test_success events (`test_events`).
+pub(crate) const INSERT_TEST_EVENT: &str =
+    "INSERT INTO test_events (run_id, repository_id, at, good, total) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// Bounds of the packed entries of `Staging::counted` and of the
 /// counting's own: test indexes (30 bits), run slots (30 bits).
