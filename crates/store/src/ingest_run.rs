@@ -552,13 +552,17 @@ pub(crate) fn ingest_checked(
         }
     };
 
-    {
+    // (Taken from the statement cache only when there is a row to write:
+    // most runs have none.)
+    if !run.dependencies.is_empty() {
         let mut insert = tx.prepare_cached(
             "INSERT INTO dependency_snapshots (run_id, package, version) VALUES (?1, ?2, ?3)",
         )?;
         for (package, version) in &run.dependencies {
             insert.execute(params![run_id, package, version])?;
         }
+    }
+    if !run.reports.is_empty() {
         let mut insert = tx.prepare_cached(
             "INSERT INTO reports (run_id, format, name, content) VALUES (?1, ?2, ?3, ?4)",
         )?;
