@@ -21,9 +21,9 @@
 //!   the load's transaction and on again when it ends, finished or not):
 //!   every reference a load writes is an id it wrote itself just before (a
 //!   run's repository and change, a result's, failure's or event's run), and
-//!   the checks were a parent lookup for each of millions of rows (about a
-//!   sixth of a 1 M-run load). The tests run `PRAGMA foreign_key_check` on
-//!   what a load wrote;
+//!   the checks were a parent lookup for each of millions of rows (3 % of the
+//!   storing thread's instructions, docs/benchmarks.md). The tests run
+//!   `PRAGMA foreign_key_check` on what a load wrote;
 //! - nothing is looked up first: the store holds no run this one could be
 //!   (the external ids' uniqueness is checked once, when `runs_external`, the
 //!   unique index of their 64-bit keys, is built again at the end, and a
