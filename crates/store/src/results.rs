@@ -21,7 +21,7 @@
 
 use super::{catalog, tally};
 use crate::model::{TestOutcome, TestResult};
-use crate::test_step::Step;
+use crate::test_step::{Step, TestCounts};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -359,18 +359,11 @@ fn count(
     if step.commit_changed {
         write_commit(st, test_id, commit_id, step.flags, step.commit_failures)?;
     }
-    let flaky = i64::from(step.became_flaky);
     write_test(
         st,
         test_id,
         &TestDelta {
-            runs: 1,
-            passes: step.passes,
-            failures: step.failures,
-            flips: step.flip,
-            commits: step.new_commit,
-            flaky_commits: flaky,
-            flaky_failures: step.flaky_failures,
+            counts: TestCounts::of(&step),
             last_failed: failed,
             first_seen: run.at_ms,
             last_seen: run.at_ms,
@@ -382,15 +375,7 @@ fn count(
         st,
         test_id,
         run.at_ms.div_euclid(DAY_MS),
-        &DayDelta {
-            runs: 1,
-            passes: step.passes,
-            failures: step.failures,
-            flips: step.flip,
-            commits: step.new_commit,
-            flaky_commits: flaky,
-            flaky_failures: step.flaky_failures,
-        },
+        &TestCounts::of(&step),
     )
 }
 
@@ -416,13 +401,7 @@ fn write_commit(
 /// them in counting order; `first_seen`/`last_seen` the min and max time.
 #[derive(Debug, Clone, Copy)]
 struct TestDelta {
-    runs: i64,
-    passes: i64,
-    failures: i64,
-    flips: i64,
-    commits: i64,
-    flaky_commits: i64,
-    flaky_failures: i64,
+    counts: TestCounts,
     last_failed: bool,
     first_seen: i64,
     last_seen: i64,
@@ -444,13 +423,13 @@ fn write_test(st: &mut Statements<'_>, test_id: i64, d: &TestDelta) -> rusqlite:
     )?
     .execute(params![
         test_id,
-        d.runs,
-        d.passes,
-        d.failures,
-        d.flips,
-        d.commits,
-        d.flaky_commits,
-        d.flaky_failures,
+        d.counts.runs,
+        d.counts.passes,
+        d.counts.failures,
+        d.counts.flips,
+        d.counts.commits,
+        d.counts.flaky_commits,
+        d.counts.flaky_failures,
         d.last_failed,
         d.first_seen,
         d.last_seen,
@@ -461,23 +440,11 @@ fn write_test(st: &mut Statements<'_>, test_id: i64, d: &TestDelta) -> rusqlite:
     Ok(())
 }
 
-/// What counted results add to a `test_days` row.
-#[derive(Debug, Clone, Copy, Default)]
-struct DayDelta {
-    runs: i64,
-    passes: i64,
-    failures: i64,
-    flips: i64,
-    commits: i64,
-    flaky_commits: i64,
-    flaky_failures: i64,
-}
-
 fn write_day(
     st: &mut Statements<'_>,
     test_id: i64,
     day: i64,
-    d: &DayDelta,
+    d: &TestCounts,
 ) -> rusqlite::Result<()> {
     st.get(
         Stmt::WriteDay,
@@ -562,7 +529,7 @@ struct Batch {
     /// (commit, test) → its row.
     test_commits: HashMap<(i64, i64), BatchCommit>,
     /// (test, day) → what the batch adds.
-    days: HashMap<(i64, i64), DayDelta>,
+    days: HashMap<(i64, i64), TestCounts>,
     /// run → its test_success events in this batch.
     events: HashMap<i64, Event>,
 }
@@ -652,29 +619,16 @@ impl Batch {
             commit.changed = true;
         }
         test.last_failed = Some(failed);
-        let flaky = i64::from(step.became_flaky);
         let at = run.at_ms;
         let d = test.delta.get_or_insert(TestDelta {
-            runs: 0,
-            passes: 0,
-            failures: 0,
-            flips: 0,
-            commits: 0,
-            flaky_commits: 0,
-            flaky_failures: 0,
+            counts: TestCounts::default(),
             last_failed: failed,
             first_seen: at,
             last_seen: at,
             last_failure: None,
             first_flaky: None,
         });
-        d.runs += 1;
-        d.passes += step.passes;
-        d.failures += step.failures;
-        d.flips += step.flip;
-        d.commits += step.new_commit;
-        d.flaky_commits += flaky;
-        d.flaky_failures += step.flaky_failures;
+        d.counts.add(&step);
         d.last_failed = failed;
         d.first_seen = d.first_seen.min(at);
         d.last_seen = d.last_seen.max(at);
@@ -688,13 +642,7 @@ impl Batch {
             .days
             .entry((test_id, at.div_euclid(DAY_MS)))
             .or_default();
-        day.runs += 1;
-        day.passes += step.passes;
-        day.failures += step.failures;
-        day.flips += step.flip;
-        day.commits += step.new_commit;
-        day.flaky_commits += flaky;
-        day.flaky_failures += step.flaky_failures;
+        day.add(&step);
         Ok(())
     }
 

@@ -10,7 +10,7 @@
 //! ([`Staging::write_test_commits`]; see `fresh.rs`).
 
 use crate::model::{TestOutcome, TestResult};
-use crate::test_step::Step;
+use crate::test_step::{Step, TestCounts};
 use crate::{hourly, results};
 use foldhash::HashMap;
 use rusqlite::{Connection, Statement, params};
@@ -333,23 +333,13 @@ const GROUPED_AT_ONCE: usize = 1 << 19;
 /// What a test's counted results add up to (`tests`' counters).
 #[derive(Default)]
 struct Totals {
-    runs: i64,
-    passes: i64,
-    failures: i64,
-    flips: i64,
-    commits: i64,
-    flaky_commits: i64,
-    flaky_failures: i64,
+    counts: TestCounts,
     last_failed: Option<bool>,
     first_seen: Option<i64>,
     last_seen: Option<i64>,
     last_failure: Option<(i64, i64)>,
     first_flaky: Option<i64>,
 }
-
-/// A `test_days` row's counters: runs, passes, failures, flips, commits,
-/// flaky commits, flaky failures.
-type Day = [i64; 7];
 
 impl Staging {
     /// Free what only interning needs (the load stored its last run):
@@ -445,7 +435,7 @@ impl Staging {
         // failures for that test (`state`).
         let mut owner = vec![u32::MAX; commits];
         let mut state = vec![(0i64, 0i64); commits];
-        let mut days: BTreeMap<i64, Day> = BTreeMap::new();
+        let mut days: BTreeMap<i64, TestCounts> = BTreeMap::new();
         let mut insert_test = tx.prepare(
             "INSERT INTO tests (id, repository_id, context, name, runs, passes, failures, flips, commits,
                  flaky_commits, flaky_failures, last_failed, first_seen, last_seen, last_failure_run_id,
@@ -484,14 +474,7 @@ impl Staging {
                     };
                     let step = Step::of(stored, t.last_failed, failed, u32::from(retry_pass));
                     state[c] = (step.flags, step.commit_failures);
-                    let flaky = i64::from(step.became_flaky);
-                    t.runs += 1;
-                    t.passes += step.passes;
-                    t.failures += step.failures;
-                    t.flips += step.flip;
-                    t.commits += step.new_commit;
-                    t.flaky_commits += flaky;
-                    t.flaky_failures += step.flaky_failures;
+                    t.counts.add(&step);
                     t.last_failed = Some(failed);
                     t.first_seen = Some(t.first_seen.map_or(at, |f| f.min(at)));
                     t.last_seen = Some(t.last_seen.map_or(at, |l| l.max(at)));
@@ -501,18 +484,9 @@ impl Staging {
                     if step.became_flaky && t.first_flaky.is_none() {
                         t.first_flaky = Some(at);
                     }
-                    let day = days.entry(at.div_euclid(results::DAY_MS)).or_default();
-                    for (v, by) in day.iter_mut().zip([
-                        1,
-                        step.passes,
-                        step.failures,
-                        step.flip,
-                        step.new_commit,
-                        flaky,
-                        step.flaky_failures,
-                    ]) {
-                        *v += by;
-                    }
+                    days.entry(at.div_euclid(results::DAY_MS))
+                        .or_default()
+                        .add(&step);
                 }
                 let (repository_id, context) = &self.context_texts[context as usize];
                 // Bound one by one (`raw_bind_parameter`): no slice of
@@ -522,13 +496,9 @@ impl Staging {
                 s.raw_bind_parameter(2, repository_id)?;
                 s.raw_bind_parameter(3, context)?;
                 s.raw_bind_parameter(4, &self.name_texts[name as usize])?;
-                s.raw_bind_parameter(5, t.runs)?;
-                s.raw_bind_parameter(6, t.passes)?;
-                s.raw_bind_parameter(7, t.failures)?;
-                s.raw_bind_parameter(8, t.flips)?;
-                s.raw_bind_parameter(9, t.commits)?;
-                s.raw_bind_parameter(10, t.flaky_commits)?;
-                s.raw_bind_parameter(11, t.flaky_failures)?;
+                for (k, v) in t.counts.columns().iter().enumerate() {
+                    s.raw_bind_parameter(5 + k, v)?;
+                }
                 s.raw_bind_parameter(12, t.last_failed)?;
                 s.raw_bind_parameter(13, t.first_seen)?;
                 s.raw_bind_parameter(14, t.last_seen)?;
@@ -540,7 +510,7 @@ impl Staging {
                     let s = &mut insert_day;
                     s.raw_bind_parameter(1, id)?;
                     s.raw_bind_parameter(2, day)?;
-                    for (k, v) in c.iter().enumerate() {
+                    for (k, v) in c.columns().iter().enumerate() {
                         s.raw_bind_parameter(3 + k, v)?;
                     }
                     s.raw_execute()?;

@@ -75,3 +75,51 @@ impl Step {
         }
     }
 }
+
+/// What counted results add to a test's counters and to one of its days'
+/// (`tests` and `test_days`): the per-run path, a batch and a fresh load all
+/// add a [`Step`] through [`TestCounts::add`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestCounts {
+    pub runs: i64,
+    pub passes: i64,
+    pub failures: i64,
+    pub flips: i64,
+    pub commits: i64,
+    pub flaky_commits: i64,
+    pub flaky_failures: i64,
+}
+
+impl TestCounts {
+    /// What one result's step adds.
+    pub fn of(step: &Step) -> TestCounts {
+        let mut c = TestCounts::default();
+        c.add(step);
+        c
+    }
+
+    /// Add one result's step.
+    pub fn add(&mut self, step: &Step) {
+        self.runs += 1;
+        self.passes += step.passes;
+        self.failures += step.failures;
+        self.flips += step.flip;
+        self.commits += step.new_commit;
+        self.flaky_commits += i64::from(step.became_flaky);
+        self.flaky_failures += step.flaky_failures;
+    }
+
+    /// In the tables' column order: runs, passes, failures, flips, commits,
+    /// flaky_commits, flaky_failures.
+    pub fn columns(&self) -> [i64; 7] {
+        [
+            self.runs,
+            self.passes,
+            self.failures,
+            self.flips,
+            self.commits,
+            self.flaky_commits,
+            self.flaky_failures,
+        ]
+    }
+}
