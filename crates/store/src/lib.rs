@@ -37,6 +37,7 @@ pub mod revision;
 pub mod run_counts;
 mod run_view;
 pub mod schema;
+mod scratch;
 mod settle;
 mod staging;
 pub mod storage;

@@ -1866,6 +1866,120 @@ fn a_fresh_load_writes_through_a_rollback_journal_and_leaves_the_store_in_wal_mo
 }
 
 #[test]
+fn a_fresh_load_builds_its_per_test_tables_in_a_scratch_file_it_deletes_however_it_ends() {
+    // The per-test tables are written into a scratch file next to the
+    // store by a thread of their own and copied in at the end
+    // (`scratch.rs`): the copy is the tables' rows and index, and the file
+    // is gone and detached from the store's connection when the load ends,
+    // finished or failed.
+    let policy = policy();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("fresh.db"))
+            .collect();
+        names.sort();
+        names
+    };
+    let attached = |store: &Store| -> Vec<String> {
+        store
+            .connection()
+            .prepare("SELECT name FROM pragma_database_list WHERE name NOT IN ('main', 'temp')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let test = |name: &str, outcome| TestResult {
+        name: name.into(),
+        outcome,
+        duration_seconds: Some(1.0),
+        retries: 0,
+        retry_reasons: Vec::new(),
+        message: None,
+    };
+    // 30 runs of 10 commits, three tests each; t2 fails on every third run.
+    let runs = |external: &dyn Fn(usize) -> String| -> Vec<Prepared> {
+        (0..30)
+            .map(|i| {
+                let mut r = run("ctx", &format!("c{}", i % 10), 0, RunState::Success);
+                r.external_id = Some(external(i));
+                let t2 = if i % 3 == 0 {
+                    TestOutcome::Failed
+                } else {
+                    TestOutcome::Passed
+                };
+                r.tests = vec![
+                    test("t1", TestOutcome::Passed),
+                    test("t2", t2),
+                    test(&format!("only-{}", i % 5), TestOutcome::Passed),
+                ];
+                Prepared::new(r, &policy, now())
+            })
+            .collect()
+    };
+    let mut store = Store::open(&path).unwrap();
+    // Two runs with one external id: the load fails when it builds the
+    // runs' unique index, while the per-test tables are being built.
+    let load = {
+        let mut load = store.fresh_load(&policy, now()).unwrap();
+        load.store_batch(&runs(&|i| format!("e{}", i.min(28))), true)
+            .unwrap();
+        load
+    };
+    let failed = load.finish(&mut |_, _| {}).unwrap_err();
+    assert!(failed.is_constraint_violation(), "{failed}");
+    assert_eq!(files(), Vec::<String>::new(), "after a failed load");
+    assert_eq!(attached(&store), Vec::<String>::new());
+    assert_eq!(store.run_count().unwrap(), 0);
+    assert!(store.accepts_fresh_load(&policy).unwrap());
+
+    let mut steps = Vec::new();
+    let load = {
+        let mut load = store.fresh_load(&policy, now()).unwrap();
+        load.store_batch(&runs(&|i| format!("e{i}")), true).unwrap();
+        load
+    };
+    let told = load.steps();
+    load.finish(&mut |done, what| steps.push((done, what.to_string())))
+        .unwrap();
+    assert_eq!(files(), Vec::<String>::new(), "after a finished load");
+    assert_eq!(attached(&store), Vec::<String>::new());
+    // Progress: every step told once, in order, as many as announced.
+    assert_eq!(steps.len(), told);
+    assert!(steps.iter().enumerate().all(|(i, (done, _))| *done == i));
+    assert!(
+        steps
+            .iter()
+            .any(|(_, what)| what == "copying the per-test tables")
+    );
+    let one = |sql: &str| -> i64 { store.connection().query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(one("SELECT count(*) FROM tests"), 7);
+    assert_eq!(one("SELECT runs FROM tests WHERE name = 't2'"), 30);
+    assert_eq!(one("SELECT failures FROM tests WHERE name = 't2'"), 10);
+    // A (commit, test) row per pair: t1 and t2 on each of 10 commits, each
+    // only-N on the 2 commits it ran on.
+    assert_eq!(one("SELECT count(*) FROM test_commits"), 30);
+    assert_eq!(one("SELECT sum(runs) FROM test_days"), 90);
+    // The tests' unique index is there, used and whole.
+    // (`INDEXED BY` fails when the index cannot serve the query.)
+    assert_eq!(
+        one("SELECT count(*) FROM tests INDEXED BY tests_name
+             WHERE (repository_id, context) = (SELECT repository_id, context FROM tests WHERE name = 't1')"),
+        7
+    );
+    let check: String = store
+        .connection()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[test]
 fn a_fresh_load_checks_no_foreign_key_row_by_row_and_enforces_them_again_when_it_ends() {
     let policy = policy();
     let enforced = |store: &Store| -> bool {
