@@ -142,18 +142,29 @@ impl Classifier {
         self.classify_log_with(reader, true)
     }
 
+    /// [`Classifier::classify_log`] of a log already in memory (its read
+    /// buffer no larger than the log: see `scan::scan_text`).
+    pub fn classify_text(&self, log: &str) -> io::Result<Classification> {
+        let scan = scan::scan_text(&self.log, log, true)?;
+        Ok(self.classification(scan))
+    }
+
     fn classify_log_with<R: Read>(
         &self,
         reader: R,
         use_prefilter: bool,
     ) -> io::Result<Classification> {
         let scan = scan::scan(&self.log, reader, use_prefilter)?;
-        Ok(Classification {
+        Ok(self.classification(scan))
+    }
+
+    fn classification(&self, scan: scan::Scan) -> Classification {
+        Classification {
             primary: self.to_match(scan.ranked),
             lines_scanned: scan.lines,
             bytes_scanned: scan.bytes,
             sections: scan.sections,
-        })
+        }
     }
 
     /// Classifies a test failure message (possibly multi-line) with the
@@ -164,7 +175,7 @@ impl Classifier {
 
     fn classify_message_with(&self, msg: &str, use_prefilter: bool) -> Option<Match> {
         // reading from a byte slice cannot fail
-        let scan = scan::scan(&self.message, msg.as_bytes(), use_prefilter).ok()?;
+        let scan = scan::scan_text(&self.message, msg, use_prefilter).ok()?;
         self.to_match(scan.ranked)
     }
 

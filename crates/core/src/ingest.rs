@@ -337,7 +337,7 @@ pub fn classify_run(
     tests: &[TestResult],
 ) -> Vec<FailureEvidence> {
     let primary = log
-        .and_then(|log| classifier.classify_log(log.as_bytes()).ok())
+        .and_then(|log| classifier.classify_text(log).ok())
         .and_then(|c| c.primary);
     failures_from(classifier, primary, tests)
 }

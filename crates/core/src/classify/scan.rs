@@ -51,6 +51,33 @@ pub(crate) struct Scan {
 /// Scans `reader` with `target`'s rules. `use_prefilter = false` feeds every
 /// line to the ranker (the reference the prefiltered scan must agree with).
 pub(crate) fn scan<R: Read>(target: &Target, reader: R, use_prefilter: bool) -> io::Result<Scan> {
+    scan_from(
+        target,
+        BlockReader::new(reader, FIRST_BLOCK_BYTES),
+        use_prefilter,
+    )
+}
+
+/// [`scan`] of a text in memory (a test's failure message): its read buffer
+/// no larger than the text. Messages are short and many (one per failed
+/// test of a bulk import); a buffer of [`FIRST_BLOCK_BYTES`] each was a
+/// large allocation, and glibc's allocator merges every small free block
+/// before it serves one (`malloc_consolidate`: 8 % of a fresh import's
+/// reading thread).
+pub(crate) fn scan_text(target: &Target, text: &str, use_prefilter: bool) -> io::Result<Scan> {
+    let first = (text.len() + 1).min(FIRST_BLOCK_BYTES);
+    scan_from(
+        target,
+        BlockReader::new(text.as_bytes(), first),
+        use_prefilter,
+    )
+}
+
+fn scan_from<R: Read>(
+    target: &Target,
+    mut blocks: BlockReader<R>,
+    use_prefilter: bool,
+) -> io::Result<Scan> {
     let mut state = ScanState {
         target,
         use_prefilter,
@@ -59,7 +86,6 @@ pub(crate) fn scan<R: Read>(target: &Target, reader: R, use_prefilter: bool) -> 
         lines: 0,
         dense_blocks: 0,
     };
-    let mut blocks = BlockReader::new(reader);
     let mut work = BlockWork::default();
     while let Some((data, terminated)) = blocks.next_block()? {
         state.block(data, terminated, &mut work);
@@ -377,10 +403,12 @@ struct BlockReader<R> {
 }
 
 impl<R: Read> BlockReader<R> {
-    fn new(reader: R) -> Self {
+    /// A reader of `reader` whose buffer starts at `first` bytes (and
+    /// doubles while blocks fill it, up to [`BLOCK_BYTES`]).
+    fn new(reader: R, first: usize) -> Self {
         BlockReader {
             reader,
-            buf: vec![0u8; FIRST_BLOCK_BYTES],
+            buf: vec![0u8; first.max(1)],
             filled: 0,
             consumed: 0,
             eof: false,

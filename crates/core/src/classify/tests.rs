@@ -516,6 +516,53 @@ fn chunking_of_the_input_does_not_change_the_result() {
 }
 
 #[test]
+fn a_text_in_memory_is_classified_as_the_same_text_streamed() {
+    // `classify_text` and `classify_message` read a text in memory with a
+    // buffer no larger than the text (`scan::scan_text`); the result is the
+    // streamed one whatever the text's length, around the buffer's first
+    // size (16 KiB) and its doublings, with a line cut at the largest block.
+    let c = Classifier::with_defaults();
+    let line = "ok 12 some step passed\n";
+    let failing = "error[E0425]: cannot find value `x` in this scope\n";
+    let mut texts: Vec<String> = vec![
+        String::new(),
+        "x".into(),
+        "Killed".into(),
+        failing.into(),
+        format!("{line}{failing}{line}"),
+    ];
+    for len in [16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 40_000, 300_000] {
+        let mut t = line.repeat(len / line.len() + 1);
+        t.truncate(len - failing.len() - 1);
+        t.push('\n');
+        t.push_str(failing);
+        assert_eq!(t.len(), len);
+        texts.push(t);
+    }
+    // A line longer than the largest block (1 MiB), then the failure.
+    texts.push(format!("{}\n{failing}", "y".repeat(1_100_000)));
+    for t in &texts {
+        let streamed = c.classify_log(t.as_bytes()).unwrap();
+        assert_eq!(c.classify_text(t).unwrap(), streamed, "{} bytes", t.len());
+        assert_eq!(
+            c.classify_text(t).unwrap().bytes_scanned,
+            t.len() as u64
+        );
+        let message = scan::scan(&c.message, t.as_bytes(), true).unwrap();
+        assert_eq!(
+            c.classify_message(t),
+            c.to_match(message.ranked),
+            "{} bytes",
+            t.len()
+        );
+    }
+    assert!(
+        c.classify_text(&texts[8]).unwrap().primary.is_some(),
+        "the failure at the end of a long text is found"
+    );
+}
+
+#[test]
 fn classification_serialises_with_lowercase_categories() {
     let c = classify("Killed\n");
     let v = serde_json::to_value(&c).unwrap();

@@ -210,10 +210,7 @@ impl Poller {
             return Ok(());
         };
         let classifier = &self.ctx.classifier;
-        let classification = classifier
-            .classify_log(log.as_bytes())
-            .ok()
-            .unwrap_or_default();
+        let classification = classifier.classify_text(&log).ok().unwrap_or_default();
         let sections = classification.sections;
         run.failures = failures_from(classifier, classification.primary, &run.tests);
         run.dependencies = self.ctx.deps.extract(&log);
