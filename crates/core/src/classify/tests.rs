@@ -544,10 +544,7 @@ fn a_text_in_memory_is_classified_as_the_same_text_streamed() {
     for t in &texts {
         let streamed = c.classify_log(t.as_bytes()).unwrap();
         assert_eq!(c.classify_text(t).unwrap(), streamed, "{} bytes", t.len());
-        assert_eq!(
-            c.classify_text(t).unwrap().bytes_scanned,
-            t.len() as u64
-        );
+        assert_eq!(c.classify_text(t).unwrap().bytes_scanned, t.len() as u64);
         let message = scan::scan(&c.message, t.as_bytes(), true).unwrap();
         assert_eq!(
             c.classify_message(t),
