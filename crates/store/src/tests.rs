@@ -1894,14 +1894,7 @@ fn a_fresh_load_builds_its_per_test_tables_in_a_scratch_file_it_deletes_however_
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    let test = |name: &str, outcome| TestResult {
-        name: name.into(),
-        outcome,
-        duration_seconds: Some(1.0),
-        retries: 0,
-        retry_reasons: Vec::new(),
-        message: None,
-    };
+    let test = |name: &str, outcome| test_result(name, outcome, 0);
     // 30 runs of 10 commits, three tests each; t2 fails on every third run.
     let runs = |external: &dyn Fn(usize) -> String| -> Vec<Prepared> {
         (0..30)
@@ -2009,14 +2002,7 @@ fn a_fresh_load_checks_no_foreign_key_row_by_row_and_enforces_them_again_when_it
                 number: i % 4,
                 merged_at: None,
             });
-            let test = |name: &str, outcome| TestResult {
-                name: name.into(),
-                outcome,
-                duration_seconds: Some(1.0),
-                retries: 0,
-                retry_reasons: Vec::new(),
-                message: None,
-            };
+            let test = |name: &str, outcome| test_result(name, outcome, 0);
             r.tests = vec![
                 test("t1", TestOutcome::Passed),
                 test("t2", TestOutcome::Failed),
