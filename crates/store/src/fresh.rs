@@ -84,8 +84,8 @@ const INDEXED_AT_THE_END: [&str; 6] = [
     "failures",
 ];
 
-/// The page caches of a fresh load (MiB): the store's and the scratch
-/// tables'; the bound of all of SQLite's memory; the store's while the
+/// The page caches of a fresh load (MiB): the store's and its temporary
+/// tables' (`temp.fresh_slo`); the bound of all of SQLite's memory; the store's while the
 /// indexes are built at the end. Smaller than a per-run bulk load's: the
 /// runs' rows are appended (only the last pages of each table are written
 /// to), SQLite's sorts (the ORDER BY of `slo_events` and the index builds
