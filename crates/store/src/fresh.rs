@@ -305,10 +305,7 @@ impl FreshLoad<'_> {
             .filter(|i| i.per_test)
             .map(|i| i.sql.clone())
             .collect();
-        let scratch = Scratch::create(&self.tx, per_test).map_err(|e| StoreError::Engine {
-            kind: crate::ErrorKind::Other,
-            source: Box::new(e),
-        })?;
+        let scratch = Scratch::create(&self.tx, per_test).map_err(io_error)?;
         // Disjoint borrows: the builder thread takes the staged results and
         // the scratch file, this one the transaction.
         let scratch = &*self.scratch.insert(scratch);
@@ -321,10 +318,7 @@ impl FreshLoad<'_> {
             let builder = std::thread::Builder::new()
                 .name("per-test tables".into())
                 .spawn_scoped(s, move || scratch.build(staging))
-                .map_err(|e| StoreError::Engine {
-                    kind: crate::ErrorKind::Other,
-                    source: Box::new(e),
-                })?;
+                .map_err(io_error)?;
             let here = (|| -> Result<(), StoreError> {
                 tx.pragma_update(None, "cache_size", -(BUILD_CACHE_MIB * 1024))?;
                 step(done, "slo_events");
@@ -382,6 +376,15 @@ impl FreshLoad<'_> {
     /// Test results staged so far.
     pub fn staged(&self) -> usize {
         self.runs.staging.staged
+    }
+}
+
+/// A file or thread the load could not create (the scratch file, the
+/// thread that builds the per-test tables), as a store error.
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Engine {
+        kind: crate::ErrorKind::Other,
+        source: Box::new(e),
     }
 }
 
