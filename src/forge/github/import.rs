@@ -328,9 +328,9 @@ pub enum Mode {
 type Changes = BTreeMap<(String, String), DateTime<Utc>>;
 
 /// Stores one piece of converted runs (`true`: the piece closes a batch),
-/// counting in the stats. It takes the runs out of the vector, which keeps
-/// its room for the next piece: one vector for the whole file, not one
-/// freed per piece (freeing a block that large made glibc's allocator
+/// counting in the stats. It may take the runs out of the vector; the
+/// reader clears what is left and keeps the vector's room for the next
+/// piece: one vector for the whole file, not one freed per piece (freeing a block that large made glibc's allocator
 /// merge every small block freed before it, `malloc_consolidate`: 8 % of
 /// the reading thread of a fresh import).
 type StoreBatch<'a> =
@@ -422,9 +422,7 @@ fn import_per_run(
         batch_runs,
         batch_runs,
         &mut |batch, _, stats| {
-            let ingested = store.ingest_batch(batch, policy, now)?;
-            batch.clear();
-            for ingested in ingested {
+            for ingested in store.ingest_batch(batch, policy, now)? {
                 match ingested.status {
                     IngestStatus::Created => stats.runs_created += 1,
                     IngestStatus::Updated => stats.runs_updated += 1,
